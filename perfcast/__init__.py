@@ -1,0 +1,13 @@
+"""perfcast: predict runtime and power of GEMM, attention and CPU benchmarks on hardware you have not run."""
+
+from perfcast.datasets.store import RecordStore
+
+__version__ = "0.1.0"
+
+
+def load_dataset(task: str, store: str | None = None):  # noqa: ANN201  (pandas DataFrame)
+    """Every stored record of ``task`` as one DataFrame (``store`` defaults to ``$PERFCAST_STORE``)."""
+    return RecordStore(store).read(task)
+
+
+__all__ = ["RecordStore", "__version__", "load_dataset"]

@@ -1,0 +1,84 @@
+"""What every importer provides, and the registry that maps dataset names to importers.
+
+An importer turns a directory laid out like the shared copy of one public dataset into validated
+records. It splits its work into *units* (usually files) so the CLI can show progress and so a copy with
+more devices or years imports the same way: units are discovered by globbing, never listed by hand.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from perfcast.datasets.store import AppendResult, RecordStore
+
+REGISTRY: dict[str, type["Importer"]] = {}
+
+
+def register(name: str) -> Callable[[type["Importer"]], type["Importer"]]:
+    """Class decorator: make an importer available as ``perfcast data import NAME``."""
+
+    def deco(cls: type[Importer]) -> type[Importer]:
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+class DatasetLayoutError(ValueError):
+    """The directory does not look like the dataset (says what was expected where)."""
+
+
+class Importer(ABC):
+    """Base class: ``units(root)`` lists the work, ``load(root, unit)`` turns one unit into records."""
+
+    name: str = ""
+    #: one line for ``perfcast data import --help``
+    description: str = ""
+
+    @abstractmethod
+    def units(self, root: Path) -> list[Path]:
+        """The files (or sub-directories) under ``root`` to import; raise DatasetLayoutError if none."""
+
+    @abstractmethod
+    def load(self, root: Path, unit: Path) -> dict[str, pd.DataFrame]:
+        """Records of one unit, keyed by task. Frames need not be validated yet (the store does it)."""
+
+    def run(
+        self,
+        root: str | Path,
+        store: RecordStore,
+        on_unit: Callable[[Path, list[AppendResult]], None] | None = None,
+    ) -> list[AppendResult]:
+        """Import every unit under ``root`` into ``store``; ``on_unit`` is called after each (progress)."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(f"{self.name}: {root} is not a directory")
+        results: list[AppendResult] = []
+        for unit in self.units(root):
+            res = [store.append(df, task) for task, df in self.load(root, unit).items() if len(df)]
+            results.extend(res)
+            if on_unit is not None:
+                on_unit(unit, res)
+        return results
+
+
+def get_importer(name: str) -> Importer:
+    """The importer registered as ``name`` (a clear error lists the known names)."""
+    from perfcast.datasets import importers  # noqa: F401  (registers every importer module)
+
+    if name not in REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]()
+
+
+def require(paths: Iterable[Path], root: Path, what: str, name: str) -> list[Path]:
+    """Sorted list of ``paths``, or an DatasetLayoutError naming what was expected under ``root``."""
+    found = sorted(paths)
+    if not found:
+        raise DatasetLayoutError(f"{name}: no {what} found under {root}; is this a copy of the {name} dataset?")
+    return found

@@ -1,0 +1,1 @@
+"""perf_probe stage of perfcast (see DESIGN.md)."""
