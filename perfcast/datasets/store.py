@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,7 +96,10 @@ class RecordStore:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         final = d / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = d / f".tmp-{final.name}"
-        table = pa.Table.from_pandas(recs.reset_index(drop=True), preserve_index=False)
+        with warnings.catch_warnings():
+            # pyarrow reads tz-aware columns through Series.values, which pandas 3.1 flags as deprecated
+            warnings.filterwarnings("ignore", message=".*timezone information.*")
+            table = pa.Table.from_pandas(recs.reset_index(drop=True), preserve_index=False)
         try:
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as fh:

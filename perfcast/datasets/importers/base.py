@@ -60,7 +60,11 @@ class Importer(ABC):
             raise DatasetLayoutError(f"{self.name}: {root} is not a directory")
         results: list[AppendResult] = []
         for unit in self.units(root):
-            res = [store.append(df, task) for task, df in self.load(root, unit).items() if len(df)]
+            try:
+                res = [store.append(df, task) for task, df in self.load(root, unit).items() if len(df)]
+            except ValueError as e:  # SchemaError / DatasetLayoutError: say which file
+                e.add_note(f"while importing {unit} ({self.name})")
+                raise
             results.extend(res)
             if on_unit is not None:
                 on_unit(unit, res)

@@ -1,0 +1,203 @@
+"""The ``perfcast`` command line: thin typer commands that call the packages and print with rich.
+
+Heavy libraries are imported inside the commands so ``perfcast --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="perfcast: predict how fast (and at what power) work runs on hardware, before anyone runs it.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Import public datasets into the record store and look at what it holds.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+StoreOpt = Annotated[
+    Optional[Path],
+    typer.Option("--store", "-s", help="Record store directory [default: $PERFCAST_STORE or ~/.perfcast/store]"),
+]
+
+
+def _store(path: Path | None):  # noqa: ANN202
+    from perfcast.datasets.store import RecordStore
+
+    return RecordStore(path)
+
+
+def _fail(msg: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {msg}")
+    return typer.Exit(code=2)
+
+
+def _frame_table(df, title: str | None = None) -> Table:  # noqa: ANN001
+    table = Table(title=title, show_lines=False)
+    for c in df.columns:
+        table.add_column(str(c), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*["" if _isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    return table
+
+
+def _isna(v: object) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+@app.command()
+def hw() -> None:
+    """Fingerprint this machine: CPU, caches, memory, NUMA, GPUs, and its stable hw_id."""
+    from perfcast.perf_probe.hardware import fingerprint_table
+
+    df = fingerprint_table()
+    for _, row in df.iterrows():
+        table = Table(title=f"{row.get('device_kind', '')}: {row.get('device_name', '')}", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for k, v in row.items():
+            if not _isna(v):
+                table.add_row(str(k), str(v))
+        console.print(table)
+
+
+@data_app.command("import")
+def data_import(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `perfcast data sources`)")],
+    path: Annotated[Path, typer.Argument(help="Directory laid out like the shared copy of the dataset")],
+    store: StoreOpt = None,
+) -> None:
+    """Import a public dataset directory into the record store (re-importing adds nothing)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from perfcast.datasets.importers import get_importer
+    from perfcast.datasets.importers.base import DatasetLayoutError
+    from perfcast.datasets.schema import SchemaError
+
+    try:
+        importer = get_importer(name)
+    except KeyError as e:
+        raise _fail(str(e.args[0])) from None
+    rs = _store(store)
+    root = path.expanduser()
+    t0 = time.perf_counter()
+    try:
+        n_units = len(importer.units(root))
+    except (DatasetLayoutError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    written: dict[str, int] = {}
+    offered: dict[str, int] = {}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[unit]}"), console=console) as progress:
+        bar = progress.add_task(f"import {name}", total=n_units, unit="")
+
+        def on_unit(unit: Path, results: list) -> None:  # noqa: ANN001
+            for r in results:
+                written[r.task] = written.get(r.task, 0) + r.written
+                offered[r.task] = offered.get(r.task, 0) + r.offered
+            progress.update(bar, advance=1, unit=unit.name)
+
+        try:
+            importer.run(root, rs, on_unit=on_unit)
+        except (SchemaError, DatasetLayoutError) as e:
+            notes = "\n".join(getattr(e, "__notes__", []))
+            raise _fail(f"{e}\n{notes}\nRecords stored before the error are kept; fix the file and re-run (stored records are skipped).") from None
+    table = Table(title=f"{name} → {rs.root}  ({time.perf_counter() - t0:.1f} s)")
+    for col in ("task", "rows read", "new records", "already stored"):
+        table.add_column(col, justify="right" if col != "task" else "left")
+    for task in offered:
+        table.add_row(task, f"{offered[task]:,}", f"{written[task]:,}", f"{offered[task] - written[task]:,}")
+    console.print(table)
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the datasets `perfcast data import` knows."""
+    from perfcast.datasets.importers import REGISTRY
+
+    table = Table("name", "what")
+    for name, cls in sorted(REGISTRY.items()):
+        table.add_row(name, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+    console.print(table)
+
+
+@data_app.command("ls")
+def data_ls(store: StoreOpt = None) -> None:
+    """Records stored per task, source and device."""
+    rs = _store(store)
+    counts = rs.counts()
+    if counts.empty:
+        console.print(f"store {rs.root} is empty: try `perfcast data import NAME PATH` or `perfcast probe all`")
+        return
+    table = Table(title=f"record store {rs.root}")
+    for col in ("task", "source", "device", "records"):
+        table.add_column(col, justify="right" if col == "records" else "left")
+    for task, g in counts.groupby("task", sort=True):
+        for row in g.sort_values(["source", "device_name"]).itertuples(index=False):
+            table.add_row(task, row.source, str(row.device_name), f"{row.records:,}")
+        table.add_row(f"[bold]{task} total", "", "", f"[bold]{int(g['records'].sum()):,}", end_section=True)
+    console.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    task: Annotated[str, typer.Argument(help="gemm, attention or cpu_bench")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show")] = 10,
+    columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="Comma-separated columns")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only records from this source")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Show stored records of one task (non-empty columns only, unless --columns is given)."""
+    from perfcast.datasets.schema import TASKS
+
+    if task not in TASKS:
+        raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    rs = _store(store)
+    df = rs.read(task, filters={"source": source} if source else None)
+    if df.empty:
+        console.print(f"no {task} records in {rs.root}")
+        return
+    total = len(df)
+    if columns:
+        want = [c.strip() for c in columns.split(",") if c.strip()]
+        missing = [c for c in want if c not in df.columns]
+        if missing:
+            raise _fail(f"unknown column(s) {missing} for task {task}")
+        df = df[want]
+    else:
+        df = df.dropna(axis=1, how="all").drop(columns=["record_id", "task"], errors="ignore")
+    console.print(_frame_table(df.head(limit), title=f"{task}: {total:,} records, first {min(limit, total)}"))
+
+
+@data_app.command("schema")
+def data_schema(task: Annotated[str, typer.Argument(help="gemm, attention or cpu_bench")]) -> None:
+    """Print the record schema of a task: columns, dtypes, units, groups."""
+    from perfcast.datasets.schema import TASKS, describe
+
+    if task not in TASKS:
+        raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    table = Table("column", "dtype", "unit", "group", "meaning", title=f"{task} records")
+    for row in describe(task):
+        table.add_row(*row)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
