@@ -85,3 +85,12 @@ def test_two_processes_appending_neither_corrupt_nor_lose(tmp_path: Path) -> Non
     # no two parts hold the same record: dedupe happened under the lock, not only at read time
     ids = [i for p in RecordStore(root).parts("gemm") for i in pd.read_parquet(p, columns=["record_id"])["record_id"]]
     assert len(ids) == len(set(ids))
+
+
+def test_parts_with_clashing_extra_types_still_read(store: RecordStore) -> None:
+    a = _batch(0, 2).assign(x_bios_knob=[1.5, 2.5])
+    b = _batch(2, 2).assign(x_bios_knob=["on", "off"])
+    store.append(a, "gemm")
+    store.append(b, "gemm")
+    df = store.read("gemm").sort_values("m")
+    assert list(df["x_bios_knob"]) == ["1.5", "2.5", "on", "off"]

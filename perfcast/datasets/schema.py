@@ -145,7 +145,7 @@ ATTENTION: tuple[Column, ...] = (
 
 CPU_BENCH: tuple[Column, ...] = (
     _c("benchmark", "str", "config", required=True, doc="CINT2017rate, stream, ssj2008, prp, ..."),
-    _c("subtest", "str", "config", required=True, doc="sub-test ('' when the benchmark has none)"),
+    _c("subtest", "str", "config", required=True, doc="sub-test (the benchmark name again when it has none)"),
     _c("variant", "str", "config", doc="base/peak, single/all threads, ..."),
     _c("n_threads", "int", "config", check="positive", doc="threads or copies the run used"),
     _c("working_set_bytes", "float", "config", check="positive"),
@@ -334,19 +334,27 @@ def describe(task: str) -> Iterable[tuple[str, str, str, str, str]]:
         yield c.name, c.kind, c.unit, c.group, c.doc
 
 
-HW_ID_EXCLUDE = ("hw_id", "device_id")
+HW_ID_EXCLUDE = ("hw_id", "device_id", "os")
 
 
 def hardware_ids(df: pd.DataFrame) -> pd.Series:
-    """``hw_id`` for each row: a hash of the row's hardware columns (those present in ``df``).
+    """``hw_id`` for each row: a hash of the row's observed hardware columns (those present in ``df``).
 
-    The same hardware described the same way gets the same id whether it was probed or imported; the
-    canonical ``device_id`` is excluded because it is derived from the name, not observed.
+    The same hardware described the same way gets the same id whether it was probed or imported. The
+    canonical ``device_id`` is excluded because it is derived from the name, not observed, and ``os``
+    because software does not change the device.
     """
     hw = [c.name for c in COMMON if c.group == "hardware" and c.name not in HW_ID_EXCLUDE and c.name in df]
     if not hw:
         raise ValueError("hardware_ids needs at least one hardware column (device_name, cores, ...)")
-    parts = df[hw].astype("string").fillna("")
-    joined = parts.apply(lambda r: "|".join(f"{k}={v}" for k, v in zip(hw, r) if v != ""), axis=1)
-    uniq = {s: hashlib.sha1(s.encode()).hexdigest()[:16] for s in joined.unique()}
-    return joined.map(uniq).astype("string")
+    uniq = df[hw].drop_duplicates().reset_index(drop=True)  # hardware repeats over many rows: hash once
+    joined = pd.Series("", index=uniq.index, dtype="string")
+    for name in hw:
+        col = uniq[name]
+        if col.dtype.kind == "f":  # 3.0 and 3 must hash alike whether the source wrote ints or floats
+            col = col.map(lambda v: f"{v:g}" if pd.notna(v) else None)
+        joined = joined + (f"|{name}=" + col.astype("string")).fillna("")
+    uniq["hw_id"] = pd.array([hashlib.sha1(s.encode()).hexdigest()[:16] for s in joined], dtype="string")
+    out = df[hw].merge(uniq, on=hw, how="left", sort=False)["hw_id"]
+    out.index = df.index
+    return out

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock
 
@@ -83,8 +84,9 @@ class RecordStore:
             return AppendResult(task, offered, 0, None)
         with self._lock(task):
             known = self.record_ids(task)
-            if known:
-                recs = recs[~recs["record_id"].isin(known)]
+            if len(known):
+                new = pc.invert(pc.is_in(pa.array(recs["record_id"].to_numpy(dtype=object)), value_set=known))
+                recs = recs[new.to_numpy(zero_copy_only=False)]
             if recs.empty:
                 return AppendResult(task, offered, 0, None)
             path = self._write_part(recs, task)
@@ -127,12 +129,12 @@ class RecordStore:
             return len(df)
 
     # ---- reading
-    def record_ids(self, task: str) -> set[str]:
-        """Every stored ``record_id`` of ``task`` (reads only that column)."""
-        ids: set[str] = set()
-        for p in self.parts(task):
-            ids.update(pq.read_table(p, columns=["record_id"]).column(0).to_pylist())
-        return ids
+    def record_ids(self, task: str) -> pa.Array:
+        """Every stored ``record_id`` of ``task`` as an Arrow array (reads only that column)."""
+        chunks = [pq.read_table(p, columns=["record_id"]).column(0) for p in self.parts(task)]
+        if not chunks:
+            return pa.array([], type=pa.string())
+        return pa.chunked_array([c.cast(pa.string()) for ch in chunks for c in ch.chunks], type=pa.string()).combine_chunks()
 
     def read(
         self, task: str, columns_: list[str] | None = None, filters: dict[str, object] | None = None
@@ -155,7 +157,7 @@ class RecordStore:
         for p in parts:
             t = pq.read_table(p, columns=[c for c in want if c in pq.read_schema(p).names] if want else None)
             tables.append(t)
-        table = pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(_unify(tables), promote_options="permissive")
         df = table.to_pandas(types_mapper=_types_mapper)
         for key, val in (filters or {}).items():
             vals = val if isinstance(val, (list, tuple, set)) else [val]
@@ -178,6 +180,22 @@ class RecordStore:
         if not frames:
             return pd.DataFrame(columns=["task", "source", "device_name", "records"])
         return pd.concat(frames, ignore_index=True)
+
+
+def _unify(tables: list[pa.Table]) -> list[pa.Table]:
+    """Cast columns whose type differs between parts (an ``x_`` extra that was all-null in one file
+    and numeric in another, say) to string, so parts written at different times always read together."""
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    clash = {n for n, ts in types.items() if len(ts) > 1 and not all(pa.types.is_string(x) or
+             pa.types.is_large_string(x) for x in ts) and not all(pa.types.is_integer(x) for x in ts)}
+    if not clash:
+        return tables
+    return [t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in clash else f for f in t.schema]))
+            for t in tables]
 
 
 def _types_mapper(t: pa.DataType) -> object | None:

@@ -191,9 +191,14 @@ class NvmlMeter(PowerMeter):
             mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) - self._e0
             return PowerReading(mj * 1e-3, self._clock() - self._t0, self.source, self.note)
         self._stop_evt.set()
-        assert self._thread is not None, "NvmlMeter.stop() called before start()"
+        if self._thread is None:
+            raise RuntimeError("NvmlMeter.stop() called before start()")
         self._thread.join()
-        return PowerReading(integrate_power(self._samples), self._clock() - self._t0, self.source, self.note)
+        self._thread = None
+        # close the window with a sample at its end, so the samples span exactly the timed region
+        self._samples.append((self._clock(), self._nvml.nvmlDeviceGetPowerUsage(self._handle) * 1e-3))
+        span = self._samples[-1][0] - self._samples[0][0]
+        return PowerReading(integrate_power(self._samples), span, self.source, self.note)
 
 
 def integrate_power(samples: list[tuple[float, float]]) -> float:

@@ -5,7 +5,7 @@ kernel) and carry its own noise (``runtime_cv``, ``n_repeats``) so evaluation ca
 
 Procedure (``measure``):
 1. *Warm-up*: run samples until per-call time is stable (two consecutive windows agree within 5 %) or
-   ``warmup_s`` has passed. Meanwhile choose ``inner``, the calls per timed sample, so that one sample
+   ``warmup_s`` has passed, at least two samples. Meanwhile choose ``inner``, the calls per timed sample, so that one sample
    lasts at least ``min_sample_ms`` (a timer's resolution and call overhead vanish in long samples).
 2. *Repeats*: time samples (``setup`` runs before each, untimed) until at least ``min_repeats`` and the
    distribution-free 95 % confidence interval of the median is within ``rel_precision`` of it, or
@@ -197,7 +197,7 @@ def measure(
     rel_precision: float = 0.01,
     min_repeats: int = 5,
     max_repeats: int = 200,
-    max_time_s: float = 2.0,
+    max_time_s: float = 1.0,
     warmup_s: float = 0.1,
     min_sample_ms: float = 1.0,
     meter: PowerMeter | None = None,
@@ -223,11 +223,11 @@ def measure(
         setup()
         warm.append(timer.sample(fn, inner) / inner)
         n_warmup += 1
-        if timer.now() - t0 >= warmup_s or _stable(warm):
-            break
         new_inner = _inner_for(min(warm[-STABLE_WINDOW:]), min_sample_ms)
         if new_inner > inner:  # inner only grows (so this ends); other inners' samples are not comparable
             inner, warm = new_inner, []
+        elif len(warm) >= 2 and (timer.now() - t0 >= warmup_s or _stable(warm)):
+            break  # >= 2: the first call is cold (lazy init, page faults) and says little about inner
 
     times: list[float] = []
     if meter is not None:

@@ -1,0 +1,107 @@
+"""CPU benchmark features in NCPP's groups: processor, caches, memory, system, workload.
+
+Why these: a CPU benchmark score is throughput (cores x clock x work per cycle, bounded by caches and
+memory bandwidth) for a workload, under a compiler and OS. The parsed record columns give the raw
+numbers; the derived terms (cores x GHz, cache and memory per core, DIMMs x speed, the roofline ceilings of
+:func:`~perfcast.features.roofline.cpu_peaks`) give a model the ratios that actually bound throughput.
+Workloads are identified by a code learned at fit (an unseen workload gets NaN, never another's code).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from perfcast.features.base import RecordFeatures, log2, log10, num
+from perfcast.features.hardware import hardware_frame, numeric
+from perfcast.features.roofline import cpu_peaks
+
+#: compiler family -> pattern over the record's ``compiler`` text
+COMPILERS: dict[str, str] = {
+    "gcc": r"\bgcc|gnu\b|g\+\+|gfortran",
+    "intel": r"\bicc\b|\bicx\b|\bifort\b|\bifx\b|oneapi|intel",
+    "aocc": r"\baocc\b",
+    "llvm": r"\bclang\b|\bllvm\b|\bflang\b",
+}
+#: ISA flag column -> feature name (a flag matches as a whole word of ``isa_flags``)
+ISA_FEATURES: dict[str, str] = {"avx2": "isa_avx2", "avx512f": "isa_avx512", "amx": "isa_amx"}
+
+
+def _text(X: pd.DataFrame, column: str) -> pd.Series:
+    if column not in X.columns:
+        return pd.Series(pd.NA, index=X.index, dtype="string")
+    return X[column].astype("string").str.lower()
+
+
+def _contains(s: pd.Series, pattern: str) -> pd.Series:
+    """1.0 where ``pattern`` matches, 0.0 where not, NaN where the text is missing."""
+    hit = s.str.contains(pattern, regex=True, flags=re.I)
+    return hit.astype("Float64").astype("float64")
+
+
+def _workload_keys(X: pd.DataFrame) -> pd.Series:
+    parts = [X[c].astype("string").fillna("") for c in ("benchmark", "subtest")]
+    variant = _text(X, "variant").fillna("")
+    return parts[0] + "|" + parts[1] + "|" + variant
+
+
+class CpuFeatures(RecordFeatures):
+    """cpu_bench records -> the ``cpu_bench`` columns of :mod:`perfcast.features.groups`."""
+
+    task = "cpu_bench"
+    required = ("benchmark", "subtest")
+
+    def _fit(self, X: pd.DataFrame) -> None:
+        self.workloads_ = sorted(_workload_keys(X).unique())
+        self.benchmarks_ = sorted(X["benchmark"].astype("string").unique())
+
+    def _features(self, X: pd.DataFrame) -> pd.DataFrame:
+        hw = hardware_frame(X)
+        sockets, cores, threads = numeric(hw, "sockets"), numeric(hw, "cores"), numeric(hw, "threads")
+        clock, max_clock = numeric(hw, "clock_mhz"), numeric(hw, "max_clock_mhz")
+        l2_kb, l3_mb, mem_gb = numeric(hw, "l2_kb"), numeric(hw, "l3_mb"), numeric(hw, "mem_gb")
+        dimms, mts = numeric(hw, "mem_dimms"), numeric(hw, "mem_mts")
+        peaks = cpu_peaks(hw)
+        vendor = _text(hw, "vendor").fillna(_text(X, "device_name"))
+        isa = _text(hw, "isa_flags")
+        compiler = _text(X, "compiler")
+        os_name = _text(hw, "os").fillna(_text(X, "os"))
+        n_threads = num(X, "n_threads")
+        workload = {k: i for i, k in enumerate(self.workloads_)}
+        bench = {k: i for i, k in enumerate(self.benchmarks_)}
+        out = pd.DataFrame({
+            # processor
+            "sockets": sockets, "cores": cores, "threads": threads,
+            "threads_per_core": threads / cores, "cores_per_socket": cores / sockets,
+            "clock_mhz": clock, "max_clock_mhz": max_clock,
+            "core_ghz": cores * max_clock.fillna(clock) / 1e3,
+            "vendor_intel": _contains(vendor, r"intel"), "vendor_amd": _contains(vendor, r"\bamd\b"),
+            **{name: _contains(isa, rf"\b{flag}") for flag, name in ISA_FEATURES.items()},
+            "log10_peak_gflops_fp64": log10(peaks["peak_gflops_fp64"]),
+            "tdp_w": numeric(hw, "tdp_w"),
+            # caches
+            "l1d_kb": numeric(hw, "l1d_kb"), "l1i_kb": numeric(hw, "l1i_kb"), "l2_kb": l2_kb, "l3_mb": l3_mb,
+            "l2_mb_total": l2_kb * cores / 1024, "l3_mb_per_core": l3_mb / cores,
+            # memory
+            "mem_gb": mem_gb, "mem_gb_per_core": mem_gb / cores, "mem_dimms": dimms,
+            "mem_ddr_gen": numeric(hw, "mem_ddr_gen"), "mem_mts": mts,
+            "mem_channel_bw_gbs": dimms * mts * 8 / 1e3,
+            "log10_mem_bw_gbs": log10(peaks["mem_bw_gbs"]),
+            "mem_bw_gbs_per_core": peaks["mem_bw_gbs"] / cores,
+            # system
+            "numa_nodes": numeric(hw, "numa_nodes"),
+            "os_linux": _contains(os_name, r"linux|ubuntu|red hat|rhel|suse|sles|centos|debian|rocky|alma|oracle"),
+            "os_windows": _contains(os_name, r"windows"),
+            **{f"compiler_{fam}": _contains(compiler, pat) for fam, pat in COMPILERS.items()},
+            "compiler_version": pd.to_numeric(
+                compiler.str.extract(r"(\d+(?:\.\d+)?)", expand=False), errors="coerce").astype("float64"),
+            # workload
+            "workload_code": _workload_keys(X).map(workload).astype("float64"),
+            "benchmark_code": X["benchmark"].astype("string").map(bench).astype("float64"),
+            "log2_n_threads": log2(n_threads),
+            "thread_fraction": n_threads / threads,
+            "log10_working_set_bytes": log10(num(X, "working_set_bytes")),
+        }, index=X.index)
+        return out.replace([np.inf, -np.inf], np.nan)

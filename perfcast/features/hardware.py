@@ -1,0 +1,109 @@
+"""Hardware columns for feature building: the spec sheet by device id first, the record's own values second.
+
+Why this order: a model that learned from spec-sheet numbers can predict a device it never saw, given
+only that device's sheet, but only if training rows describe their hardware with the same numbers. So
+the sheet (``perfcast.datasets.hardware_specs``) always wins; a record's own hardware columns fill only
+the fields the sheet lacks (a probed CPU, a GPU no sheet lists).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from perfcast.datasets.hardware_specs import get_spec, resolve_device_id, spec_table
+from perfcast.datasets.schema import COMMON
+from perfcast.features.roofline import cpu_peaks
+
+#: hardware columns of the record schema (what a record may carry about its own machine)
+RECORD_HARDWARE: tuple[str, ...] = tuple(
+    c.name for c in COMMON if c.group == "hardware" and c.name not in ("hw_id", "device_id", "device_name")
+)
+
+
+class UnknownDeviceError(KeyError):
+    """A device id no spec sheet lists, or a device lacking the numbers a feature needs."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quoting it
+        return str(self.args[0])
+
+
+def device_ids(X: pd.DataFrame) -> pd.Series:
+    """Canonical ``device_id`` per row: the record's own, else resolved from ``device_name`` (NA if unknown).
+
+    A ``device_id`` that is given but unknown is an error (a typo must not silently lose the spec sheet).
+    """
+    given = X["device_id"].astype("string") if "device_id" in X.columns else pd.Series(pd.NA, index=X.index,
+                                                                                        dtype="string")
+    known = set(spec_table().index)
+    bad = sorted(set(given.dropna().unique()) - known)
+    if bad:
+        get_spec(bad[0])  # raises KeyError naming the closest known ids
+    if "device_name" in X.columns and given.isna().any():
+        names = X.loc[given.isna(), "device_name"].astype("string")
+        resolved = {n: resolve_device_id(n) for n in names.dropna().unique()}
+        given = given.fillna(names.map(resolved).astype("string"))
+    return given
+
+
+def hardware_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """Every spec field and record hardware column for each row of ``X`` (index kept).
+
+    Spec-sheet values by device id win; the record's own value fills a field the sheet leaves blank. CPU
+    rows additionally get roofline ceilings (probed when recorded, else estimated; see
+    :func:`~perfcast.features.roofline.cpu_peaks`) wherever the peak or bandwidth is still unknown.
+    """
+    table = spec_table()
+    ids = device_ids(X)
+    spec = table.reindex(ids.to_numpy())
+    spec.index = X.index
+    own_cols = [c for c in dict.fromkeys([*table.columns, *RECORD_HARDWARE]) if c in X.columns]
+    own = X[own_cols]
+    hw = pd.DataFrame(index=X.index)
+    for c in dict.fromkeys([*table.columns, *own_cols]):
+        if c in spec.columns and c in own.columns:
+            hw[c] = spec[c].where(spec[c].notna(), own[c].astype(spec[c].dtype))
+        else:
+            hw[c] = spec[c] if c in spec.columns else own[c]
+    hw["device_id"] = ids
+    if "device_kind" in hw.columns:
+        cpu = (hw["device_kind"] == "cpu").fillna(False).to_numpy(dtype=bool)
+        if cpu.any():
+            peaks = cpu_peaks(hw.loc[cpu])
+            for col, src in (("peak_tflops_fp64", "peak_gflops_fp64"), ("peak_tflops_fp32", "peak_gflops_fp32")):
+                hw.loc[cpu, col] = hw.loc[cpu, col].astype("float64").fillna(peaks[src] / 1e3)
+            hw.loc[cpu, "mem_bw_gbs"] = hw.loc[cpu, "mem_bw_gbs"].astype("float64").fillna(peaks["mem_bw_gbs"])
+    return hw
+
+
+def numeric(hw: pd.DataFrame, column: str) -> pd.Series:
+    """``hw[column]`` as float64 (NaN where unknown or absent)."""
+    if column not in hw.columns:
+        return pd.Series(np.nan, index=hw.index, dtype="float64")
+    return pd.to_numeric(hw[column], errors="coerce").astype("float64")
+
+
+def compute_capability(hw: pd.DataFrame) -> pd.Series:
+    """CUDA compute capability as a number (8.9, 9.0, 10.0; NaN for non-NVIDIA devices)."""
+    if "compute_capability" not in hw.columns:
+        return pd.Series(np.nan, index=hw.index, dtype="float64")
+    return pd.to_numeric(hw["compute_capability"].astype("string"), errors="coerce").astype("float64")
+
+
+def require_known(hw: pd.DataFrame, X: pd.DataFrame, missing: pd.Series, what: str, where: str) -> None:
+    """Raise :class:`UnknownDeviceError` naming the devices of rows where ``missing`` is true.
+
+    ``what`` says which numbers were needed ("mem_bw_gbs", "peak_tflops for dtype bf16").
+    """
+    mask = missing.fillna(True).to_numpy(dtype=bool)
+    if not mask.any():
+        return
+    label = hw["device_id"].astype("string")
+    if "device_name" in X.columns:
+        label = label.fillna(X["device_name"].astype("string"))
+    devices = sorted(label[mask].fillna("<no device_id or device_name>").unique())
+    raise UnknownDeviceError(
+        f"{where}: {int(mask.sum())} row(s) lack {what}: device(s) {devices[:10]} have no such value in the "
+        f"hardware spec sheets (perfcast.datasets.hardware_specs) nor in the records' own columns. Add the "
+        f"device to a spec file named by $PERFCAST_HW_SPECS, or give the column in the records."
+    )

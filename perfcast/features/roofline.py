@@ -1,0 +1,164 @@
+"""Roofline arithmetic shared by every task: dtype names, bytes per element, peak rates, roofline time.
+
+Why one module: the GEMM and attention transformers, the analytical ``roofline`` model and the hybrid
+model must agree on what "bf16 on this device" means (which peak column, how many bytes an operand
+takes); a second copy of these tables would drift. Sources spell dtypes many ways ("bfloat16", "bf16",
+"float32", "fp8_block", "int4_wo", ...); :func:`normalize_dtype` maps them to one canonical name and
+refuses names it does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class DtypeInfo:
+    """How a GEMM of this dtype moves and computes data.
+
+    ``a_bytes``/``b_bytes``/``c_bytes`` are bytes per element of the activations (A), weights (B) and the
+    output (C); weight-only quantisation stores B small but computes in 16 bits, hence different sizes.
+    ``peaks`` are the spec-sheet peak columns to use, best first: a device without the first (no FP8
+    units, no TF32 on Pascal) runs the dtype on the next one.
+    """
+
+    a_bytes: float
+    b_bytes: float
+    c_bytes: float
+    peaks: tuple[str, ...]
+
+
+_F16_PEAKS = ("peak_tflops_bf16", "peak_tflops_fp16", "peak_tflops_fp32")
+_FP8_PEAKS = ("peak_tflops_fp8",) + _F16_PEAKS
+#: canonical dtype -> how it moves and computes. Block-scaled formats carry their scales in the bytes
+#: (NVFP4: one FP8 scale per 16 values = 0.5 + 1/16 bytes per element).
+DTYPES: dict[str, DtypeInfo] = {
+    "fp64": DtypeInfo(8, 8, 8, ("peak_tflops_fp64",)),
+    "fp32": DtypeInfo(4, 4, 4, ("peak_tflops_fp32",)),
+    "tf32": DtypeInfo(4, 4, 4, ("peak_tflops_tf32", "peak_tflops_fp32")),
+    "fp16": DtypeInfo(2, 2, 2, ("peak_tflops_fp16", "peak_tflops_bf16", "peak_tflops_fp32")),
+    "bf16": DtypeInfo(2, 2, 2, _F16_PEAKS),
+    "fp8": DtypeInfo(1, 1, 2, _FP8_PEAKS),
+    "fp8_block": DtypeInfo(1, 1, 2, _FP8_PEAKS),
+    "nvfp4": DtypeInfo(0.5625, 0.5625, 2, ("peak_tflops_fp4",) + _FP8_PEAKS),
+    "int8": DtypeInfo(1, 1, 4, ("peak_tflops_int8",) + _F16_PEAKS),
+    "sq": DtypeInfo(1, 1, 2, ("peak_tflops_int8",) + _F16_PEAKS),
+    "int8_wo": DtypeInfo(2, 1, 2, _F16_PEAKS),
+    "int4_wo": DtypeInfo(2, 0.5, 2, _F16_PEAKS),
+}
+#: every spelling seen in the data (and common framework names), matched after lower-casing and
+#: stripping "torch." and separators
+_ALIASES: dict[str, str] = {
+    "float64": "fp64", "double": "fp64", "f64": "fp64",
+    "float32": "fp32", "float": "fp32", "f32": "fp32", "single": "fp32",
+    "tensorfloat32": "tf32",
+    "float16": "fp16", "half": "fp16", "f16": "fp16",
+    "bfloat16": "bf16",
+    "float8": "fp8", "float8e4m3fn": "fp8", "float8e4m3": "fp8", "e4m3": "fp8", "fp8e4m3": "fp8",
+    "float8e5m2": "fp8", "e5m2": "fp8", "fp8e5m2": "fp8",
+    "fp8block": "fp8_block", "fp4": "nvfp4", "nvfp4": "nvfp4",
+    "i8": "int8", "smoothquant": "sq", "w8a8": "sq",
+    "int8wo": "int8_wo", "w8a16": "int8_wo", "int4wo": "int4_wo", "w4a16": "int4_wo",
+}
+_KEYS: dict[str, str] = {**{re.sub(r"[\W_]+", "", d): d for d in DTYPES}, **_ALIASES}
+
+
+class UnknownDtypeError(ValueError):
+    """A dtype name no table here knows (names the values, the column and the known names)."""
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\W_]+", "", str(name).casefold().removeprefix("torch."))
+
+
+def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:
+    """Canonical dtype names (keys of :data:`DTYPES`) for ``values``; missing stays missing.
+
+    Raises :class:`UnknownDtypeError` listing every unknown spelling, so a new dataset's dtype names are
+    added to the alias table once instead of silently getting a wrong peak.
+    """
+    s = pd.Series(values, copy=False).astype("string")
+    uniq = s.dropna().unique()
+    mapping = {v: _KEYS.get(_key(v)) for v in uniq}
+    unknown = sorted(v for v, c in mapping.items() if c is None)
+    if unknown:
+        raise UnknownDtypeError(
+            f"unknown {column} value(s) {unknown}; known dtypes: {', '.join(DTYPES)} "
+            f"(aliases such as 'bfloat16', 'float32', 'int4_wo' are accepted)"
+        )
+    return s.map(mapping).astype("string")
+
+
+def bytes_per_element(dtype: pd.Series, operand: str) -> pd.Series:
+    """Bytes per element of ``operand`` ('a', 'b' or 'c') for canonical dtype names."""
+    table = {d: getattr(info, f"{operand}_bytes") for d, info in DTYPES.items()}
+    return dtype.map(table).astype("float64")
+
+
+def peak_tflops(hw: pd.DataFrame, dtype: pd.Series) -> pd.Series:
+    """Each row's peak TFLOP/s for its dtype: the first spec column of the dtype's chain that is known.
+
+    ``hw`` holds the hardware columns aligned with ``dtype`` (canonical names); a row whose chain is all
+    unknown gets NaN, and the caller says which device lacks what.
+    """
+    out = pd.Series(np.nan, index=dtype.index, dtype="float64")
+    for name in dtype.dropna().unique():
+        rows = (dtype == name).fillna(False).to_numpy(dtype=bool)
+        cols = [c for c in DTYPES[name].peaks if c in hw.columns]
+        if cols:
+            chain = hw.loc[rows, cols].astype("float64")
+            out[rows] = chain.bfill(axis=1).iloc[:, 0].to_numpy()
+    return out
+
+
+def roofline_ms(flops: np.ndarray, nbytes: np.ndarray, peak_tflops: np.ndarray, bw_gbs: np.ndarray) -> np.ndarray:
+    """The roofline time in ms: max(compute time, memory time) at the device's peak rates."""
+    return np.maximum(compute_ms(flops, peak_tflops), memory_ms(nbytes, bw_gbs))
+
+
+def compute_ms(flops: np.ndarray, peak_tflops: np.ndarray) -> np.ndarray:
+    """Time (ms) the FLOPs take at the peak rate."""
+    return np.asarray(flops, dtype="float64") / (np.asarray(peak_tflops, dtype="float64") * 1e9)
+
+
+def memory_ms(nbytes: np.ndarray, bw_gbs: np.ndarray) -> np.ndarray:
+    """Time (ms) moving the bytes takes at the peak DRAM bandwidth."""
+    return np.asarray(nbytes, dtype="float64") / (np.asarray(bw_gbs, dtype="float64") * 1e6)
+
+
+#: FP64 FLOPs per cycle per core by widest vector ISA (two FMA pipes): how CPU spec pages derive peaks
+_CPU_FP64_FLOPS_PER_CYCLE: tuple[tuple[str, float], ...] = (("avx512f", 32.0), ("avx2", 16.0), ("avx", 8.0))
+_CPU_DEFAULT_FLOPS_PER_CYCLE = 4.0  # SSE2: 2-wide FMA-less add + mul
+
+
+def cpu_peaks(hw: pd.DataFrame) -> pd.DataFrame:
+    """CPU roofline ceilings: ``peak_gflops_fp64``, ``peak_gflops_fp32`` and ``mem_bw_gbs`` per row.
+
+    A probed record carries measured peaks (``peak_tflops_fp64``/``fp32``, ``mem_bw_gbs``); those win.
+    Otherwise compute = cores x base clock x FLOPs/cycle of the widest ISA in ``isa_flags`` (32 for
+    AVX-512, 16 for AVX2, 8 for AVX, else 4; FP32 twice that), and bandwidth = DIMMs x MT/s x 8 bytes
+    (one DIMM per channel assumed: the published descriptions give DIMMs, not channels).
+    """
+    def col(name: str) -> pd.Series:
+        if name in hw.columns:
+            return pd.to_numeric(hw[name], errors="coerce").astype("float64")
+        return pd.Series(np.nan, index=hw.index, dtype="float64")
+
+    flags = hw["isa_flags"].astype("string").str.lower() if "isa_flags" in hw.columns else None
+    per_cycle = pd.Series(_CPU_DEFAULT_FLOPS_PER_CYCLE, index=hw.index, dtype="float64")
+    if flags is not None:
+        for flag, rate in reversed(_CPU_FP64_FLOPS_PER_CYCLE):
+            has = flags.str.contains(rf"\b{flag}\b", regex=True).fillna(False).astype(bool)
+            per_cycle = per_cycle.mask(has, rate)
+        per_cycle = per_cycle.where(flags.notna())
+    est64 = col("cores") * col("clock_mhz") * per_cycle / 1e3
+    est_bw = col("mem_dimms") * col("mem_mts") * 8 / 1e3
+    return pd.DataFrame({
+        "peak_gflops_fp64": (col("peak_tflops_fp64") * 1e3).fillna(est64),
+        "peak_gflops_fp32": (col("peak_tflops_fp32") * 1e3).fillna(2 * est64),
+        "mem_bw_gbs": col("mem_bw_gbs").fillna(est_bw),
+    }, index=hw.index)

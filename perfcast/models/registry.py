@@ -1,0 +1,225 @@
+"""Model registry: a name -> a scikit-learn Pipeline (task features + estimator) for some targets.
+
+Why one wrapper for all targets: records measure runtime almost everywhere but power only sometimes, so
+a row with NaN power must still train the runtime model. :class:`PerTargetRegressor` fits one estimator
+per target on the rows where that target was measured, and learns targets that span decades (runtime,
+energy) in log space, where the error that matters (relative) is what least squares minimises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from perfcast.datasets.schema import TARGETS, TASKS
+from perfcast.features import feature_groups, feature_transformer
+from perfcast.models.hybrid import HybridRegressor
+from perfcast.models.roofline import NEEDS, RooflineRegressor
+from perfcast.models.trees import tree_model
+
+#: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
+LOG_SPAN = 10.0
+
+
+def _rows(X: Any, mask: np.ndarray) -> Any:
+    return X.loc[mask] if isinstance(X, pd.DataFrame) else np.asarray(X)[mask]
+
+
+class PerTargetRegressor(RegressorMixin, BaseEstimator):
+    """One clone of ``estimator`` per target, each fitted on the rows where its target is measured.
+
+    ``log_target``: "auto" learns log(y) for a target whose values are all positive and span a decade or
+    more (see :data:`LOG_SPAN`), True always, False never (for estimators that set their own scale, such
+    as the hybrid). An estimator with a ``target`` parameter is told which target it fits. ``joint``
+    fits a single clone on the whole (rows x targets) matrix, NaN included, for estimators that mask
+    missing targets themselves. ``predict`` returns (n,) for one target, (n, n_targets) otherwise.
+    """
+
+    def __init__(self, estimator: BaseEstimator, targets: list[str] | None = None, log_target: str | bool = "auto",
+                 joint: bool = False):
+        self.estimator = estimator
+        self.targets = targets
+        self.log_target = log_target
+        self.joint = joint
+
+    def _target_frame(self, y: Any, n_rows: int) -> pd.DataFrame:
+        """``y`` as a float DataFrame with one column per target (named, in ``targets`` order)."""
+        if isinstance(y, pd.DataFrame):
+            names = list(self.targets) if self.targets is not None else list(y.columns)
+            absent = [t for t in names if t not in y.columns]
+            if absent:
+                raise ValueError(f"y lacks target column(s) {absent}; it has {list(y.columns)}")
+            frame = y[names]
+        else:
+            arr = np.asarray(y, dtype="float64")
+            arr = arr.reshape(len(arr), -1) if arr.ndim == 1 else arr
+            names = list(self.targets) if self.targets is not None else (
+                [y.name] if isinstance(y, pd.Series) and y.name else [f"y{i}" for i in range(arr.shape[1])])
+            if arr.ndim != 2 or arr.shape[1] != len(names):
+                raise ValueError(f"y has shape {arr.shape}, expected {len(names)} column(s) for targets {names}")
+            frame = pd.DataFrame(arr, columns=names)
+        if len(frame) != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {len(frame)}")
+        frame = frame.apply(pd.to_numeric, errors="coerce").astype("float64").reset_index(drop=True)
+        empty = [t for t in frame.columns if frame[t].notna().sum() == 0]
+        if empty:
+            raise ValueError(f"target(s) {empty} have no measured (non-NaN) value to learn from")
+        return frame
+
+    def _use_log(self, y: np.ndarray) -> bool:
+        if self.log_target in (True, False):
+            return bool(self.log_target)
+        if self.log_target != "auto":
+            raise ValueError(f"log_target must be 'auto', True or False, got {self.log_target!r}")
+        if not (y > 0).all():
+            return False
+        lo, hi = np.percentile(y, [1, 99])
+        return hi / lo >= LOG_SPAN
+
+    def _one(self, target: str, y: np.ndarray) -> BaseEstimator:
+        est = clone(self.estimator)
+        if "target" in est.get_params(deep=False):
+            est.set_params(target=target)
+        if self._use_log(y):
+            est = TransformedTargetRegressor(regressor=est, func=np.log, inverse_func=np.exp, check_inverse=False)
+        return est
+
+    def fit(self, X: Any, y: Any) -> PerTargetRegressor:
+        Y = self._target_frame(y, len(X))
+        self.targets_ = list(Y.columns)
+        if self.joint:
+            self.estimators_ = [clone(self.estimator).fit(X, Y.to_numpy())]
+            return self._fitted(X)
+        self.estimators_ = []
+        for t in self.targets_:
+            seen = Y[t].notna().to_numpy()
+            y_t = Y.loc[seen, t].to_numpy()
+            self.estimators_.append(self._one(t, y_t).fit(_rows(X, seen), y_t))
+        return self._fitted(X)
+
+    def _fitted(self, X: Any) -> PerTargetRegressor:
+        self.n_features_in_ = X.shape[1]
+        if isinstance(X, pd.DataFrame):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        if self.joint:
+            pred = np.asarray(self.estimators_[0].predict(X), dtype="float64").reshape(len(X), -1)
+        else:
+            pred = np.column_stack([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
+        return pred[:, 0] if pred.shape[1] == 1 else pred
+
+    def __sklearn_tags__(self):  # noqa: D105 - sklearn hook
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.multi_output = True
+        return tags
+
+
+# ------------------------------------------------------------------------------------------- factories
+Factory = Callable[[str, list[str], dict[str, Any]], BaseEstimator]
+
+
+def _split_log(params: dict[str, Any]) -> tuple[dict[str, Any], str | bool]:
+    """``params`` without the reserved ``log_target`` key, and its value (default 'auto')."""
+    rest = dict(params)
+    return rest, rest.pop("log_target", "auto")
+
+
+def _tree(kind: str) -> Factory:
+    def factory(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+        rest, log = _split_log(params)
+        return PerTargetRegressor(tree_model(kind, rest), targets, log_target=log)
+
+    factory.__doc__ = f"{kind} ensemble per target."
+    return factory
+
+
+def _mlp(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Median-imputed, standardised inputs into an early-stopped MLP, per target."""
+    rest, log = _split_log(params)
+    mlp_params = {"hidden_layer_sizes": (128, 64), "early_stopping": True, "max_iter": 500, "random_state": 0,
+                  **rest}
+    net = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                        MLPRegressor(**mlp_params))
+    return PerTargetRegressor(net, targets, log_target=log)
+
+
+def _analytic(task: str, targets: list[str]) -> None:
+    if task not in ("gemm", "attention"):
+        raise ValueError(f"the roofline and hybrid models need a roofline time: task {task!r} has none "
+                         f"(they support gemm and attention; use a learned model such as 'lightgbm')")
+    bad = [t for t in targets if t not in NEEDS]
+    if bad:
+        raise ValueError(f"the roofline and hybrid models have no analytical baseline for {bad}; "
+                         f"they predict {', '.join(NEEDS)}")
+
+
+def _roofline(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """The analytical model (accepts no parameters: nothing is learned)."""
+    _analytic(task, targets)
+    if params:
+        raise ValueError(f"the roofline model learns nothing and takes no parameters; got {sorted(params)}")
+    return PerTargetRegressor(RooflineRegressor(), targets, log_target=False)
+
+
+def _hybrid(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Roofline x learned efficiency; ``params`` go to the LightGBM residual model."""
+    _analytic(task, targets)
+    return PerTargetRegressor(HybridRegressor(estimator=tree_model("lightgbm", params)), targets, log_target=False)
+
+
+def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """The NCPP-style group-attention network over the task's feature groups (all targets jointly)."""
+    from perfcast.models.group_attention import GroupAttentionRegressor  # torch is heavy: import on use
+
+    return PerTargetRegressor(GroupAttentionRegressor(groups=feature_groups(task), **params), targets,
+                              log_target=False, joint=True)
+
+
+MODELS: dict[str, Factory] = {
+    "rf": _tree("rf"),
+    "extra_trees": _tree("extra_trees"),
+    "xgboost": _tree("xgboost"),
+    "lightgbm": _tree("lightgbm"),
+    "mlp": _mlp,
+    "roofline": _roofline,
+    "hybrid": _hybrid,
+    "group_attention": _group_attention,
+}
+
+
+def model_names() -> list[str]:
+    """Every registered model name."""
+    return list(MODELS)
+
+
+def make_model(name: str, task: str, targets: list[str], params: dict[str, Any] | None = None) -> Pipeline:
+    """A new Pipeline ``features`` (the task's transformer) -> ``model`` (``name`` fitted per target).
+
+    ``params`` go to the estimator (e.g. ``{"n_estimators": 500}``); the reserved key ``log_target``
+    ('auto', True, False) sets the target scale of the learned per-target models.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if isinstance(targets, str) or not targets:
+        raise ValueError(f"targets must be a non-empty list of target names, got {targets!r}")
+    bad = [t for t in targets if t not in TARGETS]
+    if bad:
+        raise ValueError(f"unknown target(s) {bad}; known: {', '.join(TARGETS)}")
+    model = MODELS[name](task, list(targets), dict(params or {}))
+    return Pipeline([("features", feature_transformer(task)), ("model", model)])

@@ -1,0 +1,83 @@
+"""The analytical roofline model: no fitting, predicts what the spec sheet alone says.
+
+Why keep a model that learns nothing: it is the floor every learned model must beat, it predicts any
+device with a spec sheet, and the hybrid model learns only the ratio of the measurement to it. Runtime
+is the roofline time max(FLOPs / peak, bytes / bandwidth); power is the board's TDP (the power a kernel
+that saturates the device draws); energy is their product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+
+ROOFLINE_COLUMN = "log10_roofline_ms"
+TDP_COLUMN = "tdp_w"
+#: target -> the feature columns its baseline needs
+NEEDS: dict[str, tuple[str, ...]] = {
+    "runtime_ms": (ROOFLINE_COLUMN,),
+    "power_w": (TDP_COLUMN,),
+    "energy_j": (ROOFLINE_COLUMN, TDP_COLUMN),
+}
+
+
+def baseline(X: pd.DataFrame, target: str) -> np.ndarray:
+    """The analytical prediction of ``target`` from a gemm/attention feature frame (one value per row).
+
+    Raises a ValueError naming the target, the missing feature column, or how many rows lack a value.
+    """
+    if target not in NEEDS:
+        raise ValueError(
+            f"no analytical baseline for target {target!r}: the roofline and hybrid models predict "
+            f"{', '.join(NEEDS)} (use a learned model such as 'lightgbm' for other targets)"
+        )
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"the roofline baseline reads named feature columns; got {type(X).__name__}, "
+                        f"expected the DataFrame a perfcast feature transformer outputs")
+    absent = [c for c in NEEDS[target] if c not in X.columns]
+    if absent:
+        raise ValueError(
+            f"the roofline baseline of {target!r} needs feature column(s) {absent}, which only the gemm and "
+            f"attention feature transformers produce"
+        )
+    cols = {c: X[c].to_numpy(dtype="float64") for c in NEEDS[target]}
+    unknown = np.zeros(len(X), dtype=bool)
+    for v in cols.values():
+        unknown |= ~np.isfinite(v)
+    if unknown.any():
+        which = [c for c, v in cols.items() if not np.isfinite(v).all()]
+        raise ValueError(
+            f"{int(unknown.sum())} row(s) have no {'/'.join(which)} (e.g. a device without a TDP in its spec "
+            f"sheet), so the roofline baseline of {target!r} is undefined for them"
+        )
+    runtime = 10.0 ** cols[ROOFLINE_COLUMN] if ROOFLINE_COLUMN in cols else None
+    if target == "runtime_ms":
+        return runtime
+    if target == "power_w":
+        return cols[TDP_COLUMN]
+    return runtime * cols[TDP_COLUMN] / 1e3
+
+
+class RooflineRegressor(RegressorMixin, BaseEstimator):
+    """Predicts :func:`baseline` of ``target``; ``fit`` only checks that the baseline is computable."""
+
+    def __init__(self, target: str = "runtime_ms"):
+        self.target = target
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> RooflineRegressor:
+        baseline(X, self.target)
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return baseline(X, self.target)
+
+    def __sklearn_tags__(self):  # noqa: D105 - sklearn hook
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.requires_fit = True
+        return tags

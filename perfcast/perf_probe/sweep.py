@@ -1,0 +1,244 @@
+"""Configuration spaces and the resumable sweep runner.
+
+Space helpers (``grid``, ``log_uniform_sample``, ``thread_counts``) are what probes build ``space()``
+from: full grids for the axes a model must see exhaustively, quasi-random (Sobol / Latin hypercube via
+``scipy.stats.qmc``) samples over log-sizes for the rest, since runtimes vary over decades of sizes.
+
+``run_sweep`` measures one configuration at a time and appends its records to the store at once, so a
+crash (even ``kill -9``) loses at most the configuration in flight; a re-run skips every configuration
+whose key is already stored for this hardware, so nothing is measured twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import psutil
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from scipy.stats import qmc
+
+import perfcast
+from perfcast.datasets.store import RecordStore
+from perfcast.perf_probe.base import Probe
+from perfcast.perf_probe.hardware import cpu_fingerprint, gpu_fingerprints, software_json
+
+SOURCE = "probe"
+
+
+# ---------------------------------------------------------------- spaces
+def grid(base: Mapping[str, Any] | None = None, **axes: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every combination of ``axes`` values, each merged onto ``base`` (last axis varies fastest)."""
+    base = dict(base or {})
+    names = list(axes)
+    return [{**base, **dict(zip(names, combo))} for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def log_uniform_sample(
+    n: int,
+    ranges: Mapping[str, tuple[int, int]],
+    *,
+    base: Mapping[str, Any] | None = None,
+    choices: Mapping[str, Sequence[Any]] | None = None,
+    seed: int = 0,
+    method: str = "sobol",
+) -> list[dict[str, Any]]:
+    """``n`` configurations spread evenly over log-sized integer ``ranges`` (inclusive) and ``choices``.
+
+    ``method``: "sobol" (scrambled Sobol, the most even), "lhs" (Latin hypercube) or "random". Each
+    categorical axis in ``choices`` takes one more dimension of the design, so it is balanced too.
+    Seeded: the same call gives the same configurations (a resumed sweep must see the same keys).
+    """
+    choices = dict(choices or {})
+    for name, (lo, hi) in ranges.items():
+        if not 1 <= lo <= hi:
+            raise ValueError(f"range of {name!r} must satisfy 1 <= lo <= hi for a log scale, got ({lo}, {hi})")
+    d = len(ranges) + len(choices)
+    if method == "sobol":
+        u = qmc.Sobol(d, scramble=True, seed=seed).random_base2(max(0, math.ceil(math.log2(max(n, 1)))))[:n]
+    elif method == "lhs":
+        u = qmc.LatinHypercube(d, seed=seed).random(n)
+    elif method == "random":
+        u = np.random.default_rng(seed).random((n, d))
+    else:
+        raise ValueError(f"unknown sampling method {method!r}: use 'sobol', 'lhs' or 'random'")
+    cols: dict[str, list[Any]] = {}
+    for j, (name, (lo, hi)) in enumerate(ranges.items()):
+        # sample log(x) uniformly on [log lo, log(hi + 1)) and floor: every integer gets its log-width share
+        x = np.floor(np.exp(np.log(lo) + u[:, j] * (np.log(hi + 1) - np.log(lo))))
+        cols[name] = np.clip(x, lo, hi).astype(int).tolist()
+    for j, (name, values) in enumerate(choices.items(), start=len(ranges)):
+        idx = np.minimum((u[:, j] * len(values)).astype(int), len(values) - 1)
+        cols[name] = [values[i] for i in idx]
+    base = dict(base or {})
+    return [{**base, **{name: cols[name][i] for name in cols}} for i in range(n)]
+
+
+def thread_counts() -> list[int]:
+    """CPU thread counts worth measuring: 1 and every physical core this process may use."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or logical
+    return sorted({1, min(physical, logical)})
+
+
+# ---------------------------------------------------------------- runner
+@dataclass
+class SweepResult:
+    """What a sweep did. ``unavailable`` is the probe's reason when it could not run here at all."""
+
+    probe: str
+    measured: int = 0
+    records: int = 0
+    skipped_done: int = 0
+    failed: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    stopped_by_budget: bool = False
+    interrupted: bool = False
+    unavailable: str | None = None
+    hw_ids: set[str] = field(default_factory=set)
+
+
+class _Devices:
+    """Hardware columns of the device a configuration runs on ("cpu", "cuda", "cuda:N"), fingerprinted once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, device: str) -> dict[str, Any]:
+        if device not in self._cache:
+            if device == "cpu":
+                self._cache[device] = cpu_fingerprint()
+            elif device.startswith("cuda"):
+                gpus = gpu_fingerprints()
+                index = int(device.split(":", 1)[1]) if ":" in device else 0
+                if index >= len(gpus):
+                    raise RuntimeError(f"configuration asks for {device} but this machine has {len(gpus)} CUDA device(s)")
+                self._cache[device] = gpus[index]
+            else:
+                raise ValueError(f"unknown device {device!r} in a probe configuration: expected 'cpu' or 'cuda[:N]'")
+        return self._cache[device]
+
+
+def stored_keys(store: RecordStore, task: str) -> set[tuple[str, str]]:
+    """(hw_id, params_json) of every probe record already in ``store`` for ``task``."""
+    df = store.read(task, columns_=["hw_id", "params_json"], filters={"source": SOURCE})
+    return set(zip(df["hw_id"].astype(str), df["params_json"].astype(str)))
+
+
+def run_sweep(
+    probe: Probe,
+    store: RecordStore,
+    *,
+    quick: bool = False,
+    budget_s: float | None = None,
+    configs: Iterable[dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Measure ``probe``'s configurations not yet stored for this hardware, storing each as it finishes.
+
+    Stops cleanly at ``budget_s`` (never starting a configuration its estimate says will overrun: the
+    median duration of those measured so far) or on Ctrl-C; failures are collected, not fatal.
+    """
+    t0 = time.monotonic()
+    result = SweepResult(probe.name)
+    ok, why = probe.available()
+    if not ok:
+        result.unavailable = why or "probe reports it cannot run here"
+        return result
+    todo = list(configs) if configs is not None else probe.space(quick=quick)
+    devices = _Devices()
+    done = stored_keys(store, probe.task)
+    pending = []
+    for cfg in todo:
+        hw_id = devices(cfg.get("device", "cpu"))["hw_id"]
+        if (hw_id, probe.key(cfg)) in done:
+            result.skipped_done += 1
+        else:
+            pending.append(cfg)
+    provenance = {"source": SOURCE, "probe_version": f"{probe.name}/{perfcast.__version__}",
+                  "software": software_json()}
+    durations: list[float] = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(f"probe {probe.name}", total=len(pending))
+        try:
+            for cfg in pending:
+                if budget_s is not None:
+                    spent = time.monotonic() - t0
+                    estimate = statistics.median(durations) if durations else 0.0
+                    if spent + estimate > budget_s:
+                        result.stopped_by_budget = True
+                        break
+                c0 = time.monotonic()
+                try:
+                    hw = devices(cfg.get("device", "cpu"))
+                    rows = probe.run(cfg)
+                    df = pd.DataFrame(rows)
+                    df = df.assign(**hw, **provenance, params_json=probe.key(cfg),
+                                   collected_at=datetime.now(timezone.utc))
+                    result.records += store.append(df, probe.task).written
+                    result.measured += 1
+                    result.hw_ids.add(hw["hw_id"])
+                except Exception as e:  # one bad configuration must not end the sweep
+                    result.failed.append((cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+                durations.append(time.monotonic() - c0)
+                bar.advance(task)
+        except KeyboardInterrupt:
+            result.interrupted = True
+    result.elapsed_s = time.monotonic() - t0
+    return result
+
+
+# ---------------------------------------------------------------- summary
+def summarize(store: RecordStore, hw_id: str | Iterable[str] | None = None) -> pd.DataFrame:
+    """Best throughput per task and group of this hardware's probe records (the CLI's end-of-run table).
+
+    gemm: best GFLOP/s per (device, backend, dtype); attention: best TFLOP/s per (device, phase, backend,
+    dtype); cpu_bench: median score per (benchmark, subtest, unit). Also how many records and the median
+    measured noise (runtime CV).
+    """
+    # imported here: the probe modules import this one for their space helpers
+    from perfcast.perf_probe.attention import attention_flops
+    from perfcast.perf_probe.gemm import gemm_flops
+
+    ids = None if hw_id is None else ([hw_id] if isinstance(hw_id, str) else list(hw_id))
+    frames = []
+    specs = {
+        "gemm": (["device_name", "backend", "dtype"], "GFLOP/s",
+                 lambda d: gemm_flops(d["m"], d["n"], d["k"], d["batch"]) / d["runtime_ms"] / 1e6),
+        "attention": (["device_name", "phase", "backend", "dtype"], "TFLOP/s",
+                      lambda d: attention_flops(d["batch"], d["heads"], d["seq_q"], d["seq_kv"], d["head_dim"],
+                                                d["causal"]) / d["runtime_ms"] / 1e9),
+    }
+    for task in ("gemm", "attention", "cpu_bench"):
+        filters: dict[str, Any] = {"source": SOURCE}
+        if ids is not None:
+            filters["hw_id"] = ids
+        df = store.read(task, filters=filters)
+        if df.empty:
+            continue
+        if task in specs:
+            keys, unit, rate = specs[task]
+            df = df.assign(value=rate(df.astype({"runtime_ms": float})), unit=unit)
+            agg = df.groupby(keys, dropna=False).agg(best=("value", "max"), records=("value", "size"),
+                                                     median_cv=("runtime_cv", "median"), unit=("unit", "first"))
+        else:
+            keys = ["benchmark", "subtest", "score_unit"]
+            agg = df.groupby(keys, dropna=False).agg(best=("score", "median"), records=("score", "size"),
+                                                     median_cv=("runtime_cv", "median"), unit=("score_unit", "first"))
+        agg = agg.reset_index()
+        agg.insert(0, "task", task)
+        agg["group"] = agg[keys].astype("string").fillna("").agg(" ".join, axis=1)
+        frames.append(agg[["task", "group", "best", "unit", "records", "median_cv"]])
+    cols = ["task", "group", "best", "unit", "records", "median_cv"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)

@@ -1,0 +1,86 @@
+"""``perfcast train CONFIG.toml [--tune N]``: thin command over :func:`train` / :func:`tune` with rich output.
+
+Mount with ``app.add_typer(train_app)`` (no ``name=``), which adds the ``train`` command itself; a named
+sub-app would make it ``perfcast train train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perfcast.training.config import ConfigError, load_config
+
+train_app = typer.Typer(add_completion=False)
+console = Console()
+_METRIC = re.compile(r"^test_(?P<target>.+)_(?P<metric>n|mape|median_ape|p90_ape|r2|spearman)$")
+_PERCENT = {"mape", "median_ape", "p90_ape"}
+
+
+def results_table(metrics: dict[str, float], title: str) -> Table:
+    """Test metrics as one row per target (APEs in percent)."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        m = _METRIC.match(key)
+        if m:
+            rows.setdefault(m["target"], {})[m["metric"]] = value
+    table = Table(title=title)
+    cols = ["n", "mape", "median_ape", "p90_ape", "r2", "spearman"]
+    table.add_column("target")
+    for c in cols:
+        table.add_column(c + (" %" if c in _PERCENT else ""), justify="right")
+    for target, vals in rows.items():
+        cells = []
+        for c in cols:
+            v = vals.get(c)
+            cells.append("—" if v is None else f"{v:.0f}" if c == "n" else f"{100 * v:.2f}" if c in _PERCENT
+                         else f"{v:.3f}")
+        table.add_row(target, *cells)
+    return table
+
+
+@train_app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="training config (TOML); see configs/", exists=True, dir_okay=False),
+    tune_trials: int | None = typer.Option(None, "--tune", min=1, help="run N Optuna trials, then refit the best"),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna study database URL (default from config, "
+                                       "else sqlite:///optuna.db)"),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default "
+                                            "$MLFLOW_TRACKING_URI, else config, else sqlite:///mlflow.db)"),
+) -> None:
+    """Fit the configured model, evaluate it on its protocol, and log and register it in MLflow."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        console.print(f"[red]invalid config[/red]\n{err}", highlight=False)
+        raise typer.Exit(2) from None
+    with console.status(f"[bold]{cfg.name}[/bold]: starting", spinner="dots") as status:
+        def progress(msg: str) -> None:
+            status.update(f"[bold]{cfg.name}[/bold]: {msg}")
+            if msg.startswith("trial "):
+                console.log(msg)
+
+        if tune_trials is None:
+            from perfcast.training.train import train
+
+            result = train(cfg, tracking_uri=tracking_uri, progress=progress)
+        else:
+            from perfcast.training.tune import tune
+
+            tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, progress=progress)
+            result = tuned.final
+    if tune_trials is not None:
+        console.print(
+            f"study [bold]{tuned.study_name}[/bold] ({tuned.storage}): {tuned.n_trials} trials, "
+            f"{tuned.n_complete} complete, {tuned.n_pruned} pruned; best validation "
+            f"{cfg.targets[0]} MAPE {100 * tuned.best_value:.2f}% with {tuned.best_params}"
+        )
+    console.print(results_table(result.metrics, f"{cfg.name}: {cfg.eval.protocol} test split "
+                                                f"({result.n_train} train / {result.n_test} test rows)"))
+    console.print(f"run [bold]{result.run_id}[/bold]  model {result.model_uri}")
+    if result.registered_version is not None:
+        console.print(f"registered [bold]models:/{result.registered_model_name}/{result.registered_version}[/bold]")

@@ -1,0 +1,203 @@
+"""MLflow helpers: where runs go, and how a training run's lineage, metrics, plots and model are recorded.
+
+Everything here writes into the *active* MLflow run, so ``train`` and ``tune`` share one way of logging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are files in a run, never windows (headless CI, remote workers)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.models import ModelSignature, infer_signature  # noqa: E402
+from mlflow.models.model import ModelInfo  # noqa: E402
+from mlflow.types import ColSpec, Schema  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: cloudpickle, not MLflow's default skops: skops refuses (on save) every type not on its allow-list, which
+#: includes sklearn's own trees and all of perfcast's transformers and networks. Loading needs
+#: ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true`` in MLflow 3.x whatever the format.
+SERIALIZATION_FORMAT = "cloudpickle"
+MODEL_NAME_IN_RUN = "model"
+_MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri(override: str | None = None, configured: str | None = None) -> str:
+    """Where runs go: CLI ``override``, else ``$MLFLOW_TRACKING_URI``, else the config's, else SQLite in the CWD."""
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+
+
+def start(uri: str, experiment: str) -> str:
+    """Point MLflow at ``uri`` and ``experiment`` (created if new); returns the experiment id."""
+    mlflow.set_tracking_uri(uri)
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b.c": "value"}`` with JSON-encoded leaves (how MLflow params are searched)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log a nested mapping as flat dotted params."""
+    mlflow.log_params(flatten(params))
+
+
+def content_hash(records: pd.DataFrame) -> str:
+    """Order-independent content hash of a record set: SHA-256 over its sorted ``record_id``s.
+
+    ``record_id`` is already a content hash of each row, so two runs that read the same records get the
+    same digest however the rows were ordered or filtered in; frames without it hash every cell.
+    """
+    if "record_id" in records.columns:
+        ids = np.sort(records["record_id"].astype(str).to_numpy())
+        payload = "\n".join(ids).encode()
+    else:
+        hashed = pd.util.hash_pandas_object(records, index=False).to_numpy()
+        payload = np.sort(hashed).tobytes()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def log_dataset(records: pd.DataFrame, *, source: str, name: str, context: str, target: str) -> str:
+    """Record one split as a run input (source, rows, schema, content hash); returns the hash."""
+    digest = content_hash(records)
+    ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
+    mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
+    return digest
+
+
+def _unwrap(est: Any) -> list[Any]:
+    """The innermost fitted estimators (one per target when wrapped in a multi-output meta-estimator)."""
+    if isinstance(est, Pipeline):
+        return _unwrap(est[-1])
+    if hasattr(est, "regressor_"):  # TransformedTargetRegressor
+        return _unwrap(est.regressor_)
+    if hasattr(est, "estimator_"):  # a wrapper fitting one inner model (the hybrid's efficiency model)
+        return _unwrap(est.estimator_)
+    if hasattr(est, "estimators_") and not hasattr(est, "feature_importances_"):  # MultiOutputRegressor
+        return [inner for e in est.estimators_ for inner in _unwrap(e)]
+    return [est]
+
+
+def _feature_names(pipeline: Any, n: int) -> list[str]:
+    """Names of the features the final estimator sees (falls back to positions when steps cannot say)."""
+    if isinstance(pipeline, Pipeline) and len(pipeline) > 1:
+        try:
+            names = list(pipeline[:-1].get_feature_names_out())
+            if len(names) == n:
+                return [str(x) for x in names]
+        except (AttributeError, ValueError, TypeError):
+            pass
+    return [f"feature_{i}" for i in range(n)]
+
+
+def feature_importances(pipeline: Any, targets: list[str]) -> pd.DataFrame | None:
+    """Importance of each feature (rows) per target (columns), or None if the estimator exposes none."""
+    inner = _unwrap(pipeline)
+    values = [getattr(e, "feature_importances_", None) for e in inner]
+    if not values or any(v is None for v in values):
+        return None
+    mat = np.column_stack([np.asarray(v, dtype=float) for v in values])
+    cols = targets if mat.shape[1] == len(targets) else [f"estimator_{i}" for i in range(mat.shape[1])]
+    df = pd.DataFrame(mat, index=_feature_names(pipeline, mat.shape[0]), columns=cols)
+    df.index.name = "feature"
+    return df.sort_values(cols[0], ascending=False)
+
+
+def log_feature_importances(pipeline: Any, targets: list[str], top: int = 30) -> pd.DataFrame | None:
+    """Log importances as ``feature_importances.csv`` and a bar chart of the ``top`` features."""
+    imp = feature_importances(pipeline, targets)
+    if imp is None:
+        return None
+    mlflow.log_text(imp.to_csv(), "feature_importances.csv")
+    shown = imp.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(shown) + 1.5))
+    shown.plot.barh(ax=ax, width=0.8)
+    ax.set_xlabel("importance")
+    ax.set_title(f"feature importances (top {len(shown)})")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/feature_importances.png")
+    plt.close(fig)
+    return imp
+
+
+def pred_vs_measured_figure(measured: np.ndarray, predicted: np.ndarray, target: str, title: str) -> plt.Figure:
+    """Log-log scatter of predicted against measured, with the y = x line and ±20 % bands."""
+    ok = (measured > 0) & (predicted > 0) & np.isfinite(measured) & np.isfinite(predicted)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.scatter(measured[ok], predicted[ok], s=6, alpha=0.5, linewidths=0)
+    if ok.any():
+        lo = min(measured[ok].min(), predicted[ok].min())
+        hi = max(measured[ok].max(), predicted[ok].max())
+        line = np.geomspace(lo, hi, 50)
+        ax.plot(line, line, "k-", lw=1, label="y = x")
+        ax.plot(line, line * 1.2, "k:", lw=0.8, label="±20 %")
+        ax.plot(line, line / 1.2, "k:", lw=0.8)
+        ax.legend(loc="upper left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"measured {target}")
+    ax.set_ylabel(f"predicted {target}")
+    dropped = int((~ok).sum())
+    ax.set_title(title + (f"\n({dropped} non-positive points not shown)" if dropped else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def log_pred_vs_measured(measured: pd.DataFrame, predicted: np.ndarray, title: str) -> list[str]:
+    """One predicted-vs-measured plot per target column; returns the artifact paths."""
+    pred = np.asarray(predicted, dtype=float).reshape(len(measured), -1)
+    paths = []
+    for j, target in enumerate(measured.columns):
+        fig = pred_vs_measured_figure(measured[target].to_numpy(dtype=float), pred[:, j], target, title)
+        path = f"plots/pred_vs_measured_{target}.png"
+        mlflow.log_figure(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def serving_signature(X: pd.DataFrame, y_pred: np.ndarray, required: Iterable[str]) -> ModelSignature:
+    """Signature inferred from ``X`` with only the ``required`` columns required.
+
+    Inference marks every column without a missing value as required, which would make a served model
+    demand, say, ``l3_mb`` just because the training device had one; the features fill what is absent.
+    """
+    sig = infer_signature(X, y_pred)
+    need = set(required)
+    inputs = Schema([ColSpec(c.type, c.name, required=c.name in need) for c in sig.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=sig.outputs)
+
+
+def log_model(
+    pipeline: Any, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str]
+) -> ModelInfo:
+    """Log the fitted pipeline with signature and input example, registering it under a name."""
+    example = X.head(5)
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_NAME_IN_RUN,
+        signature=serving_signature(X, pipeline.predict(example), required),
+        input_example=example,
+        registered_model_name=registered_model_name,
+        serialization_format=SERIALIZATION_FORMAT,
+    )

@@ -1,0 +1,176 @@
+"""Hyperparameter search: an Optuna study over the config's search space, every trial a nested MLflow run.
+
+Trials are scored on an inner split of the *training* rows (``tune.validation``), never on the test rows the
+final model is judged on. The study lives in a database (SQLite by default, any SQLAlchemy URL otherwise),
+so many workers on many machines can run ``perfcast train CONFIG --tune N`` against one study; each worker
+finishes by refitting the best parameters found so far on the full training split, evaluating them on the
+protocol's test split, and logging and registering that model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.pruners import MedianPruner
+from optuna.samplers import TPESampler
+from sqlalchemy.engine import make_url
+
+from perfcast.training import tracking
+from perfcast.training.config import DEFAULT_STUDY_STORAGE, CategoricalSpace, FloatSpace, ParamSpace, TrainConfig
+from perfcast.training.train import (
+    Progress,
+    TrainResult,
+    no_progress,
+    build_model,
+    evaluate,
+    fit_and_log,
+    load_records,
+    log_config,
+    model_input,
+    split_records,
+)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The study's outcome and the refitted, registered best model."""
+
+    study_name: str
+    storage: str
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    best_params: dict[str, Any]
+    best_value: float
+    parent_run_id: str
+    final: TrainResult
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]:
+    """Draw one value per parameter of ``space``."""
+    out: dict[str, Any] = {}
+    for name, spec in space.items():
+        if isinstance(spec, CategoricalSpace):
+            out[name] = trial.suggest_categorical(name, spec.choices)
+        elif isinstance(spec, FloatSpace):
+            out[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        else:
+            out[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
+    return out
+
+
+def safe_url(storage: str) -> str:
+    """The storage URL with any password masked (it is logged and printed)."""
+    return make_url(storage).render_as_string(hide_password=True)
+
+
+def _sampler_seed(seed: int, study: optuna.Study) -> int:
+    """The config's seed for a fresh study (reproducible); a distinct one for a worker joining a study.
+
+    Every worker seeding TPE alike would draw the same start-up trials; workers started at the same
+    instant on an empty study still do, so start the first worker before the others.
+    """
+    if not study.trials:
+        return seed
+    return int(np.random.SeedSequence([seed, len(study.trials), os.getpid()]).generate_state(1)[0])
+
+
+class _Objective:
+    """Validation MAPE of the primary target for one trial's parameters, logged as a nested run."""
+
+    def __init__(self, config: TrainConfig, X: pd.DataFrame, Y: pd.DataFrame,
+                 fit_rows: np.ndarray, val_rows: np.ndarray, progress: Progress):
+        self.config, self.X, self.Y, self.progress = config, X, Y, progress
+        self.val_rows = val_rows
+        # a fixed shuffle, so each pruning rung fits on a superset of the previous rung's rows
+        self.fit_rows = np.random.default_rng(config.seed).permutation(fit_rows)
+        self.primary = config.targets[0]
+        measured = Y[self.primary].iloc[val_rows].notna()
+        if not measured.any():
+            raise ValueError(f"tune.validation leaves no validation row with {self.primary} measured")
+
+    def _val_mape(self, params: dict[str, Any], rows: np.ndarray) -> tuple[float, dict[str, float]]:
+        pipe = build_model(self.config, params).fit(self.X.iloc[rows], self.Y.iloc[rows])
+        scores = evaluate(self.Y.iloc[self.val_rows], pipe.predict(self.X.iloc[self.val_rows]), "val_")
+        return scores[f"val_{self.primary}_mape"], scores
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = {**self.config.model.params, **suggest(trial, self.config.tune.space)}
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+            mlflow.set_tag("optuna.trial_number", trial.number)
+            tracking.log_params({"model": {"params": params}})
+            for step, frac in enumerate(self.config.tune.prune_at):
+                rows = self.fit_rows[: max(2, int(round(frac * len(self.fit_rows))))]
+                value, _ = self._val_mape(params, rows)
+                mlflow.log_metric(f"val_{self.primary}_mape", value, step=step)
+                trial.report(value, step)
+                if trial.should_prune():
+                    mlflow.set_tag("optuna.state", "PRUNED")
+                    raise optuna.TrialPruned(f"val MAPE {value:.4g} at {frac:.0%} of the rows")
+            value, scores = self._val_mape(params, self.fit_rows)
+            mlflow.log_metrics(scores, step=len(self.config.tune.prune_at))
+            mlflow.set_tag("optuna.state", "COMPLETE")
+        self.progress(f"trial {trial.number}: val {self.primary} MAPE {value:.4g}")
+        return value
+
+
+def tune(
+    config: TrainConfig,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    progress: Progress = no_progress,
+) -> TuneResult:
+    """Run ``n_trials`` (default ``tune.n_trials``) of the study, then refit, test and register the best."""
+    n_trials = n_trials if n_trials is not None else config.tune.n_trials
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be at least 1, got {n_trials}")
+    if not config.tune.space:
+        raise ValueError("tune.space is empty: give at least one parameter to search (see configs/*.toml)")
+    storage = storage or config.tune.storage or DEFAULT_STUDY_STORAGE
+
+    records = load_records(config.data, config.task, list(config.targets), progress)
+    split = split_records(records.frame, config.eval, config.seed)
+    train_frame = records.frame.iloc[split.train].reset_index(drop=True)
+    inner = split_records(train_frame, config.tune.validation, config.seed)
+    X, Y = model_input(train_frame, config.task), train_frame[list(config.targets)].astype("float64")
+    objective = _Objective(config, X, Y, inner.train, inner.test, progress)
+
+    study = optuna.create_study(study_name=config.study_name, storage=storage, load_if_exists=True,
+                                direction="minimize", pruner=MedianPruner())
+    study.sampler = TPESampler(seed=_sampler_seed(config.seed, study))
+
+    tracking.start(tracking.tracking_uri(tracking_uri, config.tracking.uri), config.tracking.experiment)
+    with mlflow.start_run(run_name=f"{config.name}-tune") as parent:
+        mlflow.set_tags({"optuna.study_name": config.study_name, "optuna.storage": safe_url(storage)})
+        progress(f"tuning: {n_trials} trial(s) in study {config.study_name!r} ({safe_url(storage)})")
+        study.optimize(objective, n_trials=n_trials, catch=(ValueError,))
+        states = [t.state for t in study.trials]
+        n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+        if not n_complete:
+            raise RuntimeError(f"no trial of study {config.study_name!r} completed; see the failed trial runs")
+        best = {**config.model.params, **study.best_params}
+        log_config(config, best)
+        mlflow.log_params({"tune.n_trials_study": len(states), "tune.best_trial": study.best_trial.number,
+                           "tune.validation": config.tune.validation.protocol})
+        mlflow.log_metric(f"tune_best_val_{config.targets[0]}_mape", study.best_value)
+        progress(f"refitting the best parameters (trial {study.best_trial.number}) on the full training split")
+        final = fit_and_log(config, records, split, best, progress)
+    return TuneResult(
+        study_name=config.study_name,
+        storage=safe_url(storage),
+        n_trials=len(states),
+        n_complete=n_complete,
+        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        best_params=best,
+        best_value=float(study.best_value),
+        parent_run_id=parent.info.run_id,
+        final=final,
+    )
