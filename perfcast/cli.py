@@ -74,6 +74,71 @@ def hw() -> None:
         console.print(table)
 
 
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1.5h' or plain seconds → seconds (a clear error otherwise)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 10m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+@app.command()
+def probe(
+    which: Annotated[str, typer.Argument(help="gemm, attention, cpu or all")] = "all",
+    quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
+    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
+
+    Re-running skips what this hardware already measured, so an interrupted sweep (Ctrl-C, a crash)
+    resumes where it stopped; every finished measurement is stored at once.
+    """
+    from perfcast.perf_probe import PROBES
+    from perfcast.perf_probe.sweep import run_sweep, summarize
+
+    names = list(PROBES) if which == "all" else [which]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise _fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
+    budget_s = parse_duration(budget) if budget else None
+    rs = _store(store)
+    t0 = time.perf_counter()
+    runs = []
+    for name in names:
+        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            console.print(f"[yellow]{name}: skipped, the time budget is spent")
+            continue
+        res = run_sweep(PROBES[name](), rs, quick=quick, budget_s=left)
+        runs.append(res)
+        if res.unavailable:
+            console.print(f"[yellow]{name}: not run here: {res.unavailable}")
+        for cfg, err in res.failed:
+            console.print(f"[red]{name}: configuration {cfg} failed: {err.splitlines()[0]}")
+        if res.interrupted:
+            console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
+            break
+    table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.root}")
+    for col in ("probe", "measured", "records", "already done", "failed", "stopped by"):
+        table.add_column(col)
+    for r in runs:
+        stop = "budget" if r.stopped_by_budget else "Ctrl-C" if r.interrupted else r.unavailable or "done"
+        table.add_row(r.probe, str(r.measured), str(r.records), str(r.skipped_done), str(len(r.failed)), stop)
+    console.print(table)
+    hw_ids = set().union(*(r.hw_ids for r in runs)) if runs else set()
+    if hw_ids:
+        summary = summarize(rs, hw_ids)
+        if not summary.empty:
+            console.print(_frame_table(summary, title="best measured on this hardware"))
+        power = rs.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
+        if not power.empty:
+            src = power.iloc[-1]
+            console.print(f"power source: {src['power_source']} ({src['power_note'] or 'measured during the kernel'})")
+
+
 @data_app.command("import")
 def data_import(
     name: Annotated[str, typer.Argument(help="Dataset name (see `perfcast data sources`)")],
@@ -135,7 +200,10 @@ def data_sources() -> None:
 
 
 @data_app.command("ls")
-def data_ls(store: StoreOpt = None) -> None:
+def data_ls(
+    store: StoreOpt = None,
+    top: Annotated[int, typer.Option(min=0, help="Devices listed per source (0 = all); the rest are summed")] = 12,
+) -> None:
     """Records stored per task, source and device."""
     rs = _store(store)
     counts = rs.counts()
@@ -146,9 +214,18 @@ def data_ls(store: StoreOpt = None) -> None:
     for col in ("task", "source", "device", "records"):
         table.add_column(col, justify="right" if col == "records" else "left")
     for task, g in counts.groupby("task", sort=True):
-        for row in g.sort_values(["source", "device_name"]).itertuples(index=False):
-            table.add_row(task, row.source, str(row.device_name), f"{row.records:,}")
-        table.add_row(f"[bold]{task} total", "", "", f"[bold]{int(g['records'].sum()):,}", end_section=True)
+        for source, gs in g.groupby("source", sort=True):
+            gs = gs.sort_values("records", ascending=False)
+            shown = gs if top == 0 else gs.head(top)
+            for row in shown.itertuples(index=False):
+                table.add_row(task, source, str(row.device_name), f"{row.records:,}")
+            if len(gs) > len(shown):
+                rest = gs.iloc[len(shown):]
+                table.add_row(task, source, f"[dim]… {len(rest)} more devices (--top 0 lists all)",
+                              f"{int(rest['records'].sum()):,}")
+        table.add_row(f"[bold]{task} total", f"{g['source'].nunique()} sources",
+                      f"{g['device_name'].nunique()} devices", f"[bold]{int(g['records'].sum()):,}",
+                      end_section=True)
     console.print(table)
 
 
@@ -160,8 +237,9 @@ def data_show(
     source: Annotated[Optional[str], typer.Option(help="Only records from this source")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Show stored records of one task (non-empty columns only, unless --columns is given)."""
+    """Show stored records of one task: device, configuration and targets (or the --columns asked for)."""
     from perfcast.datasets.schema import TASKS
+    from perfcast.datasets.schema import columns as schema_columns
 
     if task not in TASKS:
         raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -177,8 +255,12 @@ def data_show(
         if missing:
             raise _fail(f"unknown column(s) {missing} for task {task}")
         df = df[want]
-    else:
-        df = df.dropna(axis=1, how="all").drop(columns=["record_id", "task"], errors="ignore")
+    else:  # the columns that say what was measured: device, non-empty config and targets
+        groups = {c.name: c.group for c in schema_columns(task).values()}
+        wide = {"kernel", "compiler", "system"}  # long free text: ask for them with --columns
+        keep = ["device_name"] + [c for g in ("config", "targets") for c in df.columns
+                                  if groups.get(c) == g and c not in wide]
+        df = df[keep].dropna(axis=1, how="all")
     console.print(_frame_table(df.head(limit), title=f"{task}: {total:,} records, first {min(limit, total)}"))
 
 

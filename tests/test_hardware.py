@@ -13,8 +13,14 @@ import pytest
 import torch
 
 from perfcast.datasets.schema import hardware_ids, validate
-from perfcast.perf_probe.hardware import (cpu_family, cpu_fingerprint, fingerprint_table, gpu_fingerprint,
-                                          gpu_fingerprints, software_versions)
+from perfcast.perf_probe.hardware import (
+    cpu_family,
+    cpu_fingerprint,
+    fingerprint_table,
+    gpu_fingerprint,
+    gpu_fingerprints,
+    software_versions,
+)
 
 GEMM_ROW = {"op": "matmul", "m": 8, "n": 8, "k": 8, "batch": 1, "dtype": "float32", "runtime_ms": 0.01,
             "source": "probe"}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from perfcast.datasets.hardware_specs import spec_columns
 from perfcast.datasets.importers.aiconfigurator import AIConfiguratorImporter
 from perfcast.datasets.importers.base import DatasetLayoutError, get_importer
 from perfcast.datasets.store import RecordStore
@@ -96,8 +97,11 @@ def test_hardware_and_provenance_columns(imported: RecordStore) -> None:
     g, a = imported.read("gemm"), imported.read("attention")
     for df, table in ((g, TABLES["gemm"]), (a, None)):
         assert set(df["device_id"]) == {"h100_sxm"} and set(df["vendor"]) == {"NVIDIA"}
-        assert set(df["device_kind"]) == {"gpu"} and set(df["sm_count"]) == {132}
-        assert set(df["mem_bw_gbs"]) == {3350.0} and set(df["peak_tflops_bf16"]) == {989.0}
+        assert set(df["device_kind"]) == {"gpu"}
+        # records keep what the source observed; spec numbers join by device_id (a spec fix never re-keys)
+        assert df["sm_count"].isna().all() and df["mem_bw_gbs"].isna().all()
+        specs = spec_columns(df[["device_id"]].drop_duplicates())
+        assert specs[["sm_count", "mem_bw_gbs", "peak_tflops_bf16"]].iloc[0].tolist() == [132, 3350.0, 989.0]
         assert set(df["source"]) == {"aiconfigurator"} and set(df["backend"]) == {"trtllm"}
         assert {json.loads(s)["version"] for s in df["software"]} == {"1.3.0rc20"}
         if table:
@@ -137,6 +141,27 @@ def test_unmapped_raw_columns_are_kept_with_x_prefix(raw: dict[str, pd.DataFrame
     root = _write_tree(tmp_path / "copy", {"gemm": gemm})
     out = AIConfiguratorImporter().load(root, root / TABLES["gemm"])["gemm"]
     assert out["x_power"].tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
+
+
+def test_a_gpu_without_a_spec_sheet_imports_and_a_user_file_supplies_it(
+    raw: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
+    gemm = raw["gemm"].head(20).assign(device="ACME X1 Accelerator")
+    root = tmp_path / "copy"
+    path = root / f"acme_x1/gemm/{VERSION_DIR}/gemm_perf.parquet"
+    path.parent.mkdir(parents=True)
+    gemm.to_parquet(path, index=False)
+    with pytest.warns(UserWarning, match=r"no spec sheet for \['ACME X1 Accelerator'\] \(system 'acme_x1'\)"):
+        out = AIConfiguratorImporter().load(root, path)["gemm"]
+    assert out["device_id"].isna().all() and (out["device_kind"] == "gpu").all()
+    specs = tmp_path / "specs.yaml"
+    specs.write_text("devices:\n  acme_x1: {device_name: ACME X1 Accelerator, vendor: ACME, device_kind: gpu, "
+                     "sm_count: 96}\n")
+    monkeypatch.setenv("PERFCAST_HW_SPECS", str(specs))
+    out = AIConfiguratorImporter().load(root, path)["gemm"]
+    assert set(out["device_id"]) == {"acme_x1"} and set(out["vendor"]) == {"ACME"}
+    assert set(spec_columns(out[["device_id"]])["sm_count"]) == {96}
 
 
 def test_a_directory_without_tables_is_a_layout_error(tmp_path: Path, store: RecordStore) -> None:

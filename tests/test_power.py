@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from perfcast.perf_probe.power import (NullMeter, NvmlMeter, RaplDomain, RaplMeter, counter_delta, integrate_power,
-                                       power_meter, rapl_packages)
+from perfcast.perf_probe.power import (
+    NullMeter,
+    NvmlMeter,
+    RaplDomain,
+    RaplMeter,
+    counter_delta,
+    integrate_power,
+    power_meter,
+    rapl_packages,
+)
 from perfcast.perf_probe.timing import measure
 
 MAX_UJ = 262_143_328_850

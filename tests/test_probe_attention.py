@@ -9,8 +9,13 @@ import torch.nn.functional as F
 
 from perfcast.datasets.schema import validate
 from perfcast.perf_probe import PROBES, attention
-from perfcast.perf_probe.attention import (AttentionProbe, attention_flops, backend_of_op, check_attention,
-                                           reference_attention)
+from perfcast.perf_probe.attention import (
+    AttentionProbe,
+    attention_flops,
+    backend_of_op,
+    check_attention,
+    reference_attention,
+)
 from perfcast.perf_probe.gemm import KernelCheckError
 from perfcast.perf_probe.hardware import cpu_fingerprint
 

@@ -12,7 +12,13 @@ import torch
 
 from perfcast.datasets.schema import validate
 from perfcast.perf_probe import PROBES, gemm
-from perfcast.perf_probe.gemm import GemmProbe, KernelCheckError, check_product, cuda_dtypes, gemm_flops
+from perfcast.perf_probe.gemm import (
+    GemmProbe,
+    KernelCheckError,
+    check_product,
+    cuda_dtypes,
+    gemm_flops,
+)
 from perfcast.perf_probe.hardware import cpu_fingerprint
 from perfcast.perf_probe.sweep import thread_counts
 from perfcast.perf_probe.timing import threads

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.schema import SchemaError, columns, hardware_ids, record_ids, validate
+from perfcast.datasets.schema import (
+    SchemaError,
+    columns,
+    hardware_ids,
+    record_ids,
+    validate,
+)
 
 
 def _gemm(**over: object) -> pd.DataFrame:

@@ -17,7 +17,14 @@ import pytest
 from perfcast.datasets.store import RecordStore
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.hardware import cpu_fingerprint
-from perfcast.perf_probe.sweep import grid, log_uniform_sample, run_sweep, stored_keys, summarize, thread_counts
+from perfcast.perf_probe.sweep import (
+    grid,
+    log_uniform_sample,
+    run_sweep,
+    stored_keys,
+    summarize,
+    thread_counts,
+)
 
 FAST = {"max_time_s": 0.05, "warmup_s": 0.01}
 #: measurements that never converge, so each one lasts its time cap (for budget and kill tests)

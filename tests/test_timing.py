@@ -12,7 +12,14 @@ import torch
 from threadpoolctl import threadpool_info
 
 from perfcast.perf_probe.power import PowerMeter, PowerReading
-from perfcast.perf_probe.timing import CudaTimer, CpuTimer, measure, median_ci, summarize, threads
+from perfcast.perf_probe.timing import (
+    CpuTimer,
+    CudaTimer,
+    measure,
+    median_ci,
+    robust_stats,
+    threads,
+)
 
 
 class FakeTimer:
@@ -116,8 +123,8 @@ def test_median_ci_covers_the_true_median_at_its_level():
     assert median_ci(x) == (1.0, 5.0)  # n=5: no pair reaches 95 %, the full range is the honest answer
 
 
-def test_summarize_statistics():
-    s = summarize(np.array([4.0, 1.0, 3.0, 2.0]))
+def test_robust_stats():
+    s = robust_stats(np.array([4.0, 1.0, 3.0, 2.0]))
     assert s["median_ms"] == 2.5 and s["min_ms"] == 1.0 and s["mean_ms"] == 2.5
     assert s["iqr_ms"] == pytest.approx(1.5)
     assert s["cv"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)

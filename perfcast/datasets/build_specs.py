@@ -129,7 +129,8 @@ def build_specs(
     """
     merged: dict[str, dict[str, Any]] = {}
     known = _known_ids(Path(spec_file))
-    for entry in _aiconfigurator(Path(aiconfigurator_systems_dir)) + _neusight(Path(neusight_device_configs_dir), known):
+    entries = _aiconfigurator(Path(aiconfigurator_systems_dir)) + _neusight(Path(neusight_device_configs_dir), known)
+    for entry in entries:
         dev = entry["device_id"]
         if dev not in merged:
             merged[dev] = entry

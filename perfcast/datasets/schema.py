@@ -206,7 +206,8 @@ def _coerce(
     elif col.kind == "bool":
         if s.dtype == bool or str(s.dtype) == "boolean":
             return s.astype("boolean")
-        mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+        # True == 1 and False == 0 as dict keys, so the numeric spellings are covered too
+        mapping = {True: True, False: False, "true": True, "false": False,
                    "True": True, "False": False, "1": True, "0": False}
         out = s.map(lambda v: mapping.get(v, pd.NA) if not pd.isna(v) else pd.NA).astype("boolean")
         bad = out.isna() & s.notna()
@@ -317,7 +318,7 @@ def record_ids(df: pd.DataFrame) -> pd.Series:
     Identical observations (the same file imported twice) get the same id; repeats differ by ``repeat``.
     """
     cols = sorted(c for c in df.columns if c != "record_id")
-    h = pd.util.hash_pandas_object(df[cols], index=False, categorize=False)
+    h = pd.util.hash_pandas_object(df[cols], index=False, categorize=True)
     # salt with the column set so that adding an all-null column never collides across schemas
     salt = hashlib.sha1(",".join(cols).encode()).hexdigest()[:8]
     return pd.Series([f"{salt}{v:016x}" for v in h.to_numpy()], index=df.index, dtype="string")

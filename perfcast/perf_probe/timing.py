@@ -156,7 +156,7 @@ def median_ci(sorted_x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[flo
     return float(sorted_x[lo - 1]), float(sorted_x[n - lo])
 
 
-def summarize(times_ms: np.ndarray) -> dict[str, Any]:
+def robust_stats(times_ms: np.ndarray) -> dict[str, Any]:
     """Median, min, mean, CV, IQR, CI half-width / median and outlier flags of per-call times."""
     x = np.sort(np.asarray(times_ms, dtype=float))
     med = float(np.median(x))
@@ -241,13 +241,13 @@ def measure(
             continue
         elapsed = timer.now() - t0
         window_ok = meter is None or elapsed >= meter.min_window_s
-        converged = summarize(np.array(times))["ci_rel"] <= rel_precision
+        converged = robust_stats(np.array(times))["ci_rel"] <= rel_precision
         if (converged and window_ok) or elapsed >= max_time_s:
             break
     reading = meter.stop() if meter is not None else None
 
     arr = np.array(times)
-    s = summarize(arr)
+    s = robust_stats(arr)
     return Timing(
         times_ms=arr, median_ms=s["median_ms"], min_ms=s["min_ms"], mean_ms=s["mean_ms"], cv=s["cv"],
         iqr_ms=s["iqr_ms"], n_repeats=len(arr), n_warmup=n_warmup, n_outliers=int(s["outliers"].sum()),

@@ -6,7 +6,6 @@ sub-app would make it ``perfcast train train CONFIG``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
@@ -17,26 +16,20 @@ from perfcast.training.config import ConfigError, load_config
 
 train_app = typer.Typer(add_completion=False)
 console = Console()
-_METRIC = re.compile(r"^test_(?P<target>.+)_(?P<metric>n|mape|median_ape|p90_ape|r2|spearman)$")
+_COLUMNS = ("n", "mape", "median_ape", "p90_ape", "r2", "r2_log", "spearman")
 _PERCENT = {"mape", "median_ape", "p90_ape"}
 
 
-def results_table(metrics: dict[str, float], title: str) -> Table:
-    """Test metrics as one row per target (APEs in percent)."""
-    rows: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        m = _METRIC.match(key)
-        if m:
-            rows.setdefault(m["target"], {})[m["metric"]] = value
+def results_table(metrics: dict[str, float], targets: list[str], title: str) -> Table:
+    """Test metrics as one row per target (APEs in percent; — where a metric does not apply)."""
     table = Table(title=title)
-    cols = ["n", "mape", "median_ape", "p90_ape", "r2", "spearman"]
     table.add_column("target")
-    for c in cols:
+    for c in _COLUMNS:
         table.add_column(c + (" %" if c in _PERCENT else ""), justify="right")
-    for target, vals in rows.items():
+    for target in targets:
         cells = []
-        for c in cols:
-            v = vals.get(c)
+        for c in _COLUMNS:
+            v = metrics.get(f"test_{target}_{c}")
             cells.append("—" if v is None else f"{v:.0f}" if c == "n" else f"{100 * v:.2f}" if c in _PERCENT
                          else f"{v:.3f}")
         table.add_row(target, *cells)
@@ -79,7 +72,7 @@ def train_command(
             f"{tuned.n_complete} complete, {tuned.n_pruned} pruned; best validation "
             f"{cfg.targets[0]} MAPE {100 * tuned.best_value:.2f}% with {tuned.best_params}"
         )
-    console.print(results_table(result.metrics, f"{cfg.name}: {cfg.eval.protocol} test split "
+    console.print(results_table(result.metrics, list(cfg.targets), f"{cfg.name}: {cfg.eval.protocol} test split "
                                                 f"({result.n_train} train / {result.n_test} test rows)"))
     console.print(f"run [bold]{result.run_id}[/bold]  model {result.model_uri}")
     if result.registered_version is not None:

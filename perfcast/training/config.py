@@ -8,6 +8,7 @@ works on every machine that sets ``PERFCAST_DATA_ROOT`` (or keeps the shared dat
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import tomllib
@@ -137,11 +138,24 @@ class EvalConfig(_Strict):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        from perfcast.training.protocols import PROTOCOLS
+        from perfcast.eval.protocols import PROTOCOLS
 
         if v not in PROTOCOLS:
             raise ValueError(f"unknown protocol {v!r}; known: {', '.join(sorted(PROTOCOLS))}")
         return v
+
+    @model_validator(mode="after")
+    def _known_options(self) -> EvalConfig:
+        """Option names must be the split function's keyword parameters (a typo would be ignored otherwise)."""
+        from perfcast.eval.protocols import PROTOCOLS
+
+        params = inspect.signature(PROTOCOLS[self.protocol]).parameters
+        allowed = [n for n, p in list(params.items())[1:] if n != "seed" and p.kind is p.POSITIONAL_OR_KEYWORD]
+        bad = sorted(set(self.options) - set(allowed))
+        if bad:
+            raise ValueError(f"options {bad} are not options of protocol {self.protocol!r}; "
+                             f"it takes: {', '.join(allowed) or 'none'}")
+        return self
 
 
 class TrackingConfig(_Strict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,21 +81,26 @@ def content_hash(records: pd.DataFrame) -> str:
 def log_dataset(records: pd.DataFrame, *, source: str, name: str, context: str, target: str) -> str:
     """Record one split as a run input (source, rows, schema, content hash); returns the hash."""
     digest = content_hash(records)
-    ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
+    with warnings.catch_warnings():
+        # MLflow hints about integer columns and ambiguous local sources; neither applies to a lineage record
+        warnings.filterwarnings("ignore", message=".*(integer column|interpreted in multiple ways).*")
+        ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
     mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
     return digest
 
 
 def _unwrap(est: Any) -> list[Any]:
-    """The innermost fitted estimators (one per target when wrapped in a multi-output meta-estimator)."""
+    """The fitted estimators that carry importances (one per target when wrapped per target)."""
     if isinstance(est, Pipeline):
         return _unwrap(est[-1])
+    if hasattr(est, "feature_importances_"):
+        return [est]
     if hasattr(est, "regressor_"):  # TransformedTargetRegressor
         return _unwrap(est.regressor_)
+    if hasattr(est, "estimators_"):  # one estimator per target
+        return [inner for e in est.estimators_ for inner in _unwrap(e)]
     if hasattr(est, "estimator_"):  # a wrapper fitting one inner model (the hybrid's efficiency model)
         return _unwrap(est.estimator_)
-    if hasattr(est, "estimators_") and not hasattr(est, "feature_importances_"):  # MultiOutputRegressor
-        return [inner for e in est.estimators_ for inner in _unwrap(e)]
     return [est]
 
 

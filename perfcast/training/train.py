@@ -6,11 +6,12 @@ the same data path and logging as a plain training run.
 
 from __future__ import annotations
 
+import inspect
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
@@ -21,7 +22,8 @@ from sklearn.pipeline import Pipeline
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.schema import EXTRA_PREFIX, columns
 from perfcast.datasets.store import RecordStore
-from perfcast.eval.metrics import mape, median_ape, p90_ape, r2, spearman
+from perfcast.eval.metrics import METRICS, r2
+from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
 from perfcast.models.registry import make_model
 from perfcast.training import tracking
@@ -30,30 +32,29 @@ from perfcast.training.config import DataConfig, EvalConfig, TrainConfig
 Progress = Callable[[str], None]
 #: schema groups a model may read: what is known before the measurement is taken
 INPUT_GROUPS = ("hardware", "config")
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "mape": mape, "median_ape": median_ape, "p90_ape": p90_ape, "r2": r2, "spearman": spearman,
-}
 
 
 class TrainingDataError(ValueError):
-    """The configured data selects no usable rows (says which filter or target emptied it)."""
+    """The configured data selects no usable rows (says which filter, target or protocol emptied it)."""
 
 
 @dataclass(frozen=True)
 class Records:
-    """The rows a run trains and tests on, with where they came from."""
+    """The rows the config selects, with where they came from."""
 
     frame: pd.DataFrame
+    #: local directory the rows came from: the imported copies' common parent, or the store
     source: str
-    dropped_unmeasured: int = 0
 
 
 @dataclass(frozen=True)
 class Split:
-    """Positional row indices of the training and test parts."""
+    """The protocol's training and test records (protocols may derive columns or clip, so frames, not indices)."""
 
-    train: np.ndarray
-    test: np.ndarray
+    train: pd.DataFrame
+    test: pd.DataFrame
+    #: rows the protocol kept but that have none of the targets measured, dropped from either side
+    dropped_unmeasured: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class TrainResult:
     registered_version: int | None
     n_train: int
     n_test: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def no_progress(_: str) -> None:
@@ -86,8 +86,8 @@ def _store_for(data: DataConfig) -> Iterator[RecordStore]:
         yield RecordStore()
 
 
-def load_records(data: DataConfig, task: str, targets: list[str], progress: Progress = no_progress) -> Records:
-    """Import what the config lists, read ``task`` records through the filters, keep rows with a target."""
+def load_records(data: DataConfig, task: str, progress: Progress = no_progress) -> Records:
+    """Import what the config lists, then read the ``task`` records that pass the filters."""
     known = columns(task)
     unknown = [c for c in data.filters if c not in known and not c.startswith(EXTRA_PREFIX)]
     if unknown:
@@ -98,15 +98,35 @@ def load_records(data: DataConfig, task: str, targets: list[str], progress: Prog
             get_importer(spec.dataset).run(spec.path, store)
         progress(f"reading {task} records")
         frame = store.read(task, filters=dict(data.filters) or None)
-        source = ", ".join(f"{s.dataset}:{s.path}" for s in data.imports) or str(store.root)
+        paths = [str(s.path) for s in data.imports]
+        source = os.path.commonpath(paths) if paths else str(store.root)
     if frame.empty:
         where = f" after filters {dict(data.filters)}" if data.filters else ""
         raise TrainingDataError(f"no {task} records in {source}{where}")
-    # a row missing one target still teaches the others (models fit each target where it was measured)
-    measured = frame[targets].notna().any(axis=1)
-    if not measured.any():
-        raise TrainingDataError(f"none of the {len(frame)} {task} records from {source} has any of {targets}")
-    return Records(frame[measured].reset_index(drop=True), source, int((~measured).sum()))
+    return Records(frame, source)
+
+
+def split_records(records: pd.DataFrame, protocol: EvalConfig, seed: int, targets: list[str]) -> Split:
+    """Train/test records under the named protocol; rows with none of ``targets`` measured are dropped after.
+
+    Dropping after the split lets a protocol see the dataset as imported (GPPerf's clips over all rows).
+    A split function taking ``seed`` gets the config's.
+    """
+    fn = PROTOCOLS[protocol.protocol]
+    seeded = {"seed": seed} if "seed" in inspect.signature(fn).parameters else {}
+    try:
+        train, test = fn(records, **protocol.options, **seeded)
+    except ValueError as err:  # the protocol's own message says what the data lacks
+        raise TrainingDataError(f"protocol {protocol.protocol!r}: {err}") from None
+    kept = [part[part[targets].notna().any(axis=1)].reset_index(drop=True) for part in (train, test)]
+    for part, name in zip(kept, ("training", "test")):
+        if part.empty:
+            raise TrainingDataError(
+                f"protocol {protocol.protocol!r} with options {protocol.options} leaves no {name} row with any "
+                f"of {targets} measured ({len(records)} records in); loosen data.filters or change the options"
+            )
+    dropped = len(train) + len(test) - len(kept[0]) - len(kept[1])
+    return Split(kept[0], kept[1], dropped)
 
 
 def model_input(records: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -131,18 +151,6 @@ def model_input(records: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(out, index=records.index)
 
 
-def split_records(records: pd.DataFrame, protocol: EvalConfig, seed: int) -> Split:
-    """Train/test row positions under the named protocol (see :data:`PROTOCOLS`)."""
-    train_idx, test_idx = PROTOCOLS[protocol.protocol](records, seed=seed, **protocol.options)
-    train_idx, test_idx = np.asarray(train_idx, dtype=int), np.asarray(test_idx, dtype=int)
-    if not len(train_idx) or not len(test_idx):
-        raise TrainingDataError(
-            f"protocol {protocol.protocol!r} with options {protocol.options} left {len(train_idx)} training and "
-            f"{len(test_idx)} test rows out of {len(records)}; loosen the data filters or change the options"
-        )
-    return Split(train_idx, test_idx)
-
-
 def build_model(config: TrainConfig, params: dict[str, Any]) -> Pipeline:
     """The configured pipeline; the config's seed goes to every ``random_state`` the user left unset."""
     pipe = make_model(config.model.name, config.task, list(config.targets), params)
@@ -163,7 +171,9 @@ def evaluate(measured: pd.DataFrame, predicted: np.ndarray, prefix: str) -> dict
         if ok.sum() < 2:
             continue
         for name, fn in METRICS.items():
-            out[f"{prefix}{target}_{name}"] = float(fn(y[ok], pred[ok, j]))
+            out[f"{prefix}{target}_{name}"] = fn(y[ok], pred[ok, j])
+        if (pred[ok, j] > 0).all():  # R² of log values: what a fit across decades is judged by
+            out[f"{prefix}{target}_r2_log"] = r2(y[ok], pred[ok, j], log=True)
     return out
 
 
@@ -177,35 +187,35 @@ def log_config(config: TrainConfig, params: dict[str, Any]) -> None:
 
 
 def fit_and_log(
-    config: TrainConfig, records: Records, split: Split, params: dict[str, Any], progress: Progress = no_progress
+    config: TrainConfig, split: Split, source: str, params: dict[str, Any], progress: Progress = no_progress
 ) -> TrainResult:
-    """Fit on the training rows, score the test rows, and log lineage, metrics, plots and the model.
+    """Fit on the training records, score the test records, and log lineage, metrics, plots and the model.
 
     Writes into the active MLflow run; both :func:`train` and the tuner's final refit call it.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("fit_and_log needs an active MLflow run")
-    frame, targets = records.frame, list(config.targets)
-    X, Y = model_input(frame, config.task), frame[targets].astype("float64")
-    lineage = {"source": records.source, "name": config.task, "target": targets[0]}
-    tracking.log_dataset(frame.iloc[split.train], context="training", **lineage)
-    tracking.log_dataset(frame.iloc[split.test], context="testing", **lineage)
+    targets = list(config.targets)
+    lineage = {"source": source, "name": config.task, "target": targets[0]}
+    tracking.log_dataset(split.train, context="training", **lineage)
+    tracking.log_dataset(split.test, context="testing", **lineage)
     mlflow.log_params({"data.rows_train": len(split.train), "data.rows_test": len(split.test),
-                       "data.rows_dropped_unmeasured": records.dropped_unmeasured})
-    mlflow.set_tag("perfcast.sources", ",".join(sorted(frame["source"].dropna().astype(str).unique())))
+                       "data.rows_dropped_unmeasured": split.dropped_unmeasured})
+    sources = pd.concat([split.train["source"], split.test["source"]]).dropna().astype(str).unique()
+    mlflow.set_tag("perfcast.sources", ",".join(sorted(sources)))
 
     progress(f"fitting {config.model.name} on {len(split.train)} rows")
-    X_train, Y_train = X.iloc[split.train], Y.iloc[split.train]
+    X_train, Y_train = model_input(split.train, config.task), split.train[targets].astype("float64")
+    X_test, Y_test = model_input(split.test, config.task), split.test[targets].astype("float64")
     pipe = build_model(config, params).fit(X_train, Y_train)
     progress(f"evaluating on {len(split.test)} test rows ({config.eval.protocol})")
-    pred_test = pipe.predict(X.iloc[split.test])
-    metrics = evaluate(Y.iloc[split.test], pred_test, "test_") | evaluate(Y_train, pipe.predict(X_train), "train_")
+    pred_test = pipe.predict(X_test)
+    metrics = evaluate(Y_test, pred_test, "test_") | evaluate(Y_train, pipe.predict(X_train), "train_")
     mlflow.log_metrics(metrics)
 
     progress("logging plots and model")
-    title = f"{config.name}: {config.eval.protocol} test, n={len(split.test)}"
-    tracking.log_pred_vs_measured(Y.iloc[split.test], pred_test, title)
+    tracking.log_pred_vs_measured(Y_test, pred_test, f"{config.name}: {config.eval.protocol} test, n={len(Y_test)}")
     tracking.log_feature_importances(pipe, targets)
     info = tracking.log_model(pipe, X_train, config.registered_model_name, feature_transformer(config.task).required)
     version = info.registered_model_version
@@ -221,10 +231,10 @@ def fit_and_log(
 
 
 def train(config: TrainConfig, *, tracking_uri: str | None = None, progress: Progress = no_progress) -> TrainResult:
-    """Load, split, fit, evaluate and log one run (see the module docstring); returns where it went."""
-    records = load_records(config.data, config.task, list(config.targets), progress)
-    split = split_records(records.frame, config.eval, config.seed)
+    """Load, split, fit, evaluate and log one run; returns where it went and how it scored."""
+    records = load_records(config.data, config.task, progress)
+    split = split_records(records.frame, config.eval, config.seed, list(config.targets))
     tracking.start(tracking.tracking_uri(tracking_uri, config.tracking.uri), config.tracking.experiment)
     with mlflow.start_run(run_name=config.name):
         log_config(config, dict(config.model.params))
-        return fit_and_log(config, records, split, dict(config.model.params), progress)
+        return fit_and_log(config, split, records.source, dict(config.model.params), progress)

@@ -16,7 +16,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.pruners import MedianPruner
 from optuna.samplers import TPESampler
 from sqlalchemy.engine import make_url
@@ -25,14 +24,16 @@ from perfcast.training import tracking
 from perfcast.training.config import DEFAULT_STUDY_STORAGE, CategoricalSpace, FloatSpace, ParamSpace, TrainConfig
 from perfcast.training.train import (
     Progress,
+    Split,
+    TrainingDataError,
     TrainResult,
-    no_progress,
     build_model,
     evaluate,
     fit_and_log,
     load_records,
     log_config,
     model_input,
+    no_progress,
     split_records,
 )
 
@@ -84,40 +85,39 @@ def _sampler_seed(seed: int, study: optuna.Study) -> int:
 class _Objective:
     """Validation MAPE of the primary target for one trial's parameters, logged as a nested run."""
 
-    def __init__(self, config: TrainConfig, X: pd.DataFrame, Y: pd.DataFrame,
-                 fit_rows: np.ndarray, val_rows: np.ndarray, progress: Progress):
-        self.config, self.X, self.Y, self.progress = config, X, Y, progress
-        self.val_rows = val_rows
-        # a fixed shuffle, so each pruning rung fits on a superset of the previous rung's rows
-        self.fit_rows = np.random.default_rng(config.seed).permutation(fit_rows)
+    def __init__(self, config: TrainConfig, inner: Split, progress: Progress):
+        self.config, self.progress = config, progress
         self.primary = config.targets[0]
-        measured = Y[self.primary].iloc[val_rows].notna()
-        if not measured.any():
-            raise ValueError(f"tune.validation leaves no validation row with {self.primary} measured")
+        targets = list(config.targets)
+        # a fixed shuffle, so each pruning rung fits on a superset of the previous rung's rows
+        fit = inner.train.sample(frac=1.0, random_state=config.seed)
+        self.X_fit, self.Y_fit = model_input(fit, config.task), fit[targets].astype("float64")
+        self.X_val, self.Y_val = model_input(inner.test, config.task), inner.test[targets].astype("float64")
+        if not self.Y_val[self.primary].notna().any():
+            raise TrainingDataError(f"tune.validation leaves no validation row with {self.primary} measured")
 
-    def _val_mape(self, params: dict[str, Any], rows: np.ndarray) -> tuple[float, dict[str, float]]:
-        pipe = build_model(self.config, params).fit(self.X.iloc[rows], self.Y.iloc[rows])
-        scores = evaluate(self.Y.iloc[self.val_rows], pipe.predict(self.X.iloc[self.val_rows]), "val_")
-        return scores[f"val_{self.primary}_mape"], scores
+    def _score(self, params: dict[str, Any], n_rows: int) -> dict[str, float]:
+        pipe = build_model(self.config, params).fit(self.X_fit.iloc[:n_rows], self.Y_fit.iloc[:n_rows])
+        return evaluate(self.Y_val, pipe.predict(self.X_val), "val_")
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = {**self.config.model.params, **suggest(trial, self.config.tune.space)}
+        key = f"val_{self.primary}_mape"
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.set_tag("optuna.trial_number", trial.number)
             tracking.log_params({"model": {"params": params}})
             for step, frac in enumerate(self.config.tune.prune_at):
-                rows = self.fit_rows[: max(2, int(round(frac * len(self.fit_rows))))]
-                value, _ = self._val_mape(params, rows)
-                mlflow.log_metric(f"val_{self.primary}_mape", value, step=step)
+                value = self._score(params, max(2, round(frac * len(self.X_fit))))[key]
+                mlflow.log_metric(key, value, step=step)
                 trial.report(value, step)
                 if trial.should_prune():
                     mlflow.set_tag("optuna.state", "PRUNED")
-                    raise optuna.TrialPruned(f"val MAPE {value:.4g} at {frac:.0%} of the rows")
-            value, scores = self._val_mape(params, self.fit_rows)
+                    raise optuna.TrialPruned(f"{key} {value:.4g} at {frac:.0%} of the rows")
+            scores = self._score(params, len(self.X_fit))
             mlflow.log_metrics(scores, step=len(self.config.tune.prune_at))
             mlflow.set_tag("optuna.state", "COMPLETE")
-        self.progress(f"trial {trial.number}: val {self.primary} MAPE {value:.4g}")
-        return value
+        self.progress(f"trial {trial.number}: {key} {scores[key]:.4g}")
+        return scores[key]
 
 
 def tune(
@@ -136,12 +136,10 @@ def tune(
         raise ValueError("tune.space is empty: give at least one parameter to search (see configs/*.toml)")
     storage = storage or config.tune.storage or DEFAULT_STUDY_STORAGE
 
-    records = load_records(config.data, config.task, list(config.targets), progress)
-    split = split_records(records.frame, config.eval, config.seed)
-    train_frame = records.frame.iloc[split.train].reset_index(drop=True)
-    inner = split_records(train_frame, config.tune.validation, config.seed)
-    X, Y = model_input(train_frame, config.task), train_frame[list(config.targets)].astype("float64")
-    objective = _Objective(config, X, Y, inner.train, inner.test, progress)
+    records = load_records(config.data, config.task, progress)
+    split = split_records(records.frame, config.eval, config.seed, list(config.targets))
+    inner = split_records(split.train, config.tune.validation, config.seed, list(config.targets))
+    objective = _Objective(config, inner, progress)
 
     study = optuna.create_study(study_name=config.study_name, storage=storage, load_if_exists=True,
                                 direction="minimize", pruner=MedianPruner())
@@ -162,7 +160,7 @@ def tune(
                            "tune.validation": config.tune.validation.protocol})
         mlflow.log_metric(f"tune_best_val_{config.targets[0]}_mape", study.best_value)
         progress(f"refitting the best parameters (trial {study.best_trial.number}) on the full training split")
-        final = fit_and_log(config, records, split, best, progress)
+        final = fit_and_log(config, split, records.source, best, progress)
     return TuneResult(
         study_name=config.study_name,
         storage=safe_url(storage),

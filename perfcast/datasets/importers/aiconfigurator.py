@@ -10,18 +10,20 @@ Files are found by globbing, so a copy with more GPUs or framework versions impo
 ``latency`` is milliseconds and becomes ``runtime_ms`` unchanged. ``<gpu>`` (aiconfigurator's system
 name) and the raw ``device`` string name the spec sheet (:mod:`perfcast.datasets.hardware_specs`).
 
-Sequence lengths. aiconfigurator's own loader keys both tables by ``s = isl + step``; in the data
-``step`` is always 0 in context tables and ``isl`` is always 1 in generation tables, where ``step``
-runs over 2^k - 1 (1, 3, ..., 131071), so ``s`` is a power of two:
+Sequence lengths. aiconfigurator's own loader keys context rows by ``isl`` and generation rows by
+``s = isl + step``. In the data ``step`` is always 0 in context tables, and ``isl`` is always 1 in
+generation tables, where ``step`` runs over 2^k - 1 (1, 3, ..., 131071), so ``s`` is a power of two:
 
 * context (prefill, causal): the whole prompt is the query, ``seq_q = isl``, ``seq_kv = isl + step``
   (= ``isl``; a non-zero ``step`` would be tokens already cached before the prompt).
 * generation (decode): one new token per sequence, ``seq_q = 1``; it attends to the ``step`` cached
   tokens plus itself, ``seq_kv = isl + step`` (aiconfigurator's speed-of-light model reads ``s - 1``
-  cached K/V entries per step, consistent with this).
+  cached K/V entries per step, consistent with this). ``causal`` is False: one query row sees every
+  cached key, so no mask applies.
 
 Raw ``isl`` and ``step`` are kept as ``x_isl`` / ``x_step``; ``framework`` and ``version`` go to
-``software`` (JSON) and ``backend`` (lower-cased framework).
+``software`` (JSON) and ``backend`` (lower-cased framework); the attention ``op_name``
+(context_attention / generation_attention) is the ``phase``; any other raw column is kept as ``x_<name>``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from perfcast.datasets.hardware_specs import SPEC_FIELDS, resolve_device_id, spec_columns
-from perfcast.datasets.importers.base import DatasetLayoutError, Importer, register, require
-from perfcast.datasets.schema import COMMON, hardware_ids
+from perfcast.datasets.importers.base import (
+    DatasetLayoutError,
+    Importer,
+    register,
+    require,
+)
+from perfcast.datasets.importers.common import gpu_hardware
 
 SOURCE = "aiconfigurator"
 GEMM_FILE = "gemm_perf.parquet"
@@ -49,6 +55,7 @@ ATTENTION_RAW = (
     *COMMON_RAW, "batch_size", "isl", "num_heads", "num_key_value_heads", "head_dim", "window_size",
     "beam_width", "attn_dtype", "kv_cache_dtype", "step",
 )
+GEMM_RENAME = {"op_name": "op", "kernel_source": "kernel", "gemm_dtype": "dtype", "latency": "runtime_ms"}
 #: raw attention column -> schema column (renamed as is)
 ATTENTION_RENAME = {
     "batch_size": "batch",
@@ -64,12 +71,6 @@ ATTENTION_RENAME = {
     "isl": "x_isl",
     "step": "x_step",
 }
-#: hardware columns filled from the spec sheet (device_name stays the raw string the source reported)
-SPEC_HW_COLUMNS = tuple(
-    c.name for c in COMMON if c.group == "hardware" and c.name in SPEC_FIELDS and c.name != "device_name"
-)
-
-
 def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """The raw columns of one table; a missing column is a layout error naming the file."""
     have = set(pq.read_schema(path).names)
@@ -83,19 +84,15 @@ def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _hardware(raw_devices: pd.Series, gpu_dir: str, path: Path) -> pd.DataFrame:
-    """One row per raw device string: device_id, spec columns and hw_id (computed once, not per row)."""
-    dev = pd.DataFrame({"device_name": pd.unique(raw_devices.astype("string"))})
-    dev["device_id"] = [resolve_device_id(d) or resolve_device_id(gpu_dir) for d in dev["device_name"]]
+    """One row per raw device string: device_id (the name, else the system directory), kind, hw_id."""
+    dev = gpu_hardware(pd.Series(pd.unique(raw_devices.astype("string"))), fallback=gpu_dir)
     unknown = dev.loc[dev["device_id"].isna(), "device_name"].tolist()
     if unknown:
         warnings.warn(
-            f"{SOURCE}: no spec sheet for {unknown} (system {gpu_dir!r}) in {path}; spec columns left empty. "
-            f"Add the device to a YAML file named by $PERFCAST_HW_SPECS.",
+            f"{SOURCE}: no spec sheet for {unknown} (system {gpu_dir!r}) in {path}; features will lack its "
+            f"specs. Add the device to a YAML file named by $PERFCAST_HW_SPECS.",
             stacklevel=3,
         )
-    dev = spec_columns(dev, columns=SPEC_HW_COLUMNS)
-    dev["device_kind"] = dev["device_kind"].fillna("gpu")
-    dev["hw_id"] = hardware_ids(dev).to_numpy()
     return dev
 
 
@@ -123,7 +120,7 @@ def _extras(df: pd.DataFrame, known: tuple[str, ...]) -> pd.DataFrame:
 def load_gemm(root: Path, path: Path) -> pd.DataFrame:
     """gemm_perf rows: one GEMM of shape (m, n, k), batch 1, in ``gemm_dtype``."""
     raw = _extras(_read(path, GEMM_RAW), GEMM_RAW)
-    df = raw.rename(columns={"op_name": "op", "kernel_source": "kernel", "gemm_dtype": "dtype", "latency": "runtime_ms"})
+    df = raw.rename(columns=GEMM_RENAME)
     df["batch"] = 1
     return _provenance(df, root, path)
 
@@ -147,7 +144,7 @@ class AIConfiguratorImporter(Importer):
 
     def units(self, root: Path) -> list[Path]:
         found = [p for pattern in PATTERNS for p in root.glob(pattern)]
-        return require(found, root, f"<gpu>/{{gemm,attention}}/<framework>/<version>/*_perf.parquet tables", SOURCE)
+        return require(found, root, "<gpu>/{gemm,attention}/<framework>/<version>/*_perf.parquet tables", SOURCE)
 
     def load(self, root: Path, unit: Path) -> dict[str, pd.DataFrame]:
         if unit.name == GEMM_FILE:

@@ -42,7 +42,11 @@ import numpy as np
 import pandas as pd
 
 from perfcast.datasets.importers.base import Importer, register, require
-from perfcast.datasets.importers.neusight import gpu_hardware, parse_kernel_names, read_checked_csv
+from perfcast.datasets.importers.common import (
+    gpu_hardware,
+    parse_kernel_names,
+    read_checked_csv,
+)
 
 
 def _finish(recs: pd.DataFrame, device_names: pd.Series) -> dict[str, pd.DataFrame]:

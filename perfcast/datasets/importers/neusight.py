@@ -27,99 +27,27 @@ Units: ``Latency`` is milliseconds (SOURCE.txt: "operator latencies in ms, measu
 e.g. a 1024x2560x2560 linear takes 1.11 ms on a V100, 12 TFLOP/s of its 14 TFLOP/s FP32 peak). Every
 kernel is FP32 without TF32 (dataset README), hence ``dtype="float32"``.
 
-The module also holds the helpers the other GPU importers share: :func:`parse_kernel_names` (tile,
-stages and layout from cuBLAS / CUTLASS / xmma kernel names), :func:`gpu_hardware` (spec-sheet columns and
-``hw_id`` per device name) and :func:`read_checked_csv` (a file with missing columns is a layout error).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import resolve_device_id, spec_table
-from perfcast.datasets.importers.base import DatasetLayoutError, Importer, register, require
-from perfcast.datasets.schema import COMMON, hardware_ids
-
-# ---------------------------------------------------------------------------------------- shared helpers
-#: kernel-name grammars, most specific first; each names the fields it can fill
-_KERNEL_PATTERNS: tuple[str, ...] = (
-    # CUTLASS: cutlass_simt_sgemm_128x128_8x2_nn_align1, cutlass_tensorop_s1688gemm_256x128_32x3_tn_align4
-    r"gemm_(?P<tile_m>\d+)x(?P<tile_n>\d+)_(?P<tile_k>\d+)x(?P<stages>\d+)_[nt]{2}(?:_|$)",
-    # cuBLAS xmma / cuBLASLt: sm80_xmma_gemm_f32f32_f32f32_f32_nn_n_tilesize128x128x8_stage3_warpsize...
-    r"tilesize(?P<tile_m>\d+)x(?P<tile_n>\d+)x(?P<tile_k>\d+)(?:_stage(?P<stages>\d+))?",
-    # legacy cuBLAS: ampere_sgemm_128x64_nn, volta_sgemm_32x32_sliced1x4_tn, sgemm_128x128x8_NT_vec
-    r"sgemm_(?P<tile_m>\d+)x(?P<tile_n>\d+)(?:x(?P<tile_k>\d+))?(?:_|$)",
+from perfcast.datasets.importers.base import (
+    DatasetLayoutError,
+    Importer,
+    register,
+    require,
 )
-#: the A/B transposition suffix: _nn, _nt, _tn, _tt (any case), followed by '_' or the end of the name
-_LAYOUT_PATTERN = r"_(?P<layout>[nt]{2})(?:_|$)"
-KERNEL_FIELDS: tuple[str, ...] = ("tile_m", "tile_n", "tile_k", "stages", "layout")
-
-
-def parse_kernel_names(names: pd.Series) -> pd.DataFrame:
-    """Tile shape, pipeline stages and layout encoded in GEMM kernel names (null where not encoded).
-
-    Why: the kernel the library picked says how the GEMM was tiled, which drives wave quantisation and
-    hence runtime. Vectorised (``str.extract``); returns columns :data:`KERNEL_FIELDS`, index of ``names``.
-    """
-    # a table holds thousands of rows but a few dozen kernels: parse each distinct name once
-    codes, uniques = pd.factorize(names.astype("string"), use_na_sentinel=True)
-    s = pd.Series(uniques, dtype="string")
-    out = pd.DataFrame(index=s.index, columns=["tile_m", "tile_n", "tile_k", "stages"], dtype="Int64")
-    for pattern in _KERNEL_PATTERNS:
-        found = s.str.extract(pattern, flags=re.IGNORECASE)
-        found = found.reindex(columns=out.columns).apply(pd.to_numeric).astype("Int64")
-        out = out.combine_first(found)
-    out["layout"] = s.str.extract(_LAYOUT_PATTERN, flags=re.IGNORECASE)["layout"].str.lower()
-    res = out.reindex(codes)  # code -1 (a missing name) is no label of ``out``: an all-null row
-    res.index = names.index
-    return res[list(KERNEL_FIELDS)]
-
-
-#: schema hardware columns a spec sheet may fill (the source's own device name is kept as reported)
-_SPEC_COLUMNS: tuple[str, ...] = tuple(
-    c.name for c in COMMON if c.group == "hardware" and c.name not in ("hw_id", "device_id", "device_name")
+from perfcast.datasets.importers.common import (
+    gpu_hardware,
+    parse_kernel_names,
+    read_checked_csv,
 )
-
-
-def gpu_hardware(device_names: pd.Series) -> pd.DataFrame:
-    """Hardware columns for each row's GPU: device_name (as reported), device_id, spec columns, hw_id.
-
-    Why: records must carry the numbers that describe their hardware so models can reach unseen GPUs.
-    Resolved once per distinct name (spec lookups are per device, not per row); a name the spec sheets
-    do not know keeps ``device_id`` and the spec columns null and is still a ``gpu``.
-    """
-    names = pd.Series(device_names.astype("string").unique(), name="device_name").dropna()
-    hw = pd.DataFrame({"device_name": names})
-    hw["device_id"] = pd.Series([resolve_device_id(n) for n in names], dtype="string")
-    table = spec_table()
-    cols = [c for c in _SPEC_COLUMNS if c in table.columns]
-    specs = table[cols].reindex(hw["device_id"].to_numpy())
-    specs.index = hw.index
-    hw = pd.concat([hw, specs], axis=1)
-    hw["device_kind"] = hw["device_kind"].fillna("gpu")
-    hw["hw_id"] = hardware_ids(hw)
-    rows = pd.DataFrame({"device_name": device_names.astype("string")})
-    merged = rows.merge(hw, on="device_name", how="left", validate="many_to_one")
-    merged.index = device_names.index
-    return merged
-
-
-def read_checked_csv(path: Path, required: tuple[str, ...], dataset: str) -> pd.DataFrame:
-    """Read one CSV; a file lacking any of ``required`` is a DatasetLayoutError naming file and columns."""
-    df = pd.read_csv(path)
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DatasetLayoutError(
-            f"{dataset}: {path} lacks column(s) {missing} (it has {list(df.columns)}); "
-            f"is this an unmodified file of the {dataset} dataset?"
-        )
-    return df
-
 
 # ---------------------------------------------------------------------------------------- NeuSight
 OPS: tuple[str, ...] = ("bmm", "linear")

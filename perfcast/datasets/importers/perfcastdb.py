@@ -27,8 +27,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfcast.datasets.importers.base import DatasetLayoutError, Importer, register, require
-from perfcast.datasets.parsing import key_values, parse_memory, parse_processor, size_kb, snake_case
+from perfcast.datasets.importers.base import (
+    DatasetLayoutError,
+    Importer,
+    register,
+    require,
+)
+from perfcast.datasets.parsing import (
+    key_values,
+    parse_memory,
+    parse_processor,
+    size_kb,
+    snake_case,
+)
 from perfcast.datasets.schema import hardware_ids
 
 SOURCE = "perfcastdb"

@@ -24,9 +24,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfcast.datasets.importers.base import DatasetLayoutError, Importer, register, require
-from perfcast.datasets.parsing import cache_total_kb, parse_cache, parse_l1, parse_memory, parse_processor
-from perfcast.datasets.schema import columns, hardware_ids
+from perfcast.datasets.importers.base import (
+    DatasetLayoutError,
+    Importer,
+    register,
+    require,
+)
+from perfcast.datasets.parsing import (
+    cache_total_kb,
+    parse_cache,
+    parse_l1,
+    parse_memory,
+    parse_processor,
+)
+from perfcast.datasets.schema import hardware_ids
 
 SOURCE = "spec_cpu2017"
 REQUIRED = (
@@ -101,21 +112,8 @@ def parse_results(raw: pd.DataFrame) -> pd.DataFrame:
     extras = pd.DataFrame({new: raw[old] for old, new in EXTRAS.items() if old in raw}, index=raw.index)
     parsed = [parse_l1(raw["1st Level Cache"]), parse_memory(raw["Memory"]), parse_processor(raw["Processor"])]
     out = pd.concat([cols, *parsed, extras], axis=1)
-    out["hw_id"] = _hardware_ids(out)
+    out["hw_id"] = hardware_ids(out)
     return out
-
-
-def _hardware_ids(df: pd.DataFrame) -> pd.Series:
-    """:func:`~perfcast.datasets.schema.hardware_ids`, computed once per distinct hardware description.
-
-    ``hardware_ids`` hashes row by row; 41k results share a few thousand configurations, so hashing the
-    distinct ones and spreading the ids back is what keeps this import fast.
-    """
-    hw = [n for n, c in columns("cpu_bench").items() if c.group == "hardware" and n in df]
-    first = ~df[hw].duplicated()
-    group = df.groupby(hw, dropna=False, sort=False).ngroup()
-    ids = pd.Series(hardware_ids(df.loc[first, hw]).to_numpy(), index=group[first].to_numpy())
-    return group.map(ids).astype("string")
 
 
 def variants(raw: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfcast.datasets.importers.base import DatasetLayoutError, Importer, register, require
+from perfcast.datasets.importers.base import (
+    DatasetLayoutError,
+    Importer,
+    register,
+    require,
+)
 from perfcast.datasets.parsing import snake_case
 from perfcast.datasets.schema import hardware_ids
 
