@@ -112,7 +112,8 @@ def probe(
         if left is not None and left <= 0:
             console.print(f"[yellow]{name}: skipped, the time budget is spent")
             continue
-        res = run_sweep(PROBES[name](), rs, quick=quick, budget_s=left)
+        # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
+        res = run_sweep(PROBES[name](**({"max_time_s": 0.5} if quick else {})), rs, quick=quick, budget_s=left)
         runs.append(res)
         if res.unavailable:
             console.print(f"[yellow]{name}: not run here: {res.unavailable}")

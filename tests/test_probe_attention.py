@@ -88,6 +88,7 @@ def test_backend_of_op_names():
     assert backend_of_op(["aten::_scaled_dot_product_cudnn_attention"])[0] == "cudnn"
     assert backend_of_op(["aten::_scaled_dot_product_attention_math", "aten::bmm"]) == (
         "math", "aten::_scaled_dot_product_attention_math")
+    assert backend_of_op(["aten::mul", "aten::bmm", "aten::_safe_softmax", "aten::bmm"])[0] == "math"
     with pytest.raises(ValueError, match="could not tell"):
         backend_of_op(["aten::scaled_dot_product_attention", "aten::bmm"])
 

@@ -6,8 +6,8 @@ token against a KV cache (never causal: the new token sees the whole cache).
 
 Which kernel torch ran is recorded, not assumed: the dispatcher picks among math / flash (CPU has a flash
 kernel too) / memory-efficient / cuDNN by shape, dtype and device, and a model must know which one a
-runtime belongs to. It is read from the profiler's op names for one call (public API, and exactly the op
-that executed). A configuration may also force a backend (``backend`` in the config) via ``sdpa_kernel``.
+runtime belongs to. It is read from the aten ops one call dispatched (a ``TorchDispatchMode`` records
+them: exactly the ops that executed, without the profiler's start/stop log lines on every config). A configuration may also force a backend (``backend`` in the config) via ``sdpa_kernel``.
 Each first run is checked against a float64 reference written out with matmul and softmax, as GEMMs are.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from perfcast.perf_probe.base import Probe
 from perfcast.perf_probe.gemm import TOLERANCE, TORCH_DTYPE, KernelCheckError
@@ -49,20 +49,39 @@ def attention_flops(batch: Any, heads: Any, seq_q: Any, seq_kv: Any, head_dim: A
 
 
 def backend_of_op(op_names: list[str]) -> tuple[str, str]:
-    """(backend, kernel op) from the aten op names one sdpa call produced; ValueError if none matches."""
+    """(backend, kernel op) from the aten op names one sdpa call produced; ValueError if none matches.
+
+    A fused kernel names itself; the math backend is a composite that reaches dispatch as its parts
+    (bmm + softmax), so that pattern means math.
+    """
     for name in op_names:
         for fragment, backend in _OP_BACKEND:
             if fragment in name:
                 return backend, name
+    short = {n.split("::")[-1] for n in op_names}
+    if "bmm" in short and short & {"_softmax", "_safe_softmax", "softmax"}:
+        return "math", "math(aten::bmm+softmax)"
     raise ValueError(f"could not tell which attention backend ran from the ops {op_names}; "
                      "torch renamed its kernels: extend _OP_BACKEND")
 
 
+class _OpRecorder(TorchDispatchMode):
+    """Records the name of every aten op dispatched inside the ``with`` block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops.append(f"aten::{func.overloadpacket.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
 def detect_backend(call: Any) -> tuple[str, str]:
-    """Run ``call`` once under the profiler and name the attention backend it dispatched to."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    """Run ``call`` once and name the attention backend it dispatched to."""
+    with _OpRecorder() as rec:
         call()
-    return backend_of_op([e.key for e in prof.key_averages()])
+    return backend_of_op(rec.ops)
 
 
 def _tensors(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,6 +219,12 @@ def _space(dev: str, quick: bool) -> list[dict[str, Any]]:
         if dev == "cpu" and tmax > 1:
             cfgs += _prefill(grid({**base, "n_threads": 1}, seq_kv=[512], causal=[True], dtype=["float32"]))
             cfgs += _decode(grid({**base, "n_threads": 1, "head_dim": 128}, seq_kv=[1024], dtype=["float32"]))
+        if dev == "cpu":  # a spread of small shapes: cheap to time, they carry the shape effects
+            small = log_uniform_sample(48, {"seq_kv": (16, 384), "heads": (1, 8), "head_dim": (16, 128)},
+                                       base={**base, "kv_heads": 1},
+                                       choices={"causal": [True, False], "dtype": ["float32"]}, seed=0)
+            cfgs += _prefill([{**c, "kv_heads": c["heads"]} for c in small[:32]])
+            cfgs += _decode([{**c, "batch": 4} for c in small[32:]])
         return cfgs
     seqs = [64, 128, 256, 512, 1024, 2048, 4096] if dev == "cpu" else [128, 512, 1024, 2048, 4096, 8192, 16384, 32768]
     heads = [(8, 8), (8, 2), (32, 8), (32, 32)]

@@ -326,8 +326,8 @@ class CpuProbe(Probe):
         """Quick: every kernel at a few sizes (one per cache level); full: dense size sweeps."""
         variants = _variants()
         if quick:
-            arrays = [8 * KIB, 512 * KIB, 32 * MIB]
-            chases = [16 * KIB, 1 * MIB, 16 * MIB, 256 * MIB]
+            arrays = [8 * KIB, 64 * KIB, 512 * KIB, 4 * MIB, 32 * MIB]
+            chases = [16 * KIB, 128 * KIB, 1 * MIB, 4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB]
             orders, grids = [500, 1500], [16, 32]
             hashes, algorithms, keys, texts = [16 * MIB], ["blake2b"], [1 << 20], [1 * MIB]
         else:

@@ -143,7 +143,11 @@ class GemmProbe(Probe):
                          dtype=["float32"], n_threads=[tmax])
             cfgs += grid({**base, "op": "bmm"}, mnk=[(128, 128, 128), (64, 256, 64)], batch=[8, 16],
                          dtype=["float32"], n_threads=[tmax])
-            return [_split_mnk(c) for c in cfgs]
+            # a spread of small odd shapes: cheap to time, and they carry the shape effects a model learns
+            small = log_uniform_sample(64, {"m": (8, 384), "n": (8, 384), "k": (8, 384)}, base=base,
+                                       choices={"dtype": ["float32", "bfloat16"], "layout": LAYOUTS,
+                                                "n_threads": [tmax]}, seed=0)
+            return [_split_mnk(c) for c in cfgs] + small
         tc = thread_counts()
         sq = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
         cfgs = [_square(c) for c in grid(base, size=sq, dtype=list(CPU_DTYPES), n_threads=tc)]

@@ -16,16 +16,18 @@ from perfcast.training.config import ConfigError, load_config
 
 train_app = typer.Typer(add_completion=False)
 console = Console()
-_COLUMNS = ("n", "mape", "median_ape", "p90_ape", "r2", "r2_log", "spearman")
+#: metric suffix -> column header (APEs are shown in percent)
+_COLUMNS = {"n": "n", "mape": "MAPE %", "median_ape": "MdAPE %", "p90_ape": "P90 APE %", "r2": "R²",
+            "r2_log": "R² log", "spearman": "Spearman"}
 _PERCENT = {"mape", "median_ape", "p90_ape"}
 
 
 def results_table(metrics: dict[str, float], targets: list[str], title: str) -> Table:
     """Test metrics as one row per target (APEs in percent; — where a metric does not apply)."""
     table = Table(title=title)
-    table.add_column("target")
-    for c in _COLUMNS:
-        table.add_column(c + (" %" if c in _PERCENT else ""), justify="right")
+    table.add_column("target", no_wrap=True)
+    for header in _COLUMNS.values():
+        table.add_column(header, justify="right")
     for target in targets:
         cells = []
         for c in _COLUMNS:
@@ -62,8 +64,11 @@ def train_command(
 
             result = train(cfg, tracking_uri=tracking_uri, progress=progress)
         else:
+            import optuna
+
             from perfcast.training.tune import tune
 
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below say the same
             tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, progress=progress)
             result = tuned.final
     if tune_trials is not None:

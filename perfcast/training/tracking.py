@@ -85,7 +85,7 @@ def log_dataset(records: pd.DataFrame, *, source: str, name: str, context: str, 
         # MLflow hints about integer columns and ambiguous local sources; neither applies to a lineage record
         warnings.filterwarnings("ignore", message=".*(integer column|interpreted in multiple ways).*")
         ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
-    mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
+        mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
     return digest
 
 

@@ -112,11 +112,13 @@ class _Objective:
                 trial.report(value, step)
                 if trial.should_prune():
                     mlflow.set_tag("optuna.state", "PRUNED")
+                    self.progress(f"trial {trial.number}: pruned, validation {self.primary} MAPE "
+                                  f"{100 * value:.2f}% on {frac:.0%} of the rows")
                     raise optuna.TrialPruned(f"{key} {value:.4g} at {frac:.0%} of the rows")
             scores = self._score(params, len(self.X_fit))
             mlflow.log_metrics(scores, step=len(self.config.tune.prune_at))
             mlflow.set_tag("optuna.state", "COMPLETE")
-        self.progress(f"trial {trial.number}: {key} {scores[key]:.4g}")
+        self.progress(f"trial {trial.number}: validation {self.primary} MAPE {100 * scores[key]:.2f}% {params}")
         return scores[key]
 
 

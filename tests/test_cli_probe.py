@@ -1,0 +1,40 @@
+"""`perfcast probe all --quick` end to end on this machine: real measurements, stored, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from perfcast.cli import app
+from perfcast.datasets.schema import validate
+from perfcast.datasets.store import RecordStore
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_probe_all_quick_stores_validated_records_and_resumes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    res = runner.invoke(app, ["probe", "all", "--quick", "--store", str(store)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "best measured on this hardware" in res.output and "power source:" in res.output
+    rs = RecordStore(store)
+    frames = {t: rs.read(t) for t in ("gemm", "attention", "cpu_bench")}
+    assert all(len(df) for df in frames.values())
+    assert sum(len(df) for df in frames.values()) >= 200
+    for task, df in frames.items():
+        validate(df, task)  # still valid as read back
+        assert (df["source"] == "probe").all() and df["hw_id"].nunique() == 1
+        for col in ("device_name", "cores", "n_repeats", "runtime_cv", "runtime_min_ms", "software",
+                    "probe_version", "params_json", "collected_at", "power_source"):
+            assert df[col].notna().all(), (task, col)
+        assert (df["runtime_min_ms"] <= df["runtime_ms"]).all()
+        # power is either measured (positive) or missing with a reason: never 0
+        assert ((df["power_w"] > 0) | (df["power_w"].isna() & df["power_note"].notna())).all()
+    # a second run finds everything done and measures nothing again
+    before = {t: len(df) for t, df in frames.items()}
+    res = runner.invoke(app, ["probe", "all", "--quick", "--store", str(store)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert {t: len(rs.read(t)) for t in before} == before
