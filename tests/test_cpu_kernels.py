@@ -17,6 +17,7 @@ import pytest
 from scipy.sparse.linalg import cg as scipy_cg
 
 from perfcast.datasets.schema import validate
+from perfcast.perf_probe.base import KernelCheckError
 from perfcast.perf_probe.cpu_kernels import (
     ALL_THREAD_MIN_ARRAY,
     BENCHMARKS,
@@ -27,7 +28,6 @@ from perfcast.perf_probe.cpu_kernels import (
     MIB,
     STREAM_ARRAYS,
     CpuProbe,
-    VerificationError,
     cg_error_bound,
     cg_flops,
     chase,
@@ -188,7 +188,7 @@ def test_linpack_passes_hpl_check_and_a_corrupted_solve_is_caught(small: dict[st
     bad = x.copy()
     bad[n // 2] *= 1 + 1e-7  # one component wrong in the 7th digit
     assert hpl_residual(a, bad, b) > 10 * HPL_THRESHOLD
-    with pytest.raises(VerificationError, match="scaled residual"):
+    with pytest.raises(KernelCheckError, match="scaled residual"):
         check_solve(a, bad, b)
 
 
@@ -218,7 +218,7 @@ def test_cg_matches_scipy_and_converges(small: dict[str, Any]) -> None:
     conjugate_gradient(a, b, x, r, p, 7)
     ref, _ = scipy_cg(a, b, rtol=0.0, atol=0.0, maxiter=7)
     np.testing.assert_allclose(x, ref, rtol=1e-10)
-    with pytest.raises(VerificationError, match="did not converge"):
+    with pytest.raises(KernelCheckError, match="did not converge"):
         check_cg(a, np.zeros_like(b), np.ones_like(b), 8, 50)
 
     (rec,) = small["hpcg"]

@@ -16,7 +16,7 @@ from perfcast.perf_probe.attention import (
     check_attention,
     reference_attention,
 )
-from perfcast.perf_probe.gemm import KernelCheckError
+from perfcast.perf_probe.base import KernelCheckError
 from perfcast.perf_probe.hardware import cpu_fingerprint
 
 FAST = {"max_time_s": 0.05, "warmup_s": 0.01}
@@ -34,7 +34,7 @@ def test_registry_names_the_probe():
 
 def test_quick_space_covers_phases_gqa_and_backends():
     space = AttentionProbe(devices=("cpu",)).space(quick=True)
-    assert 15 <= len(space) <= 40
+    assert 40 <= len(space) <= 100  # a quick sweep: about a minute on 2 cores
     assert len({AttentionProbe.key(c) for c in space}) == len(space)
     prefill = [c for c in space if c["phase"] == "prefill"]
     decode = [c for c in space if c["phase"] == "decode"]

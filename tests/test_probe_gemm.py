@@ -12,9 +12,9 @@ import torch
 
 from perfcast.datasets.schema import validate
 from perfcast.perf_probe import PROBES, gemm
+from perfcast.perf_probe.base import KernelCheckError
 from perfcast.perf_probe.gemm import (
     GemmProbe,
-    KernelCheckError,
     check_product,
     cuda_dtypes,
     gemm_flops,
@@ -38,7 +38,7 @@ def test_registry_names_the_probe():
 
 def test_quick_space_covers_the_axes():
     space = GemmProbe(devices=("cpu",)).space(quick=True)
-    assert 20 <= len(space) <= 60
+    assert 60 <= len(space) <= 120  # a quick sweep: about a minute on 2 cores
     assert len({GemmProbe.key(c) for c in space}) == len(space)  # no configuration twice
     sizes = {c["m"] for c in space} | {c["n"] for c in space} | {c["k"] for c in space}
     assert min(sizes) <= 64 and 1024 <= max(sizes) <= 4096

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from perfcast.perf_probe.base import Probe
-from perfcast.perf_probe.gemm import TOLERANCE, TORCH_DTYPE, KernelCheckError
+from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
+from perfcast.perf_probe.gemm import TOLERANCE, TORCH_DTYPE
 from perfcast.perf_probe.power import power_meter
 from perfcast.perf_probe.sweep import grid, log_uniform_sample, thread_counts
 from perfcast.perf_probe.timing import measure, threads
@@ -130,22 +130,14 @@ def check_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torc
     return err
 
 
-class AttentionProbe(Probe):
+class AttentionProbe(DeviceProbe):
     """Scaled-dot-product attention runtimes: prefill and decode, MHA and GQA, per dtype and backend."""
 
     name = "attention"
     task = "attention"
 
-    def __init__(self, devices: tuple[str, ...] | None = None, **measure_kw: Any):
-        self.devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
-        self.measure_kw = measure_kw
-        self._checked: set[tuple[Any, ...]] = set()
-
-    def space(self, quick: bool = False) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for dev in self.devices:
-            out += _space(dev, quick)
-        return out
+    def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
+        return _space(device, quick)
 
     def run(self, config: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = {"backend": "auto", "n_threads": None, **config}

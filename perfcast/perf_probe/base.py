@@ -12,6 +12,10 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 
+class KernelCheckError(RuntimeError):
+    """A kernel's result failed its correctness check (GEMM, attention, solve, CG, ...): never time it."""
+
+
 class Probe(ABC):
     """One family of benchmark kernels (gemm, attention, cpu) producing records of one task."""
 
@@ -40,3 +44,23 @@ class Probe(ABC):
     def key(config: dict[str, Any]) -> str:
         """Canonical JSON of a configuration: what a resumed sweep compares to skip finished work."""
         return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class DeviceProbe(Probe):
+    """A probe that sweeps each device it is given ("cpu", "cuda", "cuda:N"): its space is the union of
+    per-device spaces. ``measure_kw`` goes to :func:`perfcast.perf_probe.timing.measure`."""
+
+    def __init__(self, devices: tuple[str, ...] | None = None, **measure_kw: Any):
+        import torch
+
+        self.devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+        self.measure_kw = measure_kw
+        #: configurations whose result was already checked against the reference (checked once each)
+        self._checked: set[tuple[Any, ...]] = set()
+
+    def space(self, quick: bool = False) -> list[dict[str, Any]]:
+        return [cfg for dev in self.devices for cfg in self.device_space(dev, quick)]
+
+    @abstractmethod
+    def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
+        """The configurations to measure on one device."""

@@ -42,7 +42,7 @@ from numba import njit, prange
 from scipy.linalg import lu_factor, lu_solve
 from scipy.linalg.blas import daxpy
 
-from perfcast.perf_probe.base import Probe
+from perfcast.perf_probe.base import KernelCheckError, Probe
 from perfcast.perf_probe.power import power_meter
 from perfcast.perf_probe.sweep import thread_counts
 from perfcast.perf_probe.timing import Timing, measure, threads
@@ -69,10 +69,6 @@ REQUIRED_KEYS = {"stream": ("array_bytes",), "latency": ("working_set_bytes", "s
                  "hpcg": ("grid", "iterations"), "hash": ("algorithm", "bytes"), "sort": ("keys",),
                  "compress": ("level", "bytes")}
 BENCHMARKS = tuple(REQUIRED_KEYS)
-
-
-class VerificationError(RuntimeError):
-    """A kernel's result failed its correctness check, so its timing must not be recorded."""
 
 
 # ---------------------------------------------------------------- STREAM
@@ -160,10 +156,10 @@ def hpl_residual(a: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_solve(a: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
-    """The scaled residual of ``x`` for ``Ax = b``, raising VerificationError past HPL's threshold."""
+    """The scaled residual of ``x`` for ``Ax = b``, raising KernelCheckError past HPL's threshold."""
     res = hpl_residual(a, x, b)
     if not res <= HPL_THRESHOLD:  # also catches NaN
-        raise VerificationError(
+        raise KernelCheckError(
             f"Linpack solve of order {a.shape[0]} failed HPL's check: scaled residual {res:.3g} > "
             f"{HPL_THRESHOLD:g}; the LAPACK/BLAS build gives wrong answers, so the timing is not recorded"
         )
@@ -230,12 +226,12 @@ def cg_flops(nnz: int, n: int, iterations: int) -> float:
 
 
 def check_cg(a: sp.csr_array, x: np.ndarray, x_true: np.ndarray, nx: int, iterations: int) -> float:
-    """CG's A-norm error reduction from ``x = 0``, raising VerificationError above the theoretical bound."""
+    """CG's A-norm error reduction from ``x = 0``, raising KernelCheckError above the theoretical bound."""
     e, e0 = x - x_true, x_true
     ratio = math.sqrt(float(e @ (a @ e)) / float(e0 @ (a @ e0)))
     bound = cg_error_bound(nx, iterations)
     if not ratio <= bound:
-        raise VerificationError(
+        raise KernelCheckError(
             f"CG on the {nx}^3 27-point Poisson matrix did not converge: A-norm error reduced to {ratio:.3g} "
             f"after {iterations} iterations, but CG guarantees <= {bound:.3g}; the timing is not recorded"
         )
@@ -463,7 +459,7 @@ class CpuProbe(Probe):
             t = self._measure(fn, setup=lambda: np.copyto(work, keys))
             chunks = np.array_split(work, n_threads)
         if not all(np.all(ch[:-1] <= ch[1:]) for ch in chunks):
-            raise VerificationError(f"np.sort left {k} int64 keys unsorted; the timing is not recorded")
+            raise KernelCheckError(f"np.sort left {k} int64 keys unsorted; the timing is not recorded")
         return [self._record(config, t, n_threads, subtest="int64", working_set=keys.nbytes,
                              score=k / (t.median_ms * 1e-3) / 1e6, unit="Mkeys/s")]
 
@@ -483,7 +479,7 @@ class CpuProbe(Probe):
 
             t = self._measure(compress_all)
         if b"".join(zlib.decompress(z) for z in out) != data.tobytes():
-            raise VerificationError(f"zlib level {level} round trip of {nbytes} B did not give the input back")
+            raise KernelCheckError(f"zlib level {level} round trip of {nbytes} B did not give the input back")
         return [self._record(config, t, n_threads, subtest=f"zlib-{level}", working_set=nbytes,
                              score=nbytes / (t.median_ms * 1e-3) / 1e6, unit="MB/s",
                              compression_ratio=nbytes / sum(len(z) for z in out))]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from perfcast.perf_probe.base import Probe
+from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
 from perfcast.perf_probe.power import power_meter
 from perfcast.perf_probe.sweep import grid, log_uniform_sample, thread_counts
 from perfcast.perf_probe.timing import measure, threads
@@ -28,10 +28,6 @@ TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32, "tf32": torch
 CPU_DTYPES = ("float32", "float64", "bfloat16")
 NUMPY_DTYPES = ("float32", "float64")
 LAYOUTS = ("nn", "nt", "tn", "tt")
-
-
-class KernelCheckError(RuntimeError):
-    """A kernel (GEMM, attention) returned a result outside its dtype's tolerance: it must not be timed."""
 
 
 def gemm_flops(m: int, n: int, k: int, batch: int = 1) -> int:
@@ -108,22 +104,14 @@ def _numpy_kernel(cfg: dict[str, Any]) -> tuple[Callable[[], Any], Any, Any, Any
     return (lambda: np.matmul(a, b, out=out)), a, b, out
 
 
-class GemmProbe(Probe):
+class GemmProbe(DeviceProbe):
     """Dense GEMM throughput of this machine: torch on CPU (and CUDA when present), NumPy's BLAS on CPU."""
 
     name = "gemm"
     task = "gemm"
 
-    def __init__(self, devices: tuple[str, ...] | None = None, **measure_kw: Any):
-        self.devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
-        self.measure_kw = measure_kw
-        self._checked: set[tuple[Any, ...]] = set()
-
-    def space(self, quick: bool = False) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for dev in self.devices:
-            out += self._cpu_space(quick) if dev == "cpu" else self._cuda_space(dev, quick)
-        return out
+    def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
+        return self._cpu_space(quick) if device == "cpu" else self._cuda_space(device, quick)
 
     @staticmethod
     def _cpu_space(quick: bool) -> list[dict[str, Any]]:
@@ -152,7 +140,7 @@ class GemmProbe(Probe):
         sq = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
         cfgs = [_square(c) for c in grid(base, size=sq, dtype=list(CPU_DTYPES), n_threads=tc)]
         cfgs += [_square(c) for c in grid({**base, "backend": "numpy"}, size=sq, dtype=list(NUMPY_DTYPES), n_threads=tc)]
-        cfgs += log_uniform_sample(256, {"m": (1, 8192), "n": (16, 8192), "k": (16, 8192)}, base=base,
+        cfgs += log_uniform_sample(512, {"m": (1, 8192), "n": (16, 8192), "k": (16, 8192)}, base=base,
                                    choices={"dtype": CPU_DTYPES, "layout": LAYOUTS, "n_threads": tc}, seed=1)
         cfgs += [_split_mnk(c) for c in grid({**base, "op": "bmm"}, mnk=[(64, 64, 64), (128, 128, 64), (256, 256, 128)],
                                                batch=[4, 16, 64], dtype=["float32", "bfloat16"], n_threads=tc)]

@@ -24,13 +24,24 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import psutil
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from scipy.stats import qmc
 
 import perfcast
 from perfcast.datasets.store import RecordStore
 from perfcast.perf_probe.base import Probe
-from perfcast.perf_probe.hardware import cpu_fingerprint, gpu_fingerprints, software_json
+from perfcast.perf_probe.hardware import (
+    cpu_fingerprint,
+    gpu_fingerprints,
+    software_json,
+)
 
 SOURCE = "probe"
 
