@@ -23,6 +23,17 @@ data_app = typer.Typer(help="Import public datasets into the record store and lo
 app.add_typer(data_app, name="data")
 console = Console()
 
+
+def _mount_train() -> None:
+    """``perfcast train``: the command lives with the training package (mounted unnamed, so it is not
+    ``perfcast train train``)."""
+    from perfcast.training.cli import train_app
+
+    app.add_typer(train_app)
+
+
+_mount_train()
+
 StoreOpt = Annotated[
     Optional[Path],
     typer.Option("--store", "-s", help="Record store directory [default: $PERFCAST_STORE or ~/.perfcast/store]"),

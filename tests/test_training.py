@@ -105,6 +105,42 @@ def test_protocol_errors_become_training_data_errors(ada_records, data_root):
         split_records(ada_records.frame, cfg.eval, 0, TARGETS)
 
 
+def test_unseen_hardware_holds_out_whole_devices(data_root):
+    cfg = parse_config(ada_config(data_root, task="cpu_bench", targets=["score"], data={"imports": [
+        {"dataset": "perfcastdb-sample", "path": str(data_root / "perfcastdb-sample")}]}))
+    frame = load_records(cfg.data, "cpu_bench").frame
+    assert frame["device_id"].isna().all()  # CPUs have no spec-sheet id: hold out by processor name
+    held = "Intel(R) Xeon(R) Platinum 8474C"
+    protocol = parse_config(ada_config(data_root, eval={"protocol": "unseen-hardware", "options": {
+        "by": "device_name", "test_devices": [held]}})).eval
+    split = split_records(frame, protocol, 0, ["score"])
+    assert set(split.test["device_name"]) == {held} and held not in set(split.train["device_name"])
+    assert len(split.train) + len(split.test) == len(frame)
+    drawn = parse_config(ada_config(data_root, eval={"protocol": "unseen-hardware", "options": {
+        "by": "device_name", "n_test_devices": 2}})).eval
+    a, b = (split_records(frame, drawn, seed, ["score"]) for seed in (0, 0))
+    assert a.test["device_name"].nunique() == 2 and a.test["record_id"].tolist() == b.test["record_id"].tolist()
+    assert not set(a.test["device_name"]) & set(a.train["device_name"])
+    by_id = parse_config(ada_config(data_root, eval={"protocol": "unseen-hardware"})).eval
+    with pytest.raises(TrainingDataError, match="145 row.s. have no device_id"):
+        split_records(frame, by_id, 0, ["score"])
+
+
+def test_future_trains_on_the_past(data_root):
+    cfg = parse_config(ada_config(data_root, task="cpu_bench", targets=["score"], data={"imports": [
+        {"dataset": "spec-cpu2017", "path": str(data_root / "spec-cpu2017")}]},
+        eval={"protocol": "future", "options": {"cutoff": "2023-01-01"}}))
+    frame = load_records(cfg.data, "cpu_bench").frame
+    split = split_records(frame, cfg.eval, 0, ["score"])
+    cutoff = pd.Timestamp("2023-01-01", tz="UTC")
+    assert (split.train["published_at"] < cutoff).all() and (split.test["published_at"] >= cutoff).all()
+    assert len(split.train) + len(split.test) == len(frame) and len(split.test) > 1000
+    late = parse_config({**cfg.model_dump(mode="json"), "eval": {"protocol": "future",
+                                                                 "options": {"cutoff": "2030-01-01"}}}).eval
+    with pytest.raises(TrainingDataError, match="puts every row on one side"):
+        split_records(frame, late, 0, ["score"])
+
+
 def test_model_input_is_what_is_known_before_measuring(ada_records):
     X = model_input(ada_records.frame, "gemm")
     assert {"m", "n", "k", "dtype", "device_name", "tile_m"} <= set(X.columns)
@@ -171,11 +207,12 @@ def test_importances_and_signature_of_a_fitted_pipeline(ada_records, data_root):
 
 # ------------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_in):
+def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_in, tmp_path):
     cfg = parse_config(ada_config(data_root))
     result = train(cfg, tracking_uri=mlflow_in)
     client = mlflow.MlflowClient(mlflow_in)
     run = client.get_run(result.run_id)
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside the database, not in CWD
 
     assert run.data.params["model.name"] == "rf"
     assert run.data.params["model.params.n_estimators"] == "40"

@@ -29,7 +29,16 @@ def feature_transformer(task: str) -> RecordFeatures:
 
 
 __all__ = [
-    "AttentionFeatures", "CpuFeatures", "GemmFeatures", "MissingColumnError", "RecordFeatures", "TRANSFORMERS",
-    "UnknownDeviceError", "UnknownDtypeError", "feature_groups", "feature_names", "feature_transformer",
+    "TRANSFORMERS",
+    "AttentionFeatures",
+    "CpuFeatures",
+    "GemmFeatures",
+    "MissingColumnError",
+    "RecordFeatures",
+    "UnknownDeviceError",
+    "UnknownDtypeError",
+    "feature_groups",
+    "feature_names",
+    "feature_transformer",
     "normalize_dtype",
 ]

@@ -45,7 +45,7 @@ class AttentionFeatures(RecordFeatures):
 
     task = "attention"
     required = ("phase", "batch", "heads", "seq_q", "seq_kv", "head_dim", "dtype")
-    positive = ("batch", "heads", "seq_q", "seq_kv", "head_dim")
+    positive = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "beam_width")
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         where = type(self).__name__

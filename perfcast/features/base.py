@@ -31,7 +31,7 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
     task: ClassVar[str]
     #: columns every input row must have (non-missing)
     required: ClassVar[tuple[str, ...]]
-    #: of those, the ones that must be positive numbers
+    #: columns whose given values must be positive numbers (checked where present)
     positive: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> RecordFeatures:
@@ -81,9 +81,9 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
             if n_missing:
                 first = X.index[X[c].isna().to_numpy(dtype=bool)][0]
                 raise ValueError(f"{where}: column {c!r} is missing in {n_missing} row(s) (first: row {first})")
-        for c in self.positive:
+        for c in (c for c in self.positive if c in X.columns):
             v = pd.to_numeric(X[c], errors="coerce").astype("float64")
-            bad = ~(v > 0)
+            bad = ~(v > 0) & X[c].notna()
             if bad.any():
                 first = X.index[bad.to_numpy(dtype=bool)][0]
                 raise ValueError(

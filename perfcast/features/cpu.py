@@ -37,7 +37,7 @@ def _text(X: pd.DataFrame, column: str) -> pd.Series:
 
 def _contains(s: pd.Series, pattern: str) -> pd.Series:
     """1.0 where ``pattern`` matches, 0.0 where not, NaN where the text is missing."""
-    hit = s.str.contains(pattern, regex=True, flags=re.I)
+    hit = s.str.contains(pattern, regex=True, flags=re.IGNORECASE)
     return hit.astype("Float64").astype("float64")
 
 

@@ -52,7 +52,7 @@ class GemmFeatures(RecordFeatures):
 
     task = "gemm"
     required = ("m", "n", "k", "dtype")
-    positive = ("m", "n", "k")
+    positive = ("m", "n", "k", "batch")
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         where = type(self).__name__

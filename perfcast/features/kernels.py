@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import log10, log2
+from perfcast.features.base import log2, log10
 from perfcast.features.groups import GPU_HARDWARE
 from perfcast.features.hardware import compute_capability, numeric, require_known
 from perfcast.features.roofline import compute_ms, memory_ms, peak_tflops

@@ -45,7 +45,7 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return baseline(X, self.target) * np.exp(self.estimator_.predict(X))
 
-    def __sklearn_tags__(self):  # noqa: D105 - sklearn hook
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags

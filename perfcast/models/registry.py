@@ -121,7 +121,7 @@ class PerTargetRegressor(RegressorMixin, BaseEstimator):
             pred = np.column_stack([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def __sklearn_tags__(self):  # noqa: D105 - sklearn hook
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
@@ -183,7 +183,9 @@ def _hybrid(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstima
 
 def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """The NCPP-style group-attention network over the task's feature groups (all targets jointly)."""
-    from perfcast.models.group_attention import GroupAttentionRegressor  # torch is heavy: import on use
+    from perfcast.models.group_attention import (
+        GroupAttentionRegressor,  # torch is heavy: import on use
+    )
 
     return PerTargetRegressor(GroupAttentionRegressor(groups=feature_groups(task), **params), targets,
                               log_target=False, joint=True)

@@ -76,7 +76,7 @@ class RooflineRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return baseline(X, self.target)
 
-    def __sklearn_tags__(self):  # noqa: D105 - sklearn hook
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.requires_fit = True

@@ -3,6 +3,8 @@
 Why these defaults: performance tables are a few thousand to a few hundred thousand rows of smooth,
 monotone-ish features; deeper boosted trees with row/column subsampling fit them well, and every model is
 seeded so a run is reproducible. All four handle NaN features (unknown SM count, unknown layout).
+The boosters default to one thread: their OpenMP workers spin-wait, and on a machine whose cores are
+shared (CI, other jobs) ``n_jobs=-1`` ran 10-20x slower than one thread; pass ``n_jobs`` to use more.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "extra_trees": {"n_estimators": 300, "n_jobs": -1, "random_state": 0},
     "xgboost": {
         "n_estimators": 800, "learning_rate": 0.05, "max_depth": 8, "subsample": 0.8, "colsample_bytree": 0.8,
-        "tree_method": "hist", "n_jobs": -1, "random_state": 0,
+        "tree_method": "hist", "n_jobs": 1, "random_state": 0,
     },
     "lightgbm": {
         "n_estimators": 800, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 20,
-        "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "n_jobs": -1, "random_state": 0,
+        "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "n_jobs": 1, "random_state": 0,
         "verbose": -1,
     },
 }

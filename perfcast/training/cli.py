@@ -7,6 +7,7 @@ sub-app would make it ``perfcast train train CONFIG``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -40,12 +41,18 @@ def results_table(metrics: dict[str, float], targets: list[str], title: str) -> 
 
 @train_app.command("train")
 def train_command(
-    config: Path = typer.Argument(..., help="training config (TOML); see configs/", exists=True, dir_okay=False),
-    tune_trials: int | None = typer.Option(None, "--tune", min=1, help="run N Optuna trials, then refit the best"),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna study database URL (default from config, "
-                                       "else sqlite:///optuna.db)"),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default "
-                                            "$MLFLOW_TRACKING_URI, else config, else sqlite:///mlflow.db)"),
+    config: Annotated[Path, typer.Argument(help="training config (TOML); see configs/", exists=True, dir_okay=False)],
+    tune_trials: Annotated[
+        int | None, typer.Option("--tune", min=1, help="run N Optuna trials, then refit and register the best")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna study database URL (default: the config's, else sqlite:///optuna.db)")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the config's, else "
+                     "sqlite:///mlflow.db)"),
+    ] = None,
 ) -> None:
     """Fit the configured model, evaluate it on its protocol, and log and register it in MLflow."""
     try:

@@ -159,7 +159,8 @@ class EvalConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """MLflow destination. ``uri`` None means ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the CWD."""
+    """MLflow destination. ``$MLFLOW_TRACKING_URI`` (and ``--tracking-uri``) override ``uri``; without any,
+    runs go to ``sqlite:///mlflow.db`` in the working directory."""
 
     uri: str | None = None
     experiment: str = DEFAULT_EXPERIMENT

@@ -1,6 +1,6 @@
 """MLflow helpers: where runs go, and how a training run's lineage, metrics, plots and model are recorded.
 
-Everything here writes into the *active* MLflow run, so ``train`` and ``tune`` share one way of logging.
+The ``log_*`` helpers write into the *active* MLflow run, so ``train`` and ``tune`` log the same way.
 """
 
 from __future__ import annotations
@@ -10,20 +10,23 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 
 matplotlib.use("Agg")  # plots are files in a run, never windows (headless CI, remote workers)
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.models import ModelSignature, infer_signature  # noqa: E402
-from mlflow.models.model import ModelInfo  # noqa: E402
-from mlflow.types import ColSpec, Schema  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
+from sklearn.pipeline import Pipeline
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: cloudpickle, not MLflow's default skops: skops refuses (on save) every type not on its allow-list, which
@@ -39,9 +42,27 @@ def tracking_uri(override: str | None = None, configured: str | None = None) -> 
     return override or os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """For a SQLite store, artifacts go beside the database file; otherwise the server decides (None).
+
+    MLflow's default for a SQLite store is ``./mlruns`` in whatever directory the run was started from,
+    which scatters one store's artifacts over every working directory that ever trained into it.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlruns" / quote(experiment, safe="")).as_uri()
+
+
 def start(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and ``experiment`` (created if new); returns the experiment id."""
     mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+        except MlflowException as err:  # another worker created it first
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     return mlflow.set_experiment(experiment).experiment_id
 
 

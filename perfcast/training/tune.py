@@ -21,7 +21,13 @@ from optuna.samplers import TPESampler
 from sqlalchemy.engine import make_url
 
 from perfcast.training import tracking
-from perfcast.training.config import DEFAULT_STUDY_STORAGE, CategoricalSpace, FloatSpace, ParamSpace, TrainConfig
+from perfcast.training.config import (
+    DEFAULT_STUDY_STORAGE,
+    CategoricalSpace,
+    FloatSpace,
+    ParamSpace,
+    TrainConfig,
+)
 from perfcast.training.train import (
     Progress,
     Split,

@@ -1,0 +1,157 @@
+"""Registered models on small real slices: fit/predict, missing targets, unseen devices, clear errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.neighbors import KNeighborsRegressor
+
+from perfcast.datasets.importers import get_importer
+from perfcast.datasets.store import RecordStore
+from perfcast.eval.metrics import mape
+from perfcast.eval.protocols import neusight_ood_split
+from perfcast.models import MODELS, PerTargetRegressor, make_model
+
+TARGETS = ["runtime_ms", "power_w"]
+#: small settings so every model fits a slice in seconds
+FAST: dict[str, dict] = {
+    "rf": {"n_estimators": 30}, "extra_trees": {"n_estimators": 30}, "xgboost": {"n_estimators": 40},
+    "lightgbm": {"n_estimators": 40}, "hybrid": {"n_estimators": 40}, "mlp": {"max_iter": 100},
+    "roofline": {}, "group_attention": {"max_epochs": 2, "d_model": 16, "batch_size": 256},
+}
+
+
+def _load(root: Path, dataset: str, tmp: Path, pick) -> pd.DataFrame:
+    """``pick(unit, df)`` rows of every unit of ``dataset``, stored and read back as canonical records."""
+    imp = get_importer(dataset)
+    store = RecordStore(tmp)
+    for unit in imp.units(root / dataset):
+        for task, df in imp.load(root / dataset, unit).items():
+            rows = pick(unit, df)
+            if len(rows):
+                store.append(rows, task)
+    return store.read("gemm")
+
+
+@pytest.fixture(scope="module")
+def gpperf(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    """Every 8th row of the CUTLASS sweep: 2,016 runtimes, about 16% of them with power."""
+    return _load(data_root, "gpperf-cutlass", tmp_path_factory.mktemp("gpperf"), lambda u, d: d.iloc[::8])
+
+
+@pytest.fixture(scope="module")
+def neusight(data_root: Path, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """NeuSight bmm: 1,500 training rows per GPU and the unseen A100 80GB's test rows."""
+    def pick(unit: Path, df: pd.DataFrame) -> pd.DataFrame:
+        if "bmm" not in unit.as_posix():
+            return df.iloc[:0]
+        return df.sample(min(len(df), 1500), random_state=0)
+
+    return neusight_ood_split(_load(data_root, "neusight", tmp_path_factory.mktemp("neusight"), pick))
+
+
+def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded 75/25 row split."""
+    train = df.sample(frac=0.75, random_state=0)
+    return train, df.drop(train.index)
+
+
+def test_registry_names():
+    assert set(MODELS) == {"rf", "extra_trees", "xgboost", "lightgbm", "mlp", "roofline", "hybrid",
+                           "group_attention"}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_each_model_fits_and_predicts_a_real_slice(name, gpperf):
+    train, test = _split(gpperf.sample(400, random_state=1))
+    pipe = make_model(name, "gemm", TARGETS, FAST[name]).fit(train, train[TARGETS])
+    pred = pipe.predict(test)
+    assert pred.shape == (len(test), 2)
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    one = make_model(name, "gemm", ["runtime_ms"], FAST[name]).fit(train, train["runtime_ms"])
+    assert one.predict(test).shape == (len(test),)
+
+
+def test_learned_models_beat_the_roofline_on_runtime(gpperf):
+    train, test = _split(gpperf)
+    errors = {name: mape(test["runtime_ms"], make_model(name, "gemm", ["runtime_ms"], FAST[name])
+                         .fit(train, train["runtime_ms"]).predict(test))
+              for name in ("roofline", "hybrid", "rf")}
+    assert errors["hybrid"] < errors["roofline"] / 3 and errors["rf"] < errors["roofline"] / 3
+
+
+def test_roofline_model_is_the_analytical_time_and_tdp(gpperf):
+    pipe = make_model("roofline", "gemm", TARGETS).fit(gpperf, gpperf[TARGETS])
+    pred = pipe.predict(gpperf)
+    X = pipe.named_steps["features"].transform(gpperf)
+    np.testing.assert_allclose(pred[:, 0], 10 ** X["log10_roofline_ms"])
+    assert (pred[:, 1] == 200.0).all()  # RTX 4070 board power limit
+
+
+def test_nan_power_rows_still_train_runtime(gpperf):
+    assert 0 < gpperf["power_w"].notna().sum() < len(gpperf) / 2
+    wrapper = PerTargetRegressor(KNeighborsRegressor(n_neighbors=1), TARGETS)
+    X = gpperf[["m", "n", "k", "beta"]].astype("float64")
+    wrapper.fit(X, gpperf[TARGETS])
+    fitted = [e.regressor_ if isinstance(e, TransformedTargetRegressor) else e for e in wrapper.estimators_]
+    assert fitted[0].n_samples_fit_ == len(gpperf)
+    assert fitted[1].n_samples_fit_ == gpperf["power_w"].notna().sum()
+    # the two-target model's runtime predictions are those of a runtime-only model on the same rows
+    both = make_model("rf", "gemm", TARGETS, FAST["rf"]).fit(gpperf, gpperf[TARGETS]).predict(gpperf)
+    alone = make_model("rf", "gemm", ["runtime_ms"], FAST["rf"]).fit(gpperf, gpperf["runtime_ms"]).predict(gpperf)
+    np.testing.assert_allclose(both[:, 0], alone)
+
+
+def test_log_space_for_targets_spanning_decades(gpperf):
+    pipe = make_model("rf", "gemm", TARGETS, FAST["rf"]).fit(gpperf, gpperf[TARGETS])
+    runtime, power = pipe.named_steps["model"].estimators_
+    assert isinstance(runtime, TransformedTargetRegressor)       # 0.04 ms .. 110 ms
+    assert not isinstance(power, TransformedTargetRegressor)     # 28 W .. 200 W: under a decade
+
+
+def test_unseen_gpu_is_predicted_from_its_spec_sheet_alone(neusight):
+    train, test = neusight
+    assert set(test["device_id"]) == {"a100_pcie"} and "a100_pcie" not in set(train["device_id"])
+    pipe = make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 200}).fit(train, train["runtime_ms"])
+    hardware = [c for c in ("sm_count", "cores_per_sm", "max_clock_mhz", "mem_bw_gbs", "mem_gb", "l2_mb",
+                            "peak_tflops_fp32", "peak_tflops_fp64", "tdp_w", "compute_capability", "hw_id")
+                if c in test.columns]
+    config_only = test.drop(columns=hardware)
+    pred = pipe.predict(config_only)
+    np.testing.assert_allclose(pred, pipe.predict(test))
+    roofline = make_model("roofline", "gemm", ["runtime_ms"]).fit(train, train["runtime_ms"]).predict(test)
+    err = mape(test["runtime_ms"], pred)
+    assert err < 0.5 * mape(test["runtime_ms"], roofline)
+    assert err < 0.3
+
+
+def test_saved_pipeline_carries_its_features(gpperf, tmp_path):
+    pipe = make_model("extra_trees", "gemm", TARGETS, FAST["extra_trees"]).fit(gpperf, gpperf[TARGETS])
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(pipe))
+    loaded = pickle.loads(path.read_bytes())
+    np.testing.assert_allclose(loaded.predict(gpperf.iloc[:50]), pipe.predict(gpperf.iloc[:50]), rtol=1e-12)
+
+
+def test_boundary_errors(gpperf):
+    with pytest.raises(ValueError, match="unknown model 'forest'; known: rf"):
+        make_model("forest", "gemm", ["runtime_ms"])
+    with pytest.raises(ValueError, match=r"unknown target\(s\) \['latency'\]"):
+        make_model("rf", "gemm", ["latency"])
+    with pytest.raises(ValueError, match="task 'cpu_bench' has none"):
+        make_model("hybrid", "cpu_bench", ["score"])
+    with pytest.raises(ValueError, match=r"no analytical baseline for \['score'\]"):
+        make_model("roofline", "gemm", ["score"])
+    pipe = make_model("rf", "gemm", TARGETS, FAST["rf"])
+    with pytest.raises(ValueError, match=r"y lacks target column\(s\) \['power_w'\]"):
+        pipe.fit(gpperf, gpperf[["runtime_ms"]])
+    with pytest.raises(ValueError, match=r"target\(s\) \['power_w'\] have no measured"):
+        pipe.fit(gpperf, gpperf[TARGETS].assign(power_w=np.nan))
+    with pytest.raises(KeyError, match="unknown device 'rtx_9090'"):
+        make_model("roofline", "gemm", ["runtime_ms"]).fit(gpperf.assign(device_id="rtx_9090"), gpperf["runtime_ms"])
