@@ -284,3 +284,24 @@ def test_cpu_roofline_uses_probed_peaks_when_present(perfcastdb):
 
 def test_cpu_groups_follow_ncpp():
     assert list(feature_groups("cpu_bench")) == ["processor", "caches", "memory", "system", "workload"]
+
+
+def test_a_plain_user_frame_needs_only_the_config_and_a_device_id():
+    plain = pd.DataFrame({"m": [4096], "n": [4096], "k": [4096], "dtype": ["bfloat16"], "device_id": ["h100_sxm"]})
+    X = GemmFeatures().fit(plain).transform(plain).iloc[0]
+    flops, nbytes = 2 * 4096**3, 3 * 2 * 4096**2
+    assert X["log10_roofline_ms"] == pytest.approx(math.log10(max(flops / H100_BF16, nbytes / H100_BW) * 1e3))
+    assert np.isnan(X["trans_a"])  # layout unknown stays unknown
+
+
+def test_numpy_backed_dtypes_give_the_same_features(h100_attention):
+    """Served models see plain float/str columns (MLflow signatures), not pandas' nullable dtypes."""
+    plain = h100_attention.copy()
+    for c in plain.columns:
+        s = plain[c]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
+            plain[c] = s.astype("float64")
+        elif pd.api.types.is_string_dtype(s):
+            plain[c] = s.astype("str")
+    t = AttentionFeatures().fit(h100_attention)
+    pd.testing.assert_frame_equal(t.transform(plain), t.transform(h100_attention))

@@ -21,21 +21,23 @@ TARGETS = ["runtime_ms", "power_w"]
 #: small settings so every model fits a slice in seconds
 FAST: dict[str, dict] = {
     "rf": {"n_estimators": 30}, "extra_trees": {"n_estimators": 30}, "xgboost": {"n_estimators": 40},
-    "lightgbm": {"n_estimators": 40}, "hybrid": {"n_estimators": 40}, "mlp": {"max_iter": 100},
+    "lightgbm": {"n_estimators": 40}, "hybrid": {"n_estimators": 40},
+    "mlp": {"max_iter": 100, "hidden_layer_sizes": (32,)},
     "roofline": {}, "group_attention": {"max_epochs": 2, "d_model": 16, "batch_size": 256},
 }
 
 
-def _load(root: Path, dataset: str, tmp: Path, pick) -> pd.DataFrame:
-    """``pick(unit, df)`` rows of every unit of ``dataset``, stored and read back as canonical records."""
+def _load(root: Path, dataset: str, tmp: Path, pick, task: str = "gemm", units: str = "") -> pd.DataFrame:
+    """``pick(unit, df)`` rows of each unit of ``dataset`` whose path contains ``units``, stored and read back."""
     imp = get_importer(dataset)
     store = RecordStore(tmp)
     for unit in imp.units(root / dataset):
-        for task, df in imp.load(root / dataset, unit).items():
-            rows = pick(unit, df)
-            if len(rows):
-                store.append(rows, task)
-    return store.read("gemm")
+        if units not in unit.as_posix():
+            continue
+        rows = pick(unit, imp.load(root / dataset, unit)[task])
+        if len(rows):
+            store.append(rows, task)
+    return store.read(task)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +50,26 @@ def gpperf(data_root: Path, tmp_path_factory) -> pd.DataFrame:
 def neusight(data_root: Path, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     """NeuSight bmm: 1,500 training rows per GPU and the unseen A100 80GB's test rows."""
     def pick(unit: Path, df: pd.DataFrame) -> pd.DataFrame:
-        if "bmm" not in unit.as_posix():
-            return df.iloc[:0]
         return df.sample(min(len(df), 1500), random_state=0)
 
-    return neusight_ood_split(_load(data_root, "neusight", tmp_path_factory.mktemp("neusight"), pick))
+    records = _load(data_root, "neusight", tmp_path_factory.mktemp("neusight"), pick, units="bmm")
+    return neusight_ood_split(records)
+
+
+def _prefill(unit: Path, df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["phase"] == "prefill"].sample(400, random_state=0) if "context" in unit.name else df.iloc[:0]
+
+
+@pytest.fixture(scope="module")
+def h100_prefill(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    """400 H100 prefill-attention latencies from aiconfigurator."""
+    return _load(data_root, "aiconfigurator", tmp_path_factory.mktemp("attn"), _prefill,
+                 task="attention", units="h100_sxm/attention/")
+
+
+@pytest.fixture(scope="module")
+def perfcastdb(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    return _load(data_root, "perfcastdb-sample", tmp_path_factory.mktemp("pcdb"), lambda u, d: d, task="cpu_bench")
 
 
 def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -76,6 +93,16 @@ def test_each_model_fits_and_predicts_a_real_slice(name, gpperf):
     assert np.isfinite(pred).all() and (pred > 0).all()
     one = make_model(name, "gemm", ["runtime_ms"], FAST[name]).fit(train, train["runtime_ms"])
     assert one.predict(test).shape == (len(test),)
+
+
+def test_attention_and_cpu_tasks_fit_and_predict(h100_prefill, perfcastdb):
+    train, test = _split(h100_prefill)
+    for name in ("hybrid", "roofline"):
+        pred = make_model(name, "attention", ["runtime_ms"], FAST[name]).fit(train, train["runtime_ms"]).predict(test)
+        assert pred.shape == (len(test),) and np.isfinite(pred).all()
+    train, test = _split(perfcastdb)
+    pred = make_model("lightgbm", "cpu_bench", ["score"], FAST["lightgbm"]).fit(train, train["score"]).predict(test)
+    assert pred.shape == (len(test),) and (pred > 0).all()
 
 
 def test_learned_models_beat_the_roofline_on_runtime(gpperf):

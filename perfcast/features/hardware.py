@@ -62,7 +62,8 @@ def hardware_frame(X: pd.DataFrame) -> pd.DataFrame:
     hw = pd.DataFrame(index=X.index)
     for c in dict.fromkeys([*table.columns, *own_cols]):
         if c in spec.columns and c in own.columns:
-            hw[c] = spec[c].where(spec[c].notna(), own[c].astype(spec[c].dtype))
+            is_num = pd.api.types.is_numeric_dtype(spec[c])
+            hw[c] = _like(spec[c], is_num).fillna(_like(own[c], is_num))
         else:
             hw[c] = spec[c] if c in spec.columns else own[c]
     hw["device_id"] = ids
@@ -74,6 +75,11 @@ def hardware_frame(X: pd.DataFrame) -> pd.DataFrame:
                 hw.loc[cpu, col] = hw.loc[cpu, col].astype("float64").fillna(peaks[src] / 1e3)
             hw.loc[cpu, "mem_bw_gbs"] = hw.loc[cpu, "mem_bw_gbs"].astype("float64").fillna(peaks["mem_bw_gbs"])
     return hw
+
+
+def _like(s: pd.Series, is_num: bool) -> pd.Series:
+    """``s`` as float64 (numbers) or nullable string, so a sheet value and a record value can be merged."""
+    return pd.to_numeric(s, errors="coerce").astype("float64") if is_num else s.astype("string")
 
 
 def numeric(hw: pd.DataFrame, column: str) -> pd.Series:

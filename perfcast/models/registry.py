@@ -183,9 +183,8 @@ def _hybrid(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstima
 
 def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """The NCPP-style group-attention network over the task's feature groups (all targets jointly)."""
-    from perfcast.models.group_attention import (
-        GroupAttentionRegressor,  # torch is heavy: import on use
-    )
+    # imported on use: torch is heavy, and the module need not exist for the other models to work
+    from perfcast.models.group_attention import GroupAttentionRegressor
 
     return PerTargetRegressor(GroupAttentionRegressor(groups=feature_groups(task), **params), targets,
                               log_target=False, joint=True)

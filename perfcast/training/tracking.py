@@ -28,6 +28,8 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from perfcast.eval import plots
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: cloudpickle, not MLflow's default skops: skops refuses (on save) every type not on its allow-list, which
 #: includes sklearn's own trees and all of perfcast's transformers and networks. Loading needs
@@ -167,38 +169,14 @@ def log_feature_importances(pipeline: Any, targets: list[str], top: int = 30) ->
     return imp
 
 
-def pred_vs_measured_figure(measured: np.ndarray, predicted: np.ndarray, target: str, title: str) -> plt.Figure:
-    """Log-log scatter of predicted against measured, with the y = x line and ±20 % bands."""
-    ok = (measured > 0) & (predicted > 0) & np.isfinite(measured) & np.isfinite(predicted)
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    ax.scatter(measured[ok], predicted[ok], s=6, alpha=0.5, linewidths=0)
-    if ok.any():
-        lo = min(measured[ok].min(), predicted[ok].min())
-        hi = max(measured[ok].max(), predicted[ok].max())
-        line = np.geomspace(lo, hi, 50)
-        ax.plot(line, line, "k-", lw=1, label="y = x")
-        ax.plot(line, line * 1.2, "k:", lw=0.8, label="±20 %")
-        ax.plot(line, line / 1.2, "k:", lw=0.8)
-        ax.legend(loc="upper left")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"measured {target}")
-    ax.set_ylabel(f"predicted {target}")
-    dropped = int((~ok).sum())
-    ax.set_title(title + (f"\n({dropped} non-positive points not shown)" if dropped else ""), fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def log_pred_vs_measured(measured: pd.DataFrame, predicted: np.ndarray, title: str) -> list[str]:
     """One predicted-vs-measured plot per target column; returns the artifact paths."""
     pred = np.asarray(predicted, dtype=float).reshape(len(measured), -1)
     paths = []
     for j, target in enumerate(measured.columns):
-        fig = pred_vs_measured_figure(measured[target].to_numpy(dtype=float), pred[:, j], target, title)
+        fig = plots.pred_vs_measured(measured[target].to_numpy(dtype=float), pred[:, j], target=target, title=title)
         path = f"plots/pred_vs_measured_{target}.png"
         mlflow.log_figure(fig, path)
-        plt.close(fig)
         paths.append(path)
     return paths
 

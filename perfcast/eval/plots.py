@@ -1,0 +1,126 @@
+"""Evaluation plots: predicted vs measured (log-log), error CDFs per group, and error against work size.
+
+Why these three: runtimes span decades, so agreement is judged on log axes against the y = x line with
+relative-error bands; a CDF shows the whole error distribution (a mean hides a long tail) and how groups
+(devices, ops) differ; error against size shows where a model stops extrapolating. Figures are built with
+matplotlib's object API on the Agg canvas (``Figure()``, not pyplot): no global figure state, no window,
+nothing to close, so they are safe in servers, tests and MLflow runs alike. Each function returns the
+Figure; :func:`save_png` writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+#: relative-error bands drawn around y = x
+BANDS: tuple[float, ...] = (0.10, 0.25)
+#: APEs below this (fraction) are drawn at it: a log axis cannot show an exact prediction
+APE_FLOOR = 1e-4
+
+
+def _finite_positive(*arrays: Any) -> tuple[np.ndarray, ...]:
+    """The arrays as float, restricted to rows where every one is finite and positive."""
+    arrs = [np.asarray(a, dtype="float64").ravel() for a in arrays]
+    if len({a.size for a in arrs}) > 1:
+        raise ValueError(f"arrays to plot have different lengths: {[a.size for a in arrs]}")
+    ok = np.logical_and.reduce([np.isfinite(a) & (a > 0) for a in arrs])
+    return tuple(a[ok] for a in arrs)
+
+
+def pred_vs_measured(measured: Any, predicted: Any, *, target: str = "value", title: str = "") -> Figure:
+    """Log-log scatter of predicted against measured with the y = x line and ±10 % / ±25 % bands.
+
+    The legend says what fraction of points each band holds; rows that cannot be drawn on log axes
+    (unmeasured, non-positive) are counted in the title.
+    """
+    t_all = np.asarray(measured, dtype="float64").ravel()
+    t, p = _finite_positive(measured, predicted)
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.subplots()
+    ax.scatter(t, p, s=6, alpha=0.5, linewidths=0)
+    if len(t):
+        line = np.geomspace(min(t.min(), p.min()), max(t.max(), p.max()), 50)
+        ax.plot(line, line, "k-", lw=1, label="y = x")
+        ratio = p / t
+        for band, shade in zip(BANDS, (0.25, 0.12)):
+            inside = float(np.mean((ratio >= 1 - band) & (ratio <= 1 + band)))
+            ax.fill_between(line, line * (1 - band), line * (1 + band), color="tab:green", alpha=shade,
+                            linewidth=0, label=f"±{band:.0%} ({inside:.0%} of points)")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"measured {target}")
+    ax.set_ylabel(f"predicted {target}")
+    hidden = len(t_all) - len(t)
+    ax.set_title(title + (f"\n({hidden} unmeasured or non-positive points not shown)" if hidden else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def error_cdf(ape_by_group: Mapping[str, Any], *, title: str = "") -> Figure:
+    """Empirical CDF of the absolute percentage error (fractions in, percent on a log axis) per group."""
+    if not ape_by_group:
+        raise ValueError("error_cdf needs at least one group of errors")
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    for name, values in ape_by_group.items():
+        e = np.asarray(values, dtype="float64").ravel()
+        e = np.sort(e[np.isfinite(e)])
+        if not len(e):
+            continue
+        frac = np.arange(1, len(e) + 1) / len(e)
+        ax.step(100 * np.maximum(e, APE_FLOOR), frac, where="post", label=f"{name} (n={len(e)})")
+    for band in BANDS:
+        ax.axvline(100 * band, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("absolute percentage error (%)")
+    ax.set_ylabel("fraction of rows with smaller error")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def error_vs_size(size: Any, ape: Any, *, unit: str = "", title: str = "", n_bins: int = 10) -> Figure:
+    """APE (percent) against work size, both log, with the median APE of each size-quantile bin."""
+    s_all = np.asarray(size, dtype="float64").ravel()
+    e_all = np.asarray(ape, dtype="float64").ravel()
+    if s_all.shape != e_all.shape:
+        raise ValueError(f"size has {s_all.size} values but ape has {e_all.size}")
+    ok = np.isfinite(s_all) & (s_all > 0) & np.isfinite(e_all)
+    s, e = s_all[ok], np.maximum(e_all[ok], APE_FLOOR) * 100
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    ax.scatter(s, e, s=6, alpha=0.4, linewidths=0)
+    if len(s) > 1:
+        bins = pd.qcut(s, n_bins, labels=False, duplicates="drop")
+        med = pd.DataFrame({"size": s, "ape": e}).groupby(bins).median()
+        ax.plot(med["size"], med["ape"], "k.-", lw=1.2, label="median per size bin")
+        ax.legend(loc="upper right", fontsize=8)
+    for band in BANDS:
+        ax.axhline(100 * band, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"work size{f' ({unit})' if unit else ''}")
+    ax.set_ylabel("absolute percentage error (%)")
+    hidden = int((~ok).sum())
+    ax.set_title(title + (f"\n({hidden} rows without a size or error not shown)" if hidden else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
