@@ -117,6 +117,18 @@ def test_unscored_results_and_impossible_dates(recs: pd.DataFrame, raw: pd.DataF
     assert (recs["collected_at"].dropna() <= recs.loc[recs["collected_at"].notna(), "published_at"]).all()
 
 
+def test_reference_machine_results_are_flagged_suspect(recs: pd.DataFrame) -> None:
+    """The Sun Fire V490's four results score 1.00 by definition (cpu2017-20161026-00003: an 8-core
+    CINT2017rate of 1.0); no other record is flagged."""
+    suspect = recs[recs["x_suspect"]]
+    assert sorted(suspect["x_result_id"]) == [f"cpu2017-20161026-0000{i}" for i in range(1, 5)]
+    assert (suspect["score"] == 1.0).all() and (suspect["device_name"] == "UltraSPARC-IV+").all()
+    assert _one(recs, "cpu2017-20161026-00003")["benchmark"] == "CINT2017rate"
+    assert recs["x_suspect"].notna().all()
+    # another SPARC result of the same publication is a real measurement
+    assert not _one(recs, "cpu2017-20161026-00035")["x_suspect"]
+
+
 def test_parse_coverage(recs: pd.DataFrame) -> None:
     """Measured on the shared copy (base records): l3, l1, memory size, family 100%; l2 99.995% (SPARC M7
     has split I/D L2s); memory speed and DDR generation 99.96% (unparsed: 10 HBM-only Xeon Max results, 4

@@ -1,7 +1,8 @@
-"""Anchor protocol splits on the real datasets, and the metrics they are scored with."""
+"""Evaluation protocols on the real datasets (anchors reproduce the papers), and the metrics they are scored with."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,15 @@ from perfcast.datasets.importers import get_importer
 from perfcast.datasets.store import RecordStore
 from perfcast.eval import metrics
 from perfcast.eval.protocols import (
+    N_FOLDS,
     NEUSIGHT_OBSERVED,
+    NOTE,
+    SHAPE_KEYS,
+    future_split,
     gpperf_paper_split,
+    ncpp_paper_split,
     neusight_ood_split,
+    unseen_shape_split,
 )
 
 
@@ -109,3 +116,115 @@ def test_metrics_agree_with_sklearn_on_real_values_and_skip_unmeasured(gpperf):
         metrics.mape(t, np.where(np.arange(len(t)) == np.flatnonzero(seen)[0], np.nan, p))
     with pytest.raises(ValueError, match="has 3 values but y_pred has 2"):
         metrics.mape([1, 2, 3], [1, 2])
+
+
+# ------------------------------------------------------------------------------------ one calling convention
+def test_every_protocol_is_called_alike_and_its_options_are_config_options():
+    from perfcast.eval.protocols import PROTOCOLS
+    from perfcast.training.config import EvalConfig
+
+    for name, fn in PROTOCOLS.items():
+        params = list(inspect.signature(fn).parameters.values())
+        assert params[1].name == "seed" and params[1].default == 0, name
+        options = params[2:]
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in options), name
+        required = [p.name for p in options if p.default is p.empty]
+        assert not required, f"{name} has options without a default: {required}"
+        EvalConfig(protocol=name, options={p.name: p.default for p in options})  # the config accepts every option
+
+
+# ------------------------------------------------------------------------------------------- unseen-shape
+@pytest.fixture(scope="module")
+def ada(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    """The GPPerf tiled-SGEMM table: 39 shapes (m, n, k) x tile sizes, runtime and power, on one RTX 4070."""
+    store = RecordStore(tmp_path_factory.mktemp("ada"))
+    get_importer("gpperf-ada-matmul").run(data_root / "gpperf-ada-matmul", store)
+    return store.read("gemm")
+
+
+def _shapes(frame: pd.DataFrame, keys=SHAPE_KEYS["gemm"]) -> set[tuple]:
+    return set(frame[list(keys)].astype("float64").itertuples(index=False, name=None))
+
+
+def test_unseen_shape_holds_out_whole_shapes(ada):
+    train, test = unseen_shape_split(ada, seed=1)
+    assert len(train) + len(test) == len(ada)
+    assert set(train["record_id"]).isdisjoint(test["record_id"])
+    assert not _shapes(train) & _shapes(test)                       # no shape tuple on both sides
+    n_shapes = len(_shapes(ada))
+    assert len(_shapes(test)) == int(np.ceil(0.2 * n_shapes))        # test_size counts shapes, not rows
+    assert test.attrs[NOTE] == f"held out {len(_shapes(test))} of {n_shapes} shapes (m, n, k, batch) with seed 1"
+    again = unseen_shape_split(ada, seed=1)[1]
+    other = unseen_shape_split(ada, seed=2)[1]
+    assert again["record_id"].tolist() == test["record_id"].tolist()
+    assert _shapes(other) != _shapes(test)
+
+
+def test_unseen_shape_takes_other_keys_and_explains_bad_input(ada):
+    train, test = unseen_shape_split(ada, seed=0, test_size=0.5, keys=["tile_m"])
+    assert set(train["tile_m"]).isdisjoint(test["tile_m"]) and len(train) + len(test) == len(ada)
+    with pytest.raises(ValueError, match=r"shape column\(s\) \['nope'\] are not in the records"):
+        unseen_shape_split(ada, keys=["nope"])
+    with pytest.raises(ValueError, match="1 distinct shape"):
+        unseen_shape_split(ada[(ada["m"] == 512) & (ada["n"] == 512) & (ada["k"] == 512)])
+    with pytest.raises(ValueError, match="cannot tell the shape columns"):
+        unseen_shape_split(ada.drop(columns="task"))
+    with pytest.raises(ValueError, match="test_size must be a fraction"):
+        unseen_shape_split(ada, test_size=1.0)
+
+
+# --------------------------------------------------------------------------------------------- ncpp-paper
+@pytest.fixture(scope="module")
+def perfcastdb(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    store = RecordStore(tmp_path_factory.mktemp("perfcastdb"))
+    get_importer("perfcastdb-sample").run(data_root / "perfcastdb-sample", store)
+    return store.read("cpu_bench")
+
+
+def test_ncpp_paper_cross_validates_by_configuration_without_a_test_file(perfcastdb):
+    configs = sorted(perfcastdb["hw_id"].unique())
+    assert (perfcastdb["x_split"] == "train").all() and len(configs) == 6   # the public sample: train file only
+    tested = []
+    for fold in range(len(configs)):
+        train, test = ncpp_paper_split(perfcastdb, fold=fold)
+        assert test["hw_id"].nunique() == 1 and test["hw_id"].iloc[0] not in set(train["hw_id"])
+        assert len(train) + len(test) == len(perfcastdb)
+        assert test.attrs[N_FOLDS] == 6 and "cross-validated by hardware configuration (hw_id)" in test.attrs[NOTE]
+        assert f"fold {fold + 1} of 6" in test.attrs[NOTE]
+        tested.append(test["hw_id"].iloc[0])
+    assert sorted(tested) == configs                                     # every configuration tested once
+    a = ncpp_paper_split(perfcastdb, seed=4, n_splits=3, fold=1)[1]
+    b = ncpp_paper_split(perfcastdb, seed=4, n_splits=3, fold=1)[1]
+    assert a["record_id"].tolist() == b["record_id"].tolist() and a.attrs[N_FOLDS] == 3
+    with pytest.raises(ValueError, match=r"fold must be in 0..5 \(6 folds\), got 6"):
+        ncpp_paper_split(perfcastdb, fold=6)
+    with pytest.raises(ValueError, match="n_splits must be between 2 and the 6"):
+        ncpp_paper_split(perfcastdb, n_splits=7)
+
+
+def test_ncpp_paper_uses_the_papers_test_rows_where_present(perfcastdb, ada):
+    # the test file is not public: mark one configuration's rows as the test file's to see it used
+    held = perfcastdb["hw_id"].iloc[0]
+    labelled = perfcastdb.assign(x_split=np.where(perfcastdb["hw_id"] == held, "test", "train"))
+    train, test = ncpp_paper_split(labelled)
+    assert set(test["hw_id"]) == {held} and len(train) + len(test) == len(perfcastdb)
+    assert test.attrs[N_FOLDS] == 1 and test.attrs[NOTE].startswith("NCPP's own split")
+    with pytest.raises(ValueError, match="apply only to the cross-validation fallback"):
+        ncpp_paper_split(labelled, fold=1)
+    with pytest.raises(ValueError, match="needs perfcastdb records"):
+        ncpp_paper_split(ada.assign(x_split="train"))
+
+
+# ------------------------------------------------------------------------------------------------- future
+def test_future_without_a_cutoff_tests_the_latest_fifth(data_root):
+    imp, root = get_importer("spec-cpu2017"), data_root / "spec-cpu2017"
+    records = imp.load(root, imp.units(root)[0])["cpu_bench"].sample(4000, random_state=0)
+    train, test = future_split(records)
+    dates = pd.to_datetime(records["published_at"], utc=True)
+    cutoff = dates.quantile(0.8)
+    assert pd.to_datetime(train["published_at"], utc=True).max() < cutoff
+    assert (pd.to_datetime(test["published_at"], utc=True) >= cutoff).all()
+    assert len(test) == int((dates >= cutoff).sum()) and 0.1 < len(test) / len(records) <= 0.3
+    assert f"trained before {cutoff:%Y-%m-%d}" in test.attrs[NOTE]
+    with pytest.raises(ValueError, match="give cutoff or test_size, not both"):
+        future_split(records, cutoff="2022-01-01", test_size=0.3)

@@ -95,8 +95,9 @@ def _bounds(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
     b = np.asarray(hi, dtype="float64").ravel()
     if a.shape != b.shape:
         raise ValueError(f"lo has {a.size} values but hi has {b.size}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError(f"{int((~np.isfinite(a)).sum() + (~np.isfinite(b)).sum())} interval bound(s) are NaN or infinite")
+    bad = int((~np.isfinite(a)).sum() + (~np.isfinite(b)).sum())
+    if bad:
+        raise ValueError(f"{bad} interval bound(s) are NaN or infinite")
     if (a > b).any():
         raise ValueError(f"{int((a > b).sum())} interval(s) have lo > hi")
     return a, b

@@ -4,7 +4,8 @@ Why these three: runtimes span decades, so agreement is judged on log axes again
 relative-error bands; a CDF shows the whole error distribution (a mean hides a long tail) and how groups
 (devices, ops) differ; error against size shows where a model stops extrapolating. Figures are built with
 matplotlib's object API on the Agg canvas (``Figure()``, not pyplot): no global figure state, no window,
-nothing to close, so they are safe in servers, tests and MLflow runs alike. Each function returns the
+nothing to close, so they are safe in servers, tests and MLflow runs alike. Layout is "constrained", worked
+out when a figure is drawn, so building one costs little until it is saved. Each function returns the
 Figure; :func:`save_png` writes it.
 """
 
@@ -41,7 +42,7 @@ def pred_vs_measured(measured: Any, predicted: Any, *, target: str = "value", ti
     """
     t_all = np.asarray(measured, dtype="float64").ravel()
     t, p = _finite_positive(measured, predicted)
-    fig = Figure(figsize=(5.5, 5.5))
+    fig = Figure(figsize=(5.5, 5.5), layout="constrained")
     ax = fig.subplots()
     ax.scatter(t, p, s=6, alpha=0.5, linewidths=0)
     if len(t):
@@ -60,7 +61,6 @@ def pred_vs_measured(measured: Any, predicted: Any, *, target: str = "value", ti
     hidden = len(t_all) - len(t)
     ax.set_title(title + (f"\n({hidden} unmeasured or non-positive points not shown)" if hidden else ""),
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -68,7 +68,7 @@ def error_cdf(ape_by_group: Mapping[str, Any], *, title: str = "") -> Figure:
     """Empirical CDF of the absolute percentage error (fractions in, percent on a log axis) per group."""
     if not ape_by_group:
         raise ValueError("error_cdf needs at least one group of errors")
-    fig = Figure(figsize=(6.5, 4.5))
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, values in ape_by_group.items():
         e = np.asarray(values, dtype="float64").ravel()
@@ -86,7 +86,6 @@ def error_cdf(ape_by_group: Mapping[str, Any], *, title: str = "") -> Figure:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -98,7 +97,7 @@ def error_vs_size(size: Any, ape: Any, *, unit: str = "", title: str = "", n_bin
         raise ValueError(f"size has {s_all.size} values but ape has {e_all.size}")
     ok = np.isfinite(s_all) & (s_all > 0) & np.isfinite(e_all)
     s, e = s_all[ok], np.maximum(e_all[ok], APE_FLOOR) * 100
-    fig = Figure(figsize=(6.5, 4.5))
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
     ax.scatter(s, e, s=6, alpha=0.4, linewidths=0)
     if len(s) > 1:
@@ -114,7 +113,6 @@ def error_vs_size(size: Any, ape: Any, *, unit: str = "", title: str = "", n_bin
     ax.set_ylabel("absolute percentage error (%)")
     hidden = int((~ok).sum())
     ax.set_title(title + (f"\n({hidden} rows without a size or error not shown)" if hidden else ""), fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -4,7 +4,12 @@ Why these: a CPU benchmark score is throughput (cores x clock x work per cycle, 
 memory bandwidth) for a workload, under a compiler and OS. The parsed record columns give the raw
 numbers; the derived terms (cores x GHz, cache and memory per core, DIMMs x speed, the roofline ceilings of
 :func:`~perfcast.features.roofline.cpu_peaks`) give a model the ratios that actually bound throughput.
-Workloads are identified by a code learned at fit (an unseen workload gets NaN, never another's code).
+Workloads and processor families are identified by codes learned at fit (an unseen one gets NaN, never
+another's code); the generation and SKU number come from the processor name
+(:func:`~perfcast.datasets.parsing.parse_processor`), so a new SKU of a known family lands near its siblings.
+Log terms (cores, cores x GHz) are there for models that learn a power law of them (see
+:mod:`perfcast.models.normalize`): a rate score scales about linearly with cores, so that is what lets a
+model reach core counts no training row had.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from perfcast.datasets.parsing import parse_processor
 from perfcast.features.base import RecordFeatures, log2, log10, num
 from perfcast.features.hardware import hardware_frame, numeric
 from perfcast.features.roofline import cpu_peaks
@@ -41,6 +47,20 @@ def _contains(s: pd.Series, pattern: str) -> pd.Series:
     return hit.astype("Float64").astype("float64")
 
 
+def _processors(X: pd.DataFrame) -> pd.DataFrame:
+    """``family``, generation and SKU number of each row: the record's family first, else parsed from its name."""
+    parsed = parse_processor(X["device_name"]) if "device_name" in X.columns else pd.DataFrame(
+        {c: pd.Series(pd.NA, index=X.index, dtype="string") for c in ("family", "x_cpu_model")}
+        | {"x_cpu_generation": pd.Series(pd.NA, index=X.index, dtype="Int64")})
+    family = _text(X, "family").str.strip()
+    sku = pd.to_numeric(parsed["x_cpu_model"].astype("string").str.extract(r"(\d+)")[0], errors="coerce")
+    return pd.DataFrame({
+        "family": family.where(family.notna(), parsed["family"].astype("string").str.lower()),
+        "generation": pd.to_numeric(parsed["x_cpu_generation"], errors="coerce").astype("float64"),
+        "sku_number": sku.astype("float64"),
+    }, index=X.index)
+
+
 def _workload_keys(X: pd.DataFrame) -> pd.Series:
     parts = [X[c].astype("string").fillna("") for c in ("benchmark", "subtest")]
     variant = _text(X, "variant").fillna("")
@@ -56,6 +76,7 @@ class CpuFeatures(RecordFeatures):
     def _fit(self, X: pd.DataFrame) -> None:
         self.workloads_ = sorted(_workload_keys(X).unique())
         self.benchmarks_ = sorted(X["benchmark"].astype("string").unique())
+        self.families_ = sorted(_processors(X)["family"].dropna().unique())
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         hw = hardware_frame(X)
@@ -69,14 +90,20 @@ class CpuFeatures(RecordFeatures):
         compiler = _text(X, "compiler")
         os_name = _text(hw, "os").fillna(_text(X, "os"))
         n_threads = num(X, "n_threads")
+        proc = _processors(X)
+        core_ghz = cores * max_clock.fillna(clock) / 1e3
+        mem_channel_bw = dimms * mts * 8 / 1e3
         workload = {k: i for i, k in enumerate(self.workloads_)}
         bench = {k: i for i, k in enumerate(self.benchmarks_)}
+        family = {k: i for i, k in enumerate(self.families_)}
         out = pd.DataFrame({
             # processor
             "sockets": sockets, "cores": cores, "threads": threads,
             "threads_per_core": threads / cores, "cores_per_socket": cores / sockets,
             "clock_mhz": clock, "max_clock_mhz": max_clock,
-            "core_ghz": cores * max_clock.fillna(clock) / 1e3,
+            "core_ghz": core_ghz, "log2_cores": log2(cores), "log2_core_ghz": log2(core_ghz),
+            "family_code": proc["family"].map(family).astype("float64"),
+            "cpu_generation": proc["generation"], "sku_number": proc["sku_number"],
             "vendor_intel": _contains(vendor, r"intel"), "vendor_amd": _contains(vendor, r"\bamd\b"),
             **{name: _contains(isa, rf"\b{flag}") for flag, name in ISA_FEATURES.items()},
             "log10_peak_gflops_fp64": log10(peaks["peak_gflops_fp64"]),
@@ -84,10 +111,11 @@ class CpuFeatures(RecordFeatures):
             # caches
             "l1d_kb": numeric(hw, "l1d_kb"), "l1i_kb": numeric(hw, "l1i_kb"), "l2_kb": l2_kb, "l3_mb": l3_mb,
             "l2_mb_total": l2_kb * cores / 1024, "l3_mb_per_core": l3_mb / cores,
+            "cache_mb_per_core": (l2_kb / 1024).add(l3_mb / cores, fill_value=0.0).where(l2_kb.notna() | l3_mb.notna()),
             # memory
             "mem_gb": mem_gb, "mem_gb_per_core": mem_gb / cores, "mem_dimms": dimms,
             "mem_ddr_gen": numeric(hw, "mem_ddr_gen"), "mem_mts": mts,
-            "mem_channel_bw_gbs": dimms * mts * 8 / 1e3,
+            "mem_channel_bw_gbs": mem_channel_bw, "mem_bw_per_core_ghz": mem_channel_bw / core_ghz,
             "log10_mem_bw_gbs": log10(peaks["mem_bw_gbs"]),
             "mem_bw_gbs_per_core": peaks["mem_bw_gbs"] / cores,
             # system
@@ -100,6 +128,7 @@ class CpuFeatures(RecordFeatures):
             # workload
             "workload_code": _workload_keys(X).map(workload).astype("float64"),
             "benchmark_code": X["benchmark"].astype("string").map(bench).astype("float64"),
+            "is_rate": _contains(_text(X, "benchmark"), r"rate"),
             "log2_n_threads": log2(n_threads),
             "thread_fraction": n_threads / threads,
             "log10_working_set_bytes": log10(num(X, "working_set_bytes")),

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from perfcast.datasets.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.hybrid import HybridRegressor
+from perfcast.models.normalize import normalized
 from perfcast.models.roofline import NEEDS, RooflineRegressor
 from perfcast.models.trees import tree_model
 
@@ -199,6 +200,8 @@ MODELS: dict[str, Factory] = {
     "roofline": _roofline,
     "hybrid": _hybrid,
     "group_attention": _group_attention,
+    # another model on targets divided by a per-(workload) baseline (see perfcast.models.normalize)
+    "normalized": normalized,
 }
 
 

@@ -15,7 +15,12 @@ peak scores and prose hardware descriptions. Layout decisions:
   (``x_mem_rated_mts`` keeps the rating);
 - zeros in the numeric hardware columns mean "not disclosed" and become missing;
 - ``n_threads`` stays missing: the export has no copies/threads count (it is only in each disclosure);
-- ``collected_at`` is the Test Date, dropped where it is after Published (two typos, e.g. "Jan-2098").
+- ``collected_at`` is the Test Date, dropped where it is after Published (two typos, e.g. "Jan-2098");
+- ``x_suspect`` marks scores that do not measure the machine they describe: the four results of SPEC's
+  reference machine (a Sun Fire V490 with UltraSPARC-IV+, cpu2017-20161026-00001..00004), whose score is
+  1.00 *by definition* (every ratio is reference time / its own time) whatever the suite; the rate ones
+  ran one copy on 8 cores. Kept, because they are published results, but a model should not train on them
+  (filter ``x_suspect = false``): an 8-core rate result of 1.0 would teach it that cores do nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from perfcast.datasets.parsing import (
 from perfcast.datasets.schema import hardware_ids
 
 SOURCE = "spec_cpu2017"
+#: SPEC CPU2017's reference machine: its own results score exactly 1 by definition (see ``x_suspect``)
+REFERENCE_SYSTEM = "Sun Fire V490"
+REFERENCE_SCORE = 1.0
 REQUIRED = (
     "Benchmark", "Hardware Vendor", "System", "Peak Result", "Base Result", "Energy Peak Result",
     "Energy Base Result", "# Cores", "# Chips", "# Enabled Threads Per Core", "Processor", "Processor MHz",
@@ -130,6 +138,8 @@ def variants(raw: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
             x_energy_score=_positive(raw.loc[keep, f"Energy {tag} Result"]).astype("float64"),
             x_pointer_size=raw.loc[keep, f"{tag} Pointer Size"],
         )
+        reference = (rec["system"] == REFERENCE_SYSTEM) & (rec["score"] == REFERENCE_SCORE)
+        rec["x_suspect"] = reference.fillna(False).astype(bool)
         frames.append(rec)
     return pd.concat(frames, ignore_index=True)
 

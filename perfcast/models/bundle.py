@@ -1,0 +1,415 @@
+"""A trained perfcast model saved as files that are data, not code: what a Predictor loads and MLflow serves.
+
+Why not one pickle: unpickling runs whatever code the file names, so a model file from anyone else would
+be a program. A bundle directory holds each part in the format its library reads without executing it:
+
+    manifest.json              format version, task, targets, feature columns, library versions,
+                               interval calibration and domain ranges (JSON), training metadata
+    features.skops             the fitted feature transformer (skops; only perfcast's own classes trusted)
+    estimators/<target>/       LightGBM model text, XGBoost JSON, a scikit-learn estimator in skops (types
+                               checked against :data:`SKOPS_ALLOWED`), or a group-attention network
+                               (JSON + a tensors-only state dict read with ``torch.load(weights_only=True)``)
+    calibration/<target>.npy   sorted conformity scores (``np.load(allow_pickle=False)``)
+
+Loading checks the manifest first: a bundle built with another major.minor version of perfcast or of a
+library it uses raises :class:`IncompatibleModelError` naming the library and both versions, and anything
+unreadable raises :class:`ModelFormatError` naming the file, never an unpickling traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from sklearn.base import BaseEstimator
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.pipeline import Pipeline
+
+from perfcast.features import TRANSFORMERS, RecordFeatures, feature_names
+from perfcast.models.domain import DomainGuard
+from perfcast.models.hybrid import HybridRegressor
+from perfcast.models.intervals import ConformalRegressor, IntervalCalibration
+from perfcast.models.registry import PerTargetRegressor
+from perfcast.models.roofline import RooflineRegressor, baseline
+
+FORMAT = "perfcast-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FEATURES_FILE = "features.skops"
+#: distributions whose version is recorded; a bundle names those it needs in ``requires``
+LIBRARIES: tuple[str, ...] = ("perfcast", "scikit-learn", "lightgbm", "xgboost", "torch", "skops", "numpy",
+                              "pandas")
+#: types skops must be told to trust for the estimators perfcast trains (everything else is refused):
+#: sklearn's tree arrays, numpy dtypes, the MLP's optimiser state, perfcast's feature transformers
+SKOPS_ALLOWED: frozenset[str] = frozenset({
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    *(f"{cls.__module__}.{cls.__qualname__}" for cls in TRANSFORMERS.values()),
+})
+
+
+class IncompatibleModelError(RuntimeError):
+    """The model was built with library versions this environment does not match (the message says which)."""
+
+
+class ModelFormatError(ValueError):
+    """A path is not a perfcast model, a file of it is unreadable, or an estimator cannot be saved safely."""
+
+
+# =========================================================================================== versions
+def library_versions() -> dict[str, str]:
+    """Installed version of each of :data:`LIBRARIES` (absent ones omitted); read from metadata, no import."""
+    out = {}
+    for dist in LIBRARIES:
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def check_versions(manifest: dict[str, Any], where: str) -> None:
+    """Raise :class:`IncompatibleModelError` unless every required library matches in major.minor."""
+    saved = manifest.get("versions", {})
+    installed = library_versions()
+    for lib in manifest.get("requires", []):
+        have, had = installed.get(lib), saved.get(lib, "?")
+        if have is None:
+            raise IncompatibleModelError(
+                f"the model at {where} needs {lib} (it was built with {lib} {had}), which is not installed here; "
+                f"install it: pip install '{lib}=={'.'.join(_major_minor(had))}.*'")
+        if _major_minor(have) != _major_minor(had):
+            raise IncompatibleModelError(
+                f"the model at {where} was built with {lib} {had}, but this environment has {lib} {have}. A model "
+                f"loads only with the major.minor versions it was built with: install {lib} "
+                f"{'.'.join(_major_minor(had))}.x (pip install '{lib}=={'.'.join(_major_minor(had))}.*') or "
+                f"retrain the model here (perfcast train CONFIG).")
+
+
+# ============================================================================================ heads
+class Head(Protocol):
+    """A loaded estimator: predictions from the feature frame ``F`` (and the same values as an array ``A``)."""
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class _LightGBM:
+    booster: Any
+    threads: int = 1
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return self.booster.predict(A, num_threads=self.threads)
+
+
+@dataclass
+class _XGBoost:
+    booster: Any
+    iteration_range: tuple[int, int]
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return self.booster.inplace_predict(A, iteration_range=self.iteration_range)
+
+
+@dataclass
+class _Sklearn:
+    estimator: BaseEstimator
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(F)
+
+
+@dataclass
+class _Log:
+    inner: Head
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return np.exp(self.inner.predict(F, A))
+
+
+@dataclass
+class _Hybrid:
+    target: str
+    inner: Head
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return baseline(F, self.target) * np.exp(self.inner.predict(F, A))
+
+
+@dataclass
+class _Roofline:
+    target: str
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return baseline(F, self.target)
+
+
+# ===================================================================================== save (encode)
+@dataclass
+class _Writer:
+    """Writes estimator files under ``root`` and collects the libraries they need."""
+
+    root: Path
+    requires: set[str] = field(default_factory=lambda: {"perfcast", "scikit-learn", "skops"})
+
+    def skops(self, obj: Any, rel: str) -> dict[str, Any]:
+        data = sio.dumps(obj)
+        untrusted = sio.get_untrusted_types(data=data)
+        refused = sorted(set(untrusted) - SKOPS_ALLOWED)
+        if refused:
+            raise ModelFormatError(
+                f"cannot save {type(obj).__name__} safely: skops would have to trust {refused}, which are not on "
+                f"perfcast's allow-list (perfcast.models.bundle.SKOPS_ALLOWED); add them there only if loading "
+                f"them cannot run code")
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / rel).write_bytes(data)
+        return {"kind": "sklearn", "file": rel}
+
+    def encode(self, est: Any, rel: str) -> dict[str, Any]:
+        """The manifest entry of one fitted estimator (files written under ``rel``)."""
+        import lightgbm as lgb
+        import xgboost as xgb
+
+        if isinstance(est, TransformedTargetRegressor):
+            if est.func is not np.log or est.inverse_func is not np.exp:
+                raise ModelFormatError(f"cannot save a TransformedTargetRegressor with func={est.func!r}: only "
+                                       f"the log/exp target transform of perfcast's registry is supported")
+            return {"kind": "log", "inner": self.encode(est.regressor_, rel)}
+        if isinstance(est, HybridRegressor):
+            return {"kind": "hybrid", "target": est.target, "inner": self.encode(est.estimator_, rel)}
+        if isinstance(est, RooflineRegressor):
+            return {"kind": "roofline", "target": est.target}
+        if isinstance(est, lgb.LGBMRegressor):
+            self.requires.add("lightgbm")
+            path = self.root / rel / "lightgbm.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            est.booster_.save_model(str(path))
+            return {"kind": "lightgbm", "file": f"{rel}/lightgbm.txt"}
+        if isinstance(est, xgb.XGBRegressor):
+            self.requires.add("xgboost")
+            path = self.root / rel / "xgboost.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            booster = est.get_booster()
+            booster.save_model(str(path))
+            best = getattr(est, "best_iteration", None)  # set only when the fit stopped early
+            return {"kind": "xgboost", "file": f"{rel}/xgboost.json",
+                    "iteration_range": [0, 0 if best is None else int(best) + 1]}
+        if type(est).__name__ == "GroupAttentionRegressor":  # torch is imported only when such a model exists
+            self.requires.add("torch")
+            est.save(self.root / rel / "group_attention")
+            return {"kind": "group_attention", "dir": f"{rel}/group_attention"}
+        if isinstance(est, BaseEstimator):
+            return self.skops(est, f"{rel}/model.skops")
+        raise ModelFormatError(f"cannot save an estimator of type {type(est).__name__}: perfcast.models.bundle "
+                               f"knows LightGBM, XGBoost, scikit-learn, group-attention, hybrid and roofline models")
+
+
+def save_model(model: ConformalRegressor, task: str, records: pd.DataFrame, path: str | os.PathLike[str],
+               metadata: dict[str, Any] | None = None) -> Path:
+    """Write a fitted :class:`ConformalRegressor` around a perfcast pipeline as a bundle directory ``path``.
+
+    ``records`` are the training inputs (what the model was fitted on): the domain guard learns their ranges.
+    ``metadata`` (JSON-serialisable: model name, parameters, data lineage, test metrics) is kept as is.
+    The directory is written beside ``path`` and renamed into place, so a half-written bundle never appears.
+    """
+    pipe = model.estimator_
+    if not (isinstance(pipe, Pipeline) and isinstance(pipe[0], RecordFeatures)
+            and isinstance(pipe[-1], PerTargetRegressor) and len(pipe) == 2):
+        raise ModelFormatError(f"save_model expects a perfcast pipeline (features -> PerTargetRegressor, as "
+                               f"make_model builds) inside the ConformalRegressor; got {pipe!r}")
+    if pipe[0].task != task:
+        raise ModelFormatError(f"the pipeline's features are for task {pipe[0].task!r}, not {task!r}")
+    target = Path(path)
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not empty; save the model to a new directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _write(model, task, records, tmp, metadata or {})
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Path, metadata: dict[str, Any]) -> None:
+    pipe = model.estimator_
+    features, per_target = pipe[0], pipe[-1]
+    writer = _Writer(root)
+    writer.skops(features, FEATURES_FILE)
+    if per_target.joint:
+        heads = [writer.encode(per_target.estimators_[0], "estimators/joint")]
+    else:
+        heads = [writer.encode(e, f"estimators/{t}") for t, e in zip(per_target.targets_, per_target.estimators_)]
+    cal = model.calibration_
+    (root / "calibration").mkdir()
+    for t in cal.targets:
+        np.save(root / "calibration" / f"{t}.npy", cal.scores[t], allow_pickle=False)
+    domain = DomainGuard(task).fit(records, features.transform(records))
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "targets": list(per_target.targets_),
+        "feature_columns": [str(c) for c in features.get_feature_names_out()],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "requires": sorted(writer.requires),
+        "estimators": {"joint": bool(per_target.joint), "heads": heads},
+        "calibration": cal.to_json(),
+        "domain": domain.to_json(),
+        "metadata": metadata,
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default), encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.isoformat()
+    raise TypeError(f"model metadata value {value!r} ({type(value).__name__}) is not JSON-serialisable")
+
+
+# ====================================================================================== load (decode)
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ModelFormatError(f"{root} is not a perfcast model: it has no {MANIFEST} (models are written by "
+                               f"`perfcast train` or perfcast.models.bundle.save_model)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelFormatError(f"{path} is not readable JSON: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFormatError(f"{path} is not a perfcast model manifest (format {FORMAT!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IncompatibleModelError(
+            f"the model at {root} has bundle format {version!r}, newer than this perfcast reads ({FORMAT_VERSION}); "
+            f"upgrade perfcast (it was built with perfcast {manifest.get('versions', {}).get('perfcast', '?')})")
+    return manifest
+
+
+class _Reader:
+    def __init__(self, root: Path, threads: int):
+        self.root, self.threads = root, threads
+
+    def file(self, rel: str) -> Path:
+        path = (self.root / rel).resolve()
+        if self.root.resolve() not in path.parents or not path.exists():
+            raise ModelFormatError(f"{self.root}: {MANIFEST} names {rel!r}, which is not a file inside the model")
+        return path
+
+    def skops(self, rel: str) -> Any:
+        path = self.file(rel)
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - SKOPS_ALLOWED)
+        if refused:
+            raise ModelFormatError(f"{path} holds types outside perfcast's allow-list {refused}; refusing to load "
+                                   f"it (only models written by perfcast load)")
+        return sio.load(path, trusted=untrusted)
+
+    def decode(self, spec: dict[str, Any]) -> Head:
+        kind = spec.get("kind")
+        if kind == "log":
+            return _Log(self.decode(spec["inner"]))
+        if kind == "hybrid":
+            return _Hybrid(spec["target"], self.decode(spec["inner"]))
+        if kind == "roofline":
+            return _Roofline(spec["target"])
+        if kind == "lightgbm":
+            import lightgbm as lgb
+
+            return _LightGBM(lgb.Booster(model_file=str(self.file(spec["file"]))), self.threads)
+        if kind == "xgboost":
+            import xgboost as xgb
+
+            booster = xgb.Booster(model_file=str(self.file(spec["file"])))
+            booster.set_param({"nthread": self.threads})
+            return _XGBoost(booster, tuple(spec["iteration_range"]))
+        if kind == "sklearn":
+            est = self.skops(spec["file"])
+            if "n_jobs" in est.get_params():  # a forest's default n_jobs=-1 costs ms of thread start-up per call
+                est.set_params(n_jobs=self.threads)
+            return _Sklearn(est)
+        if kind == "group_attention":
+            from perfcast.models.group_attention import GroupAttentionRegressor
+
+            return _Sklearn(GroupAttentionRegressor.load(self.file(spec["dir"])))
+        raise ModelFormatError(f"{self.root}: unknown estimator kind {kind!r} in {MANIFEST}")
+
+
+@dataclass
+class PerfcastModel:
+    """A loaded bundle: features, one head per target (or one joint head), intervals and domain guard."""
+
+    path: Path
+    task: str
+    targets: list[str]
+    features: RecordFeatures
+    heads: list[Head]
+    joint: bool
+    calibration: IntervalCalibration
+    domain: DomainGuard
+    metadata: dict[str, Any]
+    versions: dict[str, str]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], threads: int = 1) -> PerfcastModel:
+        """Read a bundle directory (see the module docstring for what is checked and trusted)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise ModelFormatError(f"{root} is not a directory holding a perfcast model")
+        manifest = _read_manifest(root)
+        check_versions(manifest, str(root))
+        task = manifest["task"]
+        now = feature_names(task)
+        if manifest["feature_columns"] != now:
+            gone = [c for c in manifest["feature_columns"] if c not in now]
+            new = [c for c in now if c not in manifest["feature_columns"]]
+            raise IncompatibleModelError(
+                f"the {task} features of this perfcast differ from those the model at {root} was trained on "
+                f"(removed {gone}, added {new}{', or reordered' if not gone and not new else ''}); retrain the model "
+                f"with this perfcast (perfcast train CONFIG)")
+        reader = _Reader(root, threads)
+        try:
+            features = reader.skops(FEATURES_FILE)
+            heads = [reader.decode(spec) for spec in manifest["estimators"]["heads"]]
+            cal_doc = manifest["calibration"]
+            scores = {t: np.load(reader.file(f"calibration/{t}.npy"), allow_pickle=False) for t in cal_doc["targets"]}
+            calibration = IntervalCalibration.from_json(cal_doc, scores)
+            domain = DomainGuard.from_json(manifest["domain"])
+        except (ModelFormatError, IncompatibleModelError):
+            raise
+        except Exception as err:  # noqa: BLE001 - any library's parse error becomes one clear message
+            raise ModelFormatError(f"the model at {root} is damaged or incomplete: {type(err).__name__}: {err}") from err
+        return cls(root, task, list(manifest["targets"]), features, heads, bool(manifest["estimators"]["joint"]),
+                   calibration, domain, dict(manifest.get("metadata", {})), dict(manifest.get("versions", {})))
+
+    def predict_features(self, F: pd.DataFrame) -> np.ndarray:
+        """(rows, targets) predictions from the feature frame the bundle's transformer produced."""
+        A = F.to_numpy(dtype="float64")
+        if self.joint:
+            return np.asarray(self.heads[0].predict(F, A), dtype="float64").reshape(len(F), -1)
+        return np.column_stack([np.asarray(h.predict(F, A), dtype="float64").reshape(len(F)) for h in self.heads])
+

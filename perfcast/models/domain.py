@@ -1,0 +1,156 @@
+"""Out-of-distribution flags: is a record like the ones the model was trained on, and if not, why?
+
+Why: a tree model extrapolates flat and even the hybrid's learned efficiency was only ever fitted inside
+the training ranges, so a prediction for m = 65536 when training stopped at 16384, an FP4 GEMM when training
+saw none, or a GPU with twice the bandwidth of any trained one deserves a warning the caller can act on.
+The checks are deliberately simple and explainable (ranges and seen values), so every flag comes with a
+sentence a user understands.
+
+A device the model never saw is *not* out of distribution by itself: predicting hardware known only from
+its spec sheet is the point of the project, and the interval calibration (grouped by device) already
+prices it in. It is flagged when its spec numbers leave the box spanned by the training devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.datasets.schema import columns
+from perfcast.features import normalize_dtype
+
+#: config columns that are choices, not sizes: a value never seen in training is out of distribution
+CATEGORICAL: tuple[str, ...] = ("dtype", "kv_dtype", "op", "phase", "layout", "benchmark", "subtest", "variant")
+#: numeric config columns that are not sizes (no range to leave)
+NOT_SIZES: frozenset[str] = frozenset({"alpha", "beta"})
+#: feature columns describing the device, per task (a device outside their training box is flagged)
+HARDWARE: dict[str, tuple[str, ...]] = {
+    "gemm": ("sm_count", "clock_mhz", "max_clock_mhz", "mem_bw_gbs", "mem_gb", "l2_mb", "peak_tflops",
+             "peak_tflops_fp32", "tdp_w", "compute_capability"),
+    "cpu_bench": ("sockets", "cores", "threads", "clock_mhz", "max_clock_mhz", "l3_mb", "mem_gb", "mem_mts",
+                  "mem_channel_bw_gbs"),
+}
+HARDWARE["attention"] = HARDWARE["gemm"]
+#: feature columns of the total work, in log10 (flagged as their linear quantity)
+WORK: tuple[str, ...] = ("log10_flops", "log10_bytes")
+
+
+def _categories(values: pd.Series, column: str) -> pd.Series:
+    """Comparable category labels: canonical dtype names, lower-case text otherwise."""
+    if column in ("dtype", "kv_dtype"):
+        return normalize_dtype(values, column)
+    return values.astype("string").str.strip().str.lower()
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    return np.char.mod("%g", values.astype("float64")).astype(object)
+
+
+class DomainGuard:
+    """Training ranges and seen values of one task's records; :meth:`check` says which records leave them.
+
+    ``fit(records, features)`` takes the training records and their feature frame (the pipeline's
+    ``features`` step output, which resolves every device's spec sheet); ``check`` takes the same pair for
+    new records. State is plain JSON (:meth:`to_json` / :meth:`from_json`).
+    """
+
+    def __init__(self, task: str):
+        self.task = task
+        self.sizes: dict[str, tuple[float, float]] = {}
+        self.categories: dict[str, list[str]] = {}
+        self.hardware: dict[str, tuple[float, float]] = {}
+        #: hardware columns every training row had a value for (a device lacking one is flagged)
+        self.complete: list[str] = []
+        self.devices: list[str] = []
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
+        schema = columns(self.task)
+        numeric = [c for c, col in schema.items()
+                   if col.group == "config" and col.kind in ("int", "float") and c not in NOT_SIZES]
+        self.sizes = {}
+        for c in (c for c in numeric if c in records.columns):
+            v = pd.to_numeric(records[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            if np.isfinite(v).any():
+                self.sizes[c] = (float(np.nanmin(v)), float(np.nanmax(v)))
+        self.categories = {c: sorted(_categories(records[c], c).dropna().unique().tolist())
+                           for c in CATEGORICAL if c in records.columns and records[c].notna().any()}
+        self.hardware = {}
+        for c in (c for c in (*HARDWARE[self.task], *WORK) if c in features.columns):
+            v = features[c].to_numpy(dtype="float64", na_value=np.nan)
+            if np.isfinite(v).any():
+                self.hardware[c] = (float(np.nanmin(v)), float(np.nanmax(v)))
+        self.complete = [c for c in self.hardware if c not in WORK and features[c].notna().all()]
+        ids = records["device_id"] if "device_id" in records.columns else pd.Series([], dtype="string")
+        self.devices = sorted(ids.dropna().astype(str).unique().tolist())
+        return self
+
+    # ---------------------------------------------------------------------------------------- check
+    def check(self, records: pd.DataFrame, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences)."""
+        n = len(records)
+        reasons = np.full(n, "", dtype=object)
+
+        def add(mask: np.ndarray, message: Any) -> None:
+            if not mask.any():
+                return
+            msg = message[mask] if isinstance(message, np.ndarray) else message
+            cur = reasons[mask]
+            reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
+
+        for c, (lo, hi) in self.sizes.items():
+            if c not in records.columns:
+                continue
+            v = pd.to_numeric(records[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            shown = f"{c}=" + _fmt(v)
+            add(v > hi, shown + f" above training max {hi:g}")
+            add(v < lo, shown + f" below training min {lo:g}")
+        for c, seen in self.categories.items():
+            if c not in records.columns:
+                continue
+            labels = _categories(records[c], c)
+            unseen = (labels.notna() & ~labels.isin(seen)).to_numpy(dtype=bool)
+            raw = records[c].astype("string").to_numpy(dtype=object, na_value="")
+            add(unseen, f"{c} '" + raw + f"' never seen in training (seen: {', '.join(seen)})")
+        device = self._device_labels(records)
+        for c, (lo, hi) in self.hardware.items():
+            if c not in features.columns:
+                continue
+            v = features[c].to_numpy(dtype="float64", na_value=np.nan)
+            if c in WORK:
+                name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
+                add(v > hi, f"{name} " + _fmt(v) + f" above training max {hi:.3g}")
+                add(v < lo, f"{name} " + _fmt(v) + f" below training min {lo:.3g}")
+                continue
+            where = "device " + device + " spec outside the training hull: " + c + " " + _fmt(v)
+            add(v > hi, where + f" > max {hi:g}")
+            add(v < lo, where + f" < min {lo:g}")
+            if c in self.complete:
+                add(np.isnan(v), "device " + device + f" has no {c} (every training device had one)")
+        return reasons == "", [str(r) for r in reasons]
+
+    @staticmethod
+    def _device_labels(records: pd.DataFrame) -> np.ndarray:
+        label = pd.Series("<unnamed>", index=records.index, dtype="string")
+        for c in ("device_name", "device_id"):
+            if c in records.columns:
+                label = records[c].astype("string").fillna(label)
+        return ("'" + label + "'").to_numpy(dtype=object)
+
+    # ------------------------------------------------------------------------------------ save/load
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "sizes": self.sizes, "categories": self.categories,
+                "hardware": self.hardware, "complete": self.complete, "devices": self.devices}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DomainGuard:
+        guard = cls(str(doc["task"]))
+        guard.sizes = {c: (float(a), float(b)) for c, (a, b) in doc["sizes"].items()}
+        guard.categories = {c: list(v) for c, v in doc["categories"].items()}
+        guard.hardware = {c: (float(a), float(b)) for c, (a, b) in doc["hardware"].items()}
+        guard.complete = list(doc["complete"])
+        guard.devices = list(doc["devices"])
+        return guard

@@ -1,0 +1,213 @@
+"""Predictor: load a trained perfcast model once, then predict many configurations with intervals and OOD flags.
+
+    p = Predictor.load("models:/gemm-runtime/3")     # registry URI, run URI (runs:/ID/model) or local directory
+    p.predict({"m": 4096, "n": 4096, "k": 4096, "dtype": "bf16", "device": "h100_sxm"})   # -> dict
+    p.predict(frame)                                   # -> DataFrame, one row per input row (same index)
+    p.rank(config, devices=["a100_sxm", "h100_sxm", "l40s"], by="runtime_ms")             # -> sorted DataFrame
+
+Every prediction carries ``<target>_lo`` / ``<target>_hi`` at the model's calibrated level (or ``level=``),
+``in_distribution`` and, when that is false, ``ood_reason``. Inputs are checked before anything runs: a
+missing column, an unknown device or a non-numeric size is reported by name and row. MLflow is imported only
+for ``runs:/`` and ``models:/`` URIs, so loading a local model stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.datasets.hardware_specs import ENV_VAR, catalog, resolve_device_id
+from perfcast.datasets.schema import columns
+from perfcast.features import MissingColumnError, UnknownDeviceError
+from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
+from perfcast.models.intervals import check_level
+
+#: MLflow's folder for pyfunc artifacts inside a logged model, and the bundle's name there
+BUNDLE_IN_MLFLOW_MODEL = Path("artifacts") / "bundle"
+#: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
+DEVICE_ALIAS = "device"
+#: targets where a higher value is better (ranked descending by default)
+HIGHER_IS_BETTER = frozenset({"score"})
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def resolve_model_dir(uri_or_path: str | os.PathLike[str]) -> Path:
+    """The local bundle directory of a model path, an MLflow model directory, or a ``runs:/``/``models:/`` URI."""
+    text = str(uri_or_path)
+    if "://" in text or text.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    else:
+        local = Path(text).expanduser()
+        if not local.exists():
+            raise FileNotFoundError(
+                f"no model at {text!r}: give a directory written by perfcast, an MLflow run URI (runs:/RUN_ID/model) "
+                f"or a registry URI (models:/NAME/VERSION)")
+    for candidate in (local, local / BUNDLE_IN_MLFLOW_MODEL):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    raise ModelFormatError(f"{text} holds no perfcast model (no {MANIFEST} in it or in its {BUNDLE_IN_MLFLOW_MODEL})")
+
+
+class Predictor:
+    """Predictions with calibrated intervals and out-of-distribution flags from one loaded model."""
+
+    def __init__(self, model: PerfcastModel):
+        self.model = model
+        self.task = model.task
+        self.targets = list(model.targets)
+        self.level = model.calibration.level
+        schema = columns(self.task)
+        self._numeric = [c for c, col in schema.items() if col.kind in ("int", "float") and col.group != "targets"]
+        self._boolean = [c for c, col in schema.items() if col.kind == "bool"]
+        self._required = tuple(type(model.features).required)
+        self._needs_device = self.task in ("gemm", "attention")
+
+    @classmethod
+    def load(cls, uri_or_path: str | os.PathLike[str], *, threads: int = 1) -> Predictor:
+        """Load a model (local directory, ``runs:/ID/model`` or ``models:/NAME/VERSION``).
+
+        ``threads`` is the number of threads the tree models predict with (1 is fastest for small batches).
+        Raises :class:`~perfcast.models.bundle.IncompatibleModelError` when the model was built with other
+        major.minor library versions, and :class:`~perfcast.models.bundle.ModelFormatError` for a damaged one.
+        """
+        return cls(PerfcastModel.load(resolve_model_dir(uri_or_path), threads=threads))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the model was trained on and how it scored (as recorded when it was saved)."""
+        return self.model.metadata
+
+    # ------------------------------------------------------------------------------------ predict
+    def predict(self, config: Mapping[str, Any] | pd.DataFrame, level: float | None = None
+                ) -> dict[str, Any] | pd.DataFrame:
+        """A dict in gives a dict out; a DataFrame (or list of dicts) gives a DataFrame with the input's index."""
+        if isinstance(config, Mapping):
+            cols = self._predict(self._records(pd.DataFrame({k: [v] for k, v in config.items()})), level)
+            return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in cols.items()}
+        records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
+        return pd.DataFrame(self._predict(records, level), index=records.index)
+
+    def rank(self, config: Mapping[str, Any], devices: Sequence[str], by: str = "runtime_ms",
+             level: float | None = None, ascending: bool | None = None) -> pd.DataFrame:
+        """``config`` predicted on each of ``devices``, best first by ``by`` (lowest runtime, highest score).
+
+        Returns one row per device: ``rank``, ``device_id`` and the prediction columns with their intervals.
+        """
+        if by not in self.targets:
+            raise ValueError(f"cannot rank by {by!r}: this model predicts {', '.join(self.targets)}")
+        clash = [c for c in ("device_id", "device_name", DEVICE_ALIAS) if c in config]
+        if clash:
+            raise ValueError(f"rank() takes the devices as its `devices` argument; remove {clash} from the config")
+        if isinstance(devices, str) or not len(devices):
+            raise ValueError(f"devices must be a non-empty list of device ids, got {devices!r}")
+        frame = pd.DataFrame([{**config, "device_id": d} for d in devices])
+        records = self._records(frame)
+        out = pd.DataFrame(self._predict(records, level))
+        out.insert(0, "device_id", records["device_id"].to_numpy())
+        up = (by not in HIGHER_IS_BETTER) if ascending is None else ascending
+        out = out.sort_values(by, ascending=up, kind="stable").reset_index(drop=True)
+        out.insert(0, "rank", np.arange(1, len(out) + 1))
+        return out
+
+    def _predict(self, records: pd.DataFrame, level: float | None) -> dict[str, Any]:
+        """Column name -> values (arrays), in output order."""
+        if level is not None:
+            check_level(level)
+        model = self.model
+        features = model.features.transform(records)
+        pred = model.predict_features(features)
+        cal = model.calibration
+        lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level)
+        ok, reasons = model.domain.check(records, features)
+        out: dict[str, Any] = {}
+        for j, t in enumerate(self.targets):
+            out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]
+        out["in_distribution"] = ok
+        out["ood_reason"] = np.where(ok, None, np.asarray(reasons, dtype=object))
+        return out
+
+    # ------------------------------------------------------------------------------- input checks
+    def _records(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The input as records the features read: device alias resolved, types coerced, required columns present."""
+        if frame.empty:
+            raise ValueError("nothing to predict: the input has no rows")
+        frame = frame.rename(columns=str)
+        if DEVICE_ALIAS in frame.columns:
+            if "device_id" in frame.columns:
+                raise ValueError(f"give the device as either {DEVICE_ALIAS!r} or 'device_id', not both")
+            frame = frame.rename(columns={DEVICE_ALIAS: "device_id"})
+        absent = [c for c in self._required if c not in frame.columns]
+        if absent:
+            raise MissingColumnError(
+                f"the input lacks column(s) {absent}; a {self.task} prediction needs {', '.join(self._required)}"
+                + (" and a device (device_id such as 'h100_sxm', or device_name)" if self._needs_device else ""))
+        updates: dict[str, pd.Series] = {}
+        for c in self._required:
+            blank = frame[c].isna().to_numpy()
+            if blank.any():
+                raise ValueError(f"column {c!r} is empty in {int(blank.sum())} row(s) (first: row "
+                                 f"{frame.index[blank][0]!r}); every {self.task} prediction needs it")
+        for c in (c for c in self._numeric if c in frame.columns):
+            updates[c] = self._number(frame[c], c)
+        for c in (c for c in self._boolean if c in frame.columns):
+            updates[c] = self._flag(frame[c], c)
+        if "device_id" in frame.columns:
+            updates["device_id"] = self._devices(frame["device_id"])
+        elif self._needs_device and "device_name" not in frame.columns:
+            raise MissingColumnError(f"the input names no device: add a device_id column (a spec-sheet id such as "
+                                     f"'h100_sxm') or device_name")
+        return frame.assign(**updates) if updates else frame
+
+    @staticmethod
+    def _number(s: pd.Series, name: str) -> pd.Series:
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            return s.astype("float64")
+        out = pd.to_numeric(s, errors="coerce").astype("float64")
+        bad = (out.isna() & s.notna()).to_numpy()
+        if bad.any():
+            first = s.index[bad][0]
+            raise ValueError(f"column {name!r} must be a number; row {first!r} has {s[first]!r}")
+        return out
+
+    @staticmethod
+    def _flag(s: pd.Series, name: str) -> pd.Series:
+        if pd.api.types.is_bool_dtype(s):
+            return s.astype("boolean")
+        text = s.astype("string").str.strip().str.lower()
+        out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+        out[text.isin(_TRUE).fillna(False).to_numpy(dtype=bool)] = True
+        out[text.isin(_FALSE).fillna(False).to_numpy(dtype=bool)] = False
+        bad = (out.isna() & s.notna()).to_numpy()
+        if bad.any():
+            first = s.index[bad][0]
+            raise ValueError(f"column {name!r} must be true or false; row {first!r} has {s[first]!r}")
+        return out
+
+    @staticmethod
+    def _devices(s: pd.Series) -> pd.Series:
+        """Canonical spec-sheet ids; aliases ("H100 SXM", "NVIDIA L40S") are resolved, unknown ids refused."""
+        ids = s.astype("string")
+        known = catalog().specs
+        names = [v for v in ids.dropna().unique() if v not in known]
+        mapping = {v: resolve_device_id(v) for v in names}
+        unknown = sorted(v for v, dev in mapping.items() if dev is None)
+        if unknown:
+            first = ids.index[ids.isin(unknown).fillna(False).to_numpy(dtype=bool)][0]
+            close = difflib.get_close_matches(unknown[0].lower(), list(known), n=4, cutoff=0.4)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownDeviceError(
+                f"unknown device {unknown[0]!r} (row {first!r}){hint} Known devices: {', '.join(sorted(known))}. "
+                f"Describe a new device in a YAML spec file named by ${ENV_VAR}.")
+        return ids.replace({v: dev for v, dev in mapping.items()}) if mapping else ids
+
+
+__all__ = ["Predictor", "resolve_model_dir"]
