@@ -1,139 +1,143 @@
-"""Accuracy of perfcast on the anchor protocols, printed beside the papers' published numbers.
+"""Accuracy of perfcast on every benchmark protocol, beside the published numbers and honest baselines.
 
-Each protocol imports its dataset through the perfcast importer into a temporary record store, splits it
-exactly as the paper did (perfcast.eval.protocols), fits one registered model on the training rows and
-scores the test rows. Output: a Markdown table (protocol, target, metric, anchor, ours, n, wall time).
+Each protocol (perfcast.eval.anchors) imports its dataset from --data-root through the perfcast importers,
+trains on what its split trains on and scores everything else the directory holds. Prints one Markdown
+table (protocol, target, device, metric, anchor, perfcast, baselines, 90% interval coverage, n, wall time,
+notes) and writes it, with a header saying when, where, how and at which commit, to --out.
 
-    python benchmarks/accuracy.py                          # every protocol, default model (hybrid)
-    python benchmarks/accuracy.py --protocol neusight-ood --model extra_trees
+    python benchmarks/accuracy.py                                     # every protocol (about 30 min, 2 cores)
+    python benchmarks/accuracy.py --protocol neusight-ood --protocol gpperf-paper --model extra_trees
+    python benchmarks/accuracy.py --protocol spec-cpu2017-future --cutoff 2023
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+import psutil
 
-from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
-from perfcast.eval import metrics
-from perfcast.eval.protocols import gpperf_paper_split, neusight_ood_split
-from perfcast.models import MODELS, make_model
+from perfcast.eval.anchors import RUNNERS, UNSEEN_HARDWARE, Result, RunConfig, run
+from perfcast.models import model_names
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-@dataclass(frozen=True)
-class Anchor:
-    """One published number: which target (and row subset), which metric, its value and source."""
-
-    target: str
-    metric: str
-    value: float
-    source: str
-    subset: str | None = None  # an ``op`` value when the paper reports per operator
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric == "r2"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO.parent / "shared" / "datasets"
+DEFAULT_OUT = REPO / "benchmarks" / "RESULTS.md"
+METRIC_LABEL = {"mape": "mean APE", "median_ape": "median APE", "p90_ape": "P90 APE", "r2": "R²"}
 
 
-METRIC_LABEL = {"mape": "mean APE", "median_ape": "median APE", "r2": "R²"}
+def year(text: str) -> int:
+    """argparse type of --cutoff: a four-digit year."""
+    if not re.fullmatch(r"\d{4}", text.strip()):
+        raise argparse.ArgumentTypeError(f"--cutoff takes a year such as 2024, got {text!r}")
+    return int(text)
 
 
-@dataclass(frozen=True)
-class Protocol:
-    dataset: str
-    split: Callable[[pd.DataFrame], tuple[pd.DataFrame, pd.DataFrame]]
-    targets: tuple[str, ...]
-    anchors: tuple[Anchor, ...]
-
-
-GPPERF = "GPPerf (RF)"
-NEUSIGHT = "NeuSight (ASPLOS'25)"
-PROTOCOLS: dict[str, Protocol] = {
-    "gpperf-paper": Protocol(
-        "gpperf-cutlass", gpperf_paper_split, ("runtime_ms", "power_w"),
-        (Anchor("runtime_ms", "mape", 0.1557, GPPERF), Anchor("runtime_ms", "r2", 0.98, GPPERF),
-         Anchor("power_w", "median_ape", 0.0542, GPPERF), Anchor("power_w", "r2", 0.78, GPPERF)),
-    ),
-    "neusight-ood": Protocol(
-        "neusight", neusight_ood_split, ("runtime_ms",),
-        (Anchor("runtime_ms", "mape", 0.138, NEUSIGHT, subset="bmm"),
-         Anchor("runtime_ms", "mape", 0.139, NEUSIGHT, subset="linear")),
-    ),
-}
-
-
-def import_records(dataset: str, data_root: Path, task: str = "gemm") -> pd.DataFrame:
-    """Every ``task`` record of ``dataset``, imported from ``data_root/<dataset>`` into a throw-away store."""
-    path = data_root / dataset
-    if not path.is_dir():
-        raise SystemExit(f"dataset folder {path} not found; pass --data-root (the shared datasets directory)")
-    with tempfile.TemporaryDirectory(prefix="perfcast-bench-") as tmp:
-        store = RecordStore(tmp)
-        get_importer(dataset).run(path, store)
-        return store.read(task)
-
-
-def _fmt(metric: str, value: float) -> str:
-    return f"{value:.4f}" if metric == "r2" else f"{100 * value:.2f}%"
-
-
-def evaluate(name: str, data_root: Path, model: str) -> list[dict[str, str]]:
-    """Fit ``model`` on the protocol's training split and score each anchor on its test rows."""
-    proto = PROTOCOLS[name]
-    records = import_records(proto.dataset, data_root)
-    train, test = proto.split(records)
-    start = time.perf_counter()
-    targets = list(proto.targets)
-    pipe = make_model(model, "gemm", targets).fit(train, train[targets])
-    pred = np.asarray(pipe.predict(test)).reshape(len(test), len(targets))
-    wall = time.perf_counter() - start
-    rows = []
-    for a in proto.anchors:
-        keep = np.ones(len(test), dtype=bool) if a.subset is None else (test["op"] == a.subset).to_numpy()
-        truth = test.loc[keep, a.target]
-        ours = metrics.METRICS[a.metric](truth, pred[keep, targets.index(a.target)])
-        better = ours > a.value if a.higher_is_better else ours < a.value
-        rows.append({
-            "protocol": name,
-            "target": a.target + (f" ({a.subset})" if a.subset else ""),
-            "metric": METRIC_LABEL[a.metric],
-            "anchor": f"{_fmt(a.metric, a.value)} {a.source}",
-            "ours": f"{_fmt(a.metric, ours)} ({model})",
-            "better": "yes" if better else "no",
-            "n": str(int(truth.notna().sum())),
-            "wall time": f"{wall:.1f} s (fit+predict, {len(train)} train rows)",
-        })
-    return rows
-
-
-def markdown(rows: list[dict[str, str]]) -> str:
-    """Rows as a GitHub-flavoured Markdown table."""
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                        help=f"shared datasets directory (default: {DEFAULT_DATA_ROOT})")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), action="append",
-                        help="protocol to run (repeatable; default: all)")
-    parser.add_argument("--model", choices=sorted(MODELS), default="hybrid",
-                        help="registered model to fit (default: hybrid)")
-    args = parser.parse_args(argv)
-    rows = [r for name in (args.protocol or list(PROTOCOLS)) for r in evaluate(name, args.data_root, args.model)]
-    print(markdown(rows))
+                        help=f"directory laid out like shared/datasets (default: {DEFAULT_DATA_ROOT})")
+    parser.add_argument("--protocol", choices=list(RUNNERS), action="append",
+                        help="protocol to run (repeatable; default: all, in the order listed)")
+    parser.add_argument("--cutoff", type=year, default=None,
+                        help="future protocol: train on results published before this year, test on the rest "
+                             "(default: the latest year in the data)")
+    parser.add_argument("--model", choices=model_names(), default=None,
+                        help="model for every protocol (default: each protocol's tuned default, else hybrid "
+                             "for GPU kernels and lightgbm for CPU benchmarks)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file to write (default: {DEFAULT_OUT})")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------- formatting
+def fmt(metric: str, value: float) -> str:
+    """An APE or coverage as a percentage, R² as a number."""
+    return f"{value:.3f}" if metric == "r2" else f"{100 * value:.2f}%"
+
+
+def table(rows: Sequence[Result]) -> tuple[str, list[str]]:
+    """The Markdown table and its numbered notes (a row's notes are referenced as [1], [2], ...)."""
+    head = ["protocol", "target", "device", "metric", "anchor", "perfcast", "baselines", "beats ref.",
+            "90% coverage", "n", "wall", "notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    notes: list[str] = []
+    for r in rows:
+        refs = []
+        for note in r.notes:
+            if note not in notes:
+                notes.append(note)
+            refs.append(f"[{notes.index(note) + 1}]")
+        beats = r.beats()
+        cov = ("pending" if r.protocol in UNSEEN_HARDWARE else "—") if r.coverage is None else (
+            f"{fmt('mape', r.coverage)} (±{fmt('mape', r.width / 2)})")
+        cells = [
+            r.protocol, r.target, r.device, METRIC_LABEL.get(r.metric, r.metric),
+            f"{fmt(r.metric, r.anchor.value)} {r.anchor.source}" if r.anchor else "—",
+            f"**{fmt(r.metric, r.ours)}** ({r.model})",
+            " · ".join(f"{k} {fmt(r.metric, v)}" for k, v in r.baselines.items()) or "—",
+            "—" if beats is None else ("yes" if beats else "no"),
+            cov, f"{r.n:,}", f"{r.wall_s:.0f} s", " ".join(refs),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines), notes
+
+
+def git_commit() -> str:
+    """HEAD of the checkout the benchmark ran from, marked dirty when the tree has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def header(argv: Sequence[str], total_s: float) -> str:
+    """When, where, how and at which commit the table was measured."""
+    mem = psutil.virtual_memory().total / 2**30
+    cpu = platform.processor() or platform.machine()
+    command = "python benchmarks/accuracy.py " + shlex.join(argv)
+    return "\n".join([
+        "# perfcast accuracy benchmarks",
+        "",
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- command: `{command.strip()}`",
+        f"- git commit: {git_commit()}",
+        f"- total wall time: {total_s / 60:.1f} min (dataset imports included; the wall column is fit + predict)",
+        "",
+        "APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
+        "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
+        "Coverage: share of test rows inside perfcast's 90% conformal interval (unseen-hardware protocols), "
+        "with the interval's mean half-width relative to its centre.",
+        "",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> list[Result]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    start = time.perf_counter()
+    rows = run(args.protocol or list(RUNNERS), RunConfig(args.data_root, args.cutoff, args.model))
+    body, notes = table(rows)
+    text = "\n".join([header(argv, time.perf_counter() - start), body, "", "Notes:", "",
+                      *[f"{i}. {n}" for i, n in enumerate(notes, 1)], ""])
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    return rows
 
 
 if __name__ == "__main__":

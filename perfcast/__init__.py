@@ -10,4 +10,14 @@ def load_dataset(task: str, store: str | None = None):  # noqa: ANN201  (pandas 
     return RecordStore(store).read(task)
 
 
-__all__ = ["RecordStore", "__version__", "load_dataset"]
+def __getattr__(name: str):  # noqa: ANN202
+    """``perfcast.Predictor`` on first use: importing it loads the model libraries, which ``perfcast --help``
+    and the data commands do not need."""
+    if name == "Predictor":
+        from perfcast.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'perfcast' has no attribute {name!r}")
+
+
+__all__ = ["Predictor", "RecordStore", "__version__", "load_dataset"]

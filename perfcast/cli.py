@@ -24,15 +24,17 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 
-def _mount_train() -> None:
-    """``perfcast train``: the command lives with the training package (mounted unnamed, so it is not
-    ``perfcast train train``)."""
+def _mount() -> None:
+    """``perfcast train`` and ``perfcast eval`` live with their packages; mounted unnamed, so they are not
+    ``perfcast train train``."""
+    from perfcast.eval.cli import eval_app
     from perfcast.training.cli import train_app
 
     app.add_typer(train_app)
+    app.add_typer(eval_app)
 
 
-_mount_train()
+_mount()
 
 StoreOpt = Annotated[
     Optional[Path],

@@ -28,8 +28,9 @@ from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.intervals import check_level
 
-#: MLflow's folder for pyfunc artifacts inside a logged model, and the bundle's name there
-BUNDLE_IN_MLFLOW_MODEL = Path("artifacts") / "bundle"
+#: the bundle's name among a logged MLflow model's artifacts, and where MLflow puts it in the model directory
+BUNDLE_ARTIFACT = "bundle"
+BUNDLE_IN_MLFLOW_MODEL = Path("artifacts") / BUNDLE_ARTIFACT
 #: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
 DEVICE_ALIAS = "device"
 #: targets where a higher value is better (ranked descending by default)

@@ -9,15 +9,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import clone
 from sklearn.metrics import r2_score
 from typer.testing import CliRunner
 
 from perfcast.eval import metrics, plots
 from perfcast.eval.cli import eval_app
 from perfcast.eval.protocols import SHAPE_KEYS
-from perfcast.eval.report import EvalError, evaluate_model, load_model, log_report
-from perfcast.features import feature_transformer
+from perfcast.eval.report import EvalError, SavedModel, evaluate_model, load_model, log_report
+from perfcast.models.bundle import save_model
+from perfcast.models.intervals import ConformalRegressor
 from perfcast.training import tracking
 from perfcast.training.config import EvalConfig, parse_config
 from perfcast.training.train import build_model, load_records, model_input, split_records, train
@@ -69,35 +70,12 @@ def mlflow_uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_model_uri(mlflow_uri, forest, ada) -> str:
-    """A pipeline fitted on every ada record and logged as perfcast logs models: ``runs:/ID/model``."""
-    X = model_input(ada, "gemm")
-    fitted = clone(forest).fit(X, ada[TARGETS])
+    """A pipeline fitted on every ada record, logged in MLflow's scikit-learn flavour: ``runs:/ID/model``."""
+    fitted = clone(forest).fit(model_input(ada, "gemm"), ada[TARGETS])
     tracking.start(mlflow_uri, "models")
     with mlflow.start_run() as run:
-        tracking.log_model(fitted, X, None, feature_transformer("gemm").required)
+        mlflow.sklearn.log_model(fitted, name="model", serialization_format="cloudpickle")
     return f"runs:/{run.info.run_id}/model"
-
-
-class ScaledInterval(RegressorMixin, BaseEstimator):
-    """A model with intervals: the pipeline's prediction times (1 ± w), w the ``level`` quantile of its
-    relative training errors per target (a plain in-sample interval: coverage on new rows may fall short)."""
-
-    def __init__(self, pipeline, level: float = 0.9):
-        self.pipeline = pipeline
-        self.level = level
-
-    def fit(self, X, Y):
-        self.pipeline_ = clone(self.pipeline).fit(X, Y)
-        rel = np.abs(self.predict(X).reshape(len(X), -1) / Y.to_numpy(dtype=float) - 1)
-        self.half_width_ = np.nanquantile(rel, self.level, axis=0)
-        return self
-
-    def predict(self, X):
-        return self.pipeline_.predict(X)
-
-    def predict_interval(self, X):
-        p = self.predict(X).reshape(len(X), -1)
-        return p * (1 - self.half_width_), p * (1 + self.half_width_)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -113,7 +91,10 @@ def test_coverage_and_width_by_hand():
     with pytest.raises(ValueError, match="y_true has 5 values but the intervals 4"):
         metrics.coverage(y, lo[:4], hi[:4])
     with pytest.raises(ValueError, match="1 interval bound"):
-        metrics.mean_width(lo, np.where(np.arange(5) == 2, np.inf, hi))
+        metrics.mean_width(lo, np.where(np.arange(5) == 2, np.nan, hi))
+    # too few calibration rows for the level: the interval around 2 is [0, inf), which holds it
+    lo2, hi2 = np.where(np.arange(5) == 1, 0.0, lo), np.where(np.arange(5) == 1, np.inf, hi)
+    assert metrics.coverage(y, lo2, hi2) == 1.0 and metrics.mean_width(lo2, hi2) == np.inf
     with pytest.raises(ValueError, match="midpoint"):
         metrics.mean_width([-2.0], [1.0])
 
@@ -219,6 +200,8 @@ def test_refit_trains_on_the_protocol_rows_only(forest, ada, shape_report):
     fitted_on_all = clone(forest).fit(model_input(ada, "gemm"), ada[TARGETS])
     again = evaluate_model(fitted_on_all, ada, "unseen-shape", seed=1)      # refit: the fit on all rows is dropped
     np.testing.assert_allclose(again.predictions["runtime_ms_pred"], shape_report.predictions["runtime_ms_pred"])
+    power = evaluate_model(fitted_on_all, ada, "unseen-shape", seed=1, targets=["power_w"])  # one output scored
+    assert list(power.metrics) == ["power_w"] and power.metrics["power_w"] == shape_report.metrics["power_w"]
     as_fitted = evaluate_model(fitted_on_all, ada, "unseen-shape", seed=1, refit=False)
     # scored as fitted, the model has seen the test shapes: far better numbers, which is why refit is the default
     assert as_fitted.metrics["runtime_ms"]["mape"] < 0.5 * again.metrics["runtime_ms"]["mape"]
@@ -226,19 +209,43 @@ def test_refit_trains_on_the_protocol_rows_only(forest, ada, shape_report):
 
 
 def test_intervals_give_coverage_and_width(forest, ada, tmp_path):
-    report = evaluate_model(ScaledInterval(forest), ada, "random", seed=2, task="gemm", targets=TARGETS)
-    assert report.has_intervals
+    report = evaluate_model(ConformalRegressor(forest, level=0.8, n_splits=2), ada, "random", seed=2)
+    assert report.has_intervals and report.targets == TARGETS and report.task == "gemm"
     df = report.predictions
     for target in TARGETS:
         ok = df[target].notna()
         y, lo, hi = (df.loc[ok, c].to_numpy() for c in (target, f"{target}_lo", f"{target}_hi"))
         s = report.metrics[target]
         assert s["coverage"] == pytest.approx(np.mean((lo <= y) & (y <= hi)))
-        half = (hi - lo) / (hi + lo)                                   # the same w on every row of a target
-        assert np.allclose(half, half[0]) and s["mean_width"] == pytest.approx(2 * half[0])
-        assert {"coverage", "mean_width"} <= set(report.breakdowns[target].columns)
+        assert s["mean_width"] == pytest.approx(np.mean((hi - lo) / ((hi + lo) / 2)))
+        table = report.breakdowns[target]
+        op = table[table["by"] == "op"].iloc[0]                     # one op: its group is every row
+        assert op["coverage"] == pytest.approx(s["coverage"]) and op["mean_width"] == pytest.approx(s["mean_width"])
     text = report.to_markdown(tmp_path).read_text()
     assert "coverage %" in text and "width %" in text
+    assert f"{100 * report.metrics['runtime_ms']['coverage']:.2f}" in text
+
+
+def test_a_saved_perfcast_model_is_scored_as_saved_or_rebuilt_from_its_metadata(forest, ada, tmp_path):
+    X = model_input(ada, "gemm")
+    calibrated = ConformalRegressor(forest, level=0.8, n_splits=2)
+    fitted = clone(calibrated).fit(X, ada[TARGETS])
+    path = save_model(fitted, "gemm", X, tmp_path / "bundle",   # the metadata perfcast.training writes
+                      {"name": "ada-eval", "model": {"name": "rf", "params": {"n_estimators": 15, "n_jobs": 1}},
+                       "seed": 3})
+    loaded = load_model(str(path))
+    assert isinstance(loaded, SavedModel) and (loaded.task, loaded.targets_) == ("gemm", TARGETS)
+    as_saved = evaluate_model(str(path), ada, "unseen-shape", seed=1, refit=False)
+    test = model_input(ada.set_index("record_id").loc[as_saved.predictions["record_id"]].reset_index(), "gemm")
+    np.testing.assert_allclose(as_saved.predictions[["runtime_ms_pred", "power_w_pred"]], fitted.predict(test),
+                               rtol=1e-9)
+    assert as_saved.has_intervals and 0 <= as_saved.metrics["power_w"]["coverage"] <= 1
+    rebuilt = evaluate_model(str(path), ada, "unseen-shape", seed=1)   # refit: the recipe, on the training shapes
+    fresh = evaluate_model(calibrated, ada, "unseen-shape", seed=1)
+    np.testing.assert_allclose(rebuilt.predictions["runtime_ms_pred"], fresh.predictions["runtime_ms_pred"])
+    np.testing.assert_allclose(rebuilt.predictions["power_w_hi"], fresh.predictions["power_w_hi"])
+    with pytest.raises(EvalError, match="cannot load model .*nowhere"):
+        load_model(str(tmp_path / "nowhere"))
 
 
 def test_markdown_report_states_protocol_n_every_metric_and_its_plots(shape_report, tmp_path):
@@ -284,6 +291,8 @@ def test_evaluate_explains_what_cannot_be_evaluated(forest, ada):
         evaluate_model(forest, ada, "random", options={"tset_size": 0.3})
     with pytest.raises(EvalError, match="cannot tell which task and targets"):
         evaluate_model(forest[-1].estimator, ada, "random")
+    with pytest.raises(EvalError, match="predicts runtime_ms, power_w; it cannot be scored on score"):
+        evaluate_model(forest, ada, "random", targets=["score"])
     with pytest.raises(ValueError, match="cannot hold out 1 of 1 device"):
         evaluate_model(forest, ada, "unseen-hardware")
 
@@ -310,15 +319,15 @@ def test_a_logged_model_is_evaluated_and_the_report_logged(run_model_uri, mlflow
 
 def test_cli_eval_writes_the_report_and_says_where(run_model_uri, mlflow_uri, data_root, tmp_path):
     out = tmp_path / "cli"
-    args = [run_model_uri, "--protocol", "unseen-shape", "--data", f"gpperf-ada-matmul={data_root / 'gpperf-ada-matmul'}",
-            "--option", "test_size=0.3", "--seed", "2", "--out", str(out), "--tracking-uri", mlflow_uri]
+    ada_data = f"gpperf-ada-matmul={data_root / 'gpperf-ada-matmul'}"
+    args = [run_model_uri, "--protocol", "unseen-shape", "--data", ada_data, "--option", "test_size=0.3",
+            "--seed", "2", "--out", str(out), "--tracking-uri", mlflow_uri]
     res = runner.invoke(eval_app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "runtime_ms" in res.output and "power_w" in res.output and str(out / "report.md") in res.output
     text = (out / "report.md").read_text()
     assert "held out 12 of 39 shapes" in text              # 0.3 of 39 shapes: the option arrived as a number
-    res = runner.invoke(eval_app, [run_model_uri, "--protocol", "nope", "--tracking-uri", mlflow_uri,
-                                   "--data", f"gpperf-ada-matmul={data_root / 'gpperf-ada-matmul'}"])
+    res = runner.invoke(eval_app, [run_model_uri, "--protocol", "nope", "--tracking-uri", mlflow_uri, "--data", ada_data])
     assert res.exit_code == 2 and "unknown protocol 'nope'" in res.output
     res = runner.invoke(eval_app, [run_model_uri, "--protocol", "random", "--data", "gpperf-ada-matmul"])
     assert res.exit_code == 2 and "DATASET=PATH" in res.output

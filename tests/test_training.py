@@ -15,6 +15,7 @@ from perfcast.datasets.importers import get_importer
 from perfcast.datasets.schema import columns
 from perfcast.eval.metrics import mape
 from perfcast.features import feature_transformer
+from perfcast.predictor import Predictor
 from perfcast.training import tracking
 from perfcast.training.cli import train_app
 from perfcast.training.config import parse_config
@@ -56,7 +57,7 @@ def ada_records(data_root):
 def mlflow_in(tmp_path, monkeypatch):
     """Tracking in a fresh SQLite file under tmp_path; MLflow's global URI restored afterwards."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # MLflow 3 refuses to unpickle otherwise
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # a logged perfcast model holds no pickle
     before = mlflow.get_tracking_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     yield uri
@@ -218,7 +219,8 @@ def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_
     assert run.data.params["model.params.n_estimators"] == "40"
     assert run.data.params["eval.protocol"] == "random" and run.data.params["seed"] == "3"
     assert int(run.data.params["data.rows_test"]) == result.n_test
-    for key in ("test_runtime_ms_mape", "test_power_w_median_ape", "test_runtime_ms_r2", "train_power_w_mape"):
+    for key in ("test_runtime_ms_mape", "test_power_w_median_ape", "test_runtime_ms_r2", "train_power_w_mape",
+                "test_runtime_ms_coverage", "test_power_w_interval_width"):
         assert run.data.metrics[key] == pytest.approx(result.metrics[key])
 
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
@@ -242,17 +244,19 @@ def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_
     records = load_records(cfg.data, "gemm")
     split = split_records(records.frame, cfg.eval, cfg.seed, TARGETS)
     X_test = model_input(split.test, "gemm")
-    served = np.asarray(model.predict(X_test))
+    answer = model.predict(X_test)
+    served = answer[TARGETS].to_numpy()
     again = evaluate(split.test[TARGETS].astype(float), served, "test_")
     for key, value in again.items():
         assert value == pytest.approx(result.metrics[key], rel=1e-9), key
-    # and it is the fitted pipeline: the raw sklearn flavour predicts the same without schema enforcement
-    pipe = mlflow.sklearn.load_model(result.model_uri)
-    np.testing.assert_allclose(pipe.predict(X_test), served, rtol=1e-12)
+    # and it is the bundle the Predictor reads: loaded from the run URI, it answers the same, intervals included
+    direct = Predictor.load(result.model_uri).predict(X_test)
+    bounds = [f"{t}{s}" for t in TARGETS for s in ("", "_lo", "_hi")]
+    np.testing.assert_allclose(direct[bounds].to_numpy(float), answer[bounds].to_numpy(float), rtol=1e-12)
     # a served request names the device by spec-sheet id: the hardware columns are optional inputs
     config_cols = [c for c, col in columns("gemm").items() if col.group == "config" and c in X_test]
     by_id = X_test[[*config_cols, "device_id"]].head(5)
-    np.testing.assert_allclose(model.predict(by_id), served[:5], rtol=1e-9)
+    np.testing.assert_allclose(model.predict(by_id)[TARGETS].to_numpy(float), served[:5], rtol=1e-9)
 
 
 @pytest.mark.slow

@@ -39,14 +39,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut
 
-from perfcast.datasets.hardware_specs import spec_table
+from perfcast.datasets.hardware_specs import get_spec, spec_table
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.store import RecordStore
 from perfcast.eval import metrics, whole_model
 from perfcast.eval.protocols import (
     N_FOLDS,
     NOTE,
-    SHAPE_KEYS,
     future_split,
     gpperf_paper_split,
     ncpp_paper_split,
@@ -54,8 +53,10 @@ from perfcast.eval.protocols import (
     unseen_hardware_split,
     unseen_shape_split,
 )
+from perfcast.features import feature_transformer
 from perfcast.models import make_model, registry
 from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.roofline import baseline
 
 SEED = 0
 #: the prediction-interval level whose coverage unseen-hardware protocols report
@@ -111,6 +112,8 @@ class Result:
     anchor: Anchor | None = None
     baselines: dict[str, float] = field(default_factory=dict)
     coverage: float | None = None
+    #: mean relative width of the interval, (hi - lo) / midpoint (0.2 means +-10 %)
+    width: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -208,15 +211,24 @@ def predict_interval(model: ConformalRegressor, test: pd.DataFrame) -> tuple[np.
 # ============================================================================================ baselines
 def roofline(test: pd.DataFrame, task: str, target: str = "runtime_ms") -> np.ndarray:
     """What the spec sheet alone predicts for each row (perfcast's analytical roofline model)."""
-    model = make_model("roofline", task, [target]).fit(test, test[[target]])
-    return np.asarray(model.predict(test), dtype="float64")
+    return np.asarray(baseline(feature_transformer(task).fit(test).transform(test), target), dtype="float64")
+
+
+def _spec_rows(device_ids: Sequence[str]) -> pd.DataFrame:
+    """The spec-table rows of ``device_ids`` (a KeyError naming the closest known ids for an unknown one)."""
+    table = spec_table()
+    for dev in device_ids:
+        if dev not in table.index:
+            get_spec(dev)  # raises the catalogue's KeyError, or resolves an alias
+            raise KeyError(f"{dev!r} is an alias, not a canonical device id (see hardware_specs.resolve_device_id)")
+    return table.loc[list(device_ids)]
 
 
 def device_family(device_ids: Sequence[str]) -> pd.Series:
     """Family key of each device from its spec sheet: vendor, first word of the family name and the
     compute-capability major (so Blackwell datacenter sm_100/sm_103 parts are one family, the sm_120 RTX PRO
     another, and Ampere A100 and Ada L40S differ although both are sm_8x)."""
-    spec = spec_table().reindex(list(device_ids))
+    spec = _spec_rows(device_ids)
     major = spec["compute_capability"].astype("string").str.split(".").str[0].fillna("-")
     word = spec["family"].astype("string").str.split().str[0].fillna(pd.Series(spec.index, index=spec.index))
     return spec["vendor"].astype("string").fillna("-") + "|" + word + "|" + major
@@ -226,7 +238,7 @@ def spec_distances(target: str, candidates: Sequence[str]) -> pd.Series:
     """Euclidean distance from ``target`` to each candidate over z-scored log spec fields (those of
     :data:`DISTANCE_FIELDS` known for all of them), smallest first."""
     devices = [target, *candidates]
-    spec = spec_table().reindex(devices)[list(DISTANCE_FIELDS)].astype("float64")
+    spec = _spec_rows(devices)[list(DISTANCE_FIELDS)].astype("float64")
     spec = np.log(spec.dropna(axis=1))
     if spec.shape[1] == 0:
         raise ValueError(f"no spec field of {DISTANCE_FIELDS} is known for all of {devices}")
@@ -242,13 +254,13 @@ def nearest_devices(target: str, candidates: Sequence[str]) -> list[str]:
 
 
 def sibling_devices(target: str, candidates: Sequence[str]) -> list[str]:
-    """Candidates of ``target``'s family (:func:`device_family`), nearest first; empty when it has none."""
+    """Candidates of ``target``'s family (:func:`device_family`), in :func:`nearest_devices` order; empty when
+    it has none."""
     others = [c for c in candidates if c != target]
     if not others:
         return []
     fam = device_family([target, *others])
-    same = [c for c in others if fam[c] == fam[target]]
-    return nearest_devices(target, same) if same else []
+    return [c for c in nearest_devices(target, others) if fam[c] == fam[target]]
 
 
 def copy_from_devices(train: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str], keys: Sequence[str],
@@ -277,7 +289,8 @@ def grid_interpolate(train: pd.DataFrame, test: pd.DataFrame, by: Sequence[str],
     one-sided neighbours (extrapolation by copying); the second array is False for those rows.
     """
     by, axes = list(by), list(axes)
-    grid = (np.log(train[target].astype("float64")).groupby([train[c] for c in by + axes], dropna=False)
+    measured = train[train[target].notna().to_numpy()]
+    grid = (np.log(measured[target].astype("float64")).groupby([measured[c] for c in by + axes], dropna=False)
             .mean().rename("y").reset_index())
     query = test[by + axes].reset_index(drop=True)
     query["qid"] = np.arange(len(query))
@@ -305,11 +318,15 @@ def grid_interpolate(train: pd.DataFrame, test: pd.DataFrame, by: Sequence[str],
         outside.append(pd.Series(one_sided, index=order).sort_index().to_numpy())
     inside_m, outside_m = np.vstack(inside), np.vstack(outside)
     bracketed = np.isfinite(inside_m).any(axis=0)
-    with np.errstate(invalid="ignore"), pd.option_context("mode.use_inf_as_na", False):
-        log_est = np.where(bracketed, np.nanmean(np.where(np.isfinite(inside_m), inside_m, np.nan), axis=0)
-                           if bracketed.any() else np.nan, np.nan)
-        fallback = np.nanmean(np.where(np.isfinite(outside_m), outside_m, np.nan), axis=0) if len(query) else outside_m[0]
-    return np.exp(np.where(bracketed, log_est, fallback)), bracketed
+    return np.exp(np.where(bracketed, _finite_mean(inside_m), _finite_mean(outside_m))), bracketed
+
+
+def _finite_mean(a: np.ndarray) -> np.ndarray:
+    """Column means over the finite entries (NaN for a column with none)."""
+    ok = np.isfinite(a)
+    count = ok.sum(axis=0)
+    total = np.where(ok, a, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def group_mean(train: pd.DataFrame, test: pd.DataFrame, keys: Sequence[str], target: str,
@@ -350,25 +367,27 @@ def score(protocol: str, target: str, device: str, truth: Any, ours: Any, model:
                          f"({', '.join(base)}); nothing to compare")
     fn = metrics.METRICS[metric]
     p = np.asarray(ours, dtype="float64")
-    cov = None
+    cov = width = None
     if interval is not None:
         lo, hi = (np.asarray(b, dtype="float64")[keep] for b in interval)
-        cov = metrics.coverage(t[keep], lo, hi)
+        cov, width = metrics.coverage(t[keep], lo, hi), metrics.mean_width(lo, hi)
     return Result(protocol, target, device, metric, fn(t[keep], p[keep]), model, int(keep.sum()), wall_s,
                   anchor=anchor, baselines={k: fn(t[keep], v[keep]) for k, v in base.items()}, coverage=cov,
-                  notes=notes)
+                  width=width, notes=notes)
 
 
-def macro_mean(rows: Sequence[Result], device: str, anchor: Anchor | None = None, notes: Sequence[str] = ()
+def macro_mean(rows: Sequence[Result], device: str, notes: Sequence[str] = (), wall_s: float | None = None
                ) -> Result:
-    """The mean of per-device rows (each device weighs the same, whatever its row count)."""
+    """The mean of per-device rows (each device weighs the same, whatever its row count); its wall time is
+    ``wall_s``, else the sum of the rows' (one fit per device)."""
     first = rows[0]
     names = [k for k in first.baselines if all(k in r.baselines for r in rows)]
-    covs = [r.coverage for r in rows if r.coverage is not None]
+    intervals = all(r.coverage is not None and r.width is not None for r in rows)
     return Result(first.protocol, first.target, device, first.metric, float(np.mean([r.ours for r in rows])),
-                  first.model, sum(r.n for r in rows), sum(r.wall_s for r in rows), anchor=anchor,
+                  first.model, sum(r.n for r in rows), sum(r.wall_s for r in rows) if wall_s is None else wall_s,
                   baselines={k: float(np.mean([r.baselines[k] for r in rows])) for k in names},
-                  coverage=float(np.mean(covs)) if len(covs) == len(rows) else None,
+                  coverage=float(np.mean([r.coverage for r in rows])) if intervals else None,
+                  width=float(np.mean([r.width for r in rows])) if intervals else None,
                   notes=[f"mean over {len(rows)} GPUs ({', '.join(r.device for r in rows)})", *notes])
 
 
@@ -463,14 +482,15 @@ def neusight_ood(ws: Workspace, cfg: RunConfig) -> list[Result]:
         on = (test["op"] == op).to_numpy()
         anchor = Anchor(NEUSIGHT, NEUSIGHT_ANCHORS[op]) if op in NEUSIGHT_ANCHORS else None
         devices = sorted(test.loc[on, "device_id"].unique())
-        pooled = score(protocol, f"runtime_ms ({op})", "all unseen", test.loc[on, "runtime_ms"], pred[on], name, wall,
+        label = devices[0] if len(devices) == 1 else "all unseen"
+        pooled = score(protocol, f"runtime_ms ({op})", label, test.loc[on, "runtime_ms"], pred[on], name, wall,
                        baselines={ROOFLINE: base[on]}, interval=(lo[on], hi[on]), anchor=anchor,
                        notes=[*common, f"pooled over the rows of {', '.join(devices)} (as the paper reports)",
                               "NeuSight's own roofline: 44% bmm / 28% linear"])
         miss_note(pooled, "training shapes are small (up to ~1k) while test shapes are large, and the training "
                           "files were measured slower than the test files on the same GPU (dataset README)")
         rows.append(pooled)
-        for dev in devices:
+        for dev in devices if len(devices) > 1 else []:
             sel = on & (test["device_id"] == dev).to_numpy()
             rows.append(score(protocol, f"runtime_ms ({op})", dev, test.loc[sel, "runtime_ms"], pred[sel], name, wall,
                               baselines={ROOFLINE: base[sel]}, interval=(lo[sel], hi[sel])))
@@ -483,7 +503,7 @@ def neusight_whole_model(ws: Workspace, cfg: RunConfig) -> list[Result]:
     model, name, fit_s, note = neusight_model(ws, cfg)
     trained = set(neusight_ood_split(ws.records("neusight", "gemm"))[0]["device_id"].dropna())
     start = time.perf_counter()
-    traces = whole_model.load_traces(ws.data_root / "neusight" / "label")
+    traces, skipped = whole_model.load_traces(ws.data_root / "neusight" / "label")
     gemms = whole_model.gemm_records(traces)
     per_trace = whole_model.end_to_end(traces, gemms, {"ours": model.predict(gemms),
                                                         ROOFLINE: roofline(gemms, "gemm")})
@@ -496,8 +516,7 @@ def neusight_whole_model(ws: Workspace, cfg: RunConfig) -> list[Result]:
                  f"GEMM share of the measured time: {share:.0%}; other ops (elementwise, softmax, layernorm, "
                  f"embedding, dropout) are taken as measured",
                  f"oracle (measured per-op sum, layer replicated) vs e2e: {metrics.mape(t['e2e_ms'], t['measured_ms']):.1%}"]
-        if note:
-            notes.append(note)
+        notes += [n for n in (note, f"skipped: {'; '.join(skipped)}" if skipped else None) if n]
         rows.append(score(protocol, "e2e ms: predicted GEMM + measured rest", label, t["e2e_ms"],
                           t["ours_plus_rest_ms"], name, wall,
                           baselines={ROOFLINE: t[f"{ROOFLINE}_plus_rest_ms"]}, notes=notes))
@@ -553,15 +572,13 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
     rows = []
     for part in parts:
         if with_sibling[part]:
-            rows.append(_drop_baseline(macro_mean(with_sibling[part], "GPUs with a sibling in training"), NEAREST))
-        rows.append(_drop_baseline(macro_mean(per_device[part], "every GPU left out"), SIBLING))
+            rows.append(macro_mean(with_sibling[part], "GPUs with a sibling in training", notes=[
+                f"{SIBLING}: the nearest GPU of the same family (vendor, family, compute-capability major); siblings "
+                f"share an architecture and nearly the same spec sheet, so their measurements are the baseline "
+                f"to beat"]))
+        rows.append(macro_mean(per_device[part], "every GPU left out"))
         rows.extend(per_device[part])
     return rows
-
-
-def _drop_baseline(result: Result, name: str) -> Result:
-    result.baselines.pop(name, None)
-    return result
 
 
 def aiconfigurator_unseen_gpu_gemm(ws: Workspace, cfg: RunConfig) -> list[Result]:
@@ -600,7 +617,9 @@ def aiconfigurator_unseen_shape(ws: Workspace, cfg: RunConfig) -> list[Result]:
                          f"measured neighbour there")
         rows.append(score(protocol, "runtime_ms", dev, test.loc[sel, "runtime_ms"], pred[sel], name, wall,
                           baselines={GRID: grid[sel]}, notes=notes))
-    rows.insert(0, macro_mean(rows, "every GPU", notes=common))
+    common.append(f"the model learns from a {len(fit_rows) / len(train):.0%} sample of the training rows, while "
+                  f"{GRID} reads every measured neighbour of the held-out shape")
+    rows.insert(0, macro_mean(rows, "every GPU", notes=common, wall_s=wall))
     return rows
 
 
@@ -643,29 +662,30 @@ def ncpp_paper(ws: Workspace, cfg: RunConfig) -> list[Result]:
     protocol = "ncpp-paper"
     name, params = model_choice(protocol, "cpu", cfg.model)
     records = ws.records("perfcastdb-sample", "cpu_bench")
-    first_train, first_test = ncpp_paper_split(records)
-    folds = [(first_train, first_test)] + [ncpp_paper_split(records, fold=i)
-                                           for i in range(1, first_test.attrs[N_FOLDS])]
-    tests, preds, los, his, means = [], [], [], [], []
+    first = ncpp_paper_split(records)
+    folds = [first] + [ncpp_paper_split(records, fold=i) for i in range(1, first[1].attrs[N_FOLDS])]
+    tests, preds, means = [], [], []
     start = time.perf_counter()
     for train, test in folds:
         model = fit_conformal(name, params, "cpu_bench", train, "score", groups=train["hw_id"].astype(str))
-        pred, lo, hi = predict_interval(model, test)
+        preds.append(np.column_stack(predict_interval(model, test)))
         tests.append(test)
-        preds.append(pred), los.append(lo), his.append(hi)
         means.append(group_mean(train, test, ["benchmark", "subtest"], "score")[0])
     wall = time.perf_counter() - start
     test = pd.concat(tests, ignore_index=True)
-    pred, lo, hi, mean = (np.concatenate(a) for a in (preds, los, his, means))
-    notes = [first_test.attrs[NOTE].replace(f"this is fold 1 of {len(folds)}", f"all {len(folds)} folds pooled")]
+    pred, lo, hi = np.vstack(preds).T
+    mean = np.concatenate(means)
+    how = (f"every one of the {len(folds)} folds pooled (each row scored by the fold that held it out)"
+           if len(folds) > 1 else "one split")
+    notes = [f"{first[1].attrs[NOTE].split('; this is fold')[0]}; {how}"]
+    baselines = {WORKLOAD_MEAN: mean}
     if np.isnan(mean).all():
+        baselines = {}
         notes.append(f"{WORKLOAD_MEAN} has no value: every held-out configuration ran a workload no training row "
                      f"ran (the public sample has one configuration per workload), so neither it nor a model can "
                      f"learn that workload; the score shows how far a model is from knowing it")
-        return [score(protocol, "score", "held-out configurations", test["score"], pred, name, wall,
-                      interval=(lo, hi), notes=notes)]
     return [score(protocol, "score", "held-out configurations", test["score"], pred, name, wall,
-                  baselines={WORKLOAD_MEAN: mean}, interval=(lo, hi), notes=notes)]
+                  baselines=baselines, interval=(lo, hi), notes=notes)]
 
 
 # ======================================================================================== registry

@@ -45,8 +45,8 @@ def _slug(text: str) -> str:
 
 @eval_app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="MLflow model URI (models:/NAME/VERSION, runs:/ID/model) or a "
-                                              "local MLflow model directory")],
+    model: Annotated[str, typer.Argument(help="MLflow model URI (models:/NAME/VERSION, runs:/ID/model), or a "
+                                              "perfcast or MLflow model directory")],
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="evaluation protocol (random, unseen-shape, "
                                           "unseen-hardware, future, gpperf-paper, neusight-ood, ncpp-paper)")],
     data: Annotated[list[str] | None, typer.Option(
@@ -62,7 +62,8 @@ def eval_command(
     refit: Annotated[bool, typer.Option(help="fit a clone of the model on the protocol's training rows "
                                              "(--no-refit scores the model as it was fitted)")] = True,
     task: Annotated[str | None, typer.Option(help="task, if the model does not say")] = None,
-    target: Annotated[list[str] | None, typer.Option(help="target(s) to score [default: the model's]")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="target(s) to score [default: all the model predicts]")
+                      ] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help=f"report directory [default: {DEFAULT_OUT}/PROTOCOL_MODEL]")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
@@ -103,13 +104,17 @@ def eval_command(
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise typer.Exit(2) from None
 
+    folds = f", pooled over {len(report.folds)} folds" if len(report.folds) > 1 else ""
+    console.print(f"[bold]{model}[/bold] on [bold]{protocol}[/bold] (seed {seed}): "
+                  f"n = {report.n_test} test rows{folds}", highlight=False)
     frame = report.summary_frame()
-    table = Table(title=f"{model} on {protocol} (seed {seed}): n = {report.n_test} test rows")
+    table = Table()
     for c in frame.columns:
-        table.add_column(c, justify="left" if c == "target" else "right", no_wrap=c == "target")
+        table.add_column(c, justify="left" if c == "target" else "right", no_wrap=True)
     for row in frame.itertuples(index=False):
         table.add_row(*map(str, row))
     console.print(table)
-    for note in dict.fromkeys(report.notes):
-        console.print(f"[dim]{note}[/dim]", highlight=False)
-    console.print(f"report [bold]{out_dir / 'report.md'}[/bold]  run [bold]{run_id}[/bold] ({uri})")
+    if report.notes:  # a cross-validated protocol has one note per fold: the report lists them all
+        more = f" (and {len(report.notes) - 1} more in the report)" if len(report.notes) > 1 else ""
+        console.print(f"[dim]{report.notes[0]}{more}[/dim]", highlight=False)
+    console.print(f"report [bold]{out_dir / 'report.md'}[/bold]  run [bold]{run_id}[/bold] ({uri})", highlight=False)

@@ -90,14 +90,17 @@ METRICS = {"mape": mape, "median_ape": median_ape, "p90_ape": p90_ape, "r2": r2,
 
 # ------------------------------------------------------------------------------------------- intervals
 def _bounds(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned 1-D float interval bounds; clear errors for mismatched, non-finite or inverted ones."""
+    """Aligned 1-D float interval bounds; clear errors for mismatched, NaN or inverted ones.
+
+    Infinite bounds are allowed: a conformal interval is unbounded when too few calibration rows back its level.
+    """
     a = np.asarray(lo, dtype="float64").ravel()
     b = np.asarray(hi, dtype="float64").ravel()
     if a.shape != b.shape:
         raise ValueError(f"lo has {a.size} values but hi has {b.size}")
-    bad = int((~np.isfinite(a)).sum() + (~np.isfinite(b)).sum())
-    if bad:
-        raise ValueError(f"{bad} interval bound(s) are NaN or infinite")
+    missing = int(np.isnan(a).sum() + np.isnan(b).sum())
+    if missing:
+        raise ValueError(f"{missing} interval bound(s) are NaN")
     if (a > b).any():
         raise ValueError(f"{int((a > b).sum())} interval(s) have lo > hi")
     return a, b
@@ -117,7 +120,8 @@ def coverage(y_true: Any, lo: Any, hi: Any) -> float:
 
 def mean_width(lo: Any, hi: Any, relative: bool = True) -> float:
     """Mean interval width: in the target's unit, or (``relative``) as a fraction of the interval's midpoint,
-    so 0.2 means ±10 % about the centre whatever the row's magnitude (the comparable number across rows)."""
+    so 0.2 means ±10 % about the centre whatever the row's magnitude (the comparable number across rows).
+    Infinite when any interval is unbounded."""
     a, b = _bounds(lo, hi)
     if not a.size:
         raise ValueError("no intervals to measure")
@@ -125,11 +129,13 @@ def mean_width(lo: Any, hi: Any, relative: bool = True) -> float:
 
 
 def _relative_widths(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """(hi - lo) / midpoint of each interval; refuses intervals centred at or below zero."""
+    """(hi - lo) / midpoint of each interval (inf for an unbounded one); refuses intervals centred at or
+    below zero."""
     mid = (lo + hi) / 2
     if not (mid > 0).all():
         raise ValueError(f"relative width needs positive intervals; {int((mid <= 0).sum())} midpoint(s) are not")
-    return (hi - lo) / mid
+    bounded = np.isfinite(lo) & np.isfinite(hi)
+    return np.where(bounded, (hi - lo) / np.where(bounded, mid, 1.0), np.inf)
 
 
 # -------------------------------------------------------------------------------------------- summaries
@@ -148,6 +154,8 @@ def summary(y_true: Any, y_pred: Any, lo: Any = None, hi: Any = None) -> dict[st
     prediction is positive (``r2_log_scale`` says which); on a plain scale the largest rows would decide
     it alone. R² and Spearman need two rows and are NaN below that.
     """
+    if (lo is None) != (hi is None):
+        raise ValueError("give both lo and hi (an interval), or neither")
     t, p = _pairs(y_true, y_pred, positive=True)
     out: dict[str, float | bool] = {"n": float(len(t)), "mape": mape(t, p), "median_ape": median_ape(t, p),
                                     "p90_ape": p90_ape(t, p)}
@@ -155,8 +163,6 @@ def summary(y_true: Any, y_pred: Any, lo: Any = None, hi: Any = None) -> dict[st
     out["r2"] = r2(t, p, log=log) if len(t) > 1 else float("nan")
     out["r2_log_scale"] = log
     out["spearman"] = spearman(t, p) if len(t) > 1 else float("nan")
-    if (lo is None) != (hi is None):
-        raise ValueError("give both lo and hi (an interval), or neither")
     if lo is not None:
         out["coverage"] = coverage(y_true, lo, hi)
         seen = ~np.isnan(np.asarray(y_true, dtype="float64").ravel())
@@ -164,12 +170,12 @@ def summary(y_true: Any, y_pred: Any, lo: Any = None, hi: Any = None) -> dict[st
     return out
 
 
-def _si(x: float) -> str:
+def _si(x: float, digits: int = 3) -> str:
     """Compact engineering notation: 1.2e9 -> '1.2G', 3500 -> '3.5k', 0.5 -> '0.5'."""
     for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= factor:
-            return f"{x / factor:.3g}{suffix}"
-    return f"{x:.3g}"
+            return f"{x / factor:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"
 
 
 def size_buckets(size: Any, n_buckets: int = 4, unit: str = "") -> pd.Series:
@@ -181,7 +187,10 @@ def size_buckets(size: Any, n_buckets: int = 4, unit: str = "") -> pd.Series:
     codes = pd.qcut(s, n_buckets, labels=False, duplicates="drop")
     ranges = s.groupby(codes).agg(["min", "max"])
     suffix = f" {unit}" if unit else ""
-    labels = {c: f"{_si(r['min'])}–{_si(r['max'])}{suffix}" for c, r in ranges.iterrows()}
+    for digits in range(3, 18):  # more digits only where close buckets would otherwise read alike
+        labels = {c: f"{_si(r['min'], digits)}–{_si(r['max'], digits)}{suffix}" for c, r in ranges.iterrows()}
+        if len(set(labels.values())) == len(labels):
+            break
     names = [labels[c] for c in sorted(labels)]
     return pd.Series(pd.Categorical(codes.map(labels), categories=names, ordered=True), index=s.index)
 

@@ -41,6 +41,7 @@ def _annotate(train: pd.DataFrame, test: pd.DataFrame, note: str, n_folds: int =
         out.append(part)
     return out[0], out[1]
 
+
 # ------------------------------------------------------------------------------------------- gpperf-paper
 GPPERF_ROWS = 16_128
 GPPERF_POWER_ROWS = 2_595
@@ -197,7 +198,8 @@ def ncpp_paper_split(df: pd.DataFrame, seed: int = 0, n_splits: int | None = Non
     if "benchmark" in d.columns:
         unseen = sorted(set(test["benchmark"].dropna()) - set(train["benchmark"].dropna()))
         if unseen:
-            note += f"; benchmark(s) {', '.join(map(str, unseen))} have no training row (each ran on one configuration)"
+            note += (f"; benchmark(s) {', '.join(map(str, unseen))} have no training row, so this fold also tests "
+                     f"unseen workloads")
     return _annotate(train, test, note, n_folds=k)
 
 

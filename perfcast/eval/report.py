@@ -3,9 +3,9 @@
 Why refit by default: a protocol is a split, and a model is judged on it by fitting on its training side
 and scoring its test side. A registered model was fitted on *some* split; scoring it as it is on another
 protocol's test rows would test it on rows it may have trained on. So :func:`evaluate_model` clones the
-model (same estimator, same hyperparameters, same seeds), fits the clone on the protocol's training rows
-and scores the test rows; ``refit=False`` scores the model as fitted, for test data it cannot have seen
-(and the report says so). A cross-validated protocol (one that says it is one fold of several) is run on
+model (same estimator, same hyperparameters, same seeds; a saved perfcast bundle is rebuilt from the recipe
+its metadata records), fits the clone on the protocol's training rows and scores the test rows;
+``refit=False`` scores the model as fitted, for test data it cannot have seen (and the report says so). A cross-validated protocol (one that says it is one fold of several) is run on
 every fold and the test predictions pooled, so each row is scored once by a model that did not see it.
 """
 
@@ -29,9 +29,12 @@ from sklearn.pipeline import Pipeline
 from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
 from perfcast.features import feature_transformer
+from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+from perfcast.models.intervals import ConformalRegressor
+from perfcast.predictor import Predictor
 from perfcast.training import tracking
-from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig
-from perfcast.training.train import Progress, model_input, no_progress, split_records
+from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig, parse_config
+from perfcast.training.train import Progress, Split, build_model, model_input, no_progress, split_records
 
 #: the feature column (log10) that measures a record's work, and its unit, per task
 SIZE_FEATURES: dict[str, tuple[str, str]] = {
@@ -46,6 +49,19 @@ N_SIZE_BUCKETS = 4
 #: an error CDF draws one curve per group when the grouping has at most this many groups
 MAX_CDF_GROUPS = 8
 REPORT_FILE = "report.md"
+#: metric -> column header in tables; the fractions among them are shown in percent
+HEADERS: dict[str, str] = {"mape": "MAPE %", "median_ape": "MdAPE %", "p90_ape": "P90 APE %", "r2": "R²",
+                           "spearman": "Spearman ρ", "coverage": "coverage %", "mean_width": "width %"}
+PERCENT = frozenset({"mape", "median_ape", "p90_ape", "coverage", "mean_width"})
+
+
+def _fmt(metric: str, value: float) -> str:
+    """A metric as a table shows it: fractions in percent (2 decimals), others to 3 decimals, — if undefined."""
+    if np.isposinf(value):
+        return "∞"
+    if not np.isfinite(value):
+        return "—"
+    return f"{100 * value:.2f}" if metric in PERCENT else f"{value:.3f}"
 
 
 class EvalError(ValueError):
@@ -53,34 +69,89 @@ class EvalError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------- model
-def load_model(uri: str) -> Any:
-    """The fitted model behind ``uri``: an MLflow model URI (``models:/NAME/VERSION``, ``models:/NAME@alias``,
-    ``runs:/RUN_ID/model``) or a local MLflow model directory, loaded with its scikit-learn flavour.
+class SavedModel:
+    """A saved perfcast model (the bundle training logs and the Predictor loads) in the shape evaluation uses:
+    ``predict`` / ``predict_interval`` on record frames, and :meth:`recipe` to build it afresh for a refit."""
 
-    The one place a model is opened for evaluation: a Predictor's saved directory will be handled here.
-    Registry and run URIs resolve against MLflow's current tracking URI. perfcast logs models with
-    cloudpickle, which MLflow loads only while ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true (its default;
-    a deployment that turned it off must turn it on for models it trusts).
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.task = predictor.task
+        self.targets_ = list(predictor.targets)
+
+    def _answer(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self.predictor.predict(X)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self._answer(X)[self.targets_].to_numpy(dtype="float64")
+
+    def predict_interval(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        out = self._answer(X)
+        return (out[[f"{t}_lo" for t in self.targets_]].to_numpy(dtype="float64"),
+                out[[f"{t}_hi" for t in self.targets_]].to_numpy(dtype="float64"))
+
+    def recipe(self) -> ConformalRegressor:
+        """The unfitted model training built: the registry model and parameters the bundle's metadata
+        records, seeded as it was, inside a :class:`ConformalRegressor` calibrated as the bundle was (level,
+        folds)."""
+        meta = self.predictor.metadata
+        spec = meta.get("model")
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise EvalError(f"the model at {self.predictor.model.path} does not record how it was built "
+                            f"(no 'model' in its metadata), so it cannot be refitted; score it with refit=False")
+        config = parse_config({"name": str(meta.get("name", "model")), "task": self.task, "targets": self.targets_,
+                               "model": {"name": spec["name"], "params": dict(spec.get("params") or {})},
+                               "seed": int(meta.get("seed", 0))})
+        calibration = self.predictor.model.calibration
+        folds = {"n_splits": int(calibration.grouping["n_splits"])} if "n_splits" in calibration.grouping else {}
+        return ConformalRegressor(build_model(config, dict(config.model.params)), level=calibration.level, **folds)
+
+
+def load_model(uri: str) -> Any:
+    """The fitted model behind ``uri``: a perfcast model directory, or an MLflow model URI (``models:/NAME/VERSION``,
+    ``models:/NAME@alias``, ``runs:/RUN_ID/model``) or directory.
+
+    The one place a model is opened for evaluation. A perfcast bundle (what ``perfcast train`` logs) comes
+    back as a :class:`SavedModel`; any other MLflow model is loaded with its scikit-learn flavour. Registry
+    and run URIs resolve against MLflow's current tracking URI.
     """
+    try:
+        return SavedModel(Predictor.load(uri))
+    except ModelFormatError as err:
+        bundle_error = str(err)
+    except (IncompatibleModelError, FileNotFoundError) as err:
+        raise EvalError(f"cannot load model {uri!r}: {err}") from None
+    except MlflowException as err:
+        raise EvalError(f"cannot load model {uri!r}: {err.message}") from None
     try:
         return mlflow.sklearn.load_model(uri)
     except (MlflowException, OSError) as err:
         msg = getattr(err, "message", str(err))
-        raise EvalError(f"cannot load model {uri!r}: {msg}") from None
+        raise EvalError(f"cannot load model {uri!r}: not a perfcast model ({bundle_error}) and not a "
+                        f"scikit-learn MLflow model ({msg})") from None
+
+
+def _parts(model: Any) -> list[Any]:
+    """The model and what it wraps, outermost first: pipeline steps and ``estimator(_)``/``regressor(_)``."""
+    out, todo = [], [model]
+    while todo:
+        est = todo.pop(0)
+        if est is None or any(est is seen for seen in out):
+            continue
+        out.append(est)
+        if isinstance(est, Pipeline):
+            todo += [step for _, step in est.steps]
+        todo += [getattr(est, a, None) for a in ("estimator_", "estimator", "regressor_", "regressor")]
+    return out
 
 
 def model_task_targets(model: Any) -> tuple[str, list[str]]:
-    """The task and targets a fitted perfcast model predicts: read from the model itself (a wrapper's
-    ``task`` / ``targets_``, else its pipeline's feature step ``task`` and final step's ``targets_``)."""
-    steps = [est for _, est in model.steps] if isinstance(model, Pipeline) else []
-    task = getattr(model, "task", None) or next((s.task for s in steps if isinstance(getattr(s, "task", None), str)),
-                                                None)
-    targets: Any = None
-    for est in (model, *steps[::-1]):
-        targets = next((v for v in (getattr(est, a, None) for a in ("targets_", "targets")) if v is not None), None)
-        if targets is not None:
-            break
-    if not isinstance(task, str) or targets is None or not len(targets):
+    """The task and targets a fitted perfcast model predicts, read from the model and what it wraps (the
+    feature step's ``task``; the outermost ``targets_`` or ``targets``)."""
+    parts = _parts(model)
+    task = next((p.task for p in parts if isinstance(getattr(p, "task", None), str)), None)
+    targets = next((v for p in parts for v in (getattr(p, "targets_", None), getattr(p, "targets", None))
+                    if v is not None and len(v)), None)
+    if task is None or targets is None:
         raise EvalError(f"cannot tell which task and targets the {type(model).__name__} model predicts; "
                         f"pass task= and targets= (CLI: --task, --target)")
     return task, [str(t) for t in targets]
@@ -126,11 +197,12 @@ class EvalReport:
         return len(self.predictions)
 
     def flat_metrics(self) -> dict[str, float]:
-        """``test_{target}_{metric}`` as training logs them (``r2_log`` when R² is on log values)."""
+        """``test_{target}_{metric}`` as training logs them (``r2_log`` when R² is on log values); undefined
+        (NaN) and unbounded (infinite width) values are left out, the report shows them."""
         out: dict[str, float] = {"test_n": float(self.n_test)}
         for target, summary in self.metrics.items():
             for name, value in summary.items():
-                if name == "r2_log_scale":
+                if name == "r2_log_scale" or not np.isfinite(value):
                     continue
                 key = "r2_log" if name == "r2" and summary.get("r2_log_scale") else name
                 out[f"test_{target}_{key}"] = float(value)
@@ -138,20 +210,14 @@ class EvalReport:
 
     def summary_frame(self) -> pd.DataFrame:
         """One formatted row per target (APEs, coverage and width in percent): the report's headline table."""
+        shown = [m for m in HEADERS if self.has_intervals or m not in ("coverage", "mean_width")]
         rows = []
         for target, s in self.metrics.items():
-            def pct(k: str) -> str:
-                return f"{100 * s[k]:.2f}" if k in s else "—"
-
-            def num(k: str) -> str:
-                return f"{s[k]:.3f}" if k in s and np.isfinite(s[k]) else "—"
-
-            row = {"target": target, "n": f"{int(s['n'])}", "MAPE %": pct("mape"), "MdAPE %": pct("median_ape"),
-                   "P90 APE %": pct("p90_ape"), "R²": num("r2"),
-                   "R² on": "—" if "r2" not in s else "log" if s["r2_log_scale"] else "linear",
-                   "Spearman ρ": num("spearman")}
-            if self.has_intervals:
-                row |= {"coverage %": pct("coverage"), "width %": pct("mean_width")}
+            row = {"target": target, "n": f"{int(s['n'])}"}
+            for m in shown:
+                row[HEADERS[m]] = _fmt(m, s.get(m, np.nan))
+                if m == "r2":
+                    row["R² on"] = "—" if "r2" not in s else "log" if s["r2_log_scale"] else "linear"
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -182,8 +248,8 @@ class EvalReport:
             lines.append(f"> {note}")
         lines += ["", "## Metrics on the test rows", ""]
         lines += _md_table(self.summary_frame())
-        lines += ["", "APE = |predicted − measured| / measured. R² is on log values where the measured values span "
-                  f"more than {metrics.LOG_R2_DECADES:g} decades (column 'R² on')."]
+        lines += ["", ("APE = |predicted − measured| / measured. R² is on log values where the measured values span "
+                       f"more than {metrics.LOG_R2_DECADES:g} decades (column 'R² on').")]
         for target in self.targets:
             lines += ["", f"## {target}", ""]
             lines += [f"![{name}]({name})" for name in self.figures if name.endswith(f"_{target}.png")]
@@ -194,12 +260,9 @@ class EvalReport:
             table.to_csv(out / f"breakdown_{target}.csv", index=False)
             for col, part in table.groupby("by", sort=False):
                 shown = part.drop(columns="by").rename(columns={"group": col})
-                for c in ("mape", "median_ape", "p90_ape", "coverage", "mean_width"):
-                    if c in shown:
-                        shown[c] = (100 * shown[c]).map("{:.2f}".format)
-                shown = shown.rename(columns={"mape": "MAPE %", "median_ape": "MdAPE %", "p90_ape": "P90 APE %",
-                                              "coverage": "coverage %", "mean_width": "width %"})
-                lines += ["", f"### {target} by {col}", ""] + _md_table(shown)
+                for m in PERCENT & set(shown.columns):
+                    shown[m] = shown[m].map(lambda v, m=m: _fmt(m, v))
+                lines += ["", f"### {target} by {col}", ""] + _md_table(shown.rename(columns=HEADERS))
         path = out / REPORT_FILE
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
@@ -236,9 +299,9 @@ def _device_column(test: pd.DataFrame) -> str | None:
 
 
 def _splits(records: pd.DataFrame, protocol: str, options: dict[str, Any], seed: int, targets: list[str]
-            ) -> list[Any]:
+            ) -> list[Split]:
     """The protocol's split, or every fold of it when it cross-validates and no ``fold`` was asked for."""
-    def one(opts: dict[str, Any]) -> Any:
+    def one(opts: dict[str, Any]) -> Split:
         try:
             config = EvalConfig(protocol=protocol, options=opts)
         except ValidationError as err:
@@ -269,8 +332,9 @@ def evaluate_model(
     """Split ``records`` by ``protocol`` (seeded), fit a clone of the model on the training rows (unless
     ``refit`` is False), predict the test rows and judge them: metrics, breakdowns, figures.
 
-    ``model_or_uri`` is a fitted model or a URI for :func:`load_model`. ``task`` / ``targets`` default to
-    what the model says it predicts. When the model has ``predict_interval(X) -> (lo, hi)``, interval
+    ``model_or_uri`` is a fitted model or a URI for :func:`load_model`. ``task`` defaults to what the model
+    says it predicts; ``targets`` (default: all the model predicts) choose which of its outputs are scored,
+    or name them for a model that does not say. When the model has ``predict_interval(X) -> (lo, hi)``, interval
     coverage and width are reported too. ``name`` is how the report names the model (default: the URI, or
     the model's class).
     """
@@ -281,30 +345,43 @@ def evaluate_model(
     else:
         model = model_or_uri
     name = name or (str(model_or_uri) if isinstance(model_or_uri, (str, Path)) else type(model).__name__)
-    if task is None or not targets:
-        known_task, known_targets = model_task_targets(model)
-        task, targets = task or known_task, list(targets or known_targets)
-    targets = list(targets)
-    if refit and not hasattr(model, "get_params"):
-        raise EvalError(f"cannot refit a {type(model).__name__} (not a scikit-learn estimator); "
-                        f"score it as fitted with refit=False (CLI: --no-refit)")
+    try:
+        known_task, outputs = model_task_targets(model)
+    except EvalError:
+        if task is None or not targets:
+            raise
+        known_task, outputs = task, list(targets)
+    task = task or known_task
+    targets = list(targets or outputs)
+    unknown = [t for t in targets if t not in outputs]
+    if unknown:
+        raise EvalError(f"the model predicts {', '.join(outputs)}; it cannot be scored on {', '.join(unknown)}")
+    if refit:
+        if isinstance(model, SavedModel):
+            unfitted = model.recipe()
+        elif hasattr(model, "get_params"):
+            unfitted = clone(model)
+        else:
+            raise EvalError(f"cannot refit a {type(model).__name__} (not a scikit-learn estimator); "
+                            f"score it as fitted with refit=False (CLI: --no-refit)")
 
     progress(f"splitting {len(records)} records by {protocol}")
-    splits = _splits(records, protocol, options, seed, targets)
+    splits = _splits(records, protocol, options, seed, outputs)
+    scored = [outputs.index(t) for t in targets]  # the model's output columns that are scored
     tests, preds, los, his = [], [], [], []
     for i, split in enumerate(splits):
         fold = f" (fold {i + 1} of {len(splits)})" if len(splits) > 1 else ""
         fitted = model
         if refit:
             progress(f"fitting on {len(split.train)} training rows{fold}")
-            fitted = clone(model).fit(model_input(split.train, task), split.train[targets].astype("float64"))
+            fitted = clone(unfitted).fit(model_input(split.train, task), split.train[outputs].astype("float64"))
         progress(f"predicting {len(split.test)} test rows{fold}")
         X = model_input(split.test, task)
-        preds.append(_columns(fitted.predict(X), len(X), len(targets), "prediction"))
+        preds.append(_columns(fitted.predict(X), len(X), len(outputs), "prediction")[:, scored])
         if hasattr(fitted, "predict_interval"):
             lo, hi = fitted.predict_interval(X)
-            los.append(_columns(lo, len(X), len(targets), "interval lower bound"))
-            his.append(_columns(hi, len(X), len(targets), "interval upper bound"))
+            los.append(_columns(lo, len(X), len(outputs), "interval lower bound")[:, scored])
+            his.append(_columns(hi, len(X), len(outputs), "interval upper bound")[:, scored])
         tests.append(split.test.assign(fold=i))
     test = pd.concat(tests, ignore_index=True)
     pred = np.vstack(preds)

@@ -160,7 +160,8 @@ def load_traces(label_root: Path) -> tuple[list[Trace], list[str]]:
 
 def gemm_records(traces: list[Trace]) -> pd.DataFrame:
     """One gemm record per GEMM the traces run (3 per GEMM node of a training trace), in the neusight-ood
-    protocol's shape; ``trace`` and ``weight`` (how often the node runs: ``num_layer`` inside the layer)."""
+    protocol's shape, with ``trace`` (index into ``traces``), ``node``, ``pass`` (fw, bw_input, bw_weight) and
+    ``weight`` (how often the node runs: ``num_layer`` times inside the layer)."""
     parts = []
     for i, tr in enumerate(traces):
         g = tr.ops[tr.ops["op"].notna()]
@@ -176,7 +177,7 @@ def gemm_records(traces: list[Trace]) -> pd.DataFrame:
     recs = pd.concat(parts, ignore_index=True)
     names = {d: get_spec(d)["device_name"] for d in recs["device_id"].unique()}
     return pd.DataFrame({
-        "trace": recs["trace"], "weight": recs["weight"].astype("int64"), "pass": recs["pass_"],
+        "trace": recs["trace"], "node": recs["node"], "weight": recs["weight"].astype("int64"), "pass": recs["pass_"],
         "op": recs["op"], "batch": recs["batch"], "m": recs["m"], "n": recs["n"], "k": recs["k"],
         "dtype": "float32", "layout": recs["op"].map(NEUSIGHT_LAYOUT).astype("string"),
         "device_id": recs["device_id"].astype("string"), "device_name": recs["device_id"].map(names).astype("string"),

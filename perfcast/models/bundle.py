@@ -5,7 +5,8 @@ be a program. A bundle directory holds each part in the format its library reads
 
     manifest.json              format version, task, targets, feature columns, library versions,
                                interval calibration and domain ranges (JSON), training metadata
-    features.skops             the fitted feature transformer (skops; only perfcast's own classes trusted)
+    manifest "features"        the fitted feature transformer: its class (one of perfcast's), parameters and
+                               fitted attributes as JSON
     estimators/<target>/       LightGBM model text, XGBoost JSON, a scikit-learn estimator in skops (types
                                checked against :data:`SKOPS_ALLOWED`), or a group-attention network
                                (JSON + a tensors-only state dict read with ``torch.load(weights_only=True)``)
@@ -18,6 +19,7 @@ unreadable raises :class:`ModelFormatError` naming the file, never an unpickling
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,34 +32,29 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.base import BaseEstimator
-from sklearn.compose import TransformedTargetRegressor
-from sklearn.pipeline import Pipeline
 
 from perfcast.features import TRANSFORMERS, RecordFeatures, feature_names
 from perfcast.models.domain import DomainGuard
-from perfcast.models.hybrid import HybridRegressor
 from perfcast.models.intervals import ConformalRegressor, IntervalCalibration
-from perfcast.models.registry import PerTargetRegressor
-from perfcast.models.roofline import RooflineRegressor, baseline
+from perfcast.models.roofline import baseline
 
 FORMAT = "perfcast-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-FEATURES_FILE = "features.skops"
 #: distributions whose version is recorded; a bundle names those it needs in ``requires``
 LIBRARIES: tuple[str, ...] = ("perfcast", "scikit-learn", "lightgbm", "xgboost", "torch", "skops", "numpy",
                               "pandas")
-#: types skops must be told to trust for the estimators perfcast trains (everything else is refused):
-#: sklearn's tree arrays, numpy dtypes, the MLP's optimiser state, perfcast's feature transformers
+#: types skops must be told to trust for the scikit-learn estimators perfcast trains (everything else is
+#: refused): sklearn's tree arrays, numpy dtypes, the MLP's optimiser state
 SKOPS_ALLOWED: frozenset[str] = frozenset({
     "sklearn.tree._tree.Tree",
     "numpy.dtype",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    *(f"{cls.__module__}.{cls.__qualname__}" for cls in TRANSFORMERS.values()),
 })
+#: the feature transformers a bundle may name, by qualified class name
+FEATURE_CLASSES: dict[str, type[RecordFeatures]] = {f"{c.__module__}.{c.__qualname__}": c for c in TRANSFORMERS.values()}
 
 
 class IncompatibleModelError(RuntimeError):
@@ -160,15 +157,64 @@ class _Roofline:
         return baseline(F, self.target)
 
 
+# ========================================================================= feature transformer as JSON
+def _jsonable(value: Any, where: str) -> Any:
+    if isinstance(value, np.ndarray) and (value.dtype.kind in "biuf" or value.dtype == object):
+        return {"ndarray": [_jsonable(v, where) for v in value.tolist()], "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ModelFormatError(f"cannot save {where} of type {type(value).__name__} as data; perfcast.models.bundle "
+                           f"saves feature transformers whose parameters and state are numbers, text and arrays")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and "ndarray" in value:
+        return np.asarray(value["ndarray"], dtype=value["dtype"])
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value["dict"].items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def features_to_json(features: RecordFeatures) -> dict[str, Any]:
+    """A fitted feature transformer as its class name, parameters and fitted (``*_``) attributes."""
+    name = f"{type(features).__module__}.{type(features).__qualname__}"
+    if name not in FEATURE_CLASSES:
+        raise ModelFormatError(f"cannot save feature transformer {name}: not one of {sorted(FEATURE_CLASSES)}")
+    state = {k: _jsonable(v, f"{name}.{k}") for k, v in vars(features).items() if k.endswith("_")}
+    return {"class": name, "params": _jsonable(features.get_params(), name), "state": state}
+
+
+def features_from_json(doc: dict[str, Any]) -> RecordFeatures:
+    """The transformer :func:`features_to_json` described; only perfcast's own classes are constructed."""
+    cls = FEATURE_CLASSES.get(doc.get("class"))
+    if cls is None:
+        raise ModelFormatError(f"unknown feature transformer {doc.get('class')!r}; known: {sorted(FEATURE_CLASSES)}")
+    features = cls(**_from_json(doc["params"]))
+    for k, v in doc["state"].items():
+        setattr(features, k, _from_json(v))
+    return features
+
+
 # ===================================================================================== save (encode)
 @dataclass
 class _Writer:
     """Writes estimator files under ``root`` and collects the libraries they need."""
 
     root: Path
-    requires: set[str] = field(default_factory=lambda: {"perfcast", "scikit-learn", "skops"})
+    requires: set[str] = field(default_factory=lambda: {"perfcast", "scikit-learn"})
 
     def skops(self, obj: Any, rel: str) -> dict[str, Any]:
+        import skops.io as sio  # its import walks every scikit-learn module (seconds): only when a model needs it
+
+        self.requires.add("skops")
         data = sio.dumps(obj)
         untrusted = sio.get_untrusted_types(data=data)
         refused = sorted(set(untrusted) - SKOPS_ALLOWED)
@@ -185,6 +231,10 @@ class _Writer:
         """The manifest entry of one fitted estimator (files written under ``rel``)."""
         import lightgbm as lgb
         import xgboost as xgb
+        from sklearn.compose import TransformedTargetRegressor
+
+        from perfcast.models.hybrid import HybridRegressor
+        from perfcast.models.roofline import RooflineRegressor
 
         if isinstance(est, TransformedTargetRegressor):
             if est.func is not np.log or est.inverse_func is not np.exp:
@@ -228,6 +278,10 @@ def save_model(model: ConformalRegressor, task: str, records: pd.DataFrame, path
     ``metadata`` (JSON-serialisable: model name, parameters, data lineage, test metrics) is kept as is.
     The directory is written beside ``path`` and renamed into place, so a half-written bundle never appears.
     """
+    from sklearn.pipeline import Pipeline
+
+    from perfcast.models.registry import PerTargetRegressor
+
     pipe = model.estimator_
     if not (isinstance(pipe, Pipeline) and isinstance(pipe[0], RecordFeatures)
             and isinstance(pipe[-1], PerTargetRegressor) and len(pipe) == 2):
@@ -255,7 +309,6 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
     pipe = model.estimator_
     features, per_target = pipe[0], pipe[-1]
     writer = _Writer(root)
-    writer.skops(features, FEATURES_FILE)
     if per_target.joint:
         heads = [writer.encode(per_target.estimators_[0], "estimators/joint")]
     else:
@@ -271,6 +324,7 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
         "task": task,
         "targets": list(per_target.targets_),
         "feature_columns": [str(c) for c in features.get_feature_names_out()],
+        "features": features_to_json(features),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
         "requires": sorted(writer.requires),
@@ -278,8 +332,13 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
         "calibration": cal.to_json(),
         "domain": domain.to_json(),
         "metadata": metadata,
+        "files": {p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()},
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default), encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _json_default(value: Any) -> Any:
@@ -314,6 +373,14 @@ class _Reader:
     def __init__(self, root: Path, threads: int):
         self.root, self.threads = root, threads
 
+    def verify(self, files: dict[str, str]) -> None:
+        """Every file the manifest lists is there with its recorded SHA-256: a truncated or edited file is
+        refused here, before a library's parser (some abort the process on bad input) sees it."""
+        for rel, digest in files.items():
+            if _sha256(self.file(rel)) != digest:
+                raise ModelFormatError(f"the model at {self.root} is damaged or was modified: {rel} does not match "
+                                       f"the checksum in {MANIFEST}; save or download the model again")
+
     def file(self, rel: str) -> Path:
         path = (self.root / rel).resolve()
         if self.root.resolve() not in path.parents or not path.exists():
@@ -321,6 +388,8 @@ class _Reader:
         return path
 
     def skops(self, rel: str) -> Any:
+        import skops.io as sio  # slow to import (see _Writer.skops); only bundles of scikit-learn estimators need it
+
         path = self.file(rel)
         untrusted = sio.get_untrusted_types(file=path)
         refused = sorted(set(untrusted) - SKOPS_ALLOWED)
@@ -392,8 +461,9 @@ class PerfcastModel:
                 f"(removed {gone}, added {new}{', or reordered' if not gone and not new else ''}); retrain the model "
                 f"with this perfcast (perfcast train CONFIG)")
         reader = _Reader(root, threads)
+        reader.verify(manifest.get("files", {}))
         try:
-            features = reader.skops(FEATURES_FILE)
+            features = features_from_json(manifest["features"])
             heads = [reader.decode(spec) for spec in manifest["estimators"]["heads"]]
             cal_doc = manifest["calibration"]
             scores = {t: np.load(reader.file(f"calibration/{t}.npy"), allow_pickle=False) for t in cal_doc["targets"]}

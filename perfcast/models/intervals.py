@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted
@@ -94,7 +94,7 @@ class IntervalCalibration:
         """(lo, hi) for a (rows, targets) prediction matrix and matching relative ``noise`` (NaN = unknown)."""
         lvl = self.level if level is None else level
         q = self.quantiles(lvl)
-        floor = norm.ppf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
+        floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
         with np.errstate(over="ignore"):
             lo = pred * np.clip(np.minimum(np.exp(-q), 1.0 - floor), 0.0, None)
             hi = pred * np.maximum(np.exp(q), 1.0 + floor)
@@ -251,12 +251,3 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-
-def interval_metrics(y: Any, lo: Any, hi: Any) -> dict[str, float]:
-    """Coverage (share of measured rows inside [lo, hi]) and the median relative width (hi - lo) / y."""
-    y, lo, hi = (np.asarray(a, dtype="float64").ravel() for a in (y, lo, hi))
-    seen = np.isfinite(y)
-    if not seen.any():
-        raise ValueError("no measured (non-NaN) value to score the intervals against")
-    y, lo, hi = y[seen], lo[seen], hi[seen]
-    return {"coverage": float(np.mean((lo <= y) & (y <= hi))), "width": float(np.median((hi - lo) / y))}

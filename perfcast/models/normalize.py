@@ -17,6 +17,7 @@ units differ; ``fallback_rows_`` says how many rows of the last prediction had n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,7 +103,8 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
         """Intercept (targets), scale centre (scales) and slopes (scales x targets) of one group's rows."""
         n_scales, n_targets = S.shape[1], z.shape[1]
         intercept, slope = np.zeros(n_targets), np.zeros((n_scales, n_targets))
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():  # a scale unknown in every row of the group: centre 0, no slope
+            warnings.simplefilter("ignore", RuntimeWarning)
             center = np.nan_to_num(np.nanmean(S, axis=0), nan=0.0) if len(S) else np.zeros(n_scales)
         Sc = np.nan_to_num(S - center, nan=0.0)  # an unknown scale sits at the centre: no slope applied
         for j in range(n_targets):

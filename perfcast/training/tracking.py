@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,17 +26,19 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
 from sklearn.pipeline import Pipeline
 
 from perfcast.eval import plots
+from perfcast.models.bundle import save_model
+from perfcast.models.intervals import ConformalRegressor
+from perfcast.predictor import BUNDLE_ARTIFACT, Predictor
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-#: cloudpickle, not MLflow's default skops: skops refuses (on save) every type not on its allow-list, which
-#: includes sklearn's own trees and all of perfcast's transformers and networks. Loading needs
-#: ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true`` in MLflow 3.x whatever the format.
-SERIALIZATION_FORMAT = "cloudpickle"
 MODEL_NAME_IN_RUN = "model"
+#: the file MLflow runs to load a perfcast model ("models from code": no pickled Python object is logged)
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "mlflow_model.py"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
@@ -181,28 +184,50 @@ def log_pred_vs_measured(measured: pd.DataFrame, predicted: np.ndarray, title: s
     return paths
 
 
-def serving_signature(X: pd.DataFrame, y_pred: np.ndarray, required: Iterable[str]) -> ModelSignature:
-    """Signature inferred from ``X`` with only the ``required`` columns required.
+def serving_signature(X: pd.DataFrame, y_pred: Any, required: Iterable[str], level: float | None = None
+                      ) -> ModelSignature:
+    """Input columns named as in ``X``, only the ``required`` ones required; outputs inferred from ``y_pred``.
 
-    Inference marks every column without a missing value as required, which would make a served model
-    demand, say, ``l3_mb`` just because the training device had one; the features fill what is absent.
+    Inference would mark every column without a missing value as required (a served model demanding
+    ``l3_mb`` because the training device had one) and type sizes as double, which MLflow's schema check
+    refuses to fill from a JSON integer; so text columns are strings, numeric ones any type (the
+    Predictor checks and converts them, naming the column of a bad value). ``level`` adds an inference
+    parameter for the interval level.
     """
-    sig = infer_signature(X, y_pred)
     need = set(required)
-    inputs = Schema([ColSpec(c.type, c.name, required=c.name in need) for c in sig.inputs.inputs])
-    return ModelSignature(inputs=inputs, outputs=sig.outputs)
+    inputs = Schema([
+        ColSpec(DataType.string if pd.api.types.is_string_dtype(X[c]) or X[c].dtype == object else AnyType(), c,
+                required=c in need)
+        for c in X.columns
+    ])
+    params = None if level is None else ParamSchema([ParamSpec("level", DataType.double, float(level))])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(model_output=y_pred).inputs, params=params)
 
 
-def log_model(
-    pipeline: Any, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str]
-) -> ModelInfo:
-    """Log the fitted pipeline with signature and input example, registering it under a name."""
-    example = X.head(5)
-    return mlflow.sklearn.log_model(
-        pipeline,
-        name=MODEL_NAME_IN_RUN,
-        signature=serving_signature(X, pipeline.predict(example), required),
-        input_example=example,
-        registered_model_name=registered_model_name,
-        serialization_format=SERIALIZATION_FORMAT,
-    )
+def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str],
+              metadata: dict[str, Any] | None = None) -> ModelInfo:
+    """Log a fitted, calibrated model as a perfcast bundle served by MLflow's pyfunc, registering it by name.
+
+    The bundle (see :mod:`perfcast.models.bundle`) is the pyfunc's only artifact and the model's code is
+    :mod:`perfcast.mlflow_model`, so nothing logged is a pickle and MLflow loads it with no opt-in. The
+    signature and the input example (the first training rows) come from what the Predictor answers.
+    """
+    with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp:
+        bundle = save_model(model, model.estimator_[0].task, X, Path(tmp) / BUNDLE_ARTIFACT, metadata)
+        predictor = Predictor.load(bundle)
+        example = X.head(5)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(PYFUNC_CODE),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            signature=serving_signature(X, predictor.predict(example), required, predictor.level),
+            input_example=example,
+            registered_model_name=registered_model_name,
+            pip_requirements=_requirements(predictor.model.versions),
+        )
+
+
+def _requirements(versions: dict[str, str]) -> list[str]:
+    """The model's libraries pinned as built (perfcast itself must be installed where the model is served)."""
+    pinned = [f"{lib}=={ver}" for lib, ver in sorted(versions.items()) if lib != "perfcast"]
+    return [*pinned, f"mlflow=={mlflow.__version__}"]

@@ -22,9 +22,10 @@ from sklearn.pipeline import Pipeline
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.schema import EXTRA_PREFIX, columns
 from perfcast.datasets.store import RecordStore
-from perfcast.eval.metrics import METRICS, r2
+from perfcast.eval.metrics import METRICS, coverage, mean_width, r2
 from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
+from perfcast.models.intervals import ConformalRegressor
 from perfcast.models.registry import make_model
 from perfcast.training import tracking
 from perfcast.training.config import DataConfig, EvalConfig, TrainConfig
@@ -177,6 +178,21 @@ def evaluate(measured: pd.DataFrame, predicted: np.ndarray, prefix: str) -> dict
     return out
 
 
+def evaluate_intervals(measured: pd.DataFrame, lo: np.ndarray, hi: np.ndarray, prefix: str) -> dict[str, float]:
+    """``{prefix}{target}_coverage`` and ``_interval_width`` (mean relative width) on each target's measured rows."""
+    lo, hi = (np.asarray(a, dtype=float).reshape(len(measured), -1) for a in (lo, hi))
+    out: dict[str, float] = {}
+    for j, target in enumerate(measured.columns):
+        y = measured[target].to_numpy(dtype=float)
+        ok = ~np.isnan(y)
+        if not ok.any():
+            continue
+        out[f"{prefix}{target}_coverage"] = coverage(y[ok], lo[ok, j], hi[ok, j])
+        if np.isfinite(hi[ok, j]).all():  # too few calibration rows for the level leave the interval unbounded
+            out[f"{prefix}{target}_interval_width"] = mean_width(lo[ok, j], hi[ok, j])
+    return out
+
+
 def log_config(config: TrainConfig, params: dict[str, Any]) -> None:
     """The config as flat params, with the model parameters actually used (tuned ones included)."""
     dumped = config.model_dump(mode="json", exclude={"tune", "model"})
@@ -198,26 +214,38 @@ def fit_and_log(
         raise RuntimeError("fit_and_log needs an active MLflow run")
     targets = list(config.targets)
     lineage = {"source": source, "name": config.task, "target": targets[0]}
-    tracking.log_dataset(split.train, context="training", **lineage)
+    train_digest = tracking.log_dataset(split.train, context="training", **lineage)
     tracking.log_dataset(split.test, context="testing", **lineage)
     mlflow.log_params({"data.rows_train": len(split.train), "data.rows_test": len(split.test),
                        "data.rows_dropped_unmeasured": split.dropped_unmeasured})
     sources = pd.concat([split.train["source"], split.test["source"]]).dropna().astype(str).unique()
     mlflow.set_tag("perfcast.sources", ",".join(sorted(sources)))
 
-    progress(f"fitting {config.model.name} on {len(split.train)} rows")
+    progress(f"fitting {config.model.name} on {len(split.train)} rows and calibrating its intervals")
     X_train, Y_train = model_input(split.train, config.task), split.train[targets].astype("float64")
     X_test, Y_test = model_input(split.test, config.task), split.test[targets].astype("float64")
-    pipe = build_model(config, params).fit(X_train, Y_train)
+    model = ConformalRegressor(build_model(config, params)).fit(X_train, Y_train, noise=split.train)
+    pipe = model.estimator_
     progress(f"evaluating on {len(split.test)} test rows ({config.eval.protocol})")
     pred_test = pipe.predict(X_test)
-    metrics = evaluate(Y_test, pred_test, "test_") | evaluate(Y_train, pipe.predict(X_train), "train_")
+    lo, hi = model.predict_interval(X_test, noise=split.test)
+    metrics = (evaluate(Y_test, pred_test, "test_") | evaluate_intervals(Y_test, lo, hi, "test_")
+               | evaluate(Y_train, pipe.predict(X_train), "train_"))
     mlflow.log_metrics(metrics)
+    mlflow.log_param("intervals.level", model.level)
 
     progress("logging plots and model")
     tracking.log_pred_vs_measured(Y_test, pred_test, f"{config.name}: {config.eval.protocol} test, n={len(Y_test)}")
     tracking.log_feature_importances(pipe, targets)
-    info = tracking.log_model(pipe, X_train, config.registered_model_name, feature_transformer(config.task).required)
+    metadata = {
+        "name": config.name, "model": {"name": config.model.name, "params": params}, "seed": config.seed,
+        "protocol": {"name": config.eval.protocol, "options": dict(config.eval.options)}, "metrics": metrics,
+        "data": {"source": source, "sources": sorted(sources), "rows_train": len(split.train),
+                 "train_sha256": train_digest},
+        "run_id": run.info.run_id,
+    }
+    info = tracking.log_model(model, X_train, config.registered_model_name, feature_transformer(config.task).required,
+                              metadata)
     version = info.registered_model_version
     return TrainResult(
         run_id=run.info.run_id,

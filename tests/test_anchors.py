@@ -1,0 +1,205 @@
+"""Benchmark baselines, the whole-model trace parser and the accuracy script, on slices of the real datasets."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfcast.datasets.importers import get_importer
+from perfcast.datasets.importers.aiconfigurator import load_gemm
+from perfcast.datasets.store import RecordStore
+from perfcast.eval import anchors, whole_model
+
+REPO = Path(__file__).resolve().parents[1]
+GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
+T4_BERT = "Tesla_T4/bert_large-inf-512-8.csv.gz"
+
+
+def _accuracy_module():
+    """benchmarks/accuracy.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("accuracy", REPO / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def aic_gemm(data_root: Path) -> pd.DataFrame:
+    """aiconfigurator GEMM records of four GPUs, through the importer, cut to a small grid of shapes."""
+    root = data_root / "aiconfigurator"
+    frames = [load_gemm(root, next(root.glob(f"{gpu}/gemm/*/*/gemm_perf.parquet"))) for gpu in GPUS]
+    df = pd.concat(frames, ignore_index=True)
+    keep = df["m"].isin([1, 64, 1024]) & df["n"].isin([1024, 4096]) & df["k"].isin([1024, 2048, 4096])
+    return df[keep & df["dtype"].isin(["bfloat16", "fp8"])].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ GPU baselines
+def test_siblings_come_from_the_spec_sheet_family():
+    others = ["a100_sxm", "b300_sxm", "b60", "gb300", "h100_sxm", "l40s", "rtx_pro_6000_server"]
+    assert set(anchors.sibling_devices("gb200", others)) == {"gb300", "b300_sxm"}
+    # Ampere A100 and Ada L40S are both sm_8x but not one family; the sm_120 RTX PRO is not a B200-class part
+    for lonely in ("a100_sxm", "l40s", "b60", "rtx_pro_6000_server"):
+        assert anchors.sibling_devices(lonely, ["gb200", *others]) == []
+
+
+def test_nearest_gpu_orders_by_spec_distance():
+    # GB300 has GB200's bandwidth and BF16 peak; A100 is far from both, the 200 W Arc B60 farther still
+    assert anchors.nearest_devices("gb200", ["b60", "a100_sxm", "gb300"]) == ["gb300", "a100_sxm", "b60"]
+    dist = anchors.spec_distances("gb200", ["gb300", "b60"])
+    assert dist["gb300"] < dist["b60"]
+    with pytest.raises(KeyError, match="unknown"):
+        anchors.nearest_devices("gb200", ["no_such_gpu"])
+
+
+def test_copy_sibling_takes_the_same_config_from_the_nearest_sibling(aic_gemm: pd.DataFrame):
+    test = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
+    train = aic_gemm[aic_gemm["device_id"] != "gb200"]
+    donors = anchors.sibling_devices("gb200", sorted(train["device_id"].unique()))
+    assert donors[0] == "gb300"
+    keys = anchors.CONFIG_KEYS["gemm"]
+    got = anchors.copy_from_devices(train, test, donors, keys)
+    gb300 = train[train["device_id"] == "gb300"].set_index(list(keys))["runtime_ms"]
+    want = gb300.reindex(pd.MultiIndex.from_frame(test[list(keys)])).to_numpy()
+    assert np.isfinite(want).all() and len(want) > 20
+    np.testing.assert_array_equal(got, want)
+    # a config GB300 never measured falls to the next sibling (B300); one no sibling measured stays unknown
+    first = test.iloc[[0]]
+    lacking = train[~((train["device_id"] == "gb300") & (train[list(keys)] == first[list(keys)].iloc[0]).all(axis=1))]
+    b300 = lacking[(lacking["device_id"] == "b300_sxm")
+                   & (lacking[list(keys)] == first[list(keys)].iloc[0]).all(axis=1)]["runtime_ms"]
+    assert anchors.copy_from_devices(lacking, first, donors, keys)[0] == b300.iloc[0]
+    odd = first.assign(m=3)
+    assert np.isnan(anchors.copy_from_devices(train, odd, donors, keys)[0])
+
+
+def test_grid_interpolation_is_exact_on_grid_points_and_log_linear_between(aic_gemm: pd.DataFrame):
+    gb200 = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
+    values, bracketed = anchors.grid_interpolate(gb200, gb200, by=["device_id", "dtype"])
+    np.testing.assert_allclose(values, gb200["runtime_ms"], rtol=1e-12)
+    assert bracketed.all()
+    # one line of k (1024, 4096) around a held-out k = 2048: the geometric mean of its neighbours
+    line = gb200[(gb200["m"] == 1024) & (gb200["n"] == 4096) & (gb200["dtype"] == "bfloat16")].set_index("k")
+    train = line.loc[[1024, 4096]].reset_index()
+    query = line.loc[[2048]].reset_index()
+    values, bracketed = anchors.grid_interpolate(train, query, by=["device_id", "dtype"])
+    assert bracketed[0]
+    assert values[0] == pytest.approx(np.sqrt(line.at[1024, "runtime_ms"] * line.at[4096, "runtime_ms"]))
+    # beyond the last measured k nothing brackets: the nearest measured neighbour is copied
+    values, bracketed = anchors.grid_interpolate(train.iloc[[0]], query, by=["device_id", "dtype"])
+    assert not bracketed[0] and values[0] == pytest.approx(line.at[1024, "runtime_ms"])
+
+
+def test_roofline_baseline_is_the_spec_sheet_time(aic_gemm: pd.DataFrame):
+    row = aic_gemm[(aic_gemm["device_id"] == "h100_sxm") & (aic_gemm["dtype"] == "bfloat16")
+                   & (aic_gemm["m"] == 1024) & (aic_gemm["n"] == 4096) & (aic_gemm["k"] == 4096)]
+    flops = 2 * 1024 * 4096 * 4096
+    nbytes = 2 * (1024 * 4096 + 4096 * 4096 + 1024 * 4096)
+    want = max(flops / 989e12, nbytes / 3350e9) * 1e3  # H100 SXM: 989 TFLOP/s BF16, 3.35 TB/s
+    assert anchors.roofline(row, "gemm")[0] == pytest.approx(want)
+
+
+# ------------------------------------------------------------------------------------------ CPU baselines
+@pytest.fixture(scope="module")
+def spec_rows(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    store = RecordStore(tmp_path_factory.mktemp("spec"))
+    get_importer("spec-cpu2017").run(data_root / "spec-cpu2017", store)
+    df = store.read("cpu_bench")
+    return df[(df["variant"] == "base") & (df["benchmark"] == "CINT2017rate")].reset_index(drop=True)
+
+
+def test_family_mean_with_benchmark_fallback(spec_rows: pd.DataFrame):
+    train = spec_rows[spec_rows["family"].isin(["EPYC", "Xeon Gold"])].head(400)
+    test = pd.concat([spec_rows[spec_rows["family"] == "EPYC"].tail(3),
+                      spec_rows[spec_rows["family"] == "Xeon Silver"].tail(2)], ignore_index=True)
+    values, fell_back = anchors.group_mean(train, test, ["benchmark", "family"], "score", fallback=["benchmark"])
+    epyc = train.loc[train["family"] == "EPYC", "score"]
+    assert len(epyc) > 5
+    np.testing.assert_allclose(values[:3], epyc.mean())
+    assert fell_back == 2  # no Xeon Silver in training: the benchmark's mean
+    np.testing.assert_allclose(values[3:], train["score"].mean())
+    values, fell_back = anchors.group_mean(train, test, ["benchmark", "family"], "score")
+    assert np.isnan(values[3:]).all() and fell_back == 0
+
+
+# ------------------------------------------------------------------------------------------ whole model
+def test_trace_parser_on_a_real_label_file(data_root: Path):
+    path = data_root / "neusight" / "label" / T4_BERT
+    ops = whole_model.parse_trace(path)
+    with gzip.open(path, "rt", newline="") as fh:
+        latencies = [float(r["latency"]) for r in csv.DictReader(fh)]
+    assert len(ops) == len(latencies)
+    assert ops["latency_ms"].sum() == pytest.approx(sum(latencies))
+    gemm = ops[ops["op"].notna()].set_index("node")
+    assert len(gemm) == 10  # q, k, v, two attention matmuls, attention output, FFN in/out, pooler, classifier
+    assert tuple(gemm.loc["bert_encoder_layer_0_attention_self_query", ["op", "batch", "m", "n", "k"]]) == (
+        "linear", 1, 8 * 512, 1024, 1024)
+    assert tuple(gemm.loc["matmul", ["op", "batch", "m", "n", "k"]]) == ("bmm", 8 * 16, 512, 512, 64)
+    assert tuple(gemm.loc["matmul_1", ["op", "batch", "m", "n", "k"]]) == ("bmm", 8 * 16, 512, 64, 512)
+    assert tuple(gemm.loc["bert_pooler_dense", ["op", "m", "n", "k"]]) == ("linear", 8, 1024, 1024)
+    assert gemm.loc["bert_encoder_layer_0_output_dense", "in_layer"]
+    assert not gemm.loc["bert_pooler_dense", "in_layer"]
+
+
+def test_end_to_end_sums_replicate_the_layer(data_root: Path):
+    label = data_root / "neusight" / "label"
+    inf = whole_model.read_trace(label / T4_BERT, "t4")
+    train = whole_model.read_trace(label / "Tesla_V100-PCIE-32GB" / "bert_large-train-512-2.csv.gz", "v100_pcie_32gb")
+    assert (inf.mode, inf.num_layer, train.mode) == ("inf", 24, "train")
+    gemms = whole_model.gemm_records([inf, train])
+    n_inf = int(inf.ops["op"].notna().sum())
+    assert (gemms["trace"] == 0).sum() == n_inf and (gemms["trace"] == 1).sum() == 3 * train.ops["op"].notna().sum()
+    # FFN output: forward 1024 x 1024, reducing 4096; grad of input 1024 x 4096 reducing 1024; grad of weight
+    # 4096 x 1024 reducing 1024 (batch 2 x 512 tokens)
+    ffn_out = gemms[(gemms["trace"] == 1) & (gemms["node"] == "bert_encoder_layer_0_output_dense")].set_index("pass")
+    assert {p: tuple(ffn_out.loc[p, ["m", "n", "k"]]) for p in ffn_out.index} == {
+        "fw": (1024, 1024, 4096), "bw_input": (1024, 4096, 1024), "bw_weight": (4096, 1024, 1024)}
+    assert (ffn_out["weight"] == 24).all() and ffn_out["runtime_ms"].notna().sum() == 1
+    # predicting each inference GEMM by its measured time gives back the measured sum
+    exact = np.where(gemms["trace"] == 0, gemms["runtime_ms"], 0.0)
+    out = whole_model.end_to_end([inf, train], gemms, {"measured": exact}).set_index("trace")
+    ops = inf.ops
+    weight = np.where(ops["in_layer"], 24, 1)
+    assert out.at[inf.name, "measured_ms"] == pytest.approx((ops["latency_ms"] * weight).sum())
+    assert out.at[inf.name, "measured_plus_rest_ms"] == pytest.approx(out.at[inf.name, "measured_ms"])
+    assert out.at[inf.name, "e2e_ms"] == pytest.approx(694.4645385742188)
+
+
+def test_trace_errors_name_the_file(tmp_path: Path):
+    bad = tmp_path / "bert_large-inf-512-8.csv"
+    bad.write_text("op,latency\ncall_module,1.0\n")
+    with pytest.raises(whole_model.TraceError, match="lacks column"):
+        whole_model.parse_trace(bad)
+    with pytest.raises(whole_model.TraceError, match="num_layer"):
+        whole_model.read_trace(bad, "t4")
+
+
+# ------------------------------------------------------------------------------------------ the script
+def test_arguments():
+    acc = _accuracy_module()
+    args = acc.parse_args(["--cutoff", "2023", "--protocol", "gpperf-paper", "--protocol", "ncpp-paper"])
+    assert args.cutoff == 2023 and args.protocol == ["gpperf-paper", "ncpp-paper"] and args.model is None
+    assert acc.parse_args([]).cutoff is None
+    for bad in (["--cutoff", "23"], ["--cutoff", "2023-06"], ["--protocol", "nope"], ["--model", "nope"]):
+        with pytest.raises(SystemExit):
+            acc.parse_args(bad)
+
+
+@pytest.mark.slow
+def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
+    acc = _accuracy_module()
+    out = tmp_path / "RESULTS.md"
+    rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--out", str(out)])
+    assert [(r.target, r.metric) for r in rows] == [("runtime_ms", "mape"), ("runtime_ms", "r2"),
+                                                   ("power_w", "median_ape"), ("power_w", "r2")]
+    assert all(r.n == 519 for r in rows)
+    text = out.read_text()
+    assert "git commit:" in text and "--protocol gpperf-paper" in text
+    assert text.count("| gpperf-paper |") == 4 and "15.57% GPPerf (RF)" in text

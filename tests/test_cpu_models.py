@@ -1,0 +1,161 @@
+"""CPU models on real slices: per-group target normalisation, NCPP feature groups on SPEC rows, the default
+CPU model against the family-mean baseline on a future split, and the group-attention net on PerfCastDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.tree import DecisionTreeRegressor
+
+from perfcast.datasets.importers import get_importer
+from perfcast.datasets.store import RecordStore
+from perfcast.eval.protocols import future_split, random_split
+from perfcast.features import CpuFeatures, feature_groups
+from perfcast.models import make_model
+from perfcast.models.cpu_defaults import DEFAULTS, cpu_model
+from perfcast.models.normalize import TargetNormalizer
+from perfcast.training.config import load_config
+from perfcast.training.train import model_input
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _import(data_root: Path, dataset: str, tmp: Path) -> pd.DataFrame:
+    store = RecordStore(tmp / "store")
+    get_importer(dataset).run(data_root / dataset, store)
+    return store.read("cpu_bench")
+
+
+@pytest.fixture(scope="module")
+def spec(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Every 8th base result of SPEC CPU2017 (~5,000 rows, all four suites, 2017-2024), suspects dropped."""
+    recs = _import(data_root, "spec-cpu2017", tmp_path_factory.mktemp("spec"))
+    base = recs[(recs["variant"] == "base") & ~recs["x_suspect"]].sort_values("record_id")
+    return base.iloc[::8].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def pcdb(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return _import(data_root, "perfcastdb-sample", tmp_path_factory.mktemp("pcdb"))
+
+
+def _features(records: pd.DataFrame) -> pd.DataFrame:
+    X = model_input(records, "cpu_bench")
+    return CpuFeatures().fit(X).transform(X)
+
+
+def _ape(truth: pd.Series, pred: np.ndarray) -> np.ndarray:
+    t = truth.to_numpy(dtype=float)
+    return np.abs(np.asarray(pred, dtype=float).ravel() - t) / t
+
+
+# ------------------------------------------------------------------------------------ normalisation
+def test_normalisation_round_trip_on_perfcastdb_units(pcdb: pd.DataFrame) -> None:
+    """Scores in SPECrate, MB/s, ns and GFLOP/s: the baseline is each (workload, sub-test)'s geometric mean,
+    the inner model sees score / baseline, and multiplying back returns the scores exactly."""
+    X = _features(pcdb).assign(row=np.arange(len(pcdb), dtype=float))  # lets a tree memorise each row
+    y = pcdb["score"].astype("float64")
+    tn = TargetNormalizer(DecisionTreeRegressor(random_state=0), group_by=["benchmark_code", "workload_code"])
+    tn.fit(X, y)
+    np.testing.assert_allclose(tn.predict(X), y, rtol=1e-9)
+    geo = np.exp(np.log(y).groupby([pcdb["benchmark"], pcdb["subtest"], pcdb["variant"]]).transform("mean"))
+    np.testing.assert_allclose(tn.baseline(X)[:, 0], geo, rtol=1e-9)
+    ratio = y / geo
+    assert ratio.between(0.8, 1.25).all(), "within one (workload, sub-test) the repeats differ by a few %"
+    assert y.max() / y.min() > 1e5  # ... while the raw scores span five decades of mixed units
+
+
+def test_unseen_subtest_falls_back_to_its_workload_and_unseen_workload_to_all(pcdb: pd.DataFrame) -> None:
+    X = _features(pcdb)
+    y = pcdb["score"].astype("float64")
+    stream = (pcdb["benchmark"] == "Stream").to_numpy()
+    triad = stream & (pcdb["subtest"] == "Triad Bandwidth (NTW) (MB/s)").to_numpy()
+    keep = ~triad & ~(pcdb["benchmark"] == "HPCG").to_numpy()
+    tn = TargetNormalizer(DecisionTreeRegressor(random_state=0), group_by=["benchmark_code", "workload_code"])
+    tn.fit(X[keep], y[keep])
+    stream_mean = np.exp(np.log(y[stream & keep]).mean())
+    np.testing.assert_allclose(tn.baseline(X[triad])[:, 0], stream_mean, rtol=1e-9)
+    assert tn.fallback_rows_ == 0
+    tn.baseline(X[pcdb["benchmark"] == "HPCG"])
+    assert tn.fallback_rows_ == 3
+
+
+def test_power_law_learns_that_rate_scores_grow_with_cores_and_speed_scores_barely(spec: pd.DataFrame) -> None:
+    X = _features(spec)
+    tn = TargetNormalizer(DecisionTreeRegressor(max_depth=2), group_by=["benchmark_code"], scale_by=["log2_cores"])
+    tn.fit(X, spec["score"])
+    slope = dict(zip(sorted(spec["benchmark"].unique()), tn.levels_[0]["slope"][:, 0, 0] / np.log(2)))
+    # score ∝ cores^b: about linear for throughput (rate) runs, flat-ish for one-copy (speed) runs
+    assert 0.75 < slope["CINT2017rate"] < 1.1 and 0.75 < slope["CFP2017rate"] < 1.1
+    assert slope["CINT2017"] < 0.3 and slope["CINT2017"] < slope["CFP2017"] < slope["CFP2017rate"]
+
+
+def test_normaliser_rejects_what_it_cannot_divide(pcdb: pd.DataFrame) -> None:
+    X = _features(pcdb)
+    with pytest.raises(ValueError, match="must be > 0"):
+        TargetNormalizer(DecisionTreeRegressor()).fit(X, -pcdb["score"])
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['cores_typo'\]"):
+        TargetNormalizer(DecisionTreeRegressor(), scale_by=["cores_typo"]).fit(X, pcdb["score"])
+    with pytest.raises(ValueError, match="base must be another registered model"):
+        make_model("normalized", "cpu_bench", ["score"], {"base": "normalized"})
+
+
+# ------------------------------------------------------------------------------------------ features
+def test_every_ncpp_group_has_values_on_spec_rows(spec: pd.DataFrame) -> None:
+    X = _features(spec)
+    for group, cols in feature_groups("cpu_bench").items():
+        assert X[cols].notna().any().any(), f"group {group} is empty on SPEC rows"
+    derived = ["log2_cores", "log2_core_ghz", "family_code", "cache_mb_per_core", "mem_bw_per_core_ghz",
+               "mem_channel_bw_gbs", "l3_mb_per_core", "is_rate"]
+    coverage = X[derived].notna().mean()
+    assert coverage.min() > 0.99, coverage
+    assert X["cpu_generation"].notna().mean() > 0.9  # unknown for SPARC, ARM, ... (never guessed)
+    rate = spec["benchmark"].str.endswith("rate").to_numpy()
+    assert (X.loc[rate, "is_rate"] == 1).all() and (X.loc[~rate, "is_rate"] == 0).all()
+    np.testing.assert_allclose(2 ** X["log2_cores"], spec["cores"].astype(float))
+
+
+def test_an_unseen_family_gets_no_borrowed_code(spec: pd.DataFrame) -> None:
+    X = model_input(spec, "cpu_bench")
+    t = CpuFeatures().fit(X[spec["family"] != "EPYC"])
+    epyc = t.transform(X[spec["family"] == "EPYC"])
+    assert epyc["family_code"].isna().all() and epyc["cpu_generation"].notna().all()
+
+
+# ------------------------------------------------------------------------------------- default models
+def test_default_model_beats_the_family_mean_on_a_future_split(spec: pd.DataFrame) -> None:
+    train, test = future_split(spec, cutoff="2024-01-01")  # the latest year, as configured
+    family = train.groupby(["family", "benchmark"])["score"].mean()
+    bench = train.groupby("benchmark")["score"].mean()
+    baseline = family.reindex(pd.MultiIndex.from_frame(test[["family", "benchmark"]])).to_numpy(dtype=float)
+    baseline = np.where(np.isnan(baseline), bench.reindex(test["benchmark"]).to_numpy(dtype=float), baseline)
+    pipe = cpu_model("spec-cpu2017").fit(model_input(train, "cpu_bench"), train[["score"]])
+    ours = _ape(test["score"], pipe.predict(model_input(test, "cpu_bench"))).mean()
+    theirs = _ape(test["score"], baseline).mean()
+    assert ours < 0.5 * theirs, (ours, theirs)
+    assert ours < 0.15, ours
+
+
+def test_configs_hold_the_cpu_defaults() -> None:
+    for dataset, default in DEFAULTS.items():
+        cfg = load_config(CONFIGS / default.config)
+        assert (cfg.model.name, cfg.model.params) == (default.model, default.params), dataset
+        assert cfg.data.imports[0].dataset == dataset
+
+
+def test_group_attention_trains_through_the_registry_on_perfcastdb(pcdb: pd.DataFrame) -> None:
+    """The net alone and inside the normaliser; normalised, it predicts held-out repeats within a few %."""
+    train, test = random_split(pcdb, seed=0, test_size=0.2)
+    seen = pd.MultiIndex.from_frame(test[["benchmark", "subtest"]]).isin(
+        pd.MultiIndex.from_frame(train[["benchmark", "subtest"]]))
+    fast = {"max_epochs": 15, "d_model": 16, "batch_size": 32, "n_threads": 1}
+    X_train, X_test = model_input(train, "cpu_bench"), model_input(test, "cpu_bench")
+    raw = make_model("group_attention", "cpu_bench", ["score"], fast).fit(X_train, train[["score"]])
+    assert np.isfinite(raw.predict(X_test)).all()
+    norm = cpu_model("perfcastdb-sample", **fast).fit(X_train, train[["score"]])
+    ape = _ape(test["score"], norm.predict(X_test))
+    assert norm.named_steps["model"].estimator_.estimators_[0].best_epoch_ >= 1
+    assert np.median(ape[seen]) < 0.03 and ape[seen].mean() < 0.05, ape
