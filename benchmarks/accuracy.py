@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -111,17 +111,17 @@ def header(argv: Sequence[str], total_s: float) -> str:
     return "\n".join([
         "# perfcast accuracy benchmarks",
         "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        (f"- machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, "
+         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"),
         f"- command: `{command.strip()}`",
         f"- git commit: {git_commit()}",
         f"- total wall time: {total_s / 60:.1f} min (dataset imports included; the wall column is fit + predict)",
         "",
-        "APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
-        "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
-        "Coverage: share of test rows inside perfcast's 90% conformal interval (unseen-hardware protocols), "
-        "with the interval's mean half-width relative to its centre.",
+        ("APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
+         "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
+         "Coverage: share of test rows inside perfcast's 90% conformal interval (unseen-hardware protocols), "
+         "with the interval's mean half-width relative to its centre."),
         "",
     ])
 

@@ -25,13 +25,15 @@ console = Console()
 
 
 def _mount() -> None:
-    """``perfcast train`` and ``perfcast eval`` live with their packages; mounted unnamed, so they are not
+    """``perfcast train``, ``eval`` and ``predict`` live with their packages; mounted unnamed, so they are not
     ``perfcast train train``."""
     from perfcast.eval.cli import eval_app
+    from perfcast.predict_cli import predict_app
     from perfcast.training.cli import train_app
 
     app.add_typer(train_app)
     app.add_typer(eval_app)
+    app.add_typer(predict_app)
 
 
 _mount()
@@ -151,6 +153,46 @@ def probe(
         if not power.empty:
             src = power.iloc[-1]
             console.print(f"power source: {src['power_source']} ({src['power_note'] or 'measured during the kernel'})")
+
+
+@app.command()
+def quickstart(
+    workdir: Annotated[Path, typer.Option("--dir", help="Where the store, MLflow database and models go")] = Path(
+        "perfcast-quickstart"),
+    budget: Annotated[str, typer.Option(help="Time for the probe sweep, e.g. 4m (training adds ~30 s)")] = "4m",
+) -> None:
+    """Probe this machine, train, evaluate on unseen shapes, register the model, and show what next."""
+    from perfcast.quickstart import MODEL_NAME, run_quickstart
+
+    res = run_quickstart(workdir, budget_s=parse_duration(budget), console=console)
+    console.rule("[bold]3/3 report")
+    table = Table(title=f"unseen-shape test: {res.train.n_test} held-out records "
+                        f"(trained on {res.train.n_train}), {res.elapsed_s:.0f} s in all")
+    table.add_column("metric")
+    table.add_column("runtime_ms", justify="right")
+    for key in ("mape", "median_ape", "p90_ape", "r2", "spearman", "coverage", "mean_width"):
+        val = res.train.metrics.get(f"test_runtime_ms_{key}")
+        if val is not None:
+            pct = key.endswith("ape") or key in ("coverage", "mean_width")
+            table.add_row(key, f"{100 * val:.1f}%" if pct else f"{val:.3f}")
+    console.print(table)
+    console.print(f"MLflow run {res.train.run_id}; model registered as [bold]{MODEL_NAME}[/] "
+                  f"version {res.train.registered_version}")
+    console.print("\nOpen the experiment UI:")
+    console.print(f"  mlflow ui --backend-store-uri {res.tracking_uri}")
+    console.print(f"\nPredict from Python (with PERFCAST_HW_SPECS={res.specs_path}, this machine's measured sheet):")
+    console.print(f"  import mlflow; mlflow.set_tracking_uri({res.tracking_uri!r})\n"
+                  f"  from perfcast import Predictor; p = Predictor.load('models:/{MODEL_NAME}/"
+                  f"{res.train.registered_version}')\n"
+                  f"  print(p.predict({{'m': 512, 'n': 512, 'k': 512, 'dtype': 'float32', "
+                  f"'device_name': {_device_of(res)!r}}}))", highlight=False)
+
+
+def _device_of(res) -> str:  # noqa: ANN001
+    from perfcast.datasets.store import RecordStore
+
+    names = RecordStore(res.workdir / "store").read("gemm", columns_=["device_name"])["device_name"]
+    return str(names.mode().iloc[0])
 
 
 @data_app.command("import")

@@ -164,8 +164,8 @@ class Predictor:
         if "device_id" in frame.columns:
             updates["device_id"] = self._devices(frame["device_id"])
         elif self._needs_device and "device_name" not in frame.columns:
-            raise MissingColumnError(f"the input names no device: add a device_id column (a spec-sheet id such as "
-                                     f"'h100_sxm') or device_name")
+            raise MissingColumnError("the input names no device: add a device_id column (a spec-sheet id such as "
+                                     "'h100_sxm') or device_name")
         return frame.assign(**updates) if updates else frame
 
     @staticmethod

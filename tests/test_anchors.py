@@ -97,6 +97,25 @@ def test_grid_interpolation_is_exact_on_grid_points_and_log_linear_between(aic_g
     assert not bracketed[0] and values[0] == pytest.approx(line.at[1024, "runtime_ms"])
 
 
+def test_scores_compare_on_the_rows_every_baseline_covers(aic_gemm: pd.DataFrame):
+    gb200 = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
+    gb300 = aic_gemm[aic_gemm["device_id"] == "gb300"]
+    truth = gb200["runtime_ms"].to_numpy()
+    copied = anchors.copy_from_devices(gb300, gb200, ["gb300"], anchors.CONFIG_KEYS["gemm"])
+    partial = np.where(np.arange(len(truth)) < 5, np.nan, truth)  # a baseline that knows all but 5 rows, exactly
+    res = anchors.score("p", "runtime_ms", "gb200", truth, copied, "copy", 1.0,
+                        baselines={"exact": partial}, interval=(truth * 0.5, truth * 2.0))
+    kept = slice(5, None)
+    assert res.n == len(truth) - 5 and "5 of" in res.notes[0]
+    assert res.ours == pytest.approx(np.mean(np.abs(copied[kept] - truth[kept]) / truth[kept]))
+    assert res.baselines == {"exact": 0.0} and res.coverage == 1.0 and res.beats() is False
+    assert res.width == pytest.approx(1.5 / 1.25)  # (2 - 0.5) / midpoint 1.25, relative
+    other = anchors.score("p", "runtime_ms", "gb300", truth, truth * 1.1, "copy", 2.0, baselines={"exact": truth})
+    mean = anchors.macro_mean([res, other], "both")
+    assert mean.ours == pytest.approx((res.ours + 0.1) / 2) and mean.n == res.n + other.n and mean.wall_s == 3.0
+    assert mean.coverage is None  # one of the rows has no interval
+
+
 def test_roofline_baseline_is_the_spec_sheet_time(aic_gemm: pd.DataFrame):
     row = aic_gemm[(aic_gemm["device_id"] == "h100_sxm") & (aic_gemm["dtype"] == "bfloat16")
                    & (aic_gemm["m"] == 1024) & (aic_gemm["n"] == 4096) & (aic_gemm["k"] == 4096)]

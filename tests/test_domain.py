@@ -46,7 +46,7 @@ def test_training_rows_are_in_distribution_and_larger_unseen_gpu_rows_are_not(ne
     assert ok.all() and set(reasons) == {""}
     ok, reasons = guard.check(test, features.transform(test))
     assert len(reasons) == len(test) and (~ok).mean() > 0.5        # NeuSight tests on far larger shapes
-    assert all(r == "" for r, good in zip(reasons, ok) if good) and all(r for r, good in zip(reasons, ok) if not good)
+    assert all(r == "" for r, good in zip(reasons, ok, strict=True) if good) and all(r for r, good in zip(reasons, ok, strict=True) if not good)
     m_max = guard.sizes["m"][1]
     big = (test["m"] > m_max).to_numpy()
     assert big.any() and not ok[big].any()

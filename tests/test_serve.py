@@ -98,7 +98,7 @@ def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
         bounds = ["runtime_ms", "runtime_ms_lo", "runtime_ms_hi"]
         np.testing.assert_allclose(answer[bounds].to_numpy(float), expected[bounds].to_numpy(float), rtol=1e-12)
         assert answer["in_distribution"].tolist() == expected["in_distribution"].tolist() == [True, True, False]
-        assert answer["ood_reason"].iloc[2] == expected["ood_reason"].iloc[2] and answer["ood_reason"].iloc[0] is None
+        assert answer["ood_reason"].iloc[2] == expected["ood_reason"].iloc[2] and pd.isna(answer["ood_reason"].iloc[0])
 
         narrow = pd.DataFrame(_post(f"{base}/invocations", {"dataframe_records": ROWS[:1],
                                                             "params": {"level": 0.5}})["predictions"])

@@ -312,7 +312,7 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
     if per_target.joint:
         heads = [writer.encode(per_target.estimators_[0], "estimators/joint")]
     else:
-        heads = [writer.encode(e, f"estimators/{t}") for t, e in zip(per_target.targets_, per_target.estimators_)]
+        heads = [writer.encode(e, f"estimators/{t}") for t, e in zip(per_target.targets_, per_target.estimators_, strict=True)]
     cal = model.calibration_
     (root / "calibration").mkdir()
     for t in cal.targets:

@@ -13,7 +13,7 @@ prices it in. It is flagged when its spec numbers leave the box spanned by the t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -94,27 +94,27 @@ class DomainGuard:
         n = len(records)
         reasons = np.full(n, "", dtype=object)
 
-        def add(mask: np.ndarray, message: Any) -> None:
+        def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
+            """Append ``message(mask)`` (one text, or one per masked row) to the reasons of the masked rows."""
             if not mask.any():
                 return
-            msg = message[mask] if isinstance(message, np.ndarray) else message
-            cur = reasons[mask]
+            msg, cur = message(mask), reasons[mask]
             reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
 
         for c, (lo, hi) in self.sizes.items():
             if c not in records.columns:
                 continue
             v = pd.to_numeric(records[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            shown = f"{c}=" + _fmt(v)
-            add(v > hi, shown + f" above training max {hi:g}")
-            add(v < lo, shown + f" below training min {lo:g}")
+            add(v > hi, lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
+            add(v < lo, lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
         for c, seen in self.categories.items():
             if c not in records.columns:
                 continue
             labels = _categories(records[c], c)
             unseen = (labels.notna() & ~labels.isin(seen)).to_numpy(dtype=bool)
             raw = records[c].astype("string").to_numpy(dtype=object, na_value="")
-            add(unseen, f"{c} '" + raw + f"' never seen in training (seen: {', '.join(seen)})")
+            add(unseen, lambda m, c=c, raw=raw, seen=seen:
+                f"{c} '" + raw[m] + f"' never seen in training (seen: {', '.join(seen)})")
         device = self._device_labels(records)
         for c, (lo, hi) in self.hardware.items():
             if c not in features.columns:
@@ -122,14 +122,14 @@ class DomainGuard:
             v = features[c].to_numpy(dtype="float64", na_value=np.nan)
             if c in WORK:
                 name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
-                add(v > hi, f"{name} " + _fmt(v) + f" above training max {hi:.3g}")
-                add(v < lo, f"{name} " + _fmt(v) + f" below training min {lo:.3g}")
+                add(v > hi, lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m]) + f" above training max {hi:.3g}")
+                add(v < lo, lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m]) + f" below training min {lo:.3g}")
                 continue
-            where = "device " + device + " spec outside the training hull: " + c + " " + _fmt(v)
-            add(v > hi, where + f" > max {hi:g}")
-            add(v < lo, where + f" < min {lo:g}")
+            where = lambda m, c=c, v=v: "device " + device[m] + " spec outside the training hull: " + c + " " + _fmt(v[m])  # noqa: E731
+            add(v > hi, lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
+            add(v < lo, lambda m, where=where, lo=lo: where(m) + f" < min {lo:g}")
             if c in self.complete:
-                add(np.isnan(v), "device " + device + f" has no {c} (every training device had one)")
+                add(np.isnan(v), lambda m, c=c: "device " + device[m] + f" has no {c} (every training device had one)")
         return reasons == "", [str(r) for r in reasons]
 
     @staticmethod

@@ -13,6 +13,9 @@ A group never seen in training falls back to the longest prefix of its ``group_b
 (with ``group_by=["benchmark_code", "workload_code"]`` a new sub-test gets its benchmark's baseline), and
 past that to the power law of all training rows together: the best guess available, but a poor one when
 units differ; ``fallback_rows_`` says how many rows of the last prediction had no group prefix at all.
+
+The fitted baseline is plain numbers (:meth:`TargetNormalizer.to_json` / :meth:`TargetNormalizer.from_json`),
+so a saved model stores it as data beside its inner estimator, never as pickled code.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.utils.validation import check_is_fitted
 
 #: the default group: the CPU features' code of (benchmark, sub-test, variant)
 DEFAULT_GROUP_BY: tuple[str, ...] = ("workload_code",)
+#: the parts of one fitted power-law table, in the order :meth:`TargetNormalizer._power_law` returns them
+_LAW = ("intercept", "center", "slope")
 
 
 class TargetNormalizer(RegressorMixin, BaseEstimator):
@@ -35,8 +41,8 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : the regressor of the ratio (e.g. a ``PerTargetRegressor``); it gets y in the same form as
-        given (DataFrame, Series or array), NaN kept where a target was not measured.
+    estimator : the regressor of the ratio; it gets y in the form given (DataFrame, Series or array), NaN
+        kept where a target was not measured.
     group_by : feature columns whose values name a group (NaN is a value of its own), most general first:
         an unseen key falls back to its longest seen prefix.
     scale_by : numeric feature columns of the per-group power law (use log features: ``log2_cores``).
@@ -46,7 +52,7 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
     min_rows : groups with fewer measured rows keep slope 0 (their geometric mean only).
     """
 
-    def __init__(self, estimator: BaseEstimator, group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    def __init__(self, estimator: BaseEstimator | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
                  scale_by: Sequence[str] = (), ridge: float = 0.01, min_rows: int = 10):
         self.estimator = estimator
         self.group_by = group_by
@@ -59,6 +65,8 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
         if not isinstance(X, pd.DataFrame):
             raise TypeError(f"TargetNormalizer needs a feature DataFrame (it groups by column name), "
                             f"got {type(X).__name__}")
+        if self.estimator is None:
+            raise ValueError("TargetNormalizer needs an estimator to learn the ratio to the baseline")
         if self.ridge < 0 or int(self.min_rows) < 2:
             raise ValueError(f"ridge must be >= 0 and min_rows >= 2, got ridge={self.ridge}, "
                              f"min_rows={self.min_rows}")
@@ -69,16 +77,16 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
             raise ValueError(f"TargetNormalizer divides by a geometric mean, so targets must be > 0; "
                              f"{int(bad.sum())} measured value(s) are <= 0 (mark unmeasured targets NaN)")
         keys, S = self._inputs(X, "fit")
-        self.n_targets_ = Y.shape[1]
         z = np.log(np.where(measured, Y, 1.0))
         # one table of power laws per level: the full key, then ever shorter prefixes of group_by
         self.levels_ = []
         for width in range(len(self.group_by), 0, -1):
-            codes, groups = pd.factorize(pd.MultiIndex.from_frame(keys.iloc[:, :width]), sort=True)
-            fits = [self._power_law(z[codes == i], measured[codes == i], S[codes == i]) for i in range(len(groups))]
-            self.levels_.append({"groups": groups, **{name: np.stack([f[i] for f in fits])
-                                                      for i, name in enumerate(("intercept", "center", "slope"))}})
-        self.pooled_ = self._power_law(z, measured, S)
+            table = keys.iloc[:, :width].drop_duplicates().sort_values(list(keys.columns[:width]))
+            codes = _codes(keys.iloc[:, :width], table)
+            fits = [self._power_law(z[codes == i], measured[codes == i], S[codes == i]) for i in range(len(table))]
+            self.levels_.append({"keys": table.to_numpy(dtype="float64"),
+                                 **{name: np.stack([f[i] for f in fits]) for i, name in enumerate(_LAW)}})
+        self.pooled_ = dict(zip(_LAW, self._power_law(z, measured, S)))
         ratio = np.where(measured, Y / np.exp(self._log_baseline(keys, S)), np.nan)
         self.estimator_ = clone(self.estimator).fit(X, _like(y, ratio))
         self.n_features_in_ = X.shape[1]
@@ -86,7 +94,7 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
         return self
 
     def _inputs(self, X: pd.DataFrame, where: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """Each row's group key columns (NaN as +inf, a value of its own) and scale_by values (NaN kept)."""
+        """Each row's group key columns (float, NaN kept) and scale_by values (rows x scales, NaN kept)."""
         if not len(self.group_by):
             raise ValueError("TargetNormalizer: group_by must name at least one column")
         need = [*self.group_by, *self.scale_by]
@@ -94,7 +102,7 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
         if absent:
             raise ValueError(f"TargetNormalizer.{where}: X lacks column(s) {absent} named in group_by/scale_by; "
                              f"it has {list(X.columns)[:12]}{' ...' if X.shape[1] > 12 else ''}")
-        keys = X[list(self.group_by)].apply(pd.to_numeric, errors="coerce").astype("float64").fillna(np.inf)
+        keys = X[list(self.group_by)].apply(pd.to_numeric, errors="coerce").astype("float64")
         S = X[list(self.scale_by)].to_numpy(dtype="float64") if len(self.scale_by) else np.empty((len(X), 0))
         return keys.reset_index(drop=True), S
 
@@ -122,35 +130,70 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
     # -------------------------------------------------------------------------------------- predict
     def _log_baseline(self, keys: pd.DataFrame, S: np.ndarray) -> np.ndarray:
         """log baseline (rows x targets) from the longest key prefix seen in training, else the pooled law."""
-        n = len(keys)
-        intercept, center, slope = (np.repeat(p[None], n, axis=0) for p in self.pooled_)
-        done = np.zeros(n, dtype=bool)
+        law = {name: np.repeat(np.asarray(self.pooled_[name])[None], len(keys), axis=0) for name in _LAW}
+        done = np.zeros(len(keys), dtype=bool)
         for level in self.levels_:
-            width = level["groups"].nlevels
-            codes = level["groups"].get_indexer(pd.MultiIndex.from_frame(keys.iloc[:, :width]))
+            width = level["keys"].shape[1]
+            codes = _codes(keys.iloc[:, :width], pd.DataFrame(level["keys"], columns=keys.columns[:width]))
             use = (codes >= 0) & ~done
-            intercept[use], center[use], slope[use] = (level[name][codes[use]] for name in ("intercept", "center", "slope"))
+            for name in _LAW:
+                law[name][use] = level[name][codes[use]]
             done |= use
         self.fallback_rows_ = int((~done).sum())
-        Sc = np.nan_to_num(S - center, nan=0.0)
-        return intercept + np.einsum("rs,rst->rt", Sc, slope)
+        Sc = np.nan_to_num(S - law["center"], nan=0.0)
+        return law["intercept"] + np.einsum("rs,rst->rt", Sc, law["slope"])
 
     def baseline(self, X: pd.DataFrame) -> np.ndarray:
         """The baseline of each row (rows x targets), in the target's units."""
-        check_is_fitted(self, "estimator_")
+        check_is_fitted(self, "levels_")
         keys, S = self._inputs(X, "predict")
         return np.exp(self._log_baseline(keys, S))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
         base = self.baseline(X)
         pred = np.asarray(self.estimator_.predict(X), dtype="float64")
         return pred * (base[:, 0] if pred.ndim == 1 else base)
+
+    # ---------------------------------------------------------------------------------- as plain data
+    def to_json(self) -> dict[str, Any]:
+        """The fitted baseline as JSON-able numbers (NaN group keys as None); the inner estimator is not in it."""
+        check_is_fitted(self, "levels_")
+
+        def law(d: dict[str, Any]) -> dict[str, Any]:
+            return {name: np.asarray(d[name]).tolist() for name in _LAW}
+
+        return {
+            "group_by": list(self.group_by), "scale_by": list(self.scale_by),
+            "levels": [{"keys": pd.DataFrame(lv["keys"]).astype(object).where(~np.isnan(lv["keys"]), None)
+                        .to_numpy().tolist(), **law(lv)} for lv in self.levels_],
+            "pooled": law(self.pooled_),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TargetNormalizer:
+        """A normaliser whose :meth:`baseline` works again from :meth:`to_json` output (no inner estimator)."""
+        out = cls(group_by=tuple(doc["group_by"]), scale_by=tuple(doc["scale_by"]))
+
+        def law(d: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {name: np.asarray(d[name], dtype="float64") for name in _LAW}
+
+        out.levels_ = [{"keys": np.asarray(lv["keys"], dtype="float64"), **law(lv)} for lv in doc["levels"]]
+        out.pooled_ = law(doc["pooled"])
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         return tags
+
+
+def _codes(keys: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
+    """Row position in ``table`` of each row of ``keys`` (-1 where absent); NaN matches NaN, as in a merge."""
+    table = table.set_axis(list(keys.columns), axis=1).assign(_code=np.arange(len(table)))
+    found = keys.merge(table, how="left", on=list(keys.columns), sort=False)["_code"]
+    return found.fillna(-1).to_numpy(dtype=np.int64)
 
 
 def _matrix(y: Any, n_rows: int) -> np.ndarray:
@@ -170,22 +213,35 @@ def _like(y: Any, values: np.ndarray) -> Any:
     return values[:, 0] if np.ndim(y) == 1 else values
 
 
-def normalized(task: str, targets: list[str], params: dict[str, Any]) -> TargetNormalizer:
-    """Registry factory: ``TargetNormalizer`` around another registered model, fitted on the ratio.
+#: inner models the normaliser can wrap: the tree ensembles, and the group-attention network
+BASES: tuple[str, ...] = ("lightgbm", "xgboost", "rf", "extra_trees", "group_attention")
 
-    Reserved ``params``: ``base`` (the inner model's registry name, default "lightgbm"), ``group_by`` and
-    ``scale_by`` (see :class:`TargetNormalizer`); the rest go to the inner model. The ratio is learned in
-    log space unless ``log_target`` says otherwise: relative error is what the scores are judged by.
+
+def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Registry factory: per target, a ``TargetNormalizer`` around a tree ensemble fitted on log(ratio);
+    or one around the group-attention network for all targets jointly (it standardises its own log-target).
+
+    Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
+    (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
+    are judged by). The rest go to the inner model.
     """
-    from perfcast.models.registry import MODELS  # the registry imports this module
+    # imported on use: the registry imports this module
+    from perfcast.features import feature_groups
+    from perfcast.models.registry import PerTargetRegressor
+    from perfcast.models.trees import tree_model
 
     rest = dict(params)
     base = rest.pop("base", "lightgbm")
-    group_by = tuple(rest.pop("group_by", DEFAULT_GROUP_BY))
-    scale_by = tuple(rest.pop("scale_by", ()))
-    if base not in MODELS or base == "normalized":
-        raise ValueError(f"normalized: base must be another registered model, got {base!r}; "
-                         f"known: {', '.join(m for m in MODELS if m != 'normalized')}")
-    if base != "group_attention":  # the network standardises its own (log-)target
-        rest.setdefault("log_target", True)
-    return TargetNormalizer(MODELS[base](task, targets, rest), group_by=group_by, scale_by=scale_by)
+    norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
+    if base not in BASES:
+        raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
+    if base == "group_attention":
+        from perfcast.models.group_attention import GroupAttentionRegressor  # torch: only when asked for
+
+        net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
+        return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
+    log = rest.pop("log_target", True)
+    inner = tree_model(base, rest)
+    if log:
+        inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
+    return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)

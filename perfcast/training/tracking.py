@@ -212,6 +212,9 @@ def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name:
     :mod:`perfcast.mlflow_model`, so nothing logged is a pickle and MLflow loads it with no opt-in. The
     signature and the input example (the first training rows) come from what the Predictor answers.
     """
+    if not (isinstance(model, ConformalRegressor) and hasattr(model, "calibration_")):
+        raise TypeError(f"log_model takes a fitted ConformalRegressor (every perfcast model carries calibrated "
+                        f"intervals), got {type(model).__name__}; fit ConformalRegressor(pipeline) on the training rows")
     with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp:
         bundle = save_model(model, model.estimator_[0].task, X, Path(tmp) / BUNDLE_ARTIFACT, metadata)
         predictor = Predictor.load(bundle)
