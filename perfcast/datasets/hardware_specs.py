@@ -80,7 +80,7 @@ def normalize(name: str) -> str:
     return re.sub(r"[\W_]+", "", str(name).casefold())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: catalogs are cached
 class Catalog:
     """Merged spec sheets: ``specs[device_id] -> fields`` and ``aliases[normalized name] -> device_id``."""
 
@@ -231,8 +231,15 @@ def get_spec(device_id: str, extra: str | os.PathLike[str] | None = None) -> dic
 
 
 def spec_table(extra: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Every device as one row, indexed by ``device_id``, one typed column per spec field (NA if unknown)."""
-    cat = catalog(extra)
+    """Every device as one row, indexed by ``device_id``, one typed column per spec field (NA if unknown).
+
+    Built once per catalog (predictions call this per request): callers get a copy they may change.
+    """
+    return _table(catalog(extra)).copy()
+
+
+@lru_cache(maxsize=8)
+def _table(cat: Catalog) -> pd.DataFrame:
     ids = sorted(cat.specs)
     cols = {
         f: pd.Series([cat.specs[d].get(f) for d in ids], dtype=_PD_DTYPES[kind], index=pd.Index(ids, name="device_id"))
