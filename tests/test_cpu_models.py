@@ -99,10 +99,11 @@ def test_fitted_baseline_survives_json(pcdb: pd.DataFrame) -> None:
     import json
 
     X = _features(pcdb).assign(workload_code=lambda d: d["workload_code"].where(d["benchmark_code"] != 0))
-    tn = TargetNormalizer(DecisionTreeRegressor(), group_by=["benchmark_code", "workload_code"],
-                          scale_by=["log2_cores"]).fit(X, pcdb["score"])
-    again = TargetNormalizer.from_json(json.loads(json.dumps(tn.to_json(), allow_nan=False)))
-    np.testing.assert_array_equal(again.baseline(X), tn.baseline(X))
+    for scale_by in ([], ["log2_cores"]):
+        tn = TargetNormalizer(DecisionTreeRegressor(), group_by=["benchmark_code", "workload_code"],
+                              scale_by=scale_by).fit(X, pcdb["score"])
+        again = TargetNormalizer.from_json(json.loads(json.dumps(tn.to_json(), allow_nan=False)))
+        np.testing.assert_array_equal(again.baseline(X), tn.baseline(X))
 
 
 def test_normaliser_rejects_what_it_cannot_divide(pcdb: pd.DataFrame) -> None:

@@ -80,7 +80,7 @@ def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_registry_names():
     assert set(MODELS) == {"rf", "extra_trees", "xgboost", "lightgbm", "mlp", "roofline", "hybrid",
-                           "group_attention"}
+                           "group_attention", "normalized"}
 
 
 @pytest.mark.parametrize("name", sorted(FAST))

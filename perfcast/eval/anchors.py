@@ -550,10 +550,12 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
         parts = [p for p in PHASE_LABEL if p in present] + sorted(present - set(PHASE_LABEL))
     per_device: dict[str | None, list[Result]] = {p: [] for p in parts}
     with_sibling: dict[str | None, list[Result]] = {p: [] for p in parts}
+    pool_sizes, sampled = [], False
     for dev in devices:
         train, test = unseen_hardware_split(records, test_devices=[dev])
         others = sorted(train["device_id"].unique())
         fit_rows, note = sample_rows(train, TRAIN_ROWS["aiconfigurator-unseen-gpu"], cfg.seed)
+        pool_sizes.append(len(train))
         start = time.perf_counter()
         model = fit_conformal(name, params, task, fit_rows, "runtime_ms")
         pred, lo, hi = predict_interval(model, test)
@@ -564,9 +566,9 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
         siblings = sibling_devices(dev, others)
         if siblings:
             base[SIBLING] = copy_from_devices(train, test, siblings, keys)
-        notes = [n for n in (note, f"nearest GPUs by spec sheet: {', '.join(nearest[:3])}",
-                             f"siblings: {', '.join(siblings)}" if siblings else "no family sibling in training")
-                 if n]
+        sampled = sampled or note is not None
+        notes = [f"nearest GPUs by spec sheet: {', '.join(nearest[:3])}",
+                 f"siblings: {', '.join(siblings)}" if siblings else "no family sibling in training"]
         for part in parts:
             sel = np.ones(len(test), dtype=bool) if part is None else (test["phase"] == part).to_numpy()
             target = "runtime_ms" if part is None else f"runtime_ms ({PHASE_LABEL.get(part, part)})"
@@ -578,11 +580,15 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
                                                 wall, baselines={ROOFLINE: base[ROOFLINE][sel],
                                                                  SIBLING: base[SIBLING][sel]},
                                                 interval=(lo[sel], hi[sel])))
+    limit = TRAIN_ROWS["aiconfigurator-unseen-gpu"]
+    sampling = [(f"per held-out GPU: trained on {limit:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
+                 f"{min(pool_sizes):,}-{max(pool_sizes):,}")] if sampled else []
     rows = []
     for part in parts:
         if with_sibling[part]:
-            rows.append(macro_mean(with_sibling[part], "GPUs with a sibling in training", notes=[SIBLING_NOTE]))
-        rows.append(macro_mean(per_device[part], "every GPU left out"))
+            rows.append(macro_mean(with_sibling[part], "GPUs with a sibling in training",
+                                   notes=[*sampling, SIBLING_NOTE]))
+        rows.append(macro_mean(per_device[part], "every GPU left out", notes=sampling))
         rows.extend(per_device[part])
     return rows
 

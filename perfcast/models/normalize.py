@@ -174,11 +174,17 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
     def from_json(cls, doc: dict[str, Any]) -> TargetNormalizer:
         """A normaliser whose :meth:`baseline` works again from :meth:`to_json` output (no inner estimator)."""
         out = cls(group_by=tuple(doc["group_by"]), scale_by=tuple(doc["scale_by"]))
+        n_scales = len(out.scale_by)
 
-        def law(d: dict[str, Any]) -> dict[str, np.ndarray]:
-            return {name: np.asarray(d[name], dtype="float64") for name in _LAW}
+        def law(d: dict[str, Any], *lead: int) -> dict[str, np.ndarray]:
+            # shapes restored explicitly: with no scale_by, JSON's empty lists lose their dimensions
+            intercept = np.asarray(d["intercept"], dtype="float64").reshape(*lead, -1)
+            return {"intercept": intercept,
+                    "center": np.asarray(d["center"], dtype="float64").reshape(*lead, n_scales),
+                    "slope": np.asarray(d["slope"], dtype="float64").reshape(*lead, n_scales, intercept.shape[-1])}
 
-        out.levels_ = [{"keys": np.asarray(lv["keys"], dtype="float64"), **law(lv)} for lv in doc["levels"]]
+        out.levels_ = [{"keys": np.asarray(lv["keys"], dtype="float64").reshape(len(lv["intercept"]), -1),
+                        **law(lv, len(lv["intercept"]))} for lv in doc["levels"]]
         out.pooled_ = law(doc["pooled"])
         return out
 
@@ -235,8 +241,8 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
     if base not in BASES:
         raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
-    if base == "group_attention":
-        from perfcast.models.group_attention import GroupAttentionRegressor  # torch: only when asked for
+    if base == "group_attention":  # torch is imported only when the network is asked for
+        from perfcast.models.group_attention import GroupAttentionRegressor
 
         net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
         return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
