@@ -172,3 +172,20 @@ def test_group_attention_trains_through_the_registry_on_perfcastdb(pcdb: pd.Data
     ape = _ape(test["score"], norm.predict(X_test))
     assert norm.named_steps["model"].estimators_[0].estimator_.best_epoch_ >= 1
     assert np.median(ape[seen]) < 0.03 and ape[seen].mean() < 0.05, ape
+
+
+def test_the_default_spec_model_saves_as_data_and_loads_to_the_same_predictions(
+    spec: pd.DataFrame, tmp_path: Path
+) -> None:
+    from perfcast import Predictor
+    from perfcast.models.bundle import save_model
+    from perfcast.models.intervals import ConformalRegressor
+
+    base = spec[spec["variant"] == "base"].iloc[::16].reset_index(drop=True)
+    train, test = base.iloc[: len(base) // 2], base.iloc[len(base) // 2:]
+    model = ConformalRegressor(cpu_model("spec-cpu2017", n_estimators=40), n_splits=3)
+    model.fit(train, train[["score"]])
+    path = save_model(model, "cpu_bench", train, tmp_path / "spec", {"model": "normalized"})
+    assert not list(path.rglob("*.pkl"))
+    got = Predictor.load(path).predict(test)["score"].to_numpy()
+    np.testing.assert_allclose(got, np.asarray(model.predict(test), dtype=float).ravel(), rtol=1e-6)

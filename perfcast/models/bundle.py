@@ -150,6 +150,19 @@ class _Hybrid:
 
 
 @dataclass
+class _Normalized:
+    """Predictions of the inner model are ratios to a fitted per-group baseline (saved as plain numbers)."""
+
+    normalizer: Any
+    inner: Head
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        pred = np.asarray(self.inner.predict(F, A), dtype="float64")
+        base = self.normalizer.baseline(F)
+        return pred * (base[:, 0] if pred.ndim == 1 else base)
+
+
+@dataclass
 class _Roofline:
     target: str
 
@@ -234,6 +247,7 @@ class _Writer:
         from sklearn.compose import TransformedTargetRegressor
 
         from perfcast.models.hybrid import HybridRegressor
+        from perfcast.models.normalize import TargetNormalizer
         from perfcast.models.roofline import RooflineRegressor
 
         if isinstance(est, TransformedTargetRegressor):
@@ -243,6 +257,8 @@ class _Writer:
             return {"kind": "log", "inner": self.encode(est.regressor_, rel)}
         if isinstance(est, HybridRegressor):
             return {"kind": "hybrid", "target": est.target, "inner": self.encode(est.estimator_, rel)}
+        if isinstance(est, TargetNormalizer):
+            return {"kind": "normalized", "baseline": est.to_json(), "inner": self.encode(est.estimator_, rel)}
         if isinstance(est, RooflineRegressor):
             return {"kind": "roofline", "target": est.target}
         if isinstance(est, lgb.LGBMRegressor):
@@ -406,6 +422,10 @@ class _Reader:
             return _Hybrid(spec["target"], self.decode(spec["inner"]))
         if kind == "roofline":
             return _Roofline(spec["target"])
+        if kind == "normalized":
+            from perfcast.models.normalize import TargetNormalizer
+
+            return _Normalized(TargetNormalizer.from_json(spec["baseline"]), self.decode(spec["inner"]))
         if kind == "lightgbm":
             import lightgbm as lgb
 
