@@ -26,7 +26,14 @@ from pathlib import Path
 
 import psutil
 
-from perfcast.eval.anchors import RUNNERS, UNSEEN_HARDWARE, Result, RunConfig, run
+from perfcast.eval.anchors import (
+    COVERAGE_GOAL,
+    RUNNERS,
+    UNSEEN_HARDWARE,
+    Result,
+    RunConfig,
+    run,
+)
 from perfcast.models import model_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +73,7 @@ def fmt(metric: str, value: float) -> str:
 
 def table(rows: Sequence[Result]) -> tuple[str, list[str]]:
     """The Markdown table and its numbered notes (a row's notes are referenced as [1], [2], ...)."""
-    head = ["protocol", "target", "device", "metric", "anchor", "perfcast", "baselines", "beats ref.",
+    head = ["protocol", "target", "device", "metric", "anchor", "perfcast", "baselines", "beats ref.", "goal",
             "90% coverage", "n", "wall", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     notes: list[str] = []
@@ -77,14 +84,16 @@ def table(rows: Sequence[Result]) -> tuple[str, list[str]]:
                 notes.append(note)
             refs.append(f"[{notes.index(note) + 1}]")
         beats = r.beats()
+        met = r.meets_goal()
         cov = ("pending" if r.protocol in UNSEEN_HARDWARE else "—") if r.coverage is None else (
-            f"{fmt('mape', r.coverage)} (±{fmt('mape', r.width / 2)})")
+            f"{fmt('mape', r.coverage)} (±{fmt('mape', r.width / 2)}) {'met' if r.coverage_ok() else 'missed'}")
         cells = [
             r.protocol, r.target, r.device, METRIC_LABEL.get(r.metric, r.metric),
             f"{fmt(r.metric, r.anchor.value)} {r.anchor.source}" if r.anchor else "—",
             f"**{fmt(r.metric, r.ours)}** ({r.model})",
             " · ".join(f"{k} {fmt(r.metric, v)}" for k, v in r.baselines.items()) or "—",
             "—" if beats is None else ("yes" if beats else "no"),
+            "—" if met is None else f"{r.goal.text()}: {'met' if met else 'missed'}",
             cov, f"{r.n:,}", f"{r.wall_s:.0f} s", " ".join(refs),
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -120,8 +129,10 @@ def header(argv: Sequence[str], total_s: float) -> str:
         "",
         ("APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
          "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
+         "'goal': what the accuracy issue asks of the row, and whether perfcast reaches it. "
          "Coverage: share of test rows inside perfcast's 90% conformal interval (unseen-hardware protocols), "
-         "with the interval's mean half-width relative to its centre."),
+         "with the interval's mean half-width relative to its centre, 'met' when it lands in "
+         f"{COVERAGE_GOAL[0]:.0%}-{COVERAGE_GOAL[1]:.0%}."),
         "",
     ])
 

@@ -25,6 +25,7 @@ import pandas as pd
 from perfcast.datasets.hardware_specs import ENV_VAR, catalog, resolve_device_id
 from perfcast.datasets.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
+from perfcast.features.base import missing
 from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.intervals import check_level
 
@@ -92,7 +93,8 @@ class Predictor:
                 ) -> dict[str, Any] | pd.DataFrame:
         """A dict in gives a dict out; a DataFrame (or list of dicts) gives a DataFrame with the input's index."""
         if isinstance(config, Mapping):
-            cols = self._predict(self._records(pd.DataFrame({k: [v] for k, v in config.items()})), level)
+            row, clean = self._one_row(config)
+            cols = self._predict(row if clean else self._records(row), level)
             return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in cols.items()}
         records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
         return pd.DataFrame(self._predict(records, level), index=records.index)
@@ -127,7 +129,7 @@ class Predictor:
         features = model.features.transform(records)
         pred = model.predict_features(features)
         cal = model.calibration
-        lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level)
+        lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level, features=features)
         ok, reasons = model.domain.check(records, features)
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
@@ -137,11 +139,35 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------------------- input checks
+    def _one_row(self, config: Mapping[str, Any]) -> tuple[pd.DataFrame, bool]:
+        """``config`` as a one-row frame whose plain numbers are float64 and whose device is text already, and
+        whether it is clean: every required value and the device given as :meth:`_records` would leave them
+        (finite numbers, a canonical device id, no flags to parse), so the frame need not pass through it (its
+        pandas steps are a third of a small request). Anything else goes through :meth:`_records`, which
+        converts it or says what is wrong."""
+        cols: dict[str, Any] = {}
+        clean = not (DEVICE_ALIAS in config and "device_id" in config) and "device_name" not in config
+        for key, v in config.items():
+            if key in self._numeric and isinstance(v, (int, float, np.integer, np.floating)) \
+                    and not isinstance(v, (bool, np.bool_)):
+                cols[key] = np.array([v], dtype="float64")
+                clean = clean and bool(np.isfinite(cols[key][0]))
+            elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
+                cols["device_id" if clean else key] = pd.array([v], dtype="string")
+                clean = clean and v in catalog().specs
+            else:
+                cols[key] = [v]
+                clean = clean and isinstance(key, str) and key not in self._numeric and key not in self._boolean \
+                    and (key not in self._required or (isinstance(v, str) and v != ""))
+        clean = clean and all(c in cols for c in self._required) and (not self._needs_device or "device_id" in cols)
+        return pd.DataFrame(cols), clean
+
     def _records(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The input as records the features read: device alias resolved, types coerced, required columns present."""
         if frame.empty:
             raise ValueError("nothing to predict: the input has no rows")
-        frame = frame.rename(columns=str)
+        if not all(isinstance(c, str) for c in frame.columns):
+            frame = frame.rename(columns=str)
         if DEVICE_ALIAS in frame.columns:
             if "device_id" in frame.columns:
                 raise ValueError(f"give the device as either {DEVICE_ALIAS!r} or 'device_id', not both")
@@ -153,16 +179,20 @@ class Predictor:
                 + (" and a device (device_id such as 'h100_sxm', or device_name)" if self._needs_device else ""))
         updates: dict[str, pd.Series] = {}
         for c in self._required:
-            blank = frame[c].isna().to_numpy()
+            blank = missing(frame[c])
             if blank.any():
                 raise ValueError(f"column {c!r} is empty in {int(blank.sum())} row(s) (first: row "
                                  f"{frame.index[blank][0]!r}); every {self.task} prediction needs it")
-        for c in (c for c in self._numeric if c in frame.columns):
+        present = set(frame.columns)
+        for c in (c for c in self._numeric if c in present and frame[c].dtype != np.float64):
             updates[c] = self._number(frame[c], c)
-        for c in (c for c in self._boolean if c in frame.columns):
+        for c in (c for c in self._boolean if c in present):
             updates[c] = self._flag(frame[c], c)
         if "device_id" in frame.columns:
-            updates["device_id"] = self._devices(frame["device_id"])
+            given = frame["device_id"]
+            ids = self._devices(given)
+            if ids is not given:
+                updates["device_id"] = ids
         elif self._needs_device and "device_name" not in frame.columns:
             raise MissingColumnError("the input names no device: add a device_id column (a spec-sheet id such as "
                                      "'h100_sxm') or device_name")
@@ -195,10 +225,13 @@ class Predictor:
 
     @staticmethod
     def _devices(s: pd.Series) -> pd.Series:
-        """Canonical spec-sheet ids; aliases ("H100 SXM", "NVIDIA L40S") are resolved, unknown ids refused."""
-        ids = s.astype("string")
+        """Canonical spec-sheet ids; aliases ("H100 SXM", "NVIDIA L40S") are resolved, unknown ids refused.
+
+        Returns ``s`` itself when it is text of canonical ids already.
+        """
+        ids = s if s.dtype == "string" else s.astype("string")
         known = catalog().specs
-        names = [v for v in ids.dropna().unique() if v not in known]
+        names = [v for v in pd.unique(ids.to_numpy(dtype=object, na_value=None)) if v is not None and v not in known]
         mapping = {v: resolve_device_id(v) for v in names}
         unknown = sorted(v for v, dev in mapping.items() if dev is None)
         if unknown:

@@ -151,6 +151,26 @@ def test_beta_adds_a_read_of_c(gpperf):
     assert 10 ** X1["log10_bytes"] - 10 ** X0["log10_bytes"] == pytest.approx(4 * m * n)
 
 
+def test_power_per_peak_tflop_and_vendor_describe_the_device(h100_gemm, gpperf):
+    t = GemmFeatures().fit(h100_gemm)
+    X = t.transform(h100_gemm)
+    bf16, fp8 = (h100_gemm["dtype"] == d for d in ("bfloat16", "fp8"))
+    # the H100 SXM's 700 W over its dense bf16 and fp8 peaks: the fp8 row has half the power per TFLOP/s
+    np.testing.assert_allclose(X.loc[bf16, "log10_watts_per_tflop"], math.log10(700 / 989.0))
+    np.testing.assert_allclose(X.loc[fp8, "log10_watts_per_tflop"], math.log10(700 / 1978.0))
+    assert (X[["vendor_nvidia", "vendor_amd", "vendor_intel"]] == [1.0, 0.0, 0.0]).all().all()
+    b60 = pd.DataFrame({"m": [64], "n": [4096], "k": [4096], "dtype": ["bfloat16"], "device_id": ["b60"]})
+    Xb = t.transform(b60).iloc[0]
+    assert (Xb["vendor_intel"], Xb["vendor_nvidia"]) == (1.0, 0.0)
+    assert Xb["log10_watts_per_tflop"] == pytest.approx(math.log10(200 / 98.304))
+    # a device no sheet lists and no record names a vendor for: unknown, not "not NVIDIA"
+    own = gpperf.iloc[:3].drop(columns=["vendor", "tdp_w"], errors="ignore").assign(
+        device_id=pd.NA, device_name="prototype accelerator", mem_bw_gbs=1000.0, peak_tflops_fp32=50.0)
+    Xo = GemmFeatures().fit(gpperf).transform(own)
+    assert Xo[["vendor_nvidia", "vendor_intel"]].isna().all().all()
+    assert Xo["log10_watts_per_tflop"].isna().all()  # no TDP known
+
+
 # ------------------------------------------------------------------------------------------------ hardware
 def test_spec_sheet_beats_record_hardware_columns(gpperf):
     wrong = gpperf.assign(mem_bw_gbs=1.0, sm_count=1, peak_tflops_fp32=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from perfcast.datasets.importers import get_importer
 from perfcast.datasets.store import RecordStore
 from perfcast.eval.metrics import mape
 from perfcast.eval.protocols import neusight_ood_split
+from perfcast.features import feature_groups
 from perfcast.models import MODELS, PerTargetRegressor, make_model
 
 TARGETS = ["runtime_ms", "power_w"]
@@ -24,6 +26,7 @@ FAST: dict[str, dict] = {
     "lightgbm": {"n_estimators": 40}, "hybrid": {"n_estimators": 40},
     "mlp": {"max_iter": 100, "hidden_layer_sizes": (32,)},
     "roofline": {}, "group_attention": {"max_epochs": 2, "d_model": 16, "batch_size": 256},
+    "transfer": {"n_estimators": 40},
 }
 
 
@@ -79,7 +82,7 @@ def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_registry_names():
-    assert set(MODELS) == {"rf", "extra_trees", "xgboost", "lightgbm", "mlp", "roofline", "hybrid",
+    assert set(MODELS) == {"rf", "extra_trees", "xgboost", "lightgbm", "mlp", "roofline", "hybrid", "transfer",
                            "group_attention", "normalized"}
 
 
@@ -182,3 +185,122 @@ def test_boundary_errors(gpperf):
         pipe.fit(gpperf, gpperf[TARGETS].assign(power_w=np.nan))
     with pytest.raises(KeyError, match="unknown device 'rtx_9090'"):
         make_model("roofline", "gemm", ["runtime_ms"]).fit(gpperf.assign(device_id="rtx_9090"), gpperf["runtime_ms"])
+
+
+# ------------------------------------------------------------------------------ GPU physics and transfer
+BLACKWELL = ("gb200", "gb300", "b300_sxm")
+
+
+@pytest.fixture(scope="module")
+def blackwell_gemm(data_root: Path, tmp_path_factory) -> pd.DataFrame:
+    """bf16 and nvfp4 GEMMs with n, k in {128, 1024, 4096} on the three Blackwell GPUs and the H100 (~4,600 rows)."""
+    def pick(unit: Path, df: pd.DataFrame) -> pd.DataFrame:
+        keep = df["dtype"].isin(["bfloat16", "nvfp4"]) & df["n"].isin([128, 1024, 4096]) & df["k"].isin([128, 1024, 4096])
+        return df[keep]
+
+    tmp = tmp_path_factory.mktemp("blackwell")
+    parts = [_load(data_root, "aiconfigurator", tmp / gpu, pick, units=f"{gpu}/gemm/")
+             for gpu in (*BLACKWELL, "h100_sxm")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_latency_floor_is_the_median_of_latency_bound_rows(blackwell_gemm):
+    from perfcast.models.hybrid import LATENCY_BOUND, HybridRegressor, learn_floors
+
+    rows = blackwell_gemm[blackwell_gemm["device_id"] == "h100_sxm"]
+    X = make_model("roofline", "gemm", ["runtime_ms"]).named_steps["features"].fit(rows).transform(rows)
+    y = rows["runtime_ms"].to_numpy()
+    floors, pooled = learn_floors(X, y)
+    bound = 10 ** X["log10_roofline_ms"].to_numpy() <= LATENCY_BOUND * y
+    assert floors == {"dtype_bf16": pytest.approx(np.median(y[bound]))}   # the H100 has no nvfp4 rows
+    assert 1e-3 < floors["dtype_bf16"] < 1e-2                              # a few microseconds, as measured
+    hybrid = HybridRegressor(estimator=make_model("lightgbm", "gemm", ["runtime_ms"]).named_steps["model"]
+                             .estimator.set_params(n_estimators=20)).fit(X, y)
+    np.testing.assert_allclose(hybrid._baseline(X) - 10 ** X["log10_roofline_ms"], floors["dtype_bf16"])
+    off = HybridRegressor(latency_floor=False).fit(X, y)
+    np.testing.assert_allclose(off._baseline(X), 10 ** X["log10_roofline_ms"])
+
+
+def test_hybrid_columns_and_monotone_constraints(neusight):
+    train, test = neusight
+    params = {"n_estimators": 60, "monotone": {"log10_watts_per_tflop": -1}, "columns": ["shape", "work",
+                                                                                      "log10_watts_per_tflop"]}
+    pipe = make_model("hybrid", "gemm", ["runtime_ms"], params).fit(train, train["runtime_ms"])
+    hybrid = pipe.named_steps["model"].estimators_[0]
+    assert hybrid.estimator_.n_features_in_ == len(feature_groups("gemm")["shape"]) + 7 + 1  # groups expanded
+    X = pipe.named_steps["features"].transform(test.iloc[:200])
+    # sweep the power budget per TFLOP/s over the training range: predictions may only fall
+    grid = np.linspace(0.9, 1.45, 12)
+    preds = np.column_stack([hybrid.predict(X.assign(log10_watts_per_tflop=v)) for v in grid])
+    assert (np.diff(preds, axis=1) <= 1e-12 * preds[:, 1:]).all()
+    with pytest.raises(ValueError, match=r"columns \['nonsense'\] are not features"):
+        make_model("hybrid", "gemm", ["runtime_ms"], {"columns": ["nonsense"]}).fit(train, train["runtime_ms"])
+    with pytest.raises(ValueError, match=r"monotone constraint on \['sm_count'\]"):
+        make_model("hybrid", "gemm", ["runtime_ms"], {"columns": ["shape"], "monotone": {"sm_count": 1}}).fit(
+            train, train["runtime_ms"])
+
+
+def test_seed_bag_is_the_geometric_mean_of_its_members(gpperf):
+    train, test = _split(gpperf)
+    bag = make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 30, "seeds": [3, 4]})
+    pred = bag.fit(train, train["runtime_ms"]).predict(test)
+    members = [make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 30, "random_state": s})
+               .fit(train, train["runtime_ms"]).predict(test) for s in (3, 4)]
+    assert not np.allclose(members[0], members[1])  # the seeds really differ
+    np.testing.assert_allclose(pred, np.sqrt(members[0] * members[1]), rtol=1e-10)
+
+
+def test_transfer_applies_the_weighted_residuals_of_sibling_gpus(blackwell_gemm):
+    from perfcast.models.transfer import DISTANCE_WEIGHTS
+
+    train = blackwell_gemm[blackwell_gemm["device_id"] != "gb200"]
+    test = blackwell_gemm[blackwell_gemm["device_id"] == "gb200"]
+    pipe = make_model("transfer", "gemm", ["runtime_ms"], {"n_estimators": 60}).fit(train, train["runtime_ms"])
+    model = pipe.named_steps["model"].estimators_[0]
+    features = pipe.named_steps["features"]
+    X = features.transform(test)
+    base = model.estimator_.predict(X)
+
+    def residuals(gpu: str) -> np.ndarray:
+        """log(measured / base prediction) of ``gpu`` on the GB200's configurations (same m, n, k, dtype)."""
+        rows = train[train["device_id"] == gpu].set_index(["dtype", "m", "n", "k"])["runtime_ms"]
+        own = np.log(rows) - np.log(model.estimator_.predict(features.transform(train[train["device_id"] == gpu])))
+        return own.reindex(pd.MultiIndex.from_frame(test[["dtype", "m", "n", "k"]])).to_numpy()
+
+    # spec-sheet distances by hand: GB200 = 8 TB/s, 2.5 PF bf16 / 10 PF fp4, 1200 W, sm_100
+    spec = {"gb300": (8000, 2500, 15000, 1400, 10.3), "b300_sxm": (7750, 2250, 14000, 1100, 10.3),
+            "h100_sxm": (3350, 989, None, 700, 9.0)}
+    w_bw, w_pk, w_tdp, w_cc = DISTANCE_WEIGHTS.values()
+    bf16 = (test["dtype"] == "bfloat16").to_numpy()
+    num, den = np.zeros(len(test)), np.zeros(len(test))
+    for gpu, (bw, pk16, pk4, tdp, cc) in spec.items():
+        peak_gap = np.where(bf16, abs(math.log(2500 / pk16)), abs(math.log(10000 / pk4)) if pk4 else np.inf)
+        d = w_bw * abs(math.log(8000 / bw)) + w_pk * peak_gap + w_tdp * abs(math.log(1200 / tdp)) + w_cc * abs(10.0 - cc)
+        w = np.exp(-d / model.scale)
+        r = residuals(gpu)
+        seen = np.isfinite(r)
+        num += np.where(seen, w * np.nan_to_num(r), 0)
+        den += np.where(seen, w, 0)
+    want = np.where(den > 0, num / np.maximum(den, 1e-300), 0) * np.minimum(den, 1)
+    np.testing.assert_allclose(model.correction(X), want, atol=1e-9)
+    np.testing.assert_allclose(pipe.predict(test), base * np.exp(want), rtol=1e-9)
+    # the siblings' errors carry over: the corrected prediction beats the base model on the unseen GB200
+    assert mape(test["runtime_ms"], pipe.predict(test)) < mape(test["runtime_ms"], base)
+    # a configuration no sibling measured keeps the base prediction
+    novel = test.assign(m=test["m"] + 1_000_003)  # an m no GPU was measured at
+    Xn = features.transform(novel)
+    np.testing.assert_allclose(pipe.predict(novel), model.estimator_.predict(Xn))
+
+
+def test_gpu_defaults_build_and_match_their_configs():
+    from perfcast.models.gpu_defaults import DEFAULTS, gpu_model
+    from perfcast.training.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for protocol, default in DEFAULTS.items():
+        pipe = gpu_model(protocol)
+        assert [name for name, _ in pipe.steps] == ["features", "model"]
+        cfg = load_config(configs / default.config)
+        assert (cfg.model.name, cfg.task, cfg.model.params) == (default.model, default.task, default.params), protocol
+    with pytest.raises(ValueError, match="no default GPU model for protocol 'gpperf'; known: gpperf-paper"):
+        gpu_model("gpperf")

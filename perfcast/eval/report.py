@@ -12,6 +12,7 @@ every fold and the test predictions pooled, so each row is scored once by a mode
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,18 @@ from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
 from perfcast.features import feature_transformer
 from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.intervals import ConformalRegressor, ForwardFolds
 from perfcast.predictor import Predictor
 from perfcast.training import tracking
 from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig, parse_config
-from perfcast.training.train import Progress, Split, build_model, model_input, no_progress, split_records
+from perfcast.training.train import (
+    Progress,
+    Split,
+    build_model,
+    model_input,
+    no_progress,
+    split_records,
+)
 
 #: the feature column (log10) that measures a record's work, and its unit, per task
 SIZE_FEATURES: dict[str, tuple[str, str]] = {
@@ -101,9 +109,15 @@ class SavedModel:
         config = parse_config({"name": str(meta.get("name", "model")), "task": self.task, "targets": self.targets_,
                                "model": {"name": spec["name"], "params": dict(spec.get("params") or {})},
                                "seed": int(meta.get("seed", 0))})
-        calibration = self.predictor.model.calibration
-        folds = {"n_splits": int(calibration.grouping["n_splits"])} if "n_splits" in calibration.grouping else {}
-        return ConformalRegressor(build_model(config, dict(config.model.params)), level=calibration.level, **folds)
+        grouping = self.predictor.model.calibration.grouping
+        options: dict[str, Any] = {"scale": "scaled_by" in grouping}
+        if "n_splits" in grouping:
+            options["n_splits"] = int(grouping["n_splits"])
+        forward = re.fullmatch(r"ForwardFolds\(column='(\w+)', n_folds=(\d+)\)", str(grouping.get("by", "")))
+        if forward:
+            options["cv"] = ForwardFolds(forward.group(1), int(forward.group(2)))
+        return ConformalRegressor(build_model(config, dict(config.model.params)),
+                                  level=self.predictor.model.calibration.level, **options)
 
 
 def load_model(uri: str) -> Any:

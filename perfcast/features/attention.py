@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, log2, log10, num, one_hot
-from perfcast.features.hardware import hardware_frame, numeric
+from perfcast.features.base import RecordFeatures, frame, log2, log10, num, one_hot
+from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.roofline import DTYPES, bytes_per_element, normalize_dtype
 
@@ -55,8 +55,8 @@ class AttentionFeatures(RecordFeatures):
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got {sorted(phase[bad_phase].unique())}")
         dtype = normalize_dtype(X["dtype"], "dtype")
         kv_dtype = normalize_dtype(X["kv_dtype"], "kv_dtype").fillna(dtype) if "kv_dtype" in X.columns else dtype
-        hw = hardware_frame(X)
-        hard = hardware_features(hw, X, dtype, where)
+        hw = RowHardware(X)
+        hard = hardware_features(hw, X, dtype.to_numpy(dtype=object, na_value=None), where)
 
         batch = num(X, "batch") * num(X, "beam_width", 1.0)
         heads, head_dim = num(X, "heads"), num(X, "head_dim")
@@ -89,19 +89,16 @@ class AttentionFeatures(RecordFeatures):
         decode = (phase == "decode").to_numpy(dtype=bool)
         ctas = pd.Series(np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q)),
                          index=X.index)
-        parts = [
-            pd.DataFrame({
-                "log2_batch": log2(batch), "log2_heads": log2(heads), "log2_kv_heads": log2(kv_heads),
-                "log2_gqa_ratio": log2(heads / kv_heads), "log2_seq_q": log2(seq_q), "log2_seq_kv": log2(seq_kv),
-                "log2_head_dim": log2(head_dim), "log2_window": log2(window + 1.0),
-                "log2_beam_width": log2(num(X, "beam_width", 1.0)),
-                "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
-                "q_bytes": q_bytes, "kv_bytes": kv_bytes,
-                "log10_kv_bytes": log10(kv_read),
-            }, index=X.index),
-            one_hot(dtype, tuple(DTYPES), "dtype_"),
-            work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
-            wave_features(ctas, numeric(hw, "sm_count")),
-            hard,
-        ]
-        return pd.concat(parts, axis=1)
+        return frame({
+            "log2_batch": log2(batch), "log2_heads": log2(heads), "log2_kv_heads": log2(kv_heads),
+            "log2_gqa_ratio": log2(heads / kv_heads), "log2_seq_q": log2(seq_q), "log2_seq_kv": log2(seq_kv),
+            "log2_head_dim": log2(head_dim), "log2_window": log2(window + 1.0),
+            "log2_beam_width": log2(num(X, "beam_width", 1.0)),
+            "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
+            "q_bytes": q_bytes, "kv_bytes": kv_bytes,
+            "log10_kv_bytes": log10(kv_read),
+            **one_hot(dtype, tuple(DTYPES), "dtype_"),
+            **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
+            **wave_features(ctas, hw.number("sm_count")),
+            **hard,
+        }, X.index)

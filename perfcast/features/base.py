@@ -8,6 +8,7 @@ input (a record DataFrame with the task's required columns, positive sizes), ret
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.distinct import factorize
 from perfcast.features.groups import feature_names
 
 
@@ -44,14 +46,19 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Features of each record, as a float64 DataFrame with the input's index."""
-        check_is_fitted(self, "feature_names_out_")
+        if not hasattr(self, "feature_names_out_"):  # check_is_fitted's test, without its cost per request
+            check_is_fitted(self, "feature_names_out_")
         X = self._check(X)
         out = self._features(X)
         names = list(self.feature_names_out_)
-        absent = [c for c in names if c not in out.columns]
-        if absent:  # a bug in the subclass, not bad input
-            raise RuntimeError(f"{type(self).__name__} did not compute {absent}")
-        return out[names].astype("float64").set_axis(X.index)
+        if not np.array_equal(out.columns.to_numpy(dtype=object), self.feature_names_out_):
+            absent = [c for c in names if c not in out.columns]
+            if absent:  # a bug in the subclass, not bad input
+                raise RuntimeError(f"{type(self).__name__} did not compute {absent}")
+            out = out[names]
+        if not all(t == np.float64 for t in out.dtypes):  # frame() builds float64 already: no copy then
+            out = out.astype("float64")
+        return out if out.index is X.index else out.set_axis(X.index)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output column names (fixed per task; see :mod:`perfcast.features.groups`)."""
@@ -77,15 +84,14 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
                 f"(see perfcast.datasets.schema for what each means)"
             )
         for c in self.required:
-            n_missing = int(X[c].isna().sum())
-            if n_missing:
-                first = X.index[X[c].isna().to_numpy(dtype=bool)][0]
-                raise ValueError(f"{where}: column {c!r} is missing in {n_missing} row(s) (first: row {first})")
+            blank = missing(X[c])
+            if blank.any():
+                raise ValueError(f"{where}: column {c!r} is missing in {int(blank.sum())} row(s) (first: row "
+                                 f"{X.index[blank][0]})")
         for c in (c for c in self.positive if c in X.columns):
-            v = pd.to_numeric(X[c], errors="coerce").astype("float64")
-            bad = ~(v > 0) & X[c].notna()
+            bad = ~(values(X, c) > 0) & ~missing(X[c])
             if bad.any():
-                first = X.index[bad.to_numpy(dtype=bool)][0]
+                first = X.index[bad][0]
                 raise ValueError(
                     f"{where}: column {c!r} must hold positive numbers; row {first} has {X.at[first, c]!r} "
                     f"({int(bad.sum())} such row(s))"
@@ -93,16 +99,35 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
         return X
 
 
-def num(X: pd.DataFrame, column: str, default: float = np.nan) -> pd.Series:
-    """``X[column]`` as float64, ``default`` where missing or where the column is absent."""
+def missing(s: pd.Series) -> np.ndarray:
+    """Where ``s`` is missing, as a bool array (a float column's NaN checked without a pandas operation)."""
+    return np.isnan(s.to_numpy()) if s.dtype == np.float64 else s.isna().to_numpy(dtype=bool)
+
+
+def values(X: pd.DataFrame, column: str, default: float = np.nan) -> np.ndarray:
+    """``X[column]`` as a float64 array, ``default`` where missing or where the column is absent."""
     if column not in X.columns:
-        return pd.Series(default, index=X.index, dtype="float64")
-    return pd.to_numeric(X[column], errors="coerce").astype("float64").fillna(default)
+        return np.full(len(X), default, dtype="float64")
+    s = X[column]
+    v = s.to_numpy() if s.dtype == np.float64 else pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    return v if np.isnan(default) else np.where(np.isnan(v), default, v)
 
 
-def flag(mask: pd.Series) -> pd.Series:
-    """A boolean Series (NA kept as NaN) as 1.0/0.0 floats."""
-    return mask.astype("float64") if mask.dtype == bool else mask.astype("Float64").astype("float64")
+def num(X: pd.DataFrame, column: str, default: float = np.nan) -> pd.Series:
+    """:func:`values` as a Series with ``X``'s index."""
+    return pd.Series(values(X, column, default), index=X.index, dtype="float64")
+
+
+def text_map(text: np.ndarray, fn: Callable[[str], Any]) -> np.ndarray:
+    """``fn`` of each distinct value of an object array of text (None stays None), computed once per value."""
+    codes, uniques = factorize(text)
+    return np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)[codes]
+
+
+def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
+    """A float64 DataFrame of equally long columns (arrays or Series), built as one block."""
+    data = np.column_stack([np.asarray(v, dtype="float64") for v in columns.values()]) if columns else None
+    return pd.DataFrame(data, index=index, columns=list(columns))
 
 
 def one_hot(values: pd.Series, categories: tuple[str, ...], prefix: str) -> pd.DataFrame:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, flag, log2, num, one_hot
-from perfcast.features.hardware import compute_capability, hardware_frame, numeric
+from perfcast.features.base import RecordFeatures, frame, text_map, values
+from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
-from perfcast.features.roofline import DTYPES, bytes_per_element, normalize_dtype
+from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -23,11 +23,11 @@ FALLBACK_TILE: tuple[int, int] = (128, 128)
 ALIGNMENTS: tuple[int, ...] = (8, 64, 128)
 
 
-def gemm_work(X: pd.DataFrame, dtype: pd.Series) -> tuple[pd.Series, pd.Series]:
+def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, beta: np.ndarray,
+              dtype: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0)."""
-    m, n, k, batch = num(X, "m"), num(X, "n"), num(X, "k"), num(X, "batch", 1.0)
     flops = 2.0 * batch * m * n * k
-    c_reads = 1.0 + (num(X, "beta", 0.0) != 0).astype("float64")
+    c_reads = 1.0 + (beta != 0).astype("float64")
     nbytes = batch * (
         m * k * bytes_per_element(dtype, "a")
         + k * n * bytes_per_element(dtype, "b")
@@ -36,15 +36,22 @@ def gemm_work(X: pd.DataFrame, dtype: pd.Series) -> tuple[pd.Series, pd.Series]:
     return flops, nbytes
 
 
-def default_tiles(hw: pd.DataFrame) -> pd.DataFrame:
+def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
     """The assumed CTA tile (tile_m, tile_n) of each row's device (see :data:`DEFAULT_TILE`)."""
-    major = np.floor(compute_capability(hw))
-    tm = pd.Series(float(FALLBACK_TILE[0]), index=hw.index)
-    tn = pd.Series(float(FALLBACK_TILE[1]), index=hw.index)
+    major = np.floor(hw.number("compute_capability"))
+    tm = np.full(len(major), float(FALLBACK_TILE[0]))
+    tn = np.full(len(major), float(FALLBACK_TILE[1]))
     for arch, (a, b) in DEFAULT_TILE.items():
-        tm = tm.mask(major == arch, float(a))
-        tn = tn.mask(major == arch, float(b))
-    return pd.DataFrame({"tile_m": tm, "tile_n": tn})
+        tm[major == arch], tn[major == arch] = float(a), float(b)
+    return tm, tn
+
+
+def _first_is_t(layout: str) -> float:
+    return float(layout[:1] == "t") if layout else np.nan
+
+
+def _second_is_t(layout: str) -> float:
+    return float(layout[1:2] == "t") if len(layout) > 1 else np.nan
 
 
 class GemmFeatures(RecordFeatures):
@@ -56,34 +63,35 @@ class GemmFeatures(RecordFeatures):
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         where = type(self).__name__
-        dtype = normalize_dtype(X["dtype"], "dtype")
-        hw = hardware_frame(X)
+        dtype = canonical_dtypes(X["dtype"], "dtype")
+        hw = RowHardware(X)
         hard = hardware_features(hw, X, dtype, where)
-        m, n, k, batch = num(X, "m"), num(X, "n"), num(X, "k"), num(X, "batch", 1.0)
-        flops, nbytes = gemm_work(X, dtype)
-        layout = X["layout"].astype("string").str.lower() if "layout" in X.columns else pd.Series(
-            pd.NA, index=X.index, dtype="string")
-        tiles = default_tiles(hw)
-        tile_m = num(X, "tile_m").fillna(tiles["tile_m"])
-        tile_n = num(X, "tile_n").fillna(tiles["tile_n"])
+        m, n, k, batch = values(X, "m"), values(X, "n"), values(X, "k"), values(X, "batch", 1.0)
+        beta = values(X, "beta", 0.0)
+        flops, nbytes = gemm_work(m, n, k, batch, beta, dtype)
+        if "layout" in X.columns:  # "tn": A transposed, B not; unknown stays NaN
+            layout = text_map(X["layout"].to_numpy(dtype=object, na_value=None), str.lower)
+            trans_a = text_map(layout, _first_is_t).astype("float64")
+            trans_b = text_map(layout, _second_is_t).astype("float64")
+        else:
+            trans_a = trans_b = np.full(len(X), np.nan)
+        tm, tn = default_tiles(hw)
+        tile_m = np.where(np.isnan(given := values(X, "tile_m")), tm, given)
+        tile_n = np.where(np.isnan(given := values(X, "tile_n")), tn, given)
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
-        units = numeric(hw, "sm_count").fillna(numeric(hw, "cores"))
-        parts = [
-            pd.DataFrame({
-                "log2_m": log2(m), "log2_n": log2(n), "log2_k": log2(k), "log2_batch": log2(batch),
-                **{f"{d}_align{a}": (v % a == 0).astype("float64")
-                   for d, v in (("m", m), ("n", n), ("k", k)) for a in ALIGNMENTS},
-                "trans_a": flag(layout.str[0] == "t"),
-                "trans_b": flag(layout.str[1] == "t"),
-                "beta_nonzero": (num(X, "beta", 0.0) != 0).astype("float64"),
-                "a_bytes": bytes_per_element(dtype, "a"),
-                "b_bytes": bytes_per_element(dtype, "b"),
-                "c_bytes": bytes_per_element(dtype, "c"),
-                "tile_m": tile_m, "tile_n": tile_n,
-            }, index=X.index),
-            one_hot(dtype, tuple(DTYPES), "dtype_"),
-            work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
-            wave_features(ctas, units),
-            hard,
-        ]
-        return pd.concat(parts, axis=1)
+        sm, cores = hw.number("sm_count"), hw.number("cores")
+        units = np.where(np.isnan(sm), cores, sm)
+        sizes = {f"{d}_align{a}": (v % a == 0).astype("float64") for d, v in (("m", m), ("n", n), ("k", k))
+                 for a in ALIGNMENTS}
+        return frame({  # in the order of groups.py, so the base class need not reorder
+            "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
+            **sizes, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
+            "a_bytes": bytes_per_element(dtype, "a"),
+            "b_bytes": bytes_per_element(dtype, "b"),
+            "c_bytes": bytes_per_element(dtype, "c"),
+            **{f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES},
+            **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
+            "tile_m": tile_m, "tile_n": tile_n,
+            **wave_features(ctas, units),
+            **hard,
+        }, X.index)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from perfcast.features.roofline import DTYPES
 
-#: spec-sheet / record hardware numbers every GPU-kernel task uses (``peak_tflops`` is the row dtype's peak)
+#: spec-sheet / record hardware numbers every GPU-kernel task uses (``peak_tflops`` is the row dtype's peak;
+#: ``log10_watts_per_tflop`` the board power per peak TFLOP/s of that dtype, i.e. how much of its boost
+#: clock a device can sustain under full load; ``vendor_*`` tell the software stacks apart)
 GPU_HARDWARE: tuple[str, ...] = (
     "sm_count", "cores_per_sm", "clock_mhz", "max_clock_mhz", "mem_bw_gbs", "mem_gb", "l2_mb",
-    "peak_tflops", "peak_tflops_fp32", "tdp_w", "compute_capability",
+    "peak_tflops", "peak_tflops_fp32", "tdp_w", "compute_capability", "log10_watts_per_tflop",
+    "vendor_nvidia", "vendor_amd", "vendor_intel",
 )
 #: roofline terms shared by the GPU-kernel tasks (the models read ``log10_roofline_ms`` by this name)
 WORK: tuple[str, ...] = (

@@ -8,11 +8,19 @@ the fields the sheet lacks (a probed CPU, a GPU no sheet lists).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import get_spec, resolve_device_id, spec_table
+from perfcast.datasets.hardware_specs import (
+    catalog,
+    get_spec,
+    resolve_device_id,
+    spec_table,
+)
 from perfcast.datasets.schema import COMMON
+from perfcast.features.distinct import factorize
 from perfcast.features.roofline import cpu_peaks
 
 #: hardware columns of the record schema (what a record may carry about its own machine)
@@ -77,6 +85,70 @@ def hardware_frame(X: pd.DataFrame) -> pd.DataFrame:
     return hw
 
 
+class RowHardware:
+    """Each row's hardware fields as NumPy arrays: what the GPU-kernel features read, without a per-call frame.
+
+    Why: resolving a spec-sheet row per record through :func:`hardware_frame` costs a pandas operation per
+    field, which is most of the time of a one-row prediction. When the records carry no hardware columns of
+    their own (a user's config, a served request) every field is the sheet's value, so rows are taken from
+    per-catalog arrays built once (:func:`_sheet_arrays`); otherwise the merged :func:`hardware_frame` is read.
+    Both give the values :func:`numeric` / ``astype("string")`` give on the merged frame.
+    """
+
+    def __init__(self, X: pd.DataFrame):
+        numbers, texts, position = _sheet_arrays(catalog())
+        present = set(X.columns)
+        self._frame: pd.DataFrame | None = None
+        if not present.isdisjoint(numbers) or not present.isdisjoint(RECORD_HARDWARE) or "device_name" in present:
+            self._frame = hardware_frame(X)
+            self.ids = self._frame["device_id"].to_numpy(dtype=object, na_value=None)
+            self.columns = frozenset(self._frame.columns)
+            return
+        given = X["device_id"] if "device_id" in X.columns else pd.Series(None, index=X.index, dtype=object)
+        codes, uniques = factorize(given.to_numpy(dtype=object, na_value=None))
+        bad = sorted({str(u) for u in uniques} - set(position))
+        if bad:
+            get_spec(bad[0])  # raises KeyError naming the closest known ids
+        # -1 (no device, or an alias the sheet is not indexed by): the all-unknown last row, as a reindex gives
+        where = np.asarray([position.get(str(u), -1) for u in uniques] + [-1], dtype=np.int64)
+        self._rows = where[codes]
+        self._numbers, self._texts = numbers, texts
+        self.ids = np.asarray([str(u) for u in uniques] + [None], dtype=object)[codes]
+        self.columns = frozenset(numbers)
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.columns
+
+    def number(self, column: str) -> np.ndarray:
+        """The field as float64 (NaN where unknown or absent), as :func:`numeric` reads it."""
+        if column not in self.columns:
+            return np.full(len(self.ids), np.nan)
+        if self._frame is not None:
+            return numeric(self._frame, column).to_numpy()
+        return self._numbers[column][self._rows]
+
+    def text(self, column: str) -> np.ndarray:
+        """The field as text (None where unknown or absent)."""
+        if column not in self.columns:
+            return np.full(len(self.ids), None, dtype=object)
+        if self._frame is not None:
+            return self._frame[column].astype("string").to_numpy(dtype=object, na_value=None)
+        return self._texts[column][self._rows]
+
+
+@lru_cache(maxsize=8)
+def _sheet_arrays(cat: object) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
+    """Per spec field, every device's value as float64 and as text, plus one all-unknown row at the end;
+    and each device id's row. ``cat`` (the current ``catalog()``, cached per file mtime) is the cache key:
+    a changed spec file gives a new catalog and new arrays."""
+    ids = [str(d) for d in spec_table().index]
+    full = hardware_frame(pd.DataFrame({"device_id": pd.array([*ids, None], dtype="string")}))
+    full = full.drop(columns="device_id")
+    numbers = {c: numeric(full, c).to_numpy() for c in full.columns}
+    texts = {c: full[c].astype("string").to_numpy(dtype=object, na_value=None) for c in full.columns}
+    return numbers, texts, {d: i for i, d in enumerate(ids)}
+
+
 def _like(s: pd.Series, is_num: bool) -> pd.Series:
     """``s`` as float64 (numbers) or nullable string, so a sheet value and a record value can be merged."""
     return pd.to_numeric(s, errors="coerce").astype("float64") if is_num else s.astype("string")
@@ -89,22 +161,15 @@ def numeric(hw: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(hw[column], errors="coerce").astype("float64")
 
 
-def compute_capability(hw: pd.DataFrame) -> pd.Series:
-    """CUDA compute capability as a number (8.9, 9.0, 10.0; NaN for non-NVIDIA devices)."""
-    if "compute_capability" not in hw.columns:
-        return pd.Series(np.nan, index=hw.index, dtype="float64")
-    return pd.to_numeric(hw["compute_capability"].astype("string"), errors="coerce").astype("float64")
-
-
-def require_known(hw: pd.DataFrame, X: pd.DataFrame, missing: pd.Series, what: str, where: str) -> None:
+def require_known(hw: RowHardware, X: pd.DataFrame, missing: np.ndarray, what: str, where: str) -> None:
     """Raise :class:`UnknownDeviceError` naming the devices of rows where ``missing`` is true.
 
     ``what`` says which numbers were needed ("mem_bw_gbs", "peak_tflops for dtype bf16").
     """
-    mask = missing.fillna(True).to_numpy(dtype=bool)
+    mask = np.asarray(missing, dtype=bool)
     if not mask.any():
         return
-    label = hw["device_id"].astype("string")
+    label = pd.Series(hw.ids, index=X.index, dtype="string")
     if "device_name" in X.columns:
         label = label.fillna(X["device_name"].astype("string"))
     devices = sorted(label[mask].fillna("<no device_id or device_name>").unique())

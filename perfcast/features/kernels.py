@@ -10,53 +10,62 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import log2, log10
+from perfcast.features.base import text_map
 from perfcast.features.groups import GPU_HARDWARE
-from perfcast.features.hardware import compute_capability, numeric, require_known
+from perfcast.features.hardware import RowHardware, require_known
 from perfcast.features.roofline import compute_ms, memory_ms, peak_tflops
 
+#: one-hot vendor columns of :data:`GPU_HARDWARE` (NaN when the vendor is unknown)
+VENDOR_COLUMNS: tuple[str, ...] = ("vendor_nvidia", "vendor_amd", "vendor_intel")
 
-def hardware_features(hw: pd.DataFrame, X: pd.DataFrame, dtype: pd.Series, where: str) -> pd.DataFrame:
+
+def hardware_features(hw: RowHardware, X: pd.DataFrame, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
     """The :data:`GPU_HARDWARE` columns; errors name devices lacking the dtype's peak or the bandwidth."""
     peak = peak_tflops(hw, dtype)
-    bw = numeric(hw, "mem_bw_gbs")
-    for d in dtype.dropna().unique():
-        rows = (dtype == d).fillna(False)
-        require_known(hw, X, peak.isna() & rows, f"a peak rate for dtype {d!r} (peak_tflops_* columns)", where)
-    require_known(hw, X, bw.isna(), "the memory bandwidth (mem_bw_gbs)", where)
-    out = pd.DataFrame({c: numeric(hw, c) for c in GPU_HARDWARE if c not in ("peak_tflops", "compute_capability")},
-                       index=X.index)
-    out["peak_tflops"] = peak
-    out["compute_capability"] = compute_capability(hw)
+    bw = hw.number("mem_bw_gbs")
+    for d in pd.unique(dtype[pd.notna(dtype)]):
+        require_known(hw, X, np.isnan(peak) & (dtype == d), f"a peak rate for dtype {d!r} (peak_tflops_* columns)",
+                      where)
+    require_known(hw, X, np.isnan(bw), "the memory bandwidth (mem_bw_gbs)", where)
+    vendor = text_map(hw.text("vendor"), str.lower)
+    known = pd.notna(vendor)
+    derived = {
+        "peak_tflops": peak,
+        "compute_capability": hw.number("compute_capability"),
+        "log10_watts_per_tflop": np.log10(hw.number("tdp_w") / peak),
+        **{c: np.where(known, (vendor == c.removeprefix("vendor_")).astype("float64"), np.nan) for c in VENDOR_COLUMNS},
+    }
+    out = {c: derived[c] if c in derived else hw.number(c) for c in GPU_HARDWARE}
     return out
 
 
-def work_features(flops: pd.Series, nbytes: pd.Series, peak: pd.Series, bw: pd.Series) -> pd.DataFrame:
+def work_features(flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray, bw: np.ndarray) -> dict[str, np.ndarray]:
     """Roofline terms: log FLOPs, bytes, intensity, compute/memory/roofline time and their balance."""
-    t_c = pd.Series(compute_ms(flops, peak), index=flops.index)
-    t_m = pd.Series(memory_ms(nbytes, bw), index=flops.index)
-    return pd.DataFrame({
-        "log10_flops": log10(flops),
-        "log10_bytes": log10(nbytes),
-        "log10_intensity": log10(flops / nbytes),
-        "log10_compute_ms": log10(t_c),
-        "log10_memory_ms": log10(t_m),
-        "log10_roofline_ms": log10(np.maximum(t_c, t_m)),
-        "compute_memory_balance": log10(t_c / t_m),
-    }, index=flops.index)
+    flops, nbytes = np.asarray(flops, dtype="float64"), np.asarray(nbytes, dtype="float64")
+    t_c, t_m = compute_ms(flops, peak), memory_ms(nbytes, bw)
+    return {
+        "log10_flops": np.log10(flops),
+        "log10_bytes": np.log10(nbytes),
+        "log10_intensity": np.log10(flops / nbytes),
+        "log10_compute_ms": np.log10(t_c),
+        "log10_memory_ms": np.log10(t_m),
+        "log10_roofline_ms": np.log10(np.maximum(t_c, t_m)),
+        "compute_memory_balance": np.log10(t_c / t_m),
+    }
 
 
-def wave_features(ctas: pd.Series, units: pd.Series) -> pd.DataFrame:
+def wave_features(ctas: np.ndarray, units: np.ndarray) -> dict[str, np.ndarray]:
     """Wave quantisation of ``ctas`` thread blocks over ``units`` SMs (NaN where the SM count is unknown).
 
     ``last_wave_fill`` is the share of SMs busy in the last wave; ``wave_efficiency`` = waves / ceil(waves),
     the fraction of the launched waves' SM time doing work (1 when the blocks fill every wave).
     """
-    waves = ctas / units
+    ctas = np.asarray(ctas, dtype="float64")
+    waves = ctas / np.asarray(units, dtype="float64")
     full = np.ceil(waves)
-    return pd.DataFrame({
-        "log2_ctas": log2(ctas),
-        "log2_waves": log2(waves),
+    return {
+        "log2_ctas": np.log2(ctas),
+        "log2_waves": np.log2(waves),
         "last_wave_fill": 1.0 - (full - waves),
         "wave_efficiency": waves / full,
-    }, index=ctas.index)
+    }

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from perfcast.features.distinct import factorize
+
+if TYPE_CHECKING:  # hardware.py imports this module
+    from perfcast.features.hardware import RowHardware
 
 
 @dataclass(frozen=True)
@@ -75,43 +81,55 @@ def _key(name: str) -> str:
     return re.sub(r"[\W_]+", "", str(name).casefold().removeprefix("torch."))
 
 
-def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:
-    """Canonical dtype names (keys of :data:`DTYPES`) for ``values``; missing stays missing.
+def _objects(values: pd.Series | np.ndarray) -> np.ndarray:
+    """``values`` as an object array with None where missing (what :func:`pandas.factorize` groups fastest)."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=object, na_value=None)
+    return np.asarray(values, dtype=object)
+
+
+def canonical_dtypes(values: pd.Series | np.ndarray, column: str = "dtype") -> np.ndarray:
+    """Canonical dtype names (keys of :data:`DTYPES`) of ``values`` as an object array; missing is None.
 
     Raises :class:`UnknownDtypeError` listing every unknown spelling, so a new dataset's dtype names are
     added to the alias table once instead of silently getting a wrong peak.
     """
-    s = pd.Series(values, copy=False).astype("string")
-    uniq = s.dropna().unique()
-    mapping = {v: _KEYS.get(_key(v)) for v in uniq}
+    codes, uniques = factorize(_objects(values))
+    mapping = {str(v): _KEYS.get(_key(str(v))) for v in uniques}
     unknown = sorted(v for v, c in mapping.items() if c is None)
     if unknown:
         raise UnknownDtypeError(
             f"unknown {column} value(s) {unknown}; known dtypes: {', '.join(DTYPES)} "
             f"(aliases such as 'bfloat16', 'float32', 'int4_wo' are accepted)"
         )
-    return s.map(mapping).astype("string")
+    return np.asarray([mapping[str(v)] for v in uniques] + [None], dtype=object)[codes]
 
 
-def bytes_per_element(dtype: pd.Series, operand: str) -> pd.Series:
-    """Bytes per element of ``operand`` ('a', 'b' or 'c') for canonical dtype names."""
-    table = {d: getattr(info, f"{operand}_bytes") for d, info in DTYPES.items()}
-    return dtype.map(table).astype("float64")
+def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:
+    """:func:`canonical_dtypes` as a nullable string Series with ``values``' index."""
+    s = pd.Series(values, copy=False)
+    return pd.Series(canonical_dtypes(s.astype("string"), column), index=s.index, dtype="string")
 
 
-def peak_tflops(hw: pd.DataFrame, dtype: pd.Series) -> pd.Series:
+def bytes_per_element(dtype: pd.Series | np.ndarray, operand: str) -> np.ndarray:
+    """Bytes per element of ``operand`` ('a', 'b' or 'c') for canonical dtype names (NaN where missing)."""
+    codes, uniques = factorize(_objects(dtype))
+    sizes = [float(getattr(DTYPES[str(d)], f"{operand}_bytes")) if str(d) in DTYPES else np.nan for d in uniques]
+    return np.asarray([*sizes, np.nan], dtype="float64")[codes]
+
+
+def peak_tflops(hw: RowHardware, dtype: np.ndarray) -> np.ndarray:
     """Each row's peak TFLOP/s for its dtype: the first spec column of the dtype's chain that is known.
 
-    ``hw`` holds the hardware columns aligned with ``dtype`` (canonical names); a row whose chain is all
-    unknown gets NaN, and the caller says which device lacks what.
+    ``hw`` is the rows' :class:`~perfcast.features.hardware.RowHardware`, aligned with ``dtype`` (canonical
+    names); a row whose chain is all unknown gets NaN, and the caller says which device lacks what.
     """
-    out = pd.Series(np.nan, index=dtype.index, dtype="float64")
-    for name in dtype.dropna().unique():
-        rows = (dtype == name).fillna(False).to_numpy(dtype=bool)
-        cols = [c for c in DTYPES[name].peaks if c in hw.columns]
-        if cols:
-            chain = hw.loc[rows, cols].astype("float64")
-            out[rows] = chain.bfill(axis=1).iloc[:, 0].to_numpy()
+    out = np.full(len(dtype), np.nan)
+    for name in pd.unique(dtype[pd.notna(dtype)]):
+        rows = dtype == name
+        for c in (c for c in DTYPES[name].peaks if c in hw):
+            pending = rows & np.isnan(out)
+            out[pending] = hw.number(c)[pending]
     return out
 
 

@@ -10,6 +10,7 @@ be a program. A bundle directory holds each part in the format its library reads
     estimators/<target>/       LightGBM model text, XGBoost JSON, a scikit-learn estimator in skops (types
                                checked against :data:`SKOPS_ALLOWED`), or a group-attention network
                                (JSON + a tensors-only state dict read with ``torch.load(weights_only=True)``)
+    estimators/.../siblings.npz  a sibling-transfer model's residual tables (``np.load(allow_pickle=False)``)
     calibration/<target>.npy   sorted conformity scores (``np.load(allow_pickle=False)``)
 
 Loading checks the manifest first: a bundle built with another major.minor version of perfcast or of a
@@ -140,13 +141,84 @@ class _Log:
         return np.exp(self.inner.predict(F, A))
 
 
+def _reads_frame(head: Head) -> bool:
+    """Whether ``head`` reads the feature frame (else only the array: a booster on an ad-hoc column subset then
+    needs no sub-frame built per call)."""
+    if isinstance(head, (_LightGBM, _XGBoost)):
+        return False
+    return _reads_frame(head.inner) if isinstance(head, _Log) else True
+
+
 @dataclass
 class _Hybrid:
+    """The roofline (+ the learned per-kernel-kind latency floor) times exp(inner), inner on ``columns``."""
+
     target: str
     inner: Head
+    columns: list[str] | None = None
+    floors: dict[str, float] = field(default_factory=dict)
+    pooled_floor: float = 0.0
+    #: kernel-kind bit pattern -> latency floor, filled as patterns are met (a model knows a handful)
+    _kind_floors: dict[int, float] = field(default_factory=dict, init=False, repr=False)
+    #: (number of feature columns, positions of those kernel_kinds reads): a bundle's feature columns are
+    #: fixed (checked on load), so they are found once
+    _kind_columns: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
-        return baseline(F, self.target) * np.exp(self.inner.predict(F, A))
+        base = baseline(F, self.target)
+        if self.floors or self.pooled_floor:
+            base = base + self._floor(F, A)
+        if self.columns is None:
+            return base * np.exp(self.inner.predict(F, A))
+        where = F.columns.get_indexer(self.columns)
+        if (where < 0).any():
+            raise ModelFormatError(f"the hybrid model reads feature columns {self.columns}, but the features lack "
+                                   f"{[c for c, j in zip(self.columns, where, strict=True) if j < 0]}")
+        sub_a = A[:, where]
+        sub = F[self.columns] if _reads_frame(self.inner) else F.iloc[:0]
+        return base * np.exp(self.inner.predict(sub, sub_a))
+
+    def _floor(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        """Each row's floor by :func:`~perfcast.models.hybrid.kernel_kinds`, which is asked once per distinct
+        pattern of the kind columns (one representative row) instead of once per row."""
+        from perfcast.models.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+
+        if self._kind_columns is None or self._kind_columns[0] != F.shape[1]:
+            self._kind_columns = (F.shape[1], np.flatnonzero(
+                [c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in F.columns]))
+        idx = self._kind_columns[1]
+        flags = np.nan_to_num(A[:, idx], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
+        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kind_floors]
+        if new:
+            kinds = kernel_kinds(F.iloc[[r for _, r in new]])
+            for (code, _), kind in zip(new, kinds, strict=True):
+                floor = self.floors.get(kind, np.nan)
+                self._kind_floors[code] = self.pooled_floor if np.isnan(floor) else float(floor)
+        return np.asarray([self._kind_floors[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
+
+
+@dataclass
+class _Geometric:
+    """The geometric mean of the members' predictions (a seed bag or a multi-view ensemble)."""
+
+    members: list[Head]
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        logs = [np.log(np.asarray(m.predict(F, A), dtype="float64").ravel()) for m in self.members]
+        return np.exp(np.mean(logs, axis=0))
+
+
+@dataclass
+class _Transfer:
+    """The base prediction times the sibling devices' residual on the same configuration."""
+
+    inner: Head
+    transfer: Any  # a SiblingTransfer rebuilt from plain arrays (from_state)
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        return np.asarray(self.inner.predict(F, A), dtype="float64") * np.exp(self.transfer.correction(F))
 
 
 @dataclass
@@ -246,9 +318,11 @@ class _Writer:
         import xgboost as xgb
         from sklearn.compose import TransformedTargetRegressor
 
+        from perfcast.models.ensemble import GeometricEnsemble
         from perfcast.models.hybrid import HybridRegressor
         from perfcast.models.normalize import TargetNormalizer
         from perfcast.models.roofline import RooflineRegressor
+        from perfcast.models.transfer import SiblingTransfer
 
         if isinstance(est, TransformedTargetRegressor):
             if est.func is not np.log or est.inverse_func is not np.exp:
@@ -256,7 +330,19 @@ class _Writer:
                                        f"the log/exp target transform of perfcast's registry is supported")
             return {"kind": "log", "inner": self.encode(est.regressor_, rel)}
         if isinstance(est, HybridRegressor):
-            return {"kind": "hybrid", "target": est.target, "inner": self.encode(est.estimator_, rel)}
+            return {"kind": "hybrid", "target": est.target, "inner": self.encode(est.estimator_, rel),
+                    "columns": None if est.columns is None else list(est.columns),
+                    "floors": {k: float(v) for k, v in est.floors_.items()}, "pooled_floor": float(est.pooled_floor_)}
+        if isinstance(est, GeometricEnsemble):
+            return {"kind": "geometric", "members": [self.encode(m, f"{rel}/member{i}")
+                                                     for i, m in enumerate(est.estimators_)]}
+        if isinstance(est, SiblingTransfer):
+            params, arrays = est.state()
+            path = self.root / rel / "siblings.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **arrays)
+            return {"kind": "transfer", "params": params, "file": f"{rel}/siblings.npz",
+                    "inner": self.encode(est.estimator_, f"{rel}/base")}
         if isinstance(est, TargetNormalizer):
             return {"kind": "normalized", "baseline": est.to_json(), "inner": self.encode(est.estimator_, rel)}
         if isinstance(est, RooflineRegressor):
@@ -283,7 +369,8 @@ class _Writer:
         if isinstance(est, BaseEstimator):
             return self.skops(est, f"{rel}/model.skops")
         raise ModelFormatError(f"cannot save an estimator of type {type(est).__name__}: perfcast.models.bundle "
-                               f"knows LightGBM, XGBoost, scikit-learn, group-attention, hybrid and roofline models")
+                               f"knows LightGBM, XGBoost, scikit-learn, group-attention, hybrid, ensemble, transfer and "
+                               "roofline models")
 
 
 def save_model(model: ConformalRegressor, task: str, records: pd.DataFrame, path: str | os.PathLike[str],
@@ -419,7 +506,17 @@ class _Reader:
         if kind == "log":
             return _Log(self.decode(spec["inner"]))
         if kind == "hybrid":
-            return _Hybrid(spec["target"], self.decode(spec["inner"]))
+            return _Hybrid(spec["target"], self.decode(spec["inner"]), spec.get("columns"),
+                           {str(k): float(v) for k, v in spec.get("floors", {}).items()},
+                           float(spec.get("pooled_floor", 0.0)))
+        if kind == "geometric":
+            return _Geometric([self.decode(m) for m in spec["members"]])
+        if kind == "transfer":
+            from perfcast.models.transfer import SiblingTransfer
+
+            with np.load(self.file(spec["file"]), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            return _Transfer(self.decode(spec["inner"]), SiblingTransfer.from_state(spec["params"], arrays))
         if kind == "roofline":
             return _Roofline(spec["target"])
         if kind == "normalized":

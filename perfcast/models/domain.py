@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from perfcast.datasets.schema import columns
-from perfcast.features import normalize_dtype
+from perfcast.features.base import text_map, values
+from perfcast.features.roofline import canonical_dtypes
 
 #: config columns that are choices, not sizes: a value never seen in training is out of distribution
 CATEGORICAL: tuple[str, ...] = ("dtype", "kv_dtype", "op", "phase", "layout", "benchmark", "subtest", "variant")
@@ -38,11 +39,17 @@ HARDWARE["attention"] = HARDWARE["gemm"]
 WORK: tuple[str, ...] = ("log10_flops", "log10_bytes")
 
 
-def _categories(values: pd.Series, column: str) -> pd.Series:
-    """Comparable category labels: canonical dtype names, lower-case text otherwise."""
+def _labels(values: pd.Series, column: str) -> np.ndarray:
+    """Comparable category labels as an object array (None where missing): canonical dtype names, lower-case
+    stripped text otherwise; computed once per distinct value."""
     if column in ("dtype", "kv_dtype"):
-        return normalize_dtype(values, column)
-    return values.astype("string").str.strip().str.lower()
+        return canonical_dtypes(values, column)
+    return text_map(values.to_numpy(dtype=object, na_value=None), lambda v: v.strip().lower())
+
+
+def _categories(values: pd.Series, column: str) -> pd.Series:
+    """:func:`_labels` as a nullable string Series."""
+    return pd.Series(_labels(values, column), index=values.index, dtype="string")
 
 
 def _fmt(values: np.ndarray) -> np.ndarray:
@@ -93,6 +100,7 @@ class DomainGuard:
         """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences)."""
         n = len(records)
         reasons = np.full(n, "", dtype=object)
+        given = set(records.columns)
 
         def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
             """Append ``message(mask)`` (one text, or one per masked row) to the reasons of the masked rows."""
@@ -102,34 +110,36 @@ class DomainGuard:
             reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
 
         for c, (lo, hi) in self.sizes.items():
-            if c not in records.columns:
+            if c not in given:
                 continue
-            v = pd.to_numeric(records[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            v = values(records, c)
             add(v > hi, lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
             add(v < lo, lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
         for c, seen in self.categories.items():
-            if c not in records.columns:
+            if c not in given:
                 continue
-            labels = _categories(records[c], c)
-            unseen = (labels.notna() & ~labels.isin(seen)).to_numpy(dtype=bool)
-            raw = records[c].astype("string").to_numpy(dtype=object, na_value="")
-            add(unseen, lambda m, c=c, raw=raw, seen=seen:
-                f"{c} '" + raw[m] + f"' never seen in training (seen: {', '.join(seen)})")
-        device = self._device_labels(records)
-        for c, (lo, hi) in self.hardware.items():
-            if c not in features.columns:
-                continue
-            v = features[c].to_numpy(dtype="float64", na_value=np.nan)
+            labels = _labels(records[c], c)
+            unseen = text_map(labels, lambda v, seen=frozenset(seen): v not in seen)
+            add(unseen == True, lambda m, c=c, seen=seen:  # noqa: E712 - None (missing) is not unseen
+                f"{c} '" + records[c].astype("string").to_numpy(dtype=object, na_value="")[m]
+                + f"' never seen in training (seen: {', '.join(seen)})")
+        cols = [c for c in self.hardware if c in features.columns]
+        A = features.to_numpy(dtype="float64", na_value=np.nan)
+        for j, c in zip(features.columns.get_indexer(cols), cols, strict=True):
+            lo, hi = self.hardware[c]
+            v = A[:, j]
             if c in WORK:
                 name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
                 add(v > hi, lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m]) + f" above training max {hi:.3g}")
                 add(v < lo, lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m]) + f" below training min {lo:.3g}")
                 continue
-            where = lambda m, c=c, v=v: "device " + device[m] + " spec outside the training hull: " + c + " " + _fmt(v[m])  # noqa: E731
+            where = lambda m, c=c, v=v: (  # noqa: E731 - device labels are made only for flagged rows
+                "device " + self._device_labels(records)[m] + " spec outside the training hull: " + c + " " + _fmt(v[m]))
             add(v > hi, lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
             add(v < lo, lambda m, where=where, lo=lo: where(m) + f" < min {lo:g}")
             if c in self.complete:
-                add(np.isnan(v), lambda m, c=c: "device " + device[m] + f" has no {c} (every training device had one)")
+                add(np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
+                    + f" has no {c} (every training device had one)")
         return reasons == "", [str(r) for r in reasons]
 
     @staticmethod

@@ -1,49 +1,139 @@
-"""The hybrid model: the roofline baseline times a learned efficiency, log(measured / roofline).
+"""The hybrid model: an analytical baseline times a learned efficiency, log(measured / baseline).
 
 Why: across devices, runtime spans many decades but the *efficiency* (how far below the roofline a
 kernel runs) is a bounded, smooth function of shape, tiling and architecture. Learning that ratio with a
 gradient-boosting model lets the analytical part carry the extrapolation (bigger shapes, a faster GPU
 from its spec sheet) and the trees only the correction, which is why it is the default for
 cross-hardware work.
+
+The runtime baseline is the roofline time plus a *latency floor*: a kernel that moves a few kilobytes
+still takes the launch and synchronisation time of its library (~2 µs for a cuBLAS bf16 GEMM, ~12 µs for
+an FP8 GEMM that quantises its input first, ~10 µs for an attention kernel). Without it the learned ratio
+of a tiny kernel is floor / roofline, which swings by decades with the device's bandwidth and is what a
+tree cannot carry to a new device; with it the ratio is about 1 on every device. The floor is learned per
+kernel kind (dtype, and prefill/decode for attention) from the training rows whose roofline time is a
+small fraction of their runtime, so it is measured, not assumed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.models.roofline import baseline
+from perfcast.models.roofline import ROOFLINE_COLUMN, baseline
 from perfcast.models.trees import tree_model
+
+#: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
+LATENCY_BOUND = 0.05
+#: fewest latency-bound rows a kernel kind needs for its own floor (else the pooled floor is used)
+MIN_FLOOR_ROWS = 20
+#: feature columns whose values name the kernel kind a floor belongs to
+KIND_PREFIXES: tuple[str, ...] = ("dtype_",)
+KIND_COLUMNS: tuple[str, ...] = ("is_decode",)
+
+
+def kernel_kinds(X: pd.DataFrame) -> pd.Series:
+    """A label per row naming its kernel kind: the dtype one-hot that is set, plus the attention phase."""
+    cols = [c for c in X.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]
+    if not cols:
+        return pd.Series("all", index=X.index)
+    flags = X[cols].fillna(0.0).to_numpy(dtype="float64") > 0.5
+    bits = np.arange(len(cols), dtype=np.int64)
+    codes = flags.astype(np.int64) @ (np.int64(1) << bits)  # each row's set columns as one bit pattern
+    names = np.asarray(cols, dtype=object)
+    text = {int(c): "+".join(names[(int(c) >> bits) & 1 == 1]) or "none" for c in np.unique(codes)}
+    return pd.Series(codes, index=X.index).map(text).astype("object")
+
+
+def learn_floors(X: pd.DataFrame, y: np.ndarray) -> tuple[dict[str, float], float]:
+    """Per kernel kind, the median runtime of its latency-bound rows; and the pooled floor (0 if none)."""
+    roof = 10.0 ** X[ROOFLINE_COLUMN].to_numpy(dtype="float64")
+    bound = roof <= LATENCY_BOUND * y
+    if bound.sum() < MIN_FLOOR_ROWS:
+        return {}, 0.0
+    kinds = kernel_kinds(X)[bound]
+    times = pd.Series(y[bound], index=kinds.index)
+    per = times.groupby(kinds).agg(["median", "size"])
+    floors = {str(k): float(v) for k, v in per.loc[per["size"] >= MIN_FLOOR_ROWS, "median"].items()}
+    return floors, float(np.median(y[bound]))
 
 
 class HybridRegressor(RegressorMixin, BaseEstimator):
-    """Fits ``estimator`` (default: LightGBM) to log(y / baseline) of ``target``; predicts baseline x exp(fit)."""
+    """Fits ``estimator`` (default: LightGBM) to log(y / baseline) of ``target``; predicts baseline x exp(fit).
 
-    def __init__(self, target: str = "runtime_ms", estimator: RegressorMixin | None = None):
+    ``columns`` restricts the features the estimator sees (None: all); the baseline always reads its own
+    columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
+    docstring). ``monotone`` maps feature names to +1/-1: the learned log-ratio may only rise/fall with
+    that feature, where physics says so (e.g. -1 for watts per peak TFLOP: more power budget per unit of
+    compute never makes a kernel slower); it needs a LightGBM estimator.
+    """
+
+    def __init__(self, target: str = "runtime_ms", estimator: RegressorMixin | None = None,
+                 columns: list[str] | None = None, latency_floor: bool = True,
+                 monotone: Mapping[str, int] | None = None):
         self.target = target
         self.estimator = estimator
+        self.columns = columns
+        self.latency_floor = latency_floor
+        self.monotone = monotone
 
+    # ------------------------------------------------------------------ baseline
+    def _baseline(self, X: pd.DataFrame) -> np.ndarray:
+        base = baseline(X, self.target)
+        if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
+            kinds = kernel_kinds(X)
+            base = base + kinds.map(self.floors_).fillna(self.pooled_floor_).to_numpy(dtype="float64")
+        return base
+
+    def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        if self.columns is None:
+            return X
+        absent = [c for c in self.columns if c not in X.columns]
+        if absent:
+            raise ValueError(f"hybrid: columns {absent} are not features of this task; it has {list(X.columns)}")
+        return X[list(self.columns)]
+
+    def _estimator(self, names: list[str]) -> RegressorMixin:
+        est = clone(self.estimator) if self.estimator is not None else tree_model("lightgbm")
+        if self.monotone:
+            unknown = sorted(set(self.monotone) - set(names))
+            if unknown:
+                raise ValueError(f"hybrid: monotone constraint on {unknown}, which are not among the features used")
+            bad = {k: v for k, v in self.monotone.items() if v not in (-1, 0, 1)}
+            if bad:
+                raise ValueError(f"hybrid: monotone signs must be -1, 0 or +1; got {bad}")
+            if not isinstance(est, lgb.LGBMModel):
+                raise ValueError(f"hybrid: monotone constraints need a LightGBM estimator, not {type(est).__name__}")
+            est.set_params(monotone_constraints=[int(self.monotone.get(c, 0)) for c in names])
+        return est
+
+    # ------------------------------------------------------------------ fit / predict
     def fit(self, X: pd.DataFrame, y: Any) -> HybridRegressor:
         y = np.asarray(y, dtype="float64").ravel()
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if not (y > 0).all():
-            raise ValueError(f"the hybrid model learns log({self.target} / roofline): every target must be > 0 "
+            raise ValueError(f"the hybrid model learns log({self.target} / baseline): every target must be > 0 "
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
-        base = baseline(X, self.target)
-        self.estimator_ = clone(self.estimator) if self.estimator is not None else tree_model("lightgbm")
-        self.estimator_.fit(X, np.log(y / base))
+        self.floors_, self.pooled_floor_ = {}, 0.0
+        if self.latency_floor and self.target == "runtime_ms":
+            self.floors_, self.pooled_floor_ = learn_floors(X, y)
+        inputs = self._inputs(X)
+        self.estimator_ = self._estimator(list(inputs.columns))
+        self.estimator_.fit(inputs, np.log(y / self._baseline(X)))
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
-        return baseline(X, self.target) * np.exp(self.estimator_.predict(X))
+        return self._baseline(X) * np.exp(self.estimator_.predict(self._inputs(X)))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -14,6 +14,21 @@ Why this construction:
 * **noise floor**: a measurement repeats only to within its run-to-run noise, so no interval is narrower
   than ``ŷ·(1 ± z·cv)`` with ``z`` the normal quantile of the level and ``cv`` the record's measured
   coefficient of variation (``runtime_cv``) or, where a record has none, the training median.
+* **scaled by hardware novelty** (opt-in, ``scale=True``): errors on unseen hardware grow with how unlike
+  the trained hardware it is (:mod:`perfcast.models.novelty`, over the hardware columns the model reads), and
+  a pooled quantile gives a near-twin of a trained GPU the same width as a device unlike any other (too wide
+  for the one, too narrow for the other). So each calibration row also records its hardware's distance
+  ``d`` to the nearest hardware its fold model was fitted on; a monotone (isotonic) fit of ``|log(y / ŷ)|``
+  on ``d`` gives the expected error ``σ(d)`` (:class:`Spread`); the conformity score is
+  ``|log(y / ŷ)| / σ(d)``, and an interval is ``ŷ·e^(±q·σ(d))`` with ``d`` measured against all training
+  hardware. With device folds each fold also holds out a share (``seen_share``) of its fitting rows, so
+  ``σ`` is anchored at ``d = 0`` (hardware seen, row not) and a device between "seen" and "unlike any" is
+  interpolated rather than given the nearest extreme. It is a bet that novelty orders difficulty: it holds
+  for GEMMs, SPEC processors and NeuSight's GPUs, not for aiconfigurator's attention kernels (the H100 and
+  L40S are predicted worse than their spec-sheet distance suggests), so it stays a per-protocol choice.
+* **folds like the test**: devices by default; :class:`ForwardFolds` for a future-hardware test holds out
+  each of the latest periods with a model fitted on everything before it (a model is judged on next
+  year's processors, which device folds drawn across all years do not mimic).
 
 Why not MAPIE: its regressors take one target vector, whereas our pipelines fit several targets with NaN
 where a target was not measured (one MAPIE object per target would refit the whole pipeline per target);
@@ -21,6 +36,9 @@ MAPIE 1.x fixes the confidence level at construction while ``predict_interval`` 
 stored scores; the log-ratio score and the noise floor would be our code around it anyway; and a saved model
 keeps only the sorted scores (plain numbers), not MAPIE objects holding every fold's estimator. The fold
 machinery it would provide is scikit-learn's :class:`~sklearn.model_selection.GroupKFold`, used directly.
+Why not crepes' normalised (Mondrian) regressors: their difficulty is a fixed function of the row, fitted
+once, whereas novelty depends on which hardware each fold's model was fitted on, so the fold loop and the
+distances would be ours anyway; the σ fit is scikit-learn's :class:`~sklearn.isotonic.IsotonicRegression`.
 """
 
 from __future__ import annotations
@@ -34,14 +52,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+
+from perfcast.features.base import RecordFeatures
+from perfcast.models.novelty import HARDWARE_GROUPS, HardwareNovelty, hardware_columns
 
 DEFAULT_LEVEL = 0.9
 #: target -> the quality column holding its measured run-to-run coefficient of variation
 NOISE_COLUMNS: dict[str, str] = {"runtime_ms": "runtime_cv"}
 #: with fewer distinct devices than this, calibration folds hold out configurations instead
 MIN_DEVICE_GROUPS = 2
+#: smallest expected error σ(d) used (log-ratio units): keeps a score finite where the fit reached zero
+MIN_SPREAD = 1e-4
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -58,24 +83,61 @@ def check_level(level: float) -> None:
 
 
 @dataclass
+class Spread:
+    """Expected |log(y / ŷ)| as a non-decreasing function of hardware novelty: the knots of an isotonic fit,
+    interpolated geometrically between them (errors grow by factors: halfway between a seen device's error
+    and a foreign one's is their geometric mean) and flat outside the calibrated range."""
+
+    distance: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def fit(cls, distance: np.ndarray, score: np.ndarray) -> Spread:
+        iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(distance, score)
+        return cls(np.asarray(iso.X_thresholds_, dtype="float64"),
+                   np.maximum(np.asarray(iso.y_thresholds_, dtype="float64"), MIN_SPREAD))
+
+    def __call__(self, distance: np.ndarray) -> np.ndarray:
+        return np.exp(np.interp(distance, self.distance, np.log(self.value)))
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"distance": self.distance.tolist(), "value": self.value.tolist()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Spread:
+        return cls(np.asarray(doc["distance"], dtype="float64"), np.asarray(doc["value"], dtype="float64"))
+
+
+@dataclass
 class IntervalCalibration:
-    """What a fitted interval model keeps: per target, the sorted conformity scores and the noise median.
+    """What a fitted interval model keeps: per target, the sorted conformity scores and the noise median, and,
+    when scaled by hardware novelty, the novelty reference and each target's spread function.
 
     It is plain numbers (saved as JSON and ``.npy``), shared by :class:`ConformalRegressor` and the
     :class:`~perfcast.predictor.Predictor` so both turn predictions into the same bounds.
     """
 
     targets: list[str]
-    #: target -> sorted |log(y / ŷ_out-of-fold)| (inf where a fold model predicted <= 0)
+    #: target -> sorted |log(y / ŷ_out-of-fold)| / σ(d) (inf where a fold model predicted <= 0)
     scores: dict[str, np.ndarray]
     #: target -> median measured coefficient of variation of the training rows (NaN when none was measured)
     noise_median: dict[str, float]
     level: float = DEFAULT_LEVEL
     #: how the calibration folds were drawn (for the model card): column, number of groups and folds
     grouping: dict[str, Any] = field(default_factory=dict)
+    #: the training hardware, when scores are scaled by novelty (None: plain |log(y / ŷ)| scores)
+    novelty: HardwareNovelty | None = None
+    #: target -> σ(d), present exactly when ``novelty`` is
+    spread: dict[str, Spread] = field(default_factory=dict)
+
+    @property
+    def scaled(self) -> bool:
+        """Whether bounds need the rows' features (scores are in units of σ(d))."""
+        return self.novelty is not None
 
     def quantiles(self, level: float | None = None) -> np.ndarray:
-        """Per target, the log-ratio half-width q at ``level`` (default: the calibrated one)."""
+        """Per target, the score quantile q at ``level`` (default: the calibrated one): the log-ratio
+        half-width, or, when :attr:`scaled`, its multiple of σ(d)."""
         lvl = self.level if level is None else level
         return np.array([conformal_quantile(self.scores[t], lvl) for t in self.targets])
 
@@ -90,27 +152,86 @@ class IntervalCalibration:
             out[:, j] = np.where(np.isfinite(own), own, self.noise_median.get(t, np.nan))
         return out
 
-    def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) for a (rows, targets) prediction matrix and matching relative ``noise`` (NaN = unknown)."""
+    def scale(self, features: pd.DataFrame | None, n_rows: int) -> np.ndarray:
+        """(n_rows, targets) σ(d) of each row from its feature frame (all ones when not :attr:`scaled`)."""
+        if not self.scaled:
+            return np.ones((n_rows, len(self.targets)))
+        if features is None:
+            raise ValueError("these intervals are scaled by hardware novelty: pass features= (the frame the "
+                             "model's feature transformer made from the records) to bounds()")
+        if len(features) != n_rows:
+            raise ValueError(f"features has {len(features)} rows but the predictions have {n_rows}")
+        d = self.novelty.distance(features)
+        return np.column_stack([self.spread[t](d) for t in self.targets])
+
+    def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None,
+               features: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) for a (rows, targets) prediction matrix and matching relative ``noise`` (NaN = unknown);
+        ``features`` (the rows' feature frame) is needed when :attr:`scaled`."""
         lvl = self.level if level is None else level
-        q = self.quantiles(lvl)
+        half = self.quantiles(lvl) * self.scale(features, len(pred))
         floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
         with np.errstate(over="ignore"):
-            lo = pred * np.clip(np.minimum(np.exp(-q), 1.0 - floor), 0.0, None)
-            hi = pred * np.maximum(np.exp(q), 1.0 + floor)
+            lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
+            hi = pred * np.maximum(np.exp(half), 1.0 + floor)
         return lo, hi
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the score arrays (saved beside as ``.npy``)."""
-        return {"targets": self.targets, "level": self.level, "grouping": self.grouping,
-                "noise_median": {t: (None if np.isnan(v) else v) for t, v in self.noise_median.items()},
-                "n_scores": {t: int(len(s)) for t, s in self.scores.items()}}
+        doc = {"targets": self.targets, "level": self.level, "grouping": self.grouping,
+               "noise_median": {t: (None if np.isnan(v) else v) for t, v in self.noise_median.items()},
+               "n_scores": {t: len(s) for t, s in self.scores.items()}}
+        if self.scaled:
+            doc["novelty"] = self.novelty.to_json()
+            doc["spread"] = {t: f.to_json() for t, f in self.spread.items()}
+        return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], scores: Mapping[str, np.ndarray]) -> IntervalCalibration:
         noise = {t: (np.nan if v is None else float(v)) for t, v in doc["noise_median"].items()}
+        novelty = HardwareNovelty.from_json(doc["novelty"]) if doc.get("novelty") else None
+        spread = {t: Spread.from_json(f) for t, f in doc.get("spread", {}).items()}
         return cls(list(doc["targets"]), {t: np.asarray(scores[t], dtype="float64") for t in doc["targets"]},
-                   noise, float(doc["level"]), dict(doc.get("grouping", {})))
+                   noise, float(doc["level"]), dict(doc.get("grouping", {})), novelty, spread)
+
+
+class ForwardFolds:
+    """Calibration folds for a future-hardware test: each of the latest ``n_folds`` periods (calendar years of
+    ``column``) is held out and predicted by a model fitted on every earlier row, as the test predicts the
+    period after the training data. Earlier rows calibrate nothing; they only train."""
+
+    def __init__(self, column: str = "published_at", n_folds: int = 3):
+        if int(n_folds) < 1:
+            raise ValueError(f"ForwardFolds needs n_folds >= 1, got {n_folds!r}")
+        self.column = column
+        self.n_folds = int(n_folds)
+
+    def __repr__(self) -> str:
+        return f"ForwardFolds(column={self.column!r}, n_folds={self.n_folds})"
+
+    def split(self, X: pd.DataFrame, y: Any = None, groups: Any = None):
+        """Folds by the year of ``X[column]``, or of ``groups`` (one date per row) where X lacks the column
+        (a model's input frame carries no publication date; ``perfcast train`` passes it as groups)."""
+        if self.column in getattr(X, "columns", ()):
+            raw = X[self.column]
+        elif groups is not None and len(groups) == len(X):
+            raw = pd.Series(np.asarray(groups))
+        else:
+            raise ValueError(f"ForwardFolds orders rows by {self.column!r}, which the training rows lack (pass "
+                             f"their dates as groups)")
+        dates = pd.to_datetime(raw, utc=True, errors="coerce")
+        if dates.isna().any():
+            raise ValueError(f"ForwardFolds: {int(dates.isna().sum())} training row(s) have no usable "
+                             f"{self.column}; drop them or calibrate with device folds")
+        year = dates.dt.year.to_numpy()
+        periods = np.unique(year)
+        if len(periods) < 2:
+            raise ValueError(f"ForwardFolds needs rows from at least 2 years of {self.column}; all are {periods}")
+        for p in periods[1:][-self.n_folds:]:
+            yield np.flatnonzero(year < p), np.flatnonzero(year == p)
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        return self.n_folds
 
 
 def calibration_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -121,6 +242,47 @@ def calibration_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
         if ids.notna().all() and ids.nunique() >= MIN_DEVICE_GROUPS:
             return ids.to_numpy(dtype=object), "device_id"
     return pd.util.hash_pandas_object(X, index=False).to_numpy(), "configuration"
+
+
+def feature_step(estimator: BaseEstimator) -> RecordFeatures | None:
+    """The perfcast feature transformer at the head of ``estimator`` when its task has a hardware
+    description (what novelty scaling reads), else None."""
+    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[0][1], RecordFeatures):
+        step = estimator.steps[0][1]
+        return step if step.task in HARDWARE_GROUPS else None
+    return None
+
+
+def read_columns(estimator: BaseEstimator) -> set[str] | None:
+    """The feature columns ``estimator`` reads: a ``columns`` selection (a hybrid's), else the union over
+    its nested estimators (ensemble members, pipeline steps after the features); None when it, or a part
+    of it, reads every column."""
+    params = estimator.get_params(deep=False)
+    if "columns" in params:
+        return None if params["columns"] is None else set(params["columns"])
+    if isinstance(estimator, Pipeline):
+        nested = [step for _, step in estimator.steps if not isinstance(step, RecordFeatures)]
+    else:
+        nested = [v for v in params.values() if isinstance(v, BaseEstimator)]
+        nested += [e for v in params.values() if isinstance(v, (list, tuple)) for e in v
+                   if isinstance(e, BaseEstimator)]
+    found: set[str] = set()
+    for part in nested:
+        sub = read_columns(part)
+        if sub is None:
+            return None
+        found |= sub
+    return found if nested else None
+
+
+def novelty_columns(estimator: BaseEstimator, task: str) -> list[str]:
+    """The hardware columns novelty compares: those ``estimator`` reads (a device differing only in columns the
+    model never reads gets its twin's prediction, so it is as new to the model as its twin), or all of
+    them when it reads none (its roofline baseline still reads the spec sheet)."""
+    every = hardware_columns(task)
+    read = read_columns(estimator)
+    chosen = every if read is None else [c for c in every if c in read]
+    return chosen or every
 
 
 def _target_frame(y: Any, targets: list[str] | None, n_rows: int) -> pd.DataFrame:
@@ -150,21 +312,63 @@ def log_ratio_scores(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return np.where(ok, np.abs(np.log(y) - np.log(np.where(ok, pred, 1.0))), np.inf)
 
 
+def with_seen_rows(folds: list[tuple[np.ndarray, np.ndarray]], keys: np.ndarray, share: float, seed: int
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Device folds that also hold out ``share`` of each fold's fitting rows (whole distinct ``keys``, i.e. a
+    configuration on one device with its repeats, each key in at most one fold), so fold models are scored
+    on hardware they have seen as well as on hardware they have not."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"seen_share must be a fraction in [0, 1), got {share!r}")
+    if share == 0.0:
+        return folds
+    _, code = np.unique(keys, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    n_codes = int(code.max()) + 1
+    # each key draws one fold (it is held out there if its rows are fitted there) and a coin of P = share·k
+    which = rng.integers(len(folds), size=n_codes)
+    picked = rng.random(n_codes) < min(1.0, share * len(folds))
+    out = []
+    for i, (fit_idx, held_idx) in enumerate(folds):
+        move = picked[code[fit_idx]] & (which[code[fit_idx]] == i)
+        out.append((fit_idx[~move], np.concatenate([held_idx, fit_idx[move]])))
+    return out
+
+
 class ConformalRegressor(RegressorMixin, BaseEstimator):
     """Wraps a (multi-target) regressor so every prediction has a calibrated interval.
 
     ``estimator`` is a perfcast pipeline (or any regressor taking a target DataFrame); with ``prefit`` it is
     already fitted and only the calibration folds are fitted here. ``predict`` is the estimator's;
-    ``predict_interval(X, level)`` returns (lo, hi) shaped like ``predict``. See the module docstring.
+    ``predict_interval(X, level)`` returns (lo, hi) shaped like ``predict``. ``cv`` replaces the device
+    (GroupKFold) folds with another splitter, e.g. :class:`ForwardFolds`. ``scale`` divides scores by
+    σ(hardware novelty) (needs a perfcast pipeline of a task with a hardware description; bounds then need
+    the rows' features, see :meth:`IntervalCalibration.bounds`); with it, ``seen_share`` of each device
+    fold's fitting rows is also held out to anchor σ at seen hardware (``random_state`` draws them). See
+    the module docstring.
     """
 
     def __init__(self, estimator: BaseEstimator, level: float = DEFAULT_LEVEL, n_splits: int = 5,
-                 prefit: bool = False, targets: list[str] | None = None):
+                 prefit: bool = False, targets: list[str] | None = None, cv: Any = None,
+                 scale: bool = False, seen_share: float = 0.1, random_state: int = 0):
         self.estimator = estimator
         self.level = level
         self.n_splits = n_splits
         self.prefit = prefit
         self.targets = targets
+        self.cv = cv
+        self.scale = scale
+        self.seen_share = seen_share
+        self.random_state = random_state
+
+    def _features(self) -> RecordFeatures | None:
+        """The feature step novelty scaling reads (None: plain scores)."""
+        if not self.scale:
+            return None
+        step = feature_step(self.estimator)
+        if step is None:
+            raise ValueError("scale=True needs a perfcast pipeline (make_model) of a gemm, attention or cpu_bench "
+                             "task: novelty is measured on its hardware feature columns")
+        return step
 
     def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None, noise: pd.DataFrame | None = None
             ) -> ConformalRegressor:
@@ -176,6 +380,61 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         check_level(self.level)
         Y = _target_frame(y, self.targets, len(X))
         targets = list(Y.columns)
+        step = self._features()
+        if step is not None:
+            step = clone(step).fit(X)
+            F = step.transform(X).reset_index(drop=True)
+            novelty = HardwareNovelty.fit(F, novelty_columns(self.estimator, step.task))
+        else:
+            F = novelty = None
+        folds, grouping = self._folds(X, Y, groups, F)
+        oof = self._out_of_fold(X, Y, folds, F, novelty)
+        raw, distance = {}, {}
+        for j, t in enumerate(targets):
+            seen = Y[t].notna().to_numpy()[oof.row] & ~np.isnan(oof.pred[:, j])
+            if not seen.any():
+                raise ValueError(f"no calibration score for target {t!r}: no fold model could predict a row "
+                                 f"where it was measured (is it measured on a single {grouping['by']} only?)")
+            raw[t] = log_ratio_scores(Y[t].to_numpy()[oof.row[seen]], oof.pred[seen, j])
+            distance[t] = oof.distance[seen]
+        spread = {}
+        if novelty is not None:
+            for t in targets:
+                ok = np.isfinite(raw[t])
+                if ok.any() and np.ptp(distance[t][ok]) > 0:
+                    spread[t] = Spread.fit(distance[t][ok], raw[t][ok])
+            if len(spread) < len(targets):  # every calibration row of a target equally novel: nothing to scale by
+                novelty, spread = None, {}
+            else:
+                grouping["scaled_by"] = "hardware novelty"
+        scores = {t: np.sort(raw[t] / spread[t](distance[t]) if spread else raw[t]) for t in targets}
+        source = X if noise is None else noise
+        noise_median = {}
+        for t in targets:
+            col = NOISE_COLUMNS.get(t)
+            vals = (pd.to_numeric(source[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                    if col in getattr(source, "columns", ()) else np.array([]))
+            measured = vals[np.isfinite(vals) & Y[t].notna().to_numpy()] if len(vals) else vals
+            noise_median[t] = float(np.median(measured)) if len(measured) else np.nan
+        self.calibration_ = IntervalCalibration(targets, scores, noise_median, float(self.level), grouping,
+                                                novelty, spread)
+        if self.prefit:
+            check_is_fitted(self.estimator)
+            self.estimator_ = self.estimator
+        else:
+            self.estimator_ = clone(self.estimator).fit(X, Y)
+        self.features_ = step if novelty is not None else None
+        self.targets_ = targets
+        return self
+
+    def _folds(self, X: pd.DataFrame, Y: pd.DataFrame, groups: Any, F: pd.DataFrame | None
+               ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+        """(fit rows, held rows) per calibration fold, and how they were drawn."""
+        if self.cv is not None:
+            folds = [(np.asarray(a), np.asarray(b)) for a, b in self.cv.split(X, Y, groups)]
+            if not folds:
+                raise ValueError(f"the calibration splitter {self.cv!r} produced no fold")
+            return folds, {"by": repr(self.cv), "n_splits": len(folds)}
         if groups is None:
             labels, kind = calibration_groups(X)
         else:
@@ -186,52 +445,49 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         if n_groups < 2:
             raise ValueError(f"interval calibration needs at least 2 groups of rows to hold out; the {len(X)} "
                              f"training rows form {n_groups} {kind} group(s)")
-        folds = min(int(self.n_splits), n_groups)
-        oof = self._out_of_fold(X, Y, labels, folds)
-        scores = {}
-        for j, t in enumerate(targets):
-            seen = Y[t].notna().to_numpy() & ~np.isnan(oof[:, j])
-            if not seen.any():
-                raise ValueError(f"no calibration score for target {t!r}: no fold model could predict a row "
-                                 f"where it was measured (is it measured on a single {kind} only?)")
-            scores[t] = np.sort(log_ratio_scores(Y[t].to_numpy()[seen], oof[seen, j]))
-        source = X if noise is None else noise
-        noise_median = {}
-        for t in targets:
-            col = NOISE_COLUMNS.get(t)
-            vals = (pd.to_numeric(source[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                    if col in getattr(source, "columns", ()) else np.array([]))
-            measured = vals[np.isfinite(vals) & Y[t].notna().to_numpy()] if len(vals) else vals
-            noise_median[t] = float(np.median(measured)) if len(measured) else np.nan
-        self.calibration_ = IntervalCalibration(
-            targets, scores, noise_median, float(self.level),
-            {"by": kind, "n_groups": int(n_groups), "n_splits": int(folds)})
-        if self.prefit:
-            check_is_fitted(self.estimator)
-            self.estimator_ = self.estimator
-        else:
-            self.estimator_ = clone(self.estimator).fit(X, Y)
-        self.targets_ = targets
-        return self
+        n_folds = min(int(self.n_splits), n_groups)
+        folds = list(GroupKFold(n_splits=n_folds).split(X, groups=labels))
+        grouping = {"by": kind, "n_groups": int(n_groups), "n_splits": int(n_folds)}
+        if F is not None and kind != "configuration" and self.seen_share > 0:
+            keys = pd.util.hash_pandas_object(F, index=False).to_numpy()
+            folds = with_seen_rows(folds, keys, float(self.seen_share), self.random_state)
+            grouping["seen_share"] = float(self.seen_share)
+        return folds, grouping
 
-    def _out_of_fold(self, X: pd.DataFrame, Y: pd.DataFrame, labels: np.ndarray, folds: int) -> np.ndarray:
-        """(rows, targets) predictions of each row by the fold model that did not see its group (NaN where
-        the fold's training part measured none of a target, so no model for it could be fitted)."""
-        oof = np.full(Y.shape, np.nan)
-        for fit_idx, held_idx in GroupKFold(n_splits=folds).split(X, groups=labels):
+    def _out_of_fold(self, X: pd.DataFrame, Y: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]],
+                     F: pd.DataFrame | None, novelty: HardwareNovelty | None) -> _Scored:
+        """Each held row's prediction by its fold model (NaN where the fold's training part measured none of
+        a target, so no model for it could be fitted), and its hardware's distance to that fold's training
+        hardware (0 without novelty)."""
+        rows, preds, dists = [], [], []
+        for fit_idx, held_idx in folds:
             Y_fit = Y.iloc[fit_idx]
             fold_targets = [t for t in Y.columns if Y_fit[t].notna().any()]
-            if not fold_targets:
-                continue
-            model = _with_targets(clone(self.estimator), fold_targets).fit(X.iloc[fit_idx], Y_fit[fold_targets])
-            pred = np.asarray(model.predict(X.iloc[held_idx]), dtype="float64").reshape(len(held_idx), -1)
-            cols = [Y.columns.get_loc(t) for t in fold_targets]
-            oof[np.ix_(held_idx, cols)] = pred
-        return oof
+            pred = np.full((len(held_idx), Y.shape[1]), np.nan)
+            if fold_targets:
+                model = _with_targets(clone(self.estimator), fold_targets).fit(X.iloc[fit_idx], Y_fit[fold_targets])
+                got = np.asarray(model.predict(X.iloc[held_idx]), dtype="float64").reshape(len(held_idx), -1)
+                pred[:, [Y.columns.get_loc(t) for t in fold_targets]] = got
+            rows.append(held_idx)
+            preds.append(pred)
+            dists.append(novelty.distance(F.iloc[held_idx], among=F.iloc[fit_idx]) if novelty is not None
+                         else np.zeros(len(held_idx)))
+        return _Scored(np.concatenate(rows), np.vstack(preds), np.concatenate(dists))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         return self.estimator_.predict(X)
+
+    def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
+                              noise: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prediction, lo, hi), each shaped like :meth:`predict`, with one pass of the model."""
+        pred = np.asarray(self.predict(X), dtype="float64")
+        shape = pred.shape
+        cal = self.calibration_
+        features = self.features_.transform(X) if self.features_ is not None else None
+        lo, hi = cal.bounds(pred.reshape(len(X), -1), cal.noise(X if noise is None else noise, len(X)), level,
+                            features=features)
+        return pred, lo.reshape(shape), hi.reshape(shape)
 
     def predict_interval(self, X: pd.DataFrame, level: float | None = None,
                          noise: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -239,11 +495,8 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
 
         ``noise`` holds the rows' measured ``runtime_cv`` (default: ``X``'s own column, if any).
         """
-        pred = np.asarray(self.predict(X), dtype="float64")
-        shape = pred.shape
-        cal = self.calibration_
-        lo, hi = cal.bounds(pred.reshape(len(X), -1), cal.noise(X if noise is None else noise, len(X)), level)
-        return lo.reshape(shape), hi.reshape(shape)
+        _, lo, hi = self.predict_with_interval(X, level, noise)
+        return lo, hi
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -251,3 +504,12 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         return tags
 
+
+@dataclass
+class _Scored:
+    """Out-of-fold predictions: the row each entry scores (a row may be held out by two folds: once with
+    its device, once among the seen rows), the (entries, targets) predictions and the entries' novelty."""
+
+    row: np.ndarray
+    pred: np.ndarray
+    distance: np.ndarray

@@ -23,9 +23,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from perfcast.datasets.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
+from perfcast.models.ensemble import GeometricEnsemble
 from perfcast.models.hybrid import HybridRegressor
 from perfcast.models.normalize import normalized
 from perfcast.models.roofline import NEEDS, RooflineRegressor
+from perfcast.models.transfer import SiblingTransfer
 from perfcast.models.trees import tree_model
 
 #: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
@@ -176,10 +178,62 @@ def _roofline(task: str, targets: list[str], params: dict[str, Any]) -> BaseEsti
     return PerTargetRegressor(RooflineRegressor(), targets, log_target=False)
 
 
+def expand_columns(task: str, names: list[str]) -> list[str]:
+    """Feature column names, where a name of one of the task's feature groups stands for all its columns."""
+    groups = feature_groups(task)
+    return list(dict.fromkeys(c for name in names for c in groups.get(name, [name])))
+
+
+#: hybrid parameters that shape the hybrid itself; every other parameter goes to its LightGBM model
+HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone")
+#: parameters that make the hybrid an ensemble: ``seeds`` (a seed bag) and ``variants`` (a list of parameter
+#: overrides, one member each, e.g. one member that sees the hardware columns and one that does not)
+ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants")
+
+
+def _one_hybrid(task: str, params: dict[str, Any]) -> HybridRegressor:
+    params = dict(params)
+    own = {k: params.pop(k) for k in HYBRID_KEYS if k in params}
+    if own.get("columns") is not None:
+        own["columns"] = expand_columns(task, own["columns"])
+    return HybridRegressor(estimator=tree_model("lightgbm", params), **own)
+
+
+def hybrid_estimator(task: str, params: dict[str, Any]) -> RegressorMixin:
+    """The hybrid regressor ``params`` describe: one :class:`HybridRegressor`, or a geometric ensemble of them."""
+    params = dict(params)
+    seeds, variants = params.pop("seeds", None), params.pop("variants", None)
+    if variants is not None and (not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants)):
+        raise ValueError(f"hybrid: variants must be a list of parameter tables, got {variants!r}")
+    members = [_one_hybrid(task, {**params, **v}) for v in (variants or [{}])]
+    if seeds is None and len(members) == 1:
+        return members[0]
+    return GeometricEnsemble(members, seeds=seeds)
+
+
 def _hybrid(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
-    """Roofline x learned efficiency; ``params`` go to the LightGBM residual model."""
+    """Roofline (+ latency floor) x learned efficiency; ``columns``, ``latency_floor`` and ``monotone`` shape
+    the hybrid (see :class:`HybridRegressor`), ``seeds``/``variants`` make it an ensemble
+    (:class:`GeometricEnsemble`), the other ``params`` go to its LightGBM model."""
     _analytic(task, targets)
-    return PerTargetRegressor(HybridRegressor(estimator=tree_model("lightgbm", params)), targets, log_target=False)
+    return PerTargetRegressor(hybrid_estimator(task, params), targets, log_target=False)
+
+
+#: transfer parameters that shape the sibling correction; the rest configure its hybrid base model
+TRANSFER_KEYS: tuple[str, ...] = ("scale", "max_rows")
+
+
+def _transfer(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """The hybrid corrected by sibling devices' residuals on the same configuration (:class:`SiblingTransfer`);
+    ``scale`` and ``max_rows`` shape the correction, the other ``params`` describe the hybrid."""
+    _analytic(task, targets)
+    params = dict(params)
+    own = {k: params.pop(k) for k in TRANSFER_KEYS if k in params}
+    groups = feature_groups(task)
+    config = [*groups["shape"], *groups["dtype"]]
+    device = [c for c in groups["hardware"] if c not in ("peak_tflops", "log10_watts_per_tflop")]  # per dtype
+    return PerTargetRegressor(SiblingTransfer(hybrid_estimator(task, params), config, device, **own), targets,
+                              log_target=False)
 
 
 def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
@@ -199,6 +253,7 @@ MODELS: dict[str, Factory] = {
     "mlp": _mlp,
     "roofline": _roofline,
     "hybrid": _hybrid,
+    "transfer": _transfer,
     "group_attention": _group_attention,
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.normalize)
     "normalized": normalized,

@@ -158,6 +158,26 @@ class EvalConfig(_Strict):
         return self
 
 
+class IntervalsConfig(_Strict):
+    """How the calibrated intervals are fitted (see :class:`perfcast.models.intervals.ConformalRegressor`):
+    the level, the number of cross-conformal folds (each one more fit of the model: fewer for slow models),
+    whether widths scale with how far a row's hardware is from the trained hardware (``scale``), and
+    ``forward_years``: calibrate by predicting each of the latest N training years from the earlier ones (for
+    future-hardware protocols) instead of holding out devices."""
+
+    level: float = Field(default=0.9, gt=0.0, lt=1.0)
+    n_splits: int = Field(default=5, ge=2)
+    scale: bool = False
+    forward_years: int | None = Field(default=None, ge=1)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of ConformalRegressor."""
+        from perfcast.models.intervals import ForwardFolds
+
+        cv = ForwardFolds(n_folds=self.forward_years) if self.forward_years else None
+        return {"level": self.level, "n_splits": self.n_splits, "scale": self.scale, "cv": cv}
+
+
 class TrackingConfig(_Strict):
     """MLflow destination. ``$MLFLOW_TRACKING_URI`` (and ``--tracking-uri``) override ``uri``; without any,
     runs go to ``sqlite:///mlflow.db`` in the working directory."""
@@ -245,6 +265,7 @@ class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    intervals: IntervalsConfig = Field(default_factory=IntervalsConfig)
     seed: NonNegativeInt = 0
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)

@@ -224,7 +224,10 @@ def fit_and_log(
     progress(f"fitting {config.model.name} on {len(split.train)} rows and calibrating its intervals")
     X_train, Y_train = model_input(split.train, config.task), split.train[targets].astype("float64")
     X_test, Y_test = model_input(split.test, config.task), split.test[targets].astype("float64")
-    model = ConformalRegressor(build_model(config, params)).fit(X_train, Y_train, noise=split.train)
+    # forward calibration folds order the rows by publication date, which the model's input does not carry
+    dates = split.train["published_at"] if config.intervals.forward_years else None
+    model = ConformalRegressor(build_model(config, params), **config.intervals.options()).fit(
+        X_train, Y_train, noise=split.train, groups=dates)
     pipe = model.estimator_
     progress(f"evaluating on {len(split.test)} test rows ({config.eval.protocol})")
     pred_test = pipe.predict(X_test)

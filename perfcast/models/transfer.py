@@ -1,0 +1,188 @@
+"""Sibling transfer: a base model's prediction corrected by what it got wrong on the most similar devices.
+
+Why: GPUs of one family (B200 / GB200 / B300 / GB300, H100 / H200) run the same kernels, so where a base
+model misjudges a configuration on one sibling (a kernel the library handles badly, a tile that fits
+poorly) it misjudges it on the others too. Copying a sibling's measured latency captures that but ignores
+the spec differences the base model knows about (bandwidth, FP4 rate, power); a base model alone knows the
+specs but not the kernel's quirks. Here the prediction for a device is the base prediction times the
+similarity-weighted geometric mean of the base's measured error (measured / predicted) for the same
+configuration on the training devices, with weights that vanish for devices unlike it. A device with no
+close sibling, or a configuration no sibling measured, gets the base prediction unchanged.
+
+Devices and configurations are recognised from the feature frame: a configuration is the values of the
+task's shape and dtype feature columns, a device the values of its hardware columns (so two devices with
+identical spec sheets are one device to this model, which is also all it could tell apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from perfcast.models.hybrid import kernel_kinds
+
+#: the device descriptors compared (log-scaled except compute capability) and their weights in the distance
+DISTANCE_WEIGHTS: dict[str, float] = {"mem_bw_gbs": 1.0, "peak_tflops": 1.0, "tdp_w": 0.5, "compute_capability": 2.0}
+#: distance contribution of a descriptor known on one side only (no TDP on the sheet; no compute capability:
+#: another vendor); two devices that both lack a compute capability are not told apart by it
+UNKNOWN_PENALTY = 3.0
+
+
+def row_keys(X: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One 64-bit hash per row of ``X[columns]`` (NaN-safe), naming a configuration or a device."""
+    return pd.util.hash_pandas_object(X[columns].astype("float64"), index=False).to_numpy()
+
+
+class SiblingTransfer(RegressorMixin, BaseEstimator):
+    """``estimator``'s prediction times the similarity-weighted residual of sibling devices on the same config.
+
+    ``config_columns`` / ``device_columns`` name the feature columns that identify a configuration and a
+    device. ``scale`` is the distance at which a device's weight falls to 1/e; the distance is the
+    weighted L1 distance of log bandwidth, log peak rate of the row's dtype, log TDP and compute capability
+    (:data:`DISTANCE_WEIGHTS`). ``max_rows``: fit the base estimator on at most this many rows (drawn
+    evenly per device with ``random_state``) while every training row still enters the residual table,
+    which keeps fitting fast on big tables without losing any measured sibling. ``target`` is passed on
+    to an estimator that takes one (the hybrid's baseline depends on it).
+    """
+
+    def __init__(self, estimator: RegressorMixin, config_columns: list[str], device_columns: list[str],
+                 scale: float = 0.8, max_rows: int | None = None, random_state: int = 0,
+                 target: str = "runtime_ms"):
+        self.estimator = estimator
+        self.target = target
+        self.config_columns = config_columns
+        self.device_columns = device_columns
+        self.scale = scale
+        self.max_rows = max_rows
+        self.random_state = random_state
+
+    def _check_columns(self, X: pd.DataFrame) -> None:
+        need = [*self.config_columns, *self.device_columns, *DISTANCE_WEIGHTS]
+        absent = sorted(set(need) - set(X.columns))
+        if absent:
+            raise ValueError(f"sibling transfer: the features lack column(s) {absent}; it needs a GPU-kernel "
+                             f"feature frame (gemm or attention)")
+
+    def _descriptors(self, X: pd.DataFrame) -> np.ndarray:
+        """(rows, 4) log bandwidth, log peak, log TDP, compute capability."""
+        d = X[list(DISTANCE_WEIGHTS)].to_numpy(dtype="float64").copy()
+        d[:, :3] = np.log(d[:, :3])
+        return d
+
+    def _sample(self, devices: np.ndarray) -> np.ndarray:
+        """Row positions for the base fit: all, or ``max_rows`` spread evenly over the devices."""
+        n = len(devices)
+        if self.max_rows is None or n <= self.max_rows:
+            return np.arange(n)
+        if self.max_rows < 1:
+            raise ValueError(f"sibling transfer: max_rows must be a positive row count, got {self.max_rows}")
+        order = np.random.default_rng(self.random_state).permutation(n)
+        per_device = pd.Series(devices[order]).groupby(devices[order]).cumcount().to_numpy()
+        quota = max(1, self.max_rows // len(np.unique(devices)))
+        return np.sort(order[per_device < quota])
+
+    def fit(self, X: pd.DataFrame, y: Any) -> SiblingTransfer:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"sibling transfer reads named feature columns; got {type(X).__name__}")
+        self._check_columns(X)
+        y = np.asarray(y, dtype="float64").ravel()
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if not (y > 0).all():
+            raise ValueError("sibling transfer learns log residuals: every target must be > 0")
+        devices = row_keys(X, self.device_columns)
+        rows = self._sample(devices)
+        base = clone(self.estimator)
+        if "target" in base.get_params(deep=False):
+            base.set_params(target=self.target)
+        self.estimator_ = base.fit(X.iloc[rows], y[rows])
+        residual = np.log(y) - np.log(self.estimator_.predict(X))
+        table = pd.DataFrame({"device": devices, "config": row_keys(X, self.config_columns), "r": residual})
+        table = table.groupby(["device", "config"], sort=False)["r"].mean()
+        self.devices_ = list(pd.unique(devices))
+        self.residuals_ = {d: table.xs(d, level="device") for d in self.devices_}
+        # a device's descriptor differs per dtype only in its peak: keep one per (device, kernel kind)
+        desc = pd.DataFrame(self._descriptors(X), columns=list(DISTANCE_WEIGHTS))
+        desc["device"], desc["kind"] = devices, kernel_kinds(X).to_numpy()
+        self.descriptors_ = desc.drop_duplicates(["device", "kind"]).set_index(["device", "kind"])
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def _distances(self, X: pd.DataFrame) -> np.ndarray:
+        """(rows, devices) distance of each row's device to each training device running the row's dtype."""
+        own = self._descriptors(X)
+        kinds = kernel_kinds(X).to_numpy()
+        weights = np.asarray(list(DISTANCE_WEIGHTS.values()))
+        out = np.full((len(X), len(self.devices_)), np.inf)
+        for j, dev in enumerate(self.devices_):
+            other = self.descriptors_.reindex(pd.MultiIndex.from_arrays([np.full(len(X), dev, dtype=np.uint64), kinds]))
+            diff = np.abs(own - other.to_numpy(dtype="float64"))
+            both_without = np.isnan(own[:, 3]) & np.isnan(other["compute_capability"].to_numpy(dtype="float64"))
+            diff[:, 3] = np.where(both_without, 0.0, np.nan_to_num(diff[:, 3], nan=UNKNOWN_PENALTY))
+            known = np.isfinite(other[["mem_bw_gbs", "peak_tflops"]].to_numpy(dtype="float64")).all(axis=1)
+            dist = np.nan_to_num(diff[:, :3], nan=UNKNOWN_PENALTY) @ weights[:3] + weights[3] * diff[:, 3]
+            out[:, j] = np.where(known, dist, np.inf)  # a device that never ran this dtype is no sibling for it
+        return out
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
+        saves them with ``np.savez`` and rebuilds the correction with :meth:`from_state`)."""
+        check_is_fitted(self, "residuals_")
+        sizes = [len(self.residuals_[d]) for d in self.devices_]
+        desc = self.descriptors_.reset_index()
+        arrays = {
+            "devices": np.asarray(self.devices_, dtype=np.uint64),
+            "sizes": np.asarray(sizes, dtype=np.int64),
+            "configs": np.concatenate([self.residuals_[d].index.to_numpy(dtype=np.uint64) for d in self.devices_]),
+            "residuals": np.concatenate([self.residuals_[d].to_numpy(dtype="float64") for d in self.devices_]),
+            "descriptor_devices": desc["device"].to_numpy(dtype=np.uint64),
+            "descriptor_kinds": desc["kind"].to_numpy(dtype=str),
+            "descriptors": desc[list(DISTANCE_WEIGHTS)].to_numpy(dtype="float64"),
+        }
+        params = {"config_columns": list(self.config_columns), "device_columns": list(self.device_columns),
+                  "scale": float(self.scale)}
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> SiblingTransfer:
+        """A transfer whose :meth:`correction` works (it has no base estimator: the caller predicts that)."""
+        model = cls(None, params["config_columns"], params["device_columns"], scale=params["scale"])
+        devices = [int(d) for d in arrays["devices"]]
+        bounds = np.concatenate([[0], np.cumsum(arrays["sizes"])])
+        model.devices_ = devices
+        model.residuals_ = {d: pd.Series(arrays["residuals"][a:b], index=pd.Index(arrays["configs"][a:b]))
+                            for d, a, b in zip(devices, bounds[:-1], bounds[1:], strict=True)}
+        index = pd.MultiIndex.from_arrays([arrays["descriptor_devices"], arrays["descriptor_kinds"].astype(object)],
+                                          names=["device", "kind"])
+        model.descriptors_ = pd.DataFrame(arrays["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
+        return model
+
+    def correction(self, X: pd.DataFrame) -> np.ndarray:
+        """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config)."""
+        check_is_fitted(self, "residuals_")
+        self._check_columns(X)
+        keys = row_keys(X, self.config_columns)
+        weight = np.exp(-self._distances(X) / self.scale)
+        num = np.zeros(len(X))
+        den = np.zeros(len(X))
+        for j, dev in enumerate(self.devices_):
+            r = self.residuals_[dev].reindex(keys).to_numpy(dtype="float64")
+            seen = np.isfinite(r)
+            num += np.where(seen, weight[:, j] * np.nan_to_num(r), 0.0)
+            den += np.where(seen, weight[:, j], 0.0)
+        # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
+        return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X) * np.exp(self.correction(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
