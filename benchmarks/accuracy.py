@@ -134,6 +134,9 @@ def header(argv: Sequence[str], total_s: float) -> str:
          "with the interval's mean half-width relative to its centre, 'met' when it lands in "
          f"{COVERAGE_GOAL[0]:.0%}-{COVERAGE_GOAL[1]:.0%}."),
         "",
+        ("Why each missed goal is missed, with the measurements behind it: [ANALYSIS.md](ANALYSIS.md). Every CPU "
+         "model (forests, boosting, the group-attention net) beside the baselines: [CPU_MODELS.md](CPU_MODELS.md)."),
+        "",
     ])
 
 
