@@ -13,6 +13,7 @@ notes) and writes it, with a header saying when, where, how and at which commit,
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import re
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,7 +64,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="model for every protocol (default: each protocol's tuned default, else hybrid "
                              "for GPU kernels and lightgbm for CPU benchmarks)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="protocols run in this many worker processes at once (default: one per core; the "
+                             "models fit on one thread each)")
     return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------ parallel run
+#: protocols that must run in one worker: the whole-model check reuses the neusight-ood model
+TOGETHER: tuple[tuple[str, ...], ...] = (("neusight-ood", "neusight-whole-model"),)
+#: rough relative cost of each protocol (fits x rows), to balance the workers; unknown ones count 1
+COST: dict[str, float] = {"aiconfigurator-unseen-gpu-gemm": 10, "aiconfigurator-unseen-gpu-attention": 10,
+                          "aiconfigurator-unseen-shape": 5, "spec-cpu2017-future": 2, "neusight-ood": 2}
+
+
+def plan(names: Sequence[str], jobs: int) -> list[list[str]]:
+    """``names`` split into at most ``jobs`` lists of similar cost (longest first onto the lightest worker),
+    keeping the :data:`TOGETHER` protocols in one list."""
+    units: list[list[str]] = []
+    for name in names:
+        tied = next((t for t in TOGETHER if name in t), (name,))
+        unit = next((u for u in units if set(u) & set(tied)), None)
+        if unit is None:
+            units.append([name])
+        else:
+            unit.append(name)
+    workers: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(units))))]
+    load = [0.0] * len(workers)
+    for unit in sorted(units, key=lambda u: -sum(COST.get(n, 1.0) for n in u)):
+        i = load.index(min(load))
+        workers[i].extend(unit)
+        load[i] += sum(COST.get(n, 1.0) for n in unit)
+    return [w for w in workers if w]
+
+
+def run_parallel(names: Sequence[str], cfg: RunConfig, jobs: int) -> list[Result]:
+    """Every protocol's rows in the order of ``names``, the protocols run by :func:`plan`'s workers."""
+    groups = plan(names, jobs)
+    if len(groups) == 1:
+        return run(names, cfg)
+    with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(run, groups, [cfg] * len(groups)))
+    by_protocol: dict[str, list[Result]] = {}
+    for rows in done:
+        for r in rows:
+            by_protocol.setdefault(r.protocol, []).append(r)
+    return [r for name in names for r in by_protocol.pop(name, [])] + [r for rest in by_protocol.values() for r in rest]
 
 
 # ----------------------------------------------------------------------------------------- formatting
@@ -144,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
-    rows = run(args.protocol or list(RUNNERS), RunConfig(args.data_root, args.cutoff, args.model))
+    rows = run_parallel(args.protocol or list(RUNNERS), RunConfig(args.data_root, args.cutoff, args.model), args.jobs)
     body, notes = table(rows)
     text = "\n".join([header(argv, time.perf_counter() - start), body, "", "Notes:", "",
                       *[f"{i}. {n}" for i, n in enumerate(notes, 1)], ""])

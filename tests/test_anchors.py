@@ -211,14 +211,31 @@ def test_arguments():
             acc.parse_args(bad)
 
 
+def test_plan_balances_workers_and_keeps_shared_models_together():
+    acc = _accuracy_module()
+    from perfcast.eval.anchors import RUNNERS
+
+    groups = acc.plan(list(RUNNERS), 2)
+    assert len(groups) == 2 and sorted(n for g in groups for n in g) == sorted(RUNNERS)
+    assert any({"neusight-ood", "neusight-whole-model"} <= set(g) for g in groups)
+    heavy = {"aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention"}
+    assert all(len(heavy & set(g)) == 1 for g in groups)  # the two heaviest protocols on different cores
+    assert acc.plan(["gpperf-paper"], 4) == [["gpperf-paper"]]
+
+
 @pytest.mark.slow
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
     out = tmp_path / "RESULTS.md"
-    rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--out", str(out)])
-    assert [(r.target, r.metric) for r in rows] == [("runtime_ms", "mape"), ("runtime_ms", "r2"),
-                                                   ("power_w", "median_ape"), ("power_w", "r2")]
-    assert all(r.n == 519 for r in rows)
+    rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--protocol", "gpperf-unseen-shape",
+                     "--jobs", "2", "--out", str(out)])  # two worker processes, rows back in the asked order
+    assert [(r.protocol, r.target, r.metric) for r in rows] == [
+        ("gpperf-paper", "runtime_ms", "mape"), ("gpperf-paper", "runtime_ms", "r2"),
+        ("gpperf-paper", "power_w", "median_ape"), ("gpperf-paper", "power_w", "r2"),
+        ("gpperf-unseen-shape", "runtime_ms", "mape")]
+    assert all(r.n == 519 for r in rows[:4])
+    assert rows[0].goal.value == 0.03 and rows[4].goal.value == 0.06 and rows[1].goal is None
     text = out.read_text()
     assert "git commit:" in text and "--protocol gpperf-paper" in text
     assert text.count("| gpperf-paper |") == 4 and "15.57% GPPerf (RF)" in text
+    assert "| ≤ 3%: " in text and "| ≤ 3.5%: " in text
