@@ -443,7 +443,12 @@ def score(protocol: str, target: str, device: str, truth: Any, ours: Any, model:
     cov = width = None
     if interval is not None:
         lo, hi = (np.asarray(b, dtype="float64")[keep] for b in interval)
-        cov, width = metrics.coverage(t[keep], lo, hi), metrics.mean_width(lo, hi)
+        cov = metrics.coverage(t[keep], lo, hi)
+        sized = np.isfinite(lo) & np.isfinite(hi) & (lo + hi > 0)
+        if not sized.all():  # an unbounded or non-positive interval has no relative width
+            notes.append(f"{int((~sized).sum()):,} of {len(lo):,} intervals are unbounded or not positive (the "
+                         f"model has no calibrated error there); the width is over the rest")
+        width = metrics.mean_width(lo[sized], hi[sized]) if sized.any() else float("inf")
     return Result(protocol, target, device, metric, fn(t[keep], p[keep]), model, int(keep.sum()), wall_s,
                   anchor=anchor, baselines={k: fn(t[keep], v[keep]) for k, v in base.items()}, coverage=cov,
                   width=width, notes=notes)
