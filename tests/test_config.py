@@ -142,3 +142,11 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "absent.toml")
     msg = config_error(tmp_path, "task = \n")
     assert "not valid TOML" in msg
+
+
+def test_intervals_section_is_validated_and_builds_the_calibration(tmp_path):
+    msg = config_error(tmp_path, MINIMAL + "[intervals]\nlevel = 1.5\nforward_years = 0\nn_split = 3\n")
+    assert "intervals.level" in msg and "intervals.forward_years" in msg and "intervals.n_split" in msg
+    cfg = load_config(write(tmp_path, MINIMAL + "[intervals]\nscale = true\nforward_years = 2\n", "ok.toml"))
+    options = cfg.intervals.options()
+    assert options["scale"] is True and options["cv"].n_folds == 2 and options["level"] == 0.9
