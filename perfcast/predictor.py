@@ -26,6 +26,7 @@ from perfcast.datasets.hardware_specs import ENV_VAR, catalog, resolve_device_id
 from perfcast.datasets.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.features.base import missing
+from perfcast.features.records import Records
 from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.intervals import check_level
 
@@ -94,7 +95,7 @@ class Predictor:
         """A dict in gives a dict out; a DataFrame (or list of dicts) gives a DataFrame with the input's index."""
         if isinstance(config, Mapping):
             row, clean = self._one_row(config)
-            cols = self._predict(row if clean else self._records(row), level)
+            cols = self._predict(Records(row) if clean else self._records(pd.DataFrame(row)), level)
             return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in cols.items()}
         records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
         return pd.DataFrame(self._predict(records, level), index=records.index)
@@ -121,7 +122,7 @@ class Predictor:
         out.insert(0, "rank", np.arange(1, len(out) + 1))
         return out
 
-    def _predict(self, records: pd.DataFrame, level: float | None) -> dict[str, Any]:
+    def _predict(self, records: pd.DataFrame | Records, level: float | None) -> dict[str, Any]:
         """Column name -> values (arrays), in output order."""
         if level is not None:
             check_level(level)
@@ -139,12 +140,13 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------------------- input checks
-    def _one_row(self, config: Mapping[str, Any]) -> tuple[pd.DataFrame, bool]:
-        """``config`` as a one-row frame whose plain numbers are float64 and whose device is text already, and
+    def _one_row(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """``config`` as one-row columns whose plain numbers are float64 and whose text is an object array, and
         whether it is clean: every required value and the device given as :meth:`_records` would leave them
-        (finite numbers, a canonical device id, no flags to parse), so the frame need not pass through it (its
-        pandas steps are a third of a small request). Anything else goes through :meth:`_records`, which
-        converts it or says what is wrong."""
+        (finite numbers, a canonical device id, no flags to parse), so the row is predicted as
+        :class:`~perfcast.features.records.Records` and never becomes a DataFrame (pandas' fixed costs are most
+        of a small request). Anything else goes through :meth:`_records`, which converts it or says what is
+        wrong."""
         cols: dict[str, Any] = {}
         clean = not (DEVICE_ALIAS in config and "device_id" in config) and "device_name" not in config
         for key, v in config.items():
@@ -153,14 +155,15 @@ class Predictor:
                 cols[key] = np.array([v], dtype="float64")
                 clean = clean and bool(np.isfinite(cols[key][0]))
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
-                cols["device_id" if clean else key] = pd.array([v], dtype="string")
+                cols["device_id" if clean else key] = np.array([v], dtype=object)
                 clean = clean and v in catalog().specs
             else:
-                cols[key] = [v]
+                text = isinstance(v, str)
+                cols[key] = np.array([v], dtype=object) if text else [v]
                 clean = clean and isinstance(key, str) and key not in self._numeric and key not in self._boolean \
-                    and (key not in self._required or (isinstance(v, str) and v != ""))
+                    and (key not in self._required or (text and v != ""))
         clean = clean and all(c in cols for c in self._required) and (not self._needs_device or "device_id" in cols)
-        return pd.DataFrame(cols), clean
+        return cols, clean
 
     def _records(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The input as records the features read: device alias resolved, types coerced, required columns present."""

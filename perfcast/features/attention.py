@@ -14,6 +14,7 @@ import pandas as pd
 from perfcast.features.base import RecordFeatures, frame, log2, log10, num, one_hot
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
+from perfcast.features.records import Records
 from perfcast.features.roofline import DTYPES, bytes_per_element, normalize_dtype
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
@@ -47,16 +48,17 @@ class AttentionFeatures(RecordFeatures):
     required = ("phase", "batch", "heads", "seq_q", "seq_kv", "head_dim", "dtype")
     positive = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "beam_width")
 
-    def _features(self, X: pd.DataFrame) -> pd.DataFrame:
+    def _features(self, records: Records) -> pd.DataFrame:
         where = type(self).__name__
+        X = records.frame()  # computed with pandas: one DataFrame per call
         phase = X["phase"].astype("string").str.lower()
         bad_phase = ~phase.isin(["prefill", "decode"]).fillna(False)
         if bad_phase.any():
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got {sorted(phase[bad_phase].unique())}")
         dtype = normalize_dtype(X["dtype"], "dtype")
         kv_dtype = normalize_dtype(X["kv_dtype"], "kv_dtype").fillna(dtype) if "kv_dtype" in X.columns else dtype
-        hw = RowHardware(X)
-        hard = hardware_features(hw, X, dtype.to_numpy(dtype=object, na_value=None), where)
+        hw = RowHardware(records)
+        hard = hardware_features(hw, records, dtype.to_numpy(dtype=object, na_value=None), where)
 
         batch = num(X, "batch") * num(X, "beam_width", 1.0)
         heads, head_dim = num(X, "heads"), num(X, "head_dim")

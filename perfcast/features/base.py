@@ -9,6 +9,7 @@ input (a record DataFrame with the task's required columns, positive sizes), ret
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from perfcast.features.distinct import factorize
 from perfcast.features.groups import feature_names
+from perfcast.features.records import Records
 
 
 class MissingColumnError(KeyError):
@@ -36,20 +38,20 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
     #: columns whose given values must be positive numbers (checked where present)
     positive: ClassVar[tuple[str, ...]] = ()
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> RecordFeatures:
+    def fit(self, X: pd.DataFrame | Records, y: Any = None) -> RecordFeatures:
         """Check the records and learn what the subclass needs (see :meth:`_fit`); y is ignored."""
-        X = self._check(X)
-        self._fit(X)
+        self._fit(self._check(X))
         self.feature_names_out_ = np.asarray(feature_names(self.task), dtype=object)
         self.n_features_out_ = len(self.feature_names_out_)
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Features of each record, as a float64 DataFrame with the input's index."""
+    def transform(self, X: pd.DataFrame | Records) -> pd.DataFrame:
+        """Features of each record (a DataFrame, or :class:`Records` for a request that never became one), as a
+        float64 DataFrame with the input's index."""
         if not hasattr(self, "feature_names_out_"):  # check_is_fitted's test, without its cost per request
             check_is_fitted(self, "feature_names_out_")
-        X = self._check(X)
-        out = self._features(X)
+        R = self._check(X)
+        out = self._features(R)
         names = list(self.feature_names_out_)
         if not np.array_equal(out.columns.to_numpy(dtype=object), self.feature_names_out_):
             absent = [c for c in names if c not in out.columns]
@@ -58,7 +60,7 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
             out = out[names]
         if not all(t == np.float64 for t in out.dtypes):  # frame() builds float64 already: no copy then
             out = out.astype("float64")
-        return out if out.index is X.index else out.set_axis(X.index)
+        return out if out.index is R.index else out.set_axis(R.index)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output column names (fixed per task; see :mod:`perfcast.features.groups`)."""
@@ -66,37 +68,38 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
         return self.feature_names_out_.copy()
 
     # ---- hooks
-    def _fit(self, X: pd.DataFrame) -> None:
+    def _fit(self, X: Records) -> None:
         """Learn data-dependent state (default: none)."""
 
-    def _features(self, X: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - abstract
+    def _features(self, X: Records) -> pd.DataFrame:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ---- input checks
-    def _check(self, X: Any) -> pd.DataFrame:
+    def _check(self, X: Any) -> Records:
         where = type(self).__name__
-        if not isinstance(X, pd.DataFrame):
+        if not isinstance(X, (pd.DataFrame, Records)):
             raise TypeError(f"{where}: expected a DataFrame of {self.task} records, got {type(X).__name__}")
-        absent = [c for c in self.required if c not in X.columns]
+        R = Records.of(X)
+        absent = [c for c in self.required if c not in R]
         if absent:
             raise MissingColumnError(
                 f"{where}: the {self.task} records lack column(s) {absent}, which these features need "
                 f"(see perfcast.datasets.schema for what each means)"
             )
         for c in self.required:
-            blank = missing(X[c])
+            blank = R.missing(c)
             if blank.any():
                 raise ValueError(f"{where}: column {c!r} is missing in {int(blank.sum())} row(s) (first: row "
-                                 f"{X.index[blank][0]})")
-        for c in (c for c in self.positive if c in X.columns):
-            bad = ~(values(X, c) > 0) & ~missing(X[c])
+                                 f"{R.index[blank][0]})")
+        for c in (c for c in self.positive if c in R):
+            bad = ~(R.number(c) > 0) & ~R.missing(c)
             if bad.any():
-                first = X.index[bad][0]
+                first = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"{where}: column {c!r} must hold positive numbers; row {first} has {X.at[first, c]!r} "
-                    f"({int(bad.sum())} such row(s))"
+                    f"{where}: column {c!r} must hold positive numbers; row {R.index[first]} has "
+                    f"{R.value(c, first)!r} ({int(bad.sum())} such row(s))"
                 )
-        return X
+        return R
 
 
 def missing(s: pd.Series) -> np.ndarray:
@@ -127,7 +130,15 @@ def text_map(text: np.ndarray, fn: Callable[[str], Any]) -> np.ndarray:
 def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
     """A float64 DataFrame of equally long columns (arrays or Series), built as one block."""
     data = np.column_stack([np.asarray(v, dtype="float64") for v in columns.values()]) if columns else None
-    return pd.DataFrame(data, index=index, columns=list(columns))
+    return pd.DataFrame(data, index=index, columns=column_index(tuple(columns)))
+
+
+@lru_cache(maxsize=64)
+def column_index(names: tuple[str, ...]) -> pd.Index:
+    """One shared object-dtype Index per list of feature names. Why: a frame's column lookups then hash
+    Python strings (pandas' default string dtype converts on every lookup), and code that reads the same
+    columns per call can cache their positions for as long as ``frame.columns is`` this index."""
+    return pd.Index(names, dtype=object)
 
 
 def one_hot(values: pd.Series, categories: tuple[str, ...], prefix: str) -> pd.DataFrame:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, frame, text_map, values
+from perfcast.features.base import RecordFeatures, frame, text_map
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
+from perfcast.features.records import Records
 from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
@@ -61,23 +62,23 @@ class GemmFeatures(RecordFeatures):
     required = ("m", "n", "k", "dtype")
     positive = ("m", "n", "k", "batch")
 
-    def _features(self, X: pd.DataFrame) -> pd.DataFrame:
+    def _features(self, X: Records) -> pd.DataFrame:
         where = type(self).__name__
-        dtype = canonical_dtypes(X["dtype"], "dtype")
+        dtype = canonical_dtypes(X.text("dtype"), "dtype")
         hw = RowHardware(X)
         hard = hardware_features(hw, X, dtype, where)
-        m, n, k, batch = values(X, "m"), values(X, "n"), values(X, "k"), values(X, "batch", 1.0)
-        beta = values(X, "beta", 0.0)
+        m, n, k, batch = X.number("m"), X.number("n"), X.number("k"), X.number("batch", 1.0)
+        beta = X.number("beta", 0.0)
         flops, nbytes = gemm_work(m, n, k, batch, beta, dtype)
-        if "layout" in X.columns:  # "tn": A transposed, B not; unknown stays NaN
-            layout = text_map(X["layout"].to_numpy(dtype=object, na_value=None), str.lower)
+        if "layout" in X:  # "tn": A transposed, B not; unknown stays NaN
+            layout = text_map(X.text("layout"), str.lower)
             trans_a = text_map(layout, _first_is_t).astype("float64")
             trans_b = text_map(layout, _second_is_t).astype("float64")
         else:
             trans_a = trans_b = np.full(len(X), np.nan)
         tm, tn = default_tiles(hw)
-        tile_m = np.where(np.isnan(given := values(X, "tile_m")), tm, given)
-        tile_n = np.where(np.isnan(given := values(X, "tile_n")), tn, given)
+        tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given)
+        tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given)
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         sm, cores = hw.number("sm_count"), hw.number("cores")
         units = np.where(np.isnan(sm), cores, sm)

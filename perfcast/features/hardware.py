@@ -21,6 +21,7 @@ from perfcast.datasets.hardware_specs import (
 )
 from perfcast.datasets.schema import COMMON
 from perfcast.features.distinct import factorize
+from perfcast.features.records import Records
 from perfcast.features.roofline import cpu_peaks
 
 #: hardware columns of the record schema (what a record may carry about its own machine)
@@ -95,17 +96,17 @@ class RowHardware:
     Both give the values :func:`numeric` / ``astype("string")`` give on the merged frame.
     """
 
-    def __init__(self, X: pd.DataFrame):
+    def __init__(self, X: pd.DataFrame | Records):
         numbers, texts, position = _sheet_arrays(catalog())
-        present = set(X.columns)
+        R = Records.of(X)
+        present = set(R.columns)
         self._frame: pd.DataFrame | None = None
         if not present.isdisjoint(numbers) or not present.isdisjoint(RECORD_HARDWARE) or "device_name" in present:
-            self._frame = hardware_frame(X)
+            self._frame = hardware_frame(R.frame())
             self.ids = self._frame["device_id"].to_numpy(dtype=object, na_value=None)
             self.columns = frozenset(self._frame.columns)
             return
-        given = X["device_id"] if "device_id" in X.columns else pd.Series(None, index=X.index, dtype=object)
-        codes, uniques = factorize(given.to_numpy(dtype=object, na_value=None))
+        codes, uniques = factorize(R.text("device_id"))
         bad = sorted({str(u) for u in uniques} - set(position))
         if bad:
             get_spec(bad[0])  # raises KeyError naming the closest known ids
@@ -161,7 +162,7 @@ def numeric(hw: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(hw[column], errors="coerce").astype("float64")
 
 
-def require_known(hw: RowHardware, X: pd.DataFrame, missing: np.ndarray, what: str, where: str) -> None:
+def require_known(hw: RowHardware, X: Records, missing: np.ndarray, what: str, where: str) -> None:
     """Raise :class:`UnknownDeviceError` naming the devices of rows where ``missing`` is true.
 
     ``what`` says which numbers were needed ("mem_bw_gbs", "peak_tflops for dtype bf16").
@@ -170,8 +171,8 @@ def require_known(hw: RowHardware, X: pd.DataFrame, missing: np.ndarray, what: s
     if not mask.any():
         return
     label = pd.Series(hw.ids, index=X.index, dtype="string")
-    if "device_name" in X.columns:
-        label = label.fillna(X["device_name"].astype("string"))
+    if "device_name" in X:
+        label = label.fillna(pd.Series(X.text("device_name"), index=X.index, dtype="string"))
     devices = sorted(label[mask].fillna("<no device_id or device_name>").unique())
     raise UnknownDeviceError(
         f"{where}: {int(mask.sum())} row(s) lack {what}: device(s) {devices[:10]} have no such value in the "

@@ -11,19 +11,21 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.base import text_map
+from perfcast.features.distinct import factorize
 from perfcast.features.groups import GPU_HARDWARE
 from perfcast.features.hardware import RowHardware, require_known
+from perfcast.features.records import Records
 from perfcast.features.roofline import compute_ms, memory_ms, peak_tflops
 
 #: one-hot vendor columns of :data:`GPU_HARDWARE` (NaN when the vendor is unknown)
 VENDOR_COLUMNS: tuple[str, ...] = ("vendor_nvidia", "vendor_amd", "vendor_intel")
 
 
-def hardware_features(hw: RowHardware, X: pd.DataFrame, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
+def hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
     """The :data:`GPU_HARDWARE` columns; errors name devices lacking the dtype's peak or the bandwidth."""
     peak = peak_tflops(hw, dtype)
     bw = hw.number("mem_bw_gbs")
-    for d in pd.unique(dtype[pd.notna(dtype)]):
+    for d in factorize(dtype)[1]:  # the distinct dtypes present
         require_known(hw, X, np.isnan(peak) & (dtype == d), f"a peak rate for dtype {d!r} (peak_tflops_* columns)",
                       where)
     require_known(hw, X, np.isnan(bw), "the memory bandwidth (mem_bw_gbs)", where)

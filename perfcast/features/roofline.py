@@ -125,7 +125,7 @@ def peak_tflops(hw: RowHardware, dtype: np.ndarray) -> np.ndarray:
     names); a row whose chain is all unknown gets NaN, and the caller says which device lacks what.
     """
     out = np.full(len(dtype), np.nan)
-    for name in pd.unique(dtype[pd.notna(dtype)]):
+    for name in factorize(dtype)[1]:  # the distinct dtypes present
         rows = dtype == name
         for c in (c for c in DTYPES[name].peaks if c in hw):
             pending = rows & np.isnan(out)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from perfcast.datasets.schema import columns
-from perfcast.features.base import text_map, values
+from perfcast.features.base import text_map
+from perfcast.features.records import Records
 from perfcast.features.roofline import canonical_dtypes
 
 #: config columns that are choices, not sizes: a value never seen in training is out of distribution
@@ -39,17 +40,12 @@ HARDWARE["attention"] = HARDWARE["gemm"]
 WORK: tuple[str, ...] = ("log10_flops", "log10_bytes")
 
 
-def _labels(values: pd.Series, column: str) -> np.ndarray:
-    """Comparable category labels as an object array (None where missing): canonical dtype names, lower-case
-    stripped text otherwise; computed once per distinct value."""
+def _labels(text: np.ndarray, column: str) -> np.ndarray:
+    """Comparable category labels of an object array of text (None where missing): canonical dtype names,
+    lower-case stripped text otherwise; computed once per distinct value."""
     if column in ("dtype", "kv_dtype"):
-        return canonical_dtypes(values, column)
-    return text_map(values.to_numpy(dtype=object, na_value=None), lambda v: v.strip().lower())
-
-
-def _categories(values: pd.Series, column: str) -> pd.Series:
-    """:func:`_labels` as a nullable string Series."""
-    return pd.Series(_labels(values, column), index=values.index, dtype="string")
+        return canonical_dtypes(text, column)
+    return text_map(text, lambda v: v.strip().lower())
 
 
 def _fmt(values: np.ndarray) -> np.ndarray:
@@ -72,6 +68,9 @@ class DomainGuard:
         #: hardware columns every training row had a value for (a device lacking one is flagged)
         self.complete: list[str] = []
         self.devices: list[str] = []
+        #: (feature columns, hardware columns among them, their positions): found once per column index
+        #: (a bundle's transformer returns the same one every call)
+        self._positions: tuple[pd.Index, list[str], np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
@@ -83,8 +82,9 @@ class DomainGuard:
             v = pd.to_numeric(records[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
             if np.isfinite(v).any():
                 self.sizes[c] = (float(np.nanmin(v)), float(np.nanmax(v)))
-        self.categories = {c: sorted(_categories(records[c], c).dropna().unique().tolist())
-                           for c in CATEGORICAL if c in records.columns and records[c].notna().any()}
+        R = Records.of(records)
+        self.categories = {c: sorted({v for v in _labels(R.text(c), c) if v is not None})
+                           for c in CATEGORICAL if c in R and not R.missing(c).all()}
         self.hardware = {}
         for c in (c for c in (*HARDWARE[self.task], *WORK) if c in features.columns):
             v = features[c].to_numpy(dtype="float64", na_value=np.nan)
@@ -96,8 +96,9 @@ class DomainGuard:
         return self
 
     # ---------------------------------------------------------------------------------------- check
-    def check(self, records: pd.DataFrame, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    def check(self, records: pd.DataFrame | Records, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences)."""
+        records = Records.of(records)
         n = len(records)
         reasons = np.full(n, "", dtype=object)
         given = set(records.columns)
@@ -112,20 +113,22 @@ class DomainGuard:
         for c, (lo, hi) in self.sizes.items():
             if c not in given:
                 continue
-            v = values(records, c)
+            v = records.number(c)
             add(v > hi, lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
             add(v < lo, lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
         for c, seen in self.categories.items():
             if c not in given:
                 continue
-            labels = _labels(records[c], c)
-            unseen = text_map(labels, lambda v, seen=frozenset(seen): v not in seen)
-            add(unseen == True, lambda m, c=c, seen=seen:  # noqa: E712 - None (missing) is not unseen
-                f"{c} '" + records[c].astype("string").to_numpy(dtype=object, na_value="")[m]
-                + f"' never seen in training (seen: {', '.join(seen)})")
-        cols = [c for c in self.hardware if c in features.columns]
+            text = records.text(c)
+            unseen = text_map(_labels(text, c), lambda v, seen=frozenset(seen): v not in seen)
+            add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
+                f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
+        if self._positions is None or self._positions[0] is not features.columns:
+            cols = [c for c in self.hardware if c in features.columns]
+            self._positions = (features.columns, cols, features.columns.get_indexer(cols))
+        _, cols, where = self._positions
         A = features.to_numpy(dtype="float64", na_value=np.nan)
-        for j, c in zip(features.columns.get_indexer(cols), cols, strict=True):
+        for j, c in zip(where, cols, strict=True):
             lo, hi = self.hardware[c]
             v = A[:, j]
             if c in WORK:
@@ -143,12 +146,13 @@ class DomainGuard:
         return reasons == "", [str(r) for r in reasons]
 
     @staticmethod
-    def _device_labels(records: pd.DataFrame) -> np.ndarray:
-        label = pd.Series("<unnamed>", index=records.index, dtype="string")
+    def _device_labels(records: Records) -> np.ndarray:
+        """Each row's device as quoted text: its id, else its name, else ``<unnamed>``."""
+        label = np.full(len(records), "<unnamed>", dtype=object)
         for c in ("device_name", "device_id"):
-            if c in records.columns:
-                label = records[c].astype("string").fillna(label)
-        return ("'" + label + "'").to_numpy(dtype=object)
+            text = records.text(c)
+            label = np.where(pd.isna(text), label, text)
+        return "'" + label + "'"
 
     # ------------------------------------------------------------------------------------ save/load
     def to_json(self) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from perfcast.features.base import RecordFeatures
+from perfcast.features.records import Records
 from perfcast.models.novelty import HARDWARE_GROUPS, HardwareNovelty, hardware_columns
 
 DEFAULT_LEVEL = 0.9
@@ -141,14 +142,14 @@ class IntervalCalibration:
         lvl = self.level if level is None else level
         return np.array([conformal_quantile(self.scores[t], lvl) for t in self.targets])
 
-    def noise(self, records: pd.DataFrame | None, n_rows: int) -> np.ndarray:
+    def noise(self, records: pd.DataFrame | Records | None, n_rows: int) -> np.ndarray:
         """(n_rows, targets) relative noise: the records' own measured cv, else the training median."""
         out = np.empty((n_rows, len(self.targets)))
         for j, t in enumerate(self.targets):
             own = np.full(n_rows, np.nan)
             col = NOISE_COLUMNS.get(t)
             if records is not None and col in records.columns:
-                own = pd.to_numeric(records[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                own = Records.of(records).number(col)
             out[:, j] = np.where(np.isfinite(own), own, self.noise_median.get(t, np.nan))
         return out
 

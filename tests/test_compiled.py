@@ -1,0 +1,111 @@
+"""The compiled forest walker gives LightGBM's predictions bit for bit, and declines the models it does not cover.
+
+Models are trained on real aiconfigurator GEMM features, with missing values in training (splits that learn a
+NaN direction) and at prediction time in columns that had none in training (LightGBM reads them as 0.0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfcast.datasets.importers import get_importer
+from perfcast.features import GemmFeatures
+from perfcast.models import make_model
+from perfcast.models.bundle import PerfcastModel, _Hybrid, _LightGBM, save_model
+from perfcast.models.compiled import BLOCK, compile_lightgbm
+from perfcast.models.intervals import ConformalRegressor
+
+
+@pytest.fixture(scope="module")
+def gemm(data_root: Path) -> pd.DataFrame:
+    imp, data = get_importer("aiconfigurator"), data_root / "aiconfigurator"
+    units = [u for u in imp.units(data) if u.match("*/gemm/*/*/gemm_perf.parquet")][:3]
+    return pd.concat([imp.load(data, u)["gemm"].sample(800, random_state=0) for u in units], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def features(gemm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    F = GemmFeatures().fit(gemm).transform(gemm)
+    A = F.to_numpy(dtype="float64").copy()
+    A[::7, 0] = np.nan  # log2_m: training rows without it, so its splits learn where NaN goes
+    return A, np.log(gemm["runtime_ms"].to_numpy(dtype="float64"))
+
+
+def _booster(A: np.ndarray, y: np.ndarray, **params) -> lgb.Booster:
+    params = {"n_estimators": 60, "num_leaves": 31, "min_child_samples": 5, "verbose": -1, **params}
+    return lgb.LGBMRegressor(**params).fit(A, y).booster_
+
+
+def _probe(A: np.ndarray) -> np.ndarray:
+    """Rows to predict: the training matrix with NaN also where training had none (read as 0.0 there)."""
+    X = np.vstack([A, A[:300]])
+    X[-300:, 1] = np.nan
+    X[-300::3, 2] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("objective", ["regression", "regression_l1", "huber"])
+def test_compiled_forest_sums_what_lightgbm_predicts_bit_for_bit(features, objective):
+    A, y = features
+    booster = _booster(A, y, objective=objective)
+    forest = compile_lightgbm(booster.model_to_string())
+    assert forest is not None and len(forest.roots) == booster.num_trees()
+    X = _probe(A)
+    assert len(X) > 2 * BLOCK  # the parallel walk splits it into blocks
+    expected = booster.predict(X)
+    np.testing.assert_array_equal(forest.predict(X), expected)
+    np.testing.assert_array_equal(forest.predict(X, threads=2), expected)
+    np.testing.assert_array_equal(forest.predict(X[5:6]), expected[5:6])
+
+
+def test_a_one_leaf_tree_is_its_leaf(features):
+    A, y = features
+    booster = _booster(A[:50], y[:50], n_estimators=3, min_child_samples=40)  # too few rows to split
+    forest = compile_lightgbm(booster.model_to_string())
+    assert forest is not None and (forest.roots < 0).all()
+    np.testing.assert_array_equal(forest.predict(A[:10]), booster.predict(A[:10]))
+
+
+@pytest.mark.parametrize("params", [{"objective": "poisson"}, {"zero_as_missing": True}],
+                         ids=["link-function", "zero-as-missing"])
+def test_models_the_walker_does_not_cover_are_left_to_lightgbm(features, params):
+    A, y = features
+    target = np.exp(y) if params.get("objective") == "poisson" else y
+    assert compile_lightgbm(_booster(A, target, **params).model_to_string()) is None
+
+
+def test_categorical_splits_are_left_to_lightgbm(features):
+    A, y = features
+    X = A.copy()
+    X[:, 0] = np.arange(len(X)) % 5
+    booster = lgb.LGBMRegressor(n_estimators=20, verbose=-1, min_child_samples=5).fit(
+        X, y + X[:, 0], categorical_feature=[0]).booster_
+    assert compile_lightgbm(booster.model_to_string()) is None
+
+
+def test_wrong_width_and_damaged_files_are_refused(features):
+    A, y = features
+    text = _booster(A, y, n_estimators=5).model_to_string()
+    forest = compile_lightgbm(text)
+    with pytest.raises(ValueError, match=rf"\(rows, {A.shape[1]}\)"):
+        forest.predict(A[:, :-1])
+    with pytest.raises(ValueError, match="end of trees"):
+        compile_lightgbm(text[: text.index("end of trees")])
+    first, second = text.index("\nTree=1"), text.index("\nTree=2")
+    with pytest.raises(ValueError, match="lists 5 trees but holds 4"):
+        compile_lightgbm(text[:first] + text[second:])
+
+
+def test_a_saved_lightgbm_model_loads_compiled_and_predicts_as_trained(gemm, tmp_path):
+    model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 50}), n_splits=3)
+    model.fit(gemm, gemm[["runtime_ms"]])
+    loaded = PerfcastModel.load(save_model(model, "gemm", gemm, tmp_path / "m"))
+    head = loaded.heads[0]
+    assert isinstance(head, _Hybrid) and isinstance(head.inner, _LightGBM) and head.inner.compiled is not None
+    pred = loaded.predict_features(loaded.features.transform(gemm))[:, 0]
+    np.testing.assert_allclose(pred, np.ravel(model.predict(gemm)), rtol=1e-12)
