@@ -22,6 +22,7 @@ import pandas as pd
 from perfcast.datasets.parsing import parse_processor
 from perfcast.features.base import RecordFeatures, log2, log10, num
 from perfcast.features.hardware import hardware_frame, numeric
+from perfcast.features.records import Records
 from perfcast.features.roofline import cpu_peaks
 
 #: compiler family -> pattern over the record's ``compiler`` text
@@ -73,12 +74,14 @@ class CpuFeatures(RecordFeatures):
     task = "cpu_bench"
     required = ("benchmark", "subtest")
 
-    def _fit(self, X: pd.DataFrame) -> None:
+    def _fit(self, records: Records) -> None:
+        X = records.frame()  # CPU features are computed with pandas (text parsing, hardware merge)
         self.workloads_ = sorted(_workload_keys(X).unique())
         self.benchmarks_ = sorted(X["benchmark"].astype("string").unique())
         self.families_ = sorted(_processors(X)["family"].dropna().unique())
 
-    def _features(self, X: pd.DataFrame) -> pd.DataFrame:
+    def _features(self, records: Records) -> pd.DataFrame:
+        X = records.frame()
         hw = hardware_frame(X)
         sockets, cores, threads = numeric(hw, "sockets"), numeric(hw, "cores"), numeric(hw, "threads")
         clock, max_clock = numeric(hw, "clock_mhz"), numeric(hw, "max_clock_mhz")
