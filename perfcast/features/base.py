@@ -141,13 +141,6 @@ def column_index(names: tuple[str, ...]) -> pd.Index:
     return pd.Index(names, dtype=object)
 
 
-def one_hot(values: pd.Series, categories: tuple[str, ...], prefix: str) -> pd.DataFrame:
-    """Fixed-vocabulary one-hot columns ``<prefix><category>`` (all 0 for a missing value)."""
-    return pd.DataFrame(
-        {f"{prefix}{c}": (values == c).fillna(False).astype("float64") for c in categories}, index=values.index
-    )
-
-
 def log2(x: pd.Series) -> pd.Series:
     return np.log2(x.astype("float64"))
 
