@@ -8,8 +8,9 @@ measures, with feature computation, intervals and OOD checks included:
   speed of the serving preset is shown beside what it costs;
 * load: ``Predictor.load(dir)`` in this process (median of 5), and a fresh ``python`` process importing perfcast
   and loading the model (what ``perfcast predict`` pays once);
-* one config: median latency of ``predict(dict)`` over distinct shapes, with its parts (features of a
-  ``DataFrame([config])``, trees, intervals + OOD) timed on their own;
+* one config: median latency of ``predict(dict)`` over distinct shapes, with its parts (features of the
+  request's :class:`~perfcast.features.records.Records`, trees, intervals + OOD) timed on their own; and of
+  one attention configuration (prefill and decode on several GPUs) with the default hybrid;
 * batch: configurations per second of ``predict(DataFrame)`` on 100,000 rows, with 1 and 2 tree threads, and
   of the trees alone on the batch's feature frame (the floor of the batch rate);
 * reference: ``RandomForestRegressor(100).predict`` on one row of GPPerf's nine features, the way the GPPerf
@@ -57,6 +58,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 
 from perfcast.datasets.importers import get_importer
+from perfcast.features.records import Records
 from perfcast.models import make_model
 from perfcast.models.bundle import save_model
 from perfcast.models.intervals import ConformalRegressor
@@ -87,6 +89,22 @@ def gemm_records(root: Path, rows: int, seed: int) -> pd.DataFrame:
     units = [u for u in imp.units(data) if "/gemm/trtllm/" in u.as_posix()]
     df = pd.concat([imp.load(data, u)["gemm"] for u in units], ignore_index=True)
     return df[df["dtype"] == "bfloat16"].sample(rows, random_state=seed).reset_index(drop=True)
+
+
+def attention_one_config(root: Path, rows: int) -> float:
+    """Median seconds of ``predict(dict)`` of one attention configuration (prefill and decode, several GPUs) by
+    the default hybrid with intervals, trained on ``rows`` aiconfigurator attention latencies."""
+    imp, data = get_importer("aiconfigurator"), root / "aiconfigurator"
+    units = [u for u in imp.units(data) if "/attention/" in u.as_posix()]
+    df = pd.concat([imp.load(data, u)["attention"] for u in units], ignore_index=True)
+    df = df.sample(min(rows, len(df)), random_state=0).reset_index(drop=True)
+    model = ConformalRegressor(make_model("hybrid", "attention", ["runtime_ms"])).fit(df, df[["runtime_ms"]])
+    columns = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype", "kv_dtype", "device_id"]
+    configs = [{k: v for k, v in c.items() if not pd.isna(v)}
+               for c in df[columns].sample(300, random_state=1).to_dict("records")]
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Predictor.load(save_model(model, "attention", df, Path(tmp) / "model"))
+    return median_seconds(lambda i: p.predict(configs[i % len(configs)]), 300)
 
 
 def forest_one_row(root: Path) -> float:
@@ -130,9 +148,10 @@ def measure(args: argparse.Namespace, records: pd.DataFrame, params: dict[str, A
     shapes = gemm_records(args.data_root, 500, seed=1)[["m", "n", "k", "dtype", "device_id"]]
     configs = shapes.to_dict("records")
     out["one"] = median_seconds(lambda i: p1.predict(configs[i % len(configs)]), 300)
-    frames = [pd.DataFrame([c]) for c in configs]
+    rows = [p1._one_row(c)[0] for c in configs]  # a request's columns, as predict(dict) builds them
+    frames = [Records(r) for r in rows]
     feats = [p1.model.features.transform(f) for f in frames]
-    out["features"] = median_seconds(lambda i: p1.model.features.transform(frames[i % len(frames)]), 300)
+    out["features"] = median_seconds(lambda i: p1.model.features.transform(Records(rows[i % len(rows)])), 300)
     out["trees"] = median_seconds(lambda i: p1.model.predict_features(feats[i % len(feats)]), 300)
     cal = p1.model.calibration
 
@@ -165,6 +184,7 @@ def main() -> None:
     records = gemm_records(args.data_root, args.rows, seed=0)
     runs = {"default": measure(args, records, {}), "serving": measure(args, records, SERVING)}
     forest_s = forest_one_row(args.data_root)
+    attention_s = attention_one_config(args.data_root, args.rows)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
 
@@ -181,6 +201,8 @@ def main() -> None:
         ("  of which features (1 row)", "-", lambda r: f"{r['features'] * 1e3:.2f} ms"),
         ("  of which trees", "-", lambda r: f"{r['trees'] * 1e3:.3f} ms"),
         ("  of which intervals + OOD check", "-", lambda r: f"{r['rest'] * 1e3:.2f} ms"),
+        ("one attention config (default hybrid), predict(dict) median", TARGETS["one"],
+         lambda r: f"{attention_s * 1e3:.2f} ms" if r is d else ""),
         (f"batch of {args.batch:,}, 1 tree thread", TARGETS["batch"], lambda r: f"{r['batch1']:,.0f} /s"),
         (f"batch of {args.batch:,}, 2 tree threads", TARGETS["batch"], lambda r: f"{r['batch2']:,.0f} /s"),
         ("  trees alone on the batch's features, 1 thread", "-", lambda r: f"{r['trees_rate']:,.0f} /s"),
