@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.dummy import DummyRegressor
 from sklearn.tree import DecisionTreeRegressor
 
 from perfcast.datasets.importers import get_importer
@@ -94,6 +95,30 @@ def test_power_law_learns_that_rate_scores_grow_with_cores_and_speed_scores_bare
     assert slope["CINT2017"] < 0.3 and slope["CINT2017"] < slope["CFP2017"] < slope["CFP2017rate"]
 
 
+def test_threads_per_core_keeps_the_law_from_crediting_e_cores_with_p_core_throughput(spec: pd.DataFrame) -> None:
+    """The SPEC default's power law, fitted before 2024, on the first SMT-less many-core Xeons (Xeon 6 E-cores,
+    all published in 2024): with threads per core it learns that Intel rate results without SMT score less
+    (speed runs barely care) and over-predicts those parts less than without it."""
+    train, test = future_split(spec, cutoff="2024-01-01")
+    features = CpuFeatures().fit(model_input(train, "cpu_bench"))
+    X_train, X_test = (features.transform(model_input(d, "cpu_bench")) for d in (train, test))
+    params = DEFAULTS["spec-cpu2017"].params
+    assert params["scale_by"][-1] == "threads_per_core"
+    ecore = (test["device_name"].str.fullmatch(r"Intel Xeon 6\d{3}E") & (test["threads"] == test["cores"])).to_numpy()
+    assert ecore.sum() >= 20 and not train["device_name"].str.fullmatch(r"Intel Xeon 6\d{3}E").any()
+    over = {}
+    for scale_by in (params["scale_by"][:-1], params["scale_by"]):
+        law = TargetNormalizer(DummyRegressor(), group_by=params["group_by"], scale_by=scale_by)
+        law.fit(X_train, train["score"])
+        over[len(scale_by)] = np.median(law.baseline(X_test)[ecore, 0] / test["score"].to_numpy()[ecore])
+    level = law.levels_[0]  # (workload, intel, amd) keys; the last scale is threads per core
+    suite = np.asarray(features.workloads_)[level["keys"][:, 0].astype(int)]
+    smt = pd.Series(level["slope"][:, -1, 0], index=suite)[level["keys"][:, 1] == 1]
+    assert (smt[smt.index.str.contains("rate")] > 0.1).all(), smt
+    assert (smt[~smt.index.str.contains("rate")].abs() < 0.1).all(), smt
+    assert 1 < over[5] < over[4], over  # still over-predicted (no E-core in training), but less
+
+
 def test_fitted_baseline_survives_json(pcdb: pd.DataFrame) -> None:
     """What a saved model stores: the baseline as plain numbers, NaN group keys included."""
     import json
@@ -150,6 +175,21 @@ def test_default_model_beats_the_family_mean_on_a_future_split(spec: pd.DataFram
     theirs = _ape(test["score"], baseline).mean()
     assert ours < 0.5 * theirs, (ours, theirs)
     assert ours < 0.15, ours
+
+
+def test_a_seed_bag_is_the_geometric_mean_of_its_seeds(spec: pd.DataFrame) -> None:
+    train, test = future_split(spec, cutoff="2024-01-01")
+    X_train, X_test = model_input(train, "cpu_bench"), model_input(test, "cpu_bench")
+    params = {**DEFAULTS["spec-cpu2017"].params, "n_estimators": 30}
+    assert len(params["seeds"]) >= 2
+    bag = make_model("normalized", "cpu_bench", ["score"], params).fit(X_train, train[["score"]])
+    single = {k: v for k, v in params.items() if k != "seeds"}
+    logs = [np.log(np.ravel(make_model("normalized", "cpu_bench", ["score"], {**single, "random_state": s})
+                            .fit(X_train, train[["score"]]).predict(X_test))) for s in params["seeds"]]
+    assert np.ptp(logs, axis=0).max() > 0  # the seeds disagree somewhere, so the bag averages something
+    np.testing.assert_allclose(np.ravel(bag.predict(X_test)), np.exp(np.mean(logs, axis=0)), rtol=1e-10)
+    with pytest.raises(ValueError, match="seeds .* is for tree bases"):
+        make_model("normalized", "cpu_bench", ["score"], {"base": "group_attention", "seeds": [0, 1]})
 
 
 def test_configs_hold_the_cpu_defaults() -> None:

@@ -229,7 +229,8 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
 
     Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
     (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
-    are judged by). The rest go to the inner model.
+    are judged by), ``seeds`` (trees only: a seed bag, the geometric mean of one tree model per seed, which
+    steadies predictions for processors between the trained ones). The rest go to the inner model.
     """
     # imported on use: the registry imports this module
     from perfcast.features import feature_groups
@@ -241,8 +242,13 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
     if base not in BASES:
         raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
+    seeds = rest.pop("seeds", None)
     if base == "group_attention":  # torch is imported only when the network is asked for
         from perfcast.models.group_attention import GroupAttentionRegressor
+
+        if seeds is not None:
+            raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
+                             "random_state")
 
         net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
         return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
@@ -250,4 +256,8 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     inner = tree_model(base, rest)
     if log:
         inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
+    if seeds is not None:
+        from perfcast.models.ensemble import GeometricEnsemble
+
+        inner = GeometricEnsemble([inner], seeds=list(seeds))
     return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)
