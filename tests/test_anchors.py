@@ -114,6 +114,12 @@ def test_scores_compare_on_the_rows_every_baseline_covers(aic_gemm: pd.DataFrame
     mean = anchors.macro_mean([res, other], "both")
     assert mean.ours == pytest.approx((res.ours + 0.1) / 2) and mean.n == res.n + other.n and mean.wall_s == 3.0
     assert mean.coverage is None  # one of the rows has no interval
+    half = anchors.score("p", "runtime_ms", "gb300", truth[:10], truth[:10] * 1.1, "copy", 2.0,
+                         baselines={"exact": truth[:10]}, interval=(np.r_[truth[:5], truth[5:10] * 2],
+                                                                     np.r_[truth[:5], truth[5:10] * 2] * 1.5))
+    pooled = anchors.macro_mean([res, half], "both")  # a device of 10 rows, half inside, beside res's rows
+    assert half.coverage == 0.5 and pooled.ours == pytest.approx((res.ours + 0.1) / 2)
+    assert pooled.coverage == pytest.approx((res.n * 1.0 + 10 * 0.5) / (res.n + 10))  # the share of all rows
 
 
 def test_roofline_baseline_is_the_spec_sheet_time(aic_gemm: pd.DataFrame):
