@@ -73,8 +73,8 @@ TRAIN_ROWS: dict[str, int | None] = {
     "gpperf-unseen-shape": 4_000,
     "neusight-ood": 60_000,
     "aiconfigurator-unseen-gpu": 30_000,  # the transfer model's base fit; its sibling table reads every row
-    # one model per GPU on every training row of that GPU (18k-104k): 30k rows per GPU scored 3.55% mean APE,
-    # every row 3.09% (L2 loss), at ~2.5x the fitting time
+    # one model per GPU on every training row of that GPU (18k-104k rows): with the squared loss, 30k rows
+    # per GPU scored 3.55% mean APE and every row 3.09%, at ~2.5x the fitting time
     "aiconfigurator-unseen-shape": None,
 }
 #: how each protocol's intervals are calibrated (ConformalRegressor options; a callable is called per fit). Width
