@@ -18,27 +18,29 @@ measures, with feature computation, intervals and OOD checks included:
 
     python benchmarks/predict_speed.py [--model hybrid] [--rows 20000] [--batch 100000]
 
-Last run (2 cores, load average 4.2 from other jobs; novelty-scaled intervals):
+Last run (2 cores, load average 0.7; novelty-scaled intervals; LightGBM trees walked by
+``perfcast.models.compiled``):
 
 | measure | target | default (800 trees, 63 leaves) | serving (150 trees, 31 leaves) |
 |---|---|---|---|
 | mean APE on unseen gb200 (trained without it) | - | 7.15 % | 7.69 % |
-| fit incl. calibration folds | - | 14.4 s | 2.7 s |
-| load, in process (median of 5) | < 1 s | 0.029 s | 0.006 s |
-| load, fresh process incl. imports | - | 1.28 s | 1.31 s |
-| one config, predict(dict) median | <= 1 ms | 2.88 ms (0.67 x the forest's row) | 1.98 ms (0.46 x the forest's row) |
-|   of which features (1 row) | - | 1.53 ms | 1.45 ms |
-|   of which trees | - | 0.454 ms | 0.177 ms |
-|   of which intervals + OOD check | - | 0.68 ms | 0.66 ms |
-| batch of 100,000, 1 tree thread | >= 100,000 /s | 14,686 /s | 84,006 /s |
-| batch of 100,000, 2 tree threads | >= 100,000 /s | 15,377 /s | 119,963 /s |
-|   trees alone on the batch's features, 1 thread | - | 16,532 /s | 160,042 /s |
-| sklearn RandomForest(100).predict, 1 row (GPPerf) | - | 4.32 ms | |
+| fit incl. calibration folds | - | 12.9 s | 2.5 s |
+| load, in process (median of 5) | < 1 s | 0.066 s | 0.010 s |
+| load, fresh process incl. imports | - | 1.17 s | 1.09 s |
+| one config, predict(dict) median | <= 1 ms | 0.77 ms (0.18 x the forest's row) | 0.63 ms (0.14 x the forest's row) |
+|   of which features (1 row) | - | 0.29 ms | 0.28 ms |
+|   of which trees | - | 0.128 ms | 0.062 ms |
+|   of which intervals + OOD check | - | 0.10 ms | 0.10 ms |
+| one attention config (default hybrid), predict(dict) median | <= 1 ms | 0.89 ms | |
+| batch of 100,000, 1 tree thread | >= 100,000 /s | 25,631 /s | 100,430 /s |
+| batch of 100,000, 2 tree threads | >= 100,000 /s | 55,689 /s | 224,171 /s |
+|   trees alone on the batch's features, 1 thread | - | 26,955 /s | 166,185 /s |
+| sklearn RandomForest(100).predict, 1 row (GPPerf) | - | 4.39 ms | |
 
-The default model's batch rate is its trees' rate (800 trees a row); the serving preset walks ~1/10 of the
-nodes and then shares the time with features, intervals and OOD (~400,000 rows/s together). A single
-request is still ~25 pandas column steps in features and the domain check (~10 µs each at this load);
-the 1 ms target is not met.
+A request never becomes a DataFrame (:class:`~perfcast.features.records.Records`), so one config takes
+under 1 ms with either model. The default model's batch rate is its trees' rate: 800 trees of up to 63
+leaves, ~37 µs a row per thread even compiled. The serving preset walks ~1/10 of the nodes and meets the
+batch target on one thread.
 """
 
 from __future__ import annotations
