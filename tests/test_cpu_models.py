@@ -192,6 +192,18 @@ def test_a_seed_bag_is_the_geometric_mean_of_its_seeds(spec: pd.DataFrame) -> No
         make_model("normalized", "cpu_bench", ["score"], {"base": "group_attention", "seeds": [0, 1]})
 
 
+def test_the_cpu_models_benchmark_builds_every_model_it_lists() -> None:
+    """benchmarks/cpu_models.py derives its variants from the defaults; each must still be a valid model."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cpu_models_bench", CONFIGS.parent / "benchmarks" / "cpu_models.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    built = [make_model(name, "cpu_bench", ["score"], params) for models in bench.MODELS.values()
+             for _, name, params in models]
+    assert len(built) == sum(len(m) for m in bench.MODELS.values()) >= 8
+
+
 def test_configs_hold_the_cpu_defaults() -> None:
     for dataset, default in DEFAULTS.items():
         cfg = load_config(CONFIGS / default.config)
