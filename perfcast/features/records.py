@@ -34,13 +34,13 @@ class Records:
         self._texts: dict[str, np.ndarray] = {}
 
     @classmethod
-    def of(cls, X: Records | pd.DataFrame, where: str = "perfcast") -> Records:
+    def of(cls, X: Records | pd.DataFrame) -> Records:
         """``X`` as :class:`Records` (itself when it is one already)."""
         if isinstance(X, Records):
             return X
         if isinstance(X, pd.DataFrame):
             return cls(frame=X)
-        raise TypeError(f"{where}: expected a DataFrame of records, got {type(X).__name__}")
+        raise TypeError(f"expected a DataFrame of records, got {type(X).__name__}")
 
     # ------------------------------------------------------------------------------------ shape
     def __len__(self) -> int:

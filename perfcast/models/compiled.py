@@ -1,4 +1,4 @@
-"""LightGBM regression forests walked by Numba-compiled code: the same sums, about twice as fast per row.
+"""LightGBM regression forests walked by Numba-compiled code: the same sums, with less overhead per call.
 
 Why our own walker: ``Booster.predict`` costs ~100 µs of call overhead for one row and walks trees through a
 generic interface; a scheduler asking for one configuration, or for a 100k-row batch, waits on both. lleaves
@@ -8,7 +8,7 @@ The walk is LightGBM's own (``Tree::NumericalDecision``): a NaN feature goes the
 split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``value <= threshold`` in float64,
 and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check it on
 real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing, several
-outputs per iteration, objectives whose output is transformed) are left to LightGBM: :func:`compile_booster`
+outputs per iteration, objectives whose output is transformed) are left to LightGBM: :func:`compile_lightgbm`
 returns ``None`` for them.
 """
 
