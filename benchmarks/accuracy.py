@@ -13,6 +13,7 @@ notes) and writes it, with a header saying when, where, how and at which commit,
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import platform
@@ -64,6 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="model for every protocol (default: each protocol's tuned default, else hybrid "
                              "for GPU kernels and lightgbm for CPU benchmarks)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT.json",
+                        help="also write every row as JSON (fractions; device 'mean' for summary rows)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="protocols run in this many worker processes at once (default: one per core; the "
                              "models fit on one thread each)")
@@ -198,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.as_json() for r in rows], indent=1, allow_nan=False, default=float),
+                             encoding="utf-8")
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -234,7 +235,7 @@ def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
     out = tmp_path / "RESULTS.md"
     rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--protocol", "gpperf-unseen-shape",
-                     "--jobs", "2", "--out", str(out)])  # two worker processes, rows back in the asked order
+                     "--jobs", "2", "--out", str(out), "--json", str(tmp_path / "rows.json")])  # two workers
     assert [(r.protocol, r.target, r.metric) for r in rows] == [
         ("gpperf-paper", "runtime_ms", "mape"), ("gpperf-paper", "runtime_ms", "r2"),
         ("gpperf-paper", "power_w", "median_ape"), ("gpperf-paper", "power_w", "r2"),
@@ -245,3 +246,7 @@ def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     assert "git commit:" in text and "--protocol gpperf-paper" in text
     assert text.count("| gpperf-paper |") == 4 and "15.57% GPPerf (RF)" in text
     assert "| ≤ 3%: " in text and "| ≤ 3.5%: " in text
+    as_json = json.loads((tmp_path / "rows.json").read_text())
+    assert [(j["protocol"], j["task"], j["target"], j["metric"], j["probe_budget"]) for j in as_json] == [
+        (r.protocol, "gemm", r.target, r.metric, 0) for r in rows]
+    assert [j["value"] for j in as_json] == [r.ours for r in rows] and as_json[0]["device"] == "rtx_4070"

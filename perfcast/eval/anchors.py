@@ -163,6 +163,29 @@ class Result:
     width: float | None = None
     notes: list[str] = field(default_factory=list)
     goal: Goal | None = None
+    #: measurements of the test device the prediction used (0: none, the device is predicted from its sheet)
+    probe_budget: int = 0
+    #: a mean over per-device rows (written with ``device="mean"``)
+    summary: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as ``benchmarks/accuracy.py --json`` writes it (fractions, ``device="mean"`` for summaries)."""
+        summary = self.summary
+        return {"protocol": self.protocol, "task": self.task, "target": self.target,
+                "device": "mean" if summary else self.device, "label": self.device,
+                "probe_budget": self.probe_budget, "metric": self.metric, "value": float(self.ours),
+                "coverage": self.coverage, "width": self.width, "n": self.n, "model": self.model,
+                "baselines": dict(self.baselines), "anchor": None if self.anchor is None else
+                {"source": self.anchor.source, "value": self.anchor.value},
+                "goal_met": self.meets_goal(), "notes": list(self.notes)}
+
+    @property
+    def task(self) -> str:
+        """The record task the row scores, from its protocol name."""
+        for key, task in (("attention", "attention"), ("spec", "cpu_bench"), ("ncpp", "cpu_bench")):
+            if key in self.protocol:
+                return task
+        return "gemm"
 
     def meets_goal(self) -> bool | None:
         """Whether the row reaches its :class:`Goal` (None without one)."""
@@ -469,6 +492,7 @@ def macro_mean(rows: Sequence[Result], device: str, notes: Sequence[str] = (), w
     weights = [r.n for r in rows]
     return Result(first.protocol, first.target, device, first.metric, float(np.mean([r.ours for r in rows])),
                   first.model, sum(r.n for r in rows), sum(r.wall_s for r in rows) if wall_s is None else wall_s,
+                  summary=True, probe_budget=first.probe_budget,
                   baselines={k: float(np.mean([r.baselines[k] for r in rows])) for k in names},
                   coverage=float(np.average([r.coverage for r in rows], weights=weights)) if intervals else None,
                   width=float(np.average([r.width for r in rows], weights=weights)) if intervals else None,
