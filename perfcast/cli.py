@@ -39,15 +39,20 @@ def _mount() -> None:
 _mount()
 
 StoreOpt = Annotated[
-    Optional[Path],
-    typer.Option("--store", "-s", help="Record store directory [default: $PERFCAST_STORE or ~/.perfcast/store]"),
+    Optional[str],
+    typer.Option("--store", "-s", help="Record store: a directory or a pyarrow filesystem URI (s3://…) "
+                                       "[default: $PERFCAST_STORE or ~/.perfcast/store]"),
 ]
 
 
-def _store(path: Path | None):  # noqa: ANN202
+def _store(path: str | None):  # noqa: ANN202
+    """The record store at ``path``; a URI the filesystem layer cannot open is a named error (exit 2)."""
     from perfcast.datasets.store import RecordStore
 
-    return RecordStore(path)
+    try:
+        return RecordStore(path)
+    except (OSError, ValueError) as e:
+        raise _fail(f"cannot open record store {path}: {e}") from None
 
 
 def _fail(msg: str) -> typer.Exit:
@@ -112,7 +117,6 @@ def probe(
     resumes where it stopped; every finished measurement is stored at once.
     """
     from perfcast.perf_probe import PROBES
-    from perfcast.perf_probe.sweep import run_sweep, summarize
 
     names = list(PROBES) if which == "all" else [which]
     unknown = [n for n in names if n not in PROBES]
@@ -120,6 +124,26 @@ def probe(
         raise _fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
     budget_s = parse_duration(budget) if budget else None
     rs = _store(store)
+    try:
+        code = _probe_run(names, quick, budget_s, rs)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every finished measurement is stored; run the same command to resume")
+        code = 130
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs) -> int:  # noqa: ANN001
+    """The probe command's work; returns its exit code (2: the store failed, 130: Ctrl-C)."""
+    from perfcast.datasets.store import StoreError
+    from perfcast.perf_probe import PROBES
+    from perfcast.perf_probe.sweep import run_sweep, summarize
+
+    try:
+        for name in names:  # before measuring anything: a store that cannot take the records is an error now
+            rs.check_writable(PROBES[name].task)
+    except StoreError as e:
+        raise _fail(str(e)) from None
     t0 = time.perf_counter()
     runs = []
     for name in names:
@@ -128,31 +152,51 @@ def probe(
             console.print(f"[yellow]{name}: skipped, the time budget is spent")
             continue
         # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
-        res = run_sweep(PROBES[name](**({"max_time_s": 0.5} if quick else {})), rs, quick=quick, budget_s=left)
+        try:
+            res = run_sweep(PROBES[name](**({"max_time_s": 0.5} if quick else {})), rs, quick=quick, budget_s=left)
+        except StoreError as e:
+            raise _fail(str(e)) from None
         runs.append(res)
         if res.unavailable:
             console.print(f"[yellow]{name}: not run here: {res.unavailable}")
         for cfg, err in res.failed:
             console.print(f"[red]{name}: configuration {cfg} failed: {err.splitlines()[0]}")
-        if res.interrupted:
-            console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
+        if res.claimed_elsewhere:
+            console.print(f"[yellow]{name}: {res.claimed_elsewhere} configuration(s) left to another probe "
+                          "running the same plan on this machine")
+        if res.interrupted or res.store_error:
             break
-    table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.root}")
+    table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.uri}")
     for col in ("probe", "measured", "records", "already done", "failed", "stopped by"):
         table.add_column(col)
     for r in runs:
-        stop = "budget" if r.stopped_by_budget else "Ctrl-C" if r.interrupted else r.unavailable or "done"
+        stop = ("store error" if r.store_error else "budget" if r.stopped_by_budget else "Ctrl-C" if r.interrupted
+                else r.unavailable or "done")
         table.add_row(r.probe, str(r.measured), str(r.records), str(r.skipped_done), str(len(r.failed)), stop)
     console.print(table)
+    failed_store = [r for r in runs if r.store_error]
+    if failed_store:
+        r = failed_store[0]
+        console.print(f"[bold red]error:[/] probe {r.probe}: a measurement could not be stored in {rs.uri}: "
+                      f"{r.store_error}\nThe sweep stopped; {r.measured} configuration(s) measured before it "
+                      "are stored. Fix the store (space, permissions) and run the same command to resume.")
+        return 2
     hw_ids = set().union(*(r.hw_ids for r in runs)) if runs else set()
     if hw_ids:
-        summary = summarize(rs, hw_ids)
+        try:
+            summary = summarize(rs, hw_ids)
+            power = rs.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
+        except StoreError as e:
+            raise _fail(str(e)) from None
         if not summary.empty:
             console.print(_frame_table(summary, title="best measured on this hardware"))
-        power = rs.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
         if not power.empty:
             src = power.iloc[-1]
             console.print(f"power source: {src['power_source']} ({src['power_note'] or 'measured during the kernel'})")
+    if any(r.interrupted for r in runs):
+        console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
+        return 130
+    return 0
 
 
 @app.command()
@@ -206,7 +250,9 @@ def data_import(
 
     from perfcast.datasets.importers import get_importer
     from perfcast.datasets.importers.base import DatasetLayoutError
+    from perfcast.datasets.parsing import DataFileError
     from perfcast.datasets.schema import SchemaError
+    from perfcast.datasets.store import StoreError
 
     try:
         importer = get_importer(name)
@@ -215,15 +261,19 @@ def data_import(
     rs = _store(store)
     root = path.expanduser()
     t0 = time.perf_counter()
+    if not root.is_dir():
+        raise _fail(f"{name}: {root} {'is not a directory' if root.exists() else 'does not exist'}; "
+                    f"pass the directory holding the {name} dataset")
     try:
-        n_units = len(importer.units(root))
-    except (DatasetLayoutError, FileNotFoundError) as e:
-        raise _fail(str(e)) from None
+        units = importer.units(root)
+        importer.check_files(root, units)
+    except (DatasetLayoutError, DataFileError, FileNotFoundError) as e:
+        raise _fail(f"{e}\nNothing was stored.") from None
     written: dict[str, int] = {}
     offered: dict[str, int] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[unit]}"), console=console) as progress:
-        bar = progress.add_task(f"import {name}", total=n_units, unit="")
+        bar = progress.add_task(f"import {name}", total=len(units), unit="")
 
         def on_unit(unit: Path, results: list) -> None:  # noqa: ANN001
             for r in results:
@@ -233,9 +283,12 @@ def data_import(
 
         try:
             importer.run(root, rs, on_unit=on_unit)
-        except (SchemaError, DatasetLayoutError) as e:
+        except (SchemaError, DatasetLayoutError, DataFileError) as e:
             notes = "\n".join(getattr(e, "__notes__", []))
-            raise _fail(f"{e}\n{notes}\nRecords stored before the error are kept; fix the file and re-run (stored records are skipped).") from None
+            raise _fail(f"{e}\n{notes}\nNothing of that file was stored (records of files imported before it "
+                        "are kept); fix the file and re-run (stored records are skipped).") from None
+        except StoreError as e:
+            raise _fail(str(e)) from None
     table = Table(title=f"{name} → {rs.root}  ({time.perf_counter() - t0:.1f} s)")
     for col in ("task", "rows read", "new records", "already stored"):
         table.add_column(col, justify="right" if col != "task" else "left")
@@ -259,10 +312,16 @@ def data_sources() -> None:
 def data_ls(
     store: StoreOpt = None,
     top: Annotated[int, typer.Option(min=0, help="Devices listed per source (0 = all); the rest are summed")] = 12,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave out damaged parts (with a warning)")] = False,
 ) -> None:
     """Records stored per task, source and device."""
+    from perfcast.datasets.store import StoreError
+
     rs = _store(store)
-    counts = rs.counts()
+    try:
+        counts = rs.counts(on_bad="skip" if skip_bad else "raise")
+    except StoreError as e:
+        raise _fail(str(e)) from None
     if counts.empty:
         console.print(f"store {rs.root} is empty: try `perfcast data import NAME PATH` or `perfcast probe all`")
         return
@@ -296,11 +355,15 @@ def data_show(
     """Show stored records of one task: device, configuration and targets (or the --columns asked for)."""
     from perfcast.datasets.schema import TASKS
     from perfcast.datasets.schema import columns as schema_columns
+    from perfcast.datasets.store import StoreError
 
     if task not in TASKS:
         raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     rs = _store(store)
-    df = rs.read(task, filters={"source": source} if source else None)
+    try:
+        df = rs.read(task, filters={"source": source} if source else None)
+    except StoreError as e:
+        raise _fail(str(e)) from None
     if df.empty:
         console.print(f"no {task} records in {rs.root}")
         return
@@ -318,6 +381,40 @@ def data_show(
                                   if groups.get(c) == g and c not in wide]
         df = df[keep].dropna(axis=1, how="all")
     console.print(_frame_table(df.head(limit), title=f"{task}: {total:,} records, first {min(limit, total)}"))
+
+
+@data_app.command("check")
+def data_check(store: StoreOpt = None) -> None:
+    """Verify every part of the store against its checksum; name the damaged ones (exit 2 if any)."""
+    rs = _store(store)
+    found = rs.check()
+    table = Table("task", "part", "status", "detail", title=f"record store {rs.uri}: {len(found)} parts")
+    for st in found:
+        if st.status != "ok":
+            style = "red" if st.status == "bad" else "yellow"
+            table.add_row(st.task, st.path.name, f"[{style}]{st.status}", st.detail or
+                          "written before checksums: unverified (`perfcast data repair` seals it)")
+    bad = [st for st in found if st.status == "bad"]
+    if table.row_count:
+        console.print(table)
+    ok = sum(st.status == "ok" for st in found)
+    console.print(f"{ok} part(s) verified, {len(found) - ok - len(bad)} legacy, {len(bad)} damaged")
+    if bad:
+        raise _fail(f"{len(bad)} damaged part(s) in {rs.uri}: run `perfcast data repair --store {rs.uri}` to move "
+                    f"them to {rs.root / 'quarantine'} (nothing is deleted), then re-import or re-probe")
+
+
+@data_app.command("repair")
+def data_repair(store: StoreOpt = None) -> None:
+    """Move damaged parts to <store>/quarantine/ (never deleted) and seal legacy parts with their checksum."""
+    rs = _store(store)
+    moved = rs.repair()
+    for st, dest in moved:
+        verb = "quarantined" if st.status == "bad" else "sealed"
+        console.print(f"{verb}: {st.path} -> {dest}" + (f"  ({st.detail})" if st.detail else ""), highlight=False)
+    n_bad = sum(st.status == "bad" for st, _ in moved)
+    console.print(f"{n_bad} damaged part(s) quarantined, {len(moved) - n_bad} legacy part(s) sealed in {rs.uri}"
+                  + ("; re-import or re-probe to restore the quarantined records" if n_bad else ""))
 
 
 @data_app.command("schema")

@@ -10,9 +10,13 @@ never guessed, so callers can measure their parse coverage.
 
 from __future__ import annotations
 
+import csv
 import functools
+import gzip
 import re
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -299,3 +303,48 @@ def snake_case(name: str) -> str:
     """A column name as an identifier: "SVR.CPU.Core(s) per Socket" → "svr_cpu_cores_per_socket"."""
     name = re.sub(r"\(s\)", "s", name)
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+class DataFileError(ValueError):
+    """A dataset file is damaged or is not the text it should be; the message names it and what to do."""
+
+
+#: file endings :func:`check_text_file` applies to (other files, e.g. Parquet, are checked by their reader)
+TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".data", ".txt", ".txt.gz")
+
+
+def check_text_file(path: Path, dataset: str) -> None:
+    """Check a text table is whole before any of it is imported, or raise :class:`DataFileError`.
+
+    Why: pandas reads a gzip cut mid-stream, a binary file or a file cut mid-row into a traceback or,
+    worse, into rows with truncated values. Checked: the file is readable and non-empty, a ``.gz``
+    decompresses to its end, the text is UTF-8 without NUL bytes, and it ends on a complete row: with a
+    newline, or (files published without one) with a last row as wide as the row before it whose last
+    field is empty or quoted, so no cut can have shortened a value.
+    """
+    fix = f"replace it with an intact copy of the {dataset} dataset and import again"
+    try:
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+    except EOFError:
+        raise DataFileError(f"{dataset}: {path} is a gzip file cut off mid-stream; {fix}") from None
+    except (OSError, zlib.error) as e:
+        raise DataFileError(f"{dataset}: {path} cannot be read ({e}); {fix}") from None
+    if not data.strip():
+        raise DataFileError(f"{dataset}: {path} is empty{' once decompressed' if path.suffix == '.gz' else ''}; {fix}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{dataset}: {path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                            f"{fix}") from None
+    if "\0" in text:
+        raise DataFileError(f"{dataset}: {path} holds NUL bytes: a binary file, not a text table; {fix}")
+    if text.endswith(("\n", "\r")):
+        return
+    rows = text.rsplit("\n", 2)[-2:]
+    widths = [len(next(csv.reader([r]), [])) for r in rows]
+    last = rows[-1].rstrip()
+    if len(rows) < 2 or widths[0] != widths[1] or not last.endswith((",", '"')) or last.count('"') % 2:
+        raise DataFileError(f"{dataset}: {path} ends mid-row (no final newline, last row {rows[-1][-40:]!r}): "
+                            f"the file looks cut off; {fix}")

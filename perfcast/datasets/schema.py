@@ -214,15 +214,21 @@ def _coerce(
     else:
         num = pd.to_numeric(s, errors="coerce")
         bad = num.isna() & s.notna()
+        as_float = num.astype("float64")
+        inf = num.notna() & ~np.isfinite(as_float)
         if col.kind == "int":
             frac = num.notna() & (num != np.round(num))
-            inf = num.notna() & ~np.isfinite(num.astype("float64"))
             for i in _rows((frac | inf).to_numpy(), s.index):
                 problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, must be an integer")
-            num = num.where(~(frac | inf))
-            out = num.astype("Int64")
+            # beyond int64 a value cannot be stored exactly (m=1e20 is a typo, not a matrix size)
+            huge = num.notna() & ~(frac | inf) & (as_float.abs() >= 2.0**63)
+            for i in _rows(huge.to_numpy(), s.index):
+                problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, is out of range for a 64-bit integer")
+            out = num.where(~(frac | inf | huge)).astype("Int64")
         else:
-            out = num.astype("float64")
+            for i in _rows(inf.to_numpy(), s.index):
+                problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, must be a finite number")
+            out = as_float.where(~inf)
     for i in _rows(bad.to_numpy(), s.index):
         problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, cannot be read as {col.kind}")
     return out

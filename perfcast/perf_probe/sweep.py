@@ -4,22 +4,32 @@ Space helpers (``grid``, ``log_uniform_sample``, ``thread_counts``) are what pro
 from: full grids for the axes a model must see exhaustively, quasi-random (Sobol / Latin hypercube via
 ``scipy.stats.qmc``) samples over log-sizes for the rest, since runtimes vary over decades of sizes.
 
-``run_sweep`` measures one configuration at a time and appends its records to the store at once, so a
-crash (even ``kill -9``) loses at most the configuration in flight; a re-run skips every configuration
-whose key is already stored for this hardware, so nothing is measured twice.
+``run_sweep`` checks the store takes writes before measuring anything, then measures one configuration
+at a time and appends its records to the store at once, so a crash (even ``kill -9``) loses at most the
+configuration in flight and Ctrl-C loses nothing measured (it is deferred while records are stored); a
+re-run skips every configuration whose key is already stored for this hardware. Two sweeps of the same
+plan on one machine split the work: each configuration is claimed (a claim file taken under the store
+lock) before it is measured, and a claim whose holder died is taken over, so a rerun resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
+import json
 import math
 import os
+import signal
+import socket
 import statistics
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +45,8 @@ from rich.progress import (
 from scipy.stats import qmc
 
 import perfcast
-from perfcast.datasets.store import RecordStore
+from perfcast.datasets.schema import SchemaError
+from perfcast.datasets.store import RecordStore, StoreError
 from perfcast.perf_probe.base import Probe
 from perfcast.perf_probe.hardware import (
     cpu_fingerprint,
@@ -116,6 +127,10 @@ class SweepResult:
     interrupted: bool = False
     unavailable: str | None = None
     hw_ids: set[str] = field(default_factory=set)
+    #: configurations another running sweep had claimed (it measures them)
+    claimed_elsewhere: int = 0
+    #: why measured records could not be stored; the sweep stops at the first such failure
+    store_error: str | None = None
 
 
 class _Devices:
@@ -145,6 +160,86 @@ def stored_keys(store: RecordStore, task: str) -> set[tuple[str, str]]:
     return set(zip(df["hw_id"].astype(str), df["params_json"].astype(str)))
 
 
+class _StoredKeys:
+    """:func:`stored_keys`, kept current by reading only the parts that appeared since the last look."""
+
+    def __init__(self, store: RecordStore, task: str) -> None:
+        self.store, self.task = store, task
+        self.keys: set[tuple[str, str]] = set()
+        self._seen: set[str] = set()
+
+    def refresh(self) -> set[tuple[str, str]]:
+        for p in self.store.parts(self.task):
+            if p.name in self._seen:
+                continue
+            df = self.store.read_part(p, ["hw_id", "params_json", "source"])
+            df = df[df["source"] == SOURCE]
+            self.keys.update(zip(df["hw_id"].astype(str), df["params_json"].astype(str)))
+            self._seen.add(p.name)
+        return self.keys
+
+
+#: a claim by a sweep on another host is taken over after this long (a same-host claim: when its pid dies)
+CLAIM_TTL_S = 3600.0
+
+
+class _Claims:
+    """Claim files ``<store>/<task>/.claims/<hash>.json``, taken under the store lock (local stores only:
+    sweeps on different nodes measure different hardware, so their keys never collide)."""
+
+    def __init__(self, store: RecordStore, task: str) -> None:
+        self.dir = Path(store.root) / task / ".claims" if store.local else None
+        self.host = socket.gethostname()
+
+    def _path(self, hw_id: str, key: str) -> Path:
+        assert self.dir is not None
+        return self.dir / f"{hashlib.sha256(f'{hw_id}|{key}'.encode()).hexdigest()[:32]}.json"
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            info = json.loads(path.read_text())
+            pid, host, at = int(info["pid"]), str(info["host"]), float(info["at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True  # unreadable: a holder crashed while writing it
+        if host != self.host:
+            return time.time() - at > CLAIM_TTL_S
+        try:  # the same pid number reused by a younger process is not the holder
+            return pid != os.getpid() and psutil.Process(pid).create_time() > at + 1
+        except psutil.NoSuchProcess:
+            return True
+
+    def take(self, hw_id: str, key: str) -> bool:
+        """Claim (call under the store lock); False if a live sweep holds it."""
+        if self.dir is None:
+            return True
+        path = self._path(hw_id, key)
+        if path.exists() and not self._stale(path):
+            return False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "host": self.host, "at": time.time()}))
+        return True
+
+    def release(self, hw_id: str, key: str) -> None:
+        if self.dir is not None:
+            self._path(hw_id, key).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a measurement is being stored, then raise it: what was measured is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if hits:
+            raise KeyboardInterrupt
+
+
 def run_sweep(
     probe: Probe,
     store: RecordStore,
@@ -156,8 +251,10 @@ def run_sweep(
 ) -> SweepResult:
     """Measure ``probe``'s configurations not yet stored for this hardware, storing each as it finishes.
 
-    Stops cleanly at ``budget_s`` (never starting a configuration its estimate says will overrun: the
-    median duration of those measured so far) or on Ctrl-C; failures are collected, not fatal.
+    Raises :class:`~perfcast.datasets.store.StoreError` before measuring if the store cannot be written
+    or read. Stops cleanly at ``budget_s`` (never starting a configuration its estimate says will overrun:
+    the median duration of those measured so far), on Ctrl-C, or when a measurement cannot be stored
+    (``store_error``); a configuration that fails to measure is collected, not fatal.
     """
     t0 = time.monotonic()
     result = SweepResult(probe.name)
@@ -165,16 +262,19 @@ def run_sweep(
     if not ok:
         result.unavailable = why or "probe reports it cannot run here"
         return result
+    store.check_writable(probe.task)
     todo = list(configs) if configs is not None else probe.space(quick=quick)
     devices = _Devices()
-    done = stored_keys(store, probe.task)
+    stored = _StoredKeys(store, probe.task)
+    claims = _Claims(store, probe.task)
+    done = stored.refresh()
     pending = []
     for cfg in todo:
         hw_id = devices(cfg.get("device", "cpu"))["hw_id"]
         if (hw_id, probe.key(cfg)) in done:
             result.skipped_done += 1
         else:
-            pending.append(cfg)
+            pending.append((cfg, hw_id))
     provenance = {"source": SOURCE, "probe_version": f"{probe.name}/{perfcast.__version__}",
                   "software": software_json()}
     durations: list[float] = []
@@ -183,31 +283,59 @@ def run_sweep(
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"probe {probe.name}", total=len(pending))
         try:
-            for cfg in pending:
+            for cfg, hw_id in pending:
                 if budget_s is not None:
                     spent = time.monotonic() - t0
                     estimate = statistics.median(durations) if durations else 0.0
                     if spent + estimate > budget_s:
                         result.stopped_by_budget = True
                         break
+                key = probe.key(cfg)
+                with store.lock(probe.task):
+                    if (hw_id, key) in stored.refresh():
+                        result.skipped_done += 1
+                        bar.advance(task)
+                        continue
+                    if not claims.take(hw_id, key):
+                        result.claimed_elsewhere += 1
+                        bar.advance(task)
+                        continue
                 c0 = time.monotonic()
                 try:
-                    hw = devices(cfg.get("device", "cpu"))
-                    rows = probe.run(cfg)
-                    df = pd.DataFrame(rows)
-                    df = df.assign(**hw, **provenance, params_json=probe.key(cfg),
-                                   collected_at=datetime.now(timezone.utc))
-                    result.records += store.append(df, probe.task).written
-                    result.measured += 1
-                    result.hw_ids.add(hw["hw_id"])
-                except Exception as e:  # one bad configuration must not end the sweep
-                    result.failed.append((cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+                    if not _measure_and_store(probe, store, cfg, devices, provenance, result):
+                        break
+                finally:
+                    claims.release(hw_id, key)
                 durations.append(time.monotonic() - c0)
                 bar.advance(task)
         except KeyboardInterrupt:
             result.interrupted = True
     result.elapsed_s = time.monotonic() - t0
     return result
+
+
+def _measure_and_store(probe: Probe, store: RecordStore, cfg: dict[str, Any], devices: _Devices,
+                       provenance: dict[str, str], result: SweepResult) -> bool:
+    """Measure one configuration and store its records; False when the store failed (stop the sweep)."""
+    try:
+        hw = devices(cfg.get("device", "cpu"))
+        df = pd.DataFrame(probe.run(cfg))
+        df = df.assign(**hw, **provenance, params_json=probe.key(cfg), collected_at=datetime.now(timezone.utc))
+    except Exception as e:  # one bad configuration must not end the sweep
+        result.failed.append((cfg, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+        return True
+    try:
+        with _sigint_deferred():
+            result.records += store.append(df, probe.task).written
+    except SchemaError as e:  # the probe produced invalid records: a failed configuration
+        result.failed.append((cfg, f"{type(e).__name__}: {e}"))
+        return True
+    except (StoreError, OSError) as e:
+        result.store_error = f"{type(e).__name__}: {e}"
+        return False
+    result.measured += 1
+    result.hw_ids.add(hw["hw_id"])
+    return True
 
 
 # ---------------------------------------------------------------- summary

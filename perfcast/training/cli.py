@@ -66,18 +66,25 @@ def train_command(
             if msg.startswith("trial "):
                 console.log(msg)
 
-        if tune_trials is None:
-            from perfcast.training.train import train
+        from perfcast.training.train import TrainingDataError
 
-            result = train(cfg, tracking_uri=tracking_uri, progress=progress)
-        else:
-            import optuna
+        try:
+            if tune_trials is None:
+                from perfcast.training.train import train
 
-            from perfcast.training.tune import tune
+                result = train(cfg, tracking_uri=tracking_uri, progress=progress)
+            else:
+                import optuna
 
-            optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below say the same
-            tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, progress=progress)
-            result = tuned.final
+                from perfcast.training.tune import tune
+
+                optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below say the same
+                tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, progress=progress)
+                result = tuned.final
+        except TrainingDataError as err:
+            status.stop()
+            console.print(f"[red]no training data[/red] ({config})\n{err}", highlight=False)
+            raise typer.Exit(2) from None
     if tune_trials is not None:
         console.print(
             f"study [bold]{tuned.study_name}[/bold] ({tuned.storage}): {tuned.n_trials} trials, "

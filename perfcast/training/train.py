@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.schema import EXTRA_PREFIX, columns
-from perfcast.datasets.store import RecordStore
+from perfcast.datasets.store import RecordStore, StoreError
 from perfcast.eval.metrics import METRICS, coverage, mean_width, r2
 from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
@@ -94,11 +94,18 @@ def load_records(data: DataConfig, task: str, progress: Progress = no_progress) 
     if unknown:
         raise TrainingDataError(f"data.filters: column(s) {unknown} are not in the {task!r} record schema")
     with _store_for(data) as store:
-        for spec in data.imports:
+        for i, spec in enumerate(data.imports):
             progress(f"importing {spec.dataset} from {spec.path}")
-            get_importer(spec.dataset).run(spec.path, store)
+            try:
+                get_importer(spec.dataset).run(spec.path, store)
+            except (ValueError, StoreError) as e:  # layout, damaged file, schema: named, with the config key
+                notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", []))
+                raise TrainingDataError(f"data.imports[{i}] ({spec.dataset}): {e}{notes}") from None
         progress(f"reading {task} records")
-        frame = store.read(task, filters=dict(data.filters) or None)
+        try:
+            frame = store.read(task, filters=dict(data.filters) or None)
+        except StoreError as e:
+            raise TrainingDataError(f"data.store: {e}") from None
         paths = [str(s.path) for s in data.imports]
         source = os.path.commonpath(paths) if paths else str(store.root)
     if frame.empty:

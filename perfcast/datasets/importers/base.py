@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from perfcast.datasets.parsing import TEXT_SUFFIXES, DataFileError, check_text_file
+from perfcast.datasets.schema import SchemaError
 from perfcast.datasets.store import AppendResult, RecordStore
 
 REGISTRY: dict[str, type["Importer"]] = {}
@@ -48,21 +50,45 @@ class Importer(ABC):
     def load(self, root: Path, unit: Path) -> dict[str, pd.DataFrame]:
         """Records of one unit, keyed by task. Frames need not be validated yet (the store does it)."""
 
+    def check_files(self, root: Path, units: list[Path]) -> None:
+        """Check every text unit is whole (see :func:`~perfcast.datasets.parsing.check_text_file`) before
+        anything is stored, so a damaged file anywhere in the dataset stores nothing."""
+        for unit in units:
+            if unit.is_file() and unit.name.endswith(TEXT_SUFFIXES):
+                check_text_file(unit, self.name)
+
     def run(
         self,
         root: str | Path,
         store: RecordStore,
         on_unit: Callable[[Path, list[AppendResult]], None] | None = None,
     ) -> list[AppendResult]:
-        """Import every unit under ``root`` into ``store``; ``on_unit`` is called after each (progress)."""
+        """Import every unit under ``root`` into ``store``; ``on_unit`` is called after each (progress).
+
+        Every error names its file: a missing or damaged file (checked for all units first, storing
+        nothing) is a :class:`DatasetLayoutError` or :class:`~perfcast.datasets.parsing.DataFileError`;
+        rows that fail validation are a :class:`~perfcast.datasets.schema.SchemaError` and store nothing
+        of their file (complete files imported before it are kept; a re-run skips them).
+        """
         root = Path(root)
         if not root.is_dir():
-            raise DatasetLayoutError(f"{self.name}: {root} is not a directory")
+            what = "does not exist" if not root.exists() else "is not a directory"
+            raise DatasetLayoutError(f"{self.name}: {root} {what}; pass the directory holding the {self.name} dataset")
+        units = self.units(root)
+        self.check_files(root, units)
         results: list[AppendResult] = []
-        for unit in self.units(root):
+        for unit in units:
             try:
-                res = [store.append(df, task) for task, df in self.load(root, unit).items() if len(df)]
-            except ValueError as e:  # SchemaError / DatasetLayoutError: say which file
+                frames = self.load(root, unit)
+            except (SchemaError, DatasetLayoutError, DataFileError) as e:
+                e.add_note(f"while importing {unit} ({self.name})")
+                raise
+            except Exception as e:  # any reader failure on a damaged file: name the file, not a traceback
+                raise DataFileError(f"{self.name}: {unit} cannot be read ({type(e).__name__}: {e}); replace it "
+                                    f"with an intact copy of the {self.name} dataset and import again") from e
+            try:
+                res = [store.append(df, task) for task, df in frames.items() if len(df)]
+            except SchemaError as e:
                 e.add_note(f"while importing {unit} ({self.name})")
                 raise
             results.extend(res)
