@@ -6,6 +6,9 @@ GB 2Rx8 PC5-5200B-R)", "1024GB (16x64GB DDR5 4800 MT/s [4800 MT/s])", "Intel(R) 
 functions take a pandas Series of strings and return aligned Series/DataFrames whose columns are already
 named as record columns (schema names, or ``x_`` extras); a value that does not match is missing (NA),
 never guessed, so callers can measure their parse coverage.
+
+:func:`check_text_file` checks a dataset file is whole (complete gzip stream, UTF-8, last row complete)
+before an importer reads any of it.
 """
 
 from __future__ import annotations
@@ -313,14 +316,14 @@ class DataFileError(ValueError):
 TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".data", ".txt", ".txt.gz")
 
 
-def check_text_file(path: Path, dataset: str) -> None:
+def check_text_file(path: Path, dataset: str, *, final_newline: bool = True) -> None:
     """Check a text table is whole before any of it is imported, or raise :class:`DataFileError`.
 
     Why: pandas reads a gzip cut mid-stream, a binary file or a file cut mid-row into a traceback or,
     worse, into rows with truncated values. Checked: the file is readable and non-empty, a ``.gz``
     decompresses to its end, the text is UTF-8 without NUL bytes, and it ends on a complete row: with a
-    newline, or (files published without one) with a last row as wide as the row before it whose last
-    field is empty or quoted, so no cut can have shortened a value.
+    newline, or, for a source published without one (``final_newline=False``), with a last row as wide
+    as the row before it (a cut there can then only have shortened the last field).
     """
     fix = f"replace it with an intact copy of the {dataset} dataset and import again"
     try:
@@ -342,9 +345,11 @@ def check_text_file(path: Path, dataset: str) -> None:
         raise DataFileError(f"{dataset}: {path} holds NUL bytes: a binary file, not a text table; {fix}")
     if text.endswith(("\n", "\r")):
         return
-    rows = text.rsplit("\n", 2)[-2:]
-    widths = [len(next(csv.reader([r]), [])) for r in rows]
-    last = rows[-1].rstrip()
-    if len(rows) < 2 or widths[0] != widths[1] or not last.endswith((",", '"')) or last.count('"') % 2:
-        raise DataFileError(f"{dataset}: {path} ends mid-row (no final newline, last row {rows[-1][-40:]!r}): "
+    rows = text.splitlines()[-2:]
+    try:
+        widths = {len(next(csv.reader([r]), [])) for r in rows}
+    except csv.Error:
+        widths = set()
+    if final_newline or len(rows) < 2 or len(widths) != 1 or rows[-1].count('"') % 2:
+        raise DataFileError(f"{dataset}: {path} ends mid-row (no final newline, last row ends {rows[-1][-40:]!r}): "
                             f"the file looks cut off; {fix}")

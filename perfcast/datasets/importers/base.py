@@ -41,6 +41,8 @@ class Importer(ABC):
     name: str = ""
     #: one line for ``perfcast data import --help``
     description: str = ""
+    #: text units must end with a newline (a file cut mid-row does not); False for sources published without
+    final_newline: bool = True
 
     @abstractmethod
     def units(self, root: Path) -> list[Path]:
@@ -55,7 +57,7 @@ class Importer(ABC):
         anything is stored, so a damaged file anywhere in the dataset stores nothing."""
         for unit in units:
             if unit.is_file() and unit.name.endswith(TEXT_SUFFIXES):
-                check_text_file(unit, self.name)
+                check_text_file(unit, self.name, final_newline=self.final_newline)
 
     def run(
         self,

@@ -95,6 +95,7 @@ class SpecPower(Importer):
     """The SPECpower_ssj2008 result list (``SPECpower*.csv``), as kept by cloud-carbon-coefficients."""
 
     description = "SPECpower_ssj2008: server throughput and wall power at 100% load and active idle"
+    final_newline = False  # the published list has none; its last row's width is checked instead
 
     def units(self, root: Path) -> list[Path]:
         return require(root.glob("SPECpower*.csv"), root, "SPECpower*.csv result list", self.name)
