@@ -106,6 +106,23 @@ def combine(targets: list[str], runtime: np.ndarray, power: np.ndarray) -> np.nd
     return np.column_stack([cols[t] for t in targets])
 
 
+def energy_interval(runtime: tuple[np.ndarray, np.ndarray, np.ndarray], power: tuple[np.ndarray, np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energy (J) = power x runtime / 1000 with an interval from the two targets' (prediction, lo, hi).
+
+    For a model calibrated on runtime and power but not on energy: each bound's log distance from its
+    prediction is combined in quadrature (the two errors treated as independent), so energy's interval is
+    wider than either but narrower than stacking both worst cases. A model with ``energy_j`` among its
+    targets calibrates energy on its own errors instead (see the module docstring).
+    """
+    (r, r_lo, r_hi), (p, p_lo, p_hi) = runtime, power
+    with np.errstate(divide="ignore", invalid="ignore"):
+        down = np.hypot(np.log(r / r_lo), np.log(p / p_lo))
+        up = np.hypot(np.log(r_hi / r), np.log(p_hi / p))
+    energy = p * r / 1e3
+    return energy, energy * np.exp(-down), energy * np.exp(up)
+
+
 class PowerRegressor(RegressorMixin, BaseEstimator):
     """Joint model of ``targets`` (``power_w``, optionally ``runtime_ms`` and ``energy_j``); see the module docstring.
 
@@ -162,9 +179,14 @@ class PowerRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "correction_")
         runtime = self._runtime(X)
-        util = PowerPhysics.utilisation(X, runtime)
-        power = self.physics_.predict(X, util) * np.exp(self.correction_.predict(with_utilisation(X, util)))
-        return combine(self.targets_, runtime, power)
+        return combine(self.targets_, runtime, self.power_at(X, runtime))
+
+    def power_at(self, X: pd.DataFrame, runtime_ms: np.ndarray) -> np.ndarray:
+        """Power (W) of the rows of feature frame ``X`` when they run for ``runtime_ms`` (e.g. a measured runtime
+        instead of the runtime head's prediction)."""
+        check_is_fitted(self, "correction_")
+        util = PowerPhysics.utilisation(X, runtime_ms)
+        return self.physics_.predict(X, util) * np.exp(self.correction_.predict(with_utilisation(X, util)))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -174,14 +196,19 @@ class PowerRegressor(RegressorMixin, BaseEstimator):
 
 
 def power_estimator(task: str, targets: list[str], params: dict[str, Any]) -> PowerRegressor:
-    """The joint power model for gemm or attention (``runtime`` / ``correction`` parameter tables, see
-    :class:`PowerRegressor`); the registry wraps it as a joint per-target model."""
+    """The joint power model for gemm or attention; the registry wraps it as a joint per-target model.
+
+    ``params``: ``runtime`` (a table for the runtime head's LightGBM), ``correction`` (a table for the power
+    correction's), and any other key goes to the correction too (as the hybrid passes its extra keys to its
+    LightGBM), so a tuning space over flat LightGBM names tunes the power correction.
+    """
     if task not in ("gemm", "attention"):
         raise ValueError(f"the power model needs GEMM or attention work (FLOPs, bytes, peaks): task {task!r} has none")
-    unknown = sorted(set(params) - {"runtime", "correction"})
-    if unknown:
-        raise ValueError(f"power model: unknown parameter(s) {unknown}; it takes 'runtime' and 'correction' "
-                         f"(LightGBM parameter tables)")
-    est = PowerRegressor(list(targets), **params)
+    rest = dict(params)
+    runtime, correction = rest.pop("runtime", None), {**(rest.pop("correction", None) or {})}
+    for name, table in (("runtime", runtime), ("correction", correction)):
+        if table is not None and not isinstance(table, dict):
+            raise ValueError(f"power model: {name} must be a table of LightGBM parameters, got {table!r}")
+    est = PowerRegressor(list(targets), runtime, {**correction, **rest})
     est._check_targets()
     return est
