@@ -6,9 +6,10 @@
     p.rank(config, devices=["a100_sxm", "h100_sxm", "l40s"], by="runtime_ms")             # -> sorted DataFrame
 
 Every prediction carries ``<target>_lo`` / ``<target>_hi`` at the model's calibrated level (or ``level=``),
-``in_distribution`` and, when that is false, ``ood_reason``. Inputs are checked before anything runs: a
-missing column, an unknown device or a non-numeric size is reported by name and row. MLflow is imported only
-for ``runs:/`` and ``models:/`` URIs, so loading a local model stays fast.
+``in_distribution`` and, when that is false, ``ood_reason``. A model of runtime and power also gives ``energy_j``
+(power x runtime, interval from both: :func:`perfcast.models.power.energy_interval`) and ranks by it.
+Inputs are checked before anything runs: a missing column, an unknown device or a non-numeric size is reported
+by name and row. MLflow is imported only for ``runs:/`` and ``models:/`` URIs, so loading a local model stays fast.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from perfcast.features.base import missing
 from perfcast.features.records import Records
 from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.intervals import check_level
+from perfcast.models.power import energy_interval
 
 #: the bundle's name among a logged MLflow model's artifacts, and where MLflow puts it in the model directory
 BUNDLE_ARTIFACT = "bundle"
@@ -73,6 +75,9 @@ class Predictor:
         self._boolean = [c for c, col in schema.items() if col.kind == "bool"]
         self._required = tuple(type(model.features).required)
         self._needs_device = self.task in ("gemm", "attention")
+        #: outputs computed from the targets: energy (J) = power x runtime when the model predicts both but not it
+        self.derived = ["energy_j"] if {"runtime_ms", "power_w"} <= set(self.targets) and \
+            "energy_j" not in self.targets else []
 
     @classmethod
     def load(cls, uri_or_path: str | os.PathLike[str], *, threads: int = 1) -> Predictor:
@@ -106,8 +111,8 @@ class Predictor:
 
         Returns one row per device: ``rank``, ``device_id`` and the prediction columns with their intervals.
         """
-        if by not in self.targets:
-            raise ValueError(f"cannot rank by {by!r}: this model predicts {', '.join(self.targets)}")
+        if by not in self.targets and by not in self.derived:
+            raise ValueError(f"cannot rank by {by!r}: this model predicts {', '.join(self.targets + self.derived)}")
         clash = [c for c in ("device_id", "device_name", DEVICE_ALIAS) if c in config]
         if clash:
             raise ValueError(f"rank() takes the devices as its `devices` argument; remove {clash} from the config")
@@ -135,6 +140,9 @@ class Predictor:
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]
+        for t in self.derived:
+            out[t], out[f"{t}_lo"], out[f"{t}_hi"] = energy_interval(
+                *(tuple(out[f"{name}{s}"] for s in ("", "_lo", "_hi")) for name in ("runtime_ms", "power_w")))
         out["in_distribution"] = ok
         out["ood_reason"] = np.where(ok, None, np.asarray(reasons, dtype=object))
         return out

@@ -100,6 +100,8 @@ COMMON: tuple[Column, ...] = (
     _c("runtime_min_ms", "float", "quality", "ms", check="positive"),
     _c("power_source", "str", "quality", doc="rapl, nvml, nvidia-smi, analyzer, none"),
     _c("power_note", "str", "quality", doc="why power is missing, or how it was taken"),
+    _c("power_limit_w", "float", "quality", "W", check="positive",
+       doc="the board's power limit while the measurement ran (a condition of it, not a spec-sheet number)"),
     # provenance
     _c("probe_version", "str", "provenance"),
     _c("software", "str", "provenance", doc="JSON: torch/BLAS/CUDA/framework versions"),

@@ -855,6 +855,14 @@ def ncpp_paper(ws: Workspace, cfg: RunConfig) -> list[Result]:
 
 
 # ======================================================================================== registry
+def aiconfigurator_power(ws: Workspace, cfg: RunConfig) -> list[Result]:
+    """Board power on unseen shapes, GPUs and libraries (:mod:`perfcast.eval.power_bench`, which builds on this
+    module and is therefore imported on use)."""
+    from perfcast.eval.power_bench import aiconfigurator_power as run_power
+
+    return run_power(ws, cfg)
+
+
 Runner = Callable[[Workspace, RunConfig], list[Result]]
 RUNNERS: dict[str, Runner] = {
     "gpperf-paper": gpperf_paper,
@@ -866,11 +874,12 @@ RUNNERS: dict[str, Runner] = {
     "aiconfigurator-unseen-shape": aiconfigurator_unseen_shape,
     "spec-cpu2017-future": spec_cpu2017_future,
     "ncpp-paper": ncpp_paper,
+    "aiconfigurator-power": aiconfigurator_power,
 }
 #: the protocols whose rows carry a 90 % interval coverage
 UNSEEN_HARDWARE: tuple[str, ...] = (
     "neusight-ood", "aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention", "spec-cpu2017-future",
-    "ncpp-paper",
+    "ncpp-paper", "aiconfigurator-power",
 )
 
 

@@ -249,6 +249,27 @@ class _Roofline:
         return baseline(F, self.target)
 
 
+@dataclass
+class _Power:
+    """The power model (:mod:`perfcast.models.power`): the physics law (three numbers) times exp(correction), the
+    correction read on the features plus the utilisation; runtime from its head (else the roofline time)."""
+
+    targets: list[str]
+    physics: Any  # a PowerPhysics rebuilt from its JSON numbers
+    correction: Head
+    runtime: Head | None = None
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        from perfcast.models.power import PowerPhysics, combine, with_utilisation
+
+        runtime = (10.0 ** F["log10_roofline_ms"].to_numpy(dtype="float64") if self.runtime is None
+                   else np.asarray(self.runtime.predict(F, A), dtype="float64").ravel())
+        util = PowerPhysics.utilisation(F, runtime)
+        inputs = with_utilisation(F, util)
+        fix = np.asarray(self.correction.predict(inputs, inputs.to_numpy(dtype="float64")), dtype="float64").ravel()
+        return combine(self.targets, runtime, self.physics.predict(F, util) * np.exp(fix))
+
+
 # ========================================================================= feature transformer as JSON
 def _jsonable(value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray) and (value.dtype.kind in "biuf" or value.dtype == object):
@@ -329,8 +350,13 @@ class _Writer:
         from perfcast.models.hybrid import HybridRegressor
         from perfcast.models.normalize import TargetNormalizer
         from perfcast.models.roofline import RooflineRegressor
+        from perfcast.models.power import PowerRegressor
         from perfcast.models.transfer import SiblingTransfer
 
+        if isinstance(est, PowerRegressor):
+            return {"kind": "power", "targets": list(est.targets_), "physics": est.physics_.to_json(),
+                    "correction": self.encode(est.correction_, f"{rel}/correction"),
+                    "runtime": None if est.runtime_ is None else self.encode(est.runtime_, f"{rel}/runtime")}
         if isinstance(est, TransformedTargetRegressor):
             if est.func is not np.log or est.inverse_func is not np.exp:
                 raise ModelFormatError(f"cannot save a TransformedTargetRegressor with func={est.func!r}: only "
@@ -526,6 +552,12 @@ class _Reader:
             return _Transfer(self.decode(spec["inner"]), SiblingTransfer.from_state(spec["params"], arrays))
         if kind == "roofline":
             return _Roofline(spec["target"])
+        if kind == "power":
+            from perfcast.models.power import PowerPhysics
+
+            return _Power(list(spec["targets"]), PowerPhysics(**{k: float(v) for k, v in spec["physics"].items()}),
+                          self.decode(spec["correction"]),
+                          None if spec.get("runtime") is None else self.decode(spec["runtime"]))
         if kind == "normalized":
             from perfcast.models.normalize import TargetNormalizer
 

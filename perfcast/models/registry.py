@@ -26,6 +26,7 @@ from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.ensemble import GeometricEnsemble
 from perfcast.models.hybrid import HybridRegressor
 from perfcast.models.normalize import normalized
+from perfcast.models.power import power_estimator
 from perfcast.models.roofline import NEEDS, RooflineRegressor
 from perfcast.models.transfer import SiblingTransfer
 from perfcast.models.trees import tree_model
@@ -245,6 +246,12 @@ def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> B
                               log_target=False, joint=True)
 
 
+def _power(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Board power from the spec sheet's limit and the kernel's utilisation, with a learned correction, fitted
+    jointly with runtime and energy when they are targets (:class:`~perfcast.models.power.PowerRegressor`)."""
+    return PerTargetRegressor(power_estimator(task, targets, params), targets, log_target=False, joint=True)
+
+
 MODELS: dict[str, Factory] = {
     "rf": _tree("rf"),
     "extra_trees": _tree("extra_trees"),
@@ -257,6 +264,7 @@ MODELS: dict[str, Factory] = {
     "group_attention": _group_attention,
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.normalize)
     "normalized": normalized,
+    "power": _power,
 }
 
 

@@ -2,6 +2,7 @@
 
 from perfcast.datasets.importers import (  # noqa: F401  (import registers)
     aiconfigurator,
+    aiconfigurator_power,
     gpperf,
     neusight,
     perfcastdb,
