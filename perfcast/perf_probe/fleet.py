@@ -122,8 +122,9 @@ def store_location(store: str | os.PathLike[str] | None) -> str:
 
 
 @contextmanager
-def connect(address: str) -> Iterator[None]:
-    """Ray connected to ``address`` (``local`` starts one here) for the block; an existing session is reused."""
+def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray connected to ``address`` for the block; ``local`` starts one here (with ``num_cpus`` CPUs, default
+    every core); an existing session is reused."""
     try:
         import ray
     except ImportError:
@@ -131,7 +132,7 @@ def connect(address: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False} if address == LOCAL else {}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "num_cpus": num_cpus} if address == LOCAL else {}
     try:
         ray.init(address=None if address == LOCAL else address, log_to_driver=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
