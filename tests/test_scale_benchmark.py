@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,12 +17,11 @@ PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape"]
 
 
 def _accuracy_module():
-    """benchmarks/accuracy.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("accuracy_scale", REPO / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["accuracy_scale"] = module
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/accuracy.py (a script beside its siblings, not a package module)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import accuracy
+
+    return accuracy
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,24 +17,18 @@ from perfcast.training.config import load_config
 from perfcast.training.train import load_records
 from perfcast.training.tune import OPTUNA_SCHEMA, in_schema, is_postgres, shares, study_storage
 
+#: a small real tuning job (dotted TOML keys): a 10-tree forest on the GPPerf tiled-SGEMM table
 CONFIG = """
 name = "ada-team"
 task = "gemm"
 targets = ["runtime_ms", "power_w"]
 seed = 5
-[[data.imports]]
-dataset = "gpperf-ada-matmul"
-path = "{path}"
-[model]
-name = "rf"
-params = {{ n_estimators = 10 }}
-[tracking]
-registered_model_name = "ada-team"
-[tune]
-prune_at = []
-[tune.space]
-max_depth = {{ type = "int", low = 2, high = 14 }}
-max_features = {{ type = "float", low = 0.2, high = 1.0 }}
+data.imports = [{{ dataset = "gpperf-ada-matmul", path = "{path}" }}]
+model = {{ name = "rf", params = {{ n_estimators = 10 }} }}
+tracking.registered_model_name = "ada-team"
+tune.prune_at = []
+tune.space.max_depth = {{ type = "int", low = 2, high = 14 }}
+tune.space.max_features = {{ type = "float", low = 0.2, high = 1.0 }}
 """
 
 
