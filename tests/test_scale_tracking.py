@@ -41,6 +41,16 @@ def test_study_storage_defaults_beside_a_postgres_tracking_store():
     assert shares(7, 2) == [4, 3] and shares(1, 4) == [1] and sum(shares(10, 3)) == 10
 
 
+def test_a_postgres_study_goes_to_its_own_schema_beside_mlflow(pg_database: str):
+    beside = study_storage(None, None, pg_database)
+    assert "search_path" in beside and study_storage(pg_database, None, "sqlite:///mlflow.db") == beside
+    optuna.create_study(study_name="s", storage=beside).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    mlflow.MlflowClient(pg_database).create_experiment("beside-optuna")  # MLflow's tables in the same database
+    assert len(optuna.load_study(study_name="s", storage=beside).trials) == 2
+    own = beside.replace("optuna", "mine")
+    assert study_storage(own, None, pg_database) == own  # a URL that sets its search_path is left alone
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_postgres_study_and_the_model_loads_from_its_registry(
         data_root: Path, pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

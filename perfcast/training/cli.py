@@ -50,8 +50,8 @@ def train_command(
                           "(the same command on other machines joins it)")
     ] = 1,
     storage: Annotated[
-        str | None, typer.Option(help="Optuna study database URL (default: the config's, else schema 'optuna' of a "
-                                 "postgresql:// tracking database, else sqlite:///optuna.db)")
+        str | None, typer.Option(help="Optuna study database URL (default: the config's, else a postgresql:// tracking "
+                                 "database, else sqlite:///optuna.db); a PostgreSQL study lives in its schema 'optuna'")
     ] = None,
     tracking_uri: Annotated[
         str | None,

@@ -112,11 +112,13 @@ def in_schema(url: str, schema: str) -> str:
 
 
 def study_storage(storage: str | None, configured: str | None, tracking_uri: str) -> str:
-    """Where the study lives: ``--storage``, else the config's, else beside a PostgreSQL tracking store (schema
-    :data:`OPTUNA_SCHEMA` of the same database), else :data:`DEFAULT_STUDY_STORAGE`."""
-    if storage or configured:
-        return storage or configured  # type: ignore[return-value]
-    return in_schema(tracking_uri, OPTUNA_SCHEMA) if is_postgres(tracking_uri) else DEFAULT_STUDY_STORAGE
+    """Where the study lives: ``--storage``, else the config's, else a PostgreSQL tracking database, else
+    :data:`DEFAULT_STUDY_STORAGE`. A PostgreSQL study goes to schema :data:`OPTUNA_SCHEMA` of its database
+    unless the URL sets its own ``options`` (search_path), so it can never collide with MLflow's tables."""
+    url = storage or configured or (tracking_uri if is_postgres(tracking_uri) else DEFAULT_STUDY_STORAGE)
+    if is_postgres(url) and "options" not in make_url(url).query:
+        return in_schema(url, OPTUNA_SCHEMA)
+    return url
 
 
 def _sampler_seeds(seed: int, study: optuna.Study, workers: int) -> list[int]:
