@@ -8,6 +8,7 @@ notes) and writes it, with a header saying when, where, how and at which commit,
     python benchmarks/accuracy.py                                     # every protocol (about 30 min, 2 cores)
     python benchmarks/accuracy.py --protocol neusight-ood --protocol gpperf-paper --model extra_trees
     python benchmarks/accuracy.py --protocol spec-cpu2017-future --cutoff 2023
+    python benchmarks/accuracy.py --ray local --jobs 2                 # every protocol a Ray task (or --ray HOST:PORT)
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="protocols run in this many worker processes at once (default: one per core; the "
                              "models fit on one thread each)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run each protocol as a Ray task on the cluster at ADDRESS ('local': a Ray on this "
+                             "machine with --jobs CPUs); --data-root must be reachable from every node")
     return parser.parse_args(argv)
 
 
@@ -107,7 +111,24 @@ def run_parallel(names: Sequence[str], cfg: RunConfig, jobs: int) -> list[Result
     if len(groups) == 1:
         return run(names, cfg)
     with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(run, groups, [cfg] * len(groups)))
+        return collect(names, list(pool.map(run, groups, [cfg] * len(groups))))
+
+
+def run_ray(names: Sequence[str], cfg: RunConfig, address: str, jobs: int) -> list[Result]:
+    """:func:`run_parallel` on a Ray cluster: one task per protocol (the :data:`TOGETHER` ones in one task), each
+    holding one CPU; Ray places them on the cluster's nodes as CPUs free up."""
+    from perfcast.perf_probe.fleet import connect
+
+    with connect(address, num_cpus=jobs):
+        import ray
+
+        task = ray.remote(num_cpus=1, max_retries=1)(run)
+        groups = plan(names, len(names))
+        return collect(names, ray.get([task.options(name=f"accuracy {' + '.join(g)}").remote(g, cfg) for g in groups]))
+
+
+def collect(names: Sequence[str], done: Sequence[Sequence[Result]]) -> list[Result]:
+    """The rows of every worker's protocols in the order of ``names`` (a protocol not named keeps its place last)."""
     by_protocol: dict[str, list[Result]] = {}
     for rows in done:
         for r in rows:
@@ -194,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
-    rows = run_parallel(args.protocol or list(RUNNERS), RunConfig(args.data_root, args.cutoff, args.model), args.jobs)
+    names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model)
+    rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)
     body, notes = table(rows)
     text = "\n".join([header(argv, time.perf_counter() - start), body, "", "Notes:", "",
                       *[f"{i}. {n}" for i, n in enumerate(notes, 1)], ""])

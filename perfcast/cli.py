@@ -110,6 +110,9 @@ def probe(
     quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
     budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m")] = None,
     store: StoreOpt = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Probe every node of this Ray cluster (address, or 'local'); the store must be reachable "
+                      "from every node")] = None,
 ) -> None:
     """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
 
@@ -123,6 +126,9 @@ def probe(
     if unknown:
         raise _fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
     budget_s = parse_duration(budget) if budget else None
+    if ray is not None:
+        _probe_fleet(ray, names, quick, budget_s, store)
+        return
     rs = _store(store)
     try:
         code = _probe_run(names, quick, budget_s, rs)
@@ -197,6 +203,22 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs) -> int
         console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
         return 130
     return 0
+
+
+def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | None, store: Path | None) -> None:
+    """``perfcast probe --ray``: the same sweeps as Ray tasks on every node (perfcast.perf_probe.fleet)."""
+    from perfcast.perf_probe.fleet import FleetError, run_fleet, store_location, table
+
+    t0 = time.perf_counter()
+    try:
+        results = run_fleet(address, store, [(n, {"max_time_s": 0.5} if quick else {}) for n in names],
+                            quick=quick, budget_s=budget_s)
+    except FleetError as e:
+        raise _fail(str(e)) from None
+    console.print(table(results, f"fleet probe on {address}: {time.perf_counter() - t0:.0f} s, "
+                                 f"store {store_location(store)}"))
+    if any(r.error for r in results):
+        raise _fail("a task failed; what it measured is stored: run the same command to resume")
 
 
 @app.command()

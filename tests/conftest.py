@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +30,62 @@ def store(tmp_path: Path):
     from perfcast.datasets.store import RecordStore
 
     return RecordStore(tmp_path / "store")
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+def _initdb() -> Path | None:
+    """The newest installed PostgreSQL's initdb (Debian lays each version out under /usr/lib/postgresql)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1] if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: ``$PERFCAST_TEST_PG_URL`` (what .ci/run starts), else a temporary cluster started
+    here (initdb into a temporary directory, as the ``postgres`` user when run as root, listening on 127.0.0.1
+    only) and stopped after the session. Skips only when PostgreSQL is not installed at all."""
+    url = os.environ.get("PERFCAST_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    initdb = _initdb()
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): `apt-get install -y "
+                    "postgresql`, or point PERFCAST_TEST_PG_URL at a server")
+    root = Path(tempfile.mkdtemp(prefix="perfcast-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    pg_ctl = str(initdb.parent / "pg_ctl")
+    subprocess.run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o", options, "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def pg_database(pg_url: str, request: pytest.FixtureRequest) -> str:
+    """A new, empty database on the :func:`pg_url` server for one test; its URL."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{os.getpid()}_{int(time.time() * 1e3)}"
+    engine = create_engine(make_url(pg_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)

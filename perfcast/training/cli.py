@@ -1,4 +1,4 @@
-"""``perfcast train CONFIG.toml [--tune N]``: thin command over :func:`train` / :func:`tune` with rich output.
+"""``perfcast train CONFIG.toml [--tune N [--workers W]]``: thin command over :func:`train` / :func:`tune` with rich output.
 
 Mount with ``app.add_typer(train_app)`` (no ``name=``), which adds the ``train`` command itself; a named
 sub-app would make it ``perfcast train train CONFIG``.
@@ -45,8 +45,13 @@ def train_command(
     tune_trials: Annotated[
         int | None, typer.Option("--tune", min=1, help="run N Optuna trials, then refit and register the best")
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="with --tune: run the trials in W parallel processes on one study "
+                          "(the same command on other machines joins it)")
+    ] = 1,
     storage: Annotated[
-        str | None, typer.Option(help="Optuna study database URL (default: the config's, else sqlite:///optuna.db)")
+        str | None, typer.Option(help="Optuna study database URL (default: the config's, else a postgresql:// tracking "
+                                 "database, else sqlite:///optuna.db); a PostgreSQL study lives in its schema 'optuna'")
     ] = None,
     tracking_uri: Annotated[
         str | None,
@@ -60,6 +65,9 @@ def train_command(
     except ConfigError as err:
         console.print(f"[red]invalid config[/red]\n{err}", highlight=False)
         raise typer.Exit(2) from None
+    if workers > 1 and tune_trials is None:
+        console.print("[red]--workers runs tuning workers: give --tune N as well[/red]")
+        raise typer.Exit(2)
     with console.status(f"[bold]{cfg.name}[/bold]: starting", spinner="dots") as status:
         def progress(msg: str) -> None:
             status.update(f"[bold]{cfg.name}[/bold]: {msg}")
@@ -79,7 +87,7 @@ def train_command(
                 from perfcast.training.tune import tune
 
                 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines below say the same
-                tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, progress=progress)
+                tuned = tune(cfg, tune_trials, storage, tracking_uri=tracking_uri, workers=workers, progress=progress)
                 result = tuned.final
         except TrainingDataError as err:
             status.stop()

@@ -1,0 +1,58 @@
+"""The accuracy benchmark on a local Ray: protocols as Ray tasks give the rows of the in-process run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfcast.eval.anchors import Result, RunConfig, run
+from perfcast.perf_probe.fleet import LOCAL
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
+REPO = Path(__file__).resolve().parents[1]
+#: two small GPPerf protocols (about a minute in all on 2 cores)
+PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape"]
+
+
+def _accuracy_module():
+    """benchmarks/accuracy.py (a script beside its siblings, not a package module)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import accuracy
+
+    return accuracy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray with two worker CPUs for the module."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_one_task_per_protocol_and_rows_back_in_the_asked_order():
+    accuracy = _accuracy_module()
+    names = ["a", "neusight-whole-model", "b", "neusight-ood"]
+    groups = accuracy.plan(names, len(names))
+    assert sorted(map(sorted, groups)) == [["a"], ["b"], ["neusight-ood", "neusight-whole-model"]]
+
+    def row(protocol: str, device: str) -> Result:
+        return Result(protocol, "runtime_ms", device, "mape", 0.1, "hybrid", 1, 0.0)
+
+    done = [[row("b", "x")], [row("neusight-ood", "y"), row("neusight-whole-model", "z")], [row("a", "w")]]
+    assert [(r.protocol, r.device) for r in accuracy.collect(names, done)] == [
+        ("a", "w"), ("neusight-whole-model", "z"), ("b", "x"), ("neusight-ood", "y")]
+
+
+@pytest.mark.slow
+def test_ray_benchmark_rows_equal_the_in_process_rows(data_root: Path):
+    accuracy = _accuracy_module()
+    cfg = RunConfig(data_root)
+    here = run(PROTOCOLS, cfg)
+    on_ray = accuracy.run_ray(PROTOCOLS, cfg, LOCAL, 2)
+    assert [r.protocol for r in here] == [r.protocol for r in on_ray]
+    assert len(here) >= 4
+    # every field of every row but the wall time, which is the one thing allowed to differ
+    assert [r.as_json() for r in on_ray] == [r.as_json() for r in here]
