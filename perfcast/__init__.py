@@ -1,22 +1,39 @@
-"""perfcast: predict runtime and power of GEMM, attention and CPU benchmarks on hardware you have not run."""
+"""perfcast: predict runtime and power of GEMM, attention and CPU benchmarks on hardware you have not run.
 
-from perfcast.datasets.store import RecordStore
+Every public name is imported on first use (PEP 562), so ``import perfcast`` and ``perfcast --help`` load no
+data or model library, and ``from perfcast import Predictor`` loads only what predicting needs (no MLflow,
+torch or Optuna: those are imported by the code paths that use them).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: public name -> the module that defines it
+_LAZY: dict[str, str] = {"Predictor": "perfcast.predictor", "RecordStore": "perfcast.datasets.store"}
 
-def load_dataset(task: str, store: str | None = None):  # noqa: ANN201  (pandas DataFrame)
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from perfcast.datasets.store import RecordStore
+    from perfcast.predictor import Predictor
+
+
+def load_dataset(task: str, store: str | None = None) -> pd.DataFrame:
     """Every stored record of ``task`` as one DataFrame (``store`` defaults to ``$PERFCAST_STORE``)."""
+    from perfcast.datasets.store import RecordStore
+
     return RecordStore(store).read(task)
 
 
-def __getattr__(name: str):  # noqa: ANN202
-    """``perfcast.Predictor`` on first use: importing it loads the model libraries, which ``perfcast --help``
-    and the data commands do not need."""
-    if name == "Predictor":
-        from perfcast.predictor import Predictor
-
-        return Predictor
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'perfcast' has no attribute {name!r}")
 
 

@@ -79,8 +79,15 @@ def _isna(v: object) -> bool:
 
 
 @app.command()
-def hw() -> None:
-    """Fingerprint this machine: CPU, caches, memory, NUMA, GPUs, and its stable hw_id."""
+def hw(gpus: Annotated[bool, typer.Option(
+        "--gpus", help="List the GPUs with a spec sheet (what the built-in models predict) instead")] = False) -> None:
+    """Fingerprint this machine: CPU, caches, memory, NUMA, GPUs, and its stable hw_id (--gpus: known GPUs)."""
+    if gpus:
+        from perfcast.builtin import gpu_table
+
+        console.print(_frame_table(gpu_table(), title="GPUs with a spec sheet: predictable by the built-in models "
+                                                      "(add yours in a YAML file named by $PERFCAST_HW_SPECS)"))
+        return
     from perfcast.perf_probe.hardware import fingerprint_table
 
     df = fingerprint_table()
@@ -223,42 +230,16 @@ def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | 
 
 @app.command()
 def quickstart(
-    workdir: Annotated[Path, typer.Option("--dir", help="Where the store, MLflow database and models go")] = Path(
-        "perfcast-quickstart"),
-    budget: Annotated[str, typer.Option(help="Time for the probe sweep, e.g. 4m (training adds ~30 s)")] = "4m",
+    quick: Annotated[bool, typer.Option("--quick", "-q", help="A shorter probe plan (36 GEMMs instead of 60)")] = False,
+    cap: Annotated[str, typer.Option(help="Warn when probing takes longer than this (the plan is still measured)")] = "3m",
+    store: StoreOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library warnings and logs")] = False,
 ) -> None:
-    """Probe this machine, train, evaluate on unseen shapes, register the model, and show what next."""
-    from perfcast.quickstart import MODEL_NAME, run_quickstart
+    """Built-in GPU predictions, then probe this machine, fit a model to it, log it to MLflow, show what next."""
+    from perfcast.quickstart import run_quickstart
 
-    res = run_quickstart(workdir, budget_s=parse_duration(budget), console=console)
-    console.rule("[bold]3/3 report")
-    table = Table(title=f"unseen-shape test: {res.train.n_test} held-out records "
-                        f"(trained on {res.train.n_train}), {res.elapsed_s:.0f} s in all")
-    table.add_column("metric")
-    table.add_column("runtime_ms", justify="right")
-    for key in ("mape", "median_ape", "p90_ape", "r2", "spearman", "coverage", "mean_width"):
-        val = res.train.metrics.get(f"test_runtime_ms_{key}")
-        if val is not None:
-            pct = key.endswith("ape") or key in ("coverage", "mean_width")
-            table.add_row(key, f"{100 * val:.1f}%" if pct else f"{val:.3f}")
-    console.print(table)
-    console.print(f"MLflow run {res.train.run_id}; model registered as [bold]{MODEL_NAME}[/] "
-                  f"version {res.train.registered_version}")
-    console.print("\nOpen the experiment UI:")
-    console.print(f"  mlflow ui --backend-store-uri {res.tracking_uri}")
-    console.print(f"\nPredict from Python (with PERFCAST_HW_SPECS={res.specs_path}, this machine's measured sheet):")
-    console.print(f"  import mlflow; mlflow.set_tracking_uri({res.tracking_uri!r})\n"
-                  f"  from perfcast import Predictor; p = Predictor.load('models:/{MODEL_NAME}/"
-                  f"{res.train.registered_version}')\n"
-                  f"  print(p.predict({{'m': 512, 'n': 512, 'k': 512, 'dtype': 'float32', "
-                  f"'device_name': {_device_of(res)!r}}}))", highlight=False)
-
-
-def _device_of(res) -> str:  # noqa: ANN001
-    from perfcast.datasets.store import RecordStore
-
-    names = RecordStore(res.workdir / "store").read("gemm", columns_=["device_name"])["device_name"]
-    return str(names.mode().iloc[0])
+    res = run_quickstart(_store(store), quick=quick, cap_s=parse_duration(cap), verbose=verbose, console=console)
+    console.print(f"\nquickstart took {res.elapsed_s:.0f} s", highlight=False)
 
 
 @data_app.command("import")

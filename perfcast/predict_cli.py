@@ -1,10 +1,12 @@
-"""``perfcast predict MODEL``: predictions with intervals and out-of-distribution flags from the command line.
+"""``perfcast predict [MODEL]``: predictions with intervals and out-of-distribution flags from the command line.
 
+    perfcast predict --set m=4096 --set n=4096 --set k=4096 --set dtype=bf16 --set device=h100_sxm   # built-in
     perfcast predict ./model --set m=4096 --set n=4096 --set k=4096 --set dtype=bf16 --set device=h100_sxm
     perfcast predict models:/gemm-runtime/3 --input shapes.csv --set device=l40s --format csv -o out.csv
 
-``--set`` values apply to every row of ``--input`` (or make the one row predicted without it). Output is the
-input columns followed by the predictions. Mounted unnamed in :mod:`perfcast.cli`, so it is ``perfcast predict``.
+``--set`` values apply to every row of ``--input`` (or make the one row predicted without it). Without a
+model, perfcast's built-in model of the task (``--task``, or the task the input's keys name) answers. Output is
+the input columns followed by the predictions. Mounted unnamed in :mod:`perfcast.cli`, so it is ``perfcast predict``.
 """
 
 from __future__ import annotations
@@ -77,13 +79,16 @@ def render(frame, fmt: Format, out) -> None:  # noqa: ANN001 (DataFrame, text st
 
 @predict_app.command()
 def predict(
-    model: Annotated[str, typer.Argument(help="Model directory, runs:/RUN_ID/model or models:/NAME/VERSION.")],
+    model: Annotated[Optional[str], typer.Argument(
+        help="Model directory, runs:/RUN_ID/model or models:/NAME/VERSION [default: the built-in model].")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Configurations: a .csv or .parquet file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="COLUMN=VALUE for every row (repeat it), e.g. --set m=4096 --set device=h100_sxm.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     level: Annotated[Optional[float], typer.Option(help="Interval level, e.g. 0.8 [default: the model's].")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="Built-in model to use without MODEL: gemm or attention [default: from the input's keys].")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(
         help="MLflow tracking URI for runs:/ and models:/ [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")] = None,
 ) -> None:
@@ -98,13 +103,20 @@ def predict(
             raise ValueError("nothing to predict: give --input FILE and/or --set COLUMN=VALUE ...")
         frame = read_input(input) if input is not None else pd.DataFrame([values])
         frame = frame.assign(**values) if input is not None and values else frame
-        if model.startswith(("runs:/", "models:/")):
-            import mlflow
+        if model is None:
+            from perfcast.builtin import infer_task
 
-            from perfcast.training.tracking import tracking_uri as resolve_uri
+            predictor = Predictor.builtin(task or infer_task(frame.columns))
+        elif task is not None:
+            raise ValueError(f"--task chooses a built-in model; {model!r} is a model of its own: drop --task")
+        else:
+            if model.startswith(("runs:/", "models:/")):
+                import mlflow
 
-            mlflow.set_tracking_uri(resolve_uri(tracking_uri))
-        predictor = Predictor.load(model)
+                from perfcast.training.tracking import tracking_uri as resolve_uri
+
+                mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+            predictor = Predictor.load(model)
         result = predictor.predict(frame, level=level)
     except typer.Exit:
         raise

@@ -89,6 +89,14 @@ class Predictor:
         """
         return cls(PerfcastModel.load(resolve_model_dir(uri_or_path), threads=threads))
 
+    @classmethod
+    def builtin(cls, task: str = "gemm", *, threads: int = 1) -> Predictor:
+        """perfcast's shipped model for ``task`` (``"gemm"`` or ``"attention"``), trained on the public
+        aiconfigurator and NeuSight measurements: any GPU with a spec sheet is predictable with nothing trained."""
+        from perfcast.builtin import bundle_path, load_builtin
+
+        return cls(load_builtin(bundle_path(task), threads=threads))
+
     @property
     def metadata(self) -> dict[str, Any]:
         """What the model was trained on and how it scored (as recorded when it was saved)."""
