@@ -62,12 +62,26 @@ def read_input(path: Path):  # noqa: ANN201 (pandas DataFrame; pandas is importe
     return frame
 
 
+def _numbers(frame):  # noqa: ANN001, ANN202 (DataFrame in and out)
+    """Text columns whose every value is a finite number (``--set m=4096``) as numbers, so JSON says 4096."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for c in frame.columns:
+        if pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object:
+            num = pd.to_numeric(frame[c], errors="coerce")
+            if num.notna().all() and np.isfinite(num).all():
+                out[c] = num
+    return frame.assign(**out) if out else frame
+
+
 def render(frame, fmt: Format, out) -> None:  # noqa: ANN001 (DataFrame, text stream)
     """Write ``frame`` to ``out`` as a rich table, CSV, or JSON records."""
     if fmt is Format.csv:
         frame.to_csv(out, index=False)
     elif fmt is Format.json:
-        out.write(frame.to_json(orient="records", indent=2, double_precision=15) + "\n")
+        out.write(_numbers(frame).to_json(orient="records", indent=2, double_precision=15) + "\n")
     else:
         table = Table(show_lines=False)
         for c in frame.columns:

@@ -32,9 +32,9 @@ from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.intervals import check_level
 from perfcast.models.power import energy_interval
 
-#: the bundle's name among a logged MLflow model's artifacts, and where MLflow puts it in the model directory
+#: the bundle's name as a logged MLflow model's data, and where MLflow puts it in the model directory
 BUNDLE_ARTIFACT = "bundle"
-BUNDLE_IN_MLFLOW_MODEL = Path("artifacts") / BUNDLE_ARTIFACT
+BUNDLE_IN_MLFLOW_MODEL = Path("data") / BUNDLE_ARTIFACT
 #: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
 DEVICE_ALIAS = "device"
 #: targets where a higher value is better (ranked descending by default)
@@ -49,7 +49,12 @@ def resolve_model_dir(uri_or_path: str | os.PathLike[str]) -> Path:
     if "://" in text or text.startswith(("runs:/", "models:/")):
         import mlflow
 
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+        from perfcast.mlflow_quiet import quiet_mlflow
+
+        _check_tracking_store(text, mlflow.get_registry_uri() if text.startswith("models:/") else
+                              mlflow.get_tracking_uri())
+        with quiet_mlflow():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
     else:
         local = Path(text).expanduser()
         if not local.exists():
@@ -60,6 +65,25 @@ def resolve_model_dir(uri_or_path: str | os.PathLike[str]) -> Path:
         if (candidate / MANIFEST).is_file():
             return candidate
     raise ModelFormatError(f"{text} holds no perfcast model (no {MANIFEST} in it or in its {BUNDLE_IN_MLFLOW_MODEL})")
+
+
+def _frame(cols: dict[str, Any], index: pd.Index) -> pd.DataFrame:
+    """Prediction columns as a frame whose ``ood_reason`` stays objects: pandas would infer text and turn an
+    in-distribution row's None into NaN, which JSON (a served answer, ``--format json``) cannot carry."""
+    return pd.DataFrame(cols, index=index).assign(ood_reason=pd.Series(cols["ood_reason"], index=index, dtype=object))
+
+
+def _check_tracking_store(model_uri: str, store_uri: str) -> None:
+    """Refuse a ``runs:/``/``models:/`` URI whose SQLite tracking store does not exist, before MLflow creates
+    an empty database there (the user is in the wrong directory or forgot ``MLFLOW_TRACKING_URI``)."""
+    if not model_uri.startswith(("runs:/", "models:/")) or not store_uri.startswith("sqlite:///"):
+        return
+    db = Path(store_uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        raise FileNotFoundError(
+            f"cannot look up {model_uri}: the MLflow tracking store {store_uri} does not exist ({db.resolve()}). "
+            f"Point MLFLOW_TRACKING_URI (or --tracking-uri) at the store the model was logged to, e.g. "
+            f"sqlite:////path/to/mlflow.db, or run from the directory that holds its mlflow.db")
 
 
 class Predictor:
@@ -111,7 +135,7 @@ class Predictor:
             cols = self._predict(Records(row) if clean else self._records(pd.DataFrame(row)), level)
             return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in cols.items()}
         records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
-        return pd.DataFrame(self._predict(records, level), index=records.index)
+        return _frame(self._predict(records, level), records.index)
 
     def rank(self, config: Mapping[str, Any], devices: Sequence[str], by: str = "runtime_ms",
              level: float | None = None, ascending: bool | None = None) -> pd.DataFrame:
@@ -128,7 +152,7 @@ class Predictor:
             raise ValueError(f"devices must be a non-empty list of device ids, got {devices!r}")
         frame = pd.DataFrame([{**config, "device_id": d} for d in devices])
         records = self._records(frame)
-        out = pd.DataFrame(self._predict(records, level))
+        out = _frame(self._predict(records, level), pd.RangeIndex(len(records)))
         out.insert(0, "device_id", records["device_id"].to_numpy())
         up = (by not in HIGHER_IS_BETTER) if ascending is None else ascending
         out = out.sort_values(by, ascending=up, kind="stable").reset_index(drop=True)

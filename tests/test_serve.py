@@ -1,7 +1,10 @@
-"""`mlflow models serve` answers HTTP predictions of a registered perfcast model, equal to the Predictor's."""
+"""`mlflow models serve` answers HTTP predictions of a registered perfcast model, equal to the Predictor's:
+JSON and CSV requests, the README's ``device`` key, valid JSON for a mixed in/out-of-distribution batch, and
+bad requests answered with perfcast's one-line message (no stack trace)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -26,12 +29,20 @@ from perfcast.models.intervals import ConformalRegressor
 from perfcast.training import tracking
 from perfcast.training.train import model_input
 
+REPO = Path(__file__).resolve().parents[1]
 STARTUP_S = 120
 ROWS = [
-    {"m": 4096, "n": 4096, "k": 4096, "dtype": "bf16", "device_id": "h100_sxm"},       # JSON integers
-    {"m": 512.0, "n": 1024.0, "k": 256.0, "dtype": "bfloat16", "device_id": "a100_sxm"},
-    {"m": 65536, "n": 8192, "k": 8192, "dtype": "bf16", "device_id": "l40s"},          # beyond training sizes
+    {"m": 4096, "n": 4096, "k": 4096, "dtype": "bf16", "device": "h100_sxm"},         # JSON integers, README's key
+    {"m": 512.0, "n": 1024.0, "k": 256.0, "dtype": "bfloat16", "device": "a100_sxm"},
+    {"m": 65536, "n": 8192, "k": 8192, "dtype": "bf16", "device": "l40s"},            # beyond training sizes
 ]
+
+
+def _strict_json(text: str):  # noqa: ANN201
+    """Parse as standards-compliant JSON: NaN or Infinity (which Python's json accepts) is an error."""
+    def refuse(token: str):  # noqa: ANN202
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
 
 
 def _free_port() -> int:
@@ -40,10 +51,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, payload: dict) -> dict:
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+def _post(url: str, payload: dict | str, content_type: str = "application/json") -> dict:
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    req = urllib.request.Request(url, body.encode(), {"Content-Type": content_type})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return _strict_json(resp.read().decode())
+
+
+def _error(url: str, payload: dict | str, content_type: str = "application/json") -> tuple[int, dict]:
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        _post(url, payload, content_type)
+    return bad.value.code, _strict_json(bad.value.read().decode())
 
 
 @pytest.fixture()
@@ -69,6 +87,44 @@ def registered(data_root: Path, tmp_path: Path, monkeypatch) -> str:
     mlflow.set_tracking_uri(before)
 
 
+def test_logged_model_declares_what_a_user_sends_and_gets_and_needs_perfcast(registered, tmp_path):
+    mlflow.set_tracking_uri(registered)
+    info = mlflow.models.get_model_info("models:/serve-test/1")
+    inputs = {c.name: c for c in info.signature.inputs.inputs}
+    assert {"m", "n", "k", "dtype", "device", "device_id"} <= set(inputs) and len(inputs) < 20
+    assert {n for n, c in inputs.items() if c.required} == set(feature_transformer("gemm").required)
+    assert not {"sm_count", "mem_bw_gbs", "peak_tflops_bf16"} & set(inputs)  # the spec sheet supplies these
+    assert info.signature.outputs.input_names() == ["runtime_ms", "runtime_ms_lo", "runtime_ms_hi",
+                                                    "in_distribution", "ood_reason"]
+    reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/serve-test/1")).read_text().split()
+    assert f"perfcast=={importlib.metadata.version('perfcast')}" in reqs
+    assert f"mlflow=={mlflow.__version__}" in reqs
+
+
+def _perfcast(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter with only ``env``'s MLflow settings (none of the caller's)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, "-m", "perfcast.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**base, "PYTHONPATH": str(REPO), **env}, timeout=300)
+
+
+def test_predict_json_from_the_registry_has_numbers_and_nulls(registered, tmp_path):
+    sets = [x for k, v in ROWS[2].items() for x in ("--set", f"{k}={v}")]
+    res = _perfcast("predict", "models:/serve-test/1", *sets, "--format", "json", cwd=tmp_path,
+                    env={"MLFLOW_TRACKING_URI": registered})
+    assert res.returncode == 0, res.stderr
+    row = _strict_json(res.stdout)[0]
+    assert row["m"] == 65536 and row["k"] == 8192 and row["dtype"] == "bf16" and row["in_distribution"] is False
+    assert res.stderr.strip() == "", res.stderr  # no MLflow warnings or download progress bars
+
+
+def test_predict_from_a_folder_without_a_tracking_store_says_so(tmp_path):
+    res = _perfcast("predict", "models:/serve-test/1", "--set", "m=1", cwd=tmp_path, env={})
+    assert res.returncode == 2, res.stderr
+    assert "sqlite:///mlflow.db" in res.stderr and "MLFLOW_TRACKING_URI" in res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []  # no empty mlflow.db left behind
+
+
 @pytest.mark.slow
 def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
     port = _free_port()
@@ -92,21 +148,35 @@ def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
             assert time.monotonic() < deadline, f"server not up in {STARTUP_S} s"
             time.sleep(0.5)
 
-        answer = pd.DataFrame(_post(f"{base}/invocations", {"dataframe_records": ROWS})["predictions"])
+        served = _post(f"{base}/invocations", {"dataframe_records": ROWS})["predictions"]
+        answer = pd.DataFrame(served)
         mlflow.set_tracking_uri(registered)
         expected = Predictor.load("models:/serve-test/1").predict(pd.DataFrame(ROWS))
         bounds = ["runtime_ms", "runtime_ms_lo", "runtime_ms_hi"]
         np.testing.assert_allclose(answer[bounds].to_numpy(float), expected[bounds].to_numpy(float), rtol=1e-12)
         assert answer["in_distribution"].tolist() == expected["in_distribution"].tolist() == [True, True, False]
-        assert answer["ood_reason"].iloc[2] == expected["ood_reason"].iloc[2] and pd.isna(answer["ood_reason"].iloc[0])
+        reasons = [row["ood_reason"] for row in served]                     # JSON null, not NaN
+        assert reasons == expected["ood_reason"].tolist() and reasons[:2] == [None, None] and "m=65536" in reasons[2]
+
+        csv = pd.DataFrame(ROWS).to_csv(index=False)                       # the same rows as text/csv
+        served_csv = _post(f"{base}/invocations", csv, "text/csv")["predictions"]
+        np.testing.assert_allclose(pd.DataFrame(served_csv)[bounds].to_numpy(float), expected[bounds].to_numpy(float),
+                                   rtol=1e-12)
+        assert [row["ood_reason"] for row in served_csv] == reasons
 
         narrow = pd.DataFrame(_post(f"{base}/invocations", {"dataframe_records": ROWS[:1],
                                                             "params": {"level": 0.5}})["predictions"])
         assert answer["runtime_ms_lo"].iloc[0] < narrow["runtime_ms_lo"].iloc[0] < narrow["runtime_ms"].iloc[0]
 
-        with pytest.raises(urllib.error.HTTPError) as bad:                 # a required column missing
-            _post(f"{base}/invocations", {"dataframe_records": [{k: v for k, v in ROWS[0].items() if k != "k"}]})
-        assert bad.value.code == 400 and "k" in bad.value.read().decode()
+        bad_requests = [
+            ({"dataframe_records": [{k: v for k, v in ROWS[0].items() if k != "k"}]}, "k"),   # a required column
+            ({"dataframe_records": [{**ROWS[0], "device": "h100_sxmm"}]}, "h100_sxmm"),       # an unknown device
+            ({"dataframe_records": [{k: v for k, v in ROWS[0].items() if k != "device"}]}, "device"),
+        ]
+        for payload, named in bad_requests:
+            code, error = _error(f"{base}/invocations", payload)
+            assert code == 400 and named in error["message"], error
+            assert "stack_trace" not in error and "Traceback" not in error["message"], error
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

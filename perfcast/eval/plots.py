@@ -1,8 +1,12 @@
-"""Evaluation plots: predicted vs measured (log-log), error CDFs per group, and error against work size.
+"""Evaluation plots: predicted vs measured (log-log), error CDFs per group, error against work size, error
+per group (dtype, device) and interval coverage per size and group.
 
-Why these three: runtimes span decades, so agreement is judged on log axes against the y = x line with
+Why these: runtimes span decades, so agreement is judged on log axes against the y = x line with
 relative-error bands; a CDF shows the whole error distribution (a mean hides a long tail) and how groups
-(devices, ops) differ; error against size shows where a model stops extrapolating. Figures are built with
+(devices, ops) differ; error against size shows where a model stops extrapolating; error per dtype shows
+which kernels it has not learnt; coverage per size and group shows where the intervals promise more than
+they keep (a 90 % interval that holds on 60 % of the large GEMMs). :func:`evaluation_figures` builds the set
+a training run logs to MLflow and ``perfcast eval`` writes beside its report. Figures are built with
 matplotlib's object API on the Agg canvas (``Figure()``, not pyplot): no global figure state, no window,
 nothing to close, so they are safe in servers, tests and MLflow runs alike. Layout is "constrained", worked
 out when a figure is drawn, so building one costs little until it is saved. Each function returns the
@@ -18,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from perfcast.eval.metrics import size_buckets
 
 #: relative-error bands drawn around y = x
 BANDS: tuple[float, ...] = (0.10, 0.25)
@@ -114,6 +120,92 @@ def error_vs_size(size: Any, ape: Any, *, unit: str = "", title: str = "", n_bin
     hidden = int((~ok).sum())
     ax.set_title(title + (f"\n({hidden} rows without a size or error not shown)" if hidden else ""), fontsize=10)
     return fig
+
+
+def error_by_group(ape_by_group: Mapping[str, Any], *, by: str, target: str = "value", title: str = "") -> Figure:
+    """Box plot of the APE (percent, log axis) per group (``by`` names the grouping: dtype, device), groups
+    in the given order, each labelled with its row count and mean APE."""
+    groups = {str(g): np.asarray(v, dtype="float64") for g, v in ape_by_group.items()}
+    groups = {g: v[np.isfinite(v)] for g, v in groups.items() if np.isfinite(v).any()}
+    if not groups:
+        raise ValueError("error_by_group needs at least one group with a finite error")
+    fig = Figure(figsize=(max(5.0, 0.8 * len(groups) + 2.5), 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.boxplot([100 * np.maximum(v, APE_FLOOR) for v in groups.values()], showfliers=False, whis=(5, 95))
+    ax.set_xticks(range(1, len(groups) + 1),
+                  [f"{g}\nn={len(v)}, mean {100 * v.mean():.1f}%" for g, v in groups.items()], fontsize=8)
+    for band in BANDS:
+        ax.axhline(100 * band, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(by)
+    ax.set_ylabel(f"{target} absolute percentage error (%)")
+    ax.set_title(title or f"{target} error by {by} (boxes: quartiles, whiskers: 5th-95th percentile)", fontsize=10)
+    return fig
+
+
+def interval_coverage(measured: Any, lo: Any, hi: Any, by: Mapping[str, Any], *, level: float | None = None,
+                      target: str = "value", title: str = "") -> Figure:
+    """Fraction of measured values inside their interval, one panel per grouping in ``by`` (name -> one label
+    per row, e.g. size bucket and dtype), with the nominal ``level`` as a dashed line."""
+    t = np.asarray(measured, dtype="float64").ravel()
+    a, b = np.asarray(lo, dtype="float64").ravel(), np.asarray(hi, dtype="float64").ravel()
+    if not (t.shape == a.shape == b.shape):
+        raise ValueError(f"measured ({t.size}), lo ({a.size}) and hi ({b.size}) differ in length")
+    if not by:
+        raise ValueError("interval_coverage needs at least one grouping")
+    seen = ~np.isnan(t)
+    inside = pd.Series((t >= a) & (t <= b))[seen]
+    fig = Figure(figsize=(5.0 * len(by), 4.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(by), sharey=True))
+    for ax, (name, labels) in zip(axes, by.items()):
+        rate = inside.groupby(pd.Series(np.asarray(labels, dtype=object)[seen], index=inside.index),
+                              sort=False, observed=True).agg(["mean", "size"])
+        ax.bar(range(len(rate)), rate["mean"], color="tab:blue", alpha=0.7)
+        ax.set_xticks(range(len(rate)), [f"{g}\nn={n}" for g, n in zip(rate.index, rate["size"])], fontsize=8,
+                      rotation=20 if len(rate) > 4 else 0)
+        if level is not None:
+            ax.axhline(level, color="k", ls="--", lw=1, label=f"nominal {level:.0%}")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(name)
+    axes[0].set_ylabel(f"{target}: fraction inside the interval")
+    fig.suptitle(title or f"{target} interval coverage (overall {inside.mean():.1%})", fontsize=10)
+    return fig
+
+
+def evaluation_figures(measured: Any, predicted: Any, *, target: str, title: str, lo: Any = None, hi: Any = None,
+                       level: float | None = None, size: Any = None, size_unit: str = "",
+                       groups: Mapping[str, Any] | None = None, max_groups: int = 12) -> dict[str, Figure]:
+    """The figures a model is judged by on one target, by file name: predicted vs measured, error against
+    size (when ``size`` is given), error per group of ``groups`` (name -> one label per row; groupings with
+    one group or more than ``max_groups`` are skipped), and interval coverage per size bucket and group (when
+    ``lo``/``hi`` are given). Rows whose target was not measured are left out."""
+    t = np.asarray(measured, dtype="float64").ravel()
+    p = np.asarray(predicted, dtype="float64").ravel()
+    seen = ~np.isnan(t)
+    figs = {f"pred_vs_measured_{target}.png": pred_vs_measured(t[seen], p[seen], target=target, title=title)}
+    if not seen.any():
+        return figs
+    ape = np.abs(p[seen] - t[seen]) / t[seen]
+    splits: dict[str, np.ndarray] = {}
+    if size is not None:
+        s = np.asarray(size, dtype="float64").ravel()
+        figs[f"error_vs_size_{target}.png"] = error_vs_size(s[seen], ape, unit=size_unit, title=f"{target}: {title}")
+        if np.isfinite(s[seen]).any():
+            splits["size"] = size_buckets(s, 4, size_unit).astype(object).to_numpy()
+    for name, labels in (groups or {}).items():
+        lab = pd.Series(np.asarray(labels, dtype=object)).astype("string").fillna("(none)").to_numpy(dtype=object)
+        if 2 <= len(set(lab[seen])) <= max_groups:
+            splits[name] = lab
+            order = pd.unique(lab[seen])
+            figs[f"error_by_{name}_{target}.png"] = error_by_group(
+                {g: ape[lab[seen] == g] for g in order}, by=name, target=target,
+                title=f"{target} error by {name}: {title}")
+    if lo is not None and hi is not None and splits:
+        figs[f"interval_coverage_{target}.png"] = interval_coverage(
+            t, lo, hi, splits, level=level, target=target,
+            title=f"{target} interval coverage: {title}")
+    return figs
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:

@@ -29,7 +29,6 @@ from sklearn.pipeline import Pipeline
 
 from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
-from perfcast.features import feature_transformer
 from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
 from perfcast.models.intervals import ConformalRegressor, ForwardFolds
 from perfcast.predictor import Predictor
@@ -44,12 +43,6 @@ from perfcast.training.train import (
     split_records,
 )
 
-#: the feature column (log10) that measures a record's work, and its unit, per task
-SIZE_FEATURES: dict[str, tuple[str, str]] = {
-    "gemm": ("log10_flops", "FLOP"),
-    "attention": ("log10_flops", "FLOP"),
-    "cpu_bench": ("log10_working_set_bytes", "B"),
-}
 #: the record column naming what ran, per task (broken down like the device and the size)
 WORKLOAD_COLUMN: dict[str, str] = {"gemm": "op", "attention": "phase", "cpu_bench": "benchmark"}
 SIZE_BUCKET = "size_bucket"
@@ -203,6 +196,8 @@ class EvalReport:
     predictions: pd.DataFrame
     has_intervals: bool
     size_unit: str | None
+    #: the intervals' nominal level, when the model says (drawn on the coverage plot)
+    level: float | None = None
     #: file name (PNG) -> figure
     figures: dict[str, Figure] = field(default_factory=dict)
 
@@ -296,12 +291,7 @@ def _md_table(df: pd.DataFrame) -> list[str]:
 def work_size(records: pd.DataFrame, task: str) -> tuple[pd.Series, str] | None:
     """Each record's work (FLOPs for kernels, working-set bytes for CPU benchmarks) as the task's feature
     transformer computes it, with its unit; None when no record has one."""
-    if task not in SIZE_FEATURES:
-        return None
-    column, unit = SIZE_FEATURES[task]
-    X = model_input(records, task)
-    size = 10 ** feature_transformer(task).fit(X).transform(X)[column]
-    return (size, unit) if size.notna().any() else None
+    return tracking.work_size(model_input(records, task), task)
 
 
 def _device_column(test: pd.DataFrame) -> str | None:
@@ -415,6 +405,7 @@ def evaluate_model(
         notes=[s.test.attrs[NOTE] for s in splits if NOTE in s.test.attrs],
         folds=[(len(s.train), len(s.test)) for s in splits], metrics={}, breakdowns={},
         predictions=predictions, has_intervals=has_intervals, size_unit=sized[1] if sized else None,
+        level=getattr(getattr(model, "predictor", model), "level", None) if has_intervals else None,
     )
     for target in targets:
         _score_target(report, target, by)
@@ -424,7 +415,7 @@ def evaluate_model(
 def _prediction_frame(test: pd.DataFrame, task: str, targets: list[str], pred: np.ndarray,
                       lo: np.ndarray | None, hi: np.ndarray | None) -> pd.DataFrame:
     """The test rows' identity and breakdown columns with truth, prediction and interval per target."""
-    keep = [c for c in ("record_id", "device_id", "device_name", WORKLOAD_COLUMN.get(task), "fold")
+    keep = [c for c in ("record_id", "device_id", "device_name", WORKLOAD_COLUMN.get(task), "dtype", "fold")
             if c and c in test.columns]
     out = test[keep].copy()
     for j, t in enumerate(targets):
@@ -447,8 +438,10 @@ def _score_target(report: EvalReport, target: str, by: list[str]) -> None:
     report.metrics[target] = metrics.summary(y, p, lo, hi)
     report.breakdowns[target] = metrics.breakdown(df, y, p, by, lo, hi)
     title = f"{report.model}: {report.protocol}, n={int(measured.sum())}"
-    report.figures[f"pred_vs_measured_{target}.png"] = plots.pred_vs_measured(y[measured], p[measured],
-                                                                               target=target, title=title)
+    report.figures |= plots.evaluation_figures(
+        y, p, target=target, title=title, lo=lo, hi=hi, level=report.level,
+        size=df["size"].to_numpy() if "size" in df.columns else None, size_unit=report.size_unit or "",
+        groups={c: df[c].to_numpy() for c in tracking.GROUP_COLUMNS if c in df.columns})
     errors = pd.Series(np.full(len(df), np.nan))
     errors[measured] = metrics.ape(y, p)
     curves = {"all": errors[measured].to_numpy()}
@@ -457,9 +450,6 @@ def _score_target(report: EvalReport, target: str, by: list[str]) -> None:
             curves |= {str(g): e.to_numpy() for g, e in errors[measured].groupby(df.loc[measured, col].to_numpy())}
             break
     report.figures[f"error_cdf_{target}.png"] = plots.error_cdf(curves, title=f"{target} error CDF ({title})")
-    if "size" in df.columns:
-        report.figures[f"error_vs_size_{target}.png"] = plots.error_vs_size(
-            df.loc[measured, "size"], errors[measured], unit=report.size_unit or "", title=f"{target}: {title}")
 
 
 # ----------------------------------------------------------------------------------------------- mlflow

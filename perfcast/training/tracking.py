@@ -6,10 +6,10 @@ The ``log_*`` helpers write into the *active* MLflow run, so ``train`` and ``tun
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,21 +24,32 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import AnyType
 from sklearn.pipeline import Pipeline
 
+from perfcast.datasets.hardware_specs import catalog
+from perfcast.datasets.schema import columns
 from perfcast.eval import plots
+from perfcast.features import feature_transformer
+from perfcast.mlflow_quiet import quiet_mlflow
 from perfcast.models.bundle import save_model
 from perfcast.models.intervals import ConformalRegressor
-from perfcast.predictor import BUNDLE_ARTIFACT, Predictor
+from perfcast.predictor import BUNDLE_ARTIFACT, DEVICE_ALIAS, Predictor
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_NAME_IN_RUN = "model"
-#: the file MLflow runs to load a perfcast model ("models from code": no pickled Python object is logged)
-PYFUNC_CODE = Path(__file__).resolve().parents[1] / "mlflow_model.py"
+#: the installed module MLflow imports to load a perfcast model (the logged model holds data only)
+LOADER_MODULE = "perfcast.mlflow_model"
+#: the feature column (log10) that measures a record's work, and its unit, per task
+SIZE_FEATURES: dict[str, tuple[str, str]] = {
+    "gemm": ("log10_flops", "FLOP"),
+    "attention": ("log10_flops", "FLOP"),
+    "cpu_bench": ("log10_working_set_bytes", "B"),
+}
+#: record columns a run's errors and interval coverage are broken down by (when they hold 2-12 values)
+GROUP_COLUMNS = ("dtype", "device_id", "benchmark")
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
@@ -62,13 +73,14 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 def start(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and ``experiment`` (created if new); returns the experiment id."""
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        try:
-            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
-        except MlflowException as err:  # another worker created it first
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-    return mlflow.set_experiment(experiment).experiment_id
+    with quiet_mlflow():  # a new SQLite store prints its schema migrations
+        if mlflow.get_experiment_by_name(experiment) is None:
+            try:
+                mlflow.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+            except MlflowException as err:  # another worker created it first
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        return mlflow.set_experiment(experiment).experiment_id
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -107,50 +119,63 @@ def content_hash(records: pd.DataFrame) -> str:
 def log_dataset(records: pd.DataFrame, *, source: str, name: str, context: str, target: str) -> str:
     """Record one split as a run input (source, rows, schema, content hash); returns the hash."""
     digest = content_hash(records)
-    with warnings.catch_warnings():
-        # MLflow hints about integer columns and ambiguous local sources; neither applies to a lineage record
-        warnings.filterwarnings("ignore", message=".*(integer column|interpreted in multiple ways).*")
+    with quiet_mlflow():  # hints about integer columns and ambiguous local sources do not apply to a lineage record
         ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
         mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
     return digest
 
 
 def _unwrap(est: Any) -> list[Any]:
-    """The fitted estimators that carry importances (one per target when wrapped per target)."""
+    """The fitted estimators that carry importances (one per target when wrapped per target, one per member
+    of an ensemble)."""
     if isinstance(est, Pipeline):
         return _unwrap(est[-1])
     if hasattr(est, "feature_importances_"):
         return [est]
     if hasattr(est, "regressor_"):  # TransformedTargetRegressor
         return _unwrap(est.regressor_)
-    if hasattr(est, "estimators_"):  # one estimator per target
+    if hasattr(est, "estimators_"):  # one estimator per target, or an ensemble's members
         return [inner for e in est.estimators_ for inner in _unwrap(e)]
     if hasattr(est, "estimator_"):  # a wrapper fitting one inner model (the hybrid's efficiency model)
         return _unwrap(est.estimator_)
     return [est]
 
 
-def _feature_names(pipeline: Any, n: int) -> list[str]:
-    """Names of the features the final estimator sees (falls back to positions when steps cannot say)."""
+def _pipeline_names(pipeline: Any) -> list[str]:
+    """Names of the features the pipeline's last step is given ([] when its steps cannot say)."""
     if isinstance(pipeline, Pipeline) and len(pipeline) > 1:
         try:
-            names = list(pipeline[:-1].get_feature_names_out())
-            if len(names) == n:
-                return [str(x) for x in names]
+            return [str(x) for x in pipeline[:-1].get_feature_names_out()]
         except (AttributeError, ValueError, TypeError):
             pass
-    return [f"feature_{i}" for i in range(n)]
+    return []
+
+
+def _importances(est: Any, pipeline: Any) -> pd.Series | None:
+    """One estimator's importances by the names of the columns *it* was fitted on (a model variant may see
+    only some of the pipeline's features); None if it has none."""
+    values = getattr(est, "feature_importances_", None)
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=float)
+    names = getattr(est, "feature_names_in_", None)
+    if names is None or len(names) != len(values):
+        names = _pipeline_names(pipeline)
+    if len(names) != len(values):
+        names = [f"feature_{i}" for i in range(len(values))]
+    return pd.Series(values, index=[str(x) for x in names])
 
 
 def feature_importances(pipeline: Any, targets: list[str]) -> pd.DataFrame | None:
-    """Importance of each feature (rows) per target (columns), or None if the estimator exposes none."""
-    inner = _unwrap(pipeline)
-    values = [getattr(e, "feature_importances_", None) for e in inner]
-    if not values or any(v is None for v in values):
+    """Importance of each feature (rows) per target or per estimator (columns), or None if the estimator
+    exposes none. Estimators fitted on fewer columns than the pipeline makes (an ensemble's variants) score
+    0 on the columns they never saw, so every column holds the pipeline's full feature set."""
+    per = [_importances(e, pipeline) for e in _unwrap(pipeline)]
+    if not per or any(v is None for v in per):
         return None
-    mat = np.column_stack([np.asarray(v, dtype=float) for v in values])
-    cols = targets if mat.shape[1] == len(targets) else [f"estimator_{i}" for i in range(mat.shape[1])]
-    df = pd.DataFrame(mat, index=_feature_names(pipeline, mat.shape[0]), columns=cols)
+    cols = targets if len(per) == len(targets) else [f"estimator_{i}" for i in range(len(per))]
+    full = list(dict.fromkeys([*_pipeline_names(pipeline), *(n for v in per for n in v.index)]))
+    df = pd.DataFrame({c: v.reindex(full, fill_value=0.0) for c, v in zip(cols, per)})
     df.index.name = "feature"
     return df.sort_values(cols[0], ascending=False)
 
@@ -172,65 +197,106 @@ def log_feature_importances(pipeline: Any, targets: list[str], top: int = 30) ->
     return imp
 
 
-def log_pred_vs_measured(measured: pd.DataFrame, predicted: np.ndarray, title: str) -> list[str]:
-    """One predicted-vs-measured plot per target column; returns the artifact paths."""
-    pred = np.asarray(predicted, dtype=float).reshape(len(measured), -1)
+def work_size(X: pd.DataFrame, task: str) -> tuple[pd.Series, str] | None:
+    """Each row's work (FLOPs for kernels, working-set bytes for CPU benchmarks) as the task's feature
+    transformer computes it from model input ``X``, with its unit; None when no row has one."""
+    if task not in SIZE_FEATURES:
+        return None
+    column, unit = SIZE_FEATURES[task]
+    size = 10 ** feature_transformer(task).fit(X).transform(X)[column]
+    return (size, unit) if size.notna().any() else None
+
+
+def log_evaluation_plots(test: pd.DataFrame, X_test: pd.DataFrame, task: str, measured: pd.DataFrame,
+                         predicted: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float, title: str
+                         ) -> list[str]:
+    """Per target: predicted vs measured, error by size and by dtype/device, and interval coverage per size
+    bucket and group (:func:`perfcast.eval.plots.evaluation_figures`) under ``plots/``; returns the paths."""
+    shape = (len(measured), -1)
+    pred, lo, hi = (np.asarray(a, dtype=float).reshape(shape) for a in (predicted, lo, hi))
+    sized = work_size(X_test, task)
+    groups = {c: test[c].to_numpy() for c in GROUP_COLUMNS if c in test.columns}
     paths = []
     for j, target in enumerate(measured.columns):
-        fig = plots.pred_vs_measured(measured[target].to_numpy(dtype=float), pred[:, j], target=target, title=title)
-        path = f"plots/pred_vs_measured_{target}.png"
-        mlflow.log_figure(fig, path)
-        paths.append(path)
+        figs = plots.evaluation_figures(
+            measured[target].to_numpy(dtype=float), pred[:, j], target=target, title=title, lo=lo[:, j],
+            hi=hi[:, j], level=level, size=None if sized is None else sized[0].to_numpy(),
+            size_unit="" if sized is None else sized[1], groups=groups)
+        for name, fig in figs.items():
+            mlflow.log_figure(fig, f"plots/{name}")
+            paths.append(f"plots/{name}")
     return paths
 
 
-def serving_signature(X: pd.DataFrame, y_pred: Any, required: Iterable[str], level: float | None = None
-                      ) -> ModelSignature:
-    """Input columns named as in ``X``, only the ``required`` ones required; outputs inferred from ``y_pred``.
+def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required: Iterable[str],
+                      level: float | None = None) -> ModelSignature:
+    """What a served model is sent and answers, as a user writes it: the configuration columns training saw,
+    the device (``device``, ``device_id`` or ``device_name``) for a GPU task, and the hardware columns only
+    when the training devices are not all on a spec sheet (a probed CPU: its hardware is the input); out
+    come each target with its interval, ``in_distribution`` and ``ood_reason``.
 
-    Inference would mark every column without a missing value as required (a served model demanding
-    ``l3_mb`` because the training device had one) and type sizes as double, which MLflow's schema check
-    refuses to fill from a JSON integer; so text columns are strings, numeric ones any type (the
-    Predictor checks and converts them, naming the column of a bad value). ``level`` adds an inference
-    parameter for the interval level.
+    Only the ``required`` columns are required. Numbers are doubles (MLflow casts a JSON integer or a CSV
+    field to one; a typed schema is what lets it parse CSV at all), flags and text are strings the Predictor
+    parses, naming the column of a bad value. ``level`` adds an inference parameter for the interval level.
     """
-    need = set(required)
+    need, schema = set(required), columns(task)
+    wanted = [c for c in X.columns if schema[c].group == "config"]
+    if "device_id" in X.columns or "device_name" in X.columns:
+        ids = X["device_id"] if "device_id" in X.columns else pd.Series(dtype=str)
+        on_sheet = ids.isin(list(catalog().specs)).all() and not ids.empty
+        wanted += [DEVICE_ALIAS, "device_id", "device_name"] + ([] if on_sheet else [
+            c for c in X.columns if schema[c].group == "hardware" and c not in ("device_id", "device_name")])
     inputs = Schema([
-        ColSpec(DataType.string if pd.api.types.is_string_dtype(X[c]) or X[c].dtype == object else AnyType(), c,
+        ColSpec(DataType.double if c in schema and schema[c].kind in ("int", "float") else DataType.string, c,
                 required=c in need)
-        for c in X.columns
+        for c in dict.fromkeys(wanted)
+    ])
+    outputs = Schema([
+        *(ColSpec(DataType.double, c) for c in answer.columns if c not in ("in_distribution", "ood_reason")),
+        ColSpec(DataType.boolean, "in_distribution"),
+        ColSpec(DataType.string, "ood_reason", required=False),
     ])
     params = None if level is None else ParamSchema([ParamSpec("level", DataType.double, float(level))])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(model_output=y_pred).inputs, params=params)
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def serving_example(X: pd.DataFrame, signature: ModelSignature, n: int = 5) -> pd.DataFrame:
+    """The first ``n`` training rows as a user sends them: the signature's columns, the device as ``device``."""
+    names = [c for c in signature.inputs.input_names() if c in X.columns or (c == DEVICE_ALIAS and "device_id" in X)]
+    head = X.head(n).rename(columns={"device_id": DEVICE_ALIAS}) if DEVICE_ALIAS in names else X.head(n)
+    return head[[c for c in names if c in head.columns]]
 
 
 def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str],
               metadata: dict[str, Any] | None = None) -> ModelInfo:
     """Log a fitted, calibrated model as a perfcast bundle served by MLflow's pyfunc, registering it by name.
 
-    The bundle (see :mod:`perfcast.models.bundle`) is the pyfunc's only artifact and the model's code is
-    :mod:`perfcast.mlflow_model`, so nothing logged is a pickle and MLflow loads it with no opt-in. The
-    signature and the input example (the first training rows) come from what the Predictor answers.
+    The bundle (see :mod:`perfcast.models.bundle`) is the pyfunc's data and its loader is the installed
+    :mod:`perfcast.mlflow_model`: nothing logged is a pickle or code, so loading it executes nothing from the
+    model directory. The signature and input example are what a user sends and gets back.
     """
     if not (isinstance(model, ConformalRegressor) and hasattr(model, "calibration_")):
         raise TypeError(f"log_model takes a fitted ConformalRegressor (every perfcast model carries calibrated "
                         f"intervals), got {type(model).__name__}; fit ConformalRegressor(pipeline) on the training rows")
-    with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp:
-        bundle = save_model(model, model.estimator_[0].task, X, Path(tmp) / BUNDLE_ARTIFACT, metadata)
+    task = model.estimator_[0].task
+    with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp, quiet_mlflow():
+        bundle = save_model(model, task, X, Path(tmp) / BUNDLE_ARTIFACT, metadata)
         predictor = Predictor.load(bundle)
-        example = X.head(5)
+        signature = serving_signature(X, task, predictor.predict(X.head(5)), required, predictor.level)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=str(PYFUNC_CODE),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            signature=serving_signature(X, predictor.predict(example), required, predictor.level),
-            input_example=example,
+            loader_module=LOADER_MODULE,
+            data_path=str(bundle),
+            signature=signature,
+            input_example=serving_example(X, signature),
             registered_model_name=registered_model_name,
             pip_requirements=_requirements(predictor.model.versions),
         )
 
 
 def _requirements(versions: dict[str, str]) -> list[str]:
-    """The model's libraries pinned as built (perfcast itself must be installed where the model is served)."""
-    pinned = [f"{lib}=={ver}" for lib, ver in sorted(versions.items()) if lib != "perfcast"]
-    return [*pinned, f"mlflow=={mlflow.__version__}"]
+    """The model's libraries pinned as built, perfcast (which loads it) and MLflow included."""
+    pinned = {lib: ver for lib, ver in versions.items()}
+    pinned.setdefault("perfcast", importlib.metadata.version("perfcast"))
+    pinned["mlflow"] = mlflow.__version__
+    return [f"{lib}=={ver}" for lib, ver in sorted(pinned.items())]

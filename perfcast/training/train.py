@@ -245,7 +245,8 @@ def fit_and_log(
     mlflow.log_param("intervals.level", model.level)
 
     progress("logging plots and model")
-    tracking.log_pred_vs_measured(Y_test, pred_test, f"{config.name}: {config.eval.protocol} test, n={len(Y_test)}")
+    tracking.log_evaluation_plots(split.test, X_test, config.task, Y_test, pred_test, lo, hi, model.level,
+                                  f"{config.name}: {config.eval.protocol} test, n={len(Y_test)}")
     tracking.log_feature_importances(pipe, targets)
     metadata = {
         "name": config.name, "model": {"name": config.model.name, "params": params}, "seed": config.seed,
