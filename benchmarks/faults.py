@@ -68,7 +68,8 @@ def _named(code: int, out: str, *needles: str, want: int = 2) -> tuple[str, bool
     """(what happened, crashed?): the exit code and whether the message names every needle."""
     named = all(n in out for n in needles)
     crashed = code != want or "Traceback" in out or not named
-    return f"exit {code}, {'names ' + ', '.join(needles) if named else 'message lacks ' + repr(needles)}", crashed
+    shown = ", ".join(n if len(n) <= 40 else n[:20] + "…" for n in needles)
+    return f"exit {code}, {'names ' + shown if named else 'message lacks ' + repr(needles)}", crashed
 
 
 def batch(start: int, n: int, device: str = "cpu a") -> pd.DataFrame:
