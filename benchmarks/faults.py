@@ -251,8 +251,10 @@ def probe_disk_full(tmp: Path) -> dict:
 
 def _python(code: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # SIGINT back to its default: a shell without job control starts background jobs with it ignored
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def probe_sigint(tmp: Path) -> dict:
