@@ -68,7 +68,8 @@ def _named(code: int, out: str, *needles: str, want: int = 2) -> tuple[str, bool
     """(what happened, crashed?): the exit code and whether the message names every needle."""
     named = all(n in out for n in needles)
     crashed = code != want or "Traceback" in out or not named
-    return f"exit {code}, {'names ' + ', '.join(needles) if named else 'message lacks ' + repr(needles)}", crashed
+    shown = ", ".join(n if len(n) <= 40 else n[:20] + "…" for n in needles)
+    return f"exit {code}, {'names ' + shown if named else 'message lacks ' + repr(needles)}", crashed
 
 
 def batch(start: int, n: int, device: str = "cpu a") -> pd.DataFrame:
@@ -250,8 +251,10 @@ def probe_disk_full(tmp: Path) -> dict:
 
 def _python(code: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # SIGINT back to its default: a shell without job control starts background jobs with it ignored
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def probe_sigint(tmp: Path) -> dict:
@@ -569,6 +572,18 @@ def totals(rows: list[dict]) -> dict[str, int]:
     return {k: int(sum(int(r.get(k, 0)) for r in rows)) for k in ("crash", "silent_change", "data_lost", "inputs")}
 
 
+NOTES = """Notes:
+- The full disk is simulated: the part write raises ENOSPC after the first stored configuration.
+- A read-only store directory is not in the table: as root (this machine) permissions are not enforced;
+  `tests/test_faults_store.py` checks it when run as another user.
+- Fuzz rows count mutated inputs (truncation, byte overwrite/insertion/deletion, bit flip; on a .gz the
+  compressed bytes or the text inside). "ok" is a clean import of the mutated file; silent change counts
+  truncated files that imported a row the intact file does not have.
+- Known blind spot: SPECpower's published list has no final newline, so a cut exactly after the last
+  comma of its last row (an empty last flag) cannot be told from the published file.
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fuzz", type=int, default=210, help="fuzzed importer inputs in total")
@@ -591,7 +606,7 @@ def main() -> None:
         cmd = "python benchmarks/faults.py" + (f" --fuzz {args.fuzz}" if args.fuzz != 210 else "")
         (HERE / "FAULTS.md").write_text(
             f"# Fault suite\n\n`{cmd}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-            f"{os.cpu_count()} cores.\n\n{summary}\n\n{table(rows)}\n")
+            f"{os.cpu_count()} cores.\n\n{summary}\n\n{table(rows)}\n\n{NOTES}")
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def data_import(
     root = path.expanduser()
     t0 = time.perf_counter()
     if not root.is_dir():
-        raise _fail(f"{name}: {root} {'is not a directory' if root.exists() else 'does not exist'}; "
+        raise _fail(f"{name}: {root} is not a directory{'' if root.exists() else ' (it does not exist)'}; "
                     f"pass the directory holding the {name} dataset")
     try:
         units = importer.units(root)

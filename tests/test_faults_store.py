@@ -116,3 +116,24 @@ def test_probe_fault(case, tmp_path: Path) -> None:  # noqa: ANN001
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         _assert_clean(case(tmp_path))
+
+
+def test_a_store_on_a_filesystem_uri_verifies_its_parts(tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    local = RecordStore(f"file://{tmp_path}/store")  # a file:// URI is a local store: lock and rename
+    assert local.local and local.append(faults.batch(0, 4), "gemm").written == 4
+    assert len(RecordStore(tmp_path / "store").read("gemm")) == 4
+
+    fs, base = pafs.FileSystem.from_uri("mock:///store")
+    remote = RecordStore(base, filesystem=fs)
+    assert not remote.local and remote.append(faults.batch(0, 4), "gemm").written == 4
+    part = str(remote.parts("gemm")[0])
+    with fs.open_input_stream(part) as fh:
+        data = bytearray(fh.readall())
+    data[40] ^= 4
+    with fs.open_output_stream(part) as fh:
+        fh.write(bytes(data))
+    with pytest.raises(CorruptPartError, match=Path(part).name):
+        RecordStore(base, filesystem=fs).read("gemm")
+    assert [s.status for s in remote.check(("gemm",))] == ["bad"]

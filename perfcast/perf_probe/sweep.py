@@ -156,12 +156,12 @@ class _Devices:
 
 def stored_keys(store: RecordStore, task: str) -> set[tuple[str, str]]:
     """(hw_id, params_json) of every probe record already in ``store`` for ``task``."""
-    df = store.read(task, columns_=["hw_id", "params_json"], filters={"source": SOURCE})
-    return set(zip(df["hw_id"].astype(str), df["params_json"].astype(str)))
+    return _StoredKeys(store, task).refresh()
 
 
 class _StoredKeys:
-    """:func:`stored_keys`, kept current by reading only the parts that appeared since the last look."""
+    """The stored (hw_id, params_json) keys, kept current by reading only the parts that appeared since
+    the last look (a sweep looks before every configuration)."""
 
     def __init__(self, store: RecordStore, task: str) -> None:
         self.store, self.task = store, task
@@ -172,7 +172,10 @@ class _StoredKeys:
         for p in self.store.parts(self.task):
             if p.name in self._seen:
                 continue
-            df = self.store.read_part(p, ["hw_id", "params_json", "source"])
+            try:
+                df = self.store.read_part(p, ["hw_id", "params_json", "source"])
+            except FileNotFoundError:  # compacted since listed: its rows are in the merged part
+                continue
             df = df[df["source"] == SOURCE]
             self.keys.update(zip(df["hw_id"].astype(str), df["params_json"].astype(str)))
             self._seen.add(p.name)
@@ -327,14 +330,13 @@ def _measure_and_store(probe: Probe, store: RecordStore, cfg: dict[str, Any], de
     try:
         with _sigint_deferred():
             result.records += store.append(df, probe.task).written
+            result.measured += 1
+            result.hw_ids.add(hw["hw_id"])
     except SchemaError as e:  # the probe produced invalid records: a failed configuration
         result.failed.append((cfg, f"{type(e).__name__}: {e}"))
-        return True
     except (StoreError, OSError) as e:
         result.store_error = f"{type(e).__name__}: {e}"
         return False
-    result.measured += 1
-    result.hw_ids.add(hw["hw_id"])
     return True
 
 

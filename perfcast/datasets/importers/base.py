@@ -74,7 +74,7 @@ class Importer(ABC):
         """
         root = Path(root)
         if not root.is_dir():
-            what = "does not exist" if not root.exists() else "is not a directory"
+            what = "is not a directory" + ("" if root.exists() else " (it does not exist)")
             raise DatasetLayoutError(f"{self.name}: {root} {what}; pass the directory holding the {self.name} dataset")
         units = self.units(root)
         self.check_files(root, units)

@@ -25,7 +25,7 @@ from perfcast.datasets.importers.base import (
     register,
     require,
 )
-from perfcast.datasets.parsing import parse_processor, snake_case
+from perfcast.datasets.parsing import DataFileError, parse_processor, snake_case
 from perfcast.datasets.schema import hardware_ids
 
 SOURCE = "specpower_ssj2008"
@@ -71,10 +71,15 @@ def results(raw: pd.DataFrame) -> pd.DataFrame:
         index=raw.index,
     )
     truth = {"TRUE": True, "FALSE": False}
-    uarch = pd.DataFrame(
-        {f"x_uarch_{snake_case(c)}": raw[c].str.upper().map(truth).astype("boolean") for c in UARCH if c in raw},
-        index=raw.index,
-    )
+    flags = {c: raw[c].str.strip().str.upper() for c in UARCH if c in raw}
+    for c, v in flags.items():  # a flag cut short ("FA") is damage, not a missing value
+        bad = v.notna() & ~v.isin(list(truth)).fillna(False)
+        if bad.any():
+            i = bad.idxmax()
+            raise DataFileError(f"row {i}: {c}={raw.at[i, c]!r}, expected TRUE, FALSE or empty "
+                                f"({int(bad.sum())} such value(s)); is the file cut off or edited?")
+    uarch = pd.DataFrame({f"x_uarch_{snake_case(c)}": v.map(truth).astype("boolean") for c, v in flags.items()},
+                         index=raw.index)
     out = pd.concat([out, parse_processor(raw["CPU Description"]), uarch], axis=1)
     out["hw_id"] = hardware_ids(out)
     return out
@@ -95,7 +100,9 @@ class SpecPower(Importer):
     """The SPECpower_ssj2008 result list (``SPECpower*.csv``), as kept by cloud-carbon-coefficients."""
 
     description = "SPECpower_ssj2008: server throughput and wall power at 100% load and active idle"
-    final_newline = False  # the published list has none; its last row's width is checked instead
+    #: the published list has no final newline: its last row is checked for width and for flags cut short
+    #: ("FA"); only a cut right after its last comma (an empty last flag) would pass unseen
+    final_newline = False
 
     def units(self, root: Path) -> list[Path]:
         return require(root.glob("SPECpower*.csv"), root, "SPECpower*.csv result list", self.name)
