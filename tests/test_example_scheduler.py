@@ -60,3 +60,49 @@ def test_jobs_go_to_the_device_that_finishes_first(model_dir: Path, capsys: pyte
     assert "makespan" in capsys.readouterr().out
     with pytest.raises(ValueError, match="risk must be"):
         ex.schedule(p, ex.DEFAULT_JOBS, GPUS, risk="maybe")
+
+
+@pytest.fixture(scope="module")
+def power_model_dir(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runtime and board power of GB200's TensorRT-LLM bf16 GEMMs (the other GPUs come from their spec sheets)."""
+    imp, root = get_importer("aiconfigurator-power"), data_root / "aiconfigurator-power"
+    unit = next(u for u in imp.units(root) if "/gemm/trtllm/" in u.as_posix())
+    df = imp.load(root, unit)["gemm"]
+    train = df[df["dtype"] == "bfloat16"].sample(n=1500, random_state=0).reset_index(drop=True)
+    targets = ["runtime_ms", "power_w"]
+    params = {"runtime": {"n_estimators": 80}, "correction": {"n_estimators": 80}}
+    model = ConformalRegressor(make_model("power", "gemm", targets, params), n_splits=3).fit(train, train[targets])
+    return save_model(model, "gemm", train, tmp_path_factory.mktemp("m") / "power", {"model": "power"})
+
+
+@pytest.mark.parametrize("objective", ["energy", "edp"])
+def test_energy_objectives_place_each_job_where_its_cost_is_least(
+        power_model_dir: Path, objective: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ex = _example()
+    p = Predictor.load(power_model_dir)
+    devices = ["gb200", "h100_sxm", "l40s"]
+    plan = ex.schedule(p, ex.DEFAULT_JOBS, devices, objective=objective)
+    assert sorted(a.job for a in plan) == sorted(ex.DEFAULT_JOBS["job"])
+    free = dict.fromkeys(devices, 0.0)
+    for a in plan:
+        row = ex.DEFAULT_JOBS[ex.DEFAULT_JOBS["job"] == a.job].drop(columns="job").iloc[0].to_dict()
+        got = {d: p.predict({**row, "device": d}) for d in devices}
+        cost = {d: ex.OBJECTIVES[objective](free[d] + got[d]["runtime_ms"], got[d]["energy_j"]) for d in devices}
+        assert cost[a.device] == pytest.approx(min(cost.values()), rel=1e-9)
+        assert a.energy_j == pytest.approx(got[a.device]["energy_j"], rel=1e-9)
+        assert a.energy_lo_j <= a.energy_j <= a.energy_hi_j
+        free[a.device] = a.finish_ms
+    total = sum(a.energy_j for a in plan)
+    by_time = ex.schedule(p, ex.DEFAULT_JOBS, devices, objective="time")
+    if objective == "energy":  # minimising each job's energy can only lower the total
+        assert total <= sum(a.energy_j for a in by_time) * (1 + 1e-9)
+    ex.main([str(power_model_dir), "--devices", ",".join(devices), "--objective", objective])
+    assert "J;" in capsys.readouterr().out
+
+
+def test_energy_objective_needs_a_power_model(model_dir: Path) -> None:
+    ex = _example()
+    with pytest.raises(ValueError, match="needs energy"):
+        ex.schedule(Predictor.load(model_dir), ex.DEFAULT_JOBS, GPUS, objective="energy")
+    with pytest.raises(ValueError, match="objective must be"):
+        ex.schedule(Predictor.load(model_dir), ex.DEFAULT_JOBS, GPUS, objective="cost")
