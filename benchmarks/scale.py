@@ -169,11 +169,17 @@ def measure_probe(workdir: Path) -> dict[str, Any]:
             (job,) = run_fleet(LOCAL, path, [("cpu", kw)], quick=True)
             failed = len(job.sweeps[0].failed) if job.error is None else -1
         wall = time.perf_counter() - t0
-        df = RecordStore(path).read("cpu_bench")
+        r0 = time.perf_counter()
+        df = RecordStore(path).read("cpu_bench")  # what every sweep's resume check reads first
+        read_s = time.perf_counter() - r0
+        r0 = time.perf_counter()
+        RecordStore(path).record_ids("cpu_bench")  # what every append reads under the store's lock
+        ids_s = time.perf_counter() - r0
         files, nbytes = _footprint(path)
         out[name] = {"wall_s": wall, "records": len(df), "configurations": int(df["params_json"].nunique()),
                      "duplicates": int(df.duplicated(keys).sum()), "failed": failed, "part_files": files,
-                     "bytes": nbytes, "bytes_per_record": nbytes / max(1, len(df))}
+                     "bytes": nbytes, "bytes_per_record": nbytes / max(1, len(df)), "read_s": read_s,
+                     "record_ids_s": ids_s}
     return out
 
 
@@ -202,10 +208,11 @@ def markdown(results: dict[str, Any]) -> str:
         pr = results["probe"]
         lines += [f"Probe, plan `{pr['plan']}` ({pr['configurations']} configurations; load average before: "
                   f"{pr['load_before']:.1f}):", "",
-                  "| run | wall time | configurations | records | duplicates | failed | part files | bytes/record |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| run | wall time | configurations | records | duplicates | failed | part files | bytes/record | "
+                  "store read | record ids read (each append) |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['wall_s']:.0f} s | {v['configurations']} | {v['records']} | {v['duplicates']} | "
-                  f"{v['failed']} | {v['part_files']} | {v['bytes_per_record']:.0f} |"
+                  f"{v['failed']} | {v['part_files']} | {v['bytes_per_record']:.0f} | {1e3 * v['read_s']:.0f} ms | "
+                  f"{1e3 * v['record_ids_s']:.0f} ms |"
                   for k, v in pr.items() if isinstance(v, dict)]
         lines.append("")
     return "\n".join(lines)
