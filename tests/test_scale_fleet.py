@@ -49,7 +49,8 @@ def test_plan_holds_a_whole_node_per_cpu_job_and_one_gpu_per_gpu_job():
              {"NodeID": "c" * 56, "Alive": True, "NodeManagerHostname": "n2", "Resources": {"CPU": 16.0}}]
     jobs = plan(nodes)
     assert [(j.node, j.devices, j.num_cpus, j.num_gpus) for j in jobs] == [
-        ("n1", ("cpu",), 64.0, 0), ("n1 gpu0", ("cuda",), 1, 1), ("n1 gpu1", ("cuda",), 1, 1), ("n2", ("cpu",), 16.0, 0)]
+        ("n1", ("cpu",), 64.0, 0), ("n1 gpu0", ("cuda",), 1, 1), ("n1 gpu1", ("cuda",), 1, 1),
+        ("n2", ("cpu",), 16.0, 0)]
     here = plan(ray.nodes())  # the local Ray: one node, two CPUs, no GPU
     assert len(here) == 1 and here[0].devices == ("cpu",) and here[0].num_cpus == 2
 

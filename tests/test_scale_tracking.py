@@ -102,8 +102,9 @@ def test_two_workers_share_one_postgres_study_and_the_model_loads_from_its_regis
 
         # the other commands that take a tracking URI: predict and eval, against the same registry
         rows.to_csv(tmp_path / "rows.csv", index=False)
-        res = CliRunner().invoke(predict_app, ["models:/ada-team/1", "--input", str(tmp_path / "rows.csv"), "--format",
-                                               "csv", "--output", str(tmp_path / "pred.csv"), "--tracking-uri", pg_database])
+        res = CliRunner().invoke(predict_app, ["models:/ada-team/1", "--input", str(tmp_path / "rows.csv"),
+                                               "--format", "csv", "--output", str(tmp_path / "pred.csv"),
+                                               "--tracking-uri", pg_database])
         assert res.exit_code == 0, res.output
         np.testing.assert_allclose(pd.read_csv(tmp_path / "pred.csv")["runtime_ms"], out["runtime_ms"], rtol=1e-9)
         res = CliRunner().invoke(eval_app, ["models:/ada-team/1", "--protocol", "random", "--option", "test_size=0.25",
