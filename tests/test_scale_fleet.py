@@ -69,11 +69,15 @@ def test_ray_probe_stores_what_a_direct_run_stores_and_a_rerun_measures_nothing(
 
 
 def _probe_workers() -> list[psutil.Process]:
-    """The Ray worker processes executing a fleet probe task (Ray titles them ``ray::<task name>``)."""
+    """This test's Ray worker processes executing a fleet probe task (the local Ray runs as our descendants;
+    Ray titles a busy worker ``ray::<task name>``)."""
     out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if "ray::perfcast-probe" in " ".join(p.info["cmdline"] or []):
-            out.append(p)
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "ray::perfcast-probe" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # ended meanwhile
+            continue
     return out
 
 
