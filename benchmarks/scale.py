@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +35,8 @@ from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "datasets"
-#: accuracy protocols measured: a few minutes in one process on 2 cores (GPPerf, PerfCastDB, SPEC)
-PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape", "ncpp-paper", "spec-cpu2017-future"]
+#: accuracy protocols measured: about two minutes in one process on 2 quiet cores (GPPerf, SPEC)
+PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape", "spec-cpu2017-future"]
 SECTIONS = ("accuracy", "tune", "probe")
 
 
@@ -57,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="PostgreSQL server URL (default: $PERFCAST_TEST_PG_URL)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="section to run (repeatable; default all)")
     parser.add_argument("--protocol", action="append", help=f"accuracy protocols (default: {', '.join(PROTOCOLS)})")
-    parser.add_argument("--trials", type=int, default=12, help="trials per tuning run (default 12)")
+    parser.add_argument("--trials", type=int, default=8, help="trials per tuning run (default 8)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement as JSON")
     return parser.parse_args(argv)
 
@@ -110,6 +111,33 @@ def _commits(url: str) -> int:
     return int(n)
 
 
+class PeakConnections:
+    """Samples the connections open to one database while a block runs (pg_stat_activity, every 0.5 s)."""
+
+    def __init__(self, url: str):
+        self.engine = create_engine(make_url(url))
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        with self.engine.connect() as conn:
+            while not self._stop.wait(0.5):
+                n = conn.exec_driver_sql("SELECT count(*) - 1 FROM pg_stat_activity "
+                                         "WHERE datname = current_database()").scalar()
+                conn.rollback()  # a fresh snapshot each time
+                self.peak = max(self.peak, int(n))
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+
 def measure_tune(data_root: Path, server: str, trials: int, workdir: Path) -> dict[str, Any]:
     """Trials per minute of one PostgreSQL study with 1 and 2 workers, and transactions per trial."""
     from perfcast.training.config import parse_config
@@ -124,7 +152,8 @@ def measure_tune(data_root: Path, server: str, trials: int, workdir: Path) -> di
             url = _database(server, f"perfcast_scale_tune_{workers}")
             before = _commits(url)
             t0 = time.perf_counter()
-            res = tune(cfg, trials, tracking_uri=url, workers=workers)
+            with PeakConnections(url) as conns:
+                res = tune(cfg, trials, tracking_uri=url, workers=workers)
             wall = time.perf_counter() - t0
             commits = _commits(url) - before
             study = optuna.load_study(study_name=cfg.study_name, storage=in_schema(url, OPTUNA_SCHEMA))
@@ -137,6 +166,7 @@ def measure_tune(data_root: Path, server: str, trials: int, workdir: Path) -> di
                 "distinct_trial_numbers": len(set(numbers)) == len(numbers),
                 "distinct_params": len({tuple(sorted(t.params.items())) for t in study.trials}),
                 "db_commits": commits, "db_commits_per_trial": commits / len(study.trials),
+                "peak_connections": conns.peak,
                 "best_val_mape": res.best_value}
     finally:
         os.chdir(cwd)
@@ -169,11 +199,17 @@ def measure_probe(workdir: Path) -> dict[str, Any]:
             (job,) = run_fleet(LOCAL, path, [("cpu", kw)], quick=True)
             failed = len(job.sweeps[0].failed) if job.error is None else -1
         wall = time.perf_counter() - t0
-        df = RecordStore(path).read("cpu_bench")
+        r0 = time.perf_counter()
+        df = RecordStore(path).read("cpu_bench")  # what every sweep's resume check reads first
+        read_s = time.perf_counter() - r0
+        r0 = time.perf_counter()
+        RecordStore(path).record_ids("cpu_bench")  # what every append reads under the store's lock
+        ids_s = time.perf_counter() - r0
         files, nbytes = _footprint(path)
         out[name] = {"wall_s": wall, "records": len(df), "configurations": int(df["params_json"].nunique()),
                      "duplicates": int(df.duplicated(keys).sum()), "failed": failed, "part_files": files,
-                     "bytes": nbytes, "bytes_per_record": nbytes / max(1, len(df))}
+                     "bytes": nbytes, "bytes_per_record": nbytes / max(1, len(df)), "read_s": read_s,
+                     "record_ids_s": ids_s}
     return out
 
 
@@ -193,19 +229,22 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"Tuning, {results['tune']['trials']} trials of one study on PostgreSQL (load average before: "
                   f"{results['tune']['load_before']:.1f}):", "",
                   "| workers | trials | trials/min | trial-phase span | whole command | distinct trial numbers | "
-                  "distinct parameter sets | DB commits/trial |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['trials']} | {v['trials_per_min']:.1f} | {v['span_s']:.0f} s | {v['command_wall_s']:.0f} s | "
-                  f"{'yes' if v['distinct_trial_numbers'] else 'NO'} | {v['distinct_params']} | "
-                  f"{v['db_commits_per_trial']:.0f} |" for k, v in results["tune"].items() if isinstance(v, dict)]
+                  "distinct parameter sets | DB commits/trial | peak DB connections |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['trials']} | {v['trials_per_min']:.1f} | {v['span_s']:.0f} s | "
+                  f"{v['command_wall_s']:.0f} s | {'yes' if v['distinct_trial_numbers'] else 'NO'} | "
+                  f"{v['distinct_params']} | {v['db_commits_per_trial']:.0f} | {v['peak_connections']} |"
+                  for k, v in results["tune"].items() if isinstance(v, dict)]
         lines.append("")
     if "probe" in results:
         pr = results["probe"]
         lines += [f"Probe, plan `{pr['plan']}` ({pr['configurations']} configurations; load average before: "
                   f"{pr['load_before']:.1f}):", "",
-                  "| run | wall time | configurations | records | duplicates | failed | part files | bytes/record |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| run | wall time | configurations | records | duplicates | failed | part files | bytes/record | "
+                  "store read | record ids read (each append) |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['wall_s']:.0f} s | {v['configurations']} | {v['records']} | {v['duplicates']} | "
-                  f"{v['failed']} | {v['part_files']} | {v['bytes_per_record']:.0f} |"
+                  f"{v['failed']} | {v['part_files']} | {v['bytes_per_record']:.0f} | {1e3 * v['read_s']:.0f} ms | "
+                  f"{1e3 * v['record_ids_s']:.0f} ms |"
                   for k, v in pr.items() if isinstance(v, dict)]
         lines.append("")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real public datasets live (beside the checkout, as in CI)."""
+"""Shared fixtures: where the real public datasets live (beside the checkout, as in CI), and a PostgreSQL server."""
 
 from __future__ import annotations
 

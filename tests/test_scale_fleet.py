@@ -49,7 +49,8 @@ def test_plan_holds_a_whole_node_per_cpu_job_and_one_gpu_per_gpu_job():
              {"NodeID": "c" * 56, "Alive": True, "NodeManagerHostname": "n2", "Resources": {"CPU": 16.0}}]
     jobs = plan(nodes)
     assert [(j.node, j.devices, j.num_cpus, j.num_gpus) for j in jobs] == [
-        ("n1", ("cpu",), 64.0, 0), ("n1 gpu0", ("cuda",), 1, 1), ("n1 gpu1", ("cuda",), 1, 1), ("n2", ("cpu",), 16.0, 0)]
+        ("n1", ("cpu",), 64.0, 0), ("n1 gpu0", ("cuda",), 1, 1), ("n1 gpu1", ("cuda",), 1, 1),
+        ("n2", ("cpu",), 16.0, 0)]
     here = plan(ray.nodes())  # the local Ray: one node, two CPUs, no GPU
     assert len(here) == 1 and here[0].devices == ("cpu",) and here[0].num_cpus == 2
 
@@ -68,11 +69,15 @@ def test_ray_probe_stores_what_a_direct_run_stores_and_a_rerun_measures_nothing(
 
 
 def _probe_workers() -> list[psutil.Process]:
-    """The Ray worker processes executing a fleet probe task (Ray titles them ``ray::<task name>``)."""
+    """This test's Ray worker processes executing a fleet probe task (the local Ray runs as our descendants;
+    Ray titles a busy worker ``ray::<task name>``)."""
     out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if "ray::perfcast-probe" in " ".join(p.info["cmdline"] or []):
-            out.append(p)
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "ray::perfcast-probe" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # ended meanwhile
+            continue
     return out
 
 

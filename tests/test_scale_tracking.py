@@ -8,9 +8,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from perfcast.eval.cli import eval_app
+from perfcast.predict_cli import predict_app
 from perfcast.predictor import Predictor
 from perfcast.training.cli import train_app
 from perfcast.training.config import load_config
@@ -25,6 +28,7 @@ targets = ["runtime_ms", "power_w"]
 seed = 5
 data.imports = [{{ dataset = "gpperf-ada-matmul", path = "{path}" }}]
 model = {{ name = "rf", params = {{ n_estimators = 10 }} }}
+eval = {{ protocol = "random", options = {{ test_size = 0.25 }} }}
 tracking.registered_model_name = "ada-team"
 tune.prune_at = []
 tune.space.max_depth = {{ type = "int", low = 2, high = 14 }}
@@ -95,5 +99,22 @@ def test_two_workers_share_one_postgres_study_and_the_model_loads_from_its_regis
         out = predictor.predict(rows)
         assert np.isfinite(out["runtime_ms"]).all() and (out["runtime_ms"] > 0).all()
         assert (out["runtime_ms_lo"] <= out["runtime_ms"]).all() and (out["runtime_ms"] <= out["runtime_ms_hi"]).all()
+
+        # the other commands that take a tracking URI: predict and eval, against the same registry
+        rows.to_csv(tmp_path / "rows.csv", index=False)
+        res = CliRunner().invoke(predict_app, ["models:/ada-team/1", "--input", str(tmp_path / "rows.csv"),
+                                               "--format", "csv", "--output", str(tmp_path / "pred.csv"),
+                                               "--tracking-uri", pg_database])
+        assert res.exit_code == 0, res.output
+        np.testing.assert_allclose(pd.read_csv(tmp_path / "pred.csv")["runtime_ms"], out["runtime_ms"], rtol=1e-9)
+        res = CliRunner().invoke(eval_app, ["models:/ada-team/1", "--protocol", "random", "--option", "test_size=0.25",
+                                            "--seed", "5", "--no-refit", "--out", str(tmp_path / "rep"), "--data",
+                                            f"gpperf-ada-matmul={data_root / 'gpperf-ada-matmul'}",
+                                            "--tracking-uri", pg_database], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        (evaluated,) = client.search_runs([client.get_experiment_by_name("perfcast").experiment_id],
+                                          "tags.`perfcast.kind` = 'eval'")
+        assert evaluated.data.metrics["test_runtime_ms_mape"] == pytest.approx(
+            parents[0].data.metrics["test_runtime_ms_mape"], rel=1e-9)  # the registered model, the same split
     finally:
         mlflow.set_tracking_uri(before)

@@ -74,7 +74,8 @@ def plan(nodes: Sequence[Mapping[str, Any]]) -> list[Job]:
         res = n.get("Resources", {})
         node_id, name = n["NodeID"], n.get("NodeManagerHostname") or n.get("NodeManagerAddress", n["NodeID"][:8])
         jobs.append(Job(node_id, name, ("cpu",), num_cpus=max(1.0, float(res.get("CPU", 1)))))
-        jobs += [Job(node_id, f"{name} gpu{i}", ("cuda",), num_cpus=1, num_gpus=1) for i in range(int(res.get("GPU", 0)))]
+        jobs += [Job(node_id, f"{name} gpu{i}", ("cuda",), num_cpus=1, num_gpus=1)
+                 for i in range(int(res.get("GPU", 0)))]
     return jobs
 
 
@@ -95,7 +96,8 @@ def _on(devices: tuple[str, ...], configs: Sequence[dict[str, Any]]) -> list[dic
 
 
 def measure_node(store: str, devices: tuple[str, ...], probes: Sequence[tuple[str, dict[str, Any]]], quick: bool,
-                 budget_s: float | None, configs: Mapping[str, Sequence[dict[str, Any]]]) -> tuple[str, list[SweepResult]]:
+                 budget_s: float | None, configs: Mapping[str, Sequence[dict[str, Any]]]
+                 ) -> tuple[str, list[SweepResult]]:
     """The body of one Ray task: each probe's sweep over ``devices`` of this node into ``store``, all of them
     within ``budget_s`` (as one ``perfcast probe`` run)."""
     rs = RecordStore(store)

@@ -1,4 +1,4 @@
-"""``perfcast train CONFIG.toml [--tune N [--workers W]]``: thin command over :func:`train` / :func:`tune` with rich output.
+"""``perfcast train CONFIG.toml [--tune N [--workers W]]``: thin command over :func:`train` / :func:`tune`, rich output.
 
 Mount with ``app.add_typer(train_app)`` (no ``name=``), which adds the ``train`` command itself; a named
 sub-app would make it ``perfcast train train CONFIG``.

@@ -157,7 +157,8 @@ class _Objective:
         params = {**self.config.model.params, **suggest(trial, self.config.tune.space)}
         key = f"val_{self.primary}_mape"
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=self.parent_run_id):
-            mlflow.set_tags({"optuna.trial_number": trial.number, "perfcast.worker": f"{socket.gethostname()}:{os.getpid()}"})
+            mlflow.set_tags({"optuna.trial_number": trial.number,
+                             "perfcast.worker": f"{socket.gethostname()}:{os.getpid()}"})
             tracking.log_params({"model": {"params": params}})
             for step, frac in enumerate(self.config.tune.prune_at):
                 value = self._score(params, max(2, round(frac * len(self.X_fit))))[key]
