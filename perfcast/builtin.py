@@ -12,6 +12,7 @@ A bundle records the perfcast major.minor it was built with and is refused by an
 data root laid out like ``shared/datasets``::
 
     python -m perfcast.builtin build --data-root ../shared/datasets
+    python -m perfcast.builtin path gemm          # the shipped bundle's directory, for tools that take a model path
     python -m perfcast.builtin measure --data-root ../shared/datasets --devices h100_sxm,gb200 --trees 150,400
 
 ``measure`` leaves each named GPU out, fits the same model on the others and scores every row of the held-out
@@ -260,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m perfcast.builtin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("path", help="print a built-in model's directory (for tools that take one)").add_argument(
+        "task", choices=TASKS)
     b = sub.add_parser("build", help="fit the built-in models and write them into the package")
     m = sub.add_parser("measure", help="leave-one-GPU-out accuracy, saved beside the bundles")
     for p in (b, m):
@@ -271,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("--trees", default=str(N_ESTIMATORS), help="comma-separated tree counts to compare")
     m.add_argument("--output", type=Path, default=ACCURACY_FILE)
     args = parser.parse_args(argv)
+    if args.command == "path":
+        print(bundle_path(args.task))
+        return
     tasks = [t for t in args.tasks.split(",") if t]
     if args.command == "build":
         build(args.data_root, args.out, tasks, args.trees)
