@@ -12,6 +12,7 @@ A bundle records the perfcast major.minor it was built with and is refused by an
 data root laid out like ``shared/datasets``::
 
     python -m perfcast.builtin build --data-root ../shared/datasets
+    python -m perfcast.builtin path gemm          # the shipped bundle's directory, for tools that take a model path
     python -m perfcast.builtin measure --data-root ../shared/datasets --devices h100_sxm,gb200 --trees 150,400
 
 ``measure`` leaves each named GPU out, fits the same model on the others and scores every row of the held-out
@@ -228,8 +229,9 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> di
 
 
 def measure(data_root: Path, task: str, devices: Sequence[str] | None, trees: Sequence[int],
-            progress: Progress = print) -> list[dict[str, Any]]:
-    """Leave-one-GPU-out rows of ``task`` for each of ``devices`` (default: every GPU) and tree count."""
+            output: Path | None = None, progress: Progress = print) -> list[dict[str, Any]]:
+    """Leave-one-GPU-out rows of ``task`` for each of ``devices`` (default: every GPU) and tree count, each
+    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished)."""
     with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
         records = load_records(data_root, task, Path(tmp), progress)
         names = list(devices) if devices else sorted(records["device_id"].astype(str).unique())
@@ -239,6 +241,8 @@ def measure(data_root: Path, task: str, devices: Sequence[str] | None, trees: Se
                 progress(f"{task}: leaving {dev} out ({n} trees)")
                 rows.append(leave_one_out(task, records, dev, n))
                 progress(json.dumps(rows[-1]))
+                if output is not None:
+                    save_accuracy(rows[-1:], output)
     return rows
 
 
@@ -254,12 +258,24 @@ def save_accuracy(rows: Sequence[Mapping[str, Any]], path: Path = ACCURACY_FILE)
     return path
 
 
+def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The accuracy rows as the Markdown table of ``benchmarks/BUILTIN.md``."""
+    lines = ["| task | GPU left out | data | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r['n_estimators']} | {r['mape']:.2%} | "
+              f"{r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m perfcast.builtin build|measure``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m perfcast.builtin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("path", help="print a built-in model's directory (for tools that take one)").add_argument(
+        "task", choices=TASKS)
+    sub.add_parser("report", help="print the measured accuracy rows as a Markdown table")
     b = sub.add_parser("build", help="fit the built-in models and write them into the package")
     m = sub.add_parser("measure", help="leave-one-GPU-out accuracy, saved beside the bundles")
     for p in (b, m):
@@ -271,14 +287,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("--trees", default=str(N_ESTIMATORS), help="comma-separated tree counts to compare")
     m.add_argument("--output", type=Path, default=ACCURACY_FILE)
     args = parser.parse_args(argv)
+    if args.command == "path":
+        print(bundle_path(args.task))
+        return
+    if args.command == "report":
+        print(accuracy_markdown(accuracy_rows()))
+        return
     tasks = [t for t in args.tasks.split(",") if t]
     if args.command == "build":
         build(args.data_root, args.out, tasks, args.trees)
         return
     for task in tasks:
-        rows = measure(args.data_root, task, [d for d in args.devices.split(",") if d],
-                       [int(t) for t in args.trees.split(",")])
-        save_accuracy(rows, args.output)
+        measure(args.data_root, task, [d for d in args.devices.split(",") if d], [int(t) for t in args.trees.split(",")],
+                args.output)
 
 
 if __name__ == "__main__":

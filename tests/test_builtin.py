@@ -1,0 +1,147 @@
+"""The shipped built-in models: they load and predict measured kernels, guard themselves like any bundle, answer
+`perfcast predict` without a model, and are rebuilt reproducibly by `python -m perfcast.builtin`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from perfcast import Predictor
+from perfcast.builtin import (
+    ACCURACY_FILE,
+    BUILTIN_DIR,
+    N_ESTIMATORS,
+    TASKS,
+    accuracy_rows,
+    bundle_path,
+    infer_task,
+    load_builtin,
+    trained_devices,
+)
+from perfcast.cli import app
+from perfcast.datasets.importers import get_importer
+from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+
+runner = CliRunner()
+ONE = ["--set", "m=4096", "--set", "n=4096", "--set", "k=4096", "--set", "dtype=bf16", "--set", "device=h100_sxm"]
+
+
+def _h100_rows(data_root: Path, task: str, n: int) -> pd.DataFrame:
+    """``n`` measured rows of ``task`` on the H100 (seeded draw), read with the importer."""
+    imp = get_importer("aiconfigurator")
+    root = data_root / "aiconfigurator"
+    units = [u for u in imp.units(root) if f"/h100_sxm/{task}/" in u.as_posix()]
+    rows = pd.concat([imp.load(root, u)[task] for u in units], ignore_index=True)
+    return rows[rows["runtime_ms"] > 0].sample(n, random_state=0).reset_index(drop=True)
+
+
+def test_every_task_ships_a_bundle_with_checksums_and_its_training_devices() -> None:
+    for task in TASKS:
+        manifest = json.loads((bundle_path(task) / "manifest.json").read_text())
+        assert manifest["task"] == task and manifest["files"], task
+        devices = trained_devices(task)
+        assert {"h100_sxm", "a100_sxm", "gb200"} <= set(devices)
+    assert "v100_pcie_32gb" in trained_devices("gemm")  # NeuSight's GPUs are in the GEMM model
+    size = sum(p.stat().st_size for p in BUILTIN_DIR.rglob("*") if p.is_file())
+    assert size < 60e6, f"built-in models take {size / 1e6:.0f} MB unpacked"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_builtin_predicts_measured_kernels_inside_its_interval(data_root: Path, task: str) -> None:
+    rows = _h100_rows(data_root, task, 300)
+    out = Predictor.builtin(task).predict(rows.drop(columns=["runtime_ms"]))
+    truth = rows["runtime_ms"].to_numpy()
+    ape = np.abs(out["runtime_ms"].to_numpy() - truth) / truth
+    inside = (out["runtime_ms_lo"].to_numpy() <= truth) & (truth <= out["runtime_ms_hi"].to_numpy())
+    assert out["in_distribution"].all()
+    assert np.median(ape) < 0.1, np.median(ape)  # a trained GPU: the sibling table holds its own residuals
+    assert inside.mean() > 0.85, inside.mean()
+
+
+def test_sheet_only_and_user_gpus_are_predictable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Predictor.builtin("gemm")
+    b200 = p.predict({"m": 8192, "n": 8192, "k": 8192, "dtype": "bf16", "device": "b200_sxm"})
+    h100 = p.predict({"m": 8192, "n": 8192, "k": 8192, "dtype": "bf16", "device": "h100_sxm"})
+    assert b200["runtime_ms_lo"] < b200["runtime_ms"] < b200["runtime_ms_hi"]
+    assert b200["runtime_ms"] < h100["runtime_ms"]  # 2.3x the bf16 peak, 2.3x the bandwidth
+    sheet = tmp_path / "mine.yaml"
+    sheet.write_text("version: 1\ndevices:\n  my_h100_twin:\n    device_name: My H100 twin\n    device_kind: gpu\n"
+                     "    vendor: NVIDIA\n    mem_bw_gbs: 3350\n    peak_tflops_bf16: 989\n    peak_tflops_fp32: 66.9\n"
+                     "    compute_capability: '9.0'\n    tdp_w: 700\n    sm_count: 132\n    l2_mb: 50\n")
+    monkeypatch.setenv("PERFCAST_HW_SPECS", str(sheet))
+    twin = p.predict({"m": 8192, "n": 8192, "k": 8192, "dtype": "bf16", "device": "my_h100_twin"})
+    assert twin["runtime_ms"] == pytest.approx(h100["runtime_ms"], rel=0.25)
+    res = runner.invoke(app, ["hw", "--gpus"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "my_h100_twin" in res.output and "b200_sxm" in res.output and "measured" in res.output
+
+
+def test_predict_without_a_model_uses_the_builtin_one() -> None:
+    res = runner.invoke(app, ["predict", *ONE, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.output)[0]
+    assert 0 < row["runtime_ms_lo"] < row["runtime_ms"] < row["runtime_ms_hi"] and row["in_distribution"]
+    att = runner.invoke(app, ["predict", "--set", "phase=decode", "--set", "batch=64", "--set", "heads=32",
+                              "--set", "kv_heads=8", "--set", "seq_q=1", "--set", "seq_kv=4096",
+                              "--set", "head_dim=128", "--set", "dtype=bf16", "--set", "device=l40s",
+                              "--format", "json"])
+    assert att.exit_code == 0, att.output
+    assert json.loads(att.output)[0]["runtime_ms"] > 0
+    assert infer_task(["m", "n", "k"]) == "gemm" and infer_task(["phase", "seq_q"]) == "attention"
+    bad = runner.invoke(app, ["predict", "--set", "x=1", "--set", "device=h100_sxm"])
+    assert bad.exit_code == 2 and "cannot tell the task" in bad.output
+    clash = runner.invoke(app, ["predict", "./model", "--task", "gemm", *ONE])
+    assert clash.exit_code == 2 and "--task" in clash.output
+
+
+def test_a_damaged_or_foreign_built_in_bundle_is_refused(tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(bundle_path("gemm"), tmp_path / "gemm"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["versions"]["perfcast"] = "0.0.1"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleModelError, match="python -m perfcast.builtin build"):
+        load_builtin(copy)
+    damaged = Path(shutil.copytree(bundle_path("gemm"), tmp_path / "damaged"))
+    lgb = next(damaged.rglob("lightgbm.txt"))
+    lgb.write_text(lgb.read_text().replace("Tree=1", "Tree=9", 1))
+    with pytest.raises(ModelFormatError):
+        load_builtin(damaged)
+
+
+def test_shipped_accuracy_rows_are_leave_one_gpu_out_measurements() -> None:
+    rows = [r for r in accuracy_rows() if r["n_estimators"] == N_ESTIMATORS and r["task"] == "gemm"]
+    assert ACCURACY_FILE.is_file() and len(rows) >= 2
+    for r in rows:
+        assert 0 < r["mape"] < 5 and 0 <= r["coverage"] <= 1 and r["n"] > 1000
+
+
+@pytest.mark.slow
+def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, tmp_path: Path) -> None:
+    """`python -m perfcast.builtin build|measure` on a data root laid out like shared/datasets (three GPUs)."""
+    import subprocess
+
+    root = tmp_path / "data"
+    (root / "aiconfigurator").mkdir(parents=True)
+    for name in ("systems", "SOURCE.txt", "h100_sxm", "a100_sxm", "l40s"):
+        (root / "aiconfigurator" / name).symlink_to(data_root / "aiconfigurator" / name)
+    out = tmp_path / "models"
+    run = subprocess.run([sys.executable, "-m", "perfcast.builtin", "build", "--data-root", str(root), "--tasks",
+                          "attention", "--out", str(out), "--trees", "5"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    model = load_builtin(out / "attention")
+    assert model.metadata["data"]["devices"] == ["a100_sxm", "h100_sxm", "l40s"]
+    assert model.metadata["model"]["params"]["n_estimators"] == 5
+    acc = tmp_path / "accuracy.json"
+    run = subprocess.run([sys.executable, "-m", "perfcast.builtin", "measure", "--data-root", str(root), "--tasks",
+                          "attention", "--devices", "l40s", "--trees", "5", "--output", str(acc)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    (row,) = json.loads(acc.read_text())["rows"]
+    assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["n"] > 1000 and row["mape"] > 0
