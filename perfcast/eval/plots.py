@@ -139,7 +139,8 @@ def error_by_group(ape_by_group: Mapping[str, Any], *, by: str, target: str = "v
     ax.set_yscale("log")
     ax.set_xlabel(by)
     ax.set_ylabel(f"{target} absolute percentage error (%)")
-    ax.set_title(title or f"{target} error by {by} (boxes: quartiles, whiskers: 5th-95th percentile)", fontsize=10)
+    head = f"{target} error by {by} (boxes: quartiles, whiskers: 5th-95th percentile)"
+    ax.set_title(head + (f"\n{title}" if title else ""), fontsize=10)
     return fig
 
 
@@ -155,7 +156,7 @@ def interval_coverage(measured: Any, lo: Any, hi: Any, by: Mapping[str, Any], *,
         raise ValueError("interval_coverage needs at least one grouping")
     seen = ~np.isnan(t)
     inside = pd.Series((t >= a) & (t <= b))[seen]
-    fig = Figure(figsize=(5.0 * len(by), 4.5), layout="constrained")
+    fig = Figure(figsize=(max(6.5, 4.5 * len(by)), 4.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(by), sharey=True))
     for ax, (name, labels) in zip(axes, by.items()):
         rate = inside.groupby(pd.Series(np.asarray(labels, dtype=object)[seen], index=inside.index),
@@ -169,7 +170,8 @@ def interval_coverage(measured: Any, lo: Any, hi: Any, by: Mapping[str, Any], *,
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(name)
     axes[0].set_ylabel(f"{target}: fraction inside the interval")
-    fig.suptitle(title or f"{target} interval coverage (overall {inside.mean():.1%})", fontsize=10)
+    head = f"{target}: {inside.mean():.1%} of measured values inside the interval"
+    fig.suptitle(head + (f"\n{title}" if title else ""), fontsize=10)
     return fig
 
 
@@ -199,12 +201,10 @@ def evaluation_figures(measured: Any, predicted: Any, *, target: str, title: str
             splits[name] = lab
             order = pd.unique(lab[seen])
             figs[f"error_by_{name}_{target}.png"] = error_by_group(
-                {g: ape[lab[seen] == g] for g in order}, by=name, target=target,
-                title=f"{target} error by {name}: {title}")
+                {g: ape[lab[seen] == g] for g in order}, by=name, target=target, title=title)
     if lo is not None and hi is not None and splits:
-        figs[f"interval_coverage_{target}.png"] = interval_coverage(
-            t, lo, hi, splits, level=level, target=target,
-            title=f"{target} interval coverage: {title}")
+        figs[f"interval_coverage_{target}.png"] = interval_coverage(t, lo, hi, splits, level=level, target=target,
+                                                                    title=title)
     return figs
 
 
