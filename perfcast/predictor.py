@@ -256,6 +256,8 @@ class Predictor:
     def _flag(s: pd.Series, name: str) -> pd.Series:
         if pd.api.types.is_bool_dtype(s):
             return s.astype("boolean")
+        if pd.api.types.is_numeric_dtype(s):  # 1.0 / 0.0: how training's model input carries a flag
+            s = s.map({1: "true", 0: "false"}).where(s.isin([0, 1]), s)
         text = s.astype("string").str.strip().str.lower()
         out = pd.Series(pd.NA, index=s.index, dtype="boolean")
         out[text.isin(_TRUE).fillna(False).to_numpy(dtype=bool)] = True

@@ -202,10 +202,14 @@ def test_importances_and_signature_of_a_fitted_pipeline(ada_records, data_root):
     assert list(imp.columns) == TARGETS
     assert set(imp.index) == set(pipe[:-1].get_feature_names_out())
     assert np.allclose(imp.sum(), 1.0)  # a forest's importances are normalised per target
-    sig = tracking.serving_signature(X, pipe.predict(X.head()), feature_transformer("gemm").required)
+    answer = pd.DataFrame({t: pipe.predict(X.head())[:, j] for j, t in enumerate(TARGETS)})
+    sig = tracking.serving_signature(X, "gemm", answer, feature_transformer("gemm").required)
     required = {c.name for c in sig.inputs.inputs if c.required}
     assert required == set(feature_transformer("gemm").required)
-    assert {c.name for c in sig.inputs.inputs} == set(X.columns)
+    # what a user sends: the configuration and the device (the spec sheet supplies the hardware columns)
+    assert {"m", "n", "k", "dtype", "device", "device_id"} <= set(sig.inputs.input_names()) <= {*X.columns, "device"}
+    assert not {"sm_count", "mem_bw_gbs"} & set(sig.inputs.input_names())
+    assert sig.outputs.input_names() == [*TARGETS, "in_distribution", "ood_reason"]
 
 
 # ------------------------------------------------------------------------------------------- end to end

@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from perfcast.eval.metrics import size_buckets
 
 #: relative-error bands drawn around y = x
 BANDS: tuple[float, ...] = (0.10, 0.25)
+#: log-axis tick labels as plain numbers (30, not 3 x 10^1)
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 #: APEs below this (fraction) are drawn at it: a log axis cannot show an exact prediction
 APE_FLOOR = 1e-4
 
@@ -137,9 +140,10 @@ def error_by_group(ape_by_group: Mapping[str, Any], *, by: str, target: str = "v
     for band in BANDS:
         ax.axhline(100 * band, color="grey", lw=0.8, ls=":")
     ax.set_yscale("log")
-    ax.set_xlabel(by)
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.set_xlabel(f"{by} (boxes: quartiles, whiskers: 5th-95th percentile)")
     ax.set_ylabel(f"{target} absolute percentage error (%)")
-    ax.set_title(title or f"{target} error by {by} (boxes: quartiles, whiskers: 5th-95th percentile)", fontsize=10)
+    ax.set_title(f"{target} error by {by}" + (f"\n{title}" if title else ""), fontsize=10)
     return fig
 
 
@@ -154,22 +158,23 @@ def interval_coverage(measured: Any, lo: Any, hi: Any, by: Mapping[str, Any], *,
     if not by:
         raise ValueError("interval_coverage needs at least one grouping")
     seen = ~np.isnan(t)
-    inside = pd.Series((t >= a) & (t <= b))[seen]
-    fig = Figure(figsize=(5.0 * len(by), 4.5), layout="constrained")
+    inside = pd.Series((t >= a) & (t <= b))[seen]  # groups in their own order: size buckets smallest first
+    fig = Figure(figsize=(max(6.5, 4.5 * len(by)), 4.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(by), sharey=True))
     for ax, (name, labels) in zip(axes, by.items()):
-        rate = inside.groupby(pd.Series(np.asarray(labels, dtype=object)[seen], index=inside.index),
-                              sort=False, observed=True).agg(["mean", "size"])
+        keys = pd.Series(labels).reset_index(drop=True)[seen]
+        rate = inside.groupby(keys, sort=True, observed=True).agg(["mean", "size"])
         ax.bar(range(len(rate)), rate["mean"], color="tab:blue", alpha=0.7)
         ax.set_xticks(range(len(rate)), [f"{g}\nn={n}" for g, n in zip(rate.index, rate["size"])], fontsize=8,
-                      rotation=20 if len(rate) > 4 else 0)
+                      rotation=25 if len(rate) > 2 else 0, ha="right" if len(rate) > 2 else "center")
         if level is not None:
             ax.axhline(level, color="k", ls="--", lw=1, label=f"nominal {level:.0%}")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(name)
     axes[0].set_ylabel(f"{target}: fraction inside the interval")
-    fig.suptitle(title or f"{target} interval coverage (overall {inside.mean():.1%})", fontsize=10)
+    head = f"{target}: {inside.mean():.1%} of measured values inside the interval"
+    fig.suptitle(head + (f"\n{title}" if title else ""), fontsize=10)
     return fig
 
 
@@ -192,19 +197,17 @@ def evaluation_figures(measured: Any, predicted: Any, *, target: str, title: str
         s = np.asarray(size, dtype="float64").ravel()
         figs[f"error_vs_size_{target}.png"] = error_vs_size(s[seen], ape, unit=size_unit, title=f"{target}: {title}")
         if np.isfinite(s[seen]).any():
-            splits["size"] = size_buckets(s, 4, size_unit).astype(object).to_numpy()
+            splits["size"] = size_buckets(s, 4, size_unit)
     for name, labels in (groups or {}).items():
         lab = pd.Series(np.asarray(labels, dtype=object)).astype("string").fillna("(none)").to_numpy(dtype=object)
         if 2 <= len(set(lab[seen])) <= max_groups:
-            splits[name] = lab
+            splits[name] = pd.Series(lab)
             order = pd.unique(lab[seen])
             figs[f"error_by_{name}_{target}.png"] = error_by_group(
-                {g: ape[lab[seen] == g] for g in order}, by=name, target=target,
-                title=f"{target} error by {name}: {title}")
+                {g: ape[lab[seen] == g] for g in order}, by=name, target=target, title=title)
     if lo is not None and hi is not None and splits:
-        figs[f"interval_coverage_{target}.png"] = interval_coverage(
-            t, lo, hi, splits, level=level, target=target,
-            title=f"{target} interval coverage: {title}")
+        figs[f"interval_coverage_{target}.png"] = interval_coverage(t, lo, hi, splits, level=level, target=target,
+                                                                    title=title)
     return figs
 
 
