@@ -36,8 +36,9 @@ HARDWARE: dict[str, tuple[str, ...]] = {
                   "mem_channel_bw_gbs"),
 }
 HARDWARE["attention"] = HARDWARE["gemm"]
-#: relative slack of the hardware box: a spec number given in float32 (a YAML sheet, a float32 frame) differs
-#: from the float64 training value by up to 6e-8 of it, and must not leave the box it spans
+#: relative slack of the hardware and work boxes: a number given in float32 (a YAML sheet, a float32 frame)
+#: differs from the float64 training value by up to 6e-8 of it (1e-7 of the work, from its log10), and must
+#: not leave the box it spans
 HULL_RTOL = 1e-6
 #: feature columns of the total work, in log10 (flagged as their linear quantity)
 WORK: tuple[str, ...] = ("log10_flops", "log10_bytes")
@@ -139,8 +140,10 @@ class DomainGuard:
             v = A[:, j]
             if c in WORK:
                 name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
-                add(v > hi, lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m]) + f" above training max {hi:.3g}")
-                add(v < lo, lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m]) + f" below training min {lo:.3g}")
+                add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
+                    + f" above training max {hi:.3g}")
+                add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
+                    + f" below training min {lo:.3g}")
                 continue
             where = lambda m, c=c, v=v: (  # noqa: E731 - device labels are made only for flagged rows
                 "device " + self._device_labels(records)[m] + " spec outside the training hull: " + c + " " + _fmt(v[m]))
