@@ -16,6 +16,7 @@ same helpers.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -66,13 +67,16 @@ def train_bundle(dest: Path) -> Path:
 
 
 @functools.cache
-def _shared_bundle() -> Path:
-    return train_bundle(Path(tempfile.mkdtemp(prefix="perfcast-faults-")) / "model")
+def shared_bundle() -> Path:
+    """The bundle every case copies, trained once per process (removed at exit)."""
+    home = tempfile.mkdtemp(prefix="perfcast-faults-")
+    atexit.register(shutil.rmtree, home, True)
+    return train_bundle(Path(home) / "model")
 
 
 def fresh_bundle(scratch: Path, name: str = "model") -> Path:
-    """A copy of the shared trained bundle under ``scratch`` (trained once per process)."""
-    return Path(shutil.copytree(_shared_bundle(), scratch / name))
+    """A copy of :func:`shared_bundle` under ``scratch``."""
+    return Path(shutil.copytree(shared_bundle(), scratch / name))
 
 
 def digests(path: Path) -> dict[str, str]:
