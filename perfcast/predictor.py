@@ -29,6 +29,7 @@ from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.features.base import missing
 from perfcast.features.records import Records
 from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
+from perfcast.models.domain import NOT_SIZES
 from perfcast.models.intervals import check_level
 from perfcast.models.power import energy_interval
 
@@ -39,6 +40,9 @@ BUNDLE_IN_MLFLOW_MODEL = Path("data") / BUNDLE_ARTIFACT
 DEVICE_ALIAS = "device"
 #: targets where a higher value is better (ranked descending by default)
 HIGHER_IS_BETTER = frozenset({"score"})
+#: the largest size (m, n, k, batch, ...) predicted: 2**53, beyond which float64 no longer holds every integer. A
+#: size above the training range but below this is predicted and flagged out of distribution; above it, refused
+MAX_SIZE = float(2**53)
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -96,6 +100,7 @@ class Predictor:
         self.level = model.calibration.level
         schema = columns(self.task)
         self._numeric = [c for c, col in schema.items() if col.kind in ("int", "float") and col.group != "targets"]
+        self._sizes = frozenset(c for c in self._numeric if schema[c].group == "config" and c not in NOT_SIZES)
         self._boolean = [c for c, col in schema.items() if col.kind == "bool"]
         self._required = tuple(type(model.features).required)
         self._needs_device = self.task in ("gemm", "attention")
@@ -193,7 +198,7 @@ class Predictor:
             if key in self._numeric and isinstance(v, (int, float, np.integer, np.floating)) \
                     and not isinstance(v, (bool, np.bool_)):
                 cols[key] = np.array([v], dtype="float64")
-                clean = clean and bool(np.isfinite(cols[key][0]))
+                clean = clean and bool(np.isfinite(cols[key][0])) and abs(cols[key][0]) <= MAX_SIZE
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)
                 clean = clean and v in catalog().specs
@@ -229,6 +234,8 @@ class Predictor:
         present = set(frame.columns)
         for c in (c for c in self._numeric if c in present and frame[c].dtype != np.float64):
             updates[c] = self._number(frame[c], c)
+        for c in (c for c in self._numeric if c in present):
+            self._finite(updates.get(c, frame[c]), c, c in self._sizes)
         for c in (c for c in self._boolean if c in present):
             updates[c] = self._flag(frame[c], c)
         if "device_id" in frame.columns:
@@ -245,12 +252,29 @@ class Predictor:
     def _number(s: pd.Series, name: str) -> pd.Series:
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             return s.astype("float64")
+        flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in s), dtype=bool, count=len(s))
+        if flags.any():  # pandas reads True as 1: a flag given for a size is a mistake, not m=1
+            first = s.index[flags][0]
+            raise ValueError(f"column {name!r} must be a number; row {first!r} has {bool(s[first])} (true/false is not "
+                             f"a number)")
         out = pd.to_numeric(s, errors="coerce").astype("float64")
         bad = (out.isna() & s.notna()).to_numpy()
         if bad.any():
             first = s.index[bad][0]
             raise ValueError(f"column {name!r} must be a number; row {first!r} has {s[first]!r}")
         return out
+
+    @staticmethod
+    def _finite(s: pd.Series, name: str, size: bool) -> None:
+        """Refuse infinities, and sizes beyond :data:`MAX_SIZE`: no kernel has them, and the work they imply
+        overflows float64, so no prediction (not even an out-of-distribution one) would mean anything. Missing
+        (NaN) stays missing: a required column was checked for it already."""
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        bad = np.isinf(v) | (np.abs(v) > MAX_SIZE) if size else np.isinf(v)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"column {name!r} must be a finite number{' of at most 2**53' if size else ''}; row "
+                             f"{s.index[i]!r} has {v[i]:g}")
 
     @staticmethod
     def _flag(s: pd.Series, name: str) -> pd.Series:

@@ -20,6 +20,7 @@ from perfcast.models.bundle import (
     IncompatibleModelError,
     ModelFormatError,
     library_versions,
+    manifest_digest,
     save_model,
 )
 from perfcast.models.intervals import ConformalRegressor
@@ -70,8 +71,11 @@ def _copy(path: Path, tmp_path: Path) -> Path:
 
 
 def _edit_manifest(path: Path, edit) -> None:
+    """Edit the manifest as perfcast itself would write it (digest recomputed: the digest catches damage, and
+    these tests are about what a well-formed manifest from another environment or of another kind leads to)."""
     doc = json.loads((path / "manifest.json").read_text())
     edit(doc)
+    doc["digest"] = manifest_digest(doc)
     (path / "manifest.json").write_text(json.dumps(doc))
 
 

@@ -16,6 +16,20 @@ be a program. A bundle directory holds each part in the format its library reads
 Loading checks the manifest first: a bundle built with another major.minor version of perfcast or of a
 library it uses raises :class:`IncompatibleModelError` naming the library and both versions, and anything
 unreadable raises :class:`ModelFormatError` naming the file, never an unpickling traceback.
+
+The manifest is verified before any value of it is used (:func:`_read_manifest`): ``format_version`` must be
+one this perfcast reads; ``digest`` must be the SHA-256 of the manifest's canonical JSON (sorted keys, no
+whitespace) without the digest itself; every key the loader reads must be present with its type; ``files`` must
+give each file's SHA-256, and only listed files are ever read (each checked before its parser sees it);
+``requires`` must name every library the estimators need, so the version check cannot be skipped by emptying
+it. Any failure is a :class:`CorruptModelError` saying what and to save or download the model again.
+
+Why a ``digest`` field inside manifest.json and not a ``manifest.sha256`` beside it: the check travels with the
+one file it covers (a manifest copied or uploaded alone, as MLflow artifact stores may, cannot lose it), and
+hashing the parsed, canonical document makes the digest cover exactly what the loader reads (re-indenting
+the file changes nothing; changing any value does). It detects damage and careless edits, not a deliberate
+forger, who can recompute it: what a forged manifest can reach is still limited to data (see README, "What
+loading a model trusts"). Bundles of format 1, written before the digest existed, load without one.
 """
 
 from __future__ import annotations
@@ -35,14 +49,18 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from perfcast.datasets.schema import TASKS
 from perfcast.features import TRANSFORMERS, RecordFeatures, feature_names
 from perfcast.models.compiled import CompiledForest, compile_lightgbm
 from perfcast.models.domain import DomainGuard
+from perfcast.models.errors import CorruptModelError, IncompatibleModelError, ModelFormatError
 from perfcast.models.intervals import ConformalRegressor, IntervalCalibration
 from perfcast.models.roofline import baseline
 
 FORMAT = "perfcast-model"
-FORMAT_VERSION = 1
+#: version 2 adds the manifest's ``digest``; version 1 bundles (written before it) still load
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1, 2})
 MANIFEST = "manifest.json"
 #: distributions whose version is recorded; a bundle names those it needs in ``requires``
 LIBRARIES: tuple[str, ...] = ("perfcast", "scikit-learn", "lightgbm", "xgboost", "torch", "skops", "numpy",
@@ -57,14 +75,6 @@ SKOPS_ALLOWED: frozenset[str] = frozenset({
 })
 #: the feature transformers a bundle may name, by qualified class name
 FEATURE_CLASSES: dict[str, type[RecordFeatures]] = {f"{c.__module__}.{c.__qualname__}": c for c in TRANSFORMERS.values()}
-
-
-class IncompatibleModelError(RuntimeError):
-    """The model was built with library versions this environment does not match (the message says which)."""
-
-
-class ModelFormatError(ValueError):
-    """A path is not a perfcast model, a file of it is unreadable, or an estimator cannot be saved safely."""
 
 
 # =========================================================================================== versions
@@ -470,7 +480,9 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
         "metadata": metadata,
         "files": {p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()},
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default), encoding="utf-8")
+    manifest = json.loads(json.dumps(manifest, default=_json_default))  # the values as a reader will see them
+    manifest["digest"] = manifest_digest(manifest)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def _sha256(path: Path) -> str:
@@ -486,7 +498,30 @@ def _json_default(value: Any) -> Any:
 
 
 # ====================================================================================== load (decode)
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace), its own ``digest`` key left out."""
+    rest = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+#: top-level manifest keys every bundle has, with their JSON types
+REQUIRED_KEYS: dict[str, type] = {
+    "format": str, "format_version": int, "task": str, "targets": list, "feature_columns": list, "features": dict,
+    "versions": dict, "requires": list, "estimators": dict, "calibration": dict, "domain": dict, "metadata": dict,
+    "files": dict}
+#: estimator kind -> the library (besides perfcast and scikit-learn, which every bundle needs) that reads it
+KIND_LIBRARY = {"lightgbm": "lightgbm", "xgboost": "xgboost", "sklearn": "skops", "group_attention": "torch"}
+_HEX = frozenset("0123456789abcdef")
+
+
+def _corrupt(root: Path, problem: str) -> CorruptModelError:
+    return CorruptModelError(f"the model at {root} is damaged or was modified: {problem}; save or download the model "
+                             f"again (models are written by `perfcast train`)")
+
+
 def _read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest, verified (format, version, digest, then the keys and types the loader reads) before any
+    value of it is used."""
     path = root / MANIFEST
     if not path.is_file():
         raise ModelFormatError(f"{root} is not a perfcast model: it has no {MANIFEST} (models are written by "
@@ -494,33 +529,107 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ModelFormatError(f"{path} is not readable JSON: {err}") from None
+        raise _corrupt(root, f"{MANIFEST} is not readable JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFormatError(f"{path} is not a perfcast model manifest (format {FORMAT!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is int and version > FORMAT_VERSION:
         raise IncompatibleModelError(
             f"the model at {root} has bundle format {version!r}, newer than this perfcast reads ({FORMAT_VERSION}); "
-            f"upgrade perfcast (it was built with perfcast {manifest.get('versions', {}).get('perfcast', '?')})")
+            f"upgrade perfcast (it was built with perfcast {_version_of(manifest, 'perfcast')})")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise _corrupt(root, f"{MANIFEST} has format_version {version!r}, which no perfcast wrote (this one reads "
+                             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
+    if version >= 2 or "digest" in manifest:
+        if manifest.get("digest") != manifest_digest(manifest):
+            raise _corrupt(root, f"{MANIFEST} does not match its digest" if "digest" in manifest else
+                           f"{MANIFEST} has no digest (every format {version} manifest has one)")
+    _check_manifest(root, manifest)
     return manifest
 
 
-class _Reader:
-    def __init__(self, root: Path, threads: int):
-        self.root, self.threads = root, threads
+def _version_of(manifest: dict[str, Any], lib: str) -> str:
+    versions = manifest.get("versions")
+    return str(versions.get(lib, "?")) if isinstance(versions, dict) else "?"
 
-    def verify(self, files: dict[str, str]) -> None:
+
+def _check_manifest(root: Path, m: dict[str, Any]) -> None:
+    """Every key the loader reads is present with its type; ``files`` gives a SHA-256 per file; ``requires``
+    names every library the estimators need (so the version check cannot be skipped) and ``versions`` each one's
+    version."""
+    for key, kind in REQUIRED_KEYS.items():
+        if key not in m:
+            raise _corrupt(root, f"{MANIFEST} has no {key!r}")
+        if not isinstance(m[key], kind) or isinstance(m[key], bool):
+            raise _corrupt(root, f"{MANIFEST} {key!r} is a {type(m[key]).__name__}, not a "
+                                 f"{'JSON object' if kind is dict else kind.__name__}")
+    if m["task"] not in TASKS:
+        raise _corrupt(root, f"{MANIFEST} 'task' is {m['task']!r}, not one of {', '.join(TASKS)}")
+    for key in ("targets", "feature_columns", "requires"):
+        if not m[key] or not all(isinstance(v, str) for v in m[key]):
+            raise _corrupt(root, f"{MANIFEST} {key!r} must be a non-empty list of names, not {m[key]!r}")
+    files = m["files"]
+    bad = [k for k, v in files.items() if not (isinstance(v, str) and len(v) == 64 and set(v) <= _HEX)]
+    if not files or bad:
+        raise _corrupt(root, f"{MANIFEST} 'files' must map each file to its SHA-256 ({bad[0]!r} has {files[bad[0]]!r})"
+                             if bad else f"{MANIFEST} 'files' lists no file")
+    heads = m["estimators"].get("heads")
+    if not isinstance(m["estimators"].get("joint"), bool) or not isinstance(heads, list) or not heads \
+            or not all(isinstance(h, dict) for h in heads):
+        raise _corrupt(root, f"{MANIFEST} 'estimators' must hold 'joint' (true/false) and a non-empty list of 'heads'")
+    needed = {"perfcast", "scikit-learn"} | {KIND_LIBRARY[k] for k in _kinds(heads) if k in KIND_LIBRARY}
+    absent = sorted(needed - set(m["requires"]))
+    if absent:
+        raise _corrupt(root, f"{MANIFEST} 'requires' lacks {absent}, which its estimators need")
+    unversioned = [lib for lib in m["requires"] if not isinstance(m["versions"].get(lib), str)]
+    if unversioned:
+        raise _corrupt(root, f"{MANIFEST} 'versions' gives no version of {unversioned}, which it requires")
+
+
+def _kinds(specs: list[Any]) -> list[str]:
+    """The estimator kinds in a list of head specs, nested ones included."""
+    out = []
+    for spec in specs:
+        if isinstance(spec, dict):
+            out.append(spec.get("kind"))
+            out += _kinds([spec.get("inner"), *spec.get("members", [])])
+    return out
+
+
+class _Reader:
+    """Reads a bundle's files: only those ``files`` lists, each checked against its SHA-256 first."""
+
+    def __init__(self, root: Path, threads: int, files: dict[str, str]):
+        self.root, self.threads, self.files = root, threads, files
+
+    def verify(self) -> None:
         """Every file the manifest lists is there with its recorded SHA-256: a truncated or edited file is
         refused here, before a library's parser (some abort the process on bad input) sees it."""
-        for rel, digest in files.items():
+        for rel, digest in self.files.items():
             if _sha256(self.file(rel)) != digest:
-                raise ModelFormatError(f"the model at {self.root} is damaged or was modified: {rel} does not match "
-                                       f"the checksum in {MANIFEST}; save or download the model again")
+                raise _corrupt(self.root, f"{rel} does not match the checksum in {MANIFEST}")
 
-    def file(self, rel: str) -> Path:
-        path = (self.root / rel).resolve()
-        if self.root.resolve() not in path.parents or not path.exists():
+    def _inside(self, rel: Any) -> Path:
+        path = (self.root / str(rel)).resolve()
+        if not isinstance(rel, str) or self.root.resolve() not in path.parents or not path.exists():
             raise ModelFormatError(f"{self.root}: {MANIFEST} names {rel!r}, which is not a file inside the model")
+        return path
+
+    def file(self, rel: Any) -> Path:
+        """The path of a listed file inside the bundle (so verified before it is read)."""
+        path = self._inside(rel)
+        if rel not in self.files or not path.is_file():
+            raise _corrupt(self.root, f"{MANIFEST} does not list {rel!r} among its checksummed files, so it is not read")
+        return path
+
+    def directory(self, rel: Any) -> Path:
+        """A folder a library reads whole (a group-attention network): every file in it must be listed."""
+        path = self._inside(rel)
+        inside = [p.relative_to(self.root.resolve()).as_posix() for p in path.rglob("*") if p.is_file()]
+        unlisted = [f for f in inside if f not in self.files]
+        if not inside or unlisted:
+            raise _corrupt(self.root, f"{rel} holds files {MANIFEST} does not list ({unlisted[:3]})" if unlisted
+                           else f"{rel} holds no file")
         return path
 
     def skops(self, rel: str) -> Any:
@@ -564,7 +673,7 @@ class _Reader:
             return _Normalized(TargetNormalizer.from_json(spec["baseline"]), self.decode(spec["inner"]))
         if kind == "lightgbm":
             path = self.file(spec["file"])
-            compiled = compile_lightgbm(path.read_text())
+            compiled = compile_lightgbm(path.read_text(), str(path))
             if compiled is not None:
                 return _LightGBM(None, self.threads, compiled)
             import lightgbm as lgb
@@ -584,7 +693,7 @@ class _Reader:
         if kind == "group_attention":
             from perfcast.models.group_attention import GroupAttentionRegressor
 
-            return _Sklearn(GroupAttentionRegressor.load(self.file(spec["dir"])))
+            return _Sklearn(GroupAttentionRegressor.load(self.directory(spec["dir"])))
         raise ModelFormatError(f"{self.root}: unknown estimator kind {kind!r} in {MANIFEST}")
 
 
@@ -620,8 +729,8 @@ class PerfcastModel:
                 f"the {task} features of this perfcast differ from those the model at {root} was trained on "
                 f"(removed {gone}, added {new}{', or reordered' if not gone and not new else ''}); retrain the model "
                 f"with this perfcast (perfcast train CONFIG)")
-        reader = _Reader(root, threads)
-        reader.verify(manifest.get("files", {}))
+        reader = _Reader(root, threads, manifest["files"])
+        reader.verify()
         try:
             features = features_from_json(manifest["features"])
             heads = [reader.decode(spec) for spec in manifest["estimators"]["heads"]]
@@ -632,7 +741,7 @@ class PerfcastModel:
         except (ModelFormatError, IncompatibleModelError):
             raise
         except Exception as err:  # noqa: BLE001 - any library's parse error becomes one clear message
-            raise ModelFormatError(f"the model at {root} is damaged or incomplete: {type(err).__name__}: {err}") from err
+            raise _corrupt(root, f"{type(err).__name__}: {err}") from err
         return cls(root, task, list(manifest["targets"]), features, heads, bool(manifest["estimators"]["joint"]),
                    calibration, domain, dict(manifest.get("metadata", {})), dict(manifest.get("versions", {})))
 

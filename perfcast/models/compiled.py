@@ -10,6 +10,11 @@ and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.p
 real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing, several
 outputs per iteration, objectives whose output is transformed) are left to LightGBM: :func:`compile_lightgbm`
 returns ``None`` for them.
+
+A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
+feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
+raises :class:`~perfcast.models.errors.CorruptModelError` naming the file and the tree, so a damaged or crafted
+file can neither read outside the arrays (a segfault in compiled code) nor send the walk round a cycle (a hang).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numba import njit, prange
+
+from perfcast.models.errors import CorruptModelError
 
 #: objectives whose prediction is the raw sum of leaf values (no link function)
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
@@ -59,53 +66,139 @@ class CompiledForest:
         return _walk_parallel(X, *args)
 
 
-def compile_lightgbm(text: str) -> CompiledForest | None:
+def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> CompiledForest | None:
     """The forest of a LightGBM model file's text as a :class:`CompiledForest`, or ``None`` when it uses what the
     walker lacks. Read from the text (as written by ``Booster.save_model``), which holds every threshold to 17
-    digits: parsing it costs a few tens of ms where ``Booster.dump_model`` takes most of a second."""
+    digits: parsing it costs a few tens of ms where ``Booster.dump_model`` takes most of a second.
+
+    Every tree is checked before anything walks it, also in a model then left to LightGBM (whose reader trusts
+    the indices; see :func:`_checked`). Any failure raises :class:`CorruptModelError` naming ``source`` (the
+    file) and the tree, so a crafted file can neither crash the process nor hang the walker.
+    """
     head, _, body = text.partition("\nTree=")
     body, end, _ = body.partition("\nend of trees")
     header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
     if not end or "max_feature_idx" not in header:
-        raise ValueError("not a complete LightGBM model file (no header or no 'end of trees' line)")
-    if header.get("num_tree_per_iteration", "1") != "1" or "average_output" in head.split() \
-            or header.get("objective", "").split(" ")[0] not in IDENTITY_OBJECTIVES:
-        return None
-    roots: list[int] = []
+        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
+                                f"line); save or download the model again")
+    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
+    if not 1 <= n_features <= np.iinfo(np.int32).max:
+        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
+    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
+        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "decision", "left", "right", "leaf")}
-    n_nodes = n_leaves = 0
-    for block in body.split("\nTree=") if body else []:
+    sizes: list[int] = []
+    for t, block in enumerate(body.split("\nTree=") if body else []):
         tree = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        where = f"{source}, tree {t}"
         if tree.get("is_linear", "0") != "0" or tree.get("num_cat", "0") != "0":
-            return None
-        leaf = np.array(tree["leaf_value"].split(), dtype=np.float64)
-        if int(tree["num_leaves"]) == 1:
-            roots.append(-(n_leaves + 1))
-        else:
-            roots.append(n_nodes)
-            decision = np.array(tree["decision_type"].split(), dtype=np.int64)
+            covered = False
+        size = _int(tree.get("num_leaves", ""), where, "num_leaves")
+        if size < 1:
+            raise CorruptModelError(f"{where}: num_leaves is {size}; a tree has at least one leaf")
+        parts["leaf"].append(_array(tree, "leaf_value", np.float64, size, where))
+        sizes.append(size)
+        if size > 1:
+            decision = _array(tree, "decision_type", np.int64, size - 1, where)
             if (decision & 1).any() or ((decision >> 2) & 3 == 1).any():  # categorical, or zero as missing
-                return None
-            parts["feature"].append(np.array(tree["split_feature"].split(), dtype=np.int32))
-            parts["threshold"].append(np.array(tree["threshold"].split(), dtype=np.float64))
+                covered = False
             parts["decision"].append(decision)
-            for side in ("left", "right"):
-                child = np.array(tree[f"{side}_child"].split(), dtype=np.int64)  # < 0: leaf ~child
-                parts[side].append(np.where(child >= 0, child + n_nodes, -(~child + n_leaves) - 1))
-            n_nodes += len(decision)
-        parts["leaf"].append(leaf)
-        n_leaves += len(leaf)
-    if "tree_sizes" in header and len(header["tree_sizes"].split()) != len(roots):
-        raise ValueError(f"the LightGBM model file lists {len(header['tree_sizes'].split())} trees but holds "
-                         f"{len(roots)}")
-    flat = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
-    decision = flat["decision"].astype(np.int64)
+            for key, side, dtype in (("split_feature", "feature", np.int64), ("threshold", "threshold", np.float64),
+                                     ("left_child", "left", np.int64), ("right_child", "right", np.int64)):
+                parts[side].append(_array(tree, key, dtype, size - 1, where))
+    if "tree_sizes" in header and len(header["tree_sizes"].split()) != len(sizes):
+        raise CorruptModelError(f"{source}: the LightGBM model file lists {len(header['tree_sizes'].split())} trees "
+                                f"but holds {len(sizes)}; save or download the model again")
+    flat = {k: np.concatenate(v) if v else np.empty(0, dtype=np.float64 if k in ("threshold", "leaf") else np.int64)
+            for k, v in parts.items()}
+    roots, left, right = _checked(flat, np.asarray(sizes, dtype=np.int64), n_features, source, numeric=covered)
+    if not covered:
+        return None
+    decision = flat["decision"]
     return CompiledForest(
-        roots=np.asarray(roots, dtype=np.int32), feature=flat["feature"].astype(np.int32),
-        threshold=flat["threshold"].astype(np.float64), left=flat["left"].astype(np.int32),
-        right=flat["right"].astype(np.int32), default_left=(decision & 2) != 0,
-        nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"].astype(np.float64),
-        n_features=int(header["max_feature_idx"]) + 1)
+        roots=roots.astype(np.int32), feature=flat["feature"].astype(np.int32), threshold=flat["threshold"],
+        left=left.astype(np.int32), right=right.astype(np.int32), default_left=(decision & 2) != 0,
+        nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"], n_features=n_features)
+
+
+def _int(text: str, where: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CorruptModelError(f"{where}: {what} is {text[:40]!r}, not an integer; the file is damaged: save or "
+                                f"download the model again") from None
+
+
+def _array(tree: dict[str, str], key: str, dtype: type, size: int, where: str) -> np.ndarray:
+    """The whitespace-separated numbers of ``key``, which must be ``size`` of them."""
+    try:
+        values = np.array(tree[key].split(), dtype=dtype)
+    except KeyError:
+        raise CorruptModelError(f"{where} has no {key} line; the file is damaged: save or download the model "
+                                f"again") from None
+    except (ValueError, OverflowError) as err:
+        raise CorruptModelError(f"{where}: {key} holds a value that is not a number ({err})") from None
+    if len(values) != size:
+        raise CorruptModelError(f"{where}: {key} has {len(values)} values, but num_leaves={size + (key != 'leaf_value')} "
+                                f"needs {size}")
+    return values
+
+
+def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, source: str, numeric: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The forest's roots and children in forest-wide numbering (a child ``c < 0`` is leaf ``-c - 1``), after
+    checking, over all trees at once and in int64 (before any narrowing cast), every index the walker reads.
+
+    ``flat`` holds each tree's arrays concatenated, children numbered within their tree as LightGBM writes them
+    (``c < 0``: leaf ``~c``), and ``sizes`` each tree's leaf count. A split child must be a split node *after*
+    its parent in its own tree: LightGBM numbers a node when it splits a leaf its parent made, so real trees
+    satisfy this, and with it no walk can cycle. A leaf child must be a leaf of its own tree, each split feature
+    below ``n_features``, and every split node and leaf reached exactly once (from its parent or as a root), so
+    each tree is one connected tree. Leaf values (and, for numerical splits, thresholds) must be finite.
+    """
+    splits = sizes - 1
+    node_start = np.concatenate([[0], np.cumsum(splits)[:-1]]).astype(np.int64)
+    leaf_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    tree = np.repeat(np.arange(len(sizes)), splits)
+    local = np.arange(len(tree)) - node_start[tree]
+
+    def fail(t: int, what: str) -> None:
+        raise CorruptModelError(f"{source}, tree {t}: {what}; the file is damaged or was edited: save or download "
+                                f"the model again")
+
+    feature = flat["feature"]
+    bad = np.flatnonzero((feature < 0) | (feature >= n_features))
+    if bad.size:
+        i = int(bad[0])
+        fail(int(tree[i]), f"split node {int(local[i])} reads feature {int(feature[i])}, but the model has "
+                           f"{n_features} features")
+    children = []
+    for side in ("left", "right"):
+        child = flat[side]
+        bad = np.flatnonzero(np.where(child >= 0, (child <= local) | (child >= splits[tree]), ~child >= sizes[tree]))
+        if bad.size:
+            i, c, n = int(bad[0]), int(child[bad[0]]), int(sizes[tree[bad[0]]])
+            fail(int(tree[i]), f"{side}_child of node {int(local[i])} is " + (
+                f"leaf {~c}, but the tree has {n} leaves" if c < 0 else
+                f"node {c}, not a node after it (a cycle)" if c <= local[i] else
+                f"node {c}, but the tree has {n - 1} split nodes"))
+        children.append(np.where(child >= 0, child + node_start[tree], -(~child + leaf_start[tree]) - 1))
+    roots = np.where(sizes > 1, node_start, -leaf_start - 1)
+    every = np.concatenate([*children, roots])
+    for name, reached, start in (("split node", np.bincount(every[every >= 0], minlength=len(tree)), node_start),
+                                 ("leaf", np.bincount(-every[every < 0] - 1, minlength=len(flat["leaf"])), leaf_start)):
+        bad = np.flatnonzero(reached != 1)
+        if bad.size:
+            i = int(bad[0])
+            t = int(np.searchsorted(start, i, side="right")) - 1
+            fail(t, f"{name} {i - int(start[t])} is reached {int(reached[i])} times, not once")
+    for name, values, start, check in (("threshold", flat["threshold"], node_start, numeric),
+                                       ("leaf_value", flat["leaf"], leaf_start, True)):
+        bad = np.flatnonzero(~np.isfinite(values)) if check else []
+        if len(bad):
+            t = int(np.searchsorted(start, bad[0], side="right")) - 1
+            fail(t, f"{name} {int(bad[0]) - int(start[t])} is {values[bad[0]]}, not a finite number")
+    return roots, *children
 
 
 @njit(cache=True, nogil=True)
@@ -136,4 +229,4 @@ def _walk_parallel(X, roots, feature, threshold, left, right, default_left, nan_
     return out
 
 
-__all__ = ["CompiledForest", "compile_lightgbm"]
+__all__ = ["CompiledForest", "CorruptModelError", "compile_lightgbm"]

@@ -36,6 +36,10 @@ HARDWARE: dict[str, tuple[str, ...]] = {
                   "mem_channel_bw_gbs"),
 }
 HARDWARE["attention"] = HARDWARE["gemm"]
+#: relative slack of the hardware and work boxes: a number given in float32 (a YAML sheet, a float32 frame)
+#: differs from the float64 training value by up to 6e-8 of it (1e-7 of the work, from its log10), and must
+#: not leave the box it spans
+HULL_RTOL = 1e-6
 #: feature columns of the total work, in log10 (flagged as their linear quantity)
 WORK: tuple[str, ...] = ("log10_flops", "log10_bytes")
 
@@ -128,20 +132,25 @@ class DomainGuard:
             self._positions = (features.columns, cols, features.columns.get_indexer(cols))
         _, cols, where = self._positions
         A = features.to_numpy(dtype="float64", na_value=np.nan)
+        # a training device is inside the box by definition: a per-dtype number of it (peak_tflops of a dtype never
+        # trained on) outside the box is the dtype's doing, and the dtype check above says so
+        foreign = ~np.isin(records.text("device_id"), self.devices) if cols else None
         for j, c in zip(where, cols, strict=True):
             lo, hi = self.hardware[c]
             v = A[:, j]
             if c in WORK:
                 name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
-                add(v > hi, lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m]) + f" above training max {hi:.3g}")
-                add(v < lo, lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m]) + f" below training min {lo:.3g}")
+                add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
+                    + f" above training max {hi:.3g}")
+                add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
+                    + f" below training min {lo:.3g}")
                 continue
             where = lambda m, c=c, v=v: (  # noqa: E731 - device labels are made only for flagged rows
                 "device " + self._device_labels(records)[m] + " spec outside the training hull: " + c + " " + _fmt(v[m]))
-            add(v > hi, lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
-            add(v < lo, lambda m, where=where, lo=lo: where(m) + f" < min {lo:g}")
+            add(foreign & (v > hi + HULL_RTOL * abs(hi)), lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
+            add(foreign & (v < lo - HULL_RTOL * abs(lo)), lambda m, where=where, lo=lo: where(m) + f" < min {lo:g}")
             if c in self.complete:
-                add(np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
+                add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
         return reasons == "", [str(r) for r in reasons]
 

@@ -8,6 +8,7 @@ energy) in log space, where the error that matters (relative) is what least squa
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,8 @@ from perfcast.models.normalize import normalized
 from perfcast.models.power import power_estimator
 from perfcast.models.roofline import NEEDS, RooflineRegressor
 from perfcast.models.transfer import SiblingTransfer
-from perfcast.models.trees import tree_model
+from perfcast.models.trees import CLASSES, tree_model
+from perfcast.models.trees import DEFAULTS as TREE_DEFAULTS
 
 #: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
 LOG_SPAN = 10.0
@@ -273,11 +275,117 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
+# ------------------------------------------------------------------------------------- parameter checks
+#: parameters a registry factory reads itself (not its estimator's), with the default that types them (None:
+#: checked by the factory or the class that takes it)
+LOG_KEY = {"log_target": None}
+OWN_KEYS: dict[str, dict[str, Any]] = {
+    "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "seeds": None, "variants": None},
+    "transfer": {"scale": 0.8, "max_rows": None},
+    "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None},
+}
+
+
+#: the "default" of LightGBM's own parameter names: untyped here (LightGBM checks them), and left out of the
+#: list of parameters an error message prints
+NATIVE = object()
+
+
+def _lightgbm_native() -> dict[str, Any]:
+    """LightGBM's own parameter names and aliases (``alpha``, ``min_data_in_leaf``...), which LGBMRegressor
+    passes through."""
+    from lightgbm.basic import _ConfigAliases
+
+    return {k: NATIVE for name, aliases in _ConfigAliases._get_all_param_aliases().items() for k in (name, *aliases)}
+
+
+def _estimator_params(kind: str) -> dict[str, Any]:
+    """The parameters the estimator class behind ``kind`` takes, with defaults (``get_params()`` of one)."""
+    if kind == "mlp":
+        return MLPRegressor().get_params(deep=False)
+    if kind == "group_attention":
+        from perfcast.models.group_attention import GroupAttentionRegressor
+
+        return {k: v for k, v in GroupAttentionRegressor().get_params(deep=False).items() if k != "groups"}
+    own = CLASSES[kind]().get_params(deep=False)
+    return {**_lightgbm_native(), **own, **TREE_DEFAULTS[kind]} if kind == "lightgbm" else {**own, **TREE_DEFAULTS[kind]}
+
+
+def accepted_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter model ``name`` accepts, with the default that types it (None: untyped). ``params`` matter
+    only for ``normalized``, whose ``base`` decides the inner model's parameters."""
+    if name in CLASSES:
+        return {**LOG_KEY, **_estimator_params(name)}
+    if name == "mlp":
+        return {**LOG_KEY, **_estimator_params("mlp")}
+    if name == "roofline":
+        return {}
+    if name in ("hybrid", "transfer"):
+        return {**OWN_KEYS["hybrid"], **(OWN_KEYS["transfer"] if name == "transfer" else {}),
+                **_estimator_params("lightgbm")}
+    if name == "group_attention":
+        return _estimator_params("group_attention")
+    if name == "normalized":
+        base = (params or {}).get("base", "lightgbm")
+        inner = _estimator_params(base) if base in (*CLASSES, "group_attention") else {}
+        return {**OWN_KEYS["normalized"], **({} if base == "group_attention" else {**LOG_KEY, "seeds": None}), **inner}
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+def _type_error(name: str, key: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot be parameter ``key`` whose default is ``default`` (None when it can, or when the
+    default says nothing: None)."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "an integer" if isinstance(default, int) else "a number"
+        ok = ok and (not isinstance(default, int) or float(value).is_integer())
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "text"
+    else:
+        return None
+    return None if ok else f"{name}: parameter {key!r} must be {want} (default {default!r}), got {value!r}"
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming any parameter model ``name`` does not take (with the ones it does) or whose
+    value has the wrong type: LightGBM and XGBoost take unknown keywords silently, so a typo would train the
+    defaults and be logged as if used. scikit-learn estimators' values are checked by scikit-learn's own rules."""
+    allowed = accepted_params(name, params)
+    sklearn_cls = {**CLASSES, "mlp": MLPRegressor}.get(params.get("base", "lightgbm") if name == "normalized" else name)
+    by_sklearn = set(sklearn_cls().get_params(deep=False)) if hasattr(sklearn_cls, "_parameter_constraints") else set()
+    tables = [("", params)] + [(f"variants[{i}].", v) for i, v in enumerate(params.get("variants") or [])
+                               if name in ("hybrid", "transfer") and isinstance(v, dict)]
+    for where, table in tables:
+        keys = {k: d for k, d in allowed.items() if not where or k not in ("seeds", "variants", *OWN_KEYS["transfer"])}
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(keys), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            readable = sorted(k for k, d in keys.items() if d is not NATIVE)
+            raise ValueError(f"{name}: unknown parameter '{where}{unknown[0]}'{hint}; it takes: "
+                             f"{', '.join(readable) or 'no parameters'}"
+                             + (" and LightGBM's own parameter names" if len(readable) < len(keys) else ""))
+        for key, value in table.items():
+            problem = None if key in by_sklearn else _type_error(name, where + key, value, keys[key])
+            if problem:
+                raise ValueError(problem)
+    if by_sklearn:
+        try:
+            sklearn_cls(**{k: v for k, v in params.items() if k in by_sklearn})._validate_params()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}: {err}") from None
+
+
 def make_model(name: str, task: str, targets: list[str], params: dict[str, Any] | None = None) -> Pipeline:
     """A new Pipeline ``features`` (the task's transformer) -> ``model`` (``name`` fitted per target).
 
     ``params`` go to the estimator (e.g. ``{"n_estimators": 500}``); the reserved key ``log_target``
-    ('auto', True, False) sets the target scale of the learned per-target models.
+    ('auto', True, False) sets the target scale of the learned per-target models. Unknown or mistyped
+    parameters are refused by name (:func:`check_params`).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -288,5 +396,6 @@ def make_model(name: str, task: str, targets: list[str], params: dict[str, Any] 
     bad = [t for t in targets if t not in TARGETS]
     if bad:
         raise ValueError(f"unknown target(s) {bad}; known: {', '.join(TARGETS)}")
+    check_params(name, dict(params or {}))
     model = MODELS[name](task, list(targets), dict(params or {}))
     return Pipeline([("features", feature_transformer(task)), ("model", model)])

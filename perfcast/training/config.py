@@ -128,6 +128,16 @@ class ModelConfig(_Strict):
             raise ValueError(f"unknown model {v!r}; known: {', '.join(sorted(known))}")
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Parameter names and value types are the model's (LightGBM would ignore a misspelt one silently)."""
+        from perfcast.models.registry import check_params
+
+        if "name" in info.data:
+            check_params(info.data["name"], v)
+        return v
+
 
 class EvalConfig(_Strict):
     """A named, seeded evaluation protocol and its options (passed to the split function)."""
@@ -286,6 +296,17 @@ class TrainConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"targets {v} repeat a name")
         return v
+
+    @model_validator(mode="after")
+    def _tuned_params_exist(self) -> TrainConfig:
+        """A tuning space names parameters of the model (a misspelt one would be tuned and silently ignored)."""
+        from perfcast.models.registry import accepted_params
+
+        unknown = sorted(set(self.tune.space) - set(accepted_params(self.model.name, self.model.params)))
+        if unknown:
+            raise ValueError(f"tune.space: {unknown} are not parameters of model {self.model.name!r} (see the "
+                             f"error for a misspelt model.params key for the ones it takes)")
+        return self
 
     @property
     def registered_model_name(self) -> str:
