@@ -27,6 +27,7 @@ console = Console()
 def _mount() -> None:
     """``perfcast train``, ``eval`` and ``predict`` live with their packages; mounted unnamed, so they are not
     ``perfcast train train``."""
+    from perfcast.adapt_cli import adapt_app
     from perfcast.eval.cli import eval_app
     from perfcast.predict_cli import predict_app
     from perfcast.training.cli import train_app
@@ -34,6 +35,7 @@ def _mount() -> None:
     app.add_typer(train_app)
     app.add_typer(eval_app)
     app.add_typer(predict_app)
+    app.add_typer(adapt_app)
 
 
 _mount()
@@ -103,8 +105,11 @@ def parse_duration(text: str) -> float:
 def probe(
     which: Annotated[str, typer.Argument(help="gemm, attention, cpu or all")] = "all",
     quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
-    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m (with --plan adapt, "
+                                                       "also a number of configurations, e.g. 128)")] = None,
     store: StoreOpt = None,
+    plan: Annotated[Optional[str], typer.Option(help="adapt: only the configurations that best adapt a trained "
+                                                     "model to this device (then `perfcast adapt`)")] = None,
 ) -> None:
     """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
 
@@ -118,6 +123,14 @@ def probe(
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise _fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
+    count = None
+    if plan is not None:
+        from perfcast.perf_probe.plan import DEFAULT_BUDGET
+
+        if plan != "adapt":
+            raise _fail(f"unknown plan {plan!r}; the one plan is 'adapt'")
+        count = int(budget) if budget and budget.strip().isdigit() else DEFAULT_BUDGET
+        budget = None if budget and budget.strip().isdigit() else budget
     budget_s = parse_duration(budget) if budget else None
     rs = _store(store)
     t0 = time.perf_counter()
@@ -128,7 +141,13 @@ def probe(
             console.print(f"[yellow]{name}: skipped, the time budget is spent")
             continue
         # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
-        res = run_sweep(PROBES[name](**({"max_time_s": 0.5} if quick else {})), rs, quick=quick, budget_s=left)
+        probe_ = PROBES[name](**({"max_time_s": 0.5} if quick else {}))
+        configs = None
+        if count is not None and probe_.task in ("gemm", "attention"):
+            from perfcast.perf_probe.plan import plan_configs
+
+            configs = plan_configs(probe_.space(quick=quick), probe_.task, count)
+        res = run_sweep(probe_, rs, quick=quick, budget_s=left, configs=configs)
         runs.append(res)
         if res.unavailable:
             console.print(f"[yellow]{name}: not run here: {res.unavailable}")
