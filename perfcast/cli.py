@@ -27,6 +27,7 @@ console = Console()
 def _mount() -> None:
     """``perfcast train``, ``eval`` and ``predict`` live with their packages; mounted unnamed, so they are not
     ``perfcast train train``."""
+    from perfcast.adapt_cli import adapt_app
     from perfcast.eval.cli import eval_app
     from perfcast.predict_cli import predict_app
     from perfcast.training.cli import train_app
@@ -34,6 +35,7 @@ def _mount() -> None:
     app.add_typer(train_app)
     app.add_typer(eval_app)
     app.add_typer(predict_app)
+    app.add_typer(adapt_app)
 
 
 _mount()
@@ -115,11 +117,14 @@ def parse_duration(text: str) -> float:
 def probe(
     which: Annotated[str, typer.Argument(help="gemm, attention, cpu or all")] = "all",
     quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
-    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m (with --plan adapt, "
+                                                       "also a number of configurations, e.g. 128)")] = None,
     store: StoreOpt = None,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", help="Probe every node of this Ray cluster (address, or 'local'); the store must be reachable "
                       "from every node")] = None,
+    plan: Annotated[Optional[str], typer.Option(help="adapt: only the configurations that best adapt a trained "
+                                                     "model to this device (then `perfcast adapt`)")] = None,
 ) -> None:
     """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
 
@@ -132,13 +137,21 @@ def probe(
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise _fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
+    count = None
+    if plan is not None:
+        from perfcast.perf_probe.plan import DEFAULT_BUDGET
+
+        if plan != "adapt":
+            raise _fail(f"unknown plan {plan!r}; the one plan is 'adapt'")
+        count = int(budget) if budget and budget.strip().isdigit() else DEFAULT_BUDGET
+        budget = None if budget and budget.strip().isdigit() else budget
     budget_s = parse_duration(budget) if budget else None
     if ray is not None:
         _probe_fleet(ray, names, quick, budget_s, store)
         return
     rs = _store(store)
     try:
-        code = _probe_run(names, quick, budget_s, rs)
+        code = _probe_run(names, quick, budget_s, rs, count)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every finished measurement is stored; run the same command to resume")
         code = 130
@@ -146,8 +159,9 @@ def probe(
         raise typer.Exit(code=code)
 
 
-def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs) -> int:  # noqa: ANN001
-    """The probe command's work; returns its exit code (2: the store failed, 130: Ctrl-C)."""
+def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count: int | None) -> int:  # noqa: ANN001
+    """The probe command's work (``count``: the size of an adaptation plan); returns its exit code (2: the store
+    failed, 130: Ctrl-C)."""
     from perfcast.datasets.store import StoreError
     from perfcast.perf_probe import PROBES
     from perfcast.perf_probe.sweep import run_sweep, summarize
@@ -165,8 +179,14 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs) -> int
             console.print(f"[yellow]{name}: skipped, the time budget is spent")
             continue
         # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
+        probe_ = PROBES[name](**({"max_time_s": 0.5} if quick else {}))
+        configs = None
+        if count is not None and probe_.task in ("gemm", "attention"):
+            from perfcast.perf_probe.plan import plan_configs
+
+            configs = plan_configs(probe_.space(quick=quick), probe_.task, count)
         try:
-            res = run_sweep(PROBES[name](**({"max_time_s": 0.5} if quick else {})), rs, quick=quick, budget_s=left)
+            res = run_sweep(probe_, rs, quick=quick, budget_s=left, configs=configs)
         except StoreError as e:
             raise _fail(str(e)) from None
         runs.append(res)

@@ -27,6 +27,7 @@ models shared between protocols), :data:`RUNNERS` (protocol name -> runner), the
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -855,15 +856,17 @@ def ncpp_paper(ws: Workspace, cfg: RunConfig) -> list[Result]:
 
 
 # ======================================================================================== registry
-def aiconfigurator_power(ws: Workspace, cfg: RunConfig) -> list[Result]:
-    """Board power on unseen shapes, GPUs and libraries (:mod:`perfcast.eval.power_bench`, which builds on this
-    module and is therefore imported on use)."""
-    from perfcast.eval.power_bench import aiconfigurator_power as run_power
-
-    return run_power(ws, cfg)
-
-
 Runner = Callable[[Workspace, RunConfig], list[Result]]
+
+
+def lazy_runner(module: str, name: str) -> Runner:
+    """A runner defined in another module that imports this one (imported on first call: no import cycle)."""
+    def runner(ws: Workspace, cfg: RunConfig) -> list[Result]:
+        return getattr(importlib.import_module(module), name)(ws, cfg)
+
+    return runner
+
+
 RUNNERS: dict[str, Runner] = {
     "gpperf-paper": gpperf_paper,
     "gpperf-unseen-shape": gpperf_unseen_shape,
@@ -874,12 +877,14 @@ RUNNERS: dict[str, Runner] = {
     "aiconfigurator-unseen-shape": aiconfigurator_unseen_shape,
     "spec-cpu2017-future": spec_cpu2017_future,
     "ncpp-paper": ncpp_paper,
-    "aiconfigurator-power": aiconfigurator_power,
+    "aiconfigurator-power": lazy_runner("perfcast.eval.power_bench", "aiconfigurator_power"),
+    "aiconfigurator-adapt": lazy_runner("perfcast.eval.adapt_bench", "aiconfigurator_adapt"),
+    "neusight-adapt": lazy_runner("perfcast.eval.adapt_bench", "neusight_adapt"),
 }
 #: the protocols whose rows carry a 90 % interval coverage
 UNSEEN_HARDWARE: tuple[str, ...] = (
     "neusight-ood", "aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention", "spec-cpu2017-future",
-    "ncpp-paper", "aiconfigurator-power",
+    "ncpp-paper", "aiconfigurator-power", "aiconfigurator-adapt", "neusight-adapt",
 )
 
 

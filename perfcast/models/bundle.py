@@ -252,6 +252,18 @@ class _Normalized:
 
 
 @dataclass
+class _Adapted:
+    """A base head corrected for one device from its measurements (:mod:`perfcast.models.adapt`)."""
+
+    inner: Head
+    correction: Any  # an adapt.Correction: per-kind levels (JSON) and a LightGBM shape term (text)
+
+    def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
+        base = np.asarray(self.inner.predict(F, A), dtype="float64").reshape(len(F))
+        return base * np.exp(self.correction.log_ratio(F, base))
+
+
+@dataclass
 class _Roofline:
     target: str
 
@@ -667,6 +679,11 @@ class _Reader:
             return _Power(list(spec["targets"]), PowerPhysics(**{k: float(v) for k, v in spec["physics"].items()}),
                           self.decode(spec["correction"]),
                           None if spec.get("runtime") is None else self.decode(spec["runtime"]))
+        if kind == "adapted":
+            from perfcast.models.adapt import Correction
+
+            text = self.file(spec["shape_file"]).read_text(encoding="utf-8") if spec.get("shape_file") else None
+            return _Adapted(self.decode(spec["inner"]), Correction.from_json(spec["correction"], text, self.threads))
         if kind == "normalized":
             from perfcast.models.normalize import TargetNormalizer
 

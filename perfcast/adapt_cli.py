@@ -1,0 +1,230 @@
+"""``perfcast adapt``: correct a trained model for one device from its measurements in a record store.
+
+    perfcast probe gemm --plan adapt --budget 128 --model ./model     # measure the most informative configs
+    perfcast adapt ./model --store ~/.perfcast/store --out ./model-here
+
+Why a separate step from training: the base model took hours of other hardware's data; a new device brings
+minutes of probes. :func:`adapt_from_store` reads that device's records, adapts the model
+(:meth:`perfcast.Predictor.adapt`), writes the adapted bundle and, given a tracking URI, logs and registers it
+in MLflow with the base model and the records' content hash as its lineage. A device with no spec sheet
+(this machine's CPU) is described by the sheet its probes measured (:func:`perfcast.perf_probe.peaks.probed_spec`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perfcast.datasets.hardware_specs import ENV_VAR, resolve_device_id
+from perfcast.datasets.store import RecordStore
+
+adapt_app = typer.Typer()
+console = Console()
+
+
+class AdaptationError(ValueError):
+    """The adaptation records cannot adapt this model (the message says what, where and what to do)."""
+
+
+@dataclass(frozen=True)
+class AdaptOutcome:
+    """What :func:`adapt_from_store` produced."""
+
+    predictor: Any  # the adapted perfcast.Predictor
+    path: Path
+    device: str
+    rows: int
+    report: dict[str, Any]
+    specs_path: Path | None
+    run_id: str | None
+    registered_version: int | None
+
+
+def _device_of(frame: pd.DataFrame) -> pd.Series:
+    """Each record's device: its spec-sheet id, else its reported name."""
+    ids = frame["device_id"].astype("string") if "device_id" in frame.columns else pd.Series(pd.NA, index=frame.index)
+    names = frame["device_name"].astype("string") if "device_name" in frame.columns else ids
+    return ids.fillna(names).fillna("unknown")
+
+
+def adaptation_records(store: RecordStore, task: str, target: str, device: str | None) -> tuple[pd.DataFrame, str]:
+    """The records of one device that can adapt a ``task`` model of ``target``, and the device's name.
+
+    Refuses (AdaptationError) a store with no ``task`` records (naming the tasks it has), a ``device`` it
+    did not measure (naming those it did), several devices with no ``device`` chosen, and rows without a
+    measured ``target``.
+    """
+    counts = store.counts()
+    have = sorted(counts["task"].unique()) if not counts.empty else []
+    if task not in have:
+        raise AdaptationError(
+            f"the store {store.root} holds no {task} records (it has {', '.join(have) or 'none'}), so it cannot "
+            f"adapt this {task} model: measure the device with `perfcast probe {task if task != 'cpu_bench' else 'cpu'} "
+            f"--plan adapt --store {store.root}` or pass the store that holds them")
+    records = store.read(task)
+    label = _device_of(records)
+    if device is not None:
+        wanted = {device, resolve_device_id(device) or device}
+        keep = label.isin(wanted).to_numpy() | (records.get("device_name", label).astype("string") == device).fillna(
+            False).to_numpy()
+        if not keep.any():
+            raise AdaptationError(f"no {task} record in {store.root} is of device {device!r}; it measured "
+                                  f"{', '.join(sorted(label.unique()))}: pass one of them as --device")
+        records, label = records[keep], label[keep]
+    devices = sorted(label.unique())
+    if len(devices) > 1:
+        raise AdaptationError(f"the {task} records in {store.root} are of {len(devices)} devices ({', '.join(devices)}); "
+                              f"an adaptation is for one device: choose it with --device")
+    measured = pd.to_numeric(records[target], errors="coerce").gt(0).fillna(False).to_numpy()
+    if not measured.any():
+        raise AdaptationError(f"none of the {len(records)} {task} records of {devices[0]} in {store.root} has a "
+                              f"measured {target}; nothing to adapt to")
+    return records[measured], devices[0]
+
+
+def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Path | None:
+    """When the records' device has no spec sheet, write the sheet its probes measured to ``where`` and name it
+    in ``$PERFCAST_HW_SPECS`` (for this process); None when the device is known already."""
+    from perfcast.perf_probe.peaks import device_key, probed_spec, write_spec_file
+
+    names = records["device_name"].dropna().astype(str).unique() if "device_name" in records.columns else []
+    ids = records["device_id"].dropna().astype(str).unique() if "device_id" in records.columns else []
+    if len(ids) or all(resolve_device_id(n) for n in names):
+        return None
+    hw = records["hw_id"].dropna().astype(str).unique() if "hw_id" in records.columns else []
+    if not len(hw) or not len(names):
+        raise AdaptationError(f"device {names[0] if len(names) else '?'} has no spec sheet and its records carry no "
+                              f"hw_id to measure one from; describe it in a YAML file named by ${ENV_VAR}")
+    spec = probed_spec(store, str(hw[0]))
+    path = write_spec_file(where, {device_key(spec["device_name"]): spec})
+    os.environ[ENV_VAR] = str(path)
+    return path
+
+
+def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str] | RecordStore, out: Path, *,
+                     device: str | None = None, records: pd.DataFrame | None = None, tracking_uri: str | None = None,
+                     experiment: str = "adapt", registered_name: str | None = None, seed: int = 0) -> AdaptOutcome:
+    """Adapt ``model`` (a bundle directory or MLflow URI) to ``device``'s records in ``store`` (or to the given
+    ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
+    (registered as ``registered_name`` when given). The quickstart calls this on this machine's CPU GEMMs."""
+    from perfcast.models.adapt import save_adapted
+    from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+    from perfcast.predictor import Predictor
+
+    rs = store if isinstance(store, RecordStore) else RecordStore(Path(store))
+    try:
+        base = Predictor.load(model)
+    except (FileNotFoundError, ModelFormatError, IncompatibleModelError) as err:
+        raise AdaptationError(str(err)) from None
+    if len(base.targets) != 1:
+        raise AdaptationError(f"perfcast adapt corrects single-target models; {model} predicts {base.targets}")
+    target = base.targets[0]
+    if records is None:
+        records, name = adaptation_records(rs, base.task, target, device)
+    else:
+        name = device or str(_device_of(records).iloc[0])
+    out = Path(out)
+    specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
+    start = time.perf_counter()
+    adapted = base.adapt(records, seed=seed)
+    report = {**adapted.metadata["adaptation"], "device": name, "seconds": round(time.perf_counter() - start, 3)}
+    lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}
+    from perfcast.training.tracking import content_hash
+
+    lineage["records_sha256"] = content_hash(records)
+    path = save_adapted(adapted.model, out, metadata={"adaptation": {**report, **lineage}})
+    run_id = version = None
+    if tracking_uri:
+        run_id, version = _log(path, records, model, report, lineage, tracking_uri, experiment, registered_name)
+    return AdaptOutcome(Predictor.load(path), path, name, len(records), report, specs, run_id, version)
+
+
+def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], lineage: dict[str, Any], uri: str,
+         experiment: str, registered_name: str | None) -> tuple[str, int | None]:
+    """Log the adapted bundle as a pyfunc run (params, CV errors, the records as input) and register it."""
+    import mlflow
+
+    from perfcast.features import feature_transformer
+    from perfcast.predictor import BUNDLE_ARTIFACT, Predictor
+    from perfcast.training import tracking
+
+    tracking.start(uri, experiment)
+    predictor = Predictor.load(path)
+    with mlflow.start_run(run_name=f"adapt-{lineage['device']}") as run:
+        mlflow.set_tags({"perfcast.base_model": str(model), "perfcast.kind": "adaptation"})
+        tracking.log_params({"base_model": str(model), "device": lineage["device"], "rows": lineage["rows"],
+                             "mode": report["mode"], "store": lineage["store"]})
+        mlflow.log_metrics({f"cv_{m}_mean_abs_log_error": v for m, v in report["cv_mean_abs_log_error"].items()})
+        tracking.log_dataset(records, source=lineage["store"], name=f"adapt-{lineage['device']}", context="adaptation",
+                             target=predictor.targets[0])
+        example = records.head(5)
+        info = mlflow.pyfunc.log_model(
+            name=tracking.MODEL_NAME_IN_RUN, python_model=str(tracking.PYFUNC_CODE),
+            artifacts={BUNDLE_ARTIFACT: str(path)},
+            signature=tracking.serving_signature(records, predictor.predict(example),
+                                                 feature_transformer(predictor.task).required, predictor.level),
+            input_example=example, registered_model_name=registered_name,
+            pip_requirements=tracking._requirements(predictor.model.versions))
+    version = info.registered_model_version
+    return run.info.run_id, int(version) if version is not None else None
+
+
+def before_after(base: Any, adapted: Any, records: pd.DataFrame) -> dict[str, float]:
+    """Mean APE and 90%-interval coverage of the base and the adapted Predictor on ``records`` (rows the
+    adaptation did not see), for a before/after line."""
+    target = adapted.targets[0]
+    y = records[target].to_numpy(dtype="float64")
+    out = {}
+    for label, p in (("before", base), ("after", adapted)):
+        got = p.predict(records)
+        pred, lo, hi = (got[c].to_numpy(dtype="float64") for c in (target, f"{target}_lo", f"{target}_hi"))
+        out[f"{label}_mape"] = float(np.mean(np.abs(pred / y - 1)))
+        out[f"{label}_coverage"] = float(np.mean((y >= lo) & (y <= hi)))
+    return out
+
+
+@adapt_app.command("adapt")
+def adapt(
+    model: Annotated[str, typer.Argument(help="Model to adapt: a directory, runs:/RUN_ID/model or models:/NAME/N")],
+    store: Annotated[Path, typer.Option("--store", "-s", help="Record store holding the device's measurements")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the adapted model")],
+    device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI: log and register the result")] = None,
+    registered_name: Annotated[Optional[str], typer.Option(help="Register the adapted model under this name")] = None,
+) -> None:
+    """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
+    if not store.is_dir():
+        console.print(f"[bold red]error:[/] no record store at {store}: measure the device first "
+                      f"(`perfcast probe gemm --plan adapt --store {store}`)")
+        raise typer.Exit(code=2)
+    if out.exists() and any(out.iterdir()):
+        console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
+        raise typer.Exit(code=2)
+    try:
+        res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
+                               registered_name=registered_name)
+    except AdaptationError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(code=2) from None
+    table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
+    table.add_column("correction")
+    table.add_column("cross-validated mean |log error| on the rows", justify="right")
+    for mode, err in res.report["cv_mean_abs_log_error"].items():
+        table.add_row(mode + (" (chosen)" if mode == res.report["mode"] else ""), f"{err:.4f}")
+    console.print(table)
+    console.print(f"adapted model: {res.path}")
+    if res.specs_path is not None:
+        console.print(f"this device's measured spec sheet: {res.specs_path} (set {ENV_VAR}={res.specs_path} "
+                      f"to predict with the model)")
+    if res.run_id:
+        console.print(f"MLflow run {res.run_id}" + (f"; registered version {res.registered_version}"
+                                                    if res.registered_version else ""))

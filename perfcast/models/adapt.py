@@ -1,0 +1,354 @@
+"""Adapt a trained predictor to a new device from K measurements of it: level, shape residual, intervals.
+
+Why a correction of the base model rather than a new model: K (32-512) measurements of one device are far
+too few to learn a kernel's latency from scratch, but they are plenty to learn how the device differs from
+what the base model (trained on other hardware, reading the new device's spec sheet) predicts. That
+difference, ``r = log(measured / base)``, is mostly
+
+* a **level** per kernel kind (dtype, attention phase): the spec sheet misstates the achievable peak;
+* a **shape** term: the efficiency curve over sizes differs (other tiles, caches, kernels), which a small,
+  strongly regularised LightGBM learns from the base model's features and ``log(base)``.
+
+**The guard.** Which of {none, level, level+shape} is used is decided by K-fold cross-validation on the K
+rows themselves (mean |r| out of fold; the simpler one wins ties), so a correction the rows do not support
+is dropped and K = 0 (or too few rows to validate) is the base model exactly.
+
+**Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
+plain split-conformal interval for this device (:class:`~perfcast.models.intervals.IntervalCalibration`,
+which also keeps every interval at least as wide as the rows' measured run-to-run noise). With too few rows
+for a finite quantile at the level, the base model's calibration stays.
+
+Public surface: :class:`Correction` (the fitted correction, plain numbers + LightGBM text),
+:func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report),
+:class:`AdaptedModel` (a fitted in-memory base, e.g. a ConformalRegressor, corrected),
+:func:`adapt_loaded` / :func:`save_adapted` (the same for a loaded bundle, and writing it as a new bundle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold
+
+from perfcast.features import feature_groups
+from perfcast.models.compiled import compile_lightgbm
+from perfcast.models.hybrid import kernel_kinds
+from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+
+#: the corrections the guard chooses between, simplest first (ties go to the simpler one)
+MODES: tuple[str, ...] = ("none", "level", "shape")
+#: fewest rows the guard validates a correction on; below it the base model is kept unchanged
+MIN_ROWS = 4
+#: cross-validation folds on the adaptation rows
+N_SPLITS = 5
+#: pseudo-rows of the pooled level a kernel kind's own median is shrunk toward (few rows of a kind: mostly pooled)
+LEVEL_PRIOR = 3.0
+#: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
+SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
+#: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
+SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 8, "reg_lambda": 5.0,
+                                "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
+                                "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
+LOG_BASE = "log_base"
+
+
+def shape_params(n_rows: int, seed: int) -> dict[str, Any]:
+    """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and ~2% of them) per leaf."""
+    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
+
+
+@dataclass
+class Correction:
+    """``log(measured / base)`` as a function of a row's features and its base prediction.
+
+    ``mode`` is one of :data:`MODES`; ``levels`` maps a kernel kind (:func:`~perfcast.models.hybrid.kernel_kinds`)
+    to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
+    the shape term over ``columns`` + log(base) (None without one). Everything is numbers and text, so a bundle
+    stores it as JSON and LightGBM text and nothing in it is executed.
+    """
+
+    mode: str = "none"
+    levels: dict[str, float] = field(default_factory=dict)
+    pooled: float = 0.0
+    columns: list[str] = field(default_factory=list)
+    shape_text: str | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self._shape = None
+        if self.shape_text is not None:
+            self._shape = compile_lightgbm(self.shape_text)
+            if self._shape is None:  # outside the walker's coverage: LightGBM's own parser
+                import lightgbm as lgb
+
+                self._shape = lgb.Booster(model_str=self.shape_text)
+
+    def log_ratio(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+        """Per row, the log correction to add to ``log(base)``."""
+        base = np.asarray(base, dtype="float64").ravel()
+        if self.mode == "none":
+            return np.zeros(len(base))
+        kinds = kernel_kinds(F)
+        out = kinds.map(self.levels).astype("float64").fillna(self.pooled).to_numpy()
+        if self.mode == "shape" and self._shape is not None:
+            out = out + self._shape_predict(shape_matrix(F, self.columns, base))
+        return out
+
+    def _shape_predict(self, X: np.ndarray) -> np.ndarray:
+        if hasattr(self._shape, "roots"):  # a CompiledForest
+            return self._shape.predict(X, self.threads)
+        return np.asarray(self._shape.predict(X, num_threads=self.threads), dtype="float64")
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the shape model's text (saved beside as a file)."""
+        return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
+                "columns": list(self.columns)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1) -> Correction:
+        mode = doc.get("mode")
+        if mode not in MODES:
+            raise ValueError(f"unknown adaptation mode {mode!r}; known: {', '.join(MODES)}")
+        return cls(mode, {str(k): float(v) for k, v in doc.get("levels", {}).items()}, float(doc.get("pooled", 0.0)),
+                   [str(c) for c in doc.get("columns", [])], shape_text, threads)
+
+
+def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
+    """The feature columns the shape term reads: those of :data:`SHAPE_GROUPS` the frame has."""
+    groups = feature_groups(task)
+    return [c for g in SHAPE_GROUPS for c in groups.get(g, []) if c in F.columns]
+
+
+def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray) -> np.ndarray:
+    """The shape model's input: ``F[columns]`` and log(base) as the last column."""
+    return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64"))])
+
+
+def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
+    """Per-kind median of ``r``, shrunk toward the pooled median by :data:`LEVEL_PRIOR` pseudo-rows."""
+    pooled = float(np.median(r))
+    per = pd.Series(r, index=kinds.index).groupby(kinds.to_numpy()).agg(["median", "size"])
+    levels = {str(k): float((row["size"] * row["median"] + LEVEL_PRIOR * pooled) / (row["size"] + LEVEL_PRIOR))
+              for k, row in per.iterrows()}
+    return levels, pooled
+
+
+def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0
+                   ) -> Correction:
+    """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements."""
+    if mode == "none" or len(y) == 0:
+        return Correction()
+    r = np.log(y / base)
+    kinds = kernel_kinds(F)
+    levels, pooled = _levels(kinds, r)
+    if mode == "level":
+        return Correction("level", levels, pooled)
+    import lightgbm as lgb
+
+    cols = shape_columns(F, task)
+    rest = r - kinds.map(levels).astype("float64").to_numpy()
+    model = lgb.LGBMRegressor(**shape_params(len(y), seed)).fit(shape_matrix(F, cols, base), rest)
+    return Correction("shape", levels, pooled, cols, model.booster_.model_to_string())
+
+
+@dataclass
+class Adaptation:
+    """What :func:`fit_adaptation` found: the correction (fitted on every row), the device's interval
+    calibration (None: keep the base's), and per mode the cross-validated mean |log(measured / predicted)|."""
+
+    correction: Correction
+    calibration: IntervalCalibration | None
+    cv_error: dict[str, float]
+    n_rows: int
+
+    def report(self) -> dict[str, Any]:
+        """A JSON summary for a model card / MLflow."""
+        return {"mode": self.correction.mode, "rows": self.n_rows, "cv_mean_abs_log_error": dict(self.cv_error),
+                "recalibrated": self.calibration is not None}
+
+
+def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
+                   noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0) -> Adaptation:
+    """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
+    ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
+
+    ``noise`` is each row's measured run-to-run coefficient of variation (NaN where unknown).
+    """
+    base = np.asarray(base, dtype="float64").ravel()
+    y = np.asarray(y, dtype="float64").ravel()
+    ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
+    F, base, y = F.loc[ok] if not ok.all() else F, base[ok], y[ok]
+    n = len(y)
+    if n < MIN_ROWS:
+        return Adaptation(Correction(), None, {}, n)
+    folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
+    oof = {m: np.empty(n) for m in MODES}
+    for fit_idx, held_idx in folds:
+        Ff, Fh = F.iloc[fit_idx], F.iloc[held_idx]
+        for m in MODES:
+            c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed)
+            oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(Fh, base[held_idx])
+    cv_error = {m: float(np.mean(np.abs(oof[m]))) for m in MODES}
+    best = min(MODES, key=lambda m: (round(cv_error[m], 12), MODES.index(m)))
+    correction = fit_correction(F, base, y, best, task, seed)
+    scores = np.sort(np.abs(oof[best]))
+    calibration = None
+    if math.isfinite(conformal_quantile(scores, level)):
+        cv = np.asarray(noise, dtype="float64")[ok] if noise is not None else np.array([])
+        measured = cv[np.isfinite(cv)]
+        calibration = IntervalCalibration([target], {target: scores},
+                                          {target: float(np.median(measured)) if len(measured) else np.nan},
+                                          float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
+                                                         "n_groups": n})
+    return Adaptation(correction, calibration, cv_error, n)
+
+
+def _noise(records: pd.DataFrame, target: str) -> np.ndarray | None:
+    col = NOISE_COLUMNS.get(target)
+    if col is None or col not in records.columns:
+        return None
+    return pd.to_numeric(records[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+class AdaptedModel:
+    """A fitted in-memory base model (a :class:`~perfcast.models.intervals.ConformalRegressor` around a perfcast
+    pipeline) corrected for one device by :func:`fit_adaptation` on that device's records.
+
+    ``fit(records)`` with no rows keeps the base model exactly; ``predict`` / ``predict_with_interval`` mirror
+    the ConformalRegressor's.
+    """
+
+    def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0):
+        self.base = base
+        self.target = target
+        self.level = level
+        self.seed = seed
+
+    def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
+        selections of both stay aligned)."""
+        F = self.base.estimator_[0].transform(X)
+        return F, np.asarray(self.base.estimator_[-1].predict(F), dtype="float64").reshape(len(X), -1)[:, 0]
+
+    def fit(self, records: pd.DataFrame, parts: tuple[pd.DataFrame, np.ndarray] | None = None) -> AdaptedModel:
+        """Adapt on the device's ``records`` (no rows: the base model unchanged)."""
+        level = self.level if self.level is not None else self.base.calibration_.level
+        if len(records) == 0:
+            self.adaptation_ = Adaptation(Correction(), None, {}, 0)
+            return self
+        F, base = parts if parts is not None else self.parts(records)
+        self.adaptation_ = fit_adaptation(F, base, records[self.target].to_numpy(dtype="float64"),
+                                          task=self.base.estimator_[0].task, target=self.target,
+                                          noise=_noise(records, self.target), level=level, seed=self.seed)
+        return self
+
+    def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
+                              parts: tuple[pd.DataFrame, np.ndarray] | None = None
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prediction, lo, hi) of the adapted target (1-D), one pass of the base model (none with ``parts``)."""
+        a = self.adaptation_
+        if a.correction.mode == "none" and a.calibration is None:
+            pred, lo, hi = self.base.predict_with_interval(X, level)
+            return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
+        F, base = parts if parts is not None else self.parts(X)
+        pred = base * np.exp(a.correction.log_ratio(F, base))
+        cal = a.calibration
+        if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
+            _, lo, hi = self.base.predict_with_interval(X, level)
+            ratio = pred / base
+            return pred, np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
+        lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level)
+        return pred, lo[:, 0], hi[:, 0]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_with_interval(X)[0]
+
+
+# ============================================================================ loaded bundles (Predictor)
+def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0) -> tuple[Any, Adaptation]:
+    """A loaded :class:`~perfcast.models.bundle.PerfcastModel` corrected on ``records`` (a new model object;
+    the base is untouched), and what the adaptation found. Single-target models only."""
+    from perfcast.models.bundle import PerfcastModel, _Adapted
+
+    if model.joint or len(model.targets) != 1:
+        raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
+    target = model.targets[0]
+    if target not in records.columns:
+        raise ValueError(f"the adaptation records have no {target!r} column to correct the model with")
+    inner = model.heads[0]
+    inner = inner.inner if isinstance(inner, _Adapted) else inner  # re-adapting starts from the base again
+    if len(records):
+        F = model.features.transform(records)
+        base = np.asarray(inner.predict(F, F.to_numpy(dtype="float64")), dtype="float64").reshape(len(F))
+        found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
+                               noise=_noise(records, target), level=model.calibration.level, seed=seed)
+    else:
+        found = Adaptation(Correction(), None, {}, 0)
+    calibration = found.calibration or model.calibration
+    lineage = {**found.report(), "base_model": str(model.path),
+               "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
+    adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
+                            [_Adapted(inner, found.correction)], False, calibration, model.domain,
+                            {**model.metadata, "adaptation": lineage}, dict(model.versions))
+    return adapted, found
+
+
+def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+    """Write an adapted :class:`~perfcast.models.bundle.PerfcastModel` (from :func:`adapt_loaded`) as a new bundle:
+    the base bundle's files, its head wrapped in an ``adapted`` entry, the device's calibration, lineage in
+    the metadata. Written beside ``path`` and renamed into place (never half-written)."""
+    from perfcast.models.bundle import MANIFEST, _Adapted, _read_manifest
+
+    head = model.heads[0]
+    if not isinstance(head, _Adapted):
+        raise ValueError("save_adapted writes a model returned by adapt_loaded / Predictor.adapt")
+    target = Path(path)
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not empty; save the adapted model to a new directory")
+    base_root = Path(model.path)
+    manifest = _read_manifest(base_root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for rel in manifest.get("files", {}):
+            if rel.startswith("calibration/") or rel.startswith("adaptation/"):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(base_root / rel, tmp / rel)
+        spec = manifest["estimators"]["heads"][0]
+        spec = spec["inner"] if spec.get("kind") == "adapted" else spec
+        entry: dict[str, Any] = {"kind": "adapted", "inner": spec, "correction": head.correction.to_json()}
+        if head.correction.shape_text is not None:
+            (tmp / "adaptation").mkdir()
+            (tmp / "adaptation" / "shape.txt").write_text(head.correction.shape_text, encoding="utf-8")
+            entry["shape_file"] = "adaptation/shape.txt"
+            manifest["requires"] = sorted(set(manifest.get("requires", [])) | {"lightgbm"})
+        cal = model.calibration
+        (tmp / "calibration").mkdir()
+        for t in cal.targets:
+            np.save(tmp / "calibration" / f"{t}.npy", cal.scores[t], allow_pickle=False)
+        manifest["estimators"] = {"joint": False, "heads": [entry]}
+        manifest["calibration"] = cal.to_json()
+        manifest["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest["metadata"] = {**model.metadata, **(metadata or {})}
+        manifest["files"] = {p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                             for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

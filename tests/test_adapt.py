@@ -1,0 +1,188 @@
+"""Adapting a trained model to a GPU it never saw, from a planned handful of that GPU's real measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from perfcast import Predictor
+from perfcast.cli import app
+from perfcast.datasets.importers import get_importer
+from perfcast.datasets.store import RecordStore
+from perfcast.models import make_model
+from perfcast.models.adapt import AdaptedModel, fit_adaptation, save_adapted
+from perfcast.models.bundle import save_model
+from perfcast.models.intervals import ConformalRegressor
+from perfcast.perf_probe.plan import adaptation_plan, plan_configs
+
+TRAIN_GPUS = ["a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server"]
+TARGET_GPU = "l40s"  # no family sibling among the training GPUs: predicted from its spec sheet alone
+DTYPES = ["bfloat16", "fp8"]
+K = 128
+
+
+@pytest.fixture(scope="module")
+def tables(data_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Real aiconfigurator GEMM latencies (bf16 and fp8): 400 rows of each training GPU, 3,000 of the L40S."""
+    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
+    units = [u for u in imp.units(root) if "/gemm/trtllm/" in u.as_posix()]
+    df = pd.concat([imp.load(root, u)["gemm"] for u in units], ignore_index=True)
+    df = df[df["dtype"].isin(DTYPES)]
+    train = df[df["device_id"].isin(TRAIN_GPUS)].groupby("device_id").sample(n=400, random_state=0)
+    target = df[df["device_id"] == TARGET_GPU].sample(3000, random_state=0)
+    return train.reset_index(drop=True), target.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def base(tables) -> ConformalRegressor:
+    train, _ = tables
+    pipe = make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 80})
+    return ConformalRegressor(pipe, n_splits=3).fit(train, train[["runtime_ms"]])
+
+
+@pytest.fixture(scope="module")
+def bundle(base, tables, tmp_path_factory) -> Path:
+    return save_model(base, "gemm", tables[0], tmp_path_factory.mktemp("models") / "base", {"model": "hybrid"})
+
+
+@pytest.fixture(scope="module")
+def split(tables) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The K planned rows of the L40S (revealed) and the rest (the test)."""
+    target = tables[1]
+    picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", K))
+    return target[picked], target[~picked]
+
+
+def mape(y: pd.Series, pred) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, dtype="float64") / y.to_numpy(dtype="float64") - 1)))
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def test_the_plan_never_reads_measured_latencies(tables):
+    target = tables[1]
+    blind = target.assign(runtime_ms=np.nan, power_w=np.nan, energy_j=np.nan)
+    plan = adaptation_plan(target, "gemm", K)
+    assert plan.equals(adaptation_plan(blind, "gemm", K))
+    assert len(plan) == K and plan.is_unique
+    # every kernel kind is measured, and the plan spreads over the sizes rather than clustering
+    chosen = target.loc[plan]
+    assert set(chosen["dtype"]) == set(DTYPES)
+    assert np.log2(chosen["m"]).std() > 0.5 * np.log2(target["m"]).std()
+
+
+def test_the_plan_prefers_wide_intervals_and_plans_probe_configs(tables):
+    target = tables[1]
+    width = np.where(target["m"] >= 4096, 1.0, 0.1)  # the model is unsure about large m only
+    plain = target.loc[adaptation_plan(target, "gemm", 64)]
+    steered = target.loc[adaptation_plan(target, "gemm", 64, width=width)]
+    assert (steered["m"] >= 4096).sum() > (plain["m"] >= 4096).sum()
+    configs = [{"op": "matmul", "dtype": "float32", "m": m, "n": n, "k": 64, "batch": 1}
+               for m in (64, 128, 256, 512) for n in (64, 128, 256, 512)]
+    picked = plan_configs(configs, "gemm", 5)
+    assert len(picked) == 5 and all(c in configs for c in picked)
+
+
+# ---------------------------------------------------------------------------------------- adaptation
+def test_zero_measurements_is_the_base_model_exactly(base, bundle, split):
+    _, test = split
+    adapted = AdaptedModel(base).fit(test.iloc[:0])
+    for got, want in zip(adapted.predict_with_interval(test), base.predict_with_interval(test), strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want).reshape(len(test), -1)[:, 0])
+    before = Predictor.load(bundle)
+    after = before.adapt(test.iloc[:0])
+    pd.testing.assert_frame_equal(after.predict(test), before.predict(test))
+
+
+def test_rows_the_base_already_predicts_leave_it_unchanged(base, split):
+    """The guard: when the rows do not support a correction, none is applied."""
+    revealed, _ = split
+    F = base.estimator_[0].transform(revealed)
+    pred = np.asarray(base.estimator_[-1].predict(F), dtype="float64")
+    found = fit_adaptation(F, pred, pred.copy(), task="gemm")
+    assert found.correction.mode == "none"
+
+
+def test_adapting_on_planned_rows_beats_the_base_on_the_rest_of_the_gpu(base, bundle, split):
+    revealed, test = split
+    before = Predictor.load(bundle)
+    after = before.adapt(revealed)
+    assert after.metadata["adaptation"]["mode"] in ("level", "shape")
+    y = test["runtime_ms"]
+    got_before, got_after = before.predict(test), after.predict(test)
+    assert mape(y, got_after["runtime_ms"]) < 0.8 * mape(y, got_before["runtime_ms"])
+    covered = ((y >= got_after["runtime_ms_lo"]) & (y <= got_after["runtime_ms_hi"])).mean()
+    assert 0.75 <= covered <= 0.99
+    # the in-memory adaptation of the fitted model agrees with the loaded bundle's
+    np.testing.assert_allclose(AdaptedModel(base).fit(revealed).predict(test), got_after["runtime_ms"], rtol=1e-9)
+
+
+def test_an_adapted_bundle_round_trips_exactly(bundle, split, tmp_path):
+    revealed, test = split
+    adapted = Predictor.load(bundle).adapt(revealed)
+    path = save_adapted(adapted.model, tmp_path / "adapted", metadata={"lineage": "test"})
+    loaded = Predictor.load(path)
+    pd.testing.assert_frame_equal(loaded.predict(test), adapted.predict(test))
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["estimators"]["heads"][0]["kind"] == "adapted"
+    assert manifest["metadata"]["adaptation"]["base_model"] == str(bundle)
+    # adapting the adapted model again starts from the base, not from the first correction
+    again = loaded.adapt(revealed)
+    pd.testing.assert_frame_equal(again.predict(test), adapted.predict(test))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _store_of(frame: pd.DataFrame, path: Path) -> Path:
+    store = RecordStore(path)
+    store.append(frame, frame.attrs.get("task", "gemm"))
+    return path
+
+
+def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
+    revealed, test = split
+    store = _store_of(revealed, tmp_path / "store")
+    out = tmp_path / "adapted"
+    res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "chosen" in res.output
+    loaded = Predictor.load(out)
+    assert loaded.metadata["adaptation"]["device"] == TARGET_GPU
+    assert loaded.metadata["adaptation"]["rows"] == len(revealed)
+    pd.testing.assert_frame_equal(loaded.predict(test), Predictor.load(bundle).adapt(revealed).predict(test))
+
+
+def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root, tmp_path):
+    revealed, _ = split
+    runner = CliRunner()
+
+    def adapt(store: Path, *extra: str):
+        return runner.invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(tmp_path / "out"),
+                                   *extra])
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = adapt(empty)
+    assert res.exit_code == 2 and "holds no gemm records" in " ".join(res.output.split())
+    wrong_device = adapt(_store_of(revealed, tmp_path / "l40s"), "--device", "h100_sxm")
+    assert wrong_device.exit_code == 2 and "l40s" in wrong_device.output and "--device" in wrong_device.output
+    two = _store_of(pd.concat([revealed, tables[0].head(50)], ignore_index=True), tmp_path / "two")
+    res = adapt(two)
+    assert res.exit_code == 2 and "choose it with --device" in " ".join(res.output.split())
+    imp = get_importer("aiconfigurator")
+    unit = next(u for u in imp.units(data_root / "aiconfigurator") if "l40s" in u.as_posix()
+                and "attention" in u.as_posix())
+    attention = imp.load(data_root / "aiconfigurator", unit)["attention"].head(50)
+    wrong_task = RecordStore(tmp_path / "attention")
+    wrong_task.append(attention, "attention")
+    res = adapt(tmp_path / "attention")
+    assert res.exit_code == 2 and "no gemm records" in " ".join(res.output.split()) and "attention" in res.output
+    assert not (tmp_path / "out").exists()  # nothing written on a refusal
+
+
+def test_probe_plan_option_is_validated():
+    res = CliRunner().invoke(app, ["probe", "gemm", "--plan", "nonsense", "--budget", "4"])
+    assert res.exit_code == 2 and "unknown plan" in res.output
