@@ -7,7 +7,7 @@ loading changed. Whatever could crash the interpreter (a crafted tree walked by 
 handed to a parser) runs in a subprocess with a timeout. ``benchmarks/faults.py`` runs these beside the store
 and probe cases; on its own:
 
-    python benchmarks/faults_models.py            # prints the table (about two minutes on two busy cores)
+    python benchmarks/faults_models.py            # prints the table as Markdown (minutes: each CLI case starts python)
 
 The model is a small hybrid (roofline x LightGBM, walked by :mod:`perfcast.models.compiled`) trained on
 aiconfigurator bf16 GEMM latencies of three GPUs, saved as a bundle; ``tests/test_faults_models.py`` uses the
@@ -154,10 +154,10 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = TIMEOUT
     return {"rc": done.returncode, "out": done.stdout, "err": done.stderr, "crash": crash}
 
 
-def said(res: dict[str, Any]) -> str:
-    """``got`` of a CLI run: its exit and the first line of what it said."""
+def said(res: dict[str, Any], scratch: Path) -> str:
+    """``got`` of a CLI run: its exit and the start of what it said (the scratch directory shown as ``~``)."""
     text = " ".join(res["err"].split()) or " ".join(res["out"].split())
-    return f"exit {res['rc']}: {text[:150]}"
+    return f"exit {res['rc']}: {text.replace(str(scratch), '~')[:160]}"
 
 
 def predict_args(bundle: Path, **values: Any) -> list[str]:
@@ -256,7 +256,7 @@ def _lgb_case(craft: str) -> Callable[[Path], dict[str, Any]]:
         res = run_cli(*predict_args(bundle))
         ok = res["rc"] == 2 and "tree 1" in res["err"]
         return _row(f"LightGBM file: {craft} (predict)", "exit 2, CorruptModelError naming file and tree",
-                    said(res), crash=res["crash"] or not ok, silent=res["rc"] == 0, lost=digests(bundle) != before)
+                    said(res, scratch), crash=res["crash"] or not ok, silent=res["rc"] == 0, lost=digests(bundle) != before)
 
     case.__name__ = f"lightgbm_{_slug(craft)}"
     return case
@@ -278,7 +278,7 @@ def _manifest_case(name: str) -> Callable[[Path], dict[str, Any]]:
         bundle = fresh_bundle(scratch)
         edit_manifest(bundle, MANIFEST_EDITS[name], seal="digest" not in name)
         res = run_cli(*predict_args(bundle))
-        return _row(name, "exit 2, named error (what and what to do)", said(res), crash=res["crash"],
+        return _row(name, "exit 2, named error (what and what to do)", said(res, scratch), crash=res["crash"],
                     silent=res["rc"] == 0)
 
     case.__name__ = f"manifest_{_slug(name)}"
@@ -368,7 +368,7 @@ def predict_fuzz_case(scratch: Path, n: int = 150) -> dict[str, Any]:
 def _input_case(name: str, values: dict[str, Any], expect: str) -> Callable[[Path], dict[str, Any]]:
     def case(scratch: Path) -> dict[str, Any]:
         res = run_cli(*predict_args(fresh_bundle(scratch), **values))
-        return _row(f"predict {name}", f"exit 2 naming {expect}", said(res), crash=res["crash"],
+        return _row(f"predict {name}", f"exit 2 naming {expect}", said(res, scratch), crash=res["crash"],
                     silent=res["rc"] == 0 or expect not in res["err"])
 
     case.__name__ = f"input_{_slug(name)}"
@@ -378,7 +378,7 @@ def _input_case(name: str, values: dict[str, Any], expect: str) -> Callable[[Pat
 def csv_huge_size_case(scratch: Path) -> dict[str, Any]:
     (scratch / "shapes.csv").write_text("m,n,k,dtype,device\n100000000000000000000,4096,4096,bf16,h100_sxm\n")
     res = run_cli("predict", fresh_bundle(scratch), "--input", scratch / "shapes.csv")
-    return _row("predict m=1e20 from a CSV", "exit 2 naming column 'm'", said(res), crash=res["crash"],
+    return _row("predict m=1e20 from a CSV", "exit 2 naming column 'm'", said(res, scratch), crash=res["crash"],
                 silent=res["rc"] == 0)
 
 
@@ -406,7 +406,7 @@ def _train_case(name: str, params: str, expect: str) -> Callable[[Path], dict[st
         config.write_text(f'task = "gemm"\ntargets = ["runtime_ms"]\n[model]\nname = "lightgbm"\nparams = {params}\n')
         res = run_cli("train", config, cwd=scratch)
         ok = res["rc"] == 2 and expect in res["err"] + res["out"] and "model.params" in res["err"] + res["out"]
-        return _row(f"perfcast train {name}", f"exit 2 naming {expect} and model.params", said(res),
+        return _row(f"perfcast train {name}", f"exit 2 naming {expect} and model.params", said(res, scratch),
                     crash=res["crash"], silent=not ok)
 
     case.__name__ = f"train_{_slug(name)}"
@@ -430,11 +430,9 @@ CASES: list[Callable[[Path], dict[str, Any]]] = [
 
 
 def main() -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("case", "expected", "got", "crash", "silent change", "data lost")
+    """Run every case and print a Markdown table (paste it into benchmarks/FAULTS_MODELS.md) and the totals."""
     totals = {"crash": 0, "silent_change": 0, "data_lost": 0}
+    print("| case | expected | got | crash | silent change | data lost |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(CASES):
             scratch = Path(tmp) / f"case{i}"
@@ -442,10 +440,9 @@ def main() -> None:
             row = case(scratch)
             for k in totals:
                 totals[k] += bool(row[k])
-            table.add_row(row["case"], row["expected"], row["got"],
-                          *["yes" if row[k] else "no" for k in ("crash", "silent_change", "data_lost")])
-    Console(width=200).print(table)
-    print(f"{len(CASES)} cases: {totals['crash']} crashes, {totals['silent_change']} silent changes, "
+            flags = " | ".join("yes" if row[k] else "no" for k in ("crash", "silent_change", "data_lost"))
+            print(f"| {row['case']} | {row['expected']} | {row['got'].replace('|', '/')} | {flags} |", flush=True)
+    print(f"\n{len(CASES)} cases: {totals['crash']} crashes, {totals['silent_change']} silent changes, "
           f"{totals['data_lost']} with data lost")
 
 

@@ -8,8 +8,10 @@
 Every prediction carries ``<target>_lo`` / ``<target>_hi`` at the model's calibrated level (or ``level=``),
 ``in_distribution`` and, when that is false, ``ood_reason``. A model of runtime and power also gives ``energy_j``
 (power x runtime, interval from both: :func:`perfcast.models.power.energy_interval`) and ranks by it.
-Inputs are checked before anything runs: a missing column, an unknown device or a non-numeric size is reported
-by name and row. MLflow is imported only for ``runs:/`` and ``models:/`` URIs, so loading a local model stays fast.
+Inputs are checked before anything runs: a missing column, an unknown device, a non-numeric, boolean or infinite
+size, or one above 2**53 (:data:`MAX_SIZE`) is reported by name and row; a size above the training range but below
+that is predicted and flagged. MLflow is imported only for ``runs:/`` and ``models:/`` URIs, so loading a local
+model stays fast.
 """
 
 from __future__ import annotations

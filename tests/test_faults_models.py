@@ -115,6 +115,9 @@ def test_requires_must_cover_the_estimators_and_edits_break_the_digest(tmp_path)
     fm.edit_manifest(copy, lambda d: d.update(requires=["perfcast", "scikit-learn"]))
     with pytest.raises(CorruptModelError, match=r"'requires' lacks \['lightgbm'\]"):
         Predictor.load(copy)
+    fm.edit_manifest(copy, lambda d: d.update(requires=[*d["requires"], "evil-package"]))
+    with pytest.raises(CorruptModelError, match=r"'requires' names \['evil-package'\], which perfcast never requires"):
+        Predictor.load(copy)
     copy = fm.fresh_bundle(tmp_path, "unsealed")
     fm.edit_manifest(copy, lambda d: d["domain"]["sizes"].update(m=[1.0, 10.0]), seal=False)
     with pytest.raises(CorruptModelError, match="manifest.json does not match its digest"):

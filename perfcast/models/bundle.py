@@ -590,6 +590,9 @@ def _check_manifest(root: Path, m: dict[str, Any]) -> None:
             or not all(isinstance(h, dict) for h in heads):
         raise _corrupt(root, f"{MANIFEST} 'estimators' must hold 'joint' (true/false) and a non-empty list of 'heads'")
     needed = {"perfcast", "scikit-learn"} | {KIND_LIBRARY[k] for k in _kinds(heads) if k in KIND_LIBRARY}
+    foreign = sorted(set(m["requires"]) - set(LIBRARIES))
+    if foreign:  # an error message must never tell the user to install what a manifest names
+        raise _corrupt(root, f"{MANIFEST} 'requires' names {foreign}, which perfcast never requires")
     absent = sorted(needed - set(m["requires"]))
     if absent:
         raise _corrupt(root, f"{MANIFEST} 'requires' lacks {absent}, which its estimators need")
