@@ -71,8 +71,7 @@ TEST_ROWS = 20_000
 #: the power model's settings (chosen on a split of training shapes; see the module docstring)
 PARAMS: dict[str, dict[str, float | int | str]] = {
     "runtime": {"n_estimators": 400, "num_leaves": 127, "min_child_samples": 5},
-    "correction": {"n_estimators": 400, "num_leaves": 63, "min_child_samples": 10, "objective": "huber",
-                   "alpha": 0.1},
+    "correction": {"n_estimators": 400, "num_leaves": 63, "min_child_samples": 10},
 }
 #: the cross-GPU pair the shared copy can measure: GPPerf's CUTLASS sweep (RTX 4070) beside the power tables
 GPPERF = "gpperf-cutlass"
