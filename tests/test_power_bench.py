@@ -37,7 +37,8 @@ def _root(data_root: Path, dst: Path, every: int, second_gpu: bool) -> Path:
 
 @pytest.fixture()
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(power_bench, "TRAIN_ROWS", 800)
+    monkeypatch.setattr(power_bench, "TRAIN_ROWS", {"gemm": 800, "attention": 400})
+    monkeypatch.setattr(power_bench, "CROSS_ROWS", 800)
     monkeypatch.setattr(power_bench, "TEST_ROWS", 800)
     monkeypatch.setattr(power_bench, "PARAMS", {"runtime": {"n_estimators": 40}, "correction": {"n_estimators": 40}})
 
@@ -60,7 +61,7 @@ def test_every_part_runs_on_the_shared_layout(data_root: Path, tmp_path: Path, s
     assert {r.device for r in cross} == {"rtx_4070", "gb200"}
     libs = [r for r in rows if "->" in r.target]
     assert {r.target.split("; ")[1].split(",")[0].rstrip(")") for r in libs} == {"trtllm -> vllm", "vllm -> trtllm"}
-    assert all(power_bench.OTHER_LIB in r.baselines for r in libs)
+    assert all(power_bench.OTHER_LIB in r.baselines and r.coverage is None for r in libs)
     doc = json.dumps([r.as_json() for r in rows], allow_nan=False, default=float)
     assert '"target": "power_w (vllm; unseen shapes)"' in doc
 

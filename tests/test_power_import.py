@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from typer.testing import CliRunner
+
+from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.importers.aiconfigurator_power import PowerValueError
 from perfcast.datasets.store import RecordStore
@@ -74,6 +77,10 @@ def test_a_bad_power_reading_is_refused_with_its_row(sliced, tmp_path: Path, bad
     assert "2 row(s)" in msg and "row 7:" in msg and "row 19:" in msg and "3x" in msg and rel in msg
     assert "row 8:" not in msg
     assert not store.parts("gemm")  # nothing stored
+    res = CliRunner().invoke(app, ["data", "import", "aiconfigurator-power", str(tmp_path), "--store",
+                                   str(tmp_path / "cli-store")], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "row 7:" in res.output and "row 19:" in res.output
+    assert not RecordStore(tmp_path / "cli-store").parts("gemm")
 
 
 def test_a_table_without_power_is_a_layout_error(data_root: Path, tmp_path: Path) -> None:

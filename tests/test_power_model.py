@@ -104,6 +104,10 @@ def test_bundle_round_trip_and_predictor_energy(fitted, split, tmp_path: Path) -
         np.testing.assert_allclose(out[f"{t}_hi"], hi[:, j], rtol=1e-9)
     cover = ((test["power_w"] >= out["power_w_lo"]) & (test["power_w"] <= out["power_w_hi"])).mean()
     assert 0.75 < cover <= 1.0
+    assert out["in_distribution"].mean() > 0.9  # held-out shapes inside the trained sizes
+    # the domain guard flags power asked of a GPU outside the trained hardware, as it does for runtime
+    other = p.predict({"m": 4096, "n": 4096, "k": 4096, "dtype": "bfloat16", "device": "l40s"})
+    assert other["in_distribution"] is False and other["ood_reason"]
 
 
 def test_predictor_derives_energy_and_ranks_by_it(split, tmp_path: Path) -> None:

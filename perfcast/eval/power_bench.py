@@ -4,8 +4,9 @@ Three parts, each scoring perfcast's power model (:mod:`perfcast.models.power`) 
 practitioner would otherwise use, on the same rows:
 
 (a) **unseen shapes**: on every GPU of the data root with power tables, per kernel library (``backend``) and
-    task, 20 % of the shapes held out (seeded); one model per (GPU, library, task) fitted on that GPU's
-    training shapes, with conformal 90 % intervals calibrated on held-out configurations. Baselines: log-linear
+    task, 20 % of the shapes held out (seeded); one model per (GPU, library, kernel kind: GEMM, context or
+    generation attention) fitted on that GPU's training shapes, with conformal 90 % intervals calibrated on
+    held-out configurations of the same kind. Baselines: log-linear
     interpolation on the measured (m, n, k) grid (GEMM) and a constant share of the power limit.
 (b) **unseen GPU**: every GPU with power tables left out in turn, predicted from its spec sheet (it contributes no
     rows); runs only when the root holds two or more. Baselines: the nearest GPU's watts for the same
@@ -16,7 +17,7 @@ practitioner would otherwise use, on the same rows:
     as such; "copy" baselines there match (m, n, k) only.
 (c) **other library**: per GPU and task, trained on one library and tested on the other (same GPU, same
     shapes): with the runtime the model predicts, and with the test library's measured runtime (power given
-    a measured latency). Baselines: the other library's measured watts for the same configuration, a constant
+    a measured latency); no intervals (they are calibrated within a library). Baselines: the other library's measured watts for the same configuration, a constant
     share of the limit.
 
 GPUs are discovered from the data: whatever ``<root>/aiconfigurator-power/<gpu>/...`` holds is evaluated the
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from perfcast.eval.anchors import (
     CAL_SPLITS,
@@ -58,16 +60,18 @@ PROTOCOL = "aiconfigurator-power"
 DATASET = "aiconfigurator-power"
 TASKS: tuple[str, ...] = ("gemm", "attention")
 TARGETS: list[str] = ["runtime_ms", "power_w", "energy_j"]
-#: training rows drawn (seeded) per fit: keeps the whole protocol within minutes on 2 cores (on a split of GB200's
-#: TensorRT-LLM GEMM training shapes, 24k rows scored 9.1% against 12k's 9.7%; see benchmarks/ANALYSIS_power.md)
-TRAIN_ROWS = 16_000
+#: training rows drawn (seeded) per fitted model, by task (attention: per phase), so the whole protocol stays within
+#: minutes on 2 cores (on a split of GB200's TensorRT-LLM GEMM training shapes, 24k rows scored 9.1% against 12k's
+#: 9.7%; see benchmarks/ANALYSIS_power.md)
+TRAIN_ROWS: dict[str, int] = {"gemm": 24_000, "attention": 10_000}
+#: training rows drawn (seeded) per fit of the unseen-GPU and other-library parts (one model over every kernel kind)
+CROSS_ROWS = 16_000
 #: test rows drawn (seeded) where a part predicts a whole other table (other library, other GPU)
 TEST_ROWS = 20_000
 #: the power model's settings (chosen on a split of training shapes; see the module docstring)
 PARAMS: dict[str, dict[str, float | int | str]] = {
     "runtime": {"n_estimators": 400, "num_leaves": 127, "min_child_samples": 5},
-    "correction": {"n_estimators": 400, "num_leaves": 63, "min_child_samples": 10, "objective": "huber",
-                   "alpha": 0.1},
+    "correction": {"n_estimators": 400, "num_leaves": 63, "min_child_samples": 10},
 }
 #: the cross-GPU pair the shared copy can measure: GPPerf's CUTLASS sweep (RTX 4070) beside the power tables
 GPPERF = "gpperf-cutlass"
@@ -124,8 +128,14 @@ def fit(task: str, train: pd.DataFrame, seed: int, targets: Sequence[str] = TARG
     return model, time.perf_counter() - start
 
 
+def power_given_runtime(pipeline: Pipeline, test: pd.DataFrame) -> np.ndarray:
+    """The fitted power pipeline's watts for ``test`` at its measured runtime (power given a measured latency)."""
+    return pipeline[-1].estimators_[0].power_at(pipeline[0].transform(test), test["runtime_ms"].to_numpy())
+
+
 def _parts(task: str, test: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
-    """(label, row mask) per kernel kind scored: GEMM whole, attention per phase."""
+    """(label, row mask) per kernel kind: GEMM whole, attention per phase (in :data:`PHASES` order, phases present
+    only)."""
     if task == "gemm":
         return [("gemm", np.ones(len(test), dtype=bool))]
     return [(f"attention {PHASES.get(p, p)}", (test["phase"] == p).to_numpy()) for p in PHASES
@@ -139,7 +149,7 @@ def _measured(ws: Workspace, task: str) -> pd.DataFrame:
 
 # ========================================================================================== (a) shapes
 def unseen_shapes(ws: Workspace, cfg: RunConfig) -> list[Result]:
-    """Part (a): unseen shapes per GPU, library and task; summary rows per library."""
+    """Part (a): unseen shapes per GPU, library and kernel kind (one model each); summary rows per library."""
     out: list[Result] = []
     per_library: dict[str, list[Result]] = {}
     for task in TASKS:
@@ -147,26 +157,26 @@ def unseen_shapes(ws: Workspace, cfg: RunConfig) -> list[Result]:
         for dev in sorted(records["device_id"].unique()):
             for lib in sorted(records.loc[records["device_id"] == dev, "backend"].dropna().unique()):
                 rows = records[(records["device_id"] == dev).to_numpy() & (records["backend"] == lib).to_numpy()]
-                train, test = unseen_shape_split(rows, seed=cfg.seed)
-                fit_rows, note = sample_rows(train, TRAIN_ROWS, cfg.seed)
-                model, wall = fit(task, fit_rows, cfg.seed)
-                pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
-                base = {CONST: constant_share(train, test)}
-                if task == "gemm":
-                    base[GRID] = grid_interpolate(train, test, by=["dtype"], target="power_w")[0]
-                notes = [test.attrs[NOTE], *([note] if note else [])]
-                for label, sel in _parts(task, test):
+                train_all, test_all = unseen_shape_split(rows, seed=cfg.seed)
+                for (label, on_train), (_, on_test) in zip(_parts(task, train_all), _parts(task, test_all),
+                                                           strict=True):
+                    train, test = train_all[on_train], test_all[on_test]
+                    fit_rows, note = sample_rows(train, TRAIN_ROWS[task], cfg.seed)
+                    model, wall = fit(task, fit_rows, cfg.seed)
+                    pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
+                    base = {CONST: constant_share(train, test)}
+                    if task == "gemm":
+                        base[GRID] = grid_interpolate(train, test, by=["dtype"], target="power_w")[0]
+                    notes = [test_all.attrs[NOTE], *([note] if note else [])]
                     for j, target in ((1, "power_w"), (2, "energy_j")):
-                        res = score(PROTOCOL, f"{target} ({label}, {lib}; unseen shapes)", dev,
-                                    test.loc[sel, target], pred[sel, j], "power", wall,
-                                    baselines={k: (v[sel] if target == "power_w" else
-                                                   v[sel] * test.loc[sel, "runtime_ms"].to_numpy() / 1e3)
-                                               for k, v in base.items()},
-                                    interval=(lo[sel, j], hi[sel, j]), notes=notes)
+                        factor = 1.0 if target == "power_w" else test["runtime_ms"].to_numpy() / 1e3
+                        res = _tagged(score(PROTOCOL, f"{target} ({label}, {lib}; unseen shapes)", dev, test[target],
+                                            pred[:, j], "power", wall, baselines={k: v * factor for k, v in base.items()},
+                                            interval=(lo[:, j], hi[:, j]), notes=notes), task)
                         if target == "power_w":
                             res.goal = SHAPE_GOAL
-                            per_library.setdefault(lib, []).append(_tagged(res, task))
-                        out.append(_tagged(res, task))
+                            per_library.setdefault(lib, []).append(res)
+                        out.append(res)
     summary = []
     for lib, rows in per_library.items():
         mean = macro_mean(rows, "mean", notes=[ENERGY_NOTE])
@@ -196,13 +206,12 @@ def copy_watts(train: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str], k
 def _cross(task: str, train: pd.DataFrame, test: pd.DataFrame, keys: Sequence[str], label: str, seed: int,
            notes: list[str]) -> list[Result]:
     """One held-out GPU predicted by a model of the others: power with the predicted and the measured runtime."""
-    fit_rows, note = sample_rows(train, TRAIN_ROWS, seed)
+    fit_rows, note = sample_rows(train, CROSS_ROWS, seed)
     test, _ = sample_rows(test, TEST_ROWS, seed)
     targets = ["runtime_ms", "power_w"]
     model, wall = fit(task, fit_rows, seed, targets)
     pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
-    est = model.estimator_
-    given = est[-1].estimators_[0].power_at(est[0].transform(test), test["runtime_ms"].to_numpy())
+    given = power_given_runtime(model.estimator_, test)
     dev = str(test["device_id"].iloc[0])
     donors = nearest_devices(dev, sorted(train["device_id"].unique()))
     watts, donor_limit = copy_watts(train, test, donors, keys)
@@ -259,12 +268,14 @@ def other_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
             libs = sorted(rows["backend"].dropna().unique())
             for src in libs:
                 for dst in (lib for lib in libs if lib != src):
-                    train, note = sample_rows(rows[rows["backend"] == src], TRAIN_ROWS, cfg.seed)
+                    train, note = sample_rows(rows[rows["backend"] == src], CROSS_ROWS, cfg.seed)
                     test, _ = sample_rows(rows[rows["backend"] == dst], TEST_ROWS, cfg.seed)
-                    model, wall = fit(task, train, cfg.seed, ["runtime_ms", "power_w"])
-                    pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
-                    est = model.estimator_
-                    given = est[-1].estimators_[0].power_at(est[0].transform(test), test["runtime_ms"].to_numpy())
+                    start = time.perf_counter()
+                    targets = ["runtime_ms", "power_w"]
+                    model = make_model("power", task, targets, PARAMS).fit(train, train[targets])
+                    pred = np.asarray(model.predict(test), dtype="float64")
+                    given = power_given_runtime(model, test)
+                    wall = time.perf_counter() - start
                     other = copy_from_devices(rows[rows["backend"] == src], test, [dev], keys, target="power_w")
                     base = {OTHER_LIB: other, CONST: constant_share(train, test)}
                     notes = [*([note] if note else []), f"trained on {src} only, tested on {len(test):,} {dst} rows; "
@@ -273,8 +284,7 @@ def other_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
                         b = {k: v[sel] for k, v in base.items()}
                         label = f"power_w ({part}; {src} -> {dst})"
                         out.append(_tagged(score(PROTOCOL, label, dev, test.loc[sel, "power_w"], pred[sel, 1], "power",
-                                                 wall, baselines=b, interval=(lo[sel, 1], hi[sel, 1]), notes=notes),
-                                           task))
+                                                 wall, baselines=b, notes=notes), task))
                         out.append(_tagged(score(PROTOCOL, label.replace(")", ", measured runtime given)"), dev,
                                                  test.loc[sel, "power_w"], given[sel], "power", wall, baselines=b,
                                                  notes=notes), task))

@@ -32,8 +32,9 @@ POWER_NOTE = "NVML board power sampled every 100 ms over the kernel's timed loop
 SHOWN = 20
 
 
-class PowerValueError(ValueError):
-    """Power readings no board can produce; the message names every offending row of the file."""
+class PowerValueError(DatasetLayoutError):
+    """Power readings no board can produce; the message names every offending row of the file (a layout error, so
+    ``perfcast data import`` reports it and exits with code 2)."""
 
 
 def check_power(df: pd.DataFrame, path: Path) -> None:
