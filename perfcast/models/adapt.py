@@ -352,8 +352,9 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
     base_root = Path(model.path)
     manifest = _read_manifest(base_root)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as scratch:
+        tmp = Path(scratch) / "bundle"
+        tmp.mkdir()
         for rel in manifest.get("files", {}):
             if rel.startswith("calibration/") or rel.startswith("adaptation/"):
                 continue
@@ -380,8 +381,5 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         if target.exists():
             target.rmdir()
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(tmp, target)  # the scratch directory (and anything half-written) goes on exit
     return target
