@@ -163,7 +163,7 @@ def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], 
         mlflow.set_tags({"perfcast.base_model": str(model), "perfcast.kind": "adaptation"})
         tracking.log_params({"base_model": str(model), "device": lineage["device"], "rows": lineage["rows"],
                              "mode": report["mode"], "store": lineage["store"]})
-        mlflow.log_metrics({f"cv_{m}_mean_abs_log_error": v for m, v in report["cv_mean_abs_log_error"].items()})
+        mlflow.log_metrics({f"cv_{m}_mape": v for m, v in report["cv_mean_ape"].items()})
         tracking.log_dataset(records, source=lineage["store"], name=f"adapt-{lineage['device']}", context="adaptation",
                              target=predictor.targets[0])
         example = records.head(5)
@@ -217,9 +217,9 @@ def adapt(
         raise typer.Exit(code=2) from None
     table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
     table.add_column("correction")
-    table.add_column("cross-validated mean |log error| on the rows", justify="right")
-    for mode, err in res.report["cv_mean_abs_log_error"].items():
-        table.add_row(mode + (" (chosen)" if mode == res.report["mode"] else ""), f"{err:.4f}")
+    table.add_column("cross-validated mean APE on the rows", justify="right")
+    for mode, err in res.report["cv_mean_ape"].items():
+        table.add_row(mode + (" (chosen)" if mode == res.report["mode"] else ""), f"{100 * err:.2f}%")
     console.print(table)
     console.print(f"adapted model: {res.path}")
     if res.specs_path is not None:

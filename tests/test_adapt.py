@@ -146,9 +146,18 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
     revealed, test = split
     store = _store_of(revealed, tmp_path / "store")
     out = tmp_path / "adapted"
-    res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out),
+                                   "--tracking-uri", uri, "--registered-name", "l40s-adapted"])
     assert res.exit_code == 0, res.output
-    assert "chosen" in res.output
+    assert "chosen" in res.output and "registered version 1" in res.output
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(client.get_model_version("l40s-adapted", "1").run_id)
+    assert run.data.tags["perfcast.base_model"] == str(bundle)  # lineage: the base model and the records
+    assert run.data.params["rows"] == str(len(revealed))
+    assert any(i.dataset.name == f"adapt-{TARGET_GPU}" for i in run.inputs.dataset_inputs)
     loaded = Predictor.load(out)
     assert loaded.metadata["adaptation"]["device"] == TARGET_GPU
     assert loaded.metadata["adaptation"]["rows"] == len(revealed)

@@ -10,8 +10,12 @@ difference, ``r = log(measured / base)``, is mostly
   strongly regularised LightGBM learns from the base model's features and ``log(base)``.
 
 **The guard.** Which of {none, level, level+shape} is used is decided by K-fold cross-validation on the K
-rows themselves (mean |r| out of fold; the simpler one wins ties), so a correction the rows do not support
-is dropped and K = 0 (or too few rows to validate) is the base model exactly.
+rows themselves (mean absolute percentage error out of fold, the metric the predictor is judged by: with
+errors of 2-3x on an unlike GPU, a correction can shrink mean |r| yet raise the mean APE by trading
+under-predictions, whose APE is at most 100%, for over-predictions; the simpler one wins ties), pooled and again per kernel kind with
+enough rows (:data:`MIN_KIND_ROWS`), so a correction the rows do not support is dropped for the kinds
+where it does not help (a shape term that fits prefill may hurt decode) and K = 0 (or too few rows to
+validate) is the base model exactly.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
 plain split-conformal interval for this device (:class:`~perfcast.models.intervals.IntervalCalibration`,
@@ -50,6 +54,8 @@ from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, confor
 MODES: tuple[str, ...] = ("none", "level", "shape")
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
+#: rows of one kernel kind from which the guard chooses that kind's correction by itself (else: the pooled choice)
+MIN_KIND_ROWS = 8
 #: cross-validation folds on the adaptation rows
 N_SPLITS = 5
 #: pseudo-rows of the pooled level a kernel kind's own median is shrunk toward (few rows of a kind: mostly pooled)
@@ -57,7 +63,7 @@ LEVEL_PRIOR = 3.0
 #: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
 SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 #: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
-SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 8, "reg_lambda": 5.0,
+SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
                                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                                 "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
 LOG_BASE = "log_base"
@@ -72,7 +78,7 @@ def shape_params(n_rows: int, seed: int) -> dict[str, Any]:
 class Correction:
     """``log(measured / base)`` as a function of a row's features and its base prediction.
 
-    ``mode`` is one of :data:`MODES`; ``levels`` maps a kernel kind (:func:`~perfcast.models.hybrid.kernel_kinds`)
+    ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.hybrid.kernel_kinds`)
     to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
     the shape term over ``columns`` + log(base) (None without one). Everything is numbers and text, so a bundle
     stores it as JSON and LightGBM text and nothing in it is executed.
@@ -84,6 +90,7 @@ class Correction:
     columns: list[str] = field(default_factory=list)
     shape_text: str | None = None
     threads: int = 1
+    kind_modes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._shape = None
@@ -97,12 +104,16 @@ class Correction:
     def log_ratio(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
         """Per row, the log correction to add to ``log(base)``."""
         base = np.asarray(base, dtype="float64").ravel()
-        if self.mode == "none":
+        if self.mode == "none" and not self.kind_modes:
             return np.zeros(len(base))
         kinds = kernel_kinds(F)
-        out = kinds.map(self.levels).astype("float64").fillna(self.pooled).to_numpy()
-        if self.mode == "shape" and self._shape is not None:
-            out = out + self._shape_predict(shape_matrix(F, self.columns, base))
+        modes = kinds.map(self.kind_modes).fillna(self.mode).to_numpy() if self.kind_modes else np.full(
+            len(base), self.mode, dtype=object)
+        out = np.where(modes == "none", 0.0, kinds.map(self.levels).astype("float64").fillna(self.pooled).to_numpy())
+        shaped = modes == "shape"
+        if self._shape is not None and shaped.any():
+            out[shaped] += self._shape_predict(shape_matrix(F[shaped] if not shaped.all() else F, self.columns,
+                                                            base[shaped]))
         return out
 
     def _shape_predict(self, X: np.ndarray) -> np.ndarray:
@@ -113,15 +124,17 @@ class Correction:
     def to_json(self) -> dict[str, Any]:
         """Everything but the shape model's text (saved beside as a file)."""
         return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
-                "columns": list(self.columns)}
+                "columns": list(self.columns), "kind_modes": dict(self.kind_modes)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1) -> Correction:
-        mode = doc.get("mode")
-        if mode not in MODES:
-            raise ValueError(f"unknown adaptation mode {mode!r}; known: {', '.join(MODES)}")
-        return cls(mode, {str(k): float(v) for k, v in doc.get("levels", {}).items()}, float(doc.get("pooled", 0.0)),
-                   [str(c) for c in doc.get("columns", [])], shape_text, threads)
+        kind_modes = {str(k): str(v) for k, v in doc.get("kind_modes", {}).items()}
+        bad = sorted({doc.get("mode"), *kind_modes.values()} - set(MODES))
+        if bad:
+            raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
+        return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
+                   float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
+                   kind_modes)
 
 
 def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
@@ -165,7 +178,7 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 @dataclass
 class Adaptation:
     """What :func:`fit_adaptation` found: the correction (fitted on every row), the device's interval
-    calibration (None: keep the base's), and per mode the cross-validated mean |log(measured / predicted)|."""
+    calibration (None: keep the base's), and per mode the cross-validated mean APE."""
 
     correction: Correction
     calibration: IntervalCalibration | None
@@ -174,8 +187,8 @@ class Adaptation:
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
-        return {"mode": self.correction.mode, "rows": self.n_rows, "cv_mean_abs_log_error": dict(self.cv_error),
-                "recalibrated": self.calibration is not None}
+        return {"mode": self.correction.mode, "kind_modes": dict(self.correction.kind_modes), "rows": self.n_rows,
+                "cv_mean_ape": dict(self.cv_error), "recalibrated": self.calibration is not None}
 
 
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -199,10 +212,20 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         for m in MODES:
             c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed)
             oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(Fh, base[held_idx])
-    cv_error = {m: float(np.mean(np.abs(oof[m]))) for m in MODES}
-    best = min(MODES, key=lambda m: (round(cv_error[m], 12), MODES.index(m)))
-    correction = fit_correction(F, base, y, best, task, seed)
-    scores = np.sort(np.abs(oof[best]))
+    cv_error = {m: _ape(oof[m]) for m in MODES}
+    best = _best(cv_error)
+    kinds = kernel_kinds(F).to_numpy()
+    kind_modes = {}
+    for kind in pd.unique(kinds):
+        rows = kinds == kind
+        if rows.sum() >= MIN_KIND_ROWS:
+            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in MODES})
+    used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
+    needed = max(used, key=MODES.index)
+    correction = fit_correction(F, base, y, needed, task, seed)
+    correction.mode, correction.kind_modes = best, {k: m for k, m in kind_modes.items() if m != best}
+    chosen = np.select([used == m for m in MODES], [oof[m] for m in MODES])
+    scores = np.sort(np.abs(chosen))
     calibration = None
     if math.isfinite(conformal_quantile(scores, level)):
         cv = np.asarray(noise, dtype="float64")[ok] if noise is not None else np.array([])
@@ -212,6 +235,16 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                                           float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
                                                          "n_groups": n})
     return Adaptation(correction, calibration, cv_error, n)
+
+
+def _ape(log_ratio: np.ndarray) -> float:
+    """Mean APE of predictions whose residuals are ``log(measured / predicted)``."""
+    return float(np.mean(np.abs(np.expm1(-log_ratio))))
+
+
+def _best(errors: dict[str, float]) -> str:
+    """The mode of least error, the simplest on a tie."""
+    return min(MODES, key=lambda m: (round(errors[m], 12), MODES.index(m)))
 
 
 def _noise(records: pd.DataFrame, target: str) -> np.ndarray | None:
@@ -258,7 +291,7 @@ class AdaptedModel:
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prediction, lo, hi) of the adapted target (1-D), one pass of the base model (none with ``parts``)."""
         a = self.adaptation_
-        if a.correction.mode == "none" and a.calibration is None:
+        if a.correction.mode == "none" and not a.correction.kind_modes and a.calibration is None:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
@@ -319,8 +352,9 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
     base_root = Path(model.path)
     manifest = _read_manifest(base_root)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as scratch:
+        tmp = Path(scratch) / "bundle"
+        tmp.mkdir()
         for rel in manifest.get("files", {}):
             if rel.startswith("calibration/") or rel.startswith("adaptation/"):
                 continue
@@ -347,8 +381,5 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         if target.exists():
             target.rmdir()
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(tmp, target)  # the scratch directory (and anything half-written) goes on exit
     return target

@@ -1,0 +1,85 @@
+"""How long adapting a model to a new GPU takes, and whether the adapted model predicts as fast as its base.
+
+    python benchmarks/adapt_speed.py [--data-root ../shared/datasets] [--repeats 5]
+
+A base hybrid is trained on real aiconfigurator GEMM rows of four GPUs and saved as a bundle; the probe plan
+picks 512 configurations of the L40S (never trained on); then, each a median over ``--repeats`` runs:
+
+* adaptation: ``Predictor.adapt`` on the 512 rows (features, base predictions, the cross-validated choice of
+  correction, the final fit and the conformal recalibration);
+* prediction: one ``predict(dict)`` and a batch of 10,000 rows, by the base bundle and the adapted bundle
+  loaded from disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from perfcast import Predictor
+from perfcast.datasets.importers import get_importer
+from perfcast.models import make_model
+from perfcast.models.adapt import save_adapted
+from perfcast.models.bundle import save_model
+from perfcast.models.intervals import ConformalRegressor
+from perfcast.perf_probe.plan import adaptation_plan
+
+TRAIN_GPUS = ("a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server")
+TARGET_GPU = "l40s"
+BUDGET = 512
+
+
+def median_s(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    imp, root = get_importer("aiconfigurator"), args.data_root / "aiconfigurator"
+    units = [u for u in imp.units(root) if "/gemm/" in u.as_posix()
+             and any(f"{d}/" in u.as_posix() for d in (*TRAIN_GPUS, TARGET_GPU))]
+    df = pd.concat([imp.load(root, u)["gemm"] for u in units], ignore_index=True)
+    train = df[df["device_id"].isin(TRAIN_GPUS)].groupby("device_id").sample(n=3000, random_state=0)
+    target = df[df["device_id"] == TARGET_GPU].reset_index(drop=True)
+    revealed = target.loc[adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", BUDGET)]
+    batch = target.sample(10_000, random_state=1)
+    one = {"m": 4096, "n": 4096, "k": 4096, "dtype": "bfloat16", "device": TARGET_GPU}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base_model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 200}), n_splits=3)
+        base_model.fit(train, train[["runtime_ms"]])
+        base_dir = save_model(base_model, "gemm", train, Path(tmp) / "base")
+        base = Predictor.load(base_dir)
+        adapt_s = median_s(lambda: base.adapt(revealed), args.repeats)
+        adapted = base.adapt(revealed)
+        adapted_dir = save_adapted(adapted.model, Path(tmp) / "adapted")
+        loaded = {"base": base, "adapted": Predictor.load(adapted_dir)}
+        print(f"adaptation on {len(revealed)} planned {TARGET_GPU} rows (correction: "
+              f"{adapted.metadata['adaptation']['mode']}): {adapt_s:.2f} s median of {args.repeats}")
+        print(f"\n| model | predict(dict) | batch of {len(batch):,} rows | rows/s |")
+        print("|---|---|---|---|")
+        for name, p in loaded.items():
+            single = median_s(lambda p=p: p.predict(one), 20 * args.repeats)
+            many = median_s(lambda p=p: p.predict(batch), args.repeats)
+            print(f"| {name} | {1e3 * single:.2f} ms | {1e3 * many:.0f} ms | {len(batch) / many:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
