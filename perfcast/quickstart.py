@@ -102,11 +102,11 @@ def quiet(log_path: Path, verbose: bool) -> Iterator[None]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
-        for name in list(logging.Logger.manager.loggerDict):  # libraries that print through their own handlers
-            logger = logging.getLogger(name)
-            if logger.handlers:
-                logger.handlers[:] = []
-                logger.propagate = True
+        own = [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]
+        own = [(lg, lg.handlers[:], lg.propagate) for lg in own if isinstance(lg, logging.Logger) and lg.handlers]
+        for logger, _, _ in own:  # libraries that print through their own handlers
+            logger.handlers[:] = []
+            logger.propagate = True
         warnings.simplefilter("default")
         warnings.showwarning = lambda msg, cat, file, line, *_: log.write(
             f"{cat.__name__}: {msg} ({file}:{line})\n")
@@ -115,6 +115,8 @@ def quiet(log_path: Path, verbose: bool) -> Iterator[None]:
             yield
         finally:
             root.handlers[:], root.level = saved[0], saved[1]
+            for logger, handlers, propagate in own:
+                logger.handlers[:], logger.propagate = handlers, propagate
             if saved[2] is None:
                 os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
             else:
@@ -310,7 +312,7 @@ def print_next_steps(shell: list[str], python: list[str], path: Path, console: C
     """The commands, unwrapped and unindented (soft wrap: the terminal folds them, the text stays one line)."""
     path.write_text("# perfcast quickstart: next steps (run from this directory)\n" + "\n".join(shell)
                     + "\n\n# Python\n" + "\n".join(python) + "\n", encoding="utf-8")
-    console.print("\nNext (run from this directory; also written to " + str(path) + "):", highlight=False)
+    console.print(f"\nNext (run from this directory; also written to {path}):", highlight=False, soft_wrap=True)
     for line in shell:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     console.print("\nPython:", highlight=False)
