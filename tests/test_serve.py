@@ -7,21 +7,25 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.logging_utils import eprint
 
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
+from perfcast.mlflow_quiet import quiet_mlflow
 from perfcast.models import make_model
 from perfcast.models.intervals import ConformalRegressor
 from perfcast.training import tracking
@@ -159,3 +163,17 @@ def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
             assert "stack_trace" not in error and "Traceback" not in error["message"], error
     finally:
         server.stop(proc)
+
+
+def test_mlflow_chatter_goes_to_the_log_and_perfcast_warnings_stay(capfd, caplog, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    caplog.set_level(logging.DEBUG, logger="perfcast.mlflow")
+    with pytest.warns(UserWarning, match="perfcast's own"), quiet_mlflow():
+        logging.getLogger("mlflow.models.model").warning("Add type hints to the `predict` method")
+        eprint("Successfully registered model 'x'.")
+        warnings.warn("perfcast's own warning", UserWarning, stacklevel=1)
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    assert capfd.readouterr().err == ""
+    logged = caplog.text
+    assert "Add type hints" in logged and "Successfully registered model 'x'." in logged
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the user's setting is restored (unset)
