@@ -49,25 +49,24 @@ def latest_run_with_plots(client: mlflow.MlflowClient) -> mlflow.entities.Run:
     raise SystemExit("no finished run with plots in this tracking store; train one first (perfcast train CONFIG)")
 
 
-def start_ui(uri: str, port: int, log: Path) -> subprocess.Popen:
-    """``mlflow ui`` on 127.0.0.1:``port``, up and answering /health (its output goes to ``log``)."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def start_server(cmd: list[str], health_url: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Run ``cmd`` (a server, in its own process group, output to ``log``) until ``health_url`` answers."""
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"mlflow ui exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{' '.join(cmd[:4])} exited: {log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            with urllib.request.urlopen(health_url, timeout=2):
                 return proc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.5)
     stop(proc)
-    raise SystemExit(f"mlflow ui did not answer within {STARTUP_S} s")
+    raise RuntimeError(f"{' '.join(cmd[:4])} did not answer {health_url} within {STARTUP_S} s")
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """End the server's whole process group (SIGTERM, then SIGKILL after 20 s)."""
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
@@ -105,7 +104,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                   if a.path.endswith(".png")]
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="perfcast-ui-") as tmp:
-        proc = start_ui(args.tracking_uri, port, Path(tmp) / "ui.log")
+        proc = start_server([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host",
+                             "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", Path(tmp) / "ui.log")
         try:
             shots = []
             for path in artifacts:

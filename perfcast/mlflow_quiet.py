@@ -3,7 +3,7 @@
 Why: MLflow warns about things perfcast has decided on purpose (no type hints on a loader, integer columns
 in a lineage record) and draws a progress bar for every artifact download; on a terminal they bury the
 answer. Inside :func:`quiet_mlflow` they go to the ``perfcast.mlflow`` logger at DEBUG, where ``-v`` (a
-DEBUG level on the ``perfcast`` logger) shows them; when that logger is already at DEBUG nothing is hidden.
+DEBUG level and a handler on the ``perfcast`` logger) shows them.
 No perfcast imports: the predictor, training and the CLI all use it.
 """
 
@@ -34,9 +34,6 @@ def quiet_mlflow() -> Iterator[None]:
     """Within the block, MLflow's warnings, log records and lines printed to stderr ("Successfully registered
     model ...") go to the ``perfcast.mlflow`` logger (DEBUG) and artifact downloads draw no progress bar
     (unless ``$MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` says so)."""
-    if log.isEnabledFor(logging.DEBUG):  # -v: show everything as MLflow prints it
-        yield
-        return
     loggers = [logging.getLogger(name) for name in LOGGERS]
     saved = [(lg.handlers, lg.propagate) for lg in loggers]
     bar = os.environ.get(PROGRESS_BAR_ENV)

@@ -53,11 +53,13 @@ def _small(model: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def sliced_store(data_root: Path, tmp_path_factory) -> Path:
-    """One store holding a seeded slice of every dataset the shipped configs import."""
-    store = RecordStore(tmp_path_factory.mktemp("slices") / "store")
+def sliced_stores(data_root: Path, tmp_path_factory) -> dict[str, Path]:
+    """Per dataset the shipped configs import, a store holding a seeded slice of it (one dataset per store,
+    as a config's own temporary import store would hold)."""
+    stores = {}
     datasets = {spec["dataset"] for p in CONFIGS for spec in _config_data(p).get("data", {}).get("imports", [])}
     for name in sorted(datasets):
+        store = RecordStore(tmp_path_factory.mktemp("slices") / name)
         imp, root = get_importer(name), data_root / name
         for unit in imp.units(root):
             if name == "aiconfigurator" and unit.relative_to(root).parts[0] not in AICONFIGURATOR_DEVICES:
@@ -67,14 +69,17 @@ def sliced_store(data_root: Path, tmp_path_factory) -> Path:
                     frame = frame.sample(n=PER_UNIT, random_state=0)
                 if len(frame):
                     store.append(frame, task)
-    return store.root
+        stores[name] = store.root
+    return stores
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_shipped_config_trains_registers_and_loads(path: Path, sliced_store: Path, tmp_path: Path, monkeypatch):
+def test_shipped_config_trains_registers_and_loads(path: Path, sliced_stores: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data = _config_data(path)
-    data["data"] = {"store": str(sliced_store), "filters": data.get("data", {}).get("filters", {})}
+    (dataset,) = {spec["dataset"] for spec in data["data"]["imports"]}
+    data["data"] = {"store": str(sliced_stores[dataset]), "filters": data["data"].get("filters", {})}
     data["model"] = _small(data["model"])
     config = parse_config(data, base_dir=path.parent, source=str(path))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

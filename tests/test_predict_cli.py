@@ -43,7 +43,7 @@ def test_set_values_predict_one_row_as_json(model_dir):
     rows = json.loads(res.output)
     expected = Predictor.load(model_dir).predict({"m": 4096, "n": 4096, "k": 4096, "dtype": "bf16",
                                                   "device_id": "h100_sxm"})
-    assert len(rows) == 1 and rows[0]["device"] == "h100_sxm" and rows[0]["m"] == "4096"
+    assert len(rows) == 1 and rows[0]["device"] == "h100_sxm" and rows[0]["m"] == 4096
     for key in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
         assert rows[0][key] == pytest.approx(expected[key], rel=1e-12)
     assert rows[0]["in_distribution"] is expected["in_distribution"] is True and rows[0]["ood_reason"] is None

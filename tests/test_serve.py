@@ -5,32 +5,36 @@ bad requests answered with perfcast's one-line message (no stack trace)."""
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
+import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.logging_utils import eprint
 
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
+from perfcast.mlflow_quiet import quiet_mlflow
 from perfcast.models import make_model
 from perfcast.models.intervals import ConformalRegressor
 from perfcast.training import tracking
 from perfcast.training.train import model_input
 
 REPO = Path(__file__).resolve().parents[1]
-STARTUP_S = 120
+_spec = importlib.util.spec_from_file_location("screenshot_run", REPO / "benchmarks" / "screenshot_run.py")
+server = importlib.util.module_from_spec(_spec)  # its server helpers: start, wait for health, stop the group
+_spec.loader.exec_module(server)
 ROWS = [
     {"m": 4096, "n": 4096, "k": 4096, "dtype": "bf16", "device": "h100_sxm"},         # JSON integers, README's key
     {"m": 512.0, "n": 1024.0, "k": 256.0, "dtype": "bfloat16", "device": "a100_sxm"},
@@ -43,12 +47,6 @@ def _strict_json(text: str):  # noqa: ANN201
     def refuse(token: str):  # noqa: ANN202
         raise ValueError(f"not JSON: {token}")
     return json.loads(text, parse_constant=refuse)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, payload: dict | str, content_type: str = "application/json") -> dict:
@@ -127,27 +125,13 @@ def test_predict_from_a_folder_without_a_tracking_store_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registered}
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/serve-test/1", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port = server.free_port()
     base = f"http://127.0.0.1:{port}"
+    proc = server.start_server(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/serve-test/1", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)], f"{base}/ping", tmp_path / "serve.log",
+        env={**os.environ, "MLFLOW_TRACKING_URI": registered})
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, f"server not up in {STARTUP_S} s"
-            time.sleep(0.5)
-
         served = _post(f"{base}/invocations", {"dataframe_records": ROWS})["predictions"]
         answer = pd.DataFrame(served)
         mlflow.set_tracking_uri(registered)
@@ -178,10 +162,18 @@ def test_mlflow_serve_answers_like_the_predictor(registered, tmp_path):
             assert code == 400 and named in error["message"], error
             assert "stack_trace" not in error and "Traceback" not in error["message"], error
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+        server.stop(proc)
+
+
+def test_mlflow_chatter_goes_to_the_log_and_perfcast_warnings_stay(capfd, caplog, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    caplog.set_level(logging.DEBUG, logger="perfcast.mlflow")
+    with pytest.warns(UserWarning, match="perfcast's own"), quiet_mlflow():
+        logging.getLogger("mlflow.models.model").warning("Add type hints to the `predict` method")
+        eprint("Successfully registered model 'x'.")
+        warnings.warn("perfcast's own warning", UserWarning, stacklevel=1)
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    assert capfd.readouterr().err == ""
+    logged = caplog.text
+    assert "Add type hints" in logged and "Successfully registered model 'x'." in logged
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the user's setting is restored (unset)

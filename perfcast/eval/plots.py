@@ -184,7 +184,8 @@ def evaluation_figures(measured: Any, predicted: Any, *, target: str, title: str
     """The figures a model is judged by on one target, by file name: predicted vs measured, error against
     size (when ``size`` is given), error per group of ``groups`` (name -> one label per row; groupings with
     one group or more than ``max_groups`` are skipped), and interval coverage per size bucket and group (when
-    ``lo``/``hi`` are given). Rows whose target was not measured are left out."""
+    ``lo``/``hi`` are given; over all rows when there is nothing to group by). Rows whose target was not
+    measured are left out."""
     t = np.asarray(measured, dtype="float64").ravel()
     p = np.asarray(predicted, dtype="float64").ravel()
     seen = ~np.isnan(t)
@@ -205,7 +206,8 @@ def evaluation_figures(measured: Any, predicted: Any, *, target: str, title: str
             order = pd.unique(lab[seen])
             figs[f"error_by_{name}_{target}.png"] = error_by_group(
                 {g: ape[lab[seen] == g] for g in order}, by=name, target=target, title=title)
-    if lo is not None and hi is not None and splits:
+    if lo is not None and hi is not None:
+        splits = splits or {"all rows": pd.Series(np.full(len(t), "all"))}
         figs[f"interval_coverage_{target}.png"] = interval_coverage(t, lo, hi, splits, level=level, target=target,
                                                                     title=title)
     return figs

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 
 from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
+from perfcast.mlflow_quiet import quiet_mlflow
 from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
 from perfcast.models.intervals import ConformalRegressor, ForwardFolds
 from perfcast.predictor import Predictor
@@ -130,7 +131,8 @@ def load_model(uri: str) -> Any:
     except MlflowException as err:
         raise EvalError(f"cannot load model {uri!r}: {err.message}") from None
     try:
-        return mlflow.sklearn.load_model(uri)
+        with quiet_mlflow():
+            return mlflow.sklearn.load_model(uri)
     except (MlflowException, OSError) as err:
         msg = getattr(err, "message", str(err))
         raise EvalError(f"cannot load model {uri!r}: not a perfcast model ({bundle_error}) and not a "

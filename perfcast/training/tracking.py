@@ -235,9 +235,9 @@ def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required
     when the training devices are not all on a spec sheet (a probed CPU: its hardware is the input); out
     come each target with its interval, ``in_distribution`` and ``ood_reason``.
 
-    Only the ``required`` columns are required. Numbers are doubles (MLflow casts a JSON integer or a CSV
-    field to one; a typed schema is what lets it parse CSV at all), flags and text are strings the Predictor
-    parses, naming the column of a bad value. ``level`` adds an inference parameter for the interval level.
+    Only the ``required`` columns are required. A column is a double where the model input holds numbers
+    (flags are 1.0 / 0.0 there; MLflow casts a JSON integer or a CSV field to a double, and a typed schema is
+    what lets it parse CSV at all), else a string the Predictor parses, naming the column of a bad value. ``level`` adds an inference parameter for the interval level.
     """
     need, schema = set(required), columns(task)
     wanted = [c for c in X.columns if schema[c].group == "config"]
@@ -247,7 +247,7 @@ def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required
         wanted += [DEVICE_ALIAS, "device_id", "device_name"] + ([] if on_sheet else [
             c for c in X.columns if schema[c].group == "hardware" and c not in ("device_id", "device_name")])
     inputs = Schema([
-        ColSpec(DataType.double if c in schema and schema[c].kind in ("int", "float") else DataType.string, c,
+        ColSpec(DataType.double if c in X.columns and pd.api.types.is_numeric_dtype(X[c]) else DataType.string, c,
                 required=c in need)
         for c in dict.fromkeys(wanted)
     ])
