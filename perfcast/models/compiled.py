@@ -154,7 +154,8 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
     its parent in its own tree: LightGBM numbers a node when it splits a leaf its parent made, so real trees
     satisfy this, and with it no walk can cycle. A leaf child must be a leaf of its own tree, each split feature
     below ``n_features``, and every split node and leaf reached exactly once (from its parent or as a root), so
-    each tree is one connected tree. Leaf values (and, for numerical splits, thresholds) must be finite.
+    each tree is one connected tree. Leaf values must be finite and numerical thresholds not NaN (LightGBM writes an infinite threshold
+    for a split whose upper bin is open-ended).
     """
     splits = sizes - 1
     node_start = np.concatenate([[0], np.cumsum(splits)[:-1]]).astype(np.int64)
@@ -194,7 +195,7 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
             fail(t, f"{name} {i - int(start[t])} is reached {int(reached[i])} times, not once")
     for name, values, start, check in (("threshold", flat["threshold"], node_start, numeric),
                                        ("leaf_value", flat["leaf"], leaf_start, True)):
-        bad = np.flatnonzero(~np.isfinite(values)) if check else []
+        bad = np.flatnonzero(np.isnan(values) if name == "threshold" else ~np.isfinite(values)) if check else []
         if len(bad):
             t = int(np.searchsorted(start, bad[0], side="right")) - 1
             fail(t, f"{name} {int(bad[0]) - int(start[t])} is {values[bad[0]]}, not a finite number")
