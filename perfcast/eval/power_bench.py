@@ -17,8 +17,8 @@ practitioner would otherwise use, on the same rows:
     as such; "copy" baselines there match (m, n, k) only.
 (c) **other library**: per GPU and task, trained on one library and tested on the other (same GPU, same
     shapes): with the runtime the model predicts, and with the test library's measured runtime (power given
-    a measured latency); no intervals (they are calibrated within a library). Baselines: the other library's measured watts for the same configuration, a constant
-    share of the limit.
+    a measured latency); no intervals (they are calibrated within a library). Baselines: the other library's
+    measured watts for the same configuration, a constant share of the limit.
 
 GPUs are discovered from the data: whatever ``<root>/aiconfigurator-power/<gpu>/...`` holds is evaluated the
 same way. Fits use at most :data:`TRAIN_ROWS` rows (seeded) so the protocol stays within minutes on 2 cores;
@@ -118,7 +118,8 @@ def constant_share(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     return float(np.median(train["power_w"].to_numpy() / _limit(train))) * _limit(test)
 
 
-def fit(task: str, train: pd.DataFrame, seed: int, targets: Sequence[str] = TARGETS) -> tuple[ConformalRegressor, float]:
+def fit(task: str, train: pd.DataFrame, seed: int, targets: Sequence[str] = TARGETS
+        ) -> tuple[ConformalRegressor, float]:
     """The power model with 90 % intervals fitted on ``train`` (calibration folds hold out configurations),
     and the fitting seconds."""
     start = time.perf_counter()
@@ -170,8 +171,9 @@ def unseen_shapes(ws: Workspace, cfg: RunConfig) -> list[Result]:
                     notes = [test_all.attrs[NOTE], *([note] if note else [])]
                     for j, target in ((1, "power_w"), (2, "energy_j")):
                         factor = 1.0 if target == "power_w" else test["runtime_ms"].to_numpy() / 1e3
+                        baselines = {k: v * factor for k, v in base.items()}
                         res = _tagged(score(PROTOCOL, f"{target} ({label}, {lib}; unseen shapes)", dev, test[target],
-                                            pred[:, j], "power", wall, baselines={k: v * factor for k, v in base.items()},
+                                            pred[:, j], "power", wall, baselines=baselines,
                                             interval=(lo[:, j], hi[:, j]), notes=notes), task)
                         if target == "power_w":
                             res.goal = SHAPE_GOAL

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from perfcast.models.hybrid import HybridRegressor
