@@ -36,7 +36,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from sklearn.model_selection import KFold
 
 from perfcast.features import feature_groups
 from perfcast.models.compiled import compile_lightgbm
-from perfcast.models.hybrid import kernel_kinds
+from perfcast.models.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
@@ -93,6 +93,8 @@ class Correction:
     kind_modes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._kinds: dict[int, tuple[float, bool]] = {}  # kind-column bit pattern -> (level, shape applies)
+        self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._shape = None
         if self.shape_text is not None:
             self._shape = compile_lightgbm(self.shape_text)
@@ -101,20 +103,40 @@ class Correction:
 
                 self._shape = lgb.Booster(model_str=self.shape_text)
 
-    def log_ratio(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
-        """Per row, the log correction to add to ``log(base)``."""
+    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None) -> np.ndarray:
+        """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand).
+
+        Kernel kinds are named once per distinct pattern of the kind columns and remembered, and the shape
+        model reads array columns, so a one-row request costs about what the base model's does."""
         base = np.asarray(base, dtype="float64").ravel()
-        if self.mode == "none" and not self.kind_modes:
+        if (self.mode == "none" and not self.kind_modes) or not len(base):
             return np.zeros(len(base))
-        kinds = kernel_kinds(F)
-        modes = kinds.map(self.kind_modes).fillna(self.mode).to_numpy() if self.kind_modes else np.full(
-            len(base), self.mode, dtype=object)
-        out = np.where(modes == "none", 0.0, kinds.map(self.levels).astype("float64").fillna(self.pooled).to_numpy())
-        shaped = modes == "shape"
+        A = F.to_numpy(dtype="float64") if A is None else A
+        kind_at, shape_at = self._layout(F)
+        flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
+        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kinds]
+        if new:
+            for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
+                mode = self.kind_modes.get(kind, self.mode)
+                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), mode == "shape")
+        level, shaped = (np.asarray(v)[inverse.ravel()] for v in zip(*(self._kinds[int(c)] for c in uniq)))
+        out = level.astype("float64")
         if self._shape is not None and shaped.any():
-            out[shaped] += self._shape_predict(shape_matrix(F[shaped] if not shaped.all() else F, self.columns,
-                                                            base[shaped]))
+            rows = shaped.astype(bool)
+            X = np.column_stack([A[rows][:, shape_at], np.log(base[rows])])
+            out[rows] += self._shape_predict(X)
         return out
+
+    def _layout(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the kernel-kind columns and of the shape model's columns in ``F`` (found once per layout)."""
+        key = tuple(F.columns)
+        if key not in self._layouts:
+            names = list(F.columns)
+            kind_at = np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in names])
+            self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
+        return self._layouts[key]
 
     def _shape_predict(self, X: np.ndarray) -> np.ndarray:
         if hasattr(self._shape, "roots"):  # a CompiledForest
@@ -144,7 +166,7 @@ def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
 
 
 def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray) -> np.ndarray:
-    """The shape model's input: ``F[columns]`` and log(base) as the last column."""
+    """The shape model's input (when fitting it): ``F[columns]`` and log(base) as the last column."""
     return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64"))])
 
 
@@ -223,7 +245,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
     needed = max(used, key=MODES.index)
     correction = fit_correction(F, base, y, needed, task, seed)
-    correction.mode, correction.kind_modes = best, {k: m for k, m in kind_modes.items() if m != best}
+    correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best})
     chosen = np.select([used == m for m in MODES], [oof[m] for m in MODES])
     scores = np.sort(np.abs(chosen))
     calibration = None

@@ -260,7 +260,7 @@ class _Adapted:
 
     def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
         base = np.asarray(self.inner.predict(F, A), dtype="float64").reshape(len(F))
-        return base * np.exp(self.correction.log_ratio(F, base))
+        return base * np.exp(self.correction.log_ratio(F, base, A))
 
 
 @dataclass
