@@ -94,7 +94,7 @@ def render(frame, fmt: Format, out) -> None:  # noqa: ANN001 (DataFrame, text st
 @predict_app.command()
 def predict(
     model: Annotated[Optional[str], typer.Argument(
-        help="Model directory, runs:/RUN_ID/model or models:/NAME/VERSION [default: the built-in model].")] = None,
+        help="Model directory, runs:/RUN_ID/model or models:/NAME/VERSION; omit it for the built-in model.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Configurations: a .csv or .parquet file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="COLUMN=VALUE for every row (repeat it), e.g. --set m=4096 --set device=h100_sxm.")] = None,
