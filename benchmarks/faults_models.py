@@ -179,9 +179,9 @@ def fuzz_config(rng: np.random.Generator) -> dict[str, Any]:
     config: dict[Any, Any] = {}
     for key, choices in (("m", NUMBERS), ("n", NUMBERS), ("k", NUMBERS), ("dtype", DTYPES), ("device", DEVICES)):
         roll = rng.random()
-        if roll < 0.45:
+        if roll < 0.7:
             config[key] = ONE[key] if key in ("dtype", "device") else int(2 ** rng.integers(0, 17))
-        elif roll < 0.95:
+        elif roll < 0.97:
             config[key] = pick(choices)
     if rng.random() < 0.15:
         config[pick(("device_id", "batch", "trans_a", "alpha", 7, "runtime_ms"))] = pick(NUMBERS)
