@@ -145,3 +145,16 @@ def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, 
     assert run.returncode == 0, run.stderr
     (row,) = json.loads(acc.read_text())["rows"]
     assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["n"] > 1000 and row["mape"] > 0
+
+
+def test_a_builtin_prediction_imports_no_mlflow_torch_or_optuna() -> None:
+    """`import perfcast` loads no data library, and a built-in prediction none of the training/tracking ones."""
+    import subprocess
+
+    code = ("import sys; import perfcast; print(sorted(m for m in ('pandas', 'sklearn') if m in sys.modules)); "
+            "from perfcast import Predictor; Predictor.builtin('gemm').predict({'m': 64, 'n': 64, 'k': 64, "
+            "'dtype': 'bf16', 'device': 'h100_sxm'}); "
+            "print(sorted(m for m in ('mlflow', 'torch', 'optuna') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["[]", "[]"], run.stdout
