@@ -6,7 +6,6 @@ The ``log_*`` helpers write into the *active* MLflow run, so ``train`` and ``tun
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import tempfile
@@ -29,6 +28,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from perfcast import __version__
 from perfcast.datasets.hardware_specs import catalog
 from perfcast.datasets.schema import columns
 from perfcast.eval import plots
@@ -237,7 +237,8 @@ def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required
 
     Only the ``required`` columns are required. A column is a double where the model input holds numbers
     (flags are 1.0 / 0.0 there; MLflow casts a JSON integer or a CSV field to a double, and a typed schema is
-    what lets it parse CSV at all), else a string the Predictor parses, naming the column of a bad value. ``level`` adds an inference parameter for the interval level.
+    what lets it parse CSV at all), else a string the Predictor parses, naming the column of a bad value.
+    ``level`` adds an inference parameter for the interval level.
     """
     need, schema = set(required), columns(task)
     wanted = [c for c in X.columns if schema[c].group == "config"]
@@ -296,7 +297,7 @@ def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name:
 
 def _requirements(versions: dict[str, str]) -> list[str]:
     """The model's libraries pinned as built, perfcast (which loads it) and MLflow included."""
-    pinned = {lib: ver for lib, ver in versions.items()}
-    pinned.setdefault("perfcast", importlib.metadata.version("perfcast"))
+    pinned = dict(versions)
+    pinned.setdefault("perfcast", __version__)  # a source checkout has no installed metadata
     pinned["mlflow"] = mlflow.__version__
     return [f"{lib}=={ver}" for lib, ver in sorted(pinned.items())]
