@@ -4,7 +4,7 @@ Why: MLflow warns about things perfcast has decided on purpose (no type hints on
 in a lineage record) and draws a progress bar for every artifact download; on a terminal they bury the
 answer. Inside :func:`quiet_mlflow` they go to the ``perfcast.mlflow`` logger at DEBUG, where ``-v`` (a
 DEBUG level and a handler on the ``perfcast`` logger) shows them.
-No perfcast imports: the predictor, training and the CLI all use it.
+No perfcast imports: the predictor, training and evaluation all use it.
 """
 
 from __future__ import annotations

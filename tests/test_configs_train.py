@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from perfcast.datasets.importers import get_importer
@@ -93,6 +94,11 @@ def test_shipped_config_trains_registers_and_loads(path: Path, sliced_stores: di
         primary = config.targets[0]
         assert {f"plots/pred_vs_measured_{primary}.png", f"plots/interval_coverage_{primary}.png"} <= plots, plots
 
+        if "variants" in config.model.params:  # members on different column sets: importances per member, full rows
+            csv = client.download_artifacts(result.run_id, "feature_importances.csv", str(tmp_path))
+            imp = pd.read_csv(csv, index_col="feature")
+            assert imp.shape[1] == len(config.model.params["variants"]) and imp.notna().all().all()
+            assert (imp.sum() > 0).all()  # every member scored on the full feature rows (0 where it never looked)
         predictor = Predictor.load(f"models:/{config.registered_model_name}/1")
     finally:
         mlflow.set_tracking_uri(before)

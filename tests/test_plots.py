@@ -73,11 +73,15 @@ def test_figures_show_error_by_dtype_and_coverage_per_group(fitted):
     assert [line.get_ydata()[0] for line in dtype_ax.get_lines()] == [0.8]  # the nominal level
 
 
-def test_unmeasured_rows_are_left_out_and_one_group_draws_no_panel():
+def test_unmeasured_rows_are_left_out_and_one_group_draws_no_breakdown():
     y = np.array([1.0, 2.0, np.nan, 4.0])
-    figs = plots.evaluation_figures(y, y * 1.1, target="power_w", title="t", lo=y * 0.9, hi=y * 1.2,
+    hi = y * np.array([1.2, 0.95, 1.0, 0.95])  # only the first measured value lies inside its interval
+    figs = plots.evaluation_figures(y, y * 1.1, target="power_w", title="t", lo=y * 0.9, hi=hi,
                                     groups={"dtype": ["a", "a", "b", "a"]})
-    assert set(figs) == {"pred_vs_measured_power_w.png"}  # measured rows hold one dtype: no breakdown to show
+    # the measured rows hold one dtype: no error-by-dtype plot, and coverage over all rows in one panel
+    assert set(figs) == {"pred_vs_measured_power_w.png", "interval_coverage_power_w.png"}
+    (panel,) = figs["interval_coverage_power_w.png"].axes
+    assert [bar.get_height() for bar in panel.patches] == pytest.approx([1 / 3])
     with pytest.raises(ValueError, match="at least one group"):
         plots.error_by_group({"a": [np.nan]}, by="dtype")
 
