@@ -154,7 +154,7 @@ def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], 
     import mlflow
 
     from perfcast.features import feature_transformer
-    from perfcast.predictor import BUNDLE_ARTIFACT, Predictor
+    from perfcast.predictor import Predictor
     from perfcast.training import tracking
 
     tracking.start(uri, experiment)
@@ -166,14 +166,7 @@ def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], 
         mlflow.log_metrics({f"cv_{m}_mape": v for m, v in report["cv_mean_ape"].items()})
         tracking.log_dataset(records, source=lineage["store"], name=f"adapt-{lineage['device']}", context="adaptation",
                              target=predictor.targets[0])
-        example = records.head(5)
-        info = mlflow.pyfunc.log_model(
-            name=tracking.MODEL_NAME_IN_RUN, python_model=str(tracking.PYFUNC_CODE),
-            artifacts={BUNDLE_ARTIFACT: str(path)},
-            signature=tracking.serving_signature(records, predictor.predict(example),
-                                                 feature_transformer(predictor.task).required, predictor.level),
-            input_example=example, registered_model_name=registered_name,
-            pip_requirements=tracking._requirements(predictor.model.versions))
+        info = tracking.log_bundle(path, records, registered_name, feature_transformer(predictor.task).required)
     version = info.registered_model_version
     return run.info.run_id, int(version) if version is not None else None
 

@@ -363,7 +363,7 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
     """Write an adapted :class:`~perfcast.models.bundle.PerfcastModel` (from :func:`adapt_loaded`) as a new bundle:
     the base bundle's files, its head wrapped in an ``adapted`` entry, the device's calibration, lineage in
     the metadata. Written beside ``path`` and renamed into place (never half-written)."""
-    from perfcast.models.bundle import MANIFEST, _Adapted, _read_manifest
+    from perfcast.models.bundle import _Adapted, _read_manifest, write_manifest
 
     head = model.heads[0]
     if not isinstance(head, _Adapted):
@@ -400,7 +400,7 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
         manifest["metadata"] = {**model.metadata, **(metadata or {})}
         manifest["files"] = {p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+        write_manifest(tmp, manifest)
         if target.exists():
             target.rmdir()
         os.replace(tmp, target)  # the scratch directory (and anything half-written) goes on exit

@@ -492,7 +492,14 @@ def _write(model: ConformalRegressor, task: str, records: pd.DataFrame, root: Pa
         "metadata": metadata,
         "files": {p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()},
     }
-    manifest = json.loads(json.dumps(manifest, default=_json_default))  # the values as a reader will see them
+    write_manifest(root, manifest)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` into bundle ``root`` at this format version, sealed with its :func:`manifest_digest`
+    (every writer of bundles goes through here, so no bundle is written that its reader would refuse)."""
+    manifest = json.loads(json.dumps({**manifest, "format_version": FORMAT_VERSION}, default=_json_default))
+    manifest.pop("digest", None)  # the values as a reader will see them, then sealed
     manifest["digest"] = manifest_digest(manifest)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 

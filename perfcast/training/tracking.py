@@ -265,7 +265,9 @@ def serving_example(X: pd.DataFrame, signature: ModelSignature, n: int = 5) -> p
     """The first ``n`` training rows as a user sends them: the signature's columns, the device as ``device``."""
     names = [c for c in signature.inputs.input_names() if c in X.columns or (c == DEVICE_ALIAS and "device_id" in X)]
     head = X.head(n).rename(columns={"device_id": DEVICE_ALIAS}) if DEVICE_ALIAS in names else X.head(n)
-    return head[[c for c in names if c in head.columns]]
+    head = head[[c for c in names if c in head.columns]]
+    doubles = [s.name for s in signature.inputs.inputs if s.type == DataType.double and s.name in head.columns]
+    return head.astype({c: "float64" for c in doubles})  # nullable Int64 (a store's sizes) as the schema's double
 
 
 def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str],
@@ -280,10 +282,18 @@ def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name:
         raise TypeError(f"log_model takes a fitted ConformalRegressor (every perfcast model carries calibrated "
                         f"intervals), got {type(model).__name__}; fit ConformalRegressor(pipeline) on the training rows")
     task = model.estimator_[0].task
-    with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp, quiet_mlflow():
+    with tempfile.TemporaryDirectory(prefix="perfcast-model-") as tmp:
         bundle = save_model(model, task, X, Path(tmp) / BUNDLE_ARTIFACT, metadata)
+        return log_bundle(bundle, X, registered_model_name, required)
+
+
+def log_bundle(bundle: Path, X: pd.DataFrame, registered_model_name: str | None, required: Iterable[str]
+               ) -> ModelInfo:
+    """Log a written bundle directory (a trained or an adapted model) as MLflow's pyfunc data, loaded by the
+    installed :mod:`perfcast.mlflow_model`, with the signature and example a user sends (``X``: model inputs)."""
+    with quiet_mlflow():
         predictor = Predictor.load(bundle)
-        signature = serving_signature(X, task, predictor.predict(X.head(5)), required, predictor.level)
+        signature = serving_signature(X, predictor.task, predictor.predict(X.head(5)), required, predictor.level)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             loader_module=LOADER_MODULE,
