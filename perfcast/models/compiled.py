@@ -198,7 +198,7 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
         bad = np.flatnonzero(np.isnan(values) if name == "threshold" else ~np.isfinite(values)) if check else []
         if len(bad):
             t = int(np.searchsorted(start, bad[0], side="right")) - 1
-            fail(t, f"{name} {int(bad[0]) - int(start[t])} is {values[bad[0]]}, not a finite number")
+            fail(t, f"{name} {int(bad[0]) - int(start[t])} is {values[bad[0]]}, not a " + ("number" if name == "threshold" else "finite number"))
     return roots, *children
 
 

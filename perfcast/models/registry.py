@@ -283,6 +283,8 @@ OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "seeds": None, "variants": None},
     "transfer": {"scale": 0.8, "max_rows": None},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None},
+    # tables of LightGBM parameters for the power model's runtime head and its power correction
+    "power": {"runtime": None, "correction": None},
 }
 
 
@@ -328,7 +330,10 @@ def accepted_params(name: str, params: dict[str, Any] | None = None) -> dict[str
     if name == "normalized":
         base = (params or {}).get("base", "lightgbm")
         inner = _estimator_params(base) if base in (*CLASSES, "group_attention") else {}
-        return {**OWN_KEYS["normalized"], **({} if base == "group_attention" else {**LOG_KEY, "seeds": None}), **inner}
+        # seeds is accepted here for every base so that normalized itself says which bases take it
+        return {**OWN_KEYS["normalized"], "seeds": None, **({} if base == "group_attention" else LOG_KEY), **inner}
+    if name == "power":
+        return {**OWN_KEYS["power"], **_estimator_params("lightgbm")}
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
@@ -359,8 +364,10 @@ def check_params(name: str, params: dict[str, Any]) -> None:
     by_sklearn = set(sklearn_cls().get_params(deep=False)) if hasattr(sklearn_cls, "_parameter_constraints") else set()
     tables = [("", params)] + [(f"variants[{i}].", v) for i, v in enumerate(params.get("variants") or [])
                                if name in ("hybrid", "transfer") and isinstance(v, dict)]
+    tables += [(f"{k}.", params[k]) for k in OWN_KEYS["power"] if name == "power" and isinstance(params.get(k), dict)]
     for where, table in tables:
-        keys = {k: d for k, d in allowed.items() if not where or k not in ("seeds", "variants", *OWN_KEYS["transfer"])}
+        nested = ("seeds", "variants", *OWN_KEYS["transfer"], *OWN_KEYS["power"])
+        keys = {k: d for k, d in allowed.items() if not where or k not in nested}
         unknown = sorted(set(table) - set(keys))
         if unknown:
             close = difflib.get_close_matches(unknown[0], list(keys), n=3)
