@@ -218,8 +218,9 @@ def adapt(
     table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
     table.add_column("correction")
     table.add_column("cross-validated mean APE on the rows", justify="right")
+    chosen = ("donor " if res.report["starts_from"] != "base model" else "") + res.report["mode"]
     for mode, err in res.report["cv_mean_ape"].items():
-        table.add_row(mode + (" (chosen)" if mode == res.report["mode"] else ""), f"{100 * err:.2f}%")
+        table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
     console.print(table)
     console.print(f"adapted model: {res.path}")
     if res.specs_path is not None:
