@@ -142,13 +142,15 @@ def _store_of(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
+def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
     revealed, test = split
     store = _store_of(revealed, tmp_path / "store")
     out = tmp_path / "adapted"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    donors = _store_of(tables[0], tmp_path / "donors")
     res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out),
-                                   "--tracking-uri", uri, "--registered-name", "l40s-adapted"])
+                                   "--tracking-uri", uri, "--registered-name", "l40s-adapted",
+                                   "--donors", str(donors), "--donor-device", "h100_sxm"])
     assert res.exit_code == 0, res.output
     assert "chosen" in res.output and "registered version 1" in res.output
     import mlflow
@@ -161,7 +163,9 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
     loaded = Predictor.load(out)
     assert loaded.metadata["adaptation"]["device"] == TARGET_GPU
     assert loaded.metadata["adaptation"]["rows"] == len(revealed)
-    pd.testing.assert_frame_equal(loaded.predict(test), Predictor.load(bundle).adapt(revealed).predict(test))
+    h100 = tables[0][tables[0]["device_id"] == "h100_sxm"]
+    pd.testing.assert_frame_equal(loaded.predict(test),
+                                  Predictor.load(bundle).adapt(revealed, donors=h100).predict(test))
 
 
 def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root, tmp_path):
