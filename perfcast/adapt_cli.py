@@ -112,10 +112,12 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
 
 def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str] | RecordStore, out: Path, *,
                      device: str | None = None, records: pd.DataFrame | None = None, tracking_uri: str | None = None,
-                     experiment: str = "adapt", registered_name: str | None = None, seed: int = 0) -> AdaptOutcome:
+                     experiment: str = "adapt", registered_name: str | None = None, seed: int = 0,
+                     donors: pd.DataFrame | None = None) -> AdaptOutcome:
     """Adapt ``model`` (a bundle directory or MLflow URI) to ``device``'s records in ``store`` (or to the given
     ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
-    (registered as ``registered_name`` when given). The quickstart calls this on this machine's CPU GEMMs."""
+    (registered as ``registered_name`` when given). ``donors``: another device's records (a sibling), offered
+    as a second starting point. The quickstart calls this on this machine's CPU GEMMs."""
     from perfcast.models.adapt import save_adapted
     from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
     from perfcast.predictor import Predictor
@@ -135,7 +137,7 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     out = Path(out)
     specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
     start = time.perf_counter()
-    adapted = base.adapt(records, seed=seed)
+    adapted = base.adapt(records, seed=seed, donors=donors)
     report = {**adapted.metadata["adaptation"], "device": name, "seconds": round(time.perf_counter() - start, 3)}
     lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}
     from perfcast.training.tracking import content_hash
@@ -193,6 +195,9 @@ def adapt(
     device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI: log and register the result")] = None,
     registered_name: Annotated[Optional[str], typer.Option(help="Register the adapted model under this name")] = None,
+    donors: Annotated[Optional[Path], typer.Option(help="A store with a sibling device's measurements: a second "
+                                                        "starting point, kept if it cross-validates better")] = None,
+    donor_device: Annotated[Optional[str], typer.Option(help="The donor device (when --donors holds several)")] = None,
 ) -> None:
     """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
     if not store.is_dir():
@@ -203,18 +208,25 @@ def adapt(
         console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
         raise typer.Exit(code=2)
     try:
+        donor_rows = None
+        if donors is not None:
+            from perfcast.predictor import Predictor
+
+            target = Predictor.load(model)
+            donor_rows = adaptation_records(RecordStore(donors), target.task, target.targets[0], donor_device)[0]
         res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
-                               registered_name=registered_name)
+                               registered_name=registered_name, donors=donor_rows)
     except AdaptationError as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(code=2) from None
     table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
     table.add_column("correction")
     table.add_column("cross-validated mean APE on the rows", justify="right")
+    chosen = ("donor " if res.report["starts_from"] != "base model" else "") + res.report["mode"]
     for mode, err in res.report["cv_mean_ape"].items():
-        table.add_row(mode + (" (chosen)" if mode == res.report["mode"] else ""), f"{100 * err:.2f}%")
+        table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
     console.print(table)
-    console.print(f"adapted model: {res.path}")
+    console.print(f"adapted model: {res.path} (starts from the {res.report['starts_from']})")
     if res.specs_path is not None:
         console.print(f"this device's measured spec sheet: {res.specs_path} (set {ENV_VAR}={res.specs_path} "
                       f"to predict with the model)")

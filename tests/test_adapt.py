@@ -142,13 +142,15 @@ def _store_of(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
+def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
     revealed, test = split
     store = _store_of(revealed, tmp_path / "store")
     out = tmp_path / "adapted"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    donors = _store_of(tables[0], tmp_path / "donors")
     res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out),
-                                   "--tracking-uri", uri, "--registered-name", "l40s-adapted"])
+                                   "--tracking-uri", uri, "--registered-name", "l40s-adapted",
+                                   "--donors", str(donors), "--donor-device", "h100_sxm"])
     assert res.exit_code == 0, res.output
     assert "chosen" in res.output and "registered version 1" in res.output
     import mlflow
@@ -161,7 +163,9 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tmp_path):
     loaded = Predictor.load(out)
     assert loaded.metadata["adaptation"]["device"] == TARGET_GPU
     assert loaded.metadata["adaptation"]["rows"] == len(revealed)
-    pd.testing.assert_frame_equal(loaded.predict(test), Predictor.load(bundle).adapt(revealed).predict(test))
+    h100 = tables[0][tables[0]["device_id"] == "h100_sxm"]
+    pd.testing.assert_frame_equal(loaded.predict(test),
+                                  Predictor.load(bundle).adapt(revealed, donors=h100).predict(test))
 
 
 def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root, tmp_path):
@@ -195,3 +199,21 @@ def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root
 def test_probe_plan_option_is_validated():
     res = CliRunner().invoke(app, ["probe", "gemm", "--plan", "nonsense", "--budget", "4"])
     assert res.exit_code == 2 and "unknown plan" in res.output
+
+
+def test_a_donor_device_is_offered_and_saved_with_the_model(bundle, split, tables, tmp_path):
+    """A sibling's measured latencies are a second starting point; when kept, they travel in the bundle."""
+    from perfcast.models.adapt import DonorTable
+
+    revealed, test = split
+    donor = tables[0][tables[0]["device_id"] == "rtx_pro_6000_server"]
+    adapted = Predictor.load(bundle).adapt(revealed, donors=donor)
+    report = adapted.metadata["adaptation"]
+    assert any(k.startswith("donor ") for k in report["cv_mean_ape"])  # both starting points were cross-validated
+    head = adapted.model.heads[0]
+    F = adapted.model.features.transform(donor)
+    head.donors = DonorTable.build("rtx_pro_6000_server", F, donor["runtime_ms"].to_numpy(dtype="float64"), "gemm")
+    assert np.isfinite(head.donors.lookup(F)).all()
+    loaded = Predictor.load(save_adapted(adapted.model, tmp_path / "adapted"))
+    pd.testing.assert_frame_equal(loaded.predict(test), adapted.predict(test))
+    pd.testing.assert_frame_equal(loaded.predict(donor), adapted.predict(donor))

@@ -5,6 +5,8 @@ left-out one is known to it by its spec sheet). The probe plan (:func:`perfcast.
 then picks K configurations from the list of shapes the GPU's table holds, reading only configuration
 columns (never a latency); those K rows are revealed, the model is adapted on them
 (:mod:`perfcast.models.adapt`), and every other row of that GPU is the test set. K = 0 is the base model.
+The adaptation is offered the nearest training GPU's measurements as a second starting point (a sibling's
+latencies beat any model on its siblings), and keeps it only when it cross-validates better on the K rows.
 
 Baselines on the same rows: ``nearest GPU × K-median``, the latency measured for the same configuration on
 the nearest training GPU by spec sheet (:func:`~perfcast.eval.anchors.nearest_devices`) times the K rows'
@@ -43,7 +45,7 @@ from perfcast.eval.anchors import (
 )
 from perfcast.eval.protocols import neusight_ood_split, unseen_hardware_split
 from perfcast.models import make_model
-from perfcast.models.adapt import AdaptedModel
+from perfcast.models.adapt import AdaptedModel, DonorTable
 from perfcast.models.gpu_defaults import SPEC_AND_WORK
 from perfcast.perf_probe.plan import adaptation_plan
 
@@ -102,9 +104,12 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     test = test.reset_index(drop=True)
     parts = pd.Series(np.asarray(parts), index=test.index)
     candidates = test.drop(columns=["runtime_ms"])  # what a probe knows before measuring: the shapes it can run
-    adapter = AdaptedModel(base, seed=seed)
-    precomputed = adapter.parts(test)
     donors = nearest_devices(dev, sorted(train["device_id"].dropna().unique()))
+    donor_rows = train[(train["device_id"] == donors[0]).to_numpy()]
+    table = DonorTable.build(donors[0], base.estimator_[0].transform(donor_rows),
+                             donor_rows["runtime_ms"].to_numpy(dtype="float64"), task)
+    adapter = AdaptedModel(base, seed=seed, donors=table)
+    precomputed = adapter.parts(test)
     out = {}
     for k in BUDGETS:
         start = time.perf_counter()
@@ -119,7 +124,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         base_rows = {NEAREST_K: copy_scaled(train, test[picked], test[rest], donors, keys)}
         if k:
             base_rows[ALONE] = alone(task, test[picked], test[rest])
-        mode = adapter.adaptation_.correction.mode
+        found = adapter.adaptation_
+        mode = found.correction.mode + (f", started from {found.donors.device}'s latencies" if found.donors else "")
         for label in parts.unique():
             sel = (parts[rest] == label).to_numpy()
             target = f"runtime_ms ({label}), K={k}" if label else f"runtime_ms, K={k}"

@@ -49,6 +49,7 @@ from perfcast.features import feature_groups
 from perfcast.models.compiled import compile_lightgbm
 from perfcast.models.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+from perfcast.models.transfer import row_keys
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
 MODES: tuple[str, ...] = ("none", "level", "shape")
@@ -170,6 +171,39 @@ def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray) -> np.nd
     return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64"))])
 
 
+@dataclass
+class DonorTable:
+    """Another device's measured latency per configuration (a configuration: the values of the task's shape
+    and dtype feature columns, hashed), used as an alternative starting point for the correction: a sibling
+    of the new device (same architecture, nearly the same sheet) predicts it better than any model."""
+
+    device: str
+    columns: list[str]
+    keys: np.ndarray  # sorted uint64 configuration hashes
+    log_latency: np.ndarray  # log of the donor's mean measured latency, aligned with keys
+
+    @classmethod
+    def build(cls, device: str, F: pd.DataFrame, latency: np.ndarray, task: str) -> DonorTable:
+        """From the donor's feature frame ``F`` and its measured latencies (repeats averaged in log)."""
+        groups = feature_groups(task)
+        columns = [c for g in ("shape", "dtype") for c in groups[g] if c in F.columns]
+        ok = np.isfinite(latency) & (latency > 0)
+        table = pd.Series(np.log(latency[ok])).groupby(row_keys(F[ok], columns)).mean()
+        return cls(device, columns, table.index.to_numpy(dtype=np.uint64), table.to_numpy(dtype="float64"))
+
+    def lookup(self, F: pd.DataFrame) -> np.ndarray:
+        """Each row's donor log latency (NaN where the donor did not measure the configuration)."""
+        keys = row_keys(F, self.columns)
+        at = np.clip(np.searchsorted(self.keys, keys), 0, max(len(self.keys) - 1, 0))
+        found = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), dtype=bool)
+        return np.where(found, self.log_latency[at] if len(self.keys) else np.nan, np.nan)
+
+    def start(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+        """The donor's latency where it measured the configuration, else ``base``."""
+        d = self.lookup(F)
+        return np.where(np.isfinite(d), np.exp(d), np.asarray(base, dtype="float64").ravel())
+
+
 def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
     """Per-kind median of ``r``, shrunk toward the pooled median by :data:`LEVEL_PRIOR` pseudo-rows."""
     pooled = float(np.median(r))
@@ -206,15 +240,40 @@ class Adaptation:
     calibration: IntervalCalibration | None
     cv_error: dict[str, float]
     n_rows: int
+    #: the donor whose latencies the correction starts from (None: it starts from the base model)
+    donors: DonorTable | None = None
+
+    def start(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+        """What the correction multiplies: the donor's latency where it has one (when chosen), else ``base``."""
+        return base if self.donors is None else self.donors.start(F, base)
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
         return {"mode": self.correction.mode, "kind_modes": dict(self.correction.kind_modes), "rows": self.n_rows,
-                "cv_mean_ape": dict(self.cv_error), "recalibrated": self.calibration is not None}
+                "cv_mean_ape": dict(self.cv_error), "recalibrated": self.calibration is not None,
+                "starts_from": "base model" if self.donors is None else f"donor {self.donors.device}"}
 
 
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
-                   noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0) -> Adaptation:
+                   noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
+                   donors: DonorTable | None = None) -> Adaptation:
+    """Choose and fit the correction (see :func:`fit_correction_of`); with ``donors``, also the same correction
+    started from the donor's latencies, keeping whichever cross-validates better on the rows."""
+    found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed)
+    if donors is None or found.n_rows < MIN_ROWS:
+        return found
+    start = donors.start(F, base)
+    if np.array_equal(start, np.asarray(base, dtype="float64").ravel()):  # the donor measured none of the rows
+        return found
+    other = fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed)
+    if min(other.cv_error.values()) < min(found.cv_error.values()):
+        return replace(other, donors=donors, cv_error={**found.cv_error,
+                                                       **{f"donor {m}": v for m, v in other.cv_error.items()}})
+    return replace(found, cv_error={**found.cv_error, **{f"donor {m}": v for m, v in other.cv_error.items()}})
+
+
+def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
+                      noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
 
@@ -284,11 +343,13 @@ class AdaptedModel:
     the ConformalRegressor's.
     """
 
-    def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0):
+    def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
+                 donors: DonorTable | None = None):
         self.base = base
         self.target = target
         self.level = level
         self.seed = seed
+        self.donors = donors
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -305,7 +366,8 @@ class AdaptedModel:
         F, base = parts if parts is not None else self.parts(records)
         self.adaptation_ = fit_adaptation(F, base, records[self.target].to_numpy(dtype="float64"),
                                           task=self.base.estimator_[0].task, target=self.target,
-                                          noise=_noise(records, self.target), level=level, seed=self.seed)
+                                          noise=_noise(records, self.target), level=level, seed=self.seed,
+                                          donors=self.donors)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -317,7 +379,8 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        pred = base * np.exp(a.correction.log_ratio(F, base))
+        start = a.start(F, base)
+        pred = start * np.exp(a.correction.log_ratio(F, start))
         cal = a.calibration
         if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
             _, lo, hi = self.base.predict_with_interval(X, level)
@@ -331,9 +394,11 @@ class AdaptedModel:
 
 
 # ============================================================================ loaded bundles (Predictor)
-def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0) -> tuple[Any, Adaptation]:
+def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
+                 ) -> tuple[Any, Adaptation]:
     """A loaded :class:`~perfcast.models.bundle.PerfcastModel` corrected on ``records`` (a new model object;
-    the base is untouched), and what the adaptation found. Single-target models only."""
+    the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
+    device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
     from perfcast.models.bundle import PerfcastModel, _Adapted
 
     if model.joint or len(model.targets) != 1:
@@ -346,15 +411,20 @@ def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0) -> tuple[A
     if len(records):
         F = model.features.transform(records)
         base = np.asarray(inner.predict(F, F.to_numpy(dtype="float64")), dtype="float64").reshape(len(F))
+        table = None
+        if donors is not None and len(donors):
+            table = DonorTable.build(str(donors["device_id"].fillna(donors["device_name"]).iloc[0]),
+                                     model.features.transform(donors), donors[target].to_numpy(dtype="float64"),
+                                     model.task)
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
-                               noise=_noise(records, target), level=model.calibration.level, seed=seed)
+                               noise=_noise(records, target), level=model.calibration.level, seed=seed, donors=table)
     else:
         found = Adaptation(Correction(), None, {}, 0)
     calibration = found.calibration or model.calibration
     lineage = {**found.report(), "base_model": str(model.path),
                "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
     adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
-                            [_Adapted(inner, found.correction)], False, calibration, model.domain,
+                            [_Adapted(inner, found.correction, found.donors)], False, calibration, model.domain,
                             {**model.metadata, "adaptation": lineage}, dict(model.versions))
     return adapted, found
 
@@ -385,8 +455,12 @@ def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, A
         spec = manifest["estimators"]["heads"][0]
         spec = spec["inner"] if spec.get("kind") == "adapted" else spec
         entry: dict[str, Any] = {"kind": "adapted", "inner": spec, "correction": head.correction.to_json()}
+        (tmp / "adaptation").mkdir()
+        if head.donors is not None:
+            np.savez(tmp / "adaptation" / "donors.npz", keys=head.donors.keys, log_latency=head.donors.log_latency)
+            entry["donors"] = {"device": head.donors.device, "columns": head.donors.columns,
+                               "file": "adaptation/donors.npz"}
         if head.correction.shape_text is not None:
-            (tmp / "adaptation").mkdir()
             (tmp / "adaptation" / "shape.txt").write_text(head.correction.shape_text, encoding="utf-8")
             entry["shape_file"] = "adaptation/shape.txt"
             manifest["requires"] = sorted(set(manifest.get("requires", [])) | {"lightgbm"})

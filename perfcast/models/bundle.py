@@ -257,9 +257,12 @@ class _Adapted:
 
     inner: Head
     correction: Any  # an adapt.Correction: per-kind levels (JSON) and a LightGBM shape term (text)
+    donors: Any = None  # an adapt.DonorTable the correction starts from (arrays), or None
 
     def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
         base = np.asarray(self.inner.predict(F, A), dtype="float64").reshape(len(F))
+        if self.donors is not None:
+            base = self.donors.start(F, base)
         return base * np.exp(self.correction.log_ratio(F, base, A))
 
 
@@ -690,10 +693,16 @@ class _Reader:
                           self.decode(spec["correction"]),
                           None if spec.get("runtime") is None else self.decode(spec["runtime"]))
         if kind == "adapted":
-            from perfcast.models.adapt import Correction
+            from perfcast.models.adapt import Correction, DonorTable
 
             text = self.file(spec["shape_file"]).read_text(encoding="utf-8") if spec.get("shape_file") else None
-            return _Adapted(self.decode(spec["inner"]), Correction.from_json(spec["correction"], text, self.threads))
+            donors = None
+            if spec.get("donors"):
+                with np.load(self.file(spec["donors"]["file"]), allow_pickle=False) as npz:
+                    donors = DonorTable(str(spec["donors"]["device"]), [str(c) for c in spec["donors"]["columns"]],
+                                        npz["keys"], npz["log_latency"])
+            return _Adapted(self.decode(spec["inner"]), Correction.from_json(spec["correction"], text, self.threads),
+                            donors)
         if kind == "normalized":
             from perfcast.models.normalize import TargetNormalizer
 
