@@ -52,7 +52,10 @@ from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, confor
 from perfcast.models.transfer import row_keys
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
-MODES: tuple[str, ...] = ("none", "level", "shape")
+MODES: tuple[str, ...] = ("none", "level", "shape", "fine")
+#: the modes with a shape term: ``shape`` (strongly regularised) and ``fine`` (more, smaller leaves; one of the two
+#: is offered per adaptation, the one that cross-validates better)
+SHAPED: tuple[str, ...] = ("shape", "fine")
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
 #: rows of one kernel kind from which the guard chooses that kind's correction by itself (else: the pooled choice)
@@ -70,8 +73,15 @@ SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num
 LOG_BASE = "log_base"
 
 
-def shape_params(n_rows: int, seed: int) -> dict[str, Any]:
-    """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and ~2% of them) per leaf."""
+#: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`
+FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambda": 1.0}
+
+
+def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
+    """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
+    leaf."""
+    if mode == "fine":
+        return {**SHAPE_PARAMS, **FINE_PARAMS, "min_child_samples": 5, "random_state": seed}
     return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
 
 
@@ -121,7 +131,7 @@ class Correction:
         if new:
             for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
                 mode = self.kind_modes.get(kind, self.mode)
-                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), mode == "shape")
+                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), mode in SHAPED)
         level, shaped = (np.asarray(v)[inverse.ravel()] for v in zip(*(self._kinds[int(c)] for c in uniq)))
         out = level.astype("float64")
         if self._shape is not None and shaped.any():
@@ -227,8 +237,8 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 
     cols = shape_columns(F, task)
     rest = r - kinds.map(levels).astype("float64").to_numpy()
-    model = lgb.LGBMRegressor(**shape_params(len(y), seed)).fit(shape_matrix(F, cols, base), rest)
-    return Correction("shape", levels, pooled, cols, model.booster_.model_to_string())
+    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base), rest)
+    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string())
 
 
 @dataclass
@@ -294,13 +304,14 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
             c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed)
             oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(Fh, base[held_idx])
     cv_error = {m: _ape(oof[m]) for m in MODES}
-    best = _best(cv_error)
+    offered = ("none", "level", _best(cv_error, SHAPED))  # one shape term per correction
+    best = _best(cv_error, offered)
     kinds = kernel_kinds(F).to_numpy()
     kind_modes = {}
     for kind in pd.unique(kinds):
         rows = kinds == kind
         if rows.sum() >= MIN_KIND_ROWS:
-            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in MODES})
+            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in offered}, offered)
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
     needed = max(used, key=MODES.index)
     correction = fit_correction(F, base, y, needed, task, seed)
@@ -323,9 +334,9 @@ def _ape(log_ratio: np.ndarray) -> float:
     return float(np.mean(np.abs(np.expm1(-log_ratio))))
 
 
-def _best(errors: dict[str, float]) -> str:
-    """The mode of least error, the simplest on a tie."""
-    return min(MODES, key=lambda m: (round(errors[m], 12), MODES.index(m)))
+def _best(errors: dict[str, float], among: tuple[str, ...] = MODES) -> str:
+    """The mode of ``among`` of least error, the simplest on a tie."""
+    return min(among, key=lambda m: (round(errors[m], 12), MODES.index(m)))
 
 
 def _noise(records: pd.DataFrame, target: str) -> np.ndarray | None:
