@@ -82,7 +82,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 TOGETHER: tuple[tuple[str, ...], ...] = (("neusight-ood", "neusight-whole-model"),)
 #: rough relative cost of each protocol (fits x rows), to balance the workers; unknown ones count 1
 COST: dict[str, float] = {"aiconfigurator-unseen-gpu-gemm": 10, "aiconfigurator-unseen-gpu-attention": 10,
-                          "aiconfigurator-unseen-shape": 3, "spec-cpu2017-future": 2, "neusight-ood": 2}
+                          "aiconfigurator-unseen-shape": 3, "spec-cpu2017-future": 2, "neusight-ood": 2,
+                          "aiconfigurator-power": 4, "aiconfigurator-adapt": 5}
 
 
 def plan(names: Sequence[str], jobs: int) -> list[list[str]]:
