@@ -207,7 +207,10 @@ def header(argv: Sequence[str], total_s: float) -> str:
          f"{COVERAGE_GOAL[0]:.0%}-{COVERAGE_GOAL[1]:.0%}."),
         "",
         ("Why each missed goal is missed, with the measurements behind it: [ANALYSIS.md](ANALYSIS.md). Every CPU "
-         "model (forests, boosting, the group-attention net) beside the baselines: [CPU_MODELS.md](CPU_MODELS.md)."),
+         "model (forests, boosting, the group-attention net) beside the baselines: [CPU_MODELS.md](CPU_MODELS.md). "
+         "Protocols run on their own: power ([RESULTS_power.md](RESULTS_power.md), `--protocol aiconfigurator-power`) "
+         "and adaptation from K measurements ([RESULTS_adapt.md](RESULTS_adapt.md), `--protocol aiconfigurator-adapt "
+         "--protocol neusight-adapt`)."),
         "",
     ])
 
