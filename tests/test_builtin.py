@@ -27,7 +27,7 @@ from perfcast.builtin import (
 )
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
-from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+from perfcast.models.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
 
 runner = CliRunner()
 ONE = ["--set", "m=4096", "--set", "n=4096", "--set", "k=4096", "--set", "dtype=bf16", "--set", "device=h100_sxm"]
@@ -104,7 +104,8 @@ def test_predict_without_a_model_uses_the_builtin_one() -> None:
 def test_a_damaged_or_foreign_built_in_bundle_is_refused(tmp_path: Path) -> None:
     copy = Path(shutil.copytree(bundle_path("gemm"), tmp_path / "gemm"))
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["versions"]["perfcast"] = "0.0.1"
+    manifest["versions"]["perfcast"] = "0.0.1"  # a well-formed bundle of another perfcast: digest recomputed
+    manifest["digest"] = manifest_digest(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IncompatibleModelError, match="python -m perfcast.builtin build"):
         load_builtin(copy)
