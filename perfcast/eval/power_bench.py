@@ -61,8 +61,7 @@ DATASET = "aiconfigurator-power"
 TASKS: tuple[str, ...] = ("gemm", "attention")
 TARGETS: list[str] = ["runtime_ms", "power_w", "energy_j"]
 #: training rows drawn (seeded) per fitted model, by task (attention: per phase), so the whole protocol stays within
-#: minutes on 2 cores (on a split of GB200's TensorRT-LLM GEMM training shapes, 24k rows scored 9.1% against 12k's
-#: 9.7%; see benchmarks/ANALYSIS_power.md)
+#: minutes on 2 cores (chosen on a split of GB200's training shapes: benchmarks/ANALYSIS_power.md)
 TRAIN_ROWS: dict[str, int] = {"gemm": 24_000, "attention": 10_000}
 #: training rows drawn (seeded) per fit of the unseen-GPU and other-library parts (one model over every kernel kind)
 CROSS_ROWS = 16_000
