@@ -236,10 +236,9 @@ def training_config(store: RecordStore, hw_id: str, tracking_uri: str) -> Any:
 
 
 def fit_to_machine(config: Any, progress: Any) -> Any:
-    """THE ADAPTATION CALL SITE (issue 13): fit a model to this machine's measured GEMMs.
-
-    Today a hybrid is trained on the probed rows alone; when the adaptation helper lands, this one call is
-    replaced by adapting the built-in GEMM model to the same rows (same config, same logged run)."""
+    """Fit a model to this machine's measured GEMMs: a hybrid trained on the probed rows, logged and registered
+    by the config. This is the one place that decides how quickstart learns this machine, so adapting the
+    built-in model instead (:meth:`perfcast.Predictor.adapt`) replaces only this call."""
     from perfcast.training.train import train
 
     return train(config, progress=progress)
