@@ -1,6 +1,6 @@
 """Accuracy of perfcast on every benchmark protocol, beside the published numbers and honest baselines.
 
-Each protocol (perfcast.eval.anchors) imports its dataset from --data-root through the perfcast importers,
+Each protocol (perfcast.experiments.anchors) imports its dataset from --data-root through the perfcast importers,
 trains on what its split trains on and scores everything else the directory holds. Prints one Markdown
 table (protocol, target, device, metric, anchor, perfcast, baselines, 90% interval coverage, n, wall time,
 notes) and writes it, with a header saying when, where, how and at which commit, to --out.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from perfcast.eval.anchors import (
+from perfcast.experiments.anchors import (
     COVERAGE_GOAL,
     RUNNERS,
     UNSEEN_HARDWARE,

@@ -25,9 +25,9 @@ import pandas as pd
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
-from perfcast.models.adapt import save_adapted
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.estimators.adapt import save_adapted
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan
 
 TRAIN_GPUS = ("a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server")

@@ -3,7 +3,7 @@
 Why a separate table: benchmarks/accuracy.py scores each protocol's *default* model against the
 published anchors; this one answers "which model family should I use" on the same splits: the forests,
 gradient boosting, the NCPP-style group-attention network, each plain and on score / baseline
-(perfcast.models.normalize), beside the per-(workload, sub-test) mean and, on SPEC, the processor-family mean.
+(perfcast.models.estimators.normalize), beside the per-(workload, sub-test) mean and, on SPEC, the processor-family mean.
 
 * spec-cpu2017, ``future``: train on base results published before ``--cutoff`` (default 2024), test on the
   rest; mean APE over all test rows and over the rows of processors no training row had.
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.eval import metrics
-from perfcast.eval.anchors import group_mean, workspace
+from perfcast.experiments.anchors import group_mean, workspace
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.models import make_model
 from perfcast.models.cpu_defaults import DEFAULTS

@@ -74,7 +74,7 @@ def _named(code: int, out: str, *needles: str, want: int = 2) -> tuple[str, bool
 
 def batch(start: int, n: int, device: str = "cpu a") -> pd.DataFrame:
     """Valid GEMM records ``m = start+1 .. start+n`` (what a store holds before the fault)."""
-    from perfcast.datasets.schema import hardware_ids
+    from perfcast.records.schema import hardware_ids
 
     df = pd.DataFrame({
         "source": "probe", "device_name": device, "device_kind": "cpu", "op": "matmul",
@@ -93,7 +93,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def seeded_store(tmp: Path, parts: int = 3):  # noqa: ANN201
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     rs = RecordStore(tmp / "store")
     for i in range(parts):
@@ -104,7 +104,7 @@ def seeded_store(tmp: Path, parts: int = 3):  # noqa: ANN201
 # ---------------------------------------------------------------- store
 def flip_bits(tmp: Path, n: int = 60, seed: int = 0) -> dict:
     """n single-bit flips, each at a random bit of a fresh part: every one must be a named error."""
-    from perfcast.datasets.store import CorruptPartError, RecordStore
+    from perfcast.records.store import CorruptPartError, RecordStore
 
     rng = random.Random(seed)
     detected = silent = crash = lost = 0
@@ -181,7 +181,7 @@ def legacy_part(tmp: Path) -> dict:
 
 def mixed_timestamps(tmp: Path) -> dict:
     """Parts whose timestamps were written at different units (importers vs probes) read as datetimes."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     rs = RecordStore(tmp / "store")
     rs.append(batch(0, 5).assign(source="gpperf-cutlass",
@@ -197,7 +197,7 @@ def concurrent_mock_s3(tmp: Path) -> dict:
     """Two writers on a non-local filesystem (no lock) storing overlapping records: dedupe on read."""
     import pyarrow.fs as pafs
 
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     fs, base = pafs.FileSystem.from_uri("mock:///store")
     a, b = RecordStore(base, filesystem=fs), RecordStore(base, filesystem=fs)
@@ -229,7 +229,7 @@ def probe_under_file(tmp: Path) -> dict:
 
 def probe_disk_full(tmp: Path) -> dict:
     """The disk fills after the first stored configuration (ENOSPC from the write)."""
-    from perfcast.datasets import store as store_mod
+    from perfcast.records import store as store_mod
 
     real = store_mod._write_local_atomic
     calls = {"n": 0}
@@ -259,7 +259,7 @@ def _python(code: str, *args: str) -> subprocess.Popen:
 
 def probe_sigint(tmp: Path) -> dict:
     """Ctrl-C to a running `perfcast probe cpu --quick`: exit 130, what was measured is stored."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     root = tmp / "store"
     proc = _python("from perfcast.cli import app; app()", "probe", "cpu", "--quick", "--store", str(root))
@@ -279,7 +279,7 @@ def probe_sigint(tmp: Path) -> dict:
 
 SWEEP_SCRIPT = """
     import json, sys
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
     from perfcast.perf_probe.gemm import GemmProbe
     from perfcast.perf_probe.sweep import run_sweep
     r = run_sweep(GemmProbe(devices=("cpu",), max_time_s=0.05, warmup_s=0.01), RecordStore(sys.argv[1]),
@@ -295,7 +295,7 @@ def sweep_configs(n: int) -> list[dict]:
 
 def concurrent_probes(tmp: Path, n: int = 16) -> dict:
     """Two probe sweeps of the same plan at once on one machine: each config measured exactly once."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     root = tmp / "store"
     cfgs = json.dumps(sweep_configs(n))
@@ -469,9 +469,9 @@ def fuzz_one(dataset: str, root: Path, unit: Path, data: bytes, store_root: Path
     store changed on error or lost earlier records) or "crash" (any other exception)."""
     from perfcast.datasets.importers import get_importer
     from perfcast.datasets.importers.base import DatasetLayoutError
-    from perfcast.datasets.parsing import DataFileError
-    from perfcast.datasets.schema import SchemaError
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.parsing import DataFileError
+    from perfcast.records.schema import SchemaError
+    from perfcast.records.store import RecordStore
 
     shutil.rmtree(store_root, ignore_errors=True)
     rs = RecordStore(store_root)
@@ -493,7 +493,7 @@ def fuzz_one(dataset: str, root: Path, unit: Path, data: bytes, store_root: Path
 def fuzz_cases(n_total: int, seed: int = 0) -> list[Case]:
     """Fuzzed importer inputs spread over :data:`FUZZ_BASES` (one table row per dataset)."""
     from perfcast.datasets.importers import get_importer
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     per = max(1, n_total // len(FUZZ_BASES))
 

@@ -9,7 +9,7 @@ and probe cases; on its own:
 
     python benchmarks/faults_models.py            # prints the table as Markdown (minutes: each CLI case starts python)
 
-The model is a small hybrid (roofline x LightGBM, walked by :mod:`perfcast.models.compiled`) trained on
+The model is a small hybrid (roofline x LightGBM, walked by :mod:`perfcast.models.persistence.compiled`) trained on
 aiconfigurator bf16 GEMM latencies of three GPUs, saved as a bundle; ``tests/test_faults_models.py`` uses the
 same helpers.
 """
@@ -58,8 +58,8 @@ def training_rows(rows_per_gpu: int = 150):  # noqa: ANN201 (a DataFrame; pandas
 def train_bundle(dest: Path) -> Path:
     """A small hybrid with calibrated intervals, saved as a bundle at ``dest``."""
     from perfcast.models import make_model
-    from perfcast.models.bundle import save_model
-    from perfcast.models.intervals import ConformalRegressor
+    from perfcast.models.persistence.bundle import save_model
+    from perfcast.models.uncertainty.intervals import ConformalRegressor
 
     train = training_rows()
     model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 30}), n_splits=3)
@@ -88,7 +88,7 @@ def digests(path: Path) -> dict[str, str]:
 def reseal(bundle: Path) -> None:
     """Recompute every checksum and the manifest digest, as a forger would: what is still refused is refused by
     the structural checks, not by a checksum."""
-    from perfcast.models.bundle import MANIFEST, manifest_digest
+    from perfcast.models.persistence.bundle import MANIFEST, manifest_digest
 
     doc = json.loads((bundle / MANIFEST).read_text())
     if isinstance(doc.get("files"), dict):
@@ -98,7 +98,7 @@ def reseal(bundle: Path) -> None:
 
 
 def edit_manifest(bundle: Path, edit: Callable[[dict[str, Any]], None], seal: bool = True) -> None:
-    from perfcast.models.bundle import MANIFEST
+    from perfcast.models.persistence.bundle import MANIFEST
 
     doc = json.loads((bundle / MANIFEST).read_text())
     edit(doc)
@@ -211,7 +211,7 @@ def flip_bytes(bundle: Path, n: int, seed: int = 0) -> dict[str, int]:
     import pandas as pd
 
     from perfcast import Predictor
-    from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+    from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
 
     rows = training_rows(20)
     expected = Predictor.load(bundle).predict(rows)
@@ -289,7 +289,7 @@ def digit_edits(bundle: Path, per_file: int = 3, seed: int = 0) -> dict[str, int
     """Change one digit (to another digit) at ``per_file`` random places of every file holding digits, load
     each: counts of refused / loaded."""
     from perfcast import Predictor
-    from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+    from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
 
     rng = np.random.default_rng(seed)
     counts = {"refused": 0, "loaded": 0}
@@ -386,7 +386,7 @@ def float32_training_device_case(scratch: Path) -> dict[str, Any]:
     """A training device asked for fp32 (its peak_tflops outside the bf16 box) and the training rows with
     float32 features: neither may blame a training device's spec sheet."""
     from perfcast import Predictor
-    from perfcast.models.domain import DomainGuard
+    from perfcast.models.uncertainty.domain import DomainGuard
 
     predictor = Predictor.load(fresh_bundle(scratch))
     fp32 = predictor.predict({**ONE, "dtype": "fp32"})

@@ -19,7 +19,7 @@ measures, with feature computation, intervals and OOD checks included:
     python benchmarks/predict_speed.py [--model hybrid] [--rows 20000] [--batch 100000]
 
 Last run (2 cores, load average 0.7; novelty-scaled intervals; LightGBM trees walked by
-``perfcast.models.compiled``):
+``perfcast.models.persistence.compiled``):
 
 | measure | target | default (800 trees, 63 leaves) | serving (150 trees, 31 leaves) |
 |---|---|---|---|
@@ -62,8 +62,8 @@ from sklearn.ensemble import RandomForestRegressor
 from perfcast.datasets.importers import get_importer
 from perfcast.features.records import Records
 from perfcast.models import make_model
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.predictor import Predictor
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

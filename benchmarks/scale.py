@@ -73,7 +73,7 @@ def _accuracy_module() -> Any:
 
 def measure_accuracy(data_root: Path, protocols: Sequence[str]) -> dict[str, Any]:
     """The same protocols in one process, in a 2-process pool and as tasks on a 2-CPU local Ray."""
-    from perfcast.eval.anchors import RunConfig, run
+    from perfcast.experiments.anchors import RunConfig, run
     from perfcast.perf_probe.fleet import LOCAL
 
     accuracy = _accuracy_module()
@@ -191,7 +191,7 @@ def _best_of(call: Callable[[], object], n: int = 3) -> float:
 
 def measure_probe(workdir: Path) -> dict[str, Any]:
     """The CPU probe's quick plan directly and through a local Ray: records, duplicates, store footprint."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
     from perfcast.perf_probe.cpu_kernels import CpuProbe
     from perfcast.perf_probe.fleet import LOCAL, run_fleet
     from perfcast.perf_probe.sweep import run_sweep

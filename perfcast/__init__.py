@@ -10,21 +10,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from perfcast._version import __version__
 
 #: public name -> the module that defines it
-_LAZY: dict[str, str] = {"Predictor": "perfcast.predictor", "RecordStore": "perfcast.datasets.store"}
+_LAZY: dict[str, str] = {"Predictor": "perfcast.predictor", "RecordStore": "perfcast.records.store"}
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
     from perfcast.predictor import Predictor
 
 
 def load_dataset(task: str, store: str | None = None) -> pd.DataFrame:
     """Every stored record of ``task`` as one DataFrame (``store`` defaults to ``$PERFCAST_STORE``)."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     return RecordStore(store).read(task)
 

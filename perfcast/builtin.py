@@ -4,7 +4,7 @@ Why prebuilt bundles in the package: a first prediction must not wait for an imp
 under ``perfcast/builtin_models/<task>/`` are ordinary perfcast bundles (LightGBM text, JSON, ``.npy`` and
 ``.npz`` arrays; checksums, version refusal, intervals and out-of-distribution flags as any saved model),
 trained on the redistributable public data only: aiconfigurator (Apache-2.0) and NeuSight (MIT), see NOTICE.
-The model is each task's unseen-GPU default (:data:`perfcast.eval.anchors.DEFAULT_MODELS`: sibling transfer
+The model is each task's unseen-GPU default (:data:`perfcast.experiments.anchors.DEFAULT_MODELS`: sibling transfer
 over a spec-sheet and a work-only hybrid) with fewer trees, so the wheel stays small and loading stays fast;
 any GPU with a spec sheet (bundled, or in ``$PERFCAST_HW_SPECS``) is predicted from that sheet.
 
@@ -70,8 +70,8 @@ def bundle_path(task: str) -> Path:
 
 
 def load_builtin(path: Path, threads: int = 1) -> Any:
-    """The :class:`~perfcast.models.bundle.PerfcastModel` at ``path``; a version refusal says how to rebuild it."""
-    from perfcast.models.bundle import IncompatibleModelError, PerfcastModel
+    """The :class:`~perfcast.models.persistence.bundle.PerfcastModel` at ``path``; a version refusal says how to rebuild it."""
+    from perfcast.models.persistence.bundle import IncompatibleModelError, PerfcastModel
 
     try:
         return PerfcastModel.load(path, threads=threads)
@@ -110,7 +110,7 @@ def trained_devices(task: str) -> list[str]:
 def gpu_table() -> Any:
     """Every GPU with a spec sheet (bundled and ``$PERFCAST_HW_SPECS``): its headline numbers and whether the
     built-in models measured it or predict it from the sheet alone."""
-    from perfcast.datasets.hardware_specs import spec_table
+    from perfcast.records.hardware_specs import spec_table
 
     specs = spec_table().rename_axis("device_id").reset_index()
     gpus = specs[specs["device_kind"] == "gpu"].sort_values(["vendor", "release_year", "device_id"])
@@ -124,7 +124,7 @@ def gpu_table() -> Any:
 
 # ================================================================================================ building
 def _params(task: str, n_estimators: int) -> tuple[str, dict[str, Any]]:
-    from perfcast.eval.anchors import DEFAULT_MODELS
+    from perfcast.experiments.anchors import DEFAULT_MODELS
 
     default = DEFAULT_MODELS[PROTOCOLS[task]]
     return default.model, {**default.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
@@ -135,7 +135,7 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
     import pandas as pd
 
     from perfcast.datasets.importers import get_importer
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     frames = []
     for dataset in SOURCES[task]:
@@ -154,7 +154,7 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
 
 def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS) -> Any:
     """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
-    from perfcast.eval.anchors import fit_conformal
+    from perfcast.experiments.anchors import fit_conformal
 
     name, params = _params(task, n_estimators)
     return fit_conformal(name, params, task, records, "runtime_ms", protocol=PROTOCOLS[task])
@@ -176,8 +176,8 @@ def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
 def build(data_root: Path, out: Path = BUILTIN_DIR, tasks: Sequence[str] = TASKS, n_estimators: int = N_ESTIMATORS,
           progress: Progress = print) -> list[Path]:
     """Fit each task's built-in model on every row of its sources and save it as ``out/<task>`` (replaced)."""
-    from perfcast import __version__
-    from perfcast.models.bundle import save_model
+    from perfcast._version import __version__
+    from perfcast.models.persistence.bundle import save_model
     from perfcast.training.train import model_input
 
     written = []
@@ -214,7 +214,7 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> di
     import numpy as np
 
     from perfcast.eval import metrics
-    from perfcast.eval.anchors import predict_interval
+    from perfcast.experiments.anchors import predict_interval
     from perfcast.eval.protocols import unseen_hardware_split
 
     train, test = unseen_hardware_split(records, test_devices=[device])

@@ -7,7 +7,7 @@
 
 Every prediction carries ``<target>_lo`` / ``<target>_hi`` at the model's calibrated level (or ``level=``),
 ``in_distribution`` and, when that is false, ``ood_reason``. A model of runtime and power also gives ``energy_j``
-(power x runtime, interval from both: :func:`perfcast.models.power.energy_interval`) and ranks by it.
+(power x runtime, interval from both: :func:`perfcast.models.estimators.power.energy_interval`) and ranks by it.
 Inputs are checked before anything runs: a missing column, an unknown device, a non-numeric, boolean or infinite
 size, or one above 2**53 (:data:`MAX_SIZE`) is reported by name and row; a size above the training range but below
 that is predicted and flagged. MLflow is imported only for ``runs:/`` and ``models:/`` URIs, so loading a local
@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import ENV_VAR, catalog, resolve_device_id
-from perfcast.datasets.schema import columns
+from perfcast.records.hardware_specs import ENV_VAR, catalog, resolve_device_id
+from perfcast.records.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.features.base import missing
 from perfcast.features.records import Records
-from perfcast.models.bundle import MANIFEST, ModelFormatError, PerfcastModel
-from perfcast.models.domain import NOT_SIZES
-from perfcast.models.intervals import check_level
-from perfcast.models.power import energy_interval
+from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
+from perfcast.models.uncertainty.domain import NOT_SIZES
+from perfcast.models.uncertainty.intervals import check_level
+from perfcast.models.estimators.power import energy_interval
 
 #: the bundle's name as a logged MLflow model's data, and where MLflow puts it in the model directory
 BUNDLE_ARTIFACT = "bundle"
@@ -115,8 +115,8 @@ class Predictor:
         """Load a model (local directory, ``runs:/ID/model`` or ``models:/NAME/VERSION``).
 
         ``threads`` is the number of threads the tree models predict with (1 is fastest for small batches).
-        Raises :class:`~perfcast.models.bundle.IncompatibleModelError` when the model was built with other
-        major.minor library versions, and :class:`~perfcast.models.bundle.ModelFormatError` for a damaged one.
+        Raises :class:`~perfcast.models.persistence.bundle.IncompatibleModelError` when the model was built with other
+        major.minor library versions, and :class:`~perfcast.models.persistence.bundle.ModelFormatError` for a damaged one.
         """
         return cls(PerfcastModel.load(resolve_model_dir(uri_or_path), threads=threads))
 
@@ -137,9 +137,9 @@ class Predictor:
         """A new Predictor corrected for the device ``records`` measured (the target column holds the
         measurements): per-kernel-kind level, shape residual and intervals recalibrated on the device's own
         cross-fitted residuals, each kept only where cross-validation on these rows supports it
-        (:mod:`perfcast.models.adapt`). ``donors``: measured records of another device (a sibling of this one),
-        offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.adapt.save_adapted`."""
-        from perfcast.models.adapt import adapt_loaded
+        (:mod:`perfcast.models.estimators.adapt`). ``donors``: measured records of another device (a sibling of this one),
+        offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.estimators.adapt.save_adapted`."""
+        from perfcast.models.estimators.adapt import adapt_loaded
 
         frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
         donor_rows = None if donors is None or not len(donors) else self._records(donors)

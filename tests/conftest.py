@@ -27,7 +27,7 @@ def data_root() -> Path:
 @pytest.fixture()
 def store(tmp_path: Path):
     """An empty record store in a temporary directory."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     return RecordStore(tmp_path / "store")
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from perfcast import Predictor
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.models import make_model
-from perfcast.models.adapt import AdaptedModel, fit_adaptation, save_adapted
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.estimators.adapt import AdaptedModel, fit_adaptation, save_adapted
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan, plan_configs
 
 TRAIN_GPUS = ["a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server"]
@@ -203,7 +203,7 @@ def test_probe_plan_option_is_validated():
 
 def test_a_donor_device_is_offered_and_saved_with_the_model(bundle, split, tables, tmp_path):
     """A sibling's measured latencies are a second starting point; when kept, they travel in the bundle."""
-    from perfcast.models.adapt import DonorTable
+    from perfcast.models.estimators.adapt import DonorTable
 
     revealed, test = split
     donor = tables[0][tables[0]["device_id"] == "rtx_pro_6000_server"]

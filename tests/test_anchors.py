@@ -15,8 +15,8 @@ import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.importers.aiconfigurator import load_gemm
-from perfcast.datasets.store import RecordStore
-from perfcast.eval import anchors, whole_model
+from perfcast.records.store import RecordStore
+from perfcast.experiments import anchors, whole_model
 
 REPO = Path(__file__).resolve().parents[1]
 GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
@@ -220,7 +220,7 @@ def test_arguments():
 
 def test_plan_balances_workers_and_keeps_shared_models_together():
     acc = _accuracy_module()
-    from perfcast.eval.anchors import RUNNERS
+    from perfcast.experiments.anchors import RUNNERS
 
     groups = acc.plan(list(RUNNERS), 2)
     assert len(groups) == 2 and sorted(n for g in groups for n in g) == sorted(RUNNERS)

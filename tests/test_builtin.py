@@ -27,7 +27,7 @@ from perfcast.builtin import (
 )
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
-from perfcast.models.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
+from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
 
 runner = CliRunner()
 ONE = ["--set", "m=4096", "--set", "n=4096", "--set", "k=4096", "--set", "dtype=bf16", "--set", "device=h100_sxm"]

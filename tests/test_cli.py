@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from perfcast.cli import app, parse_duration
-from perfcast.datasets.store import RecordStore
+from perfcast.cli import app
+from perfcast.cli.main import parse_duration
+from perfcast.records.store import RecordStore
 
 runner = CliRunner()
 

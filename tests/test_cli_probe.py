@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from perfcast.cli import app
-from perfcast.datasets.schema import validate
-from perfcast.datasets.store import RecordStore
+from perfcast.records.schema import validate
+from perfcast.records.store import RecordStore
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.features import GemmFeatures
 from perfcast.models import make_model
-from perfcast.models.bundle import PerfcastModel, _Hybrid, _LightGBM, save_model
-from perfcast.models.compiled import BLOCK, compile_lightgbm
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import PerfcastModel, _Hybrid, _LightGBM, save_model
+from perfcast.models.persistence.compiled import BLOCK, compile_lightgbm
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
 @pytest.fixture(scope="module")

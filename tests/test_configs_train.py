@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.eval.metrics import mape
 from perfcast.predictor import Predictor
 from perfcast.training.config import parse_config

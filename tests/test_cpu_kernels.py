@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy.sparse.linalg import cg as scipy_cg
 
-from perfcast.datasets.schema import validate
+from perfcast.records.schema import validate
 from perfcast.perf_probe.base import KernelCheckError
 from perfcast.perf_probe.cpu_kernels import (
     ALL_THREAD_MIN_ARRAY,

@@ -12,12 +12,12 @@ from sklearn.dummy import DummyRegressor
 from sklearn.tree import DecisionTreeRegressor
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.features import CpuFeatures, feature_groups
 from perfcast.models import make_model
 from perfcast.models.cpu_defaults import DEFAULTS, cpu_model
-from perfcast.models.normalize import TargetNormalizer
+from perfcast.models.estimators.normalize import TargetNormalizer
 from perfcast.training.config import load_config
 from perfcast.training.train import model_input
 
@@ -230,8 +230,8 @@ def test_the_default_spec_model_saves_as_data_and_loads_to_the_same_predictions(
     spec: pd.DataFrame, tmp_path: Path
 ) -> None:
     from perfcast import Predictor
-    from perfcast.models.bundle import save_model
-    from perfcast.models.intervals import ConformalRegressor
+    from perfcast.models.persistence.bundle import save_model
+    from perfcast.models.uncertainty.intervals import ConformalRegressor
 
     base = spec[spec["variant"] == "base"].iloc[::16].reset_index(drop=True)
     train, test = base.iloc[: len(base) // 2], base.iloc[len(base) // 2:]

@@ -12,7 +12,7 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.eval.protocols import neusight_ood_split
 from perfcast.features import GemmFeatures
-from perfcast.models.domain import DomainGuard
+from perfcast.models.uncertainty.domain import DomainGuard
 
 
 def _gemm(root: Path, dataset: str, keep, n: int) -> pd.DataFrame:

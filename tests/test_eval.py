@@ -14,11 +14,11 @@ from sklearn.metrics import r2_score
 from typer.testing import CliRunner
 
 from perfcast.eval import metrics, plots
-from perfcast.eval.cli import eval_app
+from perfcast.cli.bench import eval_app
 from perfcast.eval.protocols import SHAPE_KEYS
-from perfcast.eval.report import EvalError, SavedModel, evaluate_model, load_model, log_report
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.experiments.report import EvalError, SavedModel, evaluate_model, load_model, log_report
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.training import tracking
 from perfcast.training.config import EvalConfig, parse_config
 from perfcast.training.train import build_model, load_records, model_input, split_records, train

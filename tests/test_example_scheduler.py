@@ -12,8 +12,8 @@ import pytest
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GPUS = ["h100_sxm", "l40s", "a100_sxm"]
 

@@ -19,9 +19,9 @@ from perfcast.datasets.importers import get_importer
 from perfcast.features import AttentionFeatures, GemmFeatures, UnknownDeviceError
 from perfcast.features.distinct import SMALL, factorize
 from perfcast.models import make_model
-from perfcast.models.bundle import _Hybrid, _LightGBM, save_model
-from perfcast.models.hybrid import kernel_kinds
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import _Hybrid, _LightGBM, save_model
+from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GEMM_CONFIG = ["m", "n", "k", "batch", "dtype", "device_id"]
 ATTENTION_CONFIG = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "window", "beam_width",

@@ -23,15 +23,15 @@ from typer.testing import CliRunner
 from perfcast import Predictor
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.models import make_model
-from perfcast.models.bundle import (
+from perfcast.models.persistence.bundle import (
     MANIFEST,
     CorruptModelError,
     IncompatibleModelError,
 )
-from perfcast.models.compiled import compile_lightgbm
-from perfcast.models.domain import DomainGuard
+from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.uncertainty.domain import DomainGuard
 from perfcast.models.registry import check_params
-from perfcast.predict_cli import predict_app
+from perfcast.cli.predict import predict_app
 from perfcast.training.config import ConfigError, parse_config
 
 _spec = importlib.util.spec_from_file_location("faults_models", Path(__file__).parents[1] / "benchmarks" / "faults_models.py")

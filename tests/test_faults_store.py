@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from perfcast.datasets.store import CorruptPartError, CorruptPartWarning, RecordStore, StoreNotWritableError
+from perfcast.records.store import CorruptPartError, CorruptPartWarning, RecordStore, StoreNotWritableError
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.sweep import _Claims, run_sweep
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.base import clone
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.features import (
     AttentionFeatures,
     CpuFeatures,

@@ -14,10 +14,10 @@ import torch
 from sklearn.model_selection import GroupShuffleSplit
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.features.cpu import CpuFeatures
 from perfcast.features.groups import feature_groups
-from perfcast.models.group_attention import WEIGHTS_FILE, GroupAttentionRegressor
+from perfcast.models.estimators.group_attention import WEIGHTS_FILE, GroupAttentionRegressor
 
 GROUPS = feature_groups("cpu_bench")
 FAST = dict(d_model=16, n_heads=2, batch_size=128, random_state=0, n_threads=1)

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import torch
 
-from perfcast.datasets.schema import hardware_ids, validate
+from perfcast.records.schema import hardware_ids, validate
 from perfcast.perf_probe.hardware import (
     cpu_family,
     cpu_fingerprint,

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from perfcast.datasets import hardware_specs as hs
+from perfcast.records import hardware_specs as hs
 from perfcast.datasets.build_specs import BEGIN, END, build_specs, render
-from perfcast.datasets.schema import COMMON
+from perfcast.records.schema import COMMON
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.hardware_specs import spec_columns
+from perfcast.records.hardware_specs import spec_columns
 from perfcast.datasets.importers.aiconfigurator import AIConfiguratorImporter
 from perfcast.datasets.importers.base import DatasetLayoutError, get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 VERSION_DIR = "trtllm/1.3.0rc20"
 TABLES = {

@@ -13,7 +13,7 @@ import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.importers.base import DatasetLayoutError
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 
 def _import(name: str, root: Path, store: RecordStore) -> pd.DataFrame:

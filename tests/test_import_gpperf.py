@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.hardware_specs import spec_columns
+from perfcast.records.hardware_specs import spec_columns
 from perfcast.datasets.importers.base import DatasetLayoutError
 from perfcast.datasets.importers.gpperf import (
     GPPerfAdaMatmulImporter,
     GPPerfCutlassImporter,
 )
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.hardware_specs import spec_columns
+from perfcast.records.hardware_specs import spec_columns
 from perfcast.datasets.importers.base import DatasetLayoutError
 from perfcast.datasets.importers.neusight import NeuSightImporter, parse_kernel_names
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 TEST_FILES = ("data/dataset/test/bmm.csv.gz", "data/dataset/test/linear.csv.gz")
 T4_FILES = tuple(f"data/dataset/train/collect/{op}/p2.1.0/Tesla T4.csv.gz" for op in ("bmm", "linear"))

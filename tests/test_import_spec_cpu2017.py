@@ -11,7 +11,7 @@ import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.importers.base import DatasetLayoutError
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 NAME = "spec-cpu2017"
 EXPORT = "cpu2017-results.csv.gz"

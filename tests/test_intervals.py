@@ -17,7 +17,7 @@ from perfcast.datasets.importers import get_importer
 from perfcast.eval.metrics import coverage
 from perfcast.models import make_model
 from perfcast.models.gpu_defaults import DEFAULTS as GPU_DEFAULTS
-from perfcast.models.intervals import (
+from perfcast.models.uncertainty.intervals import (
     ConformalRegressor,
     ForwardFolds,
     IntervalCalibration,

@@ -22,7 +22,7 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
 from perfcast.models import make_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.predictor import BUNDLE_IN_MLFLOW_MODEL
 from perfcast.training import tracking
 from perfcast.training.train import model_input

@@ -13,7 +13,7 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.neighbors import KNeighborsRegressor
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.eval.metrics import mape
 from perfcast.eval.protocols import neusight_ood_split
 from perfcast.features import feature_groups
@@ -205,7 +205,7 @@ def blackwell_gemm(data_root: Path, tmp_path_factory) -> pd.DataFrame:
 
 
 def test_latency_floor_is_the_median_of_latency_bound_rows(blackwell_gemm):
-    from perfcast.models.hybrid import LATENCY_BOUND, HybridRegressor, learn_floors
+    from perfcast.models.estimators.hybrid import LATENCY_BOUND, HybridRegressor, learn_floors
 
     rows = blackwell_gemm[blackwell_gemm["device_id"] == "h100_sxm"]
     X = make_model("roofline", "gemm", ["runtime_ms"]).named_steps["features"].fit(rows).transform(rows)
@@ -251,7 +251,7 @@ def test_seed_bag_is_the_geometric_mean_of_its_members(gpperf):
 
 
 def test_transfer_applies_the_weighted_residuals_of_sibling_gpus(blackwell_gemm):
-    from perfcast.models.transfer import DISTANCE_WEIGHTS
+    from perfcast.models.estimators.transfer import DISTANCE_WEIGHTS
 
     train = blackwell_gemm[blackwell_gemm["device_id"] != "gb200"]
     test = blackwell_gemm[blackwell_gemm["device_id"] == "gb200"]

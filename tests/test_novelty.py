@@ -10,7 +10,7 @@ import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
-from perfcast.models.novelty import HardwareNovelty, hardware_columns
+from perfcast.models.uncertainty.novelty import HardwareNovelty, hardware_columns
 
 
 @pytest.fixture(scope="module")

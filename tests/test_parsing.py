@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfcast.datasets.parsing import (
+from perfcast.records.parsing import (
     cache_total_kb,
     clean_processor_name,
     key_values,

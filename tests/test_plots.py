@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.eval import plots
-from perfcast.eval.cli import eval_app
+from perfcast.cli.bench import eval_app
 from perfcast.models import make_model
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.training.train import model_input
 
 DTYPES = ["bfloat16", "fp8", "fp8_block"]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.eval import power_bench
-from perfcast.eval.anchors import RUNNERS, UNSEEN_HARDWARE, RunConfig, run
+from perfcast.experiments import power_bench
+from perfcast.experiments.anchors import RUNNERS, UNSEEN_HARDWARE, RunConfig, run
 
 TABLES = [f"gb200/gemm/{lib}/gemm_perf.parquet" for lib in ("trtllm/1.3.0rc17", "vllm/0.22.0")] + [
     f"gb200/attention/{lib}/{phase}_attention_perf.parquet"
@@ -70,7 +70,7 @@ def test_every_part_runs_on_the_shared_layout(data_root: Path, tmp_path: Path, s
 def test_a_root_with_two_gpus_leaves_each_out(data_root: Path, tmp_path: Path, small: None,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     root = _root(data_root, tmp_path, 200, second_gpu=True)
-    from perfcast.eval.anchors import workspace
+    from perfcast.experiments.anchors import workspace
 
     with workspace(root) as ws:
         rows = power_bench.unseen_gpus(ws, RunConfig(root))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from perfcast import Predictor
-from perfcast.eval import power_bench
+from perfcast.experiments import power_bench
 from perfcast.training.config import load_config
 from perfcast.training.train import train
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
 from perfcast.datasets.importers.aiconfigurator_power import PowerValueError
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 
 TABLES = ("gb200/gemm/trtllm/1.3.0rc17/gemm_perf.parquet", "gb200/gemm/vllm/0.22.0/gemm_perf.parquet",
           "gb200/attention/vllm/0.22.0/context_attention_perf.parquet",

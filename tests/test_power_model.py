@@ -14,9 +14,9 @@ from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.eval.protocols import unseen_shape_split
 from perfcast.models import make_model
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
-from perfcast.models.power import LOWER, UPPER, PowerPhysics, PowerRegressor, energy_interval
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.models.estimators.power import LOWER, UPPER, PowerPhysics, PowerRegressor, energy_interval
 
 SMALL = {"runtime": {"n_estimators": 120}, "correction": {"n_estimators": 120}}
 TABLE = "gb200/gemm/trtllm/1.3.0rc17/gemm_perf.parquet"

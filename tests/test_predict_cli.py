@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
-from perfcast.predict_cli import predict_app
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.cli.predict import predict_app
 
 SHAPE = ["--set", "m=4096", "--set", "n=4096", "--set", "k=4096", "--set", "dtype=bf16"]
 

@@ -16,14 +16,14 @@ from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.models import make_model
-from perfcast.models.bundle import (
+from perfcast.models.persistence.bundle import (
     IncompatibleModelError,
     ModelFormatError,
     library_versions,
     manifest_digest,
     save_model,
 )
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 TRAIN_GPUS = ["a100_sxm", "h100_sxm", "b300_sxm", "l40s", "rtx_pro_6000_server"]
 FAST = {"lightgbm": {"n_estimators": 60}, "xgboost": {"n_estimators": 60}, "rf": {"n_estimators": 30},

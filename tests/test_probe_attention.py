@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from perfcast.datasets.schema import validate
+from perfcast.records.schema import validate
 from perfcast.perf_probe import PROBES, attention
 from perfcast.perf_probe.attention import (
     AttentionProbe,

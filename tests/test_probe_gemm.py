@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from perfcast.datasets.schema import validate
+from perfcast.records.schema import validate
 from perfcast.perf_probe import PROBES, gemm
 from perfcast.perf_probe.base import KernelCheckError
 from perfcast.perf_probe.gemm import (

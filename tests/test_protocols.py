@@ -13,7 +13,7 @@ from sklearn.metrics import mean_absolute_percentage_error, r2_score
 from sklearn.model_selection import train_test_split
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.eval import metrics
 from perfcast.eval.protocols import (
     N_FOLDS,

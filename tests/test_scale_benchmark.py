@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perfcast.eval.anchors import Result, RunConfig, run
+from perfcast.experiments.anchors import Result, RunConfig, run
 from perfcast.perf_probe.fleet import LOCAL
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from perfcast.cli import app
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.perf_probe.cpu_kernels import CpuProbe
 from perfcast.perf_probe.fleet import LOCAL, plan, run_fleet
 from perfcast.perf_probe.sweep import run_sweep

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from perfcast.eval.cli import eval_app
-from perfcast.predict_cli import predict_app
+from perfcast.cli.bench import eval_app
+from perfcast.cli.predict import predict_app
 from perfcast.predictor import Predictor
-from perfcast.training.cli import train_app
+from perfcast.cli.train import train_app
 from perfcast.training.config import load_config
 from perfcast.training.train import load_records
 from perfcast.training.tune import OPTUNA_SCHEMA, in_schema, is_postgres, shares, study_storage

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.schema import (
+from perfcast.records.schema import (
     SchemaError,
     columns,
     hardware_ids,

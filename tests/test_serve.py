@@ -27,7 +27,7 @@ from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
 from perfcast.mlflow_quiet import quiet_mlflow
 from perfcast.models import make_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.training import tracking
 from perfcast.training.train import model_input
 

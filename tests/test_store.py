@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from perfcast.datasets.schema import SchemaError, hardware_ids
-from perfcast.datasets.store import RecordStore
+from perfcast.records.schema import SchemaError, hardware_ids
+from perfcast.records.store import RecordStore
 
 
 def _batch(start: int, n: int, device: str = "cpu a") -> pd.DataFrame:

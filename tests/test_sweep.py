@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.hardware import cpu_fingerprint
 from perfcast.perf_probe.sweep import (
@@ -156,7 +156,7 @@ def test_kill_9_mid_sweep_loses_at_most_the_config_in_flight(tmp_path):
     cfgs = configs(12)
     script = textwrap.dedent(f"""
         import json, sys
-        from perfcast.datasets.store import RecordStore
+        from perfcast.records.store import RecordStore
         from perfcast.perf_probe.gemm import GemmProbe
         from perfcast.perf_probe.sweep import run_sweep
         run_sweep(GemmProbe(devices=("cpu",), **{CAPPED!r}), RecordStore(sys.argv[1]),

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.schema import columns
+from perfcast.records.schema import columns
 from perfcast.eval.metrics import mape
 from perfcast.features import feature_transformer
 from perfcast.predictor import Predictor
 from perfcast.training import tracking
-from perfcast.training.cli import train_app
+from perfcast.cli.train import train_app
 from perfcast.training.config import parse_config
 from perfcast.training.train import (
     TrainingDataError,

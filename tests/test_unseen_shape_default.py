@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from perfcast.datasets.importers.aiconfigurator import load_gemm
-from perfcast.eval.anchors import grid_interpolate
+from perfcast.experiments.anchors import grid_interpolate
 from perfcast.eval.protocols import unseen_shape_split
 from perfcast.models.gpu_defaults import gpu_model
 

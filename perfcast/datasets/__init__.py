@@ -1,6 +1,2 @@
-"""Measurement records: the schema, the Parquet store, importers for public datasets, spec sheets."""
-
-from perfcast.datasets.schema import TASKS, SchemaError, columns, validate
-from perfcast.datasets.store import AppendResult, RecordStore
-
-__all__ = ["TASKS", "AppendResult", "RecordStore", "SchemaError", "columns", "validate"]
+"""Public datasets: one importer per source (:mod:`perfcast.datasets.importers`) into the record store, and the
+spec-sheet builder."""

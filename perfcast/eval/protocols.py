@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, LeaveOneGroupOut, train_test_split
 
-from perfcast.datasets.hardware_specs import resolve_device_id
+from perfcast.records.hardware_specs import resolve_device_id
 
 #: ``frame.attrs`` key: what the reader of a result must know about how this split was made
 NOTE = "perfcast.split_note"

@@ -84,7 +84,7 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
         if absent:
             raise MissingColumnError(
                 f"{where}: the {self.task} records lack column(s) {absent}, which these features need "
-                f"(see perfcast.datasets.schema for what each means)"
+                f"(see perfcast.records.schema for what each means)"
             )
         for c in self.required:
             blank = R.missing(c)

@@ -6,9 +6,9 @@ numbers; the derived terms (cores x GHz, cache and memory per core, DIMMs x spee
 :func:`~perfcast.features.roofline.cpu_peaks`) give a model the ratios that actually bound throughput.
 Workloads and processor families are identified by codes learned at fit (an unseen one gets NaN, never
 another's code); the generation and SKU number come from the processor name
-(:func:`~perfcast.datasets.parsing.parse_processor`), so a new SKU of a known family lands near its siblings.
+(:func:`~perfcast.records.parsing.parse_processor`), so a new SKU of a known family lands near its siblings.
 Log terms (cores, cores x GHz) are there for models that learn a power law of them (see
-:mod:`perfcast.models.normalize`): a rate score scales about linearly with cores, so that is what lets a
+:mod:`perfcast.models.estimators.normalize`): a rate score scales about linearly with cores, so that is what lets a
 model reach core counts no training row had.
 """
 
@@ -19,7 +19,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.parsing import parse_processor
+from perfcast.records.parsing import parse_processor
 from perfcast.features.base import RecordFeatures, log2, log10, num
 from perfcast.features.hardware import hardware_frame, numeric
 from perfcast.features.records import Records

@@ -2,7 +2,7 @@
 
 Why this order: a model that learned from spec-sheet numbers can predict a device it never saw, given
 only that device's sheet, but only if training rows describe their hardware with the same numbers. So
-the sheet (``perfcast.datasets.hardware_specs``) always wins; a record's own hardware columns fill only
+the sheet (``perfcast.records.hardware_specs``) always wins; a record's own hardware columns fill only
 the fields the sheet lacks (a probed CPU, a GPU no sheet lists).
 """
 
@@ -13,13 +13,13 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import (
+from perfcast.records.hardware_specs import (
     catalog,
     get_spec,
     resolve_device_id,
     spec_table,
 )
-from perfcast.datasets.schema import COMMON
+from perfcast.records.schema import COMMON
 from perfcast.features.distinct import factorize
 from perfcast.features.records import Records
 from perfcast.features.roofline import cpu_peaks
@@ -176,6 +176,6 @@ def require_known(hw: RowHardware, X: Records, missing: np.ndarray, what: str, w
     devices = sorted(label[mask].fillna("<no device_id or device_name>").unique())
     raise UnknownDeviceError(
         f"{where}: {int(mask.sum())} row(s) lack {what}: device(s) {devices[:10]} have no such value in the "
-        f"hardware spec sheets (perfcast.datasets.hardware_specs) nor in the records' own columns. Add the "
+        f"hardware spec sheets (perfcast.records.hardware_specs) nor in the records' own columns. Add the "
         f"device to a spec file named by $PERFCAST_HW_SPECS, or give the column in the records."
     )

@@ -15,7 +15,7 @@ Why these (mean APE unless stated; numbers measured on the shared datasets, see 
   40GB card on 300 W instead of 250 W), bagged over three seeds.
 - ``aiconfigurator-unseen-gpu``: sibling transfer over a two-member hybrid ensemble (one member sees the
   spec sheet, one only the work): the hybrid's prediction corrected by its measured error on the most
-  similar training GPUs for the same configuration (:mod:`perfcast.models.transfer`). Fit on all rows: the
+  similar training GPUs for the same configuration (:mod:`perfcast.models.estimators.transfer`). Fit on all rows: the
   base models sample ``max_rows`` themselves, every row enters the sibling table.
 - ``aiconfigurator-unseen-shape``: a larger hybrid (more, bigger trees) fitted per GPU with a Huber loss on the
   log-ratio. The held-out shapes' errors are heavy-tailed (mean APE 1.5-2x the median): a few measurements

@@ -22,16 +22,16 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.datasets.schema import TARGETS, TASKS
+from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
-from perfcast.models.ensemble import GeometricEnsemble
-from perfcast.models.hybrid import HybridRegressor
-from perfcast.models.normalize import normalized
-from perfcast.models.power import power_estimator
-from perfcast.models.roofline import NEEDS, RooflineRegressor
-from perfcast.models.transfer import SiblingTransfer
-from perfcast.models.trees import CLASSES, tree_model
-from perfcast.models.trees import DEFAULTS as TREE_DEFAULTS
+from perfcast.models.estimators.ensemble import GeometricEnsemble
+from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.normalize import normalized
+from perfcast.models.estimators.power import power_estimator
+from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
+from perfcast.models.estimators.transfer import SiblingTransfer
+from perfcast.models.estimators.trees import CLASSES, tree_model
+from perfcast.models.estimators.trees import DEFAULTS as TREE_DEFAULTS
 
 #: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
 LOG_SPAN = 10.0
@@ -242,7 +242,7 @@ def _transfer(task: str, targets: list[str], params: dict[str, Any]) -> BaseEsti
 def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """The NCPP-style group-attention network over the task's feature groups (all targets jointly)."""
     # imported on use: torch is heavy, and the module need not exist for the other models to work
-    from perfcast.models.group_attention import GroupAttentionRegressor
+    from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
     return PerTargetRegressor(GroupAttentionRegressor(groups=feature_groups(task), **params), targets,
                               log_target=False, joint=True)
@@ -250,7 +250,7 @@ def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> B
 
 def _power(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """Board power from the spec sheet's limit and the kernel's utilisation, with a learned correction, fitted
-    jointly with runtime and energy when they are targets (:class:`~perfcast.models.power.PowerRegressor`)."""
+    jointly with runtime and energy when they are targets (:class:`~perfcast.models.estimators.power.PowerRegressor`)."""
     return PerTargetRegressor(power_estimator(task, targets, params), targets, log_target=False, joint=True)
 
 
@@ -264,7 +264,7 @@ MODELS: dict[str, Factory] = {
     "hybrid": _hybrid,
     "transfer": _transfer,
     "group_attention": _group_attention,
-    # another model on targets divided by a per-(workload) baseline (see perfcast.models.normalize)
+    # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
     "normalized": normalized,
     "power": _power,
 }
@@ -306,7 +306,7 @@ def _estimator_params(kind: str) -> dict[str, Any]:
     if kind == "mlp":
         return MLPRegressor().get_params(deep=False)
     if kind == "group_attention":
-        from perfcast.models.group_attention import GroupAttentionRegressor
+        from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
         return {k: v for k, v in GroupAttentionRegressor().get_params(deep=False).items() if k != "groups"}
     own = CLASSES[kind]().get_params(deep=False)

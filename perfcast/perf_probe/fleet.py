@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.table import Table
 
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.perf_probe.base import DeviceProbe
 from perfcast.perf_probe.sweep import SweepResult, run_sweep
 

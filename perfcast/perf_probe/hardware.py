@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from perfcast.datasets.schema import COMMON, hardware_ids
+from perfcast.records.schema import COMMON, hardware_ids
 
 PROC = Path("/proc")
 SYS_CPU = Path("/sys/devices/system/cpu")
@@ -189,7 +189,7 @@ def gpu_fingerprint(props: Any, nvml_info: dict[str, float] | None = None) -> di
     ``device_id`` and spec-sheet peaks come from ``hardware_specs`` by name, so probed and imported
     records of the same model line up.
     """
-    from perfcast.datasets import hardware_specs
+    from perfcast.records import hardware_specs
 
     cc = f"{props.major}.{props.minor}"
     fp: dict[str, Any] = {
@@ -256,12 +256,12 @@ def software_versions() -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_info
 
-    import perfcast
+    from perfcast._version import __version__
 
     cfg = torch.__config__.show()
     m = re.search(r"BLAS_INFO=(\w+)", cfg)
     out: dict[str, Any] = {
-        "perfcast": perfcast.__version__,
+        "perfcast": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torch_blas": m.group(1) if m else None,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from perfcast.datasets.store import RecordStore
+from perfcast.records.store import RecordStore
 from perfcast.perf_probe.gemm import gemm_flops
 
 #: STREAM arrays at least this large measure memory, not cache

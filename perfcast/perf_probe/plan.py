@@ -1,6 +1,6 @@
 """Which configurations to measure on a new device so a trained model adapts best from few measurements.
 
-Why space-filling: an adaptation (:mod:`perfcast.models.adapt`) learns a per-kernel-kind level and a
+Why space-filling: an adaptation (:mod:`perfcast.models.estimators.adapt`) learns a per-kernel-kind level and a
 correction over shapes, so the K measurements should cover every kernel kind (each gets a share of the
 budget growing with the square root of its candidates) and spread over the shapes that will be asked
 about. Within each kind (dtype; attention phase, dtype and KV dtype) the shapes are the centres of a

@@ -44,9 +44,9 @@ from rich.progress import (
 )
 from scipy.stats import qmc
 
-import perfcast
-from perfcast.datasets.schema import SchemaError
-from perfcast.datasets.store import RecordStore, StoreError
+from perfcast._version import __version__
+from perfcast.records.schema import SchemaError
+from perfcast.records.store import RecordStore, StoreError
 from perfcast.perf_probe.base import Probe
 from perfcast.perf_probe.hardware import (
     cpu_fingerprint,
@@ -254,7 +254,7 @@ def run_sweep(
 ) -> SweepResult:
     """Measure ``probe``'s configurations not yet stored for this hardware, storing each as it finishes.
 
-    Raises :class:`~perfcast.datasets.store.StoreError` before measuring if the store cannot be written
+    Raises :class:`~perfcast.records.store.StoreError` before measuring if the store cannot be written
     or read. Stops cleanly at ``budget_s`` (never starting a configuration its estimate says will overrun:
     the median duration of those measured so far), on Ctrl-C, or when a measurement cannot be stored
     (``store_error``); a configuration that fails to measure is collected, not fatal.
@@ -278,7 +278,7 @@ def run_sweep(
             result.skipped_done += 1
         else:
             pending.append((cfg, hw_id))
-    provenance = {"source": SOURCE, "probe_version": f"{probe.name}/{perfcast.__version__}",
+    provenance = {"source": SOURCE, "probe_version": f"{probe.name}/{__version__}",
                   "software": software_json()}
     durations: list[float] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from perfcast.datasets.schema import TARGETS, TASKS
+from perfcast.records.schema import TARGETS, TASKS
 
 DEFAULT_EXPERIMENT = "perfcast"
 DEFAULT_STUDY_STORAGE = "sqlite:///optuna.db"
@@ -169,7 +169,7 @@ class EvalConfig(_Strict):
 
 
 class IntervalsConfig(_Strict):
-    """How the calibrated intervals are fitted (see :class:`perfcast.models.intervals.ConformalRegressor`):
+    """How the calibrated intervals are fitted (see :class:`perfcast.models.uncertainty.intervals.ConformalRegressor`):
     the level, the number of cross-conformal folds (each one more fit of the model: fewer for slow models),
     whether widths scale with how far a row's hardware is from the trained hardware (``scale``), and
     ``forward_years``: calibrate by predicting each of the latest N training years from the earlier ones (for
@@ -182,7 +182,7 @@ class IntervalsConfig(_Strict):
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of ConformalRegressor."""
-        from perfcast.models.intervals import ForwardFolds
+        from perfcast.models.uncertainty.intervals import ForwardFolds
 
         cv = ForwardFolds(n_folds=self.forward_years) if self.forward_years else None
         return {"level": self.level, "n_splits": self.n_splits, "scale": self.scale, "cv": cv}

@@ -28,14 +28,14 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from sklearn.pipeline import Pipeline
 
-from perfcast import __version__
-from perfcast.datasets.hardware_specs import catalog
-from perfcast.datasets.schema import columns
+from perfcast._version import __version__
+from perfcast.records.hardware_specs import catalog
+from perfcast.records.schema import columns
 from perfcast.eval import plots
 from perfcast.features import feature_transformer
 from perfcast.mlflow_quiet import quiet_mlflow
-from perfcast.models.bundle import save_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.predictor import BUNDLE_ARTIFACT, DEVICE_ALIAS, Predictor
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -274,7 +274,7 @@ def log_model(model: ConformalRegressor, X: pd.DataFrame, registered_model_name:
               metadata: dict[str, Any] | None = None) -> ModelInfo:
     """Log a fitted, calibrated model as a perfcast bundle served by MLflow's pyfunc, registering it by name.
 
-    The bundle (see :mod:`perfcast.models.bundle`) is the pyfunc's data and its loader is the installed
+    The bundle (see :mod:`perfcast.models.persistence.bundle`) is the pyfunc's data and its loader is the installed
     :mod:`perfcast.mlflow_model`: nothing logged is a pickle or code, so loading it executes nothing from the
     model directory. The signature and input example are what a user sends and gets back.
     """

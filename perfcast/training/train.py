@@ -20,12 +20,12 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.schema import EXTRA_PREFIX, columns
-from perfcast.datasets.store import RecordStore, StoreError
+from perfcast.records.schema import EXTRA_PREFIX, columns
+from perfcast.records.store import RecordStore, StoreError
 from perfcast.eval.metrics import METRICS, coverage, mean_width, r2
 from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.models.registry import make_model
 from perfcast.training import tracking
 from perfcast.training.config import DataConfig, EvalConfig, TrainConfig

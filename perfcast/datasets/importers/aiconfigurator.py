@@ -8,7 +8,7 @@ Layout (as in the repository's ``systems/data`` tree)::
 
 Files are found by globbing, so a copy with more GPUs or framework versions imports the same way.
 ``latency`` is milliseconds and becomes ``runtime_ms`` unchanged. ``<gpu>`` (aiconfigurator's system
-name) and the raw ``device`` string name the spec sheet (:mod:`perfcast.datasets.hardware_specs`).
+name) and the raw ``device`` string name the spec sheet (:mod:`perfcast.records.hardware_specs`).
 
 Sequence lengths. aiconfigurator's own loader keys context rows by ``isl`` and generation rows by
 ``s = isl + step``. In the data ``step`` is always 0 in context tables, and ``isl`` is always 1 in

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfcast.datasets.parsing import TEXT_SUFFIXES, DataFileError, check_text_file
-from perfcast.datasets.schema import SchemaError
-from perfcast.datasets.store import AppendResult, RecordStore
+from perfcast.records.parsing import TEXT_SUFFIXES, DataFileError, check_text_file
+from perfcast.records.schema import SchemaError
+from perfcast.records.store import AppendResult, RecordStore
 
 REGISTRY: dict[str, type["Importer"]] = {}
 
@@ -53,7 +53,7 @@ class Importer(ABC):
         """Records of one unit, keyed by task. Frames need not be validated yet (the store does it)."""
 
     def check_files(self, root: Path, units: list[Path]) -> None:
-        """Check every text unit is whole (see :func:`~perfcast.datasets.parsing.check_text_file`) before
+        """Check every text unit is whole (see :func:`~perfcast.records.parsing.check_text_file`) before
         anything is stored, so a damaged file anywhere in the dataset stores nothing."""
         for unit in units:
             if unit.is_file() and unit.name.endswith(TEXT_SUFFIXES):
@@ -68,8 +68,8 @@ class Importer(ABC):
         """Import every unit under ``root`` into ``store``; ``on_unit`` is called after each (progress).
 
         Every error names its file: a missing or damaged file (checked for all units first, storing
-        nothing) is a :class:`DatasetLayoutError` or :class:`~perfcast.datasets.parsing.DataFileError`;
-        rows that fail validation are a :class:`~perfcast.datasets.schema.SchemaError` and store nothing
+        nothing) is a :class:`DatasetLayoutError` or :class:`~perfcast.records.parsing.DataFileError`;
+        rows that fail validation are a :class:`~perfcast.records.schema.SchemaError` and store nothing
         of their file (complete files imported before it are kept; a re-run skips them).
         """
         root = Path(root)

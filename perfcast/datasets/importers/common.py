@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import resolve_device_id, spec_table
+from perfcast.records.hardware_specs import resolve_device_id, spec_table
 from perfcast.datasets.importers.base import DatasetLayoutError
-from perfcast.datasets.schema import hardware_ids
+from perfcast.records.schema import hardware_ids
 
 
 def gpu_hardware(device_names: pd.Series, fallback: str | None = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ columns. Layout decisions:
   accelerators ("QAT:2 DSA:8") → ``x_acc_<name>`` counts; prefetchers ("DCU HW  DCU IP") →
   ``x_prefetch_<name>`` booleans (listed = enabled);
 - every other column (BIOS knobs, kubernetes ids, microcode, DIMM part numbers...) is kept, as published
-  text, in an ``x_`` column named by :func:`~perfcast.datasets.parsing.snake_case` of the original name
+  text, in an ``x_`` column named by :func:`~perfcast.records.parsing.snake_case` of the original name
   (text so that a column has one type across files: BIOS knobs are empty in most rows).
 """
 
@@ -33,14 +33,14 @@ from perfcast.datasets.importers.base import (
     register,
     require,
 )
-from perfcast.datasets.parsing import (
+from perfcast.records.parsing import (
     key_values,
     parse_memory,
     parse_processor,
     size_kb,
     snake_case,
 )
-from perfcast.datasets.schema import hardware_ids
+from perfcast.records.schema import hardware_ids
 
 SOURCE = "perfcastdb"
 #: source columns this importer turns into schema columns; every other column is kept as an x_ extra

@@ -9,7 +9,7 @@ peak scores and prose hardware descriptions. Layout decisions:
 - ``benchmark`` is the suite (CINT2017rate, CFP2017rate, CINT2017, CFP2017); the score is for the whole
   suite, so ``subtest`` repeats the suite name (PerfCastDB's convention for suite totals; the schema
   rejects an empty subtest); ``score_unit`` is "SPEC" (a ratio to the reference machine);
-- caches and memory are parsed with :mod:`perfcast.datasets.parsing`: ``l3_mb`` is the total over all
+- caches and memory are parsed with :mod:`perfcast.records.parsing`: ``l3_mb`` is the total over all
   chips ("per chip" × # Chips, "per core" × # Cores, "per N cores" × # Cores / N), ``l2_kb`` is per core;
   ``mem_mts`` is the speed the memory ran at ("running at 2400"), the DIMM rating otherwise
   (``x_mem_rated_mts`` keeps the rating);
@@ -35,14 +35,14 @@ from perfcast.datasets.importers.base import (
     register,
     require,
 )
-from perfcast.datasets.parsing import (
+from perfcast.records.parsing import (
     cache_total_kb,
     parse_cache,
     parse_l1,
     parse_memory,
     parse_processor,
 )
-from perfcast.datasets.schema import hardware_ids
+from perfcast.records.schema import hardware_ids
 
 SOURCE = "spec_cpu2017"
 #: SPEC CPU2017's reference machine: its own results score exactly 1 by definition (see ``x_suspect``)

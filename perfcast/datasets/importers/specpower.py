@@ -25,8 +25,8 @@ from perfcast.datasets.importers.base import (
     register,
     require,
 )
-from perfcast.datasets.parsing import DataFileError, parse_processor, snake_case
-from perfcast.datasets.schema import hardware_ids
+from perfcast.records.parsing import DataFileError, parse_processor, snake_case
+from perfcast.records.schema import hardware_ids
 
 SOURCE = "specpower_ssj2008"
 OPS, WATTS, IDLE, OVERALL = (

@@ -20,8 +20,8 @@ from perfcast.datasets.importers.base import (
     register,
     require,
 )
-from perfcast.datasets.parsing import snake_case
-from perfcast.datasets.schema import hardware_ids
+from perfcast.records.parsing import snake_case
+from perfcast.records.schema import hardware_ids
 
 SOURCE = "uci_computer_hardware"
 EXPECTED = ("vendor_name", "model_name", "myct", "mmin", "mmax", "cach", "chmin", "chmax", "prp", "erp")

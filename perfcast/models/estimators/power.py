@@ -10,7 +10,7 @@ fitted by least squares on log power; a GPU never measured is predicted from its
 A LightGBM model then learns log(measured / physics) from the task's features plus ``u_c``, ``u_m`` and the
 runtime: what the three-parameter law misses on the training hardware (library, dtype, shape effects).
 
-Targets: ``power_w`` always; ``runtime_ms`` (a :class:`~perfcast.models.hybrid.HybridRegressor`, the runtime
+Targets: ``power_w`` always; ``runtime_ms`` (a :class:`~perfcast.models.estimators.hybrid.HybridRegressor`, the runtime
 model of perfcast) and ``energy_j`` optional. Energy is not learned on its own: it is ``power_w * runtime_ms /
 1000`` of the two predictions, so the three are consistent by construction; a conformal wrapper calibrates its
 interval on energy's own out-of-fold errors (which carries the correlation of the power and runtime errors).
@@ -29,9 +29,9 @@ from scipy.optimize import least_squares
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.models.hybrid import HybridRegressor
-from perfcast.models.roofline import ROOFLINE_COLUMN
-from perfcast.models.trees import tree_model
+from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
+from perfcast.models.estimators.trees import tree_model
 
 #: the columns the physics reads from a GEMM/attention feature frame
 COMPUTE, MEMORY, LIMIT = "log10_compute_ms", "log10_memory_ms", "tdp_w"

@@ -1,5 +1,5 @@
-"""Why a saved model was refused: its own module so the LightGBM reader (:mod:`perfcast.models.compiled`) and the
-bundle loader (:mod:`perfcast.models.bundle`, which re-exports these) raise the same named errors without importing
+"""Why a saved model was refused: its own module so the LightGBM reader (:mod:`perfcast.models.persistence.compiled`) and the
+bundle loader (:mod:`perfcast.models.persistence.bundle`, which re-exports these) raise the same named errors without importing
 each other."""
 
 from __future__ import annotations

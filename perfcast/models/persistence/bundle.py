@@ -49,13 +49,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from perfcast.datasets.schema import TASKS
+from perfcast.records.schema import TASKS
 from perfcast.features import TRANSFORMERS, RecordFeatures, feature_names
-from perfcast.models.compiled import CompiledForest, compile_lightgbm
-from perfcast.models.domain import DomainGuard
-from perfcast.models.errors import CorruptModelError, IncompatibleModelError, ModelFormatError
-from perfcast.models.intervals import ConformalRegressor, IntervalCalibration
-from perfcast.models.roofline import baseline
+from perfcast.models.persistence.compiled import CompiledForest, compile_lightgbm
+from perfcast.models.uncertainty.domain import DomainGuard
+from perfcast.models.persistence.errors import CorruptModelError, IncompatibleModelError, ModelFormatError
+from perfcast.models.uncertainty.intervals import ConformalRegressor, IntervalCalibration
+from perfcast.models.estimators.roofline import baseline
 
 FORMAT = "perfcast-model"
 #: version 2 adds the manifest's ``digest``; version 1 bundles (written before it) still load
@@ -120,7 +120,7 @@ class Head(Protocol):
 
 @dataclass
 class _LightGBM:
-    """A LightGBM model: walked by :mod:`perfcast.models.compiled` (same sums, less overhead per call) when it
+    """A LightGBM model: walked by :mod:`perfcast.models.persistence.compiled` (same sums, less overhead per call) when it
     covers the model, else by LightGBM's own ``Booster`` (``booster`` is then the loaded booster)."""
 
     booster: Any
@@ -196,9 +196,9 @@ class _Hybrid:
         return base * np.exp(self.inner.predict(sub, sub_a))
 
     def _floor(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
-        """Each row's floor by :func:`~perfcast.models.hybrid.kernel_kinds`, which is asked once per distinct
+        """Each row's floor by :func:`~perfcast.models.estimators.hybrid.kernel_kinds`, which is asked once per distinct
         pattern of the kind columns (one representative row) instead of once per row."""
-        from perfcast.models.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+        from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 
         if self._kind_columns is None or self._kind_columns[0] != F.shape[1]:
             self._kind_columns = (F.shape[1], np.flatnonzero(
@@ -253,7 +253,7 @@ class _Normalized:
 
 @dataclass
 class _Adapted:
-    """A base head corrected for one device from its measurements (:mod:`perfcast.models.adapt`)."""
+    """A base head corrected for one device from its measurements (:mod:`perfcast.models.estimators.adapt`)."""
 
     inner: Head
     correction: Any  # an adapt.Correction: per-kind levels (JSON) and a LightGBM shape term (text)
@@ -276,7 +276,7 @@ class _Roofline:
 
 @dataclass
 class _Power:
-    """The power model (:mod:`perfcast.models.power`): the physics law (three numbers) times exp(correction), the
+    """The power model (:mod:`perfcast.models.estimators.power`): the physics law (three numbers) times exp(correction), the
     correction read on the features plus the utilisation; runtime from its head (else the roofline time)."""
 
     targets: list[str]
@@ -285,7 +285,7 @@ class _Power:
     runtime: Head | None = None
 
     def predict(self, F: pd.DataFrame, A: np.ndarray) -> np.ndarray:
-        from perfcast.models.power import PowerPhysics, combine, with_utilisation
+        from perfcast.models.estimators.power import PowerPhysics, combine, with_utilisation
 
         runtime = (10.0 ** F["log10_roofline_ms"].to_numpy(dtype="float64") if self.runtime is None
                    else np.asarray(self.runtime.predict(F, A), dtype="float64").ravel())
@@ -307,7 +307,7 @@ def _jsonable(value: Any, where: str) -> Any:
         return {"dict": {k: _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}}
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise ModelFormatError(f"cannot save {where} of type {type(value).__name__} as data; perfcast.models.bundle "
+    raise ModelFormatError(f"cannot save {where} of type {type(value).__name__} as data; perfcast.models.persistence.bundle "
                            f"saves feature transformers whose parameters and state are numbers, text and arrays")
 
 
@@ -359,7 +359,7 @@ class _Writer:
         if refused:
             raise ModelFormatError(
                 f"cannot save {type(obj).__name__} safely: skops would have to trust {refused}, which are not on "
-                f"perfcast's allow-list (perfcast.models.bundle.SKOPS_ALLOWED); add them there only if loading "
+                f"perfcast's allow-list (perfcast.models.persistence.bundle.SKOPS_ALLOWED); add them there only if loading "
                 f"them cannot run code")
         (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
         (self.root / rel).write_bytes(data)
@@ -371,12 +371,12 @@ class _Writer:
         import xgboost as xgb
         from sklearn.compose import TransformedTargetRegressor
 
-        from perfcast.models.ensemble import GeometricEnsemble
-        from perfcast.models.hybrid import HybridRegressor
-        from perfcast.models.normalize import TargetNormalizer
-        from perfcast.models.roofline import RooflineRegressor
-        from perfcast.models.power import PowerRegressor
-        from perfcast.models.transfer import SiblingTransfer
+        from perfcast.models.estimators.ensemble import GeometricEnsemble
+        from perfcast.models.estimators.hybrid import HybridRegressor
+        from perfcast.models.estimators.normalize import TargetNormalizer
+        from perfcast.models.estimators.roofline import RooflineRegressor
+        from perfcast.models.estimators.power import PowerRegressor
+        from perfcast.models.estimators.transfer import SiblingTransfer
 
         if isinstance(est, PowerRegressor):
             return {"kind": "power", "targets": list(est.targets_), "physics": est.physics_.to_json(),
@@ -426,7 +426,7 @@ class _Writer:
             return {"kind": "group_attention", "dir": f"{rel}/group_attention"}
         if isinstance(est, BaseEstimator):
             return self.skops(est, f"{rel}/model.skops")
-        raise ModelFormatError(f"cannot save an estimator of type {type(est).__name__}: perfcast.models.bundle "
+        raise ModelFormatError(f"cannot save an estimator of type {type(est).__name__}: perfcast.models.persistence.bundle "
                                f"knows LightGBM, XGBoost, scikit-learn, group-attention, hybrid, ensemble, transfer and "
                                "roofline models")
 
@@ -547,7 +547,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not path.is_file():
         raise ModelFormatError(f"{root} is not a perfcast model: it has no {MANIFEST} (models are written by "
-                               f"`perfcast train` or perfcast.models.bundle.save_model)")
+                               f"`perfcast train` or perfcast.models.persistence.bundle.save_model)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -679,7 +679,7 @@ class _Reader:
         if kind == "geometric":
             return _Geometric([self.decode(m) for m in spec["members"]])
         if kind == "transfer":
-            from perfcast.models.transfer import SiblingTransfer
+            from perfcast.models.estimators.transfer import SiblingTransfer
 
             with np.load(self.file(spec["file"]), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -687,13 +687,13 @@ class _Reader:
         if kind == "roofline":
             return _Roofline(spec["target"])
         if kind == "power":
-            from perfcast.models.power import PowerPhysics
+            from perfcast.models.estimators.power import PowerPhysics
 
             return _Power(list(spec["targets"]), PowerPhysics(**{k: float(v) for k, v in spec["physics"].items()}),
                           self.decode(spec["correction"]),
                           None if spec.get("runtime") is None else self.decode(spec["runtime"]))
         if kind == "adapted":
-            from perfcast.models.adapt import Correction, DonorTable
+            from perfcast.models.estimators.adapt import Correction, DonorTable
 
             text = self.file(spec["shape_file"]).read_text(encoding="utf-8") if spec.get("shape_file") else None
             donors = None
@@ -704,7 +704,7 @@ class _Reader:
             return _Adapted(self.decode(spec["inner"]), Correction.from_json(spec["correction"], text, self.threads),
                             donors)
         if kind == "normalized":
-            from perfcast.models.normalize import TargetNormalizer
+            from perfcast.models.estimators.normalize import TargetNormalizer
 
             return _Normalized(TargetNormalizer.from_json(spec["baseline"]), self.decode(spec["inner"]))
         if kind == "lightgbm":
@@ -727,7 +727,7 @@ class _Reader:
                 est.set_params(n_jobs=self.threads)
             return _Sklearn(est)
         if kind == "group_attention":
-            from perfcast.models.group_attention import GroupAttentionRegressor
+            from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
             return _Sklearn(GroupAttentionRegressor.load(self.directory(spec["dir"])))
         raise ModelFormatError(f"{self.root}: unknown estimator kind {kind!r} in {MANIFEST}")

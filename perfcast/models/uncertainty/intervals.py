@@ -15,7 +15,7 @@ Why this construction:
   than ``ŷ·(1 ± z·cv)`` with ``z`` the normal quantile of the level and ``cv`` the record's measured
   coefficient of variation (``runtime_cv``) or, where a record has none, the training median.
 * **scaled by hardware novelty** (opt-in, ``scale=True``): errors on unseen hardware grow with how unlike
-  the trained hardware it is (:mod:`perfcast.models.novelty`, over the hardware columns the model reads), and
+  the trained hardware it is (:mod:`perfcast.models.uncertainty.novelty`, over the hardware columns the model reads), and
   a pooled quantile gives a near-twin of a trained GPU the same width as a device unlike any other (too wide
   for the one, too narrow for the other). So each calibration row also records its hardware's distance
   ``d`` to the nearest hardware its fold model was fitted on; a monotone (isotonic) fit of ``|log(y / ŷ)|``
@@ -59,7 +59,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from perfcast.features.base import RecordFeatures
 from perfcast.features.records import Records
-from perfcast.models.novelty import HARDWARE_GROUPS, HardwareNovelty, hardware_columns
+from perfcast.models.uncertainty.novelty import HARDWARE_GROUPS, HardwareNovelty, hardware_columns
 
 DEFAULT_LEVEL = 0.9
 #: target -> the quality column holding its measured run-to-run coefficient of variation

@@ -1,4 +1,4 @@
-"""``perfcast adapt``: correct a trained model for one device from its measurements in a record store.
+"""Adaptation workflow behind ``perfcast adapt``: correct a trained model for one device from its measurements in a record store.
 
     perfcast probe gemm --plan adapt --budget 128 --model ./model     # measure the most informative configs
     perfcast adapt ./model --store ~/.perfcast/store --out ./model-here
@@ -16,19 +16,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import typer
-from rich.console import Console
-from rich.table import Table
 
-from perfcast.datasets.hardware_specs import ENV_VAR, resolve_device_id
-from perfcast.datasets.store import RecordStore
-
-adapt_app = typer.Typer()
-console = Console()
+from perfcast.records.hardware_specs import ENV_VAR, resolve_device_id
+from perfcast.records.store import RecordStore
 
 
 class AdaptationError(ValueError):
@@ -118,8 +112,8 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
     (registered as ``registered_name`` when given). ``donors``: another device's records (a sibling), offered
     as a second starting point. The quickstart calls this on this machine's CPU GEMMs."""
-    from perfcast.models.adapt import save_adapted
-    from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
+    from perfcast.models.estimators.adapt import save_adapted
+    from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
     from perfcast.predictor import Predictor
 
     rs = store if isinstance(store, RecordStore) else RecordStore(Path(store))
@@ -185,51 +179,3 @@ def before_after(base: Any, adapted: Any, records: pd.DataFrame) -> dict[str, fl
         out[f"{label}_mape"] = float(np.mean(np.abs(pred / y - 1)))
         out[f"{label}_coverage"] = float(np.mean((y >= lo) & (y <= hi)))
     return out
-
-
-@adapt_app.command("adapt")
-def adapt(
-    model: Annotated[str, typer.Argument(help="Model to adapt: a directory, runs:/RUN_ID/model or models:/NAME/N")],
-    store: Annotated[Path, typer.Option("--store", "-s", help="Record store holding the device's measurements")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the adapted model")],
-    device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI: log and register the result")] = None,
-    registered_name: Annotated[Optional[str], typer.Option(help="Register the adapted model under this name")] = None,
-    donors: Annotated[Optional[Path], typer.Option(help="A store with a sibling device's measurements: a second "
-                                                        "starting point, kept if it cross-validates better")] = None,
-    donor_device: Annotated[Optional[str], typer.Option(help="The donor device (when --donors holds several)")] = None,
-) -> None:
-    """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
-    if not store.is_dir():
-        console.print(f"[bold red]error:[/] no record store at {store}: measure the device first "
-                      f"(`perfcast probe gemm --plan adapt --store {store}`)")
-        raise typer.Exit(code=2)
-    if out.exists() and any(out.iterdir()):
-        console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
-        raise typer.Exit(code=2)
-    try:
-        donor_rows = None
-        if donors is not None:
-            from perfcast.predictor import Predictor
-
-            target = Predictor.load(model)
-            donor_rows = adaptation_records(RecordStore(donors), target.task, target.targets[0], donor_device)[0]
-        res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
-                               registered_name=registered_name, donors=donor_rows)
-    except AdaptationError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(code=2) from None
-    table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
-    table.add_column("correction")
-    table.add_column("cross-validated mean APE on the rows", justify="right")
-    chosen = ("donor " if res.report["starts_from"] != "base model" else "") + res.report["mode"]
-    for mode, err in res.report["cv_mean_ape"].items():
-        table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
-    console.print(table)
-    console.print(f"adapted model: {res.path} (starts from the {res.report['starts_from']})")
-    if res.specs_path is not None:
-        console.print(f"this device's measured spec sheet: {res.specs_path} (set {ENV_VAR}={res.specs_path} "
-                      f"to predict with the model)")
-    if res.run_id:
-        console.print(f"MLflow run {res.run_id}" + (f"; registered version {res.registered_version}"
-                                                    if res.registered_version else ""))

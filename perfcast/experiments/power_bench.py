@@ -1,6 +1,6 @@
 """The ``aiconfigurator-power`` protocol: per-kernel board power on unseen shapes, unseen GPUs and another library.
 
-Three parts, each scoring perfcast's power model (:mod:`perfcast.models.power`) beside the baselines a
+Three parts, each scoring perfcast's power model (:mod:`perfcast.models.estimators.power`) beside the baselines a
 practitioner would otherwise use, on the same rows:
 
 (a) **unseen shapes**: on every GPU of the data root with power tables, per kernel library (``backend``) and
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from perfcast.eval.anchors import (
+from perfcast.experiments.anchors import (
     CAL_SPLITS,
     GRID,
     LEVEL,
@@ -54,7 +54,7 @@ from perfcast.eval.anchors import (
 )
 from perfcast.eval.protocols import NOTE, unseen_shape_split
 from perfcast.models import make_model
-from perfcast.models.intervals import ConformalRegressor
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 PROTOCOL = "aiconfigurator-power"
 DATASET = "aiconfigurator-power"
@@ -104,7 +104,7 @@ def _tagged(row: Result, kind: str) -> PowerResult:
 
 def _limit(rows: pd.DataFrame) -> np.ndarray:
     """Each row's power limit: measured (``power_limit_w``) where recorded, else the spec sheet's ``tdp_w``."""
-    from perfcast.datasets.hardware_specs import spec_table
+    from perfcast.records.hardware_specs import spec_table
 
     sheet = spec_table()["tdp_w"].reindex(rows["device_id"].astype(str).to_numpy()).to_numpy(dtype="float64")
     own = (pd.to_numeric(rows["power_limit_w"], errors="coerce").to_numpy(dtype="float64")

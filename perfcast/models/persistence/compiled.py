@@ -13,7 +13,7 @@ returns ``None`` for them.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
-raises :class:`~perfcast.models.errors.CorruptModelError` naming the file and the tree, so a damaged or crafted
+raises :class:`~perfcast.models.persistence.errors.CorruptModelError` naming the file and the tree, so a damaged or crafted
 file can neither read outside the arrays (a segfault in compiled code) nor send the walk round a cycle (a hang).
 """
 
@@ -25,7 +25,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from perfcast.models.errors import CorruptModelError
+from perfcast.models.persistence.errors import CorruptModelError
 
 #: objectives whose prediction is the raw sum of leaf values (no link function)
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})

@@ -3,7 +3,7 @@
 Why: a model's error on hardware it never saw grows with how unlike the trained hardware it is. A GB300
 beside a trained B300, or an A100 80GB beside a trained A100 40GB, is predicted almost as well as its
 twin; an Intel B60 among NVIDIA parts, or next year's 128-core processor, is not. Interval calibration
-(:mod:`perfcast.models.intervals`) divides its conformity scores by a function of this distance, so a
+(:mod:`perfcast.models.uncertainty.intervals`) divides its conformity scores by a function of this distance, so a
 near-twin of trained hardware gets a narrow interval and an outlier a wide one, each calibrated.
 
 The description is the task's hardware feature columns (:data:`HARDWARE_GROUPS`: the GPU spec sheet; the

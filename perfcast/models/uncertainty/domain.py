@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.schema import columns
+from perfcast.records.schema import columns
 from perfcast.features.base import text_map
 from perfcast.features.records import Records
 from perfcast.features.roofline import canonical_dtypes

@@ -18,7 +18,7 @@ the baselines a practitioner would otherwise use on the *same* test rows:
 Test sets are whatever the data directory holds that the protocol did not train on, so a copy with more
 devices, rows or years runs unchanged. Training sets that would make a full run exceed its time budget are
 subsampled with a fixed seed (:data:`TRAIN_ROWS`), and every result says so in its notes. Unseen-hardware
-protocols wrap the model in :class:`~perfcast.models.intervals.ConformalRegressor` (calibrated on devices it
+protocols wrap the model in :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` (calibrated on devices it
 did not see) and report the coverage of its 90 % interval.
 
 Public surface: :class:`Result` (one table row), :class:`Workspace` (records imported once per run and
@@ -40,10 +40,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut
 
-from perfcast.datasets.hardware_specs import get_spec, spec_table
+from perfcast.records.hardware_specs import get_spec, spec_table
 from perfcast.datasets.importers import get_importer
-from perfcast.datasets.store import RecordStore
-from perfcast.eval import metrics, whole_model
+from perfcast.records.store import RecordStore
+from perfcast.eval import metrics
+from perfcast.experiments import whole_model
 from perfcast.eval.protocols import (
     N_FOLDS,
     NOTE,
@@ -60,8 +61,8 @@ from perfcast.models.cpu_defaults import DEFAULTS as CPU_DEFAULTS
 from perfcast.models.cpu_defaults import CpuDefault
 from perfcast.models.gpu_defaults import DEFAULTS as GPU_DEFAULTS
 from perfcast.models.gpu_defaults import GpuDefault
-from perfcast.models.intervals import ConformalRegressor, ForwardFolds
-from perfcast.models.roofline import baseline
+from perfcast.models.uncertainty.intervals import ConformalRegressor, ForwardFolds
+from perfcast.models.estimators.roofline import baseline
 
 SEED = 0
 #: the prediction-interval level whose coverage unseen-hardware protocols report
@@ -877,9 +878,9 @@ RUNNERS: dict[str, Runner] = {
     "aiconfigurator-unseen-shape": aiconfigurator_unseen_shape,
     "spec-cpu2017-future": spec_cpu2017_future,
     "ncpp-paper": ncpp_paper,
-    "aiconfigurator-power": lazy_runner("perfcast.eval.power_bench", "aiconfigurator_power"),
-    "aiconfigurator-adapt": lazy_runner("perfcast.eval.adapt_bench", "aiconfigurator_adapt"),
-    "neusight-adapt": lazy_runner("perfcast.eval.adapt_bench", "neusight_adapt"),
+    "aiconfigurator-power": lazy_runner("perfcast.experiments.power_bench", "aiconfigurator_power"),
+    "aiconfigurator-adapt": lazy_runner("perfcast.experiments.adapt_bench", "aiconfigurator_adapt"),
+    "neusight-adapt": lazy_runner("perfcast.experiments.adapt_bench", "neusight_adapt"),
 }
 #: the protocols whose rows carry a 90 % interval coverage
 UNSEEN_HARDWARE: tuple[str, ...] = (

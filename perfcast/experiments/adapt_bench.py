@@ -4,12 +4,12 @@ Why this protocol is honest: for each GPU left out, the base model is fitted on 
 left-out one is known to it by its spec sheet). The probe plan (:func:`perfcast.perf_probe.plan.adaptation_plan`)
 then picks K configurations from the list of shapes the GPU's table holds, reading only configuration
 columns (never a latency); those K rows are revealed, the model is adapted on them
-(:mod:`perfcast.models.adapt`), and every other row of that GPU is the test set. K = 0 is the base model.
+(:mod:`perfcast.models.estimators.adapt`), and every other row of that GPU is the test set. K = 0 is the base model.
 The adaptation is offered the nearest training GPU's measurements as a second starting point (a sibling's
 latencies beat any model on its siblings), and keeps it only when it cross-validates better on the K rows.
 
 Baselines on the same rows: ``nearest GPU × K-median``, the latency measured for the same configuration on
-the nearest training GPU by spec sheet (:func:`~perfcast.eval.anchors.nearest_devices`) times the K rows'
+the nearest training GPU by spec sheet (:func:`~perfcast.experiments.anchors.nearest_devices`) times the K rows'
 median ratio of measured to copied latency; and ``K rows alone``, a small hybrid model (roofline × learned
 efficiency) fitted on the K rows only.
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.eval.anchors import (
+from perfcast.experiments.anchors import (
     CONFIG_KEYS,
     PHASE_LABEL,
     Goal,
@@ -45,7 +45,7 @@ from perfcast.eval.anchors import (
 )
 from perfcast.eval.protocols import neusight_ood_split, unseen_hardware_split
 from perfcast.models import make_model
-from perfcast.models.adapt import AdaptedModel, DonorTable
+from perfcast.models.estimators.adapt import AdaptedModel, DonorTable
 from perfcast.models.gpu_defaults import SPEC_AND_WORK
 from perfcast.perf_probe.plan import adaptation_plan
 

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.models.hybrid import kernel_kinds
+from perfcast.models.estimators.hybrid import kernel_kinds
 
 #: the device descriptors compared (log-scaled except compute capability) and their weights in the distance
 DISTANCE_WEIGHTS: dict[str, float] = {"mem_bw_gbs": 1.0, "peak_tflops": 1.0, "tdp_w": 0.5, "compute_capability": 2.0}

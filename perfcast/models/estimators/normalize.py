@@ -235,7 +235,7 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     # imported on use: the registry imports this module
     from perfcast.features import feature_groups
     from perfcast.models.registry import PerTargetRegressor
-    from perfcast.models.trees import tree_model
+    from perfcast.models.estimators.trees import tree_model
 
     rest = dict(params)
     base = rest.pop("base", "lightgbm")
@@ -244,7 +244,7 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
         raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
     seeds = rest.pop("seeds", None)
     if base == "group_attention":  # torch is imported only when the network is asked for
-        from perfcast.models.group_attention import GroupAttentionRegressor
+        from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
         if seeds is not None:
             raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
@@ -257,7 +257,7 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     if log:
         inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
     if seeds is not None:
-        from perfcast.models.ensemble import GeometricEnsemble
+        from perfcast.models.estimators.ensemble import GeometricEnsemble
 
         inner = GeometricEnsemble([inner], seeds=list(seeds))
     return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)

@@ -30,8 +30,8 @@ from sklearn.pipeline import Pipeline
 from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
 from perfcast.mlflow_quiet import quiet_mlflow
-from perfcast.models.bundle import IncompatibleModelError, ModelFormatError
-from perfcast.models.intervals import ConformalRegressor, ForwardFolds
+from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
+from perfcast.models.uncertainty.intervals import ConformalRegressor, ForwardFolds
 from perfcast.predictor import Predictor
 from perfcast.training import tracking
 from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig, parse_config

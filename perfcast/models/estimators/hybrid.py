@@ -26,8 +26,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.models.roofline import ROOFLINE_COLUMN, baseline
-from perfcast.models.trees import tree_model
+from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
+from perfcast.models.estimators.trees import tree_model
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
 LATENCY_BOUND = 0.05

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfcast.datasets.hardware_specs import get_spec, resolve_device_id
+from perfcast.records.hardware_specs import get_spec, resolve_device_id
 from perfcast.eval.protocols import NEUSIGHT_LAYOUT
 
 #: trace file-name prefixes of the models checked (Switch-Transformer MoE traces are left out)

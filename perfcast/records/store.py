@@ -40,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from perfcast.datasets.schema import TASKS, columns, validate
+from perfcast.records.schema import TASKS, columns, validate
 
 DEFAULT_STORE_ENV = "PERFCAST_STORE"
 QUARANTINE = "quarantine"
@@ -233,7 +233,7 @@ class RecordStore:
     def append(self, df: pd.DataFrame, task: str) -> AppendResult:
         """Validate ``df`` as ``task`` records and store those not already present.
 
-        Raises :class:`~perfcast.datasets.schema.SchemaError` (listing every problem) before anything is
+        Raises :class:`~perfcast.records.schema.SchemaError` (listing every problem) before anything is
         written, so a bad batch never touches stored data; :class:`StoreNotWritableError` if the part
         cannot be written (then nothing of the batch is stored).
         """
@@ -355,7 +355,7 @@ class RecordStore:
             want = list(dict.fromkeys(["record_id", *columns_, *(filters or {})]))
         tables = self._tables(task, want, on_bad)
         if not tables:
-            from perfcast.datasets.schema import empty
+            from perfcast.records.schema import empty
 
             out = empty(task)
             return out[columns_] if columns_ else out

@@ -18,7 +18,7 @@ where it does not help (a shape term that fits prefill may hurt decode) and K = 
 validate) is the base model exactly.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
-plain split-conformal interval for this device (:class:`~perfcast.models.intervals.IntervalCalibration`,
+plain split-conformal interval for this device (:class:`~perfcast.models.uncertainty.intervals.IntervalCalibration`,
 which also keeps every interval at least as wide as the rows' measured run-to-run noise). With too few rows
 for a finite quantile at the level, the base model's calibration stays.
 
@@ -46,10 +46,10 @@ import pandas as pd
 from sklearn.model_selection import KFold
 
 from perfcast.features import feature_groups
-from perfcast.models.compiled import compile_lightgbm
-from perfcast.models.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
-from perfcast.models.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
-from perfcast.models.transfer import row_keys
+from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+from perfcast.models.uncertainty.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+from perfcast.models.estimators.transfer import row_keys
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
 MODES: tuple[str, ...] = ("none", "level", "shape", "fine")
@@ -89,7 +89,7 @@ def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
 class Correction:
     """``log(measured / base)`` as a function of a row's features and its base prediction.
 
-    ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.hybrid.kernel_kinds`)
+    ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.estimators.hybrid.kernel_kinds`)
     to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
     the shape term over ``columns`` + log(base) (None without one). Everything is numbers and text, so a bundle
     stores it as JSON and LightGBM text and nothing in it is executed.
@@ -347,7 +347,7 @@ def _noise(records: pd.DataFrame, target: str) -> np.ndarray | None:
 
 
 class AdaptedModel:
-    """A fitted in-memory base model (a :class:`~perfcast.models.intervals.ConformalRegressor` around a perfcast
+    """A fitted in-memory base model (a :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` around a perfcast
     pipeline) corrected for one device by :func:`fit_adaptation` on that device's records.
 
     ``fit(records)`` with no rows keeps the base model exactly; ``predict`` / ``predict_with_interval`` mirror
@@ -407,10 +407,10 @@ class AdaptedModel:
 # ============================================================================ loaded bundles (Predictor)
 def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
                  ) -> tuple[Any, Adaptation]:
-    """A loaded :class:`~perfcast.models.bundle.PerfcastModel` corrected on ``records`` (a new model object;
+    """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model object;
     the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
     device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
-    from perfcast.models.bundle import PerfcastModel, _Adapted
+    from perfcast.models.persistence.bundle import PerfcastModel, _Adapted
 
     if model.joint or len(model.targets) != 1:
         raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
@@ -441,10 +441,10 @@ def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0, donors: pd
 
 
 def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
-    """Write an adapted :class:`~perfcast.models.bundle.PerfcastModel` (from :func:`adapt_loaded`) as a new bundle:
+    """Write an adapted :class:`~perfcast.models.persistence.bundle.PerfcastModel` (from :func:`adapt_loaded`) as a new bundle:
     the base bundle's files, its head wrapped in an ``adapted`` entry, the device's calibration, lineage in
     the metadata. Written beside ``path`` and renamed into place (never half-written)."""
-    from perfcast.models.bundle import _Adapted, _read_manifest, write_manifest
+    from perfcast.models.persistence.bundle import _Adapted, _read_manifest, write_manifest
 
     head = model.heads[0]
     if not isinstance(head, _Adapted):

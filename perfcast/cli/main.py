@@ -27,10 +27,10 @@ console = Console()
 def _mount() -> None:
     """``perfcast train``, ``eval`` and ``predict`` live with their packages; mounted unnamed, so they are not
     ``perfcast train train``."""
-    from perfcast.adapt_cli import adapt_app
-    from perfcast.eval.cli import eval_app
-    from perfcast.predict_cli import predict_app
-    from perfcast.training.cli import train_app
+    from perfcast.cli.adapt import adapt_app
+    from perfcast.cli.bench import eval_app
+    from perfcast.cli.predict import predict_app
+    from perfcast.cli.train import train_app
 
     app.add_typer(train_app)
     app.add_typer(eval_app)
@@ -49,7 +49,7 @@ StoreOpt = Annotated[
 
 def _store(path: str | None):  # noqa: ANN202
     """The record store at ``path``; a URI the filesystem layer cannot open is a named error (exit 2)."""
-    from perfcast.datasets.store import RecordStore
+    from perfcast.records.store import RecordStore
 
     try:
         return RecordStore(path)
@@ -162,7 +162,7 @@ def probe(
 def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count: int | None) -> int:  # noqa: ANN001
     """The probe command's work (``count``: the size of an adaptation plan); returns its exit code (2: the store
     failed, 130: Ctrl-C)."""
-    from perfcast.datasets.store import StoreError
+    from perfcast.records.store import StoreError
     from perfcast.perf_probe import PROBES
     from perfcast.perf_probe.sweep import run_sweep, summarize
 
@@ -256,7 +256,7 @@ def quickstart(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library warnings and logs")] = False,
 ) -> None:
     """Built-in GPU predictions, then probe this machine, fit a model to it, log it to MLflow, show what next."""
-    from perfcast.quickstart import run_quickstart
+    from perfcast.workflows.quickstart import run_quickstart
 
     res = run_quickstart(_store(store), quick=quick, cap_s=parse_duration(cap), verbose=verbose, console=console)
     console.print(f"\nquickstart took {res.elapsed_s:.0f} s", highlight=False)
@@ -273,9 +273,9 @@ def data_import(
 
     from perfcast.datasets.importers import get_importer
     from perfcast.datasets.importers.base import DatasetLayoutError
-    from perfcast.datasets.parsing import DataFileError
-    from perfcast.datasets.schema import SchemaError
-    from perfcast.datasets.store import StoreError
+    from perfcast.records.parsing import DataFileError
+    from perfcast.records.schema import SchemaError
+    from perfcast.records.store import StoreError
 
     try:
         importer = get_importer(name)
@@ -338,7 +338,7 @@ def data_ls(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave out damaged parts (with a warning)")] = False,
 ) -> None:
     """Records stored per task, source and device."""
-    from perfcast.datasets.store import StoreError
+    from perfcast.records.store import StoreError
 
     rs = _store(store)
     try:
@@ -376,9 +376,9 @@ def data_show(
     store: StoreOpt = None,
 ) -> None:
     """Show stored records of one task: device, configuration and targets (or the --columns asked for)."""
-    from perfcast.datasets.schema import TASKS
-    from perfcast.datasets.schema import columns as schema_columns
-    from perfcast.datasets.store import StoreError
+    from perfcast.records.schema import TASKS
+    from perfcast.records.schema import columns as schema_columns
+    from perfcast.records.store import StoreError
 
     if task not in TASKS:
         raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -443,7 +443,7 @@ def data_repair(store: StoreOpt = None) -> None:
 @data_app.command("schema")
 def data_schema(task: Annotated[str, typer.Argument(help="gemm, attention or cpu_bench")]) -> None:
     """Print the record schema of a task: columns, dtypes, units, groups."""
-    from perfcast.datasets.schema import TASKS, describe
+    from perfcast.records.schema import TASKS, describe
 
     if task not in TASKS:
         raise _fail(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")

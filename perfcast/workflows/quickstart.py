@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from perfcast.datasets.hardware_specs import ENV_VAR
-from perfcast.datasets.store import RecordStore
+from perfcast.records.hardware_specs import ENV_VAR
+from perfcast.records.store import RecordStore
 from perfcast.perf_probe.cpu_kernels import CpuProbe
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.peaks import DRAM_BYTES, device_key, probed_spec, write_spec_file
@@ -250,7 +250,7 @@ def compare(config: Any, result: Any, device_id: str) -> Fitted:
     import numpy as np
     import pandas as pd
 
-    from perfcast.datasets.schema import columns
+    from perfcast.records.schema import columns
     from perfcast.predictor import Predictor
     from perfcast.training.train import load_records, split_records
 

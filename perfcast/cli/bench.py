@@ -77,7 +77,7 @@ def eval_command(
 
     import mlflow
 
-    from perfcast.eval.report import evaluate_model, load_model, log_report, model_task_targets
+    from perfcast.experiments.report import evaluate_model, load_model, log_report, model_task_targets
     from perfcast.training import tracking
     from perfcast.training.config import DataConfig
     from perfcast.training.train import load_records

@@ -1,0 +1,65 @@
+"""``perfcast adapt``: the command line of :mod:`perfcast.workflows.adapt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perfcast.records.hardware_specs import ENV_VAR
+from perfcast.records.store import RecordStore
+from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store
+
+adapt_app = typer.Typer()
+console = Console()
+
+
+@adapt_app.command("adapt")
+def adapt(
+    model: Annotated[str, typer.Argument(help="Model to adapt: a directory, runs:/RUN_ID/model or models:/NAME/N")],
+    store: Annotated[Path, typer.Option("--store", "-s", help="Record store holding the device's measurements")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the adapted model")],
+    device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI: log and register the result")] = None,
+    registered_name: Annotated[Optional[str], typer.Option(help="Register the adapted model under this name")] = None,
+    donors: Annotated[Optional[Path], typer.Option(help="A store with a sibling device's measurements: a second "
+                                                        "starting point, kept if it cross-validates better")] = None,
+    donor_device: Annotated[Optional[str], typer.Option(help="The donor device (when --donors holds several)")] = None,
+) -> None:
+    """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
+    if not store.is_dir():
+        console.print(f"[bold red]error:[/] no record store at {store}: measure the device first "
+                      f"(`perfcast probe gemm --plan adapt --store {store}`)")
+        raise typer.Exit(code=2)
+    if out.exists() and any(out.iterdir()):
+        console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
+        raise typer.Exit(code=2)
+    try:
+        donor_rows = None
+        if donors is not None:
+            from perfcast.predictor import Predictor
+
+            target = Predictor.load(model)
+            donor_rows = adaptation_records(RecordStore(donors), target.task, target.targets[0], donor_device)[0]
+        res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
+                               registered_name=registered_name, donors=donor_rows)
+    except AdaptationError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(code=2) from None
+    table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
+    table.add_column("correction")
+    table.add_column("cross-validated mean APE on the rows", justify="right")
+    chosen = ("donor " if res.report["starts_from"] != "base model" else "") + res.report["mode"]
+    for mode, err in res.report["cv_mean_ape"].items():
+        table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
+    console.print(table)
+    console.print(f"adapted model: {res.path} (starts from the {res.report['starts_from']})")
+    if res.specs_path is not None:
+        console.print(f"this device's measured spec sheet: {res.specs_path} (set {ENV_VAR}={res.specs_path} "
+                      f"to predict with the model)")
+    if res.run_id:
+        console.print(f"MLflow run {res.run_id}" + (f"; registered version {res.registered_version}"
+                                                    if res.registered_version else ""))
