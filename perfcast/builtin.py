@@ -4,29 +4,17 @@ Why prebuilt bundles in the package: a first prediction must not wait for an imp
 under ``perfcast/builtin_models/<task>/`` are ordinary perfcast bundles (LightGBM text, JSON, ``.npy`` and
 ``.npz`` arrays; checksums, version refusal, intervals and out-of-distribution flags as any saved model),
 trained on the redistributable public data only: aiconfigurator (Apache-2.0) and NeuSight (MIT), see NOTICE.
-The model is each task's unseen-GPU default (:data:`perfcast.experiments.anchors.DEFAULT_MODELS`: sibling transfer
-over a spec-sheet and a work-only hybrid) with fewer trees, so the wheel stays small and loading stays fast;
-any GPU with a spec sheet (bundled, or in ``$PERFCAST_HW_SPECS``) is predicted from that sheet.
+Any GPU with a spec sheet (bundled, or in ``$PERFCAST_HW_SPECS``) is predicted from that sheet.
 
-A bundle records the perfcast major.minor it was built with and is refused by another; regenerate it from a
-data root laid out like ``shared/datasets``::
-
-    python -m perfcast.builtin build --data-root ../shared/datasets
-    python -m perfcast.builtin path gemm          # the shipped bundle's directory, for tools that take a model path
-    python -m perfcast.builtin measure --data-root ../shared/datasets --devices h100_sxm,gb200 --trees 150,400
-
-``measure`` leaves each named GPU out, fits the same model on the others and scores every row of the held-out
-GPU; its rows are what ``perfcast quickstart`` shows as the built-in model's accuracy on unseen GPUs
-(:data:`ACCURACY_FILE`) and what ``benchmarks/BUILTIN.md`` tabulates.
+This module only finds and loads them (the predictor and CLI use it); building and measuring them is an
+experiment, :mod:`perfcast.experiments.builtin_models` (``python -m perfcast.experiments.builtin_models
+build|measure|report|path``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +23,13 @@ TASKS: tuple[str, ...] = ("gemm", "attention")
 #: where the shipped bundles and their accuracy rows live (package data)
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_models"
 ACCURACY_FILE = BUILTIN_DIR / "accuracy.json"
-#: the accuracy benchmark's protocol whose default model each built-in model is
-PROTOCOLS: dict[str, str] = {"gemm": "aiconfigurator-unseen-gpu-gemm", "attention": "aiconfigurator-unseen-gpu-attention"}
-#: redistributable datasets each task is trained on (folder names under the data root)
-SOURCES: dict[str, tuple[str, ...]] = {"gemm": ("aiconfigurator", "neusight"), "attention": ("aiconfigurator",)}
-#: trees per member: fewer than the benchmark's 400 (the measured cost is in benchmarks/BUILTIN.md)
-N_ESTIMATORS = 150
-#: rows the base model is fitted on (every row still enters the sibling table): the benchmark's budget
-MAX_ROWS = 30_000
-#: conformity scores a shipped bundle keeps per target (see :func:`thin_calibration`)
-CALIBRATION_SCORES = 20_001
+#: how to rebuild the bundles (named by every message about a missing or refused one)
+REBUILD = "`python -m perfcast.experiments.builtin_models build --data-root DIR` (DIR laid out like shared/datasets)"
 #: input keys that name a task when ``--task`` is not given
 TASK_KEYS: dict[str, frozenset[str]] = {
     "attention": frozenset({"phase", "seq_q", "seq_kv", "heads", "head_dim"}),
     "gemm": frozenset({"m", "n", "k"}),
 }
-
-Progress = Callable[[str], None]
 
 
 class BuiltinModelError(RuntimeError):
@@ -64,8 +42,7 @@ def bundle_path(task: str) -> Path:
         raise ValueError(f"no built-in model for task {task!r}; built-in: {', '.join(TASKS)}")
     path = BUILTIN_DIR / task
     if not (path / "manifest.json").is_file():
-        raise BuiltinModelError(f"the built-in {task} model is not installed at {path}; build it with "
-                                f"`python -m perfcast.builtin build --data-root DIR` (DIR laid out like shared/datasets)")
+        raise BuiltinModelError(f"the built-in {task} model is not installed at {path}; build it with {REBUILD}")
     return path
 
 
@@ -77,8 +54,7 @@ def load_builtin(path: Path, threads: int = 1) -> Any:
         return PerfcastModel.load(path, threads=threads)
     except IncompatibleModelError as err:
         raise IncompatibleModelError(f"{err}\nThe built-in models can be rebuilt for this environment with "
-                                     f"`python -m perfcast.builtin build --data-root DIR` (DIR laid out like "
-                                     f"shared/datasets).") from None
+                                     f"{REBUILD}.") from None
 
 
 def infer_task(keys: Iterable[str]) -> str:
@@ -120,187 +96,3 @@ def gpu_table() -> Any:
         seen = set(trained_devices(task))
         out[f"{task} data"] = ["measured" if d in seen else "sheet only" for d in out["device_id"]]
     return out
-
-
-# ================================================================================================ building
-def _params(task: str, n_estimators: int) -> tuple[str, dict[str, Any]]:
-    from perfcast.experiments.anchors import DEFAULT_MODELS
-
-    default = DEFAULT_MODELS[PROTOCOLS[task]]
-    return default.model, {**default.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
-
-
-def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> Any:
-    """Every ``task`` record of the task's :data:`SOURCES` under ``data_root`` (imported into ``tmp``)."""
-    import pandas as pd
-
-    from perfcast.datasets.importers import get_importer
-    from perfcast.records.store import RecordStore
-
-    frames = []
-    for dataset in SOURCES[task]:
-        path = Path(data_root) / dataset
-        if not path.is_dir():
-            raise FileNotFoundError(f"dataset folder {path} not found: --data-root must be laid out like "
-                                    f"shared/datasets (one folder per dataset)")
-        store = RecordStore(tmp / dataset)
-        if not store.parts(task):
-            progress(f"importing {dataset}")
-            get_importer(dataset).run(path, store)
-        frames.append(store.read(task))
-    records = pd.concat(frames, ignore_index=True)
-    return records[records["runtime_ms"].gt(0) & records["device_id"].notna()].reset_index(drop=True)
-
-
-def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS) -> Any:
-    """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
-    from perfcast.experiments.anchors import fit_conformal
-
-    name, params = _params(task, n_estimators)
-    return fit_conformal(name, params, task, records, "runtime_ms", protocol=PROTOCOLS[task])
-
-
-def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
-    """Keep ``keep`` evenly spaced order statistics of each target's sorted conformity scores (in place).
-
-    Why: the unseen-GPU calibration scores every training row (about a million), most of the bundle's size;
-    evenly spaced order statistics move any interval quantile by less than 1/``keep`` in rank."""
-    import numpy as np
-
-    scores = model.calibration_.scores
-    for target, s in scores.items():
-        if len(s) > keep:
-            scores[target] = s[np.linspace(0, len(s) - 1, keep).round().astype(np.int64)]
-
-
-def build(data_root: Path, out: Path = BUILTIN_DIR, tasks: Sequence[str] = TASKS, n_estimators: int = N_ESTIMATORS,
-          progress: Progress = print) -> list[Path]:
-    """Fit each task's built-in model on every row of its sources and save it as ``out/<task>`` (replaced)."""
-    from perfcast._version import __version__
-    from perfcast.models.persistence.bundle import save_model
-    from perfcast.training.train import model_input
-
-    written = []
-    with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
-        for task in tasks:
-            records = load_records(data_root, task, Path(tmp), progress)
-            progress(f"fitting the built-in {task} model on {len(records):,} rows")
-            start = time.perf_counter()
-            model = fit(task, records, n_estimators)
-            thin_calibration(model)
-            name, params = _params(task, n_estimators)
-            metadata = {"name": f"builtin-{task}", "model": {"name": name, "params": params},
-                        "protocol": {"name": PROTOCOLS[task]}, "perfcast": __version__,
-                        "data": {"sources": list(SOURCES[task]), "rows_train": len(records),
-                                 "devices": sorted(records["device_id"].astype(str).unique())},
-                        "fit_s": round(time.perf_counter() - start, 1)}
-            staged = Path(tmp) / f"bundle-{task}"
-            save_model(model, task, model_input(records, task), staged, metadata)
-            target = Path(out) / task
-            target.parent.mkdir(parents=True, exist_ok=True)
-            old = target.with_name(f".{task}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                target.rename(old)
-            shutil.copytree(staged, target)
-            shutil.rmtree(old, ignore_errors=True)
-            progress(f"wrote {target} ({sum(p.stat().st_size for p in target.rglob('*') if p.is_file()) / 1e6:.1f} MB)")
-            written.append(target)
-    return written
-
-
-def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> dict[str, Any]:
-    """Fit on every GPU but ``device`` and score every row of ``device``: one accuracy row."""
-    import numpy as np
-
-    from perfcast.eval import metrics
-    from perfcast.experiments.anchors import predict_interval
-    from perfcast.eval.protocols import unseen_hardware_split
-
-    train, test = unseen_hardware_split(records, test_devices=[device])
-    start = time.perf_counter()
-    model = fit(task, train, n_estimators)
-    pred, lo, hi = predict_interval(model, test)
-    truth = test["runtime_ms"].to_numpy(dtype="float64")
-    ape = np.abs(pred - truth) / truth
-    return {"task": task, "device": device, "source": str(test["source"].iloc[0]), "n_estimators": n_estimators,
-            "mape": float(ape.mean()), "median_ape": float(np.median(ape)),
-            "coverage": metrics.coverage(truth, lo, hi), "n": len(test), "wall_s": round(time.perf_counter() - start, 1)}
-
-
-def measure(data_root: Path, task: str, devices: Sequence[str] | None, trees: Sequence[int],
-            output: Path | None = None, progress: Progress = print) -> list[dict[str, Any]]:
-    """Leave-one-GPU-out rows of ``task`` for each of ``devices`` (default: every GPU) and tree count, each
-    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished)."""
-    with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
-        records = load_records(data_root, task, Path(tmp), progress)
-        names = list(devices) if devices else sorted(records["device_id"].astype(str).unique())
-        rows = []
-        for n in trees:
-            for dev in names:
-                progress(f"{task}: leaving {dev} out ({n} trees)")
-                rows.append(leave_one_out(task, records, dev, n))
-                progress(json.dumps(rows[-1]))
-                if output is not None:
-                    save_accuracy(rows[-1:], output)
-    return rows
-
-
-def save_accuracy(rows: Sequence[Mapping[str, Any]], path: Path = ACCURACY_FILE) -> Path:
-    """Merge ``rows`` into the accuracy file (a row replaces the one with the same task, device and trees)."""
-    key = ("task", "device", "n_estimators")
-    old = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
-    new = {tuple(r[k] for k in key): dict(r) for r in [*old, *rows]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"what": "leave-one-GPU-out accuracy of the built-in models (python -m perfcast.builtin measure)",
-           "rows": sorted(new.values(), key=lambda r: (r["task"], r["n_estimators"], r["device"]))}
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The accuracy rows as the Markdown table of ``benchmarks/BUILTIN.md``."""
-    lines = ["| task | GPU left out | data | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r['n_estimators']} | {r['mape']:.2%} | "
-              f"{r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m perfcast.builtin build|measure``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m perfcast.builtin", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("path", help="print a built-in model's directory (for tools that take one)").add_argument(
-        "task", choices=TASKS)
-    sub.add_parser("report", help="print the measured accuracy rows as a Markdown table")
-    b = sub.add_parser("build", help="fit the built-in models and write them into the package")
-    m = sub.add_parser("measure", help="leave-one-GPU-out accuracy, saved beside the bundles")
-    for p in (b, m):
-        p.add_argument("--data-root", type=Path, required=True, help="directory laid out like shared/datasets")
-        p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
-    b.add_argument("--out", type=Path, default=BUILTIN_DIR)
-    b.add_argument("--trees", type=int, default=N_ESTIMATORS)
-    m.add_argument("--devices", default="", help="comma-separated device ids to leave out [default: every GPU]")
-    m.add_argument("--trees", default=str(N_ESTIMATORS), help="comma-separated tree counts to compare")
-    m.add_argument("--output", type=Path, default=ACCURACY_FILE)
-    args = parser.parse_args(argv)
-    if args.command == "path":
-        print(bundle_path(args.task))
-        return
-    if args.command == "report":
-        print(accuracy_markdown(accuracy_rows()))
-        return
-    tasks = [t for t in args.tasks.split(",") if t]
-    if args.command == "build":
-        build(args.data_root, args.out, tasks, args.trees)
-        return
-    for task in tasks:
-        measure(args.data_root, task, [d for d in args.devices.split(",") if d], [int(t) for t in args.trees.split(",")],
-                args.output)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,8 @@ Why: MLflow warns about things perfcast has decided on purpose (no type hints on
 in a lineage record) and draws a progress bar for every artifact download; on a terminal they bury the
 answer. Inside :func:`quiet_mlflow` they go to the ``perfcast.mlflow`` logger at DEBUG, where ``-v`` (a
 DEBUG level and a handler on the ``perfcast`` logger) shows them.
-No perfcast imports: the predictor, training and evaluation all use it.
+No perfcast imports: the predictor, training and evaluation all use it (and so share the name a logged
+model's bundle has, :data:`BUNDLE_ARTIFACT`, from here: training writes it, the predictor reads it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 
 log = logging.getLogger("perfcast.mlflow")
+#: the bundle's name as a logged MLflow model's data (MLflow puts it at ``data/<name>`` in the model directory)
+BUNDLE_ARTIFACT = "bundle"
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: loggers that print on MLflow's behalf (alembic: the tracking database's schema migrations)
 LOGGERS = ("mlflow", "alembic")

@@ -28,18 +28,17 @@ import pandas as pd
 from perfcast.records.hardware_specs import ENV_VAR, catalog, resolve_device_id
 from perfcast.records.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
+from perfcast.features.hardware import DEVICE_ALIAS
 from perfcast.features.base import missing
 from perfcast.features.records import Records
 from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.uncertainty.domain import NOT_SIZES
-from perfcast.models.uncertainty.intervals import check_level
-from perfcast.models.estimators.power import energy_interval
+from perfcast.models.uncertainty.calibration import check_level
+from perfcast.models.estimators.power import derived_outputs, energy_interval
+from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
 
-#: the bundle's name as a logged MLflow model's data, and where MLflow puts it in the model directory
-BUNDLE_ARTIFACT = "bundle"
+#: where MLflow puts a logged model's bundle in the model directory
 BUNDLE_IN_MLFLOW_MODEL = Path("data") / BUNDLE_ARTIFACT
-#: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
-DEVICE_ALIAS = "device"
 #: targets where a higher value is better (ranked descending by default)
 HIGHER_IS_BETTER = frozenset({"score"})
 #: the largest size (m, n, k, batch, ...) predicted: 2**53, beyond which float64 no longer holds every integer. A
@@ -107,8 +106,7 @@ class Predictor:
         self._required = tuple(type(model.features).required)
         self._needs_device = self.task in ("gemm", "attention")
         #: outputs computed from the targets: energy (J) = power x runtime when the model predicts both but not it
-        self.derived = ["energy_j"] if {"runtime_ms", "power_w"} <= set(self.targets) and \
-            "energy_j" not in self.targets else []
+        self.derived = derived_outputs(self.targets)
 
     @classmethod
     def load(cls, uri_or_path: str | os.PathLike[str], *, threads: int = 1) -> Predictor:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.importers import get_importer
+from perfcast.datasets.importers import get_importer, neusight_traces
 from perfcast.datasets.importers.aiconfigurator import load_gemm
 from perfcast.records.store import RecordStore
 from perfcast.experiments import anchors, whole_model
@@ -158,7 +158,7 @@ def test_family_mean_with_benchmark_fallback(spec_rows: pd.DataFrame):
 # ------------------------------------------------------------------------------------------ whole model
 def test_trace_parser_on_a_real_label_file(data_root: Path):
     path = data_root / "neusight" / "label" / T4_BERT
-    ops = whole_model.parse_trace(path)
+    ops = neusight_traces.parse_trace(path)
     with gzip.open(path, "rt", newline="") as fh:
         latencies = [float(r["latency"]) for r in csv.DictReader(fh)]
     assert len(ops) == len(latencies)
@@ -176,8 +176,8 @@ def test_trace_parser_on_a_real_label_file(data_root: Path):
 
 def test_end_to_end_sums_replicate_the_layer(data_root: Path):
     label = data_root / "neusight" / "label"
-    inf = whole_model.read_trace(label / T4_BERT, "t4")
-    train = whole_model.read_trace(label / "Tesla_V100-PCIE-32GB" / "bert_large-train-512-2.csv.gz", "v100_pcie_32gb")
+    inf = neusight_traces.read_trace(label / T4_BERT, "t4")
+    train = neusight_traces.read_trace(label / "Tesla_V100-PCIE-32GB" / "bert_large-train-512-2.csv.gz", "v100_pcie_32gb")
     assert (inf.mode, inf.num_layer, train.mode) == ("inf", 24, "train")
     gemms = whole_model.gemm_records([inf, train])
     n_inf = int(inf.ops["op"].notna().sum())
@@ -201,10 +201,10 @@ def test_end_to_end_sums_replicate_the_layer(data_root: Path):
 def test_trace_errors_name_the_file(tmp_path: Path):
     bad = tmp_path / "bert_large-inf-512-8.csv"
     bad.write_text("op,latency\ncall_module,1.0\n")
-    with pytest.raises(whole_model.TraceError, match="lacks column"):
-        whole_model.parse_trace(bad)
-    with pytest.raises(whole_model.TraceError, match="num_layer"):
-        whole_model.read_trace(bad, "t4")
+    with pytest.raises(neusight_traces.TraceError, match="lacks column"):
+        neusight_traces.parse_trace(bad)
+    with pytest.raises(neusight_traces.TraceError, match="num_layer"):
+        neusight_traces.read_trace(bad, "t4")
 
 
 # ------------------------------------------------------------------------------------------ the script

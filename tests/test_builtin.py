@@ -1,5 +1,5 @@
 """The shipped built-in models: they load and predict measured kernels, guard themselves like any bundle, answer
-`perfcast predict` without a model, and are rebuilt reproducibly by `python -m perfcast.builtin`."""
+`perfcast predict` without a model, and are rebuilt reproducibly by `python -m perfcast.experiments.builtin_models`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from perfcast import Predictor
 from perfcast.builtin import (
     ACCURACY_FILE,
     BUILTIN_DIR,
-    N_ESTIMATORS,
     TASKS,
     accuracy_rows,
     bundle_path,
@@ -27,6 +26,7 @@ from perfcast.builtin import (
 )
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
+from perfcast.experiments.builtin_models import N_ESTIMATORS
 from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_a_damaged_or_foreign_built_in_bundle_is_refused(tmp_path: Path) -> None
     manifest["versions"]["perfcast"] = "0.0.1"  # a well-formed bundle of another perfcast: digest recomputed
     manifest["digest"] = manifest_digest(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IncompatibleModelError, match="python -m perfcast.builtin build"):
+    with pytest.raises(IncompatibleModelError, match="python -m perfcast.experiments.builtin_models build"):
         load_builtin(copy)
     damaged = Path(shutil.copytree(bundle_path("gemm"), tmp_path / "damaged"))
     lgb = next(damaged.rglob("lightgbm.txt"))
@@ -125,7 +125,7 @@ def test_shipped_accuracy_rows_are_leave_one_gpu_out_measurements() -> None:
 
 @pytest.mark.slow
 def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, tmp_path: Path) -> None:
-    """`python -m perfcast.builtin build|measure` on a data root laid out like shared/datasets (three GPUs)."""
+    """`python -m perfcast.experiments.builtin_models build|measure|report` on a data root laid out like shared/datasets (three GPUs)."""
     import subprocess
 
     root = tmp_path / "data"
@@ -133,19 +133,23 @@ def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, 
     for name in ("systems", "SOURCE.txt", "h100_sxm", "a100_sxm", "l40s"):
         (root / "aiconfigurator" / name).symlink_to(data_root / "aiconfigurator" / name)
     out = tmp_path / "models"
-    run = subprocess.run([sys.executable, "-m", "perfcast.builtin", "build", "--data-root", str(root), "--tasks",
+    run = subprocess.run([sys.executable, "-m", "perfcast.experiments.builtin_models", "build", "--data-root", str(root), "--tasks",
                           "attention", "--out", str(out), "--trees", "5"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     model = load_builtin(out / "attention")
     assert model.metadata["data"]["devices"] == ["a100_sxm", "h100_sxm", "l40s"]
     assert model.metadata["model"]["params"]["n_estimators"] == 5
     acc = tmp_path / "accuracy.json"
-    run = subprocess.run([sys.executable, "-m", "perfcast.builtin", "measure", "--data-root", str(root), "--tasks",
+    run = subprocess.run([sys.executable, "-m", "perfcast.experiments.builtin_models", "measure", "--data-root", str(root), "--tasks",
                           "attention", "--devices", "l40s", "--trees", "5", "--output", str(acc)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     (row,) = json.loads(acc.read_text())["rows"]
     assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["n"] > 1000 and row["mape"] > 0
+    run = subprocess.run([sys.executable, "-m", "perfcast.experiments.builtin_models", "report"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("| task | GPU left out |") and "| gemm |" in run.stdout
 
 
 def test_a_builtin_prediction_imports_no_mlflow_torch_or_optuna() -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from perfcast.cli import app
-from perfcast.cli.main import parse_duration
+from perfcast.cli.common import parse_duration
 from perfcast.records.store import RecordStore
 
 runner = CliRunner()

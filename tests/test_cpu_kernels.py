@@ -41,7 +41,7 @@ from perfcast.perf_probe.cpu_kernels import (
     stream_kernels,
     text_corpus,
 )
-from perfcast.perf_probe.sweep import thread_counts
+from perfcast.perf_probe.space import thread_counts
 
 ATTEMPTS = 3
 SMALL = {  # one cheap configuration of every kernel

@@ -12,7 +12,8 @@ import pytest
 
 from perfcast.records.hardware_specs import spec_columns
 from perfcast.datasets.importers.aiconfigurator import AIConfiguratorImporter
-from perfcast.datasets.importers.base import DatasetLayoutError, get_importer
+from perfcast.datasets.importers import get_importer
+from perfcast.datasets.importers.base import DatasetLayoutError
 from perfcast.records.store import RecordStore
 
 VERSION_DIR = "trtllm/1.3.0rc20"

@@ -17,12 +17,11 @@ from perfcast.datasets.importers import get_importer
 from perfcast.eval.metrics import coverage
 from perfcast.models import make_model
 from perfcast.models.gpu_defaults import DEFAULTS as GPU_DEFAULTS
+from perfcast.models.uncertainty.calibration import IntervalCalibration, conformal_quantile
 from perfcast.models.uncertainty.intervals import (
     ConformalRegressor,
     ForwardFolds,
-    IntervalCalibration,
     calibration_groups,
-    conformal_quantile,
     novelty_columns,
     with_seen_rows,
 )

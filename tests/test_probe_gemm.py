@@ -20,7 +20,7 @@ from perfcast.perf_probe.gemm import (
     gemm_flops,
 )
 from perfcast.perf_probe.hardware import cpu_fingerprint
-from perfcast.perf_probe.sweep import thread_counts
+from perfcast.perf_probe.space import thread_counts
 from perfcast.perf_probe.timing import threads
 
 FAST = {"max_time_s": 0.05, "warmup_s": 0.01}

@@ -17,14 +17,8 @@ import pytest
 from perfcast.records.store import RecordStore
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.hardware import cpu_fingerprint
-from perfcast.perf_probe.sweep import (
-    grid,
-    log_uniform_sample,
-    run_sweep,
-    stored_keys,
-    summarize,
-    thread_counts,
-)
+from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
+from perfcast.perf_probe.sweep import run_sweep, stored_keys, summarize
 
 FAST = {"max_time_s": 0.05, "warmup_s": 0.01}
 #: measurements that never converge, so each one lasts its time cap (for budget and kill tests)

@@ -3,7 +3,7 @@
 Why these: a CPU benchmark score is throughput (cores x clock x work per cycle, bounded by caches and
 memory bandwidth) for a workload, under a compiler and OS. The parsed record columns give the raw
 numbers; the derived terms (cores x GHz, cache and memory per core, DIMMs x speed, the roofline ceilings of
-:func:`~perfcast.features.roofline.cpu_peaks`) give a model the ratios that actually bound throughput.
+:func:`~perfcast.features.hardware.cpu_peaks`) give a model the ratios that actually bound throughput.
 Workloads and processor families are identified by codes learned at fit (an unseen one gets NaN, never
 another's code); the generation and SKU number come from the processor name
 (:func:`~perfcast.records.parsing.parse_processor`), so a new SKU of a known family lands near its siblings.
@@ -21,9 +21,8 @@ import pandas as pd
 
 from perfcast.records.parsing import parse_processor
 from perfcast.features.base import RecordFeatures, log2, log10, num
-from perfcast.features.hardware import hardware_frame, numeric
+from perfcast.features.hardware import cpu_peaks, hardware_frame, numeric
 from perfcast.features.records import Records
-from perfcast.features.roofline import cpu_peaks
 
 #: compiler family -> pattern over the record's ``compiler`` text
 COMPILERS: dict[str, str] = {

@@ -1,8 +1,8 @@
 """Distinct values of a small object array without pandas' fixed cost.
 
 Why: a single request's features and domain check group a handful of one-element text arrays (dtype,
-device id, vendor); :func:`pandas.factorize` costs ~15 µs a call whatever the length, which adds up to a
-sizeable part of a one-row prediction. Longer arrays still go to pandas (vectorised, hash-based).
+device id, vendor); :func:`pandas.factorize` has a fixed cost per call whatever the length, which adds up to
+a sizeable part of a one-row prediction. Longer arrays still go to pandas (vectorised, hash-based).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: arrays up to this long are grouped with a dict: :func:`pandas.factorize` costs ~15 µs even for one value
+#: arrays up to this long are grouped with a dict: :func:`pandas.factorize` pays its fixed cost even for one value
 SMALL = 16
 
 

@@ -22,8 +22,9 @@ from perfcast.records.hardware_specs import (
 from perfcast.records.schema import COMMON
 from perfcast.features.distinct import factorize
 from perfcast.features.records import Records
-from perfcast.features.roofline import cpu_peaks
 
+#: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
+DEVICE_ALIAS = "device"
 #: hardware columns of the record schema (what a record may carry about its own machine)
 RECORD_HARDWARE: tuple[str, ...] = tuple(
     c.name for c in COMMON if c.group == "hardware" and c.name not in ("hw_id", "device_id", "device_name")
@@ -60,7 +61,7 @@ def hardware_frame(X: pd.DataFrame) -> pd.DataFrame:
 
     Spec-sheet values by device id win; the record's own value fills a field the sheet leaves blank. CPU
     rows additionally get roofline ceilings (probed when recorded, else estimated; see
-    :func:`~perfcast.features.roofline.cpu_peaks`) wherever the peak or bandwidth is still unknown.
+    :func:`cpu_peaks`) wherever the peak or bandwidth is still unknown.
     """
     table = spec_table()
     ids = device_ids(X)
@@ -179,3 +180,37 @@ def require_known(hw: RowHardware, X: Records, missing: np.ndarray, what: str, w
         f"hardware spec sheets (perfcast.records.hardware_specs) nor in the records' own columns. Add the "
         f"device to a spec file named by $PERFCAST_HW_SPECS, or give the column in the records."
     )
+
+
+#: FP64 FLOPs per cycle per core by widest vector ISA (two FMA pipes): how CPU spec pages derive peaks
+_CPU_FP64_FLOPS_PER_CYCLE: tuple[tuple[str, float], ...] = (("avx512f", 32.0), ("avx2", 16.0), ("avx", 8.0))
+_CPU_DEFAULT_FLOPS_PER_CYCLE = 4.0  # SSE2: 2-wide FMA-less add + mul
+
+
+def cpu_peaks(hw: pd.DataFrame) -> pd.DataFrame:
+    """CPU roofline ceilings: ``peak_gflops_fp64``, ``peak_gflops_fp32`` and ``mem_bw_gbs`` per row.
+
+    A probed record carries measured peaks (``peak_tflops_fp64``/``fp32``, ``mem_bw_gbs``); those win.
+    Otherwise compute = cores x base clock x FLOPs/cycle of the widest ISA in ``isa_flags`` (32 for
+    AVX-512, 16 for AVX2, 8 for AVX, else 4; FP32 twice that), and bandwidth = DIMMs x MT/s x 8 bytes
+    (one DIMM per channel assumed: the published descriptions give DIMMs, not channels).
+    """
+    def col(name: str) -> pd.Series:
+        if name in hw.columns:
+            return pd.to_numeric(hw[name], errors="coerce").astype("float64")
+        return pd.Series(np.nan, index=hw.index, dtype="float64")
+
+    flags = hw["isa_flags"].astype("string").str.lower() if "isa_flags" in hw.columns else None
+    per_cycle = pd.Series(_CPU_DEFAULT_FLOPS_PER_CYCLE, index=hw.index, dtype="float64")
+    if flags is not None:
+        for flag, rate in reversed(_CPU_FP64_FLOPS_PER_CYCLE):
+            has = flags.str.contains(rf"\b{flag}\b", regex=True).fillna(False).astype(bool)
+            per_cycle = per_cycle.mask(has, rate)
+        per_cycle = per_cycle.where(flags.notna())
+    est64 = col("cores") * col("clock_mhz") * per_cycle / 1e3
+    est_bw = col("mem_dimms") * col("mem_mts") * 8 / 1e3
+    return pd.DataFrame({
+        "peak_gflops_fp64": (col("peak_tflops_fp64") * 1e3).fillna(est64),
+        "peak_gflops_fp32": (col("peak_tflops_fp32") * 1e3).fillna(2 * est64),
+        "mem_bw_gbs": col("mem_bw_gbs").fillna(est_bw),
+    }, index=hw.index)

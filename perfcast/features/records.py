@@ -1,6 +1,6 @@
 """Records as columns of NumPy arrays: what feature transformers and the domain guard read.
 
-Why not a DataFrame throughout: a served request is one row, and every ``frame[column]`` costs ~10 µs of
+Why not a DataFrame throughout: a served request is one row, and every ``frame[column]`` costs a fixed amount of
 pandas machinery whatever the length, so the twenty-odd column reads of a prediction cost more than its
 arithmetic. :class:`Records` wraps either a DataFrame (a batch; each column converted once, on first use) or a
 dict of one-element arrays (a request, never turned into a DataFrame unless a step needs one), and gives both

@@ -1,4 +1,4 @@
-"""Roofline arithmetic shared by every task: dtype names, bytes per element, peak rates, roofline time.
+"""Roofline arithmetic shared by every task: dtype names, bytes per element, peak rates, roofline times.
 
 Why one module: the GEMM and attention transformers, the analytical ``roofline`` model and the hybrid
 model must agree on what "bf16 on this device" means (which peak column, how many bytes an operand
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from perfcast.features.distinct import factorize
-
-if TYPE_CHECKING:  # hardware.py imports this module
-    from perfcast.features.hardware import RowHardware
+from perfcast.features.hardware import RowHardware
 
 
 @dataclass(frozen=True)
@@ -133,11 +130,6 @@ def peak_tflops(hw: RowHardware, dtype: np.ndarray) -> np.ndarray:
     return out
 
 
-def roofline_ms(flops: np.ndarray, nbytes: np.ndarray, peak_tflops: np.ndarray, bw_gbs: np.ndarray) -> np.ndarray:
-    """The roofline time in ms: max(compute time, memory time) at the device's peak rates."""
-    return np.maximum(compute_ms(flops, peak_tflops), memory_ms(nbytes, bw_gbs))
-
-
 def compute_ms(flops: np.ndarray, peak_tflops: np.ndarray) -> np.ndarray:
     """Time (ms) the FLOPs take at the peak rate."""
     return np.asarray(flops, dtype="float64") / (np.asarray(peak_tflops, dtype="float64") * 1e9)
@@ -146,37 +138,3 @@ def compute_ms(flops: np.ndarray, peak_tflops: np.ndarray) -> np.ndarray:
 def memory_ms(nbytes: np.ndarray, bw_gbs: np.ndarray) -> np.ndarray:
     """Time (ms) moving the bytes takes at the peak DRAM bandwidth."""
     return np.asarray(nbytes, dtype="float64") / (np.asarray(bw_gbs, dtype="float64") * 1e6)
-
-
-#: FP64 FLOPs per cycle per core by widest vector ISA (two FMA pipes): how CPU spec pages derive peaks
-_CPU_FP64_FLOPS_PER_CYCLE: tuple[tuple[str, float], ...] = (("avx512f", 32.0), ("avx2", 16.0), ("avx", 8.0))
-_CPU_DEFAULT_FLOPS_PER_CYCLE = 4.0  # SSE2: 2-wide FMA-less add + mul
-
-
-def cpu_peaks(hw: pd.DataFrame) -> pd.DataFrame:
-    """CPU roofline ceilings: ``peak_gflops_fp64``, ``peak_gflops_fp32`` and ``mem_bw_gbs`` per row.
-
-    A probed record carries measured peaks (``peak_tflops_fp64``/``fp32``, ``mem_bw_gbs``); those win.
-    Otherwise compute = cores x base clock x FLOPs/cycle of the widest ISA in ``isa_flags`` (32 for
-    AVX-512, 16 for AVX2, 8 for AVX, else 4; FP32 twice that), and bandwidth = DIMMs x MT/s x 8 bytes
-    (one DIMM per channel assumed: the published descriptions give DIMMs, not channels).
-    """
-    def col(name: str) -> pd.Series:
-        if name in hw.columns:
-            return pd.to_numeric(hw[name], errors="coerce").astype("float64")
-        return pd.Series(np.nan, index=hw.index, dtype="float64")
-
-    flags = hw["isa_flags"].astype("string").str.lower() if "isa_flags" in hw.columns else None
-    per_cycle = pd.Series(_CPU_DEFAULT_FLOPS_PER_CYCLE, index=hw.index, dtype="float64")
-    if flags is not None:
-        for flag, rate in reversed(_CPU_FP64_FLOPS_PER_CYCLE):
-            has = flags.str.contains(rf"\b{flag}\b", regex=True).fillna(False).astype(bool)
-            per_cycle = per_cycle.mask(has, rate)
-        per_cycle = per_cycle.where(flags.notna())
-    est64 = col("cores") * col("clock_mhz") * per_cycle / 1e3
-    est_bw = col("mem_dimms") * col("mem_mts") * 8 / 1e3
-    return pd.DataFrame({
-        "peak_gflops_fp64": (col("peak_tflops_fp64") * 1e3).fillna(est64),
-        "peak_gflops_fp32": (col("peak_tflops_fp32") * 1e3).fillna(2 * est64),
-        "mem_bw_gbs": col("mem_bw_gbs").fillna(est_bw),
-    }, index=hw.index)

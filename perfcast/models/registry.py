@@ -26,7 +26,7 @@ from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
-from perfcast.models.estimators.normalize import normalized
+from perfcast.models.estimators.normalize import BASES, DEFAULT_GROUP_BY, TargetNormalizer
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
 from perfcast.models.estimators.transfer import SiblingTransfer
@@ -248,6 +248,39 @@ def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> B
                               log_target=False, joint=True)
 
 
+def _normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Registry factory: per target, a ``TargetNormalizer`` around a tree ensemble fitted on log(ratio);
+    or one around the group-attention network for all targets jointly (it standardises its own log-target).
+
+    Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
+    (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
+    are judged by), ``seeds`` (trees only: a seed bag, the geometric mean of one tree model per seed, which
+    steadies predictions for processors between the trained ones). The rest go to the inner model.
+    """
+    rest = dict(params)
+    base = rest.pop("base", "lightgbm")
+    norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
+    if base not in BASES:
+        raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
+    seeds = rest.pop("seeds", None)
+    if base == "group_attention":  # torch is imported only when the network is asked for
+        from perfcast.models.estimators.group_attention import GroupAttentionRegressor
+
+        if seeds is not None:
+            raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
+                             "random_state")
+
+        net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
+        return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
+    log = rest.pop("log_target", True)
+    inner = tree_model(base, rest)
+    if log:
+        inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
+    if seeds is not None:
+        inner = GeometricEnsemble([inner], seeds=list(seeds))
+    return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)
+
+
 def _power(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """Board power from the spec sheet's limit and the kernel's utilisation, with a learned correction, fitted
     jointly with runtime and energy when they are targets (:class:`~perfcast.models.estimators.power.PowerRegressor`)."""
@@ -265,7 +298,7 @@ MODELS: dict[str, Factory] = {
     "transfer": _transfer,
     "group_attention": _group_attention,
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
-    "normalized": normalized,
+    "normalized": _normalized,
     "power": _power,
 }
 

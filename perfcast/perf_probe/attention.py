@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
 from perfcast.perf_probe.gemm import TOLERANCE, TORCH_DTYPE
 from perfcast.perf_probe.power import power_meter
-from perfcast.perf_probe.sweep import grid, log_uniform_sample, thread_counts
+from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
 from perfcast.perf_probe.timing import measure, threads
 
 #: backend names (the schema's) <-> torch's enum, for forcing one

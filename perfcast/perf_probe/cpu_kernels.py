@@ -11,7 +11,7 @@ best (minimum-time) rate: interference from other work only ever slows a bandwid
 fastest repeat is the least disturbed one. The statistic is part of each configuration (``score_from``),
 so it is in ``params_json``.
 
-Threads: ``variant`` "single" is one thread, "all" is every physical core (``sweep.thread_counts``).
+Threads: ``variant`` "single" is one thread, "all" is every physical core (``space.thread_counts``).
 NumPy ufuncs are single-threaded, so all-thread STREAM runs the same loops as numba ``prange`` kernels
 on numba's OpenMP layer — the structure of STREAM's reference ``#pragma omp parallel for`` (static
 split, persistent pool, fork/join in microseconds). Python threads over array slices would pay tens of
@@ -44,7 +44,7 @@ from scipy.linalg.blas import daxpy
 
 from perfcast.perf_probe.base import KernelCheckError, Probe
 from perfcast.perf_probe.power import power_meter
-from perfcast.perf_probe.sweep import thread_counts
+from perfcast.perf_probe.space import thread_counts
 from perfcast.perf_probe.timing import Timing, measure, threads
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -309,8 +309,8 @@ class CpuProbe(Probe):
     def __init__(self, seed: int = 0, **measure_kw: Any):
         """``measure_kw`` goes to ``timing.measure`` (e.g. ``max_time_s``, ``rel_precision``).
 
-        ``max_time_s`` defaults to 1 s per kernel (the harness's 2 s would put the ~40 measurements of the
-        quick sweep past a minute on a busy 2-core machine); a quiet kernel meets the 1 % target sooner.
+        ``max_time_s`` defaults to 1 s per kernel, half the harness's 2 s, so the quick sweep stays near a
+        minute on a busy machine; a quiet kernel meets the precision target sooner.
         """
         self.seed = seed
         self.measure_kw = {"max_time_s": 1.0, **measure_kw}

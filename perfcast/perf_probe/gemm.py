@@ -17,7 +17,7 @@ import torch
 
 from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
 from perfcast.perf_probe.power import power_meter
-from perfcast.perf_probe.sweep import grid, log_uniform_sample, thread_counts
+from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
 from perfcast.perf_probe.timing import measure, threads
 
 #: relative error allowed against the float64 reference, by dtype (output rounding x a safety factor)

@@ -1,8 +1,4 @@
-"""Configuration spaces and the resumable sweep runner.
-
-Space helpers (``grid``, ``log_uniform_sample``, ``thread_counts``) are what probes build ``space()``
-from: full grids for the axes a model must see exhaustively, quasi-random (Sobol / Latin hypercube via
-``scipy.stats.qmc``) samples over log-sizes for the rest, since runtimes vary over decades of sizes.
+"""The resumable sweep runner (probes build their configurations with :mod:`perfcast.perf_probe.space`).
 
 ``run_sweep`` checks the store takes writes before measuring anything, then measures one configuration
 at a time and appends its records to the store at once, so a crash (even ``kill -9``) loses at most the
@@ -16,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
-import math
 import os
 import signal
 import socket
@@ -29,9 +23,8 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator
 
-import numpy as np
 import pandas as pd
 import psutil
 from rich.progress import (
@@ -42,7 +35,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from scipy.stats import qmc
 
 from perfcast._version import __version__
 from perfcast.records.schema import SchemaError
@@ -55,61 +47,6 @@ from perfcast.perf_probe.hardware import (
 )
 
 SOURCE = "probe"
-
-
-# ---------------------------------------------------------------- spaces
-def grid(base: Mapping[str, Any] | None = None, **axes: Sequence[Any]) -> list[dict[str, Any]]:
-    """Every combination of ``axes`` values, each merged onto ``base`` (last axis varies fastest)."""
-    base = dict(base or {})
-    names = list(axes)
-    return [{**base, **dict(zip(names, combo))} for combo in itertools.product(*(axes[n] for n in names))]
-
-
-def log_uniform_sample(
-    n: int,
-    ranges: Mapping[str, tuple[int, int]],
-    *,
-    base: Mapping[str, Any] | None = None,
-    choices: Mapping[str, Sequence[Any]] | None = None,
-    seed: int = 0,
-    method: str = "sobol",
-) -> list[dict[str, Any]]:
-    """``n`` configurations spread evenly over log-sized integer ``ranges`` (inclusive) and ``choices``.
-
-    ``method``: "sobol" (scrambled Sobol, the most even), "lhs" (Latin hypercube) or "random". Each
-    categorical axis in ``choices`` takes one more dimension of the design, so it is balanced too.
-    Seeded: the same call gives the same configurations (a resumed sweep must see the same keys).
-    """
-    choices = dict(choices or {})
-    for name, (lo, hi) in ranges.items():
-        if not 1 <= lo <= hi:
-            raise ValueError(f"range of {name!r} must satisfy 1 <= lo <= hi for a log scale, got ({lo}, {hi})")
-    d = len(ranges) + len(choices)
-    if method == "sobol":
-        u = qmc.Sobol(d, scramble=True, seed=seed).random_base2(max(0, math.ceil(math.log2(max(n, 1)))))[:n]
-    elif method == "lhs":
-        u = qmc.LatinHypercube(d, seed=seed).random(n)
-    elif method == "random":
-        u = np.random.default_rng(seed).random((n, d))
-    else:
-        raise ValueError(f"unknown sampling method {method!r}: use 'sobol', 'lhs' or 'random'")
-    cols: dict[str, list[Any]] = {}
-    for j, (name, (lo, hi)) in enumerate(ranges.items()):
-        # sample log(x) uniformly on [log lo, log(hi + 1)) and floor: every integer gets its log-width share
-        x = np.floor(np.exp(np.log(lo) + u[:, j] * (np.log(hi + 1) - np.log(lo))))
-        cols[name] = np.clip(x, lo, hi).astype(int).tolist()
-    for j, (name, values) in enumerate(choices.items(), start=len(ranges)):
-        idx = np.minimum((u[:, j] * len(values)).astype(int), len(values) - 1)
-        cols[name] = [values[i] for i in idx]
-    base = dict(base or {})
-    return [{**base, **{name: cols[name][i] for name in cols}} for i in range(n)]
-
-
-def thread_counts() -> list[int]:
-    """CPU thread counts worth measuring: 1 and every physical core this process may use."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical
-    return sorted({1, min(physical, logical)})
 
 
 # ---------------------------------------------------------------- runner
@@ -348,7 +285,7 @@ def summarize(store: RecordStore, hw_id: str | Iterable[str] | None = None) -> p
     dtype); cpu_bench: median score per (benchmark, subtest, unit). Also how many records and the median
     measured noise (runtime CV).
     """
-    # imported here: the probe modules import this one for their space helpers
+    # imported here: the probe modules load torch, which a sweep of CPU benchmarks never needs
     from perfcast.perf_probe.attention import attention_flops
     from perfcast.perf_probe.gemm import gemm_flops
 

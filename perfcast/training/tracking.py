@@ -33,10 +33,11 @@ from perfcast.records.hardware_specs import catalog
 from perfcast.records.schema import columns
 from perfcast.eval import plots
 from perfcast.features import feature_transformer
-from perfcast.mlflow_quiet import quiet_mlflow
-from perfcast.models.persistence.bundle import save_model
+from perfcast.features.hardware import DEVICE_ALIAS
+from perfcast.mlflow_quiet import BUNDLE_ARTIFACT, quiet_mlflow
+from perfcast.models.estimators.power import derived_outputs
+from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.predictor import BUNDLE_ARTIFACT, DEVICE_ALIAS, Predictor
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_NAME_IN_RUN = "model"
@@ -228,12 +229,20 @@ def log_evaluation_plots(test: pd.DataFrame, X_test: pd.DataFrame, task: str, me
     return paths
 
 
-def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required: Iterable[str],
+def answer_columns(targets: list[str]) -> list[str]:
+    """The columns :meth:`perfcast.predictor.Predictor.predict` answers with for a model of ``targets``, in its
+    order: each target and derived output with its interval, then ``in_distribution`` and ``ood_reason``."""
+    values = [f"{t}{s}" for t in [*targets, *derived_outputs(targets)] for s in ("", "_lo", "_hi")]
+    return [*values, "in_distribution", "ood_reason"]
+
+
+def serving_signature(X: pd.DataFrame, task: str, answer: Iterable[str], required: Iterable[str],
                       level: float | None = None) -> ModelSignature:
     """What a served model is sent and answers, as a user writes it: the configuration columns training saw,
     the device (``device``, ``device_id`` or ``device_name``) for a GPU task, and the hardware columns only
     when the training devices are not all on a spec sheet (a probed CPU: its hardware is the input); out
-    come each target with its interval, ``in_distribution`` and ``ood_reason``.
+    come each target with its interval, ``in_distribution`` and ``ood_reason`` (``answer``: those column names,
+    :func:`answer_columns`).
 
     Only the ``required`` columns are required. A column is a double where the model input holds numbers
     (flags are 1.0 / 0.0 there; MLflow casts a JSON integer or a CSV field to a double, and a typed schema is
@@ -253,7 +262,7 @@ def serving_signature(X: pd.DataFrame, task: str, answer: pd.DataFrame, required
         for c in dict.fromkeys(wanted)
     ])
     outputs = Schema([
-        *(ColSpec(DataType.double, c) for c in answer.columns if c not in ("in_distribution", "ood_reason")),
+        *(ColSpec(DataType.double, c) for c in answer if c not in ("in_distribution", "ood_reason")),
         ColSpec(DataType.boolean, "in_distribution"),
         ColSpec(DataType.string, "ood_reason", required=False),
     ])
@@ -292,8 +301,8 @@ def log_bundle(bundle: Path, X: pd.DataFrame, registered_model_name: str | None,
     """Log a written bundle directory (a trained or an adapted model) as MLflow's pyfunc data, loaded by the
     installed :mod:`perfcast.mlflow_model`, with the signature and example a user sends (``X``: model inputs)."""
     with quiet_mlflow():
-        predictor = Predictor.load(bundle)
-        signature = serving_signature(X, predictor.task, predictor.predict(X.head(5)), required, predictor.level)
+        model = PerfcastModel.load(bundle)
+        signature = serving_signature(X, model.task, answer_columns(model.targets), required, model.calibration.level)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             loader_module=LOADER_MODULE,
@@ -301,7 +310,7 @@ def log_bundle(bundle: Path, X: pd.DataFrame, registered_model_name: str | None,
             signature=signature,
             input_example=serving_example(X, signature),
             registered_model_name=registered_model_name,
-            pip_requirements=_requirements(predictor.model.versions),
+            pip_requirements=_requirements(model.versions),
         )
 
 

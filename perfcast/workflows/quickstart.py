@@ -151,7 +151,8 @@ def showcase() -> Any:
 
 def print_builtin(console: Console) -> None:
     """Step 1: the built-in models' answers, and how they scored on GPUs they never saw."""
-    from perfcast.builtin import N_ESTIMATORS, accuracy_rows
+    from perfcast.builtin import accuracy_rows
+    from perfcast.experiments.builtin_models import N_ESTIMATORS
 
     table = Table(title="built-in models (no training): runtime with its 90% interval")
     for col in ("kernel", "GPU", "runtime", "90% interval", "in distribution"):

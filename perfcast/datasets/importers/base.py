@@ -99,15 +99,6 @@ class Importer(ABC):
         return results
 
 
-def get_importer(name: str) -> Importer:
-    """The importer registered as ``name`` (a clear error lists the known names)."""
-    from perfcast.datasets import importers  # noqa: F401  (registers every importer module)
-
-    if name not in REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]()
-
-
 def require(paths: Iterable[Path], root: Path, what: str, name: str) -> list[Path]:
     """Sorted list of ``paths``, or an DatasetLayoutError naming what was expected under ``root``."""
     found = sorted(paths)

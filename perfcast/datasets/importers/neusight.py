@@ -6,8 +6,9 @@ What is imported (task ``gemm``), from a copy of NeuSight's ``scripts/asplos/`` 
 * ``data/dataset/test/{bmm,linear}.csv.gz`` (every test GPU in one file, ``x_split="test"``)
 
 Not imported, on purpose: elementwise/layernorm/softmax/conv files (not GEMMs), ``label/`` whole-model
-traces (used later for end-to-end checks), ``dims/`` (shape lists without measurements) and
-``device_configs/`` (spec sheets: :mod:`perfcast.records.hardware_specs` owns them). AMD rows
+traces (whole runs, not kernel records: :mod:`perfcast.datasets.importers.neusight_traces` reads them),
+``dims/`` (shape lists without measurements) and ``device_configs/`` (spec sheets:
+:mod:`perfcast.records.hardware_specs` owns them). AMD rows
 (``dataset_amd/``) are not in the shared copy and use another column layout (``Grid xyz``, no versions),
 so no unit matches them; supporting them needs a real file to test against.
 

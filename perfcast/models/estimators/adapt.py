@@ -18,7 +18,7 @@ where it does not help (a shape term that fits prefill may hurt decode) and K = 
 validate) is the base model exactly.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
-plain split-conformal interval for this device (:class:`~perfcast.models.uncertainty.intervals.IntervalCalibration`,
+plain split-conformal interval for this device (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`,
 which also keeps every interval at least as wide as the rows' measured run-to-run noise). With too few rows
 for a finite quantile at the level, the base model's calibration stays.
 
@@ -48,7 +48,7 @@ from sklearn.model_selection import KFold
 from perfcast.features import feature_groups
 from perfcast.models.persistence.compiled import compile_lightgbm
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
-from perfcast.models.uncertainty.intervals import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+from perfcast.models.uncertainty.calibration import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
 from perfcast.models.estimators.transfer import row_keys
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)

@@ -1,0 +1,172 @@
+"""``perfcast hw`` and ``perfcast probe``: fingerprint and measure this machine (:mod:`perfcast.perf_probe`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from perfcast.cli.common import StoreOpt, console, fail, frame_table, isna, open_store, parse_duration
+
+probe_app = typer.Typer()
+
+
+@probe_app.command("hw")
+def hw(gpus: Annotated[bool, typer.Option(
+        "--gpus", help="List the GPUs with a spec sheet (what the built-in models predict) instead")] = False) -> None:
+    """Fingerprint this machine: CPU, caches, memory, NUMA, GPUs, and its stable hw_id (--gpus: known GPUs)."""
+    if gpus:
+        from perfcast.builtin import gpu_table
+
+        console.print(frame_table(gpu_table(), title="GPUs with a spec sheet: predictable by the built-in models "
+                                                      "(add yours in a YAML file named by $PERFCAST_HW_SPECS)"))
+        return
+    from perfcast.perf_probe.hardware import fingerprint_table
+
+    df = fingerprint_table()
+    for _, row in df.iterrows():
+        table = Table(title=f"{row.get('device_kind', '')}: {row.get('device_name', '')}", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for k, v in row.items():
+            if not isna(v):
+                table.add_row(str(k), str(v))
+        console.print(table)
+
+
+@probe_app.command("probe")
+def probe(
+    which: Annotated[str, typer.Argument(help="gemm, attention, cpu or all")] = "all",
+    quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
+    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m (with --plan adapt, "
+                                                       "also a number of configurations, e.g. 128)")] = None,
+    store: StoreOpt = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Probe every node of this Ray cluster (address, or 'local'); the store must be reachable "
+                      "from every node")] = None,
+    plan: Annotated[Optional[str], typer.Option(help="adapt: only the configurations that best adapt a trained "
+                                                     "model to this device (then `perfcast adapt`)")] = None,
+) -> None:
+    """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
+
+    Re-running skips what this hardware already measured, so an interrupted sweep (Ctrl-C, a crash)
+    resumes where it stopped; every finished measurement is stored at once.
+    """
+    from perfcast.perf_probe import PROBES
+
+    names = list(PROBES) if which == "all" else [which]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise fail(f"unknown probe {which!r}; expected one of {', '.join(PROBES)} or all")
+    count = None
+    if plan is not None:
+        from perfcast.perf_probe.plan import DEFAULT_BUDGET
+
+        if plan != "adapt":
+            raise fail(f"unknown plan {plan!r}; the one plan is 'adapt'")
+        count = int(budget) if budget and budget.strip().isdigit() else DEFAULT_BUDGET
+        budget = None if budget and budget.strip().isdigit() else budget
+    budget_s = parse_duration(budget) if budget else None
+    if ray is not None:
+        _probe_fleet(ray, names, quick, budget_s, store)
+        return
+    rs = open_store(store)
+    try:
+        code = _probe_run(names, quick, budget_s, rs, count)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every finished measurement is stored; run the same command to resume")
+        code = 130
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count: int | None) -> int:  # noqa: ANN001
+    """The probe command's work (``count``: the size of an adaptation plan); returns its exit code (2: the store
+    failed, 130: Ctrl-C)."""
+    from perfcast.records.store import StoreError
+    from perfcast.perf_probe import PROBES
+    from perfcast.perf_probe.sweep import run_sweep, summarize
+
+    try:
+        for name in names:  # before measuring anything: a store that cannot take the records is an error now
+            rs.check_writable(PROBES[name].task)
+    except StoreError as e:
+        raise fail(str(e)) from None
+    t0 = time.perf_counter()
+    runs = []
+    for name in names:
+        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            console.print(f"[yellow]{name}: skipped, the time budget is spent")
+            continue
+        # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
+        probe_ = PROBES[name](**({"max_time_s": 0.5} if quick else {}))
+        configs = None
+        if count is not None and probe_.task in ("gemm", "attention"):
+            from perfcast.perf_probe.plan import plan_configs
+
+            configs = plan_configs(probe_.space(quick=quick), probe_.task, count)
+        try:
+            res = run_sweep(probe_, rs, quick=quick, budget_s=left, configs=configs)
+        except StoreError as e:
+            raise fail(str(e)) from None
+        runs.append(res)
+        if res.unavailable:
+            console.print(f"[yellow]{name}: not run here: {res.unavailable}")
+        for cfg, err in res.failed:
+            console.print(f"[red]{name}: configuration {cfg} failed: {err.splitlines()[0]}")
+        if res.claimed_elsewhere:
+            console.print(f"[yellow]{name}: {res.claimed_elsewhere} configuration(s) left to another probe "
+                          "running the same plan on this machine")
+        if res.interrupted or res.store_error:
+            break
+    table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.uri}")
+    for col in ("probe", "measured", "records", "already done", "failed", "stopped by"):
+        table.add_column(col)
+    for r in runs:
+        stop = ("store error" if r.store_error else "budget" if r.stopped_by_budget else "Ctrl-C" if r.interrupted
+                else r.unavailable or "done")
+        table.add_row(r.probe, str(r.measured), str(r.records), str(r.skipped_done), str(len(r.failed)), stop)
+    console.print(table)
+    failed_store = [r for r in runs if r.store_error]
+    if failed_store:
+        r = failed_store[0]
+        console.print(f"[bold red]error:[/] probe {r.probe}: a measurement could not be stored in {rs.uri}: "
+                      f"{r.store_error}\nThe sweep stopped; {r.measured} configuration(s) measured before it "
+                      "are stored. Fix the store (space, permissions) and run the same command to resume.")
+        return 2
+    hw_ids = set().union(*(r.hw_ids for r in runs)) if runs else set()
+    if hw_ids:
+        try:
+            summary = summarize(rs, hw_ids)
+            power = rs.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
+        except StoreError as e:
+            raise fail(str(e)) from None
+        if not summary.empty:
+            console.print(frame_table(summary, title="best measured on this hardware"))
+        if not power.empty:
+            src = power.iloc[-1]
+            console.print(f"power source: {src['power_source']} ({src['power_note'] or 'measured during the kernel'})")
+    if any(r.interrupted for r in runs):
+        console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
+        return 130
+    return 0
+
+
+def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | None, store: Path | None) -> None:
+    """``perfcast probe --ray``: the same sweeps as Ray tasks on every node (perfcast.perf_probe.fleet)."""
+    from perfcast.perf_probe.fleet import FleetError, run_fleet, store_location, table
+
+    t0 = time.perf_counter()
+    try:
+        results = run_fleet(address, store, [(n, {"max_time_s": 0.5} if quick else {}) for n in names],
+                            quick=quick, budget_s=budget_s)
+    except FleetError as e:
+        raise fail(str(e)) from None
+    console.print(table(results, f"fleet probe on {address}: {time.perf_counter() - t0:.0f} s, "
+                                 f"store {store_location(store)}"))
+    if any(r.error for r in results):
+        raise fail("a task failed; what it measured is stored: run the same command to resume")

@@ -1,0 +1,154 @@
+"""What a fitted interval model keeps, and how it turns predictions into bounds.
+
+:class:`IntervalCalibration` is plain numbers (JSON and ``.npy`` in a bundle): the sorted conformity scores
+per target, the noise median, and, when scaled by hardware novelty, the novelty reference and each target's
+:class:`Spread`. The predictor reads it to serve intervals without the fitting machinery; how the scores are
+made (cross-conformal folds grouped like the test) is :mod:`perfcast.models.uncertainty.intervals`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+
+from perfcast.features.records import Records
+from perfcast.models.uncertainty.novelty import HardwareNovelty
+
+DEFAULT_LEVEL = 0.9
+#: target -> the quality column holding its measured run-to-run coefficient of variation
+NOISE_COLUMNS: dict[str, str] = {"runtime_ms": "runtime_cv"}
+#: smallest expected error σ(d) used (log-ratio units): keeps a score finite where the fit reached zero
+MIN_SPREAD = 1e-4
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n+1)·level⌉-th smallest of the sorted ``scores`` (inf when n is too small for the level)."""
+    check_level(level)
+    n = len(scores)
+    rank = math.ceil((n + 1) * level)
+    return float(scores[rank - 1]) if 1 <= rank <= n else math.inf
+
+
+def check_level(level: float) -> None:
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"interval level must be a fraction in (0, 1), e.g. 0.9 for 90%; got {level!r}")
+
+
+@dataclass
+class Spread:
+    """Expected |log(y / ŷ)| as a non-decreasing function of hardware novelty: the knots of an isotonic fit,
+    interpolated geometrically between them (errors grow by factors: halfway between a seen device's error
+    and a foreign one's is their geometric mean) and flat outside the calibrated range."""
+
+    distance: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def fit(cls, distance: np.ndarray, score: np.ndarray) -> Spread:
+        iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(distance, score)
+        return cls(np.asarray(iso.X_thresholds_, dtype="float64"),
+                   np.maximum(np.asarray(iso.y_thresholds_, dtype="float64"), MIN_SPREAD))
+
+    def __call__(self, distance: np.ndarray) -> np.ndarray:
+        return np.exp(np.interp(distance, self.distance, np.log(self.value)))
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"distance": self.distance.tolist(), "value": self.value.tolist()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Spread:
+        return cls(np.asarray(doc["distance"], dtype="float64"), np.asarray(doc["value"], dtype="float64"))
+
+
+@dataclass
+class IntervalCalibration:
+    """What a fitted interval model keeps: per target, the sorted conformity scores and the noise median, and,
+    when scaled by hardware novelty, the novelty reference and each target's spread function.
+
+    It is plain numbers (saved as JSON and ``.npy``), shared by :class:`ConformalRegressor` and the
+    :class:`~perfcast.predictor.Predictor` so both turn predictions into the same bounds.
+    """
+
+    targets: list[str]
+    #: target -> sorted |log(y / ŷ_out-of-fold)| / σ(d) (inf where a fold model predicted <= 0)
+    scores: dict[str, np.ndarray]
+    #: target -> median measured coefficient of variation of the training rows (NaN when none was measured)
+    noise_median: dict[str, float]
+    level: float = DEFAULT_LEVEL
+    #: how the calibration folds were drawn (for the model card): column, number of groups and folds
+    grouping: dict[str, Any] = field(default_factory=dict)
+    #: the training hardware, when scores are scaled by novelty (None: plain |log(y / ŷ)| scores)
+    novelty: HardwareNovelty | None = None
+    #: target -> σ(d), present exactly when ``novelty`` is
+    spread: dict[str, Spread] = field(default_factory=dict)
+
+    @property
+    def scaled(self) -> bool:
+        """Whether bounds need the rows' features (scores are in units of σ(d))."""
+        return self.novelty is not None
+
+    def quantiles(self, level: float | None = None) -> np.ndarray:
+        """Per target, the score quantile q at ``level`` (default: the calibrated one): the log-ratio
+        half-width, or, when :attr:`scaled`, its multiple of σ(d)."""
+        lvl = self.level if level is None else level
+        return np.array([conformal_quantile(self.scores[t], lvl) for t in self.targets])
+
+    def noise(self, records: pd.DataFrame | Records | None, n_rows: int) -> np.ndarray:
+        """(n_rows, targets) relative noise: the records' own measured cv, else the training median."""
+        out = np.empty((n_rows, len(self.targets)))
+        for j, t in enumerate(self.targets):
+            own = np.full(n_rows, np.nan)
+            col = NOISE_COLUMNS.get(t)
+            if records is not None and col in records.columns:
+                own = Records.of(records).number(col)
+            out[:, j] = np.where(np.isfinite(own), own, self.noise_median.get(t, np.nan))
+        return out
+
+    def scale(self, features: pd.DataFrame | None, n_rows: int) -> np.ndarray:
+        """(n_rows, targets) σ(d) of each row from its feature frame (all ones when not :attr:`scaled`)."""
+        if not self.scaled:
+            return np.ones((n_rows, len(self.targets)))
+        if features is None:
+            raise ValueError("these intervals are scaled by hardware novelty: pass features= (the frame the "
+                             "model's feature transformer made from the records) to bounds()")
+        if len(features) != n_rows:
+            raise ValueError(f"features has {len(features)} rows but the predictions have {n_rows}")
+        d = self.novelty.distance(features)
+        return np.column_stack([self.spread[t](d) for t in self.targets])
+
+    def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None,
+               features: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) for a (rows, targets) prediction matrix and matching relative ``noise`` (NaN = unknown);
+        ``features`` (the rows' feature frame) is needed when :attr:`scaled`."""
+        lvl = self.level if level is None else level
+        half = self.quantiles(lvl) * self.scale(features, len(pred))
+        floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
+        with np.errstate(over="ignore"):
+            lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
+            hi = pred * np.maximum(np.exp(half), 1.0 + floor)
+        return lo, hi
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the score arrays (saved beside as ``.npy``)."""
+        doc = {"targets": self.targets, "level": self.level, "grouping": self.grouping,
+               "noise_median": {t: (None if np.isnan(v) else v) for t, v in self.noise_median.items()},
+               "n_scores": {t: len(s) for t, s in self.scores.items()}}
+        if self.scaled:
+            doc["novelty"] = self.novelty.to_json()
+            doc["spread"] = {t: f.to_json() for t, f in self.spread.items()}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], scores: Mapping[str, np.ndarray]) -> IntervalCalibration:
+        noise = {t: (np.nan if v is None else float(v)) for t, v in doc["noise_median"].items()}
+        novelty = HardwareNovelty.from_json(doc["novelty"]) if doc.get("novelty") else None
+        spread = {t: Spread.from_json(f) for t, f in doc.get("spread", {}).items()}
+        return cls(list(doc["targets"]), {t: np.asarray(scores[t], dtype="float64") for t in doc["targets"]},
+                   noise, float(doc["level"]), dict(doc.get("grouping", {})), novelty, spread)
