@@ -1,1 +1,1 @@
-"""eval stage of perfcast (see DESIGN.md)."""
+"""eval stage of perfcast (see ARCHITECTURE.md)."""

@@ -1,4 +1,4 @@
-"""perf_probe stage of perfcast (see DESIGN.md): measure this machine and write records.
+"""perf_probe stage of perfcast (see ARCHITECTURE.md): measure this machine and write records.
 
 ``PROBES`` maps a CLI probe name to its :class:`~perfcast.perf_probe.base.Probe` class. It is built on
 first access (PEP 562) rather than at import: probe modules import ``perfcast.perf_probe.timing`` (and so

@@ -1,1 +1,1 @@
-"""training stage of perfcast (see DESIGN.md)."""
+"""training stage of perfcast (see ARCHITECTURE.md)."""
