@@ -4,7 +4,7 @@ Why prebuilt bundles in the package: a first prediction must not wait for an imp
 under ``perfcast/builtin_models/<task>/`` are ordinary perfcast bundles (LightGBM text, JSON, ``.npy`` and
 ``.npz`` arrays; checksums, version refusal, intervals and out-of-distribution flags as any saved model),
 trained on the redistributable public data only: aiconfigurator (Apache-2.0) and NeuSight (MIT), see NOTICE.
-The model is each task's unseen-GPU default (:data:`perfcast.experiments.anchors.DEFAULT_MODELS`: sibling transfer
+The model is each task's unseen-GPU default (the preset of its unseen-GPU protocol in configs/: sibling transfer
 over a spec-sheet and a work-only hybrid) with fewer trees, so the wheel stays small and loading stays fast;
 any GPU with a spec sheet (bundled, or in ``$PERFCAST_HW_SPECS``) is predicted from that sheet.
 
@@ -124,10 +124,10 @@ def gpu_table() -> Any:
 
 # ================================================================================================ building
 def _params(task: str, n_estimators: int) -> tuple[str, dict[str, Any]]:
-    from perfcast.experiments.anchors import DEFAULT_MODELS
+    from perfcast.training.config import load_preset
 
-    default = DEFAULT_MODELS[PROTOCOLS[task]]
-    return default.model, {**default.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
+    preset = load_preset(PROTOCOLS[task]).model
+    return preset.name, {**preset.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
 
 
 def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> Any:
@@ -154,10 +154,10 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
 
 def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS) -> Any:
     """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
-    from perfcast.experiments.anchors import fit_conformal
+    from perfcast.training.config import load_preset
+    from perfcast.training.train import fit_conformal
 
-    name, params = _params(task, n_estimators)
-    return fit_conformal(name, params, task, records, "runtime_ms", protocol=PROTOCOLS[task])
+    return fit_conformal(load_preset(PROTOCOLS[task]), records, _params(task, n_estimators)[1])
 
 
 def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
@@ -214,13 +214,13 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> di
     import numpy as np
 
     from perfcast.eval import metrics
-    from perfcast.experiments.anchors import predict_interval
+    from perfcast.training.train import predict_interval
     from perfcast.eval.protocols import unseen_hardware_split
 
     train, test = unseen_hardware_split(records, test_devices=[device])
     start = time.perf_counter()
     model = fit(task, train, n_estimators)
-    pred, lo, hi = predict_interval(model, test)
+    pred, lo, hi = predict_interval(model, test, task)
     truth = test["runtime_ms"].to_numpy(dtype="float64")
     ape = np.abs(pred - truth) / truth
     return {"task": task, "device": device, "source": str(test["source"].iloc[0]), "n_estimators": n_estimators,

@@ -208,16 +208,8 @@ class EvalReport:
         return len(self.predictions)
 
     def flat_metrics(self) -> dict[str, float]:
-        """``test_{target}_{metric}`` as training logs them (``r2_log`` when R² is on log values); undefined
-        (NaN) and unbounded (infinite width) values are left out, the report shows them."""
-        out: dict[str, float] = {"test_n": float(self.n_test)}
-        for target, summary in self.metrics.items():
-            for name, value in summary.items():
-                if name == "r2_log_scale" or not np.isfinite(value):
-                    continue
-                key = "r2_log" if name == "r2" and summary.get("r2_log_scale") else name
-                out[f"test_{target}_{key}"] = float(value)
-        return out
+        """``test_{target}_{metric}`` in the key scheme training logs (:func:`perfcast.eval.metrics.flatten`)."""
+        return {"test_n": float(self.n_test)} | metrics.flatten(self.metrics, "test_")
 
     def summary_frame(self) -> pd.DataFrame:
         """One formatted row per target (APEs, coverage and width in percent): the report's headline table."""
