@@ -14,7 +14,6 @@ from perfcast.experiments.cpu import ncpp_paper
 from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE
 from perfcast.experiments.results import RunConfig, workspace
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.training import train
 from perfcast.training.config import CONFIGS_DIR, ConfigError, load_config, load_preset, preset_files
 
 PRESET = """task = "gemm"

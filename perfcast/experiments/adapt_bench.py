@@ -186,6 +186,6 @@ def neusight_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
         rows_dev = test[(test["device_id"] == dev).to_numpy()]
         _collect(per_device, adapt_device(protocol, "gemm", model, train, rows_dev, rows_dev["op"].astype(str),
                                           NEUSIGHT_KEYS, choice.name, fit_s, cfg.seed, choice.options))
-    common = [f"the neusight-ood default model without its seed bag, fitted once on NeuSight's training GPUs"
+    common = ["the neusight-ood default model without its seed bag, fitted once on NeuSight's training GPUs"
               + (f" ({note})" if note else "") + ", adapted per unseen GPU"]
     return summarize(protocol, "gemm", per_device, common)
