@@ -230,6 +230,24 @@ def test_plan_balances_workers_and_keeps_shared_models_together():
     assert acc.plan(["gpperf-paper"], 4) == [["gpperf-paper"]]
 
 
+def test_results_markdown_is_rendered_from_the_json_rows():
+    acc = _accuracy_module()
+    from perfcast.experiments.results import Goal, Result
+
+    scored = scoring.score("p", "runtime_ms", "gb200", np.array([1.0, 2.0]), np.array([1.1, 2.0]), "hybrid", 3.0,
+                           baselines={"roofline": np.array([2.0, 4.0])}, notes=["a note"])
+    scored.goal, scored.selected_on = Goal(0.1), "a validation split"
+    unscored = Result("ncpp-paper", "score", "held-out configurations", "mape", None, "normalized", 0, 0.0,
+                      goal=Goal(0.15), notes=["no test set"], selected_on="held-out repeats")
+    docs = [r.as_json() for r in (scored, unscored)]
+    assert json.loads(json.dumps(docs, allow_nan=False)) == docs
+    text = acc.render(docs, "# head")
+    assert "| p | runtime_ms | gb200 | mean APE | — | **5.00%** (hybrid) | roofline 100.00% | yes | ≤ 10%: met |" in text
+    assert "| not scored: no test set (normalized) |" in text and "≤ 15%: not scored" in text
+    assert "- p: a validation split" in text and "- ncpp-paper: held-out repeats" in text
+    assert "1. a note" in text and "2. no test set" in text
+
+
 @pytest.mark.slow
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
@@ -250,3 +268,7 @@ def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     assert [(j["protocol"], j["task"], j["target"], j["metric"], j["probe_budget"]) for j in as_json] == [
         (r.protocol, "gemm", r.target, r.metric, 0) for r in rows]
     assert [j["value"] for j in as_json] == [r.ours for r in rows] and as_json[0]["device"] == "rtx_4070"
+    from perfcast.experiments.presets import choose
+
+    assert {j["selected_on"] for j in as_json[:4]} == {choose("gpperf-paper").selected_on}
+    assert text.split("\n| protocol |")[1] == acc.render(as_json, "").split("\n| protocol |")[1]  # same rows
