@@ -1,6 +1,6 @@
 """Accuracy of perfcast on every benchmark protocol, beside the published numbers and honest baselines.
 
-Each protocol (perfcast.experiments.anchors) imports its dataset from --data-root through the perfcast importers,
+Each protocol (perfcast.experiments.registry, its settings from its preset in configs/) imports its dataset from --data-root through the perfcast importers,
 trains on what its split trains on and scores everything else the directory holds. Prints one Markdown
 table (protocol, target, device, metric, anchor, perfcast, baselines, 90% interval coverage, n, wall time,
 notes) and writes it, with a header saying when, where, how and at which commit, to --out.
@@ -27,17 +27,12 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from perfcast.experiments.anchors import (
-    COVERAGE_GOAL,
-    RUNNERS,
-    UNSEEN_HARDWARE,
-    Result,
-    RunConfig,
-    run,
-)
+from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE, run
+from perfcast.experiments.results import COVERAGE_GOAL, Result, RunConfig
 from perfcast.models import model_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,33 +138,51 @@ def fmt(metric: str, value: float) -> str:
     return f"{value:.3f}" if metric == "r2" else f"{100 * value:.2f}%"
 
 
-def table(rows: Sequence[Result]) -> tuple[str, list[str]]:
-    """The Markdown table and its numbered notes (a row's notes are referenced as [1], [2], ...)."""
+def table(rows: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The Markdown table of ``--json`` rows (:meth:`Result.as_json`) and its numbered notes (a row's notes are
+    referenced as [1], [2], ...): the table and the JSON are the same rows."""
     head = ["protocol", "target", "device", "metric", "anchor", "perfcast", "baselines", "beats ref.", "goal",
             "90% coverage", "n", "wall", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     notes: list[str] = []
     for r in rows:
         refs = []
-        for note in r.notes:
+        for note in r["notes"]:
             if note not in notes:
                 notes.append(note)
             refs.append(f"[{notes.index(note) + 1}]")
-        beats = r.beats()
-        met = r.meets_goal()
-        cov = ("pending" if r.protocol in UNSEEN_HARDWARE else "—") if r.coverage is None else (
-            f"{fmt('mape', r.coverage)} (±{fmt('mape', r.width / 2)}) {'met' if r.coverage_ok() else 'missed'}")
+        metric, beats, met = r["metric"], r["beats_ref"], r["goal_met"]
+        cov = ("pending" if r["protocol"] in UNSEEN_HARDWARE else "—") if r["coverage"] is None else (
+            f"{fmt('mape', r['coverage'])} (±{fmt('mape', r['width'] / 2)}) {'met' if r['coverage_ok'] else 'missed'}")
+        ours = "not scored: no test set" if r["value"] is None else f"**{fmt(metric, r['value'])}**"
+        anchor = r["anchor"]
         cells = [
-            r.protocol, r.target, r.device, METRIC_LABEL.get(r.metric, r.metric),
-            f"{fmt(r.metric, r.anchor.value)} {r.anchor.source}" if r.anchor else "—",
-            f"**{fmt(r.metric, r.ours)}** ({r.model})",
-            " · ".join(f"{k} {fmt(r.metric, v)}" for k, v in r.baselines.items()) or "—",
+            r["protocol"], r["target"], r["label"], METRIC_LABEL.get(metric, metric),
+            f"{fmt(metric, anchor['value'])} {anchor['source']}" if anchor else "—",
+            f"{ours} ({r['model']})",
+            " · ".join(f"{k} {fmt(metric, v)}" for k, v in r["baselines"].items()) or "—",
             "—" if beats is None else ("yes" if beats else "no"),
-            "—" if met is None else f"{r.goal.text()}: {'met' if met else 'missed'}",
-            cov, f"{r.n:,}", f"{r.wall_s:.0f} s", " ".join(refs),
+            "—" if r["goal"] is None else f"{r['goal']}: {'met' if met else 'missed' if met is False else 'not scored'}",
+            cov, f"{r['n']:,}", f"{r['wall_s']:.0f} s", " ".join(refs),
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines), notes
+
+
+def selection(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What each protocol's preset settings were chosen on (one line per protocol, in table order)."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        seen.setdefault(r["protocol"], r["selected_on"])
+    return [f"- {protocol}: {text}" for protocol, text in seen.items()]
+
+
+def render(rows: Sequence[dict[str, Any]], head: str) -> str:
+    """RESULTS.md: ``head``, the table, the settings' provenance and the notes, all from the ``--json`` rows."""
+    body, notes = table(rows)
+    return "\n".join([head, body, "", "Settings chosen on (each protocol's preset, `[benchmark] selected_on` in "
+                       "configs/):", "", *selection(rows), "", "Notes:", "",
+                       *[f"{i}. {n}" for i, n in enumerate(notes, 1)], ""])
 
 
 def git_commit() -> str:
@@ -221,16 +234,14 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     start = time.perf_counter()
     names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model)
     rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)
-    body, notes = table(rows)
-    text = "\n".join([header(argv, time.perf_counter() - start), body, "", "Notes:", "",
-                      *[f"{i}. {n}" for i, n in enumerate(notes, 1)], ""])
+    docs = [r.as_json() for r in rows]
+    text = render(docs, header(argv, time.perf_counter() - start))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.as_json() for r in rows], indent=1, allow_nan=False, default=float),
-                             encoding="utf-8")
+        args.json.write_text(json.dumps(docs, indent=1, allow_nan=False, default=float), encoding="utf-8")
     return rows
 
 

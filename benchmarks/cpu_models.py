@@ -26,20 +26,21 @@ import numpy as np
 import pandas as pd
 
 from perfcast.eval import metrics
-from perfcast.experiments.anchors import group_mean, workspace
+from perfcast.experiments.baselines import group_mean
+from perfcast.experiments.presets import preset
+from perfcast.experiments.results import workspace
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.models import make_model
-from perfcast.models.cpu_defaults import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "datasets"
 DEFAULT_OUT = REPO / "benchmarks" / "CPU_MODELS.md"
 #: the network's optimisation settings for tables of tens of thousands of rows (configs/spec_cpu2017_group_attention.toml)
 NET = {"batch_size": 1024, "max_epochs": 12, "patience": 4, "d_model": 16, "n_threads": 2}
-SPEC_NORM = {k: v for k, v in DEFAULTS["spec-cpu2017"].params.items() if k != "base"}
+SPEC_NORM = {k: v for k, v in preset("spec-cpu2017-future").model.params.items() if k != "base"}
 #: the same normaliser around the network (the seed bag is the default's trees')
 SPEC_LAW = {k: v for k, v in SPEC_NORM.items() if k != "seeds"}
-PCDB_NORM = {k: v for k, v in DEFAULTS["perfcastdb-sample"].params.items() if k != "base"}
+PCDB_NORM = {k: v for k, v in preset("ncpp-paper").model.params.items() if k != "base"}
 #: (label, registry name, params) per dataset
 MODELS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "spec-cpu2017": [

@@ -73,7 +73,8 @@ def _accuracy_module() -> Any:
 
 def measure_accuracy(data_root: Path, protocols: Sequence[str]) -> dict[str, Any]:
     """The same protocols in one process, in a 2-process pool and as tasks on a 2-CPU local Ray."""
-    from perfcast.experiments.anchors import RunConfig, run
+    from perfcast.experiments.registry import run
+    from perfcast.experiments.results import RunConfig
     from perfcast.perf_probe.fleet import LOCAL
 
     accuracy = _accuracy_module()

@@ -16,7 +16,7 @@ import pytest
 from perfcast.datasets.importers import get_importer, neusight_traces
 from perfcast.datasets.importers.aiconfigurator import load_gemm
 from perfcast.records.store import RecordStore
-from perfcast.experiments import anchors, whole_model
+from perfcast.experiments import baselines, scoring, whole_model
 
 REPO = Path(__file__).resolve().parents[1]
 GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
@@ -45,28 +45,28 @@ def aic_gemm(data_root: Path) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ GPU baselines
 def test_siblings_come_from_the_spec_sheet_family():
     others = ["a100_sxm", "b300_sxm", "b60", "gb300", "h100_sxm", "l40s", "rtx_pro_6000_server"]
-    assert set(anchors.sibling_devices("gb200", others)) == {"gb300", "b300_sxm"}
+    assert set(baselines.sibling_devices("gb200", others)) == {"gb300", "b300_sxm"}
     # Ampere A100 and Ada L40S are both sm_8x but not one family; the sm_120 RTX PRO is not a B200-class part
     for lonely in ("a100_sxm", "l40s", "b60", "rtx_pro_6000_server"):
-        assert anchors.sibling_devices(lonely, ["gb200", *others]) == []
+        assert baselines.sibling_devices(lonely, ["gb200", *others]) == []
 
 
 def test_nearest_gpu_orders_by_spec_distance():
     # GB300 has GB200's bandwidth and BF16 peak; A100 is far from both, the 200 W Arc B60 farther still
-    assert anchors.nearest_devices("gb200", ["b60", "a100_sxm", "gb300"]) == ["gb300", "a100_sxm", "b60"]
-    dist = anchors.spec_distances("gb200", ["gb300", "b60"])
+    assert baselines.nearest_devices("gb200", ["b60", "a100_sxm", "gb300"]) == ["gb300", "a100_sxm", "b60"]
+    dist = baselines.spec_distances("gb200", ["gb300", "b60"])
     assert dist["gb300"] < dist["b60"]
     with pytest.raises(KeyError, match="unknown"):
-        anchors.nearest_devices("gb200", ["no_such_gpu"])
+        baselines.nearest_devices("gb200", ["no_such_gpu"])
 
 
 def test_copy_sibling_takes_the_same_config_from_the_nearest_sibling(aic_gemm: pd.DataFrame):
     test = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
     train = aic_gemm[aic_gemm["device_id"] != "gb200"]
-    donors = anchors.sibling_devices("gb200", sorted(train["device_id"].unique()))
+    donors = baselines.sibling_devices("gb200", sorted(train["device_id"].unique()))
     assert donors[0] == "gb300"
-    keys = anchors.CONFIG_KEYS["gemm"]
-    got = anchors.copy_from_devices(train, test, donors, keys)
+    keys = baselines.CONFIG_KEYS["gemm"]
+    got = baselines.copy_from_devices(train, test, donors, keys)
     gb300 = train[train["device_id"] == "gb300"].set_index(list(keys))["runtime_ms"]
     want = gb300.reindex(pd.MultiIndex.from_frame(test[list(keys)])).to_numpy()
     assert np.isfinite(want).all() and len(want) > 20
@@ -76,25 +76,25 @@ def test_copy_sibling_takes_the_same_config_from_the_nearest_sibling(aic_gemm: p
     lacking = train[~((train["device_id"] == "gb300") & (train[list(keys)] == first[list(keys)].iloc[0]).all(axis=1))]
     b300 = lacking[(lacking["device_id"] == "b300_sxm")
                    & (lacking[list(keys)] == first[list(keys)].iloc[0]).all(axis=1)]["runtime_ms"]
-    assert anchors.copy_from_devices(lacking, first, donors, keys)[0] == b300.iloc[0]
+    assert baselines.copy_from_devices(lacking, first, donors, keys)[0] == b300.iloc[0]
     odd = first.assign(m=3)
-    assert np.isnan(anchors.copy_from_devices(train, odd, donors, keys)[0])
+    assert np.isnan(baselines.copy_from_devices(train, odd, donors, keys)[0])
 
 
 def test_grid_interpolation_is_exact_on_grid_points_and_log_linear_between(aic_gemm: pd.DataFrame):
     gb200 = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
-    values, bracketed = anchors.grid_interpolate(gb200, gb200, by=["device_id", "dtype"])
+    values, bracketed = baselines.grid_interpolate(gb200, gb200, by=["device_id", "dtype"])
     np.testing.assert_allclose(values, gb200["runtime_ms"], rtol=1e-12)
     assert bracketed.all()
     # one line of k (1024, 4096) around a held-out k = 2048: the geometric mean of its neighbours
     line = gb200[(gb200["m"] == 1024) & (gb200["n"] == 4096) & (gb200["dtype"] == "bfloat16")].set_index("k")
     train = line.loc[[1024, 4096]].reset_index()
     query = line.loc[[2048]].reset_index()
-    values, bracketed = anchors.grid_interpolate(train, query, by=["device_id", "dtype"])
+    values, bracketed = baselines.grid_interpolate(train, query, by=["device_id", "dtype"])
     assert bracketed[0]
     assert values[0] == pytest.approx(np.sqrt(line.at[1024, "runtime_ms"] * line.at[4096, "runtime_ms"]))
     # beyond the last measured k nothing brackets: the nearest measured neighbour is copied
-    values, bracketed = anchors.grid_interpolate(train.iloc[[0]], query, by=["device_id", "dtype"])
+    values, bracketed = baselines.grid_interpolate(train.iloc[[0]], query, by=["device_id", "dtype"])
     assert not bracketed[0] and values[0] == pytest.approx(line.at[1024, "runtime_ms"])
 
 
@@ -102,23 +102,23 @@ def test_scores_compare_on_the_rows_every_baseline_covers(aic_gemm: pd.DataFrame
     gb200 = aic_gemm[aic_gemm["device_id"] == "gb200"].reset_index(drop=True)
     gb300 = aic_gemm[aic_gemm["device_id"] == "gb300"]
     truth = gb200["runtime_ms"].to_numpy()
-    copied = anchors.copy_from_devices(gb300, gb200, ["gb300"], anchors.CONFIG_KEYS["gemm"])
+    copied = baselines.copy_from_devices(gb300, gb200, ["gb300"], baselines.CONFIG_KEYS["gemm"])
     partial = np.where(np.arange(len(truth)) < 5, np.nan, truth)  # a baseline that knows all but 5 rows, exactly
-    res = anchors.score("p", "runtime_ms", "gb200", truth, copied, "copy", 1.0,
+    res = scoring.score("p", "runtime_ms", "gb200", truth, copied, "copy", 1.0,
                         baselines={"exact": partial}, interval=(truth * 0.5, truth * 2.0))
     kept = slice(5, None)
     assert res.n == len(truth) - 5 and "5 of" in res.notes[0]
     assert res.ours == pytest.approx(np.mean(np.abs(copied[kept] - truth[kept]) / truth[kept]))
     assert res.baselines == {"exact": 0.0} and res.coverage == 1.0 and res.beats() is False
     assert res.width == pytest.approx(1.5 / 1.25)  # (2 - 0.5) / midpoint 1.25, relative
-    other = anchors.score("p", "runtime_ms", "gb300", truth, truth * 1.1, "copy", 2.0, baselines={"exact": truth})
-    mean = anchors.macro_mean([res, other], "both")
+    other = scoring.score("p", "runtime_ms", "gb300", truth, truth * 1.1, "copy", 2.0, baselines={"exact": truth})
+    mean = scoring.macro_mean([res, other], "both")
     assert mean.ours == pytest.approx((res.ours + 0.1) / 2) and mean.n == res.n + other.n and mean.wall_s == 3.0
     assert mean.coverage is None  # one of the rows has no interval
-    half = anchors.score("p", "runtime_ms", "gb300", truth[:10], truth[:10] * 1.1, "copy", 2.0,
+    half = scoring.score("p", "runtime_ms", "gb300", truth[:10], truth[:10] * 1.1, "copy", 2.0,
                          baselines={"exact": truth[:10]}, interval=(np.r_[truth[:5], truth[5:10] * 2],
                                                                      np.r_[truth[:5], truth[5:10] * 2] * 1.5))
-    pooled = anchors.macro_mean([res, half], "both")  # a device of 10 rows, half inside, beside res's rows
+    pooled = scoring.macro_mean([res, half], "both")  # a device of 10 rows, half inside, beside res's rows
     assert half.coverage == 0.5 and pooled.ours == pytest.approx((res.ours + 0.1) / 2)
     assert pooled.coverage == pytest.approx((res.n * 1.0 + 10 * 0.5) / (res.n + 10))  # the share of all rows
 
@@ -129,7 +129,7 @@ def test_roofline_baseline_is_the_spec_sheet_time(aic_gemm: pd.DataFrame):
     flops = 2 * 1024 * 4096 * 4096
     nbytes = 2 * (1024 * 4096 + 4096 * 4096 + 1024 * 4096)
     want = max(flops / 989e12, nbytes / 3350e9) * 1e3  # H100 SXM: 989 TFLOP/s BF16, 3.35 TB/s
-    assert anchors.roofline(row, "gemm")[0] == pytest.approx(want)
+    assert baselines.roofline(row, "gemm")[0] == pytest.approx(want)
 
 
 # ------------------------------------------------------------------------------------------ CPU baselines
@@ -145,13 +145,13 @@ def test_family_mean_with_benchmark_fallback(spec_rows: pd.DataFrame):
     train = spec_rows[spec_rows["family"].isin(["EPYC", "Xeon Gold"])].head(400)
     test = pd.concat([spec_rows[spec_rows["family"] == "EPYC"].tail(3),
                       spec_rows[spec_rows["family"] == "Xeon Silver"].tail(2)], ignore_index=True)
-    values, fell_back = anchors.group_mean(train, test, ["benchmark", "family"], "score", fallback=["benchmark"])
+    values, fell_back = baselines.group_mean(train, test, ["benchmark", "family"], "score", fallback=["benchmark"])
     epyc = train.loc[train["family"] == "EPYC", "score"]
     assert len(epyc) > 5
     np.testing.assert_allclose(values[:3], epyc.mean())
     assert fell_back == 2  # no Xeon Silver in training: the benchmark's mean
     np.testing.assert_allclose(values[3:], train["score"].mean())
-    values, fell_back = anchors.group_mean(train, test, ["benchmark", "family"], "score")
+    values, fell_back = baselines.group_mean(train, test, ["benchmark", "family"], "score")
     assert np.isnan(values[3:]).all() and fell_back == 0
 
 
@@ -220,7 +220,7 @@ def test_arguments():
 
 def test_plan_balances_workers_and_keeps_shared_models_together():
     acc = _accuracy_module()
-    from perfcast.experiments.anchors import RUNNERS
+    from perfcast.experiments.registry import RUNNERS
 
     groups = acc.plan(list(RUNNERS), 2)
     assert len(groups) == 2 and sorted(n for g in groups for n in g) == sorted(RUNNERS)
@@ -228,6 +228,24 @@ def test_plan_balances_workers_and_keeps_shared_models_together():
     heavy = {"aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention"}
     assert all(len(heavy & set(g)) == 1 for g in groups)  # the two heaviest protocols on different cores
     assert acc.plan(["gpperf-paper"], 4) == [["gpperf-paper"]]
+
+
+def test_results_markdown_is_rendered_from_the_json_rows():
+    acc = _accuracy_module()
+    from perfcast.experiments.results import Goal, Result
+
+    scored = scoring.score("p", "runtime_ms", "gb200", np.array([1.0, 2.0]), np.array([1.1, 2.0]), "hybrid", 3.0,
+                           baselines={"roofline": np.array([2.0, 4.0])}, notes=["a note"])
+    scored.goal, scored.selected_on = Goal(0.1), "a validation split"
+    unscored = Result("ncpp-paper", "score", "held-out configurations", "mape", None, "normalized", 0, 0.0,
+                      goal=Goal(0.15), notes=["no test set"], selected_on="held-out repeats")
+    docs = [r.as_json() for r in (scored, unscored)]
+    assert json.loads(json.dumps(docs, allow_nan=False)) == docs
+    text = acc.render(docs, "# head")
+    assert "| p | runtime_ms | gb200 | mean APE | — | **5.00%** (hybrid) | roofline 100.00% | yes | ≤ 10%: met |" in text
+    assert "| not scored: no test set (normalized) |" in text and "≤ 15%: not scored" in text
+    assert "- p: a validation split" in text and "- ncpp-paper: held-out repeats" in text
+    assert "1. a note" in text and "2. no test set" in text
 
 
 @pytest.mark.slow
@@ -250,3 +268,7 @@ def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     assert [(j["protocol"], j["task"], j["target"], j["metric"], j["probe_budget"]) for j in as_json] == [
         (r.protocol, "gemm", r.target, r.metric, 0) for r in rows]
     assert [j["value"] for j in as_json] == [r.ours for r in rows] and as_json[0]["device"] == "rtx_4070"
+    from perfcast.experiments.presets import choose
+
+    assert {j["selected_on"] for j in as_json[:4]} == {choose("gpperf-paper").selected_on}
+    assert text.split("\n| protocol |")[1] == acc.render(as_json, "").split("\n| protocol |")[1]  # same rows

@@ -16,12 +16,17 @@ from perfcast.records.store import RecordStore
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.features import CpuFeatures, feature_groups
 from perfcast.models import make_model
-from perfcast.models.cpu_defaults import DEFAULTS, cpu_model
 from perfcast.models.estimators.normalize import TargetNormalizer
-from perfcast.training.config import load_config
+from perfcast.training.config import load_preset
 from perfcast.training.train import model_input
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def cpu_model(protocol: str, **overrides):
+    """A new pipeline of ``protocol``'s preset model (configs/), ``overrides`` on its parameters."""
+    model = load_preset(protocol).model
+    return make_model(model.name, "cpu_bench", ["score"], {**model.params, **overrides})
 
 
 def _import(data_root: Path, dataset: str, tmp: Path) -> pd.DataFrame:
@@ -102,7 +107,7 @@ def test_threads_per_core_keeps_the_law_from_crediting_e_cores_with_p_core_throu
     train, test = future_split(spec, cutoff="2024-01-01")
     features = CpuFeatures().fit(model_input(train, "cpu_bench"))
     X_train, X_test = (features.transform(model_input(d, "cpu_bench")) for d in (train, test))
-    params = DEFAULTS["spec-cpu2017"].params
+    params = load_preset("spec-cpu2017-future").model.params
     assert params["scale_by"][-1] == "threads_per_core"
     ecore = (test["device_name"].str.fullmatch(r"Intel Xeon 6\d{3}E") & (test["threads"] == test["cores"])).to_numpy()
     assert ecore.sum() >= 20 and not train["device_name"].str.fullmatch(r"Intel Xeon 6\d{3}E").any()
@@ -170,7 +175,7 @@ def test_default_model_beats_the_family_mean_on_a_future_split(spec: pd.DataFram
     bench = train.groupby("benchmark")["score"].mean()
     baseline = family.reindex(pd.MultiIndex.from_frame(test[["family", "benchmark"]])).to_numpy(dtype=float)
     baseline = np.where(np.isnan(baseline), bench.reindex(test["benchmark"]).to_numpy(dtype=float), baseline)
-    pipe = cpu_model("spec-cpu2017").fit(model_input(train, "cpu_bench"), train[["score"]])
+    pipe = cpu_model("spec-cpu2017-future").fit(model_input(train, "cpu_bench"), train[["score"]])
     ours = _ape(test["score"], pipe.predict(model_input(test, "cpu_bench"))).mean()
     theirs = _ape(test["score"], baseline).mean()
     assert ours < 0.5 * theirs, (ours, theirs)
@@ -180,7 +185,7 @@ def test_default_model_beats_the_family_mean_on_a_future_split(spec: pd.DataFram
 def test_a_seed_bag_is_the_geometric_mean_of_its_seeds(spec: pd.DataFrame) -> None:
     train, test = future_split(spec, cutoff="2024-01-01")
     X_train, X_test = model_input(train, "cpu_bench"), model_input(test, "cpu_bench")
-    params = {**DEFAULTS["spec-cpu2017"].params, "n_estimators": 30}
+    params = {**load_preset("spec-cpu2017-future").model.params, "n_estimators": 30}
     assert len(params["seeds"]) >= 2
     bag = make_model("normalized", "cpu_bench", ["score"], params).fit(X_train, train[["score"]])
     single = {k: v for k, v in params.items() if k != "seeds"}
@@ -204,13 +209,6 @@ def test_the_cpu_models_benchmark_builds_every_model_it_lists() -> None:
     assert len(built) == sum(len(m) for m in bench.MODELS.values()) >= 8
 
 
-def test_configs_hold_the_cpu_defaults() -> None:
-    for dataset, default in DEFAULTS.items():
-        cfg = load_config(CONFIGS / default.config)
-        assert (cfg.model.name, cfg.model.params) == (default.model, default.params), dataset
-        assert cfg.data.imports[0].dataset == dataset
-
-
 def test_group_attention_trains_through_the_registry_on_perfcastdb(pcdb: pd.DataFrame) -> None:
     """The net alone and inside the normaliser; normalised, it predicts held-out repeats within a few %."""
     train, test = random_split(pcdb, seed=0, test_size=0.2)
@@ -220,7 +218,7 @@ def test_group_attention_trains_through_the_registry_on_perfcastdb(pcdb: pd.Data
     X_train, X_test = model_input(train, "cpu_bench"), model_input(test, "cpu_bench")
     raw = make_model("group_attention", "cpu_bench", ["score"], fast).fit(X_train, train[["score"]])
     assert np.isfinite(raw.predict(X_test)).all()
-    norm = cpu_model("perfcastdb-sample", **fast).fit(X_train, train[["score"]])
+    norm = cpu_model("ncpp-paper", **fast).fit(X_train, train[["score"]])
     ape = _ape(test["score"], norm.predict(X_test))
     assert norm.named_steps["model"].estimators_[0].estimator_.best_epoch_ >= 1
     assert np.median(ape[seen]) < 0.03 and ape[seen].mean() < 0.05, ape
@@ -235,7 +233,7 @@ def test_the_default_spec_model_saves_as_data_and_loads_to_the_same_predictions(
 
     base = spec[spec["variant"] == "base"].iloc[::16].reset_index(drop=True)
     train, test = base.iloc[: len(base) // 2], base.iloc[len(base) // 2:]
-    model = ConformalRegressor(cpu_model("spec-cpu2017", n_estimators=40), n_splits=3)
+    model = ConformalRegressor(cpu_model("spec-cpu2017-future", n_estimators=40), n_splits=3)
     model.fit(train, train[["score"]])
     path = save_model(model, "cpu_bench", train, tmp_path / "spec", {"model": "normalized"})
     assert not list(path.rglob("*.pkl"))

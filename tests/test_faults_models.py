@@ -174,14 +174,13 @@ def test_unknown_or_mistyped_parameters_are_refused_by_name(name, params, messag
 
 
 def test_the_parameters_perfcast_ships_are_accepted():
-    from perfcast.models import cpu_defaults, gpu_defaults
+    from perfcast.training.config import load_config, preset_files
 
-    for protocol in gpu_defaults.DEFAULTS:
-        gpu_defaults.gpu_model(protocol)
+    for path in preset_files().values():  # every preset's model builds from its own parameters
+        config = load_config(path)
+        make_model(config.model.name, config.task, list(config.targets), config.model.params)
     make_model("lightgbm", "gemm", ["runtime_ms"], {"alpha": 0.1, "objective": "huber", "min_data_in_leaf": 3})
     make_model("rf", "gemm", ["runtime_ms"], {"max_features": "sqrt", "log_target": True})
-    for dataset in cpu_defaults.DEFAULTS:
-        cpu_defaults.cpu_model(dataset)
 
 
 def test_the_config_names_the_field_and_a_tuned_parameter_must_exist():

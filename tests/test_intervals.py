@@ -16,8 +16,8 @@ from sklearn.model_selection import GroupKFold
 from perfcast.datasets.importers import get_importer
 from perfcast.eval.metrics import coverage
 from perfcast.models import make_model
-from perfcast.models.gpu_defaults import DEFAULTS as GPU_DEFAULTS
 from perfcast.models.uncertainty.calibration import IntervalCalibration, conformal_quantile
+from perfcast.training.config import load_preset
 from perfcast.models.uncertainty.intervals import (
     ConformalRegressor,
     ForwardFolds,
@@ -123,8 +123,8 @@ def test_seen_rows_are_held_out_once_and_in_proportion(aic):
 
 
 def test_novelty_reads_only_the_hardware_columns_the_model_reads():
-    neusight = GPU_DEFAULTS["neusight-ood"]
-    cols = novelty_columns(make_model(neusight.model, "gemm", ["runtime_ms"], neusight.params), "gemm")
+    neusight = load_preset("neusight-ood").model
+    cols = novelty_columns(make_model(neusight.name, "gemm", ["runtime_ms"], neusight.params), "gemm")
     # that model never reads memory size or TDP: an A100 80GB differs from the trained 40GB card in little else
     assert "mem_bw_gbs" in cols and "mem_gb" not in cols and "tdp_w" not in cols
     assert "mem_gb" in novelty_columns(make_model("lightgbm", "gemm", ["runtime_ms"]), "gemm")

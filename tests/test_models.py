@@ -290,17 +290,3 @@ def test_transfer_applies_the_weighted_residuals_of_sibling_gpus(blackwell_gemm)
     novel = test.assign(m=test["m"] + 1_000_003)  # an m no GPU was measured at
     Xn = features.transform(novel)
     np.testing.assert_allclose(pipe.predict(novel), model.estimator_.predict(Xn))
-
-
-def test_gpu_defaults_build_and_match_their_configs():
-    from perfcast.models.gpu_defaults import DEFAULTS, gpu_model
-    from perfcast.training.config import load_config
-
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    for protocol, default in DEFAULTS.items():
-        pipe = gpu_model(protocol)
-        assert [name for name, _ in pipe.steps] == ["features", "model"]
-        cfg = load_config(configs / default.config)
-        assert (cfg.model.name, cfg.task, cfg.model.params) == (default.model, default.task, default.params), protocol
-    with pytest.raises(ValueError, match="no default GPU model for protocol 'gpperf'; known: gpperf-paper"):
-        gpu_model("gpperf")

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from perfcast.experiments import power_bench
-from perfcast.experiments.anchors import RUNNERS, UNSEEN_HARDWARE, RunConfig, run
+from perfcast.experiments import presets
+from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE, run
+from perfcast.experiments.results import RunConfig
 
 TABLES = [f"gb200/gemm/{lib}/gemm_perf.parquet" for lib in ("trtllm/1.3.0rc17", "vllm/0.22.0")] + [
     f"gb200/attention/{lib}/{phase}_attention_perf.parquet"
@@ -37,10 +39,15 @@ def _root(data_root: Path, dst: Path, every: int, second_gpu: bool) -> Path:
 
 @pytest.fixture()
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(power_bench, "TRAIN_ROWS", {"gemm": 800, "attention": 400})
-    monkeypatch.setattr(power_bench, "CROSS_ROWS", 800)
-    monkeypatch.setattr(power_bench, "TEST_ROWS", 800)
-    monkeypatch.setattr(power_bench, "PARAMS", {"runtime": {"n_estimators": 40}, "correction": {"n_estimators": 40}})
+    """The protocol's preset with small row budgets and models (the preset file itself is untouched)."""
+    config = presets.preset(power_bench.PROTOCOL)
+    fast = config.model_copy(update={
+        "model": config.model.model_copy(update={"params": {"runtime": {"n_estimators": 40},
+                                                            "correction": {"n_estimators": 40}}}),
+        "benchmark": config.benchmark.model_copy(update={"options": {
+            "train_rows": {"gemm": 800, "attention": 400}, "cross_rows": 800, "test_rows": 800}})})
+    real = presets.preset
+    monkeypatch.setattr(presets, "preset", lambda protocol: fast if protocol == power_bench.PROTOCOL else real(protocol))
 
 
 @pytest.mark.slow
@@ -70,7 +77,7 @@ def test_every_part_runs_on_the_shared_layout(data_root: Path, tmp_path: Path, s
 def test_a_root_with_two_gpus_leaves_each_out(data_root: Path, tmp_path: Path, small: None,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     root = _root(data_root, tmp_path, 200, second_gpu=True)
-    from perfcast.experiments.anchors import workspace
+    from perfcast.experiments.results import workspace
 
     with workspace(root) as ws:
         rows = power_bench.unseen_gpus(ws, RunConfig(root))

@@ -31,7 +31,7 @@ def test_power_config_trains_on_a_slice(data_root: Path, tmp_path: Path, monkeyp
     before = mlflow.get_tracking_uri()
     cfg = load_config(CONFIG)
     assert cfg.model.name == "power" and list(cfg.targets) == ["runtime_ms", "power_w", "energy_j"]
-    assert cfg.model.params == power_bench.PARAMS  # the config trains the benchmark's model
+    assert cfg.benchmark.protocols == [power_bench.PROTOCOL]  # the config is the benchmark's preset
     small = cfg.model.model_copy(update={"params": {"runtime": {"n_estimators": 60},
                                                     "correction": {"n_estimators": 60}}})
     try:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from perfcast.experiments.anchors import Result, RunConfig, run
+from perfcast.experiments.registry import run
+from perfcast.experiments.results import Result, RunConfig
 from perfcast.perf_probe.fleet import LOCAL
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")

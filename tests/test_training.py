@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from perfcast.datasets.importers import get_importer
 from perfcast.records.schema import columns
-from perfcast.eval.metrics import mape
+from perfcast.eval.metrics import mape, scores
 from perfcast.features import feature_transformer
 from perfcast.predictor import Predictor
 from perfcast.training import tracking
@@ -23,7 +23,6 @@ from perfcast.training.config import parse_config
 from perfcast.training.train import (
     TrainingDataError,
     build_model,
-    evaluate,
     load_records,
     model_input,
     split_records,
@@ -161,14 +160,21 @@ def test_seed_reaches_every_random_state_unless_given(data_root):
     assert {v for k, v in own.items() if k.endswith("random_state")} == {11}
 
 
-def test_evaluate_scores_each_target_on_its_measured_rows():
+def test_scores_each_target_on_its_measured_rows():
     measured = pd.DataFrame({"runtime_ms": [1.0, 2.0, 4.0, 8.0], "power_w": [10.0, np.nan, 30.0, 40.0]})
     pred = np.array([[1.1, 11.0], [1.8, 99.0], [4.0, 27.0], [8.8, 40.0]])
-    m = evaluate(measured, pred, "test_")
+    m = scores(measured, pred, "test_")
     assert m["test_n"] == 4 and m["test_power_w_n"] == 3
     assert m["test_runtime_ms_mape"] == pytest.approx(mape(measured["runtime_ms"], pred[:, 0]))
     assert m["test_power_w_mape"] == pytest.approx((0.1 + 0.1 + 0.0) / 3)
-    assert "test_power_w_r2_log" in m and m["test_runtime_ms_spearman"] == pytest.approx(1.0)
+    # one decade: R² on plain values, under the one key scheme (r2_log only where the truth spans decades)
+    assert "test_power_w_r2" in m and "test_power_w_r2_log" not in m
+    assert m["test_runtime_ms_spearman"] == pytest.approx(1.0)
+    wide = scores(pd.DataFrame({"runtime_ms": [0.01, 1.0, 100.0]}), np.array([0.011, 0.9, 110.0]), "test_",
+                  lo=np.array([0.009, 0.8, 90.0]), hi=np.array([0.012, 1.1, np.inf]))
+    assert "test_runtime_ms_r2_log" in m | wide and "test_runtime_ms_r2" not in wide
+    assert wide["test_runtime_ms_coverage"] == pytest.approx(1.0)
+    assert "test_runtime_ms_mean_width" not in wide  # an unbounded interval has no width to report
 
 
 def test_content_hash_ignores_order_and_sees_content(ada_records):
@@ -226,7 +232,7 @@ def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_
     assert run.data.params["eval.protocol"] == "random" and run.data.params["seed"] == "3"
     assert int(run.data.params["data.rows_test"]) == result.n_test
     for key in ("test_runtime_ms_mape", "test_power_w_median_ape", "test_runtime_ms_r2", "train_power_w_mape",
-                "test_runtime_ms_coverage", "test_power_w_interval_width"):
+                "test_runtime_ms_coverage", "test_power_w_mean_width"):
         assert run.data.metrics[key] == pytest.approx(result.metrics[key])
 
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
@@ -252,7 +258,7 @@ def test_train_logs_everything_and_registers_the_scored_model(data_root, mlflow_
     X_test = model_input(split.test, "gemm")
     answer = model.predict(X_test)
     served = answer[TARGETS].to_numpy()
-    again = evaluate(split.test[TARGETS].astype(float), served, "test_")
+    again = scores(split.test[TARGETS].astype(float), served, "test_")
     for key, value in again.items():
         assert value == pytest.approx(result.metrics[key], rel=1e-9), key
     # and it is the bundle the Predictor reads: loaded from the run URI, it answers the same, intervals included
@@ -349,5 +355,5 @@ def test_group_attention_trains_on_spec_cpu2017_through_perfcast_train(data_root
     split = split_records(records.frame, cfg.eval, cfg.seed, ["score"])
     X_test = model_input(split.test, "cpu_bench")
     got = Predictor.load(result.model_uri).predict(X_test)["score"].to_numpy(float)
-    again = evaluate(split.test[["score"]].astype(float), got[:, None], "test_")
+    again = scores(split.test[["score"]].astype(float), got[:, None], "test_")
     assert again["test_score_mape"] == pytest.approx(result.metrics["test_score_mape"], rel=1e-6)

@@ -13,11 +13,18 @@ import pandas as pd
 import pytest
 
 from perfcast.datasets.importers.aiconfigurator import load_gemm
-from perfcast.experiments.anchors import grid_interpolate
 from perfcast.eval.protocols import unseen_shape_split
-from perfcast.models.gpu_defaults import gpu_model
+from perfcast.experiments.baselines import grid_interpolate
+from perfcast.experiments.presets import preset
+from perfcast.training.train import build_model
 
-PROTOCOL = "aiconfigurator-unseen-shape/gemm"
+PROTOCOL = "aiconfigurator-unseen-shape"
+
+
+def preset_model(**overrides):
+    """The protocol's preset model (configs/aiconfigurator_gemm_unseen_shape.toml), ``overrides`` on its params."""
+    config = preset(PROTOCOL)
+    return build_model(config, {**config.model.params, **overrides})
 SHAPE = ["m", "n", "k", "batch"]
 
 
@@ -41,7 +48,7 @@ def test_default_beats_grid_interpolation_on_held_out_shapes(l40s_split):
     train, test = l40s_split
     assert len(train) > 3000 and len(test) > 700
     grid, _ = grid_interpolate(train, test, by=["device_id", "dtype"])
-    model = gpu_model(PROTOCOL).fit(train, train[["runtime_ms"]])
+    model = preset_model().fit(train, train[["runtime_ms"]])
     ours, theirs = _ape(test["runtime_ms"], model.predict(test)), _ape(test["runtime_ms"], grid)
     assert ours < 0.8 * theirs, (ours, theirs)
 
@@ -54,6 +61,6 @@ def test_huber_loss_shrugs_off_outlier_measurements(l40s_split):
     noisy = train.assign(runtime_ms=np.where(bad, 3.0, 1.0) * train["runtime_ms"].to_numpy())
     errors = {}
     for loss in ("huber", "l2"):
-        model = gpu_model(PROTOCOL, objective=loss, n_estimators=400).fit(noisy, noisy[["runtime_ms"]])
+        model = preset_model(objective=loss, n_estimators=400).fit(noisy, noisy[["runtime_ms"]])
         errors[loss] = _ape(test["runtime_ms"], model.predict(test))
     assert errors["huber"] < 0.8 * errors["l2"], errors

@@ -170,6 +170,40 @@ def summary(y_true: Any, y_pred: Any, lo: Any = None, hi: Any = None) -> dict[st
     return out
 
 
+def flatten(summaries: dict[str, dict[str, float | bool]], prefix: str = "") -> dict[str, float]:
+    """Per-target :func:`summary` dicts as the one flat key scheme training, tuning, evaluation and the CLI
+    log and read: ``{prefix}{target}_{metric}``, R² as ``r2_log`` when it was taken on log values. Undefined
+    (NaN) and unbounded (infinite width) values are left out."""
+    out: dict[str, float] = {}
+    for target, s in summaries.items():
+        for name, value in s.items():
+            if name == "r2_log_scale" or not np.isfinite(value):
+                continue
+            key = "r2_log" if name == "r2" and s.get("r2_log_scale") else name
+            out[f"{prefix}{target}_{key}"] = float(value)
+    return out
+
+
+def scores(measured: pd.DataFrame, predicted: Any, prefix: str = "", lo: Any = None, hi: Any = None
+           ) -> dict[str, float]:
+    """:func:`summary` of every target (a column of ``measured``, matching column of ``predicted`` and of the
+    interval bounds), flattened by :func:`flatten`, with ``{prefix}n`` (rows) and ``{prefix}{target}_n``
+    (measured rows: a target measured on fewer than two rows gets only its count)."""
+    n_rows = len(measured)
+    pred = np.asarray(predicted, dtype="float64").reshape(n_rows, -1)
+    bounds = None if lo is None else [np.asarray(b, dtype="float64").reshape(n_rows, -1) for b in (lo, hi)]
+    out: dict[str, float] = {f"{prefix}n": float(n_rows)}
+    summaries = {}
+    for j, target in enumerate(measured.columns):
+        y = measured[target].to_numpy(dtype="float64")
+        ok = ~np.isnan(y)
+        out[f"{prefix}{target}_n"] = float(ok.sum())
+        if ok.sum() >= 2:
+            interval = () if bounds is None else (bounds[0][ok, j], bounds[1][ok, j])
+            summaries[target] = summary(y[ok], pred[ok, j], *interval)
+    return out | flatten(summaries, prefix)
+
+
 def _si(x: float, digits: int = 3) -> str:
     """Compact engineering notation: 1.2e9 -> '1.2G', 3500 -> '3.5k', 0.5 -> '0.5'."""
     for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -9,11 +9,11 @@ The adaptation is offered the nearest training GPU's measurements as a second st
 latencies beat any model on its siblings), and keeps it only when it cross-validates better on the K rows.
 
 Baselines on the same rows: ``nearest GPU × K-median``, the latency measured for the same configuration on
-the nearest training GPU by spec sheet (:func:`~perfcast.experiments.anchors.nearest_devices`) times the K rows'
+the nearest training GPU by spec sheet (:func:`~perfcast.experiments.baselines.nearest_devices`) times the K rows'
 median ratio of measured to copied latency; and ``K rows alone``, a small hybrid model (roofline × learned
 efficiency) fitted on the K rows only.
 
-Cost: the base model is fitted once per left-out GPU (on :data:`BASE_ROWS` rows drawn with the run's seed;
+Cost: the base model is fitted once per left-out GPU (on the preset's ``train_rows`` rows drawn with the run's seed;
 every result says so) and reused for every K, and the base features and predictions of the GPU's rows are
 computed once.
 """
@@ -27,43 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.experiments.anchors import (
-    CONFIG_KEYS,
-    PHASE_LABEL,
-    Goal,
-    Result,
-    RunConfig,
-    Workspace,
-    budget_rows,
-    copy_from_devices,
-    fit_conformal,
-    macro_mean,
-    model_choice,
-    nearest_devices,
-    sample_rows,
-    score,
-)
 from perfcast.eval.protocols import neusight_ood_split, unseen_hardware_split
+from perfcast.experiments.baselines import CONFIG_KEYS, PHASE_LABEL, copy_from_devices, nearest_devices
+from perfcast.experiments.presets import budget_rows, choose, sample_rows
+from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
+from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel, DonorTable
-from perfcast.models.gpu_defaults import SPEC_AND_WORK
 from perfcast.perf_probe.plan import adaptation_plan
+from perfcast.training.config import IntervalsConfig
+from perfcast.training.train import fit_conformal
 
-#: measured configurations revealed per left-out GPU
-BUDGETS: tuple[int, ...] = (0, 32, 128, 512)
-#: base-model training rows per left-out GPU (seeded sample)
-BASE_ROWS = 8_000
-#: the base model of the aiconfigurator protocol: the unseen-GPU default's two-member hybrid (one member reads
-#: the spec sheet, one only the work) without its sibling-transfer step, with fewer trees. The transfer
-#: predicts its base on every training row for its residual table, once per calibration fold, which made one
-#: base fit take ~10 min on this shared 2-core machine; the adaptation replaces what the siblings would
-#: correct with the device's own measurements.
-BASE_MODEL = "hybrid"
-BASE_PARAMS: dict[str, Any] = {"variants": SPEC_AND_WORK, "n_estimators": 120}
-#: test rows scored per left-out GPU and K at most (a seeded sample of the unrevealed rows; the plan still chooses
-#: from every configuration of the GPU): scoring all ~100k rows of each GPU four times with the model and both
-#: baselines kept the run over an hour on this shared machine
-TEST_ROWS = 20_000
 #: the K-rows-alone baseline: a small hybrid, as strongly regularised as the adaptation's shape term
 ALONE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 5,
                                 "reg_lambda": 5.0}
@@ -71,8 +45,6 @@ NEAREST_K, ALONE = "nearest GPU × K-median", "K rows alone"
 #: the issue's goals (mean over left-out GPUs) per K and kernel family
 GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038, ("attention", 128): 0.06,
                                        ("attention", 512): 0.045, ("gemm", 0): 0.12, ("attention", 0): 0.15}
-#: NeuSight training rows the base model is fitted on (seeded sample)
-NEUSIGHT_ROWS = 20_000
 #: NeuSight's bmm/linear configuration keys
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 
@@ -97,9 +69,11 @@ def alone(task: str, revealed: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
 
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
-                 keys: Sequence[str], model_name: str, fit_s: float, notes: Sequence[str], seed: int
+                 keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any]
                  ) -> dict[tuple[str, int], Result]:
-    """Every K's rows for one left-out device: (part label, K) -> Result on that device's unrevealed rows."""
+    """Every K's rows for one left-out device: (part label, K) -> Result on that device's unrevealed rows
+    (K from the preset's ``budgets``, at most its ``test_rows`` unrevealed rows scored)."""
+    test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
     parts = pd.Series(np.asarray(parts), index=test.index)
@@ -111,13 +85,13 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     adapter = AdaptedModel(base, seed=seed, donors=table)
     precomputed = adapter.parts(test)
     out = {}
-    for k in BUDGETS:
+    for k in options["budgets"]:
         start = time.perf_counter()
         picked = test.index.isin(adaptation_plan(candidates, task, k))
         adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
         rest = ~picked
-        if rest.sum() > TEST_ROWS:  # the same seeded sample of the unrevealed rows for the model and the baselines
-            keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), TEST_ROWS, replace=False)
+        if rest.sum() > test_rows:  # the same seeded sample of the unrevealed rows for the model and the baselines
+            keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)
             rest = np.isin(np.arange(len(test)), keep)
         pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
         wall = time.perf_counter() - start + fit_s
@@ -138,7 +112,7 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
                 else:
                     extra.append(f"{n}: no training GPU measured these configurations, so no value")
             res = score(protocol, target, dev, test.loc[rest, "runtime_ms"].to_numpy()[sel], pred[sel], model_name,
-                        wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=[*notes, *extra])
+                        wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=extra)
             res.probe_budget = k
             out[(label, k)] = res
     return out
@@ -168,29 +142,32 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     """Leave one aiconfigurator GPU out, adapt on K planned rows of it, score its other rows (GEMM, then
     context and generation attention)."""
     protocol = "aiconfigurator-adapt"
+    choice = choose(protocol, cfg.model)
+    name, params, options = choice.name, choice.params, choice.options
     rows: list[Result] = []
     for task in ("gemm", "attention"):
-        name, params = (cfg.model, {}) if cfg.model else (BASE_MODEL, dict(BASE_PARAMS))
+        intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
+            **options.get(f"{task}_intervals", {}))
+        config = choice.config.model_copy(update={"task": task, "intervals": intervals})
         records = ws.records("aiconfigurator", task)
         per_device: dict[tuple[str, int], list[Result]] = {}
         pools = []
         for dev in sorted(records["device_id"].dropna().unique()):
             train, test = unseen_hardware_split(records, test_devices=[dev])
-            fit_rows, fit_params, _ = budget_rows(name, params, train, BASE_ROWS, cfg.seed)
+            fit_rows, fit_params, _ = budget_rows(name, params, train, choice.train_rows, cfg.seed)
             pools.append(len(train))
             start = time.perf_counter()
-            base = fit_conformal(name, fit_params, task, fit_rows, "runtime_ms",
-                                 protocol=f"aiconfigurator-unseen-gpu-{task}")
+            base = fit_conformal(config, fit_rows, fit_params, seed=cfg.seed)
             fit_s = time.perf_counter() - start
             parts = (test["phase"].map(PHASE_LABEL).fillna(test["phase"]).astype(str) if task == "attention"
                      else pd.Series("", index=test.index))
             _collect(per_device, adapt_device(protocol, task, base, train, test, parts, CONFIG_KEYS[task], name,
-                                              fit_s, [], cfg.seed))
+                                              fit_s, cfg.seed, options))
         common = [f"per left-out GPU: the base model ({name}, {params.get('n_estimators', 'default')} trees) fitted "
-                  f"once on {BASE_ROWS:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
+                  f"once on {choice.train_rows:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
                   f"{min(pools):,}-{max(pools):,} and reused for every K",
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
-                  f"test set: {TEST_ROWS:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
+                  f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
         rows.extend(summarize(protocol, task, per_device, common))
     return rows
 
@@ -198,18 +175,17 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
 def neusight_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     """NeuSight's unseen GPUs (bmm and linear): the neusight-ood model adapted on K planned rows of each."""
     protocol = "neusight-adapt"
-    name, params = model_choice("neusight-ood", "gpu", cfg.model)
-    params.pop("seeds", None)  # one member instead of neusight-ood's seed bag, to stay in the run's budget
+    choice = choose(protocol, cfg.model)
     train, test = neusight_ood_split(ws.records("neusight", "gemm"))
-    fit_rows, note = sample_rows(train, NEUSIGHT_ROWS, cfg.seed)
+    fit_rows, note = sample_rows(train, choice.train_rows, cfg.seed)
     start = time.perf_counter()
-    model = fit_conformal(name, params, "gemm", fit_rows, "runtime_ms", protocol="neusight-ood")
+    model = choice.fit(fit_rows, cfg.seed)
     fit_s = time.perf_counter() - start
     per_device: dict[tuple[str, int], list[Result]] = {}
     for dev in sorted(test["device_id"].dropna().unique()):
         rows_dev = test[(test["device_id"] == dev).to_numpy()]
         _collect(per_device, adapt_device(protocol, "gemm", model, train, rows_dev, rows_dev["op"].astype(str),
-                                          NEUSIGHT_KEYS, name, fit_s, [], cfg.seed))
-    common = [f"the neusight-ood default model without its seed bag, fitted once on NeuSight's training GPUs"
+                                          NEUSIGHT_KEYS, choice.name, fit_s, cfg.seed, choice.options))
+    common = ["the neusight-ood default model without its seed bag, fitted once on NeuSight's training GPUs"
               + (f" ({note})" if note else "") + ", adapted per unseen GPU"]
     return summarize(protocol, "gemm", per_device, common)

@@ -1,6 +1,6 @@
 """Building and measuring the built-in models that :mod:`perfcast.builtin` ships and looks up.
 
-The model is each task's unseen-GPU default (:data:`perfcast.experiments.anchors.DEFAULT_MODELS`: sibling
+The model is each task's unseen-GPU default (the preset of its unseen-GPU protocol in configs/: sibling
 transfer over a spec-sheet and a work-only hybrid) with fewer trees, so the wheel stays small and loading
 stays fast. A bundle records the perfcast major.minor it was built with and is refused by another; regenerate
 it from a data root laid out like ``shared/datasets``::
@@ -42,10 +42,10 @@ Progress = Callable[[str], None]
 
 
 def _params(task: str, n_estimators: int) -> tuple[str, dict[str, Any]]:
-    from perfcast.experiments.anchors import DEFAULT_MODELS
+    from perfcast.training.config import load_preset
 
-    default = DEFAULT_MODELS[PROTOCOLS[task]]
-    return default.model, {**default.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
+    preset = load_preset(PROTOCOLS[task]).model
+    return preset.name, {**preset.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
 
 
 def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> Any:
@@ -72,10 +72,10 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
 
 def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS) -> Any:
     """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
-    from perfcast.experiments.anchors import fit_conformal
+    from perfcast.training.config import load_preset
+    from perfcast.training.train import fit_conformal
 
-    name, params = _params(task, n_estimators)
-    return fit_conformal(name, params, task, records, "runtime_ms", protocol=PROTOCOLS[task])
+    return fit_conformal(load_preset(PROTOCOLS[task]), records, _params(task, n_estimators)[1])
 
 
 def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
@@ -132,13 +132,13 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> di
     import numpy as np
 
     from perfcast.eval import metrics
-    from perfcast.experiments.anchors import predict_interval
+    from perfcast.training.train import predict_interval
     from perfcast.eval.protocols import unseen_hardware_split
 
     train, test = unseen_hardware_split(records, test_devices=[device])
     start = time.perf_counter()
     model = fit(task, train, n_estimators)
-    pred, lo, hi = predict_interval(model, test)
+    pred, lo, hi = predict_interval(model, test, task)
     truth = test["runtime_ms"].to_numpy(dtype="float64")
     ape = np.abs(pred - truth) / truth
     return {"task": task, "device": device, "source": str(test["source"].iloc[0]), "n_estimators": n_estimators,

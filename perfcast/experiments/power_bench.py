@@ -21,8 +21,8 @@ practitioner would otherwise use, on the same rows:
     measured watts for the same configuration, a constant share of the limit.
 
 GPUs are discovered from the data: whatever ``<root>/aiconfigurator-power/<gpu>/...`` holds is evaluated the
-same way. Fits use at most :data:`TRAIN_ROWS` rows (seeded) so the protocol stays within minutes on 2 cores;
-the model's settings (:data:`PARAMS`) were chosen on a split of GB200's training shapes (see
+same way. Fits use at most the preset's row budgets (seeded) so the protocol stays within minutes on 2 cores;
+the model's settings (the preset, :func:`settings`) were chosen on a split of GB200's training shapes (see
 benchmarks/ANALYSIS_power.md), never on a test split.
 """
 
@@ -36,42 +36,30 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from perfcast.experiments.anchors import (
-    CAL_SPLITS,
-    GRID,
-    LEVEL,
-    NEAREST,
-    Goal,
-    Result,
-    RunConfig,
-    Workspace,
-    copy_from_devices,
-    grid_interpolate,
-    macro_mean,
-    nearest_devices,
-    sample_rows,
-    score,
-)
 from perfcast.eval.protocols import NOTE, unseen_shape_split
-from perfcast.models import make_model
+from perfcast.experiments.baselines import GRID, NEAREST, copy_from_devices, grid_interpolate, nearest_devices
+from perfcast.experiments.presets import Choice, choose, sample_rows
+from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
+from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.training.config import TrainConfig
+from perfcast.training.train import fit_conformal, fit_model
 
 PROTOCOL = "aiconfigurator-power"
 DATASET = "aiconfigurator-power"
 TASKS: tuple[str, ...] = ("gemm", "attention")
 TARGETS: list[str] = ["runtime_ms", "power_w", "energy_j"]
-#: training rows drawn (seeded) per fitted model, by task (attention: per phase), so the whole protocol stays within
-#: minutes on 2 cores (chosen on a split of GB200's training shapes: benchmarks/ANALYSIS_power.md)
-TRAIN_ROWS: dict[str, int] = {"gemm": 24_000, "attention": 10_000}
-#: training rows drawn (seeded) per fit of the unseen-GPU and other-library parts (one model over every kernel kind)
-CROSS_ROWS = 16_000
-#: test rows drawn (seeded) where a part predicts a whole other table (other library, other GPU)
-TEST_ROWS = 20_000
-#: the power model's settings (chosen on a split of training shapes; see the module docstring)
-PARAMS: dict[str, dict[str, float | int | str]] = {
-    "runtime": {"n_estimators": 400, "num_leaves": 127, "min_child_samples": 5},
-    "correction": {"n_estimators": 400, "num_leaves": 63, "min_child_samples": 10},
-}
+#: the preset's settings (configs/aiconfigurator_power_unseen_shape.toml: model parameters, intervals, and under
+#: [benchmark] options the row budgets ``train_rows`` per task, ``cross_rows`` per fit of the unseen-GPU and
+#: other-library parts, ``test_rows`` where a part predicts a whole other table), chosen on a split of GB200's
+#: training shapes (benchmarks/ANALYSIS_power.md), never on a test split
+
+
+def settings() -> Choice:
+    """The protocol's preset (the power model always: ``--model`` does not apply to a power protocol)."""
+    return choose(PROTOCOL)
+
+
 #: the cross-GPU pair the shared copy can measure: GPPerf's CUTLASS sweep (RTX 4070) beside the power tables
 GPPERF = "gpperf-cutlass"
 #: the columns that make two rows the same configuration (library included: it is configuration)
@@ -119,13 +107,16 @@ def constant_share(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
 
 def fit(task: str, train: pd.DataFrame, seed: int, targets: Sequence[str] = TARGETS
         ) -> tuple[ConformalRegressor, float]:
-    """The power model with 90 % intervals fitted on ``train`` (calibration folds hold out configurations),
-    and the fitting seconds."""
+    """The preset's power model with its intervals (calibration folds hold out configurations) fitted on
+    ``train`` for ``task`` and ``targets``, and the fitting seconds."""
     start = time.perf_counter()
-    model = ConformalRegressor(make_model("power", task, list(targets), PARAMS), level=LEVEL, n_splits=CAL_SPLITS,
-                               random_state=seed)
-    model.fit(train, train[list(targets)])
+    model = fit_conformal(_config(task, targets), train, seed=seed)
     return model, time.perf_counter() - start
+
+
+def _config(task: str, targets: Sequence[str]) -> TrainConfig:
+    """The preset for another kernel task or target list (its model and parameters apply to both tasks)."""
+    return settings().config.model_copy(update={"task": task, "targets": list(targets)})
 
 
 def power_given_runtime(pipeline: Pipeline, test: pd.DataFrame) -> np.ndarray:
@@ -161,7 +152,7 @@ def unseen_shapes(ws: Workspace, cfg: RunConfig) -> list[Result]:
                 for (label, on_train), (_, on_test) in zip(_parts(task, train_all), _parts(task, test_all),
                                                            strict=True):
                     train, test = train_all[on_train], test_all[on_test]
-                    fit_rows, note = sample_rows(train, TRAIN_ROWS[task], cfg.seed)
+                    fit_rows, note = sample_rows(train, settings().options["train_rows"][task], cfg.seed)
                     model, wall = fit(task, fit_rows, cfg.seed)
                     pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
                     base = {CONST: constant_share(train, test)}
@@ -207,8 +198,9 @@ def copy_watts(train: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str], k
 def _cross(task: str, train: pd.DataFrame, test: pd.DataFrame, keys: Sequence[str], label: str, seed: int,
            notes: list[str]) -> list[Result]:
     """One held-out GPU predicted by a model of the others: power with the predicted and the measured runtime."""
-    fit_rows, note = sample_rows(train, CROSS_ROWS, seed)
-    test, _ = sample_rows(test, TEST_ROWS, seed)
+    options = settings().options
+    fit_rows, note = sample_rows(train, options["cross_rows"], seed)
+    test, _ = sample_rows(test, options["test_rows"], seed)
     targets = ["runtime_ms", "power_w"]
     model, wall = fit(task, fit_rows, seed, targets)
     pred, lo, hi = (np.asarray(a, dtype="float64") for a in model.predict_with_interval(test))
@@ -269,11 +261,11 @@ def other_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
             libs = sorted(rows["backend"].dropna().unique())
             for src in libs:
                 for dst in (lib for lib in libs if lib != src):
-                    train, note = sample_rows(rows[rows["backend"] == src], CROSS_ROWS, cfg.seed)
-                    test, _ = sample_rows(rows[rows["backend"] == dst], TEST_ROWS, cfg.seed)
+                    options = settings().options
+                    train, note = sample_rows(rows[rows["backend"] == src], options["cross_rows"], cfg.seed)
+                    test, _ = sample_rows(rows[rows["backend"] == dst], options["test_rows"], cfg.seed)
                     start = time.perf_counter()
-                    targets = ["runtime_ms", "power_w"]
-                    model = make_model("power", task, targets, PARAMS).fit(train, train[targets])
+                    model = fit_model(_config(task, ["runtime_ms", "power_w"]), train, seed=cfg.seed)
                     pred = np.asarray(model.predict(test), dtype="float64")
                     given = power_given_runtime(model, test)
                     wall = time.perf_counter() - start

@@ -12,7 +12,6 @@ every fold and the test predictions pooled, so each row is scored once by a mode
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,23 +21,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 from sklearn.base import clone
-from sklearn.pipeline import Pipeline
 
 from perfcast.eval import metrics, plots
 from perfcast.eval.protocols import N_FOLDS, NOTE
-from perfcast.mlflow_quiet import quiet_mlflow
-from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
-from perfcast.models.uncertainty.intervals import ConformalRegressor, ForwardFolds
-from perfcast.predictor import Predictor
+from perfcast.experiments.saved import EvalError, SavedModel, columns_of, load_model, model_task_targets
 from perfcast.training import tracking
-from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig, parse_config
+from perfcast.training.config import DEFAULT_EXPERIMENT, EvalConfig
 from perfcast.training.train import (
     Progress,
     Split,
-    build_model,
     model_input,
     no_progress,
     split_records,
@@ -66,115 +59,6 @@ def _fmt(metric: str, value: float) -> str:
     return f"{100 * value:.2f}" if metric in PERCENT else f"{value:.3f}"
 
 
-class EvalError(ValueError):
-    """The model, protocol or records cannot be evaluated together (the message says what to change)."""
-
-
-# ------------------------------------------------------------------------------------------------- model
-class SavedModel:
-    """A saved perfcast model (the bundle training logs and the Predictor loads) in the shape evaluation uses:
-    ``predict`` / ``predict_interval`` on record frames, and :meth:`recipe` to build it afresh for a refit."""
-
-    def __init__(self, predictor: Predictor):
-        self.predictor = predictor
-        self.task = predictor.task
-        self.targets_ = list(predictor.targets)
-
-    def _answer(self, X: pd.DataFrame) -> pd.DataFrame:
-        return self.predictor.predict(X)
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self._answer(X)[self.targets_].to_numpy(dtype="float64")
-
-    def predict_interval(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        out = self._answer(X)
-        return (out[[f"{t}_lo" for t in self.targets_]].to_numpy(dtype="float64"),
-                out[[f"{t}_hi" for t in self.targets_]].to_numpy(dtype="float64"))
-
-    def recipe(self) -> ConformalRegressor:
-        """The unfitted model training built: the registry model and parameters the bundle's metadata
-        records, seeded as it was, inside a :class:`ConformalRegressor` calibrated as the bundle was (level,
-        folds)."""
-        meta = self.predictor.metadata
-        spec = meta.get("model")
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise EvalError(f"the model at {self.predictor.model.path} does not record how it was built "
-                            f"(no 'model' in its metadata), so it cannot be refitted; score it with refit=False")
-        config = parse_config({"name": str(meta.get("name", "model")), "task": self.task, "targets": self.targets_,
-                               "model": {"name": spec["name"], "params": dict(spec.get("params") or {})},
-                               "seed": int(meta.get("seed", 0))})
-        grouping = self.predictor.model.calibration.grouping
-        options: dict[str, Any] = {"scale": "scaled_by" in grouping}
-        if "n_splits" in grouping:
-            options["n_splits"] = int(grouping["n_splits"])
-        forward = re.fullmatch(r"ForwardFolds\(column='(\w+)', n_folds=(\d+)\)", str(grouping.get("by", "")))
-        if forward:
-            options["cv"] = ForwardFolds(forward.group(1), int(forward.group(2)))
-        return ConformalRegressor(build_model(config, dict(config.model.params)),
-                                  level=self.predictor.model.calibration.level, **options)
-
-
-def load_model(uri: str) -> Any:
-    """The fitted model behind ``uri``: a perfcast model directory, or an MLflow model URI (``models:/NAME/VERSION``,
-    ``models:/NAME@alias``, ``runs:/RUN_ID/model``) or directory.
-
-    The one place a model is opened for evaluation. A perfcast bundle (what ``perfcast train`` logs) comes
-    back as a :class:`SavedModel`; any other MLflow model is loaded with its scikit-learn flavour. Registry
-    and run URIs resolve against MLflow's current tracking URI.
-    """
-    try:
-        return SavedModel(Predictor.load(uri))
-    except ModelFormatError as err:
-        bundle_error = str(err)
-    except (IncompatibleModelError, FileNotFoundError) as err:
-        raise EvalError(f"cannot load model {uri!r}: {err}") from None
-    except MlflowException as err:
-        raise EvalError(f"cannot load model {uri!r}: {err.message}") from None
-    try:
-        with quiet_mlflow():
-            return mlflow.sklearn.load_model(uri)
-    except (MlflowException, OSError) as err:
-        msg = getattr(err, "message", str(err))
-        raise EvalError(f"cannot load model {uri!r}: not a perfcast model ({bundle_error}) and not a "
-                        f"scikit-learn MLflow model ({msg})") from None
-
-
-def _parts(model: Any) -> list[Any]:
-    """The model and what it wraps, outermost first: pipeline steps and ``estimator(_)``/``regressor(_)``."""
-    out, todo = [], [model]
-    while todo:
-        est = todo.pop(0)
-        if est is None or any(est is seen for seen in out):
-            continue
-        out.append(est)
-        if isinstance(est, Pipeline):
-            todo += [step for _, step in est.steps]
-        todo += [getattr(est, a, None) for a in ("estimator_", "estimator", "regressor_", "regressor")]
-    return out
-
-
-def model_task_targets(model: Any) -> tuple[str, list[str]]:
-    """The task and targets a fitted perfcast model predicts, read from the model and what it wraps (the
-    feature step's ``task``; the outermost ``targets_`` or ``targets``)."""
-    parts = _parts(model)
-    task = next((p.task for p in parts if isinstance(getattr(p, "task", None), str)), None)
-    targets = next((v for p in parts for v in (getattr(p, "targets_", None), getattr(p, "targets", None))
-                    if v is not None and len(v)), None)
-    if task is None or targets is None:
-        raise EvalError(f"cannot tell which task and targets the {type(model).__name__} model predicts; "
-                        f"pass task= and targets= (CLI: --task, --target)")
-    return task, [str(t) for t in targets]
-
-
-def _columns(values: Any, n_rows: int, n_targets: int, what: str) -> np.ndarray:
-    """A model output as an (n_rows, n_targets) float array, or a clear error."""
-    arr = np.asarray(values, dtype="float64")
-    if arr.size != n_rows * n_targets:
-        raise EvalError(f"the model's {what} has {arr.size} values for {n_rows} rows x {n_targets} target(s)")
-    return arr.reshape(n_rows, n_targets)
-
-
-# ------------------------------------------------------------------------------------------------ report
 @dataclass
 class EvalReport:
     """What one evaluation found: per-target metrics and breakdowns, the figures, and how it was run."""
@@ -208,16 +92,8 @@ class EvalReport:
         return len(self.predictions)
 
     def flat_metrics(self) -> dict[str, float]:
-        """``test_{target}_{metric}`` as training logs them (``r2_log`` when R² is on log values); undefined
-        (NaN) and unbounded (infinite width) values are left out, the report shows them."""
-        out: dict[str, float] = {"test_n": float(self.n_test)}
-        for target, summary in self.metrics.items():
-            for name, value in summary.items():
-                if name == "r2_log_scale" or not np.isfinite(value):
-                    continue
-                key = "r2_log" if name == "r2" and summary.get("r2_log_scale") else name
-                out[f"test_{target}_{key}"] = float(value)
-        return out
+        """``test_{target}_{metric}`` in the key scheme training logs (:func:`perfcast.eval.metrics.flatten`)."""
+        return {"test_n": float(self.n_test)} | metrics.flatten(self.metrics, "test_")
 
     def summary_frame(self) -> pd.DataFrame:
         """One formatted row per target (APEs, coverage and width in percent): the report's headline table."""
@@ -383,11 +259,11 @@ def evaluate_model(
             fitted = clone(unfitted).fit(model_input(split.train, task), split.train[outputs].astype("float64"))
         progress(f"predicting {len(split.test)} test rows{fold}")
         X = model_input(split.test, task)
-        preds.append(_columns(fitted.predict(X), len(X), len(outputs), "prediction")[:, scored])
+        preds.append(columns_of(fitted.predict(X), len(X), len(outputs), "prediction")[:, scored])
         if hasattr(fitted, "predict_interval"):
             lo, hi = fitted.predict_interval(X)
-            los.append(_columns(lo, len(X), len(outputs), "interval lower bound")[:, scored])
-            his.append(_columns(hi, len(X), len(outputs), "interval upper bound")[:, scored])
+            los.append(columns_of(lo, len(X), len(outputs), "interval lower bound")[:, scored])
+            his.append(columns_of(hi, len(X), len(outputs), "interval upper bound")[:, scored])
         tests.append(split.test.assign(fold=i))
     test = pd.concat(tests, ignore_index=True)
     pred = np.vstack(preds)

@@ -30,6 +30,8 @@ from pydantic import (
 from perfcast.records.schema import TARGETS, TASKS
 
 DEFAULT_EXPERIMENT = "perfcast"
+#: the repository's configs: each file with a ``[benchmark]`` table is a benchmark preset
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_STUDY_STORAGE = "sqlite:///optuna.db"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -266,8 +268,21 @@ class TuneConfig(_Strict):
         return v
 
 
+class BenchmarkConfig(_Strict):
+    """What makes a training config a benchmark preset: the accuracy benchmark's protocols that run this
+    config's model, data and intervals (``benchmarks/accuracy.py --protocol NAME``), how many training rows a
+    fit draws, protocol options, and what the settings were chosen on (reported beside every score, so a
+    number tuned on its own test devices reads as such)."""
+
+    protocols: list[str] = Field(min_length=1, description="benchmark protocol names this preset is the default of")
+    selected_on: str = Field(min_length=1, description="the rows the model and its settings were chosen on")
+    train_rows: PositiveInt | None = Field(default=None, description="training rows drawn (seeded) per fit; "
+                                           "unset: every row")
+    options: dict[str, Any] = Field(default_factory=dict, description="the protocol's own settings")
+
+
 class TrainConfig(_Strict):
-    """Everything one ``perfcast train`` run needs."""
+    """Everything one ``perfcast train`` run needs (and, with ``benchmark``, a benchmark preset)."""
 
     name: str = Field(description="run name; default registry and study name")
     task: str
@@ -279,6 +294,7 @@ class TrainConfig(_Strict):
     seed: NonNegativeInt = 0
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    benchmark: BenchmarkConfig | None = None
 
     @field_validator("task")
     @classmethod
@@ -368,3 +384,31 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     data.setdefault("name", path.stem)
     return parse_config(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def preset_files(configs_dir: Path = CONFIGS_DIR) -> dict[str, Path]:
+    """Benchmark protocol -> the one config file under ``configs_dir`` whose ``[benchmark]`` names it.
+
+    Read as plain TOML (no validation), so listing presets costs no model import; a protocol named by two
+    files is an error (one home per setting)."""
+    found: dict[str, Path] = {}
+    for path in sorted(Path(configs_dir).glob("*.toml")):
+        try:
+            bench = tomllib.loads(path.read_text(encoding="utf-8")).get("benchmark") or {}
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        for protocol in bench.get("protocols", []):
+            if protocol in found:
+                raise ConfigError(f"benchmark protocol {protocol!r} is claimed by both {found[protocol].name} and "
+                                  f"{path.name}; keep it in one preset")
+            found[protocol] = path
+    return found
+
+
+def load_preset(protocol: str, configs_dir: Path = CONFIGS_DIR) -> TrainConfig:
+    """The validated preset of a benchmark ``protocol`` (a :class:`ConfigError` naming the known ones if none)."""
+    files = preset_files(configs_dir)
+    if protocol not in files:
+        raise ConfigError(f"no preset in {configs_dir} names benchmark protocol {protocol!r} under "
+                          f"[benchmark] protocols; presets exist for: {', '.join(sorted(files))}")
+    return load_config(files[protocol])

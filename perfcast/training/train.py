@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from perfcast.datasets.importers import get_importer
 from perfcast.records.schema import EXTRA_PREFIX, columns
 from perfcast.records.store import RecordStore, StoreError
-from perfcast.eval.metrics import METRICS, coverage, mean_width, r2
+from perfcast.eval.metrics import scores
 from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -159,45 +159,48 @@ def model_input(records: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(out, index=records.index)
 
 
-def build_model(config: TrainConfig, params: dict[str, Any]) -> Pipeline:
-    """The configured pipeline; the config's seed goes to every ``random_state`` the user left unset."""
+def build_model(config: TrainConfig, params: dict[str, Any], seed: int | None = None) -> Pipeline:
+    """The configured pipeline; ``seed`` (default: the config's) goes to every ``random_state`` the user left
+    unset."""
     pipe = make_model(config.model.name, config.task, list(config.targets), params)
     if "random_state" not in params:
-        seeded = {k: config.seed for k in pipe.get_params(deep=True) if k.endswith("random_state")}
-        pipe.set_params(**seeded)
+        state = config.seed if seed is None else seed
+        pipe.set_params(**{k: state for k in pipe.get_params(deep=True) if k.endswith("random_state")})
     return pipe
 
 
-def evaluate(measured: pd.DataFrame, predicted: np.ndarray, prefix: str) -> dict[str, float]:
-    """``{prefix}{target}_{metric}`` for every target, each on the rows where that target was measured."""
-    pred = np.asarray(predicted, dtype=float).reshape(len(measured), -1)
-    out: dict[str, float] = {f"{prefix}n": float(len(measured))}
-    for j, target in enumerate(measured.columns):
-        y = measured[target].to_numpy(dtype=float)
-        ok = ~np.isnan(y)
-        out[f"{prefix}{target}_n"] = float(ok.sum())
-        if ok.sum() < 2:
-            continue
-        for name, fn in METRICS.items():
-            out[f"{prefix}{target}_{name}"] = fn(y[ok], pred[ok, j])
-        if (pred[ok, j] > 0).all():  # R² of log values: what a fit across decades is judged by
-            out[f"{prefix}{target}_r2_log"] = r2(y[ok], pred[ok, j], log=True)
-    return out
+def fit_model(config: TrainConfig, rows: pd.DataFrame, params: dict[str, Any] | None = None,
+              seed: int | None = None) -> Pipeline:
+    """The configured model fitted on the records ``rows`` (their model input, their targets), no intervals.
+
+    With :func:`fit_conformal`, the one way a config's model is fitted: ``perfcast train``, the tuner's refit,
+    the accuracy benchmark and the built-in models all come through here. ``params`` default to the config's."""
+    params = dict(config.model.params) if params is None else params
+    targets = list(config.targets)
+    return build_model(config, params, seed).fit(model_input(rows, config.task), rows[targets].astype("float64"))
 
 
-def evaluate_intervals(measured: pd.DataFrame, lo: np.ndarray, hi: np.ndarray, prefix: str) -> dict[str, float]:
-    """``{prefix}{target}_coverage`` and ``_interval_width`` (mean relative width) on each target's measured rows."""
-    lo, hi = (np.asarray(a, dtype=float).reshape(len(measured), -1) for a in (lo, hi))
-    out: dict[str, float] = {}
-    for j, target in enumerate(measured.columns):
-        y = measured[target].to_numpy(dtype=float)
-        ok = ~np.isnan(y)
-        if not ok.any():
-            continue
-        out[f"{prefix}{target}_coverage"] = coverage(y[ok], lo[ok, j], hi[ok, j])
-        if np.isfinite(hi[ok, j]).all():  # too few calibration rows for the level leave the interval unbounded
-            out[f"{prefix}{target}_interval_width"] = mean_width(lo[ok, j], hi[ok, j])
-    return out
+def fit_conformal(config: TrainConfig, rows: pd.DataFrame, params: dict[str, Any] | None = None,
+                  seed: int | None = None, groups: Any = None) -> ConformalRegressor:
+    """The configured model inside a :class:`ConformalRegressor` calibrated as ``config.intervals`` says, fitted
+    on the records ``rows``. Calibration groups: ``groups``, else the publication dates for forward folds
+    (the model's input does not carry them), else the devices (or configurations) of the rows."""
+    params = dict(config.model.params) if params is None else params
+    targets = list(config.targets)
+    if groups is None and config.intervals.forward_years:
+        groups = rows["published_at"]
+    model = ConformalRegressor(build_model(config, params, seed), **config.intervals.options(),
+                               random_state=config.seed if seed is None else seed)
+    return model.fit(model_input(rows, config.task), rows[targets].astype("float64"), noise=rows, groups=groups)
+
+
+def predict_interval(model: ConformalRegressor, rows: pd.DataFrame, task: str
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prediction, lo, hi) of the first target for the records ``rows``, in one pass of the model (its input
+    taken as :func:`fit_conformal` took it, the rows' own noise columns setting the interval floor)."""
+    out = model.predict_with_interval(model_input(rows, task), noise=rows)
+    pred, lo, hi = (np.asarray(a, dtype="float64").reshape(len(rows), -1)[:, 0] for a in out)
+    return pred, lo, hi
 
 
 def log_config(config: TrainConfig, params: dict[str, Any]) -> None:
@@ -231,16 +234,12 @@ def fit_and_log(
     progress(f"fitting {config.model.name} on {len(split.train)} rows and calibrating its intervals")
     X_train, Y_train = model_input(split.train, config.task), split.train[targets].astype("float64")
     X_test, Y_test = model_input(split.test, config.task), split.test[targets].astype("float64")
-    # forward calibration folds order the rows by publication date, which the model's input does not carry
-    dates = split.train["published_at"] if config.intervals.forward_years else None
-    model = ConformalRegressor(build_model(config, params), **config.intervals.options()).fit(
-        X_train, Y_train, noise=split.train, groups=dates)
+    model = fit_conformal(config, split.train, params)
     pipe = model.estimator_
     progress(f"evaluating on {len(split.test)} test rows ({config.eval.protocol})")
     pred_test = pipe.predict(X_test)
     lo, hi = model.predict_interval(X_test, noise=split.test)
-    metrics = (evaluate(Y_test, pred_test, "test_") | evaluate_intervals(Y_test, lo, hi, "test_")
-               | evaluate(Y_train, pipe.predict(X_train), "train_"))
+    metrics = scores(Y_test, pred_test, "test_", lo, hi) | scores(Y_train, pipe.predict(X_train), "train_")
     mlflow.log_metrics(metrics)
     mlflow.log_param("intervals.level", model.level)
 

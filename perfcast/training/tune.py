@@ -28,6 +28,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from perfcast.eval.metrics import scores
 from perfcast.training import tracking
 from perfcast.training.config import (
     DEFAULT_STUDY_STORAGE,
@@ -42,7 +43,6 @@ from perfcast.training.train import (
     TrainingDataError,
     TrainResult,
     build_model,
-    evaluate,
     fit_and_log,
     load_records,
     log_config,
@@ -151,7 +151,7 @@ class _Objective:
 
     def _score(self, params: dict[str, Any], n_rows: int) -> dict[str, float]:
         pipe = build_model(self.config, params).fit(self.X_fit.iloc[:n_rows], self.Y_fit.iloc[:n_rows])
-        return evaluate(self.Y_val, pipe.predict(self.X_val), "val_")
+        return scores(self.Y_val, pipe.predict(self.X_val), "val_")
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = {**self.config.model.params, **suggest(trial, self.config.tune.space)}
