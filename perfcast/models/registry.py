@@ -26,6 +26,7 @@ from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.knn import KNNRegressor
 from perfcast.models.estimators.normalize import normalized
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
@@ -267,6 +268,7 @@ MODELS: dict[str, Factory] = {
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
     "normalized": normalized,
     "power": _power,
+    "knn": lambda task, targets, params: PerTargetRegressor(KNNRegressor(**params), targets, log_target=False),
 }
 
 
@@ -322,6 +324,8 @@ def accepted_params(name: str, params: dict[str, Any] | None = None) -> dict[str
         return {**LOG_KEY, **_estimator_params("mlp")}
     if name == "roofline":
         return {}
+    if name == "knn":
+        return KNNRegressor().get_params(deep=False)
     if name in ("hybrid", "transfer"):
         return {**OWN_KEYS["hybrid"], **(OWN_KEYS["transfer"] if name == "transfer" else {}),
                 **_estimator_params("lightgbm")}
