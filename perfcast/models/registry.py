@@ -26,7 +26,7 @@ from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
-from perfcast.models.estimators.knn import KNNRegressor
+from perfcast.models.estimators.knn import KNNRegressor, knn_estimator
 from perfcast.models.estimators.normalize import normalized
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
@@ -268,7 +268,7 @@ MODELS: dict[str, Factory] = {
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
     "normalized": normalized,
     "power": _power,
-    "knn": lambda task, targets, params: PerTargetRegressor(KNNRegressor(**params), targets, log_target=False),
+    "knn": lambda task, targets, params: PerTargetRegressor(knn_estimator(task, params), targets, log_target=False),
 }
 
 

@@ -23,18 +23,27 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features import feature_groups
+
 
 def log_features(A: np.ndarray) -> np.ndarray:
     """Signed ``log1p`` of every value (NaN kept)."""
     return np.sign(A) * np.log1p(np.abs(A))
 
 
-class KNNRegressor(RegressorMixin, BaseEstimator):
-    """exp of the (distance-weighted) mean log target of the ``n_neighbors`` nearest training rows."""
+#: feature groups the distance reads by default, where the task has them: the work (FLOPs, bytes, roofline times
+#: on the row's device) and the dtype; a GEMM's alignment flags and raw spec-sheet numbers only add distance
+DEFAULT_GROUPS: tuple[str, ...] = ("work", "dtype")
 
-    def __init__(self, n_neighbors: int = 8, weights: str = "distance"):
+
+class KNNRegressor(RegressorMixin, BaseEstimator):
+    """exp of the (distance-weighted) mean log target of the ``n_neighbors`` nearest training rows, the distance
+    over the feature ``columns`` (None: all)."""
+
+    def __init__(self, n_neighbors: int = 5, weights: str = "distance", columns: list[str] | None = None):
         self.n_neighbors = n_neighbors
         self.weights = weights
+        self.columns = columns
 
     def _points(self, X: pd.DataFrame) -> np.ndarray:
         absent = [c for c in self.columns_ if c not in X.columns]
@@ -58,8 +67,11 @@ class KNNRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"knn learns log(y): every target must be > 0 ({int((~(y > 0)).sum())} are not)")
         if int(self.n_neighbors) < 1:
             raise ValueError(f"knn: n_neighbors must be at least 1, got {self.n_neighbors}")
-        self.columns_ = [str(c) for c in X.columns]
-        L = log_features(X.to_numpy(dtype="float64"))
+        self.columns_ = [str(c) for c in (X.columns if self.columns is None else self.columns)]
+        absent = [c for c in self.columns_ if c not in X.columns]
+        if absent:
+            raise ValueError(f"knn: columns {absent} are not features of this task; it has {list(X.columns)}")
+        L = log_features(X[self.columns_].to_numpy(dtype="float64"))
         with warnings.catch_warnings():  # an all-NaN column: centre 0, scale 1 (it adds no distance)
             warnings.simplefilter("ignore", RuntimeWarning)
             center, spread = np.nanmean(L, axis=0), np.nanstd(L, axis=0)
@@ -83,8 +95,8 @@ class KNNRegressor(RegressorMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> KNNRegressor:
-        out = cls(int(params["n_neighbors"]), str(params["weights"]))
-        out.columns_ = [str(c) for c in params["columns"]]
+        out = cls(int(params["n_neighbors"]), str(params["weights"]), [str(c) for c in params["columns"]])
+        out.columns_ = list(out.columns)
         out.center_, out.scale_ = arrays["center"], arrays["scale"]
         out.points_, out.log_y_ = arrays["points"], arrays["log_y"]
         out.neighbors_ = out._search()
@@ -94,3 +106,13 @@ class KNNRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+def knn_estimator(task: str, params: dict[str, Any]) -> KNNRegressor:
+    """The registry's k-NN for ``task``: ``columns`` may name feature groups (default: :data:`DEFAULT_GROUPS` the
+    task has, else every feature)."""
+    groups = feature_groups(task)
+    rest = dict(params)
+    names = rest.pop("columns", None) or [g for g in DEFAULT_GROUPS if g in groups] or None
+    columns = None if names is None else list(dict.fromkeys(c for n in names for c in groups.get(n, [n])))
+    return KNNRegressor(**rest, columns=columns)
