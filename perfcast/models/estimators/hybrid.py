@@ -96,16 +96,19 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def _floor(self, X: pd.DataFrame) -> np.ndarray:
         """Each row's latency floor by :func:`kernel_kinds`, which is asked once per distinct pattern of the kind
         columns (one representative row) and remembered, so a one-row request costs no pandas grouping."""
-        cols = [c for c in X.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]
-        flags = np.nan_to_num(X[cols].to_numpy(dtype="float64"), nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
-        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(cols), dtype=np.int64))
+        layout = tuple(X.columns)
+        cache = self.__dict__.setdefault("_kind_floors", {})  # columns -> (kind column positions, pattern -> floor)
+        if layout not in cache:
+            cache[layout] = (np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in layout]), {})
+        idx, known = cache[layout]
+        flags = np.nan_to_num(X.to_numpy(dtype="float64")[:, idx], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
         uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        known = self.__dict__.setdefault("_kind_floors", {})  # (kind columns, pattern) -> floor
-        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if (tuple(cols), int(c)) not in known]
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in known]
         if new:
             for (code, _), kind in zip(new, kernel_kinds(X.iloc[[r for _, r in new]]), strict=True):
-                known[tuple(cols), code] = float(self.floors_.get(kind, self.pooled_floor_))
-        return np.asarray([known[tuple(cols), int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
+                known[code] = float(self.floors_.get(kind, self.pooled_floor_))
+        return np.asarray([known[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
         if self.columns is None:
