@@ -25,7 +25,7 @@ import pandas as pd
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
-from perfcast.models.estimators.adapt import save_adapted
+from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan

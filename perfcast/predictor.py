@@ -136,8 +136,8 @@ class Predictor:
         measurements): per-kernel-kind level, shape residual and intervals recalibrated on the device's own
         cross-fitted residuals, each kept only where cross-validation on these rows supports it
         (:mod:`perfcast.models.estimators.adapt`). ``donors``: measured records of another device (a sibling of this one),
-        offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.estimators.adapt.save_adapted`."""
-        from perfcast.models.estimators.adapt import adapt_loaded
+        offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.persistence.adapted.save_adapted`."""
+        from perfcast.models.persistence.adapted import adapt_loaded
 
         frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
         donor_rows = None if donors is None or not len(donors) else self._records(donors)

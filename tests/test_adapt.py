@@ -15,7 +15,8 @@ from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
 from perfcast.records.store import RecordStore
 from perfcast.models import make_model
-from perfcast.models.estimators.adapt import AdaptedModel, fit_adaptation, save_adapted
+from perfcast.models.estimators.adapt import AdaptedModel, fit_adaptation
+from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan, plan_configs

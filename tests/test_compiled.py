@@ -16,7 +16,9 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.features import GemmFeatures
 from perfcast.models import make_model
-from perfcast.models.persistence.bundle import PerfcastModel, _Hybrid, _LightGBM, save_model
+from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.persistence.bundle import PerfcastModel, save_model
+from perfcast.models.persistence.codecs import LightGBMLeaf
 from perfcast.models.persistence.compiled import BLOCK, compile_lightgbm
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
@@ -106,6 +108,7 @@ def test_a_saved_lightgbm_model_loads_compiled_and_predicts_as_trained(gemm, tmp
     model.fit(gemm, gemm[["runtime_ms"]])
     loaded = PerfcastModel.load(save_model(model, "gemm", gemm, tmp_path / "m"))
     head = loaded.heads[0]
-    assert isinstance(head, _Hybrid) and isinstance(head.inner, _LightGBM) and head.inner.compiled is not None
+    assert isinstance(head, HybridRegressor) and isinstance(head.estimator_, LightGBMLeaf)
+    assert head.estimator_.compiled is not None
     pred = loaded.predict_features(loaded.features.transform(gemm))[:, 0]
     np.testing.assert_allclose(pred, np.ravel(model.predict(gemm)), rtol=1e-12)

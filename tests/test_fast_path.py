@@ -19,8 +19,8 @@ from perfcast.datasets.importers import get_importer
 from perfcast.features import AttentionFeatures, GemmFeatures, UnknownDeviceError
 from perfcast.features.distinct import SMALL, factorize
 from perfcast.models import make_model
-from perfcast.models.persistence.bundle import _Hybrid, _LightGBM, save_model
-from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.persistence.bundle import save_model
+from perfcast.models.estimators.hybrid import HybridRegressor, kernel_kinds
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GEMM_CONFIG = ["m", "n", "k", "batch", "dtype", "device_id"]
@@ -87,12 +87,11 @@ def test_latency_floor_looked_up_per_kind_pattern_matches_kernel_kinds(gemm, att
         labels = sorted(kinds.unique())
         assert len(labels) >= 2
         floors = {k: 0.001 * (i + 1) for i, k in enumerate(labels[:-1])}  # the last kind falls back to pooled
-        head = _Hybrid("runtime_ms", _LightGBM(None), None, floors, pooled_floor=0.5)
+        head = HybridRegressor.from_state({"target": "runtime_ms", "floors": floors, "pooled_floor": 0.5}, {})
         want = kinds.map(floors).fillna(0.5).to_numpy(dtype="float64")
-        A = F.to_numpy(dtype="float64")
-        np.testing.assert_array_equal(head._floor(F, A), want)
+        np.testing.assert_array_equal(head._floor(F), want)
         order = np.arange(len(F))[::-1]  # cached patterns, rows in another order
-        np.testing.assert_array_equal(head._floor(F.iloc[order], A[order]), want[order])
+        np.testing.assert_array_equal(head._floor(F.iloc[order]), want[order])
 
 
 def test_one_config_predicts_what_the_frame_path_predicts(gemm, tmp_path):

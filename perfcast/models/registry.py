@@ -26,6 +26,7 @@ from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.knn import KNNRegressor, knn_estimator
 from perfcast.models.estimators.normalize import BASES, DEFAULT_GROUP_BY, TargetNormalizer
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
@@ -300,6 +301,7 @@ MODELS: dict[str, Factory] = {
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
     "normalized": _normalized,
     "power": _power,
+    "knn": lambda task, targets, params: PerTargetRegressor(knn_estimator(task, params), targets, log_target=False),
 }
 
 
@@ -355,6 +357,8 @@ def accepted_params(name: str, params: dict[str, Any] | None = None) -> dict[str
         return {**LOG_KEY, **_estimator_params("mlp")}
     if name == "roofline":
         return {}
+    if name == "knn":
+        return KNNRegressor().get_params(deep=False)
     if name in ("hybrid", "transfer"):
         return {**OWN_KEYS["hybrid"], **(OWN_KEYS["transfer"] if name == "transfer" else {}),
                 **_estimator_params("lightgbm")}

@@ -112,7 +112,7 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
     (registered as ``registered_name`` when given). ``donors``: another device's records (a sibling), offered
     as a second starting point. The quickstart calls this on this machine's CPU GEMMs."""
-    from perfcast.models.estimators.adapt import save_adapted
+    from perfcast.models.persistence.adapted import save_adapted
     from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
     from perfcast.predictor import Predictor
 

@@ -25,21 +25,15 @@ for a finite quantile at the level, the base model's calibration stays.
 Public surface: :class:`Correction` (the fitted correction, plain numbers + LightGBM text),
 :func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report),
 :class:`AdaptedModel` (a fitted in-memory base, e.g. a ConformalRegressor, corrected),
-:func:`adapt_loaded` / :func:`save_adapted` (the same for a loaded bundle, and writing it as a new bundle).
+:class:`AdaptedRegressor` (a base estimator, e.g. a loaded bundle's head, corrected: what a bundle saves;
+:mod:`perfcast.models.persistence.adapted` adapts and saves loaded bundles).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -253,15 +247,55 @@ class Adaptation:
     #: the donor whose latencies the correction starts from (None: it starts from the base model)
     donors: DonorTable | None = None
 
-    def start(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
-        """What the correction multiplies: the donor's latency where it has one (when chosen), else ``base``."""
-        return base if self.donors is None else self.donors.start(F, base)
-
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
         return {"mode": self.correction.mode, "kind_modes": dict(self.correction.kind_modes), "rows": self.n_rows,
                 "cv_mean_ape": dict(self.cv_error), "recalibrated": self.calibration is not None,
                 "starts_from": "base model" if self.donors is None else f"donor {self.donors.device}"}
+
+
+class AdaptedRegressor:
+    """A fitted base estimator corrected for one device: ``start * exp(correction)``, where ``start`` is the base
+    prediction, or the donor's measured latency where it has one. What an adapted bundle saves and serves."""
+
+    #: the base estimator, saved in the adapted model's own folder (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"inner": ""}
+
+    def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None):
+        self.inner = inner
+        self.correction = correction
+        self.donors = donors
+
+    def predict(self, F: pd.DataFrame) -> np.ndarray:
+        base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
+        return corrected(self.correction, self.donors, F, base)
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The correction's numbers and the donor's identity (JSON); the donor table and the shape model's
+        LightGBM text as arrays."""
+        arrays: dict[str, np.ndarray] = {}
+        donors = None
+        if self.donors is not None:
+            donors = {"device": self.donors.device, "columns": list(self.donors.columns)}
+            arrays = {"donor_keys": self.donors.keys, "donor_log_latency": self.donors.log_latency}
+        if self.correction.shape_text is not None:
+            arrays["shape_text"] = np.frombuffer(self.correction.shape_text.encode("utf-8"), dtype=np.uint8)
+        return {"correction": self.correction.to_json(), "donors": donors}, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
+        """The adapted model without its base (the persistence layer sets ``inner``)."""
+        text = arrays["shape_text"].tobytes().decode("utf-8") if "shape_text" in arrays else None
+        donors = params.get("donors")
+        table = None if not donors else DonorTable(str(donors["device"]), [str(c) for c in donors["columns"]],
+                                                   arrays["donor_keys"], arrays["donor_log_latency"])
+        return cls(None, Correction.from_json(params["correction"], text), table)
+
+
+def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+    """The adapted prediction of rows ``F`` from their base predictions (see :class:`AdaptedRegressor`)."""
+    start = base if donors is None else donors.start(F, base)
+    return start * np.exp(correction.log_ratio(F, start))
 
 
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -339,7 +373,7 @@ def _best(errors: dict[str, float], among: tuple[str, ...] = MODES) -> str:
     return min(among, key=lambda m: (round(errors[m], 12), MODES.index(m)))
 
 
-def _noise(records: pd.DataFrame, target: str) -> np.ndarray | None:
+def noise_of(records: pd.DataFrame, target: str) -> np.ndarray | None:
     col = NOISE_COLUMNS.get(target)
     if col is None or col not in records.columns:
         return None
@@ -377,7 +411,7 @@ class AdaptedModel:
         F, base = parts if parts is not None else self.parts(records)
         self.adaptation_ = fit_adaptation(F, base, records[self.target].to_numpy(dtype="float64"),
                                           task=self.base.estimator_[0].task, target=self.target,
-                                          noise=_noise(records, self.target), level=level, seed=self.seed,
+                                          noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors)
         return self
 
@@ -390,8 +424,7 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        start = a.start(F, base)
-        pred = start * np.exp(a.correction.log_ratio(F, start))
+        pred = corrected(a.correction, a.donors, F, base)
         cal = a.calibration
         if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
             _, lo, hi = self.base.predict_with_interval(X, level)
@@ -402,91 +435,3 @@ class AdaptedModel:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_with_interval(X)[0]
-
-
-# ============================================================================ loaded bundles (Predictor)
-def adapt_loaded(model: Any, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
-                 ) -> tuple[Any, Adaptation]:
-    """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model object;
-    the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
-    device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
-    from perfcast.models.persistence.bundle import PerfcastModel, _Adapted
-
-    if model.joint or len(model.targets) != 1:
-        raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
-    target = model.targets[0]
-    if target not in records.columns:
-        raise ValueError(f"the adaptation records have no {target!r} column to correct the model with")
-    inner = model.heads[0]
-    inner = inner.inner if isinstance(inner, _Adapted) else inner  # re-adapting starts from the base again
-    if len(records):
-        F = model.features.transform(records)
-        base = np.asarray(inner.predict(F, F.to_numpy(dtype="float64")), dtype="float64").reshape(len(F))
-        table = None
-        if donors is not None and len(donors):
-            table = DonorTable.build(str(donors["device_id"].fillna(donors["device_name"]).iloc[0]),
-                                     model.features.transform(donors), donors[target].to_numpy(dtype="float64"),
-                                     model.task)
-        found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
-                               noise=_noise(records, target), level=model.calibration.level, seed=seed, donors=table)
-    else:
-        found = Adaptation(Correction(), None, {}, 0)
-    calibration = found.calibration or model.calibration
-    lineage = {**found.report(), "base_model": str(model.path),
-               "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
-    adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
-                            [_Adapted(inner, found.correction, found.donors)], False, calibration, model.domain,
-                            {**model.metadata, "adaptation": lineage}, dict(model.versions))
-    return adapted, found
-
-
-def save_adapted(model: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
-    """Write an adapted :class:`~perfcast.models.persistence.bundle.PerfcastModel` (from :func:`adapt_loaded`) as a new bundle:
-    the base bundle's files, its head wrapped in an ``adapted`` entry, the device's calibration, lineage in
-    the metadata. Written beside ``path`` and renamed into place (never half-written)."""
-    from perfcast.models.persistence.bundle import _Adapted, _read_manifest, write_manifest
-
-    head = model.heads[0]
-    if not isinstance(head, _Adapted):
-        raise ValueError("save_adapted writes a model returned by adapt_loaded / Predictor.adapt")
-    target = Path(path)
-    if target.exists() and any(target.iterdir()):
-        raise FileExistsError(f"{target} exists and is not empty; save the adapted model to a new directory")
-    base_root = Path(model.path)
-    manifest = _read_manifest(base_root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as scratch:
-        tmp = Path(scratch) / "bundle"
-        tmp.mkdir()
-        for rel in manifest.get("files", {}):
-            if rel.startswith("calibration/") or rel.startswith("adaptation/"):
-                continue
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(base_root / rel, tmp / rel)
-        spec = manifest["estimators"]["heads"][0]
-        spec = spec["inner"] if spec.get("kind") == "adapted" else spec
-        entry: dict[str, Any] = {"kind": "adapted", "inner": spec, "correction": head.correction.to_json()}
-        (tmp / "adaptation").mkdir()
-        if head.donors is not None:
-            np.savez(tmp / "adaptation" / "donors.npz", keys=head.donors.keys, log_latency=head.donors.log_latency)
-            entry["donors"] = {"device": head.donors.device, "columns": head.donors.columns,
-                               "file": "adaptation/donors.npz"}
-        if head.correction.shape_text is not None:
-            (tmp / "adaptation" / "shape.txt").write_text(head.correction.shape_text, encoding="utf-8")
-            entry["shape_file"] = "adaptation/shape.txt"
-            manifest["requires"] = sorted(set(manifest.get("requires", [])) | {"lightgbm"})
-        cal = model.calibration
-        (tmp / "calibration").mkdir()
-        for t in cal.targets:
-            np.save(tmp / "calibration" / f"{t}.npy", cal.scores[t], allow_pickle=False)
-        manifest["estimators"] = {"joint": False, "heads": [entry]}
-        manifest["calibration"] = cal.to_json()
-        manifest["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest["metadata"] = {**model.metadata, **(metadata or {})}
-        manifest["files"] = {p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                             for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_manifest(tmp, manifest)
-        if target.exists():
-            target.rmdir()
-        os.replace(tmp, target)  # the scratch directory (and anything half-written) goes on exit
-    return target

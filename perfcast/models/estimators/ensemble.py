@@ -9,7 +9,7 @@ between training devices; averaging them halves that variance without changing t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ class GeometricEnsemble(RegressorMixin, BaseEstimator):
     ``seeds``: when given, each estimator enters once per seed, with every ``random_state`` parameter
     (nested ones included) set to that seed (a seed bag). ``target`` is passed on to members that take one.
     """
+
+    #: the fitted members, saved as member0, member1, ... (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"estimators_": "member"}
 
     def __init__(self, estimators: list[RegressorMixin], seeds: list[int] | None = None,
                  target: str = "runtime_ms"):
@@ -60,6 +63,15 @@ class GeometricEnsemble(RegressorMixin, BaseEstimator):
             raise ValueError("a geometric ensemble needs positive member predictions; "
                              f"{int((preds <= 0).sum())} are not")
         return np.exp(np.log(preds).mean(axis=1))
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_is_fitted(self, "estimators_")
+        return {"target": self.target}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> GeometricEnsemble:
+        """An ensemble whose ``predict`` works once its ``estimators_`` are set (the persistence layer does)."""
+        return cls([], target=str(params.get("target", "runtime_ms")))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -369,18 +369,12 @@ class GroupAttentionRegressor(RegressorMixin, BaseEstimator):
 
     # ---------------------------------------------------------- save / load
 
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted model to directory `path`: tensors-only state dict + JSON (no pickled code)."""
+    def _config(self) -> dict[str, Any]:
+        """Everything fitted but the network's tensors, as JSON-able values."""
         check_is_fitted(self, "net_")
         if self.random_state is not None and not isinstance(self.random_state, int):
             raise TypeError("random_state must be an int or None to save the model")
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        _atomic_write_bytes(folder / WEIGHTS_FILE, buffer.getvalue())
-        config = {
+        return {
             "format_version": FORMAT_VERSION,
             "class": type(self).__name__,
             "params": self.get_params(),
@@ -396,6 +390,16 @@ class GroupAttentionRegressor(RegressorMixin, BaseEstimator):
             "history_": self.history_,
             "validation_indices_": self.validation_indices_.tolist(),
         }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to directory `path`: tensors-only state dict + JSON (no pickled code)."""
+        config = self._config()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        _atomic_write_bytes(folder / WEIGHTS_FILE, buffer.getvalue())
         _atomic_write_bytes(folder / CONFIG_FILE, json.dumps(config, indent=1).encode())
         return folder
 
@@ -414,10 +418,16 @@ class GroupAttentionRegressor(RegressorMixin, BaseEstimator):
                 f"{config_path} holds {config.get('class')!r} format {config.get('format_version')!r}; "
                 f"expected {cls.__name__!r} format {FORMAT_VERSION}"
             )
-        params = config["params"]
         if device is not None:
-            params["device"] = device
-        model = cls(**params)
+            config["params"]["device"] = device
+        return cls._restore(config, lambda model: torch.load(weights_path, map_location=model.device,
+                                                             weights_only=True))
+
+    @classmethod
+    def _restore(cls, config: dict[str, Any], weights: Any) -> GroupAttentionRegressor:
+        """The model ``config`` (what :meth:`_config` gives) describes, its network's tensors from
+        ``weights(model)``."""
+        model = cls(**config["params"])
         model.feature_names_in_ = np.asarray(config["feature_names_in_"], dtype=object)
         model.n_features_in_ = len(model.feature_names_in_)
         model.groups_ = config["groups_"]
@@ -428,12 +438,27 @@ class GroupAttentionRegressor(RegressorMixin, BaseEstimator):
         model.best_epoch_ = int(config["best_epoch_"])
         model.history_ = config["history_"]
         model.validation_indices_ = np.asarray(config["validation_indices_"], dtype=np.int64)
-        state = torch.load(weights_path, map_location=model.device, weights_only=True)
+        state = weights(model)
         with torch.device("meta"):  # no random init (and no use of the caller's RNG): weights come from disk
             net = model._build_net()
         net.load_state_dict(state, assign=True)
         model.net_ = net.eval()
         return model
+
+    # ------------------------------------------------ state (perfcast.models.persistence)
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted configuration (JSON) and the network's tensors as arrays (``net.<name>``)."""
+        config = self._config()
+        arrays = {"validation_indices_": np.asarray(config.pop("validation_indices_"), dtype=np.int64)}
+        arrays |= {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> GroupAttentionRegressor:
+        config = {**params, "validation_indices_": arrays["validation_indices_"]}
+        return cls._restore(config, lambda model: {k[4:]: torch.from_numpy(np.array(v)).to(model.device)
+                                                   for k, v in arrays.items() if k.startswith("net.")})
 
 
 @contextmanager

@@ -18,7 +18,7 @@ small fraction of their runtime, so it is measured, not assumed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
@@ -74,6 +74,9 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     compute never makes a kernel slower); it needs a LightGBM estimator.
     """
 
+    #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"estimator_": ""}
+
     def __init__(self, target: str = "runtime_ms", estimator: RegressorMixin | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None):
@@ -87,9 +90,25 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def _baseline(self, X: pd.DataFrame) -> np.ndarray:
         base = baseline(X, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
-            kinds = kernel_kinds(X)
-            base = base + kinds.map(self.floors_).fillna(self.pooled_floor_).to_numpy(dtype="float64")
+            base = base + self._floor(X)
         return base
+
+    def _floor(self, X: pd.DataFrame) -> np.ndarray:
+        """Each row's latency floor by :func:`kernel_kinds`, which is asked once per distinct pattern of the kind
+        columns (one representative row) and remembered, so a one-row request costs no pandas grouping."""
+        layout = tuple(X.columns)
+        cache = self.__dict__.setdefault("_kind_floors", {})  # columns -> (kind column positions, pattern -> floor)
+        if layout not in cache:
+            cache[layout] = (np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in layout]), {})
+        idx, known = cache[layout]
+        flags = np.nan_to_num(X.to_numpy(dtype="float64")[:, idx], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
+        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in known]
+        if new:
+            for (code, _), kind in zip(new, kernel_kinds(X.iloc[[r for _, r in new]]), strict=True):
+                known[code] = float(self.floors_.get(kind, self.pooled_floor_))
+        return np.asarray([known[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
         if self.columns is None:
@@ -122,6 +141,7 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"the hybrid model learns log({self.target} / baseline): every target must be > 0 "
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
         self.floors_, self.pooled_floor_ = {}, 0.0
+        self.__dict__.pop("_kind_floors", None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
         inputs = self._inputs(X)
@@ -134,6 +154,20 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         return self._baseline(X) * np.exp(self.estimator_.predict(self._inputs(X)))
+
+    # ------------------------------------------------------------------ state (perfcast.models.persistence)
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_is_fitted(self, "estimator_")
+        return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
+                "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
+        """A hybrid whose ``predict`` works once its ``estimator_`` is set (the persistence layer does)."""
+        out = cls(target=str(params["target"]), columns=params.get("columns"))
+        out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}
+        out.pooled_floor_ = float(params.get("pooled_floor", 0.0))
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,9 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
         group from learning a wild slope.
     min_rows : groups with fewer measured rows keep slope 0 (their geometric mean only).
     """
+
+    #: the fitted ratio model, saved in the normaliser's own folder (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"estimator_": ""}
 
     def __init__(self, estimator: BaseEstimator | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
                  scale_by: Sequence[str] = (), ridge: float = 0.01, min_rows: int = 10):
@@ -186,6 +189,13 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
                         **law(lv, len(lv["intercept"]))} for lv in doc["levels"]]
         out.pooled_ = law(doc["pooled"])
         return out
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.to_json(), {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TargetNormalizer:
+        return cls.from_json(params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

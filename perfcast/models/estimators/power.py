@@ -21,7 +21,7 @@ The model is fitted jointly (``PerTargetRegressor(joint=True)``): power needs th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -81,9 +81,14 @@ class PowerPhysics:
                             loss="soft_l1", f_scale=0.1)
         return cls(*(float(v) for v in res.x))
 
-    def to_json(self) -> dict[str, float]:
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The three numbers (no arrays)."""
         return {"idle_share": self.idle_share, "compute_weight": self.compute_weight,
-                "memory_weight": self.memory_weight}
+                "memory_weight": self.memory_weight}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> PowerPhysics:
+        return cls(**{k: float(params[k]) for k in ("idle_share", "compute_weight", "memory_weight")})
 
 
 def limit_of(F: pd.DataFrame) -> np.ndarray:
@@ -135,6 +140,9 @@ class PowerRegressor(RegressorMixin, BaseEstimator):
     ``runtime`` parameterises the runtime head (a :class:`HybridRegressor`'s LightGBM), ``correction`` the
     power correction's LightGBM (defaults: :data:`CORRECTION`).
     """
+
+    #: the fitted power correction and runtime head (None without runtime_ms), each in its own sub-folder
+    state_children: ClassVar[dict[str, str]] = {"correction_": "correction", "runtime_": "runtime"}
 
     def __init__(self, targets: list[str] | None = None, runtime: dict[str, Any] | None = None,
                  correction: dict[str, Any] | None = None):
@@ -193,6 +201,19 @@ class PowerRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "correction_")
         util = PowerPhysics.utilisation(X, runtime_ms)
         return self.physics_.predict(X, util) * np.exp(self.correction_.predict(with_utilisation(X, util)))
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_is_fitted(self, "correction_")
+        return {"targets": list(self.targets_), "physics": self.physics_.to_state()[0]}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> PowerRegressor:
+        """A power model whose ``predict`` works once ``correction_`` and ``runtime_`` are set (the persistence
+        layer does)."""
+        out = cls(list(params["targets"]))
+        out.targets_ = out._check_targets()
+        out.physics_ = PowerPhysics.from_state(params["physics"], {})
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -76,6 +76,13 @@ class RooflineRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return baseline(X, self.target)
 
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"target": self.target}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> RooflineRegressor:
+        return cls(str(params["target"]))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True

@@ -16,7 +16,7 @@ identical spec sheets are one device to this model, which is also all it could t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
     which keeps fitting fast on big tables without losing any measured sibling. ``target`` is passed on
     to an estimator that takes one (the hybrid's baseline depends on it).
     """
+
+    #: the fitted base model, saved in the sub-folder "base" (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"estimator_": "base"}
 
     def __init__(self, estimator: RegressorMixin, config_columns: list[str], device_columns: list[str],
                  scale: float = 0.8, max_rows: int | None = None, random_state: int = 0,
@@ -129,7 +132,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
             out[:, j] = np.where(known, dist, np.inf)  # a device that never ran this dtype is no sibling for it
         return out
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
         saves them with ``np.savez`` and rebuilds the correction with :meth:`from_state`)."""
         check_is_fitted(self, "residuals_")

@@ -1,0 +1,67 @@
+"""Adapting a loaded bundle to one device, and saving the result as a bundle of its own.
+
+Why here and not beside the correction (:mod:`perfcast.models.estimators.adapt`): these read and write bundles,
+so they sit above both the estimators and the bundle code, and neither of those imports the other for them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.models.estimators.adapt import (
+    Adaptation,
+    AdaptedRegressor,
+    Correction,
+    DonorTable,
+    fit_adaptation,
+    noise_of,
+)
+from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
+
+
+def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
+                 ) -> tuple[PerfcastModel, Adaptation]:
+    """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
+    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
+    device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
+    if model.joint or len(model.targets) != 1:
+        raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
+    target = model.targets[0]
+    if target not in records.columns:
+        raise ValueError(f"the adaptation records have no {target!r} column to correct the model with")
+    inner = model.heads[0]
+    inner = inner.inner if isinstance(inner, AdaptedRegressor) else inner  # re-adapting starts from the base again
+    if len(records):
+        F = model.features.transform(records)
+        base = np.asarray(inner.predict(F), dtype="float64").reshape(len(F))
+        table = None
+        if donors is not None and len(donors):
+            table = DonorTable.build(str(donors["device_id"].fillna(donors["device_name"]).iloc[0]),
+                                     model.features.transform(donors), donors[target].to_numpy(dtype="float64"),
+                                     model.task)
+        found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
+                               noise=noise_of(records, target), level=model.calibration.level, seed=seed,
+                               donors=table)
+    else:
+        found = Adaptation(Correction(), None, {}, 0)
+    calibration = found.calibration or model.calibration
+    lineage = {**found.report(), "base_model": str(model.path),
+               "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
+    adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
+                            [AdaptedRegressor(inner, found.correction, found.donors)], False, calibration,
+                            model.domain, {**model.metadata, "adaptation": lineage}, dict(model.versions))
+    return adapted, found
+
+
+def save_adapted(model: PerfcastModel, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+    """Write an adapted model (from :func:`adapt_loaded`) as a new bundle: its base and correction through the
+    state protocol, the device's calibration, lineage in the metadata (never half-written)."""
+    if len(model.heads) != 1 or not isinstance(model.heads[0], AdaptedRegressor):
+        raise ValueError("save_adapted writes a model returned by adapt_loaded / Predictor.adapt")
+    return write_bundle(path, model.task, list(model.targets), model.features, list(model.heads), False,
+                        model.calibration, model.domain, {**model.metadata, **(metadata or {})})
