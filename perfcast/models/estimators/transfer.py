@@ -114,20 +114,46 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         return self
 
     def _distances(self, X: pd.DataFrame) -> np.ndarray:
-        """(rows, devices) distance of each row's device to each training device running the row's dtype."""
+        """(rows, devices) distance of each row's device to each training device running the row's dtype.
+
+        The training devices' descriptors are looked up once per distinct kernel kind of ``X`` (a handful), not
+        per row: a request then costs array arithmetic instead of a pandas reindex per device."""
         own = self._descriptors(X)
-        kinds = kernel_kinds(X).to_numpy()
+        uniq, inverse = np.unique(kernel_kinds(X).to_numpy(dtype=str), return_inverse=True)
+        table = self._descriptor_table()
+        empty = np.full(len(DISTANCE_WEIGHTS), np.nan)
+        other = np.asarray([[table.get((int(dev), str(kind)), empty) for dev in self.devices_] for kind in uniq])
+        other = other.reshape(len(uniq), len(self.devices_), len(DISTANCE_WEIGHTS))[inverse.ravel()]
         weights = np.asarray(list(DISTANCE_WEIGHTS.values()))
         out = np.full((len(X), len(self.devices_)), np.inf)
-        for j, dev in enumerate(self.devices_):
-            other = self.descriptors_.reindex(pd.MultiIndex.from_arrays([np.full(len(X), dev, dtype=np.uint64), kinds]))
-            diff = np.abs(own - other.to_numpy(dtype="float64"))
-            both_without = np.isnan(own[:, 3]) & np.isnan(other["compute_capability"].to_numpy(dtype="float64"))
+        for j in range(len(self.devices_)):
+            diff = np.abs(own - other[:, j])
+            both_without = np.isnan(own[:, 3]) & np.isnan(other[:, j, 3])
             diff[:, 3] = np.where(both_without, 0.0, np.nan_to_num(diff[:, 3], nan=UNKNOWN_PENALTY))
-            known = np.isfinite(other[["mem_bw_gbs", "peak_tflops"]].to_numpy(dtype="float64")).all(axis=1)
+            known = np.isfinite(other[:, j, :2]).all(axis=1)
             dist = np.nan_to_num(diff[:, :3], nan=UNKNOWN_PENALTY) @ weights[:3] + weights[3] * diff[:, 3]
             out[:, j] = np.where(known, dist, np.inf)  # a device that never ran this dtype is no sibling for it
         return out
+
+    def _descriptor_table(self) -> dict[tuple[int, str], np.ndarray]:
+        """(device, kind) -> descriptor row of :attr:`descriptors_`, built once."""
+        if getattr(self, "_table", None) is None or self._table[0] is not self.descriptors_:
+            values = self.descriptors_.to_numpy(dtype="float64")
+            self._table = (self.descriptors_, {(int(d), str(k)): values[i]
+                                               for i, (d, k) in enumerate(self.descriptors_.index)})
+        return self._table[1]
+
+    def _residual_tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per training device, its configurations' keys sorted and their residuals (a binary search per row
+        finds what :attr:`residuals_` holds), built once."""
+        if getattr(self, "_sorted", None) is None or self._sorted[0] is not self.residuals_:
+            tables = []
+            for dev in self.devices_:
+                s = self.residuals_[dev]
+                order = np.argsort(s.index.to_numpy(dtype=np.uint64), kind="stable")
+                tables.append((s.index.to_numpy(dtype=np.uint64)[order], s.to_numpy(dtype="float64")[order]))
+            self._sorted = (self.residuals_, tables)
+        return self._sorted[1]
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
@@ -170,8 +196,9 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         weight = np.exp(-self._distances(X) / self.scale)
         num = np.zeros(len(X))
         den = np.zeros(len(X))
-        for j, dev in enumerate(self.devices_):
-            r = self.residuals_[dev].reindex(keys).to_numpy(dtype="float64")
+        for j, (configs, residuals) in enumerate(self._residual_tables()):
+            at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
+            r = np.where(configs[at] == keys, residuals[at], np.nan) if len(configs) else np.full(len(keys), np.nan)
             seen = np.isfinite(r)
             num += np.where(seen, weight[:, j] * np.nan_to_num(r), 0.0)
             den += np.where(seen, weight[:, j], 0.0)
