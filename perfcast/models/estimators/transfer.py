@@ -169,17 +169,19 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
                                                for i, (d, k) in enumerate(self.descriptors_.index)})
         return self._table[1]
 
-    def _residual_tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per training device, its configurations' keys sorted and their residuals (a binary search per row
-        finds what :attr:`residuals_` holds), built once."""
-        if getattr(self, "_sorted", None) is None or self._sorted[0] is not self.residuals_:
-            tables = []
-            for dev in self.devices_:
-                s = self.residuals_[dev]
-                order = np.argsort(s.index.to_numpy(dtype=np.uint64), kind="stable")
-                tables.append((s.index.to_numpy(dtype=np.uint64)[order], s.to_numpy(dtype="float64")[order]))
-            self._sorted = (self.residuals_, tables)
-        return self._sorted[1]
+    def _residual_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every configuration a training device measured (sorted keys) and its (configurations, devices)
+        residuals, NaN where that device did not measure it: one binary search per row finds a row's
+        residual on every device. Built once from :attr:`residuals_`."""
+        if getattr(self, "_matrix", None) is None or self._matrix[0] is not self.residuals_:
+            per_device = [self.residuals_[d] for d in self.devices_]
+            keys = np.unique(np.concatenate([s.index.to_numpy(dtype=np.uint64) for s in per_device]
+                                            or [np.empty(0, dtype=np.uint64)]))
+            table = np.full((len(keys), len(per_device)), np.nan)
+            for j, s in enumerate(per_device):
+                table[np.searchsorted(keys, s.index.to_numpy(dtype=np.uint64)), j] = s.to_numpy(dtype="float64")
+            self._matrix = (self.residuals_, keys, table)
+        return self._matrix[1], self._matrix[2]
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
@@ -221,14 +223,15 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         self._check_columns(X)
         keys = row_keys(X, self.config_columns, self._positions(X, tuple(self.config_columns)))
         weight = np.exp(-self._distances(X) / self.scale)
-        num = np.zeros(len(X))
-        den = np.zeros(len(X))
-        for j, (configs, residuals) in enumerate(self._residual_tables()):
-            at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
-            r = np.where(configs[at] == keys, residuals[at], np.nan) if len(configs) else np.full(len(keys), np.nan)
-            seen = np.isfinite(r)
-            num += np.where(seen, weight[:, j] * np.nan_to_num(r), 0.0)
-            den += np.where(seen, weight[:, j], 0.0)
+        configs, table = self._residual_matrix()
+        if not len(configs):
+            return np.zeros(len(X))
+        at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
+        r = np.where((configs[at] == keys)[:, None], table[at], np.nan)  # (rows, devices)
+        seen = np.isfinite(r)
+        # summed device by device in training order (cumsum adds left to right)
+        num = np.where(seen, weight * np.nan_to_num(r), 0.0).cumsum(axis=1)[:, -1]
+        den = np.where(seen, weight, 0.0).cumsum(axis=1)[:, -1]
         # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
 
