@@ -33,7 +33,6 @@ from perfcast.features.records import Records
 from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.uncertainty.domain import NOT_SIZES
 from perfcast.models.uncertainty.intervals import check_level
-from perfcast.models.estimators.power import energy_interval
 
 #: the bundle's name as a logged MLflow model's data, and where MLflow puts it in the model directory
 BUNDLE_ARTIFACT = "bundle"
@@ -192,6 +191,8 @@ class Predictor:
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]
+        if self.derived:  # the power model's module (scipy's optimiser) is imported only by models that need it
+            from perfcast.models.estimators.power import energy_interval
         for t in self.derived:
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = energy_interval(
                 *(tuple(out[f"{name}{s}"] for s in ("", "_lo", "_hi")) for name in ("runtime_ms", "power_w")))

@@ -52,9 +52,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from perfcast.features.base import RecordFeatures
@@ -94,6 +91,8 @@ class Spread:
 
     @classmethod
     def fit(cls, distance: np.ndarray, score: np.ndarray) -> Spread:
+        from sklearn.isotonic import IsotonicRegression  # fitting only: loading a model skips its import
+
         iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(distance, score)
         return cls(np.asarray(iso.X_thresholds_, dtype="float64"),
                    np.maximum(np.asarray(iso.y_thresholds_, dtype="float64"), MIN_SPREAD))
@@ -248,6 +247,8 @@ def calibration_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
 def feature_step(estimator: BaseEstimator) -> RecordFeatures | None:
     """The perfcast feature transformer at the head of ``estimator`` when its task has a hardware
     description (what novelty scaling reads), else None."""
+    from sklearn.pipeline import Pipeline  # fitting only: loading a model skips its import
+
     if isinstance(estimator, Pipeline) and isinstance(estimator.steps[0][1], RecordFeatures):
         step = estimator.steps[0][1]
         return step if step.task in HARDWARE_GROUPS else None
@@ -258,6 +259,8 @@ def read_columns(estimator: BaseEstimator) -> set[str] | None:
     """The feature columns ``estimator`` reads: a ``columns`` selection (a hybrid's), else the union over
     its nested estimators (ensemble members, pipeline steps after the features); None when it, or a part
     of it, reads every column."""
+    from sklearn.pipeline import Pipeline  # fitting only
+
     params = estimator.get_params(deep=False)
     if "columns" in params:
         return None if params["columns"] is None else set(params["columns"])
@@ -447,6 +450,8 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"interval calibration needs at least 2 groups of rows to hold out; the {len(X)} "
                              f"training rows form {n_groups} {kind} group(s)")
         n_folds = min(int(self.n_splits), n_groups)
+        from sklearn.model_selection import GroupKFold  # fitting only
+
         folds = list(GroupKFold(n_splits=n_folds).split(X, groups=labels))
         grouping = {"by": kind, "n_groups": int(n_groups), "n_splits": int(n_folds)}
         if F is not None and kind != "configuration" and self.seen_share > 0:
