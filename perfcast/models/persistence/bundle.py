@@ -187,7 +187,9 @@ class _Hybrid:
             base = base + self._floor(F, A)
         if self.columns is None:
             return base * np.exp(self.inner.predict(F, A))
-        where = F.columns.get_indexer(self.columns)
+        if getattr(self, "_at", (None,))[0] is not F.columns:  # found once per feature column index
+            self._at = (F.columns, F.columns.get_indexer(self.columns))
+        where = self._at[1]
         if (where < 0).any():
             raise ModelFormatError(f"the hybrid model reads feature columns {self.columns}, but the features lack "
                                    f"{[c for c, j in zip(self.columns, where, strict=True) if j < 0]}")
