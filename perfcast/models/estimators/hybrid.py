@@ -20,14 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
-from perfcast.models.estimators.trees import tree_model
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
 LATENCY_BOUND = 0.05
@@ -119,6 +117,10 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
         return X[list(self.columns)]
 
     def _estimator(self, names: list[str]) -> RegressorMixin:
+        import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
+
+        from perfcast.models.estimators.trees import tree_model
+
         est = clone(self.estimator) if self.estimator is not None else tree_model("lightgbm")
         if self.monotone:
             unknown = sorted(set(self.monotone) - set(names))

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -75,6 +74,8 @@ class PowerPhysics:
     @classmethod
     def fit(cls, F: pd.DataFrame, util: pd.DataFrame, power_w: np.ndarray) -> PowerPhysics:
         """Least squares on log power over the rows (three parameters, bounded: see :data:`LOWER`)."""
+        from scipy.optimize import least_squares  # fitting only: loading a power model skips scipy's optimiser
+
         limit, y = limit_of(F), np.log(np.asarray(power_w, dtype="float64"))
         uc, um = util[UTILISATION[0]].to_numpy(), util[UTILISATION[1]].to_numpy()
         res = least_squares(lambda th: np.log(cls._law(th, limit, uc, um)) - y, START, bounds=(LOWER, UPPER),

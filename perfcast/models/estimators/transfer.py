@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pandas.core.util.hashing import combine_hash_arrays
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 
 #: the device descriptors compared (log-scaled except compute capability) and their weights in the distance
 DISTANCE_WEIGHTS: dict[str, float] = {"mem_bw_gbs": 1.0, "peak_tflops": 1.0, "tdp_w": 0.5, "compute_capability": 2.0}
@@ -32,9 +33,14 @@ DISTANCE_WEIGHTS: dict[str, float] = {"mem_bw_gbs": 1.0, "peak_tflops": 1.0, "td
 UNKNOWN_PENALTY = 3.0
 
 
-def row_keys(X: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """One 64-bit hash per row of ``X[columns]`` (NaN-safe), naming a configuration or a device."""
-    return pd.util.hash_pandas_object(X[columns].astype("float64"), index=False).to_numpy()
+def row_keys(X: pd.DataFrame, columns: list[str], at: np.ndarray | None = None) -> np.ndarray:
+    """One 64-bit hash per row of ``X[columns]`` (NaN-safe), naming a configuration or a device: pandas'
+    ``hash_pandas_object(X[columns], index=False)``, with every column hashed in one call on the float64
+    matrix instead of through a sub-frame (a one-row request paid more for the frame than for the hash).
+    ``at``: the columns' positions in ``X``, when known."""
+    values = X.to_numpy(dtype="float64")[:, X.columns.get_indexer(columns) if at is None else at]
+    hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(len(columns), len(X))
+    return combine_hash_arrays(iter(hashed), len(columns), len(X))
 
 
 class SiblingTransfer(RegressorMixin, BaseEstimator):
@@ -72,7 +78,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
 
     def _descriptors(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, 4) log bandwidth, log peak, log TDP, compute capability."""
-        d = X[list(DISTANCE_WEIGHTS)].to_numpy(dtype="float64").copy()
+        d = X.to_numpy(dtype="float64")[:, self._positions(X, tuple(DISTANCE_WEIGHTS))]
         d[:, :3] = np.log(d[:, :3])
         return d
 
@@ -117,20 +123,68 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         return self
 
     def _distances(self, X: pd.DataFrame) -> np.ndarray:
-        """(rows, devices) distance of each row's device to each training device running the row's dtype."""
+        """(rows, devices) distance of each row's device to each training device running the row's dtype.
+
+        The training devices' descriptors are looked up once per distinct kernel kind of ``X`` (a handful), not
+        per row: a request then costs array arithmetic instead of a pandas reindex per device."""
         own = self._descriptors(X)
-        kinds = kernel_kinds(X).to_numpy()
+        uniq, inverse = self._kinds(X)
+        table = self._descriptor_table()
+        empty = np.full(len(DISTANCE_WEIGHTS), np.nan)
+        other = np.asarray([[table.get((int(dev), str(kind)), empty) for dev in self.devices_] for kind in uniq])
+        other = other.reshape(len(uniq), len(self.devices_), len(DISTANCE_WEIGHTS))[inverse.ravel()]
         weights = np.asarray(list(DISTANCE_WEIGHTS.values()))
-        out = np.full((len(X), len(self.devices_)), np.inf)
-        for j, dev in enumerate(self.devices_):
-            other = self.descriptors_.reindex(pd.MultiIndex.from_arrays([np.full(len(X), dev, dtype=np.uint64), kinds]))
-            diff = np.abs(own - other.to_numpy(dtype="float64"))
-            both_without = np.isnan(own[:, 3]) & np.isnan(other["compute_capability"].to_numpy(dtype="float64"))
-            diff[:, 3] = np.where(both_without, 0.0, np.nan_to_num(diff[:, 3], nan=UNKNOWN_PENALTY))
-            known = np.isfinite(other[["mem_bw_gbs", "peak_tflops"]].to_numpy(dtype="float64")).all(axis=1)
-            dist = np.nan_to_num(diff[:, :3], nan=UNKNOWN_PENALTY) @ weights[:3] + weights[3] * diff[:, 3]
-            out[:, j] = np.where(known, dist, np.inf)  # a device that never ran this dtype is no sibling for it
-        return out
+        diff = np.abs(own[:, None, :] - other).reshape(-1, len(weights))  # (rows x devices, descriptors)
+        both_without = (np.isnan(own[:, None, 3]) & np.isnan(other[:, :, 3])).ravel()
+        diff[:, 3] = np.where(both_without, 0.0, np.nan_to_num(diff[:, 3], nan=UNKNOWN_PENALTY))
+        known = np.isfinite(other[:, :, :2]).all(axis=2)
+        dist = np.nan_to_num(diff[:, :3], nan=UNKNOWN_PENALTY) @ weights[:3] + weights[3] * diff[:, 3]
+        return np.where(known, dist.reshape(known.shape), np.inf)  # a device that never ran this dtype is no sibling for it
+
+    def _positions(self, X: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
+        """Where ``names`` are among ``X``'s columns, found once per column index (a model's feature frames
+        share one: :func:`perfcast.features.base.column_index`) instead of through pandas on every call."""
+        cache = self.__dict__.setdefault("_at", {})
+        hit = cache.get(names)
+        if hit is None or hit[0] is not X.columns:
+            hit = cache[names] = (X.columns, X.columns.get_indexer(list(names)))
+        return hit[1]
+
+    def _kinds(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct kernel kinds of ``X``'s rows (:func:`kernel_kinds`) and each row's position among them;
+        a kind-column bit pattern is named once (from one representative row) and remembered."""
+        names = tuple(c for c in X.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
+        flags = np.nan_to_num(X.to_numpy(dtype="float64")[:, self._positions(X, names)], nan=0.0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(names), dtype=np.int64))
+        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        known = self.__dict__.setdefault("_kind_names", {})
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if (names, int(c)) not in known]
+        if new:
+            for (code, _), kind in zip(new, kernel_kinds(X.iloc[[r for _, r in new]]), strict=True):
+                known[names, code] = str(kind)
+        return np.asarray([known[names, int(c)] for c in uniq]), inverse.ravel()
+
+    def _descriptor_table(self) -> dict[tuple[int, str], np.ndarray]:
+        """(device, kind) -> descriptor row of :attr:`descriptors_`, built once."""
+        if getattr(self, "_table", None) is None or self._table[0] is not self.descriptors_:
+            values = self.descriptors_.to_numpy(dtype="float64")
+            self._table = (self.descriptors_, {(int(d), str(k)): values[i]
+                                               for i, (d, k) in enumerate(self.descriptors_.index)})
+        return self._table[1]
+
+    def _residual_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every configuration a training device measured (sorted keys) and its (configurations, devices)
+        residuals, NaN where that device did not measure it: one binary search per row finds a row's
+        residual on every device. Built once from :attr:`residuals_`."""
+        if getattr(self, "_matrix", None) is None or self._matrix[0] is not self.residuals_:
+            per_device = [self.residuals_[d] for d in self.devices_]
+            keys = np.unique(np.concatenate([s.index.to_numpy(dtype=np.uint64) for s in per_device]
+                                            or [np.empty(0, dtype=np.uint64)]))
+            table = np.full((len(keys), len(per_device)), np.nan)
+            for j, s in enumerate(per_device):
+                table[np.searchsorted(keys, s.index.to_numpy(dtype=np.uint64)), j] = s.to_numpy(dtype="float64")
+            self._matrix = (self.residuals_, keys, table)
+        return self._matrix[1], self._matrix[2]
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
@@ -167,17 +221,20 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
 
     def correction(self, X: pd.DataFrame) -> np.ndarray:
         """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config)."""
-        check_is_fitted(self, "residuals_")
+        if not hasattr(self, "residuals_"):  # check_is_fitted's test, without its cost per request
+            check_is_fitted(self, "residuals_")
         self._check_columns(X)
-        keys = row_keys(X, self.config_columns)
+        keys = row_keys(X, self.config_columns, self._positions(X, tuple(self.config_columns)))
         weight = np.exp(-self._distances(X) / self.scale)
-        num = np.zeros(len(X))
-        den = np.zeros(len(X))
-        for j, dev in enumerate(self.devices_):
-            r = self.residuals_[dev].reindex(keys).to_numpy(dtype="float64")
-            seen = np.isfinite(r)
-            num += np.where(seen, weight[:, j] * np.nan_to_num(r), 0.0)
-            den += np.where(seen, weight[:, j], 0.0)
+        configs, table = self._residual_matrix()
+        if not len(configs):
+            return np.zeros(len(X))
+        at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
+        r = np.where((configs[at] == keys)[:, None], table[at], np.nan)  # (rows, devices)
+        seen = np.isfinite(r)
+        # summed device by device in training order (cumsum adds left to right)
+        num = np.where(seen, weight * np.nan_to_num(r), 0.0).cumsum(axis=1)[:, -1]
+        den = np.where(seen, weight, 0.0).cumsum(axis=1)[:, -1]
         # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
 

@@ -4,12 +4,19 @@ Why our own walker: ``Booster.predict`` costs ~100 µs of call overhead for one 
 generic interface; a scheduler asking for one configuration, or for a 100k-row batch, waits on both. lleaves
 (the LightGBM compiler) does not build on the llvmlite that numba needs, and numba is a dependency already.
 
-The walk is LightGBM's own (``Tree::NumericalDecision``): a NaN feature goes the node's default way when the
-split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``value <= threshold`` in float64,
-and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check it on
-real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing, several
-outputs per iteration, objectives whose output is transformed) are left to LightGBM: :func:`compile_lightgbm`
-returns ``None`` for them.
+The decisions are LightGBM's own (``Tree::NumericalDecision``): a NaN feature goes the node's default way when
+the split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``value <= threshold`` in
+float64, and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check
+it on real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing,
+several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
+:func:`compile_lightgbm` returns ``None`` for them.
+
+How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): leaves are nodes that lead to themselves,
+so every row takes exactly the tree's depth in steps and each step is branch-free (the next node is
+``children[2 * node + goes_right]``, NaN handling folded into one precomputed bit per node); eight rows walk
+one tree together, so their independent loads overlap instead of each waiting on a mispredicted branch.
+Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
+compiled code is numba's (``cache=True``), never anything read from the model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
@@ -19,7 +26,7 @@ file can neither read outside the arrays (a segfault in compiled code) nor send 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -31,12 +38,17 @@ from perfcast.models.persistence.errors import CorruptModelError
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
 #: rows each parallel task walks together (every tree over a block keeps that tree in cache)
 BLOCK = 256
+#: rows that walk one tree in step (their loads overlap; 8 measured fastest, benchmarks/PREDICT_SPEED.md)
+LANES = 8
 
 
 @dataclass(frozen=True, repr=False)
 class CompiledForest:
     """A LightGBM forest as flat arrays: node ``i`` splits on ``feature[i]`` at ``threshold[i]``; a child index
-    ``c < 0`` is leaf ``-c - 1``; ``roots[t]`` is tree ``t``'s first node (negative for a one-leaf tree)."""
+    ``c < 0`` is leaf ``-c - 1``; ``roots[t]`` is tree ``t``'s first node (negative for a one-leaf tree).
+
+    The walking layout (:meth:`_layout`) renumbers leaf ``l`` as node ``S + l`` (``S`` split nodes) that leads to
+    itself, with each tree's depth, so a walk is a fixed number of branch-free steps."""
 
     roots: np.ndarray
     feature: np.ndarray
@@ -47,23 +59,55 @@ class CompiledForest:
     nan_as_missing: np.ndarray
     leaf_value: np.ndarray
     n_features: int
+    layout: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", self._layout())
 
     def __repr__(self) -> str:
         return f"CompiledForest({len(self.roots)} trees, {len(self.feature)} splits, {self.n_features} features)"
+
+    def _layout(self) -> tuple[np.ndarray, ...]:
+        """(roots, depth, children, feature, threshold, nan_right, value) over split nodes then leaves.
+
+        ``nan_right[i]``: where node ``i`` sends a NaN (right unless it learned NaN goes left; a split that saw
+        no NaN reads it as 0.0). A tree's depth is its deepest leaf's: children follow their parent within a
+        tree (checked on load), and each node has one parent, so depths settle in depth-many passes."""
+        S, L = len(self.feature), len(self.leaf_value)
+        leaves = np.arange(S, S + L, dtype=np.int32)
+        node = lambda c: np.where(c >= 0, c, S - c - 1).astype(np.int32)  # noqa: E731 - leaf -l-1 -> S + l
+        children = np.empty(2 * (S + L), dtype=np.int32)
+        children[0:2 * S:2], children[1:2 * S:2] = node(self.left), node(self.right)
+        children[2 * S::2] = children[2 * S + 1::2] = leaves
+        roots = node(self.roots)
+        depth = np.zeros(S + L, dtype=np.int32)
+        tree = np.full(S + L, -1, dtype=np.int32)
+        tree[roots] = np.arange(len(roots), dtype=np.int32)
+        while True:  # every node's depth and tree, one level further per pass
+            deeper, owner = depth.copy(), tree.copy()
+            deeper[children[:2 * S]] = np.repeat(depth[:S] + 1, 2)
+            owner[children[:2 * S]] = np.repeat(tree[:S], 2)
+            if np.array_equal(deeper, depth) and np.array_equal(owner, tree):
+                break
+            depth, tree = deeper, owner
+        tree_depth = np.zeros(len(roots), dtype=np.int32)
+        np.maximum.at(tree_depth, tree[S:], depth[S:])
+        nan_right = np.append(np.where(self.nan_as_missing, ~self.default_left, ~(0.0 <= self.threshold)),
+                              np.zeros(L, dtype=bool))
+        return (roots, tree_depth, children, np.append(self.feature, np.zeros(L, dtype=np.int32)).astype(np.int32),
+                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value))
 
     def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
         """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
-        args = (self.roots, self.feature, self.threshold, self.left, self.right, self.default_left,
-                self.nan_as_missing, self.leaf_value)
         if threads <= 1 or len(X) <= BLOCK:
             out = np.zeros(len(X))
-            _walk(X, 0, len(X), *args, out)
+            _walk(X, 0, len(X), *self.layout, out)
             return out
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        return _walk_parallel(X, *args)
+        return _walk_parallel(X, *self.layout)
 
 
 def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> CompiledForest | None:
@@ -203,30 +247,37 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
 
 
 @njit(cache=True, nogil=True)
-def _walk(X, lo, hi, roots, feature, threshold, left, right, default_left, nan_as_missing, leaf_value, out):  # noqa: ANN001
-    """Add every tree's leaf value to ``out[lo:hi]`` (tree by tree over the block, in LightGBM's order)."""
+def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, value, out):  # noqa: ANN001
+    """Add every tree's leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows
+    at a time through each tree."""
+    nodes = np.empty(LANES, dtype=np.int64)
     for t in range(roots.shape[0]):
-        root = roots[t]
-        for i in range(lo, hi):
-            node = root
-            while node >= 0:
-                v = X[i, feature[node]]
-                if v != v:  # NaN: the learned default way, or read as 0.0 when the split saw no NaN
-                    if nan_as_missing[node]:
-                        node = left[node] if default_left[node] else right[node]
-                        continue
-                    v = 0.0
-                node = left[node] if v <= threshold[node] else right[node]
-            out[i] += leaf_value[-node - 1]
+        i = lo
+        while i + LANES <= hi:
+            nodes[:] = roots[t]
+            for _ in range(depth[t]):
+                for j in range(LANES):
+                    node = nodes[j]
+                    v = X[i + j, feature[node]]
+                    nodes[j] = children[2 * node + ((v > threshold[node]) | ((v != v) & nan_right[node]))]
+            for j in range(LANES):
+                out[i + j] += value[nodes[j]]
+            i += LANES
+        for r in range(i, hi):
+            node = roots[t]
+            for _ in range(depth[t]):
+                v = X[r, feature[node]]
+                node = children[2 * node + ((v > threshold[node]) | ((v != v) & nan_right[node]))]
+            out[r] += value[node]
 
 
 @njit(parallel=True, cache=True)
-def _walk_parallel(X, roots, feature, threshold, left, right, default_left, nan_as_missing, leaf_value):  # noqa: ANN001
+def _walk_parallel(X, roots, depth, children, feature, threshold, nan_right, value):  # noqa: ANN001
     n = X.shape[0]
     out = np.zeros(n)
     for b in prange((n + BLOCK - 1) // BLOCK):
-        _walk(X, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, feature, threshold, left, right, default_left,
-              nan_as_missing, leaf_value, out)
+        _walk(X, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, children, feature, threshold, nan_right,
+              value, out)
     return out
 
 

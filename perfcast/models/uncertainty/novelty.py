@@ -45,6 +45,8 @@ def hardware_columns(task: str) -> list[str]:
 
 def _distinct(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of ``Z`` (NaN-aware) and each row's index into them."""
+    if len(Z) <= 1:  # a single request: nothing to group
+        return Z, np.zeros(len(Z), dtype=np.intp)
     frame = pd.DataFrame(Z)
     codes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
@@ -90,7 +92,9 @@ class HardwareNovelty:
         if absent:
             raise ValueError(f"hardware novelty: the feature frame lacks column(s) {absent}; pass the frame the "
                              f"model's feature transformer produced")
-        A = F[self.columns].to_numpy(dtype="float64", na_value=np.nan)
+        if getattr(self, "_at", (None,))[0] is not F.columns:  # positions found once per feature column index
+            self._at = (F.columns, F.columns.get_indexer(self.columns))
+        A = F.to_numpy(dtype="float64", na_value=np.nan)[:, self._at[1]]
         with np.errstate(divide="ignore", invalid="ignore"):
             A = np.where(self.log, np.log(np.where(A > 0, A, np.nan)), A)
         return (A - self.center) / self.spread
