@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+#: where a command whose stdout carries data (``perfcast predict``) reports
+err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
     Optional[str],
@@ -28,9 +30,10 @@ def open_store(path: str | None):  # noqa: ANN202
         raise fail(f"cannot open record store {path}: {e}") from None
 
 
-def fail(msg: str) -> typer.Exit:
-    """Print ``msg`` as an error; the caller raises the returned exit (code 2: bad input)."""
-    console.print(f"[bold red]error:[/] {msg}")
+def fail(msg: str, *, stderr: bool = False) -> typer.Exit:
+    """Print ``msg`` as an error (on stderr when stdout carries data); the caller raises the returned exit (code
+    2: bad input)."""
+    (err_console if stderr else console).print(f"[bold red]error:[/] {msg}", highlight=False)
     return typer.Exit(code=2)
 
 

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perfcast.cli.common import err_console, fail
+
 predict_app = typer.Typer()
 #: input file suffix -> pandas reader name
 READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet"}
@@ -29,11 +31,6 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def _fail(msg: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
-    return typer.Exit(code=2)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -135,8 +132,8 @@ def predict(
     except typer.Exit:
         raise
     except Exception as err:  # noqa: BLE001 - every failure is reported as one line, never a traceback
-        raise _fail(str(err) if isinstance(err, (ValueError, KeyError, FileNotFoundError, RuntimeError))
-                    else f"{type(err).__name__}: {err}") from None
+        raise fail(str(err) if isinstance(err, (ValueError, KeyError, FileNotFoundError, RuntimeError))
+                   else f"{type(err).__name__}: {err}", stderr=True) from None
     given = frame.rename(columns={c: f"{c}_input" for c in result.columns if c in frame.columns})
     table = pd.concat([given.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
     if output is None:
@@ -144,4 +141,4 @@ def predict(
     else:
         with output.open("w", encoding="utf-8", newline="") as out:
             render(table, fmt, out)
-        Console(stderr=True).print(f"wrote {len(table)} prediction(s) to {output}")
+        err_console.print(f"wrote {len(table)} prediction(s) to {output}")

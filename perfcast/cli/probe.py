@@ -87,33 +87,12 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
     """The probe command's work (``count``: the size of an adaptation plan); returns its exit code (2: the store
     failed, 130: Ctrl-C)."""
     from perfcast.records.store import StoreError
-    from perfcast.perf_probe import PROBES
-    from perfcast.perf_probe.sweep import run_sweep, summarize
+    from perfcast.workflows.probe import measured_summary, run_probes
 
-    try:
-        for name in names:  # before measuring anything: a store that cannot take the records is an error now
-            rs.check_writable(PROBES[name].task)
-    except StoreError as e:
-        raise fail(str(e)) from None
-    t0 = time.perf_counter()
-    runs = []
-    for name in names:
-        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
-        if left is not None and left <= 0:
-            console.print(f"[yellow]{name}: skipped, the time budget is spent")
-            continue
-        # quick: cap each measurement at 0.5 s (precision-limited repeats still stop earlier)
-        probe_ = PROBES[name](**({"max_time_s": 0.5} if quick else {}))
-        configs = None
-        if count is not None and probe_.task in ("gemm", "attention"):
-            from perfcast.perf_probe.plan import plan_configs
+    def skipped(name: str) -> None:
+        console.print(f"[yellow]{name}: skipped, the time budget is spent")
 
-            configs = plan_configs(probe_.space(quick=quick), probe_.task, count)
-        try:
-            res = run_sweep(probe_, rs, quick=quick, budget_s=left, configs=configs)
-        except StoreError as e:
-            raise fail(str(e)) from None
-        runs.append(res)
+    def finished(name: str, res) -> None:  # noqa: ANN001
         if res.unavailable:
             console.print(f"[yellow]{name}: not run here: {res.unavailable}")
         for cfg, err in res.failed:
@@ -121,8 +100,12 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
         if res.claimed_elsewhere:
             console.print(f"[yellow]{name}: {res.claimed_elsewhere} configuration(s) left to another probe "
                           "running the same plan on this machine")
-        if res.interrupted or res.store_error:
-            break
+
+    t0 = time.perf_counter()
+    try:
+        runs = run_probes(names, rs, quick=quick, budget_s=budget_s, count=count, on_skip=skipped, on_result=finished)
+    except StoreError as e:
+        raise fail(str(e)) from None
     table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.uri}")
     for col in ("probe", "measured", "records", "already done", "failed", "stopped by"):
         table.add_column(col)
@@ -138,18 +121,14 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
                       f"{r.store_error}\nThe sweep stopped; {r.measured} configuration(s) measured before it "
                       "are stored. Fix the store (space, permissions) and run the same command to resume.")
         return 2
-    hw_ids = set().union(*(r.hw_ids for r in runs)) if runs else set()
-    if hw_ids:
-        try:
-            summary = summarize(rs, hw_ids)
-            power = rs.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
-        except StoreError as e:
-            raise fail(str(e)) from None
-        if not summary.empty:
-            console.print(frame_table(summary, title="best measured on this hardware"))
-        if not power.empty:
-            src = power.iloc[-1]
-            console.print(f"power source: {src['power_source']} ({src['power_note'] or 'measured during the kernel'})")
+    try:
+        summary, power = measured_summary(rs, runs)
+    except StoreError as e:
+        raise fail(str(e)) from None
+    if not summary.empty:
+        console.print(frame_table(summary, title="best measured on this hardware"))
+    if power is not None:
+        console.print(f"power source: {power['power_source']} ({power['power_note'] or 'measured during the kernel'})")
     if any(r.interrupted for r in runs):
         console.print("[yellow]interrupted: what was measured is stored; run the same command to resume")
         return 130
@@ -159,10 +138,11 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
 def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | None, store: Path | None) -> None:
     """``perfcast probe --ray``: the same sweeps as Ray tasks on every node (perfcast.perf_probe.fleet)."""
     from perfcast.perf_probe.fleet import FleetError, run_fleet, store_location, table
+    from perfcast.workflows.probe import QUICK_MAX_TIME_S
 
     t0 = time.perf_counter()
     try:
-        results = run_fleet(address, store, [(n, {"max_time_s": 0.5} if quick else {}) for n in names],
+        results = run_fleet(address, store, [(n, {"max_time_s": QUICK_MAX_TIME_S} if quick else {}) for n in names],
                             quick=quick, budget_s=budget_s)
     except FleetError as e:
         raise fail(str(e)) from None

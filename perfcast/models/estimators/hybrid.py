@@ -7,8 +7,8 @@ from its spec sheet) and the trees only the correction, which is why it is the d
 cross-hardware work.
 
 The runtime baseline is the roofline time plus a *latency floor*: a kernel that moves a few kilobytes
-still takes the launch and synchronisation time of its library (~2 µs for a cuBLAS bf16 GEMM, ~12 µs for
-an FP8 GEMM that quantises its input first, ~10 µs for an attention kernel). Without it the learned ratio
+still takes the launch and synchronisation time of its library (microseconds; more for an FP8 GEMM that
+quantises its input first: benchmarks/DESIGN_FIGURES.md). Without it the learned ratio
 of a tiny kernel is floor / roofline, which swings by decades with the device's bandwidth and is what a
 tree cannot carry to a new device; with it the ratio is about 1 on every device. The floor is learned per
 kernel kind (dtype, and prefill/decode for attention) from the training rows whose roofline time is a

@@ -4,7 +4,8 @@ Why these defaults: performance tables are a few thousand to a few hundred thous
 monotone-ish features; deeper boosted trees with row/column subsampling fit them well, and every model is
 seeded so a run is reproducible. All four handle NaN features (unknown SM count, unknown layout).
 The boosters default to one thread: their OpenMP workers spin-wait, and on a machine whose cores are
-shared (CI, other jobs) ``n_jobs=-1`` ran 10-20x slower than one thread; pass ``n_jobs`` to use more.
+shared (CI, other jobs) ``n_jobs=-1`` ran many times slower than one thread (benchmarks/DESIGN_FIGURES.md);
+pass ``n_jobs`` to use more.
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+"""Probing this machine: each named probe swept in turn under one time budget, then what was measured.
+
+Why here and not in the CLI: the budget shared across probes, the adaptation plan and the stop rules are
+behaviour a test (or a notebook) calls directly; ``perfcast probe`` only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from perfcast.perf_probe import PROBES
+from perfcast.perf_probe.sweep import SweepResult, run_sweep, summarize
+from perfcast.records.store import RecordStore
+
+#: per-measurement time cap of a quick run (precision-limited repeats still stop earlier)
+QUICK_MAX_TIME_S = 0.5
+
+
+def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False, budget_s: float | None = None,
+               count: int | None = None, on_skip: Callable[[str], None] | None = None,
+               on_result: Callable[[str, SweepResult], None] | None = None) -> list[SweepResult]:
+    """Sweep the probes ``names`` into ``store`` one after another, sharing ``budget_s`` seconds.
+
+    ``count``: measure only the adaptation plan of that many configurations (GEMM and attention probes).
+    A probe the spent budget leaves no time for is skipped (``on_skip``); each finished sweep is reported to
+    ``on_result``; an interrupted sweep or one whose store failed ends the run. Every store is checked for
+    writes before anything is measured (a :class:`~perfcast.records.store.StoreError` otherwise).
+    """
+    for name in names:
+        store.check_writable(PROBES[name].task)
+    t0 = time.perf_counter()
+    runs = []
+    for name in names:
+        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            if on_skip is not None:
+                on_skip(name)
+            continue
+        probe = PROBES[name](**({"max_time_s": QUICK_MAX_TIME_S} if quick else {}))
+        configs = None
+        if count is not None and probe.task in ("gemm", "attention"):
+            from perfcast.perf_probe.plan import plan_configs
+
+            configs = plan_configs(probe.space(quick=quick), probe.task, count)
+        res = run_sweep(probe, store, quick=quick, budget_s=left, configs=configs)
+        runs.append(res)
+        if on_result is not None:
+            on_result(name, res)
+        if res.interrupted or res.store_error:
+            break
+    return runs
+
+
+def measured_summary(store: RecordStore, runs: Sequence[SweepResult]) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The best throughput per group on the hardware the ``runs`` probed, and the power source of its last
+    GEMM record (None when it has none)."""
+    hw_ids = set().union(*(r.hw_ids for r in runs)) if runs else set()
+    if not hw_ids:
+        return pd.DataFrame(), None
+    summary = summarize(store, hw_ids)
+    power = store.read("gemm", columns_=["power_source", "power_note"], filters={"hw_id": list(hw_ids)})
+    return summary, (None if power.empty else dict(power.iloc[-1]))
