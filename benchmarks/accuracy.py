@@ -152,7 +152,8 @@ def table(rows: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
                 notes.append(note)
             refs.append(f"[{notes.index(note) + 1}]")
         metric, beats, met = r["metric"], r["beats_ref"], r["goal_met"]
-        cov = ("pending" if r["protocol"] in UNSEEN_HARDWARE else "—") if r["coverage"] is None else (
+        pending = r["protocol"] in UNSEEN_HARDWARE and r["value"] is not None
+        cov = ("pending" if pending else "—") if r["coverage"] is None else (
             f"{fmt('mape', r['coverage'])} (±{fmt('mape', r['width'] / 2)}) {'met' if r['coverage_ok'] else 'missed'}")
         ours = "not scored: no test set" if r["value"] is None else f"**{fmt(metric, r['value'])}**"
         anchor = r["anchor"]

@@ -243,7 +243,7 @@ def test_results_markdown_is_rendered_from_the_json_rows():
     assert json.loads(json.dumps(docs, allow_nan=False)) == docs
     text = acc.render(docs, "# head")
     assert "| p | runtime_ms | gb200 | mean APE | — | **5.00%** (hybrid) | roofline 100.00% | yes | ≤ 10%: met |" in text
-    assert "| not scored: no test set (normalized) |" in text and "≤ 15%: not scored" in text
+    assert "| not scored: no test set (normalized) | — | — | ≤ 15%: not scored | — | 0 |" in text
     assert "- p: a validation split" in text and "- ncpp-paper: held-out repeats" in text
     assert "1. a note" in text and "2. no test set" in text
 
