@@ -30,7 +30,7 @@ from perfcast.models.persistence.bundle import (
     manifest_digest,
     save_model,
 )
-from perfcast.models.persistence.tree import _serving_form
+from perfcast.models.persistence.tree import serving_form
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 TRAIN_GPUS = ("a100_sxm", "h100_sxm", "l40s")
@@ -75,7 +75,7 @@ def _rows(kind: str, gemm: pd.DataFrame, power_rows: pd.DataFrame) -> pd.DataFra
 
 def _find(est: Any, kind: str) -> Any:
     """The first estimator of ``kind`` in the tree under ``est`` (library wrappers in their serving form)."""
-    est = _serving_form(est)
+    est = serving_form(est)
     if state.kind_of(est) == kind:
         return est
     for _, _, child in state.children(est):
@@ -88,7 +88,7 @@ def _find(est: Any, kind: str) -> Any:
 
 def via_state(est: Any) -> Any:
     """``est`` rebuilt from its state (params through JSON, as a manifest keeps them), children likewise."""
-    est = _serving_form(est)
+    est = serving_form(est)
     if state.kind_of(est) is None:
         return est  # a library leaf: the codecs' business (checked through the bundle)
     params, arrays = est.to_state()
@@ -128,11 +128,11 @@ def test_each_kind_round_trips_through_its_state_and_a_bundle(kind, fitted, tmp_
     head = model.estimator_[-1].estimators_[0]
     node = _find(head, kind)
     assert node is not None, f"the {kind} case holds no {kind} estimator"
-    np.testing.assert_array_equal(via_state(node).predict(F), _serving_form(node).predict(F))
+    np.testing.assert_array_equal(via_state(node).predict(F), serving_form(node).predict(F))
     path = save_model(model, "gemm", rows, tmp_path / kind)
     assert kind in _kinds_in(_heads_of(path))
     loaded = PerfcastModel.load(path)
-    assert type(_find(loaded.heads[0], kind)) is type(_serving_form(node))  # the trained class, not a twin
+    assert type(_find(loaded.heads[0], kind)) is type(serving_form(node))  # the trained class, not a twin
     expected = np.asarray(model.estimator_[-1].predict(F), dtype="float64").reshape(len(F), -1)
     np.testing.assert_array_equal(loaded.predict_features(F), expected)
 
