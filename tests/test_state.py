@@ -16,21 +16,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import perfcast.builtin
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedRegressor
+from perfcast.models.estimators.ensemble import GeometricEnsemble
+from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.estimators.knn import KNNRegressor
+from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.models.persistence import state
 from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import (
+    FORMAT_VERSION,
     MANIFEST,
     ModelFormatError,
     PerfcastModel,
     manifest_digest,
     save_model,
+    write_bundle,
 )
-from perfcast.models.persistence.tree import _serving_form
+from perfcast.models.persistence.tree import serving_form
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 TRAIN_GPUS = ("a100_sxm", "h100_sxm", "l40s")
@@ -75,7 +81,7 @@ def _rows(kind: str, gemm: pd.DataFrame, power_rows: pd.DataFrame) -> pd.DataFra
 
 def _find(est: Any, kind: str) -> Any:
     """The first estimator of ``kind`` in the tree under ``est`` (library wrappers in their serving form)."""
-    est = _serving_form(est)
+    est = serving_form(est)
     if state.kind_of(est) == kind:
         return est
     for _, _, child in state.children(est):
@@ -88,7 +94,7 @@ def _find(est: Any, kind: str) -> Any:
 
 def via_state(est: Any) -> Any:
     """``est`` rebuilt from its state (params through JSON, as a manifest keeps them), children likewise."""
-    est = _serving_form(est)
+    est = serving_form(est)
     if state.kind_of(est) is None:
         return est  # a library leaf: the codecs' business (checked through the bundle)
     params, arrays = est.to_state()
@@ -128,12 +134,13 @@ def test_each_kind_round_trips_through_its_state_and_a_bundle(kind, fitted, tmp_
     head = model.estimator_[-1].estimators_[0]
     node = _find(head, kind)
     assert node is not None, f"the {kind} case holds no {kind} estimator"
-    np.testing.assert_array_equal(via_state(node).predict(F), _serving_form(node).predict(F))
+    np.testing.assert_array_equal(via_state(node).predict(F), serving_form(node).predict(F))
     path = save_model(model, "gemm", rows, tmp_path / kind)
     assert kind in _kinds_in(_heads_of(path))
     loaded = PerfcastModel.load(path)
-    assert type(_find(loaded.heads[0], kind)) is type(_serving_form(node))  # the trained class, not a twin
+    assert type(_find(loaded.heads[0], kind)) is type(serving_form(node))  # the trained class, not a twin
     expected = np.asarray(model.estimator_[-1].predict(F), dtype="float64").reshape(len(F), -1)
+    assert np.isfinite(expected).all() and len(np.unique(expected)) > 1
     np.testing.assert_array_equal(loaded.predict_features(F), expected)
 
 
@@ -151,6 +158,23 @@ def test_an_adapted_model_round_trips_through_its_state_and_a_bundle(fitted, gem
     loaded = PerfcastModel.load(path)
     assert isinstance(loaded.heads[0], AdaptedRegressor)
     np.testing.assert_array_equal(loaded.predict_features(F), adapted.model.predict_features(F))
+
+
+def test_a_format_2_built_in_model_loads_into_the_trained_classes_and_rewrites_exactly(gemm, tmp_path):
+    """The built-in bundles are format 2 (per-kind entries): they load into the same classes as format 3, and
+    written again through the state protocol they predict the same numbers."""
+    root = Path(perfcast.builtin.__file__).parent / "builtin_models" / "gemm"
+    assert json.loads((root / MANIFEST).read_text())["format_version"] == 2
+    old = PerfcastModel.load(root)
+    head = old.heads[0]
+    assert isinstance(head, SiblingTransfer) and isinstance(head.estimator_, GeometricEnsemble)
+    assert all(isinstance(m, HybridRegressor) for m in head.estimator_.estimators_)
+    path = write_bundle(tmp_path / "v3", old.task, old.targets, old.features, old.heads, old.joint, old.calibration,
+                        old.domain, old.metadata)
+    new = PerfcastModel.load(path)
+    assert json.loads((path / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 3
+    F = old.features.transform(gemm)
+    np.testing.assert_array_equal(new.predict_features(F), old.predict_features(F))
 
 
 def test_every_registered_kind_is_tried():

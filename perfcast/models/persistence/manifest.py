@@ -118,11 +118,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"upgrade perfcast (it was built with perfcast {_version_of(manifest, 'perfcast')})")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise corrupt(root, f"{MANIFEST} has format_version {version!r}, which no perfcast wrote (this one reads "
-                             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
+                      f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
     if version >= 2 or "digest" in manifest:
         if manifest.get("digest") != manifest_digest(manifest):
             raise corrupt(root, f"{MANIFEST} does not match its digest" if "digest" in manifest else
-                           f"{MANIFEST} has no digest (every format {version} manifest has one)")
+                          f"{MANIFEST} has no digest (every format {version} manifest has one)")
     _check_manifest(root, manifest)
     return manifest
 
@@ -141,7 +141,7 @@ def _check_manifest(root: Path, m: dict[str, Any]) -> None:
             raise corrupt(root, f"{MANIFEST} has no {key!r}")
         if not isinstance(m[key], kind) or isinstance(m[key], bool):
             raise corrupt(root, f"{MANIFEST} {key!r} is a {type(m[key]).__name__}, not a "
-                                 f"{'JSON object' if kind is dict else kind.__name__}")
+                          f"{'JSON object' if kind is dict else kind.__name__}")
     if m["task"] not in TASKS:
         raise corrupt(root, f"{MANIFEST} 'task' is {m['task']!r}, not one of {', '.join(TASKS)}")
     for key in ("targets", "feature_columns", "requires"):
@@ -151,7 +151,7 @@ def _check_manifest(root: Path, m: dict[str, Any]) -> None:
     bad = [k for k, v in files.items() if not (isinstance(v, str) and len(v) == 64 and set(v) <= _HEX)]
     if not files or bad:
         raise corrupt(root, f"{MANIFEST} 'files' must map each file to its SHA-256 ({bad[0]!r} has {files[bad[0]]!r})"
-                             if bad else f"{MANIFEST} 'files' lists no file")
+                      if bad else f"{MANIFEST} 'files' lists no file")
     heads = m["estimators"].get("heads")
     if not isinstance(m["estimators"].get("joint"), bool) or not isinstance(heads, list) or not heads \
             or not all(isinstance(h, dict) for h in heads):

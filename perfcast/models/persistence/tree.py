@@ -26,7 +26,7 @@ from perfcast.models.persistence.legacy import decode_legacy
 from perfcast.models.persistence.manifest import MANIFEST, corrupt, sha256
 
 
-def _serving_form(est: Any) -> Any:
+def serving_form(est: Any) -> Any:
     """A library wrapper perfcast trains with, as the perfcast class that saves and serves it (the log-target
     wrapper of scikit-learn as :class:`~perfcast.models.estimators.log_target.LogTarget`); else ``est``."""
     return LogTarget.of(est) if isinstance(est, TransformedTargetRegressor) else est
@@ -45,7 +45,7 @@ class Writer:
             return None
         if isinstance(est, (list, tuple)):
             return [self.encode(e, f"{rel}{i}") for i, e in enumerate(est)]
-        est = _serving_form(est)
+        est = serving_form(est)
         kind = state.kind_of(est)
         if kind is None:
             return self._leaf(est, rel)
