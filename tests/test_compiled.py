@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from perfcast import Predictor
+from perfcast.builtin import bundle_path
 from perfcast.datasets.importers import get_importer
 from perfcast.features import GemmFeatures
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.persistence.codecs import LightGBMLeaf
-from perfcast.models.persistence.compiled import BLOCK, compile_lightgbm
+from perfcast.models.persistence.compiled import BLOCK, LANES, compile_lightgbm
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
@@ -112,3 +114,38 @@ def test_a_saved_lightgbm_model_loads_compiled_and_predicts_as_trained(gemm, tmp
     assert head.estimator_.compiled is not None
     pred = loaded.predict_features(loaded.features.transform(gemm))[:, 0]
     np.testing.assert_allclose(pred, np.ravel(model.predict(gemm)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("task", ["gemm", "attention"])
+def test_the_built_in_forests_sum_what_lightgbm_predicts_on_real_rows(task, data_root):
+    """Every forest shipped in perfcast/builtin_models, on real aiconfigurator rows of its task (feature rows
+    as the built-in model makes them, several GPUs and dtypes), walked serially and in parallel."""
+    imp, data = get_importer("aiconfigurator"), data_root / "aiconfigurator"
+    units = [u for u in imp.units(data) if f"/{task}/" in u.as_posix()]
+    records = pd.concat([imp.load(data, u)[task].sample(141, random_state=0, replace=True) for u in units[::2]],
+                        ignore_index=True)
+    records = records.iloc[: len(records) - len(records) % LANES - 3]  # a partial group of lanes at the end
+    F = Predictor.load(bundle_path(task)).model.features.transform(records)
+    assert records["device_id"].nunique() >= 3 and len(F) > 2 * BLOCK and len(F) % LANES
+    paths = sorted(bundle_path(task).rglob("lightgbm.txt"))
+    assert paths
+    for path in paths:
+        text = path.read_text()
+        booster, forest = lgb.Booster(model_str=text), compile_lightgbm(text, str(path))
+        X = F[booster.feature_name()].to_numpy(dtype="float64")
+        expected = booster.predict(X)
+        np.testing.assert_array_equal(forest.predict(X), expected)
+        np.testing.assert_array_equal(forest.predict(X, threads=2), expected)
+
+
+def test_deep_unbalanced_trees_walk_their_full_depth(features):
+    """Trees of 255 leaves grown leaf-wise on few rows per leaf (long, uneven paths: the fixed-depth walk must
+    take the deepest one), with a row count that leaves a partial group of lanes at the end."""
+    A, y = features
+    booster = _booster(A, y, n_estimators=20, num_leaves=255, min_child_samples=2)
+    forest = compile_lightgbm(booster.model_to_string())
+    roots, depth = forest.layout[:2]
+    assert depth.max() >= 15 and len(roots) == booster.num_trees()
+    X = _probe(A)[: 3 * BLOCK + LANES + 3]
+    np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
+    np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))

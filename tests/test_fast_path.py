@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 
 from perfcast import Predictor
+from perfcast.builtin import bundle_path
 from perfcast.datasets.importers import get_importer
 from perfcast.features import AttentionFeatures, GemmFeatures, UnknownDeviceError
 from perfcast.features.distinct import SMALL, factorize
 from perfcast.models import make_model
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.estimators.hybrid import HybridRegressor, kernel_kinds
+from perfcast.models.estimators.transfer import row_keys
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GEMM_CONFIG = ["m", "n", "k", "batch", "dtype", "device_id"]
@@ -135,3 +137,31 @@ def test_a_config_needing_conversion_predicts_what_a_clean_one_does(gemm, tmp_pa
     expected = p.predict(clean)
     for config in converted:
         assert p.predict(config) == expected
+
+
+def test_config_keys_are_pandas_row_hashes(gemm):
+    """The sibling transfer's configuration and device keys (hashed from the float matrix) are what pandas'
+    ``hash_pandas_object`` gives the same columns, NaN columns included: the keys saved residual tables hold."""
+    F = GemmFeatures().fit(gemm).transform(gemm)
+    some_nan = [c for c in F.columns if F[c].isna().any()]
+    assert some_nan
+    for columns in (list(F.columns[:31]), some_nan, ["sm_count", "mem_bw_gbs", "compute_capability"]):
+        expected = pd.util.hash_pandas_object(F[columns].astype("float64"), index=False).to_numpy()
+        np.testing.assert_array_equal(row_keys(F, columns), expected)
+
+
+@pytest.mark.parametrize(("task", "config"), [("gemm", GEMM_CONFIG), ("attention", ATTENTION_CONFIG)])
+def test_built_in_models_predict_one_config_as_the_batch_does(task, config, request):
+    """The built-in sibling-transfer models: each request alone (one row: descriptors and residuals looked up
+    for it alone) gives the row of the whole batch (kinds grouped, one search for all rows) bit for bit."""
+    records = request.getfixturevalue(task).sample(40, random_state=2)
+    rows = [{k: v for k, v in r.items() if not pd.isna(v)} for r in records[[c for c in config if c in records]]
+            .to_dict("records")]
+    p = Predictor.load(bundle_path(task))
+    frame = p.predict(pd.DataFrame(rows))
+    assert frame["in_distribution"].any() and frame["runtime_ms"].nunique() > 30
+    for i, row in enumerate(rows):
+        one = p.predict(row)
+        for key, value in one.items():
+            expected = frame[key].iloc[i]
+            assert value == expected or (pd.isna(value) and pd.isna(expected)), (i, key, value, expected)
