@@ -34,10 +34,7 @@ STAGES: list[tuple[str, ...]] = [
 ]
 
 #: cycles still present because another change owns the fix; each entry names its issue. Empty when done.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # issue 11, item 3: the generic bundle writer/reader (being rewritten) still names the adapted estimator
-    frozenset({"perfcast.models.estimators.adapt", "perfcast.models.persistence.bundle"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_files() -> dict[str, Path]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 
 from perfcast.features.records import Records
 from perfcast.models.uncertainty.novelty import HardwareNovelty
@@ -52,6 +51,8 @@ class Spread:
 
     @classmethod
     def fit(cls, distance: np.ndarray, score: np.ndarray) -> Spread:
+        from sklearn.isotonic import IsotonicRegression  # fitting only: loading a model skips its import
+
         iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(distance, score)
         return cls(np.asarray(iso.X_thresholds_, dtype="float64"),
                    np.maximum(np.asarray(iso.y_thresholds_, dtype="float64"), MIN_SPREAD))
