@@ -34,7 +34,8 @@ from perfcast.features.records import Records
 from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.uncertainty.domain import NOT_SIZES
 from perfcast.models.uncertainty.calibration import check_level
-from perfcast.models.estimators.power import derived_outputs, energy_interval
+from perfcast.models.estimators.power import energy_interval
+from perfcast.models.outputs import derived_outputs
 from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
 
 #: where MLflow puts a logged model's bundle in the model directory

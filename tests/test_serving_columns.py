@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from perfcast import Predictor
-from perfcast.models.estimators.power import derived_outputs
-from perfcast.training.tracking import answer_columns
+from perfcast.models.outputs import answer_columns, derived_outputs
 
 
 def test_logged_answer_columns_are_the_predictors_columns() -> None:

@@ -12,128 +12,24 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.compose import TransformedTargetRegressor
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.impute import SimpleImputer
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
 from perfcast.records.schema import TARGETS, TASKS
 from perfcast.features import feature_groups, feature_transformer
 from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.estimators.knn import KNNRegressor, knn_estimator
-from perfcast.models.estimators.normalize import BASES, DEFAULT_GROUP_BY, TargetNormalizer
+from perfcast.models.estimators.normalize import normalized
+from perfcast.models.estimators.per_target import PerTargetRegressor
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
 from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.models.estimators.trees import CLASSES, tree_model
 from perfcast.models.estimators.trees import DEFAULTS as TREE_DEFAULTS
-
-#: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
-LOG_SPAN = 10.0
-
-
-def _rows(X: Any, mask: np.ndarray) -> Any:
-    return X.loc[mask] if isinstance(X, pd.DataFrame) else np.asarray(X)[mask]
-
-
-class PerTargetRegressor(RegressorMixin, BaseEstimator):
-    """One clone of ``estimator`` per target, each fitted on the rows where its target is measured.
-
-    ``log_target``: "auto" learns log(y) for a target whose values are all positive and span a decade or
-    more (see :data:`LOG_SPAN`), True always, False never (for estimators that set their own scale, such
-    as the hybrid). An estimator with a ``target`` parameter is told which target it fits. ``joint``
-    fits a single clone on the whole (rows x targets) matrix, NaN included, for estimators that mask
-    missing targets themselves. ``predict`` returns (n,) for one target, (n, n_targets) otherwise.
-    """
-
-    def __init__(self, estimator: BaseEstimator, targets: list[str] | None = None, log_target: str | bool = "auto",
-                 joint: bool = False):
-        self.estimator = estimator
-        self.targets = targets
-        self.log_target = log_target
-        self.joint = joint
-
-    def _target_frame(self, y: Any, n_rows: int) -> pd.DataFrame:
-        """``y`` as a float DataFrame with one column per target (named, in ``targets`` order)."""
-        if isinstance(y, pd.DataFrame):
-            names = list(self.targets) if self.targets is not None else list(y.columns)
-            absent = [t for t in names if t not in y.columns]
-            if absent:
-                raise ValueError(f"y lacks target column(s) {absent}; it has {list(y.columns)}")
-            frame = y[names]
-        else:
-            arr = np.asarray(y, dtype="float64")
-            arr = arr.reshape(len(arr), -1) if arr.ndim == 1 else arr
-            names = list(self.targets) if self.targets is not None else (
-                [y.name] if isinstance(y, pd.Series) and y.name else [f"y{i}" for i in range(arr.shape[1])])
-            if arr.ndim != 2 or arr.shape[1] != len(names):
-                raise ValueError(f"y has shape {arr.shape}, expected {len(names)} column(s) for targets {names}")
-            frame = pd.DataFrame(arr, columns=names)
-        if len(frame) != n_rows:
-            raise ValueError(f"X has {n_rows} rows but y has {len(frame)}")
-        frame = frame.apply(pd.to_numeric, errors="coerce").astype("float64").reset_index(drop=True)
-        empty = [t for t in frame.columns if frame[t].notna().sum() == 0]
-        if empty:
-            raise ValueError(f"target(s) {empty} have no measured (non-NaN) value to learn from")
-        return frame
-
-    def _use_log(self, y: np.ndarray) -> bool:
-        if self.log_target in (True, False):
-            return bool(self.log_target)
-        if self.log_target != "auto":
-            raise ValueError(f"log_target must be 'auto', True or False, got {self.log_target!r}")
-        if not (y > 0).all():
-            return False
-        lo, hi = np.percentile(y, [1, 99])
-        return hi / lo >= LOG_SPAN
-
-    def _one(self, target: str, y: np.ndarray) -> BaseEstimator:
-        est = clone(self.estimator)
-        if "target" in est.get_params(deep=False):
-            est.set_params(target=target)
-        if self._use_log(y):
-            est = TransformedTargetRegressor(regressor=est, func=np.log, inverse_func=np.exp, check_inverse=False)
-        return est
-
-    def fit(self, X: Any, y: Any) -> PerTargetRegressor:
-        Y = self._target_frame(y, len(X))
-        self.targets_ = list(Y.columns)
-        if self.joint:
-            self.estimators_ = [clone(self.estimator).fit(X, Y.to_numpy())]
-            return self._fitted(X)
-        self.estimators_ = []
-        for t in self.targets_:
-            seen = Y[t].notna().to_numpy()
-            y_t = Y.loc[seen, t].to_numpy()
-            self.estimators_.append(self._one(t, y_t).fit(_rows(X, seen), y_t))
-        return self._fitted(X)
-
-    def _fitted(self, X: Any) -> PerTargetRegressor:
-        self.n_features_in_ = X.shape[1]
-        if isinstance(X, pd.DataFrame):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
-        if self.joint:
-            pred = np.asarray(self.estimators_[0].predict(X), dtype="float64").reshape(len(X), -1)
-        else:
-            pred = np.column_stack([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
-        return pred[:, 0] if pred.shape[1] == 1 else pred
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.target_tags.multi_output = True
-        return tags
-
 
 # ------------------------------------------------------------------------------------------- factories
 Factory = Callable[[str, list[str], dict[str, Any]], BaseEstimator]
@@ -249,39 +145,6 @@ def _group_attention(task: str, targets: list[str], params: dict[str, Any]) -> B
                               log_target=False, joint=True)
 
 
-def _normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
-    """Registry factory: per target, a ``TargetNormalizer`` around a tree ensemble fitted on log(ratio);
-    or one around the group-attention network for all targets jointly (it standardises its own log-target).
-
-    Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
-    (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
-    are judged by), ``seeds`` (trees only: a seed bag, the geometric mean of one tree model per seed, which
-    steadies predictions for processors between the trained ones). The rest go to the inner model.
-    """
-    rest = dict(params)
-    base = rest.pop("base", "lightgbm")
-    norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
-    if base not in BASES:
-        raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
-    seeds = rest.pop("seeds", None)
-    if base == "group_attention":  # torch is imported only when the network is asked for
-        from perfcast.models.estimators.group_attention import GroupAttentionRegressor
-
-        if seeds is not None:
-            raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
-                             "random_state")
-
-        net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
-        return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
-    log = rest.pop("log_target", True)
-    inner = tree_model(base, rest)
-    if log:
-        inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
-    if seeds is not None:
-        inner = GeometricEnsemble([inner], seeds=list(seeds))
-    return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)
-
-
 def _power(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
     """Board power from the spec sheet's limit and the kernel's utilisation, with a learned correction, fitted
     jointly with runtime and energy when they are targets (:class:`~perfcast.models.estimators.power.PowerRegressor`)."""
@@ -299,7 +162,7 @@ MODELS: dict[str, Factory] = {
     "transfer": _transfer,
     "group_attention": _group_attention,
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
-    "normalized": _normalized,
+    "normalized": normalized,
     "power": _power,
     "knn": lambda task, targets, params: PerTargetRegressor(knn_estimator(task, params), targets, log_target=False),
 }

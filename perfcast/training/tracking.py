@@ -35,7 +35,7 @@ from perfcast.eval import plots
 from perfcast.features import feature_transformer
 from perfcast.features.hardware import DEVICE_ALIAS
 from perfcast.mlflow_quiet import BUNDLE_ARTIFACT, quiet_mlflow
-from perfcast.models.estimators.power import derived_outputs
+from perfcast.models.outputs import answer_columns
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
@@ -227,13 +227,6 @@ def log_evaluation_plots(test: pd.DataFrame, X_test: pd.DataFrame, task: str, me
             mlflow.log_figure(fig, f"plots/{name}")
             paths.append(f"plots/{name}")
     return paths
-
-
-def answer_columns(targets: list[str]) -> list[str]:
-    """The columns :meth:`perfcast.predictor.Predictor.predict` answers with for a model of ``targets``, in its
-    order: each target and derived output with its interval, then ``in_distribution`` and ``ood_reason``."""
-    values = [f"{t}{s}" for t in [*targets, *derived_outputs(targets)] for s in ("", "_lo", "_hi")]
-    return [*values, "in_distribution", "ood_reason"]
 
 
 def serving_signature(X: pd.DataFrame, task: str, answer: Iterable[str], required: Iterable[str],

@@ -27,7 +27,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.utils.validation import check_is_fitted
+
+from perfcast.features import feature_groups
+from perfcast.models.estimators.per_target import PerTargetRegressor
+from perfcast.models.estimators.trees import tree_model
 
 #: the default group: the CPU features' code of (benchmark, sub-test, variant)
 DEFAULT_GROUP_BY: tuple[str, ...] = ("workload_code",)
@@ -228,5 +233,40 @@ def _like(y: Any, values: np.ndarray) -> Any:
     return values[:, 0] if np.ndim(y) == 1 else values
 
 
-#: inner models the normaliser can wrap (the registry's ``normalized`` factory checks ``base`` against it)
+#: inner models the normaliser can wrap: the tree ensembles, and the group-attention network
 BASES: tuple[str, ...] = ("lightgbm", "xgboost", "rf", "extra_trees", "group_attention")
+
+
+def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """Registry factory: per target, a ``TargetNormalizer`` around a tree ensemble fitted on log(ratio);
+    or one around the group-attention network for all targets jointly (it standardises its own log-target).
+
+    Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
+    (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
+    are judged by), ``seeds`` (trees only: a seed bag, the geometric mean of one tree model per seed, which
+    steadies predictions for processors between the trained ones). The rest go to the inner model.
+    """
+    rest = dict(params)
+    base = rest.pop("base", "lightgbm")
+    norm = {"group_by": tuple(rest.pop("group_by", DEFAULT_GROUP_BY)), "scale_by": tuple(rest.pop("scale_by", ()))}
+    if base not in BASES:
+        raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
+    seeds = rest.pop("seeds", None)
+    if base == "group_attention":  # torch is imported only when the network is asked for
+        from perfcast.models.estimators.group_attention import GroupAttentionRegressor
+
+        if seeds is not None:
+            raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
+                             "random_state")
+
+        net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
+        return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
+    log = rest.pop("log_target", True)
+    inner = tree_model(base, rest)
+    if log:
+        inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
+    if seeds is not None:
+        from perfcast.models.estimators.ensemble import GeometricEnsemble
+
+        inner = GeometricEnsemble([inner], seeds=list(seeds))
+    return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)

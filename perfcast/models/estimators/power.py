@@ -112,12 +112,6 @@ def combine(targets: list[str], runtime: np.ndarray, power: np.ndarray) -> np.nd
     return np.column_stack([cols[t] for t in targets])
 
 
-def derived_outputs(targets: list[str]) -> list[str]:
-    """Outputs a model of ``targets`` answers beyond them: energy (J) = power x runtime when it predicts both
-    but not energy itself (see :func:`energy_interval`)."""
-    return ["energy_j"] if {"runtime_ms", "power_w"} <= set(targets) and "energy_j" not in targets else []
-
-
 def energy_interval(runtime: tuple[np.ndarray, np.ndarray, np.ndarray], power: tuple[np.ndarray, np.ndarray, np.ndarray]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energy (J) = power x runtime / 1000 with an interval from the two targets' (prediction, lo, hi).
