@@ -106,7 +106,8 @@ class CompiledForest:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
         if threads <= 1 or len(X) <= BLOCK:
             out = np.zeros(len(X))
-            _walk(X, 0, len(X), *self.layout, out)
+            for lo in range(0, len(X), BLOCK):  # block by block, as the parallel walk: a block stays in cache
+                _walk(X, lo, min(len(X), lo + BLOCK), *self.layout, out)
             return out
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         return _walk_parallel(X, *self.layout)
