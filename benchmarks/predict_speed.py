@@ -225,7 +225,8 @@ def main() -> None:
     print("| measure | target | " + " | ".join(runs) + " |\n|---|---|" + "---|" * len(runs))
     for name, target, cell in rows:
         print(f"| {name} | {target} | " + " | ".join(cell(r) for r in runs.values()) + " |")
-    print(f"| sklearn RandomForest(100).predict, 1 row (GPPerf) = RF | - | {forest_s * 1e3:.2f} ms |" + " |" * (len(runs) - 1))
+    print(f"| sklearn RandomForest(100).predict, 1 row (GPPerf) = RF | - | {forest_s * 1e3:.2f} ms |"
+          + " |" * (len(runs) - 1))
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         diff[:, 3] = np.where(both_without, 0.0, np.nan_to_num(diff[:, 3], nan=UNKNOWN_PENALTY))
         known = np.isfinite(other[:, :, :2]).all(axis=2)
         dist = np.nan_to_num(diff[:, :3], nan=UNKNOWN_PENALTY) @ weights[:3] + weights[3] * diff[:, 3]
-        return np.where(known, dist.reshape(known.shape), np.inf)  # a device that never ran this dtype is no sibling for it
+        # a device that never ran this dtype is no sibling for it
+        return np.where(known, dist.reshape(known.shape), np.inf)
 
     def _positions(self, X: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
         """Where ``names`` are among ``X``'s columns, found once per column index (a model's feature frames

@@ -27,6 +27,7 @@ file can neither read outside the arrays (a segfault in compiled code) nor send 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -59,7 +60,7 @@ class CompiledForest:
     nan_as_missing: np.ndarray
     leaf_value: np.ndarray
     n_features: int
-    layout: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
+    layout: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", self._layout())
@@ -67,8 +68,9 @@ class CompiledForest:
     def __repr__(self) -> str:
         return f"CompiledForest({len(self.roots)} trees, {len(self.feature)} splits, {self.n_features} features)"
 
-    def _layout(self) -> tuple[np.ndarray, ...]:
-        """(roots, depth, children, feature, threshold, nan_right, value) over split nodes then leaves.
+    def _layout(self) -> tuple[Any, ...]:
+        """(roots, depth, children, feature, threshold, nan_right, value) over split nodes then leaves, and the
+        number of split nodes (a node at or past it is a leaf).
 
         ``nan_right[i]``: where node ``i`` sends a NaN (right unless it learned NaN goes left; a split that saw
         no NaN reads it as 0.0). A tree's depth is its deepest leaf's: children follow their parent within a
@@ -95,7 +97,7 @@ class CompiledForest:
         nan_right = np.append(np.where(self.nan_as_missing, ~self.default_left, ~(0.0 <= self.threshold)),
                               np.zeros(L, dtype=bool))
         return (roots, tree_depth, children, np.append(self.feature, np.zeros(L, dtype=np.int32)).astype(np.int32),
-                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value))
+                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value), S)
 
     def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
         """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`)."""
@@ -104,7 +106,8 @@ class CompiledForest:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
         if threads <= 1 or len(X) <= BLOCK:
             out = np.zeros(len(X))
-            _walk(X, 0, len(X), *self.layout, out)
+            for lo in range(0, len(X), BLOCK):  # block by block, as the parallel walk: a block stays in cache
+                _walk(X, lo, min(len(X), lo + BLOCK), *self.layout, out)
             return out
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         return _walk_parallel(X, *self.layout)
@@ -247,7 +250,7 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
 
 
 @njit(cache=True, nogil=True)
-def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, value, out):  # noqa: ANN001
+def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, value, splits, out):  # noqa: ANN001
     """Add every tree's leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows
     at a time through each tree."""
     nodes = np.empty(LANES, dtype=np.int64)
@@ -263,21 +266,24 @@ def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, valu
             for j in range(LANES):
                 out[i + j] += value[nodes[j]]
             i += LANES
-        for r in range(i, hi):
+        for r in range(i, hi):  # a row alone: branches (the CPU runs ahead on its guess), stopping at the leaf
             node = roots[t]
-            for _ in range(depth[t]):
+            while node < splits:
                 v = X[r, feature[node]]
-                node = children[2 * node + ((v > threshold[node]) | ((v != v) & nan_right[node]))]
+                if v > threshold[node] or (v != v and nan_right[node]):
+                    node = children[2 * node + 1]
+                else:
+                    node = children[2 * node]
             out[r] += value[node]
 
 
 @njit(parallel=True, cache=True)
-def _walk_parallel(X, roots, depth, children, feature, threshold, nan_right, value):  # noqa: ANN001
+def _walk_parallel(X, roots, depth, children, feature, threshold, nan_right, value, splits):  # noqa: ANN001
     n = X.shape[0]
     out = np.zeros(n)
     for b in prange((n + BLOCK - 1) // BLOCK):
         _walk(X, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, children, feature, threshold, nan_right,
-              value, out)
+              value, splits, out)
     return out
 
 
