@@ -881,11 +881,14 @@ RUNNERS: dict[str, Runner] = {
     "aiconfigurator-power": lazy_runner("perfcast.experiments.power_bench", "aiconfigurator_power"),
     "aiconfigurator-adapt": lazy_runner("perfcast.experiments.adapt_bench", "aiconfigurator_adapt"),
     "neusight-adapt": lazy_runner("perfcast.experiments.adapt_bench", "neusight_adapt"),
+    "aiconfigurator-sibling-gemm": lazy_runner("perfcast.experiments.sibling", "aiconfigurator_sibling_gemm"),
+    "aiconfigurator-sibling-attention": lazy_runner("perfcast.experiments.sibling", "aiconfigurator_sibling_attention"),
 }
 #: the protocols whose rows carry a 90 % interval coverage
 UNSEEN_HARDWARE: tuple[str, ...] = (
     "neusight-ood", "aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention", "spec-cpu2017-future",
     "ncpp-paper", "aiconfigurator-power", "aiconfigurator-adapt", "neusight-adapt",
+    "aiconfigurator-sibling-gemm", "aiconfigurator-sibling-attention",
 )
 
 

@@ -113,7 +113,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
-    def _distances(self, X: pd.DataFrame) -> np.ndarray:
+    def distances(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, devices) distance of each row's device to each training device running the row's dtype."""
         own = self._descriptors(X)
         kinds = kernel_kinds(X).to_numpy()
@@ -129,7 +129,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
             out[:, j] = np.where(known, dist, np.inf)  # a device that never ran this dtype is no sibling for it
         return out
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
         saves them with ``np.savez`` and rebuilds the correction with :meth:`from_state`)."""
         check_is_fitted(self, "residuals_")
@@ -162,12 +162,13 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         model.descriptors_ = pd.DataFrame(arrays["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
         return model
 
-    def correction(self, X: pd.DataFrame) -> np.ndarray:
-        """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config)."""
+    def correction(self, X: pd.DataFrame, distances: np.ndarray | None = None) -> np.ndarray:
+        """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config);
+        ``distances``: :meth:`distances` of ``X`` when the caller has them already."""
         check_is_fitted(self, "residuals_")
         self._check_columns(X)
         keys = row_keys(X, self.config_columns)
-        weight = np.exp(-self._distances(X) / self.scale)
+        weight = np.exp(-(self.distances(X) if distances is None else distances) / self.scale)
         num = np.zeros(len(X))
         den = np.zeros(len(X))
         for j, dev in enumerate(self.devices_):

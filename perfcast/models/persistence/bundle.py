@@ -395,7 +395,7 @@ class _Writer:
             return {"kind": "geometric", "members": [self.encode(m, f"{rel}/member{i}")
                                                      for i, m in enumerate(est.estimators_)]}
         if isinstance(est, SiblingTransfer):
-            params, arrays = est.state()
+            params, arrays = est.to_state()
             path = self.root / rel / "siblings.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **arrays)
