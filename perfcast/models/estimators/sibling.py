@@ -336,6 +336,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
                   "info_device": info["device"].to_numpy(dtype=np.uint64),
                   "info_vendor": info["vendor"].to_numpy(dtype=np.int64),
                   "info_cc": info["cc"].to_numpy(dtype="float64"),
+                  "info_spec": info[list(RANK_FIELDS)].to_numpy(dtype="float64"),
                   "score_sizes": np.asarray([len(self.scores_[k]) for k in kinds], dtype=np.int64),
                   "scores": np.concatenate([self.scores_[k] for k in kinds])}
         return params, arrays
@@ -355,6 +356,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
                                      index=index)
         model.info_ = pd.DataFrame({"vendor": arrays["info_vendor"], "cc": arrays["info_cc"]},
                                    index=pd.Index(arrays["info_device"], name="device"))
+        model.info_[list(RANK_FIELDS)] = arrays["info_spec"]
         bounds = np.concatenate([[0], np.cumsum(arrays["score_sizes"])])
         model.scores_ = {k: arrays["scores"][a:b] for k, a, b in zip(params["score_kinds"], bounds[:-1], bounds[1:],
                                                                      strict=True)}
