@@ -14,6 +14,7 @@ score on the test rows.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -123,11 +124,6 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
     return rows
 
 
-def aiconfigurator_sibling_gemm(ws: Workspace, cfg: RunConfig) -> list[Result]:
-    """The sibling protocol on aiconfigurator's GEMM tables."""
-    return aiconfigurator_sibling(ws, cfg, "gemm")
-
-
-def aiconfigurator_sibling_attention(ws: Workspace, cfg: RunConfig) -> list[Result]:
-    """The sibling protocol on aiconfigurator's context and generation attention tables."""
-    return aiconfigurator_sibling(ws, cfg, "attention")
+#: the runners :data:`perfcast.experiments.anchors.RUNNERS` names, one per task
+aiconfigurator_sibling_gemm = partial(aiconfigurator_sibling, task="gemm")
+aiconfigurator_sibling_attention = partial(aiconfigurator_sibling, task="attention")
