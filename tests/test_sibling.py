@@ -16,6 +16,7 @@ from perfcast.eval.protocols import unseen_hardware_split
 from perfcast.experiments.anchors import CONFIG_KEYS, copy_from_devices, sibling_devices
 from perfcast.experiments.sibling import fitted_sibling
 from perfcast.models.estimators.sibling import SELECTED_ON, SiblingShrink, are_siblings
+from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.records.store import RecordStore
 
 GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
@@ -120,3 +121,8 @@ def test_state_round_trip_is_plain_arrays(held_out_gb200, tmp_path):
     np.testing.assert_allclose(back.predict(X), est.predict(X), rtol=1e-12)
     for a, b in zip(back.predict_interval(X), est.predict_interval(X), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+    # as a bundle rebuilds it: the transfer from its own state (no base estimator), the base predicted apart
+    transfer = est.transfer_
+    back.transfer_ = SiblingTransfer.from_state(*transfer.to_state())
+    np.testing.assert_allclose(back.predict_from_base(X, transfer.estimator_.predict(X)), est.predict(X),
+                               rtol=1e-12)

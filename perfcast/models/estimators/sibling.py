@@ -124,15 +124,16 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             np.asarray(me["vendor"]), np.asarray(me["cc"]), info.loc[d, "vendor"], info.loc[d, "cc"],
             self.max_cc_gap))]
 
-    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame
-                  ) -> dict[str, np.ndarray]:
+    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame,
+                  base: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """(rows, training devices) log measurement, base and roofline log ratios, distance (NaN / inf where
         the column's device is no sibling of the row's device or did not measure the row's configuration),
-        and ``own``: the transfer's log prediction per row."""
+        and ``own``: the transfer's log prediction per row. ``base``: the transfer's base prediction of ``X``
+        (computed when not given)."""
         keys = row_keys(X, transfer.config_columns)
         vendor, cc = _identity(X)
         dist = transfer.distances(X)
-        log_base = np.log(transfer.estimator_.predict(X))
+        log_base = np.log(transfer.estimator_.predict(X) if base is None else np.asarray(base, dtype="float64"))
         log_roof = np.log(10.0) * X[ROOFLINE_COLUMN].to_numpy(dtype="float64")
         n, m = len(X), len(transfer.devices_)
         out = {k: np.full((n, m), np.nan) for k in ("log_y", "base", "roofline")}
@@ -267,13 +268,12 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             self.scores_[k] = np.sort(np.abs(chosen[kind == k]))
 
     # ----------------------------------------------------------------------------------------- predict
-    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log prediction, log transfer prediction, whether a sibling measured the row's configuration)."""
+    def _log_parts(self, X: pd.DataFrame, base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(log prediction, whether a sibling measured the row's configuration)."""
         check_is_fitted(self, "settings_")
-        mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
+        mats = self._matrices(X, self.transfer_, self.tables_, self.info_, base)
         kinds = kernel_kinds(X).to_numpy()
-        own = mats["own"]
-        out = own.copy()
+        out = mats["own"].copy()
         has = np.isfinite(mats["log_y"]).any(axis=1)
         for k in pd.unique(kinds):
             sel = (kinds == k) & has
@@ -281,7 +281,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
                 sub = {n: v[sel] for n, v in mats.items()}
                 out[sel] = self._candidate(sub, self.settings_.get(str(k), self.pooled_), self.transfer_.scale,
                                            self._trust(sub, str(k)))
-        return out, own, has
+        return out, has
 
     def _trust(self, mats: dict[str, np.ndarray], kind: str) -> np.ndarray:
         """Per row, ``min(1, reach / d)``: ``d`` the distance to the row's nearest measuring sibling, ``reach``
@@ -296,6 +296,11 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.exp(self._log_parts(X)[0])
 
+    def predict_from_base(self, X: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+        """:meth:`predict` given the transfer's base prediction of ``X``: what a saved model does, whose transfer
+        is rebuilt by :meth:`SiblingTransfer.from_state` without its base estimator."""
+        return np.exp(self._log_parts(X, base)[0])
+
     def predict_transfer(self, X: pd.DataFrame) -> np.ndarray:
         """What the fallback transfer alone predicts (the previous unseen-GPU model), for comparison."""
         check_is_fitted(self, "transfer_")
@@ -306,7 +311,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         """(prediction, lo, hi): on sibling rows ``ŷ·e^(±q)`` with ``q`` the split-conformal quantile of the
         nested |log error| of the row's kernel kind (pooled for a kind without its own setting); on rows no
         sibling measured, unbounded (0, inf)."""
-        log_pred, _, has = self._log_parts(X)
+        log_pred, has = self._log_parts(X)
         level = self.level if level is None else level
         kinds = kernel_kinds(X).to_numpy()
         q = np.full(len(X), np.inf)
@@ -343,7 +348,8 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> SiblingShrink:
-        """A model whose predictions match once its fitted transfer is attached as ``transfer_``."""
+        """A model whose predictions match once its transfer is attached as ``transfer_``: the fitted one
+        (:meth:`predict`), or one rebuilt by :meth:`SiblingTransfer.from_state` (:meth:`predict_from_base`)."""
         model = cls(None, max_cc_gap=params["max_cc_gap"], level=params["level"], target=params["target"])
         model.settings_ = {k: (str(v[0]), float(v[1]), str(v[2])) for k, v in params["settings"].items()}
         p = params["pooled"]
