@@ -7,21 +7,22 @@ evidence there is, and a model that corrects it by a spec-sheet ratio is only wo
 predicted ratio between the two devices) and lost to plain copying on most held-out siblings. Here the
 prediction for a row whose configuration a sibling measured is
 
-    log ŷ = log y_sibling + λ_kind · (log f(x, device) − log f(x, sibling))
+    log ŷ = log y_sibling + λ_kind · trust · (log f(x, device) − log f(x, sibling))
 
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
-copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0) and the sibling either the nearest one or the mean over all of them (``donor``). ``(source, λ,
-donor)`` is chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training
-devices: each training device that itself has a sibling among the others is held out in turn, the transfer
-refitted without it, and every setting scored on its rows ("nested leave-one-training-sibling-out"); the
-held-out test device never enters the choice. The same nested residuals calibrate the interval
+copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling either the
+nearest one or a distance-weighted mean of all of them (``donor``), and ``trust`` ≤ 1 for a sibling farther
+away than any the selection validated. ``(source, λ, donor)`` is chosen per kernel kind (dtype, attention
+phase) by *nested* validation inside the training devices: each training device that itself has a sibling
+among the others is held out in turn, the transfer refitted without it, and every setting scored on its rows
+("nested leave-one-training-sibling-out"); a correction is adopted only where it beat copying on every such
+fold. The held-out test device never enters the choice. The same nested residuals calibrate the interval
 (split-conformal per kernel kind, pooled where a kind has few rows). Rows no sibling measured get the
 transfer's prediction unchanged (and an unbounded interval: nothing here calibrated it).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
