@@ -38,9 +38,9 @@ from perfcast.models.uncertainty.intervals import conformal_quantile
 #: where the correction's ratio comes from: the transfer's base model, the spec sheet's roofline, or the
 #: transfer's own prediction (λ then blends the copy with the transfer in log space)
 SOURCES: tuple[str, ...] = ("base", "roofline", "transfer")
-#: which siblings a row copies: the mean over all that measured it, weighted like the transfer's residuals
-#: (``exp(-distance / scale)``: the nearest dominates when one is much closer), or the nearest alone. The
-#: first wins ties, which is what nested folds with a single sibling each give
+#: which siblings a row copies: the nearest alone (what the copy-sibling baseline copies), or the mean over all
+#: that measured it, weighted like the transfer's residuals (``exp(-distance / scale)``). The first wins ties,
+#: which is all that nested folds with a single sibling each can give
 DONORS: tuple[str, ...] = ("nearest", "mean")
 #: the shrinkage weights tried (0 = copy the sibling; 1 = trust the ratio fully); smaller wins ties
 LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -196,7 +196,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         info = self._device_info(X, devices)
         order = list(pd.unique(devices))
         # nested: every training device with a sibling among the others, held out in turn
-        scores: dict[str, list[np.ndarray]] = {}  # setting label -> per-row |log error| over the nested rows
+        scores: dict[str, list[np.ndarray]] = {}  # setting label -> per-row log error over the nested rows
         nested_kind, nested_fold, nested_reach, transfer_err = [], [], [], []
         for fold, dev in enumerate(d for d in order if self._siblings_of(info, d, order)):
             held = devices == dev
