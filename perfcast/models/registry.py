@@ -27,6 +27,7 @@ from perfcast.models.estimators.normalize import normalized
 from perfcast.models.estimators.per_target import PerTargetRegressor
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
+from perfcast.models.estimators.sibling import SiblingShrink
 from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.models.estimators.trees import CLASSES, tree_model
 from perfcast.models.estimators.trees import DEFAULTS as TREE_DEFAULTS
@@ -123,16 +124,33 @@ def _hybrid(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstima
 TRANSFER_KEYS: tuple[str, ...] = ("scale", "max_rows")
 
 
-def _transfer(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
-    """The hybrid corrected by sibling devices' residuals on the same configuration (:class:`SiblingTransfer`);
-    ``scale`` and ``max_rows`` shape the correction, the other ``params`` describe the hybrid."""
+def _sibling_transfer(task: str, targets: list[str], params: dict[str, Any]) -> SiblingTransfer:
+    """The :class:`SiblingTransfer` ``params`` describe (``scale``, ``max_rows``; the rest: its hybrid)."""
     _analytic(task, targets)
     params = dict(params)
     own = {k: params.pop(k) for k in TRANSFER_KEYS if k in params}
     groups = feature_groups(task)
     config = [*groups["shape"], *groups["dtype"]]
     device = [c for c in groups["hardware"] if c not in ("peak_tflops", "log10_watts_per_tflop")]  # per dtype
-    return PerTargetRegressor(SiblingTransfer(hybrid_estimator(task, params), config, device, **own), targets,
+    return SiblingTransfer(hybrid_estimator(task, params), config, device, **own)
+
+
+def _transfer(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """The hybrid corrected by sibling devices' residuals on the same configuration (:class:`SiblingTransfer`);
+    ``scale`` and ``max_rows`` shape the correction, the other ``params`` describe the hybrid."""
+    return PerTargetRegressor(_sibling_transfer(task, targets, params), targets, log_target=False)
+
+
+#: sibling parameters that shape the shrunk copy; the rest configure its transfer
+SIBLING_KEYS: tuple[str, ...] = ("nested_max_rows", "max_cc_gap")
+
+
+def _sibling(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+    """A measured sibling GPU's latency times a ratio shrunk toward 1 by nested validation, the transfer where
+    no sibling measured the configuration (:class:`SiblingShrink`)."""
+    params = dict(params)
+    own = {k: params.pop(k) for k in SIBLING_KEYS if k in params}
+    return PerTargetRegressor(SiblingShrink(_sibling_transfer(task, targets, params), **own), targets,
                               log_target=False)
 
 
@@ -160,6 +178,7 @@ MODELS: dict[str, Factory] = {
     "roofline": _roofline,
     "hybrid": _hybrid,
     "transfer": _transfer,
+    "sibling": _sibling,
     "group_attention": _group_attention,
     # another model on targets divided by a per-(workload) baseline (see perfcast.models.estimators.normalize)
     "normalized": normalized,
@@ -180,6 +199,7 @@ LOG_KEY = {"log_target": None}
 OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "seeds": None, "variants": None},
     "transfer": {"scale": 0.8, "max_rows": None},
+    "sibling": {"nested_max_rows": None, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None},
     # tables of LightGBM parameters for the power model's runtime head and its power correction
     "power": {"runtime": None, "correction": None},
@@ -222,9 +242,9 @@ def accepted_params(name: str, params: dict[str, Any] | None = None) -> dict[str
         return {}
     if name == "knn":
         return KNNRegressor().get_params(deep=False)
-    if name in ("hybrid", "transfer"):
-        return {**OWN_KEYS["hybrid"], **(OWN_KEYS["transfer"] if name == "transfer" else {}),
-                **_estimator_params("lightgbm")}
+    if name in ("hybrid", "transfer", "sibling"):
+        return {**OWN_KEYS["hybrid"], **(OWN_KEYS["transfer"] if name != "hybrid" else {}),
+                **(OWN_KEYS["sibling"] if name == "sibling" else {}), **_estimator_params("lightgbm")}
     if name == "group_attention":
         return _estimator_params("group_attention")
     if name == "normalized":
@@ -263,10 +283,10 @@ def check_params(name: str, params: dict[str, Any]) -> None:
     sklearn_cls = {**CLASSES, "mlp": MLPRegressor}.get(params.get("base", "lightgbm") if name == "normalized" else name)
     by_sklearn = set(sklearn_cls().get_params(deep=False)) if hasattr(sklearn_cls, "_parameter_constraints") else set()
     tables = [("", params)] + [(f"variants[{i}].", v) for i, v in enumerate(params.get("variants") or [])
-                               if name in ("hybrid", "transfer") and isinstance(v, dict)]
+                               if name in ("hybrid", "transfer", "sibling") and isinstance(v, dict)]
     tables += [(f"{k}.", params[k]) for k in OWN_KEYS["power"] if name == "power" and isinstance(params.get(k), dict)]
     for where, table in tables:
-        nested = ("seeds", "variants", *OWN_KEYS["transfer"], *OWN_KEYS["power"])
+        nested = ("seeds", "variants", *OWN_KEYS["transfer"], *OWN_KEYS["sibling"], *OWN_KEYS["power"])
         keys = {k: d for k, d in allowed.items() if not where or k not in nested}
         unknown = sorted(set(table) - set(keys))
         if unknown:

@@ -122,7 +122,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
-    def _distances(self, X: pd.DataFrame) -> np.ndarray:
+    def distances(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, devices) distance of each row's device to each training device running the row's dtype.
 
         The training devices' descriptors are looked up once per distinct kernel kind of ``X`` (a handful), not
@@ -220,13 +220,14 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         model.descriptors_ = pd.DataFrame(arrays["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
         return model
 
-    def correction(self, X: pd.DataFrame) -> np.ndarray:
-        """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config)."""
+    def correction(self, X: pd.DataFrame, distances: np.ndarray | None = None) -> np.ndarray:
+        """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config);
+        ``distances``: :meth:`distances` of ``X`` when the caller has them already."""
         if not hasattr(self, "residuals_"):  # check_is_fitted's test, without its cost per request
             check_is_fitted(self, "residuals_")
         self._check_columns(X)
         keys = row_keys(X, self.config_columns, self._positions(X, tuple(self.config_columns)))
-        weight = np.exp(-self._distances(X) / self.scale)
+        weight = np.exp(-(self.distances(X) if distances is None else distances) / self.scale)
         configs, table = self._residual_matrix()
         if not len(configs):
             return np.zeros(len(X))

@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "adapted": ("perfcast.models.estimators.adapt:AdaptedRegressor", ("lightgbm",)),
     "group_attention": ("perfcast.models.estimators.group_attention:GroupAttentionRegressor", ("torch",)),
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
+    "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
 }
 
 
