@@ -13,7 +13,7 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.eval.metrics import mape
 from perfcast.eval.protocols import unseen_hardware_split
-from perfcast.experiments.anchors import CONFIG_KEYS, copy_from_devices, sibling_devices
+from perfcast.experiments.baselines import CONFIG_KEYS, copy_from_devices, sibling_devices
 from perfcast.experiments.sibling import fitted_sibling
 from perfcast.models.estimators.sibling import SELECTED_ON, SiblingShrink, are_siblings
 from perfcast.models.estimators.transfer import SiblingTransfer
@@ -116,7 +116,7 @@ def test_state_round_trip_is_plain_arrays(held_out_gb200, tmp_path):
     with np.load(tmp_path / "sibling.npz", allow_pickle=False) as npz:  # no object arrays: nothing executes
         loaded = {k: npz[k] for k in npz.files}
     back = SiblingShrink.from_state(json.loads(json.dumps(params)), loaded)
-    back.transfer_ = est.sub_estimators()["transfer_"]
+    back.transfer_ = est.transfer_
     X = pipe[:-1].transform(test)
     np.testing.assert_allclose(back.predict(X), est.predict(X), rtol=1e-12)
     for a, b in zip(back.predict_interval(X), est.predict_interval(X), strict=True):
@@ -126,3 +126,20 @@ def test_state_round_trip_is_plain_arrays(held_out_gb200, tmp_path):
     back.transfer_ = SiblingTransfer.from_state(*transfer.to_state())
     np.testing.assert_allclose(back.predict_from_base(X, transfer.estimator_.predict(X)), est.predict(X),
                                rtol=1e-12)
+
+
+def test_a_sibling_model_round_trips_through_a_bundle(held_out_gb200, tmp_path):
+    """Saved and loaded as any model: the loaded head is the trained class with its transfer and base model
+    rebuilt from their own states, and predicts the same numbers."""
+    from perfcast.models import make_model
+    from perfcast.models.persistence.bundle import PerfcastModel, save_model
+    from perfcast.models.uncertainty.intervals import ConformalRegressor
+
+    train, test, _, _ = held_out_gb200
+    rows = train.groupby("device_id").sample(n=400, random_state=0).reset_index(drop=True)
+    model = ConformalRegressor(make_model("sibling", "gemm", ["runtime_ms"], PARAMS), n_splits=2)
+    model.fit(rows, rows[["runtime_ms"]])
+    loaded = PerfcastModel.load(save_model(model, "gemm", rows, tmp_path / "sibling"))
+    assert isinstance(loaded.heads[0], SiblingShrink) and isinstance(loaded.heads[0].transfer_, SiblingTransfer)
+    F = loaded.features.transform(test)
+    np.testing.assert_array_equal(loaded.predict_features(F)[:, 0], np.ravel(model.estimator_[-1].predict(F)))

@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
 from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
-from perfcast.models.uncertainty.intervals import conformal_quantile
+from perfcast.models.uncertainty.calibration import conformal_quantile
 
 #: where the correction's ratio comes from: the transfer's base model, the spec sheet's roofline, or the
 #: transfer's own prediction (λ then blends the copy with the transfer in log space)
