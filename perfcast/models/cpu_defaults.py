@@ -25,6 +25,7 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
+from perfcast.features.cpu import SCORE_RISES_WITH_PER_CORE
 from perfcast.models.registry import make_model
 
 
@@ -44,8 +45,9 @@ DEFAULTS: dict[str, CpuDefault] = {
         params={
             "base": "lightgbm",
             "group_by": ["workload_code", "vendor_intel", "vendor_amd"],
-            "scale_by": ["log2_cores", "log2_core_ghz", "cpu_generation", "log10_mem_bw_gbs", "threads_per_core"],
-            "seeds": [0, 1, 2],
+            # chosen by forward-chaining inside the training years (perfcast.experiments.cpu_selection)
+            "scale_by": ["log2_cores", "log2_core_ghz", "log10_mem_bw_gbs", "threads_per_core"],
+            "seeds": [0, 1, 2], "monotone": SCORE_RISES_WITH_PER_CORE, "monotone_constraints_method": "advanced",
         },
         config="spec_cpu2017_future.toml",
     ),
