@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.importers import get_importer
 from perfcast.eval.protocols import future_split
+from perfcast.experiments.anchors import workspace
 from perfcast.experiments.cpu_selection import (
-    PCDB_CANDIDATES, SPEC_CANDIDATES, SPEC_CHOSEN, Candidate, bagged, forward_folds, pcdb_report, spec_base_rows, spec_report,
+    PCDB_CANDIDATES, SPEC_CANDIDATES, SPEC_CHOSEN, Candidate, bagged, forward_folds, pcdb_report, spec_base_rows,
+    spec_report,
 )
 from perfcast.features import CpuFeatures, feature_names
 from perfcast.models import make_model
-from perfcast.records.store import RecordStore
 from perfcast.training.config import load_config
 from perfcast.training.train import model_input
 
@@ -24,16 +24,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CHEAP = {"n_estimators": 30, "num_leaves": 15, "seeds": [0]}
 
 
-def _import(data_root: Path, dataset: str, tmp: Path) -> pd.DataFrame:
-    store = RecordStore(tmp / "store")
-    get_importer(dataset).run(data_root / dataset, store)
-    return store.read("cpu_bench")
+def _records(data_root: Path, dataset: str) -> pd.DataFrame:
+    with workspace(data_root) as ws:  # the benchmark's own import path
+        return ws.records(dataset, "cpu_bench")
 
 
 @pytest.fixture(scope="module")
-def spec(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+def spec(data_root: Path) -> pd.DataFrame:
     """Every 10th base result of SPEC CPU2017 (all four suites, 2017-2024), the reference machine left out."""
-    rows = spec_base_rows(_import(data_root, "spec-cpu2017", tmp_path_factory.mktemp("spec")))
+    rows = spec_base_rows(_records(data_root, "spec-cpu2017"))
     return rows.sort_values("record_id").iloc[::10].reset_index(drop=True)
 
 
@@ -89,8 +88,8 @@ def test_the_configs_hold_the_selected_settings() -> None:
 
 
 @pytest.mark.slow
-def test_perfcastdb_selection_scores_the_chosen_model_on_outer_repeats(data_root: Path, tmp_path: Path) -> None:
-    rows = _import(data_root, "perfcastdb-sample", tmp_path)
+def test_perfcastdb_selection_scores_the_chosen_model_on_outer_repeats(data_root: Path) -> None:
+    rows = _records(data_root, "perfcastdb-sample")
     cands = [c for c in PCDB_CANDIDATES if c.params["base"] != "group_attention"]
     run = pcdb_report(rows, seeds=1, candidates=cands)[0]
     assert run["chosen"] in {c.label for c in cands} and set(run["nested"]) == {c.label for c in cands}
