@@ -137,8 +137,9 @@ def fit_predict(candidate: Candidate, fit: pd.DataFrame, val: pd.DataFrame) -> n
 def spec_score(candidate: Candidate, fit: pd.DataFrame, val: pd.DataFrame) -> dict[str, float]:
     """Mean APE on every validation row and on the rows of processors ``fit`` never had."""
     pred, y, unseen = fit_predict(candidate, fit, val), val["score"].to_numpy(dtype="float64"), _never_seen(fit, val)
-    return {"all": metrics.mape(y, pred), "never_seen": metrics.mape(y[unseen], pred[unseen]) if unseen.any() else np.nan,
-            "rows": float(len(val)), "never_seen_rows": float(unseen.sum())}
+    never_seen = metrics.mape(y[unseen], pred[unseen]) if unseen.any() else np.nan
+    return {"all": metrics.mape(y, pred), "never_seen": never_seen, "rows": float(len(val)),
+            "never_seen_rows": float(unseen.sum())}
 
 
 def criterion(scores: dict[str, float]) -> float:
@@ -173,8 +174,9 @@ def select_spec(train: pd.DataFrame, candidates: Sequence[Candidate] = SPEC_CAND
                 start = time.perf_counter()
                 cache[(cand.label, year)] = spec_score(cand, fit, val)
                 if log:
-                    log(f"  {cand.label} | validate {year}: {cache[(cand.label, year)]['all']:.2%} all, "
-                        f"{cache[(cand.label, year)]['never_seen']:.2%} never-seen ({time.perf_counter() - start:.0f} s)")
+                    got = cache[(cand.label, year)]
+                    log(f"  {cand.label} | validate {year}: {got['all']:.2%} all, {got['never_seen']:.2%} "
+                        f"never-seen ({time.perf_counter() - start:.0f} s)")
             table.setdefault(cand.label, {})[f"{year} (fit < {year})"] = cache[(cand.label, year)]
     where = ", ".join(f"validate {y} (fit < {y})" for y, _, _ in folds)
     sel = Selection(f"forward-chaining inside the training years: {where}", table, "")
