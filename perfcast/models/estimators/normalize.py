@@ -248,9 +248,11 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     if base == "group_attention":  # torch is imported only when the network is asked for
         from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
-        if seeds is not None or monotone:
-            raise ValueError("normalized: seeds (a seed bag) and monotone are for tree bases; the group-attention "
-                             "network takes random_state")
+        if seeds is not None:
+            raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
+                             "random_state")
+        if monotone:
+            raise ValueError("normalized: monotone is for a LightGBM base; the group-attention network has none")
 
         net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
         return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
