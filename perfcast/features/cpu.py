@@ -34,6 +34,22 @@ COMPILERS: dict[str, str] = {
 #: ISA flag column -> feature name (a flag matches as a whole word of ``isa_flags``)
 ISA_FEATURES: dict[str, str] = {"avx2": "isa_avx2", "avx512f": "isa_avx512", "amx": "isa_amx"}
 
+#: features whose rise can only raise a score, everything else equal (clock, cores x clock, L3, memory speed
+#: and bandwidth): as monotone constraints they keep a tree's score / baseline ratio from falling with them,
+#: so a new part with a higher clock or faster memory than any training row cannot land in a leaf learned
+#: from slower ones (perfcast.experiments.cpu_selection chooses among these sets)
+SCORE_RISES_WITH: dict[str, int] = {
+    "max_clock_mhz": 1, "clock_mhz": 1, "core_ghz": 1, "l3_mb": 1, "mem_mts": 1, "mem_channel_bw_gbs": 1,
+    "log10_mem_bw_gbs": 1,
+}
+#: the same, extended to the per-core ratios (cache and bandwidth per core, L2 per core)
+SCORE_RISES_WITH_PER_CORE: dict[str, int] = {
+    **SCORE_RISES_WITH, "log2_core_ghz": 1, "l2_kb": 1, "cache_mb_per_core": 1, "l3_mb_per_core": 1,
+    "mem_bw_gbs_per_core": 1, "mem_bw_per_core_ghz": 1,
+}
+#: and to the core count itself (more cores never lower a rate score; a speed run uses what it needs)
+SCORE_RISES_WITH_CORES: dict[str, int] = {**SCORE_RISES_WITH_PER_CORE, "cores": 1, "threads": 1, "log2_cores": 1}
+
 
 def _text(X: pd.DataFrame, column: str) -> pd.Series:
     if column not in X.columns:

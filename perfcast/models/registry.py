@@ -200,7 +200,7 @@ OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "seeds": None, "variants": None},
     "transfer": {"scale": 0.8, "max_rows": None},
     "sibling": {"nested_max_rows": None, "max_cc_gap": 0.5},
-    "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None},
+    "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},
     # tables of LightGBM parameters for the power model's runtime head and its power correction
     "power": {"runtime": None, "correction": None},
 }

@@ -242,7 +242,8 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     or one around the group-attention network for all targets jointly (it standardises its own log-target).
 
     Reserved ``params``: ``base`` (one of :data:`BASES`, default "lightgbm"), ``group_by`` and ``scale_by``
-    (see :class:`TargetNormalizer`), ``log_target`` (trees only; default True: relative error is what scores
+    (see :class:`TargetNormalizer`), ``monotone`` (LightGBM only: feature name -> +1/-1, the learned ratio may
+    only rise/fall with it), ``log_target`` (trees only; default True: relative error is what scores
     are judged by), ``seeds`` (trees only: a seed bag, the geometric mean of one tree model per seed, which
     steadies predictions for processors between the trained ones). The rest go to the inner model.
     """
@@ -252,16 +253,21 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
     if base not in BASES:
         raise ValueError(f"normalized: base must be one of {', '.join(BASES)}, got {base!r}")
     seeds = rest.pop("seeds", None)
+    monotone = rest.pop("monotone", None)
     if base == "group_attention":  # torch is imported only when the network is asked for
         from perfcast.models.estimators.group_attention import GroupAttentionRegressor
 
         if seeds is not None:
             raise ValueError("normalized: seeds (a seed bag) is for tree bases; the group-attention network takes "
                              "random_state")
+        if monotone:
+            raise ValueError("normalized: monotone is for a LightGBM base; the group-attention network has none")
 
         net = GroupAttentionRegressor(groups=feature_groups(task), **rest)
         return PerTargetRegressor(TargetNormalizer(net, **norm), targets, log_target=False, joint=True)
     log = rest.pop("log_target", True)
+    if monotone:
+        rest["monotone_constraints"] = monotone_constraints(task, monotone, base)
     inner = tree_model(base, rest)
     if log:
         inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
@@ -270,3 +276,15 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
 
         inner = GeometricEnsemble([inner], seeds=list(seeds))
     return PerTargetRegressor(TargetNormalizer(inner, **norm), targets, log_target=False)
+
+
+def monotone_constraints(task: str, monotone: dict[str, int], base: str) -> list[int]:
+    """LightGBM's positional ``monotone_constraints`` from feature names (the task's output column order)."""
+    from perfcast.features import feature_names
+
+    names = feature_names(task)
+    unknown = sorted(set(monotone) - set(names))
+    if base != "lightgbm" or unknown or any(v not in (-1, 0, 1) for v in monotone.values()):
+        raise ValueError(f"normalized: monotone needs base 'lightgbm' (got {base!r}), features of {task} "
+                         f"(unknown: {unknown}) and signs -1, 0 or +1 (got {sorted(set(monotone.values()))})")
+    return [int(monotone.get(c, 0)) for c in names]
