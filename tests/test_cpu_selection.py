@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from perfcast.eval.protocols import future_split
-from perfcast.experiments.anchors import workspace
+from perfcast.experiments.results import workspace
 from perfcast.experiments.cpu_selection import (
     PCDB_CANDIDATES, SPEC_CANDIDATES, SPEC_CHOSEN, Candidate, bagged, forward_folds, pcdb_report, spec_base_rows,
     spec_report,

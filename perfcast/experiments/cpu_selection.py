@@ -32,7 +32,8 @@ from sklearn.model_selection import KFold
 
 from perfcast.eval import metrics
 from perfcast.eval.protocols import future_split, random_split
-from perfcast.experiments.anchors import group_mean, workspace
+from perfcast.experiments.baselines import group_mean
+from perfcast.experiments.results import workspace
 from perfcast.features.cpu import SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_PER_CORE
 from perfcast.models import make_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
