@@ -1,6 +1,7 @@
-"""`perfcast quickstart --quick` end to end on a machine kept busy by another process: it measures its fixed plan,
-fits, compares before/after with the noise beside the error, logs to the default MLflow store, prints nothing
-foreign, and the commands and snippet it prints work when pasted."""
+"""`perfcast quickstart --quick` end to end on a machine kept busy by another process: it measures an adaptation
+plan and held-out shapes, adapts the built-in model, compares before/after with the noise beside the error, logs
+to the default MLflow store, prints nothing foreign, and the commands and snippet it prints work when pasted.
+In process: the held-out shapes are not adapted on, and the before/after figures come from the measured rows."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _section(out: str, start: str, stop: str | None) -> list[str]:
 
 
 @pytest.mark.slow
-def test_quickstart_on_a_busy_machine_trains_reports_and_prints_working_next_steps(tmp_path: Path) -> None:
+def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_steps(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PERFCAST_HW_SPECS")}
     env.update(PERFCAST_STORE=str(tmp_path / "home" / "store"), COLUMNS="100",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]))
@@ -51,10 +52,10 @@ def test_quickstart_on_a_busy_machine_trains_reports_and_prints_working_next_ste
     # 1: built-in predictions with intervals, and the shipped unseen-GPU accuracy
     assert "built-in models (no training)" in out and "h100_sxm" in out and "b200_sxm (sheet" in out
     assert "GPUs they never trained on" in out
-    # 2: the full fixed plan measured (a count, not a time budget), before/after with the noise beside it
-    assert "measured 36 GEMM configurations" in out
-    assert "shapes this machine measured but the fit never saw" in out and "noise (cv)" in out
-    assert "mean APE on unmeasured shapes: built-in model" in out
+    # 2: the whole plan measured (a count, not a time budget), before/after with the noise beside it
+    assert "measured 33 GEMM configurations (3 already stored)" in out and "24 to adapt on, 12 held out" in out
+    assert "12 shapes this machine measured but the adaptation never saw" in out and "noise (cv)" in out
+    assert "mean APE on held-out shapes: built-in model" in out and "-> adapted" in out
     # nothing foreign in perfcast's output; it went to the log
     assert not [w for w in FOREIGN if w in out], [w for w in FOREIGN if w in out]
     assert (tmp_path / "home" / "quickstart.log").stat().st_size > 0
@@ -76,3 +77,49 @@ def test_quickstart_on_a_busy_machine_trains_reports_and_prints_working_next_ste
                              text=True, timeout=300)
     assert snippet.returncode == 0, snippet.stderr
     assert "'runtime_ms_lo'" in snippet.stdout and "'in_distribution'" in snippet.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from perfcast.perf_probe.gemm import GemmProbe
+    from perfcast.predictor import Predictor
+    from perfcast.records.store import RecordStore
+    from perfcast.workflows.quickstart import MODEL_NAME, QUICK_ADAPT_SIZE, QUICK_HELD_OUT, run_quickstart
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
+    store = RecordStore(tmp_path / "home" / "store")
+    res = run_quickstart(store, quick=True, console=Console(file=io.StringIO(), width=100))
+
+    # the shapes: the held-out draw and the adaptation plan are disjoint, and so are the rows measured for them
+    gemm = GemmProbe()
+    adapt_keys, held_keys = ({gemm.key(c) for c in s} for s in (res.shapes.adapt, res.shapes.held_out))
+    assert len(adapt_keys) == QUICK_ADAPT_SIZE and len(held_keys) == QUICK_HELD_OUT and not adapt_keys & held_keys
+    assert set(res.held_rows["params_json"]) == held_keys
+    assert not set(res.adapt_rows["params_json"]) & set(res.held_rows["params_json"])
+    # ... and those rows are this machine's stored measurements
+    stored = store.read("gemm", filters={"source": "probe", "hw_id": res.probed.hw_id}).set_index("params_json")
+    assert np.allclose(stored.loc[res.held_rows["params_json"], "runtime_ms"], res.held_rows["runtime_ms"])
+    assert res.judged.n_adapt == len(res.adapt_rows)
+
+    # before/after are the built-in and the adapted model's errors against the held-out measurements
+    measured = res.held_rows["runtime_ms"].to_numpy(dtype="float64")
+    adapted = Predictor.load(res.model_path)
+    for label, model in (("before", Predictor.builtin("gemm")), ("after", adapted)):
+        pred = model.predict(res.held_rows)["runtime_ms"].to_numpy(dtype="float64")
+        assert res.judged.summary[f"{label}_mape"] == pytest.approx(np.mean(np.abs(pred / measured - 1)))
+        assert np.allclose(res.judged.comparison[f"{label}_ms"], pred)
+    assert np.allclose(res.judged.comparison["noise_cv"], res.held_rows["runtime_cv"], equal_nan=True)
+
+    # the adapted bundle is what MLflow registered; it loads and predicts this CPU with an interval
+    assert adapted.metadata["adaptation"]["rows"] == len(res.adapt_rows)
+    registered = Predictor.load(f"models:/{MODEL_NAME}/{res.judged.version}")
+    one = registered.predict({"m": 300, "n": 200, "k": 100, "dtype": "float32", "device": res.probed.device_id})
+    assert 0 <= one["runtime_ms_lo"] < one["runtime_ms"] < one["runtime_ms_hi"]

@@ -2,11 +2,15 @@
 
 1. The built-in models (:mod:`perfcast.builtin`) predict well-known GEMM and attention kernels on several GPUs,
    with 90% intervals, beside their measured accuracy on GPUs they never trained on (rows shipped with them).
-2. This machine is probed with a fixed plan of single-threaded CPU GEMMs (a count, so a busy machine measures
-   the same plan more slowly; a time cap warns instead of refusing), a model is fitted to it, and the
-   built-in model's answer (before) and the fitted model's (after) are compared on shapes it did not measure,
-   with the measurement noise beside the error so a noisy machine is not mistaken for a bad model.
-3. The run is logged to MLflow and the model registered where the follow-up commands look by default (the
+2. This machine is probed: its memory bandwidth and peak GEMMs give this CPU a measured spec sheet; then a
+   small adaptation plan of single-threaded CPU GEMMs, chosen by :mod:`perfcast.perf_probe.plan` from the
+   built-in model's predictions on that sheet (a count, so a busy machine measures the same plan more slowly;
+   a time cap warns instead of refusing), and a seeded random share of the candidate shapes held out before
+   the plan is chosen. The built-in GEMM model is adapted to the plan's measurements
+   (:func:`perfcast.workflows.adapt.adapt_from_store`), and its answer before and after is compared on the
+   held-out shapes, with each shape's measured noise beside the error so a noisy machine is not mistaken
+   for a bad model.
+3. The adaptation is logged to MLflow (with the before/after figures) and the adapted model registered where the follow-up commands look by default (the
    tracking URI ``perfcast train`` uses, the default record store), and the next commands are printed
    unwrapped and written to a file so they work when pasted.
 
@@ -38,13 +42,19 @@ from perfcast.perf_probe.peaks import DRAM_BYTES, device_key, probed_spec, write
 from perfcast.perf_probe.sweep import run_sweep
 
 MODEL_NAME = "quickstart-gemm"
-#: configurations of the fixed probe plan (``quick``: the README's and the tests' shorter plan)
-PLAN_SIZE, QUICK_PLAN_SIZE = 60, 36
+#: shapes adapted on (peaks included) and held out to judge the adaptation (``quick``: the tests' shorter plan)
+ADAPT_SIZE, HELD_OUT = 40, 20
+QUICK_ADAPT_SIZE, QUICK_HELD_OUT = 24, 12
+#: seed of the held-out draw and of the plan's clustering
+HOLDOUT_SEED = 0
 #: probing longer than this prints a warning (the plan is still measured in full)
 TIME_CAP_S = 180.0
-#: how far a typical shape's median repeat may sit above its fastest before the machine counts as too noisy:
-#: ``runtime_cv`` (std/mean over the repeats) is inflated by a few preempted repeats even when the median,
-#: which the errors are measured against, is stable; a median far above the minimum means it is not
+#: the machine counts as too noisy to measure when a typical shape's repeats vary more than this (median
+#: ``runtime_cv``, std/mean) ...
+NOISY_CV = 0.25
+#: ... or its median repeat sits this far above its fastest: ``runtime_cv`` is inflated by a few preempted
+#: repeats even when the median, which the errors are measured against, is stable; a median far above the
+#: minimum means it is not
 NOISY_SPREAD = 0.10
 #: GEMMs shown with the built-in model: a square benchmark GEMM and an LLM's prefill and decode projections
 SHOW_GEMMS: list[tuple[str, dict[str, Any]]] = [
@@ -60,32 +70,33 @@ SHOW_ATTENTION: list[tuple[str, dict[str, Any]]] = [
 ]
 #: trained GPUs and two known only by their spec sheets
 SHOW_DEVICES: tuple[str, ...] = ("a100_sxm", "h100_sxm", "l40s", "h200_sxm", "b200_sxm")
-#: the example shape of the printed next steps (a shape the plan measures on every CPU)
+#: the example shape of the printed next steps
 EXAMPLE = {"m": 512, "n": 512, "k": 512, "dtype": "float32"}
 
 
 @dataclass(frozen=True)
 class Probed:
-    """What the probe step measured on this machine."""
+    """This machine as the sheet-measuring probes found it."""
 
     hw_id: str
     device_id: str
     measured: int
-    records: int
     elapsed_s: float
     specs_path: Path
 
 
 @dataclass(frozen=True)
-class Fitted:
-    """The model fitted to this machine and how it compares with the built-in model on unmeasured shapes."""
+class Judged:
+    """The adapted model and how it compares with the built-in model on the held-out shapes."""
 
-    run_id: str
+    run_id: str | None
     version: int | None
-    n_train: int
+    n_adapt: int
+    #: the correction the adaptation kept (none / level / shape / fine)
+    mode: str
     comparison: Any  # DataFrame: one row per held-out shape
-    before_mape: float
-    after_mape: float
+    #: before/after mean APE and 90% coverage (:func:`perfcast.workflows.adapt.before_after`)
+    summary: dict[str, float]
     noise_cv: float
     #: median over the shapes of (median repeat / fastest repeat - 1)
     spread: float
@@ -179,28 +190,87 @@ def _ms(value: float) -> str:
 
 
 # ================================================================================================== 2. probe
-def plan(size: int) -> list[dict[str, Any]]:
-    """The fixed probe plan: ``size`` single-threaded CPU GEMMs from the quick sweep, spread evenly over it.
+def candidates() -> list[dict[str, Any]]:
+    """The shapes quickstart may measure: the quick GEMM sweep, single-threaded, each configuration once.
 
     One thread: on a shared machine, multi-threaded GEMMs wait on descheduled threads at every barrier, which
     measures the neighbours, not the hardware."""
     gemm = GemmProbe()
-    configs = list({gemm.key(c): c for c in ({**c, "n_threads": 1} for c in gemm.space(quick=True))}.values())
-    if size >= len(configs):
-        return configs
-    step = len(configs) / size
-    return [configs[int(i * step)] for i in range(size)]
+    return list({gemm.key(c): c for c in ({**c, "n_threads": 1} for c in gemm.space(quick=True))}.values())
 
 
-def probe_machine(store: RecordStore, size: int, cap_s: float, console: Console) -> Probed:
-    """Measure memory bandwidth and the fixed GEMM plan (resuming what the store has), and write this CPU's
-    measured spec sheet beside the store."""
+def _flops(config: dict[str, Any]) -> float:
+    return float(config["m"]) * config["n"] * config["k"] * config.get("batch", 1)
+
+
+def peak_configs(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dtype the largest GEMM: what this CPU's measured spec sheet takes its peaks from (so the sheet, and
+    the plan that reads it, exist before the plan is chosen)."""
+    largest: dict[str, dict[str, Any]] = {}
+    for c in configs:
+        if c["dtype"] not in largest or _flops(c) > _flops(largest[c["dtype"]]):
+            largest[c["dtype"]] = c
+    return list(largest.values())
+
+
+def measure_sheet(store: RecordStore, peaks: list[dict[str, Any]], console: Console) -> Probed:
+    """Measure memory bandwidth and the peak GEMMs (resuming what the store has), and write this CPU's
+    measured spec sheet beside the store (named in ``$PERFCAST_HW_SPECS`` for this process)."""
     t0 = time.perf_counter()
     cpu = CpuProbe(max_time_s=0.3)
     dram = [c for c in cpu.space(quick=True) if c["benchmark"] == "stream" and c["variant"] == "single"
             and c["array_bytes"] >= DRAM_BYTES]
     bw = run_sweep(cpu, store, configs=dram)
-    sweep = run_sweep(GemmProbe(max_time_s=0.3), store, configs=plan(size))
+    sweep = run_sweep(GemmProbe(max_time_s=0.3), store, configs=peaks)
+    if not (sweep.hw_ids | bw.hw_ids):
+        raise RuntimeError(f"no GEMM could be measured on this machine: {sweep.unavailable or sweep.failed}")
+    hw_id = next(iter(sweep.hw_ids | bw.hw_ids))
+    spec = probed_spec(store, hw_id)
+    device_id = device_key(spec["device_name"])
+    specs_path = write_spec_file(store.root.parent / "hw_specs.yaml", {device_id: spec})
+    os.environ[ENV_VAR] = str(specs_path)
+    console.print(f"this CPU's spec sheet from {len(peaks)} peak GEMMs and its memory bandwidth: {specs_path}",
+                  highlight=False)
+    return Probed(hw_id, device_id, sweep.measured, time.perf_counter() - t0, specs_path)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Which shapes quickstart measures: the adaptation rows (the peaks, then the adaptation plan) and a seeded
+    random draw of the candidates held out of the adaptation, to judge it on."""
+
+    adapt: list[dict[str, Any]]
+    held_out: list[dict[str, Any]]
+
+
+def choose_shapes(configs: list[dict[str, Any]], peaks: list[dict[str, Any]], base: Any, device_id: str,
+                  size: int, held_out: int, seed: int = HOLDOUT_SEED) -> Shapes:
+    """Hold ``held_out`` candidates out first (seeded, so the judged shapes do not depend on the plan), then let
+    the adaptation plan (:func:`perfcast.perf_probe.plan.plan_configs`) choose ``size`` - peaks among the rest,
+    reading the base model's 90% interval width on this CPU's measured sheet (widest: least sure)."""
+    import numpy as np
+    import pandas as pd
+
+    from perfcast.perf_probe.plan import plan_configs
+
+    gemm = GemmProbe()
+    peak_keys = {gemm.key(c) for c in peaks}
+    rest = [c for c in configs if gemm.key(c) not in peak_keys]
+    rng = np.random.default_rng(seed)
+    held_at = set(rng.choice(len(rest), size=min(held_out, len(rest)), replace=False).tolist())
+    held = [c for i, c in enumerate(rest) if i in held_at]
+    pool = [c for i, c in enumerate(rest) if i not in held_at]
+    got = base.predict(pd.DataFrame(pool).drop(columns="device").assign(device_id=device_id))
+    width = ((got["runtime_ms_hi"] - got["runtime_ms_lo"]) / got["runtime_ms"]).to_numpy(dtype="float64")
+    return Shapes(peaks + plan_configs(pool, "gemm", max(size - len(peaks), 0), width=width, seed=seed), held)
+
+
+def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, cap_s: float, console: Console
+                   ) -> tuple[Any, Any, float]:
+    """Measure the chosen shapes (resuming what the store has); (adaptation rows, held-out rows, seconds) as
+    stored records, matched to the shapes by their probe key."""
+    t0 = time.perf_counter()
+    sweep = run_sweep(GemmProbe(max_time_s=0.3), store, configs=shapes.adapt + shapes.held_out)
     elapsed = time.perf_counter() - t0
     if elapsed > cap_s:
         console.print(f"[yellow]warning:[/] probing took {elapsed:.0f} s, more than the {cap_s:.0f} s expected: this "
@@ -208,93 +278,101 @@ def probe_machine(store: RecordStore, size: int, cap_s: float, console: Console)
     failed = [err for _, err in sweep.failed]
     if failed:
         console.print(f"[yellow]warning:[/] {len(failed)} GEMM configuration(s) failed (first: {failed[0].splitlines()[0]})")
-    hw_id = next(iter(sweep.hw_ids | bw.hw_ids))
-    spec = probed_spec(store, hw_id)
-    device_id = device_key(spec["device_name"])
-    specs_path = write_spec_file(store.root.parent / "hw_specs.yaml", {device_id: spec})
-    os.environ[ENV_VAR] = str(specs_path)
-    records = len(store.read("gemm", columns_=["source"], filters={"source": "probe", "hw_id": hw_id}))
+    rows = store.read("gemm", filters={"source": "probe", "hw_id": hw_id})
+    rows = rows[_measured(rows["runtime_ms"])].drop_duplicates("params_json", keep="last").set_index(
+        "params_json", drop=False)
+    gemm = GemmProbe()
+
+    def pick(configs: list[dict[str, Any]]) -> Any:
+        keys = [k for k in (gemm.key(c) for c in configs) if k in rows.index]
+        return rows.loc[keys].reset_index(drop=True)
+
+    adapt, held = pick(shapes.adapt), pick(shapes.held_out)
     console.print(f"measured {sweep.measured} GEMM configurations ({sweep.skipped_done} already stored) in "
-                  f"{elapsed:.0f} s; this CPU's spec sheet from its measurements: {specs_path}")
-    return Probed(hw_id, device_id, sweep.measured, records, elapsed, specs_path)
+                  f"{elapsed:.0f} s: {len(adapt)} to adapt on, {len(held)} held out to judge it", highlight=False)
+    return adapt, held, elapsed
 
 
-# ==================================================================================================== 3. fit
-def training_config(store: RecordStore, hw_id: str, tracking_uri: str) -> Any:
-    """The run that fits a model to this machine's probe GEMMs, judged on shapes it did not measure."""
-    from perfcast.training.config import parse_config
+def _measured(values: Any) -> Any:
+    """Rows whose measurement is a positive number (a failed or missing one is not judged)."""
+    import pandas as pd
 
-    return parse_config({
-        "name": "quickstart",
-        "task": "gemm",
-        "targets": ["runtime_ms"],
-        "data": {"store": str(store.root), "filters": {"source": ["probe"], "hw_id": [hw_id], "n_threads": [1]}},
-        "model": {"name": "hybrid", "params": {}},
-        "eval": {"protocol": "unseen-shape"},
-        "seed": 0,
-        "tracking": {"uri": tracking_uri, "experiment": "quickstart", "registered_model_name": MODEL_NAME},
-    }, source="quickstart")
+    return pd.to_numeric(values, errors="coerce").gt(0).fillna(False).to_numpy(dtype=bool)
 
 
-def fit_to_machine(config: Any, progress: Any) -> Any:
-    """Fit a model to this machine's measured GEMMs: a hybrid trained on the probed rows, logged and registered
-    by the config. This is the one place that decides how quickstart learns this machine, so adapting the
-    built-in model instead (:meth:`perfcast.Predictor.adapt`) replaces only this call."""
-    from perfcast.training.train import train
+# ================================================================================================== 3. adapt
+def adapt_to_machine(store: RecordStore, adapt_rows: Any, device_id: str, tracking_uri: str) -> Any:
+    """Adapt the built-in GEMM model to this CPU's adaptation rows (:func:`perfcast.workflows.adapt.adapt_from_store`:
+    level, shape correction and intervals, each kept only where cross-validation on the rows supports it),
+    write the bundle beside the store, log it to MLflow and register it as :data:`MODEL_NAME`."""
+    from perfcast.builtin import bundle_path
+    from perfcast.workflows.adapt import adapt_from_store
 
-    return train(config, progress=progress)
+    from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
+
+    # the bundle directory's name is the artifact MLflow logs it under, which Predictor.load looks for
+    out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S") / BUNDLE_ARTIFACT
+    return adapt_from_store(bundle_path("gemm"), store, out, device=device_id, records=adapt_rows,
+                            tracking_uri=tracking_uri, experiment="quickstart", registered_name=MODEL_NAME)
 
 
-def compare(config: Any, result: Any, device_id: str) -> Fitted:
-    """Before (the built-in model, from this CPU's measured sheet) and after (the fitted model) on the shapes
-    the fit held out, with each shape's measured run-to-run variation."""
+def compare(base: Any, outcome: Any, held: Any) -> Judged:
+    """Before (the built-in model on this CPU's measured sheet) and after (adapted) on the held-out measured
+    shapes, each with its measured run-to-run variation; logged to the adaptation's MLflow run."""
     import numpy as np
     import pandas as pd
 
-    from perfcast.records.schema import columns
-    from perfcast.predictor import Predictor
-    from perfcast.training.train import load_records, split_records
+    from perfcast.workflows.adapt import before_after
 
-    test = split_records(load_records(config.data, config.task).frame, config.eval, config.seed,
-                         list(config.targets)).test
-    config_columns = [c for c, col in columns("gemm").items() if col.group == "config" and c in test.columns]
-    shapes = test[config_columns].assign(device_id=device_id)
-    measured = test["runtime_ms"].to_numpy(dtype="float64")
-    before = Predictor.builtin("gemm").predict(shapes)["runtime_ms"].to_numpy(dtype="float64")
-    after = Predictor.load(result.model_uri).predict(shapes)["runtime_ms"].to_numpy(dtype="float64")
-    cv = test["runtime_cv"].to_numpy(dtype="float64")
-    spread = measured / test["runtime_min_ms"].to_numpy(dtype="float64") - 1
-    table = pd.DataFrame({"m": test["m"], "n": test["n"], "k": test["k"], "dtype": test["dtype"],
+    measured = held["runtime_ms"].to_numpy(dtype="float64")
+    before = base.predict(held)["runtime_ms"].to_numpy(dtype="float64")
+    after = outcome.predictor.predict(held)["runtime_ms"].to_numpy(dtype="float64")
+    cv = held["runtime_cv"].to_numpy(dtype="float64")
+    spread = measured / held["runtime_min_ms"].to_numpy(dtype="float64") - 1
+    table = pd.DataFrame({"m": held["m"], "n": held["n"], "k": held["k"], "dtype": held["dtype"],
                           "measured_ms": measured, "noise_cv": cv, "spread": spread,
-                          "before_ms": before, "before_ape": np.abs(before - measured) / measured,
-                          "after_ms": after, "after_ape": np.abs(after - measured) / measured})
+                          "before_ms": before, "before_ape": np.abs(before / measured - 1),
+                          "after_ms": after, "after_ape": np.abs(after / measured - 1)})
+    summary = before_after(base, outcome.predictor, held)
+
     def typical(a: np.ndarray) -> float:
         return float(np.nanmedian(a)) if np.isfinite(a).any() else float("nan")
 
-    return Fitted(result.run_id, result.registered_version, result.n_train, table,
-                  float(table["before_ape"].mean()), float(table["after_ape"].mean()), typical(cv), typical(spread))
+    judged = Judged(outcome.run_id, outcome.registered_version, outcome.rows, str(outcome.report["mode"]), table,
+                    summary, typical(cv), typical(spread))
+    if outcome.run_id is not None:
+        import mlflow
+
+        with mlflow.start_run(run_id=outcome.run_id):
+            mlflow.log_metrics({f"heldout_{k}": v for k, v in summary.items()} | {
+                "heldout_rows": len(table), "heldout_median_runtime_cv": judged.noise_cv,
+                "heldout_median_spread": judged.spread})
+            mlflow.log_table(table, "quickstart_heldout.json")
+    return judged
 
 
-def print_comparison(fitted: Fitted, console: Console) -> None:
-    """Before/after per held-out shape and on average, with the noise floor beside the error."""
-    t = fitted.comparison.sort_values(["dtype", "m", "n", "k"])
-    table = Table(title=f"{len(t)} shapes this machine measured but the fit never saw "
-                        f"(fitted on {fitted.n_train})")
-    for col in ("m×n×k", "dtype", "measured", "noise (cv)", "median/min", "built-in (before)", "fitted (after)"):
+def print_comparison(judged: Judged, console: Console) -> None:
+    """Before/after per held-out shape and on average, with the measured noise beside the error."""
+    t = judged.comparison.sort_values(["dtype", "m", "n", "k"])
+    table = Table(title=f"{len(t)} shapes this machine measured but the adaptation never saw "
+                        f"(adapted on {judged.n_adapt}; correction kept: {judged.mode})")
+    for col in ("m×n×k", "dtype", "measured", "noise (cv)", "median/min", "built-in (before)", "adapted (after)"):
         table.add_column(col, justify="left" if col in ("m×n×k", "dtype") else "right")
     for r in t.itertuples(index=False):
         table.add_row(f"{r.m}×{r.n}×{r.k}", str(r.dtype), _ms(r.measured_ms), f"{r.noise_cv:.1%}", f"+{r.spread:.1%}",
                       f"{_ms(r.before_ms)} ({r.before_ape:.0%} off)", f"{_ms(r.after_ms)} ({r.after_ape:.1%} off)")
     console.print(table)
-    console.print(f"mean APE on unmeasured shapes: built-in model {fitted.before_mape:.1%} -> fitted "
-                  f"{fitted.after_mape:.1%}. Noise: the repeats of a shape vary by {fitted.noise_cv:.1%} (median "
+    s = judged.summary
+    console.print(f"mean APE on held-out shapes: built-in model {s['before_mape']:.1%} -> adapted "
+                  f"{s['after_mape']:.1%}; 90% interval coverage {s['before_coverage']:.0%} -> "
+                  f"{s['after_coverage']:.0%}. Noise: the repeats of a shape vary by {judged.noise_cv:.1%} (median "
                   f"runtime_cv, std/mean, outliers included); the median each error is measured against sits "
-                  f"{fitted.spread:.1%} above the fastest repeat (median over the shapes)", highlight=False)
-    if fitted.spread > NOISY_SPREAD:
-        console.print(f"[yellow]warning:[/] this machine is too noisy to measure well: a typical shape's median "
-                      f"run is {fitted.spread:.0%} slower than its fastest, so errors of that size are noise, not "
-                      f"the model. Other processes are competing for the CPU; run quickstart again when it is "
-                      f"quieter.")
+                  f"{judged.spread:.1%} above the fastest repeat (median over the shapes)", highlight=False)
+    if judged.noise_cv > NOISY_CV or judged.spread > NOISY_SPREAD:
+        console.print(f"[yellow]warning:[/] this machine is too noisy to measure well (median runtime_cv "
+                      f"{judged.noise_cv:.0%}, limit {NOISY_CV:.0%}; median run {judged.spread:.0%} above the fastest, "
+                      f"limit {NOISY_SPREAD:.0%}): errors of that size are noise, not the model. Other processes are "
+                      f"competing for the CPU; run quickstart again when it is quieter.", highlight=False)
 
 
 # ============================================================================================== next steps
@@ -332,10 +410,14 @@ def print_next_steps(shell: list[str], python: list[str], path: Path, console: C
 # ===================================================================================================== all
 @dataclass(frozen=True)
 class QuickstartResult:
-    """What quickstart produced."""
+    """What quickstart produced (the measured rows are kept so a caller can check what was judged on what)."""
 
     probed: Probed
-    fitted: Fitted
+    shapes: Shapes
+    adapt_rows: Any  # DataFrame: the stored records adapted on
+    held_rows: Any  # DataFrame: the stored records of the held-out shapes
+    judged: Judged
+    model_path: Path
     tracking_uri: str
     next_steps_path: Path
     log_path: Path
@@ -346,6 +428,7 @@ def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, cap
                    verbose: bool = False, console: Console | None = None) -> QuickstartResult:
     """All three steps; MLflow runs go where ``perfcast train`` sends them (``$MLFLOW_TRACKING_URI`` or
     ``sqlite:///mlflow.db`` here), records into ``store`` (default: ``$PERFCAST_STORE`` or ``~/.perfcast/store``)."""
+    from perfcast.predictor import Predictor
     from perfcast.training.tracking import tracking_uri as resolve_uri
 
     console = console or Console(file=sys.stdout)
@@ -353,25 +436,32 @@ def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, cap
     store = store or RecordStore()
     log_path = store.root.parent / "quickstart.log"
     uri = resolve_uri()
+    size, held_out = (QUICK_ADAPT_SIZE, QUICK_HELD_OUT) if quick else (ADAPT_SIZE, HELD_OUT)
     with quiet(log_path, verbose):
         console.rule("[bold]1/3 built-in models: GPU kernels predicted from spec sheets")
         print_builtin(console)
 
-        console.rule("[bold]2/3 this machine: probe a fixed plan of CPU GEMMs, fit a model to it")
-        probed = probe_machine(store, QUICK_PLAN_SIZE if quick else PLAN_SIZE, cap_s, console)
-        config = training_config(store, probed.hw_id, uri)
+        console.rule("[bold]2/3 this machine: probe an adaptation plan of CPU GEMMs, adapt the built-in model to it")
+        configs = candidates()
+        peaks = peak_configs(configs)
+        probed = measure_sheet(store, peaks, console)
+        base = Predictor.builtin("gemm")
+        shapes = choose_shapes(configs, peaks, base, probed.device_id, size, held_out)
+        adapt_rows, held_rows, _ = measure_shapes(store, shapes, probed.hw_id, cap_s, console)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
-            step = bar.add_task("fitting", total=None)
-            result = fit_to_machine(config, lambda msg: bar.update(step, description=msg))
-            bar.update(step, description="comparing with the built-in model on unmeasured shapes")
-            fitted = compare(config, result, probed.device_id)
-        print_comparison(fitted, console)
+            step = bar.add_task("adapting the built-in model to this machine's measurements", total=None)
+            outcome = adapt_to_machine(store, adapt_rows, probed.device_id, uri)
+            bar.update(step, description="comparing with the built-in model on held-out shapes")
+            judged = compare(base, outcome, held_rows)
+        print_comparison(judged, console)
 
         console.rule("[bold]3/3 logged to MLflow")
-        console.print(f"run {fitted.run_id} in {uri}; model registered as {MODEL_NAME} version {fitted.version}; "
-                      f"records in {store.root}; library messages in {log_path}", highlight=False)
-        shell, python = next_steps(uri, fitted.version, probed.specs_path, probed.device_id)
+        console.print(f"run {judged.run_id} in {uri}; adapted model registered as {MODEL_NAME} version "
+                      f"{judged.version} (bundle {outcome.path}); records in {store.root}; library messages in "
+                      f"{log_path}", highlight=False)
+        shell, python = next_steps(uri, judged.version, probed.specs_path, probed.device_id)
         path = Path("perfcast-next-steps.txt").resolve()
         print_next_steps(shell, python, path, console)
-    return QuickstartResult(probed, fitted, uri, path, log_path, time.perf_counter() - t0)
+    return QuickstartResult(probed, shapes, adapt_rows, held_rows, judged, outcome.path, uri, path, log_path,
+                            time.perf_counter() - t0)
