@@ -312,10 +312,7 @@ def adapt_to_machine(store: RecordStore, adapt_rows: Any, device_id: str, tracki
     from perfcast.builtin import bundle_path
     from perfcast.workflows.adapt import adapt_from_store
 
-    from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
-
-    # the bundle directory's name is the artifact MLflow logs it under, which Predictor.load looks for
-    out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S") / BUNDLE_ARTIFACT
+    out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S")
     return adapt_from_store(bundle_path("gemm"), store, out, device=device_id, records=adapt_rows,
                             tracking_uri=tracking_uri, experiment="quickstart", registered_name=MODEL_NAME)
 
