@@ -167,6 +167,8 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
     h100 = tables[0][tables[0]["device_id"] == "h100_sxm"]
     pd.testing.assert_frame_equal(loaded.predict(test),
                                   Predictor.load(bundle).adapt(revealed, donors=h100).predict(test))
+    mlflow.set_tracking_uri(uri)  # the registered model is the adapted bundle, whatever --out was named
+    pd.testing.assert_frame_equal(Predictor.load("models:/l40s-adapted/1").predict(test), loaded.predict(test))
 
 
 def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root, tmp_path):

@@ -37,7 +37,7 @@ def quickstart(
     store: StoreOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library warnings and logs")] = False,
 ) -> None:
-    """Built-in GPU predictions, then probe this machine, fit a model to it, log it to MLflow, show what next."""
+    """Built-in GPU predictions, then probe this machine, adapt the built-in model to it, log to MLflow, show next steps."""
     from perfcast.workflows.quickstart import run_quickstart
 
     res = run_quickstart(open_store(store), quick=quick, cap_s=parse_duration(cap), verbose=verbose, console=console)

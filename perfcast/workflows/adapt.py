@@ -147,9 +147,13 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
 def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], lineage: dict[str, Any], uri: str,
          experiment: str, registered_name: str | None) -> tuple[str, int | None]:
     """Log the adapted bundle as a pyfunc run (params, CV errors, the records as input) and register it."""
+    import shutil
+    import tempfile
+
     import mlflow
 
     from perfcast.features import feature_transformer
+    from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
     from perfcast.predictor import Predictor
     from perfcast.training import tracking
 
@@ -162,7 +166,10 @@ def _log(path: Path, records: pd.DataFrame, model: Any, report: dict[str, Any], 
         mlflow.log_metrics({f"cv_{m}_mape": v for m, v in report["cv_mean_ape"].items()})
         tracking.log_dataset(records, source=lineage["store"], name=f"adapt-{lineage['device']}", context="adaptation",
                              target=predictor.targets[0])
-        info = tracking.log_bundle(path, records, registered_name, feature_transformer(predictor.task).required)
+        with tempfile.TemporaryDirectory() as tmp:  # logged under the name Predictor.load looks for in a model
+            logged = path if path.name == BUNDLE_ARTIFACT else shutil.copytree(path, Path(tmp) / BUNDLE_ARTIFACT)
+            info = tracking.log_bundle(Path(logged), records, registered_name,
+                                       feature_transformer(predictor.task).required)
     version = info.registered_model_version
     return run.info.run_id, int(version) if version is not None else None
 

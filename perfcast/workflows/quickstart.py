@@ -9,10 +9,14 @@
    the plan is chosen. The built-in GEMM model is adapted to the plan's measurements
    (:func:`perfcast.workflows.adapt.adapt_from_store`), and its answer before and after is compared on the
    held-out shapes, with each shape's measured noise beside the error so a noisy machine is not mistaken
-   for a bad model.
-3. The adaptation is logged to MLflow (with the before/after figures) and the adapted model registered where the follow-up commands look by default (the
-   tracking URI ``perfcast train`` uses, the default record store), and the next commands are printed
-   unwrapped and written to a file so they work when pasted.
+   for a bad model. Why the built-in GPU model is the base: it is the zero-shot prior a new device starts from
+   (issue 13's flow), it never saw this machine, so "before" is an honest spec-sheet-only answer; a model
+   fitted from scratch on a few dozen probed shapes does not carry over to the shapes it did not see
+   (benchmarks/BUILTIN.md), while the adaptation's cross-validated guard keeps only the correction the rows
+   support.
+3. The adaptation is logged to MLflow (with the before/after figures) and the adapted model registered where
+   the follow-up commands look by default (the tracking URI ``perfcast train`` uses, the default record
+   store), and the next commands are printed unwrapped and written to a file so they work when pasted.
 
 Library warnings, logging and foreign progress bars go to a log file (``verbose`` shows them instead).
 """
@@ -266,9 +270,9 @@ def choose_shapes(configs: list[dict[str, Any]], peaks: list[dict[str, Any]], ba
 
 
 def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, cap_s: float, console: Console
-                   ) -> tuple[Any, Any, float]:
-    """Measure the chosen shapes (resuming what the store has); (adaptation rows, held-out rows, seconds) as
-    stored records, matched to the shapes by their probe key."""
+                   ) -> tuple[Any, Any]:
+    """Measure the chosen shapes (resuming what the store has); (adaptation rows, held-out rows) as stored
+    records, matched to the shapes by their probe key."""
     t0 = time.perf_counter()
     sweep = run_sweep(GemmProbe(max_time_s=0.3), store, configs=shapes.adapt + shapes.held_out)
     elapsed = time.perf_counter() - t0
@@ -290,7 +294,7 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, cap_s: float,
     adapt, held = pick(shapes.adapt), pick(shapes.held_out)
     console.print(f"measured {sweep.measured} GEMM configurations ({sweep.skipped_done} already stored) in "
                   f"{elapsed:.0f} s: {len(adapt)} to adapt on, {len(held)} held out to judge it", highlight=False)
-    return adapt, held, elapsed
+    return adapt, held
 
 
 def _measured(values: Any) -> Any:
@@ -308,10 +312,7 @@ def adapt_to_machine(store: RecordStore, adapt_rows: Any, device_id: str, tracki
     from perfcast.builtin import bundle_path
     from perfcast.workflows.adapt import adapt_from_store
 
-    from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
-
-    # the bundle directory's name is the artifact MLflow logs it under, which Predictor.load looks for
-    out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S") / BUNDLE_ARTIFACT
+    out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S")
     return adapt_from_store(bundle_path("gemm"), store, out, device=device_id, records=adapt_rows,
                             tracking_uri=tracking_uri, experiment="quickstart", registered_name=MODEL_NAME)
 
@@ -329,8 +330,8 @@ def compare(base: Any, outcome: Any, held: Any) -> Judged:
     after = outcome.predictor.predict(held)["runtime_ms"].to_numpy(dtype="float64")
     cv = held["runtime_cv"].to_numpy(dtype="float64")
     spread = measured / held["runtime_min_ms"].to_numpy(dtype="float64") - 1
-    table = pd.DataFrame({"m": held["m"], "n": held["n"], "k": held["k"], "dtype": held["dtype"],
-                          "measured_ms": measured, "noise_cv": cv, "spread": spread,
+    table = pd.DataFrame({"m": held["m"], "n": held["n"], "k": held["k"], "batch": held["batch"],
+                          "dtype": held["dtype"], "measured_ms": measured, "noise_cv": cv, "spread": spread,
                           "before_ms": before, "before_ape": np.abs(before / measured - 1),
                           "after_ms": after, "after_ape": np.abs(after / measured - 1)})
     summary = before_after(base, outcome.predictor, held)
@@ -353,18 +354,20 @@ def compare(base: Any, outcome: Any, held: Any) -> Judged:
 
 def print_comparison(judged: Judged, console: Console) -> None:
     """Before/after per held-out shape and on average, with the measured noise beside the error."""
-    t = judged.comparison.sort_values(["dtype", "m", "n", "k"])
+    t = judged.comparison.sort_values(["dtype", "m", "n", "k", "batch"])
     table = Table(title=f"{len(t)} shapes this machine measured but the adaptation never saw "
                         f"(adapted on {judged.n_adapt}; correction kept: {judged.mode})")
-    for col in ("m×n×k", "dtype", "measured", "noise (cv)", "median/min", "built-in (before)", "adapted (after)"):
-        table.add_column(col, justify="left" if col in ("m×n×k", "dtype") else "right")
+    for col in ("[batch×]m×n×k", "dtype", "measured", "noise (cv)", "median/min", "built-in (before)", "adapted (after)"):
+        table.add_column(col, justify="left" if col in ("[batch×]m×n×k", "dtype") else "right")
     for r in t.itertuples(index=False):
-        table.add_row(f"{r.m}×{r.n}×{r.k}", str(r.dtype), _ms(r.measured_ms), f"{r.noise_cv:.1%}", f"+{r.spread:.1%}",
+        batch = f"{r.batch}×" if r.batch > 1 else ""
+        table.add_row(f"{batch}{r.m}×{r.n}×{r.k}", str(r.dtype), _ms(r.measured_ms), f"{r.noise_cv:.1%}", f"+{r.spread:.1%}",
                       f"{_ms(r.before_ms)} ({r.before_ape:.0%} off)", f"{_ms(r.after_ms)} ({r.after_ape:.1%} off)")
     console.print(table)
     s = judged.summary
     console.print(f"mean APE on held-out shapes: built-in model {s['before_mape']:.1%} -> adapted "
-                  f"{s['after_mape']:.1%}; 90% interval coverage {s['before_coverage']:.0%} -> "
+                  f"{s['after_mape']:.1%} (median APE {t['before_ape'].median():.1%} -> {t['after_ape'].median():.1%}); "
+                  f"90% interval coverage {s['before_coverage']:.0%} -> "
                   f"{s['after_coverage']:.0%}. Noise: the repeats of a shape vary by {judged.noise_cv:.1%} (median "
                   f"runtime_cv, std/mean, outliers included); the median each error is measured against sits "
                   f"{judged.spread:.1%} above the fastest repeat (median over the shapes)", highlight=False)
@@ -447,7 +450,7 @@ def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, cap
         probed = measure_sheet(store, peaks, console)
         base = Predictor.builtin("gemm")
         shapes = choose_shapes(configs, peaks, base, probed.device_id, size, held_out)
-        adapt_rows, held_rows, _ = measure_shapes(store, shapes, probed.hw_id, cap_s, console)
+        adapt_rows, held_rows = measure_shapes(store, shapes, probed.hw_id, cap_s, console)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
             step = bar.add_task("adapting the built-in model to this machine's measurements", total=None)
