@@ -83,7 +83,7 @@ def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_registry_names():
     assert set(MODELS) == {"rf", "extra_trees", "xgboost", "lightgbm", "mlp", "roofline", "hybrid", "transfer",
-                           "group_attention", "normalized", "power", "knn"}
+                           "group_attention", "normalized", "power", "knn", "sibling"}
 
 
 @pytest.mark.parametrize("name", sorted(FAST))

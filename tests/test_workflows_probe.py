@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -10,15 +11,23 @@ from perfcast.records.store import RecordStore, StoreError
 from perfcast.workflows.probe import measured_summary, run_probes
 
 
-def test_a_spent_budget_skips_the_remaining_probes_and_what_ran_is_summarised(tmp_path: Path) -> None:
+def test_a_spent_budget_skips_the_remaining_probes_and_what_ran_is_summarised(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's clock jumps past the budget once the CPU sweep is done (a fake clock: the real one would make
+    the outcome depend on the machine's load), so the GEMM probe is skipped; the CPU sweep measured for real."""
+    import perfcast.workflows.probe as probe_run
+
+    ticks = iter([0.0, 0.0])  # the run's start and the CPU probe's check; every later reading is past the budget
+    # the module's own name for the clock only: the timing harness keeps the real one
+    monkeypatch.setattr(probe_run, "time", SimpleNamespace(perf_counter=lambda: next(ticks, 1e9)))
     store = RecordStore(tmp_path / "store")
     skipped: list[str] = []
     finished: list[str] = []
-    runs = run_probes(["cpu", "gemm"], store, quick=True, budget_s=1.0, on_skip=skipped.append,
+    runs = run_probes(["cpu", "gemm"], store, quick=True, budget_s=60.0, on_skip=skipped.append,
                       on_result=lambda name, res: finished.append(name))
-    assert finished == ["cpu"] and skipped == ["gemm"]  # the CPU sweep alone outlasts one second
+    assert finished == ["cpu"] and skipped == ["gemm"]
     (res,) = runs
-    assert res.stopped_by_budget and res.measured >= 1 and not res.store_error
+    assert res.measured >= 1 and not res.store_error
     stored = store.read("cpu_bench")
     assert len(stored) == res.records > 0 and set(stored["hw_id"]) == res.hw_ids
     summary, power = measured_summary(store, runs)

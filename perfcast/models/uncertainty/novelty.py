@@ -94,7 +94,7 @@ class HardwareNovelty:
                              f"model's feature transformer produced")
         if getattr(self, "_at", (None,))[0] is not F.columns:  # positions found once per feature column index
             self._at = (F.columns, F.columns.get_indexer(self.columns))
-        A = F.to_numpy(dtype="float64", na_value=np.nan)[:, self._at[1]]
+        A = F.iloc[:, self._at[1]].to_numpy(dtype="float64", na_value=np.nan)  # only these columns are numbers
         with np.errstate(divide="ignore", invalid="ignore"):
             A = np.where(self.log, np.log(np.where(A > 0, A, np.nan)), A)
         return (A - self.center) / self.spread
