@@ -56,4 +56,7 @@ def test_ray_benchmark_rows_equal_the_in_process_rows(data_root: Path):
     assert [r.protocol for r in here] == [r.protocol for r in on_ray]
     assert len(here) >= 4
     # every field of every row but the wall time, which is the one thing allowed to differ
-    assert [r.as_json() for r in on_ray] == [r.as_json() for r in here]
+    def timeless(rows: list) -> list[dict]:
+        return [{k: v for k, v in r.as_json().items() if k != "wall_s"} for r in rows]
+
+    assert timeless(on_ray) == timeless(here)
