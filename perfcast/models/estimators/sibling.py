@@ -128,16 +128,15 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             np.asarray(me["vendor"]), np.asarray(me["cc"]), info.loc[d, "vendor"], info.loc[d, "cc"],
             self.max_cc_gap))]
 
-    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame,
-                  base: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame
+                  ) -> dict[str, np.ndarray]:
         """(rows, training devices) log measurement, base and roofline log ratios, distance (NaN / inf where
         the column's device is no sibling of the row's device or did not measure the row's configuration),
-        and ``own``: the transfer's log prediction per row. ``base``: the transfer's base prediction of ``X``
-        (computed when not given)."""
+        and ``own``: the transfer's log prediction per row."""
         keys = row_keys(X, transfer.config_columns)
         vendor, cc = _identity(X)
         dist = transfer.distances(X)
-        log_base = np.log(transfer.estimator_.predict(X) if base is None else np.asarray(base, dtype="float64"))
+        log_base = np.log(transfer.estimator_.predict(X))
         log_roof = np.log(10.0) * X[ROOFLINE_COLUMN].to_numpy(dtype="float64")
         n, m = len(X), len(transfer.devices_)
         out = {k: np.full((n, m), np.nan) for k in ("log_y", "base", "roofline")}
@@ -272,10 +271,10 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             self.scores_[k] = np.sort(np.abs(chosen[kind == k]))
 
     # ----------------------------------------------------------------------------------------- predict
-    def _log_parts(self, X: pd.DataFrame, base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(log prediction, whether a sibling measured the row's configuration)."""
         check_is_fitted(self, "settings_")
-        mats = self._matrices(X, self.transfer_, self.tables_, self.info_, base)
+        mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
         kinds = kernel_kinds(X).to_numpy()
         out = mats["own"].copy()
         has = np.isfinite(mats["log_y"]).any(axis=1)
@@ -299,11 +298,6 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.exp(self._log_parts(X)[0])
-
-    def predict_from_base(self, X: pd.DataFrame, base: np.ndarray) -> np.ndarray:
-        """:meth:`predict` given the transfer's base prediction of ``X``: what a saved model does, whose transfer
-        is rebuilt by :meth:`SiblingTransfer.from_state` without its base estimator."""
-        return np.exp(self._log_parts(X, base)[0])
 
     def predict_transfer(self, X: pd.DataFrame) -> np.ndarray:
         """What the fallback transfer alone predicts (the previous unseen-GPU model), for comparison."""
@@ -353,7 +347,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> SiblingShrink:
         """A model whose predictions match once its transfer is attached as ``transfer_``: the fitted one
-        (:meth:`predict`), or one rebuilt by :meth:`SiblingTransfer.from_state` (:meth:`predict_from_base`)."""
+        (:meth:`predict`), or the one a bundle rebuilds from its state (a sub-estimator: :attr:`state_children`)."""
         model = cls(None, max_cc_gap=params["max_cc_gap"], level=params["level"], target=params["target"])
         model.settings_ = {k: (str(v[0]), float(v[1]), str(v[2])) for k, v in params["settings"].items()}
         p = params["pooled"]
