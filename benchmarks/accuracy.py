@@ -63,6 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file to write (default: {DEFAULT_OUT})")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT.json",
                         help="also write every row as JSON (fractions; device 'mean' for summary rows)")
+    parser.add_argument("--update", action="store_true",
+                        help="with --json: keep the rows of every protocol not run now from the existing JSON file, "
+                             "replace the others, and render --out from all of them")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="protocols run in this many worker processes at once (default: one per core; the "
                              "models fit on one thread each)")
@@ -198,8 +201,24 @@ def git_commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def header(argv: Sequence[str], total_s: float) -> str:
-    """When, where, how and at which commit the table was measured."""
+def merge(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` rows with every protocol that ``new`` has replaced by ``new``'s rows, in ``old``'s order (protocols
+    ``old`` lacks come last): a partial re-run updates a full table without re-running the rest."""
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for r in new:
+        fresh.setdefault(r["protocol"], []).append(r)
+    out: list[dict[str, Any]] = []
+    for r in old:
+        if r["protocol"] not in fresh:
+            out.append(r)
+        elif not any(o["protocol"] == r["protocol"] for o in out):
+            out.extend(fresh[r["protocol"]])
+    return out + [r for p, rows in fresh.items() if not any(o["protocol"] == p for o in old) for r in rows]
+
+
+def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = ()) -> str:
+    """When, where, how and at which commit the table was measured (``kept``: protocols whose rows come from an
+    earlier run, for ``--update``)."""
     mem = psutil.virtual_memory().total / 2**30
     cpu = platform.processor() or platform.machine()
     command = "python benchmarks/accuracy.py " + shlex.join(argv)
@@ -212,6 +231,8 @@ def header(argv: Sequence[str], total_s: float) -> str:
         f"- command: `{command.strip()}`",
         f"- git commit: {git_commit()}",
         f"- total wall time: {total_s / 60:.1f} min (dataset imports included; the wall column is fit + predict)",
+        *([f"- rows kept from the earlier run in the --json file (--update; its command is in git history): "
+           f"{', '.join(kept)}"] if kept else []),
         "",
         ("APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
          "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
@@ -235,8 +256,14 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     start = time.perf_counter()
     names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model)
     rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)
-    docs = [r.as_json() for r in rows]
-    text = render(docs, header(argv, time.perf_counter() - start))
+    docs, kept = [r.as_json() for r in rows], []
+    if args.update:
+        if args.json is None or not args.json.is_file():
+            raise SystemExit(f"--update needs --json naming an existing rows file (got {args.json})")
+        old = json.loads(args.json.read_text(encoding="utf-8"))
+        kept = list(dict.fromkeys(r["protocol"] for r in old if r["protocol"] not in names))
+        docs = merge(old, docs)
+    text = render(docs, header(argv, time.perf_counter() - start, kept))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -248,6 +248,16 @@ def test_results_markdown_is_rendered_from_the_json_rows():
     assert "1. a note" in text and "2. no test set" in text
 
 
+def test_update_replaces_only_the_protocols_run_again():
+    """--update: the re-run protocols' rows take their old place, the rest are kept, a new protocol comes last."""
+    acc = _accuracy_module()
+    row = lambda p, v: {"protocol": p, "value": v}  # noqa: E731
+    old = [row("a", 1), row("a", 2), row("b", 3), row("c", 4)]
+    got = acc.merge(old, [row("b", 30), row("b", 31), row("d", 50)])
+    assert got == [row("a", 1), row("a", 2), row("b", 30), row("b", 31), row("c", 4), row("d", 50)]
+    assert acc.merge(old, []) == old and acc.parse_args(["--update"]).update
+
+
 @pytest.mark.slow
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
