@@ -67,6 +67,8 @@ SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num
                                 "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
 #: the donor mixes :func:`fit_adaptation` offers by default (``with_base`` of each; see configs/aiconfigurator_adapt.toml)
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
+#: whether the shape term reads the donors' latencies by default (see configs/aiconfigurator_adapt.toml)
+DEFAULT_SHAPE_DONORS = True
 
 
 #: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`

@@ -14,17 +14,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.models.estimators.adapt import DEFAULT_MIXES, Adaptation, AdaptedRegressor, Correction, fit_adaptation, noise_of
+from perfcast.models.estimators.adapt import (
+    DEFAULT_MIXES,
+    DEFAULT_SHAPE_DONORS,
+    Adaptation,
+    AdaptedRegressor,
+    Correction,
+    fit_adaptation,
+    noise_of,
+)
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 
 
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
-                 mixes: Sequence[str] = DEFAULT_MIXES) -> tuple[PerfcastModel, Adaptation]:
+                 mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS
+                 ) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
-    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
+    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: other
     devices' measured records of the same task (the first device named is the nearest), offered as a starting point
-    and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes offered."""
+    and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes offered;
+    ``shape_donors``: the shape term may read the donors' latencies."""
     if model.joint or len(model.targets) != 1:
         raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
     target = model.targets[0]
@@ -44,7 +54,7 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
                                      base=np.asarray(inner.predict(Fd), dtype="float64").reshape(len(Fd)))
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
-                               donors=table, mixes=mixes)
+                               donors=table, mixes=mixes, shape_donors=shape_donors)
     else:
         found = Adaptation(Correction(), None, {}, 0)
     calibration = found.calibration or model.calibration
