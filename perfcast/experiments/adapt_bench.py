@@ -33,7 +33,8 @@ from perfcast.experiments.presets import budget_rows, choose, sample_rows
 from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
 from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
-from perfcast.models.estimators.adapt import AdaptedModel, DonorTable
+from perfcast.models.estimators.adapt import AdaptedModel
+from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.perf_probe.plan import adaptation_plan
 from perfcast.training.config import IntervalsConfig
 from perfcast.training.train import fit_conformal
@@ -68,54 +69,98 @@ def alone(task: str, revealed: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(test), dtype="float64").ravel()
 
 
+def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequence[str], keys: Sequence[str],
+                task: str) -> DonorTable:
+    """Every training GPU's measured latencies (``donors``, nearest first) for the configurations of ``rows``,
+    with the base model's error on each (only the configurations asked for are predicted: a GPU's table is
+    100,000 rows)."""
+    keys = list(keys)
+    wanted = rows[keys].drop_duplicates().assign(_hit=True)
+    hit = train[keys].merge(wanted, on=keys, how="left")["_hit"].notna().to_numpy()
+    found = train[hit & train["device_id"].isin(donors).to_numpy()]
+    F, pred = AdaptedModel(base).parts(found)
+    return DonorTable.build(list(donors), F, found["runtime_ms"].to_numpy(dtype="float64"), task,
+                            device_of=found["device_id"].astype(str).to_numpy(), base=pred)
+
+
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
                  keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any]
-                 ) -> dict[tuple[str, int], Result]:
-    """Every K's rows for one left-out device: (part label, K) -> Result on that device's unrevealed rows
-    (K from the preset's ``budgets``, at most its ``test_rows`` unrevealed rows scored)."""
+                 ) -> dict[tuple[str, int], dict[str, Result]]:
+    """Every K's rows for one left-out device: (part label, K) -> {setting: Result on that device's unrevealed
+    rows}, one per donor setting of the preset's ``settings`` (K from its ``budgets``, at most its
+    ``test_rows`` unrevealed rows scored)."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
     parts = pd.Series(np.asarray(parts), index=test.index)
     candidates = test.drop(columns=["runtime_ms"])  # what a probe knows before measuring: the shapes it can run
     donors = nearest_devices(dev, sorted(train["device_id"].dropna().unique()))
-    donor_rows = train[(train["device_id"] == donors[0]).to_numpy()]
-    table = DonorTable.build(donors[0], base.estimator_[0].transform(donor_rows),
-                             donor_rows["runtime_ms"].to_numpy(dtype="float64"), task)
-    adapter = AdaptedModel(base, seed=seed, donors=table)
-    precomputed = adapter.parts(test)
-    out = {}
+    plans = {}
     for k in options["budgets"]:
-        start = time.perf_counter()
         picked = test.index.isin(adaptation_plan(candidates, task, k))
-        adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
         rest = ~picked
         if rest.sum() > test_rows:  # the same seeded sample of the unrevealed rows for the model and the baselines
             keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)
             rest = np.isin(np.arange(len(test)), keep)
-        pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
-        wall = time.perf_counter() - start + fit_s
+        plans[k] = (picked, rest)
+    needed = np.logical_or.reduce([p | r for p, r in plans.values()])
+    start = time.perf_counter()
+    table = donor_table(base, train, test[needed], donors, keys, task)
+    table_s = time.perf_counter() - start
+    precomputed = AdaptedModel(base).parts(test)
+    out: dict[tuple[str, int], dict[str, Result]] = {}
+    for k, (picked, rest) in plans.items():
         base_rows = {NEAREST_K: copy_scaled(train, test[picked], test[rest], donors, keys)}
         if k:
             base_rows[ALONE] = alone(task, test[picked], test[rest])
-        found = adapter.adaptation_
-        mode = found.correction.mode + (f", started from {found.donors.device}'s latencies" if found.donors else "")
-        for label in parts.unique():
-            sel = (parts[rest] == label).to_numpy()
-            target = f"runtime_ms ({label}), K={k}" if label else f"runtime_ms, K={k}"
-            extra = [f"nearest GPUs by spec sheet: {', '.join(donors[:3])}",
-                     f"correction chosen by cross-validation on the K rows: {mode}"]
-            kept = {}
-            for n, v in base_rows.items():
-                if np.isfinite(v[sel]).any():
-                    kept[n] = v[sel]
-                else:
-                    extra.append(f"{n}: no training GPU measured these configurations, so no value")
-            res = score(protocol, target, dev, test.loc[rest, "runtime_ms"].to_numpy()[sel], pred[sel], model_name,
-                        wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=extra)
-            res.probe_budget = k
-            out[(label, k)] = res
+        for setting, chosen in options["settings"].items():
+            start = time.perf_counter()
+            adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
+                                   shape_donors=bool(chosen.get("shape_donors", False)))
+            adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
+            pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
+            wall = time.perf_counter() - start + fit_s + table_s
+            for label in parts.unique():
+                sel = (parts[rest] == label).to_numpy()
+                target = f"runtime_ms ({label}), K={k}" if label else f"runtime_ms, K={k}"
+                extra = [f"nearest GPUs by spec sheet: {', '.join(donors[:3])}",
+                         f"correction chosen by cross-validation on the K rows: {adapter.adaptation_.describe()}"]
+                kept = {}
+                for n, v in base_rows.items():
+                    if np.isfinite(v[sel]).any():
+                        kept[n] = v[sel]
+                    else:
+                        extra.append(f"{n}: no training GPU measured these configurations, so no value")
+                res = score(protocol, target, dev, test.loc[rest, "runtime_ms"].to_numpy()[sel], pred[sel],
+                            model_name, wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=extra)
+                res.probe_budget = k
+                out.setdefault((label, k), {})[setting] = res
     return out
+
+
+def select_settings(per_device: dict[tuple[str, int], list[dict[str, Result]]]) -> dict[tuple[str, int], list[Result]]:
+    """Per left-out GPU and K, the donor-mix setting whose mean APE over the *other* GPUs (every part, each GPU
+    adapted with its own base model and plan) is least: leave-one-GPU-out selection, so no GPU's test rows
+    choose its own setting. One setting: kept as is. The chosen setting and its nested score go in the notes."""
+    out: dict[tuple[str, int], list[Result]] = {}
+    for k in sorted({k for _, k in per_device}):
+        labels = [key for key in per_device if key[1] == k]
+        names = list(per_device[labels[0]][0])
+        devices = [r[names[0]].device for r in per_device[labels[0]]]
+        err = {(d, s): np.mean([per_device[key][i][s].ours for key in labels]) for i, d in enumerate(devices)
+               for s in names}
+        for i, dev in enumerate(devices):
+            others = [d for d in devices if d != dev]
+            nested = {s: float(np.mean([err[(d, s)] for d in others])) if others else 0.0 for s in names}
+            chosen = min(names, key=lambda s: (round(nested[s], 12), names.index(s)))
+            for key in labels:
+                res = per_device[key][i][chosen]
+                if len(names) > 1:
+                    res.notes.append(f"donor-mix setting chosen by leave-one-GPU-out on the other GPUs: {chosen} "
+                                     f"(their mean APE {100 * nested[chosen]:.2f}%; "
+                                     + ", ".join(f"{s} {100 * v:.2f}%" for s, v in nested.items()) + ")")
+                out.setdefault(key, []).append(res)
+    return {key: out[key] for key in per_device}
 
 
 def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list[Result]], common: Sequence[str]
@@ -133,7 +178,8 @@ def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list
     return rows
 
 
-def _collect(per_device: dict[tuple[str, int], list[Result]], found: dict[tuple[str, int], Result]) -> None:
+def _collect(per_device: dict[tuple[str, int], list[dict[str, Result]]], found: dict[tuple[str, int], dict[str, Result]]
+             ) -> None:
     for key, res in found.items():
         per_device.setdefault(key, []).append(res)
 
@@ -150,7 +196,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
             **options.get(f"{task}_intervals", {}))
         config = choice.config.model_copy(update={"task": task, "intervals": intervals})
         records = ws.records("aiconfigurator", task)
-        per_device: dict[tuple[str, int], list[Result]] = {}
+        per_device: dict[tuple[str, int], list[dict[str, Result]]] = {}
         pools = []
         for dev in sorted(records["device_id"].dropna().unique()):
             train, test = unseen_hardware_split(records, test_devices=[dev])
@@ -168,7 +214,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
                   f"{min(pools):,}-{max(pools):,} and reused for every K",
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
-        rows.extend(summarize(protocol, task, per_device, common))
+        rows.extend(summarize(protocol, task, select_settings(per_device), common))
     return rows
 
 
@@ -181,11 +227,11 @@ def neusight_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     start = time.perf_counter()
     model = choice.fit(fit_rows, cfg.seed)
     fit_s = time.perf_counter() - start
-    per_device: dict[tuple[str, int], list[Result]] = {}
+    per_device: dict[tuple[str, int], list[dict[str, Result]]] = {}
     for dev in sorted(test["device_id"].dropna().unique()):
         rows_dev = test[(test["device_id"] == dev).to_numpy()]
         _collect(per_device, adapt_device(protocol, "gemm", model, train, rows_dev, rows_dev["op"].astype(str),
                                           NEUSIGHT_KEYS, choice.name, fit_s, cfg.seed, choice.options))
     common = ["the neusight-ood default model without its seed bag, fitted once on NeuSight's training GPUs"
               + (f" ({note})" if note else "") + ", adapted per unseen GPU"]
-    return summarize(protocol, "gemm", per_device, common)
+    return summarize(protocol, "gemm", select_settings(per_device), common)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,9 +42,9 @@ from sklearn.model_selection import KFold
 
 from perfcast.features import feature_groups
 from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.uncertainty.calibration import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
-from perfcast.models.estimators.transfer import row_keys
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
 MODES: tuple[str, ...] = ("none", "level", "shape", "fine")
@@ -64,7 +65,10 @@ SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
                                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                                 "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
-LOG_BASE = "log_base"
+#: the donor mixes :func:`fit_adaptation` offers by default (``with_base`` of each; see configs/aiconfigurator_adapt.toml)
+DEFAULT_MIXES: tuple[str, ...] = ("latency",)
+#: whether the shape term reads the donors' latencies by default (see configs/aiconfigurator_adapt.toml)
+DEFAULT_SHAPE_DONORS = True
 
 
 #: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`
@@ -96,6 +100,8 @@ class Correction:
     shape_text: str | None = None
     threads: int = 1
     kind_modes: dict[str, str] = field(default_factory=dict)
+    #: columns the shape model reads after log(base): the donors' log latencies over it (0: none)
+    extra_columns: int = 0
 
     def __post_init__(self) -> None:
         self._kinds: dict[int, tuple[float, bool]] = {}  # kind-column bit pattern -> (level, shape applies)
@@ -108,8 +114,10 @@ class Correction:
 
                 self._shape = lgb.Booster(model_str=self.shape_text)
 
-    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None) -> np.ndarray:
-        """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand).
+    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None,
+                  extra: np.ndarray | None = None) -> np.ndarray:
+        """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand;
+        ``extra``: the :attr:`extra_columns` the shape model reads, one row per row of ``F``).
 
         Kernel kinds are named once per distinct pattern of the kind columns and remembered, and the shape
         model reads array columns, so a one-row request costs about what the base model's does."""
@@ -130,7 +138,8 @@ class Correction:
         out = level.astype("float64")
         if self._shape is not None and shaped.any():
             rows = shaped.astype(bool)
-            X = np.column_stack([A[rows][:, shape_at], np.log(base[rows])])
+            X = np.column_stack([A[rows][:, shape_at], np.log(base[rows]),
+                                 *([] if extra is None else [extra[rows]])])
             out[rows] += self._shape_predict(X)
         return out
 
@@ -151,7 +160,8 @@ class Correction:
     def to_json(self) -> dict[str, Any]:
         """Everything but the shape model's text (saved beside as a file)."""
         return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
-                "columns": list(self.columns), "kind_modes": dict(self.kind_modes)}
+                "columns": list(self.columns), "kind_modes": dict(self.kind_modes),
+                "extra_columns": int(self.extra_columns)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1) -> Correction:
@@ -161,7 +171,7 @@ class Correction:
             raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
         return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
                    float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
-                   kind_modes)
+                   kind_modes, int(doc.get("extra_columns", 0)))
 
 
 def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
@@ -170,42 +180,11 @@ def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
     return [c for g in SHAPE_GROUPS for c in groups.get(g, []) if c in F.columns]
 
 
-def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray) -> np.ndarray:
-    """The shape model's input (when fitting it): ``F[columns]`` and log(base) as the last column."""
-    return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64"))])
-
-
-@dataclass
-class DonorTable:
-    """Another device's measured latency per configuration (a configuration: the values of the task's shape
-    and dtype feature columns, hashed), used as an alternative starting point for the correction: a sibling
-    of the new device (same architecture, nearly the same sheet) predicts it better than any model."""
-
-    device: str
-    columns: list[str]
-    keys: np.ndarray  # sorted uint64 configuration hashes
-    log_latency: np.ndarray  # log of the donor's mean measured latency, aligned with keys
-
-    @classmethod
-    def build(cls, device: str, F: pd.DataFrame, latency: np.ndarray, task: str) -> DonorTable:
-        """From the donor's feature frame ``F`` and its measured latencies (repeats averaged in log)."""
-        groups = feature_groups(task)
-        columns = [c for g in ("shape", "dtype") for c in groups[g] if c in F.columns]
-        ok = np.isfinite(latency) & (latency > 0)
-        table = pd.Series(np.log(latency[ok])).groupby(row_keys(F[ok], columns)).mean()
-        return cls(device, columns, table.index.to_numpy(dtype=np.uint64), table.to_numpy(dtype="float64"))
-
-    def lookup(self, F: pd.DataFrame) -> np.ndarray:
-        """Each row's donor log latency (NaN where the donor did not measure the configuration)."""
-        keys = row_keys(F, self.columns)
-        at = np.clip(np.searchsorted(self.keys, keys), 0, max(len(self.keys) - 1, 0))
-        found = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), dtype=bool)
-        return np.where(found, self.log_latency[at] if len(self.keys) else np.nan, np.nan)
-
-    def start(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
-        """The donor's latency where it measured the configuration, else ``base``."""
-        d = self.lookup(F)
-        return np.where(np.isfinite(d), np.exp(d), np.asarray(base, dtype="float64").ravel())
+def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray, extra: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """The shape model's input (when fitting it): ``F[columns]``, log(base), then the ``extra`` columns."""
+    return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64")),
+                            *([] if extra is None else [extra])])
 
 
 def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
@@ -217,8 +196,8 @@ def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
     return levels, pooled
 
 
-def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0
-                   ) -> Correction:
+def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
+                   extra: np.ndarray | None = None) -> Correction:
     """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements."""
     if mode == "none" or len(y) == 0:
         return Correction()
@@ -231,93 +210,160 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 
     cols = shape_columns(F, task)
     rest = r - kinds.map(levels).astype("float64").to_numpy()
-    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base), rest)
-    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string())
+    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
+    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
+                      extra_columns=0 if extra is None else extra.shape[1])
 
 
 @dataclass
 class Adaptation:
     """What :func:`fit_adaptation` found: the correction (fitted on every row), the device's interval
-    calibration (None: keep the base's), and per mode the cross-validated mean APE."""
+    calibration (None: keep the base's), and per candidate the cross-validated mean APE."""
 
     correction: Correction
     calibration: IntervalCalibration | None
     cv_error: dict[str, float]
     n_rows: int
-    #: the donor whose latencies the correction starts from (None: it starts from the base model)
+    #: the donors' table (None: the correction reads no donor)
     donors: DonorTable | None = None
+    #: the donor mix under the correction (None: no mix)
+    mix: DonorMix | None = None
+    #: the correction starts from the nearest donor's latency where it has one (else from the base model)
+    from_donor: bool = False
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
         return {"mode": self.correction.mode, "kind_modes": dict(self.correction.kind_modes), "rows": self.n_rows,
                 "cv_mean_ape": dict(self.cv_error), "recalibrated": self.calibration is not None,
-                "starts_from": "base model" if self.donors is None else f"donor {self.donors.device}"}
+                "starts_from": f"donor {self.donors.device}" if self.from_donor else "base model",
+                "donors": None if self.donors is None else list(self.donors.devices),
+                "donor_mix": None if self.mix is None else self.mix.to_json(),
+                "shape_reads_donors": bool(self.correction.extra_columns)}
+
+    def describe(self) -> str:
+        """One phrase naming the chosen correction, for a result's notes."""
+        text = self.correction.mode
+        if self.mix is not None:
+            text += f", on a {self.mix.name} mix of {len(self.donors.devices)} donors"
+        if self.correction.extra_columns:
+            text += ", shape term reading the donors' latencies"
+        if self.from_donor:
+            text += f", started from {self.donors.device}'s latencies"
+        return text
+
+    def regressor(self, inner: Any) -> AdaptedRegressor:
+        """``inner`` (the base estimator) corrected as found."""
+        return AdaptedRegressor(inner, self.correction, self.donors, self.mix, self.from_donor)
 
 
 class AdaptedRegressor:
-    """A fitted base estimator corrected for one device: ``start * exp(correction)``, where ``start`` is the base
-    prediction, or the donor's measured latency where it has one. What an adapted bundle saves and serves."""
+    """A fitted base estimator corrected for one device: ``start * exp(mix + correction)``, where ``start`` is the
+    base prediction, or the nearest donor's measured latency where it has one, and ``mix`` the donor mix
+    (:mod:`perfcast.models.estimators.donor_mix`). What an adapted bundle saves and serves."""
 
     #: the base estimator, saved in the adapted model's own folder (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"inner": ""}
 
-    def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None):
+    def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None,
+                 mix: DonorMix | None = None, from_donor: bool = False):
         self.inner = inner
         self.correction = correction
         self.donors = donors
+        self.mix = mix
+        self.from_donor = from_donor
 
     def predict(self, F: pd.DataFrame) -> np.ndarray:
         base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
-        return corrected(self.correction, self.donors, F, base)
+        return corrected(self.correction, self.donors, F, base, self.mix, self.from_donor)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The correction's numbers and the donor's identity (JSON); the donor table and the shape model's
-        LightGBM text as arrays."""
+        """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the
+        shape model's LightGBM text as arrays."""
         arrays: dict[str, np.ndarray] = {}
         donors = None
         if self.donors is not None:
-            donors = {"device": self.donors.device, "columns": list(self.donors.columns)}
-            arrays = {"donor_keys": self.donors.keys, "donor_log_latency": self.donors.log_latency}
+            donors, arrays = self.donors.state()
         if self.correction.shape_text is not None:
             arrays["shape_text"] = np.frombuffer(self.correction.shape_text.encode("utf-8"), dtype=np.uint8)
-        return {"correction": self.correction.to_json(), "donors": donors}, arrays
+        return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
+                "mix": None if self.mix is None else self.mix.to_json()}, arrays
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
-        """The adapted model without its base (the persistence layer sets ``inner``)."""
+        """The adapted model without its base (the persistence layer sets ``inner``). A bundle saved before
+        donor mixes started from its donor whenever it had one."""
         text = arrays["shape_text"].tobytes().decode("utf-8") if "shape_text" in arrays else None
         donors = params.get("donors")
-        table = None if not donors else DonorTable(str(donors["device"]), [str(c) for c in donors["columns"]],
-                                                   arrays["donor_keys"], arrays["donor_log_latency"])
-        return cls(None, Correction.from_json(params["correction"], text), table)
+        table = None if not donors else DonorTable.from_state(donors, arrays)
+        mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
+        return cls(None, Correction.from_json(params["correction"], text), table, mix,
+                   bool(params.get("from_donor", table is not None)))
 
 
-def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+def starting_point(donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray, mix: DonorMix | None = None,
+                   from_donor: bool = False) -> np.ndarray:
+    """What the correction multiplies: the base prediction, or the nearest donor's latency (see
+    :class:`AdaptedRegressor`), times the donor mix."""
+    base = np.asarray(base, dtype="float64").ravel()
+    start = donors.start(F, base) if from_donor else base
+    return start if mix is None else start * np.exp(mix.log_ratio(donors, F, start))
+
+
+def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray,
+              mix: DonorMix | None = None, from_donor: bool = False) -> np.ndarray:
     """The adapted prediction of rows ``F`` from their base predictions (see :class:`AdaptedRegressor`)."""
-    start = base if donors is None else donors.start(F, base)
-    return start * np.exp(correction.log_ratio(F, start))
+    start = starting_point(donors, F, base, mix, from_donor)
+    extra = donors.latencies(F, np.log(start)) if correction.extra_columns else None
+    return start * np.exp(correction.log_ratio(F, start, extra=extra))
 
 
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
-                   donors: DonorTable | None = None) -> Adaptation:
-    """Choose and fit the correction (see :func:`fit_correction_of`); with ``donors``, also the same correction
-    started from the donor's latencies, keeping whichever cross-validates better on the rows."""
-    found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed)
-    if donors is None or found.n_rows < MIN_ROWS:
-        return found
+                   donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False
+                   ) -> Adaptation:
+    """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
+    the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
+    :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
+    mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
+    ``shape_donors``: the shape term also reads each donor's log latency over the start."""
+    base = np.asarray(base, dtype="float64").ravel()
+    y = np.asarray(y, dtype="float64").ravel()
+    ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
+    if donors is None or ok.sum() < 2 * N_SPLITS:
+        return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed)
+    F, base, y = F.loc[ok], base[ok], y[ok]
+    noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
+
+    def attempt(start: np.ndarray) -> Adaptation:
+        extra = donors.latencies(F, np.log(start)) if shape_donors else None
+        return replace(fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed,
+                                         extra=extra), donors=donors if shape_donors else None)
+
+    found, errors = attempt(base), {}
+    errors.update(found.cv_error)
     start = donors.start(F, base)
-    if np.array_equal(start, np.asarray(base, dtype="float64").ravel()):  # the donor measured none of the rows
-        return found
-    other = fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed)
-    if min(other.cv_error.values()) < min(found.cv_error.values()):
-        return replace(other, donors=donors, cv_error={**found.cv_error,
-                                                       **{f"donor {m}": v for m, v in other.cv_error.items()}})
-    return replace(found, cv_error={**found.cv_error, **{f"donor {m}": v for m, v in other.cv_error.items()}})
+    if not np.array_equal(start, base):  # the donor measured some of the rows
+        other = attempt(start)
+        errors.update({f"donor {m}": v for m, v in other.cv_error.items()})
+        if min(other.cv_error.values()) < min(found.cv_error.values()):
+            found = replace(other, donors=donors, from_donor=True)
+    start = starting_point(donors, F, base, from_donor=found.from_donor)
+    r = np.log(y / start)
+    folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(r))
+    for name in mixes:
+        if name.startswith("error") and donors.log_error is None:
+            continue  # a table built without the base's predictions has no errors to mix
+        other = attempt(start * np.exp(cross_fitted_mix(donors, F, start, r, folds, name=name)))
+        errors.update({f"mix {name} {m}": v for m, v in other.cv_error.items()})
+        if min(other.cv_error.values()) < min(found.cv_error.values()):
+            found = replace(other, donors=donors, from_donor=found.from_donor,
+                            mix=fit_mix(donors, F, start, r, name=name))
+    return replace(found, cv_error=errors)
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
-                      noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0) -> Adaptation:
+                      noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
+                      extra: np.ndarray | None = None) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
 
@@ -327,6 +373,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     F, base, y = F.loc[ok] if not ok.all() else F, base[ok], y[ok]
+    extra = None if extra is None else extra[ok]
     n = len(y)
     if n < MIN_ROWS:
         return Adaptation(Correction(), None, {}, n)
@@ -335,8 +382,9 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     for fit_idx, held_idx in folds:
         Ff, Fh = F.iloc[fit_idx], F.iloc[held_idx]
         for m in MODES:
-            c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed)
-            oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(Fh, base[held_idx])
+            c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed, None if extra is None else extra[fit_idx])
+            oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(
+                Fh, base[held_idx], extra=None if extra is None else extra[held_idx])
     cv_error = {m: _ape(oof[m]) for m in MODES}
     offered = ("none", "level", _best(cv_error, SHAPED))  # one shape term per correction
     best = _best(cv_error, offered)
@@ -348,7 +396,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
             kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in offered}, offered)
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
     needed = max(used, key=MODES.index)
-    correction = fit_correction(F, base, y, needed, task, seed)
+    correction = fit_correction(F, base, y, needed, task, seed, extra)
     correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best})
     chosen = np.select([used == m for m in MODES], [oof[m] for m in MODES])
     scores = np.sort(np.abs(chosen))
@@ -389,12 +437,14 @@ class AdaptedModel:
     """
 
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
-                 donors: DonorTable | None = None):
+                 donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False):
         self.base = base
         self.target = target
         self.level = level
         self.seed = seed
         self.donors = donors
+        self.mixes = mixes
+        self.shape_donors = shape_donors
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -412,7 +462,8 @@ class AdaptedModel:
         self.adaptation_ = fit_adaptation(F, base, records[self.target].to_numpy(dtype="float64"),
                                           task=self.base.estimator_[0].task, target=self.target,
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
-                                          donors=self.donors)
+                                          donors=self.donors, mixes=self.mixes,
+                                          shape_donors=self.shape_donors)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -424,7 +475,7 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        pred = corrected(a.correction, a.donors, F, base)
+        pred = corrected(a.correction, a.donors, F, base, a.mix, a.from_donor)
         cal = a.calibration
         if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
             _, lo, hi = self.base.predict_with_interval(X, level)

@@ -7,6 +7,7 @@ so they sit above both the estimators and the bundle code, and neither of those 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,26 @@ import numpy as np
 import pandas as pd
 
 from perfcast.models.estimators.adapt import (
+    DEFAULT_MIXES,
+    DEFAULT_SHAPE_DONORS,
     Adaptation,
     AdaptedRegressor,
     Correction,
-    DonorTable,
     fit_adaptation,
     noise_of,
 )
+from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 
 
-def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
+def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
+                 mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS
                  ) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
-    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
-    device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
+    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: other
+    devices' measured records of the same task (the first device named is the nearest), offered as a starting point
+    and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes offered;
+    ``shape_donors``: the shape term may read the donors' latencies."""
     if model.joint or len(model.targets) != 1:
         raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
     target = model.targets[0]
@@ -41,19 +47,21 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
         base = np.asarray(inner.predict(F), dtype="float64").reshape(len(F))
         table = None
         if donors is not None and len(donors):
-            table = DonorTable.build(str(donors["device_id"].fillna(donors["device_name"]).iloc[0]),
-                                     model.features.transform(donors), donors[target].to_numpy(dtype="float64"),
-                                     model.task)
+            named = donors["device_id"].fillna(donors["device_name"]).astype(str).to_numpy()
+            Fd = model.features.transform(donors)
+            table = DonorTable.build(list(pd.unique(named)), Fd, donors[target].to_numpy(dtype="float64"),
+                                     model.task, device_of=named,
+                                     base=np.asarray(inner.predict(Fd), dtype="float64").reshape(len(Fd)))
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
-                               donors=table)
+                               donors=table, mixes=mixes, shape_donors=shape_donors)
     else:
         found = Adaptation(Correction(), None, {}, 0)
     calibration = found.calibration or model.calibration
     lineage = {**found.report(), "base_model": str(model.path),
                "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
     adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
-                            [AdaptedRegressor(inner, found.correction, found.donors)], False, calibration,
+                            [found.regressor(inner)], False, calibration,
                             model.domain, {**model.metadata, "adaptation": lineage}, dict(model.versions))
     return adapted, found
 

@@ -42,7 +42,7 @@ def _adapted(spec: dict[str, Any], reader: Any) -> Translated:
     if donors:
         found = reader.arrays(donors["file"])
         arrays = {"donor_keys": found["keys"], "donor_log_latency": found["log_latency"]}
-        donors = {"device": donors["device"], "columns": donors["columns"]}
+        donors = {"devices": [donors["device"]], "columns": donors["columns"]}
     if spec.get("shape_file"):
         text = reader.file(spec["shape_file"]).read_text(encoding="utf-8")
         arrays["shape_text"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
