@@ -86,7 +86,7 @@ def expand_columns(task: str, names: list[str]) -> list[str]:
 
 
 #: hybrid parameters that shape the hybrid itself; every other parameter goes to its LightGBM model
-HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone")
+HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone", "relative")
 #: parameters that make the hybrid an ensemble: ``seeds`` (a seed bag) and ``variants`` (a list of parameter
 #: overrides, one member each, e.g. one member that sees the hardware columns and one that does not)
 ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants")
@@ -197,7 +197,8 @@ def model_names() -> list[str]:
 #: checked by the factory or the class that takes it)
 LOG_KEY = {"log_target": None}
 OWN_KEYS: dict[str, dict[str, Any]] = {
-    "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "seeds": None, "variants": None},
+    "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "relative": False, "seeds": None,
+               "variants": None},
     "transfer": {"scale": 0.8, "max_rows": None},
     "sibling": {"nested_max_rows": None, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},

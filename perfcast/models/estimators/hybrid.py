@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.extrapolation import relative_features
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
@@ -69,7 +70,10 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
     docstring). ``monotone`` maps feature names to +1/-1: the learned log-ratio may only rise/fall with
     that feature, where physics says so (e.g. -1 for watts per peak TFLOP: more power budget per unit of
-    compute never makes a kernel slower); it needs a LightGBM estimator.
+    compute never makes a kernel slower); it needs a LightGBM estimator. ``relative`` adds the columns of
+    :func:`perfcast.features.extrapolation.relative_features` (work relative to the device: FLOPs per SM,
+    intensity over the ridge point...), which ``columns`` and ``monotone`` may then name: they stay in the
+    training range for a large shape on a large new GPU, where absolute sizes do not.
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -77,12 +81,13 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, target: str = "runtime_ms", estimator: RegressorMixin | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
-                 monotone: Mapping[str, int] | None = None):
+                 monotone: Mapping[str, int] | None = None, relative: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
         self.latency_floor = latency_floor
         self.monotone = monotone
+        self.relative = relative
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, X: pd.DataFrame) -> np.ndarray:
@@ -109,6 +114,8 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
         return np.asarray([known[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        if self.relative:
+            X = pd.concat([X, relative_features(X)], axis=1)
         if self.columns is None:
             return X
         absent = [c for c in self.columns if c not in X.columns]
@@ -161,12 +168,14 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "estimator_")
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
+                "relative": bool(self.relative),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
         """A hybrid whose ``predict`` works once its ``estimator_`` is set (the persistence layer does)."""
-        out = cls(target=str(params["target"]), columns=params.get("columns"))
+        out = cls(target=str(params["target"]), columns=params.get("columns"),
+                  relative=bool(params.get("relative", False)))
         out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}
         out.pooled_floor_ = float(params.get("pooled_floor", 0.0))
         return out

@@ -1,0 +1,56 @@
+"""Work measured relative to the device: the GEMM/attention columns that stay in range on a new device.
+
+Why: a tree learns a step function of its inputs and repeats its last step beyond the training range. An
+absolute size (log FLOPs, log m) or an absolute device number (SM count, bandwidth) of a large shape on a
+newer GPU lies outside that range, so the learned efficiency is whatever the largest training point had.
+Ratios of the work to the device (FLOPs per SM, waves of thread blocks over the SMs, intensity over the
+ridge point, bytes over the L2 cache) fall in the same range for a big GEMM on a big GPU as for a small one
+on a small GPU, and each has a known physical direction (more work per SM fills the pipelines better).
+
+The columns are derived from a feature frame of :class:`perfcast.features.gemm.GemmFeatures` (or the
+attention transformer), not from records, so any model reading such a frame can add them. Intensity over the
+ridge point (peak / bandwidth) is not repeated here: the transformers' ``compute_memory_balance`` is exactly that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: derived column -> what it measures (the model-facing names; all log-scale, NaN where the device lacks
+#: the spec number)
+RELATIVE: dict[str, str] = {
+    "log10_flops_per_sm": "FLOPs each SM must execute",
+    "log10_bytes_per_sm": "bytes each SM must move",
+    "log10_bytes_over_l2": "operand and result bytes over the L2 cache size",
+    "wave_loss": "log10 of launched wave time over busy wave time (0 when the last wave is full)",
+    "log2_flops_per_sm_clock": "peak FLOPs per SM per clock cycle (the SM's issue width for the dtype)",
+}
+#: columns the derivation reads from the feature frame
+SOURCES: tuple[str, ...] = ("log10_flops", "log10_bytes", "wave_efficiency", "sm_count", "l2_mb", "peak_tflops",
+                            "max_clock_mhz")
+#: physical direction of the learned log(measured / roofline) in each column, where physics gives one:
+#: more work per SM amortises fill and drain (-1); a partly empty last wave costs time (+1)
+EFFICIENCY_DIRECTION: dict[str, int] = {"log10_flops_per_sm": -1, "wave_loss": 1}
+
+
+def relative_features(X: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`RELATIVE` columns of a GEMM/attention feature frame ``X`` (same index, float64).
+
+    Raises a ValueError naming the feature columns ``X`` lacks."""
+    absent = [c for c in SOURCES if c not in X.columns]
+    if absent:
+        raise ValueError(f"relative features need the gemm/attention feature columns {absent}; got a frame of "
+                         f"{list(X.columns)[:8]}...")
+    v = {c: X[c].to_numpy(dtype="float64") for c in SOURCES}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sm = np.log10(v["sm_count"])
+        out = {
+            "log10_flops_per_sm": v["log10_flops"] - log_sm,
+            "log10_bytes_per_sm": v["log10_bytes"] - log_sm,
+            "log10_bytes_over_l2": v["log10_bytes"] - np.log10(v["l2_mb"] * 2.0 ** 20),
+            "wave_loss": -np.log10(v["wave_efficiency"]),
+            "log2_flops_per_sm_clock": np.log2(v["peak_tflops"] * 1e6 / (v["sm_count"] * v["max_clock_mhz"])),
+        }
+    frame = pd.DataFrame(out, index=X.index, dtype="float64")
+    return frame.replace([np.inf, -np.inf], np.nan)
