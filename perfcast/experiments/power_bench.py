@@ -319,7 +319,7 @@ def adapted_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
                       CONST: constant_share(train, test)}
             for k in ADAPT_K:
                 start = time.perf_counter()
-                p = base.adapt(pool.sample(k, random_state=cfg.seed), seed=cfg.seed) if k else base
+                p = base.adapt(pool.sample(min(k, len(pool)), random_state=cfg.seed), seed=cfg.seed) if k else base
                 got = p.predict(test)
                 mode = p.metadata.get("adaptation", {}).get("mode", "none") if k else "none"
                 runtime_ape = float(np.mean(np.abs(got["runtime_ms"].to_numpy() / test["runtime_ms"].to_numpy() - 1)))
