@@ -66,7 +66,10 @@ def test_every_part_runs_on_the_shared_layout(data_root: Path, tmp_path: Path, s
             assert r.ours < r.baselines[power_bench.CONST], r.target
     cross = [r for r in rows if "unseen GPU" in r.target]
     assert {r.device for r in cross} == {"rtx_4070", "gb200"}
-    libs = [r for r in rows if "->" in r.target]
+    adapted = [r for r in rows if "adapted on K=" in r.target]
+    assert len(adapted) == 2 * len(power_bench.ADAPT_K)  # both directions, every K
+    assert all(r.coverage is not None and np.isfinite(r.ours) for r in adapted)
+    libs = [r for r in rows if "->" in r.target and r not in adapted]
     assert {r.target.split("; ")[1].split(",")[0].rstrip(")") for r in libs} == {"trtllm -> vllm", "vllm -> trtllm"}
     assert all(power_bench.OTHER_LIB in r.baselines and r.coverage is None for r in libs)
     doc = json.dumps([r.as_json() for r in rows], allow_nan=False, default=float)

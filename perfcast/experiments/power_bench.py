@@ -19,6 +19,9 @@ practitioner would otherwise use, on the same rows:
     shapes): with the runtime the model predicts, and with the test library's measured runtime (power given
     a measured latency); no intervals (they are calibrated within a library). Baselines: the other library's
     measured watts for the same configuration, a constant share of the limit.
+(d) **adaptation**: per GPU, the model of one library saved, loaded and adapted to the other library from K of
+    its rows (:meth:`perfcast.Predictor.adapt`, K in :data:`ADAPT_K`), scored on held-out shapes of it, with
+    the adapted intervals; baselines as in (c).
 
 GPUs are discovered from the data: whatever ``<root>/aiconfigurator-power/<gpu>/...`` holds is evaluated the
 same way. Fits use at most the preset's row budgets (seeded) so the protocol stays within minutes on 2 cores;
@@ -284,6 +287,53 @@ def other_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
     return out
 
 
+# ===================================================================================== (d) adaptation
+#: revealed rows of the new setting the adapted model sees (0: the model as trained)
+ADAPT_K: tuple[int, ...] = (0, 32, 128, 512)
+
+
+def adapted_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
+    """Part (d): per GPU, a GEMM model of runtime, power and energy trained on one library, saved as a bundle and
+    adapted (:meth:`perfcast.Predictor.adapt`) to the other library from K of its rows (drawn from 80 % of its
+    shapes), scored on the other 20 % of its shapes: the short-probe adaptation applied to power."""
+    import tempfile
+    from pathlib import Path
+
+    from perfcast.models.persistence.bundle import save_model
+    from perfcast.predictor import Predictor
+
+    out: list[Result] = []
+    records, options = _measured(ws, "gemm"), settings().options
+    keys = [k for k in CONFIG_KEYS["gemm"] if k != "backend"]
+    for dev in sorted(records["device_id"].unique()):
+        rows = records[records["device_id"] == dev]
+        libs = sorted(rows["backend"].dropna().unique())
+        for src, dst in ((a, b) for a in libs for b in libs if a != b):
+            train, note = sample_rows(rows[rows["backend"] == src], options["cross_rows"], cfg.seed)
+            model, wall = fit("gemm", train, cfg.seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                base = Predictor.load(save_model(model, "gemm", train, Path(tmp) / "base"))
+            pool, test = unseen_shape_split(rows[rows["backend"] == dst].reset_index(drop=True), seed=cfg.seed)
+            test, _ = sample_rows(test, options["test_rows"], cfg.seed)
+            base_w = {OTHER_LIB: copy_from_devices(rows[rows["backend"] == src], test, [dev], keys, target="power_w"),
+                      CONST: constant_share(train, test)}
+            for k in ADAPT_K:
+                start = time.perf_counter()
+                p = base.adapt(pool.sample(min(k, len(pool)), random_state=cfg.seed), seed=cfg.seed) if k else base
+                got = p.predict(test)
+                mode = p.metadata.get("adaptation", {}).get("mode", "none") if k else "none"
+                runtime_ape = float(np.mean(np.abs(got["runtime_ms"].to_numpy() / test["runtime_ms"].to_numpy() - 1)))
+                notes = [*([note] if note else []), f"trained on {src} only; adapted on {k} {dst} rows of other shapes; "
+                         f"tested on {len(test):,} {dst} rows of held-out shapes; {OTHER_LIB}: {src}'s measured "
+                         f"watts for the same configuration", f"correction chosen: {mode}; runtime mean APE "
+                         f"{runtime_ape:.2%} on the same rows"]
+                out.append(_tagged(score(PROTOCOL, f"power_w (gemm; {src} -> {dst}, adapted on K={k} rows)", dev,
+                                         test["power_w"], got["power_w"], "power",
+                                         wall + time.perf_counter() - start, baselines=base_w,
+                                         interval=(got["power_w_lo"], got["power_w_hi"]), notes=notes), "gemm"))
+    return out
+
+
 def aiconfigurator_power(ws: Workspace, cfg: RunConfig) -> list[Result]:
-    """Every part of the protocol, in order (a), (b), (c)."""
-    return [*unseen_shapes(ws, cfg), *unseen_gpus(ws, cfg), *other_library(ws, cfg)]
+    """Every part of the protocol, in order (a), (b), (c), (d)."""
+    return [*unseen_shapes(ws, cfg), *unseen_gpus(ws, cfg), *other_library(ws, cfg), *adapted_library(ws, cfg)]

@@ -121,9 +121,13 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
         base = Predictor.load(model)
     except (FileNotFoundError, ModelFormatError, IncompatibleModelError) as err:
         raise AdaptationError(str(err)) from None
-    if len(base.targets) != 1:
-        raise AdaptationError(f"perfcast adapt corrects single-target models; {model} predicts {base.targets}")
-    target = base.targets[0]
+    from perfcast.models.estimators.power_adapt import adapts_jointly
+
+    joint = adapts_jointly(base.targets)  # runtime + power: rows need a runtime; power is corrected where read
+    if len(base.targets) != 1 and not joint:
+        raise AdaptationError(f"perfcast adapt corrects single-target models and runtime + power models; {model} "
+                              f"predicts {base.targets}")
+    target = "runtime_ms" if joint else base.targets[0]
     if records is None:
         records, name = adaptation_records(rs, base.task, target, device)
     else:

@@ -36,6 +36,11 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
     and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes offered;
     ``shape_donors``: the shape term may read the donors' latencies."""
     if model.joint or len(model.targets) != 1:
+        from perfcast.models.estimators.power_adapt import adapts_jointly
+        from perfcast.models.persistence.power_adapted import adapt_joint_loaded
+
+        if adapts_jointly(list(model.targets)):  # runtime + power (+ energy): each measured target corrected
+            return adapt_joint_loaded(model, records, seed=seed)
         raise ValueError(f"adaptation corrects single-target models; this one predicts {model.targets}")
     target = model.targets[0]
     if target not in records.columns:
@@ -69,7 +74,10 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
 def save_adapted(model: PerfcastModel, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
     """Write an adapted model (from :func:`adapt_loaded`) as a new bundle: its base and correction through the
     state protocol, the device's calibration, lineage in the metadata (never half-written)."""
-    if len(model.heads) != 1 or not isinstance(model.heads[0], AdaptedRegressor):
+    from perfcast.models.persistence.power_adapted import is_joint_adapted
+
+    joint = is_joint_adapted(model)
+    if len(model.heads) != 1 or not (joint or isinstance(model.heads[0], AdaptedRegressor)):
         raise ValueError("save_adapted writes a model returned by adapt_loaded / Predictor.adapt")
-    return write_bundle(path, model.task, list(model.targets), model.features, list(model.heads), False,
+    return write_bundle(path, model.task, list(model.targets), model.features, list(model.heads), joint,
                         model.calibration, model.domain, {**model.metadata, **(metadata or {})})

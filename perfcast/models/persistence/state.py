@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "roofline": ("perfcast.models.estimators.roofline:RooflineRegressor", ()),
     "power": ("perfcast.models.estimators.power:PowerRegressor", ()),
     "adapted": ("perfcast.models.estimators.adapt:AdaptedRegressor", ("lightgbm",)),
+    "power_adapted": ("perfcast.models.estimators.power_adapt:AdaptedJointRegressor", ("lightgbm",)),
     "group_attention": ("perfcast.models.estimators.group_attention:GroupAttentionRegressor", ("torch",)),
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
     "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
