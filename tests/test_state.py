@@ -179,8 +179,9 @@ def test_a_format_2_built_in_model_loads_into_the_trained_classes_and_rewrites_e
 
 def test_every_registered_kind_is_tried():
     # adapted: its own test below; sibling: needs sibling GPUs, its bundle test is in tests/test_sibling.py;
-    # power_adapted: a power model adapted to another library, its bundle test is in tests/test_power_adapt.py
-    assert set(CASES) | {"adapted", "sibling", "power_adapted"} == set(state.KINDS)
+    # power_adapted: a power model adapted to another library, its bundle test is in tests/test_power_adapt.py;
+    # physics: CPU GEMMs, its bundle test is in tests/test_quickstart_physics.py
+    assert set(CASES) | {"adapted", "sibling", "power_adapted", "physics"} == set(state.KINDS)
 
 
 def _reseal(path: Path, edit) -> None:

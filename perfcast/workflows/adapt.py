@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,13 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
 def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str] | RecordStore, out: Path, *,
                      device: str | None = None, records: pd.DataFrame | None = None, tracking_uri: str | None = None,
                      experiment: str = "adapt", registered_name: str | None = None, seed: int = 0,
-                     donors: pd.DataFrame | None = None) -> AdaptOutcome:
+                     donors: pd.DataFrame | None = None, adapter: Callable[..., Any] | None = None) -> AdaptOutcome:
     """Adapt ``model`` (a bundle directory or MLflow URI) to ``device``'s records in ``store`` (or to the given
     ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
     (registered as ``registered_name`` when given). ``donors``: another device's records (a sibling), offered
-    as a second starting point. The quickstart calls this on this machine's CPU GEMMs."""
+    as a second starting point. ``adapter(base, records, seed=, donors=)`` replaces :meth:`Predictor.adapt
+    <perfcast.Predictor.adapt>` (the quickstart's CPU GEMMs add a physics term). The quickstart calls this on
+    this machine's CPU GEMMs."""
     from perfcast.models.persistence.adapted import save_adapted
     from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
     from perfcast.predictor import Predictor
@@ -135,7 +138,7 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     out = Path(out)
     specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
     start = time.perf_counter()
-    adapted = base.adapt(records, seed=seed, donors=donors)
+    adapted = (adapter or Predictor.adapt)(base, records, seed=seed, donors=donors)
     report = {**adapted.metadata["adaptation"], "device": name, "seconds": round(time.perf_counter() - start, 3)}
     lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}
     from perfcast.training.tracking import content_hash

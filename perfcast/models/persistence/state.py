@@ -38,6 +38,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "group_attention": ("perfcast.models.estimators.group_attention:GroupAttentionRegressor", ("torch",)),
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
     "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
+    "physics": ("perfcast.models.estimators.physics:PhysicsCorrected", ()),
 }
 
 
