@@ -102,6 +102,7 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
         features = pipe[:-1].transform(test)
         pred, lo, hi = est.predict_interval(features)
         previous = est.predict_transfer(features)
+        stretch = est.distance_stretch(features)
         wall = time.perf_counter() - start
         copy = copy_from_devices(train, test, siblings, keys)
         roof = roofline(test, task)
@@ -110,7 +111,9 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
         common = [f"siblings: {', '.join(siblings)}", f"selected_on: {SELECTED_ON} ({est.n_nested_folds_} folds)",
                   f"{CONFIG_SHARE:.0%} of the configurations drawn (seed {cfg.seed}), every GPU's rows of them",
                   f"base models fitted on at most {limit:,} rows (seed {cfg.seed}), nested folds too; every "
-                  f"row enters the sibling tables"]
+                  f"row enters the sibling tables",
+                  f"interval: nested quantile x max(1, distance to the nearest measuring sibling / the nested "
+                  f"folds' largest), median x{np.median(stretch):.2f} on this GPU's rows"]
         for part in parts:
             sel = np.ones(len(test), dtype=bool) if part is None else (test["phase"] == part).to_numpy()
             target = "runtime_ms" if part is None else f"runtime_ms ({PHASE_LABEL.get(part, part)})"
@@ -128,7 +131,8 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
             rows[-1].goal = SIBLING_GOALS[task]
             rows.extend(per_part[part])
     for row in rows:  # chosen inside fit, not by the preset (whose transfer settings it wraps)
-        row.selected_on = f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs: ANALYSIS_sibling.md)"
+        row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs, the interval's "
+                           f"distance prior added after a run on them: ANALYSIS_sibling.md)")
     return rows
 
 

@@ -10,19 +10,22 @@ prediction for a row whose configuration a sibling measured is
     log ŷ = log y_sibling + λ_kind · trust · (log f(x, device) − log f(x, sibling))
 
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
-copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling either the
-nearest one or a distance-weighted mean of all of them (``donor``), and ``trust`` ≤ 1 for a sibling farther
-away than any the selection validated. ``(source, λ, donor)`` is chosen per kernel kind (dtype, attention
+copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
+one, a distance-weighted mean of all of them, or their mean after shifting each to the nearest one's level
+(``donor``; averaging two siblings cancels part of their shape-by-shape noise), and ``trust`` ≤ 1 for a
+sibling farther away than any the selection validated. ``(source, λ, donor)`` is chosen per kernel kind (dtype, attention
 phase) by *nested* validation inside the training devices: each training device that itself has a sibling
 among the others is held out in turn, the transfer refitted without it, and every setting scored on its rows
 ("nested leave-one-training-sibling-out"); a correction is adopted only where it beat copying on every such
 fold. The held-out test device never enters the choice. The same nested residuals calibrate the interval
-(split-conformal per kernel kind, pooled where a kind has few rows). Rows no sibling measured get the
+(split-conformal per kernel kind, pooled where a kind has few rows), widened in proportion to a sibling's
+distance beyond the nested folds' (``1 / trust``). Rows no sibling measured get the
 transfer's prediction unchanged (and an unbounded interval: nothing here calibrated it).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,10 +41,13 @@ from perfcast.models.uncertainty.calibration import conformal_quantile
 #: where the correction's ratio comes from: the transfer's base model, the spec sheet's roofline, or the
 #: transfer's own prediction (λ then blends the copy with the transfer in log space)
 SOURCES: tuple[str, ...] = ("base", "roofline", "transfer")
-#: which siblings a row copies: the nearest alone (what the copy-sibling baseline copies), or the mean over all
-#: that measured it, weighted like the transfer's residuals (``exp(-distance / scale)``). The first wins ties,
-#: which is all that nested folds with a single sibling each can give
-DONORS: tuple[str, ...] = ("nearest", "mean")
+#: which siblings a row copies: the nearest alone (what the copy-sibling baseline copies); the mean over all
+#: that measured it, weighted like the transfer's residuals (``exp(-distance / scale)``); or the equal-weight
+#: mean of all of them after shifting each to the nearest one's level (its median log ratio to the nearest over
+#: the training configurations of the row's kernel kind), which averages the siblings' shape-by-shape noise
+#: but keeps the nearest sibling's level. The first wins ties, which is all that nested folds with a single
+#: sibling each can give (with one sibling every donor is the nearest)
+DONORS: tuple[str, ...] = ("nearest", "mean", "aligned")
 #: the shrinkage weights tried (0 = copy the sibling; 1 = trust the ratio fully); smaller wins ties
 LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: how much better than pure copying (relative nested mean APE) a correction must do on every nested fold
@@ -114,6 +120,23 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         return frame.groupby(["device", "config"], sort=False)[["log_y", "log_roof"]].mean()
 
     @staticmethod
+    def _offsets(tables: pd.DataFrame, config_kind: pd.Series, devices: list[int]) -> tuple[list[str], np.ndarray]:
+        """Per kernel kind, the (device, device) median log ratio over the configurations both measured (NaN
+        where they share none): the level :data:`DONORS` ``"aligned"`` removes before averaging siblings."""
+        log_y = tables["log_y"].unstack("device").reindex(columns=devices)
+        kinds = config_kind.reindex(log_y.index).to_numpy()
+        names = sorted(str(k) for k in pd.unique(kinds))
+        out = np.full((len(names), len(devices), len(devices)), np.nan)
+        for a, name in enumerate(names):
+            table = log_y.to_numpy()[kinds.astype(str) == name]
+            for i in range(len(devices)):
+                with np.errstate(all="ignore"):
+                    diff = table[:, [i]] - table
+                    seen = np.isfinite(diff).any(axis=0)
+                out[a, i, seen] = np.nanmedian(diff[:, seen], axis=0)
+        return names, out
+
+    @staticmethod
     def _device_info(X: pd.DataFrame, devices: np.ndarray) -> pd.DataFrame:
         """Per device: vendor code, compute capability and the log :data:`RANK_FIELDS`."""
         vendor, cc = _identity(X)
@@ -132,7 +155,8 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
                   ) -> dict[str, np.ndarray]:
         """(rows, training devices) log measurement, base and roofline log ratios, distance (NaN / inf where
         the column's device is no sibling of the row's device or did not measure the row's configuration),
-        and ``own``: the transfer's log prediction per row."""
+        each device's level offset to the row's nearest sibling (:meth:`_offsets`), and ``own``: the
+        transfer's log prediction per row."""
         keys = row_keys(X, transfer.config_columns)
         vendor, cc = _identity(X)
         dist = transfer.distances(X)
@@ -160,6 +184,17 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             out["rank"][:, j] = np.where(np.isfinite(ly), np.sqrt(np.nansum(gap ** 2, axis=1)), np.inf)
         out["own"] = log_base + transfer.correction(X, distances=dist)
         out["transfer"] = out["own"][:, None] - out["log_y"]
+        out["offset"] = np.full((n, m), np.nan)
+        position = {int(d): i for i, d in enumerate(self.offset_devices_)}
+        cols = np.asarray([position.get(int(d), -1) for d in transfer.devices_], dtype=np.int64)
+        nearest = cols[np.argmin(out["rank"], axis=1)]
+        kinds = kernel_kinds(X).astype(str).to_numpy()
+        for a, name in enumerate(self.offset_kinds_):
+            sel = (kinds == name) & (nearest >= 0)
+            known = cols >= 0
+            block = np.full((int(sel.sum()), m), np.nan)
+            block[:, known] = self.offsets_[a][np.ix_(cols[known], nearest[sel])].T
+            out["offset"][sel] = block
         return out
 
     @staticmethod
@@ -174,6 +209,10 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         if donor == "nearest":
             j = np.argmin(mats["rank"], axis=1)
             out = cand[np.arange(len(cand)), j]
+        elif donor == "aligned":
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a row no sibling measured: NaN, as below
+                out = np.nanmean(cand - mats["offset"], axis=1)
         else:
             seen = np.isfinite(cand)
             weight = np.where(seen, np.exp(-(mats["dist"] - mats["dist"].min(axis=1, keepdims=True)) / scale), 0.0)
@@ -197,6 +236,9 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         tables = self._tables(X, y, devices, configs)
         info = self._device_info(X, devices)
         order = list(pd.unique(devices))
+        config_kind = pd.Series(kinds, index=configs).groupby(level=0).first()
+        self.offset_devices_ = order
+        self.offset_kinds_, self.offsets_ = self._offsets(tables, config_kind, order)
         # nested: every training device with a sibling among the others, held out in turn
         scores: dict[str, list[np.ndarray]] = {}  # setting label -> per-row log error over the nested rows
         nested_kind, nested_fold, nested_reach, transfer_err = [], [], [], []
@@ -271,20 +313,23 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
             self.scores_[k] = np.sort(np.abs(chosen[kind == k]))
 
     # ----------------------------------------------------------------------------------------- predict
-    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(log prediction, whether a sibling measured the row's configuration)."""
+    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log prediction, whether a sibling measured the row's configuration, how far the row's nearest
+        measuring sibling is beyond the distance the nested folds validated: ``max(1, d / reach)``)."""
         check_is_fitted(self, "settings_")
         mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
         kinds = kernel_kinds(X).to_numpy()
         out = mats["own"].copy()
         has = np.isfinite(mats["log_y"]).any(axis=1)
+        stretch = np.ones(len(X))
         for k in pd.unique(kinds):
             sel = (kinds == k) & has
             if sel.any():
                 sub = {n: v[sel] for n, v in mats.items()}
-                out[sel] = self._candidate(sub, self.settings_.get(str(k), self.pooled_), self.transfer_.scale,
-                                           self._trust(sub, str(k)))
-        return out, has
+                trust = self._trust(sub, str(k))
+                out[sel] = self._candidate(sub, self.settings_.get(str(k), self.pooled_), self.transfer_.scale, trust)
+                stretch[sel] = 1.0 / trust
+        return out, has, stretch
 
     def _trust(self, mats: dict[str, np.ndarray], kind: str) -> np.ndarray:
         """Per row, ``min(1, reach / d)``: ``d`` the distance to the row's nearest measuring sibling, ``reach``
@@ -293,11 +338,16 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         since no nested fold can test a distance beyond its own."""
         reach = self.reach_.get(kind, self.reach_["*"])
         near = mats["dist"].min(axis=1)
-        with np.errstate(divide="ignore"):
-            return np.where(near > reach, reach / near, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((near > reach) & (reach > 0), reach / near, 1.0)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.exp(self._log_parts(X)[0])
+
+    def distance_stretch(self, X: pd.DataFrame) -> np.ndarray:
+        """Per row, the factor :meth:`predict_interval` widens the nested quantile by (``1 / trust``; 1 within
+        the nested folds' distance and on rows no sibling measured), for reporting."""
+        return self._log_parts(X)[2]
 
     def predict_transfer(self, X: pd.DataFrame) -> np.ndarray:
         """What the fallback transfer alone predicts (the previous unseen-GPU model), for comparison."""
@@ -307,16 +357,19 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
     def predict_interval(self, X: pd.DataFrame, level: float | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prediction, lo, hi): on sibling rows ``ŷ·e^(±q)`` with ``q`` the split-conformal quantile of the
-        nested |log error| of the row's kernel kind (pooled for a kind without its own setting); on rows no
-        sibling measured, unbounded (0, inf)."""
-        log_pred, has = self._log_parts(X)
+        nested |log error| of the row's kernel kind (pooled for a kind without its own setting), times
+        ``max(1, d / reach)`` for a row whose nearest measuring sibling is farther away (``d``) than any the
+        nested folds calibrated (``reach``, as in :meth:`_trust`): a prior that a sibling's error grows in
+        proportion to its distance, since no nested fold reaches that far; on rows no sibling measured,
+        unbounded (0, inf)."""
+        log_pred, has, stretch = self._log_parts(X)
         level = self.level if level is None else level
         kinds = kernel_kinds(X).to_numpy()
         q = np.full(len(X), np.inf)
         for k in pd.unique(kinds):
             scores = self.scores_.get(str(k), self.scores_["*"])
             q[kinds == k] = conformal_quantile(scores, level)
-        q = np.where(has, q, np.inf)
+        q = np.where(has, q * stretch, np.inf)
         pred = np.exp(log_pred)
         return pred, pred * np.exp(-q), pred * np.exp(q)
 
@@ -331,7 +384,8 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         params = {"settings": {k: list(v) for k, v in self.settings_.items()}, "pooled": list(self.pooled_),
                   "nested": self.nested_, "max_cc_gap": float(self.max_cc_gap), "level": float(self.level),
                   "target": self.target, "score_kinds": kinds, "selected_on": SELECTED_ON,
-                  "n_nested_folds": int(self.n_nested_folds_), "reach": self.reach_}
+                  "n_nested_folds": int(self.n_nested_folds_), "reach": self.reach_,
+                  "offset_kinds": list(self.offset_kinds_)}
         arrays = {"table_device": tables["device"].to_numpy(dtype=np.uint64),
                   "table_config": tables["config"].to_numpy(dtype=np.uint64),
                   "table_log_y": tables["log_y"].to_numpy(dtype="float64"),
@@ -340,6 +394,8 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
                   "info_vendor": info["vendor"].to_numpy(dtype=np.int64),
                   "info_cc": info["cc"].to_numpy(dtype="float64"),
                   "info_spec": info[list(RANK_FIELDS)].to_numpy(dtype="float64"),
+                  "offset_devices": np.asarray(self.offset_devices_, dtype=np.uint64),
+                  "offsets": np.asarray(self.offsets_, dtype="float64"),
                   "score_sizes": np.asarray([len(self.scores_[k]) for k in kinds], dtype=np.int64),
                   "scores": np.concatenate([self.scores_[k] for k in kinds])}
         return params, arrays
@@ -355,6 +411,9 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
         model.nested_ = params["nested"]
         model.n_nested_folds_ = int(params["n_nested_folds"])
         model.reach_ = {str(k): float(v) for k, v in params["reach"].items()}
+        model.offset_kinds_ = [str(k) for k in params["offset_kinds"]]
+        model.offset_devices_ = [int(d) for d in arrays["offset_devices"]]
+        model.offsets_ = arrays["offsets"]
         index = pd.MultiIndex.from_arrays([arrays["table_device"], arrays["table_config"]], names=["device", "config"])
         model.tables_ = pd.DataFrame({"log_y": arrays["table_log_y"], "log_roof": arrays["table_log_roof"]},
                                      index=index)
