@@ -96,8 +96,9 @@ class CompiledForest:
         np.maximum.at(tree_depth, tree[S:], depth[S:])
         nan_right = np.append(np.where(self.nan_as_missing, ~self.default_left, ~(0.0 <= self.threshold)),
                               np.zeros(L, dtype=bool))
-        return (roots, tree_depth, children, np.append(self.feature, np.zeros(L, dtype=np.int32)).astype(np.int32),
-                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value), S)
+        return (roots.astype(np.uint32), tree_depth, children.astype(np.uint32),
+                np.append(self.feature, np.zeros(L, dtype=np.int32)).astype(np.uint32),
+                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value), np.uintp(S))
 
     def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
         """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`)."""
@@ -252,8 +253,12 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
 @njit(cache=True, nogil=True)
 def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, value, splits, out):  # noqa: ANN001
     """Add every tree's leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows
-    at a time through each tree."""
-    nodes = np.empty(LANES, dtype=np.int64)
+    at a time through each tree.
+
+    Indices are unsigned (``np.uintp``): numba then emits no negative-index wraparound per array read, which
+    halves the time of a step (benchmarks/PREDICT_SPEED.md); the layout's indices are checked in range on load."""
+    nodes = np.empty(LANES, dtype=np.uintp)
+    two = np.uintp(2)
     for t in range(roots.shape[0]):
         i = lo
         while i + LANES <= hi:
@@ -261,19 +266,16 @@ def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, valu
             for _ in range(depth[t]):
                 for j in range(LANES):
                     node = nodes[j]
-                    v = X[i + j, feature[node]]
-                    nodes[j] = children[2 * node + ((v > threshold[node]) | ((v != v) & nan_right[node]))]
+                    v = X[np.uintp(i + j), np.uintp(feature[node])]
+                    nodes[j] = children[two * node + np.uintp((v > threshold[node]) | ((v != v) & nan_right[node]))]
             for j in range(LANES):
                 out[i + j] += value[nodes[j]]
             i += LANES
         for r in range(i, hi):  # a row alone: branches (the CPU runs ahead on its guess), stopping at the leaf
-            node = roots[t]
+            node = np.uintp(roots[t])
             while node < splits:
-                v = X[r, feature[node]]
-                if v > threshold[node] or (v != v and nan_right[node]):
-                    node = children[2 * node + 1]
-                else:
-                    node = children[2 * node]
+                v = X[np.uintp(r), np.uintp(feature[node])]
+                node = np.uintp(children[two * node + np.uintp(v > threshold[node] or (v != v and nan_right[node]))])
             out[r] += value[node]
 
 
