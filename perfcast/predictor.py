@@ -34,7 +34,6 @@ from perfcast.features.records import Records
 from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.uncertainty.domain import NOT_SIZES
 from perfcast.models.uncertainty.calibration import check_level
-from perfcast.models.estimators.power import energy_interval
 from perfcast.models.outputs import derived_outputs
 from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
 
@@ -191,6 +190,8 @@ class Predictor:
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]
+        if self.derived:  # imported here: the power module pulls in the tree libraries it fits with
+            from perfcast.models.estimators.power import energy_interval
         for t in self.derived:
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = energy_interval(
                 *(tuple(out[f"{name}{s}"] for s in ("", "_lo", "_hi")) for name in ("runtime_ms", "power_w")))

@@ -144,8 +144,37 @@ def test_deep_unbalanced_trees_walk_their_full_depth(features):
     A, y = features
     booster = _booster(A, y, n_estimators=20, num_leaves=255, min_child_samples=2)
     forest = compile_lightgbm(booster.model_to_string())
-    roots, depth = forest.layout[:2]
+    roots, depth = forest.layout.roots, forest.layout.depth
     assert depth.max() >= 15 and len(roots) == booster.num_trees()
     X = _probe(A)[: 3 * BLOCK + LANES + 3]
+    np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
+    np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
+
+
+def test_values_at_and_beside_every_threshold_go_lightgbms_way(features):
+    """The walk compares codes, not floats: rows holding each split's threshold itself, the doubles just
+    below and above it, 0.0, -0.0, +-inf and NaN must still take LightGBM's side at every node."""
+    A, y = features
+    booster = _booster(A, y)
+    forest = compile_lightgbm(booster.model_to_string())
+    rng = np.random.default_rng(0)
+    X = np.repeat(A[:400], 4, axis=0)
+    for f in np.unique(forest.feature):
+        cuts = forest.threshold[forest.feature == f]
+        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
+                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
+        X[:, f] = rng.choice(edges, len(X))
+    np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
+    np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
+
+
+def test_features_with_hundreds_of_distinct_thresholds_get_wider_codes(features):
+    A, y = features
+    A = A.copy()
+    A[:, 1] = y + np.random.default_rng(0).normal(0.0, 0.01, len(y))  # continuous and telling: split everywhere
+    booster = _booster(A, y, n_estimators=100, num_leaves=63, max_bin=4095, min_child_samples=2)
+    forest = compile_lightgbm(booster.model_to_string())
+    assert forest.layout.code.dtype == np.uint16  # a feature splits at more than 254 distinct values
+    X = _probe(A)
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))

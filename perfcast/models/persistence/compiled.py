@@ -11,12 +11,14 @@ it on real models). Models this walker does not cover (categorical splits, linea
 several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
 :func:`compile_lightgbm` returns ``None`` for them.
 
-How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): leaves are nodes that lead to themselves,
-so every row takes exactly the tree's depth in steps and each step is branch-free (the next node is
-``children[2 * node + goes_right]``, NaN handling folded into one precomputed bit per node); eight rows walk
-one tree together, so their independent loads overlap instead of each waiting on a mispredicted branch.
-Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
-compiled code is numba's (``cache=True``), never anything read from the model file.
+How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): each block of rows first codes its features
+as small unsigned ints (per feature, the rank of the value among the forest's thresholds on it), so a node
+compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included; leaves are nodes
+that lead to themselves, so every row takes exactly the tree's depth in steps and each step is branch-free (the
+next node is ``children[2 * node + (code > node's code)]``); eight rows walk one tree together, so their
+independent loads overlap instead of each waiting on a mispredicted branch. Blocks of rows run in parallel
+(``prange``). Everything is built from the validated arrays at load time; the compiled code is numba's
+(``cache=True``), never anything read from the model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
@@ -27,7 +29,7 @@ file can neither read outside the arrays (a segfault in compiled code) nor send 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -41,6 +43,22 @@ IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair",
 BLOCK = 256
 #: rows that walk one tree in step (their loads overlap; 8 measured fastest, benchmarks/PREDICT_SPEED.md)
 LANES = 8
+
+
+class Layout(NamedTuple):
+    """The arrays the walk reads, in :func:`_walk`'s argument order (see :meth:`CompiledForest._layout`)."""
+
+    used: np.ndarray
+    starts: np.ndarray
+    cuts: np.ndarray
+    nan_code: np.ndarray
+    roots: np.ndarray
+    depth: np.ndarray
+    children: np.ndarray
+    column: np.ndarray
+    code: np.ndarray
+    value: np.ndarray
+    splits: np.uintp
 
 
 @dataclass(frozen=True, repr=False)
@@ -60,7 +78,7 @@ class CompiledForest:
     nan_as_missing: np.ndarray
     leaf_value: np.ndarray
     n_features: int
-    layout: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+    layout: Layout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layout", self._layout())
@@ -68,13 +86,19 @@ class CompiledForest:
     def __repr__(self) -> str:
         return f"CompiledForest({len(self.roots)} trees, {len(self.feature)} splits, {self.n_features} features)"
 
-    def _layout(self) -> tuple[Any, ...]:
-        """(roots, depth, children, feature, threshold, nan_right, value) over split nodes then leaves, and the
-        number of split nodes (a node at or past it is a leaf).
+    def _layout(self) -> Layout:
+        """The walk's arrays
+        over split nodes then leaves (a node at or past ``splits`` is a leaf), its nodes comparing small ints.
 
-        ``nan_right[i]``: where node ``i`` sends a NaN (right unless it learned NaN goes left; a split that saw
-        no NaN reads it as 0.0). A tree's depth is its deepest leaf's: children follow their parent within a
-        tree (checked on load), and each node has one parent, so depths settle in depth-many passes."""
+        A row's features are coded once per walk (:func:`_walk`) into columns: column ``j`` reads feature
+        ``used[j]``, and ``cuts[starts[j]:starts[j + 1]]`` are the sorted distinct thresholds of the nodes that
+        read it; a value's code is 1 + the number of them below it, and a node on the ``k``-th holds ``k + 1``,
+        so ``value > threshold`` exactly when ``code > node's code``: LightGBM's float decisions on small ints,
+        the whole block's codes in cache. A NaN's code is ``nan_code[j]``: nodes that send a NaN left read a
+        column where it is 0, those that send it right one where it is above every cut, and splits that saw no
+        NaN (LightGBM reads it as 0.0 there) one where it is 0.0's code; so no step tests for NaN. A tree's depth
+        is its deepest leaf's: children follow their parent within a tree (checked on load), and each node has
+        one parent, so depths settle in depth-many passes."""
         S, L = len(self.feature), len(self.leaf_value)
         leaves = np.arange(S, S + L, dtype=np.int32)
         node = lambda c: np.where(c >= 0, c, S - c - 1).astype(np.int32)  # noqa: E731 - leaf -l-1 -> S + l
@@ -94,23 +118,35 @@ class CompiledForest:
             depth, tree = deeper, owner
         tree_depth = np.zeros(len(roots), dtype=np.int32)
         np.maximum.at(tree_depth, tree[S:], depth[S:])
-        nan_right = np.append(np.where(self.nan_as_missing, ~self.default_left, ~(0.0 <= self.threshold)),
-                              np.zeros(L, dtype=bool))
-        return (roots, tree_depth, children, np.append(self.feature, np.zeros(L, dtype=np.int32)).astype(np.int32),
-                np.append(self.threshold, np.zeros(L)), nan_right, np.append(np.zeros(S), self.leaf_value), S)
+        mode = np.where(self.nan_as_missing, np.where(self.default_left, 1, 2), 0)  # NaN: as 0.0 / left / right
+        keys, column = np.unique(self.feature.astype(np.int64) * 3 + mode, return_inverse=True)
+        cuts = [np.unique(self.threshold[column == j]) for j in range(len(keys))]
+        code = np.zeros(S, dtype=np.int64)
+        for j, c in enumerate(cuts):
+            code[column == j] = np.searchsorted(c, self.threshold[column == j]) + 1
+        nan_code = [(np.searchsorted(c, 0.0) + 1, 0, len(c) + 1)[m] for c, m in zip(cuts, keys % 3, strict=True)]
+        dtype = np.min_scalar_type(max((len(c) + 1 for c in cuts), default=0))
+        return Layout(
+            used=(keys // 3).astype(np.uint32), starts=np.cumsum([0] + [len(c) for c in cuts]).astype(np.int64),
+            cuts=np.concatenate(cuts or [np.empty(0)]), nan_code=np.asarray(nan_code, dtype=dtype),
+            roots=roots.astype(np.uint32), depth=tree_depth, children=children.astype(np.uint32),
+            column=np.append(column, np.zeros(L, dtype=np.int64)).astype(np.uint32),
+            code=np.append(code, np.zeros(L, dtype=np.int64)).astype(dtype),
+            value=np.append(np.zeros(S), self.leaf_value), splits=np.uintp(S))
 
     def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
         """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
+        codes = np.empty((len(X), len(self.layout.used)), dtype=self.layout.code.dtype)
         if threads <= 1 or len(X) <= BLOCK:
             out = np.zeros(len(X))
             for lo in range(0, len(X), BLOCK):  # block by block, as the parallel walk: a block stays in cache
-                _walk(X, lo, min(len(X), lo + BLOCK), *self.layout, out)
+                _walk(X, codes, lo, min(len(X), lo + BLOCK), *self.layout, out)
             return out
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        return _walk_parallel(X, *self.layout)
+        return _walk_parallel(X, codes, *self.layout)
 
 
 def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> CompiledForest | None:
@@ -250,10 +286,27 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
 
 
 @njit(cache=True, nogil=True)
-def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, value, splits, out):  # noqa: ANN001
-    """Add every tree's leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows
-    at a time through each tree."""
-    nodes = np.empty(LANES, dtype=np.int64)
+def _walk(X, codes, lo, hi, used, starts, cuts, nan_code, roots, depth, children, column, code, value, splits,
+          out):  # noqa: ANN001
+    """Code rows ``lo:hi`` of ``X`` into ``codes`` (see :meth:`CompiledForest._layout`), then add every tree's
+    leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows at a time through each
+    tree.
+
+    Indices are unsigned (``np.uintp``): numba then emits no negative-index wraparound per array read, which
+    halves the time of a step (benchmarks/PREDICT_SPEED.md); the layout's indices are checked in range on load."""
+    for r in range(lo, hi):
+        for j in range(used.shape[0]):
+            v = X[r, used[j]]
+            a, b = starts[j], starts[j + 1]  # the first cut not below v: a binary search
+            while a < b:
+                m = (a + b) >> 1
+                if cuts[m] < v:
+                    a = m + 1
+                else:
+                    b = m
+            codes[r, j] = nan_code[j] if v != v else a - starts[j] + 1
+    nodes = np.empty(LANES, dtype=np.uintp)
+    two = np.uintp(2)
     for t in range(roots.shape[0]):
         i = lo
         while i + LANES <= hi:
@@ -261,29 +314,25 @@ def _walk(X, lo, hi, roots, depth, children, feature, threshold, nan_right, valu
             for _ in range(depth[t]):
                 for j in range(LANES):
                     node = nodes[j]
-                    v = X[i + j, feature[node]]
-                    nodes[j] = children[2 * node + ((v > threshold[node]) | ((v != v) & nan_right[node]))]
+                    nodes[j] = children[two * node + np.uintp(codes[np.uintp(i + j), column[node]] > code[node])]
             for j in range(LANES):
                 out[i + j] += value[nodes[j]]
             i += LANES
         for r in range(i, hi):  # a row alone: branches (the CPU runs ahead on its guess), stopping at the leaf
-            node = roots[t]
+            node = np.uintp(roots[t])
             while node < splits:
-                v = X[r, feature[node]]
-                if v > threshold[node] or (v != v and nan_right[node]):
-                    node = children[2 * node + 1]
-                else:
-                    node = children[2 * node]
+                node = np.uintp(children[two * node + np.uintp(codes[np.uintp(r), column[node]] > code[node])])
             out[r] += value[node]
 
 
 @njit(parallel=True, cache=True)
-def _walk_parallel(X, roots, depth, children, feature, threshold, nan_right, value, splits):  # noqa: ANN001
+def _walk_parallel(X, codes, used, starts, cuts, nan_code, roots, depth, children, column, code, value,
+                   splits):  # noqa: ANN001
     n = X.shape[0]
     out = np.zeros(n)
     for b in prange((n + BLOCK - 1) // BLOCK):
-        _walk(X, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, children, feature, threshold, nan_right,
-              value, splits, out)
+        _walk(X, codes, b * BLOCK, min(n, b * BLOCK + BLOCK), used, starts, cuts, nan_code, roots, depth, children,
+              column, code, value, splits, out)
     return out
 
 
