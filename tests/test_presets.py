@@ -62,7 +62,7 @@ def test_interval_settings_come_from_the_preset(protocol: str, monkeypatch: pyte
 
 
 def test_model_override_says_the_settings_were_not_selected():
-    assert presets.choose("gpperf-paper").selected_on.startswith("test rows")
+    assert presets.choose("gpperf-paper").selected_on.startswith("5-fold cross-validation over the 2,076 training rows")
     other = presets.choose("gpperf-paper", "lightgbm")
     assert other.name == "lightgbm" and other.params == {} and other.selected_on.startswith("none: --model lightgbm")
     assert other.config.intervals == presets.choose("gpperf-paper").config.intervals
