@@ -87,7 +87,8 @@ def test_rows_without_a_power_reading_adapt_runtime_only(base, vllm) -> None:
 def test_which_models_adapt_jointly_and_energy_widths_add_in_quadrature() -> None:
     assert adapts_jointly(TARGETS) and adapts_jointly(["runtime_ms", "power_w"])
     assert not adapts_jointly(["power_w"]) and not adapts_jointly(["runtime_ms"])
-    a, b = np.sort(np.random.default_rng(0).exponential(0.1, 400)), np.sort(np.random.default_rng(1).exponential(0.2, 300))
+    a = np.sort(np.random.default_rng(0).exponential(0.1, 400))
+    b = np.sort(np.random.default_rng(1).exponential(0.2, 300))
     q = quadrature(a, b)
     assert np.quantile(q, 0.9) == pytest.approx(np.hypot(np.quantile(a, 0.9), np.quantile(b, 0.9)), rel=0.02)
 

@@ -27,8 +27,10 @@ from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None
                  ) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
-    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: another
-    device's measured records of the same task (one device), offered as a starting point (see :class:`DonorTable`)."""
+    object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
+    models (:func:`perfcast.models.persistence.power_adapted.adapt_joint_loaded`: a report, no donors). ``donors``:
+    another device's measured records of the same task (one device), offered as a starting point (see
+    :class:`DonorTable`)."""
     if model.joint or len(model.targets) != 1:
         from perfcast.models.estimators.power_adapt import adapts_jointly
         from perfcast.models.persistence.power_adapted import adapt_joint_loaded
