@@ -110,7 +110,8 @@ def main() -> None:
     for label, rel in TABLES.items():
         d = pd.read_parquet(root / rel)
         dup, short = stale(d)
-        print(f"{label}: {len(d):,} rows; identical watts to a row <= {NEAR} away: {dup:.1%}; timed < 100 ms: {short:.1%}")
+        print(f"{label}: {len(d):,} rows; identical watts to a row <= {NEAR} away: {dup:.1%}; "
+              f"timed < 100 ms: {short:.1%}")
         if "gemm" in label:
             n, twin, med, floor = twins(d)
             print(f"  twins: {n:,} pairs, one by the other {twin:.2%} mean APE, median |log ratio| {med:.3f}, "

@@ -87,6 +87,18 @@ def test_rows_without_a_power_reading_adapt_runtime_only(base, vllm) -> None:
 def test_which_models_adapt_jointly_and_energy_widths_add_in_quadrature() -> None:
     assert adapts_jointly(TARGETS) and adapts_jointly(["runtime_ms", "power_w"])
     assert not adapts_jointly(["power_w"]) and not adapts_jointly(["runtime_ms"])
-    a, b = np.sort(np.random.default_rng(0).exponential(0.1, 400)), np.sort(np.random.default_rng(1).exponential(0.2, 300))
+    a = np.sort(np.random.default_rng(0).exponential(0.1, 400))
+    b = np.sort(np.random.default_rng(1).exponential(0.2, 300))
     q = quadrature(a, b)
     assert np.quantile(q, 0.9) == pytest.approx(np.hypot(np.quantile(a, 0.9), np.quantile(b, 0.9)), rel=0.02)
+
+
+def test_perfcast_adapt_carries_power_through_the_workflow(base, vllm, tmp_path: Path) -> None:
+    from perfcast.workflows.adapt import adapt_from_store
+
+    revealed, test = vllm
+    done = adapt_from_store(base.model.path, tmp_path / "store", tmp_path / "here", records=revealed, device="gb200")
+    assert done.rows == 256 and set(done.report["targets"]) == {"runtime_ms", "power_w"}
+    got = done.predictor.predict(test.iloc[:300])
+    assert {"power_w", "power_w_lo", "power_w_hi", "energy_j"} <= set(got.columns)
+    pd.testing.assert_frame_equal(got, base.adapt(revealed).predict(test.iloc[:300]))

@@ -323,9 +323,9 @@ def adapted_library(ws: Workspace, cfg: RunConfig) -> list[Result]:
                 got = p.predict(test)
                 mode = p.metadata.get("adaptation", {}).get("mode", "none") if k else "none"
                 runtime_ape = float(np.mean(np.abs(got["runtime_ms"].to_numpy() / test["runtime_ms"].to_numpy() - 1)))
-                notes = [*([note] if note else []), f"trained on {src} only; adapted on {k} {dst} rows of other shapes; "
-                         f"tested on {len(test):,} {dst} rows of held-out shapes; {OTHER_LIB}: {src}'s measured "
-                         f"watts for the same configuration", f"correction chosen: {mode}; runtime mean APE "
+                notes = [*([note] if note else []), f"trained on {src} only; adapted on {k} {dst} rows of other "
+                         f"shapes; tested on {len(test):,} {dst} rows of held-out shapes; {OTHER_LIB}: {src}'s "
+                         f"measured watts for the same configuration", f"correction chosen: {mode}; runtime mean APE "
                          f"{runtime_ape:.2%} on the same rows"]
                 out.append(_tagged(score(PROTOCOL, f"power_w (gemm; {src} -> {dst}, adapted on K={k} rows)", dev,
                                          test["power_w"], got["power_w"], "power",

@@ -31,10 +31,11 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS
                  ) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
-    object; the base is untouched), and what the adaptation found. Single-target models only. ``donors``: other
-    devices' measured records of the same task (the first device named is the nearest), offered as a starting point
-    and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes offered;
-    ``shape_donors``: the shape term may read the donors' latencies."""
+    object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
+    models (:func:`perfcast.models.persistence.power_adapted.adapt_joint_loaded`: a report, no donors). ``donors``:
+    other devices' measured records of the same task (the first device named is the nearest), offered as a starting
+    point and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes
+    offered; ``shape_donors``: the shape term may read the donors' latencies."""
     if model.joint or len(model.targets) != 1:
         from perfcast.models.estimators.power_adapt import adapts_jointly
         from perfcast.models.persistence.power_adapted import adapt_joint_loaded
