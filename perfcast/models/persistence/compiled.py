@@ -16,9 +16,9 @@ as small unsigned ints (per feature, the rank of the value among the forest's th
 compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included; leaves are nodes
 that lead to themselves, so each step is branch-free (the next node is ``children[2 * node + (code > node's
 code)]``) and eight rows walk one tree together, their independent loads overlapping instead of each waiting on
-a mispredicted branch; every second step they stop if all eight have reached leaves, else at the tree's depth. Blocks of rows run in parallel
-(``prange``). Everything is built from the validated arrays at load time; the compiled code is numba's
-(``cache=True``), never anything read from the model file.
+a mispredicted branch; every second step they stop if all eight have reached leaves, else at the tree's depth.
+Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
+compiled code is numba's (``cache=True``), never anything read from the model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
