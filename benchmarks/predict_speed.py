@@ -92,10 +92,10 @@ def attention_one_config(root: Path) -> float:
     return median_seconds(lambda i: p.predict(configs[i % len(configs)]), 300)
 
 
-def forest_agreement(bundle: Path, F: pd.DataFrame, threads: int = 2) -> tuple[int, int]:
-    """(forests, forests whose compiled sums differ from LightGBM's ``Booster.predict`` in any bit) over every
-    LightGBM forest of ``bundle``, on the feature rows ``F`` (each forest reads the columns it was trained on)."""
-    forests = differ = 0
+def forest_agreement(bundle: Path, F: pd.DataFrame, threads: int = 2) -> tuple[int, int, int]:
+    """(forests, forests whose compiled sums differ from LightGBM's ``Booster.predict`` in any bit, trees) over
+    every LightGBM forest of ``bundle``, on the feature rows ``F`` (each forest reads the columns it was trained on)."""
+    forests = differ = trees = 0
     for path in sorted(bundle.rglob("lightgbm.txt")):
         text = path.read_text()
         forest = compile_lightgbm(text, str(path))
@@ -104,8 +104,9 @@ def forest_agreement(bundle: Path, F: pd.DataFrame, threads: int = 2) -> tuple[i
         booster = lgb.Booster(model_str=text)
         X = F[booster.feature_name()].to_numpy(dtype="float64")
         forests += 1
+        trees += len(forest.roots)
         differ += not np.array_equal(forest.predict(X, threads), booster.predict(X, num_threads=threads))
-    return forests, differ
+    return forests, differ, trees
 
 
 def forest_one_row(root: Path) -> float:
@@ -176,7 +177,7 @@ def speed(args: argparse.Namespace, path: Path) -> dict[str, float]:
     start = time.perf_counter()
     p1.model.predict_features(batch_features)
     out["trees_rate"] = len(batch) / (time.perf_counter() - start)
-    out["forests"], out["differ"] = forest_agreement(path, batch_features)
+    out["forests"], out["differ"], out["n_trees"] = forest_agreement(path, batch_features)
     return out
 
 
@@ -219,6 +220,8 @@ def main() -> None:
          lambda r: f"{r['batch2']:,.0f} /s ({rf(1 / r['batch2'])})"),
         ("  trees (+ transfer) alone on the batch's features, 1 thread", "-",
          lambda r: f"{r['trees_rate']:,.0f} /s ({rf(1 / r['trees_rate'])})"),
+        ("  the same per tree and row (all trees of the bundle)", "-",
+         lambda r: f"{1e9 / (r['trees_rate'] * r['n_trees']):.1f} ns ({int(r['n_trees'])} trees)"),
         (f"compiled = Booster.predict bit for bit on {args.batch:,} rows", "all forests",
          lambda r: f"{int(r['forests'] - r['differ'])} of {int(r['forests'])} forests"),
     ]

@@ -123,6 +123,17 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"hybrid: columns {absent} are not features of this task; it has {list(X.columns)}")
         return X[list(self.columns)]
 
+    def _input_array(self, X: pd.DataFrame) -> np.ndarray:
+        """:meth:`_inputs` as a float matrix, its columns found once per layout of ``X``: selecting columns
+        of a frame costs most of a one-row request, a loaded forest reads the matrix anyway."""
+        if self.columns is None:
+            return X.to_numpy(dtype="float64")
+        cache = self.__dict__.setdefault("_positions", {})  # columns of X -> positions of self.columns in them
+        layout = tuple(X.columns)
+        if layout not in cache:
+            cache[layout] = X.columns.get_indexer(self._inputs(X.iloc[:0]).columns)
+        return X.to_numpy(dtype="float64")[:, cache[layout]]
+
     def _estimator(self, names: list[str]) -> RegressorMixin:
         import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
 
@@ -151,6 +162,7 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
         self.floors_, self.pooled_floor_ = {}, 0.0
         self.__dict__.pop("_kind_floors", None)
+        self.__dict__.pop("_positions", None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
         inputs = self._inputs(X)
@@ -162,7 +174,9 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
-        return self._baseline(X) * np.exp(self.estimator_.predict(self._inputs(X)))
+        reads_arrays = getattr(self.estimator_, "reads_arrays", False)  # a loaded forest
+        return self._baseline(X) * np.exp(self.estimator_.predict(self._input_array(X) if reads_arrays else
+                                                                 self._inputs(X)))
 
     # ------------------------------------------------------------------ state (perfcast.models.persistence)
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,8 @@ class LightGBMLeaf:
     text: str
     threads: int = 1
     where: str = "<lightgbm model>"
+    #: ``predict`` takes a float matrix as it is (no feature names to check), so callers may skip building a frame
+    reads_arrays: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.compiled: CompiledForest | None = compile_lightgbm(self.text, self.where)
@@ -68,6 +70,7 @@ class XGBoostLeaf:
 
     booster: Any
     iteration_range: tuple[int, int]
+    reads_arrays: ClassVar[bool] = True
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return self.booster.inplace_predict(as_array(X), iteration_range=self.iteration_range)

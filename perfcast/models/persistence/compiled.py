@@ -14,11 +14,11 @@ several outputs per iteration, objectives whose output is transformed) are left 
 How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): each block of rows first codes its features
 as small unsigned ints (per feature, the rank of the value among the forest's thresholds on it), so a node
 compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included; leaves are nodes
-that lead to themselves, so every row takes exactly the tree's depth in steps and each step is branch-free (the
-next node is ``children[2 * node + (code > node's code)]``); eight rows walk one tree together, so their
-independent loads overlap instead of each waiting on a mispredicted branch. Blocks of rows run in parallel
-(``prange``). Everything is built from the validated arrays at load time; the compiled code is numba's
-(``cache=True``), never anything read from the model file.
+that lead to themselves, so each step is branch-free (the next node is ``children[2 * node + (code > node's
+code)]``) and eight rows walk one tree together, their independent loads overlapping instead of each waiting on
+a mispredicted branch; every second step they stop if all eight have reached leaves, else at the tree's depth.
+Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
+compiled code is numba's (``cache=True``), never anything read from the model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
@@ -311,10 +311,18 @@ def _walk(X, codes, lo, hi, used, starts, cuts, nan_code, roots, depth, children
         i = lo
         while i + LANES <= hi:
             nodes[:] = roots[t]
-            for _ in range(depth[t]):
-                for j in range(LANES):
-                    node = nodes[j]
-                    nodes[j] = children[two * node + np.uintp(codes[np.uintp(i + j), column[node]] > code[node])]
+            step = 0
+            while step < depth[t]:  # two steps, then stop once every lane is at its leaf (a leaf leads to itself)
+                for _ in range(2):
+                    for j in range(LANES):
+                        node = nodes[j]
+                        nodes[j] = children[two * node + np.uintp(codes[np.uintp(i + j), column[node]] > code[node])]
+                step += 2
+                lowest = nodes[0]
+                for j in range(1, LANES):
+                    lowest = min(lowest, nodes[j])
+                if lowest >= splits:
+                    break
             for j in range(LANES):
                 out[i + j] += value[nodes[j]]
             i += LANES
