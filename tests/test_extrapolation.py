@@ -12,6 +12,7 @@ import pytest
 from perfcast.datasets.importers.neusight import NeuSightImporter
 from perfcast.eval.protocols import neusight_ood_split
 from perfcast.experiments import neusight_selection as sel
+from perfcast.experiments.presets import choose
 from perfcast.features.extrapolation import (
     DEVICE_RATIOS,
     EFFICIENCY_DIRECTION,
@@ -125,3 +126,13 @@ def test_relative_ood_flags_a_new_kind_of_device_not_a_bigger_one(split) -> None
     assert not flagged
     l4 = outside_training(F_train, features.transform(a100.assign(device_id="l4", device_name=pd.NA)), DEVICE_RATIOS)
     assert l4["log10_watts_per_tflop"].all()
+
+
+def test_the_preset_is_the_candidate_the_nested_selection_chose() -> None:
+    """configs/neusight_ood_hybrid.toml holds the chosen candidate (with its seed bag) and says what it was
+    selected on, which is never the test GPU."""
+    chosen = next(c for c in sel.CANDIDATES if c.label == sel.CHOSEN)
+    choice = choose("neusight-ood")
+    assert choice.name == chosen.model
+    assert choice.params == {**{k: v for k, v in chosen.params.items() if v is not None}, "seeds": sel.FINAL_SEEDS}
+    assert choice.selected_on.startswith("nested") and "A100 80GB" not in choice.selected_on
