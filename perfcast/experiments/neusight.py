@@ -45,7 +45,7 @@ def relative_novelty(train: pd.DataFrame, rows: pd.DataFrame) -> str:
         return "relative to the device (work per SM, bytes over L2, waves, watts per peak TFLOP/s, FLOPs per SM " \
                "and clock) every row is inside the training range"
     return "outside the training range relative to the device: " + ", ".join(
-        f"{c} on {m.mean():.0%} of rows" for c, m in out.items())
+        f"{c} on {int(m.sum()):,} of {len(m):,} rows" for c, m in out.items())
 
 
 def neusight_ood(ws: Workspace, cfg: RunConfig) -> list[Result]:
