@@ -36,7 +36,6 @@ from perfcast.experiments.cpu_selection import Candidate
 from perfcast.experiments.presets import choose
 from perfcast.experiments.results import workspace
 from perfcast.features.extrapolation import EFFICIENCY_DIRECTION
-from perfcast.training import train
 
 OPS: tuple[str, ...] = ("bmm", "linear")
 #: share of each op's training rows, by FLOPs, that counts as the "largest shapes" a fold scores
