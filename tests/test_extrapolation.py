@@ -12,7 +12,14 @@ import pytest
 from perfcast.datasets.importers.neusight import NeuSightImporter
 from perfcast.eval.protocols import neusight_ood_split
 from perfcast.experiments import neusight_selection as sel
-from perfcast.features.extrapolation import EFFICIENCY_DIRECTION, RELATIVE, relative_features
+from perfcast.experiments.presets import choose
+from perfcast.features.extrapolation import (
+    DEVICE_RATIOS,
+    EFFICIENCY_DIRECTION,
+    RELATIVE,
+    outside_training,
+    relative_features,
+)
 from perfcast.features.gemm import GemmFeatures
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
@@ -105,3 +112,27 @@ def test_selection_folds_hold_out_a_training_gpu_and_its_largest_shapes(split) -
             if kind == "device+size":  # the fit stops below the shapes it is scored on
                 assert (flops[fit.index[fit["op"] == op]] <= cut).all()
     assert seen == {(d, k) for d in ("t4", "v100_pcie_32gb") for k in sel.FOLD_KINDS}
+
+
+def test_relative_ood_flags_a_new_kind_of_device_not_a_bigger_one(split) -> None:
+    """Trained on T4 and V100: the A100 80GB (more bandwidth, more SMs than either, the same build ratios) is
+    not flagged by the device's ratios; the L4 (3.5x less board power per peak FLOP/s than the T4) is, on
+    every row."""
+    train, test = split
+    features = GemmFeatures().fit(train)
+    F_train = features.transform(train)
+    a100 = test[test["device_id"] == "a100_pcie"]
+    flagged = outside_training(F_train, features.transform(a100), DEVICE_RATIOS)
+    assert not flagged
+    l4 = outside_training(F_train, features.transform(a100.assign(device_id="l4", device_name=pd.NA)), DEVICE_RATIOS)
+    assert l4["log10_watts_per_tflop"].all()
+
+
+def test_the_preset_is_the_candidate_the_nested_selection_chose() -> None:
+    """configs/neusight_ood_hybrid.toml holds the chosen candidate (with its seed bag) and says what it was
+    selected on, which is never the test GPU."""
+    chosen = next(c for c in sel.CANDIDATES if c.label == sel.CHOSEN)
+    choice = choose("neusight-ood")
+    assert choice.name == chosen.model
+    assert choice.params == {**{k: v for k, v in chosen.params.items() if v is not None}, "seeds": sel.FINAL_SEEDS}
+    assert choice.selected_on.startswith("nested") and "A100 80GB" not in choice.selected_on

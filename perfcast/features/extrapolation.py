@@ -54,3 +54,29 @@ def relative_features(X: pd.DataFrame) -> pd.DataFrame:
         }
     frame = pd.DataFrame(out, index=X.index, dtype="float64")
     return frame.replace([np.inf, -np.inf], np.nan)
+
+
+#: the device's own ratios (how it is built, whatever the work): a new device outside their training range
+#: is new in kind, not only in size (power budget per peak FLOP/s, issue width per SM and clock)
+DEVICE_RATIOS: tuple[str, ...] = ("log10_watts_per_tflop", "log2_flops_per_sm_clock")
+#: slack in log units: spec sheets round their clocks and rates (a 256-FLOP SM may read as 255.99)
+RANGE_SLACK = 0.01
+
+
+def outside_training(train: pd.DataFrame, query: pd.DataFrame,
+                     columns: tuple[str, ...] = (*RELATIVE, *DEVICE_RATIOS)) -> dict[str, np.ndarray]:
+    """Per column of work or device relative to the device, which ``query`` rows leave the range it spans
+    over ``train`` (both GEMM/attention feature frames). Only columns that leave it on some row are returned.
+
+    Why: a device outside the training box in absolute numbers (more bandwidth, more SMs) is the normal case
+    for a new GPU and says little about the error; one whose ratios leave the range is new in kind."""
+    T = pd.concat([train, relative_features(train)], axis=1)
+    Q = pd.concat([query, relative_features(query)], axis=1)
+    out = {}
+    for c in columns:
+        lo, hi = np.nanmin(T[c].to_numpy(dtype="float64")), np.nanmax(T[c].to_numpy(dtype="float64"))
+        v = Q[c].to_numpy(dtype="float64")
+        mask = (v < lo - RANGE_SLACK) | (v > hi + RANGE_SLACK)
+        if mask.any():
+            out[c] = mask
+    return out
