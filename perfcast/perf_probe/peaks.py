@@ -29,8 +29,9 @@ def device_key(name: str) -> str:
     return "probed_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def probed_spec(store: RecordStore, hw_id: str) -> dict[str, Any]:
-    """One spec entry for the probed hardware ``hw_id``: peaks per dtype from its GEMM records and
+def probed_spec(store: RecordStore, hw_id: str, timing: str = "runtime_ms") -> dict[str, Any]:
+    """One spec entry for the probed hardware ``hw_id``: peaks per dtype from its GEMM records' ``timing``
+    column (``runtime_min_ms``: the fastest repeat, the peak a busy machine's neighbours did not slow) and
     bandwidth from its DRAM-sized STREAM triad (absent fields: nothing was measured for them)."""
     gemm = store.read("gemm", filters={"hw_id": hw_id, "source": "probe"})
     if gemm.empty:
@@ -40,7 +41,7 @@ def probed_spec(store: RecordStore, hw_id: str) -> dict[str, Any]:
                              "vendor": str(first["vendor"]) if first["vendor"] is not None else "unknown",
                              "aliases": [str(first["device_name"])]}
     tflops = gemm_flops(gemm["m"].to_numpy(float), gemm["n"].to_numpy(float), gemm["k"].to_numpy(float),
-                        gemm["batch"].to_numpy(float)) / gemm["runtime_ms"].to_numpy(float) / 1e9
+                        gemm["batch"].to_numpy(float)) / gemm[timing].to_numpy(float) / 1e9
     for dtype, field in _DTYPE_FIELD.items():
         rows = (gemm["dtype"] == dtype).to_numpy(dtype=bool)
         if rows.any():

@@ -176,11 +176,11 @@ def measure_sheet(store: RecordStore, peaks: list[dict[str, Any]], console: Cons
     dram = [c for c in cpu.space(quick=True) if c["benchmark"] == "stream" and c["variant"] == "single"
             and c["array_bytes"] >= DRAM_BYTES]
     bw = run_sweep(cpu, store, configs=dram)
-    sweep = run_sweep(GemmProbe(max_time_s=0.3), store, configs=peaks)
+    sweep = run_sweep(GemmProbe(max_time_s=MAX_TIME_S), store, configs=peaks)
     if not (sweep.hw_ids | bw.hw_ids):
         raise RuntimeError(f"no GEMM could be measured on this machine: {sweep.unavailable or sweep.failed}")
     hw_id = next(iter(sweep.hw_ids | bw.hw_ids))
-    spec = probed_spec(store, hw_id)
+    spec = probed_spec(store, hw_id, timing="runtime_min_ms")  # what quickstart adapts and judges on: fastest
     device_id = device_key(spec["device_name"])
     specs_path = write_spec_file(store.root.parent / "hw_specs.yaml", {device_id: spec})
     os.environ[ENV_VAR] = str(specs_path)
