@@ -79,7 +79,11 @@ class DonorTable:
             frame["error"] = frame["latency"] - np.log(np.asarray(base, dtype="float64").ravel()[ok])
         table = frame[frame["device"].isin(devices)].groupby(["key", "device"]).mean().unstack("device")
         keys = table.index.to_numpy(dtype=np.uint64)
-        pick = (lambda name: table[name].reindex(columns=devices).to_numpy(dtype="float64"))
+        def pick(name: str) -> np.ndarray:  # (keys, devices); no shared configuration: an empty table
+            if name not in table.columns.get_level_values(0):
+                return np.full((len(keys), len(devices)), np.nan)
+            return table[name].reindex(columns=devices).to_numpy(dtype="float64")
+
         return cls(devices, columns, keys, pick("latency"), pick("error") if base is not None else None)
 
     def _rows(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
