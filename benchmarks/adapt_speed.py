@@ -6,7 +6,8 @@ A base hybrid is trained on real aiconfigurator GEMM rows of four GPUs and saved
 picks 512 configurations of the L40S (never trained on); then, each a median over ``--repeats`` runs:
 
 * adaptation: ``Predictor.adapt`` on the 512 rows (features, base predictions, the cross-validated choice of
-  correction, the final fit and the conformal recalibration);
+  correction, the final fit and the conformal recalibration), without donors and with the four training GPUs'
+  measurements of the L40S's configurations as donors (their table, the donor candidates and the mix);
 * prediction: one ``predict(dict)`` and a batch of 10,000 rows, by the base bundle and the adapted bundle
   loaded from disk.
 """
@@ -60,6 +61,8 @@ def main() -> None:
     target = df[df["device_id"] == TARGET_GPU].reset_index(drop=True)
     revealed = target.loc[adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", BUDGET)]
     batch = target.sample(10_000, random_state=1)
+    keys = ["m", "n", "k", "dtype"]
+    donors = df[df["device_id"].isin(TRAIN_GPUS)].merge(target[keys].drop_duplicates(), on=keys)
     one = {"m": 4096, "n": 4096, "k": 4096, "dtype": "bfloat16", "device": TARGET_GPU}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,11 +71,13 @@ def main() -> None:
         base_dir = save_model(base_model, "gemm", train, Path(tmp) / "base")
         base = Predictor.load(base_dir)
         adapt_s = median_s(lambda: base.adapt(revealed), args.repeats)
-        adapted = base.adapt(revealed)
+        donor_s = median_s(lambda: base.adapt(revealed, donors=donors), args.repeats)
+        adapted = base.adapt(revealed, donors=donors)
         adapted_dir = save_adapted(adapted.model, Path(tmp) / "adapted")
         loaded = {"base": base, "adapted": Predictor.load(adapted_dir)}
         print(f"adaptation on {len(revealed)} planned {TARGET_GPU} rows (correction: "
-              f"{adapted.metadata['adaptation']['mode']}): {adapt_s:.2f} s median of {args.repeats}")
+              f"{adapted.metadata['adaptation']['mode']}): {adapt_s:.2f} s without donors, {donor_s:.2f} s with "
+              f"{len(donors):,} donor rows, median of {args.repeats}")
         print(f"\n| model | predict(dict) | batch of {len(batch):,} rows | rows/s |")
         print("|---|---|---|---|")
         for name, p in loaded.items():

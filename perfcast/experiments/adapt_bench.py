@@ -70,15 +70,16 @@ def alone(task: str, revealed: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
 
 
 def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequence[str], keys: Sequence[str],
-                task: str) -> DonorTable:
+                task: str, errors: bool) -> DonorTable:
     """Every training GPU's measured latencies (``donors``, nearest first) for the configurations of ``rows``,
-    with the base model's error on each (only the configurations asked for are predicted: a GPU's table is
-    100,000 rows)."""
+    with ``errors``, the base model's error on each (only the configurations asked for are read: a GPU's
+    table is 100,000 rows)."""
     keys = list(keys)
     wanted = rows[keys].drop_duplicates().assign(_hit=True)
     hit = train[keys].merge(wanted, on=keys, how="left")["_hit"].notna().to_numpy()
     found = train[hit & train["device_id"].isin(donors).to_numpy()]
-    F, pred = AdaptedModel(base).parts(found)
+    model = AdaptedModel(base)
+    F, pred = model.parts(found) if errors else (model.base.estimator_[0].transform(found), None)
     return DonorTable.build(list(donors), F, found["runtime_ms"].to_numpy(dtype="float64"), task,
                             device_of=found["device_id"].astype(str).to_numpy(), base=pred)
 
@@ -105,7 +106,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         plans[k] = (picked, rest)
     needed = np.logical_or.reduce([p | r for p, r in plans.values()])
     start = time.perf_counter()
-    table = donor_table(base, train, test[needed], donors, keys, task)
+    errors = any(m.startswith("error") for c in options["settings"].values() for m in c.get("mixes", ()))
+    table = donor_table(base, train, test[needed], donors, keys, task, errors)
     table_s = time.perf_counter() - start
     precomputed = AdaptedModel(base).parts(test)
     out: dict[tuple[str, int], dict[str, Result]] = {}

@@ -17,6 +17,10 @@ enough rows (:data:`MIN_KIND_ROWS`), so a correction the rows do not support is 
 where it does not help (a shape term that fits prefill may hurt decode) and K = 0 (or too few rows to
 validate) is the base model exactly.
 
+**Donors.** Other devices' measurements of the same configurations (:mod:`~perfcast.models.estimators.donor_mix`)
+are offered to the same guard three ways: the nearest donor's latency as the start, a ridge mix of every
+donor's latency under the correction, and the donors' latencies as features of the shape term.
+
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
 plain split-conformal interval for this device (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`,
 which also keeps every interval at least as wide as the rows' measured run-to-run noise). With too few rows
@@ -65,9 +69,10 @@ SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
                                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                                 "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
-#: the donor mixes :func:`fit_adaptation` offers by default (``with_base`` of each; see configs/aiconfigurator_adapt.toml)
+#: the donor mixes offered by default: the ``donors`` setting of configs/aiconfigurator_adapt.toml, which
+#: leave-one-GPU-out chose for every GPU (benchmarks/ANALYSIS_adapt.md)
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
-#: whether the shape term reads the donors' latencies by default (see configs/aiconfigurator_adapt.toml)
+#: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.linear_model import RidgeCV
 
 from perfcast.features import feature_groups
-from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.estimators.transfer import row_keys
 
 #: the ridge penalties leave-one-out on the K rows chooses from (columns are log ratios, so unscaled)
@@ -79,7 +79,11 @@ class DonorTable:
             frame["error"] = frame["latency"] - np.log(np.asarray(base, dtype="float64").ravel()[ok])
         table = frame[frame["device"].isin(devices)].groupby(["key", "device"]).mean().unstack("device")
         keys = table.index.to_numpy(dtype=np.uint64)
-        pick = (lambda name: table[name].reindex(columns=devices).to_numpy(dtype="float64"))
+        def pick(name: str) -> np.ndarray:  # (keys, devices); no shared configuration: an empty table
+            if name not in table.columns.get_level_values(0):
+                return np.full((len(keys), len(devices)), np.nan)
+            return table[name].reindex(columns=devices).to_numpy(dtype="float64")
+
         return cls(devices, columns, keys, pick("latency"), pick("error") if base is not None else None)
 
     def _rows(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -140,14 +144,19 @@ class DonorMix:
     def __post_init__(self) -> None:
         if self.name not in MIXES:
             raise ValueError(f"unknown donor mix {self.name!r}; known: {', '.join(MIXES)}")
+        self._by_pattern: dict[bytes, np.ndarray] = {}  # kind-column values -> weights (a one-row request
+        # would otherwise pay more for naming its kernel kind than for the mix)
 
     def log_ratio(self, table: DonorTable, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
         """Per row, the mix's log correction (its level is the :class:`Correction`'s)."""
         Z = design(table, F, base, self.name)
-        kinds = kernel_kinds(F).to_numpy()
-        W = np.empty_like(Z)
-        for kind in pd.unique(kinds):
-            W[kinds == kind] = self.weights.get(str(kind), self.pooled)
+        flags = np.nan_to_num(F[[c for c in F.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]]
+                              .to_numpy(dtype="float64"), nan=0.0) > 0.5
+        uniq, first, inverse = np.unique(flags, axis=0, return_index=True, return_inverse=True)
+        new = [i for i, row in enumerate(uniq) if row.tobytes() not in self._by_pattern]
+        for i, kind in zip(new, kernel_kinds(F.iloc[first[new]]), strict=True):
+            self._by_pattern[uniq[i].tobytes()] = np.asarray(self.weights.get(str(kind), self.pooled))
+        W = np.stack([self._by_pattern[row.tobytes()] for row in uniq])[inverse.ravel()]
         return np.einsum("ij,ij->i", Z, W)
 
     def to_json(self) -> dict[str, Any]:

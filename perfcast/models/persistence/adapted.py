@@ -55,9 +55,11 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
         if donors is not None and len(donors):
             named = donors["device_id"].fillna(donors["device_name"]).astype(str).to_numpy()
             Fd = model.features.transform(donors)
+            errors = any(m.startswith("error") for m in mixes)  # only an error mix needs the base on the donors
             table = DonorTable.build(list(pd.unique(named)), Fd, donors[target].to_numpy(dtype="float64"),
                                      model.task, device_of=named,
-                                     base=np.asarray(inner.predict(Fd), dtype="float64").reshape(len(Fd)))
+                                     base=np.asarray(inner.predict(Fd), dtype="float64").reshape(len(Fd))
+                                     if errors else None)
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
                                donors=table, mixes=mixes, shape_donors=shape_donors)
