@@ -153,7 +153,7 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
                                    "--tracking-uri", uri, "--registered-name", "l40s-adapted",
                                    "--donors", str(donors), "--donor-device", "h100_sxm"])
     assert res.exit_code == 0, res.output
-    assert "chosen" in res.output and "registered version 1" in res.output
+    assert res.output.count("(chosen)") == 1 and "registered version 1" in res.output
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -169,6 +169,21 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
                                   Predictor.load(bundle).adapt(revealed, donors=h100).predict(test))
     mlflow.set_tracking_uri(uri)  # the registered model is the adapted bundle, whatever --out was named
     pd.testing.assert_frame_equal(Predictor.load("models:/l40s-adapted/1").predict(test), loaded.predict(test))
+
+
+def test_every_donor_device_is_offered_nearest_first(tables, tmp_path):
+    from perfcast.experiments.baselines import nearest_devices
+    from perfcast.workflows.adapt import AdaptationError, donor_records
+
+    store = RecordStore(_store_of(tables[0], tmp_path / "donors"))
+    got = donor_records(store, "gemm", "runtime_ms", None, TARGET_GPU)
+    devices = list(pd.unique(got["device_id"]))
+    others = sorted(set(tables[0]["device_id"].dropna()) - {TARGET_GPU})
+    assert devices == nearest_devices(TARGET_GPU, others) and len(devices) >= 2
+    assert list(pd.unique(donor_records(store, "gemm", "runtime_ms", "h100_sxm", TARGET_GPU)["device_id"])) == [
+        "h100_sxm"]
+    with pytest.raises(AdaptationError, match="holds no attention records"):
+        donor_records(store, "attention", "runtime_ms", None, TARGET_GPU)
 
 
 def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root, tmp_path):

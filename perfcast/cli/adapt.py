@@ -11,7 +11,7 @@ from rich.table import Table
 
 from perfcast.records.hardware_specs import ENV_VAR
 from perfcast.records.store import RecordStore
-from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store
+from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store, donor_records
 
 adapt_app = typer.Typer()
 console = Console()
@@ -25,9 +25,10 @@ def adapt(
     device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI: log and register the result")] = None,
     registered_name: Annotated[Optional[str], typer.Option(help="Register the adapted model under this name")] = None,
-    donors: Annotated[Optional[Path], typer.Option(help="A store with a sibling device's measurements: a second "
-                                                        "starting point, kept if it cross-validates better")] = None,
-    donor_device: Annotated[Optional[str], typer.Option(help="The donor device (when --donors holds several)")] = None,
+    donors: Annotated[Optional[Path], typer.Option(help="A store with other devices' measurements of the same task "
+                                                        "(every device in it, nearest by spec sheet first): starting "
+                                                        "point and donor mix, kept if they cross-validate better")] = None,
+    donor_device: Annotated[Optional[str], typer.Option(help="Use only this device of --donors")] = None,
 ) -> None:
     """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
     if not store.is_dir():
@@ -43,7 +44,8 @@ def adapt(
             from perfcast.predictor import Predictor
 
             target = Predictor.load(model)
-            donor_rows = adaptation_records(RecordStore(donors), target.task, target.targets[0], donor_device)[0]
+            near = adaptation_records(RecordStore(store), target.task, target.targets[0], device)[1]
+            donor_rows = donor_records(RecordStore(donors), target.task, target.targets[0], donor_device, near)
         res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
                                registered_name=registered_name, donors=donor_rows)
     except AdaptationError as err:
@@ -52,7 +54,7 @@ def adapt(
     table = Table(title=f"adapted to {res.device} from {res.rows} measurements ({res.report['seconds']:.1f} s)")
     table.add_column("correction")
     table.add_column("cross-validated mean APE on the rows", justify="right")
-    chosen = ("donor " if res.report["starts_from"] != "base model" else "") + res.report["mode"]
+    chosen = res.report["chosen"]
     for mode, err in res.report["cv_mean_ape"].items():
         table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
     console.print(table)

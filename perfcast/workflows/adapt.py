@@ -86,6 +86,29 @@ def adaptation_records(store: RecordStore, task: str, target: str, device: str |
     return records[measured], devices[0]
 
 
+def donor_records(store: RecordStore, task: str, target: str, device: str | None, near: str) -> pd.DataFrame:
+    """Other devices' measured records for the donor start and mix: ``device``'s only, else every device of the
+    store but ``near``, nearest to ``near`` by spec sheet first (sorted by name where a sheet is missing), which
+    is the order the donor table reads them in."""
+    if device is not None:
+        return adaptation_records(store, task, target, device)[0]
+    have = store.counts()
+    if have.empty or task not in set(have["task"]):
+        raise AdaptationError(f"the donor store {store.root} holds no {task} records: pass a store of other "
+                              f"devices' {task} measurements (e.g. an imported dataset's) as --donors")
+    labels = sorted(set(_device_of(store.read(task))) - {near})
+    if not labels:
+        raise AdaptationError(f"the donor store {store.root} holds only {near}, the device being adapted: donors "
+                              "are other devices' measurements")
+    from perfcast.experiments.baselines import nearest_devices
+
+    try:
+        labels = nearest_devices(near, labels)
+    except (KeyError, ValueError):  # a device without a spec sheet has no distance
+        pass
+    return pd.concat([adaptation_records(store, task, target, d)[0] for d in labels], ignore_index=True)
+
+
 def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Path | None:
     """When the records' device has no spec sheet, write the sheet its probes measured to ``where`` and name it
     in ``$PERFCAST_HW_SPECS`` (for this process); None when the device is known already."""

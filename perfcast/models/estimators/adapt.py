@@ -243,7 +243,13 @@ class Adaptation:
                 "starts_from": f"donor {self.donors.device}" if self.from_donor else "base model",
                 "donors": None if self.donors is None else list(self.donors.devices),
                 "donor_mix": None if self.mix is None else self.mix.to_json(),
-                "shape_reads_donors": bool(self.correction.extra_columns)}
+                "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen()}
+
+    def chosen(self) -> str:
+        """The key of ``cv_mean_ape`` that won (as :func:`fit_adaptation` names its candidates)."""
+        if self.mix is not None:
+            return f"mix {self.mix.name} {self.correction.mode}"
+        return ("donor " if self.from_donor else "") + self.correction.mode
 
     def describe(self) -> str:
         """One phrase naming the chosen correction, for a result's notes."""
