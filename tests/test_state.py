@@ -54,6 +54,8 @@ CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "group_attention": ("group_attention", "gemm", ["runtime_ms"],
                         {"max_epochs": 2, "d_model": 16, "batch_size": 128, "n_threads": 1}),
     "knn": ("knn", "gemm", ["runtime_ms"], {"n_neighbors": 5}),
+    "vendor": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_vendor": True,
+                                                  "columns": ["shape", "dtype", "work", "log10_ridge"]}),
 }
 
 

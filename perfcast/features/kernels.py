@@ -7,6 +7,8 @@ meaning, which is what lets one model family, the roofline baseline and the hybr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -71,3 +73,32 @@ def wave_features(ctas: np.ndarray, units: np.ndarray) -> dict[str, np.ndarray]:
         "last_wave_fill": 1.0 - (full - waves),
         "wave_efficiency": waves / full,
     }
+
+
+def _log10_ridge(X: pd.DataFrame) -> np.ndarray:
+    """FLOPs per byte at which the device turns compute-bound (peak / bandwidth)."""
+    return np.log10(X["peak_tflops"].to_numpy(dtype="float64") * 1e3 / X["mem_bw_gbs"].to_numpy(dtype="float64"))
+
+
+def _log10_bytes_over_l2(X: pd.DataFrame) -> np.ndarray:
+    """The kernel's bytes over the device's L2 (NaN where the sheet gives no L2): below 0 the operands can stay
+    on chip between repeated launches, so the achieved bandwidth exceeds the DRAM peak the roofline uses."""
+    return X["log10_bytes"].to_numpy(dtype="float64") - np.log10(X["l2_mb"].to_numpy(dtype="float64") * 2.0**20)
+
+
+#: device-relative terms derived from a GPU-kernel feature frame (its :data:`GPU_HARDWARE` and work columns).
+#: Why derived, not emitted by the transformers: they add nothing a saved model's columns depend on, and a model
+#: asks for them by name (the hybrid's ``columns``); a term relative to the device means the same on a GPU
+#: no model trained on, where the absolute spec numbers that name a training device do not.
+RELATIVE: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "log10_ridge": _log10_ridge,
+    "log10_bytes_over_l2": _log10_bytes_over_l2,
+}
+
+
+def relative_features(X: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """``X`` with the :data:`RELATIVE` columns ``names`` appended (computed from ``X``'s own columns)."""
+    unknown = sorted(set(names) - set(RELATIVE))
+    if unknown:
+        raise ValueError(f"unknown device-relative feature(s) {unknown}; known: {', '.join(RELATIVE)}")
+    return X.assign(**{n: RELATIVE[n](X) for n in names})

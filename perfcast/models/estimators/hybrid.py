@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.kernels import RELATIVE, relative_features
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
@@ -65,8 +66,9 @@ def learn_floors(X: pd.DataFrame, y: np.ndarray) -> tuple[dict[str, float], floa
 class HybridRegressor(RegressorMixin, BaseEstimator):
     """Fits ``estimator`` (default: LightGBM) to log(y / baseline) of ``target``; predicts baseline x exp(fit).
 
-    ``columns`` restricts the features the estimator sees (None: all); the baseline always reads its own
-    columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
+    ``columns`` restricts the features the estimator sees (None: all) and may name device-relative terms
+    (:data:`~perfcast.features.kernels.RELATIVE`), computed here from the frame; the baseline always reads its
+    own columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
     docstring). ``monotone`` maps feature names to +1/-1: the learned log-ratio may only rise/fall with
     that feature, where physics says so (e.g. -1 for watts per peak TFLOP: more power budget per unit of
     compute never makes a kernel slower); it needs a LightGBM estimator.
@@ -111,6 +113,9 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
         if self.columns is None:
             return X
+        derived = [c for c in self.columns if c in RELATIVE and c not in X.columns]
+        if derived:  # device-relative terms the transformers do not emit (features.kernels.RELATIVE)
+            X = relative_features(X, derived)
         absent = [c for c in self.columns if c not in X.columns]
         if absent:
             raise ValueError(f"hybrid: columns {absent} are not features of this task; it has {list(X.columns)}")

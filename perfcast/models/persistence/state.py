@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "group_attention": ("perfcast.models.estimators.group_attention:GroupAttentionRegressor", ("torch",)),
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
     "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
+    "vendor": ("perfcast.models.estimators.vendor:VendorSplit", ()),
 }
 
 
