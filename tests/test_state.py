@@ -43,8 +43,10 @@ TRAIN_GPUS = ("a100_sxm", "h100_sxm", "l40s")
 #: kind -> (model name, task, targets, params) of a small model whose heads hold that kind
 CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "log": ("lightgbm", "gemm", ["runtime_ms"], {"n_estimators": 20, "log_target": True}),
-    "hybrid": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 20}),
-    "geometric": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "seeds": [0, 1]}),
+    # relative: the device-relative columns computed at predict time, also by a loaded (compiled) forest
+    "hybrid": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 20, "relative": True}),
+    "geometric": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "seeds": [0, 1],
+                                                     "columns": ["shape", "dtype", "log10_ridge"]}),
     "transfer": ("transfer", "gemm", ["runtime_ms"], {"n_estimators": 10}),
     "normalized": ("normalized", "gemm", ["runtime_ms"], {"n_estimators": 10, "group_by": ["dtype_fp8"],
                                                          "scale_by": ["log10_flops"]}),
@@ -54,6 +56,8 @@ CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "group_attention": ("group_attention", "gemm", ["runtime_ms"],
                         {"max_epochs": 2, "d_model": 16, "batch_size": 128, "n_threads": 1}),
     "knn": ("knn", "gemm", ["runtime_ms"], {"n_neighbors": 5}),
+    "vendor": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_vendor": True,
+                                                  "columns": ["shape", "dtype", "work", "log10_ridge"]}),
 }
 
 

@@ -14,6 +14,8 @@ ridge point (peak / bandwidth) is not repeated here: the transformers' ``compute
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -25,19 +27,25 @@ RELATIVE: dict[str, str] = {
     "log10_bytes_over_l2": "operand and result bytes over the L2 cache size",
     "wave_loss": "log10 of launched wave time over busy wave time (0 when the last wave is full)",
     "log2_flops_per_sm_clock": "peak FLOPs per SM per clock cycle (the SM's issue width for the dtype)",
+    "log10_ridge": "the device's ridge point: FLOPs per byte at which it turns compute-bound (peak / bandwidth)",
 }
 #: columns the derivation reads from the feature frame
 SOURCES: tuple[str, ...] = ("log10_flops", "log10_bytes", "wave_efficiency", "sm_count", "l2_mb", "peak_tflops",
-                            "max_clock_mhz")
+                            "max_clock_mhz", "mem_bw_gbs")
 #: physical direction of the learned log(measured / roofline) in each column, where physics gives one:
 #: more work per SM amortises fill and drain (-1); a partly empty last wave costs time (+1)
 EFFICIENCY_DIRECTION: dict[str, int] = {"log10_flops_per_sm": -1, "wave_loss": 1}
 
 
-def relative_features(X: pd.DataFrame) -> pd.DataFrame:
-    """The :data:`RELATIVE` columns of a GEMM/attention feature frame ``X`` (same index, float64).
+def relative_features(X: pd.DataFrame, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """The :data:`RELATIVE` columns ``names`` (default: all) of a GEMM/attention feature frame ``X`` (same index,
+    float64); a model asks for them by name (the hybrid's ``columns``) or all at once (its ``relative``).
 
-    Raises a ValueError naming the feature columns ``X`` lacks."""
+    Raises a ValueError naming an unknown column, or the feature columns ``X`` lacks."""
+    names = list(RELATIVE) if names is None else list(names)
+    unknown = sorted(set(names) - set(RELATIVE))
+    if unknown:
+        raise ValueError(f"unknown device-relative feature(s) {unknown}; known: {', '.join(RELATIVE)}")
     absent = [c for c in SOURCES if c not in X.columns]
     if absent:
         raise ValueError(f"relative features need the gemm/attention feature columns {absent}; got a frame of "
@@ -51,8 +59,9 @@ def relative_features(X: pd.DataFrame) -> pd.DataFrame:
             "log10_bytes_over_l2": v["log10_bytes"] - np.log10(v["l2_mb"] * 2.0 ** 20),
             "wave_loss": -np.log10(v["wave_efficiency"]),
             "log2_flops_per_sm_clock": np.log2(v["peak_tflops"] * 1e6 / (v["sm_count"] * v["max_clock_mhz"])),
+            "log10_ridge": np.log10(v["peak_tflops"] * 1e3 / v["mem_bw_gbs"]),
         }
-    frame = pd.DataFrame(out, index=X.index, dtype="float64")
+    frame = pd.DataFrame({n: out[n] for n in names}, index=X.index, dtype="float64")
     return frame.replace([np.inf, -np.inf], np.nan)
 
 

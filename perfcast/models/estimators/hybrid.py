@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from perfcast.features.extrapolation import relative_features
+from perfcast.features.extrapolation import RELATIVE, relative_features
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
@@ -66,8 +66,9 @@ def learn_floors(X: pd.DataFrame, y: np.ndarray) -> tuple[dict[str, float], floa
 class HybridRegressor(RegressorMixin, BaseEstimator):
     """Fits ``estimator`` (default: LightGBM) to log(y / baseline) of ``target``; predicts baseline x exp(fit).
 
-    ``columns`` restricts the features the estimator sees (None: all); the baseline always reads its own
-    columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
+    ``columns`` restricts the features the estimator sees (None: all) and may name device-relative terms
+    (:data:`~perfcast.features.extrapolation.RELATIVE`), computed here from the frame; the baseline always reads
+    its own columns. ``latency_floor`` adds the learned per-kind floor to the runtime baseline (see the module
     docstring). ``monotone`` maps feature names to +1/-1: the learned log-ratio may only rise/fall with
     that feature, where physics says so (e.g. -1 for watts per peak TFLOP: more power budget per unit of
     compute never makes a kernel slower); it needs a LightGBM estimator. ``relative`` adds the columns of
@@ -113,9 +114,15 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
                 known[code] = float(self.floors_.get(kind, self.pooled_floor_))
         return np.asarray([known[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
 
+    def _derived(self, X: pd.DataFrame) -> list[str]:
+        """The device-relative columns this hybrid reads that ``X`` lacks (the transformers do not emit them)."""
+        wanted = RELATIVE if self.relative else (self.columns or ())
+        return [c for c in wanted if c in RELATIVE and c not in X.columns]
+
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
-        if self.relative:
-            X = pd.concat([X, relative_features(X)], axis=1)
+        derived = self._derived(X)
+        if derived:
+            X = pd.concat([X, relative_features(X, derived)], axis=1)
         if self.columns is None:
             return X
         absent = [c for c in self.columns if c not in X.columns]
@@ -126,6 +133,8 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     def _input_array(self, X: pd.DataFrame) -> np.ndarray:
         """:meth:`_inputs` as a float matrix, its columns found once per layout of ``X``: selecting columns
         of a frame costs most of a one-row request, a loaded forest reads the matrix anyway."""
+        if self._derived(X):  # computed columns have no position in X
+            return self._inputs(X).to_numpy(dtype="float64")
         if self.columns is None:
             return X.to_numpy(dtype="float64")
         cache = self.__dict__.setdefault("_positions", {})  # columns of X -> positions of self.columns in them

@@ -39,6 +39,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
     "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
     "physics": ("perfcast.models.estimators.physics:PhysicsCorrected", ()),
+    "vendor": ("perfcast.models.estimators.vendor:VendorSplit", ()),
 }
 
 

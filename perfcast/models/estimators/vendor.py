@@ -1,0 +1,94 @@
+"""One model per GPU vendor: a device is predicted only from devices whose software stack it shares.
+
+Why: a kernel's launch floor and its efficiency curve over shapes belong to the vendor's library (cuBLAS /
+CUTLASS kernels on NVIDIA, oneDNN / XMX kernels on Intel), not to the spec sheet. Pooled trees split on
+spec numbers to tell the one Intel GPU from the NVIDIA ones, and a new NVIDIA board whose numbers fall on
+the Intel side of such a split (low bandwidth, few SMs) inherits the Intel stack's microsecond floors and
+curves. Fitting each vendor's rows apart removes that leak; a vendor no training row has is predicted by
+the model of the vendor with the most training rows (the best-measured stack).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from perfcast.features.kernels import VENDOR_COLUMNS
+
+#: the label of rows whose vendor the features leave unknown
+UNKNOWN = "unknown"
+
+
+def vendors(X: pd.DataFrame) -> np.ndarray:
+    """Each row's vendor from the one-hot ``vendor_*`` feature columns ("unknown" where none is set)."""
+    present = [c for c in VENDOR_COLUMNS if c in X.columns]
+    out = np.full(len(X), UNKNOWN, dtype=object)
+    for c in present:
+        out[np.nan_to_num(X[c].to_numpy(dtype="float64"), nan=0.0) > 0.5] = c.removeprefix("vendor_")
+    return out
+
+
+class VendorSplit(RegressorMixin, BaseEstimator):
+    """A clone of ``estimator`` fitted per vendor (see :func:`vendors`); rows of a vendor without training
+    rows go to the vendor with the most. ``target`` is passed on to an estimator that takes one."""
+
+    #: the fitted per-vendor models, saved as vendor0, vendor1, ... (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"estimators_": "vendor"}
+
+    def __init__(self, estimator: RegressorMixin, target: str = "runtime_ms"):
+        self.estimator = estimator
+        self.target = target
+
+    def fit(self, X: pd.DataFrame, y: Any) -> VendorSplit:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"a per-vendor model reads the vendor feature columns; got {type(X).__name__}")
+        y = np.asarray(y, dtype="float64").ravel()
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        labels = vendors(X)
+        names, counts = np.unique(labels, return_counts=True)
+        order = np.argsort(-counts, kind="stable")  # most rows first: the fallback is vendors_[0]
+        self.vendors_ = [str(names[i]) for i in order]
+        self.estimators_ = []
+        for name in self.vendors_:
+            est = clone(self.estimator)
+            if "target" in est.get_params(deep=False):
+                est.set_params(target=self.target)
+            rows = labels == name
+            self.estimators_.append(est.fit(X.loc[rows], y[rows]))
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        labels = vendors(X)
+        which = np.zeros(len(X), dtype=np.int64)  # unknown vendors: the first (most rows)
+        for i, name in enumerate(self.vendors_):
+            which[labels == name] = i
+        out = np.empty(len(X), dtype="float64")
+        for i in np.unique(which):
+            rows = which == i
+            out[rows] = np.asarray(self.estimators_[i].predict(X.loc[rows] if not rows.all() else X),
+                                   dtype="float64").ravel()
+        return out
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_is_fitted(self, "estimators_")
+        return {"target": self.target, "vendors": list(self.vendors_)}, {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> VendorSplit:
+        """A split whose ``predict`` works once its ``estimators_`` are set (the persistence layer does)."""
+        out = cls(None, target=str(params.get("target", "runtime_ms")))  # type: ignore[arg-type]
+        out.vendors_ = [str(v) for v in params["vendors"]]
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
