@@ -66,6 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="with --json: keep the rows of every protocol not run now from the existing JSON file, "
                              "replace the others, and render --out from all of them")
+    parser.add_argument("--rows", type=Path, action="append", metavar="RUN.json",
+                        help="take the rows of an earlier run's --json file instead of running protocols (repeatable; "
+                             "with --update they replace their protocols' rows in --json)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="protocols run in this many worker processes at once (default: one per core; the "
                              "models fit on one thread each)")
@@ -216,9 +219,9 @@ def merge(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[
     return out + [r for p, rows in fresh.items() if not any(o["protocol"] == p for o in old) for r in rows]
 
 
-def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = ()) -> str:
+def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = (), sources: Sequence[Path] = ()) -> str:
     """When, where, how and at which commit the table was measured (``kept``: protocols whose rows come from an
-    earlier run, for ``--update``)."""
+    earlier run, for ``--update``; ``sources``: the ``--rows`` files measured by other runs)."""
     mem = psutil.virtual_memory().total / 2**30
     cpu = platform.processor() or platform.machine()
     command = "python benchmarks/accuracy.py " + shlex.join(argv)
@@ -233,6 +236,8 @@ def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = ()) -> str
         f"- total wall time: {total_s / 60:.1f} min (dataset imports included; the wall column is fit + predict)",
         *([f"- rows kept from the earlier run in the --json file (--update; its command is in git history): "
            f"{', '.join(kept)}"] if kept else []),
+        *([f"- rows measured by other runs, read from: {', '.join(map(str, sources))} (their commands and "
+           "commits: the files' history and the benchmarks/*.md beside them)"] if sources else []),
         "",
         ("APE = |predicted − measured| / measured. Every number of a row is taken on the same test rows. "
          "'beats ref.' compares perfcast with the anchor, or without one with the best baseline. "
@@ -255,15 +260,21 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parse_args(argv)
     start = time.perf_counter()
     names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model)
-    rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)
-    docs, kept = [r.as_json() for r in rows], []
+    if args.rows:
+        rows: list[Result] = []
+        docs = [r for f in args.rows for r in json.loads(f.read_text(encoding="utf-8"))]
+        names = list(dict.fromkeys(r["protocol"] for r in docs))
+    else:
+        rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)
+        docs = [r.as_json() for r in rows]
+    kept: list[str] = []
     if args.update:
         if args.json is None or not args.json.is_file():
             raise SystemExit(f"--update needs --json naming an existing rows file (got {args.json})")
         old = json.loads(args.json.read_text(encoding="utf-8"))
         kept = list(dict.fromkeys(r["protocol"] for r in old if r["protocol"] not in names))
         docs = merge(old, docs)
-    text = render(docs, header(argv, time.perf_counter() - start, kept))
+    text = render(docs, header(argv, time.perf_counter() - start, kept, args.rows or ()))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

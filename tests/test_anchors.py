@@ -258,6 +258,27 @@ def test_update_replaces_only_the_protocols_run_again():
     assert acc.merge(old, []) == old and acc.parse_args(["--update"]).update
 
 
+def test_rows_of_another_run_are_spliced_into_the_table(tmp_path: Path):
+    """--rows RUN.json --update: that run's protocols replace theirs in --json, RESULTS.md names the file."""
+    acc = _accuracy_module()
+
+    def rows(protocol: str, pred: float) -> list[dict]:
+        r = scoring.score(protocol, "runtime_ms", "gb200", np.array([1.0, 2.0]), np.array([pred, 2.0]), "hybrid",
+                          1.0)
+        r.selected_on = "a validation split"
+        return [r.as_json()]
+
+    full, other = tmp_path / "results.json", tmp_path / "other.json"
+    full.write_text(json.dumps(rows("p", 1.1) + rows("q", 1.2)))
+    other.write_text(json.dumps(rows("q", 1.4)))
+    out = tmp_path / "RESULTS.md"
+    acc.main(["--rows", str(other), "--update", "--json", str(full), "--out", str(out)])
+    got = json.loads(full.read_text())
+    assert [(r["protocol"], round(r["value"], 3)) for r in got] == [("p", 0.05), ("q", 0.2)]
+    text = out.read_text()
+    assert f"read from: {other}" in text and "kept from the earlier run in the --json file" in text and "p" in text
+
+
 @pytest.mark.slow
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
