@@ -72,8 +72,13 @@ DEVICE_RATIOS: tuple[str, ...] = ("log10_watts_per_tflop", "log2_flops_per_sm_cl
 RANGE_SLACK = 0.01
 
 
+#: what :func:`outside_training` checks: the work relative to the device and the device's own ratios; not the
+#: ridge point, which only says the new device has more (or less) bandwidth per FLOP, a difference of size
+OOD_COLUMNS: tuple[str, ...] = (*(c for c in RELATIVE if c != "log10_ridge"), *DEVICE_RATIOS)
+
+
 def outside_training(train: pd.DataFrame, query: pd.DataFrame,
-                     columns: tuple[str, ...] = (*RELATIVE, *DEVICE_RATIOS)) -> dict[str, np.ndarray]:
+                     columns: tuple[str, ...] = OOD_COLUMNS) -> dict[str, np.ndarray]:
     """Per column of work or device relative to the device, which ``query`` rows leave the range it spans
     over ``train`` (both GEMM/attention feature frames). Only columns that leave it on some row are returned.
 
