@@ -14,10 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
-
 from perfcast.features.distinct import factorize
+from perfcast.features.estimator_base import Transformer, check_fitted
 from perfcast.features.groups import feature_names
 from perfcast.features.records import Records
 
@@ -29,7 +27,7 @@ class MissingColumnError(KeyError):
         return str(self.args[0])
 
 
-class RecordFeatures(TransformerMixin, BaseEstimator):
+class RecordFeatures(Transformer):
     """Base transformer: record DataFrame in, numeric DataFrame of :func:`feature_names` (task) out."""
 
     task: ClassVar[str]
@@ -48,8 +46,7 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame | Records) -> pd.DataFrame:
         """Features of each record (a DataFrame, or :class:`Records` for a request that never became one), as a
         float64 DataFrame with the input's index."""
-        if not hasattr(self, "feature_names_out_"):  # check_is_fitted's test, without its cost per request
-            check_is_fitted(self, "feature_names_out_")
+        check_fitted(self, "feature_names_out_")
         R = self._check(X)
         out = self._features(R)
         names = list(self.feature_names_out_)
@@ -64,7 +61,7 @@ class RecordFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output column names (fixed per task; see :mod:`perfcast.features.groups`)."""
-        check_is_fitted(self, "feature_names_out_")
+        check_fitted(self, "feature_names_out_")
         return self.feature_names_out_.copy()
 
     # ---- hooks

@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
+
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
 
 
-class GeometricEnsemble(RegressorMixin, BaseEstimator):
+class GeometricEnsemble(Regressor):
     """Fits every estimator of ``estimators`` on the same rows; predicts the geometric mean of their outputs.
 
     ``seeds``: when given, each estimator enters once per seed, with every ``random_state`` parameter
@@ -27,13 +27,13 @@ class GeometricEnsemble(RegressorMixin, BaseEstimator):
     #: the fitted members, saved as member0, member1, ... (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimators_": "member"}
 
-    def __init__(self, estimators: list[RegressorMixin], seeds: list[int] | None = None,
+    def __init__(self, estimators: list[Any], seeds: list[int] | None = None,
                  target: str = "runtime_ms"):
         self.estimators = estimators
         self.seeds = seeds
         self.target = target
 
-    def _members(self) -> list[RegressorMixin]:
+    def _members(self) -> list[Any]:
         if not self.estimators:
             raise ValueError("an ensemble needs at least one estimator")
         if self.seeds is not None and not self.seeds:
@@ -57,7 +57,7 @@ class GeometricEnsemble(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
+        check_fitted(self, "estimators_")
         preds = np.column_stack([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
         if not (preds > 0).all():
             raise ValueError("a geometric ensemble needs positive member predictions; "
@@ -65,7 +65,7 @@ class GeometricEnsemble(RegressorMixin, BaseEstimator):
         return np.exp(np.log(preds).mean(axis=1))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        check_is_fitted(self, "estimators_")
+        check_fitted(self, "estimators_")
         return {"target": self.target}, {}
 
     @classmethod

@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
 
@@ -63,7 +62,7 @@ def learn_floors(X: pd.DataFrame, y: np.ndarray) -> tuple[dict[str, float], floa
     return floors, float(np.median(y[bound]))
 
 
-class HybridRegressor(RegressorMixin, BaseEstimator):
+class HybridRegressor(Regressor):
     """Fits ``estimator`` (default: LightGBM) to log(y / baseline) of ``target``; predicts baseline x exp(fit).
 
     ``columns`` restricts the features the estimator sees (None: all) and may name device-relative terms
@@ -80,7 +79,7 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimator_": ""}
 
-    def __init__(self, target: str = "runtime_ms", estimator: RegressorMixin | None = None,
+    def __init__(self, target: str = "runtime_ms", estimator: Any | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False):
         self.target = target
@@ -143,7 +142,7 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
             cache[layout] = X.columns.get_indexer(self._inputs(X.iloc[:0]).columns)
         return X.to_numpy(dtype="float64")[:, cache[layout]]
 
-    def _estimator(self, names: list[str]) -> RegressorMixin:
+    def _estimator(self, names: list[str]) -> Any:
         import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
 
         from perfcast.models.estimators.trees import tree_model
@@ -182,14 +181,14 @@ class HybridRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimator_")
+        check_fitted(self, "estimator_")
         reads_arrays = getattr(self.estimator_, "reads_arrays", False)  # a loaded forest
         return self._baseline(X) * np.exp(self.estimator_.predict(self._input_array(X) if reads_arrays else
                                                                  self._inputs(X)))
 
     # ------------------------------------------------------------------ state (perfcast.models.persistence)
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        check_is_fitted(self, "estimator_")
+        check_fitted(self, "estimator_")
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
                 "relative": bool(self.relative),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}

@@ -7,13 +7,29 @@ the saved model is this class, whose ``predict`` is the same ``exp`` of the same
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import TransformedTargetRegressor
 
+from perfcast.features.estimator_base import is_instance
 from perfcast.models.persistence.errors import ModelFormatError
+
+if TYPE_CHECKING:
+    from sklearn.compose import TransformedTargetRegressor
+
+
+def log_space(est: Any) -> TransformedTargetRegressor:
+    """``est`` fitted on log(y) and predicting exp of its output (scikit-learn's wrapper, imported only when a
+    model is built: serving reads the fitted wrapper back as :class:`LogTarget`)."""
+    from sklearn.compose import TransformedTargetRegressor
+
+    return TransformedTargetRegressor(regressor=est, func=np.log, inverse_func=np.exp, check_inverse=False)
+
+
+def is_log_wrapper(est: Any) -> bool:
+    """Whether ``est`` is scikit-learn's target wrapper (tested without importing scikit-learn)."""
+    return is_instance(est, "sklearn.compose", "TransformedTargetRegressor")
 
 
 class LogTarget:

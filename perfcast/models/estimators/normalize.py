@@ -26,11 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.compose import TransformedTargetRegressor
-from sklearn.utils.validation import check_is_fitted
 
 from perfcast.features import feature_groups
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
+from perfcast.models.estimators.log_target import log_space
 from perfcast.models.estimators.per_target import PerTargetRegressor
 from perfcast.models.estimators.trees import tree_model
 
@@ -40,7 +39,7 @@ DEFAULT_GROUP_BY: tuple[str, ...] = ("workload_code",)
 _LAW = ("intercept", "center", "slope")
 
 
-class TargetNormalizer(RegressorMixin, BaseEstimator):
+class TargetNormalizer(Regressor):
     """Fit ``estimator`` on y / baseline(X) and predict estimator(X) × baseline(X).
 
     Parameters
@@ -59,7 +58,7 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
     #: the fitted ratio model, saved in the normaliser's own folder (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimator_": ""}
 
-    def __init__(self, estimator: BaseEstimator | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    def __init__(self, estimator: Any | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
                  scale_by: Sequence[str] = (), ridge: float = 0.01, min_rows: int = 10):
         self.estimator = estimator
         self.group_by = group_by
@@ -152,12 +151,12 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
 
     def baseline(self, X: pd.DataFrame) -> np.ndarray:
         """The baseline of each row (rows x targets), in the target's units."""
-        check_is_fitted(self, "levels_")
+        check_fitted(self, "levels_")
         keys, S = self._inputs(X, "predict")
         return np.exp(self._log_baseline(keys, S))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimator_")
+        check_fitted(self, "estimator_")
         base = self.baseline(X)
         pred = np.asarray(self.estimator_.predict(X), dtype="float64")
         return pred * (base[:, 0] if pred.ndim == 1 else base)
@@ -165,7 +164,7 @@ class TargetNormalizer(RegressorMixin, BaseEstimator):
     # ---------------------------------------------------------------------------------- as plain data
     def to_json(self) -> dict[str, Any]:
         """The fitted baseline as JSON-able numbers (NaN group keys as None); the inner estimator is not in it."""
-        check_is_fitted(self, "levels_")
+        check_fitted(self, "levels_")
 
         def law(d: dict[str, Any]) -> dict[str, Any]:
             return {name: np.asarray(d[name]).tolist() for name in _LAW}
@@ -237,7 +236,7 @@ def _like(y: Any, values: np.ndarray) -> Any:
 BASES: tuple[str, ...] = ("lightgbm", "xgboost", "rf", "extra_trees", "group_attention")
 
 
-def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
+def normalized(task: str, targets: list[str], params: dict[str, Any]) -> Any:
     """Registry factory: per target, a ``TargetNormalizer`` around a tree ensemble fitted on log(ratio);
     or one around the group-attention network for all targets jointly (it standardises its own log-target).
 
@@ -270,7 +269,7 @@ def normalized(task: str, targets: list[str], params: dict[str, Any]) -> BaseEst
         rest["monotone_constraints"] = monotone_constraints(task, monotone, base)
     inner = tree_model(base, rest)
     if log:
-        inner = TransformedTargetRegressor(regressor=inner, func=np.log, inverse_func=np.exp, check_inverse=False)
+        inner = log_space(inner)
     if seeds is not None:
         from perfcast.models.estimators.ensemble import GeometricEnsemble
 

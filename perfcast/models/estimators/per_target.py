@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.compose import TransformedTargetRegressor
-from sklearn.utils.validation import check_is_fitted
+
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
+from perfcast.models.estimators.log_target import log_space
 
 
 #: a target whose 99th/1st percentile ratio reaches this spans "decades" and is learned in log space
@@ -23,7 +23,7 @@ def _rows(X: Any, mask: np.ndarray) -> Any:
     return X.loc[mask] if isinstance(X, pd.DataFrame) else np.asarray(X)[mask]
 
 
-class PerTargetRegressor(RegressorMixin, BaseEstimator):
+class PerTargetRegressor(Regressor):
     """One clone of ``estimator`` per target, each fitted on the rows where its target is measured.
 
     ``log_target``: "auto" learns log(y) for a target whose values are all positive and span a decade or
@@ -33,7 +33,7 @@ class PerTargetRegressor(RegressorMixin, BaseEstimator):
     missing targets themselves. ``predict`` returns (n,) for one target, (n, n_targets) otherwise.
     """
 
-    def __init__(self, estimator: BaseEstimator, targets: list[str] | None = None, log_target: str | bool = "auto",
+    def __init__(self, estimator: Any, targets: list[str] | None = None, log_target: str | bool = "auto",
                  joint: bool = False):
         self.estimator = estimator
         self.targets = targets
@@ -74,12 +74,12 @@ class PerTargetRegressor(RegressorMixin, BaseEstimator):
         lo, hi = np.percentile(y, [1, 99])
         return hi / lo >= LOG_SPAN
 
-    def _one(self, target: str, y: np.ndarray) -> BaseEstimator:
+    def _one(self, target: str, y: np.ndarray) -> Any:
         est = clone(self.estimator)
         if "target" in est.get_params(deep=False):
             est.set_params(target=target)
         if self._use_log(y):
-            est = TransformedTargetRegressor(regressor=est, func=np.log, inverse_func=np.exp, check_inverse=False)
+            est = log_space(est)
         return est
 
     def fit(self, X: Any, y: Any) -> PerTargetRegressor:
@@ -102,7 +102,7 @@ class PerTargetRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
+        check_fitted(self, "estimators_")
         if self.joint:
             pred = np.asarray(self.estimators_[0].predict(X), dtype="float64").reshape(len(X), -1)
         else:

@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.estimator_base import Regressor, check_fitted
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
 from perfcast.models.estimators.trees import tree_model
@@ -129,7 +128,7 @@ def energy_interval(runtime: tuple[np.ndarray, np.ndarray, np.ndarray], power: t
     return energy, energy * np.exp(-down), energy * np.exp(up)
 
 
-class PowerRegressor(RegressorMixin, BaseEstimator):
+class PowerRegressor(Regressor):
     """Joint model of ``targets`` (``power_w``, optionally ``runtime_ms`` and ``energy_j``); see the module docstring.
 
     ``runtime`` parameterises the runtime head (a :class:`HybridRegressor`'s LightGBM), ``correction`` the
@@ -186,19 +185,19 @@ class PowerRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "correction_")
+        check_fitted(self, "correction_")
         runtime = self._runtime(X)
         return combine(self.targets_, runtime, self.power_at(X, runtime))
 
     def power_at(self, X: pd.DataFrame, runtime_ms: np.ndarray) -> np.ndarray:
         """Power (W) of the rows of feature frame ``X`` when they run for ``runtime_ms`` (e.g. a measured runtime
         instead of the runtime head's prediction)."""
-        check_is_fitted(self, "correction_")
+        check_fitted(self, "correction_")
         util = PowerPhysics.utilisation(X, runtime_ms)
         return self.physics_.predict(X, util) * np.exp(self.correction_.predict(with_utilisation(X, util)))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        check_is_fitted(self, "correction_")
+        check_fitted(self, "correction_")
         return {"targets": list(self.targets_), "physics": self.physics_.to_state()[0]}, {}
 
     @classmethod

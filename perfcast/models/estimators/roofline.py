@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
+
+from perfcast.features.estimator_base import Regressor
 
 ROOFLINE_COLUMN = "log10_roofline_ms"
 TDP_COLUMN = "tdp_w"
@@ -61,7 +62,7 @@ def baseline(X: pd.DataFrame, target: str) -> np.ndarray:
     return runtime * cols[TDP_COLUMN] / 1e3
 
 
-class RooflineRegressor(RegressorMixin, BaseEstimator):
+class RooflineRegressor(Regressor):
     """Predicts :func:`baseline` of ``target``; ``fit`` only checks that the baseline is computable."""
 
     def __init__(self, target: str = "runtime_ms"):

@@ -21,9 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from pandas.core.util.hashing import combine_hash_arrays
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 
 #: the device descriptors compared (log-scaled except compute capability) and their weights in the distance
@@ -43,7 +42,7 @@ def row_keys(X: pd.DataFrame, columns: list[str], at: np.ndarray | None = None) 
     return combine_hash_arrays(iter(hashed), len(columns), len(X))
 
 
-class SiblingTransfer(RegressorMixin, BaseEstimator):
+class SiblingTransfer(Regressor):
     """``estimator``'s prediction times the similarity-weighted residual of sibling devices on the same config.
 
     ``config_columns`` / ``device_columns`` name the feature columns that identify a configuration and a
@@ -58,7 +57,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
     #: the fitted base model, saved in the sub-folder "base" (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimator_": "base"}
 
-    def __init__(self, estimator: RegressorMixin, config_columns: list[str], device_columns: list[str],
+    def __init__(self, estimator: Any, config_columns: list[str], device_columns: list[str],
                  scale: float = 0.8, max_rows: int | None = None, random_state: int = 0,
                  target: str = "runtime_ms"):
         self.estimator = estimator
@@ -190,7 +189,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
         saves them with ``np.savez`` and rebuilds the correction with :meth:`from_state`)."""
-        check_is_fitted(self, "residuals_")
+        check_fitted(self, "residuals_")
         sizes = [len(self.residuals_[d]) for d in self.devices_]
         desc = self.descriptors_.reset_index()
         arrays = {
@@ -223,8 +222,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
     def correction(self, X: pd.DataFrame, distances: np.ndarray | None = None) -> np.ndarray:
         """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config);
         ``distances``: :meth:`distances` of ``X`` when the caller has them already."""
-        if not hasattr(self, "residuals_"):  # check_is_fitted's test, without its cost per request
-            check_is_fitted(self, "residuals_")
+        check_fitted(self, "residuals_")
         self._check_columns(X)
         keys = row_keys(X, self.config_columns, self._positions(X, tuple(self.config_columns)))
         weight = np.exp(-(self.distances(X) if distances is None else distances) / self.scale)
@@ -241,7 +239,7 @@ class SiblingTransfer(RegressorMixin, BaseEstimator):
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimator_")
+        check_fitted(self, "estimator_")
         return self.estimator_.predict(X) * np.exp(self.correction(X))
 
     def __sklearn_tags__(self):

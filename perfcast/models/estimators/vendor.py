@@ -14,9 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.kernels import VENDOR_COLUMNS
 
 #: the label of rows whose vendor the features leave unknown
@@ -32,14 +31,14 @@ def vendors(X: pd.DataFrame) -> np.ndarray:
     return out
 
 
-class VendorSplit(RegressorMixin, BaseEstimator):
+class VendorSplit(Regressor):
     """A clone of ``estimator`` fitted per vendor (see :func:`vendors`); rows of a vendor without training
     rows go to the vendor with the most. ``target`` is passed on to an estimator that takes one."""
 
     #: the fitted per-vendor models, saved as vendor0, vendor1, ... (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimators_": "vendor"}
 
-    def __init__(self, estimator: RegressorMixin, target: str = "runtime_ms"):
+    def __init__(self, estimator: Any, target: str = "runtime_ms"):
         self.estimator = estimator
         self.target = target
 
@@ -65,7 +64,7 @@ class VendorSplit(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
+        check_fitted(self, "estimators_")
         labels = vendors(X)
         which = np.zeros(len(X), dtype=np.int64)  # unknown vendors: the first (most rows)
         for i, name in enumerate(self.vendors_):
@@ -78,7 +77,7 @@ class VendorSplit(RegressorMixin, BaseEstimator):
         return out
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        check_is_fitted(self, "estimators_")
+        check_fitted(self, "estimators_")
         return {"target": self.target, "vendors": list(self.vendors_)}, {}
 
     @classmethod

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 
+from perfcast.features.estimator_base import is_estimator
 from perfcast.models.persistence.compiled import CompiledForest, compile_lightgbm
 from perfcast.models.persistence.errors import ModelFormatError
 
@@ -143,7 +143,7 @@ def _write_skops(est: Any, root: Path, rel: str) -> dict[str, Any]:
     return {"kind": "sklearn", "file": f"{rel}/model.skops"}
 
 
-def _read_skops(entry: dict[str, Any], files: Any, threads: int) -> BaseEstimator:
+def _read_skops(entry: dict[str, Any], files: Any, threads: int) -> Any:
     import skops.io as sio  # slow to import; only bundles of scikit-learn estimators need it
 
     path = files.file(entry["file"])
@@ -173,6 +173,6 @@ def new_file(root: Path, rel: str) -> Path:
 LEAVES: tuple[LeafCodec, ...] = (
     LeafCodec("lightgbm", "lightgbm", _is_lightgbm, _write_lightgbm, _read_lightgbm),
     LeafCodec("xgboost", "xgboost", _is_xgboost, _write_xgboost, _read_xgboost),
-    LeafCodec("sklearn", "skops", lambda est: isinstance(est, BaseEstimator), _write_skops, _read_skops),
+    LeafCodec("sklearn", "skops", is_estimator, _write_skops, _read_skops),
 )
 LEAF_KINDS: dict[str, LeafCodec] = {c.kind: c for c in LEAVES}

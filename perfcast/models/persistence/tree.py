@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.compose import TransformedTargetRegressor
 
-from perfcast.models.estimators.log_target import LogTarget
+from perfcast.models.estimators.log_target import LogTarget, is_log_wrapper
 from perfcast.models.persistence import state
 from perfcast.models.persistence.codecs import LEAF_KINDS, LEAVES, new_file
 from perfcast.models.persistence.errors import ModelFormatError
@@ -29,7 +28,7 @@ from perfcast.models.persistence.manifest import MANIFEST, corrupt, sha256
 def serving_form(est: Any) -> Any:
     """A library wrapper perfcast trains with, as the perfcast class that saves and serves it (the log-target
     wrapper of scikit-learn as :class:`~perfcast.models.estimators.log_target.LogTarget`); else ``est``."""
-    return LogTarget.of(est) if isinstance(est, TransformedTargetRegressor) else est
+    return LogTarget.of(est) if is_log_wrapper(est) else est
 
 
 @dataclass

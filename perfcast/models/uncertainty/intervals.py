@@ -50,12 +50,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
-
 from perfcast.features.base import RecordFeatures
+from perfcast.features.estimator_base import Regressor, check_fitted, clone, is_estimator, is_instance
 from perfcast.models.uncertainty.calibration import (
     DEFAULT_LEVEL,
     NOISE_COLUMNS,
@@ -118,28 +114,28 @@ def calibration_groups(X: pd.DataFrame) -> tuple[np.ndarray, str]:
     return pd.util.hash_pandas_object(X, index=False).to_numpy(), "configuration"
 
 
-def feature_step(estimator: BaseEstimator) -> RecordFeatures | None:
+def feature_step(estimator: Any) -> RecordFeatures | None:
     """The perfcast feature transformer at the head of ``estimator`` when its task has a hardware
     description (what novelty scaling reads), else None."""
-    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[0][1], RecordFeatures):
+    if is_instance(estimator, "sklearn.pipeline", "Pipeline") and isinstance(estimator.steps[0][1], RecordFeatures):
         step = estimator.steps[0][1]
         return step if step.task in HARDWARE_GROUPS else None
     return None
 
 
-def read_columns(estimator: BaseEstimator) -> set[str] | None:
+def read_columns(estimator: Any) -> set[str] | None:
     """The feature columns ``estimator`` reads: a ``columns`` selection (a hybrid's), else the union over
     its nested estimators (ensemble members, pipeline steps after the features); None when it, or a part
     of it, reads every column."""
     params = estimator.get_params(deep=False)
     if "columns" in params:
         return None if params["columns"] is None else set(params["columns"])
-    if isinstance(estimator, Pipeline):
+    if is_instance(estimator, "sklearn.pipeline", "Pipeline"):
         nested = [step for _, step in estimator.steps if not isinstance(step, RecordFeatures)]
     else:
-        nested = [v for v in params.values() if isinstance(v, BaseEstimator)]
+        nested = [v for v in params.values() if is_estimator(v)]
         nested += [e for v in params.values() if isinstance(v, (list, tuple)) for e in v
-                   if isinstance(e, BaseEstimator)]
+                   if is_estimator(e)]
     found: set[str] = set()
     for part in nested:
         sub = read_columns(part)
@@ -149,7 +145,7 @@ def read_columns(estimator: BaseEstimator) -> set[str] | None:
     return found if nested else None
 
 
-def novelty_columns(estimator: BaseEstimator, task: str) -> list[str]:
+def novelty_columns(estimator: Any, task: str) -> list[str]:
     """The hardware columns novelty compares: those ``estimator`` reads (a device differing only in columns the
     model never reads gets its twin's prediction, so it is as new to the model as its twin), or all of
     them when it reads none (its roofline baseline still reads the spec sheet)."""
@@ -173,7 +169,7 @@ def _target_frame(y: Any, targets: list[str] | None, n_rows: int) -> pd.DataFram
     return frame.apply(pd.to_numeric, errors="coerce").astype("float64").reset_index(drop=True)
 
 
-def _with_targets(estimator: BaseEstimator, targets: list[str]) -> BaseEstimator:
+def _with_targets(estimator: Any, targets: list[str]) -> Any:
     """``estimator`` told to fit only ``targets`` (every nested ``targets`` parameter set)."""
     keys = [k for k in estimator.get_params(deep=True) if k == "targets" or k.endswith("__targets")]
     return estimator.set_params(**{k: list(targets) for k in keys}) if keys else estimator
@@ -208,7 +204,7 @@ def with_seen_rows(folds: list[tuple[np.ndarray, np.ndarray]], keys: np.ndarray,
     return out
 
 
-class ConformalRegressor(RegressorMixin, BaseEstimator):
+class ConformalRegressor(Regressor):
     """Wraps a (multi-target) regressor so every prediction has a calibrated interval.
 
     ``estimator`` is a perfcast pipeline (or any regressor taking a target DataFrame); with ``prefit`` it is
@@ -221,7 +217,7 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
     the module docstring.
     """
 
-    def __init__(self, estimator: BaseEstimator, level: float = DEFAULT_LEVEL, n_splits: int = 5,
+    def __init__(self, estimator: Any, level: float = DEFAULT_LEVEL, n_splits: int = 5,
                  prefit: bool = False, targets: list[str] | None = None, cv: Any = None,
                  scale: bool = False, seen_share: float = 0.1, random_state: int = 0):
         self.estimator = estimator
@@ -293,6 +289,8 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         self.calibration_ = IntervalCalibration(targets, scores, noise_median, float(self.level), grouping,
                                                 novelty, spread)
         if self.prefit:
+            from sklearn.utils.validation import check_is_fitted  # fitting only (any fitted estimator)
+
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
         else:
@@ -320,6 +318,8 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"interval calibration needs at least 2 groups of rows to hold out; the {len(X)} "
                              f"training rows form {n_groups} {kind} group(s)")
         n_folds = min(int(self.n_splits), n_groups)
+        from sklearn.model_selection import GroupKFold  # fitting only: serving never imports the splitters
+
         folds = list(GroupKFold(n_splits=n_folds).split(X, groups=labels))
         grouping = {"by": kind, "n_groups": int(n_groups), "n_splits": int(n_folds)}
         if F is not None and kind != "configuration" and self.seen_share > 0:
@@ -349,7 +349,7 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         return _Scored(np.concatenate(rows), np.vstack(preds), np.concatenate(dists))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "estimator_")
+        check_fitted(self, "estimator_")
         return self.estimator_.predict(X)
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
