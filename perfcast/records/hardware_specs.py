@@ -92,7 +92,8 @@ class Catalog:
 # ---------------------------------------------------------------- reading and checking one file
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's parser when installed (the same safe constructors, ~7x faster: read on every first request)
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise SpecError(f"hardware spec file {path} does not exist (set by ${ENV_VAR} or extra=)") from None
     except yaml.YAMLError as e:

@@ -42,7 +42,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold
 
 from perfcast.features import feature_groups
 from perfcast.models.persistence.compiled import compile_lightgbm
@@ -360,6 +359,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
             found = replace(other, donors=donors, from_donor=True)
     start = starting_point(donors, F, base, from_donor=found.from_donor)
     r = np.log(y / start)
+    from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
+
     folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(r))
     for name in mixes:
         if name.startswith("error") and donors.log_error is None:
@@ -388,6 +389,8 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     n = len(y)
     if n < MIN_ROWS:
         return Adaptation(Correction(), None, {}, n)
+    from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
+
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
     oof = {m: np.empty(n) for m in MODES}
     for fit_idx, held_idx in folds:

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import RidgeCV
 
 from perfcast.features import feature_groups
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
@@ -179,6 +178,8 @@ def design(table: DonorTable, F: pd.DataFrame, base: np.ndarray, name: str) -> n
 
 def _ridge(Z: np.ndarray, r: np.ndarray) -> list[float]:
     """Ridge weights (intercept free, penalty by efficient leave-one-out over :data:`MIX_ALPHAS`)."""
+    from sklearn.linear_model import RidgeCV  # fitting only: loading an adapted bundle skips scikit-learn
+
     return [float(v) for v in RidgeCV(alphas=MIX_ALPHAS).fit(Z, r).coef_]
 
 
