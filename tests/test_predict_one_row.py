@@ -1,0 +1,78 @@
+"""One configuration as a dict is predicted on a path of its own (no DataFrame: pandas' fixed costs are most of a
+small request); it must give the DataFrame path's answer in every bit: value, interval bounds, OOD flag and reason.
+Checked on real aiconfigurator GEMM and attention configurations on several GPUs and dtypes, out-of-distribution
+ones included, with the built-in models and an adapted bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfcast import Predictor
+from perfcast.datasets.importers import get_importer
+from perfcast.models.persistence.adapted import save_adapted
+
+GEMM_KEYS = ["m", "n", "k", "dtype", "device_id"]
+ATTENTION_KEYS = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype", "kv_dtype",
+                  "device_id"]
+#: GPUs the real configurations come from, and one with a spec sheet that no built-in model measured
+DEVICES = ["h100_sxm", "l40s", "gb200"]
+UNSEEN = "mi250"
+
+
+def _real(root: Path, kind: str, keys: list[str], per_group: int) -> pd.DataFrame:
+    """``per_group`` real rows of each (device, dtype) of aiconfigurator's ``kind`` tables on :data:`DEVICES`."""
+    imp, data = get_importer("aiconfigurator"), root / "aiconfigurator"
+    units = [u for u in imp.units(data) if f"/{kind}/" in u.as_posix() and u.parts[-5] in DEVICES]
+    df = pd.concat([imp.load(data, u)[kind] for u in units], ignore_index=True)
+    return df.groupby(["device_id", "dtype"]).sample(n=per_group, random_state=0)[keys + ["runtime_ms"]]
+
+
+def _configs(rows: pd.DataFrame, keys: list[str], size: str) -> list[dict[str, Any]]:
+    """The rows as requests (missing fields left out), plus out-of-distribution ones: an unmeasured GPU and a
+    size far beyond every training row."""
+    configs = [{k: v for k, v in c.items() if not pd.isna(v)} for c in rows[keys].to_dict("records")]
+    return configs + [{**configs[0], "device_id": UNSEEN}, {**configs[1], size: 2 ** 40}]
+
+
+def _bits(v: Any) -> Any:
+    return np.float64(v).view(np.uint64) if isinstance(v, float) else v
+
+
+def assert_same_as_frame(p: Predictor, configs: list[dict[str, Any]]) -> None:
+    flagged = 0
+    for config in configs:
+        assert p._one_row(config)[1], f"{config} did not take the one-row path"  # the check compares two paths
+        one = p.predict(config)
+        ref = p.predict(pd.DataFrame([config])).iloc[0].to_dict()
+        assert list(one) == list(ref)
+        assert {k: _bits(v) for k, v in one.items()} == {k: _bits(v) for k, v in ref.items()}, config
+        flagged += not one["in_distribution"]
+    assert flagged >= 2  # the unmeasured GPU and the huge size at least
+
+
+@pytest.fixture(scope="module")
+def gemm_rows(data_root: Path) -> pd.DataFrame:
+    return _real(data_root, "gemm", GEMM_KEYS, per_group=4)
+
+
+def test_gemm_one_row_path_equals_the_frame_path_in_every_bit(gemm_rows):
+    assert gemm_rows["dtype"].nunique() >= 3 and gemm_rows["device_id"].nunique() == len(DEVICES)
+    assert_same_as_frame(Predictor.builtin("gemm"), _configs(gemm_rows, GEMM_KEYS, "m"))
+
+
+def test_attention_one_row_path_equals_the_frame_path_in_every_bit(data_root):
+    rows = _real(data_root, "attention", ATTENTION_KEYS, per_group=6)
+    assert set(rows["phase"]) == {"prefill", "decode"}
+    assert_same_as_frame(Predictor.builtin("attention"), _configs(rows, ATTENTION_KEYS, "seq_kv"))
+
+
+def test_an_adapted_bundle_one_row_path_equals_the_frame_path(data_root, gemm_rows, tmp_path):
+    measured = _real(data_root, "gemm", GEMM_KEYS, per_group=30).query("device_id == 'l40s'")  # the L40S's rows
+    adapted = Predictor.load(save_adapted(Predictor.builtin("gemm").adapt(measured).model, tmp_path / "adapted"))
+    assert adapted.metadata["adaptation"]["base_model"]
+    assert_same_as_frame(adapted, _configs(gemm_rows, GEMM_KEYS, "m"))
