@@ -178,11 +178,13 @@ class SiblingTransfer(Regressor):
         residual on every device. Built once from :attr:`residuals_`."""
         if getattr(self, "_matrix", None) is None or self._matrix[0] is not self.residuals_:
             per_device = [self.residuals_[d] for d in self.devices_]
-            keys = np.unique(np.concatenate([s.index.to_numpy(dtype=np.uint64) for s in per_device]
-                                            or [np.empty(0, dtype=np.uint64)]))
+            # each key's row comes with the sort (one pass, not a binary search per key: a fresh process pays this)
+            keys, row = np.unique(np.concatenate([s.index.to_numpy(dtype=np.uint64) for s in per_device]
+                                                 or [np.empty(0, dtype=np.uint64)]), return_inverse=True)
             table = np.full((len(keys), len(per_device)), np.nan)
+            start = np.cumsum([0] + [len(s) for s in per_device])
             for j, s in enumerate(per_device):
-                table[np.searchsorted(keys, s.index.to_numpy(dtype=np.uint64)), j] = s.to_numpy(dtype="float64")
+                table[row.ravel()[start[j]:start[j + 1]], j] = s.to_numpy(dtype="float64")
             self._matrix = (self.residuals_, keys, table)
         return self._matrix[1], self._matrix[2]
 
