@@ -7,15 +7,19 @@ measures, with feature computation, intervals and OOD checks included:
 * accuracy: mean APE on the GB200's rows of the same model trained without them (unseen hardware), so the
   speed of the serving preset is shown beside what it costs;
 * load: ``Predictor.load(dir)`` in this process (median of 5), and a fresh ``python`` process importing perfcast
-  and loading the model (what ``perfcast predict`` pays once);
-* one config: median latency of ``predict(dict)`` over distinct shapes, with its parts (features of the
-  request's :class:`~perfcast.features.records.Records`, trees, intervals + OOD) timed on their own; and of
-  one attention configuration (prefill and decode on several GPUs) with the built-in attention model;
+  and loading the model (what ``perfcast predict`` pays once): its wall time and its CPU time (user + sys of
+  the child, what a shared machine does not inflate), medians of 3; and the same process predicting one
+  config after loading (numba's cached kernels and the spec sheets are read on that first call);
+* one config: median latency of ``predict(dict)`` over distinct real configurations, and its mean CPU time per
+  call, with its parts (features of the request's :class:`~perfcast.features.records.Records`, trees,
+  intervals + OOD) timed on their own;
 * batch: configurations per second of ``predict(DataFrame)`` on 100,000 rows, with 1 and 2 tree threads, and
   of the trees alone on the batch's feature frame (the floor of the batch rate);
 * reference: ``RandomForestRegressor(100).predict`` on one row of GPPerf's nine features, the way the GPPerf
   paper's model is used. Compare ratios to it: the 2-core machine is shared, so absolute times move with load;
-* the built-in GEMM model (``Predictor.load`` of perfcast/builtin_models/gemm, a sibling-transfer bundle)
+* the built-in GEMM and attention models (``Predictor.load`` of perfcast/builtin_models/<task>, sibling-transfer
+  bundles; attention on real aiconfigurator attention configurations), and an adapted bundle (the built-in
+  GEMM model adapted to the L40S on 128 planned real measurements, ``Predictor.adapt`` + ``save_adapted``),
   measured the same way;
 * agreement: every LightGBM forest of each bundle walked by :mod:`perfcast.models.persistence.compiled` and by
   LightGBM's own ``Booster.predict`` on the batch's 100,000 feature rows, compared bit for bit.
@@ -29,6 +33,7 @@ the ratio that survives a busy machine. Results: benchmarks/PREDICT_SPEED.md.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,9 +52,11 @@ from perfcast.builtin import bundle_path
 from perfcast.datasets.importers import get_importer
 from perfcast.features.records import Records
 from perfcast.models import make_model
+from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.persistence.compiled import compile_lightgbm
 from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.perf_probe.plan import adaptation_plan
 from perfcast.predictor import Predictor
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -59,6 +66,12 @@ TARGETS = {"cold": "<= 1 s", "one": "<= 0.05 x RF", "batch": ">= 1,000,000 /s"}
 SERVING: dict[str, Any] = {"n_estimators": 150, "num_leaves": 31, "learning_rate": 0.1}
 #: the device left out of training for the accuracy column (a GPU the other rows' devices do not include)
 HELD_OUT = "gb200"
+#: the request columns of each task's configurations
+CONFIG_COLUMNS = {"gemm": ["m", "n", "k", "dtype", "device_id"],
+                  "attention": ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype",
+                                "kv_dtype", "device_id"]}
+#: the device the adapted bundle is adapted to, and how many planned measurements it is adapted on
+ADAPT_DEVICE, ADAPT_ROWS = "l40s", 128
 
 
 def median_seconds(fn: Callable[[int], object], n: int) -> float:
@@ -79,17 +92,47 @@ def gemm_records(root: Path, rows: int, seed: int) -> pd.DataFrame:
     return df[df["dtype"] == "bfloat16"].sample(rows, random_state=seed).reset_index(drop=True)
 
 
-def attention_one_config(root: Path) -> float:
-    """Median seconds of ``predict(dict)`` of one attention configuration (prefill and decode, several GPUs) by
-    the built-in attention model."""
+def attention_records(root: Path, rows: int, seed: int) -> pd.DataFrame:
     imp, data = get_importer("aiconfigurator"), root / "aiconfigurator"
     units = [u for u in imp.units(data) if "/attention/" in u.as_posix()]
     df = pd.concat([imp.load(data, u)["attention"] for u in units], ignore_index=True)
-    columns = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype", "kv_dtype", "device_id"]
-    configs = [{k: v for k, v in c.items() if not pd.isna(v)}
-               for c in df[columns].sample(300, random_state=1).to_dict("records")]
-    p = Predictor.load(bundle_path("attention"))
-    return median_seconds(lambda i: p.predict(configs[i % len(configs)]), 300)
+    return df.sample(rows, random_state=seed).reset_index(drop=True)
+
+
+def requests(root: Path, task: str, rows: int, seed: int) -> list[dict[str, Any]]:
+    """``rows`` real configurations of ``task`` as ``predict(dict)`` requests (missing fields left out)."""
+    df = (gemm_records if task == "gemm" else attention_records)(root, rows, seed)[CONFIG_COLUMNS[task]]
+    return [{k: v for k, v in c.items() if not pd.isna(v)} for c in df.to_dict("records")]
+
+
+def adapted_bundle(root: Path, path: Path) -> Path:
+    """The built-in GEMM model adapted to :data:`ADAPT_DEVICE` on :data:`ADAPT_ROWS` planned real measurements."""
+    df = gemm_records(root, 100_000, seed=3)
+    device = df[df["device_id"] == ADAPT_DEVICE].reset_index(drop=True)
+    picked = device.index.isin(adaptation_plan(device.drop(columns=["runtime_ms"]), "gemm", ADAPT_ROWS))
+    return save_adapted(Predictor.builtin("gemm").adapt(device[picked]).model, path)
+
+
+def fresh_process(code: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + sys) of a new ``python -c code`` (medians of 3 runs)."""
+    walls, cpus = [], []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def cpu_per_call(fn: Callable[[int], object], n: int) -> float:
+    """Mean CPU seconds of ``fn(i)`` over ``n`` calls (after one warm-up call)."""
+    fn(0)
+    start = time.process_time()
+    for i in range(n):
+        fn(i)
+    return (time.process_time() - start) / n
 
 
 def forest_agreement(bundle: Path, F: pd.DataFrame, threads: int = 2) -> tuple[int, int, int]:
@@ -109,9 +152,9 @@ def forest_agreement(bundle: Path, F: pd.DataFrame, threads: int = 2) -> tuple[i
     return forests, differ, trees
 
 
-def forest_one_row(root: Path) -> float:
-    """Median seconds of a 100-tree forest predicting one row of GPPerf's features (m, n, k, blocks, AI, bytes,
-    FLOPs) after fitting on the CUTLASS sweep, as the paper does."""
+def forest_one_row(root: Path) -> tuple[float, float]:
+    """Median wall seconds, and mean CPU seconds, of a 100-tree forest predicting one row of GPPerf's features
+    (m, n, k, blocks, AI, bytes, FLOPs) after fitting on the CUTLASS sweep, as the paper does."""
     imp, data = get_importer("gpperf-cutlass"), root / "gpperf-cutlass"
     df = imp.load(data, imp.units(data)[0])["gemm"]
     m, n, k = (df[c].astype(float) for c in ("m", "n", "k"))
@@ -119,7 +162,8 @@ def forest_one_row(root: Path) -> float:
     X = np.column_stack([m, n, k, df["x_block_m"], df["x_block_n"], df["x_block_k"], flops / nbytes, nbytes, flops])
     forest = RandomForestRegressor(n_estimators=100, random_state=42).fit(X, df["runtime_ms"])
     rows = X[np.random.default_rng(0).integers(0, len(X), 200)]
-    return median_seconds(lambda i: forest.predict(rows[i % len(rows)][None, :]), 200)
+    one = lambda i: forest.predict(rows[i % len(rows)][None, :])  # noqa: E731
+    return median_seconds(one, 200), cpu_per_call(one, 200)
 
 
 def unseen_device_ape(records: pd.DataFrame, model: str, params: dict[str, Any]) -> float:
@@ -142,18 +186,17 @@ def measure(args: argparse.Namespace, records: pd.DataFrame, params: dict[str, A
         return out | speed(args, save_model(model, "gemm", records, Path(tmp) / "model"))
 
 
-def speed(args: argparse.Namespace, path: Path) -> dict[str, float]:
-    """Load, one-config and batch measures of the GEMM bundle at ``path``, and its forests' agreement."""
+def speed(args: argparse.Namespace, path: Path, task: str = "gemm") -> dict[str, float]:
+    """Load, one-config and batch measures of the ``task`` bundle at ``path``, and its forests' agreement."""
     out = {"load": median_seconds(lambda i: Predictor.load(path), 5)}
-    cold = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); from perfcast import "
-                           f"Predictor; Predictor.load({str(path)!r}); print(time.perf_counter() - t)"],
-                          check=True, capture_output=True, text=True)
-    out["cold"] = float(cold.stdout.strip())
+    load = f"from perfcast import Predictor; p = Predictor.load({str(path)!r})"
+    out["cold"], out["cold_cpu"] = fresh_process(load)
     p1, p2 = Predictor.load(path, threads=1), Predictor.load(path, threads=2)
 
-    shapes = gemm_records(args.data_root, 500, seed=1)[["m", "n", "k", "dtype", "device_id"]]
-    configs = shapes.to_dict("records")
+    configs = requests(args.data_root, task, 500, seed=1)
+    out["first_cpu"] = fresh_process(f"{load}; p.predict({configs[0]!r})")[1]
     out["one"] = median_seconds(lambda i: p1.predict(configs[i % len(configs)]), 300)
+    out["one_cpu"] = cpu_per_call(lambda i: p1.predict(configs[i % len(configs)]), 300)
     rows = [p1._one_row(c)[0] for c in configs]  # a request's columns, as predict(dict) builds them
     frames = [Records(r) for r in rows]
     feats = [p1.model.features.transform(f) for f in frames]
@@ -167,7 +210,7 @@ def speed(args: argparse.Namespace, path: Path) -> dict[str, float]:
         p1.model.domain.check(f, F)
 
     out["rest"] = median_seconds(rest, 300)
-    batch = gemm_records(args.data_root, args.batch, seed=2)[["m", "n", "k", "dtype", "device_id"]]
+    batch = pd.DataFrame(requests(args.data_root, task, args.batch, seed=2))
     for threads, pred in ((1, p1), (2, p2)):
         pred.predict(batch.iloc[:1000])  # warm: the compiled walker's first call loads numba's cache
         start = time.perf_counter()
@@ -190,31 +233,36 @@ def main() -> None:
     args = ap.parse_args()
 
     records = gemm_records(args.data_root, args.rows, seed=0)
-    runs = {"default": measure(args, records, {}), "serving": measure(args, records, SERVING),
-            "built-in gemm": speed(args, bundle_path("gemm"))}
-    forest_s = forest_one_row(args.data_root)
-    attention_s = attention_one_config(args.data_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {"default": measure(args, records, {}), "serving": measure(args, records, SERVING),
+                "built-in gemm": speed(args, bundle_path("gemm")),
+                "built-in attention": speed(args, bundle_path("attention"), "attention"),
+                f"adapted ({ADAPT_DEVICE})": speed(args, adapted_bundle(args.data_root, Path(tmp) / "adapted"))}
+    forest_s, forest_cpu = forest_one_row(args.data_root)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
 
-    def rf(seconds: float) -> str:
-        return f"{seconds / forest_s:.3f} x RF"
+    def rf(seconds: float, anchor: float = forest_s) -> str:
+        return f"{seconds / anchor:.3f} x RF"
 
     print(f"model: {args.model} (runtime_ms, 90% intervals) on {len(records)} aiconfigurator bf16 GEMMs; default "
-          f"= LightGBM defaults, serving = {SERVING}; built-in = perfcast/builtin_models/gemm; load average "
+          f"= LightGBM defaults, serving = {SERVING}; built-in = perfcast/builtin_models/<task>; adapted = built-in "
+          f"gemm adapted to {ADAPT_DEVICE} on {ADAPT_ROWS} planned measurements; load average "
           f"{' '.join(load)}\n")
     rows = [
         ("mean APE on unseen " + HELD_OUT + " (trained without it)", "-",
          lambda r: f"{r['ape']:.2f} %" if "ape" in r else "-"),
         ("fit incl. calibration folds", "-", lambda r: f"{r['fit']:.1f} s" if "fit" in r else "-"),
         ("load, in process (median of 5)", "-", lambda r: f"{r['load']:.3f} s"),
-        ("load, fresh process incl. imports", TARGETS["cold"], lambda r: f"{r['cold']:.2f} s"),
+        ("load, fresh process incl. imports (median of 3)", TARGETS["cold"], lambda r: f"{r['cold']:.2f} s"),
+        ("  the same, CPU time user + sys", TARGETS["cold"], lambda r: f"{r['cold_cpu']:.2f} s"),
+        ("  load and predict one config, CPU time user + sys", "-", lambda r: f"{r['first_cpu']:.2f} s"),
         ("one config, predict(dict) median", TARGETS["one"], lambda r: f"{r['one'] * 1e3:.3f} ms ({rf(r['one'])})"),
+        ("  the same, mean CPU time per call", TARGETS["one"],
+         lambda r: f"{r['one_cpu'] * 1e3:.3f} ms ({rf(r['one_cpu'], forest_cpu)} CPU)"),
         ("  of which features (1 row)", "-", lambda r: f"{r['features'] * 1e3:.3f} ms ({rf(r['features'])})"),
         ("  of which trees (+ transfer)", "-", lambda r: f"{r['trees'] * 1e3:.3f} ms ({rf(r['trees'])})"),
         ("  of which intervals + OOD check", "-", lambda r: f"{r['rest'] * 1e3:.3f} ms ({rf(r['rest'])})"),
-        ("one attention config (built-in attention), predict(dict) median", TARGETS["one"],
-         lambda r: f"{attention_s * 1e3:.3f} ms ({rf(attention_s)})" if r is runs["built-in gemm"] else ""),
         (f"batch of {args.batch:,}, 1 tree thread", "-", lambda r: f"{r['batch1']:,.0f} /s ({rf(1 / r['batch1'])})"),
         (f"batch of {args.batch:,}, 2 tree threads", TARGETS["batch"],
          lambda r: f"{r['batch2']:,.0f} /s ({rf(1 / r['batch2'])})"),
@@ -228,8 +276,8 @@ def main() -> None:
     print("| measure | target | " + " | ".join(runs) + " |\n|---|---|" + "---|" * len(runs))
     for name, target, cell in rows:
         print(f"| {name} | {target} | " + " | ".join(cell(r) for r in runs.values()) + " |")
-    print(f"| sklearn RandomForest(100).predict, 1 row (GPPerf) = RF | - | {forest_s * 1e3:.2f} ms |"
-          + " |" * (len(runs) - 1))
+    print(f"| sklearn RandomForest(100).predict, 1 row (GPPerf) = RF | - | {forest_s * 1e3:.2f} ms (CPU "
+          f"{forest_cpu * 1e3:.2f} ms) |" + " |" * (len(runs) - 1))
 
 
 if __name__ == "__main__":
