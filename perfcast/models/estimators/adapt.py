@@ -360,7 +360,6 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     start = starting_point(donors, F, base, from_donor=found.from_donor)
     r = np.log(y / start)
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
-
     folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(r))
     for name in mixes:
         if name.startswith("error") and donors.log_error is None:
@@ -390,7 +389,6 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     if n < MIN_ROWS:
         return Adaptation(Correction(), None, {}, n)
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
-
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
     oof = {m: np.empty(n) for m in MODES}
     for fit_idx, held_idx in folds:

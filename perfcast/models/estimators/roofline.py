@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfcast.features.base import float_columns
 from perfcast.features.estimator_base import Regressor
 
 ROOFLINE_COLUMN = "log10_roofline_ms"
@@ -44,7 +45,7 @@ def baseline(X: pd.DataFrame, target: str) -> np.ndarray:
             f"the roofline baseline of {target!r} needs feature column(s) {absent}, which only the gemm and "
             f"attention feature transformers produce"
         )
-    cols = {c: X[c].to_numpy(dtype="float64") for c in NEEDS[target]}
+    cols = dict(zip(NEEDS[target], float_columns(X, NEEDS[target]).T, strict=True))
     unknown = np.zeros(len(X), dtype=bool)
     for v in cols.values():
         unknown |= ~np.isfinite(v)

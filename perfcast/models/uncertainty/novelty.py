@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfcast.features.base import float_columns
 from perfcast.features.groups import feature_groups
 
 #: task -> the feature groups that describe the hardware (everything else describes the work)
@@ -92,9 +93,7 @@ class HardwareNovelty:
         if absent:
             raise ValueError(f"hardware novelty: the feature frame lacks column(s) {absent}; pass the frame the "
                              f"model's feature transformer produced")
-        if getattr(self, "_at", (None,))[0] is not F.columns:  # positions found once per feature column index
-            self._at = (F.columns, F.columns.get_indexer(self.columns))
-        A = F.iloc[:, self._at[1]].to_numpy(dtype="float64", na_value=np.nan)  # only these columns are numbers
+        A = float_columns(F, tuple(self.columns))
         with np.errstate(divide="ignore", invalid="ignore"):
             A = np.where(self.log, np.log(np.where(A > 0, A, np.nan)), A)
         return (A - self.center) / self.spread
