@@ -174,7 +174,7 @@ def test_features_with_hundreds_of_distinct_thresholds_get_wider_codes(features)
     A[:, 1] = y + np.random.default_rng(0).normal(0.0, 0.01, len(y))  # continuous and telling: split everywhere
     booster = _booster(A, y, n_estimators=100, num_leaves=63, max_bin=4095, min_child_samples=2)
     forest = compile_lightgbm(booster.model_to_string())
-    assert forest.layout.code.dtype == np.uint16  # a feature splits at more than 254 distinct values
+    assert forest.layout.nan_code.dtype == np.uint16  # a feature splits at more than 254 distinct values
     X = _probe(A)
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
