@@ -26,18 +26,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_speed import DEFAULT_DATA_ROOT, gemm_records  # noqa: E402 - the same rows as predict_speed.py
+from predict_speed import DEFAULT_DATA_ROOT, forest_agreement, gemm_records  # noqa: E402 - as predict_speed.py
 
 from perfcast.builtin import bundle_path  # noqa: E402
 from perfcast.datasets.importers import get_importer  # noqa: E402
 from perfcast.models import make_model  # noqa: E402
 from perfcast.models.persistence.bundle import save_model  # noqa: E402
-from perfcast.models.persistence.compiled import compile_lightgbm  # noqa: E402
 from perfcast.models.uncertainty.intervals import ConformalRegressor  # noqa: E402
 from perfcast.predictor import Predictor  # noqa: E402
 
@@ -66,21 +64,6 @@ def trees_of(bundle: Path) -> list[Path]:
     return sorted(bundle.rglob("lightgbm.txt"))
 
 
-def agreement(bundle: Path, F: pd.DataFrame, threads: int) -> str:
-    """How many of the bundle's covered forests sum exactly what ``Booster.predict`` gives on ``F``."""
-    same = total = 0
-    for path in trees_of(bundle):
-        text = path.read_text()
-        forest = compile_lightgbm(text, str(path))
-        if forest is None:
-            continue
-        booster = lgb.Booster(model_str=text)
-        X = F[booster.feature_name()].to_numpy(dtype="float64")
-        total += 1
-        same += np.array_equal(forest.predict(X, threads), booster.predict(X, num_threads=threads))
-    return f"{same} of {total}"
-
-
 def run(bundle: Path, batch: pd.DataFrame, threads: list[int], repeat: int) -> None:
     n_trees = sum(int(p.read_text().count("\nTree=")) for p in trees_of(bundle))
     print(f"bundle {bundle} ({n_trees} trees in {len(trees_of(bundle))} forests), batch of {len(batch):,}")
@@ -95,8 +78,9 @@ def run(bundle: Path, batch: pd.DataFrame, threads: list[int], repeat: int) -> N
         feats = best(lambda p=p, r=records: p.model.features.transform(r), repeat)
         trees = best(lambda p=p, F=F: p.model.predict_features(F), repeat)
         n = len(batch)
+        forests, differ, _ = forest_agreement(bundle, F, t)
         print(f"| {t} | {n / whole[0]:,.0f} | {n / whole[1]:,.0f} | {feats[1] / n * 1e6:.2f} | {n / trees[0]:,.0f} "
-              f"| {n / trees[1]:,.0f} | {trees[1] / n / n_trees * 1e9:.2f} | {agreement(bundle, F, t)} |")
+              f"| {n / trees[1]:,.0f} | {trees[1] / n / n_trees * 1e9:.2f} | {forests - differ} of {forests} |")
 
 
 def main() -> None:

@@ -11,14 +11,18 @@ it on real models). Models this walker does not cover (categorical splits, linea
 several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
 :func:`compile_lightgbm` returns ``None`` for them.
 
-How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): each block of rows first codes its features
-as small unsigned ints (per feature, the rank of the value among the forest's thresholds on it), so a node
-compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included; leaves are nodes
-that lead to themselves, so each step is branch-free (the next node is ``children[2 * node + (code > node's
-code)]``) and eight rows walk one tree together, their independent loads overlapping instead of each waiting on
-a mispredicted branch; every second step they stop if all eight have reached leaves, else at the tree's depth.
-Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
-compiled code is numba's (``cache=True``), never anything read from the model file.
+How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md and PREDICT_SPEED_BATCH.md): the rows first
+code their features as small unsigned ints (per feature, the rank of the value among the forest's thresholds on
+it), so a node compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included.
+Each node is one 64-bit record (its left child's slot, its column, its code) with the two children side by side,
+so a step is two reads: ``next = left + (row's code > node's code)``; leaves lead to themselves, so each step
+is branch-free and eight rows walk one tree together, their independent loads overlapping instead of each
+waiting on a mispredicted branch; every second step they stop if all eight have reached leaves, else at the
+tree's depth. A batch is walked in the order of its rows' codes on the most split columns, so the eight rows
+in step mostly share their paths and stop together. Blocks of rows run in parallel (``prange``); a row's
+trees are summed in the same order whatever its block, thread or neighbours. Everything is built from the
+validated arrays at load time; the compiled code is numba's (``cache=True``), never anything read from the
+model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
