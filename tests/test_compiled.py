@@ -174,7 +174,27 @@ def test_features_with_hundreds_of_distinct_thresholds_get_wider_codes(features)
     A[:, 1] = y + np.random.default_rng(0).normal(0.0, 0.01, len(y))  # continuous and telling: split everywhere
     booster = _booster(A, y, n_estimators=100, num_leaves=63, max_bin=4095, min_child_samples=2)
     forest = compile_lightgbm(booster.model_to_string())
-    assert forest.layout.code.dtype == np.uint16  # a feature splits at more than 254 distinct values
+    assert forest.layout.nan_code.dtype == np.uint16  # a feature splits at more than 254 distinct values
     X = _probe(A)
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
+
+
+def test_a_rows_sum_does_not_depend_on_its_batch(features):
+    """The batch walk orders rows by their codes before walking (rows with the same paths walk together): a
+    row's prediction must not depend on which rows share its batch, where it stands in it, on repeated rows
+    or on the thread count; each row alone (no ordering) gives the same bits, as does LightGBM."""
+    A, y = features
+    booster = _booster(A, y, n_estimators=80, num_leaves=63)
+    forest = compile_lightgbm(booster.model_to_string())
+    X = _probe(A)
+    X = np.vstack([X, X[::5]])  # repeated rows: equal keys, the stable order keeps them apart
+    perm = np.random.default_rng(1).permutation(len(X))
+    expected = booster.predict(X)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(forest.predict(X, threads), expected)
+        np.testing.assert_array_equal(forest.predict(X[perm], threads), expected[perm])
+        np.testing.assert_array_equal(forest.predict(X[BLOCK + 1:3 * BLOCK + 4], threads),
+                                      expected[BLOCK + 1:3 * BLOCK + 4])
+    alone = np.concatenate([forest.predict(X[i:i + 1]) for i in range(0, len(X), 97)])
+    np.testing.assert_array_equal(alone, expected[::97])

@@ -15,7 +15,8 @@ from perfcast.features.base import RecordFeatures, frame, text_map
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes
+from perfcast.features.distinct import factorize
+from perfcast.features.roofline import DTYPES, canonical_dtypes, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -25,16 +26,26 @@ ALIGNMENTS: tuple[int, ...] = (8, 64, 128)
 
 
 def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, beta: np.ndarray,
-              dtype: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0)."""
+              sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0);
+    ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`)."""
     flops = 2.0 * batch * m * n * k
     c_reads = 1.0 + (beta != 0).astype("float64")
-    nbytes = batch * (
-        m * k * bytes_per_element(dtype, "a")
-        + k * n * bytes_per_element(dtype, "b")
-        + c_reads * m * n * bytes_per_element(dtype, "c")
-    )
+    nbytes = batch * (m * k * sizes["a"] + k * n * sizes["b"] + c_reads * m * n * sizes["c"])
     return flops, nbytes
+
+
+def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
+    """``v % a == 0`` for each of :data:`ALIGNMENTS` (powers of two), as float64, from one remainder by the
+    largest: each divides it, and whether a remainder of at least ``a`` is a multiple of ``a`` is exact
+    arithmetic (such a remainder is a normal double, and scaling it by ``1/a`` is exact). Why: float ``%`` is
+    the slow part of a batch's features, and this takes one per dimension instead of one per alignment."""
+    rem = v % max(ALIGNMENTS)
+    out = {}
+    for a in ALIGNMENTS:
+        scaled = rem * (1.0 / a)
+        out[a] = ((rem == 0) | ((rem >= a) & (scaled == np.floor(scaled)))).astype("float64")
+    return out
 
 
 def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +80,8 @@ class GemmFeatures(RecordFeatures):
         hard = hardware_features(hw, X, dtype, where)
         m, n, k, batch = X.number("m"), X.number("n"), X.number("k"), X.number("batch", 1.0)
         beta = X.number("beta", 0.0)
-        flops, nbytes = gemm_work(m, n, k, batch, beta, dtype)
+        sizes = element_bytes(dtype)
+        flops, nbytes = gemm_work(m, n, k, batch, beta, sizes)
         if "layout" in X:  # "tn": A transposed, B not; unknown stays NaN
             layout = text_map(X.text("layout"), str.lower)
             trans_a = text_map(layout, _first_is_t).astype("float64")
@@ -82,15 +94,14 @@ class GemmFeatures(RecordFeatures):
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         sm, cores = hw.number("sm_count"), hw.number("cores")
         units = np.where(np.isnan(sm), cores, sm)
-        sizes = {f"{d}_align{a}": (v % a == 0).astype("float64") for d, v in (("m", m), ("n", n), ("k", k))
-                 for a in ALIGNMENTS}
+        align = {f"{d}_align{a}": flag for d, v in (("m", m), ("n", n), ("k", k)) for a, flag in aligned(v).items()}
+        codes, present = factorize(dtype)
         return frame({  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
-            **sizes, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
-            "a_bytes": bytes_per_element(dtype, "a"),
-            "b_bytes": bytes_per_element(dtype, "b"),
-            "c_bytes": bytes_per_element(dtype, "c"),
-            **{f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES},
+            **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
+            "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
+            **{f"dtype_{d}": ((codes == present.index(d)) if d in present else np.zeros(len(codes), bool)).astype("float64")
+               for d in DTYPES},
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),

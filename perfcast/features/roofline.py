@@ -110,9 +110,16 @@ def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:
 
 def bytes_per_element(dtype: pd.Series | np.ndarray, operand: str) -> np.ndarray:
     """Bytes per element of ``operand`` ('a', 'b' or 'c') for canonical dtype names (NaN where missing)."""
+    return element_bytes(dtype, (operand,))[operand]
+
+
+def element_bytes(dtype: pd.Series | np.ndarray, operands: tuple[str, ...] = ("a", "b", "c")
+                  ) -> dict[str, np.ndarray]:
+    """:func:`bytes_per_element` of each of ``operands``, the dtypes grouped once (a batch's text is the cost)."""
     codes, uniques = factorize(_objects(dtype))
-    sizes = [float(getattr(DTYPES[str(d)], f"{operand}_bytes")) if str(d) in DTYPES else np.nan for d in uniques]
-    return np.asarray([*sizes, np.nan], dtype="float64")[codes]
+    info = [DTYPES.get(str(d)) for d in uniques]
+    return {o: np.asarray([float(getattr(i, f"{o}_bytes")) if i else np.nan for i in info] + [np.nan],
+                          dtype="float64")[codes] for o in operands}
 
 
 def peak_tflops(hw: RowHardware, dtype: np.ndarray) -> np.ndarray:

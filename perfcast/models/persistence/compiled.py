@@ -11,14 +11,18 @@ it on real models). Models this walker does not cover (categorical splits, linea
 several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
 :func:`compile_lightgbm` returns ``None`` for them.
 
-How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md): each block of rows first codes its features
-as small unsigned ints (per feature, the rank of the value among the forest's thresholds on it), so a node
-compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included; leaves are nodes
-that lead to themselves, so each step is branch-free (the next node is ``children[2 * node + (code > node's
-code)]``) and eight rows walk one tree together, their independent loads overlapping instead of each waiting on
-a mispredicted branch; every second step they stop if all eight have reached leaves, else at the tree's depth.
-Blocks of rows run in parallel (``prange``). Everything is built from the validated arrays at load time; the
-compiled code is numba's (``cache=True``), never anything read from the model file.
+How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md and PREDICT_SPEED_BATCH.md): the rows first
+code their features as small unsigned ints (per feature, the rank of the value among the forest's thresholds on
+it), so a node compares two uint8s (uint16 past 254 thresholds) with LightGBM's float decision, NaN included.
+Each node is one 64-bit record (its left child's slot, its column, its code) with the two children side by side,
+so a step is two reads: ``next = left + (row's code > node's code)``; leaves lead to themselves, so each step
+is branch-free and eight rows walk one tree together, their independent loads overlapping instead of each
+waiting on a mispredicted branch; every second step they stop if all eight have reached leaves, else at the
+tree's depth. A batch is walked in the order of its rows' codes on the most split columns, so the eight rows
+in step mostly share their paths and stop together. Blocks of rows run in parallel (``prange``); a row's
+trees are summed in the same order whatever its block, thread or neighbours. Everything is built from the
+validated arrays at load time; the compiled code is numba's (``cache=True``), never anything read from the
+model file.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
@@ -41,24 +45,30 @@ from perfcast.models.persistence.errors import CorruptModelError
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
 #: rows each parallel task walks together (every tree over a block keeps that tree in cache)
 BLOCK = 256
+#: cuts a feature's code is counted over (vector compares) once a binary search has narrowed them down
+WINDOW = np.uintp(64)
 #: rows that walk one tree in step (their loads overlap; 8 measured fastest, benchmarks/PREDICT_SPEED.md)
 LANES = 8
 
 
 class Layout(NamedTuple):
-    """The arrays the walk reads, in :func:`_walk`'s argument order (see :meth:`CompiledForest._layout`)."""
+    """The arrays the walk reads (see :meth:`CompiledForest._layout`): how a row's features become codes, and the
+    nodes as packed records."""
 
     used: np.ndarray
     starts: np.ndarray
     cuts: np.ndarray
     nan_code: np.ndarray
+    key: np.ndarray
     roots: np.ndarray
     depth: np.ndarray
-    children: np.ndarray
-    column: np.ndarray
-    code: np.ndarray
+    node: np.ndarray
+    leaf: np.ndarray
     value: np.ndarray
-    splits: np.uintp
+
+
+class _Uncovered(ValueError):
+    """A forest too wide for the packed node records (left to LightGBM)."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -66,8 +76,8 @@ class CompiledForest:
     """A LightGBM forest as flat arrays: node ``i`` splits on ``feature[i]`` at ``threshold[i]``; a child index
     ``c < 0`` is leaf ``-c - 1``; ``roots[t]`` is tree ``t``'s first node (negative for a one-leaf tree).
 
-    The walking layout (:meth:`_layout`) renumbers leaf ``l`` as node ``S + l`` (``S`` split nodes) that leads to
-    itself, with each tree's depth, so a walk is a fixed number of branch-free steps."""
+    The walking layout (:meth:`_layout`) gives every node a slot, the two children of a split side by side and
+    each leaf leading to itself, so a walk is a fixed number of branch-free steps."""
 
     roots: np.ndarray
     feature: np.ndarray
@@ -87,66 +97,88 @@ class CompiledForest:
         return f"CompiledForest({len(self.roots)} trees, {len(self.feature)} splits, {self.n_features} features)"
 
     def _layout(self) -> Layout:
-        """The walk's arrays
-        over split nodes then leaves (a node at or past ``splits`` is a leaf), its nodes comparing small ints.
+        """The walk's arrays: codes for the features, and one 64-bit record per node slot.
 
-        A row's features are coded once per walk (:func:`_walk`) into columns: column ``j`` reads feature
+        A row's features are coded once per walk (:func:`_code`) into columns: column ``j`` reads feature
         ``used[j]``, and ``cuts[starts[j]:starts[j + 1]]`` are the sorted distinct thresholds of the nodes that
         read it; a value's code is 1 + the number of them below it, and a node on the ``k``-th holds ``k + 1``,
         so ``value > threshold`` exactly when ``code > node's code``: LightGBM's float decisions on small ints,
         the whole block's codes in cache. A NaN's code is ``nan_code[j]``: nodes that send a NaN left read a
         column where it is 0, those that send it right one where it is above every cut, and splits that saw no
-        NaN (LightGBM reads it as 0.0 there) one where it is 0.0's code; so no step tests for NaN. A tree's depth
-        is its deepest leaf's: children follow their parent within a tree (checked on load), and each node has
-        one parent, so depths settle in depth-many passes."""
-        S, L = len(self.feature), len(self.leaf_value)
-        leaves = np.arange(S, S + L, dtype=np.int32)
-        node = lambda c: np.where(c >= 0, c, S - c - 1).astype(np.int32)  # noqa: E731 - leaf -l-1 -> S + l
-        children = np.empty(2 * (S + L), dtype=np.int32)
-        children[0:2 * S:2], children[1:2 * S:2] = node(self.left), node(self.right)
-        children[2 * S::2] = children[2 * S + 1::2] = leaves
-        roots = node(self.roots)
-        depth = np.zeros(S + L, dtype=np.int32)
-        tree = np.full(S + L, -1, dtype=np.int32)
-        tree[roots] = np.arange(len(roots), dtype=np.int32)
-        while True:  # every node's depth and tree, one level further per pass
-            deeper, owner = depth.copy(), tree.copy()
-            deeper[children[:2 * S]] = np.repeat(depth[:S] + 1, 2)
-            owner[children[:2 * S]] = np.repeat(tree[:S], 2)
-            if np.array_equal(deeper, depth) and np.array_equal(owner, tree):
-                break
-            depth, tree = deeper, owner
-        tree_depth = np.zeros(len(roots), dtype=np.int32)
-        np.maximum.at(tree_depth, tree[S:], depth[S:])
+        NaN (LightGBM reads it as 0.0 there) one where it is 0.0's code; so no step tests for NaN.
+
+        Slots are given level by level (children follow their parent within a tree, checked on load, so this
+        ends), each split's two children side by side, then grouped by tree. A slot's record holds its left
+        child's slot (bits 0-31), its column (32-47) and its code (48-63), so a step is one record and one code
+        read: ``next = first child + (row's code > node's code)``. A leaf's record names itself with code
+        0xFFFF, which no row's code exceeds, so it stays put. ``key`` lists the columns (most split on first)
+        whose codes order a batch's rows before the walk (see :meth:`predict`)."""
+        S, L, T = len(self.feature), len(self.leaf_value), len(self.roots)
+        N = S + L
+        as_node = lambda c: np.where(c >= 0, c, S - c - 1).astype(np.int64)  # noqa: E731 - leaf -l-1 -> S + l
+        leaves = np.arange(S, N, dtype=np.int64)
+        left = np.concatenate([as_node(self.left), leaves])  # a leaf's children: itself
+        right = np.concatenate([as_node(self.right), leaves])
+        roots = as_node(self.roots)
+        tree, level = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
+        tree[roots], level[roots] = np.arange(T), 0
+        given, frontier = [roots], roots
+        while len(frontier := frontier[frontier < S]):  # the next level: each split's children, side by side
+            kids = np.column_stack([left[frontier], right[frontier]]).ravel()
+            tree[kids], level[kids] = np.repeat(tree[frontier], 2), np.repeat(level[frontier] + 1, 2)
+            given.append(kids)
+            frontier = kids
+        at = np.concatenate(given)
+        at = at[np.argsort(tree[at], kind="stable")]  # the node in each slot: a tree's nodes together
+        slot = np.empty(N, dtype=np.int64)
+        slot[at] = np.arange(N)
+        depth = np.zeros(T, dtype=np.int32)
+        np.maximum.at(depth, tree, level.astype(np.int32))
+
         mode = np.where(self.nan_as_missing, np.where(self.default_left, 1, 2), 0)  # NaN: as 0.0 / left / right
         keys, column = np.unique(self.feature.astype(np.int64) * 3 + mode, return_inverse=True)
         cuts = [np.unique(self.threshold[column == j]) for j in range(len(keys))]
-        code = np.zeros(S, dtype=np.int64)
+        if N >= 2**32 or len(keys) > 0xFFFF or max((len(c) + 2 for c in cuts), default=0) > 0xFFFF:
+            raise _Uncovered(f"{N} nodes, {len(keys)} columns: too many for 32-bit slots and 16-bit codes")
+        code = np.full(N, 0xFFFF, dtype=np.int64)
         for j, c in enumerate(cuts):
-            code[column == j] = np.searchsorted(c, self.threshold[column == j]) + 1
+            code[:S][column == j] = np.searchsorted(c, self.threshold[column == j]) + 1
         nan_code = [(np.searchsorted(c, 0.0) + 1, 0, len(c) + 1)[m] for c, m in zip(cuts, keys % 3, strict=True)]
         dtype = np.min_scalar_type(max((len(c) + 1 for c in cuts), default=0))
+        col = np.append(column, np.zeros(L, dtype=np.int64))
+        record = (slot[left[at]].astype(np.uint64) | (col[at].astype(np.uint64) << np.uint64(32))
+                  | (code[at].astype(np.uint64) << np.uint64(48)))
+        split_counts = np.bincount(column, minlength=len(keys))
         return Layout(
             used=(keys // 3).astype(np.uint32), starts=np.cumsum([0] + [len(c) for c in cuts]).astype(np.int64),
             cuts=np.concatenate(cuts or [np.empty(0)]), nan_code=np.asarray(nan_code, dtype=dtype),
-            roots=roots.astype(np.uint32), depth=tree_depth, children=children.astype(np.uint32),
-            column=np.append(column, np.zeros(L, dtype=np.int64)).astype(np.uint32),
-            code=np.append(code, np.zeros(L, dtype=np.int64)).astype(dtype),
-            value=np.append(np.zeros(S), self.leaf_value), splits=np.uintp(S))
+            key=np.argsort(-split_counts, kind="stable")[: 64 // (8 * dtype.itemsize)].astype(np.int64),
+            roots=slot[roots].astype(np.uint32), depth=depth, node=record, leaf=(at >= S).astype(np.uint8),
+            value=np.where(at >= S, np.append(np.zeros(S), self.leaf_value)[at], 0.0))
 
     def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`)."""
+        """Sum of leaf values per row of the float64 matrix ``X`` (rows, :attr:`n_features`), each row's trees
+        added in LightGBM's order whatever the threads.
+
+        A batch of more than one block is coded first, then walked in the order of its rows' codes on the most
+        split columns (:attr:`Layout.key`): neighbouring rows then mostly take the same paths, so the rows that
+        walk a tree in step reach their leaves after about as many steps (benchmarks/PREDICT_SPEED_BATCH.md).
+        The order changes which rows walk together, never a row's sum."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
-        codes = np.empty((len(X), len(self.layout.used)), dtype=self.layout.code.dtype)
-        if threads <= 1 or len(X) <= BLOCK:
-            out = np.zeros(len(X))
-            for lo in range(0, len(X), BLOCK):  # block by block, as the parallel walk: a block stays in cache
-                _walk(X, codes, lo, min(len(X), lo + BLOCK), *self.layout, out)
+        lay = self.layout
+        codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
+        out = np.zeros(len(X))
+        if len(X) <= BLOCK:  # a request: no thread pool, no ordering
+            _code(X, 0, len(X), lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
+            _walk(codes, 0, len(X), lay.roots, lay.depth, lay.node, lay.leaf, lay.value, out)
             return out
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        return _walk_parallel(X, codes, *self.layout)
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        _code_parallel(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
+        order = np.argsort(keys, kind="stable")
+        out[order] = _walk_parallel(codes[order], lay.roots, lay.depth, lay.node, lay.leaf, lay.value)
+        return out
 
 
 def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> CompiledForest | None:
@@ -198,10 +230,13 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
     if not covered:
         return None
     decision = flat["decision"]
-    return CompiledForest(
-        roots=roots.astype(np.int32), feature=flat["feature"].astype(np.int32), threshold=flat["threshold"],
-        left=left.astype(np.int32), right=right.astype(np.int32), default_left=(decision & 2) != 0,
-        nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"], n_features=n_features)
+    try:
+        return CompiledForest(
+            roots=roots.astype(np.int32), feature=flat["feature"].astype(np.int32), threshold=flat["threshold"],
+            left=left.astype(np.int32), right=right.astype(np.int32), default_left=(decision & 2) != 0,
+            nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"], n_features=n_features)
+    except _Uncovered:
+        return None
 
 
 def _int(text: str, where: str, what: str) -> int:
@@ -286,27 +321,43 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
 
 
 @njit(cache=True, nogil=True)
-def _walk(X, codes, lo, hi, used, starts, cuts, nan_code, roots, depth, children, column, code, value, splits,
-          out):  # noqa: ANN001
-    """Code rows ``lo:hi`` of ``X`` into ``codes`` (see :meth:`CompiledForest._layout`), then add every tree's
-    leaf value to ``out[lo:hi]`` (tree by tree, in LightGBM's order), :data:`LANES` rows at a time through each
-    tree.
-
-    Indices are unsigned (``np.uintp``): numba then emits no negative-index wraparound per array read, which
-    halves the time of a step (benchmarks/PREDICT_SPEED.md); the layout's indices are checked in range on load."""
+def _code(X, lo, hi, used, starts, cuts, nan_code, key, codes, keys):  # noqa: ANN001
+    """Code rows ``lo:hi`` of ``X`` into ``codes`` (see :meth:`CompiledForest._layout`), and give each row its
+    sort key: its codes of the ``key`` columns, most split first, as one integer."""
+    one = np.uintp(1)
+    for j in range(used.shape[0]):  # column by column: every row's search takes the same steps, so the
+        f, first = np.uintp(used[j]), np.uintp(starts[j])  # loop branches are always guessed right
+        size = np.uintp(starts[j + 1]) - first
+        for r in range(lo, hi):
+            v = X[np.uintp(r), f]
+            a, n = first, size  # the first cut not below v: halve the range to at most WINDOW cuts (each
+            while n > WINDOW:  # halving a select), then count the window's cuts below v (vector compares)
+                half = n >> one
+                a += half * np.uintp(cuts[a + half - one] < v)
+                n -= half
+            below = a - first + one
+            for m in range(a, a + n):
+                below += np.uintp(cuts[m] < v)
+            codes[np.uintp(r), np.uintp(j)] = nan_code[j] if v != v else below
+    bits = np.uint64(8 * codes.itemsize)
     for r in range(lo, hi):
-        for j in range(used.shape[0]):
-            v = X[r, used[j]]
-            a, b = starts[j], starts[j + 1]  # the first cut not below v: a binary search
-            while a < b:
-                m = (a + b) >> 1
-                if cuts[m] < v:
-                    a = m + 1
-                else:
-                    b = m
-            codes[r, j] = nan_code[j] if v != v else a - starts[j] + 1
+        k = np.uint64(0)
+        for j in key:
+            k = (k << bits) | np.uint64(codes[r, j])
+        keys[r] = k
+
+
+@njit(cache=True, nogil=True)
+def _walk(codes, lo, hi, roots, depth, node, leaf, value, out):  # noqa: ANN001
+    """Add every tree's leaf value to ``out[lo:hi]`` for the coded rows ``codes[lo:hi]`` (tree by tree, in
+    LightGBM's order), :data:`LANES` rows at a time through each tree.
+
+    A step reads the node's record and the row's code on its column; the next slot is the left child's plus
+    the comparison (``node`` packs both, see :meth:`CompiledForest._layout`). Indices are unsigned
+    (``np.uintp``): numba then emits no negative-index wraparound per array read; the layout's indices are
+    checked in range on load."""
     nodes = np.empty(LANES, dtype=np.uintp)
-    two = np.uintp(2)
+    low, col, cut = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(48)
     for t in range(roots.shape[0]):
         i = lo
         while i + LANES <= hi:
@@ -315,32 +366,40 @@ def _walk(X, codes, lo, hi, used, starts, cuts, nan_code, roots, depth, children
             while step < depth[t]:  # two steps, then stop once every lane is at its leaf (a leaf leads to itself)
                 for _ in range(2):
                     for j in range(LANES):
-                        node = nodes[j]
-                        nodes[j] = children[two * node + np.uintp(codes[np.uintp(i + j), column[node]] > code[node])]
+                        q = node[nodes[j]]
+                        c = codes[np.uintp(i + j), np.uintp((q >> col) & np.uint64(0xFFFF))]
+                        nodes[j] = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
                 step += 2
-                lowest = nodes[0]
-                for j in range(1, LANES):
-                    lowest = min(lowest, nodes[j])
-                if lowest >= splits:
+                done = np.uint8(1)
+                for j in range(LANES):
+                    done &= leaf[nodes[j]]
+                if done:
                     break
             for j in range(LANES):
                 out[i + j] += value[nodes[j]]
             i += LANES
         for r in range(i, hi):  # a row alone: branches (the CPU runs ahead on its guess), stopping at the leaf
-            node = np.uintp(roots[t])
-            while node < splits:
-                node = np.uintp(children[two * node + np.uintp(codes[np.uintp(r), column[node]] > code[node])])
-            out[r] += value[node]
+            n = np.uintp(roots[t])
+            while not leaf[n]:
+                q = node[n]
+                c = codes[np.uintp(r), np.uintp((q >> col) & np.uint64(0xFFFF))]
+                n = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
+            out[r] += value[n]
 
 
 @njit(parallel=True, cache=True)
-def _walk_parallel(X, codes, used, starts, cuts, nan_code, roots, depth, children, column, code, value,
-                   splits):  # noqa: ANN001
+def _code_parallel(X, used, starts, cuts, nan_code, key, codes, keys):  # noqa: ANN001
     n = X.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        _code(X, b * BLOCK, min(n, b * BLOCK + BLOCK), used, starts, cuts, nan_code, key, codes, keys)
+
+
+@njit(parallel=True, cache=True)
+def _walk_parallel(codes, roots, depth, node, leaf, value):  # noqa: ANN001
+    n = codes.shape[0]
     out = np.zeros(n)
     for b in prange((n + BLOCK - 1) // BLOCK):
-        _walk(X, codes, b * BLOCK, min(n, b * BLOCK + BLOCK), used, starts, cuts, nan_code, roots, depth, children,
-              column, code, value, splits, out)
+        _walk(codes, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, node, leaf, value, out)
     return out
 
 
