@@ -57,6 +57,8 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
     assert "12 shapes this machine measured but the adaptation never saw" in out and "re-measured" in out
     assert "held-out single-threaded float32 torch GEMMs" in out and "mean APE built-in model" in out
     assert "-> adapted" in out and "Noise floor: measured twice" in out
+    # the whole plan fits the default budget, and where the time went is shown
+    assert "time budget left" not in out and "where quickstart's time went" in out and "quickstart took" in out
     # nothing foreign in perfcast's output; it went to the log
     assert not [w for w in FOREIGN if w in out], [w for w in FOREIGN if w in out]
     assert (tmp_path / "home" / "quickstart.log").stat().st_size > 0
@@ -81,7 +83,7 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
 
 
 @pytest.mark.slow
-def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on(
+def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on_within_its_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
@@ -91,13 +93,23 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     from perfcast.perf_probe.gemm import GemmProbe
     from perfcast.predictor import Predictor
     from perfcast.records.store import RecordStore
-    from perfcast.workflows.quickstart import MODEL_NAME, QUICK_ADAPT_SIZE, QUICK_HELD_OUT, run_quickstart
+    from perfcast.workflows.quickstart import MIN_ADAPT, MODEL_NAME, QUICK_ADAPT_SIZE, QUICK_HELD_OUT, run_quickstart
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
     store = RecordStore(tmp_path / "home" / "store")
-    res = run_quickstart(store, quick=True, console=Console(file=io.StringIO(), width=100))
+    # a budget already spent: the plan's tail is left out (with a warning), its first MIN_ADAPT shapes measured
+    printed = io.StringIO()
+    res = run_quickstart(store, quick=True, budget_s=0.0, console=Console(file=printed, width=100))
+    out = printed.getvalue()
+    assert len(res.adapt_rows) == MIN_ADAPT < QUICK_ADAPT_SIZE
+    assert f"time budget left {QUICK_ADAPT_SIZE - MIN_ADAPT} of the plan's {QUICK_ADAPT_SIZE} shapes" in out
+    assert f"{MIN_ADAPT} to adapt on, {QUICK_HELD_OUT} held out" in out
+    # every phase's wall and CPU time is shown
+    assert "where quickstart's time went" in out and "re-measure held-out shapes" in out
+    assert {"1 built-in predictions and accuracy", "2 probe adaptation plan", "3 bundle and MLflow logging",
+            "3 adapt (candidates' cross-validation, fit)"} <= set(res.clock.phases)
 
     # the shapes: the held-out draw and the adaptation plan are disjoint, and so are the rows measured for them
     gemm = GemmProbe()
