@@ -18,18 +18,17 @@
    the follow-up commands look by default (the tracking URI ``perfcast train`` uses, the default record
    store), and the next commands are printed unwrapped and written to a file so they work when pasted.
 
-Library warnings, logging and foreign progress bars go to a log file (``verbose`` shows them instead).
+Library warnings, logging and foreign progress bars go to a log file (``verbose`` shows them instead:
+:mod:`perfcast.workflows.quickstart_output`). Each phase's wall and CPU seconds are shown
+(:mod:`perfcast.workflows.quickstart_clock`), and the adaptation plan's probing gives way to the time budget.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from perfcast.perf_probe.peaks import DRAM_BYTES, device_key, probed_spec, write
 from perfcast.perf_probe.sweep import run_sweep
 from perfcast.workflows.quickstart_builtin import ms_text, print_builtin
 from perfcast.workflows.quickstart_clock import PhaseClock, probe_budget
+from perfcast.workflows.quickstart_output import next_steps, print_next_steps, quiet
 
 MODEL_NAME = "quickstart-gemm"
 #: the candidate space (:func:`candidates`): 2*m*n*k FLOPs (about 0.2-2 ms single-threaded on a current
@@ -72,8 +72,6 @@ NOISY_REPEAT = 0.05
 #: what quickstart measures per shape: repeats of up to MAX_TIME_S after a warm-up of up to WARMUP_S; the
 #: fastest repeat of these repeats as well as of three times as many (pilot, benchmarks/QUICKSTART.md)
 MAX_TIME_S, WARMUP_S = 0.1, 0.05
-#: the example shape of the printed next steps
-EXAMPLE = {"m": 384, "n": 256, "k": 512, "dtype": "float32"}
 
 
 @dataclass(frozen=True)
@@ -105,42 +103,6 @@ class Judged:
     spread: float
     #: the noise floor: mean APE between two measurements of the held-out shapes (their fastest repeats)
     repeat_ape: float
-
-
-# ============================================================================================ output hygiene
-@contextlib.contextmanager
-def quiet(log_path: Path, verbose: bool) -> Iterator[None]:
-    """Route warnings, logging and what libraries print to stderr (MLflow, tqdm bars) into ``log_path``."""
-    if verbose:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"))
-    with log_path.open("a", encoding="utf-8") as log, warnings.catch_warnings(), contextlib.redirect_stderr(log):
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root.handlers[:] = [handler]
-        root.setLevel(logging.INFO)
-        own = [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]
-        own = [(lg, lg.handlers[:], lg.propagate) for lg in own if isinstance(lg, logging.Logger) and lg.handlers]
-        for logger, _, _ in own:  # libraries that print through their own handlers
-            logger.handlers[:] = []
-            logger.propagate = True
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda msg, cat, file, line, *_: log.write(
-            f"{cat.__name__}: {msg} ({file}:{line})\n")
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        try:
-            yield
-        finally:
-            root.handlers[:], root.level = saved[0], saved[1]
-            for logger, handlers, propagate in own:
-                logger.handlers[:], logger.propagate = handlers, propagate
-            if saved[2] is None:
-                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-            else:
-                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved[2]
 
 
 # ================================================================================================== 2. probe
@@ -407,38 +369,6 @@ def print_comparison(judged: Judged, console: Console) -> None:
                       f"again when it is quieter.", highlight=False)
 
 
-# ============================================================================================== next steps
-def next_steps(tracking_uri: str, version: int | None, specs_path: Path, device_id: str) -> tuple[list[str], list[str]]:
-    """(shell commands, three Python lines) that find what quickstart made when pasted in this directory."""
-    from perfcast.training.tracking import DEFAULT_TRACKING_URI
-
-    uri = f"models:/{MODEL_NAME}/{version}"
-    sets = " ".join(f"--set {k}={v}" for k, v in {**EXAMPLE, "device": device_id}.items())
-    via = "" if tracking_uri == DEFAULT_TRACKING_URI or os.environ.get("MLFLOW_TRACKING_URI") else \
-        f" --tracking-uri {tracking_uri}"
-    shell = [f"mlflow ui --backend-store-uri {tracking_uri}",
-             f"{ENV_VAR}={specs_path} perfcast predict {uri}{via} {sets}",
-             "perfcast predict --set m=4096 --set n=4096 --set k=4096 --set dtype=bf16 --set device=h100_sxm",
-             "perfcast data ls"]
-    config = {**EXAMPLE, "device": device_id}
-    python = [f"import os; os.environ[{ENV_VAR!r}] = {str(specs_path)!r}",
-              f"from perfcast import Predictor; p = Predictor.load({uri!r})",
-              f"print(p.predict({config!r}))"]
-    return shell, python
-
-
-def print_next_steps(shell: list[str], python: list[str], path: Path, console: Console) -> None:
-    """The commands, unwrapped and unindented (soft wrap: the terminal folds them, the text stays one line)."""
-    path.write_text("# perfcast quickstart: next steps (run from this directory)\n" + "\n".join(shell)
-                    + "\n\n# Python\n" + "\n".join(python) + "\n", encoding="utf-8")
-    console.print(f"\nNext (run from this directory; also written to {path}):", highlight=False, soft_wrap=True)
-    for line in shell:
-        console.print(line, soft_wrap=True, highlight=False, markup=False)
-    console.print("\nPython:", highlight=False)
-    for line in python:
-        console.print(line, soft_wrap=True, highlight=False, markup=False)
-
-
 # ===================================================================================================== all
 @dataclass(frozen=True)
 class QuickstartResult:
@@ -505,7 +435,8 @@ def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, bud
                       f"{judged.version} (bundle {outcome.path}); records in {store.root}; library messages in "
                       f"{log_path}", highlight=False)
         console.print(clock.table())
-        shell, python = next_steps(uri, judged.version, probed.specs_path, probed.device_id)
+        shell, python = next_steps(uri, f"models:/{MODEL_NAME}/{judged.version}", probed.specs_path,
+                                   probed.device_id)
         path = Path("perfcast-next-steps.txt").resolve()
         print_next_steps(shell, python, path, console)
     return QuickstartResult(probed, shapes, got.adapt, got.held, judged, outcome.path, uri, path, log_path,
