@@ -6,12 +6,15 @@ In process: the held-out shapes are not adapted on, and the before/after figures
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from perfcast.workflows.quickstart import MIN_ADAPT, QUICK_ADAPT_SIZE
 
 #: what libraries print when their output is not routed to quickstart's log
 FOREIGN = ("Warning", "warnings.warn", "Successfully registered", "Created version", "Downloading artifacts",
@@ -53,12 +56,17 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
     assert "built-in models (no training)" in out and "h100_sxm" in out and "b200_sxm (sheet" in out
     assert "GPUs they never trained on" in out
     # 2: the whole plan measured (a count, not a time budget), before/after with the noise beside it
-    assert "measured 35 GEMM configurations (1 already stored)" in out and "24 to adapt on, 12 held out" in out
+    # (a machine busier than the budget allows measures the plan's first MIN_ADAPT shapes, and says so)
+    got = re.search(r"measured (\d+) GEMM configurations \(1 already stored\) in \d+ s: (\d+) to adapt on, 12 held out",
+                    out)
+    assert got and int(got[1]) == int(got[2]) + 12 - 1 and MIN_ADAPT <= int(got[2]) <= QUICK_ADAPT_SIZE, out
+    left = QUICK_ADAPT_SIZE - int(got[2])
+    assert (f"time budget left {left} of the plan's {QUICK_ADAPT_SIZE} shapes" in out) == (left > 0), out
     assert "12 shapes this machine measured but the adaptation never saw" in out and "re-measured" in out
     assert "held-out single-threaded float32 torch GEMMs" in out and "mean APE built-in model" in out
     assert "-> adapted" in out and "Noise floor: measured twice" in out
-    # the whole plan fits the default budget, and where the time went is shown
-    assert "time budget left" not in out and "where quickstart's time went" in out and "quickstart took" in out
+    # where the time went is shown
+    assert "where quickstart's time went" in out and "quickstart took" in out
     # nothing foreign in perfcast's output; it went to the log
     assert not [w for w in FOREIGN if w in out], [w for w in FOREIGN if w in out]
     assert (tmp_path / "home" / "quickstart.log").stat().st_size > 0
@@ -93,7 +101,7 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     from perfcast.perf_probe.gemm import GemmProbe
     from perfcast.predictor import Predictor
     from perfcast.records.store import RecordStore
-    from perfcast.workflows.quickstart import MIN_ADAPT, MODEL_NAME, QUICK_ADAPT_SIZE, QUICK_HELD_OUT, run_quickstart
+    from perfcast.workflows.quickstart import MODEL_NAME, QUICK_HELD_OUT, run_quickstart
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -51,6 +51,8 @@ def test_the_probing_budget_is_what_the_rest_leaves_at_this_process_s_share_of_a
     # a starved process: the rest is costed at the least share counted on, and a spent budget allows nothing
     clocks.advance(100.0, 0.0)
     assert clock.share() == pytest.approx(0.25)
+    assert probe_budget(300.0, clock, later_wall_s=10.0) == pytest.approx(300 - 200 - 10 - AFTER_PROBE_CPU_S / 0.25)
+    clocks.advance(100.0, 0.0)
     assert probe_budget(300.0, clock, later_wall_s=10.0) == 0.0
     starved = PhaseClock()
     clocks.advance(10.0, 0.0)

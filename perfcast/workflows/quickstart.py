@@ -64,8 +64,9 @@ HOLDOUT_SEED = 0
 #: quickstart's default time budget: the adaptation plan's probing stops early (fewer shapes adapted on, with
 #: a warning) when the rest would not fit (:func:`perfcast.workflows.quickstart_clock.probe_budget`)
 BUDGET_S = 300.0
-#: the adaptation rows measured whatever the budget (the peaks and the plan's first shapes)
-MIN_ADAPT = 12
+#: the adaptation rows measured whatever the budget (the peaks and the plan's first shapes): with 12 a starved
+#: run's adapted model was 13.9% off (benchmarks/QUICKSTART.md)
+MIN_ADAPT = 20
 #: the machine counts as too noisy to measure when two measurements of the same held-out shapes (their fastest
 #: repeats, taken minutes apart) differ by more than this on average: errors below that are not resolvable
 NOISY_REPEAT = 0.05

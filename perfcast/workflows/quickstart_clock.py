@@ -19,9 +19,9 @@ from rich.table import Table
 
 #: CPU seconds the phases after probing took on a quiet machine (adaptation and its cross-validation, the
 #: bundle, MLflow logging into a new SQLite store, the comparison; benchmarks/QUICKSTART.md), with headroom
-AFTER_PROBE_CPU_S = 30.0
-#: the share of a core assumed before any was measured, and the least one counted on (a starved process)
-MIN_SHARE = 0.1
+AFTER_PROBE_CPU_S = 15.0
+#: the least share of a core counted on (a starved process: 0.04 was measured under a load of 12 at nice 10)
+MIN_SHARE = 0.02
 
 
 @dataclass
