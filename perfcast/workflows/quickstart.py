@@ -26,6 +26,7 @@ Library warnings, logging and foreign progress bars go to a log file (``verbose`
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -64,9 +65,10 @@ HOLDOUT_SEED = 0
 #: quickstart's default time budget: the adaptation plan's probing stops early (fewer shapes adapted on, with
 #: a warning) when the rest would not fit (:func:`perfcast.workflows.quickstart_clock.probe_budget`)
 BUDGET_S = 300.0
-#: the adaptation rows measured whatever the budget (the peaks and the plan's first shapes): with 12 a starved
-#: run's adapted model was 13.9% off (benchmarks/QUICKSTART.md)
-MIN_ADAPT = 20
+#: the share of the plan measured whatever the budget (the peaks and the plan's first shapes): adapted on the
+#: first 28 of 40 the held-out error stayed near the whole plan's, on 12-24 it rose to 10-19%
+#: (benchmarks/QUICKSTART.md)
+MIN_ADAPT_SHARE = 0.7
 #: the machine counts as too noisy to measure when two measurements of the same held-out shapes (their fastest
 #: repeats, taken minutes apart) differ by more than this on average: errors below that are not resolvable
 NOISY_REPEAT = 0.05
@@ -207,7 +209,7 @@ class Measured:
 
 def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: float, clock: PhaseClock,
                    console: Console) -> Measured:
-    """Measure the held-out shapes, the adaptation plan (its first :data:`MIN_ADAPT` shapes whatever the
+    """Measure the held-out shapes, the adaptation plan (its first :func:`min_adapt` shapes whatever the
     budget, the rest while :func:`~perfcast.workflows.quickstart_clock.probe_budget` allows), then the held-out
     ones once more (resuming what the store has)."""
     t0 = time.perf_counter()
@@ -215,9 +217,10 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: flo
         sweeps = [run_sweep(gemm_probe(), store, configs=shapes.held_out)]
     held_s = time.perf_counter() - t0
     with clock.phase("2 probe adaptation plan"):
-        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[:MIN_ADAPT]))
+        first = min_adapt(len(shapes.adapt))
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[:first]))
         allowed = probe_budget(budget_s, clock, later_wall_s=held_s)
-        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[MIN_ADAPT:], budget_s=allowed))
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[first:], budget_s=allowed))
     failed = [err for sweep in sweeps for _, err in sweep.failed]
     if failed:
         console.print(f"[yellow]warning:[/] {len(failed)} GEMM configuration(s) failed (first: {failed[0].splitlines()[0]})")
@@ -242,6 +245,11 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: flo
     with clock.phase("2 re-measure held-out shapes (noise floor)"):
         again = remeasure(held)
     return Measured(adapt, held, again, skipped)
+
+
+def min_adapt(plan_size: int) -> int:
+    """How many of a plan's shapes are measured whatever the time budget (:data:`MIN_ADAPT_SHARE`)."""
+    return math.ceil(MIN_ADAPT_SHARE * plan_size)
 
 
 def remeasure(held: Any) -> Any:
