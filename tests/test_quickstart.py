@@ -6,12 +6,15 @@ In process: the held-out shapes are not adapted on, and the before/after figures
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from perfcast.workflows.quickstart import QUICK_ADAPT_SIZE, min_adapt
 
 #: what libraries print when their output is not routed to quickstart's log
 FOREIGN = ("Warning", "warnings.warn", "Successfully registered", "Created version", "Downloading artifacts",
@@ -53,10 +56,17 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
     assert "built-in models (no training)" in out and "h100_sxm" in out and "b200_sxm (sheet" in out
     assert "GPUs they never trained on" in out
     # 2: the whole plan measured (a count, not a time budget), before/after with the noise beside it
-    assert "measured 35 GEMM configurations (1 already stored)" in out and "24 to adapt on, 12 held out" in out
+    # (a machine busier than the budget allows measures the plan's first min_adapt shapes, and says so)
+    got = re.search(r"measured (\d+) GEMM configurations \(1 already stored\) in \d+ s: (\d+) to adapt on, 12 held out",
+                    out)
+    assert got and int(got[1]) == int(got[2]) + 12 - 1 and min_adapt(QUICK_ADAPT_SIZE) <= int(got[2]) <= QUICK_ADAPT_SIZE, out
+    left = QUICK_ADAPT_SIZE - int(got[2])
+    assert (f"time budget left {left} of the plan's {QUICK_ADAPT_SIZE} shapes" in out) == (left > 0), out
     assert "12 shapes this machine measured but the adaptation never saw" in out and "re-measured" in out
     assert "held-out single-threaded float32 torch GEMMs" in out and "mean APE built-in model" in out
     assert "-> adapted" in out and "Noise floor: measured twice" in out
+    # where the time went is shown
+    assert "where quickstart's time went" in out and "quickstart took" in out
     # nothing foreign in perfcast's output; it went to the log
     assert not [w for w in FOREIGN if w in out], [w for w in FOREIGN if w in out]
     assert (tmp_path / "home" / "quickstart.log").stat().st_size > 0
@@ -81,7 +91,7 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
 
 
 @pytest.mark.slow
-def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on(
+def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on_within_its_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
@@ -91,13 +101,24 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     from perfcast.perf_probe.gemm import GemmProbe
     from perfcast.predictor import Predictor
     from perfcast.records.store import RecordStore
-    from perfcast.workflows.quickstart import MODEL_NAME, QUICK_ADAPT_SIZE, QUICK_HELD_OUT, run_quickstart
+    from perfcast.workflows.quickstart import MODEL_NAME, QUICK_HELD_OUT, run_quickstart
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
     store = RecordStore(tmp_path / "home" / "store")
-    res = run_quickstart(store, quick=True, console=Console(file=io.StringIO(), width=100))
+    # a budget already spent: the plan's tail is left out (with a warning), its first min_adapt shapes measured
+    printed = io.StringIO()
+    res = run_quickstart(store, quick=True, budget_s=0.0, console=Console(file=printed, width=100))
+    out = printed.getvalue()
+    first = min_adapt(QUICK_ADAPT_SIZE)
+    assert len(res.adapt_rows) == first < QUICK_ADAPT_SIZE
+    assert f"time budget left {QUICK_ADAPT_SIZE - first} of the plan's {QUICK_ADAPT_SIZE} shapes" in out
+    assert f"{first} to adapt on, {QUICK_HELD_OUT} held out" in out
+    # every phase's wall and CPU time is shown
+    assert "where quickstart's time went" in out and "re-measure held-out shapes" in out
+    assert {"1 built-in predictions and accuracy", "2 probe adaptation plan", "3 bundle and MLflow logging",
+            "3 adapt (candidates' cross-validation, fit)"} <= set(res.clock.phases)
 
     # the shapes: the held-out draw and the adaptation plan are disjoint, and so are the rows measured for them
     gemm = GemmProbe()

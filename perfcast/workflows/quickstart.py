@@ -5,7 +5,7 @@
    one candidate space (:func:`candidates`: single-threaded float32 GEMMs of about 0.2-2 ms, the space whose
    measurements repeat on a shared machine), a seeded random share is held out, and an adaptation plan of the
    rest is chosen by :mod:`perfcast.perf_probe.plan` from the built-in model's predictions on that sheet (a
-   count, so a busy machine measures the same plan more slowly; a time cap warns instead of refusing). The
+   count; when the time budget would not fit it all, the plan's tail is left out, with a warning). The
    built-in GEMM model is adapted to the plan's measurements (:func:`perfcast.workflows.adapt.adapt_from_store`
    with a physics term for CPU GEMMs, :mod:`perfcast.models.persistence.physics_adapted`), and its answer before
    and after is compared on the held-out shapes, beside the noise floor (the same shapes measured twice) so a
@@ -18,18 +18,18 @@
    the follow-up commands look by default (the tracking URI ``perfcast train`` uses, the default record
    store), and the next commands are printed unwrapped and written to a file so they work when pasted.
 
-Library warnings, logging and foreign progress bars go to a log file (``verbose`` shows them instead).
+Library warnings, logging and foreign progress bars go to a log file (``verbose`` shows them instead:
+:mod:`perfcast.workflows.quickstart_output`). Each phase's wall and CPU seconds are shown
+(:mod:`perfcast.workflows.quickstart_clock`), and the adaptation plan's probing gives way to the time budget.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import math
 import os
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ from perfcast.perf_probe.space import log_uniform_sample
 from perfcast.perf_probe.peaks import DRAM_BYTES, device_key, probed_spec, write_spec_file
 from perfcast.perf_probe.sweep import run_sweep
 from perfcast.workflows.quickstart_builtin import ms_text, print_builtin
+from perfcast.workflows.quickstart_clock import PhaseClock, probe_budget
+from perfcast.workflows.quickstart_output import next_steps, print_next_steps, quiet
 
 MODEL_NAME = "quickstart-gemm"
 #: the candidate space (:func:`candidates`): 2*m*n*k FLOPs (about 0.2-2 ms single-threaded on a current
@@ -60,15 +62,19 @@ ADAPT_SIZE, HELD_OUT = 40, 20
 QUICK_ADAPT_SIZE, QUICK_HELD_OUT = 24, 12
 #: seed of the held-out draw and of the plan's clustering
 HOLDOUT_SEED = 0
-#: probing longer than this prints a warning (the plan is still measured in full)
-TIME_CAP_S = 180.0
+#: quickstart's default time budget: the adaptation plan's probing stops early (fewer shapes adapted on, with
+#: a warning) when the rest would not fit (:func:`perfcast.workflows.quickstart_clock.probe_budget`)
+BUDGET_S = 300.0
+#: the share of the plan measured whatever the budget (the peaks and the plan's first shapes): adapted on the
+#: first 28 of 40 the held-out error stayed near the whole plan's, on 12-24 it rose to 10-19%
+#: (benchmarks/QUICKSTART.md)
+MIN_ADAPT_SHARE = 0.7
 #: the machine counts as too noisy to measure when two measurements of the same held-out shapes (their fastest
 #: repeats, taken minutes apart) differ by more than this on average: errors below that are not resolvable
 NOISY_REPEAT = 0.05
-#: what quickstart measures per shape: repeats of up to this long after warm-up (the probe's default timing)
-MAX_TIME_S = 0.3
-#: the example shape of the printed next steps
-EXAMPLE = {"m": 384, "n": 256, "k": 512, "dtype": "float32"}
+#: what quickstart measures per shape: repeats of up to MAX_TIME_S after a warm-up of up to WARMUP_S; the
+#: fastest repeat of these repeats as well as of three times as many (pilot, benchmarks/QUICKSTART.md)
+MAX_TIME_S, WARMUP_S = 0.1, 0.05
 
 
 @dataclass(frozen=True)
@@ -100,42 +106,6 @@ class Judged:
     spread: float
     #: the noise floor: mean APE between two measurements of the held-out shapes (their fastest repeats)
     repeat_ape: float
-
-
-# ============================================================================================ output hygiene
-@contextlib.contextmanager
-def quiet(log_path: Path, verbose: bool) -> Iterator[None]:
-    """Route warnings, logging and what libraries print to stderr (MLflow, tqdm bars) into ``log_path``."""
-    if verbose:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"))
-    with log_path.open("a", encoding="utf-8") as log, warnings.catch_warnings(), contextlib.redirect_stderr(log):
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root.handlers[:] = [handler]
-        root.setLevel(logging.INFO)
-        own = [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]
-        own = [(lg, lg.handlers[:], lg.propagate) for lg in own if isinstance(lg, logging.Logger) and lg.handlers]
-        for logger, _, _ in own:  # libraries that print through their own handlers
-            logger.handlers[:] = []
-            logger.propagate = True
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda msg, cat, file, line, *_: log.write(
-            f"{cat.__name__}: {msg} ({file}:{line})\n")
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        try:
-            yield
-        finally:
-            root.handlers[:], root.level = saved[0], saved[1]
-            for logger, handlers, propagate in own:
-                logger.handlers[:], logger.propagate = handlers, propagate
-            if saved[2] is None:
-                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-            else:
-                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved[2]
 
 
 # ================================================================================================== 2. probe
@@ -176,7 +146,7 @@ def measure_sheet(store: RecordStore, peaks: list[dict[str, Any]], console: Cons
     dram = [c for c in cpu.space(quick=True) if c["benchmark"] == "stream" and c["variant"] == "single"
             and c["array_bytes"] >= DRAM_BYTES]
     bw = run_sweep(cpu, store, configs=dram)
-    sweep = run_sweep(GemmProbe(max_time_s=MAX_TIME_S), store, configs=peaks)
+    sweep = run_sweep(gemm_probe(), store, configs=peaks)
     if not (sweep.hw_ids | bw.hw_ids):
         raise RuntimeError(f"no GEMM could be measured on this machine: {sweep.unavailable or sweep.failed}")
     hw_id = next(iter(sweep.hw_ids | bw.hw_ids))
@@ -220,18 +190,38 @@ def choose_shapes(configs: list[dict[str, Any]], peaks: list[dict[str, Any]], ba
     return Shapes(peaks + plan_configs(pool, "gemm", max(size - len(peaks), 0), width=width, seed=seed), held)
 
 
-def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, cap_s: float, console: Console
-                   ) -> tuple[Any, Any, Any]:
-    """Measure the chosen shapes (resuming what the store has), then the held-out ones once more; (adaptation
-    rows, held-out rows) as stored records, matched to the shapes by their probe key, and the held-out rows'
-    second fastest repeats (the noise floor: :func:`remeasure`)."""
+def gemm_probe() -> GemmProbe:
+    """The GEMM probe at quickstart's timing (:data:`MAX_TIME_S`, :data:`WARMUP_S`)."""
+    return GemmProbe(max_time_s=MAX_TIME_S, warmup_s=WARMUP_S)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The stored rows of the shapes quickstart measured, and how the measuring went."""
+
+    adapt: Any  # DataFrame: the adaptation rows (stored records, in the plan's order)
+    held: Any  # DataFrame: the held-out rows
+    #: the held-out rows' second fastest repeats, aligned with ``held`` (the noise floor: :func:`remeasure`)
+    again: Any
+    #: adaptation shapes the time budget left unmeasured
+    skipped: int
+
+
+def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: float, clock: PhaseClock,
+                   console: Console) -> Measured:
+    """Measure the held-out shapes, the adaptation plan (its first :func:`min_adapt` shapes whatever the
+    budget, the rest while :func:`~perfcast.workflows.quickstart_clock.probe_budget` allows), then the held-out
+    ones once more (resuming what the store has)."""
     t0 = time.perf_counter()
-    sweep = run_sweep(GemmProbe(max_time_s=MAX_TIME_S), store, configs=shapes.adapt + shapes.held_out)
-    elapsed = time.perf_counter() - t0
-    if elapsed > cap_s:
-        console.print(f"[yellow]warning:[/] probing took {elapsed:.0f} s, more than the {cap_s:.0f} s expected: this "
-                      f"machine is busy or slow; the plan was measured in full, but expect noisy measurements")
-    failed = [err for _, err in sweep.failed]
+    with clock.phase("2 probe held-out shapes"):
+        sweeps = [run_sweep(gemm_probe(), store, configs=shapes.held_out)]
+    held_s = time.perf_counter() - t0
+    with clock.phase("2 probe adaptation plan"):
+        first = min_adapt(len(shapes.adapt))
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[:first]))
+        allowed = probe_budget(budget_s, clock, later_wall_s=held_s)
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[first:], budget_s=allowed))
+    failed = [err for sweep in sweeps for _, err in sweep.failed]
     if failed:
         console.print(f"[yellow]warning:[/] {len(failed)} GEMM configuration(s) failed (first: {failed[0].splitlines()[0]})")
     rows = store.read("gemm", filters={"source": "probe", "hw_id": hw_id})
@@ -244,9 +234,22 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, cap_s: float,
         return rows.loc[keys].reset_index(drop=True)
 
     adapt, held = pick(shapes.adapt), pick(shapes.held_out)
-    console.print(f"measured {sweep.measured} GEMM configurations ({sweep.skipped_done} already stored) in "
-                  f"{elapsed:.0f} s: {len(adapt)} to adapt on, {len(held)} held out to judge it", highlight=False)
-    return adapt, held, remeasure(held)
+    skipped = len(shapes.adapt) - len(adapt) - len(failed)
+    console.print(f"measured {sum(s.measured for s in sweeps)} GEMM configurations "
+                  f"({sum(s.skipped_done for s in sweeps)} already stored) in {time.perf_counter() - t0:.0f} s: "
+                  f"{len(adapt)} to adapt on, {len(held)} held out to judge it", highlight=False)
+    if sweeps[-1].stopped_by_budget:
+        console.print(f"[yellow]warning:[/] the {budget_s:.0f} s time budget left {skipped} of the plan's "
+                      f"{len(shapes.adapt)} shapes unmeasured: this machine is busy or slow, so the adaptation "
+                      f"has fewer rows (a longer --budget measures them all)", highlight=False)
+    with clock.phase("2 re-measure held-out shapes (noise floor)"):
+        again = remeasure(held)
+    return Measured(adapt, held, again, skipped)
+
+
+def min_adapt(plan_size: int) -> int:
+    """How many of a plan's shapes are measured whatever the time budget (:data:`MIN_ADAPT_SHARE`)."""
+    return math.ceil(MIN_ADAPT_SHARE * plan_size)
 
 
 def remeasure(held: Any) -> Any:
@@ -256,7 +259,7 @@ def remeasure(held: Any) -> Any:
 
     import numpy as np
 
-    probe = GemmProbe(max_time_s=MAX_TIME_S)
+    probe = gemm_probe()
     return np.array([probe.run(json.loads(key))[0]["runtime_min_ms"] for key in held["params_json"]],
                     dtype="float64")
 
@@ -279,27 +282,32 @@ def _measured(values: Any) -> Any:
 
 
 # ================================================================================================== 3. adapt
-def adapt_to_machine(store: RecordStore, adapt_rows: Any, device_id: str, tracking_uri: str) -> Any:
+def adapt_to_machine(store: RecordStore, adapt_rows: Any, device_id: str, tracking_uri: str, clock: PhaseClock
+                     ) -> Any:
     """Adapt the built-in GEMM model to this CPU's adaptation rows (:func:`perfcast.workflows.adapt.adapt_from_store`:
     level, shape correction and intervals, each kept only where cross-validation on the rows supports it),
     write the bundle beside the store, log it to MLflow and register it as :data:`MODEL_NAME`."""
+    from functools import partial
+
     from perfcast.builtin import bundle_path
     from perfcast.workflows.adapt import adapt_from_store
 
     out = store.root.parent / "quickstart-models" / time.strftime("%Y%m%dT%H%M%S")
     return adapt_from_store(bundle_path("gemm"), store, out, device=device_id, records=fastest(adapt_rows),
                             tracking_uri=tracking_uri, experiment="quickstart", registered_name=MODEL_NAME,
-                            adapter=with_physics)
+                            adapter=partial(with_physics, clock=clock))
 
 
-def with_physics(base: Any, records: Any, *, seed: int = 0, donors: Any = None) -> Any:
+def with_physics(base: Any, records: Any, *, seed: int = 0, donors: Any = None, clock: PhaseClock | None = None
+                 ) -> Any:
     """``base`` adapted by :func:`perfcast.models.persistence.physics_adapted.adapt_with_physics`: the ordinary
     correction, or a physics term of the GEMM's shape under it when that cross-validates better on the rows."""
     from perfcast.models.persistence.physics_adapted import adapt_with_physics
     from perfcast.predictor import Predictor
 
-    donor_rows = None if donors is None or not len(donors) else base._records(donors)
-    return Predictor(adapt_with_physics(base.model, base._records(records), seed=seed, donors=donor_rows))
+    with clock.phase("3 adapt (candidates' cross-validation, fit)") if clock else contextlib.nullcontext():
+        donor_rows = None if donors is None or not len(donors) else base._records(donors)
+        return Predictor(adapt_with_physics(base.model, base._records(records), seed=seed, donors=donor_rows))
 
 
 def compare(base: Any, outcome: Any, held: Any, again: Any) -> Judged:
@@ -370,38 +378,6 @@ def print_comparison(judged: Judged, console: Console) -> None:
                       f"again when it is quieter.", highlight=False)
 
 
-# ============================================================================================== next steps
-def next_steps(tracking_uri: str, version: int | None, specs_path: Path, device_id: str) -> tuple[list[str], list[str]]:
-    """(shell commands, three Python lines) that find what quickstart made when pasted in this directory."""
-    from perfcast.training.tracking import DEFAULT_TRACKING_URI
-
-    uri = f"models:/{MODEL_NAME}/{version}"
-    sets = " ".join(f"--set {k}={v}" for k, v in {**EXAMPLE, "device": device_id}.items())
-    via = "" if tracking_uri == DEFAULT_TRACKING_URI or os.environ.get("MLFLOW_TRACKING_URI") else \
-        f" --tracking-uri {tracking_uri}"
-    shell = [f"mlflow ui --backend-store-uri {tracking_uri}",
-             f"{ENV_VAR}={specs_path} perfcast predict {uri}{via} {sets}",
-             "perfcast predict --set m=4096 --set n=4096 --set k=4096 --set dtype=bf16 --set device=h100_sxm",
-             "perfcast data ls"]
-    config = {**EXAMPLE, "device": device_id}
-    python = [f"import os; os.environ[{ENV_VAR!r}] = {str(specs_path)!r}",
-              f"from perfcast import Predictor; p = Predictor.load({uri!r})",
-              f"print(p.predict({config!r}))"]
-    return shell, python
-
-
-def print_next_steps(shell: list[str], python: list[str], path: Path, console: Console) -> None:
-    """The commands, unwrapped and unindented (soft wrap: the terminal folds them, the text stays one line)."""
-    path.write_text("# perfcast quickstart: next steps (run from this directory)\n" + "\n".join(shell)
-                    + "\n\n# Python\n" + "\n".join(python) + "\n", encoding="utf-8")
-    console.print(f"\nNext (run from this directory; also written to {path}):", highlight=False, soft_wrap=True)
-    for line in shell:
-        console.print(line, soft_wrap=True, highlight=False, markup=False)
-    console.print("\nPython:", highlight=False)
-    for line in python:
-        console.print(line, soft_wrap=True, highlight=False, markup=False)
-
-
 # ===================================================================================================== all
 @dataclass(frozen=True)
 class QuickstartResult:
@@ -416,49 +392,61 @@ class QuickstartResult:
     tracking_uri: str
     next_steps_path: Path
     log_path: Path
+    #: wall and CPU seconds per phase
+    clock: PhaseClock
     elapsed_s: float
 
 
-def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, cap_s: float = TIME_CAP_S,
-                   verbose: bool = False, console: Console | None = None) -> QuickstartResult:
-    """All three steps; MLflow runs go where ``perfcast train`` sends them (``$MLFLOW_TRACKING_URI`` or
-    ``sqlite:///mlflow.db`` here), records into ``store`` (default: ``$PERFCAST_STORE`` or ``~/.perfcast/store``)."""
+def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, budget_s: float = BUDGET_S,
+                   verbose: bool = False, console: Console | None = None, clock: PhaseClock | None = None
+                   ) -> QuickstartResult:
+    """All three steps within ``budget_s`` seconds (the adaptation plan's probing gives way; ``clock``: one
+    started earlier, e.g. at process start); MLflow runs go where ``perfcast train`` sends them
+    (``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` here), records into ``store`` (default:
+    ``$PERFCAST_STORE`` or ``~/.perfcast/store``)."""
     from perfcast.predictor import Predictor
     from perfcast.training.tracking import tracking_uri as resolve_uri
 
     console = console or Console(file=sys.stdout)
-    t0 = time.perf_counter()
+    clock = clock or PhaseClock()
     store = store or RecordStore()
     log_path = store.root.parent / "quickstart.log"
     uri = resolve_uri()
     size, held_out = (QUICK_ADAPT_SIZE, QUICK_HELD_OUT) if quick else (ADAPT_SIZE, HELD_OUT)
     with quiet(log_path, verbose):
         console.rule("[bold]1/3 built-in models: GPU kernels predicted from spec sheets")
-        print_builtin(console)
+        with clock.phase("1 built-in predictions and accuracy"):
+            print_builtin(console)
 
         console.rule("[bold]2/3 this machine: probe an adaptation plan of CPU GEMMs, adapt the built-in model to it")
-        configs = candidates()
-        peaks = peak_configs(configs)
-        probed = measure_sheet(store, peaks, console)
-        base = Predictor.builtin("gemm")
-        shapes = choose_shapes(configs, peaks, base, probed.device_id, size, held_out)
+        with clock.phase("2 spec sheet (bandwidth, peak GEMM)"):
+            configs = candidates()
+            peaks = peak_configs(configs)
+            probed = measure_sheet(store, peaks, console)
+        with clock.phase("2 plan (held-out draw, adaptation plan)"):
+            base = Predictor.builtin("gemm")
+            shapes = choose_shapes(configs, peaks, base, probed.device_id, size, held_out)
         console.print(f"candidate space: {len(configs)} {SPACE_TEXT}; {len(shapes.held_out)} held out, "
                       f"{len(shapes.adapt)} to adapt on (the plan)", highlight=False)
-        adapt_rows, held_rows, again = measure_shapes(store, shapes, probed.hw_id, cap_s, console)
+        got = measure_shapes(store, shapes, probed.hw_id, budget_s, clock, console)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
             step = bar.add_task("adapting the built-in model to this machine's measurements", total=None)
-            outcome = adapt_to_machine(store, adapt_rows, probed.device_id, uri)
+            with clock.phase("3 bundle and MLflow logging"):
+                outcome = adapt_to_machine(store, got.adapt, probed.device_id, uri, clock)
             bar.update(step, description="comparing with the built-in model on held-out shapes")
-            judged = compare(base, outcome, held_rows, again)
+            with clock.phase("3 compare on held-out shapes, log them"):
+                judged = compare(base, outcome, got.held, got.again)
         print_comparison(judged, console)
 
         console.rule("[bold]3/3 logged to MLflow")
         console.print(f"run {judged.run_id} in {uri}; adapted model registered as {MODEL_NAME} version "
                       f"{judged.version} (bundle {outcome.path}); records in {store.root}; library messages in "
                       f"{log_path}", highlight=False)
-        shell, python = next_steps(uri, judged.version, probed.specs_path, probed.device_id)
+        console.print(clock.table())
+        shell, python = next_steps(uri, f"models:/{MODEL_NAME}/{judged.version}", probed.specs_path,
+                                   probed.device_id)
         path = Path("perfcast-next-steps.txt").resolve()
         print_next_steps(shell, python, path, console)
-    return QuickstartResult(probed, shapes, adapt_rows, held_rows, judged, outcome.path, uri, path, log_path,
-                            time.perf_counter() - t0)
+    return QuickstartResult(probed, shapes, got.adapt, got.held, judged, outcome.path, uri, path, log_path,
+                            clock, clock.elapsed()[0] + clock.startup[0])
