@@ -118,7 +118,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         for setting, chosen in options["settings"].items():
             start = time.perf_counter()
             adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
-                                   shape_donors=bool(chosen.get("shape_donors", False)))
+                                   shape_donors=bool(chosen.get("shape_donors", False)),
+                                   smooth=bool(chosen.get("smooth", False)))
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s

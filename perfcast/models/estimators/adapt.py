@@ -1,36 +1,32 @@
 """Adapt a trained predictor to a new device from K measurements of it: level, shape residual, intervals.
 
-Why a correction of the base model rather than a new model: K (32-512) measurements of one device are far
-too few to learn a kernel's latency from scratch, but they are plenty to learn how the device differs from
-what the base model (trained on other hardware, reading the new device's spec sheet) predicts. That
-difference, ``r = log(measured / base)``, is mostly
+Why a correction of the base model rather than a new model: K (32-512) measurements of one device are far too
+few to learn a kernel's latency from scratch, but plenty to learn how the device differs from what the base
+model (trained on other hardware, reading the new device's spec sheet) predicts. That difference,
+``r = log(measured / base)``, is mostly
 
 * a **level** per kernel kind (dtype, attention phase): the spec sheet misstates the achievable peak;
 * a **shape** term: the efficiency curve over sizes differs (other tiles, caches, kernels), which a small,
   strongly regularised LightGBM learns from the base model's features and ``log(base)``.
 
-**The guard.** Which of {none, level, level+shape} is used is decided by K-fold cross-validation on the K
-rows themselves (mean absolute percentage error out of fold, the metric the predictor is judged by: with
-errors of 2-3x on an unlike GPU, a correction can shrink mean |r| yet raise the mean APE by trading
-under-predictions, whose APE is at most 100%, for over-predictions; the simpler one wins ties), pooled and again per kernel kind with
-enough rows (:data:`MIN_KIND_ROWS`), so a correction the rows do not support is dropped for the kinds
-where it does not help (a shape term that fits prefill may hurt decode) and K = 0 (or too few rows to
-validate) is the base model exactly.
+**The guard.** Which of {none, level, level+shape} is used is decided by K-fold cross-validation on the K rows
+themselves (out-of-fold mean APE, the metric the predictor is judged by: with errors of 2-3x on an unlike GPU,
+a correction can shrink mean |r| yet raise the mean APE by trading under-predictions, whose APE is at most
+100%, for over-predictions; the simpler one wins ties), pooled and again per kernel kind with enough rows
+(:data:`MIN_KIND_ROWS`), so a correction the rows do not support is dropped where it does not help (a shape
+term that fits prefill may hurt decode) and K = 0 (or too few rows to validate) is the base model exactly.
 
 **Donors.** Other devices' measurements of the same configurations (:mod:`~perfcast.models.estimators.donor_mix`)
 are offered to the same guard three ways: the nearest donor's latency as the start, a ridge mix of every
 donor's latency under the correction, and the donors' latencies as features of the shape term.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
-plain split-conformal interval for this device (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`,
-which also keeps every interval at least as wide as the rows' measured run-to-run noise). With too few rows
-for a finite quantile at the level, the base model's calibration stays.
+plain split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never
+narrower than the rows' measured run-to-run noise); with too few rows for a finite quantile, the base's stays.
 
-Public surface: :class:`Correction` (the fitted correction, plain numbers + LightGBM text),
-:func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report),
-:class:`AdaptedModel` (a fitted in-memory base, e.g. a ConformalRegressor, corrected),
-:class:`AdaptedRegressor` (a base estimator, e.g. a loaded bundle's head, corrected: what a bundle saves;
-:mod:`perfcast.models.persistence.adapted` adapts and saves loaded bundles).
+Public surface: :class:`Correction` (numbers + LightGBM text), :func:`fit_adaptation` (rows -> correction +
+calibration + the cross-validation report), :class:`AdaptedModel` (a fitted in-memory base corrected),
+:class:`AdaptedRegressor` (a bundle's head corrected, what :mod:`perfcast.models.persistence.adapted` saves).
 """
 
 from __future__ import annotations
@@ -50,10 +46,10 @@ from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kerne
 from perfcast.models.uncertainty.calibration import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
-MODES: tuple[str, ...] = ("none", "level", "shape", "fine")
-#: the modes with a shape term: ``shape`` (strongly regularised) and ``fine`` (more, smaller leaves; one of the two
-#: is offered per adaptation, the one that cross-validates better)
-SHAPED: tuple[str, ...] = ("shape", "fine")
+MODES: tuple[str, ...] = ("none", "level", "shape", "fine", "smooth")
+#: the modes with a shape term: ``shape`` (strong regularisation), ``fine`` (more, smaller leaves), if asked for
+#: ``smooth`` (``fine`` with a linear model per leaf); the one that cross-validates best is offered per adaptation
+SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
 #: rows of one kernel kind from which the guard chooses that kind's correction by itself (else: the pooled choice)
@@ -68,22 +64,25 @@ SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
                                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                                 "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
-#: the donor mixes offered by default: the ``donors`` setting of configs/aiconfigurator_adapt.toml, which
-#: leave-one-GPU-out chose for every GPU (benchmarks/ANALYSIS_adapt.md)
+#: the donor mixes offered by default: configs/aiconfigurator_adapt.toml's setting chosen by leave-one-GPU-out
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
 #: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
-
-
 #: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`
 FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambda": 1.0}
+#: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
+#: between the few measured sizes instead of stepping (piecewise constant) across it
+SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
+#: whether the guard is offered the ``smooth`` shape term by default (see configs/aiconfigurator_adapt.toml)
+DEFAULT_SMOOTH = False
 
 
 def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
     """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
     leaf."""
-    if mode == "fine":
-        return {**SHAPE_PARAMS, **FINE_PARAMS, "min_child_samples": 5, "random_state": seed}
+    if mode in ("fine", "smooth"):
+        return {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}), "min_child_samples": 5,
+                "random_state": seed}
     return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
 
 
@@ -329,25 +328,27 @@ def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame
 
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
-                   donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False
-                   ) -> Adaptation:
+                   donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
+                   smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
-    ``shape_donors``: the shape term also reads each donor's log latency over the start."""
+    ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
+    ``smooth`` shape term is offered too."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
-        return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed)
+        return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
+                                 smooth=smooth)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
         return replace(fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                         extra=extra), donors=donors if shape_donors else None)
+                                         extra=extra, smooth=smooth), donors=donors if shape_donors else None)
 
     found, errors = attempt(base), {}
     errors.update(found.cv_error)
@@ -374,12 +375,10 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                       noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
-                      extra: np.ndarray | None = None) -> Adaptation:
+                      extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
-
-    ``noise`` is each row's measured run-to-run coefficient of variation (NaN where unknown).
-    """
+    ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -390,15 +389,16 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
         return Adaptation(Correction(), None, {}, n)
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
-    oof = {m: np.empty(n) for m in MODES}
+    modes = MODES if smooth else tuple(m for m in MODES if m != "smooth")
+    oof = {m: np.empty(n) for m in modes}
     for fit_idx, held_idx in folds:
         Ff, Fh = F.iloc[fit_idx], F.iloc[held_idx]
-        for m in MODES:
+        for m in modes:
             c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed, None if extra is None else extra[fit_idx])
             oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(
                 Fh, base[held_idx], extra=None if extra is None else extra[held_idx])
-    cv_error = {m: _ape(oof[m]) for m in MODES}
-    offered = ("none", "level", _best(cv_error, SHAPED))  # one shape term per correction
+    cv_error = {m: _ape(oof[m]) for m in modes}
+    offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)
     kinds = kernel_kinds(F).to_numpy()
     kind_modes = {}
@@ -410,7 +410,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     needed = max(used, key=MODES.index)
     correction = fit_correction(F, base, y, needed, task, seed, extra)
     correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best})
-    chosen = np.select([used == m for m in MODES], [oof[m] for m in MODES])
+    chosen = np.select([used == m for m in offered], [oof[m] for m in offered])
     scores = np.sort(np.abs(chosen))
     calibration = None
     if math.isfinite(conformal_quantile(scores, level)):
@@ -441,15 +441,13 @@ def noise_of(records: pd.DataFrame, target: str) -> np.ndarray | None:
 
 
 class AdaptedModel:
-    """A fitted in-memory base model (a :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` around a perfcast
-    pipeline) corrected for one device by :func:`fit_adaptation` on that device's records.
-
-    ``fit(records)`` with no rows keeps the base model exactly; ``predict`` / ``predict_with_interval`` mirror
-    the ConformalRegressor's.
-    """
+    """A fitted in-memory base model (a :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` around a
+    perfcast pipeline) corrected for one device by :func:`fit_adaptation` on that device's records. ``fit`` with no
+    rows keeps the base model exactly; ``predict`` / ``predict_with_interval`` mirror the ConformalRegressor's."""
 
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
-                 donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False):
+                 donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
+                 smooth: bool = DEFAULT_SMOOTH):
         self.base = base
         self.target = target
         self.level = level
@@ -457,6 +455,7 @@ class AdaptedModel:
         self.donors = donors
         self.mixes = mixes
         self.shape_donors = shape_donors
+        self.smooth = smooth
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -475,7 +474,7 @@ class AdaptedModel:
                                           task=self.base.estimator_[0].task, target=self.target,
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors, mixes=self.mixes,
-                                          shape_donors=self.shape_donors)
+                                          shape_donors=self.shape_donors, smooth=self.smooth)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
