@@ -8,7 +8,7 @@ measures, with feature computation, intervals and OOD checks included:
   speed of the serving preset is shown beside what it costs;
 * load: ``Predictor.load(dir)`` in this process (median of 5), and a fresh ``python`` process importing perfcast
   and loading the model (what ``perfcast predict`` pays once): its wall time and its CPU time (user + sys of
-  the child, what a shared machine does not inflate), medians of 3; and the same process predicting one
+  the child, which other processes on a shared machine inflate far less), medians of 3; and the same process predicting one
   config after loading (numba's cached kernels and the spec sheets are read on that first call);
 * one config: median latency of ``predict(dict)`` over distinct real configurations, and its mean CPU time per
   call, with its parts (features of the request's :class:`~perfcast.features.records.Records`, trees,
@@ -25,7 +25,7 @@ measures, with feature computation, intervals and OOD checks included:
   LightGBM's own ``Booster.predict`` on the batch's 100,000 feature rows, compared bit for bit.
 
 Every time is also given as a multiple of the forest's one-row time (``x RF``; a rate as its time per config),
-the ratio that survives a busy machine. Results: benchmarks/PREDICT_SPEED.md.
+the ratio that survives a busy machine; a CPU time as a multiple of the forest's one-row CPU time (``x RF CPU``). Results: benchmarks/PREDICT_SPEED.md.
 
     python benchmarks/predict_speed.py [--model hybrid] [--rows 20000] [--batch 100000]
 """

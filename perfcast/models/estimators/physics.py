@@ -18,8 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import HuberRegressor
-from sklearn.model_selection import KFold
 
 #: the columns :func:`physics_matrix` builds (in order), for reports
 COLUMNS: tuple[str, ...] = ("log flops", "log bytes", "1/m", "1/n", "1/k", "log A bytes", "log B bytes",
@@ -55,6 +53,8 @@ class PhysicsTerm:
 def _fit(X: np.ndarray, r: np.ndarray) -> PhysicsTerm:
     center, scale = X.mean(axis=0), X.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)  # a constant column (one batch size) gets no weight, not a NaN
+    from sklearn.linear_model import HuberRegressor  # fitting only: loading a corrected model skips scikit-learn
+
     model = HuberRegressor(alpha=ALPHA, max_iter=1000).fit((X - center) / scale, r)
     return PhysicsTerm(center, scale, model.coef_.astype("float64"), float(model.intercept_))
 
@@ -64,6 +64,8 @@ def fit_physics(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, seed: int = 0)
     which is what judging or correcting it further on the same rows must read."""
     X, r = physics_matrix(F), np.log(np.asarray(y, dtype="float64") / np.asarray(base, dtype="float64"))
     oof = np.empty(len(r))
+    from sklearn.model_selection import KFold  # fitting only
+
     for fit_rows, held in KFold(min(FOLDS, len(r)), shuffle=True, random_state=seed).split(X):
         oof[held] = _fit(X[fit_rows], r[fit_rows]).log_ratio(F.iloc[held])
     return _fit(X, r), oof

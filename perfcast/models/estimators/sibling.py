@@ -30,9 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
 
+from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
 from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
@@ -78,7 +77,7 @@ def are_siblings(vendor_a: np.ndarray, cc_a: np.ndarray, vendor_b: Any, cc_b: An
                 & (np.abs(cc_a - cc_b) <= max_gap + 1e-9))
 
 
-class SiblingShrink(RegressorMixin, BaseEstimator):
+class SiblingShrink(Regressor):
     """A measured sibling's latency times a learned device ratio shrunk toward 1; ``transfer`` elsewhere.
 
     ``transfer``: an unfitted :class:`SiblingTransfer` (fallback, and the base model whose ratio corrects the
@@ -316,7 +315,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
     def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log prediction, whether a sibling measured the row's configuration, how far the row's nearest
         measuring sibling is beyond the distance the nested folds validated: ``max(1, d / reach)``)."""
-        check_is_fitted(self, "settings_")
+        check_fitted(self, "settings_")
         mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
         kinds = kernel_kinds(X).to_numpy()
         out = mats["own"].copy()
@@ -351,7 +350,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
 
     def predict_transfer(self, X: pd.DataFrame) -> np.ndarray:
         """What the fallback transfer alone predicts (the previous unseen-GPU model), for comparison."""
-        check_is_fitted(self, "transfer_")
+        check_fitted(self, "transfer_")
         return self.transfer_.predict(X)
 
     def predict_interval(self, X: pd.DataFrame, level: float | None = None
@@ -377,7 +376,7 @@ class SiblingShrink(RegressorMixin, BaseEstimator):
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The chosen settings and nested scores (JSON), the sibling tables and conformal scores (arrays). The
         fitted transfer is a sub-estimator (:attr:`state_children`), saved by the persistence layer."""
-        check_is_fitted(self, "settings_")
+        check_fitted(self, "settings_")
         tables = self.tables_.reset_index()
         info = self.info_.reset_index()
         kinds = sorted(self.scores_)
