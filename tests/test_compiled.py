@@ -194,6 +194,8 @@ def test_a_rows_sum_does_not_depend_on_its_batch(features):
     for threads in (1, 2):
         np.testing.assert_array_equal(forest.predict(X, threads), expected)
         np.testing.assert_array_equal(forest.predict(X[perm], threads), expected[perm])
+        np.testing.assert_array_equal(forest.predict(np.asfortranarray(X), threads), expected)  # a frame's block
+        np.testing.assert_array_equal(forest.predict(X[::2], threads), expected[::2])  # strided: copied
         np.testing.assert_array_equal(forest.predict(X[BLOCK + 1:3 * BLOCK + 4], threads),
                                       expected[BLOCK + 1:3 * BLOCK + 4])
     alone = np.concatenate([forest.predict(X[i:i + 1]) for i in range(0, len(X), 97)])

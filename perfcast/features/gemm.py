@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.base import RecordFeatures, frame, text_map
+from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.distinct import factorize
 from perfcast.features.roofline import DTYPES, canonical_dtypes, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
@@ -96,12 +96,12 @@ class GemmFeatures(RecordFeatures):
         units = np.where(np.isnan(sm), cores, sm)
         align = {f"{d}_align{a}": flag for d, v in (("m", m), ("n", n), ("k", k)) for a, flag in aligned(v).items()}
         codes, present = factorize(dtype)
+        none = np.zeros(len(codes), dtype=bool)
         return frame({  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
-            **{f"dtype_{d}": ((codes == present.index(d)) if d in present else np.zeros(len(codes), bool)).astype("float64")
-               for d in DTYPES},
+            **{f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES},
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),

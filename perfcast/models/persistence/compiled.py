@@ -164,7 +164,9 @@ class CompiledForest:
         split columns (:attr:`Layout.key`): neighbouring rows then mostly take the same paths, so the rows that
         walk a tree in step reach their leaves after about as many steps (benchmarks/PREDICT_SPEED_BATCH.md).
         The order changes which rows walk together, never a row's sum."""
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if not (X.flags.c_contiguous or X.flags.f_contiguous):  # column-major (a frame's block) is read as it is
+            X = np.ascontiguousarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
         lay = self.layout
