@@ -73,7 +73,8 @@ FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambd
 #: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
 #: between the few measured sizes instead of stepping (piecewise constant) across it
 SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
-#: whether the guard is offered the ``smooth`` shape term by default (see configs/aiconfigurator_adapt.toml)
+#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it, as
+#: linear leaves are outside the compiled tree walker and slow an adapted bundle's predictions several-fold
 DEFAULT_SMOOTH = False
 
 
