@@ -190,10 +190,10 @@ def save_accuracy(rows: Sequence[Mapping[str, Any]], path: Path = ACCURACY_FILE)
 
 def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The accuracy rows as the Markdown table of ``benchmarks/BUILTIN.md``."""
-    lines = ["| task | GPU left out | data | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r['n_estimators']} | {r['mape']:.2%} | "
-              f"{r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
+    lines = ["| task | GPU left out | data | base | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r.get('base', 'current')} | {r['n_estimators']} | "
+              f"{r['mape']:.2%} | {r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
     return "\n".join(lines)
 
 
