@@ -159,17 +159,24 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int, base:
 
 def measure(data_root: Path, task: str, devices: Sequence[str] | None, trees: Sequence[int],
             output: Path | None = None, progress: Progress = print, base: str | None = None,
-            workdir: Path | None = None) -> list[dict[str, Any]]:
+            workdir: Path | None = None, rows_per_gpu: int | None = None) -> list[dict[str, Any]]:
     """Leave-one-GPU-out rows of ``task`` for each of ``devices`` (default: every GPU) and tree count, each
-    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished)."""
+    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished).
+    ``rows_per_gpu`` draws that many records of every GPU (seeded) for training and test alike: every fit
+    reads all the other GPUs' rows, so this bounds the cost of a row on a shared machine."""
     with _workdir(workdir) as tmp:
         records = load_records(data_root, task, Path(tmp), progress)
+        if rows_per_gpu:
+            import pandas as pd
+
+            records = pd.concat([g.sample(min(len(g), rows_per_gpu), random_state=0)
+                                 for _, g in records.groupby("device_id", observed=True)], ignore_index=True)
         names = list(devices) if devices else sorted(records["device_id"].astype(str).unique())
         rows = []
         for n in trees:
             for dev in names:
                 progress(f"{task}: leaving {dev} out ({n} trees)")
-                rows.append(leave_one_out(task, records, dev, n, base))
+                rows.append({**leave_one_out(task, records, dev, n, base), "rows_per_gpu": rows_per_gpu})
                 progress(json.dumps(rows[-1]))
                 if output is not None:
                     save_accuracy(rows[-1:], output)
@@ -218,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("--devices", default="", help="comma-separated device ids to leave out [default: every GPU]")
     m.add_argument("--trees", default=str(N_ESTIMATORS), help="comma-separated tree counts to compare")
     m.add_argument("--output", type=Path, default=ACCURACY_FILE)
+    m.add_argument("--rows-per-gpu", type=int, default=None, help="draw this many records per GPU [default: all]")
     for p in (b, m):
         p.add_argument("--base", choices=list(CANDIDATES), default=None,
                        help=f"base-model setting [default per task: {BASE}]")
@@ -248,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             for task in tasks:
                 measure(args.data_root, task, [d for d in args.devices.split(",") if d],
-                        [int(t) for t in args.trees.split(",")], args.output, base=args.base, workdir=work)
+                        [int(t) for t in args.trees.split(",")], args.output, base=args.base, workdir=work,
+                        rows_per_gpu=args.rows_per_gpu)
 
 
 @contextlib.contextmanager
