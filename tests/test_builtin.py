@@ -141,11 +141,12 @@ def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, 
     assert model.metadata["model"]["params"]["n_estimators"] == 5
     acc = tmp_path / "accuracy.json"
     run = subprocess.run([sys.executable, "-m", "perfcast.experiments.builtin_models", "measure", "--data-root", str(root), "--tasks",
-                          "attention", "--devices", "l40s", "--trees", "5", "--output", str(acc)],
-                         capture_output=True, text=True)
+                          "attention", "--devices", "l40s", "--trees", "5", "--output", str(acc), "--rows-per-gpu",
+                          "4000", "--base", "current"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     (row,) = json.loads(acc.read_text())["rows"]
-    assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["n"] > 1000 and row["mape"] > 0
+    assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["mape"] > 0
+    assert row["n"] == row["rows_per_gpu"] == 4000 and row["base"] == "current"  # every GPU subsampled, L40S too
     run = subprocess.run([sys.executable, "-m", "perfcast.experiments.builtin_models", "report"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

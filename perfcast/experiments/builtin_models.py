@@ -9,7 +9,9 @@ it from a data root laid out like ``shared/datasets``::
     python -m perfcast.experiments.builtin_models path gemm   # the shipped bundle's directory
     python -m perfcast.experiments.builtin_models measure --data-root ../shared/datasets --devices h100_sxm,gb200 --trees 150,400
     python -m perfcast.experiments.builtin_models report       # the measured rows as a Markdown table
+    python -m perfcast.experiments.builtin_models select --data-root ../shared/datasets --tasks gemm --out sel.json
 
+``select`` chooses the base model by nested leave-one-training-GPU-out (:mod:`perfcast.experiments.builtin_selection`).
 ``measure`` leaves each named GPU out, fits the same model on the others and scores every row of the held-out
 GPU; its rows are what ``perfcast quickstart`` shows as the built-in model's accuracy on unseen GPUs
 (:data:`~perfcast.builtin.ACCURACY_FILE`) and what ``benchmarks/BUILTIN.md`` tabulates.
@@ -17,15 +19,17 @@ GPU; its rows are what ``perfcast quickstart`` shows as the built-in model's acc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from perfcast.builtin import ACCURACY_FILE, BUILTIN_DIR, TASKS, accuracy_rows, bundle_path
+from perfcast.experiments.builtin_selection import CANDIDATES
 
 #: the accuracy benchmark's protocol whose default model each built-in model is
 PROTOCOLS: dict[str, str] = {"gemm": "aiconfigurator-unseen-gpu-gemm", "attention": "aiconfigurator-unseen-gpu-attention"}
@@ -33,6 +37,9 @@ PROTOCOLS: dict[str, str] = {"gemm": "aiconfigurator-unseen-gpu-gemm", "attentio
 SOURCES: dict[str, tuple[str, ...]] = {"gemm": ("aiconfigurator", "neusight"), "attention": ("aiconfigurator",)}
 #: trees per member: fewer than the benchmark's 400 (the measured cost is in benchmarks/BUILTIN.md)
 N_ESTIMATORS = 150
+#: base-model setting per task (a :data:`~perfcast.experiments.builtin_selection.CANDIDATES` name), chosen by
+#: ``select`` (nested leave-one-training-GPU-out; scores in benchmarks/BUILTIN.md)
+BASE: dict[str, str] = {"gemm": "vendor", "attention": "vendor"}
 #: rows the base model is fitted on (every row still enters the sibling table): the benchmark's budget
 MAX_ROWS = 30_000
 #: conformity scores a shipped bundle keeps per target (see :func:`thin_calibration`)
@@ -41,11 +48,13 @@ CALIBRATION_SCORES = 20_001
 Progress = Callable[[str], None]
 
 
-def _params(task: str, n_estimators: int) -> tuple[str, dict[str, Any]]:
+def _params(task: str, n_estimators: int, base: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The preset's model name and parameters with the built-in's trees, rows and base setting."""
     from perfcast.training.config import load_preset
 
     preset = load_preset(PROTOCOLS[task]).model
-    return preset.name, {**preset.params, "n_estimators": n_estimators, "max_rows": MAX_ROWS}
+    return preset.name, {**preset.params, **CANDIDATES[base or BASE[task]], "n_estimators": n_estimators,
+                         "max_rows": MAX_ROWS}
 
 
 def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> Any:
@@ -70,12 +79,12 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
     return records[records["runtime_ms"].gt(0) & records["device_id"].notna()].reset_index(drop=True)
 
 
-def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS) -> Any:
+def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS, base: str | None = None) -> Any:
     """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
     from perfcast.training.config import load_preset
     from perfcast.training.train import fit_conformal
 
-    return fit_conformal(load_preset(PROTOCOLS[task]), records, _params(task, n_estimators)[1])
+    return fit_conformal(load_preset(PROTOCOLS[task]), records, _params(task, n_estimators, base)[1])
 
 
 def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
@@ -92,23 +101,24 @@ def thin_calibration(model: Any, keep: int = CALIBRATION_SCORES) -> None:
 
 
 def build(data_root: Path, out: Path = BUILTIN_DIR, tasks: Sequence[str] = TASKS, n_estimators: int = N_ESTIMATORS,
-          progress: Progress = print) -> list[Path]:
-    """Fit each task's built-in model on every row of its sources and save it as ``out/<task>`` (replaced)."""
+          progress: Progress = print, base: str | None = None, workdir: Path | None = None) -> list[Path]:
+    """Fit each task's built-in model on every row of its sources and save it as ``out/<task>`` (replaced);
+    datasets are imported into ``workdir`` (kept) or a temporary directory."""
     from perfcast._version import __version__
     from perfcast.models.persistence.bundle import save_model
     from perfcast.training.train import model_input
 
     written = []
-    with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
+    with _workdir(workdir) as tmp:
         for task in tasks:
             records = load_records(data_root, task, Path(tmp), progress)
             progress(f"fitting the built-in {task} model on {len(records):,} rows")
             start = time.perf_counter()
-            model = fit(task, records, n_estimators)
+            model = fit(task, records, n_estimators, base)
             thin_calibration(model)
-            name, params = _params(task, n_estimators)
+            name, params = _params(task, n_estimators, base)
             metadata = {"name": f"builtin-{task}", "model": {"name": name, "params": params},
-                        "protocol": {"name": PROTOCOLS[task]}, "perfcast": __version__,
+                        "protocol": {"name": PROTOCOLS[task]}, "perfcast": __version__, "base": base or BASE[task],
                         "data": {"sources": list(SOURCES[task]), "rows_train": len(records),
                                  "devices": sorted(records["device_id"].astype(str).unique())},
                         "fit_s": round(time.perf_counter() - start, 1)}
@@ -127,7 +137,7 @@ def build(data_root: Path, out: Path = BUILTIN_DIR, tasks: Sequence[str] = TASKS
     return written
 
 
-def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> dict[str, Any]:
+def leave_one_out(task: str, records: Any, device: str, n_estimators: int, base: str | None = None) -> dict[str, Any]:
     """Fit on every GPU but ``device`` and score every row of ``device``: one accuracy row."""
     import numpy as np
 
@@ -137,27 +147,36 @@ def leave_one_out(task: str, records: Any, device: str, n_estimators: int) -> di
 
     train, test = unseen_hardware_split(records, test_devices=[device])
     start = time.perf_counter()
-    model = fit(task, train, n_estimators)
+    model = fit(task, train, n_estimators, base)
     pred, lo, hi = predict_interval(model, test, task)
     truth = test["runtime_ms"].to_numpy(dtype="float64")
     ape = np.abs(pred - truth) / truth
     return {"task": task, "device": device, "source": str(test["source"].iloc[0]), "n_estimators": n_estimators,
+            "base": base or BASE[task],
             "mape": float(ape.mean()), "median_ape": float(np.median(ape)),
             "coverage": metrics.coverage(truth, lo, hi), "n": len(test), "wall_s": round(time.perf_counter() - start, 1)}
 
 
 def measure(data_root: Path, task: str, devices: Sequence[str] | None, trees: Sequence[int],
-            output: Path | None = None, progress: Progress = print) -> list[dict[str, Any]]:
+            output: Path | None = None, progress: Progress = print, base: str | None = None,
+            workdir: Path | None = None, rows_per_gpu: int | None = None) -> list[dict[str, Any]]:
     """Leave-one-GPU-out rows of ``task`` for each of ``devices`` (default: every GPU) and tree count, each
-    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished)."""
-    with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
+    merged into ``output`` as soon as it is measured (a long run stopped early keeps what it finished).
+    ``rows_per_gpu`` draws that many records of every GPU (seeded) for training and test alike: every fit
+    reads all the other GPUs' rows, so this bounds the cost of a row on a shared machine."""
+    with _workdir(workdir) as tmp:
         records = load_records(data_root, task, Path(tmp), progress)
+        if rows_per_gpu:
+            import pandas as pd
+
+            records = pd.concat([g.sample(min(len(g), rows_per_gpu), random_state=0)
+                                 for _, g in records.groupby("device_id", observed=True)], ignore_index=True)
         names = list(devices) if devices else sorted(records["device_id"].astype(str).unique())
         rows = []
         for n in trees:
             for dev in names:
                 progress(f"{task}: leaving {dev} out ({n} trees)")
-                rows.append(leave_one_out(task, records, dev, n))
+                rows.append({**leave_one_out(task, records, dev, n, base), "rows_per_gpu": rows_per_gpu})
                 progress(json.dumps(rows[-1]))
                 if output is not None:
                     save_accuracy(rows[-1:], output)
@@ -178,15 +197,15 @@ def save_accuracy(rows: Sequence[Mapping[str, Any]], path: Path = ACCURACY_FILE)
 
 def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The accuracy rows as the Markdown table of ``benchmarks/BUILTIN.md``."""
-    lines = ["| task | GPU left out | data | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r['n_estimators']} | {r['mape']:.2%} | "
-              f"{r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
+    lines = ["| task | GPU left out | data | base | trees | mean APE | median APE | 90% coverage | rows | fit + predict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['device']} | {r['source']} | {r.get('base', 'current')} | {r['n_estimators']} | "
+              f"{r['mape']:.2%} | {r['median_ape']:.2%} | {r['coverage']:.1%} | {r['n']:,} | {r['wall_s']:.0f} s |" for r in rows]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m perfcast.experiments.builtin_models build|measure|report|path``."""
+    """``python -m perfcast.experiments.builtin_models build|measure|select|report|path``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m perfcast.experiments.builtin_models", description=__doc__.splitlines()[0])
@@ -196,14 +215,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("report", help="print the measured accuracy rows as a Markdown table")
     b = sub.add_parser("build", help="fit the built-in models and write them into the package")
     m = sub.add_parser("measure", help="leave-one-GPU-out accuracy, saved beside the bundles")
-    for p in (b, m):
+    s = sub.add_parser("select", help="nested leave-one-training-GPU-out choice of the base model")
+    for p in (b, m, s):
         p.add_argument("--data-root", type=Path, required=True, help="directory laid out like shared/datasets")
         p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+        p.add_argument("--workdir", type=Path, default=None, help="keep the imported records here [default: a temp dir]")
     b.add_argument("--out", type=Path, default=BUILTIN_DIR)
     b.add_argument("--trees", type=int, default=N_ESTIMATORS)
     m.add_argument("--devices", default="", help="comma-separated device ids to leave out [default: every GPU]")
     m.add_argument("--trees", default=str(N_ESTIMATORS), help="comma-separated tree counts to compare")
     m.add_argument("--output", type=Path, default=ACCURACY_FILE)
+    m.add_argument("--rows-per-gpu", type=int, default=None, help="draw this many records per GPU [default: all]")
+    for p in (b, m):
+        p.add_argument("--base", choices=list(CANDIDATES), default=None,
+                       help=f"base-model setting [default per task: {BASE}]")
+    s.add_argument("--rows", type=int, default=1000, help="records drawn per GPU")
+    s.add_argument("--trees", type=int, default=100)
+    s.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated candidate names")
+    s.add_argument("--out", type=Path, required=True, help="JSON file for the scores")
     args = parser.parse_args(argv)
     if args.command == "path":
         print(bundle_path(args.task))
@@ -212,12 +241,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(accuracy_markdown(accuracy_rows()))
         return
     tasks = [t for t in args.tasks.split(",") if t]
-    if args.command == "build":
-        build(args.data_root, args.out, tasks, args.trees)
+    with _workdir(args.workdir) as work:
+        if args.command == "build":
+            build(args.data_root, args.out, tasks, args.trees, base=args.base, workdir=work)
+        elif args.command == "select":
+            from perfcast.experiments import builtin_selection as sel
+
+            for task in tasks:
+                result = sel.select(task, load_records(args.data_root, task, work, print), args.rows, args.trees,
+                                    [c for c in args.candidates.split(",") if c])
+                sel.save(result, args.out.with_name(f"{args.out.stem}_{task}{args.out.suffix}")
+                         if len(tasks) > 1 else args.out)
+                print(sel.markdown(result))
+        else:
+            for task in tasks:
+                measure(args.data_root, task, [d for d in args.devices.split(",") if d],
+                        [int(t) for t in args.trees.split(",")], args.output, base=args.base, workdir=work,
+                        rows_per_gpu=args.rows_per_gpu)
+
+
+@contextlib.contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    """``path`` (created) or a temporary directory removed afterwards: where datasets are imported."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
         return
-    for task in tasks:
-        measure(args.data_root, task, [d for d in args.devices.split(",") if d], [int(t) for t in args.trees.split(",")],
-                args.output)
+    with tempfile.TemporaryDirectory(prefix="perfcast-builtin-") as tmp:
+        yield Path(tmp)
 
 
 if __name__ == "__main__":
