@@ -203,8 +203,6 @@ class Measured:
     held: Any  # DataFrame: the held-out rows
     #: the held-out rows' second fastest repeats, aligned with ``held`` (the noise floor: :func:`remeasure`)
     again: Any
-    #: adaptation shapes the time budget left unmeasured
-    skipped: int
 
 
 def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: float, clock: PhaseClock,
@@ -241,10 +239,10 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: flo
     if sweeps[-1].stopped_by_budget:
         console.print(f"[yellow]warning:[/] the {budget_s:.0f} s time budget left {skipped} of the plan's "
                       f"{len(shapes.adapt)} shapes unmeasured: this machine is busy or slow, so the adaptation "
-                      f"has fewer rows (a longer --budget measures them all)", highlight=False)
+                      f"has fewer rows (a longer --budget measures them all)", highlight=False, soft_wrap=True)
     with clock.phase("2 re-measure held-out shapes (noise floor)"):
         again = remeasure(held)
-    return Measured(adapt, held, again, skipped)
+    return Measured(adapt, held, again)
 
 
 def min_adapt(plan_size: int) -> int:
