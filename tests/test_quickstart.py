@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from perfcast.workflows.quickstart import QUICK_ADAPT_SIZE, min_adapt
+from perfcast.workflows.quickstart import MIN_ADAPT, QUICK_ADAPT_SIZE
 
 #: what libraries print when their output is not routed to quickstart's log
 FOREIGN = ("Warning", "warnings.warn", "Successfully registered", "Created version", "Downloading artifacts",
@@ -56,10 +56,10 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
     assert "built-in models (no training)" in out and "h100_sxm" in out and "b200_sxm (sheet" in out
     assert "GPUs they never trained on" in out
     # 2: the whole plan measured (a count, not a time budget), before/after with the noise beside it
-    # (a machine busier than the budget allows measures the plan's first min_adapt shapes, and says so)
+    # (a machine busier than the budget allows measures the plan's first MIN_ADAPT shapes, and says so)
     got = re.search(r"measured (\d+) GEMM configurations \(1 already stored\) in \d+ s: (\d+) to adapt on, 12 held out",
                     out)
-    assert got and int(got[1]) == int(got[2]) + 12 - 1 and min_adapt(QUICK_ADAPT_SIZE) <= int(got[2]) <= QUICK_ADAPT_SIZE, out
+    assert got and int(got[1]) == int(got[2]) + 12 - 1 and min(MIN_ADAPT, QUICK_ADAPT_SIZE) <= int(got[2]) <= QUICK_ADAPT_SIZE, out
     left = QUICK_ADAPT_SIZE - int(got[2])
     assert (f"time budget left {left} of the plan's {QUICK_ADAPT_SIZE} shapes" in out) == (left > 0), out
     assert "12 shapes this machine measured but the adaptation never saw" in out and "re-measured" in out
@@ -107,11 +107,10 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
     store = RecordStore(tmp_path / "home" / "store")
-    # a budget already spent: the plan's tail is left out (with a warning), its first min_adapt shapes measured
-    printed = io.StringIO()
-    res = run_quickstart(store, quick=True, budget_s=0.0, console=Console(file=printed, width=100))
+    # a budget already spent: the plan's tail is left out (with a warning), its first min_rows shapes measured
+    printed, first = io.StringIO(), 16
+    res = run_quickstart(store, quick=True, budget_s=0.0, min_rows=first, console=Console(file=printed, width=100))
     out = printed.getvalue()
-    first = min_adapt(QUICK_ADAPT_SIZE)
     assert len(res.adapt_rows) == first < QUICK_ADAPT_SIZE
     assert f"time budget left {QUICK_ADAPT_SIZE - first} of the plan's {QUICK_ADAPT_SIZE} shapes" in out
     assert f"{first} to adapt on, {QUICK_HELD_OUT} held out" in out

@@ -26,7 +26,6 @@ Library warnings, logging and foreign progress bars go to a log file (``verbose`
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
@@ -65,10 +64,10 @@ HOLDOUT_SEED = 0
 #: quickstart's default time budget: the adaptation plan's probing stops early (fewer shapes adapted on, with
 #: a warning) when the rest would not fit (:func:`perfcast.workflows.quickstart_clock.probe_budget`)
 BUDGET_S = 300.0
-#: the share of the plan measured whatever the budget (the peaks and the plan's first shapes): adapted on the
+#: the plan's shapes measured whatever the budget (the peaks and the plan's first shapes): adapted on the
 #: first 28 of 40 the held-out error stayed near the whole plan's, on 12-24 it rose to 10-19%
-#: (benchmarks/QUICKSTART.md)
-MIN_ADAPT_SHARE = 0.7
+#: (benchmarks/QUICKSTART.md); the quick plan (24) is never cut
+MIN_ADAPT = 28
 #: the machine counts as too noisy to measure when two measurements of the same held-out shapes (their fastest
 #: repeats, taken minutes apart) differ by more than this on average: errors below that are not resolvable
 NOISY_REPEAT = 0.05
@@ -203,13 +202,11 @@ class Measured:
     held: Any  # DataFrame: the held-out rows
     #: the held-out rows' second fastest repeats, aligned with ``held`` (the noise floor: :func:`remeasure`)
     again: Any
-    #: adaptation shapes the time budget left unmeasured
-    skipped: int
 
 
 def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: float, clock: PhaseClock,
-                   console: Console) -> Measured:
-    """Measure the held-out shapes, the adaptation plan (its first :func:`min_adapt` shapes whatever the
+                   console: Console, min_rows: int = MIN_ADAPT) -> Measured:
+    """Measure the held-out shapes, the adaptation plan (its first ``min_rows`` shapes whatever the
     budget, the rest while :func:`~perfcast.workflows.quickstart_clock.probe_budget` allows), then the held-out
     ones once more (resuming what the store has)."""
     t0 = time.perf_counter()
@@ -217,10 +214,9 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: flo
         sweeps = [run_sweep(gemm_probe(), store, configs=shapes.held_out)]
     held_s = time.perf_counter() - t0
     with clock.phase("2 probe adaptation plan"):
-        first = min_adapt(len(shapes.adapt))
-        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[:first]))
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[:min_rows]))
         allowed = probe_budget(budget_s, clock, later_wall_s=held_s)
-        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[first:], budget_s=allowed))
+        sweeps.append(run_sweep(gemm_probe(), store, configs=shapes.adapt[min_rows:], budget_s=allowed))
     failed = [err for sweep in sweeps for _, err in sweep.failed]
     if failed:
         console.print(f"[yellow]warning:[/] {len(failed)} GEMM configuration(s) failed (first: {failed[0].splitlines()[0]})")
@@ -241,15 +237,10 @@ def measure_shapes(store: RecordStore, shapes: Shapes, hw_id: str, budget_s: flo
     if sweeps[-1].stopped_by_budget:
         console.print(f"[yellow]warning:[/] the {budget_s:.0f} s time budget left {skipped} of the plan's "
                       f"{len(shapes.adapt)} shapes unmeasured: this machine is busy or slow, so the adaptation "
-                      f"has fewer rows (a longer --budget measures them all)", highlight=False)
+                      f"has fewer rows (a longer --budget measures them all)", highlight=False, soft_wrap=True)
     with clock.phase("2 re-measure held-out shapes (noise floor)"):
         again = remeasure(held)
-    return Measured(adapt, held, again, skipped)
-
-
-def min_adapt(plan_size: int) -> int:
-    """How many of a plan's shapes are measured whatever the time budget (:data:`MIN_ADAPT_SHARE`)."""
-    return math.ceil(MIN_ADAPT_SHARE * plan_size)
+    return Measured(adapt, held, again)
 
 
 def remeasure(held: Any) -> Any:
@@ -398,10 +389,10 @@ class QuickstartResult:
 
 
 def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, budget_s: float = BUDGET_S,
-                   verbose: bool = False, console: Console | None = None, clock: PhaseClock | None = None
-                   ) -> QuickstartResult:
-    """All three steps within ``budget_s`` seconds (the adaptation plan's probing gives way; ``clock``: one
-    started earlier, e.g. at process start); MLflow runs go where ``perfcast train`` sends them
+                   min_rows: int = MIN_ADAPT, verbose: bool = False, console: Console | None = None,
+                   clock: PhaseClock | None = None) -> QuickstartResult:
+    """All three steps within ``budget_s`` seconds (the adaptation plan's probing gives way, down to its first
+    ``min_rows`` shapes; ``clock``: one started earlier, e.g. at process start); MLflow runs go where ``perfcast train`` sends them
     (``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` here), records into ``store`` (default:
     ``$PERFCAST_STORE`` or ``~/.perfcast/store``)."""
     from perfcast.predictor import Predictor
@@ -428,7 +419,7 @@ def run_quickstart(store: RecordStore | None = None, *, quick: bool = False, bud
             shapes = choose_shapes(configs, peaks, base, probed.device_id, size, held_out)
         console.print(f"candidate space: {len(configs)} {SPACE_TEXT}; {len(shapes.held_out)} held out, "
                       f"{len(shapes.adapt)} to adapt on (the plan)", highlight=False)
-        got = measure_shapes(store, shapes, probed.hw_id, budget_s, clock, console)
+        got = measure_shapes(store, shapes, probed.hw_id, budget_s, clock, console, min_rows)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
             step = bar.add_task("adapting the built-in model to this machine's measurements", total=None)

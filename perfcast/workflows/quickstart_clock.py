@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-#: CPU seconds the phases after probing took on a quiet machine (adaptation and its cross-validation, the
-#: bundle, MLflow logging into a new SQLite store, the comparison; benchmarks/QUICKSTART.md), with headroom
-AFTER_PROBE_CPU_S = 15.0
+#: CPU seconds the phases after probing take (adaptation and its cross-validation, the bundle, MLflow logging
+#: into a new SQLite store, the comparison: 7-8 s in benchmarks/QUICKSTART.md's runs) and interpreter exit
+AFTER_PROBE_CPU_S = 10.0
 #: the least share of a core counted on (a starved process: 0.04 was measured under a load of 12 at nice 10)
 MIN_SHARE = 0.02
 
