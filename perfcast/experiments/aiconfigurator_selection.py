@@ -20,7 +20,7 @@ Affordable on 2 shared cores by subsampling (both stated in the output): a seede
 (every GPU's rows of a drawn configuration kept, so siblings stay aligned for the transfer's residual table) and
 a cap on the base model's fit rows. Fits are shared between the folds that leave out the same GPUs.
 
-    python -m perfcast.experiments.aiconfigurator_selection gemm|attention [--share 0.02] [--base-rows 4000] [--json out.json]
+    python -m perfcast.experiments.aiconfigurator_selection gemm|attention [--share 0.01] [--base-rows 2000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=["gemm", "attention"])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "datasets")
-    parser.add_argument("--share", type=float, default=0.02, help="seeded share of the configurations kept")
-    parser.add_argument("--base-rows", type=int, default=4000, help="cap on the base model's fit rows")
+    parser.add_argument("--share", type=float, default=0.01, help="seeded share of the configurations kept")
+    parser.add_argument("--base-rows", type=int, default=2000, help="cap on the base model's fit rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-intervals", action="store_true")
     parser.add_argument("--json", type=Path, help="write the selection here")

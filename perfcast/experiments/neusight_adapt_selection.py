@@ -10,7 +10,7 @@ mean over folds' GPUs, budgets and ops (bmm, linear) of mean APE; the test GPU's
 Affordable on 2 shared cores by subsampling (stated in the output): the base model is fitted on at most
 ``--rows`` seeded rows (the preset: 20,000), and at most ``--test-rows`` unrevealed rows are scored per GPU.
 
-    python -m perfcast.experiments.neusight_adapt_selection [--rows 8000] [--test-rows 3000] [--json out.json]
+    python -m perfcast.experiments.neusight_adapt_selection [--rows 4000] [--test-rows 1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def fold_scores(candidate: Candidate, train_rows: pd.DataFrame, out: frozenset[s
     return result
 
 
-def select(train_rows: pd.DataFrame, candidates: tuple[Candidate, ...] = CANDIDATES, rows: int = 8000,
-           test_rows: int = 3000, seed: int = 0, log: Any = lambda s: None) -> dict[str, Any]:
+def select(train_rows: pd.DataFrame, candidates: tuple[Candidate, ...] = CANDIDATES, rows: int = 4000,
+           test_rows: int = 1000, seed: int = 0, log: Any = lambda s: None) -> dict[str, Any]:
     """Every candidate's per-GPU scores over :func:`held_out_sets` of the training GPUs, its criterion, and
     the label of the lowest."""
     devices = sorted(train_rows["device_id"].dropna().unique())
@@ -86,14 +86,16 @@ def criterion(per_gpu: dict[str, dict[str, float]]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "datasets")
-    parser.add_argument("--rows", type=int, default=8000, help="seeded base-model fit rows per fold")
-    parser.add_argument("--test-rows", type=int, default=3000, help="unrevealed rows scored per GPU")
+    parser.add_argument("--rows", type=int, default=4000, help="seeded base-model fit rows per fold")
+    parser.add_argument("--test-rows", type=int, default=1000, help="unrevealed rows scored per GPU")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", action="append", help="score only this candidate label (repeatable)")
     parser.add_argument("--json", type=Path, help="write the selection here")
     args = parser.parse_args(argv)
+    candidates = tuple(c for c in CANDIDATES if not args.only or c.label in args.only)
     with workspace(args.data_root) as ws:
         train_rows, _ = neusight_ood_split(ws.records("neusight", "gemm"))  # the test GPU's rows are dropped here
-    result = select(train_rows, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
+    result = select(train_rows, candidates, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
                     log=lambda s: print(s, flush=True))
     result.update(rows=args.rows, test_rows=args.test_rows)
     print("| candidate | nested | per fold |\n|---|---|---|")
