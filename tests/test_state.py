@@ -25,6 +25,7 @@ from perfcast.models.estimators.ensemble import GeometricEnsemble
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.estimators.knn import KNNRegressor
 from perfcast.models.estimators.transfer import SiblingTransfer
+from perfcast.models.estimators.vendor import VendorSplit
 from perfcast.models.persistence import state
 from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import (
@@ -164,21 +165,38 @@ def test_an_adapted_model_round_trips_through_its_state_and_a_bundle(fitted, gem
     np.testing.assert_array_equal(loaded.predict_features(F), adapted.model.predict_features(F))
 
 
-def test_a_format_2_built_in_model_loads_into_the_trained_classes_and_rewrites_exactly(gemm, tmp_path):
-    """The built-in bundles are format 2 (per-kind entries): they load into the same classes as format 3, and
-    written again through the state protocol they predict the same numbers."""
-    root = Path(perfcast.builtin.__file__).parent / "builtin_models" / "gemm"
-    assert json.loads((root / MANIFEST).read_text())["format_version"] == 2
-    old = PerfcastModel.load(root)
-    head = old.heads[0]
-    assert isinstance(head, SiblingTransfer) and isinstance(head.estimator_, GeometricEnsemble)
-    assert all(isinstance(m, HybridRegressor) for m in head.estimator_.estimators_)
+FORMAT2 = Path(__file__).parent / "data" / "format2"
+
+
+def test_a_format_2_bundle_loads_into_the_trained_classes_and_predicts_what_it_did_when_saved(tmp_path):
+    """A bundle written by the last perfcast that wrote format 2 (per-kind entries, tests/data/format2/README.md)
+    loads into the same classes as format 3, predicts bit for bit what the writing perfcast predicted, and
+    written again through the state protocol (format 3) predicts the same numbers."""
+    assert json.loads((FORMAT2 / "bundle" / MANIFEST).read_text())["format_version"] == 2
+    old = PerfcastModel.load(FORMAT2 / "bundle")
+    assert isinstance(old.heads[0], SiblingTransfer)
+    rows = pd.read_parquet(FORMAT2 / "rows.parquet")
+    F = old.features.transform(rows)
+    expected = np.load(FORMAT2 / "expected.npy")
+    assert np.isfinite(expected).all() and len(np.unique(expected)) > 1
+    np.testing.assert_array_equal(old.predict_features(F), expected)
     path = write_bundle(tmp_path / "v3", old.task, old.targets, old.features, old.heads, old.joint, old.calibration,
                         old.domain, old.metadata)
-    new = PerfcastModel.load(path)
     assert json.loads((path / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 3
-    F = old.features.transform(gemm)
-    np.testing.assert_array_equal(new.predict_features(F), old.predict_features(F))
+    np.testing.assert_array_equal(PerfcastModel.load(path).predict_features(F), expected)
+
+
+def test_the_built_in_models_load_into_the_trained_classes(gemm):
+    """The shipped built-in bundles are the current format and hold the trained classes (a sibling transfer over
+    an ensemble of per-vendor hybrids)."""
+    root = Path(perfcast.builtin.__file__).parent / "builtin_models" / "gemm"
+    assert json.loads((root / MANIFEST).read_text())["format_version"] == FORMAT_VERSION
+    model = PerfcastModel.load(root)
+    head = model.heads[0]
+    assert isinstance(head, SiblingTransfer) and isinstance(head.estimator_, VendorSplit)
+    assert all(isinstance(e, GeometricEnsemble) for e in head.estimator_.estimators_)
+    pred = model.predict_features(model.features.transform(gemm))
+    assert np.isfinite(pred).all() and len(np.unique(pred)) > 1
 
 
 def test_every_registered_kind_is_tried():

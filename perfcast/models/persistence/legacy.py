@@ -1,8 +1,8 @@
 """Estimator entries of bundle formats 1 and 2, read into the same classes as format 3.
 
 Why a table per old kind: before format 3 each wrapper kept its state under keys of its own (a hybrid's
-``floors``, a transfer's ``siblings.npz``, an adapted model's ``shape_file``). Every built-in model and every
-bundle saved before format 3 has them, so this module translates each old entry into the ``(params, arrays,
+``floors``, a transfer's ``siblings.npz``, an adapted model's ``shape_file``). Every bundle saved before
+format 3 (tests/data/format2 keeps one) has them, so this module translates each old entry into the ``(params, arrays,
 children)`` of the class's state protocol and builds it with the reader's generic
 :meth:`~perfcast.models.persistence.tree.Reader.build`. Nothing here is written any more; new kinds never
 need a line here.
