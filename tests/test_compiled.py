@@ -21,7 +21,7 @@ from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.persistence.codecs import LightGBMLeaf
-from perfcast.models.persistence.compiled import BLOCK, LANES, compile_lightgbm
+from perfcast.models.persistence.compiled import BLOCK, LANES, ZERO, compile_lightgbm
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
@@ -166,6 +166,23 @@ def test_values_at_and_beside_every_threshold_go_lightgbms_way(features):
         X[:, f] = rng.choice(edges, len(X))
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
+
+
+def test_values_within_lightgbms_zero_threshold_are_read_as_zero(features):
+    """LightGBM's dense-row reader drops values within 1e-35 of zero (they predict as 0.0), and a column of
+    negatives, zeros and positives gets splits at -1e-35 and +1e-35: values between them and beside them must
+    go LightGBM's way (found by tests/test_compiled_property.py)."""
+    A, y = features
+    A = A.copy()
+    A[:, 1] = np.sign(y - np.median(y)) * (np.arange(len(y)) % 3 > 0)  # -1, 0 or 1, telling
+    booster = _booster(A, y, min_child_samples=2)
+    forest = compile_lightgbm(booster.model_to_string())
+    assert {-ZERO, ZERO} <= set(forest.threshold[forest.feature == 1])
+    tiny = np.array([ZERO, np.nextafter(ZERO, 0.0), np.nextafter(ZERO, 1.0), 1e-300, 5e-324, 0.0, 0.5])
+    X = np.repeat(A[:300], 2, axis=0)
+    X[:, 1] = np.random.default_rng(0).choice(np.concatenate([tiny, -tiny]), len(X))
+    np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
+    np.testing.assert_array_equal(forest.predict(X[:1]), booster.predict(X[:1]))
 
 
 def test_features_with_hundreds_of_distinct_thresholds_get_wider_codes(features):

@@ -4,7 +4,8 @@ Why our own walker: ``Booster.predict`` costs ~100 µs of call overhead for one 
 generic interface; a scheduler asking for one configuration, or for a 100k-row batch, waits on both. lleaves
 (the LightGBM compiler) does not build on the llvmlite that numba needs, and numba is a dependency already.
 
-The decisions are LightGBM's own (``Tree::NumericalDecision``): a NaN feature goes the node's default way when
+The decisions are LightGBM's own (``Tree::NumericalDecision``, on the row as its dense-matrix reader passes it:
+a value within 1e-35 of zero is 0.0): a NaN feature goes the node's default way when
 the split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``value <= threshold`` in
 float64, and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check
 it on real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing,
@@ -49,6 +50,9 @@ BLOCK = 256
 WINDOW = np.uintp(64)
 #: rows that walk one tree in step (their loads overlap; 8 measured fastest, benchmarks/PREDICT_SPEED.md)
 LANES = 8
+#: LightGBM's ``kZeroThreshold`` (a float 1e-35 widened to double): ``Booster.predict`` reads a dense row through
+#: ``RowPairFunctionFromDenseMatric``, which keeps only values beyond it (or NaN), so smaller ones count as 0.0
+ZERO = float(np.float32(1e-35))
 
 
 class Layout(NamedTuple):
@@ -332,6 +336,7 @@ def _code(X, lo, hi, used, starts, cuts, nan_code, key, codes, keys):  # noqa: A
         size = np.uintp(starts[j + 1]) - first
         for r in range(lo, hi):
             v = X[np.uintp(r), f]
+            v = 0.0 if abs(v) <= ZERO else v  # as LightGBM reads a dense row (see ZERO); NaN stays NaN
             a, n = first, size  # the first cut not below v: halve the range to at most WINDOW cuts (each
             while n > WINDOW:  # halving a select), then count the window's cuts below v (vector compares)
                 half = n >> one
