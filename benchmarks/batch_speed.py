@@ -66,6 +66,19 @@ def trees_of(bundle: Path) -> list[Path]:
     return sorted(bundle.rglob("lightgbm.txt"))
 
 
+def default_bundle(root: Path, rows: int, folder: Path) -> Path:
+    """The default hybrid (``make_model("hybrid")``, calibrated intervals) trained on ``rows`` aiconfigurator bf16
+    GEMMs (seed 0) and saved in ``folder``, as benchmarks/predict_speed.py measures it."""
+    records = gemm_records(root, rows, seed=0)
+    model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {})).fit(records, records[["runtime_ms"]])
+    return save_model(model, "gemm", records, folder / "model")
+
+
+def gemm_batch(root: Path, rows: int) -> pd.DataFrame:
+    """The measured batch: ``rows`` real configurations (seed 2), the columns a caller passes."""
+    return gemm_records(root, rows, seed=2)[["m", "n", "k", "dtype", "device_id"]]
+
+
 def run(bundle: Path, batch: pd.DataFrame, threads: list[int], repeat: int) -> None:
     n_trees = sum(int(p.read_text().count("\nTree=")) for p in trees_of(bundle))
     print(f"bundle {bundle} ({n_trees} trees in {len(trees_of(bundle))} forests), batch of {len(batch):,}")
@@ -99,15 +112,12 @@ def main() -> None:
     if args.bundle == "attention":
         run(bundle_path("attention"), attention_batch(args.data_root, args.batch), args.threads, args.repeat)
     else:
-        batch = gemm_records(args.data_root, args.batch, seed=2)[["m", "n", "k", "dtype", "device_id"]]
+        batch = gemm_batch(args.data_root, args.batch)
         if args.bundle is not None:
             run(bundle_path("gemm") if args.bundle == "gemm" else Path(args.bundle), batch, args.threads, args.repeat)
         else:
-            records = gemm_records(args.data_root, args.rows, seed=0)
-            model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {})).fit(
-                records, records[["runtime_ms"]])
             with tempfile.TemporaryDirectory() as tmp:
-                run(save_model(model, "gemm", records, Path(tmp) / "model"), batch, args.threads, args.repeat)
+                run(default_bundle(args.data_root, args.rows, Path(tmp)), batch, args.threads, args.repeat)
     with open("/proc/loadavg") as f:
         print("load average after:", " ".join(f.read().split()[:3]))
 
