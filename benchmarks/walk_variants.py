@@ -76,7 +76,8 @@ void walk(const uint32_t *rec, const int32_t *start, const int32_t *depth, const
         for (int g = 0; g < 2; g++) {
           __m512i a = _mm512_add_epi32(n[g], _mm512_set1_epi32(start[t]));
           double *o = out + r + 16 * g;
-          _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o), _mm512_i32gather_pd(_mm512_castsi512_si256(a), value, 8)));
+          _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o),
+                                            _mm512_i32gather_pd(_mm512_castsi512_si256(a), value, 8)));
           _mm512_storeu_pd(o + 8, _mm512_add_pd(_mm512_loadu_pd(o + 8),
                                                 _mm512_i32gather_pd(_mm512_extracti64x4_epi64(a, 1), value, 8)));
         }
@@ -106,7 +107,8 @@ def bitvectors(forest: compiled.CompiledForest) -> tuple[np.ndarray, ...]:
     _, column = np.unique(forest.feature.astype(np.int64) * 3 + mode, return_inverse=True)
     code = np.empty(len(column), dtype=np.int64)
     for j in range(len(lay.used)):
-        code[column == j] = np.searchsorted(lay.cuts[lay.starts[j]:lay.starts[j + 1]], forest.threshold[column == j]) + 1
+        cuts = lay.cuts[lay.starts[j]:lay.starts[j + 1]]
+        code[column == j] = np.searchsorted(cuts, forest.threshold[column == j]) + 1
     cols, codes, masks, node_start, leaves = [], [], [], [0], []
 
     def visit(n: int, order: list[int], left_masks: dict[int, int]) -> int:
@@ -228,7 +230,8 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         print("load average before:", " ".join(f.read().split()[:3]))
     if args.bundle is not None:
-        run(bundle_path("gemm") if args.bundle == "gemm" else Path(args.bundle), args.data_root, args.batch, args.repeat)
+        bundle = bundle_path("gemm") if args.bundle == "gemm" else Path(args.bundle)
+        run(bundle, args.data_root, args.batch, args.repeat)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             run(default_bundle(args.data_root, args.rows, Path(tmp)), args.data_root, args.batch, args.repeat)
