@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,28 +97,37 @@ def run(bundle: Path, batch: pd.DataFrame, threads: list[int], repeat: int) -> N
               f"| {n / trees[1]:,.0f} | {trees[1] / n / n_trees * 1e9:.2f} | {forests - differ} of {forests} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=None, help="a bundle folder, 'gemm' or 'attention' (default: train one)")
+def arguments(doc: str, bundles: str) -> argparse.ArgumentParser:
+    """The options both batch benchmarks take (this script and walk_variants.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--bundle", default=None, help=f"a bundle folder or {bundles} (default: train the default hybrid)")
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--rows", type=int, default=20_000, help="training rows when no bundle is given")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
-    args = ap.parse_args()
+    return ap
+
+
+def on_bundle(args: argparse.Namespace, measure: Callable[[Path], None]) -> None:
+    """``measure(bundle)`` for ``--bundle`` (a folder or a built-in's name; else the default hybrid trained here),
+    between the machine's load averages."""
     with open("/proc/loadavg") as f:
         print("load average before:", " ".join(f.read().split()[:3]))
-    if args.bundle == "attention":
-        run(bundle_path("attention"), attention_batch(args.data_root, args.batch), args.threads, args.repeat)
+    if args.bundle is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure(default_bundle(args.data_root, args.rows, Path(tmp)))
     else:
-        batch = gemm_batch(args.data_root, args.batch)
-        if args.bundle is not None:
-            run(bundle_path("gemm") if args.bundle == "gemm" else Path(args.bundle), batch, args.threads, args.repeat)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                run(default_bundle(args.data_root, args.rows, Path(tmp)), batch, args.threads, args.repeat)
+        measure(bundle_path(args.bundle) if args.bundle in ("gemm", "attention") else Path(args.bundle))
     with open("/proc/loadavg") as f:
         print("load average after:", " ".join(f.read().split()[:3]))
+
+
+def main() -> None:
+    ap = arguments(__doc__, "'gemm' or 'attention'")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    batch = (attention_batch if args.bundle == "attention" else gemm_batch)(args.data_root, args.batch)
+    on_bundle(args, lambda bundle: run(bundle, batch, args.threads, args.repeat))
 
 
 if __name__ == "__main__":

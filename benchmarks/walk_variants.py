@@ -19,13 +19,10 @@ Each variant's sums are compared with LightGBM's ``Booster.predict`` on the same
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,10 +33,8 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_speed import default_bundle, gemm_batch  # noqa: E402 - a sibling script
-from predict_speed import DEFAULT_DATA_ROOT  # noqa: E402
+from batch_speed import arguments, gemm_batch, median, on_bundle  # noqa: E402 - a sibling script
 
-from perfcast.builtin import bundle_path  # noqa: E402
 from perfcast.models.persistence import compiled  # noqa: E402
 from perfcast.predictor import Predictor  # noqa: E402
 
@@ -85,18 +80,6 @@ void walk(const uint32_t *rec, const int32_t *start, const int32_t *depth, const
     }
 }
 """
-
-
-def median(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """(median wall, median CPU seconds) of ``fn()`` after a warm-up."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def bitvectors(forest: compiled.CompiledForest) -> tuple[np.ndarray, ...]:
@@ -221,23 +204,8 @@ def run(bundle: Path, root: Path, rows: int, repeat: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=None, help="a GEMM bundle folder or 'gemm' (default: train the default hybrid)")
-    ap.add_argument("--batch", type=int, default=100_000)
-    ap.add_argument("--rows", type=int, default=20_000, help="training rows when no bundle is given")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
-    args = ap.parse_args()
-    with open("/proc/loadavg") as f:
-        print("load average before:", " ".join(f.read().split()[:3]))
-    if args.bundle is not None:
-        bundle = bundle_path("gemm") if args.bundle == "gemm" else Path(args.bundle)
-        run(bundle, args.data_root, args.batch, args.repeat)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(default_bundle(args.data_root, args.rows, Path(tmp)), args.data_root, args.batch, args.repeat)
-    with open("/proc/loadavg") as f:
-        print("load average after:", " ".join(f.read().split()[:3]))
+    args = arguments(__doc__, "'gemm'").parse_args()
+    on_bundle(args, lambda bundle: run(bundle, args.data_root, args.batch, args.repeat))
 
 
 if __name__ == "__main__":
