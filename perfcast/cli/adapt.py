@@ -9,9 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perfcast.records.hardware_specs import ENV_VAR
-from perfcast.records.store import RecordStore
-from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store, donor_records
 
 adapt_app = typer.Typer()
 console = Console()
@@ -38,6 +35,10 @@ def adapt(
     if out.exists() and any(out.iterdir()):
         console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
         raise typer.Exit(code=2)
+    from perfcast.records.hardware_specs import ENV_VAR
+    from perfcast.records.store import RecordStore
+    from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store, donor_records
+
     try:
         donor_rows = None
         if donors is not None:

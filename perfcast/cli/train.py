@@ -13,8 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perfcast.training.config import ConfigError, load_config
-
 train_app = typer.Typer(add_completion=False)
 console = Console()
 #: metric suffix -> column header (APEs are shown in percent)
@@ -60,6 +58,8 @@ def train_command(
     ] = None,
 ) -> None:
     """Fit the configured model, evaluate it on its protocol, and log and register it in MLflow."""
+    from perfcast.training.config import ConfigError, load_config
+
     try:
         cfg = load_config(config)
     except ConfigError as err:
