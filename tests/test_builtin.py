@@ -26,7 +26,7 @@ from perfcast.builtin import (
 )
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
-from perfcast.experiments.builtin_models import N_ESTIMATORS
+from perfcast.experiments.builtin_models import BASE, INTERVALS, N_ESTIMATORS
 from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
 
 runner = CliRunner()
@@ -51,6 +51,15 @@ def test_every_task_ships_a_bundle_with_checksums_and_its_training_devices() -> 
     assert "v100_pcie_32gb" in trained_devices("gemm")  # NeuSight's GPUs are in the GEMM model
     size = sum(p.stat().st_size for p in BUILTIN_DIR.rglob("*") if p.is_file())
     assert size < 60e6, f"built-in models take {size / 1e6:.0f} MB unpacked"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shipped_bundles_carry_the_settings_build_uses(task: str) -> None:
+    """A rebuild reproduces what ships: the base-model setting and plain or spec-distance-scaled intervals."""
+    manifest = json.loads((bundle_path(task) / "manifest.json").read_text())
+    assert manifest["metadata"]["base"] == BASE[task]
+    scaled = manifest["calibration"]["grouping"].get("scaled_by") == "hardware novelty"
+    assert scaled == (INTERVALS[task] == "scaled"), task
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -31,6 +31,7 @@ SDWT = ["shape", "dtype", "work", "tiling"]
 CANDIDATES: dict[str, dict[str, Any]] = {
     "current": {"by_vendor": False, "variants": [{}, {"columns": SDWT}]},
     "vendor": {"by_vendor": True, "variants": [{}, {"columns": SDWT}]},
+    "vendor_single": {"by_vendor": True, "variants": [{}]},
     "vendor_relative": {"by_vendor": True, "variants": [{"relative": True}, {"columns": SDWT}]},
     "vendor_monotone": {"by_vendor": True, "variants": [{"relative": True, "monotone": dict(EFFICIENCY_DIRECTION)},
                                                         {"columns": SDWT}]},
