@@ -191,3 +191,19 @@ def test_the_unseen_gpu_presets_fit_the_sibling_model_on_every_row():
         assert choice.name == "sibling" and 0 < choice.params["nested_share"] < 1
         got, params, note = budget_rows(choice.name, choice.params, rows, 30_000, 0)
         assert len(got) == len(rows) and params["max_rows"] == 30_000 and "every row" in note
+
+
+def test_the_builtin_models_keep_the_transfer():
+    """The built-ins follow the unseen-GPU presets but keep the sibling transfer (no shrunk-copy table of every
+    training row in the wheel), with the presets' transfer and base-model parameters."""
+    from perfcast.experiments.builtin_models import BASE, MAX_ROWS, _params, _preset
+    from perfcast.experiments.builtin_selection import CANDIDATES
+    from perfcast.training.config import load_preset
+
+    for task in ("gemm", "attention"):
+        name, params = _params(task, 5)
+        assert name == "transfer" and _preset(task).model.name == "transfer"
+        preset = load_preset(f"aiconfigurator-unseen-gpu-{task}").model.params
+        assert "nested_share" in preset and "nested_share" not in params
+        assert params == {**{k: v for k, v in preset.items() if k != "nested_share"}, **CANDIDATES[BASE[task]],
+                          "n_estimators": 5, "max_rows": MAX_ROWS}
