@@ -16,7 +16,7 @@ from perfcast.eval.protocols import unseen_hardware_split
 from perfcast.experiments.baselines import CONFIG_KEYS, copy_from_devices, sibling_devices
 from perfcast.experiments.sibling import fitted_sibling
 from perfcast.models.estimators.sibling import SELECTED_ON, SiblingShrink, are_siblings
-from perfcast.models.estimators.transfer import SiblingTransfer
+from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
 from perfcast.records.store import RecordStore
 
 GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
@@ -139,3 +139,71 @@ def test_a_sibling_model_round_trips_through_a_bundle(held_out_gb200, tmp_path):
     assert isinstance(loaded.heads[0], SiblingShrink) and isinstance(loaded.heads[0].transfer_, SiblingTransfer)
     F = loaded.features.transform(test)
     np.testing.assert_array_equal(loaded.predict_features(F)[:, 0], np.ravel(model.estimator_[-1].predict(F)))
+
+
+def test_nested_share_keeps_the_choice_blind_to_the_held_out_gpu(gemm):
+    """With the nested folds on a share of the configurations (the unseen-GPU presets' setting), every GPU
+    keeps the same configurations, and rescaling the held-out GPU's labels moves neither the settings nor
+    the nested scores."""
+    params = {**PARAMS, "nested_share": 0.5}
+    train, _ = unseen_hardware_split(gemm, test_devices=["gb200"])
+    pipe, est = fitted_sibling(train, "gemm", params)
+    X = pipe[:-1].transform(train)
+    drawn = est._nested_rows(row_keys(X, est.transfer_.config_columns))
+    per_gpu = train.assign(drawn=drawn).groupby("device_id")["drawn"].mean()
+    assert 0.3 < per_gpu.min() and per_gpu.max() < 0.7  # about half of every GPU's rows, not of one GPU's
+    kept = {gpu: set(map(tuple, train.loc[drawn & (train["device_id"] == gpu).to_numpy(), ["m", "n", "k", "dtype"]]
+                         .itertuples(index=False))) for gpu in ("b300_sxm", "gb300")}
+    assert kept["b300_sxm"] == kept["gb300"]  # a sibling pair stays aligned
+    noisy = gemm.copy()
+    on = (noisy["device_id"] == "gb200").to_numpy()
+    noisy.loc[on, "runtime_ms"] *= np.random.default_rng(2).uniform(0.5, 2.0, on.sum())
+    _, est_noisy = fitted_sibling(unseen_hardware_split(noisy, test_devices=["gb200"])[0], "gemm", params)
+    assert est_noisy.settings_ == est.settings_ and est_noisy.nested_ == est.nested_
+    with pytest.raises(ValueError, match="nested_share"):
+        fitted_sibling(train, "gemm", {**PARAMS, "nested_share": 0.0})
+
+
+def test_a_gpu_without_a_sibling_gets_the_previous_transfer(gemm):
+    """The H100 has no sibling among the Blackwell GPUs: the unseen-GPU default's answer for it is exactly
+    the previous default's (the transfer fitted alone with the same parameters)."""
+    from perfcast.models import make_model
+
+    train, test = unseen_hardware_split(gemm, test_devices=["h100_sxm"])
+    params = {**PARAMS, "nested_share": 0.5}
+    pipe, est = fitted_sibling(train, "gemm", params)
+    assert est.n_nested_folds_ == 3  # every Blackwell GPU has its siblings in training
+    transfer_params = {k: v for k, v in params.items() if k not in ("nested_max_rows", "nested_share")}
+    previous = make_model("transfer", "gemm", ["runtime_ms"], transfer_params).fit(train, train[["runtime_ms"]])
+    np.testing.assert_allclose(pipe.predict(test).ravel(), previous.predict(test).ravel(), rtol=1e-9)
+    _, lo, hi = est.predict_interval(pipe[:-1].transform(test))
+    assert np.isinf(hi).all()  # nothing calibrated a GPU without a sibling here: the benchmark's wrapper does
+
+
+def test_the_unseen_gpu_presets_fit_the_sibling_model_on_every_row():
+    """Both unseen-GPU presets name the shrunk sibling copy, and the benchmark hands it every training row
+    (its sibling tables need them) with the row budget as its base model's ``max_rows``."""
+    from perfcast.experiments.presets import budget_rows, choose
+
+    rows = pd.DataFrame({"runtime_ms": np.ones(50_000)})
+    for task in ("gemm", "attention"):
+        choice = choose(f"aiconfigurator-unseen-gpu-{task}")
+        assert choice.name == "sibling" and 0 < choice.params["nested_share"] < 1
+        got, params, note = budget_rows(choice.name, choice.params, rows, 30_000, 0)
+        assert len(got) == len(rows) and params["max_rows"] == 30_000 and "every row" in note
+
+
+def test_the_builtin_models_keep_the_transfer():
+    """The built-ins follow the unseen-GPU presets but keep the sibling transfer (no shrunk-copy table of every
+    training row in the wheel), with the presets' transfer and base-model parameters."""
+    from perfcast.experiments.builtin_models import BASE, MAX_ROWS, _params, _preset
+    from perfcast.experiments.builtin_selection import CANDIDATES
+    from perfcast.training.config import load_preset
+
+    for task in ("gemm", "attention"):
+        name, params = _params(task, 5)
+        assert name == "transfer" and _preset(task).model.name == "transfer"
+        preset = load_preset(f"aiconfigurator-unseen-gpu-{task}").model.params
+        assert "nested_share" in preset and "nested_share" not in params
+        assert params == {**{k: v for k, v in preset.items() if k != "nested_share"}, **CANDIDATES[BASE[task]],
+                          "n_estimators": 5, "max_rows": MAX_ROWS}

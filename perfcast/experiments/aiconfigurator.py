@@ -102,9 +102,10 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
                                                                  SIBLING: base[SIBLING][sel]},
                                                 interval=(lo[sel], hi[sel])))
                 with_sibling[part][-1].goal = SIBLING_GOALS[task]
-    sampling = [(f"per held-out GPU: {'the base model' if name == 'transfer' else 'trained'} on {limit:,} rows "
+    own = name in ("transfer", "sibling")  # models that sample their base model's rows themselves
+    sampling = [(f"per held-out GPU: {'the base model' if own else 'trained'} on {limit:,} rows "
                  f"drawn (seed {cfg.seed}) from the other GPUs' {min(pool_sizes):,}-{max(pool_sizes):,}"
-                 + ("; every row enters the sibling residual table" if name == "transfer" else ""))] if sampled else []
+                 + ("; every row enters the sibling residual table" if own else ""))] if sampled else []
     rows = []
     for part in parts:
         if with_sibling[part]:

@@ -52,11 +52,23 @@ CALIBRATION_SCORES = 20_001
 Progress = Callable[[str], None]
 
 
-def _params(task: str, n_estimators: int, base: str | None = None) -> tuple[str, dict[str, Any]]:
-    """The preset's model name and parameters with the built-in's trees, rows and base setting."""
-    from perfcast.training.config import load_preset
+def _preset(task: str) -> Any:
+    """The task's unseen-GPU preset with the sibling transfer as its model: where the preset wraps it in the
+    shrunk sibling copy (``sibling``), the built-in keeps the transfer, since that copy holds a table of every
+    training row and refits the transfer per nested fold (too big for the wheel, too slow to rebuild)."""
+    from perfcast.models.registry import SIBLING_KEYS
+    from perfcast.training.config import ModelConfig, load_preset
 
-    preset = load_preset(PROTOCOLS[task]).model
+    config = load_preset(PROTOCOLS[task])
+    if config.model.name != "sibling":
+        return config
+    params = {k: v for k, v in config.model.params.items() if k not in SIBLING_KEYS}
+    return config.model_copy(update={"model": ModelConfig(name="transfer", params=params)})
+
+
+def _params(task: str, n_estimators: int, base: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The built-in's model name and parameters (:func:`_preset`) with its trees, rows and base setting."""
+    preset = _preset(task).model
     return preset.name, {**preset.params, **CANDIDATES[base or BASE[task]], "n_estimators": n_estimators,
                          "max_rows": MAX_ROWS}
 
@@ -86,10 +98,9 @@ def load_records(data_root: Path, task: str, tmp: Path, progress: Progress) -> A
 def fit(task: str, records: Any, n_estimators: int = N_ESTIMATORS, base: str | None = None,
         intervals: str | None = None) -> Any:
     """The built-in model of ``task`` (a calibrated :class:`ConformalRegressor`) fitted on ``records``."""
-    from perfcast.training.config import load_preset
     from perfcast.training.train import fit_conformal
 
-    preset = load_preset(PROTOCOLS[task])
+    preset = _preset(task)
     scale = (intervals or INTERVALS[task]) == "scaled"
     preset = preset.model_copy(update={"intervals": preset.intervals.model_copy(update={"scale": scale})})
     return fit_conformal(preset, records, _params(task, n_estimators, base)[1])

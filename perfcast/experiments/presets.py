@@ -90,9 +90,10 @@ def sample_rows(df: pd.DataFrame, limit: int | None, seed: int) -> tuple[pd.Data
 def budget_rows(name: str, params: dict[str, Any], df: pd.DataFrame, limit: int | None, seed: int
                 ) -> tuple[pd.DataFrame, dict[str, Any], str | None]:
     """(rows, params, note) within the row budget ``limit``. A model that samples its own fitting rows
-    (``max_rows``: the sibling transfer, whose residual table needs every measured row) gets every row and
-    the budget as its ``max_rows``; any other model gets a seeded sample of ``limit`` rows."""
-    if name != "transfer":
+    (``max_rows``: the sibling transfer and the shrunk sibling copy around it, whose sibling tables need every
+    measured row) gets every row and the budget as its ``max_rows``; any other model gets a seeded sample of
+    ``limit`` rows."""
+    if name not in ("transfer", "sibling"):
         rows, note = sample_rows(df, limit, seed)
         return rows, params, note
     cap = min(x for x in (params.get("max_rows"), limit, len(df)) if x is not None)

@@ -146,7 +146,7 @@ def _transfer(task: str, targets: list[str], params: dict[str, Any]) -> BaseEsti
 
 
 #: sibling parameters that shape the shrunk copy; the rest configure its transfer
-SIBLING_KEYS: tuple[str, ...] = ("nested_max_rows", "max_cc_gap")
+SIBLING_KEYS: tuple[str, ...] = ("nested_max_rows", "nested_share", "max_cc_gap")
 
 
 def _sibling(task: str, targets: list[str], params: dict[str, Any]) -> BaseEstimator:
@@ -204,7 +204,7 @@ OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "relative": False, "seeds": None,
                "variants": None, "by_vendor": False},
     "transfer": {"scale": 0.8, "max_rows": None},
-    "sibling": {"nested_max_rows": None, "max_cc_gap": 0.5},
+    "sibling": {"nested_max_rows": None, "nested_share": 1.0, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},
     # tables of LightGBM parameters for the power model's runtime head and its power correction
     "power": {"runtime": None, "correction": None},
