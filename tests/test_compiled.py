@@ -21,7 +21,8 @@ from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.persistence.codecs import LightGBMLeaf
-from perfcast.models.persistence.compiled import BLOCK, LANES, compile_lightgbm
+from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.persistence.kernels import BLOCK, LANES
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
