@@ -186,6 +186,21 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
     the indices; see :func:`_checked`). Any failure raises :class:`CorruptModelError` naming ``source`` (the
     file) and the tree, so a crafted file can neither crash the process nor hang the walker.
     """
+    arrays, covered = parse_lightgbm(text, source)
+    if covered:
+        return forest_from_arrays(arrays, source)
+    _checked(arrays, arrays["sizes"], int(arrays["n_features"]), source, numeric=False)
+    return None
+
+
+#: the arrays of a parsed forest (:func:`parse_lightgbm`), as a bundle stores them beside the model's text
+FOREST_ARRAYS = ("feature", "threshold", "decision", "left", "right", "leaf", "sizes", "n_features")
+
+
+def parse_lightgbm(text: str, source: str) -> tuple[dict[str, np.ndarray], bool]:
+    """The trees of a LightGBM model file's text as flat arrays (:data:`FOREST_ARRAYS`: each tree's arrays as
+    LightGBM writes them, concatenated, with each tree's leaf count and the model's feature count), and whether
+    the walker covers the model. Not yet checked: :func:`forest_from_arrays` checks them."""
     head, _, body = text.partition("\nTree=")
     body, end, _ = body.partition("\nend of trees")
     header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
@@ -222,10 +237,31 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
                                 f"but holds {len(sizes)}; save or download the model again")
     flat = {k: np.concatenate(v) if v else np.empty(0, dtype=np.float64 if k in ("threshold", "leaf") else np.int64)
             for k, v in parts.items()}
-    roots, left, right = _checked(flat, np.asarray(sizes, dtype=np.int64), n_features, source, numeric=covered)
-    if not covered:
-        return None
+    return {**flat, "sizes": np.asarray(sizes, dtype=np.int64), "n_features": np.asarray(n_features)}, covered
+
+
+def forest_from_arrays(arrays: dict[str, np.ndarray], source: str) -> CompiledForest | None:
+    """The :class:`CompiledForest` of parsed arrays (:func:`parse_lightgbm`, or a bundle's ``forest.npz`` of them),
+    every index checked first (:func:`_checked`); ``None`` when it is too wide for the walker. Arrays that are not
+    a parsed forest of the walker's kind raise :class:`CorruptModelError` naming ``source``."""
+    missing = [k for k in FOREST_ARRAYS if k not in arrays]
+    try:
+        sizes, n_features = arrays["sizes"].astype(np.int64, casting="same_kind"), int(arrays["n_features"])
+        flat = {k: arrays[k].astype(np.float64 if k in ("threshold", "leaf") else np.int64, casting="same_kind")
+                for k in FOREST_ARRAYS[:6]}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CorruptModelError(f"{source} is not a parsed LightGBM forest ({f'no {missing}' if missing else err}); "
+                                f"save or download the model again") from None
+    splits = int((sizes - 1).sum())
+    shapes = {k: v.shape for k, v in flat.items()} | {"sizes": sizes.shape, "n_features": arrays["n_features"].shape}
     decision = flat["decision"]
+    if (sizes < 1).any() or shapes["leaf"] != (int(sizes.sum()),) or not 1 <= n_features <= np.iinfo(np.int32).max \
+            or any(shapes[k] != (splits,) for k in ("feature", "threshold", "decision", "left", "right")) \
+            or shapes["sizes"] != (len(sizes),) or shapes["n_features"] != () \
+            or (decision & 1).any() or ((decision >> 2) & 3 == 1).any():
+        raise CorruptModelError(f"{source} does not hold a forest the walker reads (array shapes {shapes}); save or "
+                                f"download the model again")
+    roots, left, right = _checked(flat, sizes, n_features, source, numeric=True)
     try:
         return CompiledForest(
             roots=roots.astype(np.int32), feature=flat["feature"].astype(np.int32), threshold=flat["threshold"],
