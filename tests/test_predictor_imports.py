@@ -21,7 +21,9 @@ from perfcast.models.uncertainty.intervals import ConformalRegressor
 #: libraries only training, tracking or other model kinds use (scikit-learn included: perfcast's estimators
 #: derive from perfcast.features.estimator_base, and its import pulls in SciPy's stats)
 NOT_FOR_PREDICTING = ("mlflow", "torch", "optuna", "lightgbm", "xgboost", "sklearn", "scipy.stats",
-                      "perfcast.models.registry", "perfcast.models.estimators.trees")
+                      "perfcast.models.registry", "perfcast.models.estimators.trees",
+                      # the record store: pyarrow's Parquet and filesystems, filelock
+                      "perfcast.records.store", "pyarrow.parquet", "pyarrow.fs", "filelock")
 #: what loading a model and answering a few configurations does without: numba and the kernels it compiles are
 #: loaded by the first large batch (or after many small ones; perfcast.models.persistence.small_walk)
 NOT_FOR_A_FEW_PREDICTIONS = (*NOT_FOR_PREDICTING, "numba", "perfcast.models.persistence.kernels")
