@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from perfcast.builtin import bundle_path
 from perfcast.models import make_model
 from perfcast.models.persistence.bundle import save_model
@@ -42,14 +40,44 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def run(code: str, pythonpath: Path) -> tuple[float, float, str]:
-    """(wall s, CPU s user + sys, stdout) of one fresh ``python -c code`` with ``pythonpath`` first on the path."""
+    """(wall s, CPU s user + sys, stdout) of one fresh ``python -c code`` run in ``pythonpath`` (``-c`` puts the
+    working directory first on the path) with it also on ``PYTHONPATH``."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                         cwd=pythonpath)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, out.stdout
+
+
+#: a fresh process's CPU time (``time.process_time``) after each step of loading the built-in GEMM model and
+#: predicting one configuration
+PHASES = """import time
+marks = [time.process_time()]
+import numpy
+marks.append(time.process_time())
+import pandas
+marks.append(time.process_time())
+from perfcast import Predictor
+Predictor.load
+marks.append(time.process_time())
+p = Predictor.builtin("gemm")
+marks.append(time.process_time())
+p.predict({config!r})
+marks.append(time.process_time())
+print(" ".join(str(b - a) for a, b in zip(marks, marks[1:])))"""
+PHASE_NAMES = ("import numpy", "import pandas", "import perfcast.predictor (the rest)", "Predictor.builtin('gemm')",
+               "first predict(dict)")
+
+
+def phases(runs: int, trees: dict[str, Path], config: dict) -> list[dict[str, object]]:
+    """Median CPU seconds of each of :data:`PHASE_NAMES` in ``runs`` fresh processes per checkout."""
+    got = {key: [[float(v) for v in run(PHASES.format(config=config), path)[2].split()] for _ in range(runs)]
+           for key, path in trees.items()}
+    return [{"measure": f"CPU in process: {name}", **{f"{key} CPU s": statistics.median(r[i] for r in got[key])
+                                                     for key in trees}} for i, name in enumerate(PHASE_NAMES)]
 
 
 def cases(data_root: Path, tmp: Path) -> dict[str, tuple[str, str]]:
@@ -93,10 +121,17 @@ def main() -> None:
                 row[f"{key} CPU s"] = statistics.median(c for _, c, _ in r)
             rows.append(row)
             print(row, flush=True)
+    steps = phases(args.runs, trees, requests(args.data_root, "gemm", 1, seed=1)[0])
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
-    print(f"\nmedians of {args.runs} fresh processes each; load average {load} at the end")
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
+    print(f"\nmedians of {args.runs} fresh processes each; load average {load} at the end\n")
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(row["measure"] if k == "measure" else f"{row[k]:.2f}" for k in keys) + " |")
+    print("\n| step | " + " | ".join(f"{key} CPU s" for key in trees) + " |\n|---|" + "---|" * len(trees))
+    for row in steps:
+        print(f"| {row['measure']} | " + " | ".join(f"{row[f'{key} CPU s']:.3f}" for key in trees) + " |")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,19 @@ def _probe(A: np.ndarray) -> np.ndarray:
     return X
 
 
+def at_every_threshold(forest, A: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a CompiledForest
+    """Four copies of the rows ``A`` with every split feature drawn from its thresholds, the doubles just below
+    and above them, 0.0, -0.0, +-inf and NaN."""
+    rng = np.random.default_rng(0)
+    X = np.repeat(A, 4, axis=0)
+    for f in np.unique(forest.feature):
+        cuts = forest.threshold[forest.feature == f]
+        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
+                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
+        X[:, f] = rng.choice(edges, len(X))
+    return X
+
+
 @pytest.mark.parametrize("objective", ["regression", "regression_l1", "huber"])
 def test_compiled_forest_sums_what_lightgbm_predicts_bit_for_bit(features, objective):
     A, y = features
@@ -158,13 +171,7 @@ def test_values_at_and_beside_every_threshold_go_lightgbms_way(features):
     A, y = features
     booster = _booster(A, y)
     forest = compile_lightgbm(booster.model_to_string())
-    rng = np.random.default_rng(0)
-    X = np.repeat(A[:400], 4, axis=0)
-    for f in np.unique(forest.feature):
-        cuts = forest.threshold[forest.feature == f]
-        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
-                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
-        X[:, f] = rng.choice(edges, len(X))
+    X = at_every_threshold(forest, A[:400])
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
 

@@ -18,7 +18,7 @@ from perfcast.models.persistence.bundle import PerfcastModel
 from perfcast.models.persistence.compiled import compile_lightgbm
 from perfcast.models.persistence.kernels import walk
 from perfcast.models.persistence.small_walk import SMALL, TIER_UP, SmallWalk
-from tests.test_compiled import _booster, _probe, features, gemm  # noqa: F401  (pytest fixtures)
+from tests.test_compiled import _booster, _probe, at_every_threshold, features, gemm  # noqa: F401  (fixtures)
 
 
 def _agree(forest, booster: lgb.Booster, X: np.ndarray) -> None:
@@ -46,14 +46,7 @@ def test_values_at_beside_and_past_every_threshold_and_one_leaf_trees(features):
     A, y = features
     booster = _booster(A, y)
     forest = compile_lightgbm(booster.model_to_string())
-    rng = np.random.default_rng(0)
-    X = np.repeat(A[:100], 4, axis=0)
-    for f in np.unique(forest.feature):
-        cuts = forest.threshold[forest.feature == f]
-        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
-                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
-        X[:, f] = rng.choice(edges, len(X))
-    _agree(forest, booster, X)
+    _agree(forest, booster, at_every_threshold(forest, A[:100]))
     stump = _booster(A[:50], y[:50], n_estimators=3, min_child_samples=40)  # too few rows to split: leaves only
     _agree(compile_lightgbm(stump.model_to_string()), stump, A[:20])
 

@@ -20,8 +20,9 @@ import numpy as np
 
 #: the largest request walked in NumPy (its cost grows with the rows; the kernels' barely does)
 SMALL = 16
-#: rows a process walks in NumPy before it loads the kernels (then the kernels' one-off cost is amortised)
-TIER_UP = 2000
+#: rows a process walks in NumPy before it loads the kernels: a row costs ~0.1 ms more here per forest than
+#: there, so a short script never pays for numba and a long-lived process soon stops paying the difference
+TIER_UP = 256
 _KERNELS = "perfcast.models.persistence.kernels"
 _walked = 0
 
