@@ -105,7 +105,8 @@ def main() -> None:
         first = {task: requests(args.data_root, task, 1, seed=1)[0] for task in ("gemm", "attention")}
         for name, (load, task) in cases(args.data_root, Path(tmp)).items():
             measures[f"{name}: load"] = f"from perfcast import Predictor\n{load}"
-            measures[f"{name}: load + 1"] = f"from perfcast import Predictor\n{load}\nprint(repr(p.predict({first[task]!r})))"
+            measures[f"{name}: load + 1"] = (f"from perfcast import Predictor\n{load}\n"
+                                             f"print(repr(p.predict({first[task]!r})))")
         rows = []
         for name, code in measures.items():
             got: dict[str, list[tuple[float, float, str]]] = {k: [] for k in trees}

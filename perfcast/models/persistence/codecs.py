@@ -127,7 +127,8 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
     a byte; the built-in bundles ship in the wheel)."""
     if a.dtype.kind != "i":
         return a
-    fits = (t for t in (np.int8, np.int16, np.int32) if not a.size or np.iinfo(t).min <= a.min() <= a.max() <= np.iinfo(t).max)
+    fits = (t for t in (np.int8, np.int16, np.int32)
+            if not a.size or np.iinfo(t).min <= a.min() <= a.max() <= np.iinfo(t).max)
     return a.astype(next(fits, a.dtype))
 
 
