@@ -21,7 +21,9 @@ from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.persistence.codecs import LightGBMLeaf
-from perfcast.models.persistence.compiled import BLOCK, LANES, ZERO, compile_lightgbm
+from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.persistence.kernels import BLOCK, LANES
+from perfcast.models.persistence.small_walk import ZERO
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
@@ -50,6 +52,19 @@ def _probe(A: np.ndarray) -> np.ndarray:
     X = np.vstack([A, A[:300]])
     X[-300:, 1] = np.nan
     X[-300::3, 2] = np.nan
+    return X
+
+
+def at_every_threshold(forest, A: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a CompiledForest
+    """Four copies of the rows ``A`` with every split feature drawn from its thresholds, the doubles just below
+    and above them, 0.0, -0.0, +-inf and NaN."""
+    rng = np.random.default_rng(0)
+    X = np.repeat(A, 4, axis=0)
+    for f in np.unique(forest.feature):
+        cuts = forest.threshold[forest.feature == f]
+        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
+                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
+        X[:, f] = rng.choice(edges, len(X))
     return X
 
 
@@ -157,13 +172,7 @@ def test_values_at_and_beside_every_threshold_go_lightgbms_way(features):
     A, y = features
     booster = _booster(A, y)
     forest = compile_lightgbm(booster.model_to_string())
-    rng = np.random.default_rng(0)
-    X = np.repeat(A[:400], 4, axis=0)
-    for f in np.unique(forest.feature):
-        cuts = forest.threshold[forest.feature == f]
-        edges = np.concatenate([cuts, np.nextafter(cuts, -np.inf), np.nextafter(cuts, np.inf),
-                                [0.0, -0.0, np.inf, -np.inf, np.nan]])
-        X[:, f] = rng.choice(edges, len(X))
+    X = at_every_threshold(forest, A[:400])
     np.testing.assert_array_equal(forest.predict(X), booster.predict(X))
     np.testing.assert_array_equal(forest.predict(X, threads=2), booster.predict(X))
 

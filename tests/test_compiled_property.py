@@ -13,7 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perfcast.models.persistence.compiled import BLOCK, compile_lightgbm
+from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.persistence.kernels import BLOCK
 
 
 @st.composite

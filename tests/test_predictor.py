@@ -99,11 +99,13 @@ def test_a_saved_model_predicts_exactly_what_the_fitted_one_did(name, split, tmp
 def test_bundle_files_are_data_not_pickles(saved, split, tmp_path):
     _, path = saved
     files = [p for p in path.rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} == {".json", ".txt", ".npy"}      # LightGBM text, JSON, numpy arrays
+    assert {p.suffix for p in files} == {".json", ".txt", ".npy", ".npz"}  # LightGBM text, JSON, numpy arrays
     assert (path / "estimators" / "runtime_ms" / "lightgbm.txt").read_text().startswith("tree\n")
     for p in files:
         assert not p.read_bytes().startswith(b"\x80"), f"{p} looks like a pickle"
     np.load(path / "calibration" / "runtime_ms.npy", allow_pickle=False)
+    with np.load(path / "estimators" / "runtime_ms" / "forest.npz", allow_pickle=False) as forest:  # parsed trees
+        assert forest["threshold"].dtype == np.float64
     # a scikit-learn forest is stored with skops, which refuses the types perfcast has not allowed
     train, _ = split
     forest = save_model(_fit("rf", train), "gemm", train, tmp_path / "rf")

@@ -8,7 +8,8 @@ be a program. A bundle directory holds each part in the format its library reads
                                the SHA-256 of every other file (:mod:`perfcast.models.persistence.manifest`)
     manifest "features"        the fitted feature transformer as JSON (:mod:`.features_json`)
     estimators/<target>/       each estimator's state: JSON params in the manifest, arrays in ``<kind>.npz``
-                               (``np.load(allow_pickle=False)``), library models as LightGBM text, XGBoost JSON
+                               (``np.load(allow_pickle=False)``), library models as LightGBM text (with its parsed
+                               forest in ``forest.npz``, read instead of the text), XGBoost JSON
                                or a scikit-learn estimator in skops (types checked against an allow-list); see
                                :mod:`.tree`, :mod:`.state` and :mod:`.codecs`
     calibration/<target>.npy   sorted conformity scores (``np.load(allow_pickle=False)``)

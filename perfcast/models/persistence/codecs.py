@@ -11,6 +11,7 @@ written again (an adapted model is its base plus a correction).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.estimator_base import is_estimator
-from perfcast.models.persistence.compiled import CompiledForest, compile_lightgbm
-from perfcast.models.persistence.errors import ModelFormatError
+from perfcast.models.persistence.compiled import CompiledForest, compile_lightgbm, forest_from_arrays, parse_lightgbm
+from perfcast.models.persistence.errors import CorruptModelError, ModelFormatError
 
 #: types skops must be told to trust for the scikit-learn estimators perfcast trains (everything else is
 #: refused): sklearn's tree arrays, numpy dtypes, the MLP's optimiser state
@@ -38,24 +39,37 @@ def as_array(X: pd.DataFrame | np.ndarray) -> np.ndarray:
     return X.to_numpy(dtype="float64") if isinstance(X, pd.DataFrame) else np.asarray(X, dtype="float64")
 
 
-@dataclass
 class LightGBMLeaf:
     """A LightGBM model read from its text: walked by :mod:`perfcast.models.persistence.compiled` (the same sums,
-    less overhead per call) when the walker covers it, else by LightGBM's own ``Booster``."""
+    less overhead per call) when the walker covers it, else by LightGBM's own ``Booster``.
 
-    text: str
-    threads: int = 1
-    where: str = "<lightgbm model>"
+    A bundle stores a covered model's parsed forest beside its text (``forest.npz``); read from there (``forest``)
+    the text is not parsed, nor even read until it is needed (:attr:`text`: to save the model again), and then
+    checked against the SHA-256 the bundle's manifest gave it."""
+
     #: ``predict`` takes a float matrix as it is (no feature names to check), so callers may skip building a frame
     reads_arrays: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        self.compiled: CompiledForest | None = compile_lightgbm(self.text, self.where)
+    def __init__(self, text: str | None = None, threads: int = 1, where: str = "<lightgbm model>", *,
+                 forest: CompiledForest | None = None, path: Path | None = None, digest: str | None = None):
+        self._text, self.threads, self.where, self._path, self._digest = text, threads, where, path, digest
+        self.compiled: CompiledForest | None = forest if forest is not None else compile_lightgbm(self.text, where)
         self.booster = None
         if self.compiled is None:
             import lightgbm as lgb
 
             self.booster = lgb.Booster(model_str=self.text)
+
+    @property
+    def text(self) -> str:
+        """The model file's text (read on first use when the leaf was loaded from its parsed forest)."""
+        if self._text is None:
+            data = self._path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != self._digest:
+                raise CorruptModelError(f"{self._path} changed since its model was loaded (its SHA-256 no longer "
+                                        f"matches the model's manifest); load the model again")
+            self._text = data.decode("utf-8")
+        return self._text
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         A = as_array(X)
@@ -95,14 +109,37 @@ def _is_lightgbm(est: Any) -> bool:
 
 
 def _write_lightgbm(est: Any, root: Path, rel: str) -> dict[str, Any]:
+    """The model's text, and for a forest the walker covers its parsed arrays (``forest.npz``), which loading
+    reads instead of parsing the text (benchmarks/PREDICT_SPEED.md, load section). Readers that predate the
+    arrays read the text, so the bundle's format is unchanged."""
     text = est.text if isinstance(est, LightGBMLeaf) else est.booster_.model_to_string()
     new_file(root, f"{rel}/lightgbm.txt").write_text(text, encoding="utf-8")
-    return {"kind": "lightgbm", "file": f"{rel}/lightgbm.txt"}
+    entry = {"kind": "lightgbm", "file": f"{rel}/lightgbm.txt"}
+    arrays, covered = parse_lightgbm(text, f"{rel}/lightgbm.txt")
+    if covered:
+        np.savez(new_file(root, f"{rel}/forest.npz"), **{k: _narrowest(v) for k, v in arrays.items()})
+        entry["forest"] = f"{rel}/forest.npz"
+    return entry
+
+
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    """Integers in the narrowest signed type that holds them all (node indices of trees of a few dozen leaves fit
+    a byte; the built-in bundles ship in the wheel)."""
+    if a.dtype.kind != "i":
+        return a
+    fits = (t for t in (np.int8, np.int16, np.int32)
+            if not a.size or np.iinfo(t).min <= a.min() <= a.max() <= np.iinfo(t).max)
+    return a.astype(next(fits, a.dtype))
 
 
 def _read_lightgbm(entry: dict[str, Any], files: Any, threads: int) -> LightGBMLeaf:
     path = files.file(entry["file"])
-    return LightGBMLeaf(path.read_text(encoding="utf-8"), threads, str(path))
+    if entry.get("forest") is None:  # written before the parsed forest was stored, or a forest left to LightGBM
+        return LightGBMLeaf(path.read_text(encoding="utf-8"), threads, str(path))
+    forest = forest_from_arrays(files.arrays(entry["forest"]), str(files.file(entry["forest"])))
+    if forest is None:  # too wide for the walker: LightGBM reads the text
+        return LightGBMLeaf(path.read_text(encoding="utf-8"), threads, str(path))
+    return LightGBMLeaf(None, threads, str(path), forest=forest, path=path, digest=files.files[entry["file"]])
 
 
 def _is_xgboost(est: Any) -> bool:

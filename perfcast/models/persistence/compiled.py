@@ -22,8 +22,10 @@ waiting on a mispredicted branch; every second step they stop if all eight have 
 tree's depth. A batch is walked in the order of its rows' codes on the most split columns, so the eight rows
 in step mostly share their paths and stop together. Blocks of rows run in parallel (``prange``); a row's
 trees are summed in the same order whatever its block, thread or neighbours. Everything is built from the
-validated arrays at load time; the compiled code is numba's (``cache=True``), never anything read from the
-model file.
+validated arrays at load time; the compiled code is numba's (``cache=True``, in :mod:`.kernels`, imported on
+the first walk that needs it), never anything read from the model file. A fresh process's first small requests
+are walked in NumPy instead, to the same sums (:mod:`.small_walk`), so loading a model and answering a few
+configurations never imports numba.
 
 A model file is input, not trusted code: before anything walks a tree, every index the walker reads (split
 feature, children, leaves) is checked to be in range and every tree to be one acyclic tree, and a failure
@@ -34,25 +36,16 @@ file can neither read outside the arrays (a segfault in compiled code) nor send 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
-import numba
 import numpy as np
-from numba import njit, prange
 
 from perfcast.models.persistence.errors import CorruptModelError
+from perfcast.models.persistence.small_walk import SmallWalk, use_numpy
 
 #: objectives whose prediction is the raw sum of leaf values (no link function)
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
-#: rows each parallel task walks together (every tree over a block keeps that tree in cache)
-BLOCK = 256
-#: cuts a feature's code is counted over (vector compares) once a binary search has narrowed them down
-WINDOW = np.uintp(64)
-#: rows that walk one tree in step (their loads overlap; 8 measured fastest, benchmarks/PREDICT_SPEED.md)
-LANES = 8
-#: LightGBM's ``kZeroThreshold`` (a float 1e-35 widened to double): ``Booster.predict`` reads a dense row through
-#: ``RowPairFunctionFromDenseMatric``, which keeps only values beyond it (or NaN), so smaller ones count as 0.0
-ZERO = float(np.float32(1e-35))
 
 
 class Layout(NamedTuple):
@@ -103,7 +96,7 @@ class CompiledForest:
     def _layout(self) -> Layout:
         """The walk's arrays: codes for the features, and one 64-bit record per node slot.
 
-        A row's features are coded once per walk (:func:`_code`) into columns: column ``j`` reads feature
+        A row's features are coded once per walk (:func:`.kernels._code`) into columns: column ``j`` reads feature
         ``used[j]``, and ``cuts[starts[j]:starts[j + 1]]`` are the sorted distinct thresholds of the nodes that
         read it; a value's code is 1 + the number of them below it, and a node on the ``k``-th holds ``k + 1``,
         so ``value > threshold`` exactly when ``code > node's code``: LightGBM's float decisions on small ints,
@@ -173,18 +166,16 @@ class CompiledForest:
             X = np.ascontiguousarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
-        lay = self.layout
-        codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
-        out = np.zeros(len(X))
-        if len(X) <= BLOCK:  # a request: no thread pool, no ordering
-            _code(X, 0, len(X), lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
-            _walk(codes, 0, len(X), lay.roots, lay.depth, lay.node, lay.leaf, lay.value, out)
-            return out
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        _code_parallel(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
-        order = np.argsort(keys, kind="stable")
-        out[order] = _walk_parallel(codes[order], lay.roots, lay.depth, lay.node, lay.leaf, lay.value)
-        return out
+        if use_numpy(len(X)):  # a fresh process's first small requests: no numba to load (see .small_walk)
+            return self.small.predict(X)
+        from perfcast.models.persistence.kernels import walk  # numba: imported on the first walk that needs it
+
+        return walk(self.layout, X, threads)
+
+    @cached_property
+    def small(self) -> SmallWalk:
+        """The forest as :mod:`.small_walk` walks it (built on its first use)."""
+        return SmallWalk.of(self)
 
 
 def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> CompiledForest | None:
@@ -196,6 +187,21 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
     the indices; see :func:`_checked`). Any failure raises :class:`CorruptModelError` naming ``source`` (the
     file) and the tree, so a crafted file can neither crash the process nor hang the walker.
     """
+    arrays, covered = parse_lightgbm(text, source)
+    if covered:
+        return forest_from_arrays(arrays, source)
+    _checked(arrays, arrays["sizes"], int(arrays["n_features"]), source, numeric=False)
+    return None
+
+
+#: the arrays of a parsed forest (:func:`parse_lightgbm`), as a bundle stores them beside the model's text
+FOREST_ARRAYS = ("feature", "threshold", "decision", "left", "right", "leaf", "sizes", "n_features")
+
+
+def parse_lightgbm(text: str, source: str) -> tuple[dict[str, np.ndarray], bool]:
+    """The trees of a LightGBM model file's text as flat arrays (:data:`FOREST_ARRAYS`: each tree's arrays as
+    LightGBM writes them, concatenated, with each tree's leaf count and the model's feature count), and whether
+    the walker covers the model. Not yet checked: :func:`forest_from_arrays` checks them."""
     head, _, body = text.partition("\nTree=")
     body, end, _ = body.partition("\nend of trees")
     header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
@@ -232,10 +238,31 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
                                 f"but holds {len(sizes)}; save or download the model again")
     flat = {k: np.concatenate(v) if v else np.empty(0, dtype=np.float64 if k in ("threshold", "leaf") else np.int64)
             for k, v in parts.items()}
-    roots, left, right = _checked(flat, np.asarray(sizes, dtype=np.int64), n_features, source, numeric=covered)
-    if not covered:
-        return None
+    return {**flat, "sizes": np.asarray(sizes, dtype=np.int64), "n_features": np.asarray(n_features)}, covered
+
+
+def forest_from_arrays(arrays: dict[str, np.ndarray], source: str) -> CompiledForest | None:
+    """The :class:`CompiledForest` of parsed arrays (:func:`parse_lightgbm`, or a bundle's ``forest.npz`` of them),
+    every index checked first (:func:`_checked`); ``None`` when it is too wide for the walker. Arrays that are not
+    a parsed forest of the walker's kind raise :class:`CorruptModelError` naming ``source``."""
+    missing = [k for k in FOREST_ARRAYS if k not in arrays]
+    try:
+        sizes, n_features = arrays["sizes"].astype(np.int64, casting="same_kind"), int(arrays["n_features"])
+        flat = {k: arrays[k].astype(np.float64 if k in ("threshold", "leaf") else np.int64, casting="same_kind")
+                for k in FOREST_ARRAYS[:6]}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CorruptModelError(f"{source} is not a parsed LightGBM forest ({f'no {missing}' if missing else err}); "
+                                f"save or download the model again") from None
+    splits = int((sizes - 1).sum())
+    shapes = {k: v.shape for k, v in flat.items()} | {"sizes": sizes.shape, "n_features": arrays["n_features"].shape}
     decision = flat["decision"]
+    if (sizes < 1).any() or shapes["leaf"] != (int(sizes.sum()),) or not 1 <= n_features <= np.iinfo(np.int32).max \
+            or any(shapes[k] != (splits,) for k in ("feature", "threshold", "decision", "left", "right")) \
+            or shapes["sizes"] != (len(sizes),) or shapes["n_features"] != () \
+            or (decision & 1).any() or ((decision >> 2) & 3 == 1).any():
+        raise CorruptModelError(f"{source} does not hold a forest the walker reads (array shapes {shapes}); save or "
+                                f"download the model again")
+    roots, left, right = _checked(flat, sizes, n_features, source, numeric=True)
     try:
         return CompiledForest(
             roots=roots.astype(np.int32), feature=flat["feature"].astype(np.int32), threshold=flat["threshold"],
@@ -324,90 +351,6 @@ def _checked(flat: dict[str, np.ndarray], sizes: np.ndarray, n_features: int, so
             t = int(np.searchsorted(start, bad[0], side="right")) - 1
             fail(t, f"{name} {int(bad[0]) - int(start[t])} is {values[bad[0]]}, not a " + ("number" if name == "threshold" else "finite number"))
     return roots, *children
-
-
-@njit(cache=True, nogil=True)
-def _code(X, lo, hi, used, starts, cuts, nan_code, key, codes, keys):  # noqa: ANN001
-    """Code rows ``lo:hi`` of ``X`` into ``codes`` (see :meth:`CompiledForest._layout`), and give each row its
-    sort key: its codes of the ``key`` columns, most split first, as one integer."""
-    one = np.uintp(1)
-    for j in range(used.shape[0]):  # column by column: every row's search takes the same steps, so the
-        f, first = np.uintp(used[j]), np.uintp(starts[j])  # loop branches are always guessed right
-        size = np.uintp(starts[j + 1]) - first
-        for r in range(lo, hi):
-            v = X[np.uintp(r), f]
-            v = 0.0 if abs(v) <= ZERO else v  # as LightGBM reads a dense row (see ZERO); NaN stays NaN
-            a, n = first, size  # the first cut not below v: halve the range to at most WINDOW cuts (each
-            while n > WINDOW:  # halving a select), then count the window's cuts below v (vector compares)
-                half = n >> one
-                a += half * np.uintp(cuts[a + half - one] < v)
-                n -= half
-            below = a - first + one
-            for m in range(a, a + n):
-                below += np.uintp(cuts[m] < v)
-            codes[np.uintp(r), np.uintp(j)] = nan_code[j] if v != v else below
-    bits = np.uint64(8 * codes.itemsize)
-    for r in range(lo, hi):
-        k = np.uint64(0)
-        for j in key:
-            k = (k << bits) | np.uint64(codes[r, j])
-        keys[r] = k
-
-
-@njit(cache=True, nogil=True)
-def _walk(codes, lo, hi, roots, depth, node, leaf, value, out):  # noqa: ANN001
-    """Add every tree's leaf value to ``out[lo:hi]`` for the coded rows ``codes[lo:hi]`` (tree by tree, in
-    LightGBM's order), :data:`LANES` rows at a time through each tree.
-
-    A step reads the node's record and the row's code on its column; the next slot is the left child's plus
-    the comparison (``node`` packs both, see :meth:`CompiledForest._layout`). Indices are unsigned
-    (``np.uintp``): numba then emits no negative-index wraparound per array read; the layout's indices are
-    checked in range on load."""
-    nodes = np.empty(LANES, dtype=np.uintp)
-    low, col, cut = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(48)
-    for t in range(roots.shape[0]):
-        i = lo
-        while i + LANES <= hi:
-            nodes[:] = roots[t]
-            step = 0
-            while step < depth[t]:  # two steps, then stop once every lane is at its leaf (a leaf leads to itself)
-                for _ in range(2):
-                    for j in range(LANES):
-                        q = node[nodes[j]]
-                        c = codes[np.uintp(i + j), np.uintp((q >> col) & np.uint64(0xFFFF))]
-                        nodes[j] = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
-                step += 2
-                done = np.uint8(1)
-                for j in range(LANES):
-                    done &= leaf[nodes[j]]
-                if done:
-                    break
-            for j in range(LANES):
-                out[i + j] += value[nodes[j]]
-            i += LANES
-        for r in range(i, hi):  # a row alone: branches (the CPU runs ahead on its guess), stopping at the leaf
-            n = np.uintp(roots[t])
-            while not leaf[n]:
-                q = node[n]
-                c = codes[np.uintp(r), np.uintp((q >> col) & np.uint64(0xFFFF))]
-                n = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
-            out[r] += value[n]
-
-
-@njit(parallel=True, cache=True)
-def _code_parallel(X, used, starts, cuts, nan_code, key, codes, keys):  # noqa: ANN001
-    n = X.shape[0]
-    for b in prange((n + BLOCK - 1) // BLOCK):
-        _code(X, b * BLOCK, min(n, b * BLOCK + BLOCK), used, starts, cuts, nan_code, key, codes, keys)
-
-
-@njit(parallel=True, cache=True)
-def _walk_parallel(codes, roots, depth, node, leaf, value):  # noqa: ANN001
-    n = codes.shape[0]
-    out = np.zeros(n)
-    for b in prange((n + BLOCK - 1) // BLOCK):
-        _walk(codes, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, node, leaf, value, out)
-    return out
 
 
 __all__ = ["CompiledForest", "CorruptModelError", "compile_lightgbm"]

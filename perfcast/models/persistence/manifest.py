@@ -46,10 +46,10 @@ LIBRARIES: tuple[str, ...] = ("perfcast", "scikit-learn", "lightgbm", "xgboost",
                               "pandas")
 
 
-def library_versions() -> dict[str, str]:
-    """Installed version of each of :data:`LIBRARIES` (absent ones omitted); read from metadata, no import."""
+def library_versions(dists: tuple[str, ...] | list[str] = LIBRARIES) -> dict[str, str]:
+    """Installed version of each of ``dists`` (absent ones omitted); read from metadata, no import."""
     out = {}
-    for dist in LIBRARIES:
+    for dist in dists:
         try:
             out[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -64,7 +64,7 @@ def _major_minor(version: str) -> tuple[str, ...]:
 def check_versions(manifest: dict[str, Any], where: str) -> None:
     """Raise :class:`IncompatibleModelError` unless every required library matches in major.minor."""
     saved = manifest.get("versions", {})
-    installed = library_versions()
+    installed = library_versions(manifest.get("requires", []))  # each lookup scans the path: only those needed
     for lib in manifest.get("requires", []):
         have, had = installed.get(lib), saved.get(lib, "?")
         if have is None:
