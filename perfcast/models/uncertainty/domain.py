@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.records.schema import columns
-from perfcast.features.base import text_map
+from perfcast.features.base import column_positions, text_map
 from perfcast.features.records import Records
 from perfcast.features.roofline import canonical_dtypes
 
@@ -72,9 +72,9 @@ class DomainGuard:
         #: hardware columns every training row had a value for (a device lacking one is flagged)
         self.complete: list[str] = []
         self.devices: list[str] = []
-        #: (feature columns, hardware columns among them, their positions): found once per column index
+        #: (feature column names, hardware columns among them, their positions): found once per layout
         #: (a bundle's transformer returns the same one every call)
-        self._positions: tuple[pd.Index, list[str], np.ndarray] | None = None
+        self._positions: tuple[tuple[str, ...], list[str], np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
@@ -100,8 +100,10 @@ class DomainGuard:
         return self
 
     # ---------------------------------------------------------------------------------------- check
-    def check(self, records: pd.DataFrame | Records, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences)."""
+    def check(self, records: pd.DataFrame | Records, features: pd.DataFrame | np.ndarray,
+              names: tuple[str, ...] | None = None) -> tuple[np.ndarray, list[str]]:
+        """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences);
+        ``features`` is the records' feature frame, or their feature rows whose columns are ``names``."""
         records = Records.of(records)
         n = len(records)
         reasons = np.full(n, "", dtype=object)
@@ -127,11 +129,14 @@ class DomainGuard:
             unseen = text_map(_labels(text, c), lambda v, seen=frozenset(seen): v not in seen)
             add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
                 f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
-        if self._positions is None or self._positions[0] is not features.columns:
-            cols = [c for c in self.hardware if c in features.columns]
-            self._positions = (features.columns, cols, features.columns.get_indexer(cols))
+        if names is None:
+            names, A = tuple(features.columns), features.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            A = features
+        if self._positions is None or self._positions[0] != names:
+            cols = [c for c in self.hardware if c in names]
+            self._positions = (names, cols, column_positions(names, tuple(cols)))
         _, cols, where = self._positions
-        A = features.to_numpy(dtype="float64", na_value=np.nan)
         # a training device is inside the box by definition: a per-dtype number of it (peak_tflops of a dtype never
         # trained on) outside the box is the dtype's doing, and the dtype check above says so
         foreign = ~np.isin(records.text("device_id"), self.devices) if cols else None
