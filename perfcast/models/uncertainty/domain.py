@@ -111,7 +111,7 @@ class DomainGuard:
 
         def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
             """Append ``message(mask)`` (one text, or one per masked row) to the reasons of the masked rows."""
-            if not mask.any():
+            if not (mask[0] if n == 1 else mask.any()):  # a request: no reduction
                 return
             msg, cur = message(mask), reasons[mask]
             reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
@@ -139,7 +139,7 @@ class DomainGuard:
         _, cols, where = self._positions
         # a training device is inside the box by definition: a per-dtype number of it (peak_tflops of a dtype never
         # trained on) outside the box is the dtype's doing, and the dtype check above says so
-        foreign = ~np.isin(records.text("device_id"), self.devices) if cols else None
+        foreign = self._foreign(records.text("device_id")) if cols else None
         for j, c in zip(where, cols, strict=True):
             lo, hi = self.hardware[c]
             v = A[:, j]
@@ -158,6 +158,12 @@ class DomainGuard:
                 add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
         return reasons == "", [str(r) for r in reasons]
+
+    def _foreign(self, ids: np.ndarray) -> np.ndarray:
+        """Where ``ids`` are not training devices (a request's one id tested by a set lookup, not ``np.isin``)."""
+        if len(ids) == 1:
+            return np.asarray([ids[0] not in frozenset(self.devices)])
+        return ~np.isin(ids, self.devices)
 
     @staticmethod
     def _device_labels(records: Records) -> np.ndarray:

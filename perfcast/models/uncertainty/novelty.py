@@ -95,10 +95,6 @@ class HardwareNovelty:
                              f"model's feature transformer produced")
         return self._standardized(float_columns(F, tuple(self.columns)))
 
-    def standardize_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        """:meth:`standardize` of feature rows ``A`` whose columns are ``names``."""
-        return self._standardized(A[:, column_positions(names, tuple(self.columns))])
-
     def _standardized(self, A: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             A = np.where(self.log, np.log(np.where(A > 0, A, np.nan)), A)
@@ -114,8 +110,20 @@ class HardwareNovelty:
                              self._distinct_standardized(among))
 
     def distance_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        """:meth:`distance` (to the trained descriptions) of feature rows ``A`` whose columns are ``names``."""
-        return self._nearest(self.standardize_rows(A, names), self.reference)
+        """:meth:`distance` (to the trained descriptions) of feature rows ``A`` whose columns are ``names``. A single
+        row's distance, a function of its hardware columns only, is remembered per device description."""
+        hw = A[:, column_positions(names, tuple(self.columns))]
+        if len(hw) != 1:
+            return self._nearest(self._standardized(hw), self.reference)
+        memo = self.__dict__.setdefault("_memo", {})
+        key = hw.tobytes()
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[key] = self._nearest(self._standardized(hw), self.reference)
+            hit.setflags(write=False)
+        return hit
 
     @staticmethod
     def _nearest(Z: np.ndarray, ref: np.ndarray) -> np.ndarray:
