@@ -44,13 +44,15 @@ def _bits(v: Any) -> Any:
 
 
 def assert_same_as_frame(p: Predictor, configs: list[dict[str, Any]]) -> None:
+    """Each config's one-row answer equals, in every bit, its row of a one-row frame and of one batch of all."""
     flagged = 0
-    for config in configs:
+    batch = p.predict(pd.DataFrame(configs))
+    for i, config in enumerate(configs):
         assert p._one_row(config)[1], f"{config} did not take the one-row path"  # the check compares two paths
         one = p.predict(config)
-        ref = p.predict(pd.DataFrame([config])).iloc[0].to_dict()
-        assert list(one) == list(ref)
-        assert {k: _bits(v) for k, v in one.items()} == {k: _bits(v) for k, v in ref.items()}, config
+        for ref in (p.predict(pd.DataFrame([config])).iloc[0].to_dict(), batch.iloc[i].to_dict()):
+            assert list(one) == list(ref)
+            assert {k: _bits(v) for k, v in one.items()} == {k: _bits(v) for k, v in ref.items()}, config
         flagged += not one["in_distribution"]
     assert flagged >= 2  # the unmeasured GPU and the huge size at least
 

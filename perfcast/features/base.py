@@ -191,9 +191,11 @@ def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
 def matrix(columns: dict[str, Any], n_rows: int) -> np.ndarray:
     """(rows, columns) float64 array of equally long columns, a transposed view of one (columns, rows) block
     (see :func:`frame` for why that layout)."""
-    data = np.empty((len(columns), n_rows))
-    for i, v in enumerate(columns.values()):
-        data[i] = np.asarray(v, dtype="float64")
+    data = np.array(list(columns.values()), dtype="float64")  # one call when every column is an array of n_rows
+    if data.shape != (len(columns), n_rows):  # scalars among them: broadcast column by column
+        data = np.empty((len(columns), n_rows))
+        for i, v in enumerate(columns.values()):
+            data[i] = np.asarray(v, dtype="float64")
     return data.T
 
 

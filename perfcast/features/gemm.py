@@ -94,7 +94,8 @@ class GemmFeatures(RecordFeatures):
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         sm, cores = hw.number("sm_count"), hw.number("cores")
         units = np.where(np.isnan(sm), cores, sm)
-        align = {f"{d}_align{a}": flag for d, v in (("m", m), ("n", n), ("k", k)) for a, flag in aligned(v).items()}
+        flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
+        align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
         codes, present = factorize(dtype)
         none = np.zeros(len(codes), dtype=bool)
         return {  # in the order of groups.py, so the base class need not reorder
