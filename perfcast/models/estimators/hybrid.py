@@ -18,6 +18,7 @@ small fraction of their runtime, so it is measured, not assumed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,9 +39,10 @@ KIND_PREFIXES: tuple[str, ...] = ("dtype_",)
 KIND_COLUMNS: tuple[str, ...] = ("is_decode",)
 
 
-def kind_columns(names: Sequence[str]) -> list[str]:
+@lru_cache(maxsize=64)
+def kind_columns(names: tuple[str, ...]) -> tuple[str, ...]:
     """The columns among ``names`` whose values name the kernel kind (:data:`KIND_PREFIXES`, :data:`KIND_COLUMNS`)."""
-    return [c for c in names if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]
+    return tuple(c for c in names if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
 
 
 def kind_name(columns: Sequence[str], code: int) -> str:
@@ -52,7 +54,7 @@ def kind_name(columns: Sequence[str], code: int) -> str:
 
 def kernel_kinds(X: pd.DataFrame) -> pd.Series:
     """A label per row naming its kernel kind: the dtype one-hot that is set, plus the attention phase."""
-    cols = kind_columns(X.columns)
+    cols = list(kind_columns(tuple(X.columns)))
     if not cols:
         return pd.Series("all", index=X.index)
     flags = X[cols].fillna(0.0).to_numpy(dtype="float64") > 0.5
@@ -114,7 +116,7 @@ class HybridRegressor(Regressor):
         kind columns and remembered, so a one-row request costs no pandas grouping."""
         cache = self.__dict__.setdefault("_kind_floors", {})  # columns -> (kind column positions, pattern -> floor)
         if names not in cache:
-            cache[names] = (column_positions(names, tuple(kind_columns(names))), {})
+            cache[names] = (column_positions(names, kind_columns(names)), {})
         idx, known = cache[names]
         flags = A[:, idx] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
@@ -148,11 +150,13 @@ class HybridRegressor(Regressor):
     def _input_array(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`_inputs` of feature rows ``A`` (columns ``names``) as a float matrix, read by position: a
         loaded forest reads the matrix anyway, and a frame's column selection costs most of a request."""
-        if self._derived(names):  # computed columns have no position in A
-            return self._inputs(named_frame(A, names)).to_numpy(dtype="float64")
-        if self.columns is None:
-            return A
-        return A[:, column_positions(names, tuple(self.columns))]
+        cache = self.__dict__.setdefault("_input_at", {})  # names -> positions (None: all, as they are)
+        if names not in cache:
+            if self._derived(names):  # computed columns have no position in A
+                return self._inputs(named_frame(A, names)).to_numpy(dtype="float64")
+            cache[names] = None if self.columns is None else column_positions(names, tuple(self.columns))
+        at = cache[names]
+        return A if at is None else A[:, at]
 
     def _estimator(self, names: list[str]) -> Any:
         import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
@@ -182,6 +186,7 @@ class HybridRegressor(Regressor):
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
         self.floors_, self.pooled_floor_ = {}, 0.0
         self.__dict__.pop("_kind_floors", None)
+        self.__dict__.pop("_input_at", None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
         inputs = self._inputs(X)

@@ -189,7 +189,7 @@ class SiblingTransfer(Regressor):
     def _kinds(self, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The distinct kernel kinds of the rows (:func:`kernel_kinds`) and each row's position among them; a
         kind-column bit pattern is named once and remembered."""
-        kinds = tuple(kind_columns(names))
+        kinds = kind_columns(names)
         flags = A[:, column_positions(names, kinds)] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kinds), dtype=np.int64))
         known = self.__dict__.setdefault("_kind_names", {})
