@@ -52,6 +52,20 @@ def _labels(text: np.ndarray, column: str) -> np.ndarray:
     return text_map(text, lambda v: v.strip().lower())
 
 
+def _appender(reasons: np.ndarray) -> Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]:
+    """``add(mask, message)``: append ``message(mask)`` (one text, or one per masked row) to the masked rows of
+    ``reasons`` ('; '-joined); ``message`` is called only when some row is masked."""
+    one = len(reasons) == 1
+
+    def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
+        if not (mask[0] if one else mask.any()):  # a request: no reduction
+            return
+        msg, cur = message(mask), reasons[mask]
+        reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
+
+    return add
+
+
 def _fmt(values: np.ndarray) -> np.ndarray:
     return np.char.mod("%g", values.astype("float64")).astype(object)
 
@@ -107,15 +121,8 @@ class DomainGuard:
         records = Records.of(records)
         n = len(records)
         reasons = np.full(n, "", dtype=object)
+        add = _appender(reasons)
         given = set(records.columns)
-
-        def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
-            """Append ``message(mask)`` (one text, or one per masked row) to the reasons of the masked rows."""
-            if not (mask[0] if n == 1 else mask.any()):  # a request: no reduction
-                return
-            msg, cur = message(mask), reasons[mask]
-            reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
-
         for c, (lo, hi) in self.sizes.items():
             if c not in given:
                 continue
@@ -134,22 +141,49 @@ class DomainGuard:
         else:
             A = features
         if self._positions is None or self._positions[0] != names:
-            cols = [c for c in self.hardware if c in names]
+            cols = [c for c in self.hardware if c in names]  # the spec columns, then WORK (see fit)
             self._positions = (names, cols, column_positions(names, tuple(cols)))
         _, cols, where = self._positions
+        spec = [(j, c) for j, c in zip(where, cols, strict=True) if c not in WORK]
+        if spec:
+            self._add_spec(records, A, spec, add)
+        for j, c in ((j, c) for j, c in zip(where, cols, strict=True) if c in WORK):
+            lo, hi = self.hardware[c]
+            name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** A[:, j], 10.0 ** lo, 10.0 ** hi
+            add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
+                + f" above training max {hi:.3g}")
+            add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
+                + f" below training min {lo:.3g}")
+        return reasons == "", [str(r) for r in reasons]
+
+    def _add_spec(self, records: Records, A: np.ndarray, spec: list[tuple[int, str]],
+                  add: Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]) -> None:
+        """Add the reasons of devices whose spec leaves the training box. A single row's are a function of its
+        device (its spec numbers, id and name) only, so they are remembered per device."""
+        if len(A) != 1:
+            found = self._spec_reasons(records, A, spec)
+            add(found != "", lambda m: found[m])
+            return
+        memo = self.__dict__.setdefault("_spec_memo", {})
+        key = (A[0, [j for j, _ in spec]].tobytes(), records.text("device_id")[0], records.text("device_name")[0])
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            found = memo[key] = str(self._spec_reasons(records, A, spec)[0])
+        if found:
+            add(np.ones(1, dtype=bool), lambda m: found)
+
+    def _spec_reasons(self, records: Records, A: np.ndarray, spec: list[tuple[int, str]]) -> np.ndarray:
+        """Per row, the '; '-joined reasons its device's spec numbers (columns ``spec``: position, name) give."""
+        reasons = np.full(len(A), "", dtype=object)
+        add = _appender(reasons)
         # a training device is inside the box by definition: a per-dtype number of it (peak_tflops of a dtype never
-        # trained on) outside the box is the dtype's doing, and the dtype check above says so
-        foreign = self._foreign(records.text("device_id")) if cols else None
-        for j, c in zip(where, cols, strict=True):
+        # trained on) outside the box is the dtype's doing, and the dtype check says so
+        foreign = self._foreign(records.text("device_id"))
+        for j, c in spec:
             lo, hi = self.hardware[c]
             v = A[:, j]
-            if c in WORK:
-                name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
-                add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
-                    + f" above training max {hi:.3g}")
-                add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
-                    + f" below training min {lo:.3g}")
-                continue
             where = lambda m, c=c, v=v: (  # noqa: E731 - device labels are made only for flagged rows
                 "device " + self._device_labels(records)[m] + " spec outside the training hull: " + c + " " + _fmt(v[m]))
             add(foreign & (v > hi + HULL_RTOL * abs(hi)), lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
@@ -157,7 +191,7 @@ class DomainGuard:
             if c in self.complete:
                 add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
-        return reasons == "", [str(r) for r in reasons]
+        return reasons
 
     def _foreign(self, ids: np.ndarray) -> np.ndarray:
         """Where ``ids`` are not training devices (a request's one id tested by a set lookup, not ``np.isin``)."""
