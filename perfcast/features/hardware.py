@@ -121,6 +121,13 @@ class RowHardware:
     def __contains__(self, column: str) -> bool:
         return column in self.columns
 
+    def sheet_row(self) -> tuple[dict[str, np.ndarray], int] | None:
+        """(the sheet's arrays, the row's position in them) of a single row read from the spec sheets, else None:
+        what a single request's device-level terms can be remembered by."""
+        if self._frame is not None or len(self.ids) != 1:
+            return None
+        return self._numbers, int(self._rows[0])
+
     def number(self, column: str) -> np.ndarray:
         """The field as float64 (NaN where unknown or absent), as :func:`numeric` reads it."""
         if column not in self.columns:
