@@ -44,17 +44,19 @@ def baseline_rows(A: np.ndarray, names: tuple[str, ...], target: str) -> np.ndar
             f"no analytical baseline for target {target!r}: the roofline and hybrid models predict "
             f"{', '.join(NEEDS)} (use a learned model such as 'lightgbm' for other targets)"
         )
-    absent = [c for c in NEEDS[target] if c not in names]
-    if absent:
+    try:
+        at = column_positions(names, NEEDS[target])
+    except KeyError:
+        absent = [c for c in NEEDS[target] if c not in names]
         raise ValueError(
             f"the roofline baseline of {target!r} needs feature column(s) {absent}, which only the gemm and "
             f"attention feature transformers produce"
-        )
-    cols = dict(zip(NEEDS[target], A[:, column_positions(names, NEEDS[target])].T, strict=True))
-    unknown = np.zeros(len(A), dtype=bool)
-    for v in cols.values():
-        unknown |= ~np.isfinite(v)
-    if unknown.any():
+        ) from None
+    values = A[:, at]
+    cols = dict(zip(NEEDS[target], values.T, strict=True))
+    finite = np.isfinite(values)
+    if not finite.all():
+        unknown = ~finite.all(axis=1)
         which = [c for c, v in cols.items() if not np.isfinite(v).all()]
         raise ValueError(
             f"{int(unknown.sum())} row(s) have no {'/'.join(which)} (e.g. a device without a TDP in its spec "

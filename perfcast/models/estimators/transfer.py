@@ -126,7 +126,7 @@ class SiblingTransfer(Regressor):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if not (y > 0).all():
             raise ValueError("sibling transfer learns log residuals: every target must be > 0")
-        for memo in ("_distance_memo", "_kind_names", "_checked"):
+        for memo in ("_weight_memo", "_kind_names", "_checked"):
             self.__dict__.pop(memo, None)
         devices = row_keys(X, self.device_columns)
         rows = self._sample(devices)
@@ -155,21 +155,10 @@ class SiblingTransfer(Regressor):
     def distance_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`distances` of feature rows ``A`` whose columns are ``names``. The training devices' descriptors
         are looked up once per distinct kernel kind of the rows (a handful), not per row: a request then costs
-        array arithmetic instead of a pandas reindex per device. A single row's distances, a function of its
-        device's four descriptors and its kernel kind only, are remembered per such pair."""
+        array arithmetic instead of a pandas reindex per device."""
         own = self._descriptors(A, names)
         uniq, inverse = self._kinds(A, names)
-        if len(A) != 1:
-            return self._distances(own, uniq, inverse)
-        memo = self.__dict__.setdefault("_distance_memo", {})
-        key = (own.tobytes(), str(uniq[0]))
-        hit = memo.get(key)
-        if hit is None:
-            if len(memo) >= 4096:
-                memo.clear()
-            hit = memo[key] = self._distances(own, uniq, inverse)
-            hit.setflags(write=False)
-        return hit
+        return self._distances(own, uniq, inverse)
 
     def _distances(self, own: np.ndarray, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray:
         """(rows, devices) distances from the rows' descriptors ``own`` and kernel kinds (``uniq[inverse]``)."""
@@ -271,7 +260,10 @@ class SiblingTransfer(Regressor):
             self._check_columns(names)
             self._checked = names
         keys = hash_rows(A[:, column_positions(names, tuple(self.config_columns))])
-        weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
+        if distances is None and len(A) == 1:
+            weight = self._device_weight(A, names)
+        else:
+            weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
         configs, table = self._residual_matrix()
         if not len(configs):
             return np.zeros(len(A))
@@ -279,10 +271,23 @@ class SiblingTransfer(Regressor):
         r = np.where((configs[at] == keys)[:, None], table[at], np.nan)  # (rows, devices)
         seen = np.isfinite(r)
         # summed device by device in training order (cumsum adds left to right)
-        num = np.where(seen, weight * np.nan_to_num(r), 0.0).cumsum(axis=1)[:, -1]
+        num = np.where(seen, weight * r, 0.0).cumsum(axis=1)[:, -1]  # r is finite where seen
         den = np.where(seen, weight, 0.0).cumsum(axis=1)[:, -1]
         # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
+
+    def _device_weight(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """The sibling weights of a single row: a function of its device's descriptors and its kernel kind only
+        (:meth:`distance_rows`), so remembered per such pair (read-only)."""
+        memo = self.__dict__.setdefault("_weight_memo", {})
+        key = (A[0, column_positions(names, tuple(DISTANCE_WEIGHTS) + kind_columns(names))].tobytes(), self.scale)
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[key] = np.exp(-self.distance_rows(A, names) / self.scale)
+            hit.setflags(write=False)
+        return hit
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))

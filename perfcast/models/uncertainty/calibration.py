@@ -107,7 +107,7 @@ class IntervalCalibration:
         for j, t in enumerate(self.targets):
             own = np.full(n_rows, np.nan)
             col = NOISE_COLUMNS.get(t)
-            if records is not None and col in records.columns:
+            if records is not None and col in records:  # a frame's or Records' columns
                 own = Records.of(records).number(col)
             out[:, j] = np.where(np.isfinite(own), own, self.noise_median.get(t, np.nan))
         return out
