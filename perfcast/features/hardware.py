@@ -108,7 +108,7 @@ class RowHardware:
             self.columns = frozenset(self._frame.columns)
             return
         codes, uniques = factorize(R.text("device_id"))
-        bad = sorted({str(u) for u in uniques} - set(position))
+        bad = sorted({str(u) for u in uniques if str(u) not in position})
         if bad:
             get_spec(bad[0])  # raises KeyError naming the closest known ids
         # -1 (no device, or an alias the sheet is not indexed by): the all-unknown last row, as a reindex gives
