@@ -92,6 +92,8 @@ class DomainGuard:
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
+        for memo in ("_spec_memo", "_unseen_memo"):  # answers remembered for the previous fit's ranges
+            self.__dict__.pop(memo, None)
         schema = columns(self.task)
         numeric = [c for c, col in schema.items()
                    if col.group == "config" and col.kind in ("int", "float") and c not in NOT_SIZES]
@@ -123,17 +125,20 @@ class DomainGuard:
         reasons = np.full(n, "", dtype=object)
         add = _appender(reasons)
         given = set(records.columns)
-        for c, (lo, hi) in self.sizes.items():
-            if c not in given:
-                continue
-            v = records.number(c)
-            add(v > hi, lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
-            add(v < lo, lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
+        sizes = [(c, lo, hi) for c, (lo, hi) in self.sizes.items() if c in given]
+        if sizes:  # every size against its range at once; messages only for the columns that leave it
+            V = np.column_stack([records.number(c) for c, _, _ in sizes])
+            above, below = V > [hi for _, _, hi in sizes], V < [lo for _, lo, _ in sizes]
+            for j in np.flatnonzero(above.any(axis=0) | below.any(axis=0)):
+                c, lo, hi = sizes[j]
+                v = V[:, j]
+                add(above[:, j], lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
+                add(below[:, j], lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
         for c, seen in self.categories.items():
             if c not in given:
                 continue
             text = records.text(c)
-            unseen = text_map(_labels(text, c), lambda v, seen=frozenset(seen): v not in seen)
+            unseen = self._unseen(c, text)
             add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
                 f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
         if names is None:
@@ -192,6 +197,23 @@ class DomainGuard:
                 add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
         return reasons
+
+    def _unseen(self, column: str, text: np.ndarray) -> np.ndarray:
+        """Per row, whether its ``column`` label was never seen in training (None where missing); a request's one
+        value is remembered per column and text."""
+        if len(text) == 1 and isinstance(text[0], str):
+            memo = self.__dict__.setdefault("_unseen_memo", {})
+            key = (column, text[0])
+            if key not in memo:
+                if len(memo) >= 4096:
+                    memo.clear()
+                memo[key] = self._unseen_labels(column, text)
+            return memo[key]
+        return self._unseen_labels(column, text)
+
+    def _unseen_labels(self, column: str, text: np.ndarray) -> np.ndarray:
+        seen = frozenset(self.categories[column])
+        return text_map(_labels(text, column), lambda v: v not in seen)
 
     def _foreign(self, ids: np.ndarray) -> np.ndarray:
         """Where ``ids`` are not training devices (a request's one id tested by a set lookup, not ``np.isin``)."""
