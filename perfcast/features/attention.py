@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
@@ -52,7 +53,7 @@ class AttentionFeatures(RecordFeatures):
         where = type(self).__name__
         phase = text_map(X.text("phase"), str.lower)
         bad_phase = (phase != "prefill") & (phase != "decode")
-        if bad_phase.any():
+        if flagged(bad_phase):
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got "
                              f"{sorted({str(v) for v in phase[bad_phase]})}")
         dtype = canonical_dtypes(X.text("dtype"), "dtype")
@@ -72,14 +73,14 @@ class AttentionFeatures(RecordFeatures):
         window = X.number("window", 0.0)
         causal = self._causal(X)  # LLM attention is causal unless a record says otherwise
         inverted = causal & (seq_q > seq_kv)
-        if inverted.any():
+        if flagged(inverted):
             first = int(np.flatnonzero(inverted)[0])
             raise ValueError(
                 f"{where}: causal attention needs seq_q <= seq_kv (queries are the last seq_q positions); "
                 f"row {X.index[first]} has seq_q={seq_q[first]:g} > seq_kv={seq_kv[first]:g}"
             )
         uneven = heads % kv_heads != 0
-        if uneven.any():
+        if flagged(uneven):
             first = int(np.flatnonzero(uneven)[0])
             raise ValueError(f"{where}: heads must be a multiple of kv_heads (GQA); row {X.index[first]} has "
                              f"heads={heads[first]:g}, kv_heads={kv_heads[first]:g}")

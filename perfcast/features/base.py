@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from perfcast.features.distinct import factorize
+from perfcast.features.distinct import factorize, flagged
 from perfcast.features.estimator_base import Transformer, check_fitted
 from perfcast.features.groups import feature_names
 from perfcast.features.records import Records
@@ -114,15 +114,14 @@ class RecordFeatures(Transformer):
                 f"{where}: the {self.task} records lack column(s) {absent}, which these features need "
                 f"(see perfcast.records.schema for what each means)"
             )
-        one = len(R) == 1  # a request: test its one flag, no reduction
         for c in self.required:
             blank = R.missing(c)
-            if blank[0] if one else blank.any():
+            if flagged(blank):
                 raise ValueError(f"{where}: column {c!r} is missing in {int(blank.sum())} row(s) (first: row "
                                  f"{R.index[blank][0]})")
         for c in (c for c in self.positive if c in R):
             bad = ~(R.number(c) > 0) & ~R.missing(c)
-            if bad[0] if one else bad.any():
+            if flagged(bad):
                 first = int(np.flatnonzero(bad)[0])
                 raise ValueError(
                     f"{where}: column {c!r} must hold positive numbers; row {R.index[first]} has "

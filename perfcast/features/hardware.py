@@ -20,7 +20,7 @@ from perfcast.records.hardware_specs import (
     spec_table,
 )
 from perfcast.records.schema import COMMON
-from perfcast.features.distinct import factorize
+from perfcast.features.distinct import factorize, flagged
 from perfcast.features.records import Records
 
 #: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
@@ -176,7 +176,7 @@ def require_known(hw: RowHardware, X: Records, missing: np.ndarray, what: str, w
     ``what`` says which numbers were needed ("mem_bw_gbs", "peak_tflops for dtype bf16").
     """
     mask = np.asarray(missing, dtype=bool)
-    if not mask.any():
+    if not flagged(mask):
         return
     label = pd.Series(hw.ids, index=X.index, dtype="string")
     if "device_name" in X:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from perfcast.records.schema import columns
 from perfcast.features.base import column_positions, text_map
+from perfcast.features.distinct import flagged
 from perfcast.features.records import Records
 from perfcast.features.roofline import canonical_dtypes
 
@@ -55,10 +56,8 @@ def _labels(text: np.ndarray, column: str) -> np.ndarray:
 def _appender(reasons: np.ndarray) -> Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]:
     """``add(mask, message)``: append ``message(mask)`` (one text, or one per masked row) to the masked rows of
     ``reasons`` ('; '-joined); ``message`` is called only when some row is masked."""
-    one = len(reasons) == 1
-
     def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
-        if not (mask[0] if one else mask.any()):  # a request: no reduction
+        if not flagged(mask):
             return
         msg, cur = message(mask), reasons[mask]
         reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
