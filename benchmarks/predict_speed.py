@@ -11,8 +11,9 @@ measures, with feature computation, intervals and OOD checks included:
   the child, which other processes on a shared machine inflate far less), medians of 3; and the same process predicting one
   config after loading (numba's cached kernels and the spec sheets are read on that first call);
 * one config: median latency of ``predict(dict)`` over distinct real configurations, and its mean CPU time per
-  call, with its parts (features of the request's :class:`~perfcast.features.records.Records`, trees,
-  intervals + OOD) timed on their own;
+  call, with its parts on the path a request takes (feature rows of the request's
+  :class:`~perfcast.features.records.Records` as an array, the heads' ``predict_rows``, intervals + OOD on those
+  rows) timed on their own;
 * batch: configurations per second of ``predict(DataFrame)`` on 100,000 rows, with 1 and 2 tree threads, and
   of the trees alone on the batch's feature frame (the floor of the batch rate);
 * reference: ``RandomForestRegressor(100).predict`` on one row of GPPerf's nine features, the way the GPPerf
@@ -199,15 +200,16 @@ def speed(args: argparse.Namespace, path: Path, task: str = "gemm") -> dict[str,
     out["one_cpu"] = cpu_per_call(lambda i: p1.predict(configs[i % len(configs)]), 300)
     rows = [p1._one_row(c)[0] for c in configs]  # a request's columns, as predict(dict) builds them
     frames = [Records(r) for r in rows]
-    feats = [p1.model.features.transform(f) for f in frames]
-    out["features"] = median_seconds(lambda i: p1.model.features.transform(Records(rows[i % len(rows)])), 300)
-    out["trees"] = median_seconds(lambda i: p1.model.predict_features(feats[i % len(feats)]), 300)
+    names = p1.model.features.names_out()
+    feats = [p1.model.features.transform_array(f) for f in frames]  # the served path's feature rows
+    out["features"] = median_seconds(lambda i: p1.model.features.transform_array(Records(rows[i % len(rows)])), 300)
+    out["trees"] = median_seconds(lambda i: p1.model.predict_rows(feats[i % len(feats)], names), 300)
     cal = p1.model.calibration
 
     def rest(i: int) -> None:
         f, F = frames[i % len(frames)], feats[i % len(feats)]
-        cal.bounds(np.ones((1, len(p1.targets))), cal.noise(f, 1), features=F)
-        p1.model.domain.check(f, F)
+        cal.bounds(np.ones((1, len(p1.targets))), cal.noise(f, 1), features=F, names=names)
+        p1.model.domain.check(f, F, names)
 
     out["rest"] = median_seconds(rest, 300)
     batch = pd.DataFrame(requests(args.data_root, task, args.batch, seed=2))

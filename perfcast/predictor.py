@@ -182,11 +182,12 @@ class Predictor:
         if level is not None:
             check_level(level)
         model = self.model
-        features = model.features.transform(records)
-        pred = model.predict_features(features)
+        # feature rows by position, never a frame: a request's costs are per call, not per row (rows.py)
+        A, names = model.features.transform_array(records), model.features.names_out()
+        pred = model.predict_rows(A, names)
         cal = model.calibration
-        lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level, features=features)
-        ok, reasons = model.domain.check(records, features)
+        lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level, features=A, names=names)
+        ok, reasons = model.domain.check(records, A, names)
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]

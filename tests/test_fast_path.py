@@ -91,9 +91,12 @@ def test_latency_floor_looked_up_per_kind_pattern_matches_kernel_kinds(gemm, att
         floors = {k: 0.001 * (i + 1) for i, k in enumerate(labels[:-1])}  # the last kind falls back to pooled
         head = HybridRegressor.from_state({"target": "runtime_ms", "floors": floors, "pooled_floor": 0.5}, {})
         want = kinds.map(floors).fillna(0.5).to_numpy(dtype="float64")
-        np.testing.assert_array_equal(head._floor(F), want)
+        A, names = F.to_numpy(dtype="float64"), tuple(F.columns)
+        np.testing.assert_array_equal(head._floor(A, names), want)
         order = np.arange(len(F))[::-1]  # cached patterns, rows in another order
-        np.testing.assert_array_equal(head._floor(F.iloc[order]), want[order])
+        np.testing.assert_array_equal(head._floor(A[order], names), want[order])
+        one = HybridRegressor.from_state({"target": "runtime_ms", "floors": floors, "pooled_floor": 0.5}, {})
+        np.testing.assert_array_equal([one._floor(A[i:i + 1], names)[0] for i in range(len(A))], want)  # one by one
 
 
 def test_one_config_predicts_what_the_frame_path_predicts(gemm, tmp_path):

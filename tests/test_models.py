@@ -216,9 +216,10 @@ def test_latency_floor_is_the_median_of_latency_bound_rows(blackwell_gemm):
     assert 1e-3 < floors["dtype_bf16"] < 1e-2                              # a few microseconds, as measured
     hybrid = HybridRegressor(estimator=make_model("lightgbm", "gemm", ["runtime_ms"]).named_steps["model"]
                              .estimator.set_params(n_estimators=20)).fit(X, y)
-    np.testing.assert_allclose(hybrid._baseline(X) - 10 ** X["log10_roofline_ms"], floors["dtype_bf16"])
+    A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
+    np.testing.assert_allclose(hybrid._baseline(A, names) - 10 ** X["log10_roofline_ms"], floors["dtype_bf16"])
     off = HybridRegressor(latency_floor=False).fit(X, y)
-    np.testing.assert_allclose(off._baseline(X), 10 ** X["log10_roofline_ms"])
+    np.testing.assert_allclose(off._baseline(A, names), 10 ** X["log10_roofline_ms"])
 
 
 def test_hybrid_columns_and_monotone_constraints(neusight):

@@ -1,7 +1,8 @@
-"""One configuration as a dict is predicted on a path of its own (no DataFrame: pandas' fixed costs are most of a
-small request); it must give the DataFrame path's answer in every bit: value, interval bounds, OOD flag and reason.
-Checked on real aiconfigurator GEMM and attention configurations on several GPUs and dtypes, out-of-distribution
-ones included, with the built-in models and an adapted bundle."""
+"""One configuration as a dict is predicted on a path of its own (NumPy feature rows, no DataFrame: pandas' fixed
+costs are most of a small request); it must give the DataFrame path's answer in every bit, for a one-row frame and
+for one batch of all the configurations: value, interval bounds, OOD flag and reason. Checked on real
+aiconfigurator GEMM and attention configurations on several GPUs and dtypes, out-of-distribution ones included,
+with the built-in models and an adapted bundle."""
 
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ def _bits(v: Any) -> Any:
 
 
 def assert_same_as_frame(p: Predictor, configs: list[dict[str, Any]]) -> None:
+    """Each config's one-row answer equals, in every bit, its row of a one-row frame and of one batch of all."""
     flagged = 0
-    for config in configs:
+    batch = p.predict(pd.DataFrame(configs))
+    for i, config in enumerate(configs):
         assert p._one_row(config)[1], f"{config} did not take the one-row path"  # the check compares two paths
         one = p.predict(config)
-        ref = p.predict(pd.DataFrame([config])).iloc[0].to_dict()
-        assert list(one) == list(ref)
-        assert {k: _bits(v) for k, v in one.items()} == {k: _bits(v) for k, v in ref.items()}, config
+        for ref in (p.predict(pd.DataFrame([config])).iloc[0].to_dict(), batch.iloc[i].to_dict()):
+            assert list(one) == list(ref)
+            assert {k: _bits(v) for k, v in one.items()} == {k: _bits(v) for k, v in ref.items()}, config
         flagged += not one["in_distribution"]
     assert flagged >= 2  # the unmeasured GPU and the huge size at least
 
@@ -76,3 +79,16 @@ def test_an_adapted_bundle_one_row_path_equals_the_frame_path(data_root, gemm_ro
     adapted = Predictor.load(save_adapted(Predictor.builtin("gemm").adapt(measured).model, tmp_path / "adapted"))
     assert adapted.metadata["adaptation"]["base_model"]
     assert_same_as_frame(adapted, _configs(gemm_rows, GEMM_KEYS, "m"))
+
+
+def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
+    """The sibling table is looked up by pandas' row hash; a request computes it in Python integers."""
+    from perfcast.models.estimators.transfer import hash_rows
+
+    p = Predictor.builtin("gemm")
+    F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
+    cols = p.model.heads[0].config_columns
+    want = pd.util.hash_pandas_object(F[cols], index=False).to_numpy()
+    A = F[cols].to_numpy(dtype="float64")
+    assert np.array_equal(hash_rows(A), want)
+    assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()

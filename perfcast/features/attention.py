@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, frame, text_map
+from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
@@ -48,11 +49,11 @@ class AttentionFeatures(RecordFeatures):
     required = ("phase", "batch", "heads", "seq_q", "seq_kv", "head_dim", "dtype")
     positive = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "beam_width")
 
-    def _features(self, X: Records) -> pd.DataFrame:
+    def _columns(self, X: Records) -> dict[str, np.ndarray]:
         where = type(self).__name__
         phase = text_map(X.text("phase"), str.lower)
         bad_phase = (phase != "prefill") & (phase != "decode")
-        if bad_phase.any():
+        if flagged(bad_phase):
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got "
                              f"{sorted({str(v) for v in phase[bad_phase]})}")
         dtype = canonical_dtypes(X.text("dtype"), "dtype")
@@ -72,14 +73,14 @@ class AttentionFeatures(RecordFeatures):
         window = X.number("window", 0.0)
         causal = self._causal(X)  # LLM attention is causal unless a record says otherwise
         inverted = causal & (seq_q > seq_kv)
-        if inverted.any():
+        if flagged(inverted):
             first = int(np.flatnonzero(inverted)[0])
             raise ValueError(
                 f"{where}: causal attention needs seq_q <= seq_kv (queries are the last seq_q positions); "
                 f"row {X.index[first]} has seq_q={seq_q[first]:g} > seq_kv={seq_kv[first]:g}"
             )
         uneven = heads % kv_heads != 0
-        if uneven.any():
+        if flagged(uneven):
             first = int(np.flatnonzero(uneven)[0])
             raise ValueError(f"{where}: heads must be a multiple of kv_heads (GQA); row {X.index[first]} has "
                              f"heads={heads[first]:g}, kv_heads={kv_heads[first]:g}")
@@ -93,7 +94,7 @@ class AttentionFeatures(RecordFeatures):
         nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
         decode = phase == "decode"
         ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
-        return frame({  # in the order of groups.py, so the base class need not reorder
+        return {  # in the order of groups.py, so the base class need not reorder
             "log2_batch": np.log2(batch), "log2_heads": np.log2(heads), "log2_kv_heads": np.log2(kv_heads),
             "log2_gqa_ratio": np.log2(heads / kv_heads), "log2_seq_q": np.log2(seq_q),
             "log2_seq_kv": np.log2(seq_kv), "log2_head_dim": np.log2(head_dim),
@@ -105,7 +106,7 @@ class AttentionFeatures(RecordFeatures):
             "log10_kv_bytes": np.log10(kv_read),
             **wave_features(ctas, hw.number("sm_count")),
             **hard,
-        }, X.index)
+        }
 
     @staticmethod
     def _causal(X: Records) -> np.ndarray:

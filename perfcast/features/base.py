@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from perfcast.features.distinct import factorize
+from perfcast.features.distinct import factorize, flagged
 from perfcast.features.estimator_base import Transformer, check_fitted
 from perfcast.features.groups import feature_names
 from perfcast.features.records import Records
@@ -50,6 +50,30 @@ class RecordFeatures(Transformer):
         check_fitted(self, "feature_names_out_")
         R = self._check(X)
         out = self._features(R)
+        return self._ordered(out, R)
+
+    def transform_array(self, X: pd.DataFrame | Records) -> np.ndarray:
+        """:meth:`transform`'s numbers as a (rows, features) float64 array in :meth:`get_feature_names_out`
+        order, without the DataFrame: a served request's heads read rows by column position
+        (:func:`column_positions`), and building and reading a one-row frame costs more than its arithmetic."""
+        check_fitted(self, "feature_names_out_")
+        R = self._check(X)
+        if type(self)._columns is RecordFeatures._columns:  # a transformer that computes with pandas
+            return self._ordered(self._features(R), R).to_numpy(dtype="float64")
+        cols = self._columns(R)
+        if tuple(cols) != self.names_out():
+            return self._ordered(frame(cols, R.index), R).to_numpy(dtype="float64")
+        return matrix(cols, len(R))
+
+    def names_out(self) -> tuple[str, ...]:
+        """The output names as a tuple (the key :func:`column_positions` caches by), made once."""
+        names = self.__dict__.get("_names_tuple")
+        if names is None or len(names) != len(self.feature_names_out_):
+            names = self.__dict__["_names_tuple"] = tuple(str(c) for c in self.feature_names_out_)
+        return names
+
+    def _ordered(self, out: pd.DataFrame, R: Records) -> pd.DataFrame:
+        """``out`` with the declared columns in order, as float64, on the records' index."""
         names = list(self.feature_names_out_)
         if not np.array_equal(out.columns.to_numpy(dtype=object), self.feature_names_out_):
             absent = [c for c in names if c not in out.columns]
@@ -69,7 +93,13 @@ class RecordFeatures(Transformer):
     def _fit(self, X: Records) -> None:
         """Learn data-dependent state (default: none)."""
 
-    def _features(self, X: Records) -> pd.DataFrame:  # pragma: no cover - abstract
+    def _features(self, X: Records) -> pd.DataFrame:
+        """The feature frame (default: :meth:`_columns` as one float block)."""
+        return frame(self._columns(X), X.index)
+
+    def _columns(self, X: Records) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Feature name -> values, in :func:`feature_names` order; a transformer computing with pandas overrides
+        :meth:`_features` instead."""
         raise NotImplementedError
 
     # ---- input checks
@@ -86,12 +116,12 @@ class RecordFeatures(Transformer):
             )
         for c in self.required:
             blank = R.missing(c)
-            if blank.any():
+            if flagged(blank):
                 raise ValueError(f"{where}: column {c!r} is missing in {int(blank.sum())} row(s) (first: row "
                                  f"{R.index[blank][0]})")
         for c in (c for c in self.positive if c in R):
             bad = ~(R.number(c) > 0) & ~R.missing(c)
-            if bad.any():
+            if flagged(bad):
                 first = int(np.flatnonzero(bad)[0])
                 raise ValueError(
                     f"{where}: column {c!r} must hold positive numbers; row {R.index[first]} has "
@@ -155,10 +185,32 @@ def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
     takes it without the strided copy a (rows, columns) stack costs (most of a large batch's frame time)."""
     if not columns:
         return pd.DataFrame(None, index=index, columns=column_index(()))
-    data = np.empty((len(columns), len(index)))
-    for i, v in enumerate(columns.values()):
-        data[i] = np.asarray(v, dtype="float64")
-    return pd.DataFrame(data.T, index=index, columns=column_index(tuple(columns)), copy=False)
+    return pd.DataFrame(matrix(columns, len(index)), index=index, columns=column_index(tuple(columns)), copy=False)
+
+
+def matrix(columns: dict[str, Any], n_rows: int) -> np.ndarray:
+    """(rows, columns) float64 array of equally long columns, a transposed view of one (columns, rows) block
+    (see :func:`frame` for why that layout)."""
+    data = np.array(list(columns.values()), dtype="float64")  # one call when every column is an array of n_rows
+    if data.shape != (len(columns), n_rows):  # scalars among them: broadcast column by column
+        data = np.empty((len(columns), n_rows))
+        for i, v in enumerate(columns.values()):
+            data[i] = np.asarray(v, dtype="float64")
+    return data.T
+
+
+@lru_cache(maxsize=1024)
+def column_positions(names: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
+    """Positions of ``wanted`` among ``names`` (the columns of a feature array), found once per pair: the
+    heads read a feature row by position, which is what a frame's column selection costs on every call.
+    A KeyError names the absent ones."""
+    at = {c: i for i, c in enumerate(names)}
+    absent = [c for c in wanted if c not in at]
+    if absent:
+        raise KeyError(f"the features lack column(s) {absent}")
+    out = np.asarray([at[c] for c in wanted], dtype=np.intp)
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=64)

@@ -1,4 +1,4 @@
-"""Distinct values of a small object array without pandas' fixed cost.
+"""Distinct values of a small object array, and whether a mask has any flag set, without a fixed cost per call.
 
 Why: a single request's features and domain check group a handful of one-element text arrays (dtype,
 device id, vendor); :func:`pandas.factorize` has a fixed cost per call whatever the length, which adds up to
@@ -26,3 +26,9 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
     codes = np.fromiter((-1 if v is None or v is pd.NA or v != v else seen.setdefault(v, len(seen))
                          for v in values), dtype=np.intp, count=len(values))
     return codes, list(seen)
+
+
+def flagged(mask: np.ndarray) -> bool:
+    """Whether any of ``mask`` is set: a request's one flag read directly (``any()`` is a reduction call, and a
+    one-row prediction tests a few dozen such masks)."""
+    return bool(mask[0]) if len(mask) == 1 else bool(mask.any())

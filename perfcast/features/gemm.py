@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, frame, text_map
+from perfcast.features.base import RecordFeatures, text_map
 from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
@@ -73,7 +73,7 @@ class GemmFeatures(RecordFeatures):
     required = ("m", "n", "k", "dtype")
     positive = ("m", "n", "k", "batch")
 
-    def _features(self, X: Records) -> pd.DataFrame:
+    def _columns(self, X: Records) -> dict[str, np.ndarray]:
         where = type(self).__name__
         dtype = canonical_dtypes(X.text("dtype"), "dtype")
         hw = RowHardware(X)
@@ -94,10 +94,11 @@ class GemmFeatures(RecordFeatures):
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         sm, cores = hw.number("sm_count"), hw.number("cores")
         units = np.where(np.isnan(sm), cores, sm)
-        align = {f"{d}_align{a}": flag for d, v in (("m", m), ("n", n), ("k", k)) for a, flag in aligned(v).items()}
+        flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
+        align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
         codes, present = factorize(dtype)
         none = np.zeros(len(codes), dtype=bool)
-        return frame({  # in the order of groups.py, so the base class need not reorder
+        return {  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
@@ -106,4 +107,4 @@ class GemmFeatures(RecordFeatures):
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),
             **hard,
-        }, X.index)
+        }

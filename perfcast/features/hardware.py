@@ -20,7 +20,7 @@ from perfcast.records.hardware_specs import (
     spec_table,
 )
 from perfcast.records.schema import COMMON
-from perfcast.features.distinct import factorize
+from perfcast.features.distinct import factorize, flagged
 from perfcast.features.records import Records
 
 #: the input column a user may use for ``device_id`` (as in ``{"device": "h100_sxm"}``)
@@ -108,7 +108,7 @@ class RowHardware:
             self.columns = frozenset(self._frame.columns)
             return
         codes, uniques = factorize(R.text("device_id"))
-        bad = sorted({str(u) for u in uniques} - set(position))
+        bad = sorted({str(u) for u in uniques if str(u) not in position})
         if bad:
             get_spec(bad[0])  # raises KeyError naming the closest known ids
         # -1 (no device, or an alias the sheet is not indexed by): the all-unknown last row, as a reindex gives
@@ -120,6 +120,13 @@ class RowHardware:
 
     def __contains__(self, column: str) -> bool:
         return column in self.columns
+
+    def sheet_row(self) -> tuple[dict[str, np.ndarray], int] | None:
+        """(the sheet's arrays, the row's position in them) of a single row read from the spec sheets, else None:
+        what a single request's device-level terms can be remembered by."""
+        if self._frame is not None or len(self.ids) != 1:
+            return None
+        return self._numbers, int(self._rows[0])
 
     def number(self, column: str) -> np.ndarray:
         """The field as float64 (NaN where unknown or absent), as :func:`numeric` reads it."""
@@ -169,7 +176,7 @@ def require_known(hw: RowHardware, X: Records, missing: np.ndarray, what: str, w
     ``what`` says which numbers were needed ("mem_bw_gbs", "peak_tflops for dtype bf16").
     """
     mask = np.asarray(missing, dtype=bool)
-    if not mask.any():
+    if not flagged(mask):
         return
     label = pd.Series(hw.ids, index=X.index, dtype="string")
     if "device_name" in X:

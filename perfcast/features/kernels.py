@@ -22,7 +22,28 @@ VENDOR_COLUMNS: tuple[str, ...] = ("vendor_nvidia", "vendor_amd", "vendor_intel"
 
 
 def hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
-    """The :data:`GPU_HARDWARE` columns; errors name devices lacking the dtype's peak or the bandwidth."""
+    """The :data:`GPU_HARDWARE` columns; errors name devices lacking the dtype's peak or the bandwidth. A single
+    row read from the spec sheets is a function of its device and dtype only: remembered per pair (read-only)."""
+    row = hw.sheet_row()
+    if row is None:
+        return _hardware_features(hw, X, dtype, where)
+    key = (id(row[0]), row[1], dtype[0])
+    hit = _MEMO.get(key)
+    if hit is None or hit[0] is not row[0]:
+        if len(_MEMO) >= 4096:
+            _MEMO.clear()
+        out = _hardware_features(hw, X, dtype, where)
+        for v in out.values():
+            v.setflags(write=False)
+        hit = _MEMO[key] = (row[0], out)
+    return hit[1]
+
+
+#: (id of the sheet arrays, device row, dtype) -> (those arrays, the row's hardware columns); see hardware_features
+_MEMO: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+
+
+def _hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
     peak = peak_tflops(hw, dtype)
     bw = hw.number("mem_bw_gbs")
     for d in factorize(dtype)[1]:  # the distinct dtypes present

@@ -115,6 +115,8 @@ class Records:
         arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
         if isinstance(arr, np.ndarray) and arr.dtype == np.float64:
             return np.isnan(arr)
+        if len(arr) <= 16 and all(isinstance(v, str) for v in arr):  # a request's text: never missing
+            return np.zeros(len(arr), dtype=bool)
         return np.asarray(pd.isna(arr), dtype=bool)
 
     def value(self, column: str, row: int) -> Any:

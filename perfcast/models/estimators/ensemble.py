@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
+from perfcast.models.estimators.rows import predict_rows
 
 
 class GeometricEnsemble(Regressor):
@@ -57,8 +58,19 @@ class GeometricEnsemble(Regressor):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if not isinstance(X, pd.DataFrame):  # members see what they were fitted on
+            check_fitted(self, "estimators_")
+            return self._mean([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
+        return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimators_")
-        preds = np.column_stack([np.asarray(e.predict(X), dtype="float64").ravel() for e in self.estimators_])
+        return self._mean([predict_rows(e, A, names).ravel() for e in self.estimators_])
+
+    @staticmethod
+    def _mean(members: list[np.ndarray]) -> np.ndarray:
+        preds = np.column_stack(members)
         if not (preds > 0).all():
             raise ValueError("a geometric ensemble needs positive member predictions; "
                              f"{int((preds <= 0).sum())} are not")

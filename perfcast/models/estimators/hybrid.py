@@ -17,15 +17,18 @@ small fraction of their runtime, so it is measured, not assumed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
-from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline
+from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
+from perfcast.models.estimators.rows import named_frame
 
 #: a row is latency-bound (its runtime is the library's floor) when its roofline time is below this share
 LATENCY_BOUND = 0.05
@@ -36,16 +39,28 @@ KIND_PREFIXES: tuple[str, ...] = ("dtype_",)
 KIND_COLUMNS: tuple[str, ...] = ("is_decode",)
 
 
+@lru_cache(maxsize=64)
+def kind_columns(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns among ``names`` whose values name the kernel kind (:data:`KIND_PREFIXES`, :data:`KIND_COLUMNS`)."""
+    return tuple(c for c in names if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
+
+
+def kind_name(columns: Sequence[str], code: int) -> str:
+    """The kind label of a row whose set kind columns (of ``columns``) are the bits of ``code``."""
+    if not columns:
+        return "all"
+    return "+".join(c for i, c in enumerate(columns) if (code >> i) & 1) or "none"
+
+
 def kernel_kinds(X: pd.DataFrame) -> pd.Series:
     """A label per row naming its kernel kind: the dtype one-hot that is set, plus the attention phase."""
-    cols = [c for c in X.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]
+    cols = list(kind_columns(tuple(X.columns)))
     if not cols:
         return pd.Series("all", index=X.index)
     flags = X[cols].fillna(0.0).to_numpy(dtype="float64") > 0.5
     bits = np.arange(len(cols), dtype=np.int64)
     codes = flags.astype(np.int64) @ (np.int64(1) << bits)  # each row's set columns as one bit pattern
-    names = np.asarray(cols, dtype=object)
-    text = {int(c): "+".join(names[(int(c) >> bits) & 1 == 1]) or "none" for c in np.unique(codes)}
+    text = {int(c): kind_name(cols, int(c)) for c in np.unique(codes)}
     return pd.Series(codes, index=X.index).map(text).astype("object")
 
 
@@ -90,36 +105,39 @@ class HybridRegressor(Regressor):
         self.relative = relative
 
     # ------------------------------------------------------------------ baseline
-    def _baseline(self, X: pd.DataFrame) -> np.ndarray:
-        base = baseline(X, self.target)
+    def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        base = baseline_rows(A, names, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
-            base = base + self._floor(X)
+            base = base + self._floor(A, names)
         return base
 
-    def _floor(self, X: pd.DataFrame) -> np.ndarray:
-        """Each row's latency floor by :func:`kernel_kinds`, which is asked once per distinct pattern of the kind
-        columns (one representative row) and remembered, so a one-row request costs no pandas grouping."""
-        layout = tuple(X.columns)
+    def _floor(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """Each row's latency floor by kernel kind (:func:`kernel_kinds`), named once per distinct pattern of the
+        kind columns and remembered, so a one-row request costs no pandas grouping."""
         cache = self.__dict__.setdefault("_kind_floors", {})  # columns -> (kind column positions, pattern -> floor)
-        if layout not in cache:
-            cache[layout] = (np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in layout]), {})
-        idx, known = cache[layout]
-        flags = np.nan_to_num(X.to_numpy(dtype="float64")[:, idx], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        if names not in cache:
+            cache[names] = (column_positions(names, kind_columns(names)), {})
+        idx, known = cache[names]
+        flags = A[:, idx] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
-        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in known]
-        if new:
-            for (code, _), kind in zip(new, kernel_kinds(X.iloc[[r for _, r in new]]), strict=True):
-                known[code] = float(self.floors_.get(kind, self.pooled_floor_))
+        if len(codes) == 1:  # a request: no sort
+            code = int(codes[0])
+            if code not in known:
+                known[code] = float(self.floors_.get(kind_name(kind_columns(names), code), self.pooled_floor_))
+            return np.asarray([known[code]], dtype="float64")
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        for c in (int(c) for c in uniq if int(c) not in known):
+            known[c] = float(self.floors_.get(kind_name(kind_columns(names), c), self.pooled_floor_))
         return np.asarray([known[int(c)] for c in uniq], dtype="float64")[inverse.ravel()]
 
-    def _derived(self, X: pd.DataFrame) -> list[str]:
-        """The device-relative columns this hybrid reads that ``X`` lacks (the transformers do not emit them)."""
+    def _derived(self, names: Sequence[str]) -> list[str]:
+        """The device-relative columns this hybrid reads that the features (columns ``names``) lack (the
+        transformers do not emit them)."""
         wanted = RELATIVE if self.relative else (self.columns or ())
-        return [c for c in wanted if c in RELATIVE and c not in X.columns]
+        return [c for c in wanted if c in RELATIVE and c not in names]
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
-        derived = self._derived(X)
+        derived = self._derived(X.columns)
         if derived:
             X = pd.concat([X, relative_features(X, derived)], axis=1)
         if self.columns is None:
@@ -129,18 +147,16 @@ class HybridRegressor(Regressor):
             raise ValueError(f"hybrid: columns {absent} are not features of this task; it has {list(X.columns)}")
         return X[list(self.columns)]
 
-    def _input_array(self, X: pd.DataFrame) -> np.ndarray:
-        """:meth:`_inputs` as a float matrix, its columns found once per layout of ``X``: selecting columns
-        of a frame costs most of a one-row request, a loaded forest reads the matrix anyway."""
-        if self._derived(X):  # computed columns have no position in X
-            return self._inputs(X).to_numpy(dtype="float64")
-        if self.columns is None:
-            return X.to_numpy(dtype="float64")
-        cache = self.__dict__.setdefault("_positions", {})  # columns of X -> positions of self.columns in them
-        layout = tuple(X.columns)
-        if layout not in cache:
-            cache[layout] = X.columns.get_indexer(self._inputs(X.iloc[:0]).columns)
-        return X.to_numpy(dtype="float64")[:, cache[layout]]
+    def _input_array(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`_inputs` of feature rows ``A`` (columns ``names``) as a float matrix, read by position: a
+        loaded forest reads the matrix anyway, and a frame's column selection costs most of a request."""
+        cache = self.__dict__.setdefault("_input_at", {})  # names -> positions (None: all, as they are)
+        if names not in cache:
+            if self._derived(names):  # computed columns have no position in A
+                return self._inputs(named_frame(A, names)).to_numpy(dtype="float64")
+            cache[names] = None if self.columns is None else column_positions(names, tuple(self.columns))
+        at = cache[names]
+        return A if at is None else A[:, at]
 
     def _estimator(self, names: list[str]) -> Any:
         import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
@@ -170,21 +186,27 @@ class HybridRegressor(Regressor):
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
         self.floors_, self.pooled_floor_ = {}, 0.0
         self.__dict__.pop("_kind_floors", None)
-        self.__dict__.pop("_positions", None)
+        self.__dict__.pop("_input_at", None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
-        self.estimator_.fit(inputs, np.log(y / self._baseline(X)))
+        self.estimator_.fit(inputs, np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns))))
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (the served path: no frame)."""
         check_fitted(self, "estimator_")
-        reads_arrays = getattr(self.estimator_, "reads_arrays", False)  # a loaded forest
-        return self._baseline(X) * np.exp(self.estimator_.predict(self._input_array(X) if reads_arrays else
-                                                                 self._inputs(X)))
+        if getattr(self.estimator_, "reads_arrays", False):  # a loaded forest
+            inputs = self._input_array(A, names)
+        else:  # a library model fitted on named columns
+            inputs = self._inputs(named_frame(A, names))
+        return self._baseline(A, names) * np.exp(self.estimator_.predict(inputs))
 
     # ------------------------------------------------------------------ state (perfcast.models.persistence)
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

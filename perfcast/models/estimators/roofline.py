@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import float_columns
+from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor
 
 ROOFLINE_COLUMN = "log10_roofline_ms"
@@ -31,25 +31,32 @@ def baseline(X: pd.DataFrame, target: str) -> np.ndarray:
 
     Raises a ValueError naming the target, the missing feature column, or how many rows lack a value.
     """
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"the roofline baseline reads named feature columns; got {type(X).__name__}, "
+                        f"expected the DataFrame a perfcast feature transformer outputs")
+    return baseline_rows(X.to_numpy(dtype="float64", na_value=np.nan), tuple(X.columns), target)
+
+
+def baseline_rows(A: np.ndarray, names: tuple[str, ...], target: str) -> np.ndarray:
+    """:func:`baseline` of feature rows ``A`` whose columns are ``names``."""
     if target not in NEEDS:
         raise ValueError(
             f"no analytical baseline for target {target!r}: the roofline and hybrid models predict "
             f"{', '.join(NEEDS)} (use a learned model such as 'lightgbm' for other targets)"
         )
-    if not isinstance(X, pd.DataFrame):
-        raise TypeError(f"the roofline baseline reads named feature columns; got {type(X).__name__}, "
-                        f"expected the DataFrame a perfcast feature transformer outputs")
-    absent = [c for c in NEEDS[target] if c not in X.columns]
-    if absent:
+    try:
+        at = column_positions(names, NEEDS[target])
+    except KeyError:
+        absent = [c for c in NEEDS[target] if c not in names]
         raise ValueError(
             f"the roofline baseline of {target!r} needs feature column(s) {absent}, which only the gemm and "
             f"attention feature transformers produce"
-        )
-    cols = dict(zip(NEEDS[target], float_columns(X, NEEDS[target]).T, strict=True))
-    unknown = np.zeros(len(X), dtype=bool)
-    for v in cols.values():
-        unknown |= ~np.isfinite(v)
-    if unknown.any():
+        ) from None
+    values = A[:, at]
+    cols = dict(zip(NEEDS[target], values.T, strict=True))
+    finite = np.isfinite(values)
+    if not finite.all():
+        unknown = ~finite.all(axis=1)
         which = [c for c, v in cols.items() if not np.isfinite(v).all()]
         raise ValueError(
             f"{int(unknown.sum())} row(s) have no {'/'.join(which)} (e.g. a device without a TDP in its spec "

@@ -16,14 +16,17 @@ identical spec sheets are one device to this model, which is also all it could t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from pandas.core.util.hashing import combine_hash_arrays
 
+from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
-from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+from perfcast.models.estimators.hybrid import kernel_kinds, kind_columns, kind_name
+from perfcast.models.estimators.rows import predict_rows
 
 #: the device descriptors compared (log-scaled except compute capability) and their weights in the distance
 DISTANCE_WEIGHTS: dict[str, float] = {"mem_bw_gbs": 1.0, "peak_tflops": 1.0, "tdp_w": 0.5, "compute_capability": 2.0}
@@ -37,9 +40,30 @@ def row_keys(X: pd.DataFrame, columns: list[str], at: np.ndarray | None = None) 
     ``hash_pandas_object(X[columns], index=False)``, with every column hashed in one call on the float64
     matrix instead of through a sub-frame (a one-row request paid more for the frame than for the hash).
     ``at``: the columns' positions in ``X``, when known."""
-    values = X.to_numpy(dtype="float64")[:, X.columns.get_indexer(columns) if at is None else at]
-    hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(len(columns), len(X))
-    return combine_hash_arrays(iter(hashed), len(columns), len(X))
+    return hash_rows(X.to_numpy(dtype="float64")[:, X.columns.get_indexer(columns) if at is None else at])
+
+
+def hash_rows(values: np.ndarray) -> np.ndarray:
+    """:func:`row_keys` of a (rows, columns) float64 matrix."""
+    rows, cols = values.shape
+    hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
+    if rows == 1 and cols:
+        return np.asarray([combine_one(hashed[:, 0].tolist())], dtype=np.uint64)
+    return combine_hash_arrays(iter(hashed), cols, rows)
+
+
+_MASK = (1 << 64) - 1
+
+
+def combine_one(hashes: list[int]) -> int:
+    """pandas' ``combine_hash_arrays`` of one row's column hashes, in Python integers: pandas steps through the
+    columns with NumPy scalars, whose overflow checks cost a request ~80 µs; the arithmetic (CPython's tuple
+    hash, modulo 2**64) is the same, and a test compares the two."""
+    out, mult, n = 0x345678, 1000003, len(hashes)
+    for i, h in enumerate(hashes):
+        out = ((out ^ h) * mult) & _MASK
+        mult += 82520 + 2 * (n - i)
+    return (out + 97531) & _MASK
 
 
 class SiblingTransfer(Regressor):
@@ -68,16 +92,16 @@ class SiblingTransfer(Regressor):
         self.max_rows = max_rows
         self.random_state = random_state
 
-    def _check_columns(self, X: pd.DataFrame) -> None:
+    def _check_columns(self, names: Sequence[str]) -> None:
         need = [*self.config_columns, *self.device_columns, *DISTANCE_WEIGHTS]
-        absent = sorted(set(need) - set(X.columns))
+        absent = sorted(set(need) - set(names))
         if absent:
             raise ValueError(f"sibling transfer: the features lack column(s) {absent}; it needs a GPU-kernel "
                              f"feature frame (gemm or attention)")
 
-    def _descriptors(self, X: pd.DataFrame) -> np.ndarray:
-        """(rows, 4) log bandwidth, log peak, log TDP, compute capability."""
-        d = X.to_numpy(dtype="float64")[:, self._positions(X, tuple(DISTANCE_WEIGHTS))]
+    def _descriptors(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """(rows, 4) log bandwidth, log peak, log TDP, compute capability of feature rows ``A`` (columns ``names``)."""
+        d = A[:, column_positions(names, tuple(DISTANCE_WEIGHTS))]
         d[:, :3] = np.log(d[:, :3])
         return d
 
@@ -96,12 +120,14 @@ class SiblingTransfer(Regressor):
     def fit(self, X: pd.DataFrame, y: Any) -> SiblingTransfer:
         if not isinstance(X, pd.DataFrame):
             raise TypeError(f"sibling transfer reads named feature columns; got {type(X).__name__}")
-        self._check_columns(X)
+        self._check_columns(X.columns)
         y = np.asarray(y, dtype="float64").ravel()
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if not (y > 0).all():
             raise ValueError("sibling transfer learns log residuals: every target must be > 0")
+        for memo in ("_weight_memo", "_kind_names", "_checked"):
+            self.__dict__.pop(memo, None)
         devices = row_keys(X, self.device_columns)
         rows = self._sample(devices)
         base = clone(self.estimator)
@@ -114,7 +140,8 @@ class SiblingTransfer(Regressor):
         self.devices_ = list(pd.unique(devices))
         self.residuals_ = {d: table.xs(d, level="device") for d in self.devices_}
         # a device's descriptor differs per dtype only in its peak: keep one per (device, kernel kind)
-        desc = pd.DataFrame(self._descriptors(X), columns=list(DISTANCE_WEIGHTS))
+        desc = pd.DataFrame(self._descriptors(X.to_numpy(dtype="float64"), tuple(X.columns)),
+                            columns=list(DISTANCE_WEIGHTS))
         desc["device"], desc["kind"] = devices, kernel_kinds(X).to_numpy()
         self.descriptors_ = desc.drop_duplicates(["device", "kind"]).set_index(["device", "kind"])
         self.n_features_in_ = X.shape[1]
@@ -122,12 +149,19 @@ class SiblingTransfer(Regressor):
         return self
 
     def distances(self, X: pd.DataFrame) -> np.ndarray:
-        """(rows, devices) distance of each row's device to each training device running the row's dtype.
+        """(rows, devices) distance of each row's device to each training device running the row's dtype."""
+        return self.distance_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
 
-        The training devices' descriptors are looked up once per distinct kernel kind of ``X`` (a handful), not
-        per row: a request then costs array arithmetic instead of a pandas reindex per device."""
-        own = self._descriptors(X)
-        uniq, inverse = self._kinds(X)
+    def distance_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`distances` of feature rows ``A`` whose columns are ``names``. The training devices' descriptors
+        are looked up once per distinct kernel kind of the rows (a handful), not per row: a request then costs
+        array arithmetic instead of a pandas reindex per device."""
+        own = self._descriptors(A, names)
+        uniq, inverse = self._kinds(A, names)
+        return self._distances(own, uniq, inverse)
+
+    def _distances(self, own: np.ndarray, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+        """(rows, devices) distances from the rows' descriptors ``own`` and kernel kinds (``uniq[inverse]``)."""
         table = self._descriptor_table()
         empty = np.full(len(DISTANCE_WEIGHTS), np.nan)
         other = np.asarray([[table.get((int(dev), str(kind)), empty) for dev in self.devices_] for kind in uniq])
@@ -141,28 +175,20 @@ class SiblingTransfer(Regressor):
         # a device that never ran this dtype is no sibling for it
         return np.where(known, dist.reshape(known.shape), np.inf)
 
-    def _positions(self, X: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
-        """Where ``names`` are among ``X``'s columns, found once per column index (a model's feature frames
-        share one: :func:`perfcast.features.base.column_index`) instead of through pandas on every call."""
-        cache = self.__dict__.setdefault("_at", {})
-        hit = cache.get(names)
-        if hit is None or hit[0] is not X.columns:
-            hit = cache[names] = (X.columns, X.columns.get_indexer(list(names)))
-        return hit[1]
-
-    def _kinds(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct kernel kinds of ``X``'s rows (:func:`kernel_kinds`) and each row's position among them;
-        a kind-column bit pattern is named once (from one representative row) and remembered."""
-        names = tuple(c for c in X.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
-        flags = np.nan_to_num(X.to_numpy(dtype="float64")[:, self._positions(X, names)], nan=0.0) > 0.5
-        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(names), dtype=np.int64))
-        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    def _kinds(self, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct kernel kinds of the rows (:func:`kernel_kinds`) and each row's position among them; a
+        kind-column bit pattern is named once and remembered."""
+        kinds = kind_columns(names)
+        flags = A[:, column_positions(names, kinds)] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kinds), dtype=np.int64))
         known = self.__dict__.setdefault("_kind_names", {})
-        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if (names, int(c)) not in known]
-        if new:
-            for (code, _), kind in zip(new, kernel_kinds(X.iloc[[r for _, r in new]]), strict=True):
-                known[names, code] = str(kind)
-        return np.asarray([known[names, int(c)] for c in uniq]), inverse.ravel()
+        if len(codes) == 1:  # a request: no sort
+            uniq, inverse = codes, np.zeros(1, dtype=np.intp)
+        else:
+            uniq, inverse = np.unique(codes, return_inverse=True)
+        for code in (int(c) for c in uniq if (kinds, int(c)) not in known):
+            known[kinds, code] = kind_name(kinds, code)
+        return np.asarray([known[kinds, int(c)] for c in uniq]), inverse.ravel()
 
     def _descriptor_table(self) -> dict[tuple[int, str], np.ndarray]:
         """(device, kind) -> descriptor row of :attr:`descriptors_`, built once."""
@@ -224,25 +250,52 @@ class SiblingTransfer(Regressor):
     def correction(self, X: pd.DataFrame, distances: np.ndarray | None = None) -> np.ndarray:
         """The log-factor each row's base prediction is multiplied by (0 where no sibling measured the config);
         ``distances``: :meth:`distances` of ``X`` when the caller has them already."""
+        return self.correction_rows(X.to_numpy(dtype="float64"), tuple(X.columns), distances)
+
+    def correction_rows(self, A: np.ndarray, names: tuple[str, ...], distances: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """:meth:`correction` of feature rows ``A`` whose columns are ``names``."""
         check_fitted(self, "residuals_")
-        self._check_columns(X)
-        keys = row_keys(X, self.config_columns, self._positions(X, tuple(self.config_columns)))
-        weight = np.exp(-(self.distances(X) if distances is None else distances) / self.scale)
+        if self.__dict__.get("_checked") is not names:
+            self._check_columns(names)
+            self._checked = names
+        keys = hash_rows(A[:, column_positions(names, tuple(self.config_columns))])
+        if distances is None and len(A) == 1:
+            weight = self._device_weight(A, names)
+        else:
+            weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
         configs, table = self._residual_matrix()
         if not len(configs):
-            return np.zeros(len(X))
+            return np.zeros(len(A))
         at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
         r = np.where((configs[at] == keys)[:, None], table[at], np.nan)  # (rows, devices)
         seen = np.isfinite(r)
         # summed device by device in training order (cumsum adds left to right)
-        num = np.where(seen, weight * np.nan_to_num(r), 0.0).cumsum(axis=1)[:, -1]
+        num = np.where(seen, weight * r, 0.0).cumsum(axis=1)[:, -1]  # r is finite where seen
         den = np.where(seen, weight, 0.0).cumsum(axis=1)[:, -1]
         # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
 
+    def _device_weight(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """The sibling weights of a single row: a function of its device's descriptors and its kernel kind only
+        (:meth:`distance_rows`), so remembered per such pair (read-only)."""
+        memo = self.__dict__.setdefault("_weight_memo", {})
+        key = (A[0, column_positions(names, tuple(DISTANCE_WEIGHTS) + kind_columns(names))].tobytes(), self.scale)
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[key] = np.exp(-self.distance_rows(A, names) / self.scale)
+            hit.setflags(write=False)
+        return hit
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimator_")
-        return self.estimator_.predict(X) * np.exp(self.correction(X))
+        return predict_rows(self.estimator_, A, names) * np.exp(self.correction_rows(A, names))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

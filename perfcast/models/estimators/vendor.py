@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.kernels import VENDOR_COLUMNS
+from perfcast.models.estimators.rows import predict_rows
 
 #: the label of rows whose vendor the features leave unknown
 UNKNOWN = "unknown"
@@ -24,10 +26,15 @@ UNKNOWN = "unknown"
 
 def vendors(X: pd.DataFrame) -> np.ndarray:
     """Each row's vendor from the one-hot ``vendor_*`` feature columns ("unknown" where none is set)."""
-    present = [c for c in VENDOR_COLUMNS if c in X.columns]
-    out = np.full(len(X), UNKNOWN, dtype=object)
-    for c in present:
-        out[np.nan_to_num(X[c].to_numpy(dtype="float64"), nan=0.0) > 0.5] = c.removeprefix("vendor_")
+    return vendor_rows(X.to_numpy(dtype="float64", na_value=np.nan), tuple(X.columns))
+
+
+def vendor_rows(A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """:func:`vendors` of feature rows ``A`` whose columns are ``names``."""
+    present = tuple(c for c in VENDOR_COLUMNS if c in names)
+    out = np.full(len(A), UNKNOWN, dtype=object)
+    for c, j in zip(present, column_positions(names, present), strict=True):
+        out[A[:, j] > 0.5] = c.removeprefix("vendor_")  # NaN (vendor unknown) compares false
     return out
 
 
@@ -64,16 +71,23 @@ class VendorSplit(Regressor):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimators_")
-        labels = vendors(X)
-        which = np.zeros(len(X), dtype=np.int64)  # unknown vendors: the first (most rows)
+        labels = vendor_rows(A, names)
+        if len(A) == 1:  # a request: one vendor's model
+            name = labels[0]
+            i = self.vendors_.index(name) if name in self.vendors_ else 0  # unknown: the first (most rows)
+            return predict_rows(self.estimators_[i], A, names).ravel()
+        which = np.zeros(len(A), dtype=np.int64)  # unknown vendors: the first (most rows)
         for i, name in enumerate(self.vendors_):
             which[labels == name] = i
-        out = np.empty(len(X), dtype="float64")
+        out = np.empty(len(A), dtype="float64")
         for i in np.unique(which):
             rows = which == i
-            out[rows] = np.asarray(self.estimators_[i].predict(X.loc[rows] if not rows.all() else X),
-                                   dtype="float64").ravel()
+            out[rows] = predict_rows(self.estimators_[i], A[rows] if not rows.all() else A, names).ravel()
         return out
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

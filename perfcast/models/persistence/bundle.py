@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features import RecordFeatures, feature_names
+from perfcast.models.estimators.rows import predict_rows
 from perfcast.models.persistence.codecs import SKOPS_ALLOWED
 from perfcast.models.persistence.errors import CorruptModelError, IncompatibleModelError, ModelFormatError
 from perfcast.models.persistence.features_json import FEATURE_CLASSES, features_from_json, features_to_json
@@ -184,3 +185,9 @@ class PerfcastModel:
         if self.joint:
             return np.asarray(self.heads[0].predict(F), dtype="float64").reshape(len(F), -1)
         return np.column_stack([np.asarray(h.predict(F), dtype="float64").reshape(len(F)) for h in self.heads])
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict_features` of feature rows ``A`` whose columns are ``names`` (a request's path: no frame)."""
+        if self.joint:
+            return predict_rows(self.heads[0], A, names).reshape(len(A), -1)
+        return np.column_stack([predict_rows(h, A, names).reshape(len(A)) for h in self.heads])

@@ -107,13 +107,15 @@ class IntervalCalibration:
         for j, t in enumerate(self.targets):
             own = np.full(n_rows, np.nan)
             col = NOISE_COLUMNS.get(t)
-            if records is not None and col in records.columns:
+            if records is not None and col in records:  # a frame's or Records' columns
                 own = Records.of(records).number(col)
             out[:, j] = np.where(np.isfinite(own), own, self.noise_median.get(t, np.nan))
         return out
 
-    def scale(self, features: pd.DataFrame | None, n_rows: int) -> np.ndarray:
-        """(n_rows, targets) σ(d) of each row from its feature frame (all ones when not :attr:`scaled`)."""
+    def scale(self, features: pd.DataFrame | np.ndarray | None, n_rows: int,
+              names: tuple[str, ...] | None = None) -> np.ndarray:
+        """(n_rows, targets) σ(d) of each row from its feature frame, or its feature rows and their column
+        ``names`` (all ones when not :attr:`scaled`)."""
         if not self.scaled:
             return np.ones((n_rows, len(self.targets)))
         if features is None:
@@ -121,15 +123,17 @@ class IntervalCalibration:
                              "model's feature transformer made from the records) to bounds()")
         if len(features) != n_rows:
             raise ValueError(f"features has {len(features)} rows but the predictions have {n_rows}")
-        d = self.novelty.distance(features)
+        d = self.novelty.distance(features) if names is None else self.novelty.distance_rows(features, names)
         return np.column_stack([self.spread[t](d) for t in self.targets])
 
     def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None,
-               features: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+               features: pd.DataFrame | np.ndarray | None = None, names: tuple[str, ...] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) for a (rows, targets) prediction matrix and matching relative ``noise`` (NaN = unknown);
-        ``features`` (the rows' feature frame) is needed when :attr:`scaled`."""
+        ``features`` (the rows' feature frame, or feature rows whose columns are ``names``) is needed when
+        :attr:`scaled`."""
         lvl = self.level if level is None else level
-        half = self.quantiles(lvl) * self.scale(features, len(pred))
+        half = self.quantiles(lvl) * self.scale(features, len(pred), names)
         floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
         with np.errstate(over="ignore"):
             lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)

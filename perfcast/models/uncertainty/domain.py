@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from perfcast.records.schema import columns
-from perfcast.features.base import text_map
+from perfcast.features.base import column_positions, text_map
+from perfcast.features.distinct import flagged
 from perfcast.features.records import Records
 from perfcast.features.roofline import canonical_dtypes
 
@@ -52,6 +53,18 @@ def _labels(text: np.ndarray, column: str) -> np.ndarray:
     return text_map(text, lambda v: v.strip().lower())
 
 
+def _appender(reasons: np.ndarray) -> Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]:
+    """``add(mask, message)``: append ``message(mask)`` (one text, or one per masked row) to the masked rows of
+    ``reasons`` ('; '-joined); ``message`` is called only when some row is masked."""
+    def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
+        if not flagged(mask):
+            return
+        msg, cur = message(mask), reasons[mask]
+        reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
+
+    return add
+
+
 def _fmt(values: np.ndarray) -> np.ndarray:
     return np.char.mod("%g", values.astype("float64")).astype(object)
 
@@ -72,12 +85,14 @@ class DomainGuard:
         #: hardware columns every training row had a value for (a device lacking one is flagged)
         self.complete: list[str] = []
         self.devices: list[str] = []
-        #: (feature columns, hardware columns among them, their positions): found once per column index
+        #: (feature column names, hardware columns among them, their positions): found once per layout
         #: (a bundle's transformer returns the same one every call)
-        self._positions: tuple[pd.Index, list[str], np.ndarray] | None = None
+        self._positions: tuple[tuple[str, ...], list[str], np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
+        for memo in ("_spec_memo", "_unseen_memo"):  # answers remembered for the previous fit's ranges
+            self.__dict__.pop(memo, None)
         schema = columns(self.task)
         numeric = [c for c, col in schema.items()
                    if col.group == "config" and col.kind in ("int", "float") and c not in NOT_SIZES]
@@ -100,51 +115,79 @@ class DomainGuard:
         return self
 
     # ---------------------------------------------------------------------------------------- check
-    def check(self, records: pd.DataFrame | Records, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences)."""
+    def check(self, records: pd.DataFrame | Records, features: pd.DataFrame | np.ndarray,
+              names: tuple[str, ...] | None = None) -> tuple[np.ndarray, list[str]]:
+        """(in_distribution per row, reason per row: '' when in distribution, else '; '-joined sentences);
+        ``features`` is the records' feature frame, or their feature rows whose columns are ``names``."""
         records = Records.of(records)
         n = len(records)
         reasons = np.full(n, "", dtype=object)
+        add = _appender(reasons)
         given = set(records.columns)
-
-        def add(mask: np.ndarray, message: Callable[[np.ndarray], Any]) -> None:
-            """Append ``message(mask)`` (one text, or one per masked row) to the reasons of the masked rows."""
-            if not mask.any():
-                return
-            msg, cur = message(mask), reasons[mask]
-            reasons[mask] = np.where(cur == "", msg, cur + "; " + msg)
-
-        for c, (lo, hi) in self.sizes.items():
-            if c not in given:
-                continue
-            v = records.number(c)
-            add(v > hi, lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
-            add(v < lo, lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
+        sizes = [(c, lo, hi) for c, (lo, hi) in self.sizes.items() if c in given]
+        if sizes:  # every size against its range at once; messages only for the columns that leave it
+            V = np.column_stack([records.number(c) for c, _, _ in sizes])
+            above, below = V > [hi for _, _, hi in sizes], V < [lo for _, lo, _ in sizes]
+            for j in np.flatnonzero(above.any(axis=0) | below.any(axis=0)):
+                c, lo, hi = sizes[j]
+                v = V[:, j]
+                add(above[:, j], lambda m, c=c, v=v, hi=hi: f"{c}=" + _fmt(v[m]) + f" above training max {hi:g}")
+                add(below[:, j], lambda m, c=c, v=v, lo=lo: f"{c}=" + _fmt(v[m]) + f" below training min {lo:g}")
         for c, seen in self.categories.items():
             if c not in given:
                 continue
             text = records.text(c)
-            unseen = text_map(_labels(text, c), lambda v, seen=frozenset(seen): v not in seen)
+            unseen = self._unseen(c, text)
             add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
                 f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
-        if self._positions is None or self._positions[0] is not features.columns:
-            cols = [c for c in self.hardware if c in features.columns]
-            self._positions = (features.columns, cols, features.columns.get_indexer(cols))
+        if names is None:
+            names, A = tuple(features.columns), features.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            A = features
+        if self._positions is None or self._positions[0] != names:
+            cols = [c for c in self.hardware if c in names]  # the spec columns, then WORK (see fit)
+            self._positions = (names, cols, column_positions(names, tuple(cols)))
         _, cols, where = self._positions
-        A = features.to_numpy(dtype="float64", na_value=np.nan)
+        spec = [(j, c) for j, c in zip(where, cols, strict=True) if c not in WORK]
+        if spec:
+            self._add_spec(records, A, spec, add)
+        for j, c in ((j, c) for j, c in zip(where, cols, strict=True) if c in WORK):
+            lo, hi = self.hardware[c]
+            name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** A[:, j], 10.0 ** lo, 10.0 ** hi
+            add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
+                + f" above training max {hi:.3g}")
+            add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
+                + f" below training min {lo:.3g}")
+        return reasons == "", [str(r) for r in reasons]
+
+    def _add_spec(self, records: Records, A: np.ndarray, spec: list[tuple[int, str]],
+                  add: Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]) -> None:
+        """Add the reasons of devices whose spec leaves the training box. A single row's are a function of its
+        device (its spec numbers, id and name) only, so they are remembered per device."""
+        if len(A) != 1:
+            found = self._spec_reasons(records, A, spec)
+            add(found != "", lambda m: found[m])
+            return
+        memo = self.__dict__.setdefault("_spec_memo", {})
+        key = (A[0, [j for j, _ in spec]].tobytes(), records.text("device_id")[0], records.text("device_name")[0])
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            found = memo[key] = str(self._spec_reasons(records, A, spec)[0])
+        if found:
+            add(np.ones(1, dtype=bool), lambda m: found)
+
+    def _spec_reasons(self, records: Records, A: np.ndarray, spec: list[tuple[int, str]]) -> np.ndarray:
+        """Per row, the '; '-joined reasons its device's spec numbers (columns ``spec``: position, name) give."""
+        reasons = np.full(len(A), "", dtype=object)
+        add = _appender(reasons)
         # a training device is inside the box by definition: a per-dtype number of it (peak_tflops of a dtype never
-        # trained on) outside the box is the dtype's doing, and the dtype check above says so
-        foreign = ~np.isin(records.text("device_id"), self.devices) if cols else None
-        for j, c in zip(where, cols, strict=True):
+        # trained on) outside the box is the dtype's doing, and the dtype check says so
+        foreign = self._foreign(records.text("device_id"))
+        for j, c in spec:
             lo, hi = self.hardware[c]
             v = A[:, j]
-            if c in WORK:
-                name, v, lo, hi = c.removeprefix("log10_"), 10.0 ** v, 10.0 ** lo, 10.0 ** hi
-                add(v > hi * (1 + HULL_RTOL), lambda m, name=name, v=v, hi=hi: f"{name} " + _fmt(v[m])
-                    + f" above training max {hi:.3g}")
-                add(v < lo * (1 - HULL_RTOL), lambda m, name=name, v=v, lo=lo: f"{name} " + _fmt(v[m])
-                    + f" below training min {lo:.3g}")
-                continue
             where = lambda m, c=c, v=v: (  # noqa: E731 - device labels are made only for flagged rows
                 "device " + self._device_labels(records)[m] + " spec outside the training hull: " + c + " " + _fmt(v[m]))
             add(foreign & (v > hi + HULL_RTOL * abs(hi)), lambda m, where=where, hi=hi: where(m) + f" > max {hi:g}")
@@ -152,7 +195,30 @@ class DomainGuard:
             if c in self.complete:
                 add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
-        return reasons == "", [str(r) for r in reasons]
+        return reasons
+
+    def _unseen(self, column: str, text: np.ndarray) -> np.ndarray:
+        """Per row, whether its ``column`` label was never seen in training (None where missing); a request's one
+        value is remembered per column and text."""
+        if len(text) == 1 and isinstance(text[0], str):
+            memo = self.__dict__.setdefault("_unseen_memo", {})
+            key = (column, text[0])
+            if key not in memo:
+                if len(memo) >= 4096:
+                    memo.clear()
+                memo[key] = self._unseen_labels(column, text)
+            return memo[key]
+        return self._unseen_labels(column, text)
+
+    def _unseen_labels(self, column: str, text: np.ndarray) -> np.ndarray:
+        seen = frozenset(self.categories[column])
+        return text_map(_labels(text, column), lambda v: v not in seen)
+
+    def _foreign(self, ids: np.ndarray) -> np.ndarray:
+        """Where ``ids`` are not training devices (a request's one id tested by a set lookup, not ``np.isin``)."""
+        if len(ids) == 1:
+            return np.asarray([ids[0] not in frozenset(self.devices)])
+        return ~np.isin(ids, self.devices)
 
     @staticmethod
     def _device_labels(records: Records) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import float_columns
+from perfcast.features.base import column_positions, float_columns
 from perfcast.features.groups import feature_groups
 
 #: task -> the feature groups that describe the hardware (everything else describes the work)
@@ -93,7 +93,9 @@ class HardwareNovelty:
         if absent:
             raise ValueError(f"hardware novelty: the feature frame lacks column(s) {absent}; pass the frame the "
                              f"model's feature transformer produced")
-        A = float_columns(F, tuple(self.columns))
+        return self._standardized(float_columns(F, tuple(self.columns)))
+
+    def _standardized(self, A: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             A = np.where(self.log, np.log(np.where(A > 0, A, np.nan)), A)
         return (A - self.center) / self.spread
@@ -104,10 +106,31 @@ class HardwareNovelty:
     def distance(self, F: pd.DataFrame, among: pd.DataFrame | None = None) -> np.ndarray:
         """Each row's distance to the nearest description trained on (or, given ``among``, to the nearest
         description in that feature frame: the part a calibration fold's model was fitted on)."""
-        ref = self.reference if among is None else self._distinct_standardized(among)
+        return self._nearest(self.standardize(F), self.reference if among is None else
+                             self._distinct_standardized(among))
+
+    def distance_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`distance` (to the trained descriptions) of feature rows ``A`` whose columns are ``names``. A single
+        row's distance, a function of its hardware columns only, is remembered per device description."""
+        hw = A[:, column_positions(names, tuple(self.columns))]
+        if len(hw) != 1:
+            return self._nearest(self._standardized(hw), self.reference)
+        memo = self.__dict__.setdefault("_memo", {})
+        key = hw.tobytes()
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[key] = self._nearest(self._standardized(hw), self.reference)
+            hit.setflags(write=False)
+        return hit
+
+    @staticmethod
+    def _nearest(Z: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Each standardised row's distance to the nearest row of ``ref``."""
         if len(ref) == 0:
             raise ValueError("hardware novelty: no reference description to measure distance to")
-        Q, inverse = _distinct(self.standardize(F))
+        Q, inverse = _distinct(Z)
         best = np.empty(len(Q))
         step = max(1, _CHUNK // max(1, ref.size))
         for start in range(0, len(Q), step):  # chunks of distinct descriptions, each one broadcast
