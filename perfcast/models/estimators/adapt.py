@@ -42,7 +42,12 @@ import pandas as pd
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import kernel_kinds
-from perfcast.models.uncertainty.calibration import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+from perfcast.models.uncertainty.calibration import (
+    NOISE_COLUMNS,
+    IntervalCalibration,
+    conformal_quantile,
+    group_labels,
+)
 
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
@@ -54,9 +59,14 @@ N_SPLITS = 5
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
 #: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
-#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it, as
-#: linear leaves are outside the compiled tree walker and slow an adapted bundle's predictions several-fold
-DEFAULT_SMOOTH = False
+#: whether the guard is offered the ``smooth`` shape term by default (the preset's setting leave-one-GPU-out chose
+#: at K >= 128; its linear leaves are walked by compiled code, :mod:`perfcast.models.persistence.compiled_linear`)
+DEFAULT_SMOOTH = True
+#: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
+#: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
+INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
+#: fewest adaptation rows of a group for its own interval quantile (fewer: the pooled one); None: pooled only
+MIN_GROUP_ROWS: int | None = 40
 
 
 @dataclass
@@ -74,6 +84,26 @@ class Adaptation:
     mix: DonorMix | None = None
     #: the correction starts from the nearest donor's latency where it has one (else from the base model)
     from_donor: bool = False
+    #: the chosen correction's cross-fitted |log error| per row, and each row's Mondrian group (the scores the
+    #: calibration is made of, kept so :meth:`regrouped` can re-draw the groups without refitting)
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def regrouped(self, min_group_rows: int | None) -> Adaptation:
+        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`) of at least
+        ``min_group_rows`` rows, the pooled quantile for the rest (None: pooled only)."""
+        cal = self.calibration
+        if cal is None or self.scores is None:
+            return self
+        groups = {}
+        if min_group_rows is not None and len(set(self.labels)) > 1:
+            target = cal.targets[0]
+            for label in sorted(set(self.labels)):
+                own = np.sort(self.scores[self.labels == label])
+                if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
+                    groups[str(label)] = {target: own}
+        return replace(self, calibration=replace(cal, group_columns=list(INTERVAL_GROUPS) if groups else [],
+                                                 group_scores=groups))
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
@@ -170,19 +200,19 @@ def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                   smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
+                   smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
-    ``smooth`` shape term is offered too."""
+    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
         return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                 smooth=smooth)
+                                 smooth=smooth).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
@@ -211,7 +241,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         if min(other.cv_error.values()) < min(found.cv_error.values()):
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
-    return replace(found, cv_error=errors)
+    return replace(found, cv_error=errors).regrouped(min_group_rows)
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -261,7 +291,8 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
                                           {target: float(np.median(measured)) if len(measured) else np.nan},
                                           float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
                                                          "n_groups": n})
-    return Adaptation(correction, calibration, cv_error, n)
+    return Adaptation(correction, calibration, cv_error, n, scores=np.abs(chosen),
+                      labels=group_labels(F, list(INTERVAL_GROUPS)))
 
 
 def _ape(log_ratio: np.ndarray) -> float:
@@ -288,7 +319,7 @@ class AdaptedModel:
 
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                 smooth: bool = DEFAULT_SMOOTH):
+                 smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS):
         self.base = base
         self.target = target
         self.level = level
@@ -297,6 +328,7 @@ class AdaptedModel:
         self.mixes = mixes
         self.shape_donors = shape_donors
         self.smooth = smooth
+        self.min_group_rows = min_group_rows
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -315,7 +347,8 @@ class AdaptedModel:
                                           task=self.base.estimator_[0].task, target=self.target,
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors, mixes=self.mixes,
-                                          shape_donors=self.shape_donors, smooth=self.smooth)
+                                          shape_donors=self.shape_donors, smooth=self.smooth,
+                                          min_group_rows=self.min_group_rows)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -333,7 +366,7 @@ class AdaptedModel:
             _, lo, hi = self.base.predict_with_interval(X, level)
             ratio = pred / base
             return pred, np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
-        lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level)
+        lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level, features=F)
         return pred, lo[:, 0], hi[:, 0]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
