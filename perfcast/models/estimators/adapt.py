@@ -62,6 +62,9 @@ DEFAULT_SHAPE_DONORS = True
 #: whether the guard is offered the ``smooth`` shape term by default (the preset's setting leave-one-GPU-out chose
 #: at K >= 128; its linear leaves are walked by compiled code, :mod:`perfcast.models.persistence.compiled_linear`)
 DEFAULT_SMOOTH = True
+#: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
+#: pooled best shape term)
+DEFAULT_KIND_SHAPES = False
 #: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
 #: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
 INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
@@ -163,8 +166,9 @@ class AdaptedRegressor:
         donors = None
         if self.donors is not None:
             donors, arrays = self.donors.state()
-        if self.correction.shape_text is not None:
-            arrays["shape_text"] = np.frombuffer(self.correction.shape_text.encode("utf-8"), dtype=np.uint8)
+        texts = {"shape_text": self.correction.shape_text,
+                 **{f"shape_text_{m}": text for m, text in self.correction.more_shapes.items()}}
+        arrays.update({k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in texts.items() if v is not None})
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
                 "mix": None if self.mix is None else self.mix.to_json()}, arrays
 
@@ -173,10 +177,12 @@ class AdaptedRegressor:
         """The adapted model without its base (the persistence layer sets ``inner``). A bundle saved before
         donor mixes started from its donor whenever it had one."""
         text = arrays["shape_text"].tobytes().decode("utf-8") if "shape_text" in arrays else None
+        more = {m: arrays[f"shape_text_{m}"].tobytes().decode("utf-8")
+                for m in params["correction"].get("more_shapes", [])}
         donors = params.get("donors")
         table = None if not donors else DonorTable.from_state(donors, arrays)
         mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
-        return cls(None, Correction.from_json(params["correction"], text), table, mix,
+        return cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
                    bool(params.get("from_donor", table is not None)))
 
 
@@ -200,26 +206,28 @@ def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                   smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS) -> Adaptation:
+                   smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
-    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`."""
+    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``: see :func:`fit_correction_of`."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
         return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                 smooth=smooth).regrouped(min_group_rows)
+                                 smooth=smooth, kind_shapes=kind_shapes).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
         return replace(fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                         extra=extra, smooth=smooth), donors=donors if shape_donors else None)
+                                         extra=extra, smooth=smooth, kind_shapes=kind_shapes),
+                       donors=donors if shape_donors else None)
 
     found, errors = attempt(base), {}
     errors.update(found.cv_error)
@@ -246,10 +254,12 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                       noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
-                      extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
+                      extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH,
+                      kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
-    ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too."""
+    ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too;
+    ``kind_shapes``: a kernel kind with enough rows chooses among every shape term, not only the pooled best."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -271,17 +281,21 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     cv_error = {m: _ape(oof[m]) for m in modes}
     offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)
+    among = modes if kind_shapes else offered
     kinds = kernel_kinds(F).to_numpy()
     kind_modes = {}
     for kind in pd.unique(kinds):
         rows = kinds == kind
         if rows.sum() >= MIN_KIND_ROWS:
-            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in offered}, offered)
+            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in among}, among)
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
-    needed = max(used, key=MODES.index)
-    correction = fit_correction(F, base, y, needed, task, seed, extra)
-    correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best})
-    chosen = np.select([used == m for m in offered], [oof[m] for m in offered])
+    shaped = [m for m in among if m in SHAPED and m in used]  # each shape term some kind reads, fitted on every row
+    first = offered[-1] if offered[-1] in shaped else max(used, key=MODES.index)
+    correction = fit_correction(F, base, y, first, task, seed, extra)
+    more = {m: fit_correction(F, base, y, m, task, seed, extra).shape_text for m in shaped if m != first}
+    correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best},
+                         more_shapes=more)
+    chosen = np.select([used == m for m in among], [oof[m] for m in among])
     scores = np.sort(np.abs(chosen))
     calibration = None
     if math.isfinite(conformal_quantile(scores, level)):
@@ -319,7 +333,8 @@ class AdaptedModel:
 
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                 smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS):
+                 smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES):
         self.base = base
         self.target = target
         self.level = level
@@ -329,6 +344,7 @@ class AdaptedModel:
         self.shape_donors = shape_donors
         self.smooth = smooth
         self.min_group_rows = min_group_rows
+        self.kind_shapes = kind_shapes
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -348,7 +364,7 @@ class AdaptedModel:
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors, mixes=self.mixes,
                                           shape_donors=self.shape_donors, smooth=self.smooth,
-                                          min_group_rows=self.min_group_rows)
+                                          min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,

@@ -9,6 +9,7 @@ bundle stores, predicted by the compiled walkers (:mod:`perfcast.models.persiste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,8 @@ class Correction:
 
     ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.estimators.hybrid.kernel_kinds`)
     to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
-    the shape term over ``columns`` + log(base) (None without one). Everything is numbers and text, so a bundle
+    the shape term over ``columns`` + log(base) (None without one), and ``more_shapes`` maps a shaped mode to its
+    own term where kinds chose different ones (a kind whose mode is not in it reads ``shape_text``). Everything is numbers and text, so a bundle
     stores it as JSON and LightGBM text and nothing in it is executed.
     """
 
@@ -67,18 +69,15 @@ class Correction:
     kind_modes: dict[str, str] = field(default_factory=dict)
     #: columns the shape model reads after log(base): the donors' log latencies over it (0: none)
     extra_columns: int = 0
+    #: shaped mode -> LightGBM text of its own shape term (kinds of that mode read it instead of ``shape_text``)
+    more_shapes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._kinds: dict[int, tuple[float, bool]] = {}  # kind-column bit pattern -> (level, shape applies)
+        # kind-column bit pattern -> (level, the shape term it reads: "" = shape_text, a mode, or None = none)
+        self._kinds: dict[int, tuple[float, str | None]] = {}
         self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-        self._shape = self._booster = None
-        if self.shape_text is not None:
-            linear = "\nis_linear=1" in self.shape_text  # the smooth term's linear leaves: their own walker
-            self._shape = (compile_linear_lightgbm if linear else compile_lightgbm)(self.shape_text)
-            if self._shape is None:  # outside both walkers' coverage: LightGBM's own parser
-                import lightgbm as lgb
-
-                self._booster = lgb.Booster(model_str=self.shape_text)
+        texts = {"": self.shape_text, **self.more_shapes} if self.shape_text is not None else dict(self.more_shapes)
+        self._models = {m: _shape_model(text) for m, text in texts.items()}
 
     def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None,
                   extra: np.ndarray | None = None) -> np.ndarray:
@@ -99,14 +98,16 @@ class Correction:
         if new:
             for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
                 mode = self.kind_modes.get(kind, self.mode)
-                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), mode in SHAPED)
-        level, shaped = (np.asarray(v)[inverse.ravel()] for v in zip(*(self._kinds[int(c)] for c in uniq)))
-        out = level.astype("float64")
-        if self.shape_text is not None and shaped.any():
-            rows = shaped.astype(bool)
+                term = (mode if mode in self.more_shapes else "") if mode in SHAPED else None
+                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term)
+        known = [self._kinds[int(c)] for c in uniq]
+        out = np.asarray([lv for lv, _ in known], dtype="float64")[inverse.ravel()]
+        terms = np.asarray([term for _, term in known], dtype=object)[inverse.ravel()]
+        for term in {term for _, term in known if term is not None and term in self._models}:
+            rows = terms == term
             X = np.column_stack([A[rows][:, shape_at], np.log(base[rows]),
                                  *([] if extra is None else [extra[rows]])])
-            out[rows] += self._shape_predict(X)
+            out[rows] += self._models[term](X, self.threads)
         return out
 
     def _layout(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -118,26 +119,36 @@ class Correction:
             self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
         return self._layouts[key]
 
-    def _shape_predict(self, X: np.ndarray) -> np.ndarray:
-        if self._shape is not None:  # a CompiledForest or LinearForest
-            return self._shape.predict(X, self.threads)
-        return np.asarray(self._booster.predict(X, num_threads=self.threads), dtype="float64")
-
     def to_json(self) -> dict[str, Any]:
         """Everything but the shape model's text (saved beside as a file)."""
         return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
                 "columns": list(self.columns), "kind_modes": dict(self.kind_modes),
-                "extra_columns": int(self.extra_columns)}
+                "extra_columns": int(self.extra_columns), "more_shapes": sorted(self.more_shapes)}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1) -> Correction:
+    def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1,
+                  more_shapes: dict[str, str] | None = None) -> Correction:
+        """The correction :meth:`to_json` described, with its shape terms' texts (``more_shapes``: mode -> text)."""
         kind_modes = {str(k): str(v) for k, v in doc.get("kind_modes", {}).items()}
         bad = sorted({doc.get("mode"), *kind_modes.values()} - set(MODES))
         if bad:
             raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
         return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
                    float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
-                   kind_modes, int(doc.get("extra_columns", 0)))
+                   kind_modes, int(doc.get("extra_columns", 0)), dict(more_shapes or {}))
+
+
+def _shape_model(text: str) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A shape term's LightGBM text as ``predict(X, threads)``: the compiled walkers (linear leaves: their own),
+    else LightGBM's own parser."""
+    linear = "\nis_linear=1" in text  # the smooth term's linear leaves
+    forest = (compile_linear_lightgbm if linear else compile_lightgbm)(text)
+    if forest is not None:
+        return forest.predict
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=text)
+    return lambda X, threads: np.asarray(booster.predict(X, num_threads=threads), dtype="float64")
 
 
 def shape_columns(F: pd.DataFrame, task: str) -> list[str]:

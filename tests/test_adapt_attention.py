@@ -1,11 +1,13 @@
-"""Per-phase (Mondrian) interval quantiles of an adapted attention model, on real aiconfigurator attention rows of
-a GPU the base never saw: each phase's quantile comes from its own cross-fitted residuals, a phase with too few
-rows keeps the pooled one, bundles with and without groups load, and the served intervals are the in-memory ones."""
+"""Adapting attention on real aiconfigurator rows of a GPU the base never saw: per-phase (Mondrian) interval
+quantiles (each from its phase's own cross-fitted residuals, the pooled one for a phase with too few rows; bundles
+with and without groups load, and the served intervals are the in-memory ones), and a shape term per kernel kind."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,9 @@ import pytest
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
-from perfcast.models.estimators.adapt import INTERVAL_GROUPS, AdaptedModel
+from perfcast.models.estimators.adapt import INTERVAL_GROUPS, AdaptedModel, AdaptedRegressor
+from perfcast.models.estimators.adapt_correction import fit_correction, shape_matrix
+from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.calibration import IntervalCalibration, conformal_quantile, group_labels
@@ -108,3 +112,24 @@ def test_the_adapted_bundle_serves_per_phase_intervals_and_offers_the_smooth_ter
         np.testing.assert_array_equal(ours[col].to_numpy(), theirs[col].to_numpy())
     width = np.log(ours["runtime_ms_hi"] / ours["runtime_ms"]).groupby(test["phase"].to_numpy()).median()
     assert width.nunique() == 2  # one width per phase, not one pooled
+
+
+def test_kernel_kinds_may_read_different_shape_terms_and_round_trip(base, split):
+    revealed, test = split
+    F, b = AdaptedModel(base).parts(revealed)
+    Ft, bt = AdaptedModel(base).parts(test)
+    y = revealed["runtime_ms"].to_numpy(dtype="float64")
+    fine, smooth = (fit_correction(F, b, y, m, "attention") for m in ("fine", "smooth"))
+    kinds = kernel_kinds(Ft)
+    decode = next(k for k in kinds.unique() if "is_decode" in k)
+    both = replace(fine, kind_modes={decode: "smooth"}, more_shapes={"smooth": smooth.shape_text})
+    level = kinds.map(fine.levels).to_numpy(dtype="float64")
+    rows = (kinds == decode).to_numpy()
+    own = {m: lgb.Booster(model_str=c.shape_text).predict(shape_matrix(Ft, c.columns, bt))
+           for m, c in (("fine", fine), ("smooth", smooth))}
+    expected = level + np.where(rows, own["smooth"], own["fine"])  # decode reads its own term, the rest fine's
+    np.testing.assert_allclose(both.log_ratio(Ft, bt), expected, rtol=1e-12, atol=1e-12)
+    params, arrays = AdaptedRegressor(base.estimator_[-1], both).to_state()
+    again = AdaptedRegressor.from_state(params, arrays)
+    again.inner = base.estimator_[-1]
+    np.testing.assert_array_equal(again.predict(Ft), AdaptedRegressor(base.estimator_[-1], both).predict(Ft))
