@@ -27,9 +27,10 @@ from perfcast.models.persistence.errors import CorruptModelError
 
 @pytest.fixture(scope="module")
 def gemm(data_root: Path) -> pd.DataFrame:
+    """1,400 real GEMM rows of the L40S, a GPU the adaptation benchmark adapts to."""
     imp, data = get_importer("aiconfigurator"), data_root / "aiconfigurator"
-    units = [u for u in imp.units(data) if u.match("*/gemm/*/*/gemm_perf.parquet")][:2]
-    return pd.concat([imp.load(data, u)["gemm"].sample(700, random_state=0) for u in units], ignore_index=True)
+    tables = [imp.load(data, u)["gemm"] for u in imp.units(data) if "/l40s/gemm/" in u.as_posix()]
+    return pd.concat(tables, ignore_index=True).sample(1400, random_state=0).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")

@@ -192,17 +192,7 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
     the indices; see :func:`_checked`). Any failure raises :class:`CorruptModelError` naming ``source`` (the
     file) and the tree, so a crafted file can neither crash the process nor hang the walker.
     """
-    head, _, body = text.partition("\nTree=")
-    body, end, _ = body.partition("\nend of trees")
-    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    if not end or "max_feature_idx" not in header:
-        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
-                                f"line); save or download the model again")
-    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
-    if not 1 <= n_features <= np.iinfo(np.int32).max:
-        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
-    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
-        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
+    header, body, n_features, covered = read_header(text, source)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "decision", "left", "right", "leaf")}
     sizes: list[int] = []
     for t, block in enumerate(body.split("\nTree=") if body else []):
@@ -239,6 +229,23 @@ def compile_lightgbm(text: str, source: str = "the LightGBM model text") -> Comp
             nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"], n_features=n_features)
     except _Uncovered:
         return None
+
+
+def read_header(text: str, source: str) -> tuple[dict[str, str], str, int, bool]:
+    """A LightGBM model file's header (key -> value), the text of its trees, its feature count and whether its
+    output is the plain sum of leaf outputs (one tree per iteration, no averaging, an identity objective)."""
+    head, _, body = text.partition("\nTree=")
+    body, end, _ = body.partition("\nend of trees")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if not end or "max_feature_idx" not in header:
+        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
+                                f"line); save or download the model again")
+    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
+    if not 1 <= n_features <= np.iinfo(np.int32).max:
+        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
+    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
+        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
+    return header, body, n_features, covered
 
 
 def _int(text: str, where: str, what: str) -> int:

@@ -26,13 +26,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from perfcast.models.persistence.compiled import (
-    BLOCK,
-    IDENTITY_OBJECTIVES,
-    _array,
-    _checked,
-    _int,
-)
+from perfcast.models.persistence.compiled import BLOCK, _array, _checked, _int, read_header
 from perfcast.models.persistence.errors import CorruptModelError
 
 
@@ -83,17 +77,7 @@ def compile_linear_lightgbm(text: str, source: str = "the LightGBM model text") 
     are read as linear leaves without terms) as a :class:`LinearForest`, or ``None`` when it uses what this walk
     lacks (categorical splits, zero-as-missing, several outputs per iteration, a transformed objective).
     Damaged or crafted files raise :class:`CorruptModelError` naming ``source`` and the tree."""
-    head, _, body = text.partition("\nTree=")
-    body, end, _ = body.partition("\nend of trees")
-    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    if not end or "max_feature_idx" not in header:
-        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
-                                f"line); save or download the model again")
-    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
-    if not 1 <= n_features <= np.iinfo(np.int32).max:
-        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
-    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
-        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
+    header, body, n_features, covered = read_header(text, source)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "decision", "left", "right", "leaf",
                                                           "const", "count", "coef_feature", "coef_value")}
     sizes: list[int] = []
