@@ -21,12 +21,15 @@ are offered to the same guard three ways: the nearest donor's latency as the sta
 donor's latency under the correction, and the donors' latencies as features of the shape term.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
-plain split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never
-narrower than the rows' measured run-to-run noise); with too few rows for a finite quantile, the base's stays.
+split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
+than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
+phase) with at least :data:`MIN_GROUP_ROWS` rows, the pooled quantile for the rest; with too few rows for a
+finite quantile, the base's stays.
 
-Public surface: :class:`Correction` (numbers + LightGBM text), :func:`fit_adaptation` (rows -> correction +
-calibration + the cross-validation report), :class:`AdaptedModel` (a fitted in-memory base corrected),
-:class:`AdaptedRegressor` (a bundle's head corrected, what :mod:`perfcast.models.persistence.adapted` saves).
+Public surface: :class:`~perfcast.models.estimators.adapt_correction.Correction` (numbers + LightGBM text),
+:func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report), :class:`AdaptedModel` (a
+fitted in-memory base corrected), :class:`AdaptedRegressor` (a bundle's head corrected, what
+:mod:`perfcast.models.persistence.adapted` saves).
 """
 
 from __future__ import annotations
@@ -213,7 +216,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
-    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``: see :func:`fit_correction_of`."""
+    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
+    see :func:`fit_correction_of`."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)

@@ -9,7 +9,8 @@ the split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``
 float64, and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check
 it on real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing,
 several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
-:func:`compile_lightgbm` returns ``None`` for them.
+:func:`compile_lightgbm` returns ``None`` for them (linear trees have their own walker,
+:mod:`perfcast.models.persistence.compiled_linear`).
 
 How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md and PREDICT_SPEED_BATCH.md): the rows first
 code their features as small unsigned ints (per feature, the rank of the value among the forest's thresholds on

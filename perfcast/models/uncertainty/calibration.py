@@ -158,8 +158,8 @@ class IntervalCalibration:
                "noise_median": {t: (None if np.isnan(v) else v) for t, v in self.noise_median.items()},
                "n_scores": {t: len(s) for t, s in self.scores.items()}}
         if self.group_scores:  # a bundle written before Mondrian groups has no such key: pooled scores only
-            doc["groups"] = {"columns": list(self.group_columns),
-                             "scores": {g: {t: s.tolist() for t, s in per.items()} for g, per in self.group_scores.items()}}
+            doc["groups"] = {"columns": list(self.group_columns), "scores": {
+                g: {t: s.tolist() for t, s in per.items()} for g, per in self.group_scores.items()}}
         if self.scaled:
             doc["novelty"] = self.novelty.to_json()
             doc["spread"] = {t: f.to_json() for t, f in self.spread.items()}
