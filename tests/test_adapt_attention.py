@@ -105,7 +105,7 @@ def test_the_adapted_bundle_serves_per_phase_intervals_and_offers_the_smooth_ter
     bundle = save_model(base, "attention", tables[0], tmp_path / "base", {"model": "hybrid"})
     adapted = Predictor.load(bundle).adapt(revealed)
     assert "smooth" in adapted.metadata["adaptation"]["cv_mean_ape"]  # offered by default
-    assert set(adapted.model.calibration.group_scores) == {"is_decode", "none"}  # both phases have >= 40 rows
+    assert set(adapted.model.calibration.group_scores) == {"is_decode", "none"}  # both phases: >= MIN_GROUP_ROWS
     loaded = Predictor.load(save_adapted(adapted.model, tmp_path / "adapted"))
     ours, theirs = adapted.predict(test), loaded.predict(test)
     for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):

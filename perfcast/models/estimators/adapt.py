@@ -66,13 +66,14 @@ DEFAULT_SHAPE_DONORS = True
 #: at K >= 128; its linear leaves are walked by compiled code, :mod:`perfcast.models.persistence.compiled_linear`)
 DEFAULT_SMOOTH = True
 #: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
-#: pooled best shape term)
+#: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
 DEFAULT_KIND_SHAPES = False
 #: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
 #: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
 INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
-#: fewest adaptation rows of a group for its own interval quantile (fewer: the pooled one); None: pooled only
-MIN_GROUP_ROWS: int | None = 40
+#: fewest adaptation rows of a group for its own interval quantile (fewer: the pooled one); None: pooled only.
+#: The preset's threshold leave-one-GPU-out chose for every GPU at K >= 128 (benchmarks/ANALYSIS_adapt.md)
+MIN_GROUP_ROWS: int | None = 20
 
 
 @dataclass
