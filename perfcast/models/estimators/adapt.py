@@ -62,9 +62,10 @@ N_SPLITS = 5
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
 #: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
-#: whether the guard is offered the ``smooth`` shape term by default (the preset's setting leave-one-GPU-out chose
-#: at K >= 128; its linear leaves are walked by compiled code, :mod:`perfcast.models.persistence.compiled_linear`)
-DEFAULT_SMOOTH = True
+#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it at
+#: K >= 128; its linear leaves are compiled (:mod:`perfcast.models.persistence.compiled_linear`) and a request costs
+#: about what the base's does, but a batch still takes several times the base's time (benchmarks/ANALYSIS_adapt.md)
+DEFAULT_SMOOTH = False
 #: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
 #: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
 DEFAULT_KIND_SHAPES = False
