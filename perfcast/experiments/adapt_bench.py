@@ -48,6 +48,10 @@ GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038
                                        ("attention", 512): 0.045, ("gemm", 0): 0.12, ("attention", 0): 0.15}
 #: NeuSight's bmm/linear configuration keys
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
+#: one adaptation variant of a device: (donor setting, Mondrian interval threshold; None: pooled intervals)
+Key = tuple[str, int | None]
+#: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
+LEVEL = 0.9
 
 
 def copy_scaled(train: pd.DataFrame, revealed: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str],
@@ -86,10 +90,11 @@ def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequ
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
                  keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any]
-                 ) -> dict[tuple[str, int], dict[str, Result]]:
-    """Every K's rows for one left-out device: (part label, K) -> {setting: Result on that device's unrevealed
-    rows}, one per donor setting of the preset's ``settings`` (K from its ``budgets``, at most its
-    ``test_rows`` unrevealed rows scored)."""
+                 ) -> dict[tuple[str, int], dict[Key, Result]]:
+    """Every K's rows for one left-out device: (part label, K) -> {(setting, interval groups): Result on that
+    device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per Mondrian interval
+    threshold of its ``group_rows`` (None: pooled; K from its ``budgets``, at most its ``test_rows`` unrevealed
+    rows scored)."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -110,7 +115,7 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     table = donor_table(base, train, test[needed], donors, keys, task, errors)
     table_s = time.perf_counter() - start
     precomputed = AdaptedModel(base).parts(test)
-    out: dict[tuple[str, int], dict[str, Result]] = {}
+    out: dict[tuple[str, int], dict[Key, Result]] = {}
     for k, (picked, rest) in plans.items():
         base_rows = {NEAREST_K: copy_scaled(train, test[picked], test[rest], donors, keys)}
         if k:
@@ -119,51 +124,81 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             start = time.perf_counter()
             adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
                                    shape_donors=bool(chosen.get("shape_donors", False)),
-                                   smooth=bool(chosen.get("smooth", False)))
+                                   smooth=bool(chosen.get("smooth", False)),
+                                   kind_shapes=bool(chosen.get("kind_shapes", False)))
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
-            pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
-            for label in parts.unique():
-                sel = (parts[rest] == label).to_numpy()
-                target = f"runtime_ms ({label}), K={k}" if label else f"runtime_ms, K={k}"
-                extra = [f"nearest GPUs by spec sheet: {', '.join(donors[:3])}",
-                         f"correction chosen by cross-validation on the K rows: {adapter.adaptation_.describe()}"]
-                kept = {}
-                for n, v in base_rows.items():
-                    if np.isfinite(v[sel]).any():
-                        kept[n] = v[sel]
-                    else:
-                        extra.append(f"{n}: no training GPU measured these configurations, so no value")
-                res = score(protocol, target, dev, test.loc[rest, "runtime_ms"].to_numpy()[sel], pred[sel],
-                            model_name, wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=extra)
-                res.probe_budget = k
-                out.setdefault((label, k), {})[setting] = res
+            found = adapter.adaptation_
+            for groups in [None, *options.get("group_rows", [])]:  # pooled, then per phase from N rows
+                adapter.adaptation_ = found.regrouped(groups)
+                pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
+                _score_parts(out, protocol, dev, k, (setting, groups), parts[rest], test.loc[rest, "runtime_ms"],
+                             (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
     return out
 
 
-def select_settings(per_device: dict[tuple[str, int], list[dict[str, Result]]]) -> dict[tuple[str, int], list[Result]]:
-    """Per left-out GPU and K, the donor-mix setting whose mean APE over the *other* GPUs (every part, each GPU
-    adapted with its own base model and plan) is least: leave-one-GPU-out selection, so no GPU's test rows
-    choose its own setting. One setting: kept as is. The chosen setting and its nested score go in the notes."""
+def _score_parts(out: dict[tuple[str, int], dict[Key, Result]], protocol: str, dev: str, k: int, key: Key,
+                 parts: pd.Series, measured: pd.Series, predicted: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 base_rows: dict[str, np.ndarray], donors: Sequence[str], found: Any, model_name: str, wall: float
+                 ) -> None:
+    """One Result per part (kernel family / phase) of one device's unrevealed rows, into ``out[(part, K)][key]``."""
+    pred, lo, hi = predicted
+    for label in parts.unique():
+        sel = (parts == label).to_numpy()
+        target = f"runtime_ms ({label}), K={k}" if label else f"runtime_ms, K={k}"
+        extra = [f"nearest GPUs by spec sheet: {', '.join(donors[:3])}",
+                 f"correction chosen by cross-validation on the K rows: {found.describe()}"]
+        kept = {}
+        for n, v in base_rows.items():
+            if np.isfinite(v[sel]).any():
+                kept[n] = v[sel]
+            else:
+                extra.append(f"{n}: no training GPU measured these configurations, so no value")
+        res = score(protocol, target, dev, measured.to_numpy()[sel], pred[sel],
+                    model_name, wall, baselines=kept, interval=(lo[sel], hi[sel]), notes=extra)
+        res.probe_budget = k
+        out.setdefault((label, k), {})[key] = res
+
+
+def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) -> dict[tuple[str, int], list[Result]]:
+    """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
+    own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
+    mean APE, then, for it, the Mondrian interval threshold whose coverage is nearest the level (mean over the
+    other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested scores go in the
+    notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
-        names = list(per_device[labels[0]][0])
-        devices = [r[names[0]].device for r in per_device[labels[0]]]
-        err = {(d, s): np.mean([per_device[key][i][s].ours for key in labels]) for i, d in enumerate(devices)
-               for s in names}
+        variants = list(per_device[labels[0]][0])
+        names = list(dict.fromkeys(s for s, _ in variants))
+        thresholds = list(dict.fromkeys(g for _, g in variants))
+        devices = [r[variants[0]].device for r in per_device[labels[0]]]
+        err = {(d, v): np.mean([per_device[key][i][v].ours for key in labels]) for i, d in enumerate(devices)
+               for v in variants}
+        miss = {(d, v): np.mean([abs(per_device[key][i][v].coverage - LEVEL) for key in labels])
+                for i, d in enumerate(devices) for v in variants}
         for i, dev in enumerate(devices):
-            others = [d for d in devices if d != dev]
-            nested = {s: float(np.mean([err[(d, s)] for d in others])) if others else 0.0 for s in names}
+            others = [d for d in devices if d != dev] or [dev]
+            nested = {s: float(np.mean([err[(d, (s, thresholds[0]))] for d in others])) for s in names}
             chosen = min(names, key=lambda s: (round(nested[s], 12), names.index(s)))
+            off = {g: float(np.mean([miss[(d, (chosen, g))] for d in others])) for g in thresholds}
+            group = min(thresholds, key=lambda g: (round(off[g], 12), thresholds.index(g)))
             for key in labels:
-                res = per_device[key][i][chosen]
+                res = per_device[key][i][(chosen, group)]
                 if len(names) > 1:
                     res.notes.append(f"donor-mix setting chosen by leave-one-GPU-out on the other GPUs: {chosen} "
                                      f"(their mean APE {100 * nested[chosen]:.2f}%; "
                                      + ", ".join(f"{s} {100 * v:.2f}%" for s, v in nested.items()) + ")")
+                if len(thresholds) > 1:
+                    res.notes.append("interval groups chosen by leave-one-GPU-out on the other GPUs' coverage: "
+                                     + _threshold(group) + " (their mean |coverage - 90%| "
+                                     + ", ".join(f"{_threshold(g)} {100 * v:.2f} pt" for g, v in off.items()) + ")")
                 out.setdefault(key, []).append(res)
     return {key: out[key] for key in per_device}
+
+
+def _threshold(group: int | None) -> str:
+    return "pooled" if group is None else f"per phase from {group} rows"
 
 
 def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list[Result]], common: Sequence[str]
@@ -181,7 +216,7 @@ def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list
     return rows
 
 
-def _collect(per_device: dict[tuple[str, int], list[dict[str, Result]]], found: dict[tuple[str, int], dict[str, Result]]
+def _collect(per_device: dict[tuple[str, int], list[dict[Key, Result]]], found: dict[tuple[str, int], dict[Key, Result]]
              ) -> None:
     for key, res in found.items():
         per_device.setdefault(key, []).append(res)
@@ -199,7 +234,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
             **options.get(f"{task}_intervals", {}))
         config = choice.config.model_copy(update={"task": task, "intervals": intervals})
         records = ws.records("aiconfigurator", task)
-        per_device: dict[tuple[str, int], list[dict[str, Result]]] = {}
+        per_device: dict[tuple[str, int], list[dict[Key, Result]]] = {}
         pools = []
         for dev in sorted(records["device_id"].dropna().unique()):
             train, test = unseen_hardware_split(records, test_devices=[dev])
@@ -230,7 +265,7 @@ def neusight_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     start = time.perf_counter()
     model = choice.fit(fit_rows, cfg.seed)
     fit_s = time.perf_counter() - start
-    per_device: dict[tuple[str, int], list[dict[str, Result]]] = {}
+    per_device: dict[tuple[str, int], list[dict[Key, Result]]] = {}
     for dev in sorted(test["device_id"].dropna().unique()):
         rows_dev = test[(test["device_id"] == dev).to_numpy()]
         _collect(per_device, adapt_device(protocol, "gemm", model, train, rows_dev, rows_dev["op"].astype(str),

@@ -21,202 +21,60 @@ are offered to the same guard three ways: the nearest donor's latency as the sta
 donor's latency under the correction, and the donors' latencies as features of the shape term.
 
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
-plain split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never
-narrower than the rows' measured run-to-run noise); with too few rows for a finite quantile, the base's stays.
+split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
+than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
+phase) with at least :data:`MIN_GROUP_ROWS` rows, the pooled quantile for the rest; with too few rows for a
+finite quantile, the base's stays.
 
-Public surface: :class:`Correction` (numbers + LightGBM text), :func:`fit_adaptation` (rows -> correction +
-calibration + the cross-validation report), :class:`AdaptedModel` (a fitted in-memory base corrected),
-:class:`AdaptedRegressor` (a bundle's head corrected, what :mod:`perfcast.models.persistence.adapted` saves).
+Public surface: :class:`~perfcast.models.estimators.adapt_correction.Correction` (numbers + LightGBM text),
+:func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report), :class:`AdaptedModel` (a
+fitted in-memory base corrected), :class:`AdaptedRegressor` (a bundle's head corrected, what
+:mod:`perfcast.models.persistence.adapted` saves).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from perfcast.features import feature_groups
-from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
-from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
-from perfcast.models.uncertainty.calibration import NOISE_COLUMNS, IntervalCalibration, conformal_quantile
+from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.uncertainty.calibration import (
+    NOISE_COLUMNS,
+    IntervalCalibration,
+    conformal_quantile,
+    group_labels,
+)
 
-#: the corrections the guard chooses between, simplest first (ties go to the simpler one)
-MODES: tuple[str, ...] = ("none", "level", "shape", "fine", "smooth")
-#: the modes with a shape term: ``shape`` (strong regularisation), ``fine`` (more, smaller leaves), if asked for
-#: ``smooth`` (``fine`` with a linear model per leaf); the one that cross-validates best is offered per adaptation
-SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
 #: rows of one kernel kind from which the guard chooses that kind's correction by itself (else: the pooled choice)
 MIN_KIND_ROWS = 8
 #: cross-validation folds on the adaptation rows
 N_SPLITS = 5
-#: pseudo-rows of the pooled level a kernel kind's own median is shrunk toward (few rows of a kind: mostly pooled)
-LEVEL_PRIOR = 3.0
-#: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
-SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
-#: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
-SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
-                                "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
-                                "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
 #: the donor mixes offered by default: configs/aiconfigurator_adapt.toml's setting chosen by leave-one-GPU-out
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
 #: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
-#: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`
-FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambda": 1.0}
-#: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
-#: between the few measured sizes instead of stepping (piecewise constant) across it
-SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
-#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it, as
-#: linear leaves are outside the compiled tree walker and slow an adapted bundle's predictions several-fold
+#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it at
+#: K >= 128; its linear leaves are compiled (:mod:`perfcast.models.persistence.compiled_linear`) and a request costs
+#: about what the base's does, but a batch still takes several times the base's time (benchmarks/ANALYSIS_adapt.md)
 DEFAULT_SMOOTH = False
-
-
-def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
-    """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
-    leaf."""
-    if mode in ("fine", "smooth"):
-        return {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}), "min_child_samples": 5,
-                "random_state": seed}
-    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
-
-
-@dataclass
-class Correction:
-    """``log(measured / base)`` as a function of a row's features and its base prediction.
-
-    ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.estimators.hybrid.kernel_kinds`)
-    to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
-    the shape term over ``columns`` + log(base) (None without one). Everything is numbers and text, so a bundle
-    stores it as JSON and LightGBM text and nothing in it is executed.
-    """
-
-    mode: str = "none"
-    levels: dict[str, float] = field(default_factory=dict)
-    pooled: float = 0.0
-    columns: list[str] = field(default_factory=list)
-    shape_text: str | None = None
-    threads: int = 1
-    kind_modes: dict[str, str] = field(default_factory=dict)
-    #: columns the shape model reads after log(base): the donors' log latencies over it (0: none)
-    extra_columns: int = 0
-
-    def __post_init__(self) -> None:
-        self._kinds: dict[int, tuple[float, bool]] = {}  # kind-column bit pattern -> (level, shape applies)
-        self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-        self._shape = None
-        if self.shape_text is not None:
-            self._shape = compile_lightgbm(self.shape_text)
-            if self._shape is None:  # outside the walker's coverage: LightGBM's own parser
-                import lightgbm as lgb
-
-                self._shape = lgb.Booster(model_str=self.shape_text)
-
-    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None,
-                  extra: np.ndarray | None = None) -> np.ndarray:
-        """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand;
-        ``extra``: the :attr:`extra_columns` the shape model reads, one row per row of ``F``).
-
-        Kernel kinds are named once per distinct pattern of the kind columns and remembered, and the shape
-        model reads array columns, so a one-row request costs about what the base model's does."""
-        base = np.asarray(base, dtype="float64").ravel()
-        if (self.mode == "none" and not self.kind_modes) or not len(base):
-            return np.zeros(len(base))
-        A = F.to_numpy(dtype="float64") if A is None else A
-        kind_at, shape_at = self._layout(F)
-        flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
-        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
-        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kinds]
-        if new:
-            for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
-                mode = self.kind_modes.get(kind, self.mode)
-                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), mode in SHAPED)
-        level, shaped = (np.asarray(v)[inverse.ravel()] for v in zip(*(self._kinds[int(c)] for c in uniq)))
-        out = level.astype("float64")
-        if self._shape is not None and shaped.any():
-            rows = shaped.astype(bool)
-            X = np.column_stack([A[rows][:, shape_at], np.log(base[rows]),
-                                 *([] if extra is None else [extra[rows]])])
-            out[rows] += self._shape_predict(X)
-        return out
-
-    def _layout(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the kernel-kind columns and of the shape model's columns in ``F`` (found once per layout)."""
-        key = tuple(F.columns)
-        if key not in self._layouts:
-            names = list(F.columns)
-            kind_at = np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in names])
-            self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
-        return self._layouts[key]
-
-    def _shape_predict(self, X: np.ndarray) -> np.ndarray:
-        if hasattr(self._shape, "roots"):  # a CompiledForest
-            return self._shape.predict(X, self.threads)
-        return np.asarray(self._shape.predict(X, num_threads=self.threads), dtype="float64")
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything but the shape model's text (saved beside as a file)."""
-        return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
-                "columns": list(self.columns), "kind_modes": dict(self.kind_modes),
-                "extra_columns": int(self.extra_columns)}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1) -> Correction:
-        kind_modes = {str(k): str(v) for k, v in doc.get("kind_modes", {}).items()}
-        bad = sorted({doc.get("mode"), *kind_modes.values()} - set(MODES))
-        if bad:
-            raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
-        return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
-                   float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
-                   kind_modes, int(doc.get("extra_columns", 0)))
-
-
-def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
-    """The feature columns the shape term reads: those of :data:`SHAPE_GROUPS` the frame has."""
-    groups = feature_groups(task)
-    return [c for g in SHAPE_GROUPS for c in groups.get(g, []) if c in F.columns]
-
-
-def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray, extra: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """The shape model's input (when fitting it): ``F[columns]``, log(base), then the ``extra`` columns."""
-    return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64")),
-                            *([] if extra is None else [extra])])
-
-
-def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
-    """Per-kind median of ``r``, shrunk toward the pooled median by :data:`LEVEL_PRIOR` pseudo-rows."""
-    pooled = float(np.median(r))
-    per = pd.Series(r, index=kinds.index).groupby(kinds.to_numpy()).agg(["median", "size"])
-    levels = {str(k): float((row["size"] * row["median"] + LEVEL_PRIOR * pooled) / (row["size"] + LEVEL_PRIOR))
-              for k, row in per.iterrows()}
-    return levels, pooled
-
-
-def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
-                   extra: np.ndarray | None = None) -> Correction:
-    """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements."""
-    if mode == "none" or len(y) == 0:
-        return Correction()
-    r = np.log(y / base)
-    kinds = kernel_kinds(F)
-    levels, pooled = _levels(kinds, r)
-    if mode == "level":
-        return Correction("level", levels, pooled)
-    import lightgbm as lgb
-
-    cols = shape_columns(F, task)
-    rest = r - kinds.map(levels).astype("float64").to_numpy()
-    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
-    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
-                      extra_columns=0 if extra is None else extra.shape[1])
+#: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
+#: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
+DEFAULT_KIND_SHAPES = False
+#: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
+#: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
+INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
+#: fewest adaptation rows of a group for its own interval quantile (fewer: the pooled one); None: pooled only.
+#: The preset's threshold leave-one-GPU-out chose for every GPU at K >= 128 (benchmarks/ANALYSIS_adapt.md)
+MIN_GROUP_ROWS: int | None = 20
 
 
 @dataclass
@@ -234,6 +92,26 @@ class Adaptation:
     mix: DonorMix | None = None
     #: the correction starts from the nearest donor's latency where it has one (else from the base model)
     from_donor: bool = False
+    #: the chosen correction's cross-fitted |log error| per row, and each row's Mondrian group (the scores the
+    #: calibration is made of, kept so :meth:`regrouped` can re-draw the groups without refitting)
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def regrouped(self, min_group_rows: int | None) -> Adaptation:
+        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`) of at least
+        ``min_group_rows`` rows, the pooled quantile for the rest (None: pooled only)."""
+        cal = self.calibration
+        if cal is None or self.scores is None:
+            return self
+        groups = {}
+        if min_group_rows is not None and len(set(self.labels)) > 1:
+            target = cal.targets[0]
+            for label in sorted(set(self.labels)):
+                own = np.sort(self.scores[self.labels == label])
+                if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
+                    groups[str(label)] = {target: own}
+        return replace(self, calibration=replace(cal, group_columns=list(INTERVAL_GROUPS) if groups else [],
+                                                 group_scores=groups))
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
@@ -293,8 +171,9 @@ class AdaptedRegressor:
         donors = None
         if self.donors is not None:
             donors, arrays = self.donors.state()
-        if self.correction.shape_text is not None:
-            arrays["shape_text"] = np.frombuffer(self.correction.shape_text.encode("utf-8"), dtype=np.uint8)
+        texts = {"shape_text": self.correction.shape_text,
+                 **{f"shape_text_{m}": text for m, text in self.correction.more_shapes.items()}}
+        arrays.update({k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in texts.items() if v is not None})
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
                 "mix": None if self.mix is None else self.mix.to_json()}, arrays
 
@@ -303,10 +182,12 @@ class AdaptedRegressor:
         """The adapted model without its base (the persistence layer sets ``inner``). A bundle saved before
         donor mixes started from its donor whenever it had one."""
         text = arrays["shape_text"].tobytes().decode("utf-8") if "shape_text" in arrays else None
+        more = {m: arrays[f"shape_text_{m}"].tobytes().decode("utf-8")
+                for m in params["correction"].get("more_shapes", [])}
         donors = params.get("donors")
         table = None if not donors else DonorTable.from_state(donors, arrays)
         mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
-        return cls(None, Correction.from_json(params["correction"], text), table, mix,
+        return cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
                    bool(params.get("from_donor", table is not None)))
 
 
@@ -330,26 +211,29 @@ def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                   smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
+                   smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
-    ``smooth`` shape term is offered too."""
+    ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
+    see :func:`fit_correction_of`."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
         return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                 smooth=smooth)
+                                 smooth=smooth, kind_shapes=kind_shapes).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
         return replace(fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                         extra=extra, smooth=smooth), donors=donors if shape_donors else None)
+                                         extra=extra, smooth=smooth, kind_shapes=kind_shapes),
+                       donors=donors if shape_donors else None)
 
     found, errors = attempt(base), {}
     errors.update(found.cv_error)
@@ -371,15 +255,17 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         if min(other.cv_error.values()) < min(found.cv_error.values()):
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
-    return replace(found, cv_error=errors)
+    return replace(found, cv_error=errors).regrouped(min_group_rows)
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                       noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
-                      extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH) -> Adaptation:
+                      extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH,
+                      kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
-    ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too."""
+    ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too;
+    ``kind_shapes``: a kernel kind with enough rows chooses among every shape term, not only the pooled best."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -401,17 +287,21 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     cv_error = {m: _ape(oof[m]) for m in modes}
     offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)
+    among = modes if kind_shapes else offered
     kinds = kernel_kinds(F).to_numpy()
     kind_modes = {}
     for kind in pd.unique(kinds):
         rows = kinds == kind
         if rows.sum() >= MIN_KIND_ROWS:
-            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in offered}, offered)
+            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in among}, among)
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
-    needed = max(used, key=MODES.index)
-    correction = fit_correction(F, base, y, needed, task, seed, extra)
-    correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best})
-    chosen = np.select([used == m for m in offered], [oof[m] for m in offered])
+    shaped = [m for m in among if m in SHAPED and m in used]  # each shape term some kind reads, fitted on every row
+    first = offered[-1] if offered[-1] in shaped else max(used, key=MODES.index)
+    correction = fit_correction(F, base, y, first, task, seed, extra)
+    more = {m: fit_correction(F, base, y, m, task, seed, extra).shape_text for m in shaped if m != first}
+    correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best},
+                         more_shapes=more)
+    chosen = np.select([used == m for m in among], [oof[m] for m in among])
     scores = np.sort(np.abs(chosen))
     calibration = None
     if math.isfinite(conformal_quantile(scores, level)):
@@ -421,7 +311,8 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
                                           {target: float(np.median(measured)) if len(measured) else np.nan},
                                           float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
                                                          "n_groups": n})
-    return Adaptation(correction, calibration, cv_error, n)
+    return Adaptation(correction, calibration, cv_error, n, scores=np.abs(chosen),
+                      labels=group_labels(F, list(INTERVAL_GROUPS)))
 
 
 def _ape(log_ratio: np.ndarray) -> float:
@@ -448,7 +339,8 @@ class AdaptedModel:
 
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
-                 smooth: bool = DEFAULT_SMOOTH):
+                 smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES):
         self.base = base
         self.target = target
         self.level = level
@@ -457,6 +349,8 @@ class AdaptedModel:
         self.mixes = mixes
         self.shape_donors = shape_donors
         self.smooth = smooth
+        self.min_group_rows = min_group_rows
+        self.kind_shapes = kind_shapes
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -475,7 +369,8 @@ class AdaptedModel:
                                           task=self.base.estimator_[0].task, target=self.target,
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors, mixes=self.mixes,
-                                          shape_donors=self.shape_donors, smooth=self.smooth)
+                                          shape_donors=self.shape_donors, smooth=self.smooth,
+                                          min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -493,7 +388,7 @@ class AdaptedModel:
             _, lo, hi = self.base.predict_with_interval(X, level)
             ratio = pred / base
             return pred, np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
-        lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level)
+        lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level, features=F)
         return pred, lo[:, 0], hi[:, 0]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

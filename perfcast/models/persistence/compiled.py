@@ -10,7 +10,8 @@ the split learned a NaN bin and is read as 0.0 otherwise, every comparison is ``
 float64, and trees are summed in LightGBM's order, so results are bit-for-bit ``booster.predict`` (tests check
 it on real models). Models this walker does not cover (categorical splits, linear trees, zero-as-missing,
 several outputs per iteration, objectives whose output is transformed) are left to LightGBM:
-:func:`compile_lightgbm` returns ``None`` for them.
+:func:`compile_lightgbm` returns ``None`` for them (linear trees have their own walker,
+:mod:`perfcast.models.persistence.compiled_linear`).
 
 How it walks (chosen by measurement, benchmarks/PREDICT_SPEED.md and PREDICT_SPEED_BATCH.md): the rows first
 code their features as small unsigned ints (per feature, the rank of the value among the forest's thresholds on
@@ -202,17 +203,7 @@ def parse_lightgbm(text: str, source: str) -> tuple[dict[str, np.ndarray], bool]
     """The trees of a LightGBM model file's text as flat arrays (:data:`FOREST_ARRAYS`: each tree's arrays as
     LightGBM writes them, concatenated, with each tree's leaf count and the model's feature count), and whether
     the walker covers the model. Not yet checked: :func:`forest_from_arrays` checks them."""
-    head, _, body = text.partition("\nTree=")
-    body, end, _ = body.partition("\nend of trees")
-    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    if not end or "max_feature_idx" not in header:
-        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
-                                f"line); save or download the model again")
-    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
-    if not 1 <= n_features <= np.iinfo(np.int32).max:
-        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
-    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
-        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
+    header, body, n_features, covered = read_header(text, source)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "decision", "left", "right", "leaf")}
     sizes: list[int] = []
     for t, block in enumerate(body.split("\nTree=") if body else []):
@@ -270,6 +261,23 @@ def forest_from_arrays(arrays: dict[str, np.ndarray], source: str) -> CompiledFo
             nan_as_missing=((decision >> 2) & 3) == 2, leaf_value=flat["leaf"], n_features=n_features)
     except _Uncovered:
         return None
+
+
+def read_header(text: str, source: str) -> tuple[dict[str, str], str, int, bool]:
+    """A LightGBM model file's header (key -> value), the text of its trees, its feature count and whether its
+    output is the plain sum of leaf outputs (one tree per iteration, no averaging, an identity objective)."""
+    head, _, body = text.partition("\nTree=")
+    body, end, _ = body.partition("\nend of trees")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if not end or "max_feature_idx" not in header:
+        raise CorruptModelError(f"{source} is not a complete LightGBM model file (no header or no 'end of trees' "
+                                f"line); save or download the model again")
+    n_features = _int(header["max_feature_idx"], source, "the header's max_feature_idx") + 1
+    if not 1 <= n_features <= np.iinfo(np.int32).max:
+        raise CorruptModelError(f"{source}: the header's max_feature_idx is {n_features - 1}, outside 0..2^31-2")
+    covered = header.get("num_tree_per_iteration", "1") == "1" and "average_output" not in head.split() \
+        and header.get("objective", "").split(" ")[0] in IDENTITY_OBJECTIVES
+    return header, body, n_features, covered
 
 
 def _int(text: str, where: str, what: str) -> int:

@@ -89,6 +89,10 @@ class IntervalCalibration:
     novelty: HardwareNovelty | None = None
     #: target -> σ(d), present exactly when ``novelty`` is
     spread: dict[str, Spread] = field(default_factory=dict)
+    #: Mondrian groups: feature columns whose flags (> 0.5) name a row's group (see :func:`group_labels`)
+    group_columns: list[str] = field(default_factory=list)
+    #: group label -> target -> sorted scores of that group's rows; rows of a group not listed use :attr:`scores`
+    group_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def scaled(self) -> bool:
@@ -126,6 +130,20 @@ class IntervalCalibration:
         d = self.novelty.distance(features) if names is None else self.novelty.distance_rows(features, names)
         return np.column_stack([self.spread[t](d) for t in self.targets])
 
+    def half_widths(self, n_rows: int, level: float, features: pd.DataFrame | np.ndarray | None = None,
+                    names: tuple[str, ...] | None = None) -> np.ndarray:
+        """(n_rows, targets) log-ratio half-widths: the score quantile (of the row's Mondrian group when the
+        calibration has groups and ``features`` names them, else pooled) times σ(d); ``features`` is a frame, or
+        feature rows whose columns are ``names``."""
+        half = np.tile(self.quantiles(level), (n_rows, 1))
+        if self.group_scores and features is not None:
+            labels = group_labels(features, self.group_columns, names)
+            for label, scores in self.group_scores.items():
+                rows = labels == label
+                if rows.any():
+                    half[rows] = [conformal_quantile(scores[t], level) for t in self.targets]
+        return half * self.scale(features, n_rows, names)
+
     def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None,
                features: pd.DataFrame | np.ndarray | None = None, names: tuple[str, ...] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +151,7 @@ class IntervalCalibration:
         ``features`` (the rows' feature frame, or feature rows whose columns are ``names``) is needed when
         :attr:`scaled`."""
         lvl = self.level if level is None else level
-        half = self.quantiles(lvl) * self.scale(features, len(pred), names)
+        half = self.half_widths(len(pred), lvl, features, names)
         floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
         with np.errstate(over="ignore"):
             lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
@@ -145,6 +163,9 @@ class IntervalCalibration:
         doc = {"targets": self.targets, "level": self.level, "grouping": self.grouping,
                "noise_median": {t: (None if np.isnan(v) else v) for t, v in self.noise_median.items()},
                "n_scores": {t: len(s) for t, s in self.scores.items()}}
+        if self.group_scores:  # a bundle written before Mondrian groups has no such key: pooled scores only
+            doc["groups"] = {"columns": list(self.group_columns), "scores": {
+                g: {t: s.tolist() for t, s in per.items()} for g, per in self.group_scores.items()}}
         if self.scaled:
             doc["novelty"] = self.novelty.to_json()
             doc["spread"] = {t: f.to_json() for t, f in self.spread.items()}
@@ -155,5 +176,29 @@ class IntervalCalibration:
         noise = {t: (np.nan if v is None else float(v)) for t, v in doc["noise_median"].items()}
         novelty = HardwareNovelty.from_json(doc["novelty"]) if doc.get("novelty") else None
         spread = {t: Spread.from_json(f) for t, f in doc.get("spread", {}).items()}
+        groups = doc.get("groups") or {"columns": [], "scores": {}}
         return cls(list(doc["targets"]), {t: np.asarray(scores[t], dtype="float64") for t in doc["targets"]},
-                   noise, float(doc["level"]), dict(doc.get("grouping", {})), novelty, spread)
+                   noise, float(doc["level"]), dict(doc.get("grouping", {})), novelty, spread,
+                   [str(c) for c in groups["columns"]],
+                   {str(g): {t: np.asarray(per[t], dtype="float64") for t in doc["targets"]}
+                    for g, per in groups["scores"].items()})
+
+
+def group_labels(features: pd.DataFrame | np.ndarray, columns: list[str],
+                 names: tuple[str, ...] | None = None) -> np.ndarray:
+    """Each row's Mondrian group: the names of ``columns`` it has set (> 0.5, NaN or absent read as unset) joined
+    by ``+``, or ``"none"`` (``features`` a frame, or rows whose columns are ``names``). Why flags: a group is a
+    kernel kind (e.g. the attention phase, ``is_decode``), whose errors differ enough that one pooled quantile
+    over-covers one kind and under-covers another."""
+    have = list(features.columns) if names is None else list(names)
+    present = [c for c in columns if c in have]
+    if not present:
+        return np.full(len(features), "none", dtype=object)
+    values = features[present].to_numpy(dtype="float64") if names is None else \
+        np.asarray(features, dtype="float64")[:, [have.index(c) for c in present]]
+    flags = np.nan_to_num(values, nan=0.0) > 0.5
+    bits = np.arange(len(present), dtype=np.int64)
+    codes, inverse = np.unique(flags.astype(np.int64) @ (np.int64(1) << bits), return_inverse=True)
+    names = np.asarray(present, dtype=object)
+    text = np.array(["+".join(names[(int(c) >> bits) & 1 == 1]) or "none" for c in codes], dtype=object)
+    return text[inverse.ravel()]

@@ -1,0 +1,195 @@
+"""The correction an adaptation fits: a level per kernel kind and an optional shape term (LightGBM text).
+
+Why its own module: :mod:`perfcast.models.estimators.adapt` chooses among corrections (the guard), recalibrates
+intervals and serves the adapted model; this is the correction itself, plain numbers and LightGBM text that a
+bundle stores, predicted by the compiled walkers (:mod:`perfcast.models.persistence.compiled`, and
+:mod:`perfcast.models.persistence.compiled_linear` for the ``smooth`` term's linear leaves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.features import feature_groups
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+from perfcast.models.persistence.compiled import compile_lightgbm
+
+#: the corrections the guard chooses between, simplest first (ties go to the simpler one)
+MODES: tuple[str, ...] = ("none", "level", "shape", "fine", "smooth")
+#: the modes with a shape term: ``shape`` (strong regularisation), ``fine`` (more, smaller leaves), if asked for
+#: ``smooth`` (``fine`` with a linear model per leaf); the one that cross-validates best is offered per adaptation
+SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
+#: pseudo-rows of the pooled level a kernel kind's own median is shrunk toward (few rows of a kind: mostly pooled)
+LEVEL_PRIOR = 3.0
+#: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
+SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
+#: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
+SHAPE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.07, "num_leaves": 8, "reg_lambda": 5.0,
+                                "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
+                                "min_split_gain": 0.0, "verbose": -1, "n_jobs": 1}
+#: the ``fine`` shape term: what it changes in :data:`SHAPE_PARAMS`
+FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambda": 1.0}
+#: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
+#: between the few measured sizes instead of stepping (piecewise constant) across it
+SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
+
+
+def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
+    """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
+    leaf."""
+    if mode in ("fine", "smooth"):
+        return {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}), "min_child_samples": 5,
+                "random_state": seed}
+    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
+
+
+@dataclass
+class Correction:
+    """``log(measured / base)`` as a function of a row's features and its base prediction.
+
+    ``mode`` is one of :data:`MODES` (``kind_modes`` overrides it per kernel kind); ``levels`` maps a kernel kind (:func:`~perfcast.models.estimators.hybrid.kernel_kinds`)
+    to its log level, ``pooled`` is the level of kinds not measured; ``shape_text`` is the LightGBM model text of
+    the shape term over ``columns`` + log(base) (None without one), and ``more_shapes`` maps a shaped mode to its
+    own term where kinds chose different ones (a kind whose mode is not in it reads ``shape_text``). Everything is numbers and text, so a bundle
+    stores it as JSON and LightGBM text and nothing in it is executed.
+    """
+
+    mode: str = "none"
+    levels: dict[str, float] = field(default_factory=dict)
+    pooled: float = 0.0
+    columns: list[str] = field(default_factory=list)
+    shape_text: str | None = None
+    threads: int = 1
+    kind_modes: dict[str, str] = field(default_factory=dict)
+    #: columns the shape model reads after log(base): the donors' log latencies over it (0: none)
+    extra_columns: int = 0
+    #: shaped mode -> LightGBM text of its own shape term (kinds of that mode read it instead of ``shape_text``)
+    more_shapes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # kind-column bit pattern -> (level, the shape term it reads: "" = shape_text, a mode, or None = none)
+        self._kinds: dict[int, tuple[float, str | None]] = {}
+        self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        texts = {"": self.shape_text, **self.more_shapes} if self.shape_text is not None else dict(self.more_shapes)
+        self._models = {m: _shape_model(text) for m, text in texts.items()}
+
+    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None,
+                  extra: np.ndarray | None = None) -> np.ndarray:
+        """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand;
+        ``extra``: the :attr:`extra_columns` the shape model reads, one row per row of ``F``).
+
+        Kernel kinds are named once per distinct pattern of the kind columns and remembered, and the shape
+        model reads array columns, so a one-row request costs about what the base model's does."""
+        base = np.asarray(base, dtype="float64").ravel()
+        if (self.mode == "none" and not self.kind_modes) or not len(base):
+            return np.zeros(len(base))
+        A = F.to_numpy(dtype="float64") if A is None else A
+        kind_at, shape_at = self._layout(F)
+        flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
+        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kinds]
+        if new:
+            for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
+                mode = self.kind_modes.get(kind, self.mode)
+                term = (mode if mode in self.more_shapes else "") if mode in SHAPED else None
+                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term)
+        known = [self._kinds[int(c)] for c in uniq]
+        out = np.asarray([lv for lv, _ in known], dtype="float64")[inverse.ravel()]
+        terms = np.asarray([term for _, term in known], dtype=object)[inverse.ravel()]
+        for term in {term for _, term in known if term is not None and term in self._models}:
+            rows = terms == term
+            X = np.column_stack([A[rows][:, shape_at], np.log(base[rows]),
+                                 *([] if extra is None else [extra[rows]])])
+            out[rows] += self._models[term](X, self.threads)
+        return out
+
+    def _layout(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the kernel-kind columns and of the shape model's columns in ``F`` (found once per layout)."""
+        key = tuple(F.columns)
+        if key not in self._layouts:
+            names = list(F.columns)
+            kind_at = np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in names])
+            self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
+        return self._layouts[key]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the shape model's text (saved beside as a file)."""
+        return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
+                "columns": list(self.columns), "kind_modes": dict(self.kind_modes),
+                "extra_columns": int(self.extra_columns), "more_shapes": sorted(self.more_shapes)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1,
+                  more_shapes: dict[str, str] | None = None) -> Correction:
+        """The correction :meth:`to_json` described, with its shape terms' texts (``more_shapes``: mode -> text)."""
+        kind_modes = {str(k): str(v) for k, v in doc.get("kind_modes", {}).items()}
+        bad = sorted({doc.get("mode"), *kind_modes.values()} - set(MODES))
+        if bad:
+            raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
+        return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
+                   float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
+                   kind_modes, int(doc.get("extra_columns", 0)), dict(more_shapes or {}))
+
+
+def _shape_model(text: str) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A shape term's LightGBM text as ``predict(X, threads)``: the compiled walkers (linear leaves: their own),
+    else LightGBM's own parser."""
+    if "\nis_linear=1" in text:  # the smooth term's linear leaves: their walker needs numba at once
+        from perfcast.models.persistence.compiled_linear import compile_linear_lightgbm
+
+        forest = compile_linear_lightgbm(text)
+    else:
+        forest = compile_lightgbm(text)
+    if forest is not None:
+        return forest.predict
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=text)
+    return lambda X, threads: np.asarray(booster.predict(X, num_threads=threads), dtype="float64")
+
+
+def shape_columns(F: pd.DataFrame, task: str) -> list[str]:
+    """The feature columns the shape term reads: those of :data:`SHAPE_GROUPS` the frame has."""
+    groups = feature_groups(task)
+    return [c for g in SHAPE_GROUPS for c in groups.get(g, []) if c in F.columns]
+
+
+def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray, extra: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """The shape model's input (when fitting it): ``F[columns]``, log(base), then the ``extra`` columns."""
+    return np.column_stack([F[columns].to_numpy(dtype="float64"), np.log(np.asarray(base, dtype="float64")),
+                            *([] if extra is None else [extra])])
+
+
+def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
+    """Per-kind median of ``r``, shrunk toward the pooled median by :data:`LEVEL_PRIOR` pseudo-rows."""
+    pooled = float(np.median(r))
+    per = pd.Series(r, index=kinds.index).groupby(kinds.to_numpy()).agg(["median", "size"])
+    levels = {str(k): float((row["size"] * row["median"] + LEVEL_PRIOR * pooled) / (row["size"] + LEVEL_PRIOR))
+              for k, row in per.iterrows()}
+    return levels, pooled
+
+
+def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
+                   extra: np.ndarray | None = None) -> Correction:
+    """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements."""
+    if mode == "none" or len(y) == 0:
+        return Correction()
+    r = np.log(y / base)
+    kinds = kernel_kinds(F)
+    levels, pooled = _levels(kinds, r)
+    if mode == "level":
+        return Correction("level", levels, pooled)
+    import lightgbm as lgb
+
+    cols = shape_columns(F, task)
+    rest = r - kinds.map(levels).astype("float64").to_numpy()
+    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
+    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
+                      extra_columns=0 if extra is None else extra.shape[1])
