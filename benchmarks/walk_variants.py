@@ -35,7 +35,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_speed import arguments, gemm_batch, median, on_bundle  # noqa: E402 - a sibling script
 
-from perfcast.models.persistence import compiled  # noqa: E402
+from perfcast.models.persistence import compiled, kernels  # noqa: E402
 from perfcast.predictor import Predictor  # noqa: E402
 
 GROUP = 32  # rows per bitvector group (8 and 32 measured alike)
@@ -177,14 +177,14 @@ def run(bundle: Path, root: Path, rows: int, repeat: int) -> None:
     lay, T = forest.layout, len(forest.roots)
     n = len(X) // 256 * 256
     codes, keys = np.empty((len(X), len(lay.used)), lay.nan_code.dtype), np.empty(len(X), np.uint64)
-    compiled._code_parallel(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
+    kernels._code_parallel(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
     order = np.argsort(keys, kind="stable")[:n]
     ordered, expected = codes[order], booster.predict(X[order])
     codes_t, bits = np.ascontiguousarray(ordered.T), bitvectors(forest)
     variants: list[tuple[str, int, Callable[[], np.ndarray] | None]] = [
-        ("shipped", 1, lambda: compiled._walk_parallel(ordered, lay.roots, lay.depth, lay.node, lay.leaf, lay.value)),
-        ("shipped", 2, lambda: compiled._walk_parallel(ordered, lay.roots, lay.depth, lay.node, lay.leaf, lay.value)),
-        ("shipped, rows unordered", 1, lambda: compiled._walk_parallel(codes[:n], lay.roots, lay.depth, lay.node,
+        ("shipped", 1, lambda: kernels._walk_parallel(ordered, lay.roots, lay.depth, lay.node, lay.leaf, lay.value)),
+        ("shipped", 2, lambda: kernels._walk_parallel(ordered, lay.roots, lay.depth, lay.node, lay.leaf, lay.value)),
+        ("shipped, rows unordered", 1, lambda: kernels._walk_parallel(codes[:n], lay.roots, lay.depth, lay.node,
                                                                         lay.leaf, lay.value)),
         ("bitvector (Numba)", 1, (lambda: bitvector_walk(codes_t, *bits)) if np.diff(bits[4]).max() <= 64 else None),
         ("avx512 gather (C)", 1, gather_walk(lay, ordered)),

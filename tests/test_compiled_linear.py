@@ -20,7 +20,7 @@ from perfcast.datasets.importers import get_importer
 from perfcast.features import GemmFeatures
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.adapt_correction import fit_correction, shape_columns, shape_matrix, shape_params
-from perfcast.models.persistence.compiled import BLOCK
+from perfcast.models.persistence.kernels import BLOCK
 from perfcast.models.persistence.compiled_linear import LinearForest, compile_linear_lightgbm
 from perfcast.models.persistence.errors import CorruptModelError
 
