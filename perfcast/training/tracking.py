@@ -139,6 +139,8 @@ def _unwrap(est: Any) -> list[Any]:
         return [inner for e in est.estimators_ for inner in _unwrap(e)]
     if hasattr(est, "estimator_"):  # a wrapper fitting one inner model (the hybrid's efficiency model)
         return _unwrap(est.estimator_)
+    if hasattr(est, "transfer_"):  # the sibling copy: its model is the transfer it falls back on
+        return _unwrap(est.transfer_)
     return [est]
 
 
