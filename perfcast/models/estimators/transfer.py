@@ -66,6 +66,10 @@ def combine_one(hashes: list[int]) -> int:
     return (out + 97531) & _MASK
 
 
+#: requests of at most this many rows look their residuals up device by device (see SiblingTransfer._residuals_at)
+FEW_KEYS = 16
+
+
 class SiblingTransfer(Regressor):
     """``estimator``'s prediction times the similarity-weighted residual of sibling devices on the same config.
 
@@ -214,17 +218,49 @@ class SiblingTransfer(Regressor):
             self._matrix = (self.residuals_, keys, table)
         return self._matrix[1], self._matrix[2]
 
+    def _residuals_at(self, keys: np.ndarray) -> np.ndarray | None:
+        """(rows, devices) residual of each configuration key on each training device, NaN where that device did
+        not measure it; None when no device measured anything. A few keys are looked up device by device when
+        every device's keys are stored sorted (bundles saved since the tables are written sorted): that skips
+        building :meth:`_residual_matrix`, which a fresh process would otherwise pay for on its first request."""
+        runs = self._sorted_runs() if len(keys) <= FEW_KEYS else None
+        if runs is not None:
+            if not any(len(k) for k, _ in runs):
+                return None
+            r = np.full((len(keys), len(runs)), np.nan)
+            for j, (k, v) in enumerate(runs):
+                if len(k):
+                    at = np.minimum(np.searchsorted(k, keys), len(k) - 1)
+                    r[:, j] = np.where(k[at] == keys, v[at], np.nan)
+            return r
+        configs, table = self._residual_matrix()
+        if not len(configs):
+            return None
+        at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
+        return np.where((configs[at] == keys)[:, None], table[at], np.nan)
+
+    def _sorted_runs(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each device's (keys, residuals) when every device's keys are strictly increasing (so unique), else
+        None; checked once per :attr:`residuals_`."""
+        memo = self.__dict__.get("_runs")
+        if memo is None or memo[0] is not self.residuals_:
+            runs = [(s.index.to_numpy(dtype=np.uint64), s.to_numpy(dtype="float64"))
+                    for s in (self.residuals_[d] for d in self.devices_)]
+            ok = all(bool((k[1:] > k[:-1]).all()) for k, _ in runs)
+            memo = self._runs = (self.residuals_, runs if ok else None)
+        return memo[1]
+
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted sibling tables as JSON-able parameters and plain arrays (no pickle: a model bundle
         saves them with ``np.savez`` and rebuilds the correction with :meth:`from_state`)."""
         check_fitted(self, "residuals_")
-        sizes = [len(self.residuals_[d]) for d in self.devices_]
+        tables = [self.residuals_[d].sort_index(kind="stable") for d in self.devices_]  # sorted: see _residuals_at
         desc = self.descriptors_.reset_index()
         arrays = {
             "devices": np.asarray(self.devices_, dtype=np.uint64),
-            "sizes": np.asarray(sizes, dtype=np.int64),
-            "configs": np.concatenate([self.residuals_[d].index.to_numpy(dtype=np.uint64) for d in self.devices_]),
-            "residuals": np.concatenate([self.residuals_[d].to_numpy(dtype="float64") for d in self.devices_]),
+            "sizes": np.asarray([len(t) for t in tables], dtype=np.int64),
+            "configs": np.concatenate([t.index.to_numpy(dtype=np.uint64) for t in tables]),
+            "residuals": np.concatenate([t.to_numpy(dtype="float64") for t in tables]),
             "descriptor_devices": desc["device"].to_numpy(dtype=np.uint64),
             "descriptor_kinds": desc["kind"].to_numpy(dtype=str),
             "descriptors": desc[list(DISTANCE_WEIGHTS)].to_numpy(dtype="float64"),
@@ -264,11 +300,9 @@ class SiblingTransfer(Regressor):
             weight = self._device_weight(A, names)
         else:
             weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
-        configs, table = self._residual_matrix()
-        if not len(configs):
+        r = self._residuals_at(keys)  # (rows, devices)
+        if r is None:
             return np.zeros(len(A))
-        at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
-        r = np.where((configs[at] == keys)[:, None], table[at], np.nan)  # (rows, devices)
         seen = np.isfinite(r)
         # summed device by device in training order (cumsum adds left to right)
         num = np.where(seen, weight * r, 0.0).cumsum(axis=1)[:, -1]  # r is finite where seen
