@@ -53,6 +53,10 @@ _RELATIVE = ["trans_a", "trans_b", *_ALIGN, "log10_intensity", "compute_memory_b
 
 #: lower-capacity trees: fewer leaves, more rows per leaf (a smoother efficiency surface)
 _SMALL: dict[str, Any] = {"num_leaves": 15, "min_child_samples": 100}
+_TINY: dict[str, Any] = {"num_leaves": 7, "min_child_samples": 200}
+#: the learned log(measured / roofline) never rises with the work (more FLOPs fill the pipelines better) nor with
+#: the power budget per peak FLOP/s (the previous default's constraint)
+_SIZE_DIRECTION: dict[str, int] = {"log10_flops": -1, "log10_bytes": -1, "log10_watts_per_tflop": -1}
 
 
 def _hybrid(label: str, columns: list[str] | None, **params: Any) -> Candidate:
@@ -75,7 +79,16 @@ CANDIDATES: tuple[Candidate, ...] = (
     _hybrid("every column + relative work, monotone, small trees", None, relative=True,
             monotone=dict(EFFICIENCY_DIRECTION), **_SMALL),
     _hybrid("every column, 300 trees", None, n_estimators=300),
-    _hybrid("every column, tiny trees", None, num_leaves=7, min_child_samples=200),
+    _hybrid("every column, tiny trees", None, **_TINY),
+    # round 9: physics carried by the base (power limit, wave quantisation) or by monotone size constraints
+    _hybrid("tiny trees, monotone size", None, monotone=_SIZE_DIRECTION, **_TINY),
+    _hybrid("tiny trees, wave base", None, wave_quantised=True, **_TINY),
+    _hybrid("tiny trees, power base (global)", None, power_limit="global", **_TINY),
+    _hybrid("tiny trees, power base (generation)", None, power_limit="generation", **_TINY),
+    _hybrid("tiny trees, power + wave base (generation)", None, power_limit="generation", wave_quantised=True,
+            **_TINY),
+    _hybrid("tiny trees, power base (generation), monotone size", None, power_limit="generation",
+            monotone=_SIZE_DIRECTION, **_TINY),
 )
 
 #: the candidate the selection chose (mean nested criterion over seeds 0 and 1; benchmarks/ANALYSIS_neusight.md);

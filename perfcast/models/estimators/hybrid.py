@@ -27,6 +27,7 @@ import pandas as pd
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
+from perfcast.models.estimators.physical_base import fit_power_limit, physical_roofline
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
 from perfcast.models.estimators.rows import named_frame
 
@@ -88,7 +89,10 @@ class HybridRegressor(Regressor):
     compute never makes a kernel slower); it needs a LightGBM estimator. ``relative`` adds the columns of
     :func:`perfcast.features.extrapolation.relative_features` (work relative to the device: FLOPs per SM,
     intensity over the ridge point...), which ``columns`` and ``monotone`` may then name: they stay in the
-    training range for a large shape on a large new GPU, where absolute sizes do not.
+    training range for a large shape on a large new GPU, where absolute sizes do not. ``power_limit``
+    (``"global"`` or ``"generation"``) and ``wave_quantised`` put the board's power limit and the partly empty
+    last wave into the runtime baseline (:mod:`perfcast.models.estimators.physical_base`), so they extrapolate
+    as physics rather than as the trees' last step.
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -96,17 +100,24 @@ class HybridRegressor(Regressor):
 
     def __init__(self, target: str = "runtime_ms", estimator: Any | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
-                 monotone: Mapping[str, int] | None = None, relative: bool = False):
+                 monotone: Mapping[str, int] | None = None, relative: bool = False,
+                 power_limit: str | None = None, wave_quantised: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
         self.latency_floor = latency_floor
         self.monotone = monotone
         self.relative = relative
+        self.power_limit = power_limit
+        self.wave_quantised = wave_quantised
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        base = baseline_rows(A, names, self.target)
+        power = getattr(self, "power_", None)
+        if self.target == "runtime_ms" and (power is not None or self.wave_quantised):
+            base = physical_roofline(A, names, power, self.wave_quantised)
+        else:
+            base = baseline_rows(A, names, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
             base = base + self._floor(A, names)
         return base
@@ -189,6 +200,9 @@ class HybridRegressor(Regressor):
         self.__dict__.pop("_input_at", None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
+        self.power_ = None
+        if self.power_limit is not None and self.target == "runtime_ms":
+            self.power_ = fit_power_limit(X, y, self.power_limit)
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
         self.estimator_.fit(inputs, np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns))))
@@ -212,14 +226,18 @@ class HybridRegressor(Regressor):
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_fitted(self, "estimator_")
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
-                "relative": bool(self.relative),
+                "relative": bool(self.relative), "wave_quantised": bool(self.wave_quantised),
+                "power": None if getattr(self, "power_", None) is None else dict(self.power_),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
         """A hybrid whose ``predict`` works once its ``estimator_`` is set (the persistence layer does)."""
         out = cls(target=str(params["target"]), columns=params.get("columns"),
-                  relative=bool(params.get("relative", False)))
+                  relative=bool(params.get("relative", False)),
+                  wave_quantised=bool(params.get("wave_quantised", False)))
+        power = params.get("power")
+        out.power_ = None if power is None else {str(k): float(v) for k, v in power.items()}
         out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}
         out.pooled_floor_ = float(params.get("pooled_floor", 0.0))
         return out

@@ -1,0 +1,103 @@
+"""Physical corrections of the roofline that the hybrid may use as its base: a power limit and wave quantisation.
+
+Why: a tree repeats its last step beyond the training range, so whatever the base leaves to the trees is
+extrapolated flat. Two effects of a large GEMM on a new GPU are physics, not quirks, and can be carried by
+the base instead:
+
+* **power limit.** A board sustains at most its TDP, so a long compute-bound kernel runs at most
+  ``TDP x E`` FLOP/s, where ``E`` (FLOP/s per watt) is the energy efficiency of the silicon; a 70-75 W card
+  whose peak needs more power than that runs below its roofline on large shapes. ``E`` is fitted on the
+  training devices' largest shapes, either one value (``"global"``) or log-linear in compute capability
+  (``"generation"``: newer silicon does more work per joule). The slowdown this gives is never extrapolated
+  beyond the largest one seen in training (the fit cannot know how a board that far outside the training
+  devices' power budgets clocks down).
+* **wave quantisation** (as NeuSight itself models it): the compute time is that of the launched waves of
+  thread blocks, ``compute / wave_efficiency``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.features.base import column_positions
+
+#: kinds of power limit the hybrid accepts
+POWER_LIMITS: tuple[str, ...] = ("global", "generation")
+#: share of each device's rows, by FLOPs, whose sustained FLOP/s the power fit reads (its long kernels)
+LARGEST = 0.25
+#: compute capability the generation slope is centred on (its intercept is E at this capability)
+CC_CENTRE = 8.0
+#: the fit's grids: the efficiency cap (share of peak a kernel reaches when power does not bind), log10 E
+#: (TFLOP/s per watt) at :data:`CC_CENTRE`, and the slope of log10 E per compute-capability unit
+_CAPS = np.linspace(0.5, 1.0, 26)
+_LOG_E = np.linspace(-2.5, 0.5, 121)[::-1]  # descending: among equal fits, the weakest power limit wins
+_SLOPES = np.linspace(-0.2, 0.6, 41)
+#: feature columns the corrections read
+COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops", "tdp_w", "compute_capability",
+                            "wave_efficiency", "log10_flops")
+
+
+def device_rates(X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
+    """Per device (rows sharing peak, TDP and compute capability), the median sustained TFLOP/s of its largest
+    shapes (the top :data:`LARGEST` of its FLOPs) with its peak, TDP and compute capability; devices lacking
+    one of them are left out."""
+    frame = X[["peak_tflops", "tdp_w", "compute_capability", "log10_flops"]].astype("float64").copy()
+    frame["rate"] = 10.0 ** frame["log10_flops"] / (np.asarray(y, dtype="float64") * 1e-3) / 1e12
+    frame = frame.dropna()
+    keys = ["peak_tflops", "tdp_w", "compute_capability"]
+    cut = frame.groupby(keys)["log10_flops"].transform(lambda s: s.quantile(1.0 - LARGEST))
+    large = frame[frame["log10_flops"] > cut]
+    return large.groupby(keys)["rate"].median().reset_index()
+
+
+def fit_power_limit(X: pd.DataFrame, y: np.ndarray, kind: str) -> dict[str, float]:
+    """The power limit ``kind`` (:data:`POWER_LIMITS`) fitted to the training rows: least squares in log rate of
+    ``min(cap x peak, TDP x E(cc))`` over the devices' largest shapes, on a grid (robust with five devices).
+    Returns the cap, log10 E at :data:`CC_CENTRE`, the slope, and the largest slowdown seen in training.
+
+    Raises a ValueError for an unknown kind or when fewer than two devices have the spec numbers it needs."""
+    if kind not in POWER_LIMITS:
+        raise ValueError(f"hybrid: power_limit must be one of {POWER_LIMITS} or None, got {kind!r}")
+    dev = device_rates(X, y)
+    if len(dev) < 2:
+        raise ValueError(f"hybrid: power_limit needs the peak, TDP and compute capability of at least two "
+                         f"training devices; {len(dev)} have them")
+    rate, peak, tdp = (np.log10(dev[c].to_numpy()) for c in ("rate", "peak_tflops", "tdp_w"))
+    cc = dev["compute_capability"].to_numpy() - CC_CENTRE
+    slopes = _SLOPES if kind == "generation" else np.zeros(1)
+    cap, log_e, slope = np.meshgrid(np.log10(_CAPS), _LOG_E, slopes, indexing="ij")
+    model = np.minimum(cap[..., None] + peak, log_e[..., None] + slope[..., None] * cc + tdp)
+    loss = ((rate - model) ** 2).sum(axis=-1) + 1e-4 * slope ** 2  # a weak pull of an unidentified slope to 0
+    i, j, k = np.unravel_index(int(np.argmin(loss)), loss.shape)
+    params = {"cap": float(_CAPS[i]), "log10_e": float(_LOG_E[j]), "slope": float(slopes[k]), "max_slowdown": np.inf}
+    params["max_slowdown"] = float(power_slowdown(dev["peak_tflops"].to_numpy(), dev["tdp_w"].to_numpy(),
+                                                  dev["compute_capability"].to_numpy(), params).max())
+    return params
+
+
+def power_slowdown(peak: np.ndarray, tdp: np.ndarray, cc: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """How many times longer a compute-bound kernel runs than at ``cap x peak`` because of the board's power:
+    ``max(1, cap x peak / (TDP x E(cc)))``, clipped at ``params["max_slowdown"]``; 1 where a number is missing."""
+    log_e = params["log10_e"] + params["slope"] * (np.asarray(cc, dtype="float64") - CC_CENTRE)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = params["cap"] * np.asarray(peak, dtype="float64") / (np.asarray(tdp, dtype="float64") * 10.0 ** log_e)
+    ratio = np.clip(ratio, 1.0, params["max_slowdown"])
+    return np.where(np.isfinite(ratio), ratio, 1.0)
+
+
+def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, Any] | None,
+                      waves: bool) -> np.ndarray:
+    """The roofline time (ms) of feature rows ``A`` (columns ``names``) with its compute term slowed by the power
+    limit ``power`` (None: none) and, if ``waves``, by the partly empty last wave."""
+    at = dict(zip(COLUMNS, column_positions(names, COLUMNS), strict=True))
+    compute = 10.0 ** A[:, at["log10_compute_ms"]]
+    if power is not None:
+        compute = compute * power_slowdown(A[:, at["peak_tflops"]], A[:, at["tdp_w"]],
+                                           A[:, at["compute_capability"]], power)
+    if waves:
+        eff = A[:, at["wave_efficiency"]]
+        compute = compute / np.where(np.isfinite(eff) & (eff > 0), eff, 1.0)
+    return np.maximum(compute, 10.0 ** A[:, at["log10_memory_ms"]])
