@@ -33,11 +33,13 @@ from perfcast.experiments.presets import choose, sample_rows
 from perfcast.experiments.results import workspace
 
 PROTOCOL = "neusight-adapt"
-#: the preset's base model before this selection, the neusight-ood nested choice (one seed) and two of its
-#: runners-up: a plain hybrid on every column, and work relative to the device with monotone efficiency
+#: the preset's base model before this selection, the neusight-ood nested choices (one seed; round 8 and round 9's
+#: power-limited base) and two runners-up: a plain hybrid on every column, and work relative to the device with
+#: monotone efficiency
 CANDIDATES: tuple[Candidate, ...] = tuple(
     c for c in OOD_CANDIDATES if c.label in ("previous default", "every column", "every column, tiny trees",
-                                             "relative work, monotone"))
+                                             "relative work, monotone",
+                                             "tiny trees, power base (generation), no power columns"))
 
 
 def fold_scores(candidate: Candidate, train_rows: pd.DataFrame, out: frozenset[str], rows: int, test_rows: int,
