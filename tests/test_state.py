@@ -44,8 +44,10 @@ TRAIN_GPUS = ("a100_sxm", "h100_sxm", "l40s")
 #: kind -> (model name, task, targets, params) of a small model whose heads hold that kind
 CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "log": ("lightgbm", "gemm", ["runtime_ms"], {"n_estimators": 20, "log_target": True}),
-    # relative: the device-relative columns computed at predict time, also by a loaded (compiled) forest
-    "hybrid": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 20, "relative": True}),
+    # relative: the device-relative columns computed at predict time, also by a loaded (compiled) forest; the
+    # physical base (power limit, wave quantisation) restored from the state
+    "hybrid": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 20, "relative": True, "power_limit": "generation",
+                                                  "wave_quantised": True}),
     "geometric": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "seeds": [0, 1],
                                                      "columns": ["shape", "dtype", "log10_ridge"]}),
     "transfer": ("transfer", "gemm", ["runtime_ms"], {"n_estimators": 10}),
