@@ -116,6 +116,8 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
                     if CONFIG_SHARE < 1 else []),
                   f"base models fitted on at most {limit:,} rows (seed {cfg.seed}), nested folds too (on "
                   f"{est.nested_share:.0%} of the configurations); every row enters the sibling tables",
+                  f"rows whose nearest measuring sibling is farther than the nested folds' largest distance copy "
+                  f"it: {np.mean(stretch > 1):.0%} of this GPU's rows",
                   f"interval: nested quantile x max(1, distance to the nearest measuring sibling / the nested "
                   f"folds' largest), median x{np.median(stretch):.2f} on this GPU's rows"]
         for part in parts:
@@ -135,8 +137,9 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
             rows[-1].goal = SIBLING_GOALS[task]
             rows.extend(per_part[part])
     for row in rows:  # chosen inside fit, not by the preset (whose transfer settings it wraps)
-        row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs, the interval's "
-                           f"distance prior added after a run on them: ANALYSIS_sibling.md)")
+        row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs; the interval's "
+                           f"distance prior and copying beyond the folds' sibling distance added after runs on "
+                           f"them: ANALYSIS_sibling.md)")
     return rows
 
 
