@@ -64,8 +64,9 @@ def config_sample(records: pd.DataFrame, keys: list[str], share: float, seed: in
 
 
 def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred: np.ndarray,
-                  copy: np.ndarray) -> list[str]:
-    """Per kernel kind on these rows: the chosen setting, its nested score and its test score beside copying's."""
+                  copy: np.ndarray, beyond: np.ndarray) -> list[str]:
+    """Per kernel kind on these rows: the chosen setting, its nested score, the share of rows it applies to
+    (the others, ``beyond`` the nested folds' sibling distance, copy) and the test score beside copying's."""
     notes = []
     for kind in sorted(pd.unique(kinds)):
         sel = (kinds == kind) & np.isfinite(copy)
@@ -76,6 +77,7 @@ def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred
         copy_setting = repr(est.grid()[0])
         notes.append(f"{kind}: chosen (source, λ, donor) = {setting}; nested {nested[repr(setting)]:.2%} "
                      f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}); "
+                     f"applied on {1 - beyond[sel].mean():.0%} of the rows (the rest copy); "
                      f"test {metrics.mape(truth[sel], pred[sel]):.2%} (copy {metrics.mape(truth[sel], copy[sel]):.2%})")
     return notes
 
@@ -123,7 +125,7 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
         for part in parts:
             sel = np.ones(len(test), dtype=bool) if part is None else (test["phase"] == part).to_numpy()
             target = "runtime_ms" if part is None else f"runtime_ms ({PHASE_LABEL.get(part, part)})"
-            notes = [*common, *setting_notes(est, kinds[sel], truth[sel], pred[sel], copy[sel])]
+            notes = [*common, *setting_notes(est, kinds[sel], truth[sel], pred[sel], copy[sel], stretch[sel] > 1)]
             res = score(protocol, target, dev, truth[sel], pred[sel], "sibling", wall,
                         baselines={SIBLING: copy[sel], TRANSFER: previous[sel], ROOFLINE: roof[sel]},
                         interval=(lo[sel], hi[sel]), notes=notes)

@@ -12,15 +12,16 @@ prediction for a row whose configuration a sibling measured is
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
 copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
 one, a distance-weighted mean of all of them, or their mean after shifting each to the nearest one's level
-(``donor``; averaging two siblings cancels part of their shape-by-shape noise). ``(source, λ, donor)`` is chosen per kernel kind
-(dtype, attention phase) by *nested* validation inside the training devices: each training device that itself
-has a sibling among the others is held out in turn, the transfer refitted without it, and every setting scored
-on its rows ("nested leave-one-training-sibling-out"); a correction is adopted only where it beat copying on
-every such fold, and only for rows whose nearest measuring sibling is no farther than the folds' were: beyond
-that distance no fold tested the correction and the row copies its sibling. The held-out test device never
-enters the choice. The same nested residuals calibrate the interval (split-conformal per kernel kind, pooled
-where a kind has few rows), widened in proportion to a sibling's distance beyond the nested folds'. Rows no sibling measured get the transfer's
-prediction unchanged (and an unbounded interval: nothing here calibrated it).
+(``donor``; averaging two siblings cancels part of their shape-by-shape noise). ``(source, λ, donor)`` is
+chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training devices: each
+training device that itself has a sibling among the others is held out in turn, the transfer refitted without
+it, and every setting scored on its rows ("nested leave-one-training-sibling-out"); a correction is adopted
+only where it beat copying on every such fold, and only for rows whose nearest measuring sibling is no farther
+than the folds' were: beyond that distance no fold tested the correction and the row copies its sibling. The
+held-out test device never enters the choice. The same nested residuals calibrate the interval
+(split-conformal per kernel kind, pooled where a kind has few rows), widened in proportion to a sibling's
+distance beyond the nested folds'. Rows no sibling measured get the transfer's prediction unchanged (and an
+unbounded interval: nothing here calibrated it).
 """
 
 from __future__ import annotations
