@@ -59,6 +59,10 @@ def test_beyond_the_folds_reach_the_model_copies(held_out_gb200, tmp_path):
     back.transfer_ = est.transfer_
     for a, b in zip(back.predict_interval(X), (pred, lo, hi), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+    # a state saved without copying's scores (before this rule) is refused with a message, not half-loaded
+    old = {**params, "score_kinds": [k for k in params["score_kinds"] if not k.startswith(COPY_SCORES)]}
+    with pytest.raises(ValueError, match="refit"):
+        SiblingShrink.from_state(old, arrays)
 
 
 def test_within_the_folds_reach_the_nested_choice_applies(gemm):

@@ -430,6 +430,9 @@ class SiblingShrink(Regressor):
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> SiblingShrink:
         """A model whose predictions match once its transfer is attached as ``transfer_``: the fitted one
         (:meth:`predict`), or the one a bundle rebuilds from its state (a sub-estimator: :attr:`state_children`)."""
+        if COPY_SCORES + "*" not in params["score_kinds"]:
+            raise ValueError("sibling: this saved model predates the interval of rows beyond the nested folds' "
+                             "sibling distance (it has no nested scores of copying); refit and save it again")
         model = cls(None, max_cc_gap=params["max_cc_gap"], level=params["level"], target=params["target"])
         model.settings_ = {k: (str(v[0]), float(v[1]), str(v[2])) for k, v in params["settings"].items()}
         p = params["pooled"]
