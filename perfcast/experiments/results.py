@@ -99,7 +99,7 @@ class Result:
         if self.goal is None or self.ours is None:
             return None
         below = self.goal.below is None or (self.goal.below in self.baselines
-                                            and self.ours < self.baselines[self.goal.below])
+                                            and _better(self.ours, self.baselines[self.goal.below], False))
         return bool(self.ours <= self.goal.value and below)
 
     def coverage_ok(self) -> bool | None:
@@ -116,7 +116,15 @@ class Result:
         if not refs or self.ours is None:
             return None
         best = max(refs) if self.higher_is_better else min(refs)
-        return self.ours > best if self.higher_is_better else self.ours < best
+        return _better(self.ours, best, self.higher_is_better)
+
+
+def _better(ours: float, ref: float, higher_is_better: bool) -> bool:
+    """Strictly better by more than floating-point noise: a model that copies a baseline (the sibling copy
+    beyond its validated distance) scores equal to it up to rounding in the last bits, a tie, not a win."""
+    if np.isclose(ours, ref, rtol=1e-9, atol=0.0):
+        return False
+    return ours > ref if higher_is_better else ours < ref
 
 
 @dataclass(frozen=True)

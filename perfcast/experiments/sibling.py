@@ -64,8 +64,9 @@ def config_sample(records: pd.DataFrame, keys: list[str], share: float, seed: in
 
 
 def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred: np.ndarray,
-                  copy: np.ndarray) -> list[str]:
-    """Per kernel kind on these rows: the chosen setting, its nested score and its test score beside copying's."""
+                  copy: np.ndarray, beyond: np.ndarray) -> list[str]:
+    """Per kernel kind on these rows: the chosen setting, its nested score, the share of rows it applies to
+    (the others, ``beyond`` the nested folds' sibling distance, copy) and the test score beside copying's."""
     notes = []
     for kind in sorted(pd.unique(kinds)):
         sel = (kinds == kind) & np.isfinite(copy)
@@ -76,6 +77,7 @@ def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred
         copy_setting = repr(est.grid()[0])
         notes.append(f"{kind}: chosen (source, λ, donor) = {setting}; nested {nested[repr(setting)]:.2%} "
                      f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}); "
+                     f"applied on {1 - beyond[sel].mean():.0%} of the rows (the rest copy); "
                      f"test {metrics.mape(truth[sel], pred[sel]):.2%} (copy {metrics.mape(truth[sel], copy[sel]):.2%})")
     return notes
 
@@ -116,12 +118,14 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
                     if CONFIG_SHARE < 1 else []),
                   f"base models fitted on at most {limit:,} rows (seed {cfg.seed}), nested folds too (on "
                   f"{est.nested_share:.0%} of the configurations); every row enters the sibling tables",
+                  f"rows whose nearest measuring sibling is farther than the nested folds' largest distance copy "
+                  f"it: {np.mean(stretch > 1):.0%} of this GPU's rows",
                   f"interval: nested quantile x max(1, distance to the nearest measuring sibling / the nested "
                   f"folds' largest), median x{np.median(stretch):.2f} on this GPU's rows"]
         for part in parts:
             sel = np.ones(len(test), dtype=bool) if part is None else (test["phase"] == part).to_numpy()
             target = "runtime_ms" if part is None else f"runtime_ms ({PHASE_LABEL.get(part, part)})"
-            notes = [*common, *setting_notes(est, kinds[sel], truth[sel], pred[sel], copy[sel])]
+            notes = [*common, *setting_notes(est, kinds[sel], truth[sel], pred[sel], copy[sel], stretch[sel] > 1)]
             res = score(protocol, target, dev, truth[sel], pred[sel], "sibling", wall,
                         baselines={SIBLING: copy[sel], TRANSFER: previous[sel], ROOFLINE: roof[sel]},
                         interval=(lo[sel], hi[sel]), notes=notes)
@@ -135,8 +139,9 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
             rows[-1].goal = SIBLING_GOALS[task]
             rows.extend(per_part[part])
     for row in rows:  # chosen inside fit, not by the preset (whose transfer settings it wraps)
-        row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs, the interval's "
-                           f"distance prior added after a run on them: ANALYSIS_sibling.md)")
+        row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs; the interval's "
+                           f"distance prior and copying beyond the folds' sibling distance added after runs on "
+                           f"them: ANALYSIS_sibling.md)")
     return rows
 
 

@@ -7,20 +7,21 @@ evidence there is, and a model that corrects it by a spec-sheet ratio is only wo
 predicted ratio between the two devices) and lost to plain copying on most held-out siblings. Here the
 prediction for a row whose configuration a sibling measured is
 
-    log ŷ = log y_sibling + λ_kind · trust · (log f(x, device) − log f(x, sibling))
+    log ŷ = log y_sibling + λ_kind · (log f(x, device) − log f(x, sibling))
 
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
 copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
 one, a distance-weighted mean of all of them, or their mean after shifting each to the nearest one's level
-(``donor``; averaging two siblings cancels part of their shape-by-shape noise), and ``trust`` ≤ 1 for a
-sibling farther away than any the selection validated. ``(source, λ, donor)`` is chosen per kernel kind
-(dtype, attention phase) by *nested* validation inside the training devices: each training device that itself
-has a sibling among the others is held out in turn, the transfer refitted without it, and every setting scored
-on its rows ("nested leave-one-training-sibling-out"); a correction is adopted only where it beat copying on
-every such fold. The held-out test device never enters the choice. The same nested residuals calibrate the
-interval (split-conformal per kernel kind, pooled where a kind has few rows), widened in proportion to a
-sibling's distance beyond the nested folds' (``1 / trust``). Rows no sibling measured get the transfer's
-prediction unchanged (and an unbounded interval: nothing here calibrated it).
+(``donor``; averaging two siblings cancels part of their shape-by-shape noise). ``(source, λ, donor)`` is
+chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training devices: each
+training device that itself has a sibling among the others is held out in turn, the transfer refitted without
+it, and every setting scored on its rows ("nested leave-one-training-sibling-out"); a correction is adopted
+only where it beat copying on every such fold, and only for rows whose nearest measuring sibling is no farther
+than the folds' were: beyond that distance no fold tested the correction and the row copies its sibling. The
+held-out test device never enters the choice. The same nested residuals calibrate the interval
+(split-conformal per kernel kind, pooled where a kind has few rows), widened in proportion to a sibling's
+distance beyond the nested folds'. Rows no sibling measured get the transfer's prediction unchanged (and an
+unbounded interval: nothing here calibrated it).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ MARGIN = 0.01
 MIN_KIND_ROWS = 100
 #: the split every setting is chosen on (recorded with the model and in the benchmark rows)
 SELECTED_ON = "nested leave-one-training-sibling-out"
+#: prefix of the conformal scores of pure copying (rows beyond the nested folds' distance copy their sibling)
+COPY_SCORES = "copy:"
 VENDORS: tuple[str, ...] = ("vendor_nvidia", "vendor_amd", "vendor_intel")
 #: spec-sheet fields ranking the siblings for ``donor="nearest"`` (log, scaled by their spread over the training
 #: devices; a field unknown on either side is skipped): the copy-sibling baseline's ranking without its bf16
@@ -202,12 +205,10 @@ class SiblingShrink(Regressor):
         return out
 
     @staticmethod
-    def _candidate(mats: dict[str, np.ndarray], setting: tuple[str, float, str], scale: float,
-                   trust: np.ndarray | float = 1.0) -> np.ndarray:
-        """Log prediction of one setting per row (NaN where no sibling measured the configuration); ``trust``
-        scales λ per row (see :meth:`_trust`)."""
+    def _candidate(mats: dict[str, np.ndarray], setting: tuple[str, float, str], scale: float) -> np.ndarray:
+        """Log prediction of one setting per row (NaN where no sibling measured the configuration)."""
         source, lam, donor = setting
-        shift = 0.0 if lam == 0 else lam * np.asarray(trust).reshape(-1, 1) * np.nan_to_num(mats[source], nan=0.0)
+        shift = 0.0 if lam == 0 else lam * np.nan_to_num(mats[source], nan=0.0)
         cand = mats["log_y"] + shift
         has = np.isfinite(mats["log_y"]).any(axis=1)
         if donor == "nearest":
@@ -295,7 +296,7 @@ class SiblingShrink(Regressor):
         self.n_nested_folds_ = len(nested_fold)
         if not nested_fold:  # no training device has a sibling: copy the nearest sibling, uncorrected
             self.pooled_ = settings[0]
-            self.scores_ = {"*": np.empty(0)}
+            self.scores_ = {"*": np.empty(0), COPY_SCORES + "*": np.empty(0)}
             return
         kind = np.concatenate(nested_kind)
         fold = np.concatenate(nested_fold)
@@ -323,45 +324,52 @@ class SiblingShrink(Regressor):
             pick = self.settings_.get(str(k), self.pooled_)
             chosen[sel] = errs[repr(pick)][sel]
         self.nested_["*"]["chosen"] = float(per_fold(chosen, everything).mean())
-        self.scores_ = {"*": np.sort(np.abs(chosen))}
+        copy = errs[repr(settings[0])]
+        self.scores_ = {"*": np.sort(np.abs(chosen)), COPY_SCORES + "*": np.sort(np.abs(copy))}
         for k in self.settings_:
             self.scores_[k] = np.sort(np.abs(chosen[kind == k]))
+            self.scores_[COPY_SCORES + k] = np.sort(np.abs(copy[kind == k]))
 
     # ----------------------------------------------------------------------------------------- predict
-    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _log_parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(log prediction, whether a sibling measured the row's configuration, how far the row's nearest
-        measuring sibling is beyond the distance the nested folds validated: ``max(1, d / reach)``)."""
+        measuring sibling is beyond the distance the nested folds validated: ``max(1, d / reach)``, and whether
+        the row is within that distance, so the chosen setting applies)."""
         check_fitted(self, "settings_")
         mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
         kinds = kernel_kinds(X).to_numpy()
         out = mats["own"].copy()
         has = np.isfinite(mats["log_y"]).any(axis=1)
-        stretch = np.ones(len(X))
+        stretch, within = np.ones(len(X)), np.ones(len(X), dtype=bool)
+        copy = (self.pooled_[0], 0.0, "nearest")
         for k in pd.unique(kinds):
             sel = (kinds == k) & has
             if sel.any():
                 sub = {n: v[sel] for n, v in mats.items()}
-                trust = self._trust(sub, str(k))
-                out[sel] = self._candidate(sub, self.settings_.get(str(k), self.pooled_), self.transfer_.scale, trust)
-                stretch[sel] = 1.0 / trust
-        return out, has, stretch
+                ratio = self._reach_ratio(sub, str(k))
+                chosen = self._candidate(sub, self.settings_.get(str(k), self.pooled_), self.transfer_.scale)
+                out[sel] = np.where(ratio <= 1.0, chosen, self._candidate(sub, copy, self.transfer_.scale))
+                stretch[sel], within[sel] = np.maximum(1.0, ratio), ratio <= 1.0
+        return out, has, stretch, within
 
-    def _trust(self, mats: dict[str, np.ndarray], kind: str) -> np.ndarray:
-        """Per row, ``min(1, reach / d)``: ``d`` the distance to the row's nearest measuring sibling, ``reach``
-        the largest such distance the nested folds validated λ at (per kernel kind). A correction validated on
-        near twins (B300 and GB300) is not trusted in full for a sibling three times as far (GB200): a prior,
-        since no nested fold can test a distance beyond its own."""
+    def _reach_ratio(self, mats: dict[str, np.ndarray], kind: str) -> np.ndarray:
+        """Per row, ``d / reach``: ``d`` the distance to the row's nearest measuring sibling, ``reach`` the
+        largest such distance the nested folds validated the kind's setting at. Above 1 the setting is an
+        extrapolation no fold tested (a correction validated on near twins, B300 and GB300, applied to a
+        sibling three times as far, GB200), so the row copies its nearest sibling, the baseline the guard
+        in :meth:`_choose` falls back to wherever a correction is not shown to beat it."""
         reach = self.reach_.get(kind, self.reach_["*"])
         near = mats["dist"].min(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((near > reach) & (reach > 0), reach / near, 1.0)
+            return np.where(reach > 0, near / reach, np.where(near > 0, np.inf, 0.0))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.exp(self._log_parts(X)[0])
 
     def distance_stretch(self, X: pd.DataFrame) -> np.ndarray:
-        """Per row, the factor :meth:`predict_interval` widens the nested quantile by (``1 / trust``; 1 within
-        the nested folds' distance and on rows no sibling measured), for reporting."""
+        """Per row, the factor :meth:`predict_interval` widens the nested quantile by (``d / reach`` of
+        :meth:`_reach_ratio`; 1 within the nested folds' distance and on rows no sibling measured), for
+        reporting."""
         return self._log_parts(X)[2]
 
     def predict_transfer(self, X: pd.DataFrame) -> np.ndarray:
@@ -372,18 +380,21 @@ class SiblingShrink(Regressor):
     def predict_interval(self, X: pd.DataFrame, level: float | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prediction, lo, hi): on sibling rows ``ŷ·e^(±q)`` with ``q`` the split-conformal quantile of the
-        nested |log error| of the row's kernel kind (pooled for a kind without its own setting), times
+        nested |log error| of what the row gets (the chosen setting, or pure copying beyond the folds'
+        distance) for the row's kernel kind (pooled for a kind without its own setting), times
         ``max(1, d / reach)`` for a row whose nearest measuring sibling is farther away (``d``) than any the
-        nested folds calibrated (``reach``, as in :meth:`_trust`): a prior that a sibling's error grows in
-        proportion to its distance, since no nested fold reaches that far; on rows no sibling measured,
+        nested folds calibrated (``reach``, as in :meth:`_reach_ratio`): a prior that a sibling's error grows
+        in proportion to its distance, since no nested fold reaches that far; on rows no sibling measured,
         unbounded (0, inf)."""
-        log_pred, has, stretch = self._log_parts(X)
+        log_pred, has, stretch, within = self._log_parts(X)
         level = self.level if level is None else level
         kinds = kernel_kinds(X).to_numpy()
         q = np.full(len(X), np.inf)
         for k in pd.unique(kinds):
-            scores = self.scores_.get(str(k), self.scores_["*"])
-            q[kinds == k] = conformal_quantile(scores, level)
+            for inside, prefix in ((True, ""), (False, COPY_SCORES)):
+                sel = (kinds == k) & (within == inside)
+                scores = self.scores_.get(prefix + str(k), self.scores_[prefix + "*"])
+                q[sel] = conformal_quantile(scores, level)
         q = np.where(has, q * stretch, np.inf)
         pred = np.exp(log_pred)
         return pred, pred * np.exp(-q), pred * np.exp(q)
@@ -419,6 +430,9 @@ class SiblingShrink(Regressor):
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> SiblingShrink:
         """A model whose predictions match once its transfer is attached as ``transfer_``: the fitted one
         (:meth:`predict`), or the one a bundle rebuilds from its state (a sub-estimator: :attr:`state_children`)."""
+        if COPY_SCORES + "*" not in params["score_kinds"]:
+            raise ValueError("sibling: this saved model predates the interval of rows beyond the nested folds' "
+                             "sibling distance (it has no nested scores of copying); refit and save it again")
         model = cls(None, max_cc_gap=params["max_cc_gap"], level=params["level"], target=params["target"])
         model.settings_ = {k: (str(v[0]), float(v[1]), str(v[2])) for k, v in params["settings"].items()}
         p = params["pooled"]
