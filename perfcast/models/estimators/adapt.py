@@ -45,7 +45,7 @@ import pandas as pd
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.adapt_stack import can_stack, choose_weight, cross_fitted_alone, fit_alone, stacked
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
-from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.uncertainty.calibration import (
     NOISE_COLUMNS,
     IntervalCalibration,
@@ -103,22 +103,32 @@ class Adaptation:
     #: with its weight in the geometric mean (0: not stacked)
     alone: Any = None
     alone_weight: float = 0.0
+    #: each row's kernel kind as a Mondrian group (dtype, and phase for attention), and the flag columns naming it
+    kind_labels: np.ndarray | None = None
+    kind_columns: tuple[str, ...] = ()
 
-    def regrouped(self, min_group_rows: int | None) -> Adaptation:
-        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`) of at least
-        ``min_group_rows`` rows, the pooled quantile for the rest (None: pooled only)."""
+    def regrouped(self, min_group_rows: int | None, by_kind: bool = False, scale: float = 1.0) -> Adaptation:
+        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`, or with
+        ``by_kind`` the kernel kind) of at least ``min_group_rows`` rows, the pooled quantile for the rest (None:
+        pooled only), every score times ``scale``. Why a scale: the scores come from fold models fitted on 4/5 of
+        the rows, which err more than the correction fitted on all of them; how much more is measured across
+        devices (leave one GPU out in :mod:`perfcast.experiments.adapt_bench`), not on one device's rows."""
         cal = self.calibration
         if cal is None or self.scores is None:
             return self
+        labels, columns = (self.kind_labels, list(self.kind_columns)) if by_kind else (self.labels,
+                                                                                     list(INTERVAL_GROUPS))
+        scores = self.scores * scale
         groups = {}
-        if min_group_rows is not None and len(set(self.labels)) > 1:
-            target = cal.targets[0]
-            for label in sorted(set(self.labels)):
-                own = np.sort(self.scores[self.labels == label])
+        target = cal.targets[0]
+        if min_group_rows is not None and len(set(labels)) > 1:
+            for label in sorted(set(labels)):
+                own = np.sort(scores[labels == label])
                 if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
                     groups[str(label)] = {target: own}
-        return replace(self, calibration=replace(cal, group_columns=list(INTERVAL_GROUPS) if groups else [],
-                                                 group_scores=groups))
+        grouping = {**cal.grouping, "score_scale": float(scale)} if scale != 1.0 else cal.grouping
+        return replace(self, calibration=replace(cal, scores={target: np.sort(scores)}, grouping=grouping,
+                                                 group_columns=columns if groups else [], group_scores=groups))
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
@@ -350,8 +360,10 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
                                           {target: float(np.median(measured)) if len(measured) else np.nan},
                                           float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
                                                          "n_groups": n})
+    kind_columns = tuple(c for c in F.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
     return Adaptation(correction, calibration, cv_error, n, scores=np.abs(chosen),
-                      labels=group_labels(F, list(INTERVAL_GROUPS)), residuals=chosen)
+                      labels=group_labels(F, list(INTERVAL_GROUPS)), residuals=chosen,
+                      kind_labels=group_labels(F, list(kind_columns)), kind_columns=kind_columns)
 
 
 def _ape(log_ratio: np.ndarray) -> float:
@@ -422,13 +434,20 @@ class AdaptedModel:
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
         pred = stacked(corrected(a.correction, a.donors, F, base, a.mix, a.from_donor), a.alone, a.alone_weight, F)
-        cal = a.calibration
+        return (pred, *self.interval(X, pred, (F, base), level))
+
+    def interval(self, X: pd.DataFrame, pred: np.ndarray, parts: tuple[pd.DataFrame, np.ndarray],
+                 level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) around the adapted prediction ``pred`` of rows ``X`` (``parts``: their features and base
+        predictions), so intervals of several calibrations of one correction need one prediction."""
+        cal = self.adaptation_.calibration
+        F, base = parts
         if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
             _, lo, hi = self.base.predict_with_interval(X, level)
             ratio = pred / base
-            return pred, np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
+            return np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
         lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level, features=F)
-        return pred, lo[:, 0], hi[:, 0]
+        return lo[:, 0], hi[:, 0]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_with_interval(X)[0]
