@@ -240,21 +240,22 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                   kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
-    see :func:`fit_correction_of`."""
+    see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
+    a caller that keeps only the correction passes False)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
         found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
                                   smooth=smooth, kind_shapes=kind_shapes)
-        return with_stack(found, F.loc[ok], y[ok], target, seed).regrouped(min_group_rows)
+        return (with_stack(found, F.loc[ok], y[ok], target, seed) if stack else found).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
@@ -284,7 +285,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         if min(other.cv_error.values()) < min(found.cv_error.values()):
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
-    return with_stack(replace(found, cv_error=errors), F, y, target, seed).regrouped(min_group_rows)
+    found = replace(found, cv_error=errors)
+    return (with_stack(found, F, y, target, seed) if stack else found).regrouped(min_group_rows)
 
 
 def with_stack(found: Adaptation, F: pd.DataFrame, y: np.ndarray, target: str, seed: int) -> Adaptation:
