@@ -49,7 +49,7 @@ GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038
 #: NeuSight's bmm/linear configuration keys
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 #: one way of drawing an adapted model's intervals: (Mondrian threshold, None: pooled; groups by kernel kind rather
-#: than attention phase; scale of the conformity scores), see :meth:`~perfcast.models.estimators.adapt.Adaptation.regrouped`
+#: than attention phase; scale of the conformity scores), see ``Adaptation.regrouped``
 Interval = tuple[int | None, bool, float]
 #: one adaptation variant of a device: (donor setting, interval variant)
 Key = tuple[str, Interval]
@@ -176,8 +176,8 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
     """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
-    level (mean over the other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested scores go in the
-    notes."""
+    level (mean over the other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested
+    scores go in the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]

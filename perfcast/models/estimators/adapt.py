@@ -202,7 +202,8 @@ class AdaptedRegressor:
                  **{f"shape_text_{m}": text for m, text in self.correction.more_shapes.items()}}
         arrays.update({k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in texts.items() if v is not None})
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
-                "mix": None if self.mix is None else self.mix.to_json(), "alone_weight": float(self.alone_weight)}, arrays
+                "mix": None if self.mix is None else self.mix.to_json(),
+                "alone_weight": float(self.alone_weight)}, arrays
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
