@@ -52,7 +52,8 @@ def test_smooth_is_a_candidate_only_when_asked_for(rows):
     plain = fit_adaptation(F, b, y, task="gemm", smooth=False)
     offered = fit_adaptation(F, b, y, task="gemm", smooth=True)
     assert "smooth" not in plain.cv_error and "smooth" in offered.cv_error
-    assert all(offered.cv_error[m] == v for m, v in plain.cv_error.items())  # same folds, same other candidates
+    # same folds, same other candidates (the stack's scores follow whichever correction was chosen)
+    assert all(offered.cv_error[m] == v for m, v in plain.cv_error.items() if not m.startswith("stack"))
 
 
 def test_the_smooth_term_learns_the_unseen_gpus_curve_and_round_trips(rows):

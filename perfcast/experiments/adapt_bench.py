@@ -48,8 +48,11 @@ GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038
                                        ("attention", 512): 0.045, ("gemm", 0): 0.12, ("attention", 0): 0.15}
 #: NeuSight's bmm/linear configuration keys
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
-#: one adaptation variant of a device: (donor setting, Mondrian interval threshold; None: pooled intervals)
-Key = tuple[str, int | None]
+#: one way of drawing an adapted model's intervals: (Mondrian threshold, None: pooled; groups by kernel kind rather
+#: than attention phase; scale of the conformity scores), see ``Adaptation.regrouped``
+Interval = tuple[int | None, bool, float]
+#: one adaptation variant of a device: (donor setting, interval variant)
+Key = tuple[str, Interval]
 #: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
 LEVEL = 0.9
 
@@ -88,13 +91,20 @@ def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequ
                             device_of=found["device_id"].astype(str).to_numpy(), base=pred)
 
 
+def interval_variants(options: dict[str, Any]) -> list[Interval]:
+    """The preset's interval variants: pooled, and per Mondrian group (``group_by``: ``phase`` and/or ``kind``)
+    from each of its ``group_rows``, each with every one of its ``score_scales`` (default 1)."""
+    by = [b == "kind" for b in options.get("group_by", ["phase"])]
+    return [(g, k, float(s)) for s in options.get("score_scales", [1.0])
+            for g, k in [(None, False), *((g, k) for k in by for g in options.get("group_rows", []))]]
+
+
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
                  keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any]
                  ) -> dict[tuple[str, int], dict[Key, Result]]:
     """Every K's rows for one left-out device: (part label, K) -> {(setting, interval groups): Result on that
-    device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per Mondrian interval
-    threshold of its ``group_rows`` (None: pooled; K from its ``budgets``, at most its ``test_rows`` unrevealed
-    rows scored)."""
+    device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per interval variant
+    (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored)."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -129,10 +139,12 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
             found = adapter.adaptation_
-            for groups in [None, *options.get("group_rows", [])]:  # pooled, then per phase from N rows
-                adapter.adaptation_ = found.regrouped(groups)
-                pred, lo, hi = adapter.predict_with_interval(test[rest], parts=tuple(p[rest] for p in precomputed))
-                _score_parts(out, protocol, dev, k, (setting, groups), parts[rest], test.loc[rest, "runtime_ms"],
+            held = tuple(p[rest] for p in precomputed)
+            pred = adapter.predict_with_interval(test[rest], parts=held)[0]
+            for variant in interval_variants(options):
+                adapter.adaptation_ = found.regrouped(*variant)
+                lo, hi = adapter.interval(test[rest], pred, held)
+                _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
                              (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
     return out
 
@@ -163,9 +175,9 @@ def _score_parts(out: dict[tuple[str, int], dict[Key, Result]], protocol: str, d
 def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) -> dict[tuple[str, int], list[Result]]:
     """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
-    mean APE, then, for it, the Mondrian interval threshold whose coverage is nearest the level (mean over the
-    other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested scores go in the
-    notes."""
+    mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
+    level (mean over the other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested
+    scores go in the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
@@ -190,15 +202,18 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
                                      f"(their mean APE {100 * nested[chosen]:.2f}%; "
                                      + ", ".join(f"{s} {100 * v:.2f}%" for s, v in nested.items()) + ")")
                 if len(thresholds) > 1:
-                    res.notes.append("interval groups chosen by leave-one-GPU-out on the other GPUs' coverage: "
-                                     + _threshold(group) + " (their mean |coverage - 90%| "
-                                     + ", ".join(f"{_threshold(g)} {100 * v:.2f} pt" for g, v in off.items()) + ")")
+                    best = sorted(off, key=lambda g: off[g])[:3]
+                    res.notes.append("intervals chosen by leave-one-GPU-out on the other GPUs' coverage: "
+                                     + _threshold(group) + " (their mean |coverage - 90%|, the best three: "
+                                     + ", ".join(f"{_threshold(g)} {100 * off[g]:.2f} pt" for g in best) + ")")
                 out.setdefault(key, []).append(res)
     return {key: out[key] for key in per_device}
 
 
-def _threshold(group: int | None) -> str:
-    return "pooled" if group is None else f"per phase from {group} rows"
+def _threshold(variant: Interval) -> str:
+    rows, by_kind, scale = variant
+    text = "pooled" if rows is None else f"per {'kernel kind' if by_kind else 'phase'} from {rows} rows"
+    return text if scale == 1.0 else f"{text}, scores x {scale:g}"
 
 
 def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list[Result]], common: Sequence[str]

@@ -43,8 +43,9 @@ import numpy as np
 import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
+from perfcast.models.estimators.adapt_stack import can_stack, choose_weight, cross_fitted_alone, fit_alone, stacked
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
-from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.uncertainty.calibration import (
     NOISE_COLUMNS,
     IntervalCalibration,
@@ -96,22 +97,38 @@ class Adaptation:
     #: calibration is made of, kept so :meth:`regrouped` can re-draw the groups without refitting)
     scores: np.ndarray | None = None
     labels: np.ndarray | None = None
+    #: the chosen correction's signed cross-fitted log residuals (``scores`` before the absolute value)
+    residuals: np.ndarray | None = None
+    #: the model of the K rows alone stacked with the correction (:mod:`~perfcast.models.estimators.adapt_stack`),
+    #: with its weight in the geometric mean (0: not stacked)
+    alone: Any = None
+    alone_weight: float = 0.0
+    #: each row's kernel kind as a Mondrian group (dtype, and phase for attention), and the flag columns naming it
+    kind_labels: np.ndarray | None = None
+    kind_columns: tuple[str, ...] = ()
 
-    def regrouped(self, min_group_rows: int | None) -> Adaptation:
-        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`) of at least
-        ``min_group_rows`` rows, the pooled quantile for the rest (None: pooled only)."""
+    def regrouped(self, min_group_rows: int | None, by_kind: bool = False, scale: float = 1.0) -> Adaptation:
+        """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`, or with
+        ``by_kind`` the kernel kind) of at least ``min_group_rows`` rows, the pooled quantile for the rest (None:
+        pooled only), every score times ``scale``. Why a scale: the scores come from fold models fitted on 4/5 of
+        the rows, which err more than the correction fitted on all of them; how much more is measured across
+        devices (leave one GPU out in :mod:`perfcast.experiments.adapt_bench`), not on one device's rows."""
         cal = self.calibration
         if cal is None or self.scores is None:
             return self
+        labels, columns = (self.kind_labels, list(self.kind_columns)) if by_kind else (self.labels,
+                                                                                     list(INTERVAL_GROUPS))
+        scores = self.scores * scale
         groups = {}
-        if min_group_rows is not None and len(set(self.labels)) > 1:
-            target = cal.targets[0]
-            for label in sorted(set(self.labels)):
-                own = np.sort(self.scores[self.labels == label])
+        target = cal.targets[0]
+        if min_group_rows is not None and len(set(labels)) > 1:
+            for label in sorted(set(labels)):
+                own = np.sort(scores[labels == label])
                 if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
                     groups[str(label)] = {target: own}
-        return replace(self, calibration=replace(cal, group_columns=list(INTERVAL_GROUPS) if groups else [],
-                                                 group_scores=groups))
+        grouping = {**cal.grouping, "score_scale": float(scale)} if scale != 1.0 else cal.grouping
+        return replace(self, calibration=replace(cal, scores={target: np.sort(scores)}, grouping=grouping,
+                                                 group_columns=columns if groups else [], group_scores=groups))
 
     def report(self) -> dict[str, Any]:
         """A JSON summary for a model card / MLflow."""
@@ -120,7 +137,8 @@ class Adaptation:
                 "starts_from": f"donor {self.donors.device}" if self.from_donor else "base model",
                 "donors": None if self.donors is None else list(self.donors.devices),
                 "donor_mix": None if self.mix is None else self.mix.to_json(),
-                "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen()}
+                "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen(),
+                "k_rows_model_weight": float(self.alone_weight)}
 
     def chosen(self) -> str:
         """The key of ``cv_mean_ape`` that won (as :func:`fit_adaptation` names its candidates)."""
@@ -137,32 +155,41 @@ class Adaptation:
             text += ", shape term reading the donors' latencies"
         if self.from_donor:
             text += f", started from {self.donors.device}'s latencies"
+        if self.alone_weight:
+            text += f", stacked with a model of the K rows alone (weight {self.alone_weight:g})"
         return text
 
     def regressor(self, inner: Any) -> AdaptedRegressor:
         """``inner`` (the base estimator) corrected as found."""
-        return AdaptedRegressor(inner, self.correction, self.donors, self.mix, self.from_donor)
+        return AdaptedRegressor(inner, self.correction, self.donors, self.mix, self.from_donor, self.alone,
+                                self.alone_weight)
 
 
 class AdaptedRegressor:
     """A fitted base estimator corrected for one device: ``start * exp(mix + correction)``, where ``start`` is the
     base prediction, or the nearest donor's measured latency where it has one, and ``mix`` the donor mix
-    (:mod:`perfcast.models.estimators.donor_mix`). What an adapted bundle saves and serves."""
+    (:mod:`perfcast.models.estimators.donor_mix`), stacked with ``alone`` (a model of the K rows alone) by
+    ``alone_weight``. What an adapted bundle saves and serves."""
 
-    #: the base estimator, saved in the adapted model's own folder (see perfcast.models.persistence.state)
-    state_children: ClassVar[dict[str, str]] = {"inner": ""}
+    #: the base estimator, saved in the adapted model's own folder, and the K-rows model (None: not stacked) in
+    #: its own sub-folder (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"inner": "", "alone": "alone"}
 
     def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None,
-                 mix: DonorMix | None = None, from_donor: bool = False):
+                 mix: DonorMix | None = None, from_donor: bool = False, alone: Any = None,
+                 alone_weight: float = 0.0):
         self.inner = inner
         self.correction = correction
         self.donors = donors
         self.mix = mix
         self.from_donor = from_donor
+        self.alone = alone
+        self.alone_weight = alone_weight
 
     def predict(self, F: pd.DataFrame) -> np.ndarray:
         base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
-        return corrected(self.correction, self.donors, F, base, self.mix, self.from_donor)
+        return stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
+                       self.alone_weight, F)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the
@@ -175,7 +202,8 @@ class AdaptedRegressor:
                  **{f"shape_text_{m}": text for m, text in self.correction.more_shapes.items()}}
         arrays.update({k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in texts.items() if v is not None})
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
-                "mix": None if self.mix is None else self.mix.to_json()}, arrays
+                "mix": None if self.mix is None else self.mix.to_json(),
+                "alone_weight": float(self.alone_weight)}, arrays
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
@@ -188,7 +216,8 @@ class AdaptedRegressor:
         table = None if not donors else DonorTable.from_state(donors, arrays)
         mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
         return cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
-                   bool(params.get("from_donor", table is not None)))
+                   bool(params.get("from_donor", table is not None)),
+                   alone_weight=float(params.get("alone_weight", 0.0)))
 
 
 def starting_point(donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray, mix: DonorMix | None = None,
@@ -212,20 +241,22 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                   kind_shapes: bool = DEFAULT_KIND_SHAPES) -> Adaptation:
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
     mix's out-of-sample errors), keeping whichever cross-validates best on the rows (the simpler wins ties).
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
-    see :func:`fit_correction_of`."""
+    see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
+    a caller that keeps only the correction passes False)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
-        return fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                 smooth=smooth, kind_shapes=kind_shapes).regrouped(min_group_rows)
+        found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
+                                  smooth=smooth, kind_shapes=kind_shapes)
+        return (with_stack(found, F.loc[ok], y[ok], target, seed) if stack else found).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
@@ -255,7 +286,28 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         if min(other.cv_error.values()) < min(found.cv_error.values()):
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
-    return replace(found, cv_error=errors).regrouped(min_group_rows)
+    found = replace(found, cv_error=errors)
+    return (with_stack(found, F, y, target, seed) if stack else found).regrouped(min_group_rows)
+
+
+def with_stack(found: Adaptation, F: pd.DataFrame, y: np.ndarray, target: str, seed: int) -> Adaptation:
+    """``found`` stacked with a model of the rows ``F`` alone (:mod:`~perfcast.models.estimators.adapt_stack`)
+    when their cross-fitted predictions (the guard's folds) choose a weight above 0; the intervals are then
+    recalibrated on the stack's cross-fitted residuals."""
+    if found.residuals is None or found.calibration is None or not can_stack(F, target, len(y)):
+        return found
+    from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
+    folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(np.arange(len(y))))
+    log_y = np.log(y)
+    weight, errors, residuals = choose_weight(log_y, log_y - found.residuals, cross_fitted_alone(F, y, folds, target,
+                                                                                                 seed))
+    cv_error = {**found.cv_error, **{f"stack {w:g}": v for w, v in errors.items() if w}}
+    if not weight:
+        return replace(found, cv_error=cv_error)
+    cal = found.calibration
+    return replace(found, cv_error=cv_error, residuals=residuals, scores=np.abs(residuals),
+                   calibration=replace(cal, scores={t: np.sort(np.abs(residuals)) for t in cal.targets}),
+                   alone=fit_alone(F, y, target, seed), alone_weight=weight)
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -311,8 +363,10 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
                                           {target: float(np.median(measured)) if len(measured) else np.nan},
                                           float(level), {"by": "adaptation rows (cross-fitted)", "n_splits": len(folds),
                                                          "n_groups": n})
+    kind_columns = tuple(c for c in F.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS)
     return Adaptation(correction, calibration, cv_error, n, scores=np.abs(chosen),
-                      labels=group_labels(F, list(INTERVAL_GROUPS)))
+                      labels=group_labels(F, list(INTERVAL_GROUPS)), residuals=chosen,
+                      kind_labels=group_labels(F, list(kind_columns)), kind_columns=kind_columns)
 
 
 def _ape(log_ratio: np.ndarray) -> float:
@@ -382,14 +436,21 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        pred = corrected(a.correction, a.donors, F, base, a.mix, a.from_donor)
-        cal = a.calibration
+        pred = stacked(corrected(a.correction, a.donors, F, base, a.mix, a.from_donor), a.alone, a.alone_weight, F)
+        return (pred, *self.interval(X, pred, (F, base), level))
+
+    def interval(self, X: pd.DataFrame, pred: np.ndarray, parts: tuple[pd.DataFrame, np.ndarray],
+                 level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) around the adapted prediction ``pred`` of rows ``X`` (``parts``: their features and base
+        predictions), so intervals of several calibrations of one correction need one prediction."""
+        cal = self.adaptation_.calibration
+        F, base = parts
         if cal is None:  # too few rows for a finite quantile: the base model's interval, moved with the prediction
             _, lo, hi = self.base.predict_with_interval(X, level)
             ratio = pred / base
-            return pred, np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
+            return np.asarray(lo, dtype="float64").ravel() * ratio, np.asarray(hi, dtype="float64").ravel() * ratio
         lo, hi = cal.bounds(pred.reshape(-1, 1), cal.noise(X, len(X)), level, features=F)
-        return pred, lo[:, 0], hi[:, 0]
+        return lo[:, 0], hi[:, 0]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_with_interval(X)[0]

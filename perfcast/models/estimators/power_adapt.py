@@ -87,7 +87,7 @@ def fit_joint_adaptation(F: pd.DataFrame, base: np.ndarray, records: pd.DataFram
     for t in (t for t in MEASURED if t in targets and t in records.columns):
         y = pd.to_numeric(records[t], errors="coerce").to_numpy(dtype="float64")
         found[t] = fit_adaptation(F, base[:, targets.index(t)], y, task=task, target=t, noise=noise_of(records, t),
-                                  level=calibration.level, seed=seed)
+                                  level=calibration.level, seed=seed, stack=False)
     corrections = {t: a.correction for t, a in found.items()
                    if a.correction.mode != "none" or a.correction.kind_modes}
     return corrections, recalibrated(calibration, targets, found), found

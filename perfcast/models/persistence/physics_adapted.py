@@ -46,7 +46,7 @@ def adapt_with_physics(model: PerfcastModel, records: pd.DataFrame, *, seed: int
     report = {**physics.report(), "mode": "physics" if mode == "none" else f"physics+{mode}", "cv_mean_ape": cv,
               "physics_kept": True, "physics_columns": list(COLUMNS)}
     lineage = {**plain.metadata["adaptation"], **report}
-    head = AdaptedRegressor(PhysicsCorrected(inner, term), physics.correction)
+    head = physics.regressor(PhysicsCorrected(inner, term))
     return replace(plain, heads=[head], calibration=physics.calibration or model.calibration,
                    metadata={**plain.metadata, "adaptation": lineage})
 

@@ -1,0 +1,70 @@
+"""A model of the K rows alone, stacked with the corrected base model: one more candidate of the adaptation's guard.
+
+Why: with a few hundred rows of a GPU unlike every training GPU, a small roofline x efficiency model fitted on
+those rows alone (the ``K rows alone`` baseline of :mod:`perfcast.experiments.adapt_bench`) can be as good as
+the corrected base model, and their errors differ, so a geometric mean of the two can beat both. The weight is
+chosen by the same cross-fitted predictions on the K rows as the rest of the guard (weight 0, the correction
+alone, wins ties), so the stack is used only where the rows support it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.models.estimators.roofline import NEEDS
+
+#: the model of the K rows alone: a small hybrid, as strongly regularised as the adaptation's shape term
+ALONE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 5,
+                                "reg_lambda": 5.0, "verbose": -1, "n_jobs": 1}
+#: the weights of the K-rows model the guard chooses among (0: the corrected base model alone)
+WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: fewest adaptation rows from which the stack is offered (with fewer, a model of the rows alone is far off and
+#: five weights chosen on so few cross-fitted rows would mostly fit noise)
+MIN_STACK_ROWS = 100
+
+
+def can_stack(F: pd.DataFrame, target: str, n_rows: int) -> bool:
+    """Whether the K-rows model can be offered: enough rows, and features with the roofline's columns."""
+    return n_rows >= MIN_STACK_ROWS and target in NEEDS and all(c in F.columns for c in NEEDS[target])
+
+
+def fit_alone(F: pd.DataFrame, y: np.ndarray, target: str, seed: int) -> Any:
+    """The hybrid (roofline x learned efficiency) fitted on the rows ``F`` and their measurements ``y`` only."""
+    from perfcast.models.estimators.hybrid import HybridRegressor
+    from perfcast.models.estimators.trees import tree_model  # fitting only: a loaded bundle needs no xgboost
+
+    return HybridRegressor(target, tree_model("lightgbm", {**ALONE_PARAMS, "random_state": seed})).fit(F, y)
+
+
+def choose_weight(log_y: np.ndarray, corrected_oof: np.ndarray, alone_oof: np.ndarray
+                  ) -> tuple[float, dict[float, float], np.ndarray]:
+    """(weight, cross-validated mean APE per weight, the chosen stack's log residuals) from out-of-fold log
+    predictions of the corrected base model and of the K-rows model; the least weight wins ties."""
+    errors, residuals = {}, {}
+    for w in WEIGHTS:
+        residuals[w] = log_y - ((1.0 - w) * corrected_oof + w * alone_oof)
+        errors[w] = float(np.mean(np.abs(np.expm1(-residuals[w]))))
+    best = min(WEIGHTS, key=lambda w: (round(errors[w], 12), w))
+    return best, errors, residuals[best]
+
+
+def cross_fitted_alone(F: pd.DataFrame, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: str,
+                       seed: int) -> np.ndarray:
+    """Each row's log prediction by the K-rows model fitted on the other folds."""
+    out = np.empty(len(y))
+    for fit_idx, held_idx in folds:
+        model = fit_alone(F.iloc[fit_idx], y[fit_idx], target, seed)
+        out[held_idx] = np.log(np.asarray(model.predict(F.iloc[held_idx]), dtype="float64").ravel())
+    return out
+
+
+def stacked(pred: np.ndarray, alone: Any, weight: float, F: pd.DataFrame) -> np.ndarray:
+    """``pred`` (the corrected base model's) times the K-rows model's over it to the power ``weight``."""
+    if alone is None or weight <= 0.0:
+        return pred
+    own = np.asarray(alone.predict(F), dtype="float64").ravel()
+    return pred ** (1.0 - weight) * own ** weight
