@@ -92,3 +92,18 @@ def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
     A = F[cols].to_numpy(dtype="float64")
     assert np.array_equal(hash_rows(A), want)
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
+
+
+def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows):
+    """A one-row key is hashed value by value in Python integers; pandas canonicalises NaN (any payload or sign)
+    and -0.0 before mixing, so those and the infinities must hash as pandas hashes them too."""
+    from perfcast.models.estimators.transfer import hash_rows
+
+    p = Predictor.builtin("gemm")
+    F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
+    A = F[p.model.heads[0].config_columns].to_numpy(dtype="float64")[:6].copy()
+    odd_nan = np.array([0x7FF8000000000001 | (1 << 63)], dtype=np.uint64).view(np.float64)[0]
+    A[1, 0], A[2, -1], A[3, 1], A[4, 0], A[5, :] = np.nan, -0.0, np.inf, odd_nan, -np.inf
+    want = pd.util.hash_pandas_object(pd.DataFrame(A), index=False).to_numpy()
+    assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
+    assert len(set(want.tolist())) == len(A)

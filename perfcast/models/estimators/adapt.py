@@ -45,6 +45,7 @@ import pandas as pd
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.rows import named_frame, predict_rows
 from perfcast.models.uncertainty.calibration import (
     NOISE_COLUMNS,
     IntervalCalibration,
@@ -163,6 +164,14 @@ class AdaptedRegressor:
     def predict(self, F: pd.DataFrame) -> np.ndarray:
         base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
         return corrected(self.correction, self.donors, F, base, self.mix, self.from_donor)
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`): the same
+        arithmetic; without donors nothing reads a frame, with them the donor tables get one."""
+        base = predict_rows(self.inner, A, names).reshape(len(A))
+        if self.donors is not None or self.mix is not None or self.from_donor:
+            return corrected(self.correction, self.donors, named_frame(A, names), base, self.mix, self.from_donor)
+        return base * np.exp(self.correction.log_ratio(None, base, A, names=names))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the
