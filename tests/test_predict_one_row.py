@@ -107,3 +107,24 @@ def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_i
     want = pd.util.hash_pandas_object(pd.DataFrame(A), index=False).to_numpy()
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
     assert len(set(want.tolist())) == len(A)
+
+
+def test_a_request_at_and_past_every_domain_edge_gets_the_frame_paths_flag_and_reason(gemm_rows):
+    """A request found in distribution skips the guard's general path (Python comparisons and memos): at and
+    just past each size's training range, an unseen dtype and work below the training minimum, its flag and
+    reason must still be the DataFrame path's."""
+    p = Predictor.builtin("gemm")
+    guard = p.model.domain
+    base = _configs(gemm_rows, GEMM_KEYS, "m")[0]
+    edges = []
+    for c in ("m", "n", "k"):
+        lo, hi = guard.sizes[c]
+        edges += [{**base, c: hi}, {**base, c: hi + 1}, {**base, c: lo}, {**base, c: lo * 0.5}]
+    unseen = next(d for d in ("fp64", "tf32", "fp16", "int8") if d not in guard.categories["dtype"])
+    tiny = next(s for s in range(2, 64) if np.log10(2.0 * s ** 3) > guard.hardware["log10_flops"][0])
+    edges += [{**base, "dtype": unseen}, {**base, "m": tiny, "n": tiny, "k": tiny},
+              {**base, "m": tiny - 1, "n": tiny - 1, "k": tiny - 1}]
+    for _ in range(2):  # the second pass finds every device and value in the guard's memos
+        assert_same_as_frame(p, edges)
+    flags = [p.predict(c)["in_distribution"] for c in edges]
+    assert flags.count(True) >= 6 and flags.count(False) >= 7, flags
