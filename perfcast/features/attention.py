@@ -16,7 +16,7 @@ from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes
+from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes, dtype_columns
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
 PREFILL_BLOCK_Q = 128
@@ -87,8 +87,9 @@ class AttentionFeatures(RecordFeatures):
 
         pairs = attended_pairs(seq_q, seq_kv, causal, window)
         flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
-        q_bytes = bytes_per_element(dtype, "a")
-        kv_bytes = bytes_per_element(kv_dtype, "a")
+        one = len(dtype) == 1 and dtype[0] is not None and kv_dtype[0] is not None  # a request: per-dtype memo
+        q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
+        kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
         kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
         kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
         nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
@@ -101,7 +102,8 @@ class AttentionFeatures(RecordFeatures):
             "log2_window": np.log2(window + 1.0), "log2_beam_width": np.log2(beam),
             "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
             "q_bytes": q_bytes, "kv_bytes": kv_bytes,
-            **{f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES},
+            **({f"dtype_{d}": dtype_columns(dtype[0])[f"dtype_{d}"] for d in DTYPES} if one else
+               {f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES}),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "log10_kv_bytes": np.log10(kv_read),
             **wave_features(ctas, hw.number("sm_count")),

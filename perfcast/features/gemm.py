@@ -16,7 +16,7 @@ from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, canonical_dtypes, element_bytes
+from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -58,6 +58,13 @@ def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
     return tm, tn
 
 
+def dtype_one_hots(dtype: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``dtype_*`` columns of canonical dtype names (the dtypes grouped once: a batch's text is the cost)."""
+    codes, present = factorize(dtype)
+    none = np.zeros(len(codes), dtype=bool)
+    return {f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES}
+
+
 def _first_is_t(layout: str) -> float:
     return float(layout[:1] == "t") if layout else np.nan
 
@@ -80,7 +87,8 @@ class GemmFeatures(RecordFeatures):
         hard = hardware_features(hw, X, dtype, where)
         m, n, k, batch = X.number("m"), X.number("n"), X.number("k"), X.number("batch", 1.0)
         beta = X.number("beta", 0.0)
-        sizes = element_bytes(dtype)
+        one = dtype_columns(dtype[0]) if len(dtype) == 1 else None  # a request: made once per dtype
+        sizes = element_bytes(dtype) if one is None else {o: one[f"{o}_bytes"] for o in "abc"}
         flops, nbytes = gemm_work(m, n, k, batch, beta, sizes)
         if "layout" in X:  # "tn": A transposed, B not; unknown stays NaN
             layout = text_map(X.text("layout"), str.lower)
@@ -96,13 +104,11 @@ class GemmFeatures(RecordFeatures):
         units = np.where(np.isnan(sm), cores, sm)
         flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
         align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
-        codes, present = factorize(dtype)
-        none = np.zeros(len(codes), dtype=bool)
         return {  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
-            **{f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES},
+            **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),
