@@ -49,8 +49,9 @@ def hash_rows(values: np.ndarray) -> np.ndarray:
     rows, cols = values.shape
     if rows == 1 and cols:
         row = np.ascontiguousarray(values[0], dtype="float64")
-        return np.asarray([combine_one([hash_one(x, u) for x, u in zip(row.tolist(), row.view(np.uint64).tolist(),
-                                                                        strict=True)])], dtype=np.uint64)
+        return np.asarray([combine_one([_HASHED.get(u) or _hash_new(x, u) for x, u in
+                                        zip(row.tolist(), row.view(np.uint64).tolist(), strict=True)])],
+                          dtype=np.uint64)
     hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
     return combine_hash_arrays(iter(hashed), cols, rows)
 
@@ -70,6 +71,19 @@ def hash_one(x: float, bits: int) -> int:
     v ^= v >> 27
     v = (v * 0x94D049BB133111EB) & _MASK
     return v ^ (v >> 31)
+
+
+#: float64 bit pattern -> :func:`hash_one` of it: a configuration's columns are mostly a few recurring values
+#: (flags, byte counts, powers of two), so a request's key is mostly dictionary reads
+_HASHED: dict[int, int] = {}
+
+
+def _hash_new(x: float, bits: int) -> int:
+    """:func:`hash_one`, remembered in :data:`_HASHED` (bounded)."""
+    if len(_HASHED) >= 65536:
+        _HASHED.clear()
+    h = _HASHED[bits] = hash_one(x, bits)
+    return h
 
 
 def combine_one(hashes: list[int]) -> int:
