@@ -92,6 +92,14 @@ class Correction:
             return np.zeros(len(base))
         A = F.to_numpy(dtype="float64") if A is None else A
         kind_at, shape_at = self._layout(tuple(F.columns) if names is None else names)
+        if len(base) == 1 and extra is None:  # a request whose kind is known: no grouping
+            code = sum(1 << i for i, v in enumerate(A[0, kind_at].tolist()) if v > 0.5)  # as below (NaN: false)
+            if code in self._kinds:
+                level, term = self._kinds[code]
+                out = np.asarray([level], dtype="float64")
+                if term is not None and term in self._models:
+                    out += self._models[term](np.concatenate([A[0, shape_at], np.log(base)])[None, :], self.threads)
+                return out
         flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
         uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
