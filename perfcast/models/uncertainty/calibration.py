@@ -121,6 +121,8 @@ class IntervalCalibration:
 
     def noise(self, records: pd.DataFrame | Records | None, n_rows: int) -> np.ndarray:
         """(n_rows, targets) relative noise: the records' own measured cv, else the training median."""
+        if n_rows == 1 and (records is None or not any(NOISE_COLUMNS.get(t) in records for t in self.targets)):
+            return np.asarray([[self.noise_median.get(t, np.nan) for t in self.targets]], dtype="float64")
         out = np.empty((n_rows, len(self.targets)))
         for j, t in enumerate(self.targets):
             own = np.full(n_rows, np.nan)
