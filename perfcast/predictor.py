@@ -17,6 +17,7 @@ model stays fast.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -214,7 +215,8 @@ class Predictor:
             if key in self._numeric and isinstance(v, (int, float, np.integer, np.floating)) \
                     and not isinstance(v, (bool, np.bool_)):
                 cols[key] = np.array([v], dtype="float64")
-                clean = clean and bool(np.isfinite(cols[key][0])) and abs(cols[key][0]) <= MAX_SIZE
+                x = float(cols[key][0])
+                clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)
                 clean = clean and v in catalog().specs
