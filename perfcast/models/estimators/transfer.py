@@ -17,6 +17,7 @@ identical spec sheets are one device to this model, which is also all it could t
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -97,22 +98,20 @@ def combine_one(hashes: list[int]) -> int:
     return (out + 97531) & _MASK
 
 
+#: the module of the Numba kernels (imported by the forests' walker once a process has walked enough rows)
+KERNELS = "perfcast.models.persistence.kernels"
 #: requests of at most this many rows look their residuals up device by device (see SiblingTransfer._residuals_at)
 FEW_KEYS = 16
 
 
-def _correction_one(key: np.uint64, weights: list[float], runs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """:meth:`SiblingTransfer.correction_rows` of one configuration ``key`` with the row's device ``weights``,
-    in Python floats from each device's sorted (keys, residuals): the same products, left-to-right sums and
-    quotient in IEEE double arithmetic as the array path, so the same bits, without ~20 NumPy calls per request."""
+def _correction_one(weights: list[float], residuals: list[float]) -> float:
+    """:meth:`SiblingTransfer.correction_rows` of one configuration from its ``residuals`` on the training devices
+    (NaN where not measured) and the row's device ``weights``, in Python floats: the same products,
+    left-to-right sums and quotient in IEEE double arithmetic as the array path, so the same bits, without ~20
+    NumPy calls per request."""
     num = den = None
-    for (k, v), w in zip(runs, weights, strict=True):
-        wr = ww = 0.0
-        if len(k):
-            i = int(k.searchsorted(key))
-            r = float(v[i]) if i < len(k) and k[i] == key else math.nan
-            if math.isfinite(r):
-                wr, ww = w * r, w
+    for r, w in zip(residuals, weights, strict=True):
+        wr, ww = (w * r, w) if math.isfinite(r) else (0.0, 0.0)
         num, den = (wr, ww) if num is None else (num + wr, den + ww)
     if num is None:  # no training device (a device without measurements adds 0.0 to both sums)
         return 0.0
@@ -288,6 +287,24 @@ class SiblingTransfer(Regressor):
         at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
         return np.where((configs[at] == keys)[:, None], table[at], np.nan)
 
+    def _residual_row(self, key: np.uint64, runs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """One configuration's residual on each training device (NaN where not measured), from the sorted
+        ``runs``: with the Numba kernels once the process has loaded them for its forests (see
+        :mod:`perfcast.models.persistence.small_walk`), else one ``searchsorted`` per device."""
+        kernels = sys.modules.get(KERNELS)
+        if kernels is None:
+            return [float(v[i]) if (i := int(k.searchsorted(key))) < len(k) and k[i] == key else math.nan
+                    for k, v in runs]
+        flat = self.__dict__.get("_flat_runs")
+        if flat is None or flat[0] is not runs:
+            bounds = np.cumsum([0] + [len(k) for k, _ in runs]).astype(np.int64)
+            keys = np.concatenate([k for k, _ in runs] or [np.empty(0, dtype=np.uint64)]).astype(np.uint64)
+            values = np.concatenate([v for _, v in runs] or [np.empty(0)]).astype("float64")
+            flat = self._flat_runs = (runs, keys, values, bounds)
+        out = np.empty(len(runs))
+        kernels.sorted_runs_at(flat[1], flat[2], flat[3], key, out)
+        return out.tolist()
+
     def _sorted_runs(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Each device's (keys, residuals) when every device's keys are strictly increasing (so unique), else
         None; checked once per :attr:`residuals_`."""
@@ -351,7 +368,7 @@ class SiblingTransfer(Regressor):
             weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
         runs = self._sorted_runs() if len(A) == 1 else None
         if runs is not None:
-            return np.asarray([_correction_one(np.uint64(keys[0]), weight[0].tolist(), runs)])
+            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(np.uint64(keys[0]), runs))])
         r = self._residuals_at(keys)  # (rows, devices)
         if r is None:
             return np.zeros(len(A))

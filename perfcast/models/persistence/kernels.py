@@ -121,3 +121,20 @@ def _walk_parallel(codes, roots, depth, node, leaf, value):  # noqa: ANN001
         _walk(codes, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, node, leaf, value, out)
     return out
 
+
+
+@njit(cache=True, nogil=True)
+def sorted_runs_at(keys, values, bounds, key, out):  # noqa: ANN001
+    """``out[j]``: the value at ``key`` in run ``j`` (``keys[bounds[j]:bounds[j + 1]]``, strictly increasing), NaN
+    where the run lacks it: one configuration's residual on every training device of a sibling transfer, one
+    binary search per device in one call (NumPy's ``searchsorted`` costs a call per device)."""
+    for j in range(bounds.shape[0] - 1):
+        a, b = bounds[j], bounds[j + 1]
+        end = b
+        while a < b:
+            mid = (a + b) >> 1
+            if keys[mid] < key:
+                a = mid + 1
+            else:
+                b = mid
+        out[j] = values[a] if a < end and keys[a] == key else np.nan
