@@ -128,3 +128,20 @@ def test_a_request_at_and_past_every_domain_edge_gets_the_frame_paths_flag_and_r
         assert_same_as_frame(p, edges)
     flags = [p.predict(c)["in_distribution"] for c in edges]
     assert flags.count(True) >= 6 and flags.count(False) >= 7, flags
+
+
+def test_a_requests_alignment_flags_are_the_batchs(gemm_rows):
+    """A request's m/n/k alignment flags are computed in Python floats; they must be the batch's, at and beside
+    every multiple (and on the real sizes)."""
+    from perfcast.features.gemm import aligned
+
+    real = gemm_rows[["m", "n", "k"]].to_numpy(dtype="float64").ravel()
+    edges = np.asarray([a * j + d for a in (8, 64, 128) for j in (1, 2, 3, 1000, 2**40) for d in (-1, -0.5, 0, 0.5, 1)])
+    values = np.concatenate([real, edges, [1.0, 2.0 ** 53, 2.0 ** 53 - 1, np.inf, np.nan]])
+    with np.errstate(invalid="ignore"):
+        batch = aligned(np.stack([values, values[::-1], values * 2]))
+    for i in range(len(values)):
+        one = aligned(np.stack([values[i:i + 1], values[::-1][i:i + 1], values[i:i + 1] * 2]))
+        for a, flags in batch.items():
+            np.testing.assert_array_equal(one[a][:, 0], flags[:, i])
+    assert batch[128][0].sum() > 0 and batch[8][0].sum() < len(values)

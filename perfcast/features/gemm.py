@@ -8,6 +8,8 @@ numbers come from the spec sheet by device id, so an unseen device is described 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -40,6 +42,11 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
     largest: each divides it, and whether a remainder of at least ``a`` is a multiple of ``a`` is exact
     arithmetic (such a remainder is a normal double, and scaling it by ``1/a`` is exact). Why: float ``%`` is
     the slow part of a batch's features, and this takes one per dimension instead of one per alignment."""
+    if v.shape[-1] == 1 and v.ndim == 2:  # a request's dimensions: the same exact steps in Python floats
+        rems = [x % max(ALIGNMENTS) for x in v[:, 0].tolist()]  # non-negative sizes: % is C's fmod, exact
+        flags = np.array([r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))
+                          for a in ALIGNMENTS for r in rems], dtype="float64").reshape(len(ALIGNMENTS), len(rems), 1)
+        return dict(zip(ALIGNMENTS, flags, strict=True))
     rem = v % max(ALIGNMENTS)
     out = {}
     for a in ALIGNMENTS:
