@@ -145,3 +145,21 @@ def test_a_requests_alignment_flags_are_the_batchs(gemm_rows):
         for a, flags in batch.items():
             np.testing.assert_array_equal(one[a][:, 0], flags[:, i])
     assert batch[128][0].sum() > 0 and batch[8][0].sum() < len(values)
+
+
+def test_a_requests_attended_pairs_are_the_batchs(data_root):
+    """A request's (query, key) pair count takes its branch in Python floats; it must be the batch's, for real
+    attention shapes with and without a causal mask and sliding windows below, inside and above the ranges."""
+    from perfcast.features.attention import attended_pairs
+
+    rows = _real(data_root, "attention", ATTENTION_KEYS, per_group=6)
+    seq_q = rows["seq_q"].to_numpy(dtype="float64")
+    seq_kv = rows["seq_kv"].to_numpy(dtype="float64")
+    n = len(seq_q)
+    for window in (0.0, 1.0, 7.0, 129.0, 4096.0, float(2**40), np.nan):
+        for causal in (np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.arange(n) % 2 == 0):
+            w = np.full(n, window)
+            batch = attended_pairs(seq_q, seq_kv, causal, w)
+            one = [attended_pairs(seq_q[i:i + 1], seq_kv[i:i + 1], causal[i:i + 1], w[i:i + 1])[0] for i in range(n)]
+            np.testing.assert_array_equal(np.asarray(one), batch)
+    assert (seq_q > 1).any() and (seq_q == 1).any()  # prefill and decode shapes

@@ -8,6 +8,8 @@ learn only the kernel's efficiency, not the arithmetic.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -29,6 +31,8 @@ def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, wi
     max(0, p-w+1)..p, i.e. min(p+1, w) keys; a non-causal query sees min(seq_kv, w). ``window`` 0 = none.
     The causal sum over x = p+1 in [a, b] of min(x, w) is taken in closed form.
     """
+    if len(seq_q) == 1:  # a request: the selected branch alone, the same IEEE operations in Python floats
+        return np.asarray([_pairs_one(seq_q.item(), seq_kv.item(), bool(causal[0]), window.item())])
     w = np.where(window > 0, window, np.inf)
     a = seq_kv - seq_q + 1
     b = seq_kv
@@ -40,6 +44,17 @@ def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, wi
         )
     plain = seq_q * np.minimum(seq_kv, w)
     return np.where(causal, causal_sum, plain)
+
+
+def _pairs_one(seq_q: float, seq_kv: float, causal: bool, window: float) -> float:
+    """:func:`attended_pairs` of one row (the branch its ``np.where`` selects, operands in the same order)."""
+    w = window if window > 0 else math.inf
+    a, b = seq_kv - seq_q + 1, seq_kv
+    if not causal:
+        return seq_q * min(seq_kv, w)
+    if w >= b:
+        return (a + b) * (b - a + 1) / 2
+    return w * (b - a + 1) if w <= a else (a + w) * (w - a + 1) / 2 + w * (b - w)
 
 
 class AttentionFeatures(RecordFeatures):
@@ -60,7 +75,8 @@ class AttentionFeatures(RecordFeatures):
         kv_dtype = dtype
         if "kv_dtype" in X:
             given = canonical_dtypes(X.text("kv_dtype"), "kv_dtype")
-            kv_dtype = np.where(pd.isna(given), dtype, given)
+            kv_dtype = (given if given[0] is not None else dtype) if len(given) == 1 else \
+                np.where(pd.isna(given), dtype, given)
         hw = RowHardware(X)
         hard = hardware_features(hw, X, dtype, where)
 

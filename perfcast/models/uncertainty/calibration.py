@@ -171,7 +171,8 @@ class IntervalCalibration:
             shrink, grow = self._factors_one(lvl, features, names)
         else:
             shrink, grow = _factors(self.half_widths(len(pred), lvl, features, names))
-        floor = _normal_quantile(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
+        known = len(pred) == 1 and all(map(math.isfinite, np.ravel(noise).tolist()))  # a request's usual noise
+        floor = _normal_quantile(0.5 + lvl / 2) * (noise if known else np.nan_to_num(noise, nan=0.0))
         with np.errstate(over="ignore"):
             lo = pred * np.clip(np.minimum(shrink, 1.0 - floor), 0.0, None)
             hi = pred * np.maximum(grow, 1.0 + floor)
