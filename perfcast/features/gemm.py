@@ -16,7 +16,7 @@ import pandas as pd
 from perfcast.features.base import RecordFeatures, text_map
 from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
-from perfcast.features.kernels import hardware_features, wave_features, work_features
+from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
 from perfcast.features.records import Records
 from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, element_bytes
 
@@ -65,6 +65,12 @@ def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
     return tm, tn
 
 
+def compute_units(hw: RowHardware) -> np.ndarray:
+    """What each row's thread blocks are spread over: its device's SMs, else its cores."""
+    sm = hw.number("sm_count")
+    return np.where(np.isnan(sm), hw.number("cores"), sm)
+
+
 def dtype_one_hots(dtype: np.ndarray) -> dict[str, np.ndarray]:
     """The ``dtype_*`` columns of canonical dtype names (the dtypes grouped once: a batch's text is the cost)."""
     codes, present = factorize(dtype)
@@ -103,12 +109,10 @@ class GemmFeatures(RecordFeatures):
             trans_b = text_map(layout, _second_is_t).astype("float64")
         else:
             trans_a = trans_b = np.full(len(X), np.nan)
-        tm, tn = default_tiles(hw)
-        tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given)
-        tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given)
+        tm, tn, units = per_device(hw, "gemm", lambda: (*default_tiles(hw), compute_units(hw)))
+        tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
+        tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
-        sm, cores = hw.number("sm_count"), hw.number("cores")
-        units = np.where(np.isnan(sm), cores, sm)
         flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
         align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
         return {  # in the order of groups.py, so the base class need not reorder

@@ -7,6 +7,8 @@ meaning, which is what lets one model family, the roofline baseline and the hybr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -41,6 +43,28 @@ def hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str
 
 #: (id of the sheet arrays, device row, dtype) -> (those arrays, the row's hardware columns); see hardware_features
 _MEMO: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+
+
+def per_device(hw: RowHardware, what: str, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``compute()``, arrays that are a function of the rows' devices only; for a single row read from the spec
+    sheets remembered per device and ``what`` (read-only), as :func:`hardware_features` is."""
+    row = hw.sheet_row()
+    if row is None:
+        return compute()
+    key = (id(row[0]), row[1], what)
+    hit = _DEVICE_MEMO.get(key)
+    if hit is None or hit[0] is not row[0]:
+        if len(_DEVICE_MEMO) >= 4096:
+            _DEVICE_MEMO.clear()
+        out = compute()
+        for v in out:
+            v.setflags(write=False)
+        hit = _DEVICE_MEMO[key] = (row[0], out)
+    return hit[1]
+
+
+#: (id of the sheet arrays, device row, what) -> (those arrays, the arrays computed); see per_device
+_DEVICE_MEMO: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]] = {}
 
 
 def _hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
