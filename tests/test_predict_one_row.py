@@ -163,3 +163,25 @@ def test_a_requests_attended_pairs_are_the_batchs(data_root):
             one = [attended_pairs(seq_q[i:i + 1], seq_kv[i:i + 1], causal[i:i + 1], w[i:i + 1])[0] for i in range(n)]
             np.testing.assert_array_equal(np.asarray(one), batch)
     assert (seq_q > 1).any() and (seq_q == 1).any()  # prefill and decode shapes
+
+
+def test_a_requests_work_and_wave_terms_are_the_batchs(gemm_rows):
+    """A request's roofline and wave terms are taken in Python floats with their logarithms in one call; they
+    must be the batch's, also where a spec number is zero, unknown or infinite (NumPy's inf and NaN)."""
+    from perfcast.features.kernels import wave_features, work_features
+
+    p = Predictor.builtin("gemm")
+    F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
+    flops, nbytes = 10.0 ** F["log10_flops"].to_numpy(), 10.0 ** F["log10_bytes"].to_numpy()
+    peak, bw = F["peak_tflops"].to_numpy().copy(), F["mem_bw_gbs"].to_numpy().copy()
+    ctas = 2.0 ** F["log2_ctas"].to_numpy()
+    units = F["sm_count"].to_numpy().copy()
+    peak[:3], bw[3:6], units[:2], units[2:4] = [0.0, np.nan, np.inf], [0.0, np.nan, np.inf], 0.0, np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        work, waves = work_features(flops, nbytes, peak, bw), wave_features(ctas, units)
+        for i in range(len(flops)):
+            one = work_features(flops[i:i + 1], nbytes[i:i + 1], peak[i:i + 1], bw[i:i + 1])
+            one |= wave_features(ctas[i:i + 1], units[i:i + 1])
+            assert list(one) == list(work) + list(waves)
+            for c, v in one.items():
+                np.testing.assert_array_equal(v, (work | waves)[c][i:i + 1], err_msg=c)
