@@ -25,9 +25,12 @@ LANES = 8
 
 def walk(lay, X: np.ndarray, threads: int) -> np.ndarray:  # noqa: ANN001 - a compiled.Layout (no import cycle)
     """Sum of leaf values per row of the checked float64 matrix ``X`` (see ``CompiledForest.predict``)."""
+    if len(X) == 1:  # a request: one call, the row coded and walked inside it
+        return np.asarray([_one(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, lay.roots, lay.depth,
+                                lay.node, lay.leaf, lay.value)])
     codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
     out = np.zeros(len(X))
-    if len(X) <= BLOCK:  # a request: no thread pool, no ordering
+    if len(X) <= BLOCK:  # a few rows: no thread pool, no ordering
         _code(X, 0, len(X), lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
         _walk(codes, 0, len(X), lay.roots, lay.depth, lay.node, lay.leaf, lay.value, out)
         return out
@@ -104,6 +107,17 @@ def _walk(codes, lo, hi, roots, depth, node, leaf, value, out):  # noqa: ANN001
                 c = codes[np.uintp(r), np.uintp((q >> col) & np.uint64(0xFFFF))]
                 n = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
             out[r] += value[n]
+
+
+@njit(cache=True, nogil=True)
+def _one(X, used, starts, cuts, nan_code, key, roots, depth, node, leaf, value):  # noqa: ANN001
+    """The sum of every tree's leaf value for the single row of ``X``: :func:`_code` and :func:`_walk` of one row
+    (a row alone takes :func:`_walk`'s branching loop), in one call instead of two and three allocations."""
+    codes, keys = np.empty((1, used.shape[0]), dtype=nan_code.dtype), np.empty(1, np.uint64)
+    _code(X, 0, 1, used, starts, cuts, nan_code, key, codes, keys)
+    out = np.zeros(1)
+    _walk(codes, 0, 1, roots, depth, node, leaf, value, out)
+    return out[0]
 
 
 @njit(parallel=True, cache=True)
