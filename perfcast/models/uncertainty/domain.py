@@ -91,8 +91,9 @@ class DomainGuard:
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
-        for memo in ("_spec_memo", "_unseen_memo"):  # answers remembered for the previous fit's ranges
+        for memo in ("_spec_memo", "_unseen_memo", "_one_positions"):  # remembered for the previous fit's ranges
             self.__dict__.pop(memo, None)
+        self._positions = None
         schema = columns(self.task)
         numeric = [c for c, col in schema.items()
                    if col.group == "config" and col.kind in ("int", "float") and c not in NOT_SIZES]
@@ -161,7 +162,7 @@ class DomainGuard:
     def _layout(self, names: tuple[str, ...]) -> tuple[list[str], np.ndarray, list[tuple[int, str]]]:
         """The hardware and work columns among the feature columns ``names``, their positions, and the spec
         columns' (position, name) pairs (found once per layout)."""
-        if self._positions is None or self._positions[0] != names:
+        if self._positions is None or (self._positions[0] is not names and self._positions[0] != names):
             cols = [c for c in self.hardware if c in names]  # the spec columns, then WORK (see fit)
             where = column_positions(names, tuple(cols))
             self._positions = (names, cols, where, [(j, c) for j, c in zip(where, cols, strict=True) if c not in WORK])
@@ -181,19 +182,26 @@ class DomainGuard:
         for c in self.categories:
             if c in given and self._unseen(c, records.text(c))[0] == True:  # noqa: E712 - None: missing
                 return False
-        cols, where, spec = self._layout(names)
-        if spec:
-            key = (A[0, [j for j, _ in spec]].tobytes(), records.text("device_id")[0], records.text("device_name")[0])
+        spec_at, work_at, work_box = self._one_layout(names)
+        if spec_at is not None:
+            key = (A[0, spec_at].tobytes(), records.text("device_id")[0], records.text("device_name")[0])
             if self.__dict__.get("_spec_memo", {}).get(key) != "":
                 return False
-        work = [(j, c) for j, c in zip(where, cols, strict=True) if c in WORK]
-        if work:
-            values = (10.0 ** A[0, [j for j, _ in work]]).tolist()  # the ufunc check's general path applies
-            for v, (_, c) in zip(values, work, strict=True):
-                lo, hi = self.hardware[c]
-                if v > 10.0 ** hi * (1 + HULL_RTOL) or v < 10.0 ** lo * (1 - HULL_RTOL):
-                    return False
-        return True
+        # the work in linear units by the ufunc check's general path applies, against the same bounds
+        return all(lo <= v <= hi for v, (lo, hi) in zip((10.0 ** A[0, work_at]).tolist(), work_box, strict=True))
+
+    def _one_layout(self, names: tuple[str, ...]) -> tuple[np.ndarray | None, np.ndarray, list[tuple[float, float]]]:
+        """For :meth:`_clear_one`: the spec columns' positions (None without any), the work columns' positions
+        and their (lowest, highest) value not flagged (found once per layout)."""
+        memo = self.__dict__.get("_one_positions")
+        if memo is None or memo[0] is not names:
+            cols, where, spec = self._layout(names)
+            work = [(j, c) for j, c in zip(where, cols, strict=True) if c in WORK]
+            box = [(10.0 ** self.hardware[c][0] * (1 - HULL_RTOL), 10.0 ** self.hardware[c][1] * (1 + HULL_RTOL))
+                   for _, c in work]
+            memo = self._one_positions = (names, np.asarray([j for j, _ in spec], dtype=np.intp) if spec else None,
+                                          np.asarray([j for j, _ in work], dtype=np.intp), box)
+        return memo[1:]
 
     def _add_spec(self, records: Records, A: np.ndarray, spec: list[tuple[int, str]],
                   add: Callable[[np.ndarray, Callable[[np.ndarray], Any]], None]) -> None:
