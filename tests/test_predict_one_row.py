@@ -16,6 +16,7 @@ import pytest
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models.persistence.adapted import save_adapted
+from tests.test_adapt_donors import adapted as donor_adapted, gemm  # noqa: F401  (fixtures: a donor-adapted model)
 
 GEMM_KEYS = ["m", "n", "k", "dtype", "device_id"]
 ATTENTION_KEYS = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype", "kv_dtype",
@@ -79,6 +80,14 @@ def test_an_adapted_bundle_one_row_path_equals_the_frame_path(data_root, gemm_ro
     adapted = Predictor.load(save_adapted(Predictor.builtin("gemm").adapt(measured).model, tmp_path / "adapted"))
     assert adapted.metadata["adaptation"]["base_model"]
     assert_same_as_frame(adapted, _configs(gemm_rows, GEMM_KEYS, "m"))
+
+
+def test_a_donor_adapted_bundle_one_row_path_equals_the_frame_path(donor_adapted, tmp_path):
+    """An adapted bundle whose correction reads donors' measurements (the donor tables take a frame of the row)."""
+    _, model, _, unrevealed = donor_adapted
+    loaded = Predictor.load(save_adapted(model.model, tmp_path / "adapted"))
+    assert loaded.model.heads[0].donors is not None
+    assert_same_as_frame(loaded, _configs(unrevealed.head(24), GEMM_KEYS, "m"))
 
 
 def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
