@@ -187,7 +187,7 @@ class IntervalCalibration:
             wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
             at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
         memo = self.__dict__.setdefault("_factor_memo", {})
-        key = (level, A[0, at].tobytes())
+        key = (level, at.tobytes(), A[0, at].tobytes())  # the columns read and their values
         hit = memo.get(key)
         if hit is None:
             if len(memo) >= 4096:
