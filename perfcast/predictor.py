@@ -17,6 +17,7 @@ model stays fast.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -103,6 +104,8 @@ class Predictor:
         self._numeric = [c for c, col in schema.items() if col.kind in ("int", "float") and col.group != "targets"]
         self._sizes = frozenset(c for c in self._numeric if schema[c].group == "config" and c not in NOT_SIZES)
         self._boolean = [c for c, col in schema.items() if col.kind == "bool"]
+        #: the same as sets, for a request's per-key membership tests
+        self._numeric_set, self._boolean_set = frozenset(self._numeric), frozenset(self._boolean)
         self._required = tuple(type(model.features).required)
         self._needs_device = self.task in ("gemm", "attention")
         #: outputs computed from the targets: energy (J) = power x runtime when the model predicts both but not it
@@ -211,17 +214,19 @@ class Predictor:
         cols: dict[str, Any] = {}
         clean = not (DEVICE_ALIAS in config and "device_id" in config) and "device_name" not in config
         for key, v in config.items():
-            if key in self._numeric and isinstance(v, (int, float, np.integer, np.floating)) \
+            if key in self._numeric_set and isinstance(v, (int, float, np.integer, np.floating)) \
                     and not isinstance(v, (bool, np.bool_)):
                 cols[key] = np.array([v], dtype="float64")
-                clean = clean and bool(np.isfinite(cols[key][0])) and abs(cols[key][0]) <= MAX_SIZE
+                x = float(cols[key][0])
+                clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)
                 clean = clean and v in catalog().specs
             else:
                 text = isinstance(v, str)
                 cols[key] = np.array([v], dtype=object) if text else [v]
-                clean = clean and isinstance(key, str) and key not in self._numeric and key not in self._boolean \
+                clean = clean and isinstance(key, str) and key not in self._numeric_set \
+                    and key not in self._boolean_set \
                     and (key not in self._required or (text and v != ""))
         clean = clean and all(c in cols for c in self._required) and (not self._needs_device or "device_id" in cols)
         return cols, clean

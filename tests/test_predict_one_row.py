@@ -16,6 +16,7 @@ import pytest
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models.persistence.adapted import save_adapted
+from tests.test_adapt_donors import adapted as donor_adapted, gemm  # noqa: F401  (fixtures: a donor-adapted model)
 
 GEMM_KEYS = ["m", "n", "k", "dtype", "device_id"]
 ATTENTION_KEYS = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "dtype", "kv_dtype",
@@ -81,6 +82,14 @@ def test_an_adapted_bundle_one_row_path_equals_the_frame_path(data_root, gemm_ro
     assert_same_as_frame(adapted, _configs(gemm_rows, GEMM_KEYS, "m"))
 
 
+def test_a_donor_adapted_bundle_one_row_path_equals_the_frame_path(donor_adapted, tmp_path):
+    """An adapted bundle whose correction reads donors' measurements (the donor tables take a frame of the row)."""
+    _, model, _, unrevealed = donor_adapted
+    loaded = Predictor.load(save_adapted(model.model, tmp_path / "adapted"))
+    assert loaded.model.heads[0].donors is not None
+    assert_same_as_frame(loaded, _configs(unrevealed.head(24), GEMM_KEYS, "m"))
+
+
 def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
     """The sibling table is looked up by pandas' row hash; a request computes it in Python integers."""
     from perfcast.models.estimators.transfer import hash_rows
@@ -92,3 +101,96 @@ def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
     A = F[cols].to_numpy(dtype="float64")
     assert np.array_equal(hash_rows(A), want)
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
+
+
+def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows):
+    """A one-row key is hashed value by value in Python integers; pandas canonicalises NaN (any payload or sign)
+    and -0.0 before mixing, so those and the infinities must hash as pandas hashes them too."""
+    from perfcast.models.estimators.transfer import hash_rows
+
+    p = Predictor.builtin("gemm")
+    F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
+    A = F[p.model.heads[0].config_columns].to_numpy(dtype="float64")[:6].copy()
+    odd_nan = np.array([0x7FF8000000000001 | (1 << 63)], dtype=np.uint64).view(np.float64)[0]
+    A[1, 0], A[2, -1], A[3, 1], A[4, 0], A[5, :] = np.nan, -0.0, np.inf, odd_nan, -np.inf
+    want = pd.util.hash_pandas_object(pd.DataFrame(A), index=False).to_numpy()
+    assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
+    assert len(set(want.tolist())) == len(A)
+
+
+def test_a_request_at_and_past_every_domain_edge_gets_the_frame_paths_flag_and_reason(gemm_rows):
+    """A request found in distribution skips the guard's general path (Python comparisons and memos): at and
+    just past each size's training range, an unseen dtype and work below the training minimum, its flag and
+    reason must still be the DataFrame path's."""
+    p = Predictor.builtin("gemm")
+    guard = p.model.domain
+    base = _configs(gemm_rows, GEMM_KEYS, "m")[0]
+    edges = []
+    for c in ("m", "n", "k"):
+        lo, hi = guard.sizes[c]
+        edges += [{**base, c: hi}, {**base, c: hi + 1}, {**base, c: lo}, {**base, c: lo * 0.5}]
+    unseen = next(d for d in ("fp64", "tf32", "fp16", "int8") if d not in guard.categories["dtype"])
+    tiny = next(s for s in range(2, 64) if np.log10(2.0 * s ** 3) > guard.hardware["log10_flops"][0])
+    edges += [{**base, "dtype": unseen}, {**base, "m": tiny, "n": tiny, "k": tiny},
+              {**base, "m": tiny - 1, "n": tiny - 1, "k": tiny - 1}]
+    for _ in range(2):  # the second pass finds every device and value in the guard's memos
+        assert_same_as_frame(p, edges)
+    flags = [p.predict(c)["in_distribution"] for c in edges]
+    assert flags.count(True) >= 6 and flags.count(False) >= 7, flags
+
+
+def test_a_requests_alignment_flags_are_the_batchs(gemm_rows):
+    """A request's m/n/k alignment flags are computed in Python floats; they must be the batch's, at and beside
+    every multiple (and on the real sizes)."""
+    from perfcast.features.gemm import aligned
+
+    real = gemm_rows[["m", "n", "k"]].to_numpy(dtype="float64").ravel()
+    edges = np.asarray([a * j + d for a in (8, 64, 128) for j in (1, 2, 3, 1000, 2**40) for d in (-1, -0.5, 0, 0.5, 1)])
+    values = np.concatenate([real, edges, [1.0, 2.0 ** 53, 2.0 ** 53 - 1, np.inf, np.nan]])
+    with np.errstate(invalid="ignore"):
+        batch = aligned(np.stack([values, values[::-1], values * 2]))
+    for i in range(len(values)):
+        one = aligned(np.stack([values[i:i + 1], values[::-1][i:i + 1], values[i:i + 1] * 2]))
+        for a, flags in batch.items():
+            np.testing.assert_array_equal(one[a][:, 0], flags[:, i])
+    assert batch[128][0].sum() > 0 and batch[8][0].sum() < len(values)
+
+
+def test_a_requests_attended_pairs_are_the_batchs(data_root):
+    """A request's (query, key) pair count takes its branch in Python floats; it must be the batch's, for real
+    attention shapes with and without a causal mask and sliding windows below, inside and above the ranges."""
+    from perfcast.features.attention import attended_pairs
+
+    rows = _real(data_root, "attention", ATTENTION_KEYS, per_group=6)
+    seq_q = rows["seq_q"].to_numpy(dtype="float64")
+    seq_kv = rows["seq_kv"].to_numpy(dtype="float64")
+    n = len(seq_q)
+    for window in (0.0, 1.0, 7.0, 129.0, 4096.0, float(2**40), np.nan):
+        for causal in (np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.arange(n) % 2 == 0):
+            w = np.full(n, window)
+            batch = attended_pairs(seq_q, seq_kv, causal, w)
+            one = [attended_pairs(seq_q[i:i + 1], seq_kv[i:i + 1], causal[i:i + 1], w[i:i + 1])[0] for i in range(n)]
+            np.testing.assert_array_equal(np.asarray(one), batch)
+    assert (seq_q > 1).any() and (seq_q == 1).any()  # prefill and decode shapes
+
+
+def test_a_requests_work_and_wave_terms_are_the_batchs(gemm_rows):
+    """A request's roofline and wave terms are taken in Python floats with their logarithms in one call; they
+    must be the batch's, also where a spec number is zero, unknown or infinite (NumPy's inf and NaN)."""
+    from perfcast.features.kernels import wave_features, work_features
+
+    p = Predictor.builtin("gemm")
+    F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
+    flops, nbytes = 10.0 ** F["log10_flops"].to_numpy(), 10.0 ** F["log10_bytes"].to_numpy()
+    peak, bw = F["peak_tflops"].to_numpy().copy(), F["mem_bw_gbs"].to_numpy().copy()
+    ctas = 2.0 ** F["log2_ctas"].to_numpy()
+    units = F["sm_count"].to_numpy().copy()
+    peak[:3], bw[3:6], units[:2], units[2:4] = [0.0, np.nan, np.inf], [0.0, np.nan, np.inf], 0.0, np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        work, waves = work_features(flops, nbytes, peak, bw), wave_features(ctas, units)
+        for i in range(len(flops)):
+            one = work_features(flops[i:i + 1], nbytes[i:i + 1], peak[i:i + 1], bw[i:i + 1])
+            one |= wave_features(ctas[i:i + 1], units[i:i + 1])
+            assert list(one) == list(work) + list(waves)
+            for c, v in one.items():
+                np.testing.assert_array_equal(v, (work | waves)[c][i:i + 1], err_msg=c)

@@ -50,3 +50,27 @@ def test_an_unsorted_table_falls_back_to_the_matrix() -> None:
     again = SiblingTransfer.from_state(saved, arrays)
     assert again._sorted_runs() is not None  # saving sorts the tables again
     assert all(pd.Series.equals(again.residuals_[d].sort_index(), t.residuals_[d].sort_index()) for d in t.devices_)
+
+
+@pytest.mark.parametrize("task", ["gemm", "attention"])
+def test_one_keys_residuals_read_with_or_without_the_numba_kernels_are_the_matrix_row(task: str, monkeypatch) -> None:
+    """A request's one key is looked up with ``searchsorted`` per device before the process loads the Numba
+    kernels and with one kernel call after: both give the matrix's row (measured keys, the first and last of
+    each device's run, and keys no device measured)."""
+    import perfcast.models.estimators.transfer as transfer
+    import perfcast.models.persistence.kernels  # noqa: F401 - the kernels loaded, as a long-lived process has them
+
+    t = _transfer(task)
+    runs = t._sorted_runs()
+    rng = np.random.default_rng(1)
+    known = np.concatenate([k for k, _ in runs])
+    edges = np.concatenate([[k[0], k[-1]] for k, _ in runs if len(k)])
+    keys = np.concatenate([rng.choice(known, 30), edges, rng.integers(0, 2**63, 5, dtype=np.uint64),
+                           np.asarray([0, 2**64 - 1], dtype=np.uint64)])
+    with_kernels = [t._residual_row(np.uint64(k), runs) for k in keys]
+    monkeypatch.setattr(transfer, "KERNELS", "perfcast.not_loaded")
+    without = [t._residual_row(np.uint64(k), runs) for k in keys]
+    want = _matrix_lookup(t, keys)
+    np.testing.assert_array_equal(np.asarray(with_kernels), want)
+    np.testing.assert_array_equal(np.asarray(without), want)
+    assert np.isfinite(want[:30]).any(axis=1).all() and np.isnan(want[-2:]).all()

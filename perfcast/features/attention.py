@@ -8,6 +8,8 @@ learn only the kernel's efficiency, not the arithmetic.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -16,7 +18,7 @@ from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes
+from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes, dtype_columns
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
 PREFILL_BLOCK_Q = 128
@@ -29,6 +31,8 @@ def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, wi
     max(0, p-w+1)..p, i.e. min(p+1, w) keys; a non-causal query sees min(seq_kv, w). ``window`` 0 = none.
     The causal sum over x = p+1 in [a, b] of min(x, w) is taken in closed form.
     """
+    if len(seq_q) == 1:  # a request: the selected branch alone, the same IEEE operations in Python floats
+        return np.asarray([_pairs_one(seq_q.item(), seq_kv.item(), bool(causal[0]), window.item())])
     w = np.where(window > 0, window, np.inf)
     a = seq_kv - seq_q + 1
     b = seq_kv
@@ -40,6 +44,17 @@ def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, wi
         )
     plain = seq_q * np.minimum(seq_kv, w)
     return np.where(causal, causal_sum, plain)
+
+
+def _pairs_one(seq_q: float, seq_kv: float, causal: bool, window: float) -> float:
+    """:func:`attended_pairs` of one row (the branch its ``np.where`` selects, operands in the same order)."""
+    w = window if window > 0 else math.inf
+    a, b = seq_kv - seq_q + 1, seq_kv
+    if not causal:
+        return seq_q * min(seq_kv, w)
+    if w >= b:
+        return (a + b) * (b - a + 1) / 2
+    return w * (b - a + 1) if w <= a else (a + w) * (w - a + 1) / 2 + w * (b - w)
 
 
 class AttentionFeatures(RecordFeatures):
@@ -60,7 +75,8 @@ class AttentionFeatures(RecordFeatures):
         kv_dtype = dtype
         if "kv_dtype" in X:
             given = canonical_dtypes(X.text("kv_dtype"), "kv_dtype")
-            kv_dtype = np.where(pd.isna(given), dtype, given)
+            kv_dtype = (given if given[0] is not None else dtype) if len(given) == 1 else \
+                np.where(pd.isna(given), dtype, given)
         hw = RowHardware(X)
         hard = hardware_features(hw, X, dtype, where)
 
@@ -87,8 +103,9 @@ class AttentionFeatures(RecordFeatures):
 
         pairs = attended_pairs(seq_q, seq_kv, causal, window)
         flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
-        q_bytes = bytes_per_element(dtype, "a")
-        kv_bytes = bytes_per_element(kv_dtype, "a")
+        one = len(dtype) == 1 and dtype[0] is not None and kv_dtype[0] is not None  # a request: per-dtype memo
+        q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
+        kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
         kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
         kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
         nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
@@ -101,7 +118,8 @@ class AttentionFeatures(RecordFeatures):
             "log2_window": np.log2(window + 1.0), "log2_beam_width": np.log2(beam),
             "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
             "q_bytes": q_bytes, "kv_bytes": kv_bytes,
-            **{f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES},
+            **({f"dtype_{d}": dtype_columns(dtype[0])[f"dtype_{d}"] for d in DTYPES} if one else
+               {f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES}),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "log10_kv_bytes": np.log10(kv_read),
             **wave_features(ctas, hw.number("sm_count")),

@@ -120,6 +120,8 @@ class RecordFeatures(Transformer):
                 raise ValueError(f"{where}: column {c!r} is missing in {int(blank.sum())} row(s) (first: row "
                                  f"{R.index[blank][0]})")
         for c in (c for c in self.positive if c in R):
+            if len(R) == 1 and (R.number(c)[0] > 0 or R.missing(c)[0]):  # a request's value, read directly
+                continue
             bad = ~(R.number(c) > 0) & ~R.missing(c)
             if flagged(bad):
                 first = int(np.flatnonzero(bad)[0])

@@ -8,15 +8,17 @@ numbers come from the spec sheet by device id, so an unseen device is described 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from perfcast.features.base import RecordFeatures, text_map
 from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
-from perfcast.features.kernels import hardware_features, wave_features, work_features
+from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, canonical_dtypes, element_bytes
+from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -40,6 +42,11 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
     largest: each divides it, and whether a remainder of at least ``a`` is a multiple of ``a`` is exact
     arithmetic (such a remainder is a normal double, and scaling it by ``1/a`` is exact). Why: float ``%`` is
     the slow part of a batch's features, and this takes one per dimension instead of one per alignment."""
+    if v.shape[-1] == 1 and v.ndim == 2:  # a request's dimensions: the same exact steps in Python floats
+        rems = [x % max(ALIGNMENTS) for x in v[:, 0].tolist()]  # non-negative sizes: % is C's fmod, exact
+        flags = np.array([r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))
+                          for a in ALIGNMENTS for r in rems], dtype="float64").reshape(len(ALIGNMENTS), len(rems), 1)
+        return dict(zip(ALIGNMENTS, flags, strict=True))
     rem = v % max(ALIGNMENTS)
     out = {}
     for a in ALIGNMENTS:
@@ -56,6 +63,19 @@ def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
     for arch, (a, b) in DEFAULT_TILE.items():
         tm[major == arch], tn[major == arch] = float(a), float(b)
     return tm, tn
+
+
+def compute_units(hw: RowHardware) -> np.ndarray:
+    """What each row's thread blocks are spread over: its device's SMs, else its cores."""
+    sm = hw.number("sm_count")
+    return np.where(np.isnan(sm), hw.number("cores"), sm)
+
+
+def dtype_one_hots(dtype: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``dtype_*`` columns of canonical dtype names (the dtypes grouped once: a batch's text is the cost)."""
+    codes, present = factorize(dtype)
+    none = np.zeros(len(codes), dtype=bool)
+    return {f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES}
 
 
 def _first_is_t(layout: str) -> float:
@@ -80,7 +100,8 @@ class GemmFeatures(RecordFeatures):
         hard = hardware_features(hw, X, dtype, where)
         m, n, k, batch = X.number("m"), X.number("n"), X.number("k"), X.number("batch", 1.0)
         beta = X.number("beta", 0.0)
-        sizes = element_bytes(dtype)
+        one = dtype_columns(dtype[0]) if len(dtype) == 1 else None  # a request: made once per dtype
+        sizes = element_bytes(dtype) if one is None else {o: one[f"{o}_bytes"] for o in "abc"}
         flops, nbytes = gemm_work(m, n, k, batch, beta, sizes)
         if "layout" in X:  # "tn": A transposed, B not; unknown stays NaN
             layout = text_map(X.text("layout"), str.lower)
@@ -88,21 +109,17 @@ class GemmFeatures(RecordFeatures):
             trans_b = text_map(layout, _second_is_t).astype("float64")
         else:
             trans_a = trans_b = np.full(len(X), np.nan)
-        tm, tn = default_tiles(hw)
-        tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given)
-        tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given)
+        tm, tn, units = per_device(hw, "gemm", lambda: (*default_tiles(hw), compute_units(hw)))
+        tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
+        tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
-        sm, cores = hw.number("sm_count"), hw.number("cores")
-        units = np.where(np.isnan(sm), cores, sm)
         flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
         align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
-        codes, present = factorize(dtype)
-        none = np.zeros(len(codes), dtype=bool)
         return {  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
-            **{f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES},
+            **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),

@@ -107,16 +107,20 @@ class RowHardware:
             self.ids = self._frame["device_id"].to_numpy(dtype=object, na_value=None)
             self.columns = frozenset(self._frame.columns)
             return
-        codes, uniques = factorize(R.text("device_id"))
+        self._numbers, self._texts = numbers, texts
+        self.columns = _field_names(numbers)
+        given = R.text("device_id")
+        if len(given) == 1 and given[0] in position:  # a request for a device of the sheets: its row directly
+            self._rows, self.ids = np.asarray([position[given[0]]], dtype=np.int64), given
+            return
+        codes, uniques = factorize(given)
         bad = sorted({str(u) for u in uniques if str(u) not in position})
         if bad:
             get_spec(bad[0])  # raises KeyError naming the closest known ids
         # -1 (no device, or an alias the sheet is not indexed by): the all-unknown last row, as a reindex gives
         where = np.asarray([position.get(str(u), -1) for u in uniques] + [-1], dtype=np.int64)
         self._rows = where[codes]
-        self._numbers, self._texts = numbers, texts
         self.ids = np.asarray([str(u) for u in uniques] + [None], dtype=object)[codes]
-        self.columns = frozenset(numbers)
 
     def __contains__(self, column: str) -> bool:
         return column in self.columns
@@ -143,6 +147,20 @@ class RowHardware:
         if self._frame is not None:
             return self._frame[column].astype("string").to_numpy(dtype=object, na_value=None)
         return self._texts[column][self._rows]
+
+
+def _field_names(numbers: dict[str, np.ndarray]) -> frozenset[str]:
+    """The spec fields of :func:`_sheet_arrays`' ``numbers`` as a set, made once per sheet."""
+    hit = _FIELDS.get(id(numbers))
+    if hit is None or hit[0] is not numbers:
+        if len(_FIELDS) >= 8:  # as many sheets as _sheet_arrays keeps
+            _FIELDS.clear()
+        hit = _FIELDS[id(numbers)] = (numbers, frozenset(numbers))
+    return hit[1]
+
+
+#: id of a sheet's ``numbers`` -> (them, their field names); see _field_names
+_FIELDS: dict[int, tuple[dict[str, np.ndarray], frozenset[str]]] = {}
 
 
 @lru_cache(maxsize=8)

@@ -7,6 +7,9 @@ meaning, which is what lets one model family, the roofline baseline and the hybr
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -43,6 +46,28 @@ def hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str
 _MEMO: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
 
 
+def per_device(hw: RowHardware, what: str, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``compute()``, arrays that are a function of the rows' devices only; for a single row read from the spec
+    sheets remembered per device and ``what`` (read-only), as :func:`hardware_features` is."""
+    row = hw.sheet_row()
+    if row is None:
+        return compute()
+    key = (id(row[0]), row[1], what)
+    hit = _DEVICE_MEMO.get(key)
+    if hit is None or hit[0] is not row[0]:
+        if len(_DEVICE_MEMO) >= 4096:
+            _DEVICE_MEMO.clear()
+        out = compute()
+        for v in out:
+            v.setflags(write=False)
+        hit = _DEVICE_MEMO[key] = (row[0], out)
+    return hit[1]
+
+
+#: (id of the sheet arrays, device row, what) -> (those arrays, the arrays computed); see per_device
+_DEVICE_MEMO: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]] = {}
+
+
 def _hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: str) -> dict[str, np.ndarray]:
     peak = peak_tflops(hw, dtype)
     bw = hw.number("mem_bw_gbs")
@@ -62,9 +87,24 @@ def _hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: st
     return out
 
 
+#: the columns of :func:`work_features`, in its order
+WORK_COLUMNS = ("log10_flops", "log10_bytes", "log10_intensity", "log10_compute_ms", "log10_memory_ms",
+                "log10_roofline_ms", "compute_memory_balance")
+
+
 def work_features(flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray, bw: np.ndarray) -> dict[str, np.ndarray]:
     """Roofline terms: log FLOPs, bytes, intensity, compute/memory/roofline time and their balance."""
     flops, nbytes = np.asarray(flops, dtype="float64"), np.asarray(nbytes, dtype="float64")
+    if flops.shape == (1,):  # a request: the quotients in Python floats, the logarithms in one call
+        f, b, p, w = flops.item(), nbytes.item(), float(peak[0]), float(bw[0])
+        try:
+            t_c, t_m = f / (p * 1e9), b / (w * 1e6)  # compute_ms, memory_ms
+            terms = [f, b, f / b, t_c, t_m, t_m if t_m != t_m else max(t_c, t_m), t_c / t_m]  # np.maximum: NaN wins
+        except ZeroDivisionError:  # NumPy's inf or NaN: the array steps below
+            pass
+        else:
+            logs = np.log10(np.asarray(terms))
+            return dict(zip(WORK_COLUMNS, (logs[i:i + 1] for i in range(len(WORK_COLUMNS))), strict=True))
     t_c, t_m = compute_ms(flops, peak), memory_ms(nbytes, bw)
     return {
         "log10_flops": np.log10(flops),
@@ -84,6 +124,15 @@ def wave_features(ctas: np.ndarray, units: np.ndarray) -> dict[str, np.ndarray]:
     the fraction of the launched waves' SM time doing work (1 when the blocks fill every wave).
     """
     ctas = np.asarray(ctas, dtype="float64")
+    u = float(np.asarray(units, dtype="float64")[0]) if ctas.shape == (1,) else 0.0
+    if u != 0.0:  # a request (and a known, non-zero unit count): in Python floats, the logarithms in one call
+        c = ctas.item()
+        w = c / u
+        full = float(math.ceil(w)) if math.isfinite(w) else w  # np.ceil keeps inf and NaN
+        if full != 0.0:
+            logs = np.log2(np.asarray([c, w]))
+            return {"log2_ctas": logs[0:1], "log2_waves": logs[1:2],
+                    "last_wave_fill": np.asarray([1.0 - (full - w)]), "wave_efficiency": np.asarray([w / full])}
     waves = ctas / np.asarray(units, dtype="float64")
     full = np.ceil(waves)
     return {

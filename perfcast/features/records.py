@@ -9,6 +9,7 @@ the same reads: numbers as float64, text as object arrays with ``None`` for miss
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -91,7 +92,7 @@ class Records:
                 arr = pd.to_numeric(pd.Series(raw, copy=False), errors="coerce").to_numpy(dtype="float64",
                                                                                        na_value=np.nan)
             v = self._numbers[column] = arr
-        return v if np.isnan(default) else np.where(np.isnan(v), default, v)
+        return v if math.isnan(default) else np.where(np.isnan(v), default, v)
 
     def text(self, column: str) -> np.ndarray:
         """The column as an object array of ``str`` (``None`` where missing or absent)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,10 @@ def canonical_dtypes(values: pd.Series | np.ndarray, column: str = "dtype") -> n
     Raises :class:`UnknownDtypeError` listing every unknown spelling, so a new dataset's dtype names are
     added to the alias table once instead of silently getting a wrong peak.
     """
+    if len(values) == 1 and isinstance(values, np.ndarray) and isinstance(values[0], str):  # a request's one name
+        known = _canonical_name(values[0])
+        if known is not None:
+            return np.asarray([known], dtype=object)
     codes, uniques = factorize(_objects(values))
     mapping = {str(v): _KEYS.get(_key(str(v))) for v in uniques}
     unknown = sorted(v for v, c in mapping.items() if c is None)
@@ -100,6 +105,26 @@ def canonical_dtypes(values: pd.Series | np.ndarray, column: str = "dtype") -> n
             f"(aliases such as 'bfloat16', 'float32', 'int4_wo' are accepted)"
         )
     return np.asarray([mapping[str(v)] for v in uniques] + [None], dtype=object)[codes]
+
+
+@lru_cache(maxsize=256)
+def _canonical_name(name: str) -> str | None:
+    """The canonical name of one dtype spelling (None if unknown), remembered: a request names one."""
+    return _KEYS.get(_key(name))
+
+
+@lru_cache(maxsize=64)
+def dtype_columns(dtype: str) -> dict[str, np.ndarray]:
+    """A single row's per-dtype feature columns for canonical ``dtype``: its operands' bytes per element
+    (``a_bytes``, ``b_bytes``, ``c_bytes``, as :func:`element_bytes`) and the ``dtype_*`` one-hots, as
+    read-only one-element arrays, made once per dtype (a request's features otherwise group its one name
+    a dozen times)."""
+    info = DTYPES.get(dtype)
+    out = {f"{o}_bytes": np.array([float(getattr(info, f"{o}_bytes")) if info else np.nan]) for o in "abc"}
+    out |= {f"dtype_{d}": np.array([float(d == dtype)]) for d in DTYPES}
+    for v in out.values():
+        v.setflags(write=False)
+    return out
 
 
 def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:

@@ -202,11 +202,16 @@ def _cached(paths: tuple[Path, ...], stamps: tuple[float, ...]) -> Catalog:  # n
 
 def catalog(extra: str | os.PathLike[str] | None = None) -> Catalog:
     """The packaged spec sheets merged with ``$PERFCAST_HW_SPECS`` and then ``extra`` (cached per mtime)."""
-    paths = [DATA_FILE]
-    env = os.environ.get(ENV_VAR)
-    paths += [Path(p) for p in (env, extra) if p]
-    stamps = tuple(p.stat().st_mtime if p.exists() else -1.0 for p in paths)
-    return _cached(tuple(paths), stamps)
+    paths = (DATA_FILE, *(Path(p) for p in (os.environ.get(ENV_VAR), extra) if p))
+    return _cached(paths, tuple(map(_mtime, paths)))
+
+
+def _mtime(path: Path) -> float:
+    """The file's modification time, -1.0 when it does not exist (one ``stat`` per file: a request asks)."""
+    try:
+        return os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return -1.0
 
 
 # ---------------------------------------------------------------- public API

@@ -43,9 +43,17 @@ import numpy as np
 import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
-from perfcast.models.estimators.adapt_stack import can_stack, choose_weight, cross_fitted_alone, fit_alone, stacked
+from perfcast.models.estimators.adapt_stack import (
+    blend,
+    can_stack,
+    choose_weight,
+    cross_fitted_alone,
+    fit_alone,
+    stacked,
+)
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+from perfcast.models.estimators.rows import named_frame, predict_rows
 from perfcast.models.uncertainty.calibration import (
     NOISE_COLUMNS,
     IntervalCalibration,
@@ -190,6 +198,18 @@ class AdaptedRegressor:
         base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
         return stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
                        self.alone_weight, F)
+
+    def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`): the same
+        arithmetic; without donors nothing reads a frame, with them the donor tables get one."""
+        base = predict_rows(self.inner, A, names).reshape(len(A))
+        if self.donors is not None or self.mix is not None or self.from_donor:
+            pred = corrected(self.correction, self.donors, named_frame(A, names), base, self.mix, self.from_donor)
+        else:
+            pred = base * np.exp(self.correction.log_ratio(None, base, A, names=names))
+        if self.alone is None or self.alone_weight <= 0.0:
+            return pred
+        return blend(pred, predict_rows(self.alone, A, names).reshape(len(A)), self.alone_weight)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the

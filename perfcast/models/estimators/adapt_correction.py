@@ -78,10 +78,12 @@ class Correction:
         texts = {"": self.shape_text, **self.more_shapes} if self.shape_text is not None else dict(self.more_shapes)
         self._models = {m: _shape_model(text) for m, text in texts.items()}
 
-    def log_ratio(self, F: pd.DataFrame, base: np.ndarray, A: np.ndarray | None = None,
-                  extra: np.ndarray | None = None) -> np.ndarray:
+    def log_ratio(self, F: pd.DataFrame | None, base: np.ndarray, A: np.ndarray | None = None,
+                  extra: np.ndarray | None = None, names: tuple[str, ...] | None = None) -> np.ndarray:
         """Per row, the log correction to add to ``log(base)`` (``A``: ``F`` as a float array, if at hand;
-        ``extra``: the :attr:`extra_columns` the shape model reads, one row per row of ``F``).
+        ``extra``: the :attr:`extra_columns` the shape model reads, one row per row of ``F``). ``F`` may be None
+        when ``A`` and its column ``names`` are given (a served request's rows: no frame is built unless a
+        kernel kind is seen for the first time).
 
         Kernel kinds are named once per distinct pattern of the kind columns and remembered, and the shape
         model reads array columns, so a one-row request costs about what the base model's does."""
@@ -89,13 +91,23 @@ class Correction:
         if (self.mode == "none" and not self.kind_modes) or not len(base):
             return np.zeros(len(base))
         A = F.to_numpy(dtype="float64") if A is None else A
-        kind_at, shape_at = self._layout(F)
+        kind_at, shape_at = self._layout(tuple(F.columns) if names is None else names)
+        if len(base) == 1 and extra is None:  # a request whose kind is known: no grouping
+            code = sum(1 << i for i, v in enumerate(A[0, kind_at].tolist()) if v > 0.5)  # as below (NaN: false)
+            if code in self._kinds:
+                level, term = self._kinds[code]
+                out = np.asarray([level], dtype="float64")
+                if term is not None and term in self._models:
+                    out += self._models[term](np.concatenate([A[0, shape_at], np.log(base)])[None, :], self.threads)
+                return out
         flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
         uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
         new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kinds]
         if new:
-            for (code, _), kind in zip(new, kernel_kinds(F.iloc[[r for _, r in new]]), strict=True):
+            seen = [r for _, r in new]
+            rows = F.iloc[seen] if names is None else pd.DataFrame(A[seen], columns=list(names))
+            for (code, _), kind in zip(new, kernel_kinds(rows), strict=True):
                 mode = self.kind_modes.get(kind, self.mode)
                 term = (mode if mode in self.more_shapes else "") if mode in SHAPED else None
                 self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term)
@@ -109,11 +121,11 @@ class Correction:
             out[rows] += self._models[term](X, self.threads)
         return out
 
-    def _layout(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the kernel-kind columns and of the shape model's columns in ``F`` (found once per layout)."""
-        key = tuple(F.columns)
+    def _layout(self, key: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the kernel-kind columns and of the shape model's columns among the feature columns
+        ``key`` (found once per layout)."""
         if key not in self._layouts:
-            names = list(F.columns)
+            names = list(key)
             kind_at = np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in names])
             self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
         return self._layouts[key]

@@ -66,5 +66,9 @@ def stacked(pred: np.ndarray, alone: Any, weight: float, F: pd.DataFrame) -> np.
     """``pred`` (the corrected base model's) times the K-rows model's over it to the power ``weight``."""
     if alone is None or weight <= 0.0:
         return pred
-    own = np.asarray(alone.predict(F), dtype="float64").ravel()
+    return blend(pred, np.asarray(alone.predict(F), dtype="float64").ravel(), weight)
+
+
+def blend(pred: np.ndarray, own: np.ndarray, weight: float) -> np.ndarray:
+    """The geometric mean of ``pred`` and the K-rows model's ``own`` with weight ``weight`` on ``own``."""
     return pred ** (1.0 - weight) * own ** weight

@@ -70,6 +70,12 @@ class GeometricEnsemble(Regressor):
 
     @staticmethod
     def _mean(members: list[np.ndarray]) -> np.ndarray:
+        if members and all(len(m) == 1 for m in members):  # a request: its members' values in one array, no 2-D reduction
+            one = np.concatenate(members)
+            if not (one > 0).all():
+                raise ValueError(f"a geometric ensemble needs positive member predictions; {int((one <= 0).sum())} "
+                                 f"are not")
+            return np.exp(np.log(one).mean(keepdims=True))
         preds = np.column_stack(members)
         if not (preds > 0).all():
             raise ValueError("a geometric ensemble needs positive member predictions; "

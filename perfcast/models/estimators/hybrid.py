@@ -129,13 +129,13 @@ class HybridRegressor(Regressor):
         if names not in cache:
             cache[names] = (column_positions(names, kind_columns(names)), {})
         idx, known = cache[names]
-        flags = A[:, idx] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
-        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
-        if len(codes) == 1:  # a request: no sort
-            code = int(codes[0])
+        if len(A) == 1:  # a request: its bit pattern in Python integers, no sort
+            code = sum(1 << i for i, v in enumerate(A[0, idx].tolist()) if v > 0.5)  # NaN compares false
             if code not in known:
                 known[code] = float(self.floors_.get(kind_name(kind_columns(names), code), self.pooled_floor_))
             return np.asarray([known[code]], dtype="float64")
+        flags = A[:, idx] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
+        codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
         uniq, inverse = np.unique(codes, return_inverse=True)
         for c in (int(c) for c in uniq if int(c) not in known):
             known[c] = float(self.floors_.get(kind_name(kind_columns(names), c), self.pooled_floor_))

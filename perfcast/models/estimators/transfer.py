@@ -16,6 +16,8 @@ identical spec sheets are one device to this model, which is also all it could t
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -46,13 +48,43 @@ def row_keys(X: pd.DataFrame, columns: list[str], at: np.ndarray | None = None) 
 def hash_rows(values: np.ndarray) -> np.ndarray:
     """:func:`row_keys` of a (rows, columns) float64 matrix."""
     rows, cols = values.shape
-    hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
     if rows == 1 and cols:
-        return np.asarray([combine_one(hashed[:, 0].tolist())], dtype=np.uint64)
+        row = np.ascontiguousarray(values[0], dtype="float64")
+        return np.asarray([combine_one([_HASHED.get(u) or _hash_new(x, u) for x, u in
+                                        zip(row.tolist(), row.view(np.uint64).tolist(), strict=True)])],
+                          dtype=np.uint64)
+    hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
     return combine_hash_arrays(iter(hashed), cols, rows)
 
 
 _MASK = (1 << 64) - 1
+_NAN_BITS = int(np.array(np.nan).view(np.uint64))
+_NEGATIVE_ZERO_BITS = 1 << 63
+
+
+def hash_one(x: float, bits: int) -> int:
+    """pandas' ``hash_array`` of one float64 ``x`` whose bit pattern is ``bits``, in Python integers (NaN and
+    -0.0 canonicalised as pandas does; its mixing steps modulo 2**64): a request hashes a handful of values,
+    where NumPy's fixed cost per call is most of the time. A test compares the two."""
+    v = _NAN_BITS if x != x else 0 if bits == _NEGATIVE_ZERO_BITS else bits
+    v ^= v >> 30
+    v = (v * 0xBF58476D1CE4E5B9) & _MASK
+    v ^= v >> 27
+    v = (v * 0x94D049BB133111EB) & _MASK
+    return v ^ (v >> 31)
+
+
+#: float64 bit pattern -> :func:`hash_one` of it: a configuration's columns are mostly a few recurring values
+#: (flags, byte counts, powers of two), so a request's key is mostly dictionary reads
+_HASHED: dict[int, int] = {}
+
+
+def _hash_new(x: float, bits: int) -> int:
+    """:func:`hash_one`, remembered in :data:`_HASHED` (bounded)."""
+    if len(_HASHED) >= 65536:
+        _HASHED.clear()
+    h = _HASHED[bits] = hash_one(x, bits)
+    return h
 
 
 def combine_one(hashes: list[int]) -> int:
@@ -66,8 +98,24 @@ def combine_one(hashes: list[int]) -> int:
     return (out + 97531) & _MASK
 
 
+#: the module of the Numba kernels (imported by the forests' walker once a process has walked enough rows)
+KERNELS = "perfcast.models.persistence.kernels"
 #: requests of at most this many rows look their residuals up device by device (see SiblingTransfer._residuals_at)
 FEW_KEYS = 16
+
+
+def _correction_one(weights: list[float], residuals: list[float]) -> float:
+    """:meth:`SiblingTransfer.correction_rows` of one configuration from its ``residuals`` on the training devices
+    (NaN where not measured) and the row's device ``weights``, in Python floats: the same products,
+    left-to-right sums and quotient in IEEE double arithmetic as the array path, so the same bits, without ~20
+    NumPy calls per request."""
+    num = den = None
+    for r, w in zip(residuals, weights, strict=True):
+        wr, ww = (w * r, w) if math.isfinite(r) else (0.0, 0.0)
+        num, den = (wr, ww) if num is None else (num + wr, den + ww)
+    if num is None:  # no training device (a device without measurements adds 0.0 to both sums)
+        return 0.0
+    return (num / max(den, 1e-300) if den > 0 else 0.0) * min(den, 1.0)
 
 
 class SiblingTransfer(Regressor):
@@ -239,6 +287,24 @@ class SiblingTransfer(Regressor):
         at = np.minimum(np.searchsorted(configs, keys), len(configs) - 1)
         return np.where((configs[at] == keys)[:, None], table[at], np.nan)
 
+    def _residual_row(self, key: np.uint64, runs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """One configuration's residual on each training device (NaN where not measured), from the sorted
+        ``runs``: with the Numba kernels once the process has loaded them for its forests (see
+        :mod:`perfcast.models.persistence.small_walk`), else one ``searchsorted`` per device."""
+        kernels = sys.modules.get(KERNELS)
+        if kernels is None:
+            return [float(v[i]) if (i := int(k.searchsorted(key))) < len(k) and k[i] == key else math.nan
+                    for k, v in runs]
+        flat = self.__dict__.get("_flat_runs")
+        if flat is None or flat[0] is not runs:
+            bounds = np.cumsum([0] + [len(k) for k, _ in runs]).astype(np.int64)
+            keys = np.concatenate([k for k, _ in runs] or [np.empty(0, dtype=np.uint64)]).astype(np.uint64)
+            values = np.concatenate([v for _, v in runs] or [np.empty(0)]).astype("float64")
+            flat = self._flat_runs = (runs, keys, values, bounds)
+        out = np.empty(len(runs))
+        kernels.sorted_runs_at(flat[1], flat[2], flat[3], key, out)
+        return out.tolist()
+
     def _sorted_runs(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Each device's (keys, residuals) when every device's keys are strictly increasing (so unique), else
         None; checked once per :attr:`residuals_`."""
@@ -300,6 +366,9 @@ class SiblingTransfer(Regressor):
             weight = self._device_weight(A, names)
         else:
             weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
+        runs = self._sorted_runs() if len(A) == 1 else None
+        if runs is not None:
+            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(np.uint64(keys[0]), runs))])
         r = self._residuals_at(keys)  # (rows, devices)
         if r is None:
             return np.zeros(len(A))

@@ -38,6 +38,16 @@ def vendor_rows(A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def vendor_one(row: np.ndarray, names: tuple[str, ...]) -> str:
+    """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there)."""
+    present = tuple(c for c in VENDOR_COLUMNS if c in names)
+    out = UNKNOWN
+    for c, v in zip(present, row[column_positions(names, present)].tolist(), strict=True):
+        if v > 0.5:  # NaN (vendor unknown) compares false
+            out = c.removeprefix("vendor_")
+    return out
+
+
 class VendorSplit(Regressor):
     """A clone of ``estimator`` fitted per vendor (see :func:`vendors`); rows of a vendor without training
     rows go to the vendor with the most. ``target`` is passed on to an estimator that takes one."""
@@ -76,11 +86,11 @@ class VendorSplit(Regressor):
     def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimators_")
-        labels = vendor_rows(A, names)
         if len(A) == 1:  # a request: one vendor's model
-            name = labels[0]
+            name = vendor_one(A[0], names)
             i = self.vendors_.index(name) if name in self.vendors_ else 0  # unknown: the first (most rows)
             return predict_rows(self.estimators_[i], A, names).ravel()
+        labels = vendor_rows(A, names)
         which = np.zeros(len(A), dtype=np.int64)  # unknown vendors: the first (most rows)
         for i, name in enumerate(self.vendors_):
             which[labels == name] = i

@@ -25,9 +25,12 @@ LANES = 8
 
 def walk(lay, X: np.ndarray, threads: int) -> np.ndarray:  # noqa: ANN001 - a compiled.Layout (no import cycle)
     """Sum of leaf values per row of the checked float64 matrix ``X`` (see ``CompiledForest.predict``)."""
+    if len(X) == 1:  # a request: one call, the row coded and walked inside it
+        return np.asarray([_one(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, lay.roots, lay.depth,
+                                lay.node, lay.leaf, lay.value)])
     codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
     out = np.zeros(len(X))
-    if len(X) <= BLOCK:  # a request: no thread pool, no ordering
+    if len(X) <= BLOCK:  # a few rows: no thread pool, no ordering
         _code(X, 0, len(X), lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, codes, keys)
         _walk(codes, 0, len(X), lay.roots, lay.depth, lay.node, lay.leaf, lay.value, out)
         return out
@@ -106,6 +109,17 @@ def _walk(codes, lo, hi, roots, depth, node, leaf, value, out):  # noqa: ANN001
             out[r] += value[n]
 
 
+@njit(cache=True, nogil=True)
+def _one(X, used, starts, cuts, nan_code, key, roots, depth, node, leaf, value):  # noqa: ANN001
+    """The sum of every tree's leaf value for the single row of ``X``: :func:`_code` and :func:`_walk` of one row
+    (a row alone takes :func:`_walk`'s branching loop), in one call instead of two and three allocations."""
+    codes, keys = np.empty((1, used.shape[0]), dtype=nan_code.dtype), np.empty(1, np.uint64)
+    _code(X, 0, 1, used, starts, cuts, nan_code, key, codes, keys)
+    out = np.zeros(1)
+    _walk(codes, 0, 1, roots, depth, node, leaf, value, out)
+    return out[0]
+
+
 @njit(parallel=True, cache=True)
 def _code_parallel(X, used, starts, cuts, nan_code, key, codes, keys):  # noqa: ANN001
     n = X.shape[0]
@@ -121,3 +135,20 @@ def _walk_parallel(codes, roots, depth, node, leaf, value):  # noqa: ANN001
         _walk(codes, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, depth, node, leaf, value, out)
     return out
 
+
+
+@njit(cache=True, nogil=True)
+def sorted_runs_at(keys, values, bounds, key, out):  # noqa: ANN001
+    """``out[j]``: the value at ``key`` in run ``j`` (``keys[bounds[j]:bounds[j + 1]]``, strictly increasing), NaN
+    where the run lacks it: one configuration's residual on every training device of a sibling transfer, one
+    binary search per device in one call (NumPy's ``searchsorted`` costs a call per device)."""
+    for j in range(bounds.shape[0] - 1):
+        a, b = bounds[j], bounds[j + 1]
+        end = b
+        while a < b:
+            mid = (a + b) >> 1
+            if keys[mid] < key:
+                a = mid + 1
+            else:
+                b = mid
+        out[j] = values[a] if a < end and keys[a] == key else np.nan

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from perfcast.features.base import column_positions
 from perfcast.features.records import Records
 from perfcast.models.uncertainty.novelty import HardwareNovelty
 
@@ -33,6 +35,18 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     n = len(scores)
     rank = math.ceil((n + 1) * level)
     return float(scores[rank - 1]) if 1 <= rank <= n else math.inf
+
+
+def _factors(half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp(-half), exp(half): what a prediction is multiplied by for its bounds (before the noise floor)."""
+    with np.errstate(over="ignore"):
+        return np.exp(-half), np.exp(half)
+
+
+@lru_cache(maxsize=64)
+def _normal_quantile(p: float) -> float:
+    """The standard normal quantile at ``p`` (remembered per level: a request asks for the same one)."""
+    return NormalDist().inv_cdf(p)
 
 
 def check_level(level: float) -> None:
@@ -107,6 +121,8 @@ class IntervalCalibration:
 
     def noise(self, records: pd.DataFrame | Records | None, n_rows: int) -> np.ndarray:
         """(n_rows, targets) relative noise: the records' own measured cv, else the training median."""
+        if n_rows == 1 and (records is None or not any(NOISE_COLUMNS.get(t) in records for t in self.targets)):
+            return np.asarray([[self.noise_median.get(t, np.nan) for t in self.targets]], dtype="float64")
         out = np.empty((n_rows, len(self.targets)))
         for j, t in enumerate(self.targets):
             own = np.full(n_rows, np.nan)
@@ -151,12 +167,35 @@ class IntervalCalibration:
         ``features`` (the rows' feature frame, or feature rows whose columns are ``names``) is needed when
         :attr:`scaled`."""
         lvl = self.level if level is None else level
-        half = self.half_widths(len(pred), lvl, features, names)
-        floor = NormalDist().inv_cdf(0.5 + lvl / 2) * np.nan_to_num(noise, nan=0.0)
+        if len(pred) == 1 and names is not None:
+            shrink, grow = self._factors_one(lvl, features, names)
+        else:
+            shrink, grow = _factors(self.half_widths(len(pred), lvl, features, names))
+        known = len(pred) == 1 and all(map(math.isfinite, np.ravel(noise).tolist()))  # a request's usual noise
+        floor = _normal_quantile(0.5 + lvl / 2) * (noise if known else np.nan_to_num(noise, nan=0.0))
         with np.errstate(over="ignore"):
-            lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
-            hi = pred * np.maximum(np.exp(half), 1.0 + floor)
+            lo = pred * np.clip(np.minimum(shrink, 1.0 - floor), 0.0, None)
+            hi = pred * np.maximum(grow, 1.0 + floor)
         return lo, hi
+
+    def _factors_one(self, level: float, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``_factors(half_widths(...))`` of a single feature row: a function of the level and of the row's
+        group and novelty columns only, so remembered per their values (read-only)."""
+        where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
+        at = where.get(names)
+        if at is None:
+            wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
+            at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
+        memo = self.__dict__.setdefault("_factor_memo", {})
+        key = (level, at.tobytes(), A[0, at].tobytes())  # the columns read and their values
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            hit = memo[key] = _factors(self.half_widths(1, level, A, names))
+            for factor in hit:
+                factor.setflags(write=False)
+        return hit
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the score arrays (saved beside as ``.npy``)."""
