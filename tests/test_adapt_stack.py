@@ -21,6 +21,7 @@ from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.calibration import conformal_quantile, group_labels
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan
+from tests.test_predict_one_row import GEMM_KEYS, _configs, assert_same_as_frame
 
 TRAIN_GPUS = ["a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server"]
 TARGET_GPU = "l40s"  # no family sibling among the training GPUs
@@ -94,6 +95,8 @@ def test_a_stacked_bundle_round_trips_and_zero_rows_is_the_base(rows, tmp_path):
     assert head["params"]["alone_weight"] == lineage["k_rows_model_weight"]
     again = Predictor.load(path)
     pd.testing.assert_frame_equal(again.predict(test), adapted.predict(test))
+    # one configuration at a time (the one-row path) blends the K-rows model as the batch does, to the bit
+    assert_same_as_frame(again, _configs(test.head(12), GEMM_KEYS, "m"))
     # the in-memory adaptation of the fitted model agrees with the loaded bundle's
     np.testing.assert_allclose(AdaptedModel(base).fit(revealed).predict(test), adapted.predict(test)["runtime_ms"],
                                rtol=1e-9)
