@@ -50,7 +50,7 @@ def hash_rows(values: np.ndarray) -> np.ndarray:
     rows, cols = values.shape
     if rows == 1 and cols:
         row = np.ascontiguousarray(values[0], dtype="float64")
-        return np.asarray([combine_one([_HASHED.get(u) or _hash_new(x, u) for x, u in
+        return np.asarray([combine_one([_HASHED[u] if u in _HASHED else _hash_new(x, u) for x, u in
                                         zip(row.tolist(), row.view(np.uint64).tolist(), strict=True)])],
                           dtype=np.uint64)
     hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
