@@ -154,6 +154,15 @@ def test_a_requests_alignment_flags_are_the_batchs(gemm_rows):
         for a, flags in batch.items():
             np.testing.assert_array_equal(one[a][:, 0], flags[:, i])
     assert batch[128][0].sum() > 0 and batch[8][0].sum() < len(values)
+    from perfcast.features.gemm import align_columns
+
+    with np.errstate(invalid="ignore"):
+        columns = align_columns(values, values[::-1], values * 2)
+    for i in range(len(values)):
+        one = align_columns(values[i:i + 1], values[::-1][i:i + 1], values[i:i + 1] * 2)
+        assert list(one) == list(columns)
+        for name, flags in columns.items():
+            np.testing.assert_array_equal(one[name], flags[i:i + 1])
 
 
 def test_a_requests_attended_pairs_are_the_batchs(data_root):

@@ -43,9 +43,7 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
     arithmetic (such a remainder is a normal double, and scaling it by ``1/a`` is exact). Why: float ``%`` is
     the slow part of a batch's features, and this takes one per dimension instead of one per alignment."""
     if v.shape[-1] == 1 and v.ndim == 2:  # a request's dimensions: the same exact steps in Python floats
-        rems = [x % max(ALIGNMENTS) for x in v[:, 0].tolist()]  # non-negative sizes: % is C's fmod, exact
-        flags = np.array([r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))
-                          for a in ALIGNMENTS for r in rems], dtype="float64").reshape(len(ALIGNMENTS), len(rems), 1)
+        flags = np.array(_aligned_one(v[:, 0].tolist()), dtype="float64").reshape(len(ALIGNMENTS), len(v), 1)
         return dict(zip(ALIGNMENTS, flags, strict=True))
     rem = v % max(ALIGNMENTS)
     out = {}
@@ -53,6 +51,27 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
         scaled = rem * (1.0 / a)
         out[a] = ((rem == 0) | ((rem >= a) & (scaled == np.floor(scaled)))).astype("float64")
     return out
+
+
+def _aligned_one(values: list[float]) -> list[list[float]]:
+    """:func:`aligned`'s flags of a few sizes in Python floats (the same exact steps), per alignment and value."""
+    rems = [x % max(ALIGNMENTS) for x in values]  # non-negative sizes: % is C's fmod, exact
+    return [[float(r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))) for r in rems]
+            for a in ALIGNMENTS]
+
+
+#: the alignment columns of m, n and k, in :mod:`perfcast.features.groups` order
+ALIGN_COLUMNS: tuple[str, ...] = tuple(f"{d}_align{a}" for d in "mnk" for a in ALIGNMENTS)
+
+
+def align_columns(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`ALIGN_COLUMNS` of dimensions ``m``, ``n``, ``k`` (:func:`aligned`); a request's in one array."""
+    if len(m) == 1:
+        flags = _aligned_one([float(m[0]), float(n[0]), float(k[0])])
+        block = np.array([flags[j][i] for i in range(3) for j in range(len(ALIGNMENTS))]).reshape(-1, 1)
+        return dict(zip(ALIGN_COLUMNS, block, strict=True))
+    flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass
+    return {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
 
 
 def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +132,7 @@ class GemmFeatures(RecordFeatures):
         tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
         tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
-        flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
-        align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
+        align = align_columns(m, n, k)
         return {  # in the order of groups.py, so the base class need not reorder
             "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
