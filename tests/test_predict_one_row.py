@@ -203,3 +203,30 @@ def test_a_requests_work_and_wave_terms_are_the_batchs(gemm_rows):
             assert list(one) == list(work) + list(waves)
             for c, v in one.items():
                 np.testing.assert_array_equal(v, (work | waves)[c][i:i + 1], err_msg=c)
+
+
+def test_a_requests_gemm_work_and_size_logarithms_are_the_batchs(gemm_rows):
+    """A request's FLOPs and bytes are taken in Python floats and its size logarithms in one call; they must be
+    the batch's on real sizes and dtypes, with and without beta (NaN, zero, non-zero) and at huge sizes."""
+    from perfcast.features.base import log2_columns
+    from perfcast.features.gemm import gemm_work
+    from perfcast.features.roofline import canonical_dtypes, element_bytes
+
+    rows = gemm_rows.reset_index(drop=True)
+    m, n, k = (rows[c].to_numpy(dtype="float64") for c in "mnk")
+    m[:2] = [2.0 ** 52, 3.0]
+    batch = np.resize([1.0, 4.0, 2.0 ** 30], len(m))
+    beta = np.resize([0.0, 1.0, np.nan, -0.5], len(m))
+    sizes = element_bytes(canonical_dtypes(rows["dtype"].to_numpy(dtype=object), "dtype"))
+    with np.errstate(over="ignore"):
+        flops, nbytes = gemm_work(m, n, k, batch, beta, sizes)
+        logs = log2_columns({"m": m, "n": n, "k": k, "batch": batch})
+        for i in range(len(m)):
+            one = gemm_work(m[i:i + 1], n[i:i + 1], k[i:i + 1], batch[i:i + 1], beta[i:i + 1],
+                            {o: s[i:i + 1] for o, s in sizes.items()})
+            np.testing.assert_array_equal(one[0], flops[i:i + 1])
+            np.testing.assert_array_equal(one[1], nbytes[i:i + 1])
+            one_logs = log2_columns({"m": m[i:i + 1], "n": n[i:i + 1], "k": k[i:i + 1], "batch": batch[i:i + 1]})
+            for c, v in one_logs.items():
+                np.testing.assert_array_equal(v, logs[c][i:i + 1], err_msg=c)
+    assert len(set(nbytes.tolist())) > 10

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.base import RecordFeatures, log2_columns, text_map
 from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
@@ -112,10 +112,9 @@ class AttentionFeatures(RecordFeatures):
         decode = phase == "decode"
         ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
         return {  # in the order of groups.py, so the base class need not reorder
-            "log2_batch": np.log2(batch), "log2_heads": np.log2(heads), "log2_kv_heads": np.log2(kv_heads),
-            "log2_gqa_ratio": np.log2(heads / kv_heads), "log2_seq_q": np.log2(seq_q),
-            "log2_seq_kv": np.log2(seq_kv), "log2_head_dim": np.log2(head_dim),
-            "log2_window": np.log2(window + 1.0), "log2_beam_width": np.log2(beam),
+            **log2_columns({"log2_batch": batch, "log2_heads": heads, "log2_kv_heads": kv_heads,
+                            "log2_gqa_ratio": heads / kv_heads, "log2_seq_q": seq_q, "log2_seq_kv": seq_kv,
+                            "log2_head_dim": head_dim, "log2_window": window + 1.0, "log2_beam_width": beam}),
             "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
             "q_bytes": q_bytes, "kv_bytes": kv_bytes,
             **({f"dtype_{d}": dtype_columns(dtype[0])[f"dtype_{d}"] for d in DTYPES} if one else

@@ -241,6 +241,15 @@ def column_index(names: tuple[str, ...]) -> pd.Index:
     return pd.Index(names, dtype=object)
 
 
+def log2_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``np.log2`` of each column; a request's one-value columns in one ufunc call (the same loop element by
+    element), given back as (1,) views of its result: one call instead of one per column."""
+    values = list(columns.values())
+    if all(len(v) == 1 for v in values):
+        return dict(zip(columns, np.log2(np.concatenate(values)).reshape(-1, 1), strict=True))
+    return {name: np.log2(v) for name, v in columns.items()}
+
+
 def log2(x: pd.Series) -> pd.Series:
     return np.log2(x.astype("float64"))
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.base import RecordFeatures, log2_columns, text_map
 from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
@@ -31,6 +31,12 @@ def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, be
               sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0);
     ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`)."""
+    if len(m) == 1:  # a request: the same IEEE products and sums, in order, in Python floats
+        b_, m_, n_, k_ = float(batch[0]), float(m[0]), float(n[0]), float(k[0])
+        a, b, c = (float(sizes[o][0]) for o in "abc")
+        c_one = 1.0 + float(beta[0] != 0)
+        return (np.array([2.0 * b_ * m_ * n_ * k_]),
+                np.array([b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)]))
     flops = 2.0 * batch * m * n * k
     c_reads = 1.0 + (beta != 0).astype("float64")
     nbytes = batch * (m * k * sizes["a"] + k * n * sizes["b"] + c_reads * m * n * sizes["c"])
@@ -134,7 +140,7 @@ class GemmFeatures(RecordFeatures):
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         align = align_columns(m, n, k)
         return {  # in the order of groups.py, so the base class need not reorder
-            "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
+            **log2_columns({"log2_m": m, "log2_n": n, "log2_k": k, "log2_batch": batch}),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
             **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),
