@@ -230,3 +230,15 @@ def test_a_requests_gemm_work_and_size_logarithms_are_the_batchs(gemm_rows):
             for c, v in one_logs.items():
                 np.testing.assert_array_equal(v, logs[c][i:i + 1], err_msg=c)
     assert len(set(nbytes.tolist())) > 10
+
+
+def test_a_requests_text_map_is_the_batchs():
+    """A request's text (phase, layout) is mapped without codes; it must be the batch's, missing values included."""
+    from perfcast.features.base import text_map
+
+    values = np.array(["Prefill", "decode", None, np.nan, pd.NA, "TN", ""], dtype=object)
+    batch = text_map(values, str.lower)
+    assert batch.tolist() == ["prefill", "decode", None, None, None, "tn", ""]
+    for i in range(len(values)):
+        one = text_map(values[i:i + 1], str.lower)
+        assert one.dtype == object and one.tolist() == batch[i:i + 1].tolist()

@@ -176,6 +176,11 @@ _POSITIONS: dict[tuple[int, tuple[str, ...]], tuple[pd.Index, np.ndarray]] = {}
 
 def text_map(text: np.ndarray, fn: Callable[[str], Any]) -> np.ndarray:
     """``fn`` of each distinct value of an object array of text (None stays None), computed once per value."""
+    if len(text) == 1:  # a request's one value: no codes to build (missing as factorize reads it)
+        out = np.empty(1, dtype=object)
+        v = text[0]
+        out[0] = None if v is None or v is pd.NA or v != v else fn(str(v))
+        return out
     codes, uniques = factorize(text)
     return np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)[codes]
 
