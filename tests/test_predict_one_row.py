@@ -242,3 +242,22 @@ def test_a_requests_text_map_is_the_batchs():
     for i in range(len(values)):
         one = text_map(values[i:i + 1], str.lower)
         assert one.dtype == object and one.tolist() == batch[i:i + 1].tolist()
+
+
+def test_a_requests_attention_features_are_the_batchs(data_root):
+    """A request's attention FLOPs, bytes, KV read and thread blocks are taken in Python floats; every feature of
+    a row must be the batch's, for real shapes with sliding windows, beams, GQA and an unknown kv_heads."""
+    from perfcast.features.attention import AttentionFeatures
+    from perfcast.features.records import Records
+
+    rows = _real(data_root, "attention", ATTENTION_KEYS, per_group=4).reset_index(drop=True)
+    n = len(rows)
+    rows["window"] = np.resize([0.0, 1.0, 129.0, 4096.0, float(2**40)], n)
+    rows["beam_width"] = np.resize([1.0, 4.0], n)
+    rows.loc[rows.index % 7 == 3, "kv_heads"] = np.nan
+    features = AttentionFeatures().fit(rows)
+    batch = features.transform_array(Records.of(rows))
+    for i in range(n):
+        one = features.transform_array(Records.of(rows.iloc[i:i + 1].reset_index(drop=True)))
+        np.testing.assert_array_equal(one, batch[i:i + 1], err_msg=str(rows.iloc[i].to_dict()))
+    assert (rows["phase"] == "decode").any() and (rows["phase"] == "prefill").any()

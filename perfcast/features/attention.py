@@ -57,6 +57,22 @@ def _pairs_one(seq_q: float, seq_kv: float, causal: bool, window: float) -> floa
     return w * (b - a + 1) if w <= a else (a + w) * (w - a + 1) / 2 + w * (b - w)
 
 
+def _work_one(batch: float, heads: float, kv_heads: float, head_dim: float, seq_q: float, seq_kv: float,
+              window: float, pairs: float, q_bytes: float, kv_bytes: float, decode: bool
+              ) -> tuple[float, float, float, float]:
+    """(FLOPs, bytes, KV-cache bytes read, thread blocks) of one row, as :class:`AttentionFeatures` takes them
+    for a batch: the same products and sums in the same order, ``np.minimum``'s NaN and ``np.ceil``'s inf and
+    NaN kept, and only the branch ``np.where`` selects."""
+    span = (window if window > 0 else math.inf) + seq_q - 1
+    kv_len = math.nan if seq_kv != seq_kv or span != span else min(seq_kv, span)
+    kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
+    nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read
+    blocks = seq_q / PREFILL_BLOCK_Q
+    ctas = batch * kv_heads if decode else batch * heads * (float(math.ceil(blocks)) if math.isfinite(blocks)
+                                                            else blocks)
+    return 4.0 * batch * heads * head_dim * pairs, nbytes, kv_read, ctas
+
+
 class AttentionFeatures(RecordFeatures):
     """attention records -> the ``attention`` columns of :mod:`perfcast.features.groups`."""
 
@@ -102,15 +118,20 @@ class AttentionFeatures(RecordFeatures):
                              f"heads={heads[first]:g}, kv_heads={kv_heads[first]:g}")
 
         pairs = attended_pairs(seq_q, seq_kv, causal, window)
-        flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
         one = len(dtype) == 1 and dtype[0] is not None and kv_dtype[0] is not None  # a request: per-dtype memo
         q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
         kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
-        kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
-        kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
-        nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
         decode = phase == "decode"
-        ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
+        if len(X) == 1:  # a request: the same IEEE operations in the same order, in Python floats
+            flops, nbytes, kv_read, ctas = (np.array([v]) for v in _work_one(
+                *(float(v[0]) for v in (batch, heads, kv_heads, head_dim, seq_q, seq_kv, window, pairs, q_bytes,
+                                        kv_bytes)), bool(decode[0])))
+        else:
+            flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
+            kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
+            kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
+            nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
+            ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
         return {  # in the order of groups.py, so the base class need not reorder
             **log2_columns({"log2_batch": batch, "log2_heads": heads, "log2_kv_heads": kv_heads,
                             "log2_gqa_ratio": heads / kv_heads, "log2_seq_q": seq_q, "log2_seq_kv": seq_kv,
