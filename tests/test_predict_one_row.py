@@ -6,6 +6,7 @@ with the built-in models and an adapted bundle."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,25 @@ def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
 
 
-def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows):
-    """A one-row key is hashed value by value in Python integers; pandas canonicalises NaN (any payload or sign)
-    and -0.0 before mixing, so those and the infinities must hash as pandas hashes them too."""
+@pytest.mark.parametrize("kernels", [False, True], ids=["python", "numba"])
+def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows, kernels,
+                                                                                         monkeypatch):
+    """A one-row key is hashed value by value in Python integers, or by one Numba call once the process has the
+    kernels; pandas canonicalises NaN (any payload or sign) and -0.0 before mixing, so those and the infinities
+    must hash as pandas hashes them too, on both paths."""
+    import perfcast.models.persistence.kernels as compiled_kernels
     from perfcast.models.estimators.transfer import hash_rows
+
+    if not kernels:
+        monkeypatch.delitem(sys.modules, compiled_kernels.__name__)
 
     p = Predictor.builtin("gemm")
     F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
     A = F[p.model.heads[0].config_columns].to_numpy(dtype="float64")[:6].copy()
     odd_nan = np.array([0x7FF8000000000001 | (1 << 63)], dtype=np.uint64).view(np.float64)[0]
+    signalling = np.array([0x7FF0000000000001], dtype=np.uint64).view(np.float64)[0]
     A[1, 0], A[2, -1], A[3, 1], A[4, 0], A[5, :] = np.nan, -0.0, np.inf, odd_nan, -np.inf
+    A[0, 2], A[3, 0] = signalling, 5e-324
     want = pd.util.hash_pandas_object(pd.DataFrame(A), index=False).to_numpy()
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
     assert len(set(want.tolist())) == len(A)
