@@ -22,6 +22,8 @@ from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtyp
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
 PREFILL_BLOCK_Q = 128
+#: the phases an attention record may name (lower case)
+PHASES: tuple[str, ...] = ("prefill", "decode")
 
 
 def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -83,7 +85,10 @@ class AttentionFeatures(RecordFeatures):
     def _columns(self, X: Records) -> dict[str, np.ndarray]:
         where = type(self).__name__
         phase = text_map(X.text("phase"), str.lower)
-        bad_phase = (phase != "prefill") & (phase != "decode")
+        if len(phase) == 1:  # a request's one value compared in Python (an object array's compare is a call each)
+            bad_phase, decode = np.array([phase[0] not in PHASES]), np.array([phase[0] == "decode"])
+        else:
+            bad_phase, decode = (phase != "prefill") & (phase != "decode"), phase == "decode"
         if flagged(bad_phase):
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got "
                              f"{sorted({str(v) for v in phase[bad_phase]})}")
@@ -121,7 +126,6 @@ class AttentionFeatures(RecordFeatures):
         one = len(dtype) == 1 and dtype[0] is not None and kv_dtype[0] is not None  # a request: per-dtype memo
         q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
         kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
-        decode = phase == "decode"
         if len(X) == 1:  # a request: the same IEEE operations in the same order, in Python floats
             flops, nbytes, kv_read, ctas = (np.array([v]) for v in _work_one(
                 *(float(v[0]) for v in (batch, heads, kv_heads, head_dim, seq_q, seq_kv, window, pairs, q_bytes,
