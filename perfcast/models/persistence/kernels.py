@@ -26,8 +26,7 @@ LANES = 8
 def walk(lay, X: np.ndarray, threads: int) -> np.ndarray:  # noqa: ANN001 - a compiled.Layout (no import cycle)
     """Sum of leaf values per row of the checked float64 matrix ``X`` (see ``CompiledForest.predict``)."""
     if len(X) == 1:  # a request: one call, the row coded and walked inside it
-        return np.asarray([_one(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, lay.roots, lay.depth,
-                                lay.node, lay.leaf, lay.value)])
+        return np.asarray([_one(X, *lay)])  # a Layout's fields are _one's arguments, in order
     codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
     out = np.zeros(len(X))
     if len(X) <= BLOCK:  # a few rows: no thread pool, no ordering
