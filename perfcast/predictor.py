@@ -154,7 +154,7 @@ class Predictor:
         if isinstance(config, Mapping):
             row, clean = self._one_row(config)
             cols = self._predict(Records(row) if clean else self._records(pd.DataFrame(row)), level)
-            return {k: (v[0].item() if isinstance(v[0], np.generic) else v[0]) for k, v in cols.items()}
+            return {k: v.tolist()[0] for k, v in cols.items()}  # Python values (every column is an array)
         records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
         return _frame(self._predict(records, level), records.index)
 
@@ -200,7 +200,8 @@ class Predictor:
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = energy_interval(
                 *(tuple(out[f"{name}{s}"] for s in ("", "_lo", "_hi")) for name in ("runtime_ms", "power_w")))
         out["in_distribution"] = ok
-        out["ood_reason"] = np.where(ok, None, np.asarray(reasons, dtype=object))
+        out["ood_reason"] = np.where(ok, None, np.asarray(reasons, dtype=object)) if len(ok) != 1 else \
+            np.array([None if ok[0] else reasons[0]], dtype=object)  # a request's (np.where is ~3 calls)
         return out
 
     # ------------------------------------------------------------------------------- input checks

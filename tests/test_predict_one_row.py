@@ -6,6 +6,7 @@ with the built-in models and an adapted bundle."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,25 @@ def test_a_requests_configuration_key_is_pandas_row_hash(gemm_rows):
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
 
 
-def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows):
-    """A one-row key is hashed value by value in Python integers; pandas canonicalises NaN (any payload or sign)
-    and -0.0 before mixing, so those and the infinities must hash as pandas hashes them too."""
+@pytest.mark.parametrize("kernels", [False, True], ids=["python", "numba"])
+def test_one_rows_key_in_python_integers_is_pandas_hash_at_nan_signed_zero_and_infinity(gemm_rows, kernels,
+                                                                                         monkeypatch):
+    """A one-row key is hashed value by value in Python integers, or by one Numba call once the process has the
+    kernels; pandas canonicalises NaN (any payload or sign) and -0.0 before mixing, so those and the infinities
+    must hash as pandas hashes them too, on both paths."""
+    import perfcast.models.persistence.kernels as compiled_kernels
     from perfcast.models.estimators.transfer import hash_rows
+
+    if not kernels:
+        monkeypatch.delitem(sys.modules, compiled_kernels.__name__)
 
     p = Predictor.builtin("gemm")
     F = p.model.features.transform(p._records(gemm_rows[GEMM_KEYS].reset_index(drop=True)))
     A = F[p.model.heads[0].config_columns].to_numpy(dtype="float64")[:6].copy()
     odd_nan = np.array([0x7FF8000000000001 | (1 << 63)], dtype=np.uint64).view(np.float64)[0]
+    signalling = np.array([0x7FF0000000000001], dtype=np.uint64).view(np.float64)[0]
     A[1, 0], A[2, -1], A[3, 1], A[4, 0], A[5, :] = np.nan, -0.0, np.inf, odd_nan, -np.inf
+    A[0, 2], A[3, 0] = signalling, 5e-324
     want = pd.util.hash_pandas_object(pd.DataFrame(A), index=False).to_numpy()
     assert [int(hash_rows(A[i:i + 1])[0]) for i in range(len(A))] == want.tolist()
     assert len(set(want.tolist())) == len(A)
@@ -154,6 +164,15 @@ def test_a_requests_alignment_flags_are_the_batchs(gemm_rows):
         for a, flags in batch.items():
             np.testing.assert_array_equal(one[a][:, 0], flags[:, i])
     assert batch[128][0].sum() > 0 and batch[8][0].sum() < len(values)
+    from perfcast.features.gemm import align_columns
+
+    with np.errstate(invalid="ignore"):
+        columns = align_columns(values, values[::-1], values * 2)
+    for i in range(len(values)):
+        one = align_columns(values[i:i + 1], values[::-1][i:i + 1], values[i:i + 1] * 2)
+        assert list(one) == list(columns)
+        for name, flags in columns.items():
+            np.testing.assert_array_equal(one[name], flags[i:i + 1])
 
 
 def test_a_requests_attended_pairs_are_the_batchs(data_root):
@@ -194,3 +213,61 @@ def test_a_requests_work_and_wave_terms_are_the_batchs(gemm_rows):
             assert list(one) == list(work) + list(waves)
             for c, v in one.items():
                 np.testing.assert_array_equal(v, (work | waves)[c][i:i + 1], err_msg=c)
+
+
+def test_a_requests_gemm_work_and_size_logarithms_are_the_batchs(gemm_rows):
+    """A request's FLOPs and bytes are taken in Python floats and its size logarithms in one call; they must be
+    the batch's on real sizes and dtypes, with and without beta (NaN, zero, non-zero) and at huge sizes."""
+    from perfcast.features.base import log2_columns
+    from perfcast.features.gemm import gemm_work
+    from perfcast.features.roofline import canonical_dtypes, element_bytes
+
+    rows = gemm_rows.reset_index(drop=True)
+    m, n, k = (rows[c].to_numpy(dtype="float64") for c in "mnk")
+    m[:2] = [2.0 ** 52, 3.0]
+    batch = np.resize([1.0, 4.0, 2.0 ** 30], len(m))
+    beta = np.resize([0.0, 1.0, np.nan, -0.5], len(m))
+    sizes = element_bytes(canonical_dtypes(rows["dtype"].to_numpy(dtype=object), "dtype"))
+    with np.errstate(over="ignore"):
+        flops, nbytes = gemm_work(m, n, k, batch, beta, sizes)
+        logs = log2_columns({"m": m, "n": n, "k": k, "batch": batch})
+        for i in range(len(m)):
+            one = gemm_work(m[i:i + 1], n[i:i + 1], k[i:i + 1], batch[i:i + 1], beta[i:i + 1],
+                            {o: s[i:i + 1] for o, s in sizes.items()})
+            np.testing.assert_array_equal(one[0], flops[i:i + 1])
+            np.testing.assert_array_equal(one[1], nbytes[i:i + 1])
+            one_logs = log2_columns({"m": m[i:i + 1], "n": n[i:i + 1], "k": k[i:i + 1], "batch": batch[i:i + 1]})
+            for c, v in one_logs.items():
+                np.testing.assert_array_equal(v, logs[c][i:i + 1], err_msg=c)
+    assert len(set(nbytes.tolist())) > 10
+
+
+def test_a_requests_text_map_is_the_batchs():
+    """A request's text (phase, layout) is mapped without codes; it must be the batch's, missing values included."""
+    from perfcast.features.base import text_map
+
+    values = np.array(["Prefill", "decode", None, np.nan, pd.NA, "TN", ""], dtype=object)
+    batch = text_map(values, str.lower)
+    assert batch.tolist() == ["prefill", "decode", None, None, None, "tn", ""]
+    for i in range(len(values)):
+        one = text_map(values[i:i + 1], str.lower)
+        assert one.dtype == object and one.tolist() == batch[i:i + 1].tolist()
+
+
+def test_a_requests_attention_features_are_the_batchs(data_root):
+    """A request's attention FLOPs, bytes, KV read and thread blocks are taken in Python floats; every feature of
+    a row must be the batch's, for real shapes with sliding windows, beams, GQA and an unknown kv_heads."""
+    from perfcast.features.attention import AttentionFeatures
+    from perfcast.features.records import Records
+
+    rows = _real(data_root, "attention", ATTENTION_KEYS, per_group=4).reset_index(drop=True)
+    n = len(rows)
+    rows["window"] = np.resize([0.0, 1.0, 129.0, 4096.0, float(2**40)], n)
+    rows["beam_width"] = np.resize([1.0, 4.0], n)
+    rows.loc[rows.index % 7 == 3, "kv_heads"] = np.nan
+    features = AttentionFeatures().fit(rows)
+    batch = features.transform_array(Records.of(rows))
+    for i in range(n):
+        one = features.transform_array(Records.of(rows.iloc[i:i + 1].reset_index(drop=True)))
+        np.testing.assert_array_equal(one, batch[i:i + 1], err_msg=str(rows.iloc[i].to_dict()))
+    assert (rows["phase"] == "decode").any() and (rows["phase"] == "prefill").any()

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.base import RecordFeatures, log2_columns, text_map
 from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
@@ -22,6 +22,8 @@ from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtyp
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
 PREFILL_BLOCK_Q = 128
+#: the phases an attention record may name (lower case)
+PHASES: tuple[str, ...] = ("prefill", "decode")
 
 
 def attended_pairs(seq_q: np.ndarray, seq_kv: np.ndarray, causal: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -57,6 +59,22 @@ def _pairs_one(seq_q: float, seq_kv: float, causal: bool, window: float) -> floa
     return w * (b - a + 1) if w <= a else (a + w) * (w - a + 1) / 2 + w * (b - w)
 
 
+def _work_one(batch: float, heads: float, kv_heads: float, head_dim: float, seq_q: float, seq_kv: float,
+              window: float, pairs: float, q_bytes: float, kv_bytes: float, decode: bool
+              ) -> tuple[float, float, float, float]:
+    """(FLOPs, bytes, KV-cache bytes read, thread blocks) of one row, as :class:`AttentionFeatures` takes them
+    for a batch: the same products and sums in the same order, ``np.minimum``'s NaN and ``np.ceil``'s inf and
+    NaN kept, and only the branch ``np.where`` selects."""
+    span = (window if window > 0 else math.inf) + seq_q - 1
+    kv_len = math.nan if seq_kv != seq_kv or span != span else min(seq_kv, span)
+    kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
+    nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read
+    blocks = seq_q / PREFILL_BLOCK_Q
+    ctas = batch * kv_heads if decode else batch * heads * (float(math.ceil(blocks)) if math.isfinite(blocks)
+                                                            else blocks)
+    return 4.0 * batch * heads * head_dim * pairs, nbytes, kv_read, ctas
+
+
 class AttentionFeatures(RecordFeatures):
     """attention records -> the ``attention`` columns of :mod:`perfcast.features.groups`."""
 
@@ -67,7 +85,10 @@ class AttentionFeatures(RecordFeatures):
     def _columns(self, X: Records) -> dict[str, np.ndarray]:
         where = type(self).__name__
         phase = text_map(X.text("phase"), str.lower)
-        bad_phase = (phase != "prefill") & (phase != "decode")
+        if len(phase) == 1:  # a request's one value compared in Python (an object array's compare is a call each)
+            bad_phase, decode = np.array([phase[0] not in PHASES]), np.array([phase[0] == "decode"])
+        else:
+            bad_phase, decode = (phase != "prefill") & (phase != "decode"), phase == "decode"
         if flagged(bad_phase):
             raise ValueError(f"{where}: phase must be 'prefill' or 'decode'; got "
                              f"{sorted({str(v) for v in phase[bad_phase]})}")
@@ -102,20 +123,23 @@ class AttentionFeatures(RecordFeatures):
                              f"heads={heads[first]:g}, kv_heads={kv_heads[first]:g}")
 
         pairs = attended_pairs(seq_q, seq_kv, causal, window)
-        flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
         one = len(dtype) == 1 and dtype[0] is not None and kv_dtype[0] is not None  # a request: per-dtype memo
         q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
         kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
-        kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
-        kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
-        nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
-        decode = phase == "decode"
-        ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
+        if len(X) == 1:  # a request: the same IEEE operations in the same order, in Python floats
+            flops, nbytes, kv_read, ctas = (np.array([v]) for v in _work_one(
+                *(float(v[0]) for v in (batch, heads, kv_heads, head_dim, seq_q, seq_kv, window, pairs, q_bytes,
+                                        kv_bytes)), bool(decode[0])))
+        else:
+            flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
+            kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
+            kv_read = 2.0 * batch * kv_heads * kv_len * head_dim * kv_bytes
+            nbytes = 2.0 * batch * heads * seq_q * head_dim * q_bytes + kv_read  # Q in, O out, K and V in
+            ctas = np.where(decode, batch * kv_heads, batch * heads * np.ceil(seq_q / PREFILL_BLOCK_Q))
         return {  # in the order of groups.py, so the base class need not reorder
-            "log2_batch": np.log2(batch), "log2_heads": np.log2(heads), "log2_kv_heads": np.log2(kv_heads),
-            "log2_gqa_ratio": np.log2(heads / kv_heads), "log2_seq_q": np.log2(seq_q),
-            "log2_seq_kv": np.log2(seq_kv), "log2_head_dim": np.log2(head_dim),
-            "log2_window": np.log2(window + 1.0), "log2_beam_width": np.log2(beam),
+            **log2_columns({"log2_batch": batch, "log2_heads": heads, "log2_kv_heads": kv_heads,
+                            "log2_gqa_ratio": heads / kv_heads, "log2_seq_q": seq_q, "log2_seq_kv": seq_kv,
+                            "log2_head_dim": head_dim, "log2_window": window + 1.0, "log2_beam_width": beam}),
             "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
             "q_bytes": q_bytes, "kv_bytes": kv_bytes,
             **({f"dtype_{d}": dtype_columns(dtype[0])[f"dtype_{d}"] for d in DTYPES} if one else

@@ -69,7 +69,7 @@ class RecordFeatures(Transformer):
         """The output names as a tuple (the key :func:`column_positions` caches by), made once."""
         names = self.__dict__.get("_names_tuple")
         if names is None or len(names) != len(self.feature_names_out_):
-            names = self.__dict__["_names_tuple"] = tuple(str(c) for c in self.feature_names_out_)
+            names = self.__dict__["_names_tuple"] = FeatureNames(str(c) for c in self.feature_names_out_)
         return names
 
     def _ordered(self, out: pd.DataFrame, R: Records) -> pd.DataFrame:
@@ -176,6 +176,11 @@ _POSITIONS: dict[tuple[int, tuple[str, ...]], tuple[pd.Index, np.ndarray]] = {}
 
 def text_map(text: np.ndarray, fn: Callable[[str], Any]) -> np.ndarray:
     """``fn`` of each distinct value of an object array of text (None stays None), computed once per value."""
+    if len(text) == 1:  # a request's one value: no codes to build (missing as factorize reads it)
+        out = np.empty(1, dtype=object)
+        v = text[0]
+        out[0] = None if v is None or v is pd.NA or v != v else fn(str(v))
+        return out
     codes, uniques = factorize(text)
     return np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)[codes]
 
@@ -193,12 +198,30 @@ def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
 def matrix(columns: dict[str, Any], n_rows: int) -> np.ndarray:
     """(rows, columns) float64 array of equally long columns, a transposed view of one (columns, rows) block
     (see :func:`frame` for why that layout)."""
+    if n_rows == 1:  # a request's one-value columns joined in one call (np.array probes each for its shape)
+        try:
+            row = np.concatenate(list(columns.values()), dtype="float64")
+        except (ValueError, TypeError):  # a scalar among them
+            row = None
+        if row is not None and row.shape == (len(columns),):
+            return row.reshape(1, -1)
     data = np.array(list(columns.values()), dtype="float64")  # one call when every column is an array of n_rows
     if data.shape != (len(columns), n_rows):  # scalars among them: broadcast column by column
         data = np.empty((len(columns), n_rows))
         for i, v in enumerate(columns.values()):
             data[i] = np.asarray(v, dtype="float64")
     return data.T
+
+
+class FeatureNames(tuple):
+    """A tuple of feature names that hashes once: a request's heads look their column positions and memos up
+    by the names, a few dozen times per request, and a plain tuple of ~60 strings is hashed on every lookup."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("hash")
+        if cached is None:
+            cached = self.__dict__["hash"] = tuple.__hash__(self)
+        return cached
 
 
 @lru_cache(maxsize=1024)
@@ -221,6 +244,15 @@ def column_index(names: tuple[str, ...]) -> pd.Index:
     Python strings (pandas' default string dtype converts on every lookup), and code that reads the same
     columns per call can cache their positions for as long as ``frame.columns is`` this index."""
     return pd.Index(names, dtype=object)
+
+
+def log2_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``np.log2`` of each column; a request's one-value columns in one ufunc call (the same loop element by
+    element), given back as (1,) views of its result: one call instead of one per column."""
+    values = list(columns.values())
+    if all(len(v) == 1 for v in values):
+        return dict(zip(columns, np.log2(np.concatenate(values)).reshape(-1, 1), strict=True))
+    return {name: np.log2(v) for name, v in columns.items()}
 
 
 def log2(x: pd.Series) -> pd.Series:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from perfcast.features.base import RecordFeatures, text_map
+from perfcast.features.base import RecordFeatures, log2_columns, text_map
 from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
@@ -31,6 +31,12 @@ def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, be
               sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0);
     ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`)."""
+    if len(m) == 1:  # a request: the same IEEE products and sums, in order, in Python floats
+        b_, m_, n_, k_ = float(batch[0]), float(m[0]), float(n[0]), float(k[0])
+        a, b, c = (float(sizes[o][0]) for o in "abc")
+        c_one = 1.0 + float(beta[0] != 0)
+        return (np.array([2.0 * b_ * m_ * n_ * k_]),
+                np.array([b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)]))
     flops = 2.0 * batch * m * n * k
     c_reads = 1.0 + (beta != 0).astype("float64")
     nbytes = batch * (m * k * sizes["a"] + k * n * sizes["b"] + c_reads * m * n * sizes["c"])
@@ -43,9 +49,7 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
     arithmetic (such a remainder is a normal double, and scaling it by ``1/a`` is exact). Why: float ``%`` is
     the slow part of a batch's features, and this takes one per dimension instead of one per alignment."""
     if v.shape[-1] == 1 and v.ndim == 2:  # a request's dimensions: the same exact steps in Python floats
-        rems = [x % max(ALIGNMENTS) for x in v[:, 0].tolist()]  # non-negative sizes: % is C's fmod, exact
-        flags = np.array([r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))
-                          for a in ALIGNMENTS for r in rems], dtype="float64").reshape(len(ALIGNMENTS), len(rems), 1)
+        flags = np.array(_aligned_one(v[:, 0].tolist()), dtype="float64").reshape(len(ALIGNMENTS), len(v), 1)
         return dict(zip(ALIGNMENTS, flags, strict=True))
     rem = v % max(ALIGNMENTS)
     out = {}
@@ -53,6 +57,27 @@ def aligned(v: np.ndarray) -> dict[int, np.ndarray]:
         scaled = rem * (1.0 / a)
         out[a] = ((rem == 0) | ((rem >= a) & (scaled == np.floor(scaled)))).astype("float64")
     return out
+
+
+def _aligned_one(values: list[float]) -> list[list[float]]:
+    """:func:`aligned`'s flags of a few sizes in Python floats (the same exact steps), per alignment and value."""
+    rems = [x % max(ALIGNMENTS) for x in values]  # non-negative sizes: % is C's fmod, exact
+    return [[float(r == 0 or (r >= a and r * (1.0 / a) == math.floor(r * (1.0 / a)))) for r in rems]
+            for a in ALIGNMENTS]
+
+
+#: the alignment columns of m, n and k, in :mod:`perfcast.features.groups` order
+ALIGN_COLUMNS: tuple[str, ...] = tuple(f"{d}_align{a}" for d in "mnk" for a in ALIGNMENTS)
+
+
+def align_columns(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`ALIGN_COLUMNS` of dimensions ``m``, ``n``, ``k`` (:func:`aligned`); a request's in one array."""
+    if len(m) == 1:
+        flags = _aligned_one([float(m[0]), float(n[0]), float(k[0])])
+        block = np.array([flags[j][i] for i in range(3) for j in range(len(ALIGNMENTS))]).reshape(-1, 1)
+        return dict(zip(ALIGN_COLUMNS, block, strict=True))
+    flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass
+    return {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
 
 
 def default_tiles(hw: RowHardware) -> tuple[np.ndarray, np.ndarray]:
@@ -113,10 +138,9 @@ class GemmFeatures(RecordFeatures):
         tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
         tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
         ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
-        flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass (a request's cost is per call)
-        align = {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
+        align = align_columns(m, n, k)
         return {  # in the order of groups.py, so the base class need not reorder
-            "log2_m": np.log2(m), "log2_n": np.log2(n), "log2_k": np.log2(k), "log2_batch": np.log2(batch),
+            **log2_columns({"log2_m": m, "log2_n": n, "log2_k": k, "log2_batch": batch}),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
             **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),

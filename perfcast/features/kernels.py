@@ -104,7 +104,7 @@ def work_features(flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray, bw: n
             pass
         else:
             logs = np.log10(np.asarray(terms))
-            return dict(zip(WORK_COLUMNS, (logs[i:i + 1] for i in range(len(WORK_COLUMNS))), strict=True))
+            return dict(zip(WORK_COLUMNS, logs.reshape(-1, 1), strict=True))  # rows of one array: (1,) views
     t_c, t_m = compute_ms(flops, peak), memory_ms(nbytes, bw)
     return {
         "log10_flops": np.log10(flops),

@@ -83,7 +83,7 @@ class Records:
     def number(self, column: str, default: float = np.nan) -> np.ndarray:
         """The column as float64, ``default`` where missing, unparseable or where the column is absent."""
         if column not in self._columns:
-            return np.full(self._len, default, dtype="float64")
+            return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
         v = self._numbers.get(column)
         if v is None:
             raw = self.raw(column)
@@ -92,7 +92,9 @@ class Records:
                 arr = pd.to_numeric(pd.Series(raw, copy=False), errors="coerce").to_numpy(dtype="float64",
                                                                                        na_value=np.nan)
             v = self._numbers[column] = arr
-        return v if math.isnan(default) else np.where(np.isnan(v), default, v)
+        if math.isnan(default) or (len(v) == 1 and v[0] == v[0]):  # (a request's given value: as it is)
+            return v
+        return np.where(np.isnan(v), default, v)
 
     def text(self, column: str) -> np.ndarray:
         """The column as an object array of ``str`` (``None`` where missing or absent)."""

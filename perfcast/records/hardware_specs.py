@@ -202,8 +202,15 @@ def _cached(paths: tuple[Path, ...], stamps: tuple[float, ...]) -> Catalog:  # n
 
 def catalog(extra: str | os.PathLike[str] | None = None) -> Catalog:
     """The packaged spec sheets merged with ``$PERFCAST_HW_SPECS`` and then ``extra`` (cached per mtime)."""
-    paths = (DATA_FILE, *(Path(p) for p in (os.environ.get(ENV_VAR), extra) if p))
+    paths = _paths(DATA_FILE, os.environ.get(ENV_VAR), extra)
     return _cached(paths, tuple(map(_mtime, paths)))
+
+
+@lru_cache(maxsize=8)
+def _paths(packaged: Path, env: str | None, extra: str | os.PathLike[str] | None) -> tuple[Path, ...]:
+    """The spec files to merge, made once per setting: a request asks for the catalog twice, and building
+    and hashing new paths cost more than the ``stat`` calls that tell whether a file changed."""
+    return (packaged, *(Path(p) for p in (env, extra) if p))
 
 
 def _mtime(path: Path) -> float:

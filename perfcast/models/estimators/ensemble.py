@@ -70,12 +70,15 @@ class GeometricEnsemble(Regressor):
 
     @staticmethod
     def _mean(members: list[np.ndarray]) -> np.ndarray:
-        if members and all(len(m) == 1 for m in members):  # a request: its members' values in one array, no 2-D reduction
-            one = np.concatenate(members)
-            if not (one > 0).all():
-                raise ValueError(f"a geometric ensemble needs positive member predictions; {int((one <= 0).sum())} "
-                                 f"are not")
-            return np.exp(np.log(one).mean(keepdims=True))
+        if members and len(members) < 8 and all(len(m) == 1 for m in members):  # a request: Python floats
+            one = [float(m[0]) for m in members]
+            if not all(v > 0 for v in one):
+                raise ValueError(f"a geometric ensemble needs positive member predictions; "
+                                 f"{sum(not v > 0 for v in one)} are not")
+            total = 0.0  # NumPy's sum of fewer than 8 values: left to right from 0.0, the same bits
+            for v in np.log(one).tolist():  # logarithms and exponential still NumPy's (same ufunc loops)
+                total += v
+            return np.exp(np.array([total / len(one)]))
         preds = np.column_stack(members)
         if not (preds > 0).all():
             raise ValueError("a geometric ensemble needs positive member predictions; "

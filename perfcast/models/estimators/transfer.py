@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,9 +51,14 @@ def hash_rows(values: np.ndarray) -> np.ndarray:
     rows, cols = values.shape
     if rows == 1 and cols:
         row = np.ascontiguousarray(values[0], dtype="float64")
-        return np.asarray([combine_one([_HASHED.get(u) or _hash_new(x, u) for x, u in
-                                        zip(row.tolist(), row.view(np.uint64).tolist(), strict=True)])],
-                          dtype=np.uint64)
+        kernels = sys.modules.get(KERNELS)  # loaded once the process walks its forests with them
+        if kernels is not None:
+            return np.asarray([kernels.row_hash(row.view(np.uint64))], dtype=np.uint64)
+        bits = row.view(np.uint64).tolist()
+        hashes = [_HASHED.get(u) for u in bits]  # a request's values are mostly known ones
+        if None in hashes:
+            hashes = [_hash_new(x, u) if h is None else h for x, u, h in zip(row.tolist(), bits, hashes, strict=True)]
+        return np.asarray([combine_one(hashes)], dtype=np.uint64)
     hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
     return combine_hash_arrays(iter(hashed), cols, rows)
 
@@ -91,11 +97,20 @@ def combine_one(hashes: list[int]) -> int:
     """pandas' ``combine_hash_arrays`` of one row's column hashes, in Python integers: pandas steps through the
     columns with NumPy scalars, whose overflow checks cost a request ~80 µs; the arithmetic (CPython's tuple
     hash, modulo 2**64) is the same, and a test compares the two."""
-    out, mult, n = 0x345678, 1000003, len(hashes)
-    for i, h in enumerate(hashes):
+    out = 0x345678
+    for h, mult in zip(hashes, _multipliers(len(hashes)), strict=True):
         out = ((out ^ h) * mult) & _MASK
-        mult += 82520 + 2 * (n - i)
     return (out + 97531) & _MASK
+
+
+@lru_cache(maxsize=16)
+def _multipliers(n: int) -> tuple[int, ...]:
+    """The multiplier :func:`combine_one` applies to each of ``n`` column hashes (a function of ``n`` only)."""
+    out, mult = [], 1000003
+    for i in range(n):
+        out.append(mult)
+        mult += 82520 + 2 * (n - i)
+    return tuple(out)
 
 
 #: the module of the Numba kernels (imported by the forests' walker once a process has walked enough rows)

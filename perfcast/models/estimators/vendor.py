@@ -10,6 +10,7 @@ the model of the vendor with the most training rows (the best-measured stack).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,13 +39,20 @@ def vendor_rows(A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=64)
+def _vendor_columns(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The vendor names whose columns ``names`` has, and those columns' positions (found once per layout)."""
+    present = tuple(c for c in VENDOR_COLUMNS if c in names)
+    return tuple(c.removeprefix("vendor_") for c in present), column_positions(names, present)
+
+
 def vendor_one(row: np.ndarray, names: tuple[str, ...]) -> str:
     """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there)."""
-    present = tuple(c for c in VENDOR_COLUMNS if c in names)
+    vendors_at, at = _vendor_columns(names)
     out = UNKNOWN
-    for c, v in zip(present, row[column_positions(names, present)].tolist(), strict=True):
+    for name, v in zip(vendors_at, row[at].tolist(), strict=True):
         if v > 0.5:  # NaN (vendor unknown) compares false
-            out = c.removeprefix("vendor_")
+            out = name
     return out
 
 

@@ -36,6 +36,7 @@ file can neither read outside the arrays (a segfault in compiled code) nor send 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
@@ -43,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from perfcast.models.persistence.errors import CorruptModelError
-from perfcast.models.persistence.small_walk import SmallWalk, use_numpy
+from perfcast.models.persistence.small_walk import KERNELS, SmallWalk, use_numpy
 
 #: objectives whose prediction is the raw sum of leaf values (no link function)
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
@@ -169,9 +170,10 @@ class CompiledForest:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
         if use_numpy(len(X)):  # a fresh process's first small requests: no numba to load (see .small_walk)
             return self.small.predict(X)
-        from perfcast.models.persistence.kernels import walk  # numba: imported on the first walk that needs it
-
-        return walk(self.layout, X, threads)
+        kernels = sys.modules.get(KERNELS)  # (an import statement per call costs a request more than its walk)
+        if kernels is None:  # numba: imported on the first walk that needs it
+            from perfcast.models.persistence import kernels
+        return kernels.walk(self.layout, X, threads)
 
     @cached_property
     def small(self) -> SmallWalk:

@@ -26,8 +26,7 @@ LANES = 8
 def walk(lay, X: np.ndarray, threads: int) -> np.ndarray:  # noqa: ANN001 - a compiled.Layout (no import cycle)
     """Sum of leaf values per row of the checked float64 matrix ``X`` (see ``CompiledForest.predict``)."""
     if len(X) == 1:  # a request: one call, the row coded and walked inside it
-        return np.asarray([_one(X, lay.used, lay.starts, lay.cuts, lay.nan_code, lay.key, lay.roots, lay.depth,
-                                lay.node, lay.leaf, lay.value)])
+        return np.asarray([_one(X, *lay)])  # a Layout's fields are _one's arguments, in order
     codes, keys = np.empty((len(X), len(lay.used)), dtype=lay.nan_code.dtype), np.empty(len(X), np.uint64)
     out = np.zeros(len(X))
     if len(X) <= BLOCK:  # a few rows: no thread pool, no ordering
@@ -152,3 +151,29 @@ def sorted_runs_at(keys, values, bounds, key, out):  # noqa: ANN001
             else:
                 b = mid
         out[j] = values[a] if a < end and keys[a] == key else np.nan
+
+
+_NAN_BITS = np.uint64(0x7FF8000000000000)  # the NaN every NaN hashes as (pandas' canonical NaN)
+
+
+@njit(cache=True, nogil=True)
+def row_hash(bits):  # noqa: ANN001
+    """pandas' ``combine_hash_arrays`` of ``hash_array`` of each value of one float64 row given as its bit
+    patterns ``bits`` (NaN and -0.0 canonicalised): a sibling transfer's configuration key in one call, the same
+    uint64 arithmetic as :func:`perfcast.models.estimators.transfer.hash_one` and ``combine_one``."""
+    exponent, mantissa = np.uint64(0x7FF0000000000000), np.uint64(0x000FFFFFFFFFFFFF)
+    out, mult, n = np.uint64(0x345678), np.uint64(1000003), bits.shape[0]
+    for i in range(n):
+        v = bits[i]
+        if (v & exponent) == exponent and (v & mantissa) != np.uint64(0):
+            v = _NAN_BITS
+        elif v == np.uint64(0x8000000000000000):
+            v = np.uint64(0)
+        v ^= v >> np.uint64(30)
+        v *= np.uint64(0xBF58476D1CE4E5B9)
+        v ^= v >> np.uint64(27)
+        v *= np.uint64(0x94D049BB133111EB)
+        v ^= v >> np.uint64(31)
+        out = (out ^ v) * mult
+        mult += np.uint64(82520) + np.uint64(2) * np.uint64(n - i)
+    return out + np.uint64(97531)

@@ -26,7 +26,8 @@ TIER_UP = 256
 #: LightGBM's ``kZeroThreshold`` (a float 1e-35 widened to double): ``Booster.predict`` reads a dense row through
 #: ``RowPairFunctionFromDenseMatric``, which keeps only values beyond it (or NaN), so smaller ones count as 0.0
 ZERO = float(np.float32(1e-35))
-_KERNELS = "perfcast.models.persistence.kernels"
+#: the module of the Numba kernels (imported on the first walk that needs it)
+KERNELS = "perfcast.models.persistence.kernels"
 _walked = 0
 
 
@@ -34,7 +35,7 @@ def use_numpy(rows: int) -> bool:
     """Whether a request of ``rows`` rows is walked here: small, and the process has not loaded the kernels and
     has walked fewer than :data:`TIER_UP` rows here (counted, so call it once per walk)."""
     global _walked
-    if rows > SMALL or _KERNELS in sys.modules or _walked >= TIER_UP:
+    if rows > SMALL or KERNELS in sys.modules or _walked >= TIER_UP:
         return False
     _walked += rows
     return True

@@ -43,6 +43,21 @@ def _factors(half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.exp(-half), np.exp(half)
 
 
+def _bounds_one(pred: np.ndarray, shrink: np.ndarray, grow: np.ndarray, noise: np.ndarray, q: float
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:meth:`IntervalCalibration.bounds`' arithmetic for one row in Python floats (NaN noise read as 0): its
+    products, minimum, maximum and clip are exact, so the same bits without ~10 NumPy calls per request. None
+    when a value is not finite (Python's ``min``/``max`` do not propagate NaN as NumPy's do): the array path."""
+    p, s, g = pred.ravel().tolist(), shrink.ravel().tolist(), grow.ravel().tolist()
+    n = [0.0 if v != v else v for v in noise.ravel().tolist()]
+    if not (len(p) == len(s) == len(g) == len(n) and all(map(math.isfinite, p + s + g + n))):
+        return None
+    floors = [q * v for v in n]
+    lo = [pj * max(min(sj, 1.0 - f), 0.0) for pj, sj, f in zip(p, s, floors, strict=True)]
+    hi = [pj * max(gj, 1.0 + f) for pj, gj, f in zip(p, g, floors, strict=True)]
+    return np.array([lo], dtype="float64"), np.array([hi], dtype="float64")
+
+
 @lru_cache(maxsize=64)
 def _normal_quantile(p: float) -> float:
     """The standard normal quantile at ``p`` (remembered per level: a request asks for the same one)."""
@@ -169,6 +184,9 @@ class IntervalCalibration:
         lvl = self.level if level is None else level
         if len(pred) == 1 and names is not None:
             shrink, grow = self._factors_one(lvl, features, names)
+            one = _bounds_one(pred, shrink, grow, noise, _normal_quantile(0.5 + lvl / 2))
+            if one is not None:
+                return one
         else:
             shrink, grow = _factors(self.half_widths(len(pred), lvl, features, names))
         known = len(pred) == 1 and all(map(math.isfinite, np.ravel(noise).tolist()))  # a request's usual noise
