@@ -1,6 +1,7 @@
 """Adapting attention on real aiconfigurator rows of a GPU the base never saw: per-phase (Mondrian) interval
 quantiles (each from its phase's own cross-fitted residuals, the pooled one for a phase with too few rows; bundles
-with and without groups load, and the served intervals are the in-memory ones), and a shape term per kernel kind."""
+with and without groups load, and the served intervals are the in-memory ones), a conformity-score scale per phase
+(stored as the scaled scores, so a bundle serves it), and a shape term per kernel kind."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
+from perfcast.experiments.adapt_bench import PHASE_GROUPS, interval_variants
+from perfcast.experiments.presets import choose
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import INTERVAL_GROUPS, AdaptedModel, AdaptedRegressor
 from perfcast.models.estimators.adapt_correction import fit_correction, shape_matrix
@@ -180,3 +183,18 @@ def test_per_phase_scales_round_trip_through_a_bundle(base, tables, split, tmp_p
     before = np.log(plain["runtime_ms_hi"] / plain["runtime_ms"]).groupby(test["phase"].to_numpy()).median()
     np.testing.assert_allclose(half["prefill"], PHASE_SCALES["none"] * before["prefill"], rtol=1e-9)
     np.testing.assert_allclose(half["decode"], PHASE_SCALES["is_decode"] * before["decode"], rtol=1e-9)
+
+
+def test_the_preset_offers_attention_a_scale_pair_per_grouped_variant():
+    options = choose("aiconfigurator-adapt", None).options
+    scales = [float(s) for s in options["score_scales"]]
+    common = interval_variants(options)
+    assert interval_variants(options, phased=False) == common  # GEMM and NeuSight: one scale per calibration
+    phased = interval_variants(options, phased=True)
+    assert phased[:len(common)] == common  # the common scales first: they win ties, as before
+    pairs = phased[len(common):]
+    grouped = {(g, k) for g, k, _ in common if g is not None}
+    assert len(pairs) == len(grouped) * len(scales) * (len(scales) - 1)
+    for g, k, scale in pairs:
+        assert (g, k) in grouped and dict(scale).keys() == set(PHASE_GROUPS.values()) == {"none", *INTERVAL_GROUPS}
+        assert len(set(dict(scale).values())) == 2

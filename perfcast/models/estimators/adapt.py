@@ -24,7 +24,8 @@ donor's latency under the correction, and the donors' latencies as features of t
 split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
 than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
 phase) with at least :data:`MIN_GROUP_ROWS` rows, the pooled quantile for the rest; with too few rows for a
-finite quantile, the base's stays.
+finite quantile, the base's stays. :meth:`Adaptation.regrouped` re-draws the groups and scales the scores (one scale,
+or one per phase), the scaled scores being what a bundle stores.
 
 Public surface: :class:`~perfcast.models.estimators.adapt_correction.Correction` (numbers + LightGBM text),
 :func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report), :class:`AdaptedModel` (a
