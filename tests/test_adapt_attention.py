@@ -185,8 +185,8 @@ def test_per_phase_scales_round_trip_through_a_bundle(base, tables, split, tmp_p
     np.testing.assert_allclose(half["decode"], PHASE_SCALES["is_decode"] * before["decode"], rtol=1e-9)
 
 
-def test_the_preset_offers_attention_a_scale_pair_per_grouped_variant():
-    options = choose("aiconfigurator-adapt", None).options
+def test_the_preset_grid_with_phase_scales_adds_a_scale_pair_per_grouped_variant():
+    options = {**choose("aiconfigurator-adapt", None).options, "phase_scales": True}
     scales = [float(s) for s in options["score_scales"]]
     common = interval_variants(options)
     assert interval_variants(options, phased=False) == common  # GEMM and NeuSight: one scale per calibration
