@@ -1,6 +1,7 @@
 """Adapting attention on real aiconfigurator rows of a GPU the base never saw: per-phase (Mondrian) interval
 quantiles (each from its phase's own cross-fitted residuals, the pooled one for a phase with too few rows; bundles
-with and without groups load, and the served intervals are the in-memory ones), and a shape term per kernel kind."""
+with and without groups load, and the served intervals are the in-memory ones), a conformity-score scale per phase
+(stored as the scaled scores, so a bundle serves it), and a shape term per kernel kind."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
+from perfcast.experiments.adapt_bench import PHASE_GROUPS, interval_variants
+from perfcast.experiments.presets import choose
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import INTERVAL_GROUPS, AdaptedModel, AdaptedRegressor
 from perfcast.models.estimators.adapt_correction import fit_correction, shape_matrix
 from perfcast.models.estimators.hybrid import kernel_kinds
-from perfcast.models.persistence.adapted import save_adapted
+from perfcast.models.persistence.adapted import adapt_loaded, save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.calibration import IntervalCalibration, conformal_quantile, group_labels
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -132,3 +135,66 @@ def test_kernel_kinds_may_read_different_shape_terms_and_round_trip(base, split)
     again = AdaptedRegressor.from_state(params, arrays)
     again.inner = base.estimator_[-1]
     np.testing.assert_array_equal(again.predict(Ft), AdaptedRegressor(base.estimator_[-1], both).predict(Ft))
+
+
+PHASE_SCALES = {"none": 0.9, "is_decode": 1.1}  # context's scores shrunk, generation's grown
+
+
+def test_a_scale_per_phase_scales_each_phase_s_own_scores(base, split):
+    revealed, _ = split
+    found = AdaptedModel(base, min_group_rows=20).fit(revealed).adaptation_
+    level = found.calibration.level
+    factor = np.where(found.labels == "is_decode", PHASE_SCALES["is_decode"], PHASE_SCALES["none"])
+    for by_kind in (False, True):  # groups per phase, or per kernel kind (each kind within one phase)
+        cal = found.regrouped(20, by_kind=by_kind, scale=PHASE_SCALES).calibration
+        assert cal.grouping["score_scale"] == PHASE_SCALES
+        labels = found.kind_labels if by_kind else found.labels
+        assert cal.group_scores and set(cal.group_scores) <= set(labels)
+        for g, per in cal.group_scores.items():
+            own = found.scores[labels == g]
+            scale = PHASE_SCALES["is_decode" if "is_decode" in g else "none"]
+            assert set(factor[labels == g]) == {scale}
+            np.testing.assert_allclose(conformal_quantile(per["runtime_ms"], level),
+                                       scale * conformal_quantile(np.sort(own), level), rtol=1e-12)
+        # the pooled scores (for a group with too few rows) are every row's score times its own phase's scale
+        np.testing.assert_allclose(cal.scores["runtime_ms"], np.sort(found.scores * factor), rtol=1e-12)
+    # one scale for both phases is the common scale; a phase not named keeps its scores
+    same = found.regrouped(20, scale={"none": 0.9, "is_decode": 0.9}).calibration
+    common = found.regrouped(20, scale=0.9).calibration
+    np.testing.assert_array_equal(same.scores["runtime_ms"], common.scores["runtime_ms"])
+    half = found.regrouped(20, scale={"is_decode": 1.1}).calibration
+    np.testing.assert_array_equal(half.group_scores["none"]["runtime_ms"],
+                                  found.regrouped(20).calibration.group_scores["none"]["runtime_ms"])
+
+
+def test_per_phase_scales_round_trip_through_a_bundle(base, tables, split, tmp_path):
+    revealed, test = split
+    loaded = Predictor.load(save_model(base, "attention", tables[0], tmp_path / "base", {"model": "hybrid"}))
+    model, found = adapt_loaded(loaded.model, revealed)
+    scaled = Predictor(replace(model, calibration=found.regrouped(20, scale=PHASE_SCALES).calibration))
+    again = Predictor.load(save_adapted(scaled.model, tmp_path / "adapted"))
+    assert again.model.calibration.grouping["score_scale"] == PHASE_SCALES
+    ours, theirs = scaled.predict(test), again.predict(test)
+    for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
+        np.testing.assert_array_equal(ours[col].to_numpy(), theirs[col].to_numpy())
+    # each phase's served half-width (most rows: above the noise floor) is its quantile times its own scale
+    plain = Predictor(model).predict(test)
+    half = np.log(theirs["runtime_ms_hi"] / theirs["runtime_ms"]).groupby(test["phase"].to_numpy()).median()
+    before = np.log(plain["runtime_ms_hi"] / plain["runtime_ms"]).groupby(test["phase"].to_numpy()).median()
+    np.testing.assert_allclose(half["prefill"], PHASE_SCALES["none"] * before["prefill"], rtol=1e-9)
+    np.testing.assert_allclose(half["decode"], PHASE_SCALES["is_decode"] * before["decode"], rtol=1e-9)
+
+
+def test_the_preset_grid_with_phase_scales_adds_a_scale_pair_per_grouped_variant():
+    options = {**choose("aiconfigurator-adapt", None).options, "phase_scales": True}
+    scales = [float(s) for s in options["score_scales"]]
+    common = interval_variants(options)
+    assert interval_variants(options, phased=False) == common  # GEMM and NeuSight: one scale per calibration
+    phased = interval_variants(options, phased=True)
+    assert phased[:len(common)] == common  # the common scales first: they win ties, as before
+    pairs = phased[len(common):]
+    grouped = {(g, k) for g, k, _ in common if g is not None}
+    assert len(pairs) == len(grouped) * len(scales) * (len(scales) - 1)
+    for g, k, scale in pairs:
+        assert (g, k) in grouped and dict(scale).keys() == set(PHASE_GROUPS.values()) == {"none", *INTERVAL_GROUPS}
+        assert len(set(dict(scale).values())) == 2

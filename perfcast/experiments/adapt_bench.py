@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,11 @@ GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038
 #: NeuSight's bmm/linear configuration keys
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 #: one way of drawing an adapted model's intervals: (Mondrian threshold, None: pooled; groups by kernel kind rather
-#: than attention phase; scale of the conformity scores), see ``Adaptation.regrouped``
-Interval = tuple[int | None, bool, float]
+#: than attention phase; scale of the conformity scores, one number or per attention phase ((label, scale), ...)),
+#: see ``Adaptation.regrouped``
+Interval = tuple[int | None, bool, float | tuple[tuple[str, float], ...]]
+#: the attention phases' Mondrian labels (``group_labels`` of ``INTERVAL_GROUPS``) under the parts' names
+PHASE_GROUPS: dict[str, str] = {"context": "none", "generation": "is_decode"}
 #: one adaptation variant of a device: (donor setting, interval variant)
 Key = tuple[str, Interval]
 #: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
@@ -91,12 +95,19 @@ def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequ
                             device_of=found["device_id"].astype(str).to_numpy(), base=pred)
 
 
-def interval_variants(options: dict[str, Any]) -> list[Interval]:
+def interval_variants(options: dict[str, Any], phased: bool = False) -> list[Interval]:
     """The preset's interval variants: pooled, and per Mondrian group (``group_by``: ``phase`` and/or ``kind``)
-    from each of its ``group_rows``, each with every one of its ``score_scales`` (default 1)."""
+    from each of its ``group_rows``, each with every one of its ``score_scales`` (default 1); with ``phased``
+    (attention) and the preset's ``phase_scales``, the grouped variants also with every pair of different scales
+    for context and generation (after the common-scale variants, which win ties)."""
     by = [b == "kind" for b in options.get("group_by", ["phase"])]
-    return [(g, k, float(s)) for s in options.get("score_scales", [1.0])
-            for g, k in [(None, False), *((g, k) for k in by for g in options.get("group_rows", []))]]
+    scales = [float(s) for s in options.get("score_scales", [1.0])]
+    grouped = [(g, k) for k in by for g in options.get("group_rows", [])]
+    common = [(g, k, s) for s in scales for g, k in [(None, False), *grouped]]
+    if not (phased and options.get("phase_scales", False)):
+        return common
+    return common + [(g, k, tuple(zip(PHASE_GROUPS.values(), pair))) for g, k in grouped
+                     for pair in product(scales, scales) if pair[0] != pair[1]]
 
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
@@ -141,8 +152,10 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             found = adapter.adaptation_
             held = tuple(p[rest] for p in precomputed)
             pred = adapter.predict_with_interval(test[rest], parts=held)[0]
-            for variant in interval_variants(options):
-                adapter.adaptation_ = found.regrouped(*variant)
+            for variant in interval_variants(options, phased=task == "attention"):
+                least, by_kind, scale = variant
+                adapter.adaptation_ = found.regrouped(least, by_kind,
+                                                      dict(scale) if isinstance(scale, tuple) else scale)
                 lo, hi = adapter.interval(test[rest], pred, held)
                 _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
                              (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
@@ -213,6 +226,9 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
 def _threshold(variant: Interval) -> str:
     rows, by_kind, scale = variant
     text = "pooled" if rows is None else f"per {'kernel kind' if by_kind else 'phase'} from {rows} rows"
+    if isinstance(scale, tuple):
+        named = {label: part for part, label in PHASE_GROUPS.items()}
+        return f"{text}, scores " + ", ".join(f"{named[label]} x {s:g}" for label, s in scale)
     return text if scale == 1.0 else f"{text}, scores x {scale:g}"
 
 

@@ -24,7 +24,8 @@ donor's latency under the correction, and the donors' latencies as features of t
 split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
 than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
 phase) with at least :data:`MIN_GROUP_ROWS` rows, the pooled quantile for the rest; with too few rows for a
-finite quantile, the base's stays.
+finite quantile, the base's stays. :meth:`Adaptation.regrouped` re-draws the groups and scales the scores (one scale,
+or one per phase), the scaled scores being what a bundle stores.
 
 Public surface: :class:`~perfcast.models.estimators.adapt_correction.Correction` (numbers + LightGBM text),
 :func:`fit_adaptation` (rows -> correction + calibration + the cross-validation report), :class:`AdaptedModel` (a
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,18 +116,26 @@ class Adaptation:
     kind_labels: np.ndarray | None = None
     kind_columns: tuple[str, ...] = ()
 
-    def regrouped(self, min_group_rows: int | None, by_kind: bool = False, scale: float = 1.0) -> Adaptation:
+    def regrouped(self, min_group_rows: int | None, by_kind: bool = False,
+                  scale: float | Mapping[str, float] = 1.0) -> Adaptation:
         """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`, or with
         ``by_kind`` the kernel kind) of at least ``min_group_rows`` rows, the pooled quantile for the rest (None:
-        pooled only), every score times ``scale``. Why a scale: the scores come from fold models fitted on 4/5 of
-        the rows, which err more than the correction fitted on all of them; how much more is measured across
-        devices (leave one GPU out in :mod:`perfcast.experiments.adapt_bench`), not on one device's rows."""
+        pooled only), every score times ``scale``: one number, or one per attention phase (a row's
+        :data:`INTERVAL_GROUPS` label -> its scale, 1 for a label not named). Why a scale: the scores come from fold
+        models fitted on 4/5 of the rows, which err more than the correction fitted on all of them; how much more
+        is measured across devices (leave one GPU out in :mod:`perfcast.experiments.adapt_bench`), not on one
+        device's rows, and differs between prefill and decode. The scaled scores are what is stored (the scale is
+        noted in ``grouping``), so a bundle reads them as any other."""
         cal = self.calibration
         if cal is None or self.scores is None:
             return self
         labels, columns = (self.kind_labels, list(self.kind_columns)) if by_kind else (self.labels,
                                                                                      list(INTERVAL_GROUPS))
-        scores = self.scores * scale
+        per_phase = isinstance(scale, Mapping)
+        factors = np.array([float(scale.get(str(label), 1.0)) for label in self.labels]) if per_phase \
+            else np.full(len(self.scores), float(scale))
+        noted = {str(k): float(v) for k, v in sorted(scale.items())} if per_phase else float(scale)
+        scores = self.scores * factors
         groups = {}
         target = cal.targets[0]
         if min_group_rows is not None and len(set(labels)) > 1:
@@ -134,7 +143,7 @@ class Adaptation:
                 own = np.sort(scores[labels == label])
                 if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
                     groups[str(label)] = {target: own}
-        grouping = {**cal.grouping, "score_scale": float(scale)} if scale != 1.0 else cal.grouping
+        grouping = cal.grouping if (factors == 1.0).all() else {**cal.grouping, "score_scale": noted}
         return replace(self, calibration=replace(cal, scores={target: np.sort(scores)}, grouping=grouping,
                                                  group_columns=columns if groups else [], group_scores=groups))
 
