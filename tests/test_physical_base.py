@@ -19,6 +19,7 @@ from perfcast.models.estimators.physical_base import (
     fit_power_limit,
     physical_roofline,
     power_slowdown,
+    tile_times,
 )
 from perfcast.models.estimators.roofline import baseline_rows
 from perfcast.models.registry import hybrid_estimator
@@ -106,3 +107,60 @@ def test_hybrid_on_a_power_base_round_trips_its_state(split, features) -> None:
     old = {k: v for k, v in state.items() if k not in ("power", "wave_quantised")}
     plain = HybridRegressor.from_state(old, arrays)
     assert plain.power_ is None and not plain.wave_quantised
+
+
+def test_tile_base_quantises_tiles_and_waves(features) -> None:
+    """NeuSight's tile formulation on real rows: never below the plain roofline (whole tiles in whole waves,
+    each tile reading its own panels), equal to it where one tile per SM fills every wave exactly, and
+    far above it on the P4, whose tile panels need more bandwidth than its SMs' share."""
+    _, X, y = features
+    A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
+    plain = baseline_rows(A, names, "runtime_ms")
+    tiles = physical_roofline(A, names, None, waves=False, tiles=True)
+    assert np.isfinite(tiles).all()
+    assert (tiles >= plain * (1 - 1e-9)).all()
+    compute, memory = tile_times(A, names)
+    # beyond one tile: the roofline's compute over the waves' efficiency, times the output padded to whole tiles
+    m, n = np.rint(2.0 ** X["log2_m"].to_numpy()), np.rint(2.0 ** X["log2_n"].to_numpy())
+    tm, tn = X["tile_m"].to_numpy(), X["tile_n"].to_numpy()
+    big = (m >= tm) & (n >= tn)
+    assert big.sum() >= 100
+    padding = np.ceil(m / tm) * tm * np.ceil(n / tn) * tn / (m * n)
+    np.testing.assert_allclose((compute * X["wave_efficiency"].to_numpy())[big],
+                               (10.0 ** X["log10_compute_ms"].to_numpy() * padding)[big], rtol=1e-6)
+    # the batch runs as waves: doubling it (past one wave) doubles the time of a full-wave bmm
+    B = A.copy()
+    B[:, names.index("log2_batch")] += 1.0
+    doubled = tile_times(B, names)[0]
+    full = np.isclose(X["wave_efficiency"].to_numpy(), 1.0)
+    assert full.sum() >= 10
+    np.testing.assert_allclose(doubled[full], 2 * compute[full], rtol=1e-9)
+    # the P4's large GEMMs: the tile base explains more of their slowness than the roofline does
+    p4 = (X["peak_tflops"].to_numpy() < 6.0) & (X["log10_flops"].to_numpy() > np.quantile(X["log10_flops"], 0.75))
+    assert np.median(y[p4] / tiles[p4]) < np.median(y[p4] / plain[p4])
+    assert (memory[p4] > 0).all()
+    # a missing SM count: the plain roofline rather than NaN
+    A = A.copy()
+    A[:, names.index("sm_count")] = np.nan
+    np.testing.assert_allclose(physical_roofline(A, names, None, waves=False, tiles=True), plain)
+
+
+def test_hybrid_on_a_tile_base_round_trips_its_state(split, features) -> None:
+    gf, X, y = features
+    _, test = split
+    params = {"tiles": True, "power_limit": "generation", "monotone": {"log2_waves": -1}, "num_leaves": 7,
+              "n_estimators": 40}
+    make_model("hybrid", "gemm", ["runtime_ms"], params)  # the registry accepts the switch by name
+    hybrid = hybrid_estimator("gemm", params).fit(X, y)
+    F = gf.transform(test)
+    pred = hybrid.predict(F)
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    state, arrays = hybrid.to_state()
+    assert state["tiles"] is True
+    back = HybridRegressor.from_state(state, arrays)
+    back.estimator_ = hybrid.estimator_
+    np.testing.assert_allclose(back.predict(F), pred)
+    # the base differs from the power base alone, so the switch is really used
+    plain = HybridRegressor.from_state({**state, "tiles": False}, arrays)
+    plain.estimator_ = hybrid.estimator_
+    assert not np.allclose(plain.predict(F), pred)

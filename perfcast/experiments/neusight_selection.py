@@ -65,6 +65,8 @@ _TINY: dict[str, Any] = {"num_leaves": 7, "min_child_samples": 200}
 #: the power budget per peak FLOP/s (the previous default's constraint)
 _SIZE_DIRECTION: dict[str, int] = {"log10_flops": -1, "log10_bytes": -1, "log10_watts_per_tflop": -1}
 _SIZE_DIRECTION_NO_POWER: dict[str, int] = {"log10_flops": -1, "log10_bytes": -1}
+#: NeuSight's per-tile utilisation never falls as the waves grow: the learned log(measured / tile base) never rises
+_WAVE_DIRECTION: dict[str, int] = {"log2_waves": -1}
 
 
 def _hybrid(label: str, columns: list[str] | None, **params: Any) -> Candidate:
@@ -107,6 +109,19 @@ CANDIDATES: tuple[Candidate, ...] = (
             monotone=dict(EFFICIENCY_DIRECTION), power_limit="generation", **_TINY),
     _hybrid("every column + relative work, monotone, tiny trees, power base (generation)", None, relative=True,
             monotone=dict(EFFICIENCY_DIRECTION), power_limit="generation", **_TINY),
+    # round 10: NeuSight's tile formulation as the base (waves x per-tile time bounded by the roofline)
+    _hybrid("tiny trees, tile base", None, tiles=True, **_TINY),
+    _hybrid("tiny trees, tile base, monotone waves", None, tiles=True, monotone=_WAVE_DIRECTION, **_TINY),
+    _hybrid("tiny trees, tile + power base (generation), no power columns", _NO_POWER, tiles=True,
+            power_limit="generation", **_TINY),
+    _hybrid("tiny trees, tile + power base (generation), no power columns, monotone waves", _NO_POWER, tiles=True,
+            power_limit="generation", monotone=_WAVE_DIRECTION, **_TINY),
+    _hybrid("tiny trees, tile + power base (generation)", None, tiles=True, power_limit="generation", **_TINY),
+    _hybrid("tiny trees, power base and tile + power base (two members), no power columns", _NO_POWER,
+            power_limit="generation", variants=[{}, {"tiles": True, "monotone": _WAVE_DIRECTION}], **_TINY),
+    _hybrid("relative work, tiny trees, tile + power base (generation), monotone waves", [*_RELATIVE, "log2_waves"],
+            relative=True, tiles=True, power_limit="generation", monotone={**EFFICIENCY_DIRECTION, **_WAVE_DIRECTION},
+            **_TINY),
 )
 
 #: the candidate the selection chose (lowest mean nested criterion over seeds 0, 1 and 2, round 9 of

@@ -92,7 +92,8 @@ class HybridRegressor(Regressor):
     training range for a large shape on a large new GPU, where absolute sizes do not. ``power_limit``
     (``"global"`` or ``"generation"``) and ``wave_quantised`` put the board's power limit and the partly empty
     last wave into the runtime baseline (:mod:`perfcast.models.estimators.physical_base`), so they extrapolate
-    as physics rather than as the trees' last step.
+    as physics rather than as the trees' last step; ``tiles`` makes that base NeuSight's tile formulation (waves x
+    one tile's time bounded by the SM's share of peak and bandwidth), so the trees learn its per-tile utilisation.
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -101,7 +102,7 @@ class HybridRegressor(Regressor):
     def __init__(self, target: str = "runtime_ms", estimator: Any | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
-                 power_limit: str | None = None, wave_quantised: bool = False):
+                 power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -110,12 +111,13 @@ class HybridRegressor(Regressor):
         self.relative = relative
         self.power_limit = power_limit
         self.wave_quantised = wave_quantised
+        self.tiles = tiles
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         power = getattr(self, "power_", None)
-        if self.target == "runtime_ms" and (power is not None or self.wave_quantised):
-            base = physical_roofline(A, names, power, self.wave_quantised)
+        if self.target == "runtime_ms" and (power is not None or self.wave_quantised or self.tiles):
+            base = physical_roofline(A, names, power, self.wave_quantised, self.tiles)
         else:
             base = baseline_rows(A, names, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
@@ -226,7 +228,7 @@ class HybridRegressor(Regressor):
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_fitted(self, "estimator_")
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
-                "relative": bool(self.relative), "wave_quantised": bool(self.wave_quantised),
+                "relative": bool(self.relative), "wave_quantised": bool(self.wave_quantised), "tiles": bool(self.tiles),
                 "power": None if getattr(self, "power_", None) is None else dict(self.power_),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
 
@@ -235,7 +237,7 @@ class HybridRegressor(Regressor):
         """A hybrid whose ``predict`` works once its ``estimator_`` is set (the persistence layer does)."""
         out = cls(target=str(params["target"]), columns=params.get("columns"),
                   relative=bool(params.get("relative", False)),
-                  wave_quantised=bool(params.get("wave_quantised", False)))
+                  wave_quantised=bool(params.get("wave_quantised", False)), tiles=bool(params.get("tiles", False)))
         power = params.get("power")
         out.power_ = None if power is None else {str(k): float(v) for k, v in power.items()}
         out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}

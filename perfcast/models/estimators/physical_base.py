@@ -13,6 +13,12 @@ the base instead:
   devices' power budgets clocks down).
 * **wave quantisation** (as NeuSight itself models it): the compute time is that of the launched waves of
   thread blocks, ``compute / wave_efficiency``.
+* **tiles** (NeuSight's whole formulation, ASPLOS'25): the output is cut into CTA tiles, one tile per SM per
+  wave; a wave lasts one tile's time at the SM's share of the dtype's peak *and* of the memory bandwidth (the
+  tile reads its A and B panels over the whole reduction), ``runtime = waves x max(tile compute, tile memory)``.
+  A bmm's batch multiplies the tiles, so its batch dimension runs as more waves. The learned ratio over this
+  base is NeuSight's per-tile utilisation, which physics says never falls as the waves grow (more waves
+  amortise the fill and drain): the hybrid's ``monotone`` may say so on ``log2_waves``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ _SLOPES = np.linspace(-0.2, 0.6, 41)
 #: feature columns the corrections read
 COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops", "tdp_w", "compute_capability",
                             "wave_efficiency", "log10_flops")
+#: feature columns the tile formulation reads (shape, the assumed CTA tile, operand bytes, spec sheet)
+TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "tile_m", "tile_n", "a_bytes", "b_bytes",
+                                 "c_bytes", "sm_count", "peak_tflops", "mem_bw_gbs")
 
 
 def device_rates(X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
@@ -88,16 +97,40 @@ def power_slowdown(peak: np.ndarray, tdp: np.ndarray, cc: np.ndarray, params: di
     return np.where(np.isfinite(ratio), ratio, 1.0)
 
 
+def tile_times(A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(compute ms, memory ms) of feature rows ``A`` (columns ``names``) in NeuSight's tile formulation: the
+    launched waves (``ceil(batch x ceil(m/tile_m) x ceil(n/tile_n) / SMs)``) times one tile's FLOPs at the SM's
+    share of the peak, and times one tile's bytes (its A and B panels and its C block) at the SM's share of the
+    bandwidth. A tile is no larger than the matrix (a small GEMM gets a small kernel). NaN where a number is
+    missing."""
+    v = dict(zip(TILE_COLUMNS, (A[:, j] for j in column_positions(names, TILE_COLUMNS)), strict=True))
+    m, n, k, batch = (np.rint(2.0 ** v[f"log2_{d}"]) for d in ("m", "n", "k", "batch"))
+    tm, tn, sms = np.minimum(v["tile_m"], m), np.minimum(v["tile_n"], n), v["sm_count"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        waves = np.ceil(batch * np.ceil(m / tm) * np.ceil(n / tn) / sms)
+        compute = waves * 2.0 * tm * tn * k / (v["peak_tflops"] * 1e9 / sms)
+        memory = waves * (v["a_bytes"] * tm * k + v["b_bytes"] * k * tn + v["c_bytes"] * tm * tn) / (
+            v["mem_bw_gbs"] * 1e6 / sms)
+    return compute, memory
+
+
 def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, Any] | None,
-                      waves: bool) -> np.ndarray:
+                      waves: bool, tiles: bool = False) -> np.ndarray:
     """The roofline time (ms) of feature rows ``A`` (columns ``names``) with its compute term slowed by the power
-    limit ``power`` (None: none) and, if ``waves``, by the partly empty last wave."""
+    limit ``power`` (None: none) and, if ``waves``, by the partly empty last wave; with ``tiles`` both terms are
+    :func:`tile_times` (which quantise the waves themselves), the plain roofline's where a number is missing."""
     at = dict(zip(COLUMNS, column_positions(names, COLUMNS), strict=True))
     compute = 10.0 ** A[:, at["log10_compute_ms"]]
+    memory = 10.0 ** A[:, at["log10_memory_ms"]]
+    if tiles:
+        tile_compute, tile_memory = tile_times(A, names)
+        known = np.isfinite(tile_compute) & np.isfinite(tile_memory) & (tile_compute > 0)
+        compute, memory = np.where(known, tile_compute, compute), np.where(known, tile_memory, memory)
+        waves = False
     if power is not None:
         compute = compute * power_slowdown(A[:, at["peak_tflops"]], A[:, at["tdp_w"]],
                                            A[:, at["compute_capability"]], power)
     if waves:
         eff = A[:, at["wave_efficiency"]]
         compute = compute / np.where(np.isfinite(eff) & (eff > 0), eff, 1.0)
-    return np.maximum(compute, 10.0 ** A[:, at["log10_memory_ms"]])
+    return np.maximum(compute, memory)
