@@ -14,6 +14,7 @@ from perfcast.eval.protocols import neusight_ood_split
 from perfcast.features.gemm import GemmFeatures
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.layout_split import LayoutSplit, layout_rows
 from perfcast.models.estimators.physical_base import (
     device_rates,
     fit_power_limit,
@@ -22,7 +23,9 @@ from perfcast.models.estimators.physical_base import (
     tile_times,
 )
 from perfcast.models.estimators.roofline import baseline_rows
+from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.registry import hybrid_estimator
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +167,44 @@ def test_hybrid_on_a_tile_base_round_trips_its_state(split, features) -> None:
     plain = HybridRegressor.from_state({**state, "tiles": False}, arrays)
     plain.estimator_ = hybrid.estimator_
     assert not np.allclose(plain.predict(F), pred)
+
+
+def test_layout_split_fits_bmm_and_linear_apart(split, features) -> None:
+    """NeuSight's per-op members on real rows: the bmm (``nn``) and linear (``tn``) rows get a hybrid each, with
+    its own power fit; a request is routed like a batch, and the split survives a save and load."""
+    gf, X, y = features
+    _, test = split
+    labels = layout_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+    assert set(labels) == {"nn", "tn"}
+    params = {"by_layout": True, "tiles": True, "power_limit": "generation", "num_leaves": 7, "n_estimators": 40}
+    model = hybrid_estimator("gemm", params)
+    assert isinstance(model, LayoutSplit)
+    model.fit(X, y)
+    assert sorted(model.vendors_) == ["nn", "tn"]
+    bmm, linear = (model.estimators_[model.vendors_.index(k)] for k in ("nn", "tn"))
+    assert bmm.power_ != linear.power_  # each op's own fit of the board's power limit
+    F = gf.transform(test)
+    pred = model.predict(F)
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    A, names = F.to_numpy(dtype="float64"), tuple(F.columns)
+    np.testing.assert_allclose([model.predict_rows(A[i:i + 1], names)[0] for i in range(0, len(A), 97)],
+                               pred[::97], rtol=1e-12)
+    # a row of unknown layout goes to the layout with the most training rows
+    A = A.copy()
+    A[:, names.index("trans_a")] = np.nan
+    most = model.estimators_[0]
+    np.testing.assert_allclose(model.predict_rows(A, names), most.predict_rows(A, names))
+
+
+def test_layout_split_round_trips_through_a_bundle(tmp_path: Path, split) -> None:
+    """Both ops' hybrids on the tile base are saved and loaded (kind "layout") and predict what they did."""
+    train, test = split
+    params = {"by_layout": True, "tiles": True, "power_limit": "generation", "num_leaves": 7, "n_estimators": 30}
+    model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], params), n_splits=2)
+    model.fit(train, train[["runtime_ms"]])
+    F = model.estimator_[0].transform(test)
+    expected = np.asarray(model.estimator_[-1].predict(F), dtype="float64").reshape(len(F), -1)
+    path = save_model(model, "gemm", train, tmp_path / "layout")
+    loaded = PerfcastModel.load(path)
+    assert isinstance(loaded.heads[0], LayoutSplit) and sorted(loaded.heads[0].vendors_) == ["nn", "tn"]
+    np.testing.assert_array_equal(loaded.predict_features(F), expected)

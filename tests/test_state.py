@@ -61,6 +61,7 @@ CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "knn": ("knn", "gemm", ["runtime_ms"], {"n_neighbors": 5}),
     "vendor": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_vendor": True,
                                                   "columns": ["shape", "dtype", "work", "log10_ridge"]}),
+    "layout": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_layout": True, "tiles": True}),
 }
 
 

@@ -122,6 +122,11 @@ CANDIDATES: tuple[Candidate, ...] = (
     _hybrid("relative work, tiny trees, tile + power base (generation), monotone waves", [*_RELATIVE, "log2_waves"],
             relative=True, tiles=True, power_limit="generation", monotone={**EFFICIENCY_DIRECTION, **_WAVE_DIRECTION},
             **_TINY),
+    # NeuSight's per-op predictors: bmm and linear fitted apart (own floor, power fit and trees)
+    _hybrid("tiny trees, power base (generation), no power columns, per op", _NO_POWER, power_limit="generation",
+            by_layout=True, **_TINY),
+    _hybrid("tiny trees, tile + power base (generation), no power columns, monotone waves, per op", _NO_POWER,
+            tiles=True, power_limit="generation", monotone=_WAVE_DIRECTION, by_layout=True, **_TINY),
 )
 
 #: the candidate the selection chose (lowest mean nested criterion over seeds 0, 1 and 2, round 9 of

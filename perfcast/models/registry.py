@@ -28,6 +28,7 @@ from perfcast.models.estimators.per_target import PerTargetRegressor
 from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
 from perfcast.models.estimators.sibling import SiblingShrink
+from perfcast.models.estimators.layout_split import LayoutSplit
 from perfcast.models.estimators.vendor import VendorSplit
 from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.models.estimators.trees import CLASSES, tree_model
@@ -91,8 +92,9 @@ HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone", "relativ
                                "tiles")
 #: parameters that make the hybrid an ensemble: ``seeds`` (a seed bag) and ``variants`` (a list of parameter
 #: overrides, one member each, e.g. one member that sees the hardware columns and one that does not);
-#: ``by_vendor`` fits that model once per GPU vendor (:class:`VendorSplit`)
-ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants", "by_vendor")
+#: ``by_vendor`` fits that model once per GPU vendor (:class:`VendorSplit`), ``by_layout`` once per GEMM operand
+#: layout (:class:`LayoutSplit`: NeuSight's bmm and linear apart)
+ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants", "by_vendor", "by_layout")
 
 
 def _one_hybrid(task: str, params: dict[str, Any]) -> HybridRegressor:
@@ -108,6 +110,8 @@ def hybrid_estimator(task: str, params: dict[str, Any]) -> RegressorMixin:
     params = dict(params)
     if params.pop("by_vendor", False):
         return VendorSplit(hybrid_estimator(task, params))
+    if params.pop("by_layout", False):
+        return LayoutSplit(hybrid_estimator(task, params))
     seeds, variants = params.pop("seeds", None), params.pop("variants", None)
     if variants is not None and (not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants)):
         raise ValueError(f"hybrid: variants must be a list of parameter tables, got {variants!r}")
@@ -204,7 +208,7 @@ LOG_KEY = {"log_target": None}
 OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "relative": False, "seeds": None,
                "variants": None, "by_vendor": False, "power_limit": None, "wave_quantised": False,
-               "tiles": False},
+               "tiles": False, "by_layout": False},
     "transfer": {"scale": 0.8, "max_rows": None},
     "sibling": {"nested_max_rows": None, "nested_share": 1.0, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},
@@ -293,7 +297,7 @@ def check_params(name: str, params: dict[str, Any]) -> None:
                                if name in ("hybrid", "transfer", "sibling") and isinstance(v, dict)]
     tables += [(f"{k}.", params[k]) for k in OWN_KEYS["power"] if name == "power" and isinstance(params.get(k), dict)]
     for where, table in tables:
-        nested = ("seeds", "variants", "by_vendor", *OWN_KEYS["transfer"], *OWN_KEYS["sibling"], *OWN_KEYS["power"])
+        nested = ("seeds", "variants", "by_vendor", "by_layout", *OWN_KEYS["transfer"], *OWN_KEYS["sibling"], *OWN_KEYS["power"])
         keys = {k: d for k, d in allowed.items() if not where or k not in nested}
         unknown = sorted(set(table) - set(keys))
         if unknown:

@@ -62,6 +62,9 @@ class VendorSplit(Regressor):
 
     #: the fitted per-vendor models, saved as vendor0, vendor1, ... (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimators_": "vendor"}
+    #: each feature row's group, and a single row's (a subclass splits by another key)
+    labels = staticmethod(vendor_rows)
+    label_one = staticmethod(vendor_one)
 
     def __init__(self, estimator: Any, target: str = "runtime_ms"):
         self.estimator = estimator
@@ -73,7 +76,7 @@ class VendorSplit(Regressor):
         y = np.asarray(y, dtype="float64").ravel()
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        labels = vendors(X)
+        labels = self.labels(X.to_numpy(dtype="float64", na_value=np.nan), tuple(X.columns))
         names, counts = np.unique(labels, return_counts=True)
         order = np.argsort(-counts, kind="stable")  # most rows first: the fallback is vendors_[0]
         self.vendors_ = [str(names[i]) for i in order]
@@ -95,10 +98,10 @@ class VendorSplit(Regressor):
         """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimators_")
         if len(A) == 1:  # a request: one vendor's model
-            name = vendor_one(A[0], names)
+            name = self.label_one(A[0], names)
             i = self.vendors_.index(name) if name in self.vendors_ else 0  # unknown: the first (most rows)
             return predict_rows(self.estimators_[i], A, names).ravel()
-        labels = vendor_rows(A, names)
+        labels = self.labels(A, names)
         which = np.zeros(len(A), dtype=np.int64)  # unknown vendors: the first (most rows)
         for i, name in enumerate(self.vendors_):
             which[labels == name] = i

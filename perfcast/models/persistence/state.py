@@ -40,6 +40,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sibling": ("perfcast.models.estimators.sibling:SiblingShrink", ()),
     "physics": ("perfcast.models.estimators.physics:PhysicsCorrected", ()),
     "vendor": ("perfcast.models.estimators.vendor:VendorSplit", ()),
+    "layout": ("perfcast.models.estimators.layout_split:LayoutSplit", ()),
 }
 
 
