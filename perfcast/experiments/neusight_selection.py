@@ -51,6 +51,8 @@ _HARDWARE = ["sm_count", "cores_per_sm", "clock_mhz", "max_clock_mhz", "mem_bw_g
 #: with the power limit in the base, the trees need not (and should not) split on the power budget again; the
 #: memory size does not enter a GEMM's time at all (it only tells the A100 80GB from its 40GB twin)
 _NO_POWER = ["shape", "dtype", "work", "tiling", *(c for c in _HARDWARE if c not in ("tdp_w", "log10_watts_per_tflop"))]
+#: no spec-sheet column at all: the trees see only the work (its roofline times carry the device)
+_WORK_ONLY = ["shape", "dtype", "work", "tiling"]
 _NO_POWER_MEMORY = [c for c in _NO_POWER if c != "mem_gb"]
 #: work relative to the device only: no absolute size, no absolute device number
 _RELATIVE = ["trans_a", "trans_b", *_ALIGN, "log10_intensity", "compute_memory_balance", "tiling", "cores_per_sm",
@@ -122,6 +124,10 @@ CANDIDATES: tuple[Candidate, ...] = (
     _hybrid("relative work, tiny trees, tile + power base (generation), monotone waves", [*_RELATIVE, "log2_waves"],
             relative=True, tiles=True, power_limit="generation", monotone={**EFFICIENCY_DIRECTION, **_WAVE_DIRECTION},
             **_TINY),
+    # the utilisation as a function of the work alone, the device carried by the physical base
+    _hybrid("tiny trees, power base (generation), no hardware columns", _WORK_ONLY, power_limit="generation", **_TINY),
+    _hybrid("tiny trees, tile + power base (generation), no hardware columns, monotone waves", _WORK_ONLY, tiles=True,
+            power_limit="generation", monotone=_WAVE_DIRECTION, **_TINY),
     # NeuSight's per-op predictors: bmm and linear fitted apart (own floor, power fit and trees)
     _hybrid("tiny trees, power base (generation), no power columns, per op", _NO_POWER, power_limit="generation",
             by_layout=True, **_TINY),
