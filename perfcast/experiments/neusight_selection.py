@@ -136,7 +136,8 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 
 #: the candidate the selection chose (lowest mean nested criterion over seeds 0, 1 and 2, round 9 of
-#: benchmarks/ANALYSIS_neusight.md); configs/neusight_ood_hybrid.toml holds it with a seed bag of three
+#: benchmarks/ANALYSIS_neusight.md, still the lowest in round 10); configs/neusight_ood_hybrid.toml holds it with a
+#: seed bag of three
 CHOSEN = "tiny trees, power base (generation), no power columns"
 FINAL_SEEDS: list[int] = [0, 1, 2]
 
