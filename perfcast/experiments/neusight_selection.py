@@ -124,6 +124,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     _hybrid("relative work, tiny trees, tile + power base (generation), monotone waves", [*_RELATIVE, "log2_waves"],
             relative=True, tiles=True, power_limit="generation", monotone={**EFFICIENCY_DIRECTION, **_WAVE_DIRECTION},
             **_TINY),
+    _hybrid("tiny trees, power base (generation), no power columns, monotone waves", _NO_POWER,
+            power_limit="generation", monotone=_WAVE_DIRECTION, **_TINY),
     # the utilisation as a function of the work alone, the device carried by the physical base
     _hybrid("tiny trees, power base (generation), no hardware columns", _WORK_ONLY, power_limit="generation", **_TINY),
     _hybrid("tiny trees, tile + power base (generation), no hardware columns, monotone waves", _WORK_ONLY, tiles=True,
