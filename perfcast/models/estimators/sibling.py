@@ -10,7 +10,8 @@ prediction for a row whose configuration a sibling measured is
     log ŷ = log y_sibling + λ_kind · (log f(x, device) − log f(x, sibling))
 
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
-copy with the transfer's prediction), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
+copy with the transfer's prediction; ``"resid"`` takes only the transfer's residual part: see
+:data:`SOURCES`), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
 one, a distance-weighted mean of all of them, or their mean after shifting each to the nearest one's level
 (``donor``; averaging two siblings cancels part of their shape-by-shape noise). ``(source, λ, donor)`` is
 chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training devices: each
@@ -38,9 +39,14 @@ from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
 from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
 from perfcast.models.uncertainty.calibration import conformal_quantile
 
-#: where the correction's ratio comes from: the transfer's base model, the spec sheet's roofline, or the
-#: transfer's own prediction (λ then blends the copy with the transfer in log space)
-SOURCES: tuple[str, ...] = ("base", "roofline", "transfer")
+#: where the correction's ratio comes from: the transfer's base model, the spec sheet's roofline, the
+#: transfer's own prediction (λ then blends the copy with the transfer in log space), or the transfer's
+#: residual part alone (``"resid"``: the similarity-weighted mean of the training devices' residuals minus
+#: the sibling's own, i.e. the transfer's correction without the base model's device ratio). The last pulls
+#: the sibling's configuration-by-configuration quirk toward the family's consensus without moving its level
+#: by a spec-sheet ratio, the part that misleads across an architecture step (B300 vs GB200: same sheet
+#: class, different compute capability)
+SOURCES: tuple[str, ...] = ("base", "roofline", "transfer", "resid")
 #: which siblings a row copies: the nearest alone (what the copy-sibling baseline copies); the mean over all
 #: that measured it, weighted like the transfer's residuals (``exp(-distance / scale)``); or the equal-weight
 #: mean of all of them after shifting each to the nearest one's level (its median log ratio to the nearest over
@@ -191,6 +197,7 @@ class SiblingShrink(Regressor):
             out["rank"][:, j] = np.where(np.isfinite(ly), np.sqrt(np.nansum(gap ** 2, axis=1)), np.inf)
         out["own"] = log_base + transfer.correction(X, distances=dist)
         out["transfer"] = out["own"][:, None] - out["log_y"]
+        out["resid"] = out["transfer"] - out["base"]  # the residual mix minus the sibling's own residual
         out["offset"] = np.full((n, m), np.nan)
         position = {int(d): i for i, d in enumerate(self.offset_devices_)}
         cols = np.asarray([position.get(int(d), -1) for d in transfer.devices_], dtype=np.int64)
