@@ -123,7 +123,7 @@ class Records:
         return np.asarray(pd.isna(arr), dtype=bool)
 
     def value(self, column: str, row: int) -> Any:
-        """The given value at position ``row`` (for error messages)."""
+        """The given value at position ``row`` (for error messages, and a single row's checks)."""
         raw = self.raw(column)
         return raw.iloc[row] if isinstance(raw, pd.Series) else raw[row]
 
