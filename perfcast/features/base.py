@@ -216,13 +216,11 @@ def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
 def matrix(columns: dict[str, Any], n_rows: int) -> np.ndarray:
     """(rows, columns) float64 array of equally long columns, a transposed view of one (columns, rows) block
     (see :func:`frame` for why that layout)."""
-    if n_rows == 1:  # a request's one-value columns joined in one call (np.array probes each for its shape)
-        try:
-            row = np.concatenate(list(columns.values()), dtype="float64")
-        except (ValueError, TypeError):  # a scalar among them
-            row = None
-        if row is not None and row.shape == (len(columns),):
-            return row.reshape(1, -1)
+    if n_rows == 1:  # a request's one-value columns as Python numbers, then one array (joining ~60 arrays costs
+        try:  # twice as much: np.array and np.concatenate probe each for its shape)
+            return np.array(list(map(np.ndarray.item, columns.values())), dtype="float64").reshape(1, -1)
+        except (ValueError, TypeError):  # a scalar (not an array) or a longer column among them
+            pass
     data = np.array(list(columns.values()), dtype="float64")  # one call when every column is an array of n_rows
     if data.shape != (len(columns), n_rows):  # scalars among them: broadcast column by column
         data = np.empty((len(columns), n_rows))

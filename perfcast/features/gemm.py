@@ -18,7 +18,7 @@ from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, element_bytes
+from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, dtype_one_hot_row, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -143,7 +143,7 @@ class GemmFeatures(RecordFeatures):
             **log2_columns({"log2_m": m, "log2_n": n, "log2_k": k, "log2_batch": batch}),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
-            **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),
+            **(dtype_one_hots(dtype) if one is None else dtype_one_hot_row(dtype[0])),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),

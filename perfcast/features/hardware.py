@@ -98,8 +98,8 @@ class RowHardware:
     """
 
     def __init__(self, X: pd.DataFrame | Records):
-        numbers, texts, position = _sheet_arrays(catalog())
         R = Records.of(X)
+        numbers, texts, position = _sheet_arrays(R.catalog if R.catalog is not None else catalog())
         present = set(R.columns)
         self._frame: pd.DataFrame | None = None
         if not present.isdisjoint(numbers) or not present.isdisjoint(RECORD_HARDWARE) or "device_name" in present:

@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfcast.records.hardware_specs import Catalog
+
 
 class Records:
     """Named columns of equal length, read as NumPy arrays; see the module docstring for why."""
 
-    def __init__(self, columns: Mapping[str, Any] | None = None, *, frame: pd.DataFrame | None = None):
+    def __init__(self, columns: Mapping[str, Any] | None = None, *, frame: pd.DataFrame | None = None,
+                 catalog: Catalog | None = None):
         if (columns is None) == (frame is None):
             raise TypeError("Records takes either columns (a mapping of arrays) or frame= (a DataFrame)")
         self._frame = frame
@@ -33,6 +36,9 @@ class Records:
         self._index: pd.Index | None = None
         self._numbers: dict[str, np.ndarray] = {}
         self._texts: dict[str, np.ndarray] = {}
+        #: the spec sheets the rows' devices were checked against (a request's, by the predictor), which the
+        #: features then read instead of asking :func:`~perfcast.records.hardware_specs.catalog` again
+        self.catalog = catalog
 
     @classmethod
     def of(cls, X: Records | pd.DataFrame) -> Records:
