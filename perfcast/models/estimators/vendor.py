@@ -46,9 +46,9 @@ def _vendor_columns(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray
     return tuple(c.removeprefix("vendor_") for c in present), column_positions(names, present)
 
 
-def vendor_one(row: np.ndarray, names: tuple[str, ...]) -> str:
-    """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there)."""
-    vendors_at, at = _vendor_columns(names)
+def vendor_one(row: np.ndarray, vendors_at: tuple[str, ...], at: np.ndarray) -> str:
+    """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there); ``vendors_at``,
+    ``at``: :func:`_vendor_columns` of its columns."""
     out = UNKNOWN
     for name, v in zip(vendors_at, row[at].tolist(), strict=True):
         if v > 0.5:  # NaN (vendor unknown) compares false
@@ -95,7 +95,10 @@ class VendorSplit(Regressor):
         """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`)."""
         check_fitted(self, "estimators_")
         if len(A) == 1:  # a request: one vendor's model
-            name = vendor_one(A[0], names)
+            last = self.__dict__.get("_last_columns")  # the last columns' vendor positions, found without hashing
+            if last is None or last[0] is not names:
+                last = self._last_columns = (names, *_vendor_columns(names))
+            name = vendor_one(A[0], last[1], last[2])
             i = self.vendors_.index(name) if name in self.vendors_ else 0  # unknown: the first (most rows)
             return predict_rows(self.estimators_[i], A, names).ravel()
         labels = vendor_rows(A, names)
