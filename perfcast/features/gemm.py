@@ -66,16 +66,28 @@ def _aligned_one(values: list[float]) -> list[list[float]]:
             for a in ALIGNMENTS]
 
 
+def _alignment(x: float) -> tuple[float, ...]:
+    """:func:`_aligned_one`'s flags of one size for each of :data:`ALIGNMENTS`, remembered in :data:`_ALIGNED`."""
+    hit = _ALIGNED.get(x)
+    if hit is None:
+        if len(_ALIGNED) >= 4096:
+            _ALIGNED.clear()
+        hit = _ALIGNED[x] = tuple(flags[0] for flags in _aligned_one([x]))
+    return hit
+
+
+#: size -> :func:`_alignment` of it (bounded)
+_ALIGNED: dict[float, tuple[float, ...]] = {}
+
 #: the alignment columns of m, n and k, in :mod:`perfcast.features.groups` order
 ALIGN_COLUMNS: tuple[str, ...] = tuple(f"{d}_align{a}" for d in "mnk" for a in ALIGNMENTS)
 
 
 def align_columns(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
     """The :data:`ALIGN_COLUMNS` of dimensions ``m``, ``n``, ``k`` (:func:`aligned`); a request's in one array."""
-    if len(m) == 1:
-        flags = _aligned_one([float(m[0]), float(n[0]), float(k[0])])
-        block = np.array([flags[j][i] for i in range(3) for j in range(len(ALIGNMENTS))]).reshape(-1, 1)
-        return dict(zip(ALIGN_COLUMNS, block, strict=True))
+    if len(m) == 1:  # a request: each size's flags remembered (sizes recur: powers of two, multiples of 128)
+        block = np.array([*_alignment(float(m[0])), *_alignment(float(n[0])), *_alignment(float(k[0]))])
+        return dict(zip(ALIGN_COLUMNS, block.reshape(-1, 1), strict=True))
     flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass
     return {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
 

@@ -385,7 +385,7 @@ class SiblingTransfer(Regressor):
             weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
         runs = self._sorted_runs() if len(A) == 1 else None
         if runs is not None:
-            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(np.uint64(keys[0]), runs))])
+            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(keys[0], runs))])
         r = self._residuals_at(keys)  # (rows, devices)
         if r is None:
             return np.zeros(len(A))

@@ -199,13 +199,17 @@ class IntervalCalibration:
     def _factors_one(self, level: float, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """``_factors(half_widths(...))`` of a single feature row: a function of the level and of the row's
         group and novelty columns only, so remembered per their values (read-only)."""
-        where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
-        at = where.get(names)
-        if at is None:
-            wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
-            at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
+        last = self.__dict__.get("_factor_last")  # the last columns' positions, found without hashing them
+        if last is None or last[0] is not names:
+            where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
+            at = where.get(names)
+            if at is None:
+                wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
+                at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
+            last = self._factor_last = (names, at, at.tobytes())
+        _, at, columns = last
         memo = self.__dict__.setdefault("_factor_memo", {})
-        key = (level, at.tobytes(), A[0, at].tobytes())  # the columns read and their values
+        key = (level, columns, A[0, at].tobytes())  # the columns read and their values
         hit = memo.get(key)
         if hit is None:
             if len(memo) >= 4096:
