@@ -134,9 +134,10 @@ class AttentionFeatures(RecordFeatures):
         q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
         kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
         if len(X) == 1:  # a request: the same IEEE operations in the same order, in Python floats
-            flops, nbytes, kv_read, ctas = (np.array([v]) for v in _work_one(
+            flops, nbytes, kv_read, ctas = _work_one(  # (the work and waves take Python floats)
                 *(float(v[0]) for v in (batch, heads, kv_heads, head_dim, seq_q, seq_kv, window, pairs, q_bytes,
-                                        kv_bytes)), bool(decode[0])))
+                                        kv_bytes)), bool(decode[0]))
+            kv_read = np.array([kv_read])
         else:
             flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
             kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)

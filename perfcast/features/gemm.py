@@ -28,15 +28,15 @@ ALIGNMENTS: tuple[int, ...] = (8, 64, 128)
 
 
 def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, beta: np.ndarray,
-              sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+              sizes: dict[str, np.ndarray]) -> tuple[np.ndarray | float, np.ndarray | float]:
     """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0);
-    ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`)."""
+    ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`). A single
+    row's are Python floats (what :func:`~perfcast.features.kernels.work_features` reads of it)."""
     if len(m) == 1:  # a request: the same IEEE products and sums, in order, in Python floats
         b_, m_, n_, k_ = float(batch[0]), float(m[0]), float(n[0]), float(k[0])
         a, b, c = (float(sizes[o][0]) for o in "abc")
         c_one = 1.0 + float(beta[0] != 0)
-        return (np.array([2.0 * b_ * m_ * n_ * k_]),
-                np.array([b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)]))
+        return 2.0 * b_ * m_ * n_ * k_, b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)
     flops = 2.0 * batch * m * n * k
     c_reads = 1.0 + (beta != 0).astype("float64")
     nbytes = batch * (m * k * sizes["a"] + k * n * sizes["b"] + c_reads * m * n * sizes["c"])
@@ -115,6 +115,14 @@ def dtype_one_hots(dtype: np.ndarray) -> dict[str, np.ndarray]:
     return {f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES}
 
 
+def _ctas_one(batch: np.ndarray, m: np.ndarray, n: np.ndarray, tile_m: np.ndarray, tile_n: np.ndarray) -> float:
+    """A single row's thread blocks, batch * ceil(m / tile_m) * ceil(n / tile_n), in Python floats: the same
+    quotients and products in order, ``np.ceil``'s inf and NaN kept."""
+    quotients = (float(m[0] / tile_m[0]), float(n[0] / tile_n[0]))  # NumPy's (inf or NaN where a tile is 0)
+    ceil = [float(math.ceil(q)) if math.isfinite(q) else q for q in quotients]
+    return float(batch[0]) * ceil[0] * ceil[1]
+
+
 def _first_is_t(layout: str) -> float:
     return float(layout[:1] == "t") if layout else np.nan
 
@@ -149,7 +157,8 @@ class GemmFeatures(RecordFeatures):
         tm, tn, units = per_device(hw, "gemm", lambda: (*default_tiles(hw), compute_units(hw)))
         tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
         tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
-        ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
+        ctas = _ctas_one(batch, m, n, tile_m, tile_n) if len(X) == 1 else \
+            batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         align = align_columns(m, n, k)
         return {  # in the order of groups.py, so the base class need not reorder
             **log2_columns({"log2_m": m, "log2_n": n, "log2_k": k, "log2_batch": batch}),

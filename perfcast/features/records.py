@@ -109,7 +109,8 @@ class Records:
         v = self._texts.get(column)
         if v is None:
             raw = self.raw(column)
-            if isinstance(raw, np.ndarray) and raw.dtype == object and all(isinstance(x, str) for x in raw):
+            if isinstance(raw, np.ndarray) and raw.dtype == object and (
+                    isinstance(raw[0], str) if len(raw) == 1 else all(isinstance(x, str) for x in raw)):
                 v = raw
             else:
                 v = pd.Series(raw, copy=False).astype("string").to_numpy(dtype=object, na_value=None)
@@ -124,8 +125,8 @@ class Records:
         arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
         if isinstance(arr, np.ndarray) and arr.dtype == np.float64:
             return np.isnan(arr)
-        if len(arr) <= 16 and all(isinstance(v, str) for v in arr):  # a request's text: never missing
-            return np.zeros(len(arr), dtype=bool)
+        if isinstance(arr[0], str) if len(arr) == 1 else len(arr) <= 16 and all(isinstance(v, str) for v in arr):
+            return np.zeros(len(arr), dtype=bool)  # a request's text: never missing
         return np.asarray(pd.isna(arr), dtype=bool)
 
     def value(self, column: str, row: int) -> Any:
