@@ -281,8 +281,12 @@ def log2_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``np.log2`` of each column; a request's one-value columns in one ufunc call (the same loop element by
     element), given back as (1,) views of its result: one call instead of one per column."""
     values = list(columns.values())
-    if all(len(v) == 1 for v in values):
-        return dict(zip(columns, np.log2(np.concatenate(values)).reshape(-1, 1), strict=True))
+    if values and len(values[0]) == 1:  # (each column's one number read as matrix() reads it)
+        try:
+            return dict(zip(columns, np.log2(np.array(list(map(np.ndarray.item, values)))).reshape(-1, 1),
+                            strict=True))
+        except (ValueError, TypeError):  # a longer column among them
+            pass
     return {name: np.log2(v) for name, v in columns.items()}
 
 
