@@ -162,7 +162,7 @@ class AttentionFeatures(RecordFeatures):
     def _causal(X: Records) -> np.ndarray:
         """The ``causal`` flag per row (true where absent or missing)."""
         if "causal" not in X:
-            return np.ones(len(X), dtype=bool)
+            return np.array([True]) if len(X) == 1 else np.ones(len(X), dtype=bool)
         raw = X.raw("causal")
         flags = pd.Series(raw, copy=False).astype("boolean").fillna(True) if not (
             isinstance(raw, np.ndarray) and raw.dtype == bool) else raw

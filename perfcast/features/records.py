@@ -9,7 +9,6 @@ the same reads: numbers as float64, text as object arrays with ``None`` for miss
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -88,17 +87,17 @@ class Records:
 
     def number(self, column: str, default: float = np.nan) -> np.ndarray:
         """The column as float64, ``default`` where missing, unparseable or where the column is absent."""
-        if column not in self._columns:
-            return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
         v = self._numbers.get(column)
         if v is None:
+            if column not in self._columns:
+                return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
             raw = self.raw(column)
             arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
             if not (isinstance(arr, np.ndarray) and arr.dtype == np.float64):
                 arr = pd.to_numeric(pd.Series(raw, copy=False), errors="coerce").to_numpy(dtype="float64",
                                                                                        na_value=np.nan)
             v = self._numbers[column] = arr
-        if math.isnan(default) or (len(v) == 1 and v[0] == v[0]):  # (a request's given value: as it is)
+        if default != default or (self._len == 1 and v[0] == v[0]):  # NaN default; a request's given value as it is
             return v
         return np.where(np.isnan(v), default, v)
 

@@ -123,7 +123,7 @@ class DomainGuard:
         records = Records.of(records)
         n = len(records)
         if n == 1 and names is not None and self._clear_one(records, features, names):
-            return np.ones(1, dtype=bool), [""]
+            return np.array([True]), [""]
         reasons = np.full(n, "", dtype=object)
         add = _appender(reasons)
         given = set(records.columns)
@@ -245,12 +245,12 @@ class DomainGuard:
         value is remembered per column and text."""
         if len(text) == 1 and isinstance(text[0], str):
             memo = self.__dict__.setdefault("_unseen_memo", {})
-            key = (column, text[0])
-            if key not in memo:
+            hit = memo.get(key := (column, text[0]))
+            if hit is None:
                 if len(memo) >= 4096:
                     memo.clear()
-                memo[key] = self._unseen_labels(column, text)
-            return memo[key]
+                hit = memo[key] = self._unseen_labels(column, text)
+            return hit
         return self._unseen_labels(column, text)
 
     def _unseen_labels(self, column: str, text: np.ndarray) -> np.ndarray:
