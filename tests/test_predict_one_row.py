@@ -267,6 +267,26 @@ def test_a_requests_gemm_thread_blocks_are_the_batchs(gemm_rows):
     assert np.isinf(batch).any() and np.isnan(batch).any()  # the zero tiles' infinite blocks reach the features
 
 
+def test_a_requests_interval_bounds_are_the_arrays():
+    """A request's bounds are taken in Python floats (one target from its four numbers, several target by
+    target); they must be the array path's in every bit for one and three targets, with the noise known, unknown
+    (NaN, read as 0) and large enough to clip the lower bound at 0; anything not finite is left to the arrays."""
+    from perfcast.models.uncertainty.calibration import _bounds_one
+
+    rng, q = np.random.default_rng(0), 1.6448536269514722
+    for targets in (1, 3):
+        for _ in range(300):
+            pred, half = rng.lognormal(size=(1, targets)), rng.uniform(0.0, 3.0, (1, targets))
+            shrink, grow = np.exp(-half), np.exp(half)
+            noise = rng.choice([np.nan, 0.0, 0.05, 0.9, 1.5], (1, targets))
+            lo, hi = _bounds_one(pred, shrink, grow, noise, q)
+            floor = q * np.nan_to_num(noise, nan=0.0)  # IntervalCalibration.bounds' array steps
+            assert lo.tobytes() == (pred * np.clip(np.minimum(shrink, 1.0 - floor), 0.0, None)).tobytes()
+            assert hi.tobytes() == (pred * np.maximum(grow, 1.0 + floor)).tobytes()
+            assert lo.shape == hi.shape == (1, targets)
+        assert _bounds_one(pred, shrink * np.inf, grow, noise, q) is None
+
+
 def test_a_requests_text_map_is_the_batchs():
     """A request's text (phase, layout) is mapped without codes; it must be the batch's, missing values included."""
     from perfcast.features.base import text_map
