@@ -153,7 +153,7 @@ class GemmFeatures(RecordFeatures):
             trans_a = text_map(layout, _first_is_t).astype("float64")
             trans_b = text_map(layout, _second_is_t).astype("float64")
         else:
-            trans_a = trans_b = np.full(len(X), np.nan)
+            trans_a = trans_b = np.array([np.nan]) if len(X) == 1 else np.full(len(X), np.nan)
         tm, tn, units = per_device(hw, "gemm", lambda: (*default_tiles(hw), compute_units(hw)))
         tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
         tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
