@@ -287,6 +287,27 @@ def test_a_requests_interval_bounds_are_the_arrays():
         assert _bounds_one(pred, shrink * np.inf, grow, noise, q) is None
 
 
+def test_a_request_asks_for_the_spec_catalog_once(monkeypatch):
+    """The predictor checks a request's device against the spec catalog and hands that catalog to the features
+    with the row (each ask stats the spec files): one ask per ``predict(dict)``, the same answer."""
+    import perfcast.features.hardware as hardware
+    import perfcast.predictor as predictor
+    from perfcast.records.hardware_specs import catalog
+
+    p = Predictor.builtin("gemm")
+    config = {"m": 4096, "n": 1000, "k": 4096, "dtype": "bfloat16", "device_id": "h100_sxm"}
+    expected, asks = p.predict(config), []
+
+    def counted(*args: Any) -> Any:
+        asks.append(args)
+        return catalog(*args)
+
+    monkeypatch.setattr(predictor, "catalog", counted)
+    monkeypatch.setattr(hardware, "catalog", counted)
+    assert p.predict(config) == expected and len(asks) == 1
+    assert p.predict(pd.DataFrame([config])).iloc[0].to_dict() == expected and len(asks) > 1  # a frame asks again
+
+
 def test_a_requests_text_map_is_the_batchs():
     """A request's text (phase, layout) is mapped without codes; it must be the batch's, missing values included."""
     from perfcast.features.base import text_map
