@@ -225,7 +225,7 @@ class Predictor:
                 cols[key] = column = np.array([v], dtype="float64")
                 x = v if kind is float else column.item()
                 clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
-            elif key in ("device_id", DEVICE_ALIAS) and kind is str:
+            elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)
                 cat = catalog() if clean else None
                 clean = clean and v in cat.specs

@@ -133,7 +133,6 @@ class RecordFeatures(Transformer):
                 )
         return R
 
-
     def _clear_one(self, R: Records) -> bool:
         """Whether a single row passes every check of :meth:`_check`, told from its values in Python: a request's
         numbers (float64) and text (str) as the predictor gives them. Anything else (or anything to report) is
