@@ -208,11 +208,17 @@ def speed(args: argparse.Namespace, path: Path, task: str = "gemm") -> dict[str,
     warm_up(p1, configs)
     out["one"] = median_seconds(lambda i: p1.predict(configs[i % len(configs)]), 300)
     out["one_cpu"] = cpu_per_call(lambda i: p1.predict(configs[i % len(configs)]), 300)
-    rows = [p1._one_row(c)[0] for c in configs]  # a request's columns, as predict(dict) builds them
-    frames = [Records(r) for r in rows]
+    served = [p1._one_row(c) for c in configs]  # a request's columns (and the catalog its device was found in)
+
+    def request(i: int) -> Records:
+        """Config ``i`` as predict(dict) hands it to the features (a predictor before h-onecall3 gives no catalog)."""
+        row, _, *cat = served[i % len(served)]
+        return Records(row, **({"catalog": cat[0]} if cat else {}))
+
+    frames = [request(i) for i in range(len(served))]
     names = p1.model.features.names_out()
     feats = [p1.model.features.transform_array(f) for f in frames]  # the served path's feature rows
-    out["features"] = median_seconds(lambda i: p1.model.features.transform_array(Records(rows[i % len(rows)])), 300)
+    out["features"] = median_seconds(lambda i: p1.model.features.transform_array(request(i)), 300)
     out["trees"] = median_seconds(lambda i: p1.model.predict_rows(feats[i % len(feats)], names), 300)
     cal = p1.model.calibration
 

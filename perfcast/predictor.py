@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.records.hardware_specs import ENV_VAR, catalog, resolve_device_id
+from perfcast.records.hardware_specs import ENV_VAR, Catalog, catalog, resolve_device_id
 from perfcast.records.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.features.hardware import DEVICE_ALIAS
@@ -107,6 +107,7 @@ class Predictor:
         #: the same as sets, for a request's per-key membership tests
         self._numeric_set, self._boolean_set = frozenset(self._numeric), frozenset(self._boolean)
         self._required = tuple(type(model.features).required)
+        self._required_set = frozenset(self._required)
         self._needs_device = self.task in ("gemm", "attention")
         #: outputs computed from the targets: energy (J) = power x runtime when the model predicts both but not it
         self.derived = derived_outputs(self.targets)
@@ -151,9 +152,9 @@ class Predictor:
     def predict(self, config: Mapping[str, Any] | pd.DataFrame, level: float | None = None
                 ) -> dict[str, Any] | pd.DataFrame:
         """A dict in gives a dict out; a DataFrame (or list of dicts) gives a DataFrame with the input's index."""
-        if isinstance(config, Mapping):
-            row, clean = self._one_row(config)
-            cols = self._predict(Records(row) if clean else self._records(pd.DataFrame(row)), level)
+        if type(config) is dict or isinstance(config, Mapping):  # (a Mapping check alone is ~1 us of ABC machinery)
+            row, clean, cat = self._one_row(config)
+            cols = self._predict(Records(row, catalog=cat) if clean else self._records(pd.DataFrame(row)), level)
             return {k: v.tolist()[0] for k, v in cols.items()}  # Python values (every column is an array)
         records = self._records(config if isinstance(config, pd.DataFrame) else pd.DataFrame(list(config)))
         return _frame(self._predict(records, level), records.index)
@@ -205,32 +206,37 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------------------- input checks
-    def _one_row(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """``config`` as one-row columns whose plain numbers are float64 and whose text is an object array, and
-        whether it is clean: every required value and the device given as :meth:`_records` would leave them
-        (finite numbers, a canonical device id, no flags to parse), so the row is predicted as
-        :class:`~perfcast.features.records.Records` and never becomes a DataFrame (pandas' fixed costs are most
-        of a small request). Anything else goes through :meth:`_records`, which converts it or says what is
-        wrong."""
+    def _one_row(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool, Catalog | None]:
+        """``config`` as one-row columns whose plain numbers are float64 and whose text is an object array, whether
+        it is clean, and the spec catalog its device was found in. Clean: every required value and the device
+        given as :meth:`_records` would leave them (finite numbers, a canonical device id, no flags to parse),
+        so the row is predicted as :class:`~perfcast.features.records.Records` and never becomes a DataFrame
+        (pandas' fixed costs are most of a small request); the features then read that catalog rather than
+        ask for it again (each ask ``stat``s the spec files). Anything else goes through :meth:`_records`,
+        which converts it or says what is wrong."""
         cols: dict[str, Any] = {}
+        cat = None
         clean = not (DEVICE_ALIAS in config and "device_id" in config) and "device_name" not in config
+        numeric = self._numeric_set
         for key, v in config.items():
-            if key in self._numeric_set and isinstance(v, (int, float, np.integer, np.floating)) \
-                    and not isinstance(v, (bool, np.bool_)):
-                cols[key] = np.array([v], dtype="float64")
-                x = float(cols[key][0])
+            kind = type(v)
+            if key in numeric and (kind is float or kind is int or (
+                    isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)))):
+                cols[key] = column = np.array([v], dtype="float64")
+                x = v if kind is float else column.item()
                 clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)
-                clean = clean and v in catalog().specs
+                cat = catalog() if clean else None
+                clean = clean and v in cat.specs
             else:
                 text = isinstance(v, str)
                 cols[key] = np.array([v], dtype=object) if text else [v]
-                clean = clean and isinstance(key, str) and key not in self._numeric_set \
+                clean = clean and isinstance(key, str) and key not in numeric \
                     and key not in self._boolean_set \
                     and (key not in self._required or (text and v != ""))
-        clean = clean and all(c in cols for c in self._required) and (not self._needs_device or "device_id" in cols)
-        return cols, clean
+        clean = clean and cols.keys() >= self._required_set and (not self._needs_device or "device_id" in cols)
+        return cols, clean, cat if clean else None
 
     def _records(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The input as records the features read: device alias resolved, types coerced, required columns present."""

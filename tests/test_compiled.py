@@ -22,6 +22,7 @@ from perfcast.models.estimators.hybrid import HybridRegressor
 from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.persistence.codecs import LightGBMLeaf
 from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.persistence import kernels
 from perfcast.models.persistence.kernels import BLOCK, LANES
 from perfcast.models.persistence.small_walk import ZERO
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -226,3 +227,20 @@ def test_a_rows_sum_does_not_depend_on_its_batch(features):
                                       expected[BLOCK + 1:3 * BLOCK + 4])
     alone = np.concatenate([forest.predict(X[i:i + 1]) for i in range(0, len(X), 97)])
     np.testing.assert_array_equal(alone, expected[::97])
+
+
+@pytest.mark.parametrize("params", [{"n_estimators": 60, "num_leaves": 31},
+                                    {"n_estimators": 20, "num_leaves": 255, "min_child_samples": 2}],
+                         ids=["lanes-and-a-partial-group", "deep-unbalanced"])
+def test_a_single_rows_walk_sums_what_lightgbm_predicts(features, params):
+    """A request's row walks :data:`LANES` trees in step (``kernels._walk_row``, as deep as the deepest of them),
+    then the trees left over one by one: every row alone, at and beside every threshold, with NaN and +-inf,
+    must give LightGBM's sum in every bit (60 trees leave a partial group of lanes; 255-leaf trees differ
+    most in depth within a group)."""
+    A, y = features
+    booster = _booster(A, y, **params)
+    forest = compile_lightgbm(booster.model_to_string())
+    assert len(forest.roots) % LANES  # trees left over after the groups of lanes
+    X = np.vstack([_probe(A)[::9], at_every_threshold(forest, A[:100])])
+    alone = np.array([kernels.walk(forest.layout, X[i:i + 1], 1)[0] for i in range(len(X))])  # Numba, one row
+    np.testing.assert_array_equal(alone, booster.predict(X))

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perfcast.models.persistence.compiled import compile_lightgbm
+from perfcast.models.persistence import kernels
 from perfcast.models.persistence.kernels import BLOCK
 
 
@@ -61,3 +62,5 @@ def test_any_forest_sums_what_lightgbm_predicts_on_any_rows(case, threads):
     np.testing.assert_array_equal(forest.predict(np.asfortranarray(X), threads), expected)
     perm = np.random.default_rng(0).permutation(len(X))
     np.testing.assert_array_equal(forest.predict(X[perm], threads), expected[perm])
+    alone = [kernels.walk(forest.layout, X[i:i + 1], threads)[0] for i in range(min(len(X), 40))]  # a request's
+    np.testing.assert_array_equal(alone, expected[:40])  # walk: trees in lanes, not rows

@@ -210,9 +210,12 @@ def test_a_requests_work_and_wave_terms_are_the_batchs(gemm_rows):
         for i in range(len(flops)):
             one = work_features(flops[i:i + 1], nbytes[i:i + 1], peak[i:i + 1], bw[i:i + 1])
             one |= wave_features(ctas[i:i + 1], units[i:i + 1])
-            assert list(one) == list(work) + list(waves)
+            floats = work_features(flops[i].item(), nbytes[i].item(), peak[i:i + 1], bw[i:i + 1])  # as the
+            floats |= wave_features(ctas[i].item(), units[i:i + 1])  # one-row feature paths give them
+            assert list(one) == list(floats) == list(work) + list(waves)
             for c, v in one.items():
                 np.testing.assert_array_equal(v, (work | waves)[c][i:i + 1], err_msg=c)
+                assert floats[c].shape == (1,) and floats[c].tobytes() == v.tobytes(), c
 
 
 def test_a_requests_gemm_work_and_size_logarithms_are_the_batchs(gemm_rows):
@@ -240,6 +243,69 @@ def test_a_requests_gemm_work_and_size_logarithms_are_the_batchs(gemm_rows):
             for c, v in one_logs.items():
                 np.testing.assert_array_equal(v, logs[c][i:i + 1], err_msg=c)
     assert len(set(nbytes.tolist())) > 10
+
+
+def test_a_requests_gemm_thread_blocks_are_the_batchs(gemm_rows):
+    """A request's thread blocks (batch x ceil(m / tile_m) x ceil(n / tile_n)) and its FLOPs and bytes are taken
+    in Python floats; every feature of a row must be the batch's in every bit, with given tiles (zero and
+    missing among them), batches and a huge size."""
+    from perfcast.features.gemm import GemmFeatures
+    from perfcast.features.records import Records
+
+    rows = gemm_rows[GEMM_KEYS].reset_index(drop=True).copy()
+    rows["tile_m"] = np.resize([64.0, 128.0, 0.0, np.nan, 256.0], len(rows))
+    rows["tile_n"] = np.resize([128.0, np.nan, 64.0, 0.0], len(rows))
+    rows["batch"] = np.resize([1.0, 3.0, 2.0 ** 30], len(rows))
+    rows.loc[0, "m"] = 2.0 ** 52
+    t = GemmFeatures().fit(rows)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        batch = t.transform_array(rows)
+        for i, row in enumerate(rows.to_dict("records")):
+            one = t.transform_array(Records({c: np.array([v], dtype=object if isinstance(v, str) else "float64")
+                                             for c, v in row.items()}))
+            assert one.shape == (1, batch.shape[1]) and one.tobytes() == batch[i:i + 1].tobytes(), row
+    assert np.isinf(batch).any() and np.isnan(batch).any()  # the zero tiles' infinite blocks reach the features
+
+
+def test_a_requests_interval_bounds_are_the_arrays():
+    """A request's bounds are taken in Python floats (one target from its four numbers, several target by
+    target); they must be the array path's in every bit for one and three targets, with the noise known, unknown
+    (NaN, read as 0) and large enough to clip the lower bound at 0; anything not finite is left to the arrays."""
+    from perfcast.models.uncertainty.calibration import _bounds_one
+
+    rng, q = np.random.default_rng(0), 1.6448536269514722
+    for targets in (1, 3):
+        for _ in range(300):
+            pred, half = rng.lognormal(size=(1, targets)), rng.uniform(0.0, 3.0, (1, targets))
+            shrink, grow = np.exp(-half), np.exp(half)
+            noise = rng.choice([np.nan, 0.0, 0.05, 0.9, 1.5], (1, targets))
+            lo, hi = _bounds_one(pred, shrink, grow, noise, q)
+            floor = q * np.nan_to_num(noise, nan=0.0)  # IntervalCalibration.bounds' array steps
+            assert lo.tobytes() == (pred * np.clip(np.minimum(shrink, 1.0 - floor), 0.0, None)).tobytes()
+            assert hi.tobytes() == (pred * np.maximum(grow, 1.0 + floor)).tobytes()
+            assert lo.shape == hi.shape == (1, targets)
+        assert _bounds_one(pred, shrink * np.inf, grow, noise, q) is None
+
+
+def test_a_request_asks_for_the_spec_catalog_once(monkeypatch):
+    """The predictor checks a request's device against the spec catalog and hands that catalog to the features
+    with the row (each ask stats the spec files): one ask per ``predict(dict)``, the same answer."""
+    import perfcast.features.hardware as hardware
+    import perfcast.predictor as predictor
+    from perfcast.records.hardware_specs import catalog
+
+    p = Predictor.builtin("gemm")
+    config = {"m": 4096, "n": 1000, "k": 4096, "dtype": "bfloat16", "device_id": "h100_sxm"}
+    expected, asks = p.predict(config), []
+
+    def counted(*args: Any) -> Any:
+        asks.append(args)
+        return catalog(*args)
+
+    monkeypatch.setattr(predictor, "catalog", counted)
+    monkeypatch.setattr(hardware, "catalog", counted)
+    assert p.predict(config) == expected and len(asks) == 1
+    assert p.predict(pd.DataFrame([config])).iloc[0].to_dict() == expected and len(asks) > 1  # a frame asks again
 
 
 def test_a_requests_text_map_is_the_batchs():

@@ -18,7 +18,8 @@ from perfcast.features.distinct import flagged
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, bytes_per_element, canonical_dtypes, dtype_columns
+from perfcast.features.roofline import (DTYPES, bytes_per_element, canonical_dtypes, dtype_columns,
+                                       dtype_one_hot_row)
 
 #: query rows per thread block of a prefill (flash-attention style) kernel
 PREFILL_BLOCK_Q = 128
@@ -105,18 +106,24 @@ class AttentionFeatures(RecordFeatures):
         batch = X.number("batch") * beam
         heads, head_dim = X.number("heads"), X.number("head_dim")
         kv_heads = X.number("kv_heads", np.nan)
-        kv_heads = np.where(np.isnan(kv_heads), heads, kv_heads)
         seq_q, seq_kv = X.number("seq_q"), X.number("seq_kv")
         window = X.number("window", 0.0)
         causal = self._causal(X)  # LLM attention is causal unless a record says otherwise
-        inverted = causal & (seq_q > seq_kv)
+        if len(X) == 1:  # a request's checks in Python floats (the same comparisons and remainder)
+            if kv_heads[0] != kv_heads[0]:  # noqa: PLR0124 (NaN)
+                kv_heads = heads
+            inverted = np.array([bool(causal[0]) and seq_q[0] > seq_kv[0]])
+            uneven = np.array([float(heads[0]) % float(kv_heads[0]) != 0])
+        else:
+            kv_heads = np.where(np.isnan(kv_heads), heads, kv_heads)
+            inverted = causal & (seq_q > seq_kv)
+            uneven = heads % kv_heads != 0
         if flagged(inverted):
             first = int(np.flatnonzero(inverted)[0])
             raise ValueError(
                 f"{where}: causal attention needs seq_q <= seq_kv (queries are the last seq_q positions); "
                 f"row {X.index[first]} has seq_q={seq_q[first]:g} > seq_kv={seq_kv[first]:g}"
             )
-        uneven = heads % kv_heads != 0
         if flagged(uneven):
             first = int(np.flatnonzero(uneven)[0])
             raise ValueError(f"{where}: heads must be a multiple of kv_heads (GQA); row {X.index[first]} has "
@@ -127,9 +134,10 @@ class AttentionFeatures(RecordFeatures):
         q_bytes = dtype_columns(dtype[0])["a_bytes"] if one else bytes_per_element(dtype, "a")
         kv_bytes = dtype_columns(kv_dtype[0])["a_bytes"] if one else bytes_per_element(kv_dtype, "a")
         if len(X) == 1:  # a request: the same IEEE operations in the same order, in Python floats
-            flops, nbytes, kv_read, ctas = (np.array([v]) for v in _work_one(
+            flops, nbytes, kv_read, ctas = _work_one(  # (the work and waves take Python floats)
                 *(float(v[0]) for v in (batch, heads, kv_heads, head_dim, seq_q, seq_kv, window, pairs, q_bytes,
-                                        kv_bytes)), bool(decode[0])))
+                                        kv_bytes)), bool(decode[0]))
+            kv_read = np.array([kv_read])
         else:
             flops = 4.0 * batch * heads * head_dim * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
             kv_len = np.minimum(seq_kv, np.where(window > 0, window, np.inf) + seq_q - 1)
@@ -142,7 +150,7 @@ class AttentionFeatures(RecordFeatures):
                             "log2_head_dim": head_dim, "log2_window": window + 1.0, "log2_beam_width": beam}),
             "causal": causal.astype("float64"), "is_decode": decode.astype("float64"),
             "q_bytes": q_bytes, "kv_bytes": kv_bytes,
-            **({f"dtype_{d}": dtype_columns(dtype[0])[f"dtype_{d}"] for d in DTYPES} if one else
+            **(dtype_one_hot_row(dtype[0]) if one else
                {f"dtype_{d}": (dtype == d).astype("float64") for d in DTYPES}),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "log10_kv_bytes": np.log10(kv_read),
@@ -154,7 +162,7 @@ class AttentionFeatures(RecordFeatures):
     def _causal(X: Records) -> np.ndarray:
         """The ``causal`` flag per row (true where absent or missing)."""
         if "causal" not in X:
-            return np.ones(len(X), dtype=bool)
+            return np.array([True]) if len(X) == 1 else np.ones(len(X), dtype=bool)
         raw = X.raw("causal")
         flags = pd.Series(raw, copy=False).astype("boolean").fillna(True) if not (
             isinstance(raw, np.ndarray) and raw.dtype == bool) else raw

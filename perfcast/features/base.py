@@ -108,6 +108,8 @@ class RecordFeatures(Transformer):
         if not isinstance(X, (pd.DataFrame, Records)):
             raise TypeError(f"{where}: expected a DataFrame of {self.task} records, got {type(X).__name__}")
         R = Records.of(X)
+        if len(R) == 1 and self._clear_one(R):
+            return R
         absent = [c for c in self.required if c not in R]
         if absent:
             raise MissingColumnError(
@@ -130,6 +132,21 @@ class RecordFeatures(Transformer):
                     f"{R.value(c, first)!r} ({int(bad.sum())} such row(s))"
                 )
         return R
+
+    def _clear_one(self, R: Records) -> bool:
+        """Whether a single row passes every check of :meth:`_check`, told from its values in Python: a request's
+        numbers (float64) and text (str) as the predictor gives them. Anything else (or anything to report) is
+        left to the general checks, which word it."""
+        for c in self.required:
+            v = R.value(c, 0) if c in R else None
+            if not (isinstance(v, str) or (type(v) is np.float64 and v == v)):  # noqa: PLR0124 (NaN test)
+                return False
+        for c in self.positive:
+            if c in R:
+                v = R.value(c, 0)
+                if not (type(v) is np.float64 and (v > 0 or v != v)):  # noqa: PLR0124 (missing is allowed)
+                    return False
+        return True
 
 
 def missing(s: pd.Series) -> np.ndarray:
@@ -198,13 +215,11 @@ def frame(columns: dict[str, Any], index: pd.Index) -> pd.DataFrame:
 def matrix(columns: dict[str, Any], n_rows: int) -> np.ndarray:
     """(rows, columns) float64 array of equally long columns, a transposed view of one (columns, rows) block
     (see :func:`frame` for why that layout)."""
-    if n_rows == 1:  # a request's one-value columns joined in one call (np.array probes each for its shape)
-        try:
-            row = np.concatenate(list(columns.values()), dtype="float64")
-        except (ValueError, TypeError):  # a scalar among them
-            row = None
-        if row is not None and row.shape == (len(columns),):
-            return row.reshape(1, -1)
+    if n_rows == 1:  # a request's one-value columns as Python numbers, then one array (joining ~60 arrays costs
+        try:  # twice as much: np.array and np.concatenate probe each for its shape)
+            return np.array(list(map(np.ndarray.item, columns.values())), dtype="float64").reshape(1, -1)
+        except (ValueError, TypeError):  # a scalar (not an array) or a longer column among them
+            pass
     data = np.array(list(columns.values()), dtype="float64")  # one call when every column is an array of n_rows
     if data.shape != (len(columns), n_rows):  # scalars among them: broadcast column by column
         data = np.empty((len(columns), n_rows))
@@ -224,11 +239,26 @@ class FeatureNames(tuple):
         return cached
 
 
-@lru_cache(maxsize=1024)
 def column_positions(names: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
     """Positions of ``wanted`` among ``names`` (the columns of a feature array), found once per pair: the
     heads read a feature row by position, which is what a frame's column selection costs on every call.
-    A KeyError names the absent ones."""
+    A KeyError names the absent ones. :class:`FeatureNames` (a transformer's output names) keep theirs in a
+    dictionary of their own, keyed by ``wanted`` alone: a request asks a dozen times, and the shared cache's
+    key would hash the ~60 names through :meth:`FeatureNames.__hash__` (Python code) each time."""
+    if type(names) is FeatureNames:
+        memo = names.__dict__.get("positions")
+        if memo is None:
+            memo = names.__dict__["positions"] = {}
+        at = memo.get(wanted)
+        if at is None:
+            at = memo[wanted] = _column_positions(names, wanted)
+        return at
+    return _column_positions(names, wanted)
+
+
+@lru_cache(maxsize=1024)
+def _column_positions(names: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
+    """:func:`column_positions`, cached per pair."""
     at = {c: i for i, c in enumerate(names)}
     absent = [c for c in wanted if c not in at]
     if absent:
@@ -250,8 +280,12 @@ def log2_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``np.log2`` of each column; a request's one-value columns in one ufunc call (the same loop element by
     element), given back as (1,) views of its result: one call instead of one per column."""
     values = list(columns.values())
-    if all(len(v) == 1 for v in values):
-        return dict(zip(columns, np.log2(np.concatenate(values)).reshape(-1, 1), strict=True))
+    if values and len(values[0]) == 1:  # (each column's one number read as matrix() reads it)
+        try:
+            return dict(zip(columns, np.log2(np.array(list(map(np.ndarray.item, values)))).reshape(-1, 1),
+                            strict=True))
+        except (ValueError, TypeError):  # a longer column among them
+            pass
     return {name: np.log2(v) for name, v in columns.items()}
 
 

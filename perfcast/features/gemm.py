@@ -18,7 +18,7 @@ from perfcast.features.distinct import factorize
 from perfcast.features.hardware import RowHardware
 from perfcast.features.kernels import hardware_features, per_device, wave_features, work_features
 from perfcast.features.records import Records
-from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, element_bytes
+from perfcast.features.roofline import DTYPES, canonical_dtypes, dtype_columns, dtype_one_hot_row, element_bytes
 
 #: CTA tile (m, n) assumed when the record does not name its kernel's tile, by compute-capability major:
 #: cuBLAS SGEMM on Pascal mostly runs 128x64 tiles; newer libraries mostly 128x128
@@ -28,15 +28,15 @@ ALIGNMENTS: tuple[int, ...] = (8, 64, 128)
 
 
 def gemm_work(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, beta: np.ndarray,
-              sizes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+              sizes: dict[str, np.ndarray]) -> tuple[np.ndarray | float, np.ndarray | float]:
     """FLOPs (2·batch·m·n·k) and bytes moved: A, B read once, C written once (and read when beta != 0);
-    ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`)."""
+    ``sizes`` are the operands' bytes per element (:func:`~perfcast.features.roofline.element_bytes`). A single
+    row's are Python floats (what :func:`~perfcast.features.kernels.work_features` reads of it)."""
     if len(m) == 1:  # a request: the same IEEE products and sums, in order, in Python floats
         b_, m_, n_, k_ = float(batch[0]), float(m[0]), float(n[0]), float(k[0])
         a, b, c = (float(sizes[o][0]) for o in "abc")
         c_one = 1.0 + float(beta[0] != 0)
-        return (np.array([2.0 * b_ * m_ * n_ * k_]),
-                np.array([b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)]))
+        return 2.0 * b_ * m_ * n_ * k_, b_ * (m_ * k_ * a + k_ * n_ * b + c_one * m_ * n_ * c)
     flops = 2.0 * batch * m * n * k
     c_reads = 1.0 + (beta != 0).astype("float64")
     nbytes = batch * (m * k * sizes["a"] + k * n * sizes["b"] + c_reads * m * n * sizes["c"])
@@ -66,16 +66,28 @@ def _aligned_one(values: list[float]) -> list[list[float]]:
             for a in ALIGNMENTS]
 
 
+def _alignment(x: float) -> tuple[float, ...]:
+    """:func:`_aligned_one`'s flags of one size for each of :data:`ALIGNMENTS`, remembered in :data:`_ALIGNED`."""
+    hit = _ALIGNED.get(x)
+    if hit is None:
+        if len(_ALIGNED) >= 4096:
+            _ALIGNED.clear()
+        hit = _ALIGNED[x] = tuple(flags[0] for flags in _aligned_one([x]))
+    return hit
+
+
+#: size -> :func:`_alignment` of it (bounded)
+_ALIGNED: dict[float, tuple[float, ...]] = {}
+
 #: the alignment columns of m, n and k, in :mod:`perfcast.features.groups` order
 ALIGN_COLUMNS: tuple[str, ...] = tuple(f"{d}_align{a}" for d in "mnk" for a in ALIGNMENTS)
 
 
 def align_columns(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
     """The :data:`ALIGN_COLUMNS` of dimensions ``m``, ``n``, ``k`` (:func:`aligned`); a request's in one array."""
-    if len(m) == 1:
-        flags = _aligned_one([float(m[0]), float(n[0]), float(k[0])])
-        block = np.array([flags[j][i] for i in range(3) for j in range(len(ALIGNMENTS))]).reshape(-1, 1)
-        return dict(zip(ALIGN_COLUMNS, block, strict=True))
+    if len(m) == 1:  # a request: each size's flags remembered (sizes recur: powers of two, multiples of 128)
+        block = np.array([*_alignment(float(m[0])), *_alignment(float(n[0])), *_alignment(float(k[0]))])
+        return dict(zip(ALIGN_COLUMNS, block.reshape(-1, 1), strict=True))
     flags = aligned(np.stack([m, n, k]))  # the three dimensions in one pass
     return {f"{d}_align{a}": flag[i] for i, d in enumerate("mnk") for a, flag in flags.items()}
 
@@ -101,6 +113,14 @@ def dtype_one_hots(dtype: np.ndarray) -> dict[str, np.ndarray]:
     codes, present = factorize(dtype)
     none = np.zeros(len(codes), dtype=bool)
     return {f"dtype_{d}": ((codes == present.index(d)) if d in present else none).astype("float64") for d in DTYPES}
+
+
+def _ctas_one(batch: np.ndarray, m: np.ndarray, n: np.ndarray, tile_m: np.ndarray, tile_n: np.ndarray) -> float:
+    """A single row's thread blocks, batch * ceil(m / tile_m) * ceil(n / tile_n), in Python floats: the same
+    quotients and products in order, ``np.ceil``'s inf and NaN kept."""
+    quotients = (float(m[0] / tile_m[0]), float(n[0] / tile_n[0]))  # NumPy's (inf or NaN where a tile is 0)
+    ceil = [float(math.ceil(q)) if math.isfinite(q) else q for q in quotients]
+    return float(batch[0]) * ceil[0] * ceil[1]
 
 
 def _first_is_t(layout: str) -> float:
@@ -133,17 +153,18 @@ class GemmFeatures(RecordFeatures):
             trans_a = text_map(layout, _first_is_t).astype("float64")
             trans_b = text_map(layout, _second_is_t).astype("float64")
         else:
-            trans_a = trans_b = np.full(len(X), np.nan)
+            trans_a = trans_b = np.array([np.nan]) if len(X) == 1 else np.full(len(X), np.nan)
         tm, tn, units = per_device(hw, "gemm", lambda: (*default_tiles(hw), compute_units(hw)))
         tile_m = np.where(np.isnan(given := X.number("tile_m")), tm, given) if "tile_m" in X else tm
         tile_n = np.where(np.isnan(given := X.number("tile_n")), tn, given) if "tile_n" in X else tn
-        ctas = batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
+        ctas = _ctas_one(batch, m, n, tile_m, tile_n) if len(X) == 1 else \
+            batch * np.ceil(m / tile_m) * np.ceil(n / tile_n)
         align = align_columns(m, n, k)
         return {  # in the order of groups.py, so the base class need not reorder
             **log2_columns({"log2_m": m, "log2_n": n, "log2_k": k, "log2_batch": batch}),
             **align, "trans_a": trans_a, "trans_b": trans_b, "beta_nonzero": (beta != 0).astype("float64"),
             "a_bytes": sizes["a"], "b_bytes": sizes["b"], "c_bytes": sizes["c"],
-            **(dtype_one_hots(dtype) if one is None else {f"dtype_{d}": one[f"dtype_{d}"] for d in DTYPES}),
+            **(dtype_one_hots(dtype) if one is None else dtype_one_hot_row(dtype[0])),
             **work_features(flops, nbytes, hard["peak_tflops"], hard["mem_bw_gbs"]),
             "tile_m": tile_m, "tile_n": tile_n,
             **wave_features(ctas, units),

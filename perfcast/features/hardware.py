@@ -98,20 +98,19 @@ class RowHardware:
     """
 
     def __init__(self, X: pd.DataFrame | Records):
-        numbers, texts, position = _sheet_arrays(catalog())
         R = Records.of(X)
-        present = set(R.columns)
+        numbers, texts, position = _sheet_arrays(R.catalog if R.catalog is not None else catalog())
         self._frame: pd.DataFrame | None = None
-        if not present.isdisjoint(numbers) or not present.isdisjoint(RECORD_HARDWARE) or "device_name" in present:
+        self.columns, own = _field_names(numbers)
+        if not own.isdisjoint(R):  # the records describe hardware of their own
             self._frame = hardware_frame(R.frame())
             self.ids = self._frame["device_id"].to_numpy(dtype=object, na_value=None)
             self.columns = frozenset(self._frame.columns)
             return
         self._numbers, self._texts = numbers, texts
-        self.columns = _field_names(numbers)
         given = R.text("device_id")
         if len(given) == 1 and given[0] in position:  # a request for a device of the sheets: its row directly
-            self._rows, self.ids = np.asarray([position[given[0]]], dtype=np.int64), given
+            self._rows, self.ids = _one_row(position[given[0]]), given
             return
         codes, uniques = factorize(given)
         bad = sorted({str(u) for u in uniques if str(u) not in position})
@@ -149,18 +148,29 @@ class RowHardware:
         return self._texts[column][self._rows]
 
 
-def _field_names(numbers: dict[str, np.ndarray]) -> frozenset[str]:
-    """The spec fields of :func:`_sheet_arrays`' ``numbers`` as a set, made once per sheet."""
+def _field_names(numbers: dict[str, np.ndarray]) -> tuple[frozenset[str], frozenset[str]]:
+    """The spec fields of :func:`_sheet_arrays`' ``numbers`` as a set, and the record columns that mean the
+    records describe their own hardware (those fields, :data:`RECORD_HARDWARE`, ``device_name``): made once per
+    sheet."""
     hit = _FIELDS.get(id(numbers))
     if hit is None or hit[0] is not numbers:
         if len(_FIELDS) >= 8:  # as many sheets as _sheet_arrays keeps
             _FIELDS.clear()
-        hit = _FIELDS[id(numbers)] = (numbers, frozenset(numbers))
+        fields = frozenset(numbers)
+        hit = _FIELDS[id(numbers)] = (numbers, (fields, fields | frozenset(RECORD_HARDWARE) | {"device_name"}))
     return hit[1]
 
 
-#: id of a sheet's ``numbers`` -> (them, their field names); see _field_names
-_FIELDS: dict[int, tuple[dict[str, np.ndarray], frozenset[str]]] = {}
+#: id of a sheet's ``numbers`` -> (them, (their field names, the columns of a record's own hardware))
+_FIELDS: dict[int, tuple[dict[str, np.ndarray], tuple[frozenset[str], frozenset[str]]]] = {}
+
+
+@lru_cache(maxsize=1024)
+def _one_row(position: int) -> np.ndarray:
+    """A single row's sheet position as the (1,) index array :meth:`RowHardware.number` reads with (read-only)."""
+    out = np.asarray([position], dtype=np.int64)
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=8)

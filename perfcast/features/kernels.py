@@ -92,16 +92,21 @@ WORK_COLUMNS = ("log10_flops", "log10_bytes", "log10_intensity", "log10_compute_
                 "log10_roofline_ms", "compute_memory_balance")
 
 
-def work_features(flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray, bw: np.ndarray) -> dict[str, np.ndarray]:
-    """Roofline terms: log FLOPs, bytes, intensity, compute/memory/roofline time and their balance."""
-    flops, nbytes = np.asarray(flops, dtype="float64"), np.asarray(nbytes, dtype="float64")
-    if flops.shape == (1,):  # a request: the quotients in Python floats, the logarithms in one call
-        f, b, p, w = flops.item(), nbytes.item(), float(peak[0]), float(bw[0])
+def work_features(flops: np.ndarray | float, nbytes: np.ndarray | float, peak: np.ndarray, bw: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """Roofline terms: log FLOPs, bytes, intensity, compute/memory/roofline time and their balance. A request's
+    ``flops`` and ``nbytes`` may be Python floats (its one row's, as the one-row paths compute them)."""
+    one = type(flops) is float
+    if not one:
+        flops, nbytes = np.asarray(flops, dtype="float64"), np.asarray(nbytes, dtype="float64")
+    if one or flops.shape == (1,):  # a request: the quotients in Python floats, the logarithms in one call
+        f, b = (flops, float(nbytes)) if one else (flops.item(), nbytes.item())
+        p, w = float(peak[0]), float(bw[0])
         try:
             t_c, t_m = f / (p * 1e9), b / (w * 1e6)  # compute_ms, memory_ms
             terms = [f, b, f / b, t_c, t_m, t_m if t_m != t_m else max(t_c, t_m), t_c / t_m]  # np.maximum: NaN wins
         except ZeroDivisionError:  # NumPy's inf or NaN: the array steps below
-            pass
+            flops, nbytes = np.array([f]), np.array([b])
         else:
             logs = np.log10(np.asarray(terms))
             return dict(zip(WORK_COLUMNS, logs.reshape(-1, 1), strict=True))  # rows of one array: (1,) views
@@ -117,22 +122,27 @@ def work_features(flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray, bw: n
     }
 
 
-def wave_features(ctas: np.ndarray, units: np.ndarray) -> dict[str, np.ndarray]:
+def wave_features(ctas: np.ndarray | float, units: np.ndarray) -> dict[str, np.ndarray]:
     """Wave quantisation of ``ctas`` thread blocks over ``units`` SMs (NaN where the SM count is unknown).
 
     ``last_wave_fill`` is the share of SMs busy in the last wave; ``wave_efficiency`` = waves / ceil(waves),
-    the fraction of the launched waves' SM time doing work (1 when the blocks fill every wave).
+    the fraction of the launched waves' SM time doing work (1 when the blocks fill every wave). A request's
+    ``ctas`` may be a Python float.
     """
-    ctas = np.asarray(ctas, dtype="float64")
-    u = float(np.asarray(units, dtype="float64")[0]) if ctas.shape == (1,) else 0.0
+    one = type(ctas) is float
+    if not one:
+        ctas = np.asarray(ctas, dtype="float64")
+    u = float(units[0]) if one or ctas.shape == (1,) else 0.0
     if u != 0.0:  # a request (and a known, non-zero unit count): in Python floats, the logarithms in one call
-        c = ctas.item()
+        c = ctas if one else ctas.item()
         w = c / u
         full = float(math.ceil(w)) if math.isfinite(w) else w  # np.ceil keeps inf and NaN
         if full != 0.0:
             logs = np.log2(np.asarray([c, w]))
             return {"log2_ctas": logs[0:1], "log2_waves": logs[1:2],
                     "last_wave_fill": np.asarray([1.0 - (full - w)]), "wave_efficiency": np.asarray([w / full])}
+    if one:
+        ctas = np.array([ctas])
     waves = ctas / np.asarray(units, dtype="float64")
     full = np.ceil(waves)
     return {

@@ -9,18 +9,20 @@ the same reads: numbers as float64, text as object arrays with ``None`` for miss
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from perfcast.records.hardware_specs import Catalog
+
 
 class Records:
     """Named columns of equal length, read as NumPy arrays; see the module docstring for why."""
 
-    def __init__(self, columns: Mapping[str, Any] | None = None, *, frame: pd.DataFrame | None = None):
+    def __init__(self, columns: Mapping[str, Any] | None = None, *, frame: pd.DataFrame | None = None,
+                 catalog: Catalog | None = None):
         if (columns is None) == (frame is None):
             raise TypeError("Records takes either columns (a mapping of arrays) or frame= (a DataFrame)")
         self._frame = frame
@@ -33,6 +35,9 @@ class Records:
         self._index: pd.Index | None = None
         self._numbers: dict[str, np.ndarray] = {}
         self._texts: dict[str, np.ndarray] = {}
+        #: the spec sheets the rows' devices were checked against (a request's, by the predictor), which the
+        #: features then read instead of asking :func:`~perfcast.records.hardware_specs.catalog` again
+        self.catalog = catalog
 
     @classmethod
     def of(cls, X: Records | pd.DataFrame) -> Records:
@@ -82,17 +87,17 @@ class Records:
 
     def number(self, column: str, default: float = np.nan) -> np.ndarray:
         """The column as float64, ``default`` where missing, unparseable or where the column is absent."""
-        if column not in self._columns:
-            return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
         v = self._numbers.get(column)
         if v is None:
+            if column not in self._columns:
+                return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
             raw = self.raw(column)
             arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
             if not (isinstance(arr, np.ndarray) and arr.dtype == np.float64):
                 arr = pd.to_numeric(pd.Series(raw, copy=False), errors="coerce").to_numpy(dtype="float64",
                                                                                        na_value=np.nan)
             v = self._numbers[column] = arr
-        if math.isnan(default) or (len(v) == 1 and v[0] == v[0]):  # (a request's given value: as it is)
+        if default != default or (self._len == 1 and v[0] == v[0]):  # NaN default; a request's given value as it is
             return v
         return np.where(np.isnan(v), default, v)
 
@@ -103,7 +108,8 @@ class Records:
         v = self._texts.get(column)
         if v is None:
             raw = self.raw(column)
-            if isinstance(raw, np.ndarray) and raw.dtype == object and all(isinstance(x, str) for x in raw):
+            if isinstance(raw, np.ndarray) and raw.dtype == object and (
+                    isinstance(raw[0], str) if len(raw) == 1 else all(isinstance(x, str) for x in raw)):
                 v = raw
             else:
                 v = pd.Series(raw, copy=False).astype("string").to_numpy(dtype=object, na_value=None)
@@ -118,12 +124,12 @@ class Records:
         arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
         if isinstance(arr, np.ndarray) and arr.dtype == np.float64:
             return np.isnan(arr)
-        if len(arr) <= 16 and all(isinstance(v, str) for v in arr):  # a request's text: never missing
-            return np.zeros(len(arr), dtype=bool)
+        if isinstance(arr[0], str) if len(arr) == 1 else len(arr) <= 16 and all(isinstance(v, str) for v in arr):
+            return np.zeros(len(arr), dtype=bool)  # a request's text: never missing
         return np.asarray(pd.isna(arr), dtype=bool)
 
     def value(self, column: str, row: int) -> Any:
-        """The given value at position ``row`` (for error messages)."""
+        """The given value at position ``row`` (for error messages, and a single row's checks)."""
         raw = self.raw(column)
         return raw.iloc[row] if isinstance(raw, pd.Series) else raw[row]
 

@@ -95,7 +95,7 @@ def canonical_dtypes(values: pd.Series | np.ndarray, column: str = "dtype") -> n
     if len(values) == 1 and isinstance(values, np.ndarray) and isinstance(values[0], str):  # a request's one name
         known = _canonical_name(values[0])
         if known is not None:
-            return np.asarray([known], dtype=object)
+            return known
     codes, uniques = factorize(_objects(values))
     mapping = {str(v): _KEYS.get(_key(str(v))) for v in uniques}
     unknown = sorted(v for v, c in mapping.items() if c is None)
@@ -108,9 +108,15 @@ def canonical_dtypes(values: pd.Series | np.ndarray, column: str = "dtype") -> n
 
 
 @lru_cache(maxsize=256)
-def _canonical_name(name: str) -> str | None:
-    """The canonical name of one dtype spelling (None if unknown), remembered: a request names one."""
-    return _KEYS.get(_key(name))
+def _canonical_name(name: str) -> np.ndarray | None:
+    """The canonical name of one dtype spelling as a read-only one-element object array (None if unknown),
+    remembered: a request names one."""
+    known = _KEYS.get(_key(name))
+    if known is None:
+        return None
+    out = np.asarray([known], dtype=object)
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -125,6 +131,14 @@ def dtype_columns(dtype: str) -> dict[str, np.ndarray]:
     for v in out.values():
         v.setflags(write=False)
     return out
+
+
+@lru_cache(maxsize=64)
+def dtype_one_hot_row(dtype: str) -> dict[str, np.ndarray]:
+    """The ``dtype_*`` columns of :func:`dtype_columns` for canonical ``dtype``, by themselves (a request's
+    features spread them into its row)."""
+    columns = dtype_columns(dtype)
+    return {f"dtype_{d}": columns[f"dtype_{d}"] for d in DTYPES}
 
 
 def normalize_dtype(values: pd.Series, column: str = "dtype") -> pd.Series:

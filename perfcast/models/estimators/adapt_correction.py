@@ -123,11 +123,15 @@ class Correction:
 
     def _layout(self, key: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the kernel-kind columns and of the shape model's columns among the feature columns
-        ``key`` (found once per layout)."""
+        ``key`` (found once per layout; the last one's without hashing ``key``)."""
+        last = self.__dict__.get("_last_layout")
+        if last is not None and last[0] is key:
+            return last[1]
         if key not in self._layouts:
             names = list(key)
             kind_at = np.flatnonzero([c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS for c in names])
             self._layouts[key] = (kind_at, np.asarray([names.index(c) for c in self.columns], dtype=np.int64))
+        self._last_layout = (key, self._layouts[key])
         return self._layouts[key]
 
     def to_json(self) -> dict[str, Any]:

@@ -127,15 +127,25 @@ class HybridRegressor(Regressor):
     def _floor(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """Each row's latency floor by kernel kind (:func:`kernel_kinds`), named once per distinct pattern of the
         kind columns and remembered, so a one-row request costs no pandas grouping."""
-        cache = self.__dict__.setdefault("_kind_floors", {})  # columns -> (kind column positions, pattern -> floor)
-        if names not in cache:
-            cache[names] = (column_positions(names, kind_columns(names)), {})
-        idx, known = cache[names]
-        if len(A) == 1:  # a request: its bit pattern in Python integers, no sort
-            code = sum(1 << i for i, v in enumerate(A[0, idx].tolist()) if v > 0.5)  # NaN compares false
-            if code not in known:
-                known[code] = float(self.floors_.get(kind_name(kind_columns(names), code), self.pooled_floor_))
-            return np.asarray([known[code]], dtype="float64")
+        last = self.__dict__.get("_last_floors")  # the last columns' entry, found without hashing them
+        if last is not None and last[0] is names:
+            idx, known, rows = last[1]
+        else:  # columns -> (kind positions, pattern -> floor, a row's kind-column bytes -> its floor as an array)
+            cache = self.__dict__.setdefault("_kind_floors", {})
+            if names not in cache:
+                cache[names] = (column_positions(names, kind_columns(names)), {}, {})
+            idx, known, rows = cache[names]
+            self._last_floors = (names, cache[names])
+        if len(A) == 1:  # a request: its floor remembered per bit pattern of its kind columns (read-only)
+            flags = A[0, idx]
+            hit = rows.get(key := flags.tobytes())
+            if hit is None:
+                code = sum(1 << i for i, v in enumerate(flags.tolist()) if v > 0.5)  # NaN compares false
+                if code not in known:
+                    known[code] = float(self.floors_.get(kind_name(kind_columns(names), code), self.pooled_floor_))
+                hit = rows[key] = np.asarray([known[code]], dtype="float64")
+                hit.setflags(write=False)
+            return hit
         flags = A[:, idx] > 0.5  # kernel_kinds' fillna(0) > 0.5: NaN compares false
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
         uniq, inverse = np.unique(codes, return_inverse=True)
@@ -163,12 +173,17 @@ class HybridRegressor(Regressor):
     def _input_array(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`_inputs` of feature rows ``A`` (columns ``names``) as a float matrix, read by position: a
         loaded forest reads the matrix anyway, and a frame's column selection costs most of a request."""
-        cache = self.__dict__.setdefault("_input_at", {})  # names -> positions (None: all, as they are)
-        if names not in cache:
-            if self._derived(names):  # computed columns have no position in A
-                return self._inputs(named_frame(A, names)).to_numpy(dtype="float64")
-            cache[names] = None if self.columns is None else column_positions(names, tuple(self.columns))
-        at = cache[names]
+        last = self.__dict__.get("_last_input_at")  # the last columns' positions, found without hashing them
+        if last is not None and last[0] is names:
+            at = last[1]
+        else:
+            cache = self.__dict__.setdefault("_input_at", {})  # names -> positions (None: all, as they are)
+            if names not in cache:
+                if self._derived(names):  # computed columns have no position in A
+                    return self._inputs(named_frame(A, names)).to_numpy(dtype="float64")
+                cache[names] = None if self.columns is None else column_positions(names, tuple(self.columns))
+            at = cache[names]
+            self._last_input_at = (names, at)
         return A if at is None else A[:, at]
 
     def _estimator(self, names: list[str]) -> Any:
@@ -198,8 +213,8 @@ class HybridRegressor(Regressor):
             raise ValueError(f"the hybrid model learns log({self.target} / baseline): every target must be > 0 "
                              f"({int((~(y > 0)).sum())} are not; missing measurements must be dropped first)")
         self.floors_, self.pooled_floor_ = {}, 0.0
-        self.__dict__.pop("_kind_floors", None)
-        self.__dict__.pop("_input_at", None)
+        for memo in ("_kind_floors", "_input_at", "_last_floors", "_last_input_at"):
+            self.__dict__.pop(memo, None)
         if self.latency_floor and self.target == "runtime_ms":
             self.floors_, self.pooled_floor_ = learn_floors(X, y)
         self.power_ = None

@@ -373,17 +373,19 @@ class SiblingTransfer(Regressor):
                         ) -> np.ndarray:
         """:meth:`correction` of feature rows ``A`` whose columns are ``names``."""
         check_fitted(self, "residuals_")
-        if self.__dict__.get("_checked") is not names:
+        checked = self.__dict__.get("_checked")
+        if checked is None or checked[0] is not names:  # the columns checked and located once per layout
             self._check_columns(names)
-            self._checked = names
-        keys = hash_rows(A[:, column_positions(names, tuple(self.config_columns))])
+            checked = self._checked = (names, column_positions(names, tuple(self.config_columns)),
+                                       column_positions(names, tuple(DISTANCE_WEIGHTS) + kind_columns(names)))
+        keys = hash_rows(A[:, checked[1]])
         if distances is None and len(A) == 1:
-            weight = self._device_weight(A, names)
+            weight = self._device_weight(A, names, checked[2])
         else:
             weight = np.exp(-(self.distance_rows(A, names) if distances is None else distances) / self.scale)
         runs = self._sorted_runs() if len(A) == 1 else None
         if runs is not None:
-            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(np.uint64(keys[0]), runs))])
+            return np.asarray([_correction_one(weight[0].tolist(), self._residual_row(keys[0], runs))])
         r = self._residuals_at(keys)  # (rows, devices)
         if r is None:
             return np.zeros(len(A))
@@ -394,11 +396,11 @@ class SiblingTransfer(Regressor):
         # trust the siblings' mean residual in proportion to how much sibling weight stands behind it
         return np.where(den > 0, num / np.maximum(den, 1e-300), 0.0) * np.minimum(den, 1.0)
 
-    def _device_weight(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    def _device_weight(self, A: np.ndarray, names: tuple[str, ...], at: np.ndarray) -> np.ndarray:
         """The sibling weights of a single row: a function of its device's descriptors and its kernel kind only
-        (:meth:`distance_rows`), so remembered per such pair (read-only)."""
+        (:meth:`distance_rows`; their positions ``at``), so remembered per such pair (read-only)."""
         memo = self.__dict__.setdefault("_weight_memo", {})
-        key = (A[0, column_positions(names, tuple(DISTANCE_WEIGHTS) + kind_columns(names))].tobytes(), self.scale)
+        key = (A[0, at].tobytes(), self.scale)
         hit = memo.get(key)
         if hit is None:
             if len(memo) >= 4096:

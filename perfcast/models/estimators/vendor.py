@@ -46,9 +46,9 @@ def _vendor_columns(names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray
     return tuple(c.removeprefix("vendor_") for c in present), column_positions(names, present)
 
 
-def vendor_one(row: np.ndarray, names: tuple[str, ...]) -> str:
-    """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there)."""
-    vendors_at, at = _vendor_columns(names)
+def vendor_one(row: np.ndarray, vendors_at: tuple[str, ...], at: np.ndarray) -> str:
+    """:func:`vendor_rows` of a single feature row (the last set vendor column wins, as there); ``vendors_at``,
+    ``at``: :func:`_vendor_columns` of its columns."""
     out = UNKNOWN
     for name, v in zip(vendors_at, row[at].tolist(), strict=True):
         if v > 0.5:  # NaN (vendor unknown) compares false
@@ -62,9 +62,15 @@ class VendorSplit(Regressor):
 
     #: the fitted per-vendor models, saved as vendor0, vendor1, ... (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimators_": "vendor"}
-    #: each feature row's group, and a single row's (a subclass splits by another key)
+    #: each feature row's group (a subclass splits by another key and overrides this and label_one)
     labels = staticmethod(vendor_rows)
-    label_one = staticmethod(vendor_one)
+
+    def label_one(self, row: np.ndarray, names: tuple[str, ...]) -> str:
+        """A single feature row's group; the last layout's vendor positions are found by identity, not hashing."""
+        last = self.__dict__.get("_last_columns")
+        if last is None or last[0] is not names:
+            last = self._last_columns = (names, *_vendor_columns(names))
+        return vendor_one(row, last[1], last[2])
 
     def __init__(self, estimator: Any, target: str = "runtime_ms"):
         self.estimator = estimator

@@ -110,13 +110,44 @@ def _walk(codes, lo, hi, roots, depth, node, leaf, value, out):  # noqa: ANN001
 
 @njit(cache=True, nogil=True)
 def _one(X, used, starts, cuts, nan_code, key, roots, depth, node, leaf, value):  # noqa: ANN001
-    """The sum of every tree's leaf value for the single row of ``X``: :func:`_code` and :func:`_walk` of one row
-    (a row alone takes :func:`_walk`'s branching loop), in one call instead of two and three allocations."""
+    """The sum of every tree's leaf value for the single row of ``X``: :func:`_code` of the row, then
+    :func:`_walk_row`, in one call instead of two and three allocations."""
     codes, keys = np.empty((1, used.shape[0]), dtype=nan_code.dtype), np.empty(1, np.uint64)
     _code(X, 0, 1, used, starts, cuts, nan_code, key, codes, keys)
-    out = np.zeros(1)
-    _walk(codes, 0, 1, roots, depth, node, leaf, value, out)
-    return out[0]
+    return _walk_row(codes[0], roots, depth, node, leaf, value)
+
+
+@njit(cache=True, nogil=True)
+def _walk_row(codes, roots, depth, node, leaf, value):  # noqa: ANN001
+    """The sum of every tree's leaf value for one coded row, added tree by tree from 0.0 as :func:`_walk` adds
+    them. :data:`LANES` trees are walked in step, as many steps as the deepest of them takes (a leaf leads to
+    itself): one tree after another, every step waits for the node the step before read, and a request's
+    nodes are mostly not in cache; the lanes' reads overlap instead (benchmarks/PREDICT_SPEED.md)."""
+    nodes = np.empty(LANES, dtype=np.uintp)
+    low, col, cut = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(48)
+    total = 0.0
+    t, trees = 0, roots.shape[0]
+    while t + LANES <= trees:
+        steps = 0
+        for j in range(LANES):
+            nodes[j] = roots[t + j]
+            steps = max(steps, depth[t + j])
+        for _ in range(steps):
+            for j in range(LANES):
+                q = node[nodes[j]]
+                c = codes[np.uintp((q >> col) & np.uint64(0xFFFF))]
+                nodes[j] = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
+        for j in range(LANES):
+            total += value[nodes[j]]
+        t += LANES
+    for r in range(t, trees):  # the last trees alone, as _walk walks a row alone
+        n = np.uintp(roots[r])
+        while not leaf[n]:
+            q = node[n]
+            c = codes[np.uintp((q >> col) & np.uint64(0xFFFF))]
+            n = np.uintp((q & low) + np.uint64(np.uint64(c) > (q >> cut)))
+        total += value[n]
+    return total
 
 
 @njit(parallel=True, cache=True)

@@ -48,14 +48,25 @@ def _bounds_one(pred: np.ndarray, shrink: np.ndarray, grow: np.ndarray, noise: n
     """:meth:`IntervalCalibration.bounds`' arithmetic for one row in Python floats (NaN noise read as 0): its
     products, minimum, maximum and clip are exact, so the same bits without ~10 NumPy calls per request. None
     when a value is not finite (Python's ``min``/``max`` do not propagate NaN as NumPy's do): the array path."""
+    if pred.size == shrink.size == grow.size == noise.size == 1:  # one target (the usual): its four numbers
+        p, s, g, n = pred.item(), shrink.item(), grow.item(), noise.item()
+        n = 0.0 if n != n else n
+        if not (math.isfinite(p) and math.isfinite(s) and math.isfinite(g) and math.isfinite(n)):
+            return None
+        lo, hi = _lo_hi(p, s, g, q * n)
+        return np.array([[lo]]), np.array([[hi]])
     p, s, g = pred.ravel().tolist(), shrink.ravel().tolist(), grow.ravel().tolist()
     n = [0.0 if v != v else v for v in noise.ravel().tolist()]
     if not (len(p) == len(s) == len(g) == len(n) and all(map(math.isfinite, p + s + g + n))):
         return None
-    floors = [q * v for v in n]
-    lo = [pj * max(min(sj, 1.0 - f), 0.0) for pj, sj, f in zip(p, s, floors, strict=True)]
-    hi = [pj * max(gj, 1.0 + f) for pj, gj, f in zip(p, g, floors, strict=True)]
+    lo, hi = zip(*(_lo_hi(*v, q * f) for v, f in zip(zip(p, s, g, strict=True), n, strict=True)), strict=True)
     return np.array([lo], dtype="float64"), np.array([hi], dtype="float64")
+
+
+def _lo_hi(p: float, s: float, g: float, floor: float) -> tuple[float, float]:
+    """One target's bounds from its prediction ``p``, interval factors ``s``/``g`` and noise floor, in Python floats
+    (what the array path's clip, minimum and maximum give for finite values)."""
+    return p * max(min(s, 1.0 - floor), 0.0), p * max(g, 1.0 + floor)
 
 
 @lru_cache(maxsize=64)
@@ -199,13 +210,17 @@ class IntervalCalibration:
     def _factors_one(self, level: float, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """``_factors(half_widths(...))`` of a single feature row: a function of the level and of the row's
         group and novelty columns only, so remembered per their values (read-only)."""
-        where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
-        at = where.get(names)
-        if at is None:
-            wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
-            at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
+        last = self.__dict__.get("_factor_last")  # the last columns' positions, found without hashing them
+        if last is None or last[0] is not names:
+            where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
+            at = where.get(names)
+            if at is None:
+                wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
+                at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
+            last = self._factor_last = (names, at, at.tobytes())
+        _, at, columns = last
         memo = self.__dict__.setdefault("_factor_memo", {})
-        key = (level, at.tobytes(), A[0, at].tobytes())  # the columns read and their values
+        key = (level, columns, A[0, at].tobytes())  # the columns read and their values
         hit = memo.get(key)
         if hit is None:
             if len(memo) >= 4096:

@@ -123,7 +123,7 @@ class DomainGuard:
         records = Records.of(records)
         n = len(records)
         if n == 1 and names is not None and self._clear_one(records, features, names):
-            return np.ones(1, dtype=bool), [""]
+            return np.array([True]), [""]
         reasons = np.full(n, "", dtype=object)
         add = _appender(reasons)
         given = set(records.columns)
@@ -173,18 +173,18 @@ class DomainGuard:
         comparisons, made in Python floats and read from the per-value memos. False (something to report, or a
         device not yet looked at) sends the row through :meth:`check`'s general path, which words the reasons;
         a request that is in distribution, the usual one, skips ~40 NumPy calls on one-element arrays."""
-        given = set(records.columns)
-        for c in (c for c in self.sizes if c in given):
-            lo, hi = self.sizes[c]
-            v = float(records.number(c)[0])
-            if v > hi or v < lo:  # NaN compares false, as in check
-                return False
+        for c, (lo, hi) in self.sizes.items():
+            if c in records:
+                v = records.number(c)[0]
+                if v > hi or v < lo:  # NaN compares false, as in check
+                    return False
         for c in self.categories:
-            if c in given and self._unseen(c, records.text(c))[0] == True:  # noqa: E712 - None: missing
+            if c in records and self._unseen(c, records.text(c))[0] == True:  # noqa: E712 - None: missing
                 return False
         spec_at, work_at, work_box = self._one_layout(names)
         if spec_at is not None:
-            key = (A[0, spec_at].tobytes(), records.text("device_id")[0], records.text("device_name")[0])
+            key = (A[0, spec_at].tobytes(), records.text("device_id")[0],
+                   records.text("device_name")[0] if "device_name" in records else None)  # (absent: None)
             if self.__dict__.get("_spec_memo", {}).get(key) != "":
                 return False
         # the work in linear units by the ufunc check's general path applies, against the same bounds
@@ -245,12 +245,12 @@ class DomainGuard:
         value is remembered per column and text."""
         if len(text) == 1 and isinstance(text[0], str):
             memo = self.__dict__.setdefault("_unseen_memo", {})
-            key = (column, text[0])
-            if key not in memo:
+            hit = memo.get(key := (column, text[0]))
+            if hit is None:
                 if len(memo) >= 4096:
                     memo.clear()
-                memo[key] = self._unseen_labels(column, text)
-            return memo[key]
+                hit = memo[key] = self._unseen_labels(column, text)
+            return hit
         return self._unseen_labels(column, text)
 
     def _unseen_labels(self, column: str, text: np.ndarray) -> np.ndarray:
