@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,27 @@ def store(tmp_path: Path):
     from perfcast.records.store import RecordStore
 
     return RecordStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], str]:
+    """``new_mlflow_db(directory)``: the URI of a new, empty MLflow SQLite store at ``directory/mlflow.db``.
+
+    Why: MLflow creates a new SQLite store by running its schema migrations, seconds of CPU per file; each store
+    here is a copy of one store migrated once per session, so every test still gets its own empty store."""
+    import mlflow
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the tables
+
+    def make(directory: Path) -> str:
+        target = Path(directory) / "mlflow.db"
+        assert not target.exists(), f"{target} exists: a new store needs a directory without one"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
+
+    return make
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL

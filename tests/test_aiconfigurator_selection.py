@@ -3,6 +3,7 @@ among its candidates, and a held-out GPU's latencies never change what is chosen
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,26 @@ def test_held_out_gpu_latencies_are_never_read(rows):
 
 
 @pytest.mark.slow
-def test_neusight_adapt_selection_reads_training_gpus_only(data_root: Path):
+def test_neusight_adapt_selection_reads_training_gpus_only(data_root: Path, monkeypatch: pytest.MonkeyPatch):
+    real = nsel.choose
+    kept = real(nsel.PROTOCOL).options["budgets"][:2]  # K = 0 and the smallest adaptation budget
+
+    def two_budgets(protocol: str, override: str | None = None):
+        """The preset with its first two budgets only (the file itself is untouched): each further K fits the
+        same kind of corrections again, which adds minutes, not checks."""
+        choice = real(protocol, override)
+        return dataclasses.replace(choice, options={**choice.options, "budgets": kept})
+
+    monkeypatch.setattr(nsel, "choose", two_budgets)
     with workspace(data_root) as ws:
         train, test = neusight_ood_split(ws.records("neusight", "gemm"))
     slice_ = train[train["device_id"].isin(["t4", "v100_pcie_32gb"])]
-    slice_ = slice_.groupby("device_id").sample(2000, random_state=0)  # K = 512 leaves rows of both ops
+    slice_ = slice_.groupby("device_id").sample(2000, random_state=0)  # K rows revealed leave rows of both ops
     candidates = nsel.CANDIDATES[:2]
     result = nsel.select(slice_, candidates, rows=600, test_rows=100)
     assert result["chosen"] in {c.label for c in candidates}
     assert set(result["folds"][candidates[0].label]) == {"t4", "v100_pcie_32gb"}  # no test GPU among the folds
     assert not set(test["device_id"]) & set(slice_["device_id"])
     assert all(0 < v < 1 for v in result["nested"].values())
+    scored = {key.split("K=")[1] for per_gpu in result["folds"].values() for s in per_gpu.values() for key in s}
+    assert scored == {str(k) for k in kept} and len(scored) == 2  # the base (K = 0) and an adapted K

@@ -1,4 +1,5 @@
-"""`perfcast probe all --quick` end to end on this machine: real measurements, stored, resumable."""
+"""`perfcast probe all --quick` end to end on this machine: real measurements, stored, resumable. It is also the
+suite's one run of the whole quick CPU sweep: every configuration of it measured, every kernel and thread variant."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from perfcast.cli import app
+from perfcast.perf_probe.cpu_kernels import BENCHMARKS, CpuProbe
+from perfcast.perf_probe.space import thread_counts
 from perfcast.records.schema import validate
 from perfcast.records.store import RecordStore
 
@@ -33,6 +36,11 @@ def test_probe_all_quick_stores_validated_records_and_resumes(tmp_path: Path) ->
         assert (df["runtime_min_ms"] <= df["runtime_ms"]).all()
         # power is either measured (positive) or missing with a reason: never 0
         assert ((df["power_w"] > 0) | (df["power_w"].isna() & df["power_note"].notna())).all()
+    # the quick CPU sweep ran every configuration of its space (none failed), so every kernel and variant
+    cpu = frames["cpu_bench"]
+    assert set(cpu["params_json"]) == {CpuProbe.key(c) for c in CpuProbe().space(quick=True)}
+    assert set(cpu["benchmark"]) == set(BENCHMARKS)
+    assert set(cpu["variant"]) == ({"single", "all"} if thread_counts()[-1] > 1 else {"single"})
     # a second run finds everything done and measures nothing again
     before = {t: len(df) for t, df in frames.items()}
     res = runner.invoke(app, ["probe", "all", "--quick", "--store", str(store)], env={"COLUMNS": "200"})

@@ -76,14 +76,14 @@ def sliced_stores(data_root: Path, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_config_trains_registers_and_loads(path: Path, sliced_stores: dict[str, Path], tmp_path: Path,
-                                                  monkeypatch):
+                                                  monkeypatch, new_mlflow_db):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data = _config_data(path)
     (dataset,) = {spec["dataset"] for spec in data["data"]["imports"]}
     data["data"] = {"store": str(sliced_stores[dataset]), "filters": data["data"].get("filters", {})}
     data["model"] = _small(data["model"])
     config = parse_config(data, base_dir=path.parent, source=str(path))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_db(tmp_path)
     before = mlflow.get_tracking_uri()
     try:
         result = train(config, tracking_uri=uri)

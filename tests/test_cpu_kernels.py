@@ -296,14 +296,3 @@ def test_bad_configurations_are_rejected_with_the_reason(probe: CpuProbe) -> Non
         probe.run({"benchmark": "linpack", "variant": "single", "size": 100})
     with pytest.raises(ValueError, match="not in this Python's hashlib"):
         probe.run({**SMALL["hash"], "algorithm": "nohash"})
-
-
-@pytest.mark.slow
-def test_quick_sweep_runs_every_configuration() -> None:
-    probe = CpuProbe()
-    cfgs = probe.space(quick=True)
-    runs = [(c, probe.run(c)) for c in cfgs]
-    df = _as_stored([r for _, rs in runs for r in rs], [c for c, rs in runs for _ in rs])
-    out = validate(df, "cpu_bench")
-    assert set(out["benchmark"]) == set(BENCHMARKS)
-    assert set(out["variant"]) == ({"single", "all"} if thread_counts()[-1] > 1 else {"single"})

@@ -59,12 +59,12 @@ def shape_report(forest, ada):
 
 
 @pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
+def mlflow_uri(tmp_path_factory, new_mlflow_db):
     """One SQLite tracking store for the module (creating one takes seconds); MLflow's URI restored after."""
     before = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+        yield new_mlflow_db(tmp_path_factory.mktemp("mlflow"))
     mlflow.set_tracking_uri(before)
 
 

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def logged(data_root: Path, tmp_path_factory) -> tuple[str, str, Path]:
+def logged(data_root: Path, tmp_path_factory, new_mlflow_db) -> tuple[str, str, Path]:
     """A small forest on the RTX 4070 GEMM table, logged and registered as ``safe`` in a fresh SQLite store;
     returns (tracking URI, run URI of the model, the model's folder in the artifact store). The tests below
     tamper with it in order: planted code first (the model must still load), a damaged bundle last."""
@@ -55,7 +55,7 @@ def logged(data_root: Path, tmp_path_factory) -> tuple[str, str, Path]:
     df = df[df["runtime_ms"].notna()].reset_index(drop=True)
     X = model_input(df, "gemm")
     model = ConformalRegressor(make_model("rf", "gemm", ["runtime_ms"], {"n_estimators": 10})).fit(X, df[["runtime_ms"]])
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_db(tmp_path)
     before = mlflow.get_tracking_uri()
     tracking.start(uri, "safety")
     with mlflow.start_run() as run:

@@ -86,7 +86,7 @@ def test_unmeasured_rows_are_left_out_and_one_group_draws_no_breakdown():
         plots.error_by_group({"a": [np.nan]}, by="dtype")
 
 
-def test_perfcast_eval_writes_the_plots_beside_its_report(fitted, h100, tmp_path, monkeypatch):
+def test_perfcast_eval_writes_the_plots_beside_its_report(fitted, h100, tmp_path, monkeypatch, new_mlflow_db):
     model, *_ = fitted
     recipe = {"name": "h100", "model": {"name": "lightgbm", "params": {"n_estimators": 30}}}  # so eval can refit it
     bundle = save_model(model, "gemm", model_input(h100.iloc[::2], "gemm"), tmp_path / "model", recipe)
@@ -97,7 +97,7 @@ def test_perfcast_eval_writes_the_plots_beside_its_report(fitted, h100, tmp_path
     out = tmp_path / "report"
     try:
         res = CliRunner().invoke(eval_app, [str(bundle), "--protocol", "random", "--store", str(store.root), "--out",
-                                            str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+                                            str(out), "--tracking-uri", new_mlflow_db(tmp_path)])
     finally:
         mlflow.set_tracking_uri(before)
     assert res.exit_code == 0, res.output

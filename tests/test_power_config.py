@@ -3,6 +3,7 @@ logs a model whose Predictor returns runtime, power and energy with intervals.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,8 @@ TABLE = "gb200/gemm/trtllm/1.3.0rc17/gemm_perf.parquet"
 
 
 @pytest.mark.slow
-def test_power_config_trains_on_a_slice(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_power_config_trains_on_a_slice(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        new_mlflow_db: Callable[[Path], str]) -> None:
     raw = pd.read_parquet(data_root / "aiconfigurator-power" / TABLE).iloc[::60]
     out = tmp_path / "data" / "aiconfigurator-power" / TABLE
     out.parent.mkdir(parents=True)
@@ -28,20 +30,20 @@ def test_power_config_trains_on_a_slice(data_root: Path, tmp_path: Path, monkeyp
     monkeypatch.setenv("PERFCAST_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    before = mlflow.get_tracking_uri()
+    before, uri = mlflow.get_tracking_uri(), new_mlflow_db(tmp_path)
     cfg = load_config(CONFIG)
     assert cfg.model.name == "power" and list(cfg.targets) == ["runtime_ms", "power_w", "energy_j"]
     assert cfg.benchmark.protocols == [power_bench.PROTOCOL]  # the config is the benchmark's preset
     small = cfg.model.model_copy(update={"params": {"runtime": {"n_estimators": 60},
                                                     "correction": {"n_estimators": 60}}})
     try:
-        result = train(cfg.model_copy(update={"model": small}), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        result = train(cfg.model_copy(update={"model": small}), tracking_uri=uri)
     finally:
         mlflow.set_tracking_uri(before)
     for t in ("runtime_ms", "power_w", "energy_j"):
         assert 0 < result.metrics[f"test_{t}_mape"] < 0.5
         assert 0.6 < result.metrics[f"test_{t}_coverage"] <= 1.0
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(uri)
     try:
         p = Predictor.load(result.model_uri)
     finally:

@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
 
 @pytest.mark.slow
 def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on_within_its_budget(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_mlflow_db: Callable[[Path], str]) -> None:
     import io
 
     import numpy as np
@@ -104,7 +105,7 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     from perfcast.workflows.quickstart import MODEL_NAME, QUICK_HELD_OUT, run_quickstart
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_db(tmp_path))
     monkeypatch.delenv("PERFCAST_HW_SPECS", raising=False)
     store = RecordStore(tmp_path / "home" / "store")
     # a budget already spent: the plan's tail is left out (with a warning), its first min_rows shapes measured

@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -62,11 +63,10 @@ def _error(url: str, payload: dict | str, content_type: str = "application/json"
     return bad.value.code, _strict_json(bad.value.read().decode())
 
 
-@pytest.fixture()
-def registered(data_root: Path, tmp_path: Path, monkeypatch) -> str:
-    """A LightGBM model on 200 bf16 GEMMs of each of three GPUs, logged and registered in a fresh SQLite store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+@pytest.fixture(scope="module")
+def registered(data_root: Path, tmp_path_factory: pytest.TempPathFactory, new_mlflow_db) -> Iterator[str]:
+    """A LightGBM model on 200 bf16 GEMMs of each of three GPUs, logged and registered in a fresh SQLite store
+    (once for the module: its tests only read it)."""
     imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
     units = [u for u in imp.units(root) if u.match("*/gemm/trtllm/*/gemm_perf.parquet")
              and u.parts[-5] in ("a100_sxm", "h100_sxm", "l40s")]
@@ -75,13 +75,16 @@ def registered(data_root: Path, tmp_path: Path, monkeypatch) -> str:
     X = model_input(train, "gemm")
     model = ConformalRegressor(make_model("lightgbm", "gemm", ["runtime_ms"], {"n_estimators": 40}))
     model.fit(X, train[["runtime_ms"]])
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_db(tmp_path_factory.mktemp("serve"))
     before = mlflow.get_tracking_uri()
-    tracking.start(uri, "serve")
-    with mlflow.start_run():
-        info = tracking.log_model(model, X, "serve-test", feature_transformer("gemm").required)
-    assert info.registered_model_version == 1
-    yield uri
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+        tracking.start(uri, "serve")
+        with mlflow.start_run():
+            info = tracking.log_model(model, X, "serve-test", feature_transformer("gemm").required)
+        assert info.registered_model_version == 1
+        yield uri
     mlflow.set_tracking_uri(before)
 
 

@@ -55,12 +55,12 @@ def ada_records(data_root):
 
 
 @pytest.fixture()
-def mlflow_in(tmp_path, monkeypatch):
+def mlflow_in(tmp_path, monkeypatch, new_mlflow_db):
     """Tracking in a fresh SQLite file under tmp_path; MLflow's global URI restored afterwards."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # a logged perfcast model holds no pickle
     before = mlflow.get_tracking_uri()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_db(tmp_path)
     yield uri
     mlflow.set_tracking_uri(before)
 
