@@ -165,6 +165,11 @@ def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, 
     main(["report"])
     report = capsys.readouterr().out
     assert report.startswith("| task | GPU left out |") and "| gemm |" in report
+    first = (out / "attention" / "manifest.json").read_bytes()
+    main(["build", "--data-root", str(root), "--tasks", "attention", "--out", str(out), "--trees", "6", "--workdir",
+          str(work)])  # the same kept workdir again: the bundle is replaced, not refused as already staged
+    assert load_builtin(out / "attention").metadata["model"]["params"]["n_estimators"] == 6
+    assert (out / "attention" / "manifest.json").read_bytes() != first
 
 
 def test_a_builtin_prediction_imports_no_mlflow_torch_or_optuna() -> None:

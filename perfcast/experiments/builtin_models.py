@@ -142,16 +142,17 @@ def build(data_root: Path, out: Path = BUILTIN_DIR, tasks: Sequence[str] = TASKS
                         "data": {"sources": list(SOURCES[task]), "rows_train": len(records),
                                  "devices": sorted(records["device_id"].astype(str).unique())},
                         "fit_s": round(time.perf_counter() - start, 1)}
-            staged = Path(tmp) / f"bundle-{task}"
-            save_model(model, task, model_input(records, task), staged, metadata)
             target = Path(out) / task
             target.parent.mkdir(parents=True, exist_ok=True)
-            old = target.with_name(f".{task}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                target.rename(old)
-            shutil.copytree(staged, target)
-            shutil.rmtree(old, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix=f"bundle-{task}-", dir=tmp) as stage:  # a kept workdir is reusable
+                staged = Path(stage) / "bundle"
+                save_model(model, task, model_input(records, task), staged, metadata)
+                old = target.with_name(f".{task}-old")
+                shutil.rmtree(old, ignore_errors=True)
+                if target.exists():
+                    target.rename(old)
+                shutil.copytree(staged, target)
+                shutil.rmtree(old, ignore_errors=True)
             progress(f"wrote {target} ({sum(p.stat().st_size for p in target.rglob('*') if p.is_file()) / 1e6:.1f} MB)")
             written.append(target)
     return written
