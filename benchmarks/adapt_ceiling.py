@@ -186,10 +186,10 @@ def adapted_rows(path: Path) -> dict[tuple[str, str, int], float]:
 
 
 def render(rows: list[dict[str, Any]], noise: list[dict[str, Any]], adapted: dict[tuple[str, str, int], float],
-           command: str, minutes: float) -> str:
+           command: str) -> str:
     """The markdown report."""
     lines = ["# The adaptation ceiling: models trained on the target GPU's own rows, and the noise floor", "",
-             f"`{command}` ({minutes:.1f} min on the shared 2-core machine). Script: "
+             f"`{command}` (each GPU's seconds in the json, `device_s`). Script: "
              "[adapt_ceiling.py](adapt_ceiling.py); json beside this file. Columns (mean APE, %, on the protocol's "
              "K = 512 test rows, subsampled; `adapted`: the protocol's own run, RESULTS_adapt.md, on its 20,000):",
              "",
@@ -244,11 +244,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rows", type=int, default=30000, help="the `all` draw's cap (run time)")
     parser.add_argument("--resume", action="store_true", help="keep --json's rows and skip their GPUs and tasks")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="other runs' json (e.g. --tasks attention run beside this one): their rows count as done")
     args = parser.parse_args()
-    started = time.perf_counter()
     choice = choose(PROTOCOL)
     rows: list[dict[str, Any]] = json.loads(args.json.read_text(encoding="utf-8"))["ceiling"] \
         if args.resume and args.json.exists() else []
+    rows += [r for path in args.merge for r in json.loads(path.read_text(encoding="utf-8"))["ceiling"]]
     done = {(r["device"], r["part"]) for r in rows}
     with workspace(args.data_root.resolve()) as ws:
         for task in args.tasks:
@@ -259,21 +261,23 @@ def main() -> None:
             for dev in args.devices or sorted(records["device_id"].dropna().unique()):
                 if (dev, PARTS[task][0]) in done:
                     continue
+                start = time.perf_counter()
                 train, test = unseen_hardware_split(records, test_devices=[dev])
                 fit_rows, fit_params, _ = budget_rows(choice.name, choice.params, train, choice.train_rows, args.seed)
                 base = fit_conformal(config, fit_rows, fit_params, seed=args.seed)
-                rows += device_ceiling(task, base, train, test, choice.options, args.rows, args.test_rows, args.seed,
+                found = device_ceiling(task, base, train, test, choice.options, args.rows, args.test_rows, args.seed,
                                        args.max_rows)
+                rows += [{**r, "device_s": round(time.perf_counter() - start, 1)} for r in found]
                 args.json.write_text(json.dumps({"ceiling": rows}, indent=1), encoding="utf-8")  # partial results
     noise = noise_floor(args.data_root.resolve())
     command = "nice -n 10 python benchmarks/adapt_ceiling.py" + (
         f" --devices {' '.join(args.devices)}" if args.devices else "") + (
         f" --tasks {' '.join(args.tasks)}" if args.tasks != ["gemm", "attention"] else "") + (
-        f" --test-rows {args.test_rows}" if args.test_rows != 3000 else "")
-    minutes = (time.perf_counter() - started) / 60
+        f" --test-rows {args.test_rows}" if args.test_rows != 3000 else "") + "".join(
+        f" --merge {p.name}" for p in args.merge)
     args.json.write_text(json.dumps({"ceiling": rows, "noise": noise}, indent=1), encoding="utf-8")
-    args.out.write_text(render(rows, noise, adapted_rows(args.adapted), command, minutes), encoding="utf-8")
-    print(f"wrote {args.out} and {args.json} ({minutes:.1f} min)")
+    args.out.write_text(render(rows, noise, adapted_rows(args.adapted), command), encoding="utf-8")
+    print(f"wrote {args.out} and {args.json}")
 
 
 if __name__ == "__main__":
