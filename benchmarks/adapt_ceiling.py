@@ -200,16 +200,16 @@ def render(rows: list[dict[str, Any]], noise: list[dict[str, Any]], adapted: dic
              "random; N in brackets);",
              "- `base`: the base model (K = 0) on the same rows.", ""]
     frame = pd.DataFrame(rows)
-    sizes = sorted(n for n in frame["rows"].unique() if 0 < n and n in frame.loc[frame["draw"] != "all", "rows"].values)
+    columns = sorted({(n, d) for d, n in zip(frame["draw"], frame["rows"]) if d in ("plan", "random")})
     head = ["GPU", "part", "base", "adapted 128", "adapted 512",
-            *[f"{d} {n}" for n in sizes for d in ("plan", "random")], "all (N)", "goal 512"]
+            *[f"{d} {n}" for n, d in columns], "all (N)", "goal 512"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     goal = {"gemm": 3.8, "context": 4.5, "generation": 4.5}
     for (dev, part), g in frame.groupby(["device", "part"], sort=True):
         at = {(d, n): v for d, n, v in zip(g["draw"], g["rows"], g["mape"])}
         cells = [dev, part, f"{100 * at[('base model', 0)]:.2f}",
                  *[f"{100 * adapted[(dev, part, k)]:.2f}" if (dev, part, k) in adapted else "—" for k in (128, 512)],
-                 *[f"{100 * at[(d, n)]:.2f}" if (d, n) in at else "—" for n in sizes for d in ("plan", "random")]]
+                 *[f"{100 * at[(d, n)]:.2f}" if (d, n) in at else "—" for n, d in columns]]
         full = g[g["draw"] == "all"]
         cells.append(f"{100 * full['mape'].iloc[0]:.2f} ({int(full['rows'].iloc[0]):,})" if len(full) else "—")
         cells.append(f"{goal[part]}")
@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rows", type=int, default=30000, help="the `all` draw's cap (run time)")
     parser.add_argument("--resume", action="store_true", help="keep --json's rows and skip their GPUs and tasks")
+    parser.add_argument("--render-only", action="store_true", help="fit nothing: the noise floor and the report of "
+                        "the rows in --json (with --resume) and --merge")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="other runs' json (e.g. --tasks attention run beside this one): their rows count as done")
     args = parser.parse_args()
@@ -253,7 +255,7 @@ def main() -> None:
     rows += [r for path in args.merge for r in json.loads(path.read_text(encoding="utf-8"))["ceiling"]]
     done = {(r["device"], r["part"]) for r in rows}
     with workspace(args.data_root.resolve()) as ws:
-        for task in args.tasks:
+        for task in [] if args.render_only else args.tasks:
             intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
                 **choice.options.get(f"{task}_intervals", {}))
             config = choice.config.model_copy(update={"task": task, "intervals": intervals})
@@ -270,13 +272,21 @@ def main() -> None:
                 rows += [{**r, "device_s": round(time.perf_counter() - start, 1)} for r in found]
                 args.json.write_text(json.dumps({"ceiling": rows}, indent=1), encoding="utf-8")  # partial results
     noise = noise_floor(args.data_root.resolve())
-    command = "nice -n 10 python benchmarks/adapt_ceiling.py" + (
+    command = "nice -n 10 python benchmarks/adapt_ceiling.py" + " --render-only" * args.render_only + \
+        " --resume" * args.resume + (
         f" --devices {' '.join(args.devices)}" if args.devices else "") + (
         f" --tasks {' '.join(args.tasks)}" if args.tasks != ["gemm", "attention"] else "") + (
         f" --test-rows {args.test_rows}" if args.test_rows != 3000 else "") + "".join(
         f" --merge {p.name}" for p in args.merge)
     args.json.write_text(json.dumps({"ceiling": rows, "noise": noise}, indent=1), encoding="utf-8")
-    args.out.write_text(render(rows, noise, adapted_rows(args.adapted), command), encoding="utf-8")
+    gpus = sorted(p.name for p in (args.data_root / "aiconfigurator").iterdir() if p.is_dir() and p.name != "systems")
+    missing = [f"{g} {part}" for g in gpus for t in args.tasks for part in PARTS[t]
+               if not any(r["device"] == g and r["part"] == part for r in rows)]
+    text = render(rows, noise, adapted_rows(args.adapted), command)
+    if missing:
+        text = text.replace("\n\n| GPU |", f"\n\nNot measured (the run was stopped for time): {', '.join(missing)}."
+                            "\n\n| GPU |", 1)
+    args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} and {args.json}")
 
 
