@@ -115,7 +115,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
                  ) -> dict[tuple[str, int], dict[Key, Result]]:
     """Every K's rows for one left-out device: (part label, K) -> {(setting, interval groups): Result on that
     device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per interval variant
-    (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored)."""
+    (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored; the plan
+    draws its ``plan_random_share`` of K at random)."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -124,7 +125,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     donors = nearest_devices(dev, sorted(train["device_id"].dropna().unique()))
     plans = {}
     for k in options["budgets"]:
-        picked = test.index.isin(adaptation_plan(candidates, task, k))
+        picked = test.index.isin(adaptation_plan(candidates, task, k,
+                                                 random_share=float(options.get("plan_random_share", 0.0))))
         rest = ~picked
         if rest.sum() > test_rows:  # the same seeded sample of the unrevealed rows for the model and the baselines
             keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)

@@ -10,7 +10,10 @@ spreads the points over the shape range in proportion to where the candidates li
 largest shapes), whose errors are unlike the typical shape's, so both the correction and the intervals
 calibrated on them fit the typical shape worse (:doc:`benchmarks/ANALYSIS_adapt.md`). When the caller gives
 each candidate's predicted interval width, a share of each kind's budget then goes to the widest intervals
-(where the model is least sure), each as far as possible from the shapes already chosen.
+(where the model is least sure), each as far as possible from the shapes already chosen. With a ``random_share``,
+that share of the budget is drawn at random (seeded) from the candidates left: the centres over-represent sparse
+regions and small kinds relative to the list of shapes a user asks about, and a random draw follows that list's
+density (benchmarks/ANALYSIS_adapt.md, round 7).
 
 The plan reads only configuration columns (:data:`SIZE_COLUMNS`, :data:`KIND_COLUMNS`): a candidate table
 that carries measured latencies gets the same plan as one whose latencies are NaN. It imports nothing from
@@ -144,13 +147,22 @@ def centres(x: np.ndarray, count: int, seed: int = 0) -> list[int]:
 
 
 def adaptation_plan(candidates: pd.DataFrame, task: str, budget: int, width: np.ndarray | None = None,
-                    seed: int = 0) -> pd.Index:
+                    seed: int = 0, random_share: float = 0.0) -> pd.Index:
     """The index labels of the ``budget`` candidates to measure (see the module docstring).
 
     ``candidates``: the configurations the probe can run on the device (records-like rows; only the
     configuration columns are read). ``width``: optional predicted relative interval width per candidate.
-    ``seed`` fixes the clustering, so the same candidates always give the same plan.
+    ``seed`` fixes the clustering, so the same candidates always give the same plan. ``random_share``: the share
+    of the budget drawn at random (with ``seed``) from the candidates the space-filling part left.
     """
+    if not 0.0 <= random_share <= 1.0:
+        raise ValueError(f"random_share must be within [0, 1], got {random_share}")
+    drawn = int(round(budget * random_share))
+    if drawn:
+        first = adaptation_plan(candidates, task, budget - drawn, width, seed)
+        left = np.flatnonzero(~candidates.index.isin(first))
+        extra = np.random.default_rng(seed).choice(left, min(drawn, len(left)), replace=False)
+        return candidates.index[np.sort(np.concatenate([candidates.index.get_indexer(first), extra]))]
     if task not in SIZE_COLUMNS:
         raise ValueError(f"no adaptation plan for task {task!r}; known: {', '.join(SIZE_COLUMNS)}")
     if budget <= 0 or candidates.empty:
