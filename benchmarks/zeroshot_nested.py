@@ -25,6 +25,7 @@ import pandas as pd
 
 from perfcast.experiments.results import Workspace
 from perfcast.features import feature_transformer
+from perfcast.features.extrapolation import EFFICIENCY_DIRECTION, TRANSFERABLE
 from perfcast.models.registry import hybrid_estimator
 
 #: kernel columns a member without the hardware group sees
@@ -32,12 +33,12 @@ SDWT = ["shape", "dtype", "work", "tiling"]
 #: device-relative hardware terms: perfcast.features.extrapolation.RELATIVE and two spec-sheet columns (the L2 term is
 #: NaN where the sheet gives no L2: B300, GB200, GB300)
 REL = ["log10_ridge", "log10_watts_per_tflop", "compute_capability", "log10_bytes_over_l2"]
-#: only ratios physics says transfer between devices: the work per SM and over the L2, the last wave's loss, the
-#: ridge point, the SM's issue width per clock, watts per TFLOP/s and the generation (no absolute device size)
-RATIOS = [*REL, "log10_flops_per_sm", "log10_bytes_per_sm", "wave_loss", "log2_flops_per_sm_clock"]
+#: only ratios physics says transfer between devices (extrapolation.TRANSFERABLE: REL, the work per SM, the last
+#: wave's loss, the SM's issue width per clock)
+RATIOS = list(TRANSFERABLE)
 REG = {"num_leaves": 15, "min_child_samples": 200}
-#: the physical direction of the learned efficiency in the relative terms (extrapolation.EFFICIENCY_DIRECTION)
-MONOTONE = {"log10_flops_per_sm": -1, "wave_loss": 1}
+#: the physical direction of the learned efficiency in the relative terms
+MONOTONE = dict(EFFICIENCY_DIRECTION)
 
 
 def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
