@@ -7,6 +7,7 @@ is the honest (nested) test score. The preset takes the candidate with the best 
 Rows are subsampled per GPU (``--rows``) and the trees cut (``--trees``) so a candidate costs minutes, not hours.
 
     python benchmarks/zeroshot_nested.py --task gemm --out benchmarks/zeroshot_nested_gemm.json
+    python benchmarks/zeroshot_nested.py --render benchmarks/zeroshot_nested_gemm.json
 
 Results and the choice: benchmarks/ANALYSIS_zeroshot.md.
 """
@@ -24,27 +25,45 @@ import pandas as pd
 
 from perfcast.experiments.results import Workspace
 from perfcast.features import feature_transformer
+from perfcast.features.extrapolation import EFFICIENCY_DIRECTION, TRANSFERABLE
 from perfcast.models.registry import hybrid_estimator
 
 #: kernel columns a member without the hardware group sees
 SDWT = ["shape", "dtype", "work", "tiling"]
 #: device-relative hardware terms: perfcast.features.extrapolation.RELATIVE and two spec-sheet columns (the L2 term is
-#: NaN where the sheet gives no L2: L40S, B60, B300, GB200, GB300)
+#: NaN where the sheet gives no L2: B300, GB200, GB300)
 REL = ["log10_ridge", "log10_watts_per_tflop", "compute_capability", "log10_bytes_over_l2"]
+#: only ratios physics says transfer between devices (extrapolation.TRANSFERABLE: REL, the work per SM, the last
+#: wave's loss, the SM's issue width per clock)
+RATIOS = list(TRANSFERABLE)
 REG = {"num_leaves": 15, "min_child_samples": 200}
+#: the physical direction of the learned efficiency in the relative terms
+MONOTONE = dict(EFFICIENCY_DIRECTION)
 
 
-def candidates(trees: int) -> dict[str, dict[str, Any]]:
-    """Every candidate base model (hybrid parameters), the preset's own first."""
+def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
+    """Every candidate base model (hybrid parameters), the preset's own (``vendor``) first. Round 1 (the earlier
+    presets' candidates) then round 2 (the efficiency relative to the device, physics in the base, fewer columns)."""
     base = {"n_estimators": trees, "learning_rate": 0.1}
     pair = [{}, {"columns": SDWT}]
     rel = [{"columns": [*SDWT, *REL]}, {"columns": [*SDWT, "log10_bytes_over_l2"]}]
+    #: the preset's own members: the pair for GEMM, one member on every column for attention
+    own = pair if task == "gemm" else [{}]
+    vendor = {**base, "by_vendor": True}
     return {
+        "vendor": {**vendor, "variants": own},
         "current": {**base, "variants": pair},
         "rel_l2": {**base, "variants": rel},
         "current_reg": {**base, **REG, "variants": pair},
         "rel_l2_reg": {**base, **REG, "variants": rel},
-        "vendor": {**base, "by_vendor": True, "variants": pair},
+        # round 2
+        "waves": {**vendor, "variants": [{**v, "wave_quantised": True} for v in own]},
+        "relative": {**vendor, "variants": [{**v, "relative": True} for v in own]},
+        "ratios": {**vendor, "variants": [{"columns": [*SDWT, *RATIOS]}, {"columns": SDWT}]},
+        "ratios_mono": {**vendor, "variants": [{"columns": [*SDWT, *RATIOS], "monotone": MONOTONE},
+                                               {"columns": SDWT}]},
+        "relative_mono": {**vendor, "variants": [{**v, "relative": True, "monotone": MONOTONE} for v in own]},
+        "relative_pair": {**vendor, "variants": [{"relative": True}, {"columns": SDWT}]},
     }
 
 
@@ -84,18 +103,48 @@ def mean(scores: dict[str, dict[str, float]]) -> float:
     return float(np.mean([np.mean(list(s.values())) for s in scores.values()]))
 
 
+def render(result: dict[str, Any]) -> str:
+    """Markdown tables (one per phase) of a result file: inner / outer-test mean APE % per GPU and candidate, and
+    the nested choice per GPU with its test score (what ANALYSIS_zeroshot.md shows)."""
+    names = [n for n, v in result.items() if isinstance(v, dict) and "outer" in v]
+    devices = sorted(result[names[0]]["outer"])
+    lines = []
+    for phase in result[names[0]]["outer"][devices[0]]:
+        lines += [f"| {phase} | " + " | ".join(names) + " | nested choice (its test) |", "|---" * (len(names) + 2) + "|"]
+        for d in devices:
+            pick = result["nested_choice"][d]
+            lines.append(f"| {d} | " + " | ".join(f"{100 * result[n]['inner'][d][phase]:.1f} / "
+                                                  f"{100 * result[n]['outer'][d][phase]:.1f}" for n in names)
+                         + f" | {pick} ({100 * result[pick]['outer'][d][phase]:.1f}) |")
+        means = {n: [np.mean([result[n][k][d][phase] for d in devices]) for k in ("inner", "outer")] for n in names}
+        nested = np.mean([result[result["nested_choice"][d]]["outer"][d][phase] for d in devices])
+        lines.append("| **mean** | " + " | ".join(f"{100 * means[n][0]:.1f} / {100 * means[n][1]:.1f}" for n in names)
+                     + f" | {100 * nested:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", choices=["gemm", "attention"], required=True)
+    ap.add_argument("--task", choices=["gemm", "attention"])
     ap.add_argument("--data-root", type=Path, default=Path("/work/shared/datasets"))
     ap.add_argument("--rows", type=int, default=2000, help="records per GPU")
     ap.add_argument("--trees", type=int, default=100)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", nargs="+", help="candidates to score (default: all)")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--render", type=Path, help="print the Markdown tables of this result file and stop")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return
+    if args.task is None or args.out is None:
+        ap.error("--task and --out are required unless --render is given")
+    pool = candidates(args.trees, args.task)
+    pool = {n: pool[n] for n in (args.only or pool)}
     with tempfile.TemporaryDirectory(prefix="perfcast-nested-") as tmp:
         F, meta = sample(args.data_root, args.task, args.rows, Path(tmp))
     result: dict[str, Any] = {}
-    for name, params in candidates(args.trees).items():
+    for name, params in pool.items():
         outer = logo(params, args.task, F, meta)
         inner = {dev: logo(params, args.task, F[(meta["device_id"] != dev).to_numpy()],
                            meta[meta["device_id"] != dev]) for dev in sorted(outer)}
@@ -105,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     devices = sorted(meta["device_id"].unique())
     chosen = {d: min(result, key=lambda n: np.mean(list(result[n]["inner"][d].values()))) for d in devices}
     result["nested_choice"] = chosen
-    result["preset_choice"] = min(candidates(args.trees), key=lambda n: np.mean(
+    result["preset_choice"] = min(pool, key=lambda n: np.mean(
         [np.mean(list(result[n]["inner"][d].values())) for d in devices]))
     args.out.write_text(json.dumps(result, indent=1))
 

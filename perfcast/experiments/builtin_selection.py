@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.features.extrapolation import EFFICIENCY_DIRECTION
+from perfcast.features.extrapolation import EFFICIENCY_DIRECTION, TRANSFERABLE
 
 #: kernel columns the work-only member sees (the presets' second variant)
 SDWT = ["shape", "dtype", "work", "tiling"]
@@ -35,6 +35,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "vendor_relative": {"by_vendor": True, "variants": [{"relative": True}, {"columns": SDWT}]},
     "vendor_monotone": {"by_vendor": True, "variants": [{"relative": True, "monotone": dict(EFFICIENCY_DIRECTION)},
                                                         {"columns": SDWT}]},
+    # the GEMM unseen-GPU preset's members (benchmarks/ANALYSIS_zeroshot.md, round 2); not yet measured here
+    "vendor_ratios_mono": {"by_vendor": True, "variants": [
+        {"columns": [*SDWT, *TRANSFERABLE], "monotone": dict(EFFICIENCY_DIRECTION)}, {"columns": SDWT}]},
 }
 
 

@@ -35,6 +35,11 @@ SOURCES: tuple[str, ...] = ("log10_flops", "log10_bytes", "wave_efficiency", "sm
 #: physical direction of the learned log(measured / roofline) in each column, where physics gives one:
 #: more work per SM amortises fill and drain (-1); a partly empty last wave costs time (+1)
 EFFICIENCY_DIRECTION: dict[str, int] = {"log10_flops_per_sm": -1, "wave_loss": 1}
+#: the device terms physics says transfer between devices (ratios and the generation, no absolute device size): what
+#: a member that must carry its efficiency to a new GPU sees of the hardware (the GEMM unseen-GPU preset's first
+#: member; its choice: benchmarks/ANALYSIS_zeroshot.md, round 2)
+TRANSFERABLE: tuple[str, ...] = ("log10_ridge", "log10_watts_per_tflop", "compute_capability", "log10_bytes_over_l2",
+                                 "log10_flops_per_sm", "log10_bytes_per_sm", "wave_loss", "log2_flops_per_sm_clock")
 
 
 def relative_features(X: pd.DataFrame, names: Sequence[str] | None = None) -> pd.DataFrame:
