@@ -36,6 +36,7 @@ import pandas as pd
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
+from perfcast.models.estimators.sibling_level import Reference, correction_levels
 from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
 from perfcast.models.uncertainty.calibration import conformal_quantile
 
@@ -45,8 +46,10 @@ from perfcast.models.uncertainty.calibration import conformal_quantile
 #: the sibling's own, i.e. the transfer's correction without the base model's device ratio). The last pulls
 #: the sibling's configuration-by-configuration quirk toward the family's consensus without moving its level
 #: by a spec-sheet ratio, the part that misleads across an architecture step (B300 vs GB200: same sheet
-#: class, different compute capability)
-SOURCES: tuple[str, ...] = ("base", "roofline", "transfer", "resid")
+#: class, different compute capability); or the transfer's correction minus its level (``"shape"``: the level
+#: measured on fixed reference configurations featurized for the target, :mod:`.sibling_level`), which keeps
+#: how the ratio changes with the configuration and drops the level that misleads
+SOURCES: tuple[str, ...] = ("base", "roofline", "transfer", "resid", "shape")
 #: which siblings a row copies: the nearest alone (what the copy-sibling baseline copies); the mean over all
 #: that measured it, weighted like the transfer's residuals (``exp(-distance / scale)``); or the equal-weight
 #: mean of all of them after shifting each to the nearest one's level (its median log ratio to the nearest over
@@ -164,12 +167,12 @@ class SiblingShrink(Regressor):
             np.asarray(me["vendor"]), np.asarray(me["cc"]), info.loc[d, "vendor"], info.loc[d, "cc"],
             self.max_cc_gap))]
 
-    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame
-                  ) -> dict[str, np.ndarray]:
+    def _matrices(self, X: pd.DataFrame, transfer: SiblingTransfer, tables: pd.DataFrame, info: pd.DataFrame,
+                  shape: bool = True) -> dict[str, np.ndarray]:
         """(rows, training devices) log measurement, base and roofline log ratios, distance (NaN / inf where
         the column's device is no sibling of the row's device or did not measure the row's configuration),
-        each device's level offset to the row's nearest sibling (:meth:`_offsets`), and ``own``: the
-        transfer's log prediction per row."""
+        each device's level offset to the row's nearest sibling (:meth:`_offsets`), ``own``: the
+        transfer's log prediction per row, and (``shape``) the transfer's correction minus its level."""
         keys = row_keys(X, transfer.config_columns)
         vendor, cc = _identity(X)
         dist = transfer.distances(X)
@@ -178,6 +181,7 @@ class SiblingShrink(Regressor):
         n, m = len(X), len(transfer.devices_)
         out = {k: np.full((n, m), np.nan) for k in ("log_y", "base", "roofline")}
         out["dist"], out["rank"] = np.full((n, m), np.inf), np.full((n, m), np.inf)
+        family = np.zeros((n, m), dtype=bool)
         spread = info[list(RANK_FIELDS)].std(ddof=0).fillna(0.0).replace(0.0, 1.0).to_numpy()
         own_spec = np.log(X[list(RANK_FIELDS)].to_numpy(dtype="float64")) / spread
         for j, dev in enumerate(transfer.devices_):
@@ -186,6 +190,7 @@ class SiblingShrink(Regressor):
             sib = are_siblings(vendor, cc, info.loc[dev, "vendor"], info.loc[dev, "cc"], self.max_cc_gap)
             if not sib.any():
                 continue
+            family[:, j] = sib
             table = tables.xs(dev, level="device").reindex(keys)
             resid = transfer.residuals_[dev].reindex(keys).to_numpy(dtype="float64")
             ly = np.where(sib, table["log_y"].to_numpy(dtype="float64"), np.nan)
@@ -198,11 +203,15 @@ class SiblingShrink(Regressor):
         out["own"] = log_base + transfer.correction(X, distances=dist)
         out["transfer"] = out["own"][:, None] - out["log_y"]
         out["resid"] = out["transfer"] - out["base"]  # the residual mix minus the sibling's own residual
+        kinds = kernel_kinds(X).astype(str).to_numpy()
+        if shape:
+            memo = self.__dict__.setdefault("_level_memo", {})
+            out["shape"] = out["transfer"] - correction_levels(X, kinds, family, transfer, self.reference_, tables,
+                                                               memo)
         out["offset"] = np.full((n, m), np.nan)
         position = {int(d): i for i, d in enumerate(self.offset_devices_)}
         cols = np.asarray([position.get(int(d), -1) for d in transfer.devices_], dtype=np.int64)
         nearest = cols[np.argmin(out["rank"], axis=1)]
-        kinds = kernel_kinds(X).astype(str).to_numpy()
         for a, name in enumerate(self.offset_kinds_):
             sel = (kinds == name) & (nearest >= 0)
             known = cols >= 0
@@ -240,6 +249,7 @@ class SiblingShrink(Regressor):
             raise TypeError(f"sibling: transfer must be a SiblingTransfer, got {type(self.transfer).__name__}")
         y = np.asarray(y, dtype="float64").ravel()
         settings = self.grid()
+        self.__dict__.pop("_level_memo", None)
         base = clone(self.transfer).set_params(target=self.target)
         self.transfer_ = base.fit(X, y)
         devices = row_keys(X, base.device_columns)
@@ -251,6 +261,7 @@ class SiblingShrink(Regressor):
         config_kind = pd.Series(kinds, index=configs).groupby(level=0).first()
         self.offset_devices_ = order
         self.offset_kinds_, self.offsets_ = self._offsets(tables, config_kind, order)
+        self.reference_ = Reference.choose(X, devices, configs, kinds)
         # nested: every training device with a sibling among the others, held out in turn
         scores: dict[str, list[np.ndarray]] = {}  # setting label -> per-row log error over the nested rows
         nested_kind, nested_fold, nested_reach, transfer_err = [], [], [], []
@@ -261,7 +272,7 @@ class SiblingShrink(Regressor):
             if self.nested_max_rows is not None:
                 inner.set_params(max_rows=self.nested_max_rows)
             inner.fit(X.loc[rest], y[rest])
-            mats = self._matrices(X.loc[held], inner, tables, info)
+            mats = self._matrices(X.loc[held], inner, tables, info, shape="shape" in self.sources)
             has = np.isfinite(mats["log_y"]).any(axis=1)
             truth = np.log(y[held][has])
             sub = {k: v[has] for k, v in mats.items()}
@@ -343,7 +354,8 @@ class SiblingShrink(Regressor):
         measuring sibling is beyond the distance the nested folds validated: ``max(1, d / reach)``, and whether
         the row is within that distance, so the chosen setting applies)."""
         check_fitted(self, "settings_")
-        mats = self._matrices(X, self.transfer_, self.tables_, self.info_)
+        used = [*self.settings_.values(), self.pooled_]
+        mats = self._matrices(X, self.transfer_, self.tables_, self.info_, shape=any(s[0] == "shape" for s in used))
         kinds = kernel_kinds(X).to_numpy()
         out = mats["own"].copy()
         has = np.isfinite(mats["log_y"]).any(axis=1)
@@ -418,7 +430,7 @@ class SiblingShrink(Regressor):
                   "nested": self.nested_, "max_cc_gap": float(self.max_cc_gap), "level": float(self.level),
                   "target": self.target, "score_kinds": kinds, "selected_on": SELECTED_ON,
                   "n_nested_folds": int(self.n_nested_folds_), "reach": self.reach_,
-                  "offset_kinds": list(self.offset_kinds_)}
+                  "offset_kinds": list(self.offset_kinds_), "reference_columns": list(self.reference_.rows.columns)}
         arrays = {"table_device": tables["device"].to_numpy(dtype=np.uint64),
                   "table_config": tables["config"].to_numpy(dtype=np.uint64),
                   "table_log_y": tables["log_y"].to_numpy(dtype="float64"),
@@ -430,7 +442,9 @@ class SiblingShrink(Regressor):
                   "offset_devices": np.asarray(self.offset_devices_, dtype=np.uint64),
                   "offsets": np.asarray(self.offsets_, dtype="float64"),
                   "score_sizes": np.asarray([len(self.scores_[k]) for k in kinds], dtype=np.int64),
-                  "scores": np.concatenate([self.scores_[k] for k in kinds])}
+                  "scores": np.concatenate([self.scores_[k] for k in kinds]),
+                  "reference_rows": self.reference_.rows.to_numpy(dtype="float64"),
+                  "reference_device": self.reference_.device, "reference_kind": self.reference_.kind.astype(str)}
         return params, arrays
 
     @classmethod
@@ -456,6 +470,10 @@ class SiblingShrink(Regressor):
         model.info_ = pd.DataFrame({"vendor": arrays["info_vendor"], "cc": arrays["info_cc"]},
                                    index=pd.Index(arrays["info_device"], name="device"))
         model.info_[list(RANK_FIELDS)] = arrays["info_spec"]
+        columns = params.get("reference_columns", [])  # a model saved before the "shape" source: none
+        model.reference_ = (Reference(pd.DataFrame(arrays["reference_rows"], columns=columns),
+                                      arrays["reference_device"], arrays["reference_kind"])
+                            if "reference_rows" in arrays else Reference.empty(columns))
         bounds = np.concatenate([[0], np.cumsum(arrays["score_sizes"])])
         model.scores_ = {k: arrays["scores"][a:b] for k, a, b in zip(params["score_kinds"], bounds[:-1], bounds[1:],
                                                                      strict=True)}
