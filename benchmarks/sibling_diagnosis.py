@@ -1,4 +1,4 @@
-"""Diagnosis behind ANALYSIS_sibling.md, Round 10: which corrections of the sibling copy the nested folds see
+"""Diagnosis behind ANALYSIS_sibling.md, Rounds 10-11: which corrections of the sibling copy the nested folds see
 winning, beside what they do on the held-out GPU. A diagnosis, not a selection: it reads the held-out GPUs'
 labels, and nothing it prints sets a default.
 
@@ -7,9 +7,10 @@ labels, and nothing it prints sets a default.
 Part 1 (measurements only, GEMM): copying the nearest sibling after smoothing its measurement along ``m``, and
 after moving it toward the level-aligned shape of the non-sibling GPUs. Part 2 (the model, fitted per held-out
 GPU on a ``share`` of the configurations with nested folds on all of them): per kernel kind, per nested fold
-and on the held-out GPU, the mean APE of copying, of the ``resid`` correction at λ = 0.5, and of the shape
-part of the transfer's correction (its per-kind median over the rows removed, which needs the rows of the
-whole table: not a predictor, only a measure of what the correction's level costs).
+and on the held-out GPU, the mean APE of copying, of the ``resid`` correction at λ = 0.5, of the ``shape``
+correction at λ = 0.5 (the transfer's correction minus its level on fixed reference configurations featurized
+for the target: Round 11's predictor), and of the transfer's correction minus its per-kind median over the
+rows themselves (Round 10's measure, which needs the rows of the whole table: not a predictor).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def ape(log_err: np.ndarray) -> float:
 class Recording(SiblingShrink):
     """The model, keeping its nested folds' matrices and log errors for the diagnosis."""
 
-    def _matrices(self, X, transfer, tables, info):
-        out = super()._matrices(X, transfer, tables, info)
+    def _matrices(self, X, transfer, tables, info, shape=True):
+        out = super()._matrices(X, transfer, tables, info, shape)
         self.__dict__.setdefault("seen_", []).append(out)
         return out
 
@@ -54,14 +55,16 @@ class Recording(SiblingShrink):
 
 
 def variants(mats: dict[str, np.ndarray], truth: np.ndarray, sel: np.ndarray) -> list[float]:
-    """Copying, resid λ = 0.5, transfer-shape λ = 0.5 (nearest sibling) on rows ``sel``."""
+    """Copying, resid λ = 0.5, shape λ = 0.5, in-batch shape λ = 0.5 (nearest sibling) on rows ``sel``."""
     j = np.argmin(mats["rank"], axis=1)
     rows = np.arange(len(j))
     copy = mats["log_y"][rows, j][sel]
     resid = np.nan_to_num(mats["resid"][rows, j])[sel]
+    level_free = np.nan_to_num(mats["shape"][rows, j])[sel]
     shape = np.nan_to_num(mats["transfer"][rows, j])[sel]
     t = truth[sel]
-    return [ape(copy - t), ape(copy + 0.5 * resid - t), ape(copy + 0.5 * (shape - np.median(shape)) - t)]
+    return [ape(copy - t), ape(copy + 0.5 * resid - t), ape(copy + 0.5 * level_free - t),
+            ape(copy + 0.5 * (shape - np.median(shape)) - t)]
 
 
 def measurements_only(records: pd.DataFrame) -> None:
@@ -87,9 +90,9 @@ def model_folds(ws: Workspace, task: str, share: float) -> None:
     params = {**preset.params, "max_rows": preset.train_rows, "nested_max_rows": preset.train_rows,
               "nested_share": 1.0}
     records = config_sample(ws.records("aiconfigurator", task), list(CONFIG_KEYS[task]), share, 0)
-    print(f"\n| {task} GPU | kind | nested copy (per fold) | nested resid 0.5 | nested transfer-shape 0.5 | "
-          f"test copy / resid 0.5 / transfer-shape 0.5 |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| {task} GPU | kind | nested copy (per fold) | nested resid 0.5 | nested shape 0.5 | "
+          f"nested in-batch shape 0.5 | test copy / resid / shape / in-batch shape (0.5) | chosen |")
+    print("|---|---|---|---|---|---|---|---|")
     for dev in SIBLINGS:
         train, test = unseen_hardware_split(records, test_devices=[dev])
         if not sibling_devices(dev, sorted(train["device_id"].unique())):
@@ -111,9 +114,10 @@ def model_folds(ws: Workspace, task: str, share: float) -> None:
             folds.append((sub, fold_kind, sub["log_y"][np.arange(len(j)), j] - copy_err))
         for k in sorted(pd.unique(kinds)):
             per_fold = [variants(sub, t, fk == k) for sub, fk, t in folds]
-            cells = ["/".join(f"{f[i]:.2%}" for f in per_fold) for i in range(3)]
+            cells = ["/".join(f"{f[i]:.2%}" for f in per_fold) for i in range(4)]
             test_cells = " / ".join(f"{v:.2%}" for v in variants(mats, truth, (kinds == k) & has))
-            print(f"| {dev} | {k} | {' | '.join(cells)} | {test_cells} |")
+            chosen = est.settings_.get(str(k), est.pooled_)
+            print(f"| {dev} | {k} | {' | '.join(cells)} | {test_cells} | {chosen[0]}, {chosen[1]} |")
 
 
 def main() -> None:

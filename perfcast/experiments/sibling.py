@@ -141,8 +141,8 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
     for row in rows:  # chosen inside fit, not by the preset (whose transfer settings it wraps)
         row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs; the interval's "
                            f"distance prior and copying beyond the folds' sibling distance added after runs on "
-                           f"them, and the 'resid' correction source after a diagnosis on a 10% sample of them: "
-                           f"ANALYSIS_sibling.md)")
+                           f"them, and the 'resid' and 'shape' correction sources after diagnoses on a 10% sample of "
+                           f"them: ANALYSIS_sibling.md)")
     return rows
 
 
