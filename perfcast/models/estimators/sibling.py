@@ -10,9 +10,10 @@ prediction for a row whose configuration a sibling measured is
     log ŷ = log y_sibling + λ_kind · (log f(x, device) − log f(x, sibling))
 
 with ``f`` the transfer's base model, the roofline, or the transfer itself (``source``; the last blends the
-copy with the transfer's prediction; ``"resid"`` takes only the transfer's residual part: see
-:data:`SOURCES`), ``λ`` a shrinkage toward pure copying (λ = 0), the sibling the nearest
-one, a distance-weighted mean of all of them, or their mean after shifting each to the nearest one's level
+copy with the transfer's prediction; ``"resid"`` takes only the transfer's residual part, ``"shape"`` the
+transfer's correction minus its level on fixed reference configurations: see :data:`SOURCES`), ``λ`` a
+shrinkage toward pure copying (λ = 0), the sibling the nearest one, a distance-weighted mean of all of them,
+or their mean after shifting each to the nearest one's level
 (``donor``; averaging two siblings cancels part of their shape-by-shape noise). ``(source, λ, donor)`` is
 chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training devices: each
 training device that itself has a sibling among the others is held out in turn, the transfer refitted without
