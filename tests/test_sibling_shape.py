@@ -80,7 +80,8 @@ def test_the_level_is_fixed_per_target_sibling_and_kind(held_out_gb200):
             assert 0 < sel.sum() <= REFERENCE_ROWS
             rows = featurize_on_device(ref.rows[sel], X.loc[kinds == kind, list(GPU_HARDWARE)].iloc[0])
             own = np.log(est.transfer_.estimator_.predict(rows)) + est.transfer_.correction(rows)
-            measured = est.tables_["log_y"].xs(dev, level="device").reindex(row_keys(rows, est.transfer_.config_columns))
+            keys = row_keys(rows, est.transfer_.config_columns)
+            measured = est.tables_["log_y"].xs(dev, level="device").reindex(keys)
             assert values[0] == pytest.approx(np.median(own - measured.to_numpy()), abs=1e-12)
             checked += 1
     assert checked >= 4  # B300 and GB300, bf16 / fp8 / nvfp4

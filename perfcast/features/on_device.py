@@ -44,7 +44,9 @@ def featurize_on_device(X: pd.DataFrame, hardware: Mapping[str, float]) -> pd.Da
     whose :data:`~perfcast.features.groups.GPU_HARDWARE` values are ``hardware`` (one device, one dtype: its
     ``peak_tflops`` is the rows' dtype's peak, so pass rows of one kernel kind). Rows whose own hardware already
     equals ``hardware`` come back unchanged, bit for bit. A GEMM row's tile follows the device's default tile
-    only where it was the default of its own device (a record's own tile stays)."""
+    only where it was the default of its own device (a record's own tile stays). Waves are counted over the
+    device's SMs; a device without an SM count gets NaN waves (the GEMM transformer's fallback, its cores, is
+    not among the features)."""
     absent = [c for c in GPU_HARDWARE if c not in hardware]
     if absent or any(c not in X.columns for c in (*GPU_HARDWARE, *WORK_COLUMNS, "log2_ctas")):
         raise ValueError(f"featurize_on_device: needs gemm or attention feature rows and the device's "
