@@ -1,0 +1,180 @@
+"""Zero-shot (K = 0) interval variants re-drawn from a base model's cross-fitted calibration rows.
+
+Why: one conformal quantile per model (the attention default) gives a near-twin of a trained GPU (a GB300 beside
+a trained B300, ~10% error) the same width as a GPU unlike any trained one (the Intel B60, ~60%): the one is
+covered 100%, the other a quarter of the time. How the width should depend on the device is not known in
+advance, so several rules are drawn from the same cross-fitted rows (:class:`CrossFitted`: every training row
+scored by the fold model that did not see its device) and one is chosen per left-out GPU by leave-one-GPU-out on
+the other GPUs' coverage (:mod:`perfcast.experiments.adapt_bench`). A rule is a :data:`Variant`:
+
+* **width** as a function of the spec-sheet distance ``d`` of the row's device to the nearest hardware its model
+  was fitted on (:class:`~perfcast.models.uncertainty.novelty.HardwareNovelty`): ``pooled`` (none), ``isotonic``
+  (the ``scale = true`` of the GEMM presets: flat beyond the calibrated distances), ``linear`` (least squares of
+  |log error| on d: it keeps growing past the farthest calibration device) or ``device`` (each held-out device's
+  90% quantile of |log error| regressed on its mean distance: the quantile itself, not the mean, is extrapolated);
+  scores are divided by that σ(d) and the conformal quantile of the quotients is taken;
+* **groups** (Mondrian): one quantile per attention phase (``phase``) or per kernel kind (``kind``: dtype, and
+  phase for attention), from at least :data:`MIN_GROUP_ROWS` rows;
+* **scale** of the half-width (the folds' models are fitted on fewer devices than the final one).
+
+**Out of distribution** (stated in advance, not chosen): a device whose vendor no training row has (the Intel B60
+among NVIDIA parts) gets at least the largest per-device quantile of the cross-fitted rows, and is flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES
+from perfcast.models.estimators.vendor import vendors
+from perfcast.models.uncertainty.calibration import MIN_SPREAD, Spread, conformal_quantile, group_labels
+from perfcast.models.uncertainty.intervals import log_ratio_scores, novelty_columns
+from perfcast.models.uncertainty.novelty import HardwareNovelty
+
+#: (width rule, Mondrian groups or None, half-width scale)
+Variant = tuple[str, str | None, float]
+WIDTHS: tuple[str, ...] = ("pooled", "isotonic", "linear", "device")
+#: fewest cross-fitted rows of a Mondrian group for its own quantile (fewer: the pooled one)
+MIN_GROUP_ROWS = 50
+#: fewest cross-fitted rows of a held-out device for its own quantile (``device`` width, OOD rule)
+MIN_DEVICE_ROWS = 20
+#: the attention phase flag (Mondrian ``phase`` groups)
+PHASE_COLUMNS: tuple[str, ...] = ("is_decode",)
+
+
+def kind_columns(F: pd.DataFrame) -> list[str]:
+    """The flag columns naming a row's kernel kind (dtype one-hots, and the attention phase)."""
+    return [c for c in F.columns if c.startswith(KIND_PREFIXES) or c in KIND_COLUMNS]
+
+
+def labels_of(F: pd.DataFrame, group: str | None) -> np.ndarray:
+    """Each row's Mondrian label under ``group`` (None: one group)."""
+    if group is None:
+        return np.full(len(F), "all", dtype=object)
+    return group_labels(F, list(PHASE_COLUMNS) if group == "phase" else kind_columns(F))
+
+
+@dataclass
+class CrossFittedScores:
+    """A base model's cross-fitted calibration entries described for re-drawing its intervals: each entry's
+    |log(y / ŷ)| by the fold model that did not see its device, that device's distance to the fold's fitting
+    hardware, its device, whether the device was in the fold's fitting rows (a ``seen_share`` row), and its
+    feature rows (for Mondrian labels); plus the novelty reference of all training hardware and its vendors."""
+
+    score: np.ndarray
+    distance: np.ndarray
+    device: np.ndarray
+    seen: np.ndarray
+    features: pd.DataFrame
+    novelty: HardwareNovelty
+    vendors: frozenset[str]
+
+    @classmethod
+    def of(cls, model: Any, X: pd.DataFrame, y: np.ndarray, devices: np.ndarray) -> CrossFittedScores:
+        """From a fitted :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` (its ``cross_fitted_``),
+        its training input ``X``, first target ``y`` and the rows' device ids."""
+        cf = model.cross_fitted_
+        step = model.estimator_[0]
+        F = step.transform(X).reset_index(drop=True)
+        novelty = HardwareNovelty.fit(F, novelty_columns(model.estimator, step.task))
+        devices = np.asarray(devices, dtype=object)
+        distance, seen, start = np.empty(len(cf.row)), np.empty(len(cf.row), dtype=bool), 0
+        for fit_idx, held_idx in cf.folds:
+            part = slice(start, start + len(held_idx))
+            distance[part] = novelty.distance(F.iloc[held_idx], among=F.iloc[fit_idx])
+            seen[part] = np.isin(devices[held_idx], devices[fit_idx])
+            start += len(held_idx)
+        score = log_ratio_scores(np.asarray(y, dtype="float64")[cf.row], cf.pred[:, 0])
+        keep = np.isfinite(np.asarray(y, dtype="float64")[cf.row]) & ~np.isnan(cf.pred[:, 0])
+        return cls(score[keep], distance[keep], devices[cf.row][keep], seen[keep],
+                   F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendors(F)))
+
+    def spread(self, width: str, level: float) -> Spread | None:
+        """σ(d) of a width rule (None: ``pooled``, no scaling)."""
+        ok = np.isfinite(self.score)
+        d, s = self.distance[ok], self.score[ok]
+        if width == "pooled" or np.ptp(d) == 0:
+            return None
+        if width == "isotonic":
+            return Spread.fit(d, s)
+        if width == "linear":
+            slope, icept = np.polyfit(d, s, 1)
+        else:  # device: per held-out device, its quantile at the level against its mean distance
+            pts = [(float(d[rows].mean()), conformal_quantile(np.sort(self.score[rows]), level))
+                   for dev in np.unique(self.device[~self.seen])
+                   if (rows := (self.device == dev) & ~self.seen & ok).sum() >= MIN_DEVICE_ROWS]
+            if self.seen[ok].sum() >= MIN_DEVICE_ROWS:  # hardware seen, row not: the anchor at d = 0
+                pts.append((0.0, conformal_quantile(np.sort(s[self.seen[ok]]), level)))
+            x, q = np.array(pts, dtype="float64").reshape(-1, 2).T
+            if len(x) < 2 or np.ptp(x) == 0:
+                return None
+            slope, icept = np.polyfit(x, q, 1)
+        slope = max(float(slope), 0.0)
+        icept = max(float(icept), MIN_SPREAD)
+        # a line as the spread's knots (geometric interpolation between two far knots would bend it)
+        knots = np.linspace(0.0, max(4.0 * float(d.max()), 1.0), 64)
+        return Spread(knots, np.maximum(icept + slope * knots, MIN_SPREAD))
+
+    def ood_half_width(self, level: float) -> float:
+        """The largest per-device quantile of the cross-fitted rows of held-out devices (the OOD rule's floor)."""
+        qs = [conformal_quantile(np.sort(self.score[rows]), level) for dev in np.unique(self.device[~self.seen])
+              if (rows := (self.device == dev) & ~self.seen).sum() >= MIN_DEVICE_ROWS]
+        finite = [q for q in qs if np.isfinite(q)]
+        return max(finite) if finite else conformal_quantile(np.sort(self.score), level)
+
+    def half_widths(self, variant: Variant, F: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``."""
+        width, group, scale = variant
+        spread = self.spread(width, level)
+        sigma = spread(self.distance) if spread is not None else np.ones(len(self.score))
+        normed = self.score / sigma
+        own, theirs = labels_of(self.features, group), labels_of(F, group)
+        pooled = conformal_quantile(np.sort(normed), level)
+        q = np.full(len(F), pooled)
+        for label in np.unique(theirs):
+            mine = own == label
+            if mine.sum() >= MIN_GROUP_ROWS:
+                q[theirs == label] = conformal_quantile(np.sort(normed[mine]), level)
+        d = self.novelty.distance(F)
+        half = scale * q * (spread(d) if spread is not None else 1.0)
+        ood = np.array([v not in self.vendors for v in vendors(F)], dtype=bool)
+        if ood.any():
+            half[ood] = np.maximum(half[ood], self.ood_half_width(level))
+        return half, ood
+
+
+def variants(groups: tuple[str | None, ...], scales: tuple[float, ...]) -> list[Variant]:
+    """Every width rule with every Mondrian grouping and scale (the plain pooled, scale 1 first: it wins ties)."""
+    return [(w, g, s) for s in scales for w in WIDTHS for g in groups]
+
+
+def describe(variant: Variant) -> str:
+    width, group, scale = variant
+    text = {"pooled": "one width", "isotonic": "isotonic in distance", "linear": "linear in distance",
+            "device": "device quantiles linear in distance"}[width]
+    text += "" if group is None else f", per {group}"
+    return text if scale == 1.0 else f"{text}, x {scale:g}"
+
+
+def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict[str, list[str]],
+                    candidates: list[Variant], level: float, band: tuple[float, float]
+                    ) -> tuple[dict[str, Variant], dict[str, str]]:
+    """Per device, the candidate chosen by leave-one-device-out on the *other* devices' coverage (``coverage``:
+    (device, part, variant) -> share of its rows inside; its own entries are never read): least share of the
+    others' (device, part) pairs outside ``band``, then least mean |coverage - level|, then the earlier candidate.
+    Returns the choice and its nested score (as text) per device."""
+    chosen, nested = {}, {}
+    for dev in parts:
+        others = [(d, p) for d in parts if d != dev for p in parts[d]]
+        score = {}
+        for v in candidates:
+            got = np.array([coverage[(d, p, v)] for d, p in others])
+            score[v] = (float(np.mean((got < band[0]) | (got > band[1]))), float(np.mean(np.abs(got - level))))
+        best = min(candidates, key=lambda v: (round(score[v][0], 12), round(score[v][1], 12), candidates.index(v)))
+        chosen[dev] = best
+        nested[dev] = f"{100 * score[best][0]:.0f}% out of band, |cov-{100 * level:.0f}%| {100 * score[best][1]:.1f} pt"
+    return chosen, nested
