@@ -28,27 +28,33 @@ import pandas as pd
 
 from perfcast.eval import metrics
 from perfcast.eval.protocols import unseen_hardware_split
-from perfcast.experiments.adapt_bench import LEVEL, PHASE_LABEL
+from perfcast.experiments.adapt_bench import K0_BAND, LEVEL, PHASE_LABEL
 from perfcast.experiments.presets import budget_rows, choose
 from perfcast.experiments.results import Workspace
-from perfcast.models.uncertainty.calibration import _normal_quantile
-from perfcast.models.uncertainty.zero_shot import CrossFittedScores, describe, select_variants, variants
+from perfcast.models.uncertainty.zero_shot import (
+    CrossFittedScores,
+    describe,
+    select_variants,
+    variants,
+    zero_shot_variants,
+)
 from perfcast.training.config import IntervalsConfig
 from perfcast.training.train import fit_conformal, model_input
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOCOL = "aiconfigurator-adapt"
-#: the band the issue asks of every GPU's K = 0 coverage
-BAND = (0.80, 0.97)
 
 
-def fit_bases(data_root: Path, task: str, test_rows: int, seed: int) -> dict[str, dict[str, Any]]:
+def fit_bases(data_root: Path, task: str, test_rows: int, seed: int, n_splits: int | None = None
+              ) -> dict[str, dict[str, Any]]:
     """Per left-out GPU: its base's cross-fitted scores, and ``test_rows`` of its rows with the base's
     prediction, the preset's interval (``before``), features, parts and noise."""
     choice = choose(PROTOCOL)
     options = choice.options
     intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
         **options.get(f"{task}_intervals", {}))
+    if n_splits is not None:  # e.g. one fold per training GPU, as the test holds one out
+        intervals = intervals.model_copy(update={"n_splits": n_splits})
     config = choice.config.model_copy(update={"task": task, "intervals": intervals})
     with tempfile.TemporaryDirectory() as tmp:
         records = Workspace(data_root, Path(tmp)).records("aiconfigurator", task)
@@ -74,13 +80,6 @@ def fit_bases(data_root: Path, task: str, test_rows: int, seed: int) -> dict[str
     return out
 
 
-def bounds(pred: np.ndarray, half: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The interval as :meth:`IntervalCalibration.bounds` draws it: e^(±half), never inside the noise floor."""
-    floor = _normal_quantile(0.5 + LEVEL / 2) * np.nan_to_num(noise, nan=0.0)
-    return pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None), pred * np.maximum(np.exp(half),
-                                                                                               1.0 + floor)
-
-
 def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, Any]:
     """Coverage and width of every candidate on every GPU and part, the choice per GPU, before and after."""
     cov: dict[tuple[str, str, Any], float] = {}
@@ -88,15 +87,14 @@ def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, An
     flags: dict[str, bool] = {}
     for dev, c in cache.items():
         for v in candidates:
-            half, ood = c["scores"].half_widths(v, c["features"], LEVEL)
+            lo, hi, ood = c["scores"].bounds(v, c["features"], c["pred"], c["noise"], LEVEL)
             flags[dev] = bool(ood.any())
-            lo, hi = bounds(c["pred"], half, c["noise"])
             for part in np.unique(c["parts"]):
                 sel = c["parts"] == part
                 cov[(dev, part, v)] = metrics.coverage(c["y"][sel], lo[sel], hi[sel])
                 width[(dev, part, v)] = metrics.mean_width(lo[sel], hi[sel])
     parts = {dev: list(np.unique(c["parts"])) for dev, c in cache.items()}
-    chosen, nested = select_variants(cov, parts, candidates, LEVEL, BAND)
+    chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND)
     rows = []
     for dev, c in cache.items():
         for part in parts[dev]:
@@ -110,7 +108,7 @@ def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, An
                          "before_width": metrics.mean_width(lo[sel], hi[sel]),
                          "variant": describe(v), "nested_score": nested[dev],
                          "coverage": cov[(dev, part, v)], "width": width[(dev, part, v)], "ood": flags[dev],
-                         "in_band": BAND[0] <= cov[(dev, part, v)] <= BAND[1]})
+                         "in_band": K0_BAND[0] <= cov[(dev, part, v)] <= K0_BAND[1]})
     return {"rows": rows, "coverage": {f"{d}|{p}|{describe(v)}": x for (d, p, v), x in cov.items()}}
 
 
@@ -119,6 +117,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "datasets")
     parser.add_argument("--test-rows", type=int, default=5000, help="rows per left-out GPU scored")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-splits", type=int, help="calibration folds of the bases (default: the preset's)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache.pkl")
     parser.add_argument("--json", type=Path, help="write the per-GPU rows here")
     parser.add_argument("--out", type=Path, help="write a markdown table here")
@@ -126,17 +125,17 @@ def main() -> None:
     if args.cache.exists():
         cache = pickle.loads(args.cache.read_bytes())
     else:
-        cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed) for task in ("gemm", "attention")}
+        cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed, args.n_splits) for task in ("gemm", "attention")}
         args.cache.write_bytes(pickle.dumps(cache))
-    groups = {"gemm": (None, "kind"), "attention": (None, "phase", "kind")}
-    scales = (1.0, 0.8, 0.9, 1.1, 1.2)
-    found = {task: evaluate(c, variants(groups[task], scales)) for task, c in cache.items()}
+    candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or variants(
+        (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))
+    found = {task: evaluate(c, candidates) for task, c in cache.items()}
     rows = [r for f in found.values() for r in f["rows"]]
     frame = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(frame.drop(columns=["n"]).round(3).to_string())
     if args.json:
-        args.json.write_text(json.dumps({"protocol": PROTOCOL, "K": 0, "level": LEVEL, "band": BAND, "rows": rows},
+        args.json.write_text(json.dumps({"protocol": PROTOCOL, "K": 0, "level": LEVEL, "band": K0_BAND, "rows": rows},
                                         indent=1))
     if args.out:
         args.out.write_text(render(frame, args))

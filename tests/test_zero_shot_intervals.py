@@ -5,6 +5,7 @@ vendor no training GPU has, and a leave-one-GPU-out choice that never reads the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.eval import metrics
+from perfcast.experiments.adapt_bench import adapt_device, select_settings
+from perfcast.experiments.baselines import CONFIG_KEYS
 from perfcast.models import make_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.models.uncertainty.zero_shot import WIDTHS, CrossFittedScores, select_variants, variants
@@ -30,13 +33,13 @@ def rows(data_root: Path) -> pd.DataFrame:
     return df.groupby("device_id").sample(n=400, random_state=0).reset_index(drop=True)
 
 
-def left_out(rows: pd.DataFrame, dev: str) -> tuple[CrossFittedScores, pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """(cross-fitted scores of a base fitted without ``dev``, ``dev``'s feature rows, base prediction, rows)."""
+def left_out(rows: pd.DataFrame, dev: str) -> tuple[CrossFittedScores, pd.DataFrame, np.ndarray, pd.DataFrame, Any]:
+    """(cross-fitted scores of a base fitted without ``dev``, ``dev``'s feature rows, base prediction, rows, base)."""
     train, test = rows[rows["device_id"] != dev], rows[rows["device_id"] == dev].reset_index(drop=True)
     base = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 30}),
                               n_splits=3).fit(train, train[["runtime_ms"]])
     scores = CrossFittedScores.of(base, train, train["runtime_ms"].to_numpy(), train["device_id"].to_numpy())
-    return scores, base.estimator_[0].transform(test), np.asarray(base.predict(test)).ravel(), test
+    return scores, base.estimator_[0].transform(test), np.asarray(base.predict(test)).ravel(), test, base
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_cross_fitted_rows_describe_the_folds(fitted) -> None:
 
 
 def test_width_rules_grow_with_distance(fitted) -> None:
-    scores, F, _, _ = fitted["h100_sxm"]
+    scores, F, *_ = fitted["h100_sxm"]
     for width in WIDTHS:
         spread = scores.spread(width, 0.9)
         if width == "pooled":
@@ -72,7 +75,7 @@ def test_width_rules_grow_with_distance(fitted) -> None:
 
 
 def test_a_vendor_no_training_gpu_has_is_flagged_and_widened(fitted) -> None:
-    scores, F, pred, test = fitted["b60"]
+    scores, F, *_ = fitted["b60"]
     assert scores.vendors == {"nvidia"}
     floor = scores.ood_half_width(0.9)
     for v in CANDIDATES:
@@ -84,7 +87,7 @@ def test_a_vendor_no_training_gpu_has_is_flagged_and_widened(fitted) -> None:
 
 def coverage(fitted: dict[str, tuple], y_of: dict[str, np.ndarray]) -> dict:
     out = {}
-    for dev, (scores, F, pred, _) in fitted.items():
+    for dev, (scores, F, pred, *_) in fitted.items():
         for v in CANDIDATES:
             half = scores.half_widths(v, F)[0]
             out[(dev, "", v)] = (metrics.coverage(y_of[dev], pred * np.exp(-half), pred * np.exp(half))
@@ -108,3 +111,27 @@ def test_the_choice_for_a_gpu_never_reads_its_rows(fitted) -> None:
     best_on_l40s = min(CANDIDATES, key=lambda v: (not 0.8 <= cov[("l40s", "", v)] <= 0.97,
                                                     round(abs(cov[("l40s", "", v)] - 0.9), 12), CANDIDATES.index(v)))
     assert solo == best_on_l40s
+
+
+def test_the_adaptation_benchmark_offers_and_chooses_them_at_k0(rows, fitted) -> None:
+    """``adapt_device`` scores the preset's zero-shot variants at K = 0 and ``select_settings`` chooses among them
+    on the other GPUs only: tripling one GPU's latencies (its coverage moves) leaves its choice unchanged."""
+    options = {"budgets": [0], "test_rows": 400, "settings": {"plain": {}},
+               "k0_intervals": {"groups": ["none", "kind own"], "scales": [1.0, 1.2]}}
+
+    def run(factor: dict[str, float]) -> dict[str, Any]:
+        per_device: dict = {}
+        for dev, (scores, _, _, test, base) in fitted.items():
+            test = test.assign(runtime_ms=test["runtime_ms"] * factor.get(dev, 1.0))
+            found = adapt_device("t", "gemm", base, rows[rows["device_id"] != dev], test,
+                                 pd.Series("", index=test.index), CONFIG_KEYS["gemm"], "hybrid", 0.0, 0, options,
+                                 scores)
+            assert len(found[("", 0)]) == len(CANDIDATES)  # every zero-shot variant scored
+            for key, res in found.items():
+                per_device.setdefault(key, []).append(res)
+        return {r.device: r for r in select_settings(per_device)[("", 0)]}
+
+    first, moved = run({}), run({"l40s": 3.0})
+    assert moved["l40s"].coverage != first["l40s"].coverage or moved["l40s"].ours != first["l40s"].ours
+    chosen = [n for n in first["l40s"].notes if n.startswith("intervals chosen")]
+    assert chosen and chosen == [n for n in moved["l40s"].notes if n.startswith("intervals chosen")]

@@ -31,7 +31,13 @@ import pandas as pd
 
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES
 from perfcast.models.estimators.vendor import vendors
-from perfcast.models.uncertainty.calibration import MIN_SPREAD, Spread, conformal_quantile, group_labels
+from perfcast.models.uncertainty.calibration import (
+    MIN_SPREAD,
+    Spread,
+    _normal_quantile,
+    conformal_quantile,
+    group_labels,
+)
 from perfcast.models.uncertainty.intervals import log_ratio_scores, novelty_columns
 from perfcast.models.uncertainty.novelty import HardwareNovelty
 
@@ -44,6 +50,8 @@ MIN_GROUP_ROWS = 50
 MIN_DEVICE_ROWS = 20
 #: the attention phase flag (Mondrian ``phase`` groups)
 PHASE_COLUMNS: tuple[str, ...] = ("is_decode",)
+#: suffix of a Mondrian grouping whose groups also fit their own σ(d)
+OWN = " own"
 
 
 def kind_columns(F: pd.DataFrame) -> list[str]:
@@ -93,22 +101,23 @@ class CrossFittedScores:
         return cls(score[keep], distance[keep], devices[cf.row][keep], seen[keep],
                    F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendors(F)))
 
-    def spread(self, width: str, level: float) -> Spread | None:
-        """σ(d) of a width rule (None: ``pooled``, no scaling)."""
-        ok = np.isfinite(self.score)
+    def spread(self, width: str, level: float, among: np.ndarray | None = None) -> Spread | None:
+        """σ(d) of a width rule fitted on the entries ``among`` (a mask; default every one). None: ``pooled``, or
+        the entries leave nothing to fit."""
+        ok = np.isfinite(self.score) & (True if among is None else among)
         d, s = self.distance[ok], self.score[ok]
-        if width == "pooled" or np.ptp(d) == 0:
+        if width == "pooled" or len(d) < 2 or np.ptp(d) == 0:
             return None
         if width == "isotonic":
             return Spread.fit(d, s)
         if width == "linear":
             slope, icept = np.polyfit(d, s, 1)
         else:  # device: per held-out device, its quantile at the level against its mean distance
-            pts = [(float(d[rows].mean()), conformal_quantile(np.sort(self.score[rows]), level))
+            pts = [(float(self.distance[rows].mean()), conformal_quantile(np.sort(self.score[rows]), level))
                    for dev in np.unique(self.device[~self.seen])
                    if (rows := (self.device == dev) & ~self.seen & ok).sum() >= MIN_DEVICE_ROWS]
-            if self.seen[ok].sum() >= MIN_DEVICE_ROWS:  # hardware seen, row not: the anchor at d = 0
-                pts.append((0.0, conformal_quantile(np.sort(s[self.seen[ok]]), level)))
+            if (self.seen & ok).sum() >= MIN_DEVICE_ROWS:  # hardware seen, row not: the anchor at d = 0
+                pts.append((0.0, conformal_quantile(np.sort(self.score[self.seen & ok]), level)))
             x, q = np.array(pts, dtype="float64").reshape(-1, 2).T
             if len(x) < 2 or np.ptp(x) == 0:
                 return None
@@ -118,6 +127,9 @@ class CrossFittedScores:
         # a line as the spread's knots (geometric interpolation between two far knots would bend it)
         knots = np.linspace(0.0, max(4.0 * float(d.max()), 1.0), 64)
         return Spread(knots, np.maximum(icept + slope * knots, MIN_SPREAD))
+
+    def _sigma(self, spread: Spread | None) -> np.ndarray:
+        return spread(self.distance) if spread is not None else np.ones(len(self.score))
 
     def ood_half_width(self, level: float) -> float:
         """The largest per-device quantile of the cross-fitted rows of held-out devices (the OOD rule's floor)."""
@@ -129,27 +141,51 @@ class CrossFittedScores:
     def half_widths(self, variant: Variant, F: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``."""
         width, group, scale = variant
-        spread = self.spread(width, level)
-        sigma = spread(self.distance) if spread is not None else np.ones(len(self.score))
-        normed = self.score / sigma
-        own, theirs = labels_of(self.features, group), labels_of(F, group)
-        pooled = conformal_quantile(np.sort(normed), level)
-        q = np.full(len(F), pooled)
-        for label in np.unique(theirs):
-            mine = own == label
-            if mine.sum() >= MIN_GROUP_ROWS:
-                q[theirs == label] = conformal_quantile(np.sort(normed[mine]), level)
+        by, own_spread = (group.removesuffix(OWN), group.endswith(OWN)) if group else (None, False)
+        own, theirs = labels_of(self.features, by), labels_of(F, by)
         d = self.novelty.distance(F)
-        half = scale * q * (spread(d) if spread is not None else 1.0)
+        spread = self.spread(width, level)
+        sigma, at = self._sigma(spread), spread(d) if spread is not None else np.ones(len(F))
+        pooled = conformal_quantile(np.sort(self.score / sigma), level)
+        half = pooled * at
+        for label in np.unique(theirs):
+            mine, rows = own == label, theirs == label
+            if mine.sum() < MIN_GROUP_ROWS:
+                continue
+            fitted = self.spread(width, level, mine) if own_spread else spread
+            q = conformal_quantile(np.sort(self.score[mine] / self._sigma(fitted)[mine]), level)
+            half[rows] = q * (fitted(d[rows]) if fitted is not None else 1.0)
+        half = scale * half
         ood = np.array([v not in self.vendors for v in vendors(F)], dtype=bool)
         if ood.any():
             half[ood] = np.maximum(half[ood], self.ood_half_width(level))
         return half, ood
 
+    def bounds(self, variant: Variant, F: pd.DataFrame, pred: np.ndarray, noise: np.ndarray, level: float = 0.9
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lo, hi, out-of-distribution flag) around the predictions ``pred`` of the rows of ``F`` under ``variant``,
+        drawn as :meth:`IntervalCalibration.bounds` draws them: ``pred·e^(±half)``, never inside the rows' relative
+        run-to-run ``noise`` (NaN: none)."""
+        half, ood = self.half_widths(variant, F, level)
+        floor = _normal_quantile(0.5 + level / 2) * np.nan_to_num(noise, nan=0.0)
+        with np.errstate(over="ignore"):
+            lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
+            hi = pred * np.maximum(np.exp(half), 1.0 + floor)
+        return lo, hi, ood
+
 
 def variants(groups: tuple[str | None, ...], scales: tuple[float, ...]) -> list[Variant]:
     """Every width rule with every Mondrian grouping and scale (the plain pooled, scale 1 first: it wins ties)."""
     return [(w, g, s) for s in scales for w in WIDTHS for g in groups]
+
+
+def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
+    """A preset's ``k0_intervals`` table (``groups``: Mondrian groupings, "none" for none; ``scales``) as the
+    variants offered (empty without one)."""
+    if not spec:
+        return []
+    groups = tuple(None if g == "none" else str(g) for g in spec.get("groups", ["none"]))
+    return variants(groups, tuple(float(s) for s in spec.get("scales", [1.0])))
 
 
 def describe(variant: Variant) -> str:
