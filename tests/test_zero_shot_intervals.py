@@ -20,7 +20,7 @@ from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.models.uncertainty.zero_shot import WIDTHS, CrossFittedScores, select_variants, variants
 
 GPUS = ["a100_sxm", "h100_sxm", "l40s", "b60"]
-CANDIDATES = variants((None, "kind"), (1.0, 1.2))
+CANDIDATES = variants((None, "kind own"), (1.0, 1.2), (False, True))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_width_rules_grow_with_distance(fitted) -> None:
             continue
         d = np.linspace(0.0, 3.0 * scores.distance.max(), 20)
         assert (np.diff(spread(d)) >= -1e-12).all(), width
-        half, ood = scores.half_widths((width, None, 1.0), F)
+        half, ood = scores.half_widths((width, None, 1.0, False), F)
         assert np.isfinite(half).all() and (half > 0).all() and not ood.any()
     # the line keeps growing past the farthest calibration device; the isotonic fit is flat there
     far = np.array([scores.distance.max(), 3.0 * scores.distance.max()])
@@ -82,7 +82,7 @@ def test_a_vendor_no_training_gpu_has_is_flagged_and_widened(fitted) -> None:
         half, ood = scores.half_widths(v, F)
         assert ood.all() and (half >= floor - 1e-12).all()
     # the floor is the largest held-out GPU's own quantile, so it is at least the pooled one
-    assert floor >= scores.half_widths(("pooled", None, 1.0), F.iloc[:0])[0].max(initial=0.0)
+    assert floor >= scores.half_widths(("pooled", None, 1.0, False), F.iloc[:0])[0].max(initial=0.0)
 
 
 def coverage(fitted: dict[str, tuple], y_of: dict[str, np.ndarray]) -> dict:
@@ -117,7 +117,8 @@ def test_the_adaptation_benchmark_offers_and_chooses_them_at_k0(rows, fitted) ->
     """``adapt_device`` scores the preset's zero-shot variants at K = 0 and ``select_settings`` chooses among them
     on the other GPUs only: tripling one GPU's latencies (its coverage moves) leaves its choice unchanged."""
     options = {"budgets": [0], "test_rows": 400, "settings": {"plain": {}},
-               "k0_intervals": {"groups": ["none", "kind own"], "scales": [1.0, 1.2]}}
+               "k0_intervals": {"groups": ["none", "kind own"], "scales": [1.0, 1.2],
+                                "vendor_matched": [False, True]}}
 
     def run(factor: dict[str, float]) -> dict[str, Any]:
         per_device: dict = {}

@@ -41,8 +41,8 @@ from perfcast.models.uncertainty.calibration import (
 from perfcast.models.uncertainty.intervals import log_ratio_scores, novelty_columns
 from perfcast.models.uncertainty.novelty import HardwareNovelty
 
-#: (width rule, Mondrian groups or None, half-width scale)
-Variant = tuple[str, str | None, float]
+#: (width rule, Mondrian groups or None, half-width scale, calibrated on the entries matched by vendor novelty)
+Variant = tuple[str, str | None, float, bool]
 WIDTHS: tuple[str, ...] = ("pooled", "isotonic", "linear", "device")
 #: fewest cross-fitted rows of a Mondrian group for its own quantile (fewer: the pooled one)
 MIN_GROUP_ROWS = 50
@@ -80,6 +80,8 @@ class CrossFittedScores:
     features: pd.DataFrame
     novelty: HardwareNovelty
     vendors: frozenset[str]
+    #: the entry's vendor was in none of its fold's fitting rows (a foreign stack, as the B60 among NVIDIA parts)
+    foreign: np.ndarray
 
     @classmethod
     def of(cls, model: Any, X: pd.DataFrame, y: np.ndarray, devices: np.ndarray) -> CrossFittedScores:
@@ -90,16 +92,19 @@ class CrossFittedScores:
         F = step.transform(X).reset_index(drop=True)
         novelty = HardwareNovelty.fit(F, novelty_columns(model.estimator, step.task))
         devices = np.asarray(devices, dtype=object)
+        vendor = vendors(F)
         distance, seen, start = np.empty(len(cf.row)), np.empty(len(cf.row), dtype=bool), 0
+        foreign = np.empty(len(cf.row), dtype=bool)
         for fit_idx, held_idx in cf.folds:
             part = slice(start, start + len(held_idx))
             distance[part] = novelty.distance(F.iloc[held_idx], among=F.iloc[fit_idx])
             seen[part] = np.isin(devices[held_idx], devices[fit_idx])
+            foreign[part] = ~np.isin(vendor[held_idx], vendor[fit_idx])
             start += len(held_idx)
         score = log_ratio_scores(np.asarray(y, dtype="float64")[cf.row], cf.pred[:, 0])
         keep = np.isfinite(np.asarray(y, dtype="float64")[cf.row]) & ~np.isnan(cf.pred[:, 0])
         return cls(score[keep], distance[keep], devices[cf.row][keep], seen[keep],
-                   F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendors(F)))
+                   F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendor), foreign[keep])
 
     def spread(self, width: str, level: float, among: np.ndarray | None = None) -> Spread | None:
         """σ(d) of a width rule fitted on the entries ``among`` (a mask; default every one). None: ``pooled``, or
@@ -139,27 +144,42 @@ class CrossFittedScores:
         return max(finite) if finite else conformal_quantile(np.sort(self.score), level)
 
     def half_widths(self, variant: Variant, F: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``."""
-        width, group, scale = variant
+        """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``.
+        With the variant's vendor matching, rows of a vendor the training rows have are calibrated on the entries
+        whose vendor their fold model saw, rows of a foreign vendor on the foreign entries (every entry when there
+        are too few), as the test is; without it, on every entry."""
+        d = self.novelty.distance(F)
+        ood = np.array([v not in self.vendors for v in vendors(F)], dtype=bool)
+        half = np.empty(len(F))
+        for flag in (False, True):
+            rows = ood == flag
+            if rows.any():
+                among = self.foreign == flag if variant[3] else np.ones(len(self.score), dtype=bool)
+                if among.sum() < MIN_DEVICE_ROWS:
+                    among = np.ones(len(self.score), dtype=bool)
+                half[rows] = self._half(variant, F[rows], d[rows], among, level)
+        half = variant[2] * half
+        if ood.any():
+            half[ood] = np.maximum(half[ood], self.ood_half_width(level))
+        return half, ood
+
+    def _half(self, variant: Variant, F: pd.DataFrame, d: np.ndarray, among: np.ndarray, level: float
+              ) -> np.ndarray:
+        """Unscaled half-widths of rows ``F`` (distances ``d``) calibrated on the entries ``among``."""
+        width, group = variant[:2]
         by, own_spread = (group.removesuffix(OWN), group.endswith(OWN)) if group else (None, False)
         own, theirs = labels_of(self.features, by), labels_of(F, by)
-        d = self.novelty.distance(F)
-        spread = self.spread(width, level)
-        sigma, at = self._sigma(spread), spread(d) if spread is not None else np.ones(len(F))
-        pooled = conformal_quantile(np.sort(self.score / sigma), level)
-        half = pooled * at
+        spread = self.spread(width, level, among)
+        pooled = conformal_quantile(np.sort((self.score / self._sigma(spread))[among]), level)
+        half = pooled * (spread(d) if spread is not None else np.ones(len(F)))
         for label in np.unique(theirs):
-            mine, rows = own == label, theirs == label
+            mine, rows = among & (own == label), theirs == label
             if mine.sum() < MIN_GROUP_ROWS:
                 continue
             fitted = self.spread(width, level, mine) if own_spread else spread
             q = conformal_quantile(np.sort(self.score[mine] / self._sigma(fitted)[mine]), level)
             half[rows] = q * (fitted(d[rows]) if fitted is not None else 1.0)
-        half = scale * half
-        ood = np.array([v not in self.vendors for v in vendors(F)], dtype=bool)
-        if ood.any():
-            half[ood] = np.maximum(half[ood], self.ood_half_width(level))
-        return half, ood
+        return half
 
     def bounds(self, variant: Variant, F: pd.DataFrame, pred: np.ndarray, noise: np.ndarray, level: float = 0.9
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,25 +194,29 @@ class CrossFittedScores:
         return lo, hi, ood
 
 
-def variants(groups: tuple[str | None, ...], scales: tuple[float, ...]) -> list[Variant]:
-    """Every width rule with every Mondrian grouping and scale (the plain pooled, scale 1 first: it wins ties)."""
-    return [(w, g, s) for s in scales for w in WIDTHS for g in groups]
+def variants(groups: tuple[str | None, ...], scales: tuple[float, ...], matched: tuple[bool, ...] = (False,)
+             ) -> list[Variant]:
+    """Every width rule with every Mondrian grouping, scale and vendor matching (the plain pooled, scale 1, unmatched
+    first: it wins ties)."""
+    return [(w, g, s, m) for m in matched for s in scales for w in WIDTHS for g in groups]
 
 
 def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
-    """A preset's ``k0_intervals`` table (``groups``: Mondrian groupings, "none" for none; ``scales``) as the
-    variants offered (empty without one)."""
+    """A preset's ``k0_intervals`` table (``groups``: Mondrian groupings, "none" for none; ``scales``;
+    ``vendor_matched``: booleans) as the variants offered (empty without one)."""
     if not spec:
         return []
     groups = tuple(None if g == "none" else str(g) for g in spec.get("groups", ["none"]))
-    return variants(groups, tuple(float(s) for s in spec.get("scales", [1.0])))
+    return variants(groups, tuple(float(s) for s in spec.get("scales", [1.0])),
+                    tuple(bool(m) for m in spec.get("vendor_matched", [False])))
 
 
 def describe(variant: Variant) -> str:
-    width, group, scale = variant
+    width, group, scale, matched = variant
     text = {"pooled": "one width", "isotonic": "isotonic in distance", "linear": "linear in distance",
             "device": "device quantiles linear in distance"}[width]
     text += "" if group is None else f", per {group}"
+    text += ", vendor-matched" if matched else ""
     return text if scale == 1.0 else f"{text}, x {scale:g}"
 
 
