@@ -240,9 +240,9 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
 
 
 def _threshold(variant: Interval) -> str:
-    rows, by_kind, scale = variant
-    if isinstance(rows, str):  # a zero-shot variant (width rule, groups, scale)
+    if isinstance(variant[0], str):  # a zero-shot variant (width rule, groups, scale, vendor matching)
         return describe(variant)
+    rows, by_kind, scale = variant
     text = "pooled" if rows is None else f"per {'kernel kind' if by_kind else 'phase'} from {rows} rows"
     if isinstance(scale, tuple):
         named = {label: part for part, label in PHASE_GROUPS.items()}
