@@ -144,7 +144,8 @@ def main() -> None:
 def render(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     """The per-GPU K = 0 rows as a markdown table, before -> after."""
     lines = ["# aiconfigurator-adapt, K = 0: 90% interval coverage per GPU, before -> after", "",
-             f"`python benchmarks/k0_intervals.py --test-rows {args.test_rows} --seed {args.seed}`: per left-out GPU "
+             f"`python benchmarks/k0_intervals.py --test-rows {args.test_rows} --seed {args.seed}"
+             + (f" --n-splits {args.n_splits}" if args.n_splits else "") + "`: per left-out GPU "
              "the base model of the protocol (fitted on the other GPUs), its 90% interval before (the preset's: GEMM "
              "scaled by spec-sheet distance, attention one width) and after (the variant chosen by leave-one-GPU-out "
              "on the other GPUs' coverage). Width: mean (hi - lo) / midpoint. Band: 80-97%.", "",

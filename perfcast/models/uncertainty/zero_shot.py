@@ -236,5 +236,6 @@ def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict
             score[v] = (float(np.mean((got < band[0]) | (got > band[1]))), float(np.mean(np.abs(got - level))))
         best = min(candidates, key=lambda v: (round(score[v][0], 12), round(score[v][1], 12), candidates.index(v)))
         chosen[dev] = best
-        nested[dev] = f"{100 * score[best][0]:.0f}% out of band, |cov-{100 * level:.0f}%| {100 * score[best][1]:.1f} pt"
+        nested[dev] = (f"{100 * score[best][0]:.0f}% out of band, {100 * score[best][1]:.1f} pt from "
+                       f"{100 * level:.0f}% on average")
     return chosen, nested
