@@ -4,8 +4,7 @@ Why a script of its own: the full adaptation benchmark refits every K; the K = 0
 of each left-out GPU. This fits the 8 bases per kernel family once (as ``aiconfigurator_adapt`` does: the preset's
 model, ``train_rows`` rows, its ``[intervals]``; attention with ``attention_intervals``), caches their cross-fitted
 calibration rows (:class:`~perfcast.models.uncertainty.zero_shot.CrossFittedScores`) and a sample of each left-out
-GPU's rows with the base predictions, then scores every variant of :func:`~perfcast.models.uncertainty.zero_shot.variants`
-on every GPU and chooses, per GPU, the variant that did best on the *other* GPUs' coverage
+GPU's rows with the base predictions, then scores every variant (the preset's ``k0_intervals``) on every GPU and chooses, per GPU, the variant that did best on the *other* GPUs' coverage
 (:func:`~perfcast.models.uncertainty.zero_shot.select_variants`).
 
     python benchmarks/k0_intervals.py --out benchmarks/RESULTS_k0cov.md --json benchmarks/RESULTS_k0cov.json
@@ -118,14 +117,17 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=5000, help="rows per left-out GPU scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-splits", type=int, help="calibration folds of the bases (default: the preset's)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache.pkl")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache.pkl",
+                        help="fitted bases of an earlier run, reused when the file exists (delete it after changing "
+                             "--test-rows, --seed, --n-splits or the data)")
     parser.add_argument("--json", type=Path, help="write the per-GPU rows here")
     parser.add_argument("--out", type=Path, help="write a markdown table here")
     args = parser.parse_args()
     if args.cache.exists():
         cache = pickle.loads(args.cache.read_bytes())
     else:
-        cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed, args.n_splits) for task in ("gemm", "attention")}
+        cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed, args.n_splits)
+                 for task in ("gemm", "attention")}
         args.cache.write_bytes(pickle.dumps(cache))
     candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or variants(
         (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))

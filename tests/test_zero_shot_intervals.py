@@ -136,3 +136,5 @@ def test_the_adaptation_benchmark_offers_and_chooses_them_at_k0(rows, fitted) ->
     assert moved["l40s"].coverage != first["l40s"].coverage or moved["l40s"].ours != first["l40s"].ours
     chosen = [n for n in first["l40s"].notes if n.startswith("intervals chosen")]
     assert chosen and chosen == [n for n in moved["l40s"].notes if n.startswith("intervals chosen")]
+    # the B60 is flagged (no Intel GPU trained), no NVIDIA GPU is
+    assert {dev for dev, r in first.items() if any(n.startswith("out of distribution") for n in r.notes)} == {"b60"}

@@ -160,8 +160,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             k0 = zero_shot_variants(options.get("k0_intervals")) if k == 0 and zero_shot is not None else None
             for variant in k0 or interval_variants(options, phased=task == "attention"):
                 if k0:
-                    lo, hi, _ = zero_shot.bounds(variant, held[0], pred,
-                                                 base.calibration_.noise(test[rest], int(rest.sum()))[:, 0], LEVEL)
+                    lo, hi, ood = zero_shot.bounds(variant, held[0], pred,
+                                                   base.calibration_.noise(test[rest], int(rest.sum()))[:, 0], LEVEL)
                 else:
                     least, by_kind, scale = variant
                     adapter.adaptation_ = found.regrouped(least, by_kind,
@@ -169,6 +169,11 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
                     lo, hi = adapter.interval(test[rest], pred, held)
                 _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
                              (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
+                if k0 and ood.any():  # the zero-shot OOD rule: a vendor no training GPU has
+                    for label in parts.unique():
+                        out[(label, k)][(setting, variant)].notes.append(
+                            "out of distribution: no training GPU has this GPU's vendor; interval at least the "
+                            "largest held-out GPU's cross-fitted quantile")
     return out
 
 
