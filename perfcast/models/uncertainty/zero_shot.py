@@ -108,7 +108,14 @@ class CrossFittedScores:
 
     def spread(self, width: str, level: float, among: np.ndarray | None = None) -> Spread | None:
         """σ(d) of a width rule fitted on the entries ``among`` (a mask; default every one). None: ``pooled``, or
-        the entries leave nothing to fit."""
+        the entries leave nothing to fit. Remembered per arguments: the variants of a grid share a few fits."""
+        memo = self.__dict__.setdefault("_spreads", {})
+        key = (width, level, None if among is None else np.packbits(among).tobytes())
+        if key not in memo:
+            memo[key] = self._fit_spread(width, level, among)
+        return memo[key]
+
+    def _fit_spread(self, width: str, level: float, among: np.ndarray | None) -> Spread | None:
         ok = np.isfinite(self.score) & (True if among is None else among)
         d, s = self.distance[ok], self.score[ok]
         if width == "pooled" or len(d) < 2 or np.ptp(d) == 0:
@@ -148,8 +155,11 @@ class CrossFittedScores:
         With the variant's vendor matching, rows of a vendor the training rows have are calibrated on the entries
         whose vendor their fold model saw, rows of a foreign vendor on the foreign entries (every entry when there
         are too few), as the test is; without it, on every entry."""
-        d = self.novelty.distance(F)
-        ood = np.array([v not in self.vendors for v in vendors(F)], dtype=bool)
+        last = self.__dict__.get("_rows")  # the same rows drawn under every variant of a grid: measured once
+        if last is None or last[0] is not F:
+            last = self.__dict__["_rows"] = (F, self.novelty.distance(F),
+                                             np.array([v not in self.vendors for v in vendors(F)], dtype=bool))
+        d, ood = last[1], last[2]
         half = np.empty(len(F))
         for flag in (False, True):
             rows = ood == flag
