@@ -36,7 +36,13 @@ from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
 from perfcast.models.estimators.donor_mix import DonorTable
-from perfcast.models.uncertainty.zero_shot import CrossFittedScores, describe, select_variants, zero_shot_variants
+from perfcast.models.uncertainty.zero_shot import (
+    CrossFittedScores,
+    Variant,
+    describe,
+    select_variants,
+    zero_shot_variants,
+)
 from perfcast.perf_probe.plan import adaptation_plan
 from perfcast.training.config import IntervalsConfig
 from perfcast.training.train import fit_conformal, model_input
@@ -56,8 +62,8 @@ NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 Interval = tuple[int | None, bool, float | tuple[tuple[str, float], ...]]
 #: the attention phases' Mondrian labels (``group_labels`` of ``INTERVAL_GROUPS``) under the parts' names
 PHASE_GROUPS: dict[str, str] = {"context": "none", "generation": "is_decode"}
-#: one adaptation variant of a device: (donor setting, interval variant)
-Key = tuple[str, Interval]
+#: one adaptation variant of a device: (donor setting, interval variant; at K = 0 a zero-shot one)
+Key = tuple[str, Interval | Variant]
 #: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
 LEVEL = 0.9
 #: the issue's band for every GPU's K = 0 coverage: the zero-shot interval variant is chosen for it
