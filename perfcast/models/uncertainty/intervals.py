@@ -259,6 +259,9 @@ class ConformalRegressor(Regressor):
             F = novelty = None
         folds, grouping = self._folds(X, Y, groups, F)
         oof = self._out_of_fold(X, Y, folds, F, novelty)
+        # kept (not saved) so a zero-shot interval variant can be re-drawn from the same cross-fitted rows
+        # without refitting the folds (perfcast.models.uncertainty.zero_shot)
+        self.cross_fitted_ = CrossFitted(folds, oof.row, oof.pred)
         raw, distance = {}, {}
         for j, t in enumerate(targets):
             seen = Y[t].notna().to_numpy()[oof.row] & ~np.isnan(oof.pred[:, j])
@@ -377,6 +380,16 @@ class ConformalRegressor(Regressor):
         tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         return tags
+
+
+@dataclass
+class CrossFitted:
+    """The calibration folds (fit rows, held rows) and each held entry's row and fold-model prediction (rows,
+    targets): what the interval scores were made of, for re-drawing them another way."""
+
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    row: np.ndarray
+    pred: np.ndarray
 
 
 @dataclass
