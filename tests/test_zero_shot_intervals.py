@@ -127,7 +127,7 @@ def test_the_adaptation_benchmark_offers_and_chooses_them_at_k0(rows, fitted) ->
             found = adapt_device("t", "gemm", base, rows[rows["device_id"] != dev], test,
                                  pd.Series("", index=test.index), CONFIG_KEYS["gemm"], "hybrid", 0.0, 0, options,
                                  scores)
-            assert len(found[("", 0)]) == len(CANDIDATES)  # every zero-shot variant scored
+            assert len(found[("", 0)]) == len(CANDIDATES) + 1  # every zero-shot variant scored, and the preset's
             for key, res in found.items():
                 per_device.setdefault(key, []).append(res)
         return {r.device: r for r in select_settings(per_device)[("", 0)]}

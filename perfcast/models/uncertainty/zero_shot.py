@@ -23,7 +23,7 @@ among NVIDIA parts) gets at least the largest per-device quantile of the cross-f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,10 @@ from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES
 from perfcast.models.estimators.vendor import vendors
 from perfcast.models.uncertainty.calibration import (
     MIN_SPREAD,
+    IntervalCalibration,
     Spread,
-    _normal_quantile,
+    Width,
+    ZeroShotRule,
     conformal_quantile,
     group_labels,
 )
@@ -44,6 +46,8 @@ from perfcast.models.uncertainty.novelty import HardwareNovelty
 #: (width rule, Mondrian groups or None, half-width scale, calibrated on the entries matched by vendor novelty)
 Variant = tuple[str, str | None, float, bool]
 WIDTHS: tuple[str, ...] = ("pooled", "isotonic", "linear", "device")
+#: the candidate that keeps the base model's own (preset) intervals: a family where no variant helps keeps them
+PRESET: Variant = ("preset", None, 1.0, False)
 #: fewest cross-fitted rows of a Mondrian group for its own quantile (fewer: the pooled one)
 MIN_GROUP_ROWS = 50
 #: fewest cross-fitted rows of a held-out device for its own quantile (``device`` width, OOD rule)
@@ -82,6 +86,8 @@ class CrossFittedScores:
     vendors: frozenset[str]
     #: the entry's vendor was in none of its fold's fitting rows (a foreign stack, as the B60 among NVIDIA parts)
     foreign: np.ndarray
+    #: the base model's own calibration (what :data:`PRESET` serves, and what a chosen rule is added to)
+    base: IntervalCalibration
 
     @classmethod
     def of(cls, model: Any, X: pd.DataFrame, y: np.ndarray, devices: np.ndarray) -> CrossFittedScores:
@@ -104,7 +110,8 @@ class CrossFittedScores:
         score = log_ratio_scores(np.asarray(y, dtype="float64")[cf.row], cf.pred[:, 0])
         keep = np.isfinite(np.asarray(y, dtype="float64")[cf.row]) & ~np.isnan(cf.pred[:, 0])
         return cls(score[keep], distance[keep], devices[cf.row][keep], seen[keep],
-                   F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendor), foreign[keep])
+                   F.iloc[cf.row[keep]].reset_index(drop=True), novelty, frozenset(vendor), foreign[keep],
+                   model.calibration_)
 
     def spread(self, width: str, level: float, among: np.ndarray | None = None) -> Spread | None:
         """σ(d) of a width rule fitted on the entries ``among`` (a mask; default every one). None: ``pooled``, or
@@ -150,58 +157,68 @@ class CrossFittedScores:
         finite = [q for q in qs if np.isfinite(q)]
         return max(finite) if finite else conformal_quantile(np.sort(self.score), level)
 
-    def half_widths(self, variant: Variant, F: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``.
-        With the variant's vendor matching, rows of a vendor the training rows have are calibrated on the entries
-        whose vendor their fold model saw, rows of a foreign vendor on the foreign entries (every entry when there
-        are too few), as the test is; without it, on every entry."""
-        last = self.__dict__.get("_rows")  # the same rows drawn under every variant of a grid: measured once
-        if last is None or last[0] is not F:
-            last = self.__dict__["_rows"] = (F, self.novelty.distance(F),
-                                             np.array([v not in self.vendors for v in vendors(F)], dtype=bool))
-        d, ood = last[1], last[2]
-        half = np.empty(len(F))
-        for flag in (False, True):
-            rows = ood == flag
-            if rows.any():
-                among = self.foreign == flag if variant[3] else np.ones(len(self.score), dtype=bool)
-                if among.sum() < MIN_DEVICE_ROWS:
-                    among = np.ones(len(self.score), dtype=bool)
-                half[rows] = self._half(variant, F[rows], d[rows], among, level)
-        half = variant[2] * half
-        if ood.any():
-            half[ood] = np.maximum(half[ood], self.ood_half_width(level))
-        return half, ood
+    def rule(self, variant: Variant, level: float = 0.9) -> ZeroShotRule:
+        """The fitted rule of ``variant`` (plain numbers, served by a saved model; :data:`PRESET`: the model's own
+        widths, with the out-of-distribution rule). With
+        the variant's vendor matching, rows of a vendor the training rows have are calibrated on the entries whose
+        vendor their fold model saw, rows of a foreign vendor on the foreign entries (every entry when there are
+        too few), as the test is; without it, on every entry. Remembered per variant and level."""
+        memo = self.__dict__.setdefault("_rules", {})
+        if (variant, level) not in memo:
+            width, group, scale, matched = variant
+            by, own = (group.removesuffix(OWN), group.endswith(OWN)) if group else (None, False)
+            sides = {}
+            for side, flag in (("known", False), ("foreign", True))[:(2 if matched else 1) * (width != PRESET[0])]:
+                among = self.foreign == flag if matched else np.ones(len(self.score), dtype=bool)
+                sides[side] = self._widths(width, by, own, among if among.sum() >= MIN_DEVICE_ROWS
+                                           else np.ones(len(self.score), dtype=bool), level)
+            memo[(variant, level)] = ZeroShotRule(
+                describe(variant), level, scale, self.ood_half_width(level), self.novelty, sorted(self.vendors),
+                [] if by is None else list(PHASE_COLUMNS) if by == "phase" else kind_columns(self.features), sides)
+        return memo[(variant, level)]
 
-    def _half(self, variant: Variant, F: pd.DataFrame, d: np.ndarray, among: np.ndarray, level: float
-              ) -> np.ndarray:
-        """Unscaled half-widths of rows ``F`` (distances ``d``) calibrated on the entries ``among``."""
-        width, group = variant[:2]
-        by, own_spread = (group.removesuffix(OWN), group.endswith(OWN)) if group else (None, False)
-        own, theirs = labels_of(self.features, by), labels_of(F, by)
+    def _widths(self, width: str, by: str | None, own_spread: bool, among: np.ndarray, level: float
+                ) -> dict[str, Width]:
+        """Group label -> :class:`Width` calibrated on the entries ``among`` ("*": the pooled one)."""
         spread = self.spread(width, level, among)
-        pooled = conformal_quantile(np.sort((self.score / self._sigma(spread))[among]), level)
-        half = pooled * (spread(d) if spread is not None else np.ones(len(F)))
-        for label in np.unique(theirs):
-            mine, rows = among & (own == label), theirs == label
+        out = {"*": Width(conformal_quantile(np.sort((self.score / self._sigma(spread))[among]), level), spread)}
+        own = labels_of(self.features, by)
+        for label in np.unique(own) if by is not None else ():
+            mine = among & (own == label)
             if mine.sum() < MIN_GROUP_ROWS:
                 continue
             fitted = self.spread(width, level, mine) if own_spread else spread
-            q = conformal_quantile(np.sort(self.score[mine] / self._sigma(fitted)[mine]), level)
-            half[rows] = q * (fitted(d[rows]) if fitted is not None else 1.0)
-        return half
+            out[str(label)] = Width(conformal_quantile(np.sort(self.score[mine] / self._sigma(fitted)[mine]), level),
+                                    fitted)
+        return out
+
+    def calibration(self, variant: Variant, level: float = 0.9) -> IntervalCalibration:
+        """The base model's calibration serving ``variant`` for hardware it was not trained on (:data:`PRESET`:
+        as it is): what a saved model holds after ``model.calibration_ = scores.calibration(chosen)``."""
+        return replace(self.base, zero_shot=self.rule(variant, level))
+
+    def half_widths(self, variant: Variant, F: pd.DataFrame, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """(log half-width, out-of-distribution flag) of each row of the feature frame ``F`` under ``variant``
+        (not :data:`PRESET`), every row taken as hardware not trained on."""
+        rule = self.rule(variant, level)
+        return rule.apply(np.full(len(F), np.nan), *_rows(F))
 
     def bounds(self, variant: Variant, F: pd.DataFrame, pred: np.ndarray, noise: np.ndarray, level: float = 0.9
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lo, hi, out-of-distribution flag) around the predictions ``pred`` of the rows of ``F`` under ``variant``,
-        drawn as :meth:`IntervalCalibration.bounds` draws them: ``pred·e^(±half)``, never inside the rows' relative
-        run-to-run ``noise`` (NaN: none)."""
-        half, ood = self.half_widths(variant, F, level)
-        floor = _normal_quantile(0.5 + level / 2) * np.nan_to_num(noise, nan=0.0)
-        with np.errstate(over="ignore"):
-            lo = pred * np.clip(np.minimum(np.exp(-half), 1.0 - floor), 0.0, None)
-            hi = pred * np.maximum(np.exp(half), 1.0 + floor)
-        return lo, hi, ood
+        """(lo, hi, out-of-distribution flag) around the predictions ``pred`` of the rows of ``F`` under ``variant``:
+        :meth:`IntervalCalibration.bounds` of :meth:`calibration`, the code a saved model serves with (``noise``:
+        the rows' relative run-to-run noise, NaN: none)."""
+        cal = self.calibration(variant, level)
+        A, names = _rows(F)
+        lo, hi = cal.bounds(np.asarray(pred, dtype="float64").reshape(len(F), 1),
+                            np.asarray(noise, dtype="float64").reshape(len(F), 1), level, features=A, names=names)
+        ood = cal.out_of_distribution(A, names)
+        return lo[:, 0], hi[:, 0], np.zeros(len(F), dtype=bool) if ood is None else ood
+
+
+def _rows(F: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A feature frame as rows and column names (what a saved model's serving path reads)."""
+    return F.to_numpy(dtype="float64", na_value=np.nan), tuple(str(c) for c in F.columns)
 
 
 def variants(groups: tuple[str | None, ...], scales: tuple[float, ...], matched: tuple[bool, ...] = (False,)
@@ -213,17 +230,18 @@ def variants(groups: tuple[str | None, ...], scales: tuple[float, ...], matched:
 
 def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
     """A preset's ``k0_intervals`` table (``groups``: Mondrian groupings, "none" for none; ``scales``;
-    ``vendor_matched``: booleans) as the variants offered (empty without one)."""
+    ``vendor_matched``: booleans) as the candidates offered, :data:`PRESET` first (it wins ties); empty without
+    one."""
     if not spec:
         return []
     groups = tuple(None if g == "none" else str(g) for g in spec.get("groups", ["none"]))
-    return variants(groups, tuple(float(s) for s in spec.get("scales", [1.0])),
-                    tuple(bool(m) for m in spec.get("vendor_matched", [False])))
+    return [PRESET, *variants(groups, tuple(float(s) for s in spec.get("scales", [1.0])),
+                              tuple(bool(m) for m in spec.get("vendor_matched", [False])))]
 
 
 def describe(variant: Variant) -> str:
     width, group, scale, matched = variant
-    text = {"pooled": "one width", "isotonic": "isotonic in distance", "linear": "linear in distance",
+    text = {"preset": "the preset's intervals", "pooled": "one width", "isotonic": "isotonic in distance", "linear": "linear in distance",
             "device": "device quantiles linear in distance"}[width]
     text += "" if group is None else f", per {group}"
     text += ", vendor-matched" if matched else ""
