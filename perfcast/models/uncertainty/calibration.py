@@ -29,6 +29,9 @@ DEFAULT_LEVEL = 0.9
 NOISE_COLUMNS: dict[str, str] = {"runtime_ms": "runtime_cv"}
 #: smallest expected error σ(d) used (log-ratio units): keeps a score finite where the fit reached zero
 MIN_SPREAD = 1e-4
+#: why a row the zero-shot rule flags is out of distribution (:meth:`IntervalCalibration.out_of_distribution`)
+FOREIGN_VENDOR = ("vendor never seen in training (no training GPU has it): the interval is at least the widest "
+                  "held-out training GPU's")
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:

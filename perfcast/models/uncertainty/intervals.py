@@ -361,7 +361,8 @@ class ConformalRegressor(Regressor):
         pred = np.asarray(self.predict(X), dtype="float64")
         shape = pred.shape
         cal = self.calibration_
-        features = self.features_.transform(X) if self.features_ is not None else None
+        step = self.features_ if self.features_ is not None or cal.zero_shot is None else feature_step(self.estimator_)
+        features = step.transform(X) if step is not None else None  # what scaled widths or a zero-shot rule read
         lo, hi = cal.bounds(pred.reshape(len(X), -1), cal.noise(X if noise is None else noise, len(X)), level,
                             features=features)
         return pred, lo.reshape(shape), hi.reshape(shape)
