@@ -4,8 +4,10 @@ Why a script of its own: the full adaptation benchmark refits every K; the K = 0
 of each left-out GPU. This fits the 8 bases per kernel family once (as ``aiconfigurator_adapt`` does: the preset's
 model, ``train_rows`` rows, its ``[intervals]``; attention with ``attention_intervals``), caches their cross-fitted
 calibration rows (:class:`~perfcast.models.uncertainty.zero_shot.CrossFittedScores`) and a sample of each left-out
-GPU's rows with the base predictions, then scores every variant (the preset's ``k0_intervals``) on every GPU and chooses, per GPU, the variant that did best on the *other* GPUs' coverage
-(:func:`~perfcast.models.uncertainty.zero_shot.select_variants`).
+GPU's rows with the base predictions, then scores every candidate (the preset's own intervals and its
+``k0_intervals`` variants) on every GPU and chooses, per GPU, the one that did best on the *other* GPUs' coverage
+(:func:`~perfcast.models.uncertainty.zero_shot.select_variants`). A candidate's bounds are those a model saved with
+its rule serves (:meth:`~perfcast.models.uncertainty.zero_shot.CrossFittedScores.bounds`).
 
     python benchmarks/k0_intervals.py --out benchmarks/RESULTS_k0cov.md --json benchmarks/RESULTS_k0cov.json
 
@@ -31,6 +33,7 @@ from perfcast.experiments.adapt_bench import K0_BAND, LEVEL, PHASE_LABEL
 from perfcast.experiments.presets import budget_rows, choose
 from perfcast.experiments.results import Workspace
 from perfcast.models.uncertainty.zero_shot import (
+    PRESET,
     CrossFittedScores,
     describe,
     select_variants,
@@ -93,7 +96,7 @@ def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, An
                 cov[(dev, part, v)] = metrics.coverage(c["y"][sel], lo[sel], hi[sel])
                 width[(dev, part, v)] = metrics.mean_width(lo[sel], hi[sel])
     parts = {dev: list(np.unique(c["parts"])) for dev, c in cache.items()}
-    chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND)
+    chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND, PRESET if PRESET in candidates else None)
     rows = []
     for dev, c in cache.items():
         for part in parts[dev]:
@@ -117,7 +120,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=5000, help="rows per left-out GPU scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-splits", type=int, help="calibration folds of the bases (default: the preset's)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache.pkl",
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache_v2.pkl",
                         help="fitted bases of an earlier run, reused when the file exists (delete it after changing "
                              "--test-rows, --seed, --n-splits or the data)")
     parser.add_argument("--json", type=Path, help="write the per-GPU rows here")
@@ -129,8 +132,8 @@ def main() -> None:
         cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed, args.n_splits)
                  for task in ("gemm", "attention")}
         args.cache.write_bytes(pickle.dumps(cache))
-    candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or variants(
-        (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))
+    candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or [PRESET, *variants(
+        (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))]
     found = {task: evaluate(c, candidates) for task, c in cache.items()}
     rows = [r for f in found.values() for r in f["rows"]]
     frame = pd.DataFrame(rows)
@@ -149,8 +152,9 @@ def render(frame: pd.DataFrame, args: argparse.Namespace) -> str:
              f"`python benchmarks/k0_intervals.py --test-rows {args.test_rows} --seed {args.seed}"
              + (f" --n-splits {args.n_splits}" if args.n_splits else "") + "`: per left-out GPU "
              "the base model of the protocol (fitted on the other GPUs), its 90% interval before (the preset's: GEMM "
-             "scaled by spec-sheet distance, attention one width) and after (the variant chosen by leave-one-GPU-out "
-             "on the other GPUs' coverage). Width: mean (hi - lo) / midpoint. Band: 80-97%.", "",
+             "scaled by spec-sheet distance, attention one width) and after (the candidate, the preset's own or a "
+             "variant, chosen by leave-one-GPU-out on the other GPUs' coverage, the choosing checked against the "
+             "preset's one level deeper). Width: mean (hi - lo) / midpoint. Band: 80-97%.", "",
              "| part | GPU | n | mean APE | coverage before | width before | chosen variant | nested score "
              "(others) | coverage after | width after | OOD | in band |", "|" + "---|" * 12]
     for r in frame.itertuples():

@@ -17,7 +17,7 @@ from perfcast.experiments.adapt_bench import adapt_device, select_settings
 from perfcast.experiments.baselines import CONFIG_KEYS
 from perfcast.models import make_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.models.uncertainty.zero_shot import WIDTHS, CrossFittedScores, select_variants, variants
+from perfcast.models.uncertainty.zero_shot import PRESET, WIDTHS, CrossFittedScores, select_variants, variants
 
 GPUS = ["a100_sxm", "h100_sxm", "l40s", "b60"]
 CANDIDATES = variants((None, "kind own"), (1.0, 1.2), (False, True))
@@ -138,3 +138,33 @@ def test_the_adaptation_benchmark_offers_and_chooses_them_at_k0(rows, fitted) ->
     assert chosen and chosen == [n for n in moved["l40s"].notes if n.startswith("intervals chosen")]
     # the B60 is flagged (no Intel GPU trained), no NVIDIA GPU is
     assert {dev for dev, r in first.items() if any(n.startswith("out of distribution") for n in r.notes)} == {"b60"}
+
+
+def test_the_preset_guard_keeps_the_model_s_intervals_unless_choosing_helps_on_the_others(fitted) -> None:
+    """With the preset's own intervals as the guard, a device leaves them only when choosing among the variants
+    (each other device's choice made without it) beat them on the other devices; its own rows are never read."""
+    y = {dev: f[3]["runtime_ms"].to_numpy(dtype="float64") for dev, f in fitted.items()}
+    offered = [PRESET, *CANDIDATES]
+
+    def cov(y_of: dict[str, np.ndarray]) -> dict:
+        out = {}
+        for dev, (scores, F, pred, test, base) in fitted.items():
+            noise = base.calibration_.noise(test, len(test))[:, 0]
+            for v in offered:
+                lo, hi, _ = scores.bounds(v, F, pred, noise)
+                out[(dev, "", v)] = metrics.coverage(y_of[dev], lo, hi) if np.isfinite(y_of[dev]).any() else np.nan
+        return out
+
+    parts = {dev: [""] for dev in fitted}
+    real = cov(y)
+    chosen, nested = select_variants(real, parts, offered, 0.9, (0.8, 0.97), PRESET)
+    for dev in GPUS:
+        hidden = select_variants(cov(dict(y, **{dev: np.full(len(y[dev]), np.nan)})), parts, offered, 0.9,
+                                 (0.8, 0.97), PRESET)
+        assert hidden[0][dev] == chosen[dev] and hidden[1][dev] == nested[dev]
+    # the preset's intervals at exactly 90% everywhere: nothing beats them, every device keeps them
+    perfect = {k: (0.9 if k[2] == PRESET else x) for k, x in real.items()}
+    assert set(select_variants(perfect, parts, offered, 0.9, (0.8, 0.97), PRESET)[0].values()) == {PRESET}
+    # the preset's intervals covering nothing: every device takes a variant
+    useless = {k: (0.0 if k[2] == PRESET else x) for k, x in real.items()}
+    assert PRESET not in select_variants(useless, parts, offered, 0.9, (0.8, 0.97), PRESET)[0].values()

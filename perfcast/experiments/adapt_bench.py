@@ -37,6 +37,7 @@ from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.uncertainty.zero_shot import (
+    PRESET,
     CrossFittedScores,
     Variant,
     describe,
@@ -234,7 +235,8 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
             if isinstance(group[0], str):  # K = 0, the base's zero-shot variants: least of the others out of band
                 cov = {(d, key, g): per_device[key][j][(chosen, g)].coverage for j, d in enumerate(devices)
                        for key in labels for g in thresholds}
-                picked, why = select_variants(cov, {d: labels for d in devices}, thresholds, LEVEL, K0_BAND)
+                picked, why = select_variants(cov, {d: labels for d in devices}, thresholds, LEVEL, K0_BAND,
+                                              PRESET if PRESET in thresholds else None)
                 group = picked[dev]
             for key in labels:
                 res = per_device[key][i][(chosen, group)]

@@ -241,29 +241,55 @@ def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
 
 def describe(variant: Variant) -> str:
     width, group, scale, matched = variant
-    text = {"preset": "the preset's intervals", "pooled": "one width", "isotonic": "isotonic in distance", "linear": "linear in distance",
-            "device": "device quantiles linear in distance"}[width]
+    text = {"preset": "the preset's intervals", "pooled": "one width", "isotonic": "isotonic in distance",
+            "linear": "linear in distance", "device": "device quantiles linear in distance"}[width]
     text += "" if group is None else f", per {group}"
     text += ", vendor-matched" if matched else ""
     return text if scale == 1.0 else f"{text}, x {scale:g}"
 
 
 def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict[str, list[str]],
-                    candidates: list[Variant], level: float, band: tuple[float, float]
+                    candidates: list[Variant], level: float, band: tuple[float, float], guard: Variant | None = None
                     ) -> tuple[dict[str, Variant], dict[str, str]]:
     """Per device, the candidate chosen by leave-one-device-out on the *other* devices' coverage (``coverage``:
     (device, part, variant) -> share of its rows inside; its own entries are never read): least share of the
     others' (device, part) pairs outside ``band``, then least mean |coverage - level|, then the earlier candidate.
+
+    With a ``guard`` (:data:`PRESET`), the choosing itself is checked the same way, one level deeper: each other
+    device gets the candidate chosen without it (and without this device), and unless those choices score better on
+    the other devices than ``guard`` does, the device keeps ``guard`` (a family where choosing among the variants
+    does not help keeps what it had: with a grid this large, the best on a few devices is partly luck).
     Returns the choice and its nested score (as text) per device."""
     chosen, nested = {}, {}
     for dev in parts:
-        others = [(d, p) for d in parts if d != dev for p in parts[d]]
-        score = {}
-        for v in candidates:
-            got = np.array([coverage[(d, p, v)] for d, p in others])
-            score[v] = (float(np.mean((got < band[0]) | (got > band[1]))), float(np.mean(np.abs(got - level))))
-        best = min(candidates, key=lambda v: (round(score[v][0], 12), round(score[v][1], 12), candidates.index(v)))
-        chosen[dev] = best
-        nested[dev] = (f"{100 * score[best][0]:.0f}% out of band, {100 * score[best][1]:.1f} pt from "
-                       f"{100 * level:.0f}% on average")
+        others = [d for d in parts if d != dev]
+        best, score = _best(coverage, parts, others, candidates, level, band)
+        text = f"{100 * score[0]:.0f}% out of band, {100 * score[1]:.1f} pt from {100 * level:.0f}% on average"
+        if guard is not None and best != guard and len(others) < 2:  # the choosing cannot be checked
+            best = guard
+        elif guard is not None and best != guard:
+            picks = {h: _best(coverage, parts, [d for d in others if d != h], candidates, level, band)[0]
+                     for h in others}
+            ours = _score([coverage[(h, p, picks[h])] for h in others for p in parts[h]], level, band)
+            kept = _score([coverage[(h, p, guard)] for h in others for p in parts[h]], level, band)
+            text += (f"; choosing, on the others: {100 * ours[0]:.0f}% out of band, {100 * ours[1]:.1f} pt, "
+                     f"{describe(guard)}: {100 * kept[0]:.0f}%, {100 * kept[1]:.1f} pt")
+            if not ours < kept:
+                best = guard
+        chosen[dev], nested[dev] = best, text
     return chosen, nested
+
+
+def _score(got: list[float], level: float, band: tuple[float, float]) -> tuple[float, float]:
+    """(share outside ``band``, mean |coverage - level|), rounded so float noise never decides."""
+    x = np.asarray(got, dtype="float64")
+    return round(float(np.mean((x < band[0]) | (x > band[1]))), 12), round(float(np.mean(np.abs(x - level))), 12)
+
+
+def _best(coverage: dict[tuple[str, str, Variant], float], parts: dict[str, list[str]], devices: list[str],
+          candidates: list[Variant], level: float, band: tuple[float, float]
+          ) -> tuple[Variant, tuple[float, float]]:
+    """The candidate with the best :func:`_score` over ``devices``' parts (the earlier on ties), and its score."""
+    score = {v: _score([coverage[(d, p, v)] for d in devices for p in parts[d]], level, band) for v in candidates}
+    best = min(candidates, key=lambda v: (*score[v], candidates.index(v)))
+    return best, score[best]
