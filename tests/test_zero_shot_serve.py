@@ -6,6 +6,7 @@ Real aiconfigurator GEMM latencies: three NVIDIA GPUs trained, the GB200 (NVIDIA
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ import pytest
 
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
+from perfcast.experiments.presets import choose
 from perfcast.models import make_model
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.calibration import FOREIGN_VENDOR
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.models.uncertainty.zero_shot import PRESET, CrossFittedScores
+from perfcast.models.uncertainty.zero_shot import PRESET, CrossFittedScores, describe
+from perfcast.training.config import IntervalsConfig, ZeroShotConfig
+from perfcast.training.train import fit_conformal, model_input
 
 TRAIN = ["a100_sxm", "h100_sxm", "l40s"]
 HELD = ["gb200", "b60"]
@@ -101,3 +105,25 @@ def test_the_rule_changes_unseen_gpus_only_and_the_preset_keeps_the_model_s_inte
         F = plain["gb200"]
         np.testing.assert_array_equal(cal.bounds(np.ones((len(F), 1)), own.noise(None, len(F)), 0.8, features=F)[1],
                                       own.bounds(np.ones((len(F), 1)), own.noise(None, len(F)), 0.8, features=F)[1])
+
+
+def test_a_training_config_fits_the_rule_into_the_model(rows, fitted, tmp_path) -> None:
+    """``[intervals] zero_shot`` in a training config: the fitted model carries the rule (re-drawn from its own
+    cross-fitted rows), and a bundle of it serves the rule's bounds for a GPU it has no rows of."""
+    _, _, train = fitted
+    base = choose("aiconfigurator-adapt").config
+    rule = ZeroShotConfig(width=VARIANT[0], groups=VARIANT[1], scale=VARIANT[2], vendor_matched=VARIANT[3])
+    config = base.model_copy(update={"intervals": IntervalsConfig(n_splits=3, zero_shot=rule)})
+    model = fit_conformal(config, train, {"n_estimators": 30}, seed=0)
+    assert model.calibration_.zero_shot is not None and model.calibration_.zero_shot.rule == describe(VARIANT)
+    gb200 = rows[rows["device_id"] == "gb200"].head(200).reset_index(drop=True)
+    X = model_input(gb200, "gemm")
+    pred, lo, hi = (np.asarray(v).reshape(-1) for v in model.predict_with_interval(X, noise=gb200))
+    own = replace(model.calibration_, zero_shot=None)
+    F = model.estimator_[0].transform(X)
+    plain_hi = own.bounds(pred.reshape(-1, 1), own.noise(gb200, len(gb200)), features=F)[1]
+    assert not np.array_equal(hi, plain_hi[:, 0])  # the rule, not the model's own widths, serves the GB200
+    got = Predictor.load(save_model(model, "gemm", train, tmp_path / "m")).predict(gb200.drop(columns=["runtime_ms"]))
+    np.testing.assert_allclose(got["runtime_ms_hi"], hi, rtol=1e-12)
+    with pytest.raises(ValueError, match="groups"):
+        ZeroShotConfig(width="linear", groups="device")

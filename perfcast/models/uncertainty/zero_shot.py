@@ -17,8 +17,15 @@ the other GPUs' coverage (:mod:`perfcast.experiments.adapt_bench`). A rule is a 
   phase for attention), from at least :data:`MIN_GROUP_ROWS` rows;
 * **scale** of the half-width (the folds' models are fitted on fewer devices than the final one).
 
+The base model's own (preset) intervals are a candidate too (:data:`PRESET`), and the guard of
+:func:`select_variants` keeps them unless choosing among the variants also did better one level deeper.
+
 **Out of distribution** (stated in advance, not chosen): a device whose vendor no training row has (the Intel B60
 among NVIDIA parts) gets at least the largest per-device quantile of the cross-fitted rows, and is flagged.
+
+**Served**: a variant fitted is a :class:`~perfcast.models.uncertainty.calibration.ZeroShotRule` (plain numbers in
+the model's :class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, saved in its bundle's manifest);
+:meth:`CrossFittedScores.bounds` draws the benchmark's bounds through the same code a loaded ``Predictor`` runs.
 """
 
 from __future__ import annotations
