@@ -82,7 +82,7 @@ def fit_bases(data_root: Path, task: str, test_rows: int, seed: int, n_splits: i
     return out
 
 
-def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, Any]:
+def evaluate(cache: dict[str, dict[str, Any]], candidates: list, guard: bool = False) -> dict[str, Any]:
     """Coverage and width of every candidate on every GPU and part, the choice per GPU, before and after."""
     cov: dict[tuple[str, str, Any], float] = {}
     width: dict[tuple[str, str, Any], float] = {}
@@ -96,7 +96,8 @@ def evaluate(cache: dict[str, dict[str, Any]], candidates: list) -> dict[str, An
                 cov[(dev, part, v)] = metrics.coverage(c["y"][sel], lo[sel], hi[sel])
                 width[(dev, part, v)] = metrics.mean_width(lo[sel], hi[sel])
     parts = {dev: list(np.unique(c["parts"])) for dev, c in cache.items()}
-    chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND, PRESET if PRESET in candidates else None)
+    chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND,
+                                     PRESET if guard and PRESET in candidates else None)
     rows = []
     for dev, c in cache.items():
         for part in parts[dev]:
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "perfcast_k0_cache_v2.pkl",
                         help="fitted bases of an earlier run, reused when the file exists (delete it after changing "
                              "--test-rows, --seed, --n-splits or the data)")
+    parser.add_argument("--guard", action="store_true",
+                        help="keep the preset's intervals unless choosing among the variants beat them one level "
+                             "deeper (select_variants' guard)")
     parser.add_argument("--json", type=Path, help="write the per-GPU rows here")
     parser.add_argument("--out", type=Path, help="write a markdown table here")
     args = parser.parse_args()
@@ -134,7 +138,7 @@ def main() -> None:
         args.cache.write_bytes(pickle.dumps(cache))
     candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or [PRESET, *variants(
         (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))]
-    found = {task: evaluate(c, candidates) for task, c in cache.items()}
+    found = {task: evaluate(c, candidates, args.guard) for task, c in cache.items()}
     rows = [r for f in found.values() for r in f["rows"]]
     frame = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
@@ -150,17 +154,29 @@ def render(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     """The per-GPU K = 0 rows as a markdown table, before -> after."""
     lines = ["# aiconfigurator-adapt, K = 0: 90% interval coverage per GPU, before -> after", "",
              f"`python benchmarks/k0_intervals.py --test-rows {args.test_rows} --seed {args.seed}"
-             + (f" --n-splits {args.n_splits}" if args.n_splits else "") + "`: per left-out GPU "
+             + (f" --n-splits {args.n_splits}" if args.n_splits else "") + (" --guard" if args.guard else "")
+             + "`: per left-out GPU "
              "the base model of the protocol (fitted on the other GPUs), its 90% interval before (the preset's: GEMM "
              "scaled by spec-sheet distance, attention one width) and after (the candidate, the preset's own or a "
-             "variant, chosen by leave-one-GPU-out on the other GPUs' coverage, the choosing checked against the "
-             "preset's one level deeper). Width: mean (hi - lo) / midpoint. Band: 80-97%.", "",
+             "variant, chosen by leave-one-GPU-out on the other GPUs' coverage"
+             + (", the choosing checked against the preset's one level deeper" if args.guard else "")
+             + "). Width: mean (hi - lo) / midpoint. Band: 80-97%.", "",
              "| part | GPU | n | mean APE | coverage before | width before | chosen variant | nested score "
              "(others) | coverage after | width after | OOD | in band |", "|" + "---|" * 12]
     for r in frame.itertuples():
         lines.append(f"| {r.part} | {r.device} | {r.n:,} | {100 * r.mean_ape:.1f}% | {100 * r.before_coverage:.1f}% "
                      f"| {r.before_width:.2f} | {r.variant} | {r.nested_score} | **{100 * r.coverage:.1f}%** | "
                      f"{r.width:.2f} | {'yes' if r.ood else ''} | {'yes' if r.in_band else 'no'} |")
+    lines += ["", "| family | GPU-parts in band before -> after | lowest coverage before -> after | "
+              "mean abs(coverage - 90%) before -> after |", "|---|---|---|---|"]
+    for family, rows in frame.groupby(frame["part"] == "gemm", sort=False):
+        name = "GEMM" if family else "attention"
+        band = [int(rows[c].between(*K0_BAND).sum()) for c in ("before_coverage", "coverage")]
+        low = [rows.loc[rows[c].idxmin()] for c in ("before_coverage", "coverage")]
+        miss = [100 * float((rows[c] - LEVEL).abs().mean()) for c in ("before_coverage", "coverage")]
+        lines.append(f"| {name} ({len(rows)}) | {band[0]} -> {band[1]} | {100 * low[0].before_coverage:.1f}% "
+                     f"({low[0].device}) -> {100 * low[1].coverage:.1f}% ({low[1].device}) | {miss[0]:.1f} -> "
+                     f"{miss[1]:.1f} pt |")
     return "\n".join(lines) + "\n"
 
 

@@ -209,12 +209,14 @@ def _score_parts(out: dict[tuple[str, int], dict[Key, Result]], protocol: str, d
         out.setdefault((label, k), {})[key] = res
 
 
-def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) -> dict[tuple[str, int], list[Result]]:
+def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], guard: bool = False
+                    ) -> dict[tuple[str, int], list[Result]]:
     """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
-    level (mean over the other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested
-    scores go in the notes."""
+    level (mean over the other GPUs and parts of |coverage - level|; at K = 0, :func:`select_variants`, with the
+    preset's intervals as its ``guard`` when ``guard``). One candidate: kept as is. Choices and nested scores go in
+    the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
@@ -236,7 +238,7 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
                 cov = {(d, key, g): per_device[key][j][(chosen, g)].coverage for j, d in enumerate(devices)
                        for key in labels for g in thresholds}
                 picked, why = select_variants(cov, {d: labels for d in devices}, thresholds, LEVEL, K0_BAND,
-                                              PRESET if PRESET in thresholds else None)
+                                              PRESET if guard and PRESET in thresholds else None)
                 group = picked[dev]
             for key in labels:
                 res = per_device[key][i][(chosen, group)]
@@ -318,7 +320,8 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
                   f"{min(pools):,}-{max(pools):,} and reused for every K",
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
-        rows.extend(summarize(protocol, task, select_settings(per_device), common))
+        guard = bool((options.get("k0_intervals") or {}).get("guard", False))
+        rows.extend(summarize(protocol, task, select_settings(per_device, guard), common))
     return rows
 
 

@@ -17,8 +17,8 @@ the other GPUs' coverage (:mod:`perfcast.experiments.adapt_bench`). A rule is a 
   phase for attention), from at least :data:`MIN_GROUP_ROWS` rows;
 * **scale** of the half-width (the folds' models are fitted on fewer devices than the final one).
 
-The base model's own (preset) intervals are a candidate too (:data:`PRESET`), and the guard of
-:func:`select_variants` keeps them unless choosing among the variants also did better one level deeper.
+The base model's own (preset) intervals are a candidate too (:data:`PRESET`); the guard of :func:`select_variants`
+(opt-in) keeps them unless choosing among the variants also did better one level deeper.
 
 **Out of distribution** (stated in advance, not chosen): a device whose vendor no training row has (the Intel B60
 among NVIDIA parts) gets at least the largest per-device quantile of the cross-fitted rows, and is flagged.
@@ -237,8 +237,8 @@ def variants(groups: tuple[str | None, ...], scales: tuple[float, ...], matched:
 
 def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
     """A preset's ``k0_intervals`` table (``groups``: Mondrian groupings, "none" for none; ``scales``;
-    ``vendor_matched``: booleans) as the candidates offered, :data:`PRESET` first (it wins ties); empty without
-    one."""
+    ``vendor_matched``: booleans; ``guard``, read by the benchmark: :func:`select_variants`' guard) as the
+    candidates offered, :data:`PRESET` first (it wins ties); empty without one."""
     if not spec:
         return []
     groups = tuple(None if g == "none" else str(g) for g in spec.get("groups", ["none"]))
