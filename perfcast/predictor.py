@@ -34,7 +34,7 @@ from perfcast.features.base import missing
 from perfcast.features.records import Records
 from perfcast.models.persistence.bundle import MANIFEST, ModelFormatError, PerfcastModel
 from perfcast.models.uncertainty.domain import NOT_SIZES
-from perfcast.models.uncertainty.calibration import check_level
+from perfcast.models.uncertainty.calibration import FOREIGN_VENDOR, check_level
 from perfcast.models.outputs import derived_outputs
 from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
 
@@ -192,6 +192,10 @@ class Predictor:
         cal = model.calibration
         lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level, features=A, names=names)
         ok, reasons = model.domain.check(records, A, names)
+        foreign = cal.out_of_distribution(A, names)  # the K = 0 rule's flag: a vendor no training GPU has
+        if foreign is not None and foreign.any():
+            ok, reasons = ok & ~foreign, [("; ".join(filter(None, (r, FOREIGN_VENDOR))) if f else r)
+                                          for r, f in zip(reasons, foreign, strict=True)]
         out: dict[str, Any] = {}
         for j, t in enumerate(self.targets):
             out[t], out[f"{t}_lo"], out[f"{t}_hi"] = pred[:, j], lo[:, j], hi[:, j]

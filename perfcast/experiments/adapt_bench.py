@@ -36,9 +36,17 @@ from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
 from perfcast.models.estimators.donor_mix import DonorTable
+from perfcast.models.uncertainty.zero_shot import (
+    PRESET,
+    CrossFittedScores,
+    Variant,
+    describe,
+    select_variants,
+    zero_shot_variants,
+)
 from perfcast.perf_probe.plan import adaptation_plan
 from perfcast.training.config import IntervalsConfig
-from perfcast.training.train import fit_conformal
+from perfcast.training.train import fit_conformal, model_input
 
 #: the K-rows-alone baseline: a small hybrid, as strongly regularised as the adaptation's shape term
 ALONE_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 5,
@@ -55,10 +63,12 @@ NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 Interval = tuple[int | None, bool, float | tuple[tuple[str, float], ...]]
 #: the attention phases' Mondrian labels (``group_labels`` of ``INTERVAL_GROUPS``) under the parts' names
 PHASE_GROUPS: dict[str, str] = {"context": "none", "generation": "is_decode"}
-#: one adaptation variant of a device: (donor setting, interval variant)
-Key = tuple[str, Interval]
+#: one adaptation variant of a device: (donor setting, interval variant; at K = 0 a zero-shot one)
+Key = tuple[str, Interval | Variant]
 #: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
 LEVEL = 0.9
+#: the issue's band for every GPU's K = 0 coverage: the zero-shot interval variant is chosen for it
+K0_BAND = (0.80, 0.97)
 
 
 def copy_scaled(train: pd.DataFrame, revealed: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str],
@@ -111,12 +121,14 @@ def interval_variants(options: dict[str, Any], phased: bool = False) -> list[Int
 
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
-                 keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any]
-                 ) -> dict[tuple[str, int], dict[Key, Result]]:
+                 keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any],
+                 zero_shot: CrossFittedScores | None = None) -> dict[tuple[str, int], dict[Key, Result]]:
     """Every K's rows for one left-out device: (part label, K) -> {(setting, interval groups): Result on that
     device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per interval variant
     (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored; the plan
-    draws its ``plan_random_share`` of K at random)."""
+    draws its ``plan_random_share`` of K at random). At K = 0 with ``zero_shot`` (the base's cross-fitted rows), the
+    variants are the preset's ``k0_intervals`` (:func:`~perfcast.models.uncertainty.zero_shot.zero_shot_variants`)
+    instead."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -154,13 +166,23 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             found = adapter.adaptation_
             held = tuple(p[rest] for p in precomputed)
             pred = adapter.predict_with_interval(test[rest], parts=held)[0]
-            for variant in interval_variants(options, phased=task == "attention"):
-                least, by_kind, scale = variant
-                adapter.adaptation_ = found.regrouped(least, by_kind,
-                                                      dict(scale) if isinstance(scale, tuple) else scale)
-                lo, hi = adapter.interval(test[rest], pred, held)
+            k0 = zero_shot_variants(options.get("k0_intervals")) if k == 0 and zero_shot is not None else None
+            for variant in k0 or interval_variants(options, phased=task == "attention"):
+                if k0:
+                    lo, hi, ood = zero_shot.bounds(variant, held[0], pred,
+                                                   base.calibration_.noise(test[rest], int(rest.sum()))[:, 0], LEVEL)
+                else:
+                    least, by_kind, scale = variant
+                    adapter.adaptation_ = found.regrouped(least, by_kind,
+                                                          dict(scale) if isinstance(scale, tuple) else scale)
+                    lo, hi = adapter.interval(test[rest], pred, held)
                 _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
                              (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
+                if k0 and ood.any():  # the zero-shot OOD rule: a vendor no training GPU has
+                    for label in parts.unique():
+                        out[(label, k)][(setting, variant)].notes.append(
+                            "out of distribution: no training GPU has this GPU's vendor; interval at least the "
+                            "largest held-out GPU's cross-fitted quantile")
     return out
 
 
@@ -187,12 +209,14 @@ def _score_parts(out: dict[tuple[str, int], dict[Key, Result]], protocol: str, d
         out.setdefault((label, k), {})[key] = res
 
 
-def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) -> dict[tuple[str, int], list[Result]]:
+def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], guard: bool = False
+                    ) -> dict[tuple[str, int], list[Result]]:
     """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
-    level (mean over the other GPUs and parts of |coverage - level|). One candidate: kept as is. Choices and nested
-    scores go in the notes."""
+    level (mean over the other GPUs and parts of |coverage - level|; at K = 0, :func:`select_variants`, with the
+    preset's intervals as its ``guard`` when ``guard``). One candidate: kept as is. Choices and nested scores go in
+    the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
@@ -210,6 +234,12 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
             chosen = min(names, key=lambda s: (round(nested[s], 12), names.index(s)))
             off = {g: float(np.mean([miss[(d, (chosen, g))] for d in others])) for g in thresholds}
             group = min(thresholds, key=lambda g: (round(off[g], 12), thresholds.index(g)))
+            if isinstance(group[0], str):  # K = 0, the base's zero-shot variants: least of the others out of band
+                cov = {(d, key, g): per_device[key][j][(chosen, g)].coverage for j, d in enumerate(devices)
+                       for key in labels for g in thresholds}
+                picked, why = select_variants(cov, {d: labels for d in devices}, thresholds, LEVEL, K0_BAND,
+                                              PRESET if guard and PRESET in thresholds else None)
+                group = picked[dev]
             for key in labels:
                 res = per_device[key][i][(chosen, group)]
                 if len(names) > 1:
@@ -219,13 +249,16 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]]) 
                 if len(thresholds) > 1:
                     best = sorted(off, key=lambda g: off[g])[:3]
                     res.notes.append("intervals chosen by leave-one-GPU-out on the other GPUs' coverage: "
-                                     + _threshold(group) + " (their mean |coverage - 90%|, the best three: "
+                                     + _threshold(group) + (f" (theirs: {why[dev]}; " if isinstance(group[0], str)
+                                                            else " (") + "their mean |coverage - 90%|, the best three: "
                                      + ", ".join(f"{_threshold(g)} {100 * off[g]:.2f} pt" for g in best) + ")")
                 out.setdefault(key, []).append(res)
     return {key: out[key] for key in per_device}
 
 
 def _threshold(variant: Interval) -> str:
+    if isinstance(variant[0], str):  # a zero-shot variant (width rule, groups, scale, vendor matching)
+        return describe(variant)
     rows, by_kind, scale = variant
     text = "pooled" if rows is None else f"per {'kernel kind' if by_kind else 'phase'} from {rows} rows"
     if isinstance(scale, tuple):
@@ -276,16 +309,19 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
             start = time.perf_counter()
             base = fit_conformal(config, fit_rows, fit_params, seed=cfg.seed)
             fit_s = time.perf_counter() - start
+            cross = CrossFittedScores.of(base, model_input(fit_rows, task), fit_rows["runtime_ms"].to_numpy(
+                dtype="float64"), fit_rows["device_id"].astype(str).to_numpy()) if "k0_intervals" in options else None
             parts = (test["phase"].map(PHASE_LABEL).fillna(test["phase"]).astype(str) if task == "attention"
                      else pd.Series("", index=test.index))
             _collect(per_device, adapt_device(protocol, task, base, train, test, parts, CONFIG_KEYS[task], name,
-                                              fit_s, cfg.seed, options))
+                                              fit_s, cfg.seed, options, cross))
         common = [f"per left-out GPU: the base model ({name}, {params.get('n_estimators', 'default')} trees) fitted "
                   f"once on {choice.train_rows:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
                   f"{min(pools):,}-{max(pools):,} and reused for every K",
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
-        rows.extend(summarize(protocol, task, select_settings(per_device), common))
+        guard = bool((options.get("k0_intervals") or {}).get("guard", False))
+        rows.extend(summarize(protocol, task, select_settings(per_device, guard), common))
     return rows
 
 

@@ -170,17 +170,29 @@ class EvalConfig(_Strict):
         return self
 
 
+class ZeroShotConfig(_Strict):
+    """A K = 0 interval rule for hardware with no training rows (:mod:`perfcast.models.uncertainty.zero_shot`):
+    the width as a function of spec-sheet distance, Mondrian groups ("phase", "kind", with " own" each fitting its
+    own width function), a scale of the half-width, and calibration matched by vendor. Saved in the bundle."""
+
+    width: Literal["pooled", "isotonic", "linear", "device"]
+    groups: Literal["phase", "kind", "phase own", "kind own"] | None = None
+    scale: float = Field(default=1.0, gt=0.0)
+    vendor_matched: bool = False
+
+
 class IntervalsConfig(_Strict):
     """How the calibrated intervals are fitted (see :class:`perfcast.models.uncertainty.intervals.ConformalRegressor`):
     the level, the number of cross-conformal folds (each one more fit of the model: fewer for slow models),
     whether widths scale with how far a row's hardware is from the trained hardware (``scale``), and
     ``forward_years``: calibrate by predicting each of the latest N training years from the earlier ones (for
-    future-hardware protocols) instead of holding out devices."""
+    future-hardware protocols) instead of holding out devices; ``zero_shot``: the K = 0 rule for unseen hardware."""
 
     level: float = Field(default=0.9, gt=0.0, lt=1.0)
     n_splits: int = Field(default=5, ge=2)
     scale: bool = False
     forward_years: int | None = Field(default=None, ge=1)
+    zero_shot: ZeroShotConfig | None = None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of ConformalRegressor."""

@@ -26,6 +26,7 @@ from perfcast.eval.metrics import scores
 from perfcast.eval.protocols import PROTOCOLS
 from perfcast.features import feature_transformer
 from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.models.uncertainty.zero_shot import CrossFittedScores
 from perfcast.models.registry import make_model
 from perfcast.training import tracking
 from perfcast.training.config import DataConfig, EvalConfig, TrainConfig
@@ -191,7 +192,15 @@ def fit_conformal(config: TrainConfig, rows: pd.DataFrame, params: dict[str, Any
         groups = rows["published_at"]
     model = ConformalRegressor(build_model(config, params, seed), **config.intervals.options(),
                                random_state=config.seed if seed is None else seed)
-    return model.fit(model_input(rows, config.task), rows[targets].astype("float64"), noise=rows, groups=groups)
+    X = model_input(rows, config.task)
+    model.fit(X, rows[targets].astype("float64"), noise=rows, groups=groups)
+    rule = config.intervals.zero_shot
+    if rule is not None:  # the K = 0 rule, re-drawn from the same cross-fitted rows, becomes part of the model
+        scores = CrossFittedScores.of(model, X, rows[targets[0]].to_numpy(dtype="float64"),
+                                      rows["device_id"].astype(str).to_numpy())
+        model.calibration_ = scores.calibration((rule.width, rule.groups, rule.scale, rule.vendor_matched),
+                                                config.intervals.level)
+    return model
 
 
 def predict_interval(model: ConformalRegressor, rows: pd.DataFrame, task: str

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.base import column_positions
+from perfcast.features.kernels import VENDOR_COLUMNS
 from perfcast.features.records import Records
+from perfcast.models.estimators.vendor import vendor_rows
 from perfcast.models.uncertainty.novelty import HardwareNovelty
 
 DEFAULT_LEVEL = 0.9
@@ -27,6 +29,9 @@ DEFAULT_LEVEL = 0.9
 NOISE_COLUMNS: dict[str, str] = {"runtime_ms": "runtime_cv"}
 #: smallest expected error σ(d) used (log-ratio units): keeps a score finite where the fit reached zero
 MIN_SPREAD = 1e-4
+#: why a row the zero-shot rule flags is out of distribution (:meth:`IntervalCalibration.out_of_distribution`)
+FOREIGN_VENDOR = ("vendor never seen in training (no training GPU has it): the interval is at least the widest "
+                  "held-out training GPU's")
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -109,6 +114,81 @@ class Spread:
 
 
 @dataclass
+class Width:
+    """One calibration group's zero-shot half-width: its conformity quantile ``q`` times σ(d) (1 without one)."""
+
+    q: float
+    spread: Spread | None = None
+
+    def __call__(self, distance: np.ndarray) -> np.ndarray:
+        return self.q * (self.spread(distance) if self.spread is not None else np.ones(len(distance)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"q": self.q, "spread": None if self.spread is None else self.spread.to_json()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Width:
+        return cls(float(doc["q"]), None if doc.get("spread") is None else Spread.from_json(doc["spread"]))
+
+
+@dataclass
+class ZeroShotRule:
+    """The K = 0 interval rule chosen for hardware the model was not trained on (a variant of
+    :mod:`perfcast.models.uncertainty.zero_shot`, fitted): for a row whose hardware is not a training one (spec-sheet
+    distance d > 0) or whose vendor no training row has, the log half-width of the first target is ``scale`` times
+    the row's group :class:`Width` at d (rows of a foreign vendor use the ``foreign`` side when the rule was
+    calibrated by vendor); without ``widths`` (the preset's intervals chosen), the model's own. Either way a row of
+    a vendor no training row has is flagged and its half-width is at least ``ood_floor``. Plain numbers, so a saved
+    model serves exactly the intervals the benchmark scores; at another level, the model's own calibration serves
+    (the widths are quantiles at ``level``)."""
+
+    rule: str
+    level: float
+    scale: float
+    ood_floor: float
+    novelty: HardwareNovelty
+    vendors: list[str]
+    group_columns: list[str]
+    #: side ("known" vendor, and "foreign" when calibrated by vendor) -> group label -> width ("*": any other label)
+    widths: dict[str, dict[str, Width]]
+
+    def columns(self) -> list[str]:
+        """The feature columns the rule reads."""
+        return [*self.group_columns, *self.novelty.columns, *VENDOR_COLUMNS]
+
+    def apply(self, half: np.ndarray, A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(log half-widths, out-of-distribution flag) of feature rows ``A`` (columns ``names``) whose half-widths
+        under the model's own calibration are ``half``: the rule's where it applies (no ``widths``: the own ones
+        kept), then the floor for a foreign vendor."""
+        ood = ~np.isin(vendor_rows(A, names), self.vendors)
+        half = np.array(half, dtype="float64")
+        if self.widths:
+            d = self.novelty.distance_rows(A, names)
+            labels = group_labels(A, self.group_columns, names)
+            applies = (d > 0) | ood
+            for flag, side in ((False, "known"), (True, "foreign")):
+                widths = self.widths.get(side, self.widths["known"])
+                for label in np.unique(labels[applies & (ood == flag)]):
+                    rows = applies & (ood == flag) & (labels == label)
+                    half[rows] = self.scale * widths.get(str(label), widths["*"])(d[rows])
+        half[ood] = np.maximum(half[ood], self.ood_floor)
+        return half, ood
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "level": self.level, "scale": self.scale, "ood_floor": self.ood_floor,
+                "novelty": self.novelty.to_json(), "vendors": list(self.vendors),
+                "group_columns": list(self.group_columns),
+                "widths": {s: {g: w.to_json() for g, w in per.items()} for s, per in self.widths.items()}}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ZeroShotRule:
+        return cls(str(doc["rule"]), float(doc["level"]), float(doc["scale"]), float(doc["ood_floor"]),
+                   HardwareNovelty.from_json(doc["novelty"]), [str(v) for v in doc["vendors"]],
+                   [str(c) for c in doc["group_columns"]],
+                   {str(s): {str(g): Width.from_json(w) for g, w in per.items()} for s, per in doc["widths"].items()})
+
+
+@dataclass
 class IntervalCalibration:
     """What a fitted interval model keeps: per target, the sorted conformity scores and the noise median, and,
     when scaled by hardware novelty, the novelty reference and each target's spread function.
@@ -133,6 +213,8 @@ class IntervalCalibration:
     group_columns: list[str] = field(default_factory=list)
     #: group label -> target -> sorted scores of that group's rows; rows of a group not listed use :attr:`scores`
     group_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: the K = 0 rule for hardware not trained on (None: the scores above serve every row)
+    zero_shot: ZeroShotRule | None = None
 
     @property
     def scaled(self) -> bool:
@@ -184,7 +266,19 @@ class IntervalCalibration:
                 rows = labels == label
                 if rows.any():
                     half[rows] = [conformal_quantile(scores[t], level) for t in self.targets]
-        return half * self.scale(features, n_rows, names)
+        half = half * self.scale(features, n_rows, names)
+        rule = self.zero_shot
+        if rule is not None and features is not None and math.isclose(level, rule.level):
+            half[:, 0] = rule.apply(half[:, 0], *_rows_of(features, names))[0]
+        return half
+
+    def out_of_distribution(self, features: pd.DataFrame | np.ndarray, names: tuple[str, ...] | None = None
+                            ) -> np.ndarray | None:
+        """Per row, whether the zero-shot rule flags it (a vendor no training row has); None without a rule."""
+        if self.zero_shot is None:
+            return None
+        A, names = _rows_of(features, names)
+        return ~np.isin(vendor_rows(A, names), self.zero_shot.vendors)
 
     def bounds(self, pred: np.ndarray, noise: np.ndarray, level: float | None = None,
                features: pd.DataFrame | np.ndarray | None = None, names: tuple[str, ...] | None = None
@@ -215,7 +309,8 @@ class IntervalCalibration:
             where = self.__dict__.setdefault("_factor_columns", {})  # names -> positions of the columns read
             at = where.get(names)
             if at is None:
-                wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ())]
+                wanted = [*self.group_columns, *(self.novelty.columns if self.scaled else ()),
+                          *(self.zero_shot.columns() if self.zero_shot is not None else ())]
                 at = where[names] = column_positions(names, tuple(c for c in dict.fromkeys(wanted) if c in names))
             last = self._factor_last = (names, at, at.tobytes())
         _, at, columns = last
@@ -241,6 +336,8 @@ class IntervalCalibration:
         if self.scaled:
             doc["novelty"] = self.novelty.to_json()
             doc["spread"] = {t: f.to_json() for t, f in self.spread.items()}
+        if self.zero_shot is not None:  # absent from bundles without one: they load as before
+            doc["zero_shot"] = self.zero_shot.to_json()
         return doc
 
     @classmethod
@@ -253,7 +350,15 @@ class IntervalCalibration:
                    noise, float(doc["level"]), dict(doc.get("grouping", {})), novelty, spread,
                    [str(c) for c in groups["columns"]],
                    {str(g): {t: np.asarray(per[t], dtype="float64") for t in doc["targets"]}
-                    for g, per in groups["scores"].items()})
+                    for g, per in groups["scores"].items()},
+                   ZeroShotRule.from_json(doc["zero_shot"]) if doc.get("zero_shot") else None)
+
+
+def _rows_of(features: pd.DataFrame | np.ndarray, names: tuple[str, ...] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Feature rows and their column names from a frame, or the rows and names as given."""
+    if names is None:
+        return features.to_numpy(dtype="float64", na_value=np.nan), tuple(str(c) for c in features.columns)
+    return np.asarray(features, dtype="float64"), names
 
 
 def group_labels(features: pd.DataFrame | np.ndarray, columns: list[str],

@@ -259,6 +259,9 @@ class ConformalRegressor(Regressor):
             F = novelty = None
         folds, grouping = self._folds(X, Y, groups, F)
         oof = self._out_of_fold(X, Y, folds, F, novelty)
+        # kept (not saved) so a zero-shot interval variant can be re-drawn from the same cross-fitted rows
+        # without refitting the folds (perfcast.models.uncertainty.zero_shot)
+        self.cross_fitted_ = CrossFitted(folds, oof.row, oof.pred)
         raw, distance = {}, {}
         for j, t in enumerate(targets):
             seen = Y[t].notna().to_numpy()[oof.row] & ~np.isnan(oof.pred[:, j])
@@ -358,7 +361,8 @@ class ConformalRegressor(Regressor):
         pred = np.asarray(self.predict(X), dtype="float64")
         shape = pred.shape
         cal = self.calibration_
-        features = self.features_.transform(X) if self.features_ is not None else None
+        step = self.features_ if self.features_ is not None or cal.zero_shot is None else feature_step(self.estimator_)
+        features = step.transform(X) if step is not None else None  # what scaled widths or a zero-shot rule read
         lo, hi = cal.bounds(pred.reshape(len(X), -1), cal.noise(X if noise is None else noise, len(X)), level,
                             features=features)
         return pred, lo.reshape(shape), hi.reshape(shape)
@@ -377,6 +381,16 @@ class ConformalRegressor(Regressor):
         tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         return tags
+
+
+@dataclass
+class CrossFitted:
+    """The calibration folds (fit rows, held rows) and each held entry's row and fold-model prediction (rows,
+    targets): what the interval scores were made of, for re-drawing them another way."""
+
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    row: np.ndarray
+    pred: np.ndarray
 
 
 @dataclass
