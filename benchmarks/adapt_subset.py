@@ -16,7 +16,8 @@ and scored on 5,000 of its rows revealed by no draw, among those the nearest-GPU
   donors (its inputs: the shape term's columns, log base, the donors' log latency over the base, their mean and
   count), predicted on the left-out GPU from its three nearest donors.
 * ``krige`` (round 8): the plan's K rows, adapted as the preset's ``smooth`` setting, then with the kriging of the
-  residuals left offered to the guard (:mod:`perfcast.models.estimators.adapt_krige`).
+  residuals left offered to the guard (:mod:`perfcast.models.estimators.adapt_krige`), used where it cuts their
+  cross-validated error by 2%, or always (``forced``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from perfcast.training.train import fit_conformal
 
 #: donors of the prior (nearest first)
 PRIOR_DONORS = 3
-#: ``krige`` mode: whether the guard offers the kriging, per variant
-KRIGE_VARIANTS: dict[str, bool] = {"smooth": False, "krige": True}
+#: ``krige`` mode: per variant, the share by which the kriging must cut the K rows' cross-validated error (None: not
+#: offered; -1: used whatever the folds find)
+KRIGE_VARIANTS: dict[str, float | None] = {"smooth": None, "krige": 0.02, "forced": -1.0}
 
 
 def prior_inputs(base, train: pd.DataFrame, rows: pd.DataFrame, donors: list[str], F: pd.DataFrame,
@@ -108,7 +110,7 @@ def main(mode: str, task: str, devices: list[str]) -> None:
                         draws[f"half{s}"] = np.concatenate([half, extra])
                 rest = np.setdiff1d(np.flatnonzero(covered), np.concatenate(list(draws.values())))
                 rest = np.random.default_rng(0).choice(rest, min(5000, len(rest)), replace=False)
-                variants = KRIGE_VARIANTS if mode == "krige" else {"smooth": False}
+                variants = KRIGE_VARIANTS if mode == "krige" else {"smooth": None}
                 for (name, picked), (begin, b), (variant, krige) in [
                         (d, s, v) for d in draws.items() for s in starts.items() for v in variants.items()]:
                     m, began = AdaptedModel(base, donors=table, mixes=("latency",), shape_donors=True, smooth=True,

@@ -12,7 +12,7 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel, AdaptedRegressor, fit_adaptation
-from perfcast.models.estimators.adapt_krige import choose_kriging, krige_columns
+from perfcast.models.estimators.adapt_krige import MIN_GAIN, choose_kriging, krige_columns
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan
 
@@ -46,8 +46,8 @@ def test_kriging_is_offered_only_when_asked_and_helps_on_the_gpus_other_rows(row
     base, revealed, test = rows
     F, b = AdaptedModel(base).parts(revealed)
     y, yt = (x["runtime_ms"].to_numpy(dtype="float64") for x in (revealed, test))
-    plain = fit_adaptation(F, b, y, task="gemm", krige=False)
-    offered = fit_adaptation(F, b, y, task="gemm", krige=True)
+    plain = fit_adaptation(F, b, y, task="gemm", krige=None)
+    offered = fit_adaptation(F, b, y, task="gemm", krige=MIN_GAIN)
     assert not any(k.startswith("krige") for k in plain.cv_error) and plain.krige is None
     assert any(k.startswith("krige") for k in offered.cv_error)
     # the same correction underneath: only the last stage differs
@@ -56,7 +56,7 @@ def test_kriging_is_offered_only_when_asked_and_helps_on_the_gpus_other_rows(row
     # its intervals are recalibrated on the kriged cross-fitted residuals, which are smaller
     assert np.mean(np.abs(offered.residuals)) < np.mean(np.abs(plain.residuals))
     np.testing.assert_array_equal(offered.calibration.scores["runtime_ms"], np.sort(np.abs(offered.residuals)))
-    ours, before = (AdaptedModel(base, krige=k).fit(revealed).predict(test) for k in (True, False))
+    ours, before = (AdaptedModel(base, krige=k).fit(revealed).predict(test) for k in (MIN_GAIN, None))
     assert _mape(yt, ours) < 0.97 * _mape(yt, before), (_mape(yt, ours), _mape(yt, before))
 
 
@@ -74,7 +74,7 @@ def test_residuals_without_structure_are_not_kriged(rows):
 
 def test_a_kriged_adaptation_round_trips_and_serves_one_row_as_a_batch(rows):
     base, revealed, test = rows
-    model = AdaptedModel(base, krige=True).fit(revealed)
+    model = AdaptedModel(base, krige=MIN_GAIN).fit(revealed)
     inner = base.estimator_[-1]
     adapted = model.adaptation_.regressor(inner)
     assert adapted.krige is not None
@@ -89,5 +89,5 @@ def test_a_kriged_adaptation_round_trips_and_serves_one_row_as_a_batch(rows):
     np.testing.assert_allclose(np.concatenate([again.predict_rows(A[i:i + 1], names) for i in range(5)]),
                                adapted.predict(Ft.iloc[:5]), rtol=1e-12)
     # zero rows: the base model exactly
-    empty = AdaptedModel(base, krige=True).fit(revealed.iloc[:0])
+    empty = AdaptedModel(base, krige=MIN_GAIN).fit(revealed.iloc[:0])
     np.testing.assert_array_equal(empty.predict(test), np.asarray(base.predict(test), dtype="float64").ravel())

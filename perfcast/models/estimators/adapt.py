@@ -73,8 +73,9 @@ DEFAULT_SMOOTH = False
 #: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
 #: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
 DEFAULT_KIND_SHAPES = False
-#: whether the guard is offered the kriging of the residuals left by default (benchmarks/ANALYSIS_adapt.md round 8)
-DEFAULT_KRIGE = False
+#: the share by which the kriging of the residuals left must cut their cross-validated error to be used by default
+#: (None: not offered; benchmarks/ANALYSIS_adapt.md round 8)
+DEFAULT_KRIGE: float | None = None
 #: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
 #: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
 INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
@@ -282,8 +283,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True, krige: bool = DEFAULT_KRIGE
-                   ) -> Adaptation:
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
+                   krige: float | None = DEFAULT_KRIGE) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
@@ -292,7 +293,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
     see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
     a caller that keeps only the correction passes False); ``krige``: then offer the kriging of the residuals
-    left (:func:`with_kriging`)."""
+    left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -335,15 +336,17 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
 
 
 def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndarray, task: str, target: str,
-                seed: int, stack: bool, krige: bool) -> Adaptation:
+                seed: int, stack: bool, krige: float | None) -> Adaptation:
     """``found`` then, if asked, offered the stack (:func:`~perfcast.models.estimators.adapt_stack.with_stack`)
-    and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`), on the guard's folds."""
-    if found.residuals is None or found.calibration is None or not (stack or krige):
+    and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`, used where it cuts the
+    cross-validated error by the share ``krige``; a negative share: even where the folds find it slightly worse,
+    as the K rows' folds understate its gain on a device's denser table), on the guard's folds."""
+    if found.residuals is None or found.calibration is None or not (stack or krige is not None):
         return found
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(np.arange(len(y))))
     found = with_stack(found, F, y, target, seed, folds) if stack else found
-    return with_kriging(found, F, base, task, folds) if krige else found
+    return with_kriging(found, F, base, task, folds, krige) if krige is not None else found
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -430,7 +433,7 @@ class AdaptedModel:
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: bool = DEFAULT_KRIGE):
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE):
         self.base = base
         self.target = target
         self.level = level

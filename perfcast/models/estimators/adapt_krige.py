@@ -28,8 +28,8 @@ LENGTH_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
 WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 #: noise variance over signal variance of the residuals' process (fixed: the K rows are too few to fit it)
 NOISE_RATIO = 1.0
-#: the least relative cut of the cross-validated mean APE for which the kriging is used: six candidates chosen on
-#: the same folds would otherwise pick one that fits noise (residuals with no structure gain ~1% by chance)
+#: the least relative cut of the cross-validated mean APE for which the kriging is used by default: six candidates
+#: chosen on the same folds would otherwise pick one that fits noise (residuals with no structure gain ~1% by chance)
 MIN_GAIN = 0.02
 #: fewest rows from which the kriging is offered
 MIN_KRIGE_ROWS = 32
@@ -112,17 +112,18 @@ class Kriging:
 
 
 def choose_kriging(F: pd.DataFrame, base: np.ndarray, residuals: np.ndarray, task: str,
-                   folds: Sequence[tuple[np.ndarray, np.ndarray]]
+                   folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN
                    ) -> tuple[Kriging | None, dict[str, float], np.ndarray]:
     """(the kriging fitted on every row, or None; cross-validated mean APE per candidate; the chosen candidate's
-    cross-fitted residuals). Each fold's residuals are kriged from the other folds' (``folds``: the guard's)."""
+    cross-fitted residuals). Each fold's residuals are kriged from the other folds' (``folds``: the guard's); the
+    best candidate is used if it cuts the mean APE without kriging by the share ``min_gain``."""
     residuals = np.asarray(residuals, dtype="float64")
     if len(residuals) < MIN_KRIGE_ROWS:
         return None, {}, residuals
     columns = krige_columns(F, task)
     A = F[columns].to_numpy(dtype="float64")
     errors: dict[str, float] = {}
-    best = ((1.0 - MIN_GAIN) * float(np.mean(np.abs(np.expm1(-residuals)))), 0.0, 0.0, residuals)
+    best = ((1.0 - min_gain) * float(np.mean(np.abs(np.expm1(-residuals)))), 0.0, 0.0, residuals)
     for ls in LENGTH_SCALES:
         oof = np.empty(len(residuals))
         for fit_idx, held_idx in folds:
@@ -139,11 +140,12 @@ def choose_kriging(F: pd.DataFrame, base: np.ndarray, residuals: np.ndarray, tas
 
 
 def with_kriging(found: Any, F: pd.DataFrame, base: np.ndarray, task: str,
-                 folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN) -> Any:
     """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) times the kriging of its cross-fitted
     residuals (``base``: the rows' base predictions, one of its inputs) when the guard's ``folds`` choose a weight
-    above 0; the intervals are then recalibrated on the kriged residuals left."""
-    model, errors, residuals = choose_kriging(F, np.asarray(base, dtype="float64"), found.residuals, task, folds)
+    above 0 (see :func:`choose_kriging`); the intervals are then recalibrated on the kriged residuals left."""
+    model, errors, residuals = choose_kriging(F, np.asarray(base, dtype="float64"), found.residuals, task, folds,
+                                              min_gain)
     cv_error = {**found.cv_error, **errors}
     return replace(found, cv_error=cv_error) if model is None else rescored(found, residuals, cv_error=cv_error,
                                                                             krige=model)
