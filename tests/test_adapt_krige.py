@@ -9,12 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfcast.datasets.importers import get_importer
-from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel, AdaptedRegressor, fit_adaptation
 from perfcast.models.estimators.adapt_krige import MIN_GAIN, choose_kriging, krige_columns
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.perf_probe.plan import adaptation_plan
+from tests.test_adapt_smooth import planned_gemm_rows
 
 TRAIN_GPUS = ["a100_sxm", "b300_sxm", "l40s"]
 TARGET_GPU = "h100_sxm"  # no family sibling among the training GPUs
@@ -25,17 +23,7 @@ K = 256
 def rows(data_root: Path) -> tuple[ConformalRegressor, pd.DataFrame, pd.DataFrame]:
     """A small base model on 400 real bf16 and fp8 GEMMs of each training GPU; K planned H100 rows and 2,000
     others."""
-    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
-    units = [u for u in imp.units(root) if "/gemm/trtllm/" in u.as_posix()
-             and any(f"/{d}/" in u.as_posix() for d in [*TRAIN_GPUS, TARGET_GPU])]
-    df = pd.concat([imp.load(root, u)["gemm"] for u in units], ignore_index=True)
-    df = df[df["dtype"].isin(["bfloat16", "fp8"])]
-    train = df[df["device_id"].isin(TRAIN_GPUS)].groupby("device_id").sample(n=400, random_state=0)
-    target = df[df["device_id"] == TARGET_GPU].sample(2000 + K, random_state=0).reset_index(drop=True)
-    base = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 60}), n_splits=2)
-    base.fit(train, train[["runtime_ms"]])
-    picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", K))
-    return base, target[picked], target[~picked]
+    return planned_gemm_rows(data_root, TRAIN_GPUS, TARGET_GPU, ["bfloat16", "fp8"], K)
 
 
 def _mape(y: np.ndarray, pred: np.ndarray) -> float:
@@ -69,6 +57,9 @@ def test_residuals_without_structure_are_not_kriged(rows):
         noise = rng.normal(0.0, 0.1, K)  # independent of every input
         model, errors, left = choose_kriging(F, b, noise, "gemm", folds)
         assert model is None and len(errors) == 6 and left is noise, errors
+    # a negative share uses the best kriging even where the folds find it worse (the preset's ``krige`` setting)
+    forced, _, left = choose_kriging(F, b, noise, "gemm", folds, min_gain=-1.0)
+    assert forced is not None and forced.weight > 0 and not np.array_equal(left, noise)
     assert krige_columns(F, "gemm")[:3] == ["log2_m", "log2_n", "log2_k"]
 
 
