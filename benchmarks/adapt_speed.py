@@ -8,6 +8,8 @@ picks 512 configurations of the L40S (never trained on); then, each a median ove
 * adaptation: ``Predictor.adapt`` on the 512 rows (features, base predictions, the cross-validated choice of
   correction, the final fit and the conformal recalibration), without donors and with the four training GPUs'
   measurements of the L40S's configurations as donors (their table, the donor candidates and the mix);
+* the benchmark preset's ``smooth`` and ``krige`` settings (configs/aiconfigurator_adapt.toml; the in-memory
+  adaptation with the donors' table, the ``smooth`` shape term and, for ``krige``, the kriging of its residuals);
 * prediction: one ``predict(dict)`` and a batch of 10,000 rows, by the base bundle and the adapted bundle
   loaded from disk.
 """
@@ -26,6 +28,8 @@ import pandas as pd
 from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
+from perfcast.models.estimators.adapt import AdaptedModel
+from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -72,12 +76,19 @@ def main() -> None:
         base = Predictor.load(base_dir)
         adapt_s = median_s(lambda: base.adapt(revealed), args.repeats)
         donor_s = median_s(lambda: base.adapt(revealed, donors=donors), args.repeats)
+        named = donors["device_id"].to_numpy()
+        table = DonorTable.build(list(TRAIN_GPUS), base_model.estimator_[0].transform(donors),
+                                 donors["runtime_ms"].to_numpy(), "gemm", device_of=named)
+        preset = {name: median_s(lambda k=k: AdaptedModel(base_model, donors=table, mixes=("latency",),
+                                                          shape_donors=True, smooth=True, krige=k).fit(revealed),
+                                 args.repeats) for name, k in (("smooth", None), ("krige", -1.0))}
         adapted = base.adapt(revealed, donors=donors)
         adapted_dir = save_adapted(adapted.model, Path(tmp) / "adapted")
         loaded = {"base": base, "adapted": Predictor.load(adapted_dir)}
         print(f"adaptation on {len(revealed)} planned {TARGET_GPU} rows (correction: "
               f"{adapted.metadata['adaptation']['mode']}): {adapt_s:.2f} s without donors, {donor_s:.2f} s with "
-              f"{len(donors):,} donor rows, median of {args.repeats}")
+              f"{len(donors):,} donor rows; the preset's settings: smooth {preset['smooth']:.2f} s, krige "
+              f"{preset['krige']:.2f} s; median of {args.repeats}")
         print(f"\n| model | predict(dict) | batch of {len(batch):,} rows | rows/s |")
         print("|---|---|---|---|")
         for name, p in loaded.items():

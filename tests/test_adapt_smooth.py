@@ -23,16 +23,23 @@ K = 256
 @pytest.fixture(scope="module")
 def rows(data_root: Path) -> tuple[ConformalRegressor, pd.DataFrame, pd.DataFrame]:
     """A small base model on 400 real bf16 GEMMs of each training GPU; K planned L40S rows and 2,000 others."""
+    return planned_gemm_rows(data_root, TRAIN_GPUS, TARGET_GPU, ["bfloat16"], K)
+
+
+def planned_gemm_rows(data_root: Path, train_gpus: list[str], target_gpu: str, dtypes: list[str], k: int
+                      ) -> tuple[ConformalRegressor, pd.DataFrame, pd.DataFrame]:
+    """A small base model on 400 real TensorRT-LLM GEMMs of ``dtypes`` of each training GPU; ``k`` rows of the
+    target GPU chosen by the adaptation plan, and 2,000 others."""
     imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
     units = [u for u in imp.units(root) if "/gemm/trtllm/" in u.as_posix()
-             and any(f"/{d}/" in u.as_posix() for d in [*TRAIN_GPUS, TARGET_GPU])]
+             and any(f"/{d}/" in u.as_posix() for d in [*train_gpus, target_gpu])]
     df = pd.concat([imp.load(root, u)["gemm"] for u in units], ignore_index=True)
-    df = df[df["dtype"] == "bfloat16"]
-    train = df[df["device_id"].isin(TRAIN_GPUS)].groupby("device_id").sample(n=400, random_state=0)
-    target = df[df["device_id"] == TARGET_GPU].sample(2000 + K, random_state=0).reset_index(drop=True)
+    df = df[df["dtype"].isin(dtypes)]
+    train = df[df["device_id"].isin(train_gpus)].groupby("device_id").sample(n=400, random_state=0)
+    target = df[df["device_id"] == target_gpu].sample(2000 + k, random_state=0).reset_index(drop=True)
     base = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 60}), n_splits=2)
     base.fit(train, train[["runtime_ms"]])
-    picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", K))
+    picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", k))
     return base, target[picked], target[~picked]
 
 

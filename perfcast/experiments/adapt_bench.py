@@ -160,7 +160,7 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
                                    shape_donors=bool(chosen.get("shape_donors", False)),
                                    smooth=bool(chosen.get("smooth", False)),
-                                   kind_shapes=bool(chosen.get("kind_shapes", False)))
+                                   kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"))
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
             found = adapter.adaptation_

@@ -44,14 +44,8 @@ import numpy as np
 import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
-from perfcast.models.estimators.adapt_stack import (
-    blend,
-    can_stack,
-    choose_weight,
-    cross_fitted_alone,
-    fit_alone,
-    stacked,
-)
+from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
+from perfcast.models.estimators.adapt_stack import blend, stacked, with_stack
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.estimators.rows import named_frame, predict_rows
@@ -79,6 +73,9 @@ DEFAULT_SMOOTH = False
 #: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
 #: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
 DEFAULT_KIND_SHAPES = False
+#: the share by which the kriging of the residuals left must cut their cross-validated error to be used by default
+#: (None: not offered; benchmarks/ANALYSIS_adapt.md round 8)
+DEFAULT_KRIGE: float | None = None
 #: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
 #: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
 INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
@@ -112,6 +109,8 @@ class Adaptation:
     #: with its weight in the geometric mean (0: not stacked)
     alone: Any = None
     alone_weight: float = 0.0
+    #: the kriging of the residuals left (:mod:`~perfcast.models.estimators.adapt_krige`; None: not used)
+    krige: Kriging | None = None
     #: each row's kernel kind as a Mondrian group (dtype, and phase for attention), and the flag columns naming it
     kind_labels: np.ndarray | None = None
     kind_columns: tuple[str, ...] = ()
@@ -155,7 +154,8 @@ class Adaptation:
                 "donors": None if self.donors is None else list(self.donors.devices),
                 "donor_mix": None if self.mix is None else self.mix.to_json(),
                 "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen(),
-                "k_rows_model_weight": float(self.alone_weight)}
+                "k_rows_model_weight": float(self.alone_weight),
+                "kriging": None if self.krige is None else self.krige.state()[0]}
 
     def chosen(self) -> str:
         """The key of ``cv_mean_ape`` that won (as :func:`fit_adaptation` names its candidates)."""
@@ -174,19 +174,21 @@ class Adaptation:
             text += f", started from {self.donors.device}'s latencies"
         if self.alone_weight:
             text += f", stacked with a model of the K rows alone (weight {self.alone_weight:g})"
+        if self.krige is not None:
+            text += f", residuals kriged (length {self.krige.length_scale:g}, weight {self.krige.weight:g})"
         return text
 
     def regressor(self, inner: Any) -> AdaptedRegressor:
         """``inner`` (the base estimator) corrected as found."""
         return AdaptedRegressor(inner, self.correction, self.donors, self.mix, self.from_donor, self.alone,
-                                self.alone_weight)
+                                self.alone_weight, self.krige)
 
 
 class AdaptedRegressor:
     """A fitted base estimator corrected for one device: ``start * exp(mix + correction)``, where ``start`` is the
     base prediction, or the nearest donor's measured latency where it has one, and ``mix`` the donor mix
     (:mod:`perfcast.models.estimators.donor_mix`), stacked with ``alone`` (a model of the K rows alone) by
-    ``alone_weight``. What an adapted bundle saves and serves."""
+    ``alone_weight``, times ``krige``'s kriged residual. What an adapted bundle saves and serves."""
 
     #: the base estimator, saved in the adapted model's own folder, and the K-rows model (None: not stacked) in
     #: its own sub-folder (see perfcast.models.persistence.state)
@@ -194,7 +196,7 @@ class AdaptedRegressor:
 
     def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None,
                  mix: DonorMix | None = None, from_donor: bool = False, alone: Any = None,
-                 alone_weight: float = 0.0):
+                 alone_weight: float = 0.0, krige: Kriging | None = None):
         self.inner = inner
         self.correction = correction
         self.donors = donors
@@ -202,11 +204,12 @@ class AdaptedRegressor:
         self.from_donor = from_donor
         self.alone = alone
         self.alone_weight = alone_weight
+        self.krige = krige
 
     def predict(self, F: pd.DataFrame) -> np.ndarray:
         base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
-        return stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
-                       self.alone_weight, F)
+        return kriged(stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
+                              self.alone_weight, F), self.krige, F, base)
 
     def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`): the same
@@ -216,9 +219,9 @@ class AdaptedRegressor:
             pred = corrected(self.correction, self.donors, named_frame(A, names), base, self.mix, self.from_donor)
         else:
             pred = base * np.exp(self.correction.log_ratio(None, base, A, names=names))
-        if self.alone is None or self.alone_weight <= 0.0:
-            return pred
-        return blend(pred, predict_rows(self.alone, A, names).reshape(len(A)), self.alone_weight)
+        if self.alone is not None and self.alone_weight > 0.0:
+            pred = blend(pred, predict_rows(self.alone, A, names).reshape(len(A)), self.alone_weight)
+        return pred if self.krige is None else pred * np.exp(self.krige.log_ratio(None, base, A, names))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the
@@ -230,9 +233,13 @@ class AdaptedRegressor:
         texts = {"shape_text": self.correction.shape_text,
                  **{f"shape_text_{m}": text for m, text in self.correction.more_shapes.items()}}
         arrays.update({k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in texts.items() if v is not None})
+        krige = None
+        if self.krige is not None:
+            krige, more = self.krige.state()
+            arrays.update(more)
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
                 "mix": None if self.mix is None else self.mix.to_json(),
-                "alone_weight": float(self.alone_weight)}, arrays
+                "alone_weight": float(self.alone_weight), "krige": krige}, arrays
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
@@ -246,7 +253,8 @@ class AdaptedRegressor:
         mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
         return cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
                    bool(params.get("from_donor", table is not None)),
-                   alone_weight=float(params.get("alone_weight", 0.0)))
+                   alone_weight=float(params.get("alone_weight", 0.0)),
+                   krige=None if not params.get("krige") else Kriging.from_state(params["krige"], arrays))
 
 
 def starting_point(donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray, mix: DonorMix | None = None,
@@ -266,11 +274,17 @@ def corrected(correction: Correction, donors: DonorTable | None, F: pd.DataFrame
     return start * np.exp(correction.log_ratio(F, start, extra=extra))
 
 
+def kriged(pred: np.ndarray, krige: Kriging | None, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+    """``pred`` times the kriged residual of rows ``F`` (base predictions ``base``), if there is a kriging."""
+    return pred if krige is None else pred * np.exp(krige.log_ratio(F, base))
+
+
 def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                    noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True) -> Adaptation:
+                   kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
+                   krige: float | None = DEFAULT_KRIGE) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
@@ -278,14 +292,16 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     ``shape_donors``: the shape term also reads each donor's log latency over the start; ``smooth``: the
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
     see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
-    a caller that keeps only the correction passes False)."""
+    a caller that keeps only the correction passes False); ``krige``: then offer the kriging of the residuals
+    left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     if donors is None or ok.sum() < 2 * N_SPLITS:
         found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
                                   smooth=smooth, kind_shapes=kind_shapes)
-        return (with_stack(found, F.loc[ok], y[ok], target, seed) if stack else found).regrouped(min_group_rows)
+        return last_stages(found, F.loc[ok], base[ok], y[ok], task, target, seed, stack, krige
+                           ).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
 
@@ -316,27 +332,21 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
     found = replace(found, cv_error=errors)
-    return (with_stack(found, F, y, target, seed) if stack else found).regrouped(min_group_rows)
+    return last_stages(found, F, base, y, task, target, seed, stack, krige).regrouped(min_group_rows)
 
 
-def with_stack(found: Adaptation, F: pd.DataFrame, y: np.ndarray, target: str, seed: int) -> Adaptation:
-    """``found`` stacked with a model of the rows ``F`` alone (:mod:`~perfcast.models.estimators.adapt_stack`)
-    when their cross-fitted predictions (the guard's folds) choose a weight above 0; the intervals are then
-    recalibrated on the stack's cross-fitted residuals."""
-    if found.residuals is None or found.calibration is None or not can_stack(F, target, len(y)):
+def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndarray, task: str, target: str,
+                seed: int, stack: bool, krige: float | None) -> Adaptation:
+    """``found`` then, if asked, offered the stack (:func:`~perfcast.models.estimators.adapt_stack.with_stack`)
+    and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`, used where it cuts the
+    cross-validated error by the share ``krige``; a negative share: even where the folds find it slightly worse,
+    as the K rows' folds understate its gain on a device's denser table), on the guard's folds."""
+    if found.residuals is None or found.calibration is None or not (stack or krige is not None):
         return found
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(np.arange(len(y))))
-    log_y = np.log(y)
-    weight, errors, residuals = choose_weight(log_y, log_y - found.residuals, cross_fitted_alone(F, y, folds, target,
-                                                                                                 seed))
-    cv_error = {**found.cv_error, **{f"stack {w:g}": v for w, v in errors.items() if w}}
-    if not weight:
-        return replace(found, cv_error=cv_error)
-    cal = found.calibration
-    return replace(found, cv_error=cv_error, residuals=residuals, scores=np.abs(residuals),
-                   calibration=replace(cal, scores={t: np.sort(np.abs(residuals)) for t in cal.targets}),
-                   alone=fit_alone(F, y, target, seed), alone_weight=weight)
+    found = with_stack(found, F, y, target, seed, folds) if stack else found
+    return with_kriging(found, F, base, task, folds, krige) if krige is not None else found
 
 
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
@@ -423,7 +433,7 @@ class AdaptedModel:
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                 kind_shapes: bool = DEFAULT_KIND_SHAPES):
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE):
         self.base = base
         self.target = target
         self.level = level
@@ -434,6 +444,7 @@ class AdaptedModel:
         self.smooth = smooth
         self.min_group_rows = min_group_rows
         self.kind_shapes = kind_shapes
+        self.krige = krige
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -453,7 +464,8 @@ class AdaptedModel:
                                           noise=noise_of(records, self.target), level=level, seed=self.seed,
                                           donors=self.donors, mixes=self.mixes,
                                           shape_donors=self.shape_donors, smooth=self.smooth,
-                                          min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes)
+                                          min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes,
+                                          krige=self.krige)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -465,7 +477,8 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        pred = stacked(corrected(a.correction, a.donors, F, base, a.mix, a.from_donor), a.alone, a.alone_weight, F)
+        pred = kriged(stacked(corrected(a.correction, a.donors, F, base, a.mix, a.from_donor), a.alone,
+                              a.alone_weight, F), a.krige, F, base)
         return (pred, *self.interval(X, pred, (F, base), level))
 
     def interval(self, X: pd.DataFrame, pred: np.ndarray, parts: tuple[pd.DataFrame, np.ndarray],

@@ -10,6 +10,7 @@ alone, wins ties), so the stack is used only where the rows support it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -72,3 +73,27 @@ def stacked(pred: np.ndarray, alone: Any, weight: float, F: pd.DataFrame) -> np.
 def blend(pred: np.ndarray, own: np.ndarray, weight: float) -> np.ndarray:
     """The geometric mean of ``pred`` and the K-rows model's ``own`` with weight ``weight`` on ``own``."""
     return pred ** (1.0 - weight) * own ** weight
+
+
+def with_stack(found: Any, F: pd.DataFrame, y: np.ndarray, target: str, seed: int,
+               folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
+    """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) stacked with a model of the rows ``F``
+    alone when their cross-fitted predictions (``folds``: the guard's) choose a weight above 0; the intervals are
+    then recalibrated on the stack's cross-fitted residuals."""
+    if not can_stack(F, target, len(y)):
+        return found
+    log_y = np.log(y)
+    weight, errors, residuals = choose_weight(log_y, log_y - found.residuals, cross_fitted_alone(F, y, folds, target,
+                                                                                                 seed))
+    cv_error = {**found.cv_error, **{f"stack {w:g}": v for w, v in errors.items() if w}}
+    if not weight:
+        return replace(found, cv_error=cv_error)
+    return rescored(found, residuals, cv_error=cv_error, alone=fit_alone(F, y, target, seed), alone_weight=weight)
+
+
+def rescored(found: Any, residuals: np.ndarray, **changes: Any) -> Any:
+    """``found`` (an adaptation) with ``changes``, its cross-fitted residuals now ``residuals`` and its intervals
+    recalibrated on them."""
+    cal = found.calibration
+    return replace(found, residuals=residuals, scores=np.abs(residuals),
+                   calibration=replace(cal, scores={t: np.sort(np.abs(residuals)) for t in cal.targets}), **changes)
