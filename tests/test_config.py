@@ -150,3 +150,10 @@ def test_intervals_section_is_validated_and_builds_the_calibration(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL + "[intervals]\nscale = true\nforward_years = 2\n", "ok.toml"))
     options = cfg.intervals.options()
     assert options["scale"] is True and options["cv"].n_folds == 2 and options["level"] == 0.9
+
+
+def test_zero_shot_interval_rule_names_the_field_and_the_allowed_values(tmp_path):
+    msg = config_error(tmp_path, MINIMAL + '[intervals]\nzero_shot = { width = "wiggly" }\n')
+    assert "intervals.zero_shot.width" in msg and "linear" in msg, msg
+    msg = config_error(tmp_path, MINIMAL + '[intervals]\nzero_shot = { width = "linear", groupz = "kind" }\n')
+    assert "groupz" in msg and "vendor_matched" in msg, msg
