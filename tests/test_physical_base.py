@@ -18,8 +18,11 @@ from perfcast.models.estimators.layout_split import LayoutSplit, layout_rows
 from perfcast.models.estimators.physical_base import (
     device_rates,
     fit_power_limit,
+    fit_size_trend,
+    layout_keys,
     physical_roofline,
     power_slowdown,
+    size_trend_factor,
     tile_times,
 )
 from perfcast.models.estimators.roofline import baseline_rows
@@ -76,6 +79,73 @@ def test_unknown_power_limit_names_the_choices(features) -> None:
     _, X, y = features
     with pytest.raises(ValueError, match="power_limit must be one of"):
         fit_power_limit(X, y, "tdp")
+
+
+@pytest.mark.parametrize("kind", ["global-dvfs", "generation-dvfs"])
+def test_dvfs_power_limit_slows_by_the_cube_root_unclipped(features, kind: str) -> None:
+    """The DVFS law on real rows: a board needing r times its TDP runs r^(1/3) slower; the low-power cards are
+    slowed more than the 250 W ones, and a board far outside the training budgets is carried past the
+    training devices' largest slowdown (no clip), but by less than the linear law would."""
+    _, X, y = features
+    params = fit_power_limit(X, y, kind)
+    assert params["exponent"] == pytest.approx(1.0 / 3.0) and "max_slowdown" not in params
+    rates = device_rates(X, y)
+    slow = power_slowdown(rates["peak_tflops"], rates["tdp_w"], rates["compute_capability"], params)
+    low_power = rates["tdp_w"].to_numpy() < 100
+    assert slow[low_power].max() == slow.max() > 1.3
+    far = power_slowdown(np.array([31.3]), np.array([7.2]), np.array([8.9]), params)[0]
+    assert far > slow.max()
+    linear = power_slowdown(np.array([31.3]), np.array([7.2]), np.array([8.9]), {**params, "exponent": 1.0})[0]
+    assert far == pytest.approx(linear ** (1.0 / 3.0))
+    unit = {"cap": 1.0, "log10_e": 0.0, "slope": 0.0, "exponent": 1.0 / 3.0}  # 8 TFLOP/s needed per 1 W x 1
+    assert power_slowdown(np.array([8.0]), np.array([1.0]), np.array([8.0]), unit)[0] == pytest.approx(2.0)
+
+
+def test_size_trend_continues_bmm_past_the_training_flops(split, features) -> None:
+    """The size trend on real rows: bmm (``nn``) runs nearer its roofline as it grows on every training GPU, so
+    its slope is negative, linear's is clipped at 0 or below; inside the training FLOPs the hybrid predicts
+    what it does without the trend, past them bmm is predicted faster but never below the plain roofline."""
+    gf, X, y = features
+    _, test = split
+    params = {"power_limit": "generation", "size_trend": "op", "num_leaves": 7, "n_estimators": 40}
+    make_model("hybrid", "gemm", ["runtime_ms"], params)  # the registry accepts the switch by name
+    hybrid = hybrid_estimator("gemm", params).fit(X, y)
+    A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
+    groups = np.asarray(layout_keys(A, names, "op"))
+    assert sorted(hybrid.trend_) == ["nn", "tn"]
+    assert hybrid.trend_["nn"]["slope"] < 0.0 <= -hybrid.trend_["tn"]["slope"]
+    for g, trend in hybrid.trend_.items():
+        assert trend["start"] == pytest.approx(X["log10_flops"].to_numpy()[groups == g].max())
+    F = gf.transform(test)
+    pred = hybrid.predict(F)
+    state, arrays = hybrid.to_state()
+    flat = HybridRegressor.from_state({k: v for k, v in state.items() if k not in ("size_trend", "trend")}, arrays)
+    flat.estimator_ = hybrid.estimator_
+    assert flat.trend_ is None  # a hybrid saved before the trend existed restores without it
+    plain = flat.predict(F)
+    beyond = F["log10_flops"].to_numpy() > hybrid.trend_["nn"]["start"]
+    bmm = np.asarray(layout_keys(F.to_numpy(dtype="float64"), tuple(F.columns), "op")) == "nn"
+    assert (beyond & bmm).sum() >= 10  # the test GPU's bmm reaches past the training FLOPs
+    np.testing.assert_array_equal(pred[~beyond], plain[~beyond])
+    roofline = 10.0 ** F["log10_roofline_ms"].to_numpy()
+    faster = beyond & bmm & (plain > roofline)
+    assert faster.sum() >= 5 and (pred[faster] < plain[faster]).all()
+    assert (pred >= np.minimum(plain, roofline) * (1 - 1e-12)).all()
+    back = HybridRegressor.from_state(state, arrays)
+    back.estimator_ = hybrid.estimator_
+    np.testing.assert_allclose(back.predict(F), pred)
+    factor = size_trend_factor(F.to_numpy(dtype="float64"), tuple(F.columns), "op", hybrid.trend_)
+    assert (factor <= 1.0).all() and (factor[~beyond] == 1.0).all()
+
+
+def test_size_trend_pooled_has_one_group_and_refuses_unknown_kinds(features) -> None:
+    _, X, y = features
+    log_ratio = np.log(y / baseline_rows(X.to_numpy(dtype="float64"), tuple(X.columns), "runtime_ms"))
+    pooled = fit_size_trend(X, log_ratio, "pooled")
+    assert list(pooled) == ["all"] and pooled["all"]["slope"] <= 0.0
+    assert pooled["all"]["start"] == pytest.approx(X["log10_flops"].max())
+    with pytest.raises(ValueError, match="size_trend must be one of"):
+        fit_size_trend(X, log_ratio, "per-device")
 
 
 def test_wave_base_only_lengthens_the_compute_term(features) -> None:

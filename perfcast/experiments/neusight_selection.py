@@ -135,6 +135,18 @@ CANDIDATES: tuple[Candidate, ...] = (
             by_layout=True, **_TINY),
     _hybrid("tiny trees, tile + power base (generation), no power columns, monotone waves, per op", _NO_POWER,
             tiles=True, power_limit="generation", monotone=_WAVE_DIRECTION, by_layout=True, **_TINY),
+    # round 11: the learned efficiency continued past the largest training FLOPs (trees are flat there) by the
+    # training devices' within-device slope on their largest shapes, per op or pooled; or leaves that are linear
+    _hybrid("tiny trees, power base (generation), no power columns, size trend per op", _NO_POWER,
+            power_limit="generation", size_trend="op", **_TINY),
+    _hybrid("tiny trees, power base (generation), no power columns, size trend (pooled)", _NO_POWER,
+            power_limit="generation", size_trend="pooled", **_TINY),
+    # the power limit as DVFS: the clock that fits the TDP when power grows as its cube (r^(1/3), unclipped)
+    _hybrid("tiny trees, DVFS power base (generation), no power columns", _NO_POWER, power_limit="generation-dvfs",
+            **_TINY),
+    _hybrid("tiny trees, DVFS power base (global), no power columns", _NO_POWER, power_limit="global-dvfs", **_TINY),
+    _hybrid("tiny trees, power base (generation), no power columns, linear leaves", _NO_POWER,
+            power_limit="generation", linear_tree=True, linear_lambda=1.0, **_TINY),
 )
 
 #: the candidate the selection chose (lowest mean nested criterion over seeds 0, 1 and 2, round 9 of

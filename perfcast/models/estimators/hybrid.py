@@ -27,7 +27,8 @@ import pandas as pd
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
-from perfcast.models.estimators.physical_base import fit_power_limit, physical_roofline
+from perfcast.models.estimators.physical_base import (fit_power_limit, fit_size_trend, physical_roofline,
+                                                      size_trend_factor)
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
 from perfcast.models.estimators.rows import named_frame
 
@@ -94,6 +95,9 @@ class HybridRegressor(Regressor):
     last wave into the runtime baseline (:mod:`perfcast.models.estimators.physical_base`), so they extrapolate
     as physics rather than as the trees' last step; ``tiles`` makes that base NeuSight's tile formulation (waves x
     one tile's time bounded by the SM's share of peak and bandwidth), so the trees learn its per-tile utilisation.
+    ``size_trend`` (``"op"`` or ``"pooled"``) continues the learned ratio past the largest training FLOPs with the
+    within-device slope of the training devices' largest shapes (per operand layout or pooled), where trees
+    are flat; never below the plain roofline.
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -102,7 +106,8 @@ class HybridRegressor(Regressor):
     def __init__(self, target: str = "runtime_ms", estimator: Any | None = None,
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
-                 power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False):
+                 power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False,
+                 size_trend: str | None = None):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -112,6 +117,7 @@ class HybridRegressor(Regressor):
         self.power_limit = power_limit
         self.wave_quantised = wave_quantised
         self.tiles = tiles
+        self.size_trend = size_trend
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -222,7 +228,9 @@ class HybridRegressor(Regressor):
             self.power_ = fit_power_limit(X, y, self.power_limit)
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
-        self.estimator_.fit(inputs, np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns))))
+        log_ratio = np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns)))
+        self.estimator_.fit(inputs, log_ratio)
+        self.trend_ = None if self.size_trend is None else fit_size_trend(X, log_ratio, self.size_trend)
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
@@ -237,13 +245,20 @@ class HybridRegressor(Regressor):
             inputs = self._input_array(A, names)
         else:  # a library model fitted on named columns
             inputs = self._inputs(named_frame(A, names))
-        return self._baseline(A, names) * np.exp(self.estimator_.predict(inputs))
+        pred = self._baseline(A, names) * np.exp(self.estimator_.predict(inputs))
+        trend = getattr(self, "trend_", None)
+        if trend is None:
+            return pred
+        factor = size_trend_factor(A, names, str(self.size_trend), trend)
+        roofline = 10.0 ** A[:, column_positions(names, (ROOFLINE_COLUMN,))[0]]
+        return np.where(factor < 1.0, np.maximum(pred * factor, np.minimum(pred, roofline)), pred)
 
     # ------------------------------------------------------------------ state (perfcast.models.persistence)
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_fitted(self, "estimator_")
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
                 "relative": bool(self.relative), "wave_quantised": bool(self.wave_quantised), "tiles": bool(self.tiles),
+                "size_trend": self.size_trend, "trend": getattr(self, "trend_", None),
                 "power": None if getattr(self, "power_", None) is None else dict(self.power_),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
 
@@ -252,7 +267,11 @@ class HybridRegressor(Regressor):
         """A hybrid whose ``predict`` works once its ``estimator_`` is set (the persistence layer does)."""
         out = cls(target=str(params["target"]), columns=params.get("columns"),
                   relative=bool(params.get("relative", False)),
-                  wave_quantised=bool(params.get("wave_quantised", False)), tiles=bool(params.get("tiles", False)))
+                  wave_quantised=bool(params.get("wave_quantised", False)), tiles=bool(params.get("tiles", False)),
+                  size_trend=params.get("size_trend"))
+        trend = params.get("trend")
+        out.trend_ = None if trend is None else {str(g): {str(k): float(v) for k, v in t.items()}
+                                                 for g, t in trend.items()}
         power = params.get("power")
         out.power_ = None if power is None else {str(k): float(v) for k, v in power.items()}
         out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}

@@ -10,7 +10,9 @@ the base instead:
   training devices' largest shapes, either one value (``"global"``) or log-linear in compute capability
   (``"generation"``: newer silicon does more work per joule). The slowdown this gives is never extrapolated
   beyond the largest one seen in training (the fit cannot know how a board that far outside the training
-  devices' power budgets clocks down).
+  devices' power budgets clocks down). The ``"-dvfs"`` kinds say how instead: dynamic power grows about as
+  the cube of the clock (the voltage follows it), so a board needing ``r`` times its TDP at full clock runs at
+  ``r^(-1/3)`` of it, and the slowdown ``r^(1/3)`` is carried past the training range unclipped.
 * **wave quantisation** (as NeuSight itself models it): the compute time is that of the launched waves of
   thread blocks, ``compute / wave_efficiency``.
 * **tiles** (NeuSight's whole formulation, ASPLOS'25): the output is cut into CTA tiles, one tile per SM per
@@ -19,6 +21,11 @@ the base instead:
   A bmm's batch multiplies the tiles, so its batch dimension runs as more waves. The learned ratio over this
   base is NeuSight's per-tile utilisation, which physics says never falls as the waves grow (more waves
   amortise the fill and drain): the hybrid's ``monotone`` may say so on ``log2_waves``.
+* **size trend** (beyond the trees' range): a tree is flat past the largest FLOPs it was fitted on, but a
+  kernel keeps filling its pipelines better as it grows. The within-device slope of log(measured / base) over
+  log FLOPs on each training device's largest shapes (never positive: more work never lowers the efficiency)
+  continues the learned ratio past the training maximum, per operand layout (``"op"``: NeuSight's bmm and
+  linear) or pooled; it never takes a prediction below the plain roofline.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ import pandas as pd
 from perfcast.features.base import column_positions
 
 #: kinds of power limit the hybrid accepts
-POWER_LIMITS: tuple[str, ...] = ("global", "generation")
+POWER_LIMITS: tuple[str, ...] = ("global", "generation", "global-dvfs", "generation-dvfs")
+#: exponent of the power ratio in the slowdown of a ``-dvfs`` kind: the clock that fits the TDP when power grows
+#: as its cube
+DVFS_EXPONENT = 1.0 / 3.0
 #: share of each device's rows, by FLOPs, whose sustained FLOP/s the power fit reads (its long kernels)
 LARGEST = 0.25
 #: compute capability the generation slope is centred on (its intercept is E at this capability)
@@ -45,6 +55,10 @@ _SLOPES = np.linspace(-0.2, 0.6, 41)
 COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops", "tdp_w", "compute_capability",
                             "wave_efficiency", "log10_flops")
 #: feature columns the tile formulation reads (shape, the assumed CTA tile, operand bytes, spec sheet)
+#: kinds of size trend the hybrid accepts: one slope for every row, or one per operand layout
+SIZE_TRENDS: tuple[str, ...] = ("pooled", "op")
+#: feature columns that name a row's operand layout (NeuSight's bmm is "nn", its linear "tn")
+LAYOUT_COLUMNS: tuple[str, ...] = ("trans_a", "trans_b")
 TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "tile_m", "tile_n", "a_bytes", "b_bytes",
                                  "c_bytes", "sm_count", "peak_tflops", "mem_bw_gbs")
 
@@ -65,7 +79,8 @@ def device_rates(X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
 def fit_power_limit(X: pd.DataFrame, y: np.ndarray, kind: str) -> dict[str, float]:
     """The power limit ``kind`` (:data:`POWER_LIMITS`) fitted to the training rows: least squares in log rate of
     ``min(cap x peak, TDP x E(cc))`` over the devices' largest shapes, on a grid (robust with five devices).
-    Returns the cap, log10 E at :data:`CC_CENTRE`, the slope, and the largest slowdown seen in training.
+    Returns the cap, log10 E at :data:`CC_CENTRE`, the slope, the exponent of the slowdown, and (linear
+    kinds) the largest slowdown seen in training.
 
     Raises a ValueError for an unknown kind or when fewer than two devices have the spec numbers it needs."""
     if kind not in POWER_LIMITS:
@@ -76,24 +91,30 @@ def fit_power_limit(X: pd.DataFrame, y: np.ndarray, kind: str) -> dict[str, floa
                          f"training devices; {len(dev)} have them")
     rate, peak, tdp = (np.log10(dev[c].to_numpy()) for c in ("rate", "peak_tflops", "tdp_w"))
     cc = dev["compute_capability"].to_numpy() - CC_CENTRE
-    slopes = _SLOPES if kind == "generation" else np.zeros(1)
+    slopes = _SLOPES if kind.startswith("generation") else np.zeros(1)
+    exponent = DVFS_EXPONENT if kind.endswith("-dvfs") else 1.0
     cap, log_e, slope = np.meshgrid(np.log10(_CAPS), _LOG_E, slopes, indexing="ij")
-    model = np.minimum(cap[..., None] + peak, log_e[..., None] + slope[..., None] * cc + tdp)
+    full = cap[..., None] + peak  # log rate at full clock; power over the limit lowers it by the exponent
+    model = full - exponent * np.maximum(full - (log_e[..., None] + slope[..., None] * cc + tdp), 0.0)
     loss = ((rate - model) ** 2).sum(axis=-1) + 1e-4 * slope ** 2  # a weak pull of an unidentified slope to 0
     i, j, k = np.unravel_index(int(np.argmin(loss)), loss.shape)
-    params = {"cap": float(_CAPS[i]), "log10_e": float(_LOG_E[j]), "slope": float(slopes[k]), "max_slowdown": np.inf}
-    params["max_slowdown"] = float(power_slowdown(dev["peak_tflops"].to_numpy(), dev["tdp_w"].to_numpy(),
-                                                  dev["compute_capability"].to_numpy(), params).max())
+    params = {"cap": float(_CAPS[i]), "log10_e": float(_LOG_E[j]), "slope": float(slopes[k])}
+    if exponent != 1.0:
+        params["exponent"] = exponent
+    else:  # the linear law is not carried past the training devices' largest slowdown
+        params["max_slowdown"] = float(power_slowdown(dev["peak_tflops"].to_numpy(), dev["tdp_w"].to_numpy(),
+                                                      dev["compute_capability"].to_numpy(), params).max())
     return params
 
 
 def power_slowdown(peak: np.ndarray, tdp: np.ndarray, cc: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """How many times longer a compute-bound kernel runs than at ``cap x peak`` because of the board's power:
-    ``max(1, cap x peak / (TDP x E(cc)))``, clipped at ``params["max_slowdown"]``; 1 where a number is missing."""
+    ``max(1, cap x peak / (TDP x E(cc)))`` to the power ``params["exponent"]`` (1 when absent), clipped at
+    ``params["max_slowdown"]`` (a ``-dvfs`` fit has none); 1 where a number is missing."""
     log_e = params["log10_e"] + params["slope"] * (np.asarray(cc, dtype="float64") - CC_CENTRE)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = params["cap"] * np.asarray(peak, dtype="float64") / (np.asarray(tdp, dtype="float64") * 10.0 ** log_e)
-    ratio = np.clip(ratio, 1.0, params["max_slowdown"])
+    ratio = np.clip(np.maximum(ratio, 1.0) ** params.get("exponent", 1.0), 1.0, params.get("max_slowdown", np.inf))
     return np.where(np.isfinite(ratio), ratio, 1.0)
 
 
@@ -134,3 +155,51 @@ def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, An
         eff = A[:, at["wave_efficiency"]]
         compute = compute / np.where(np.isfinite(eff) & (eff > 0), eff, 1.0)
     return np.maximum(compute, memory)
+
+
+def layout_keys(A: np.ndarray, names: tuple[str, ...], kind: str) -> list[str]:
+    """Each row's size-trend group: its operand layout (``"op"``: "nn", "tn", "?" where unknown) or "all"."""
+    if kind == "pooled":
+        return ["all"] * len(A)
+    letters = np.asarray(["n", "t", "?"], dtype=object)
+    flags = A[:, list(column_positions(names, LAYOUT_COLUMNS))]
+    codes = np.where(np.isfinite(flags), flags > 0.5, 2).astype(np.int64)
+    return list(letters[codes[:, 0]] + letters[codes[:, 1]])
+
+
+def fit_size_trend(X: pd.DataFrame, log_ratio: np.ndarray, kind: str) -> dict[str, dict[str, float]]:
+    """Per group (:func:`layout_keys`), the slope of ``log_ratio`` (log measured / base) over log10 FLOPs within
+    each training device's largest shapes (its top :data:`LARGEST` of FLOPs in the group; devices told apart
+    by their peak, SM count and bandwidth), clipped at 0, and the largest log10 FLOPs the fit saw (where the
+    trend starts). Raises a ValueError for an unknown kind."""
+    if kind not in SIZE_TRENDS:
+        raise ValueError(f"hybrid: size_trend must be one of {SIZE_TRENDS} or None, got {kind!r}")
+    names = tuple(X.columns)
+    frame = X[["peak_tflops", "sm_count", "mem_bw_gbs", "log10_flops"]].astype("float64").copy()
+    frame["group"] = layout_keys(X.to_numpy(dtype="float64"), names, kind)
+    frame["r"] = np.asarray(log_ratio, dtype="float64")
+    frame = frame.dropna()
+    out: dict[str, dict[str, float]] = {}
+    for group, rows in frame.groupby("group"):
+        keys = [rows[c] for c in ("peak_tflops", "sm_count", "mem_bw_gbs")]
+        cut = rows.groupby(keys)["log10_flops"].transform(lambda s: s.quantile(1.0 - LARGEST))
+        top = rows[rows["log10_flops"] > cut]
+        centred = top[["log10_flops", "r"]] - top.groupby([top[c] for c in ("peak_tflops", "sm_count", "mem_bw_gbs")])[
+            ["log10_flops", "r"]].transform("mean")
+        spread = float((centred["log10_flops"] ** 2).sum())
+        slope = float((centred["log10_flops"] * centred["r"]).sum() / spread) if spread > 0 else 0.0
+        out[str(group)] = {"slope": min(slope, 0.0), "start": float(rows["log10_flops"].max())}
+    return out
+
+
+def size_trend_factor(A: np.ndarray, names: tuple[str, ...], kind: str,
+                      trend: dict[str, dict[str, float]]) -> np.ndarray:
+    """exp(slope x (log10 FLOPs - start)) past each row's group start, 1 before it and where a group or a
+    number is unknown: the multiplier :func:`fit_size_trend`'s trend puts on a prediction."""
+    flops = A[:, column_positions(names, ("log10_flops",))[0]]
+    slope, start = np.zeros(len(A)), np.full(len(A), np.inf)
+    for i, key in enumerate(layout_keys(A, names, kind)):
+        if key in trend:
+            slope[i], start[i] = trend[key]["slope"], trend[key]["start"]
+    beyond = np.where(np.isfinite(flops), np.maximum(flops - start, 0.0), 0.0)
+    return np.exp(slope * beyond)
