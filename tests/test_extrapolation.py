@@ -136,3 +136,20 @@ def test_the_preset_is_the_candidate_the_nested_selection_chose() -> None:
     assert choice.name == chosen.model
     assert choice.params == {**{k: v for k, v in chosen.params.items() if v is not None}, "seeds": sel.FINAL_SEEDS}
     assert choice.selected_on.startswith("nested") and "A100 80GB" not in choice.selected_on
+
+
+def test_spec_diagnostic_reads_the_test_shapes_on_each_spec_sheet(split) -> None:
+    """The H100 / L4 diagnostic: the test's large shapes re-featurized on each spec sheet; the roofline model
+    answers exactly its roofline on every one (ratio 1), a hybrid answers a different ratio per device, and the
+    test GPU's measured ratio is its own (no H100 or L4 row exists in the shared copy)."""
+    train, test = split
+    roofline = next(c for c in sel.CANDIDATES if c.label == "roofline")
+    diag = sel.spec_diagnostic(roofline, train, test, seed=0)
+    assert set(diag) == {"measured", *sel.SPEC_DEVICES}
+    for device in sel.SPEC_DEVICES:
+        assert set(diag[device]) == set(sel.OPS)
+        assert all(v == pytest.approx(1.0) for v in diag[device].values())
+    assert all(v > 1.0 for v in diag["measured"].values())
+    hybrid = next(c for c in sel.CANDIDATES if c.label == sel.CHOSEN)
+    ratios = sel.spec_diagnostic(hybrid, train, test, seed=0)
+    assert len({round(ratios[d]["bmm"], 6) for d in sel.SPEC_DEVICES}) == len(sel.SPEC_DEVICES)
