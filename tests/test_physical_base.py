@@ -278,3 +278,25 @@ def test_layout_split_round_trips_through_a_bundle(tmp_path: Path, split) -> Non
     loaded = PerfcastModel.load(path)
     assert isinstance(loaded.heads[0], LayoutSplit) and sorted(loaded.heads[0].vendors_) == ["nn", "tn"]
     np.testing.assert_array_equal(loaded.predict_features(F), expected)
+
+
+def test_balance_ops_weighs_bmm_and_linear_alike(split, features) -> None:
+    """NeuSight has about three bmm rows per linear one (kept here: a third of the sample's linear rows);
+    weighed alike, each op's rows carry half the fit (mean weight 1), the trees change, and the switch is
+    saved in the state."""
+    gf, X, y = features
+    _, test = split
+    keep = (X["trans_a"].to_numpy() < 0.5) | (np.arange(len(X)) % 3 == 0)
+    X, y = X[keep], y[keep]
+    params = {"power_limit": "generation", "balance_ops": True, "num_leaves": 7, "n_estimators": 40}
+    make_model("hybrid", "gemm", ["runtime_ms"], params)  # the registry accepts the switch by name
+    hybrid = hybrid_estimator("gemm", params)
+    weights = hybrid._op_weights(X)["sample_weight"]
+    bmm = X["trans_a"].to_numpy() < 0.5
+    assert 2.0 < bmm.sum() / (~bmm).sum() < 4.0
+    assert weights[bmm].sum() == pytest.approx(weights[~bmm].sum()) and weights.mean() == pytest.approx(1.0)
+    hybrid.fit(X, y)
+    plain = hybrid_estimator("gemm", {**params, "balance_ops": False}).fit(X, y)
+    F = gf.transform(test)
+    assert not np.allclose(hybrid.predict(F), plain.predict(F))
+    assert hybrid.to_state()[0]["balance_ops"] is True

@@ -145,6 +145,9 @@ CANDIDATES: tuple[Candidate, ...] = (
     _hybrid("tiny trees, DVFS power base (generation), no power columns", _NO_POWER, power_limit="generation-dvfs",
             **_TINY),
     _hybrid("tiny trees, DVFS power base (global), no power columns", _NO_POWER, power_limit="global-dvfs", **_TINY),
+    # the fit weighs bmm and linear rows alike, as the criterion (and the two goals) do
+    _hybrid("tiny trees, power base (generation), no power columns, ops weighed alike", _NO_POWER,
+            power_limit="generation", balance_ops=True, **_TINY),
     # newer silicon and libraries never lower the efficiency over the physical base (which carries the power)
     _hybrid("tiny trees, power base (generation), no power columns, monotone generation", _NO_POWER,
             power_limit="generation", monotone={"compute_capability": -1}, **_TINY),

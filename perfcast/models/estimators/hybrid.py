@@ -27,6 +27,7 @@ import pandas as pd
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
+from perfcast.models.estimators.layout_split import layout_rows
 from perfcast.models.estimators.physical_base import (fit_power_limit, fit_size_trend, physical_roofline,
                                                       size_trend_factor)
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
@@ -97,7 +98,8 @@ class HybridRegressor(Regressor):
     one tile's time bounded by the SM's share of peak and bandwidth), so the trees learn its per-tile utilisation.
     ``size_trend`` (``"op"`` or ``"pooled"``) continues the learned ratio past the largest training FLOPs with the
     within-device slope of the training devices' largest shapes (per operand layout or pooled), where trees
-    are flat; never below the plain roofline.
+    are flat; never below the plain roofline. ``balance_ops`` weighs each operand layout's rows alike in the fit
+    (NeuSight has about three bmm rows per linear one; its goals weigh the two ops alike).
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -107,7 +109,7 @@ class HybridRegressor(Regressor):
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
                  power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False,
-                 size_trend: str | None = None):
+                 size_trend: str | None = None, balance_ops: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -118,6 +120,7 @@ class HybridRegressor(Regressor):
         self.wave_quantised = wave_quantised
         self.tiles = tiles
         self.size_trend = size_trend
+        self.balance_ops = balance_ops
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -229,11 +232,20 @@ class HybridRegressor(Regressor):
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
         log_ratio = np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns)))
-        self.estimator_.fit(inputs, log_ratio)
+        self.estimator_.fit(inputs, log_ratio, **self._op_weights(X))
         self.trend_ = None if self.size_trend is None else fit_size_trend(X, log_ratio, self.size_trend)
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
+
+    def _op_weights(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``sample_weight`` giving each operand layout the same total weight (mean 1), if ``balance_ops``."""
+        if not self.balance_ops:
+            return {}
+        labels = layout_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        weights = len(labels) / (len(counts) * counts[inverse.ravel()])
+        return {"sample_weight": weights}
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_rows(X.to_numpy(dtype="float64"), tuple(X.columns))
@@ -259,6 +271,7 @@ class HybridRegressor(Regressor):
         return {"target": self.target, "columns": None if self.columns is None else list(self.columns),
                 "relative": bool(self.relative), "wave_quantised": bool(self.wave_quantised), "tiles": bool(self.tiles),
                 "size_trend": self.size_trend, "trend": getattr(self, "trend_", None),
+                "balance_ops": bool(self.balance_ops),
                 "power": None if getattr(self, "power_", None) is None else dict(self.power_),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
 
@@ -268,7 +281,7 @@ class HybridRegressor(Regressor):
         out = cls(target=str(params["target"]), columns=params.get("columns"),
                   relative=bool(params.get("relative", False)),
                   wave_quantised=bool(params.get("wave_quantised", False)), tiles=bool(params.get("tiles", False)),
-                  size_trend=params.get("size_trend"))
+                  size_trend=params.get("size_trend"), balance_ops=bool(params.get("balance_ops", False)))
         trend = params.get("trend")
         out.trend_ = None if trend is None else {str(g): {str(k): float(v) for k, v in t.items()}
                                                  for g, t in trend.items()}

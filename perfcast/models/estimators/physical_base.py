@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.features.base import column_positions
+from perfcast.models.estimators.layout_split import layout_rows
 
 #: kinds of power limit the hybrid accepts
 POWER_LIMITS: tuple[str, ...] = ("global", "generation", "global-dvfs", "generation-dvfs")
@@ -57,8 +58,6 @@ COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops"
 #: feature columns the tile formulation reads (shape, the assumed CTA tile, operand bytes, spec sheet)
 #: kinds of size trend the hybrid accepts: one slope for every row, or one per operand layout
 SIZE_TRENDS: tuple[str, ...] = ("pooled", "op")
-#: feature columns that name a row's operand layout (NeuSight's bmm is "nn", its linear "tn")
-LAYOUT_COLUMNS: tuple[str, ...] = ("trans_a", "trans_b")
 TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "tile_m", "tile_n", "a_bytes", "b_bytes",
                                  "c_bytes", "sm_count", "peak_tflops", "mem_bw_gbs")
 
@@ -158,13 +157,8 @@ def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, An
 
 
 def layout_keys(A: np.ndarray, names: tuple[str, ...], kind: str) -> list[str]:
-    """Each row's size-trend group: its operand layout (``"op"``: "nn", "tn", "?" where unknown) or "all"."""
-    if kind == "pooled":
-        return ["all"] * len(A)
-    letters = np.asarray(["n", "t", "?"], dtype=object)
-    flags = A[:, list(column_positions(names, LAYOUT_COLUMNS))]
-    codes = np.where(np.isfinite(flags), flags > 0.5, 2).astype(np.int64)
-    return list(letters[codes[:, 0]] + letters[codes[:, 1]])
+    """Each row's size-trend group: its operand layout (``"op"``: :func:`layout_rows`) or "all"."""
+    return ["all"] * len(A) if kind == "pooled" else list(layout_rows(A, names))
 
 
 def fit_size_trend(X: pd.DataFrame, log_ratio: np.ndarray, kind: str) -> dict[str, dict[str, float]]:
