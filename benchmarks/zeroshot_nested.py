@@ -43,14 +43,15 @@ MONOTONE = dict(EFFICIENCY_DIRECTION)
 
 def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     """Every candidate base model (hybrid parameters), the preset's own (``vendor``) first. Round 1 (the earlier
-    presets' candidates) then round 2 (the efficiency relative to the device, physics in the base, fewer columns)."""
+    presets' candidates), round 2 (the efficiency relative to the device, physics in the base, fewer columns), round 4
+    (the L2-resident roofline base)."""
     base = {"n_estimators": trees, "learning_rate": 0.1}
     pair = [{}, {"columns": SDWT}]
     rel = [{"columns": [*SDWT, *REL]}, {"columns": [*SDWT, "log10_bytes_over_l2"]}]
     #: the preset's own members: the pair for GEMM, one member on every column for attention
     own = pair if task == "gemm" else [{}]
     vendor = {**base, "by_vendor": True}
-    return {
+    pool = {
         "vendor": {**vendor, "variants": own},
         "current": {**base, "variants": pair},
         "rel_l2": {**base, "variants": rel},
@@ -65,6 +66,10 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
         "relative_mono": {**vendor, "variants": [{**v, "relative": True, "monotone": MONOTONE} for v in own]},
         "relative_pair": {**vendor, "variants": [{"relative": True}, {"columns": SDWT}]},
     }
+    # round 4: the presets' members (round 2) with the L2-resident memory time in the roofline base
+    pool["ratios_mono_l2"] = {**pool["ratios_mono"], "l2_resident": True}
+    pool["relative_pair_l2"] = {**pool["relative_pair"], "l2_resident": True}
+    return pool
 
 
 def sample(data_root: Path, task: str, rows: int, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

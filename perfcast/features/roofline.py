@@ -184,3 +184,14 @@ def compute_ms(flops: np.ndarray, peak_tflops: np.ndarray) -> np.ndarray:
 def memory_ms(nbytes: np.ndarray, bw_gbs: np.ndarray) -> np.ndarray:
     """Time (ms) moving the bytes takes at the peak DRAM bandwidth."""
     return np.asarray(nbytes, dtype="float64") / (np.asarray(bw_gbs, dtype="float64") * 1e6)
+
+
+def l2_resident_memory_ms(nbytes: np.ndarray, bw_gbs: np.ndarray, l2_mb: np.ndarray, l2_gbs: np.ndarray
+                          ) -> np.ndarray:
+    """Time (ms) moving the bytes when a kernel whose operands fit in the L2 finds them there: a benchmark repeats
+    the launch, so operands no larger than the L2 stay resident and move at the L2 rate ``l2_gbs`` (never below
+    the DRAM rate); larger ones stream from DRAM (:func:`memory_ms`). Where the L2 size or rate is unknown, DRAM."""
+    nbytes, bw = np.asarray(nbytes, dtype="float64"), np.asarray(bw_gbs, dtype="float64")
+    l2_mb, l2_gbs = np.asarray(l2_mb, dtype="float64"), np.asarray(l2_gbs, dtype="float64")
+    resident = (nbytes <= l2_mb * 1e6) & (l2_gbs > bw)  # NaN compares false: DRAM
+    return memory_ms(nbytes, np.where(resident, l2_gbs, bw))

@@ -28,8 +28,8 @@ from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
 from perfcast.models.estimators.layout_split import layout_rows
-from perfcast.models.estimators.physical_base import (fit_power_limit, fit_size_trend, physical_roofline,
-                                                      size_trend_factor)
+from perfcast.models.estimators.physical_base import (fit_l2_rate, fit_power_limit, fit_size_trend,
+                                                      physical_roofline, size_trend_factor)
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
 from perfcast.models.estimators.rows import named_frame
 
@@ -100,6 +100,8 @@ class HybridRegressor(Regressor):
     within-device slope of the training devices' largest shapes (per operand layout or pooled), where trees
     are flat; never below the plain roofline. ``balance_ops`` weighs each operand layout's rows alike in the fit
     (NeuSight has about three bmm rows per linear one; its goals weigh the two ops alike).
+    ``l2_resident`` moves the bytes of a kernel that fits in the device's L2 at an L2 rate fitted on the training
+    rows (:func:`~perfcast.models.estimators.physical_base.fit_l2_rate`; off by default).
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -109,7 +111,7 @@ class HybridRegressor(Regressor):
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
                  power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False,
-                 size_trend: str | None = None, balance_ops: bool = False):
+                 size_trend: str | None = None, balance_ops: bool = False, l2_resident: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -121,12 +123,15 @@ class HybridRegressor(Regressor):
         self.tiles = tiles
         self.size_trend = size_trend
         self.balance_ops = balance_ops
+        self.l2_resident = l2_resident
 
     # ------------------------------------------------------------------ baseline
-    def _baseline(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    def _baseline(self, A: np.ndarray, names: tuple[str, ...], l2: float | None = None) -> np.ndarray:
+        """The runtime baseline of feature rows ``A`` (columns ``names``); ``l2`` overrides the fitted L2 rate."""
         power = getattr(self, "power_", None)
-        if self.target == "runtime_ms" and (power is not None or self.wave_quantised or self.tiles):
-            base = physical_roofline(A, names, power, self.wave_quantised, self.tiles)
+        l2 = getattr(self, "l2_rate_", 0.0) if l2 is None else l2
+        if self.target == "runtime_ms" and (power is not None or self.wave_quantised or self.tiles or l2 > 0):
+            base = physical_roofline(A, names, power, self.wave_quantised, self.tiles, l2)
         else:
             base = baseline_rows(A, names, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
@@ -229,6 +234,10 @@ class HybridRegressor(Regressor):
         self.power_ = None
         if self.power_limit is not None and self.target == "runtime_ms":
             self.power_ = fit_power_limit(X, y, self.power_limit)
+        self.l2_rate_ = 0.0
+        if self.l2_resident and self.target == "runtime_ms":
+            A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
+            self.l2_rate_ = fit_l2_rate(X, y, lambda rate: self._baseline(A, names, rate))
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
         log_ratio = np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns)))
@@ -273,7 +282,8 @@ class HybridRegressor(Regressor):
                 "size_trend": self.size_trend, "trend": getattr(self, "trend_", None),
                 "balance_ops": bool(self.balance_ops),
                 "power": None if getattr(self, "power_", None) is None else dict(self.power_),
-                "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_)}, {}
+                "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_),
+                **({"l2_rate": float(self.l2_rate_)} if getattr(self, "l2_rate_", 0.0) > 0 else {})}, {}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
@@ -289,6 +299,8 @@ class HybridRegressor(Regressor):
         out.power_ = None if power is None else {str(k): float(v) for k, v in power.items()}
         out.floors_ = {str(k): float(v) for k, v in params.get("floors", {}).items()}
         out.pooled_floor_ = float(params.get("pooled_floor", 0.0))
+        out.l2_rate_ = float(params.get("l2_rate", 0.0))
+        out.l2_resident = out.l2_rate_ > 0
         return out
 
     def __sklearn_tags__(self):

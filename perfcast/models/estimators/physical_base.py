@@ -1,4 +1,4 @@
-"""Physical corrections of the roofline that the hybrid may use as its base: a power limit and wave quantisation.
+"""Physical corrections of the roofline that the hybrid may use as its base: a power limit, wave quantisation, L2.
 
 Why: a tree repeats its last step beyond the training range, so whatever the base leaves to the trees is
 extrapolated flat. Two effects of a large GEMM on a new GPU are physics, not quirks, and can be carried by
@@ -26,16 +26,22 @@ the base instead:
   log FLOPs on each training device's largest shapes (never positive: more work never lowers the efficiency)
   continues the learned ratio past the training maximum, per operand layout (``"op"``: NeuSight's bmm and
   linear) or pooled; it never takes a prediction below the plain roofline.
+* **L2 residency.** A benchmark repeats its launch, so a kernel whose bytes fit in the L2 finds its operands there
+  and moves them at the L2 rate, not the DRAM rate (a 96 MB L2 in front of 864 GB/s GDDR holds most of a mid-sized
+  GEMM's weights). The sheet gives the L2 size, not its rate; on-chip bandwidth scales with the SMs and their
+  clock, so the rate is ``b x SMs x clock`` with ``b`` (bytes per SM per clock) fitted on the training rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from perfcast.features.base import column_positions
+from perfcast.features.roofline import l2_resident_memory_ms
 from perfcast.models.estimators.layout_split import layout_rows
 
 #: kinds of power limit the hybrid accepts
@@ -60,6 +66,13 @@ COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops"
 SIZE_TRENDS: tuple[str, ...] = ("pooled", "op")
 TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "tile_m", "tile_n", "a_bytes", "b_bytes",
                                  "c_bytes", "sm_count", "peak_tflops", "mem_bw_gbs")
+
+#: feature columns the L2-resident memory time reads
+L2_COLUMNS: tuple[str, ...] = ("log10_bytes", "mem_bw_gbs", "l2_mb", "sm_count", "max_clock_mhz")
+#: the L2 rate's grid, bytes per SM per clock (0: no L2 term, the plain roofline's memory time)
+L2_BYTES_PER_CLOCK: tuple[float, ...] = (0.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0)
+#: spec columns that tell the training devices apart for the L2 fit (its loss is level-free per device)
+_DEVICE_KEY: tuple[str, ...] = ("mem_bw_gbs", "sm_count", "l2_mb")
 
 
 def device_rates(X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
@@ -134,11 +147,35 @@ def tile_times(A: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.nd
     return compute, memory
 
 
+def l2_memory_ms(A: np.ndarray, names: tuple[str, ...], bytes_per_clock: float) -> np.ndarray:
+    """Memory time (ms) of feature rows ``A`` (columns ``names``) whose bytes stay in the L2 when they fit
+    (:func:`~perfcast.features.roofline.l2_resident_memory_ms`), the L2 rate ``bytes_per_clock x SMs x clock``."""
+    v = dict(zip(L2_COLUMNS, (A[:, j] for j in column_positions(names, L2_COLUMNS)), strict=True))
+    l2_gbs = bytes_per_clock * v["sm_count"] * v["max_clock_mhz"] * 1e-3  # bytes/clock x SMs x GHz = GB/s
+    return l2_resident_memory_ms(10.0 ** v["log10_bytes"], v["mem_bw_gbs"], v["l2_mb"], l2_gbs)
+
+
+def fit_l2_rate(X: pd.DataFrame, y: np.ndarray, base: Callable[[float], np.ndarray]) -> float:
+    """The L2 rate (bytes per SM per clock, of :data:`L2_BYTES_PER_CLOCK`; 0 turns the term off) whose runtime
+    baseline ``base(rate)`` leaves the least within-device variance of log(y / base) on the training rows: the
+    level of each device is the trees' job, the shape of its curve the baseline's."""
+    device = X[list(_DEVICE_KEY)].astype("float64").groupby(list(_DEVICE_KEY), dropna=False).ngroup().to_numpy()
+    log_y = np.log(np.asarray(y, dtype="float64"))
+
+    def loss(rate: float) -> float:
+        r = pd.Series(log_y - np.log(base(rate)))
+        return float((r - r.groupby(device).transform("mean")).pow(2).sum())
+
+    return min(L2_BYTES_PER_CLOCK, key=loss)  # ties: the first, the weakest term
+
+
 def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, Any] | None,
-                      waves: bool, tiles: bool = False) -> np.ndarray:
+                      waves: bool, tiles: bool = False, l2_bytes_per_clock: float = 0.0) -> np.ndarray:
     """The roofline time (ms) of feature rows ``A`` (columns ``names``) with its compute term slowed by the power
     limit ``power`` (None: none) and, if ``waves``, by the partly empty last wave; with ``tiles`` both terms are
-    :func:`tile_times` (which quantise the waves themselves), the plain roofline's where a number is missing."""
+    :func:`tile_times` (which quantise the waves themselves), the plain roofline's where a number is missing.
+    A positive ``l2_bytes_per_clock`` moves the bytes of a kernel that fits in the L2 at the L2 rate
+    (:func:`l2_memory_ms`)."""
     at = dict(zip(COLUMNS, column_positions(names, COLUMNS), strict=True))
     compute = 10.0 ** A[:, at["log10_compute_ms"]]
     memory = 10.0 ** A[:, at["log10_memory_ms"]]
@@ -147,6 +184,8 @@ def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, An
         known = np.isfinite(tile_compute) & np.isfinite(tile_memory) & (tile_compute > 0)
         compute, memory = np.where(known, tile_compute, compute), np.where(known, tile_memory, memory)
         waves = False
+    elif l2_bytes_per_clock > 0:
+        memory = np.minimum(memory, l2_memory_ms(A, names, l2_bytes_per_clock))
     if power is not None:
         compute = compute * power_slowdown(A[:, at["peak_tflops"]], A[:, at["tdp_w"]],
                                            A[:, at["compute_capability"]], power)
