@@ -86,9 +86,7 @@ class Kriging:
                    float(length_scale), float(weight))
 
     def __post_init__(self) -> None:
-        # serving constants, derived once (never saved): the points' squared norms and, per column-name tuple of
-        # the feature rows a request brings, where each input sits in them
-        self._norms = (self.points * self.points).sum(1)
+        # per column-name tuple of the feature rows a request brings, where each input sits in them (never saved)
         self._at: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def log_ratio(self, F: pd.DataFrame | None, base: np.ndarray, A: np.ndarray | None = None,
@@ -105,10 +103,21 @@ class Kriging:
             X = X[:, :-1]
         Z = (X - self.mean) / self.scale
         out = np.empty(len(Z))
+        scale = -1.0 / (2.0 * self.length_scale ** 2)
         for i in range(0, len(Z), BLOCK):
+            # elementwise only (no matrix product): each row's value is then the same bits whether it is predicted
+            # alone or in a batch, as one-row serving promises (a BLAS product's summation order depends on the shape)
             z = Z[i:i + BLOCK]
-            d2 = (z * z).sum(1)[:, None] + self._norms[None, :] - 2.0 * z @ self.points.T
-            out[i:i + BLOCK] = np.exp(-np.maximum(d2, 0.0) / (2.0 * self.length_scale ** 2)) @ self.alpha
+            d2 = np.zeros((len(z), len(self.points)))
+            step = np.empty_like(d2)
+            for j in range(z.shape[1]):
+                np.subtract(z[:, j, None], self.points[None, :, j], out=step)
+                step *= step
+                d2 += step
+            d2 *= scale
+            np.exp(d2, out=d2)
+            d2 *= self.alpha
+            out[i:i + BLOCK] = d2.sum(1)
         return self.weight * out
 
     def _take(self, A: np.ndarray, names: tuple[str, ...], cols: list[str]) -> np.ndarray:
