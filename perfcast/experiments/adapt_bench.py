@@ -217,8 +217,8 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], 
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
     level (mean over the other GPUs and parts of |coverage - level|; at K = 0, :func:`select_variants`, with the
-    preset's intervals as its ``guard`` when ``guard``, and its ``objective``). One candidate: kept as is. Choices and nested scores go in
-    the notes."""
+    preset's intervals as its ``guard`` when ``guard``, and its ``objective``). One candidate: kept as is. Choices
+    and nested scores go in the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
