@@ -33,9 +33,11 @@ from perfcast.experiments.adapt_bench import K0_BAND, LEVEL, PHASE_LABEL
 from perfcast.experiments.presets import budget_rows, choose
 from perfcast.experiments.results import Workspace
 from perfcast.models.uncertainty.zero_shot import (
+    OBJECTIVES,
     PRESET,
     CrossFittedScores,
     describe,
+    objective_of,
     select_variants,
     variants,
     zero_shot_variants,
@@ -82,7 +84,8 @@ def fit_bases(data_root: Path, task: str, test_rows: int, seed: int, n_splits: i
     return out
 
 
-def evaluate(cache: dict[str, dict[str, Any]], candidates: list, guard: bool = False) -> dict[str, Any]:
+def evaluate(cache: dict[str, dict[str, Any]], candidates: list, guard: bool = False, objective: str = "count"
+             ) -> dict[str, Any]:
     """Coverage and width of every candidate on every GPU and part, the choice per GPU, before and after."""
     cov: dict[tuple[str, str, Any], float] = {}
     width: dict[tuple[str, str, Any], float] = {}
@@ -97,7 +100,7 @@ def evaluate(cache: dict[str, dict[str, Any]], candidates: list, guard: bool = F
                 width[(dev, part, v)] = metrics.mean_width(lo[sel], hi[sel])
     parts = {dev: list(np.unique(c["parts"])) for dev, c in cache.items()}
     chosen, nested = select_variants(cov, parts, candidates, LEVEL, K0_BAND,
-                                     PRESET if guard and PRESET in candidates else None)
+                                     PRESET if guard and PRESET in candidates else None, objective)
     rows = []
     for dev, c in cache.items():
         for part in parts[dev]:
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--guard", action="store_true",
                         help="keep the preset's intervals unless choosing among the variants beat them one level "
                              "deeper (select_variants' guard)")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="select_variants' objective (default: the preset's)")
     parser.add_argument("--json", type=Path, help="write the per-GPU rows here")
     parser.add_argument("--out", type=Path, help="write a markdown table here")
     args = parser.parse_args()
@@ -136,9 +140,11 @@ def main() -> None:
         cache = {task: fit_bases(args.data_root, task, args.test_rows, args.seed, args.n_splits)
                  for task in ("gemm", "attention")}
         args.cache.write_bytes(pickle.dumps(cache))
-    candidates = zero_shot_variants(choose(PROTOCOL).options.get("k0_intervals")) or [PRESET, *variants(
+    spec = choose(PROTOCOL).options.get("k0_intervals")
+    candidates = zero_shot_variants(spec) or [PRESET, *variants(
         (None, "phase", "kind", "phase own", "kind own"), (1.0, 0.8, 0.9, 1.1, 1.2))]
-    found = {task: evaluate(c, candidates, args.guard) for task, c in cache.items()}
+    objective = args.objective or objective_of(spec)
+    found = {task: evaluate(c, candidates, args.guard, objective) for task, c in cache.items()}
     rows = [r for f in found.values() for r in f["rows"]]
     frame = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
@@ -155,6 +161,7 @@ def render(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     lines = ["# aiconfigurator-adapt, K = 0: 90% interval coverage per GPU, before -> after", "",
              f"`python benchmarks/k0_intervals.py --test-rows {args.test_rows} --seed {args.seed}"
              + (f" --n-splits {args.n_splits}" if args.n_splits else "") + (" --guard" if args.guard else "")
+             + (f" --objective {args.objective}" if args.objective else "")
              + "`: per left-out GPU "
              "the base model of the protocol (fitted on the other GPUs), its 90% interval before (the preset's: GEMM "
              "scaled by spec-sheet distance, attention one width) and after (the candidate, the preset's own or a "

@@ -53,7 +53,7 @@ from perfcast.builtin import bundle_path
 from perfcast.datasets.importers import get_importer
 from perfcast.features.records import Records
 from perfcast.models import make_model
-from perfcast.models.persistence.adapted import save_adapted
+from perfcast.models.persistence.adapted import adapt_loaded, save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.persistence.compiled import compile_lightgbm
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -73,6 +73,10 @@ CONFIG_COLUMNS = {"gemm": ["m", "n", "k", "dtype", "device_id"],
                                 "kv_dtype", "device_id"]}
 #: the device the adapted bundle is adapted to, and how many planned measurements it is adapted on
 ADAPT_DEVICE, ADAPT_ROWS = "l40s", 128
+#: the adaptation setting configs/aiconfigurator_adapt.toml's benchmark chose at K = 128 and 512 (``krige``, the
+#: product's default), and the earlier default (neither the smooth shape term nor the kriging offered)
+KRIGED: dict[str, Any] = {"smooth": True, "krige": -1.0}
+UNKRIGED: dict[str, Any] = {"smooth": False, "krige": None}
 
 
 def median_seconds(fn: Callable[[int], object], n: int) -> float:
@@ -106,12 +110,16 @@ def requests(root: Path, task: str, rows: int, seed: int) -> list[dict[str, Any]
     return [{k: v for k, v in c.items() if not pd.isna(v)} for c in df.to_dict("records")]
 
 
-def adapted_bundle(root: Path, path: Path) -> Path:
-    """The built-in GEMM model adapted to :data:`ADAPT_DEVICE` on :data:`ADAPT_ROWS` planned real measurements."""
+def adapted_bundle(root: Path, path: Path, rows: int = ADAPT_ROWS, **settings: Any) -> Path:
+    """The built-in GEMM model adapted to :data:`ADAPT_DEVICE` on ``rows`` planned real measurements (``settings``:
+    :func:`~perfcast.models.persistence.adapted.adapt_loaded`'s, e.g. ``smooth``, ``krige``; none: the product's
+    defaults)."""
     df = gemm_records(root, 100_000, seed=3)
     device = df[df["device_id"] == ADAPT_DEVICE].reset_index(drop=True)
-    picked = device.index.isin(adaptation_plan(device.drop(columns=["runtime_ms"]), "gemm", ADAPT_ROWS))
-    return save_adapted(Predictor.builtin("gemm").adapt(device[picked]).model, path)
+    picked = device.index.isin(adaptation_plan(device.drop(columns=["runtime_ms"]), "gemm", rows))
+    base = Predictor.builtin("gemm")
+    records = base._records(device[picked].reset_index(drop=True))
+    return save_adapted(adapt_loaded(base.model, records, **settings)[0], path)
 
 
 def fresh_process(code: str) -> tuple[float, float]:
@@ -125,6 +133,13 @@ def fresh_process(code: str) -> tuple[float, float]:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return statistics.median(walls), statistics.median(cpus)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def cpu_per_call(fn: Callable[[int], object], n: int) -> float:
@@ -231,9 +246,8 @@ def speed(args: argparse.Namespace, path: Path, task: str = "gemm") -> dict[str,
     batch = pd.DataFrame(requests(args.data_root, task, args.batch, seed=2))
     for threads, pred in ((1, p1), (2, p2)):
         pred.predict(batch.iloc[:1000])  # warm: the compiled walker's first call loads numba's cache
-        start = time.perf_counter()
-        pred.predict(batch)
-        out[f"batch{threads}"] = len(batch) / (time.perf_counter() - start)
+        out[f"batch{threads}"] = len(batch) / statistics.median(timed(lambda: pred.predict(batch))
+                                                                for _ in range(args.repeats))
     batch_features = p1.model.features.transform(p1._records(batch))
     start = time.perf_counter()
     p1.model.predict_features(batch_features)
@@ -248,14 +262,26 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000, help="training rows (aiconfigurator bf16 GEMMs)")
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    ap.add_argument("--repeats", type=int, default=1, help="batch predictions timed per bundle (their median)")
+    ap.add_argument("--adapted", action="store_true",
+                    help=f"only the built-in GEMM model (the base) and its adaptations on {ADAPT_ROWS} and 512 rows: "
+                         f"with neither the smooth shape term nor the kriging ({UNKRIGED}), and with both "
+                         f"({KRIGED}, the product default)")
     args = ap.parse_args()
 
     records = gemm_records(args.data_root, args.rows, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"default": measure(args, records, {}), "serving": measure(args, records, SERVING),
-                "built-in gemm": speed(args, bundle_path("gemm")),
-                "built-in attention": speed(args, bundle_path("attention"), "attention"),
-                f"adapted ({ADAPT_DEVICE})": speed(args, adapted_bundle(args.data_root, Path(tmp) / "adapted"))}
+        if args.adapted:
+            runs = {"built-in gemm (base)": speed(args, bundle_path("gemm"))}
+            for k in (ADAPT_ROWS, 512):
+                for name, settings in (("neither", UNKRIGED), ("smooth + kriged", KRIGED)):
+                    runs[f"{ADAPT_DEVICE}, K={k}, {name}"] = speed(args, adapted_bundle(
+                        args.data_root, Path(tmp) / f"{name[0]}{k}", k, **settings))
+        else:
+            runs = {"default": measure(args, records, {}), "serving": measure(args, records, SERVING),
+                    "built-in gemm": speed(args, bundle_path("gemm")),
+                    "built-in attention": speed(args, bundle_path("attention"), "attention"),
+                    f"adapted ({ADAPT_DEVICE})": speed(args, adapted_bundle(args.data_root, Path(tmp) / "adapted"))}
     forest_s, forest_cpu = forest_one_row(args.data_root)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
@@ -281,8 +307,9 @@ def main() -> None:
         ("  of which features (1 row)", "-", lambda r: f"{r['features'] * 1e3:.3f} ms ({rf(r['features'])})"),
         ("  of which trees (+ transfer)", "-", lambda r: f"{r['trees'] * 1e3:.3f} ms ({rf(r['trees'])})"),
         ("  of which intervals + OOD check", "-", lambda r: f"{r['rest'] * 1e3:.3f} ms ({rf(r['rest'])})"),
-        (f"batch of {args.batch:,}, 1 tree thread", "-", lambda r: f"{r['batch1']:,.0f} /s ({rf(1 / r['batch1'])})"),
-        (f"batch of {args.batch:,}, 2 tree threads", TARGETS["batch"],
+        (f"batch of {args.batch:,}, 1 tree thread (median of {args.repeats})", "-",
+         lambda r: f"{r['batch1']:,.0f} /s ({rf(1 / r['batch1'])})"),
+        (f"batch of {args.batch:,}, 2 tree threads (median of {args.repeats})", TARGETS["batch"],
          lambda r: f"{r['batch2']:,.0f} /s ({rf(1 / r['batch2'])})"),
         ("  trees (+ transfer) alone on the batch's features, 1 thread", "-",
          lambda r: f"{r['trees_rate']:,.0f} /s ({rf(1 / r['trees_rate'])})"),
@@ -296,6 +323,12 @@ def main() -> None:
         print(f"| {name} | {target} | " + " | ".join(cell(r) for r in runs.values()) + " |")
     print(f"| sklearn RandomForest(100).predict, 1 row (GPPerf) = RF | - | {forest_s * 1e3:.2f} ms (CPU "
           f"{forest_cpu * 1e3:.2f} ms) |" + " |" * (len(runs) - 1))
+    if args.adapted:  # each bundle's times over its base's (issue 13: "predicts as fast as its base")
+        base = next(iter(runs.values()))
+        for name, key, slower in (("one config median", "one", True), ("one config CPU", "one_cpu", True),
+                                  ("batch, 1 thread", "batch1", False), ("batch, 2 threads", "batch2", False)):
+            print(f"| time over the base's: {name} | - | " + " | ".join(
+                f"{(r[key] / base[key] if slower else base[key] / r[key]):.2f}x" for r in runs.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ columns and in the columns a leaf's linear model reads (LightGBM then falls back
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import lightgbm as lgb
@@ -101,3 +104,28 @@ def test_models_the_linear_walker_does_not_cover_are_left_to_lightgbm(smooth):
     booster, A = smooth
     text = booster.model_to_string().replace("objective=regression", "objective=poisson", 1)
     assert compile_linear_lightgbm(text) is None
+
+
+def test_a_few_rows_are_walked_in_numpy_to_the_kernels_bits(smooth):
+    """A fresh process's first small requests never import numba (loading an adapted bundle and answering a few
+    configurations stays cheap), and give the kernels' numbers to the bit, NaN fallbacks included."""
+    from perfcast.models.persistence import linear_kernels
+
+    booster, A = smooth
+    forest = compile_linear_lightgbm(booster.model_to_string())
+    X = _probe(A)
+    args = (forest.roots, forest.feature, forest.threshold, forest.left, forest.right, forest.nan_way,
+            forest.leaf_value, forest.const, forest.coef_start, forest.coef_feature, forest.coef_value)
+    kernels = linear_kernels.walk(X, args, 1)
+    for lo in range(0, len(X), 13):  # requests of 13 rows (<= small_walk.SMALL), NaN rows at the end
+        np.testing.assert_array_equal(forest._small(X[lo:lo + 13]), kernels[lo:lo + 13])
+    _close(kernels, booster.predict(X))
+    where = Path(tempfile.mkdtemp())
+    (where / "smooth.txt").write_text(booster.model_to_string())
+    np.save(where / "rows.npy", X[-3:])  # NaN among them
+    code = ("import sys, numpy as np; from perfcast.models.persistence.compiled_linear import compile_linear_lightgbm;"
+            f" f = compile_linear_lightgbm(open({str(where / 'smooth.txt')!r}).read());"
+            f" print(f.predict(np.load({str(where / 'rows.npy')!r})).tolist(), 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False", out
+

@@ -17,7 +17,15 @@ from perfcast.experiments.adapt_bench import adapt_device, select_settings
 from perfcast.experiments.baselines import CONFIG_KEYS
 from perfcast.models import make_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
-from perfcast.models.uncertainty.zero_shot import PRESET, WIDTHS, CrossFittedScores, select_variants, variants
+from perfcast.models.uncertainty.zero_shot import (
+    OBJECTIVES,
+    PRESET,
+    WIDTHS,
+    CrossFittedScores,
+    objective_of,
+    select_variants,
+    variants,
+)
 
 GPUS = ["a100_sxm", "h100_sxm", "l40s", "b60"]
 CANDIDATES = variants((None, "kind own"), (1.0, 1.2), (False, True))
@@ -168,3 +176,31 @@ def test_the_preset_guard_keeps_the_model_s_intervals_unless_choosing_helps_on_t
     # the preset's intervals covering nothing: every device takes a variant
     useless = {k: (0.0 if k[2] == PRESET else x) for k, x in real.items()}
     assert PRESET not in select_variants(useless, parts, offered, 0.9, (0.8, 0.97), PRESET)[0].values()
+
+
+def test_the_distance_objective_weighs_how_far_the_other_gpus_miss(fitted) -> None:
+    y = {dev: f[3]["runtime_ms"].to_numpy(dtype="float64") for dev, f in fitted.items()}
+    parts, band = {dev: [""] for dev in fitted}, (0.8, 0.97)
+    cov = coverage(fitted, y)
+    picks = {o: select_variants(cov, parts, CANDIDATES, 0.9, band, objective=o)[0] for o in OBJECTIVES}
+
+    def outside(dev: str, v) -> tuple[float, float]:  # over the other GPUs: (share outside, mean distance outside)
+        x = np.array([cov[(d, "", v)] for d in fitted if d != dev])
+        miss = np.maximum(0.0, np.maximum(band[0] - x, x - band[1]))
+        return float(np.mean(miss > 0)), float(np.mean(miss))
+
+    for dev in GPUS:
+        count, distance = outside(dev, picks["count"][dev]), outside(dev, picks["distance"][dev])
+        assert count[0] <= distance[0] + 1e-12 and distance[1] <= count[1] + 1e-12, (dev, count, distance)
+        hidden = dict(y, **{dev: np.full(len(y[dev]), np.nan)})  # its own latencies never choose
+        again = select_variants(coverage(fitted, hidden), parts, CANDIDATES, 0.9, band, objective="distance")[0]
+        assert again[dev] == picks["distance"][dev]
+
+
+def test_the_objective_is_the_preset_s_and_a_bad_one_is_refused() -> None:
+    from perfcast.experiments.presets import choose
+
+    assert objective_of(choose("aiconfigurator-adapt").options["k0_intervals"]) == "distance"
+    assert objective_of(None) == "count"
+    with pytest.raises(ValueError, match=r"objective 'nearest' .*count, distance.*k0_intervals\.objective"):
+        objective_of({"objective": "nearest"})

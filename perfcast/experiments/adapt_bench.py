@@ -37,10 +37,12 @@ from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.uncertainty.zero_shot import (
+    OBJECTIVES,
     PRESET,
     CrossFittedScores,
     Variant,
     describe,
+    objective_of,
     select_variants,
     zero_shot_variants,
 )
@@ -209,14 +211,14 @@ def _score_parts(out: dict[tuple[str, int], dict[Key, Result]], protocol: str, d
         out.setdefault((label, k), {})[key] = res
 
 
-def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], guard: bool = False
-                    ) -> dict[tuple[str, int], list[Result]]:
+def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], guard: bool = False,
+                    objective: str = OBJECTIVES[0]) -> dict[tuple[str, int], list[Result]]:
     """Per left-out GPU and K, leave-one-GPU-out on the *other* GPUs only (every part, each GPU adapted with its
     own base model and plan), so no GPU's test rows choose its own settings: first the donor setting of least
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
     level (mean over the other GPUs and parts of |coverage - level|; at K = 0, :func:`select_variants`, with the
-    preset's intervals as its ``guard`` when ``guard``). One candidate: kept as is. Choices and nested scores go in
-    the notes."""
+    preset's intervals as its ``guard`` when ``guard``, and its ``objective``). One candidate: kept as is. Choices
+    and nested scores go in the notes."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
@@ -238,7 +240,7 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], 
                 cov = {(d, key, g): per_device[key][j][(chosen, g)].coverage for j, d in enumerate(devices)
                        for key in labels for g in thresholds}
                 picked, why = select_variants(cov, {d: labels for d in devices}, thresholds, LEVEL, K0_BAND,
-                                              PRESET if guard and PRESET in thresholds else None)
+                                              PRESET if guard and PRESET in thresholds else None, objective)
                 group = picked[dev]
             for key in labels:
                 res = per_device[key][i][(chosen, group)]
@@ -321,7 +323,8 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
         guard = bool((options.get("k0_intervals") or {}).get("guard", False))
-        rows.extend(summarize(protocol, task, select_settings(per_device, guard), common))
+        rows.extend(summarize(protocol, task, select_settings(per_device, guard, objective_of(
+            options.get("k0_intervals"))), common))
     return rows
 
 

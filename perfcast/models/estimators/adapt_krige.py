@@ -45,7 +45,13 @@ def krige_columns(F: pd.DataFrame, task: str) -> list[str]:
 
 
 def _inputs(A: np.ndarray, base: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.nan_to_num(A, nan=0.0), np.log(np.asarray(base, dtype="float64").ravel())])
+    """``A`` (NaN as 0) beside log(base); filled in place, as a one-row request pays for every numpy call."""
+    X = np.empty((len(A), A.shape[1] + 1))
+    X[:, :-1] = A
+    if not np.isfinite(X[:, :-1]).all():
+        X[:, :-1] = np.nan_to_num(A, nan=0.0)
+    X[:, -1] = np.log(np.asarray(base, dtype="float64").ravel())
+    return X
 
 
 def _kernel(X: np.ndarray, Y: np.ndarray, length_scale: float) -> np.ndarray:
@@ -79,6 +85,10 @@ class Kriging:
         return cls([n for n, k in zip(names, keep, strict=True) if k], mean[keep], scale[keep], Z, alpha,
                    float(length_scale), float(weight))
 
+    def __post_init__(self) -> None:
+        # per column-name tuple of the feature rows a request brings, where each input sits in them (never saved)
+        self._at: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+
     def log_ratio(self, F: pd.DataFrame | None, base: np.ndarray, A: np.ndarray | None = None,
                   names: tuple[str, ...] | None = None) -> np.ndarray:
         """Per row, ``weight`` x the kriged residual (``F``, or feature rows ``A`` with column ``names``)."""
@@ -87,17 +97,39 @@ class Kriging:
         if F is not None:
             X = F.reindex(columns=cols).to_numpy(dtype="float64")
         else:
-            at = {n: i for i, n in enumerate(names or ())}
-            X = np.column_stack([A[:, at[c]] if c in at else np.full(len(A), np.nan) for c in cols]) \
-                if cols else np.empty((len(A), 0))
+            X = self._take(np.asarray(A, dtype="float64"), tuple(names or ()), cols)
         X = _inputs(X, base)
         if "log_base" not in self.columns:
             X = X[:, :-1]
         Z = (X - self.mean) / self.scale
         out = np.empty(len(Z))
+        scale = -1.0 / (2.0 * self.length_scale ** 2)
         for i in range(0, len(Z), BLOCK):
-            out[i:i + BLOCK] = _kernel(Z[i:i + BLOCK], self.points, self.length_scale) @ self.alpha
+            # elementwise only (no matrix product): each row's value is then the same bits whether it is predicted
+            # alone or in a batch, as one-row serving promises (a BLAS product's summation order depends on the shape)
+            z = Z[i:i + BLOCK]
+            d2 = np.zeros((len(z), len(self.points)))
+            step = np.empty_like(d2)
+            for j in range(z.shape[1]):
+                np.subtract(z[:, j, None], self.points[None, :, j], out=step)
+                step *= step
+                d2 += step
+            d2 *= scale
+            np.exp(d2, out=d2)
+            d2 *= self.alpha
+            out[i:i + BLOCK] = d2.sum(1)
         return self.weight * out
+
+    def _take(self, A: np.ndarray, names: tuple[str, ...], cols: list[str]) -> np.ndarray:
+        """The input columns ``cols`` of feature rows ``A`` named ``names`` (absent ones NaN)."""
+        found = self._at.get(names)
+        if found is None:
+            at = {n: i for i, n in enumerate(names)}
+            idx = np.array([at.get(c, -1) for c in cols], dtype=np.intp)
+            found = self._at[names] = (np.maximum(idx, 0), idx < 0)
+        X = A[:, found[0]]
+        X[:, found[1]] = np.nan
+        return X
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return ({"columns": list(self.columns), "length_scale": self.length_scale, "weight": self.weight},

@@ -20,15 +20,17 @@ coefficients here, before anything walks it; a failure raises
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
-import numba
 import numpy as np
-from numba import njit, prange
 
 from perfcast.models.persistence.compiled import _array, _checked, _int, read_header
 from perfcast.models.persistence.errors import CorruptModelError
-from perfcast.models.persistence.kernels import BLOCK
+from perfcast.models.persistence.small_walk import use_numpy
+
+#: the module of this walk's Numba kernels (imported on the first walk that needs it, as the tree walker's)
+LINEAR_KERNELS = "perfcast.models.persistence.linear_kernels"
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,12 +66,39 @@ class LinearForest:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
         args = (self.roots, self.feature, self.threshold, self.left, self.right, self.nan_way, self.leaf_value,
                 self.const, self.coef_start, self.coef_feature, self.coef_value)
-        out = np.zeros(len(X))
-        if len(X) <= BLOCK:  # a request: no thread pool
-            _walk(X, 0, len(X), *args, out)
-        else:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-            _walk_parallel(X, *args, out)
+        if use_numpy(len(X)):  # a fresh process's first small requests: no numba to load (see .small_walk)
+            return self._small(X)
+        kernels = sys.modules.get(LINEAR_KERNELS)
+        if kernels is None:
+            from perfcast.models.persistence import linear_kernels as kernels
+        return kernels.walk(X, args, threads)
+
+    def _small(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict` in NumPy for a few rows, every tree of a row at once: the kernels' decisions and
+        additions in their order (each leaf's terms one by one, the trees added left to right from 0.0), so the
+        same bits."""
+        n, rows = len(X), np.arange(len(X))[:, None]
+        at = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        while (active := at >= 0).any():
+            node = np.where(active, at, 0)
+            v = X[rows, self.feature[node]]
+            nan, way = np.isnan(v), self.nan_way[node]
+            go_left = np.where(nan & (way == 1), True,
+                               np.where(nan & (way == 2), False, np.where(nan, 0.0, v) <= self.threshold[node]))
+            at = np.where(active, np.where(go_left, self.left[node], self.right[node]), at)
+        leaf = -at - 1
+        value, start = self.const[leaf], self.coef_start[leaf]
+        count = self.coef_start[leaf + 1] - start
+        fallback = np.zeros(at.shape, dtype=bool)
+        for i in range(int(count.max(initial=0))):
+            has = i < count
+            term = np.where(has, start + i, 0)
+            x = X[rows, self.coef_feature[term]]
+            fallback |= has & np.isnan(x)  # a NaN among the leaf's features: the constant leaf value
+            value = np.where(has & ~fallback, value + self.coef_value[term] * x, value)
+        value = np.where(fallback, self.leaf_value[leaf], value)
+        out = np.zeros(n)
+        out += np.cumsum(np.concatenate([np.zeros((n, 1)), value], axis=1), axis=1)[:, -1]
         return out
 
 
@@ -141,47 +170,6 @@ def _leaf_terms(tree: dict[str, str], size: int, leaf: np.ndarray, n_features: i
                                 f"file is damaged or was edited: save or download the model again")
     for key, values in (("const", const), ("count", count), ("coef_feature", feature), ("coef_value", coeff)):
         parts[key].append(values)
-
-
-@njit(cache=True, nogil=True)
-def _walk(X, lo, hi, roots, feature, threshold, left, right, nan_way, leaf_value, const, coef_start, coef_feature,
-          coef_value, out):  # noqa: ANN001
-    """Add every tree's leaf output to ``out[lo:hi]`` for rows ``X[lo:hi]`` (tree by tree, LightGBM's order)."""
-    for r in range(lo, hi):
-        total = 0.0
-        for t in range(roots.shape[0]):
-            n = roots[t]
-            while n >= 0:
-                v = X[r, feature[n]]
-                if v != v:
-                    way = nan_way[n]
-                    if way == 1:
-                        n = left[n]
-                        continue
-                    if way == 2:
-                        n = right[n]
-                        continue
-                    v = 0.0
-                n = left[n] if v <= threshold[n] else right[n]
-            leaf = -n - 1
-            value = const[leaf]
-            for i in range(coef_start[leaf], coef_start[leaf + 1]):
-                x = X[r, coef_feature[i]]
-                if x != x:  # a NaN among the leaf's features: LightGBM falls back to the constant leaf value
-                    value = leaf_value[leaf]
-                    break
-                value += coef_value[i] * x
-            total += value
-        out[r] += total
-
-
-@njit(parallel=True, cache=True)
-def _walk_parallel(X, roots, feature, threshold, left, right, nan_way, leaf_value, const, coef_start, coef_feature,
-                   coef_value, out):  # noqa: ANN001
-    n = X.shape[0]
-    for b in prange((n + BLOCK - 1) // BLOCK):
-        _walk(X, b * BLOCK, min(n, b * BLOCK + BLOCK), roots, feature, threshold, left, right, nan_way, leaf_value,
-              const, coef_start, coef_feature, coef_value, out)
 
 
 __all__ = ["LinearForest", "compile_linear_lightgbm"]

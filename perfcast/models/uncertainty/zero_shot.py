@@ -63,6 +63,11 @@ MIN_DEVICE_ROWS = 20
 PHASE_COLUMNS: tuple[str, ...] = ("is_decode",)
 #: suffix of a Mondrian grouping whose groups also fit their own σ(d)
 OWN = " own"
+#: how :func:`select_variants` scores a candidate on the other devices' (device, part) coverages, before the mean
+#: |coverage - level| (its tie-break): ``count``, the share outside the band; ``distance``, the mean distance
+#: outside it (a part at 79% counts as little as it misses by: under ``count`` one part crossing the band's edge
+#: can swap the choice for a rule that misses every other part by far more; benchmarks/ANALYSIS_k0cov.md round 2)
+OBJECTIVES: tuple[str, ...] = ("count", "distance")
 
 
 def kind_columns(F: pd.DataFrame) -> list[str]:
@@ -246,6 +251,15 @@ def zero_shot_variants(spec: dict[str, Any] | None) -> list[Variant]:
                               tuple(bool(m) for m in spec.get("vendor_matched", [False])))]
 
 
+def objective_of(spec: dict[str, Any] | None) -> str:
+    """A preset's ``k0_intervals`` ``objective`` (default ``count``), checked against :data:`OBJECTIVES`."""
+    objective = str((spec or {}).get("objective", OBJECTIVES[0]))
+    if objective not in OBJECTIVES:
+        raise ValueError(f"k0_intervals objective {objective!r} is not one of {', '.join(OBJECTIVES)}: set "
+                         "[benchmark.options] k0_intervals.objective in the preset to one of them")
+    return objective
+
+
 def describe(variant: Variant) -> str:
     width, group, scale, matched = variant
     text = {"preset": "the preset's intervals", "pooled": "one width", "isotonic": "isotonic in distance",
@@ -256,11 +270,12 @@ def describe(variant: Variant) -> str:
 
 
 def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict[str, list[str]],
-                    candidates: list[Variant], level: float, band: tuple[float, float], guard: Variant | None = None
-                    ) -> tuple[dict[str, Variant], dict[str, str]]:
+                    candidates: list[Variant], level: float, band: tuple[float, float], guard: Variant | None = None,
+                    objective: str = OBJECTIVES[0]) -> tuple[dict[str, Variant], dict[str, str]]:
     """Per device, the candidate chosen by leave-one-device-out on the *other* devices' coverage (``coverage``:
     (device, part, variant) -> share of its rows inside; its own entries are never read): least share of the
-    others' (device, part) pairs outside ``band``, then least mean |coverage - level|, then the earlier candidate.
+    others' (device, part) pairs outside ``band`` (``objective`` ``distance``: least mean distance outside it),
+    then least mean |coverage - level|, then the earlier candidate.
 
     With a ``guard`` (:data:`PRESET`), the choosing itself is checked the same way, one level deeper: each other
     device gets the candidate chosen without it (and without this device), and unless those choices score better on
@@ -270,15 +285,17 @@ def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict
     chosen, nested = {}, {}
     for dev in parts:
         others = [d for d in parts if d != dev]
-        best, score = _best(coverage, parts, others, candidates, level, band)
-        text = f"{100 * score[0]:.0f}% out of band, {100 * score[1]:.1f} pt from {100 * level:.0f}% on average"
+        best, score = _best(coverage, parts, others, candidates, level, band, objective)
+        text = (f"{100 * score[0]:.0f}% out of band" if objective == "count" else
+                f"{100 * score[0]:.1f} pt outside the band on average") + \
+            f", {100 * score[1]:.1f} pt from {100 * level:.0f}% on average"
         if guard is not None and best != guard and len(others) < 2:  # the choosing cannot be checked
             best = guard
         elif guard is not None and best != guard:
-            picks = {h: _best(coverage, parts, [d for d in others if d != h], candidates, level, band)[0]
+            picks = {h: _best(coverage, parts, [d for d in others if d != h], candidates, level, band, objective)[0]
                      for h in others}
-            ours = _score([coverage[(h, p, picks[h])] for h in others for p in parts[h]], level, band)
-            kept = _score([coverage[(h, p, guard)] for h in others for p in parts[h]], level, band)
+            ours = _score([coverage[(h, p, picks[h])] for h in others for p in parts[h]], level, band, objective)
+            kept = _score([coverage[(h, p, guard)] for h in others for p in parts[h]], level, band, objective)
             text += (f"; choosing, on the others: {100 * ours[0]:.0f}% out of band, {100 * ours[1]:.1f} pt, "
                      f"{describe(guard)}: {100 * kept[0]:.0f}%, {100 * kept[1]:.1f} pt")
             if not ours < kept:
@@ -287,16 +304,21 @@ def select_variants(coverage: dict[tuple[str, str, Variant], float], parts: dict
     return chosen, nested
 
 
-def _score(got: list[float], level: float, band: tuple[float, float]) -> tuple[float, float]:
-    """(share outside ``band``, mean |coverage - level|), rounded so float noise never decides."""
+def _score(got: list[float], level: float, band: tuple[float, float], objective: str = OBJECTIVES[0]
+           ) -> tuple[float, float]:
+    """(share outside ``band``, or for ``distance`` the mean distance outside it; mean |coverage - level|),
+    rounded so float noise never decides."""
     x = np.asarray(got, dtype="float64")
-    return round(float(np.mean((x < band[0]) | (x > band[1]))), 12), round(float(np.mean(np.abs(x - level))), 12)
+    outside = np.maximum(0.0, np.maximum(band[0] - x, x - band[1]))
+    first = np.mean(outside > 0) if objective == "count" else np.mean(outside)
+    return round(float(first), 12), round(float(np.mean(np.abs(x - level))), 12)
 
 
 def _best(coverage: dict[tuple[str, str, Variant], float], parts: dict[str, list[str]], devices: list[str],
-          candidates: list[Variant], level: float, band: tuple[float, float]
+          candidates: list[Variant], level: float, band: tuple[float, float], objective: str = OBJECTIVES[0]
           ) -> tuple[Variant, tuple[float, float]]:
     """The candidate with the best :func:`_score` over ``devices``' parts (the earlier on ties), and its score."""
-    score = {v: _score([coverage[(d, p, v)] for d in devices for p in parts[d]], level, band) for v in candidates}
+    score = {v: _score([coverage[(d, p, v)] for d in devices for p in parts[d]], level, band, objective)
+             for v in candidates}
     best = min(candidates, key=lambda v: (*score[v], candidates.index(v)))
     return best, score[best]
