@@ -73,8 +73,8 @@ CONFIG_COLUMNS = {"gemm": ["m", "n", "k", "dtype", "device_id"],
                                 "kv_dtype", "device_id"]}
 #: the device the adapted bundle is adapted to, and how many planned measurements it is adapted on
 ADAPT_DEVICE, ADAPT_ROWS = "l40s", 128
-#: the adaptation setting configs/aiconfigurator_adapt.toml's benchmark chose at K = 128 and 512 (``krige``, the
-#: product's default), and the earlier default (neither the smooth shape term nor the kriging offered)
+#: the adaptation setting configs/aiconfigurator_adapt.toml's benchmark chose at K = 128 and 512 (``krige``), and the
+#: product's default (neither the smooth shape term nor the kriging offered)
 KRIGED: dict[str, Any] = {"smooth": True, "krige": -1.0}
 UNKRIGED: dict[str, Any] = {"smooth": False, "krige": None}
 

@@ -237,28 +237,23 @@ def test_a_donor_device_is_offered_and_saved_with_the_model(bundle, split, table
     pd.testing.assert_frame_equal(loaded.predict(donor), adapted.predict(donor))
 
 
-def test_the_cli_writes_a_kriged_bundle_by_default(bundle, split, tmp_path):
-    """The product default is the benchmark's choice at K = 128 and 512 (configs/aiconfigurator_adapt.toml's
-    ``krige``): ``perfcast adapt`` on real rows writes a kriged bundle that predicts after loading exactly as the
-    adaptation did in memory, one config as in a batch."""
+def test_a_kriged_adaptation_round_trips_through_a_bundle(bundle, split, tmp_path):
+    """The benchmark's choice at K = 128 and 512 (configs/aiconfigurator_adapt.toml's ``krige`` setting) on real
+    rows: the kriged bundle predicts after loading exactly as the adaptation did in memory, one config as in a
+    batch, and the kriging moves the predictions away from the product default's (neither smooth nor kriged)."""
     from perfcast.models.persistence.adapted import adapt_loaded
 
     revealed, test = split
-    store = _store_of(revealed, tmp_path / "store")
-    out = tmp_path / "adapted"
-    res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out),
-                                   "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
-    assert res.exit_code == 0, res.output
-    loaded = Predictor.load(out)
+    base = Predictor.load(bundle)
+    kriged, _ = adapt_loaded(base.model, base._records(revealed), smooth=True, krige=-1.0)
+    in_memory = Predictor(kriged)
+    loaded = Predictor.load(save_adapted(kriged, tmp_path / "adapted"))
     assert loaded.model.heads[0].krige is not None and loaded.metadata["adaptation"]["kriging"]
-    in_memory = Predictor.load(bundle).adapt(revealed)
     pd.testing.assert_frame_equal(loaded.predict(test), in_memory.predict(test))
-    pd.testing.assert_frame_equal(Predictor.load(out).predict(test), loaded.predict(test))  # a second load too
     configs = test[["m", "n", "k", "dtype", "device_id"]].head(20).to_dict("records")
     one, batch = pd.DataFrame([loaded.predict(c) for c in configs]), loaded.predict(test.head(20))
     for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):  # the kriging's one row is the batch's, to the bit
         np.testing.assert_array_equal(one[col].to_numpy(), batch[col].to_numpy(), err_msg=col)
-    # the kriging moves the predictions: the same rows without it (the earlier default) differ
-    base = Predictor.load(bundle)
-    plain = Predictor(adapt_loaded(base.model, base._records(revealed), smooth=False, krige=None)[0])
+    plain = base.adapt(revealed)
+    assert plain.model.heads[0].krige is None
     assert not np.allclose(plain.predict(test)["runtime_ms"], loaded.predict(test)["runtime_ms"])

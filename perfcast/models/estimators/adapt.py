@@ -66,17 +66,17 @@ N_SPLITS = 5
 DEFAULT_MIXES: tuple[str, ...] = ("latency",)
 #: whether the shape term reads the donors' latencies by default (the same setting)
 DEFAULT_SHAPE_DONORS = True
-#: whether the guard is offered the ``smooth`` shape term by default: yes, as configs/aiconfigurator_adapt.toml's
-#: ``krige`` setting, which leave-one-GPU-out chose for every GPU at K = 128 and 512; its linear leaves are compiled
-#: (:mod:`perfcast.models.persistence.compiled_linear`); speed against the base: benchmarks/PREDICT_SPEED.md
-DEFAULT_SMOOTH = True
+#: whether the guard is offered the ``smooth`` shape term by default: no, though leave-one-GPU-out chose it at
+#: K >= 128; its linear leaves are compiled (:mod:`perfcast.models.persistence.compiled_linear`) and a request costs
+#: about what the base's does, but a batch still takes several times the base's time (benchmarks/PREDICT_SPEED.md)
+DEFAULT_SMOOTH = False
 #: whether a kernel kind with enough rows chooses among every shape term by default (else: none / level / the
 #: pooled best shape term): no, leave-one-GPU-out chose it for no attention GPU and it changed no GEMM mean
 DEFAULT_KIND_SHAPES = False
 #: the share by which the kriging of the residuals left must cut their cross-validated error to be used by default
-#: (None: not offered): the preset's ``krige`` setting, negative, so used even where the K rows' folds find it
-#: slightly worse (benchmarks/ANALYSIS_adapt.md round 8; its prediction time: benchmarks/PREDICT_SPEED.md)
-DEFAULT_KRIGE: float | None = -1.0
+#: (None: not offered by default; the aiconfigurator-adapt preset's ``krige`` setting offers it,
+#: benchmarks/ANALYSIS_adapt.md round 8). Not the default: it comes with ``smooth``, whose batch time is the cost above
+DEFAULT_KRIGE: float | None = None
 #: Mondrian interval groups: the feature columns naming a row's group (the attention phase: prefill and decode
 #: errors differ, so one pooled quantile over-covers one and under-covers the other); absent columns: pooled
 INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
