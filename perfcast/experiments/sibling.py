@@ -76,7 +76,8 @@ def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred
         nested = est.nested_.get(str(kind), est.nested_["*"])
         copy_setting = repr(est.grid()[0])
         notes.append(f"{kind}: chosen (source, λ, donor) = {setting}; nested {nested[repr(setting)]:.2%} "
-                     f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}); "
+                     f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}; best by the margin alone beat "
+                     f"copying by {nested.get('z', np.nan):.1f} standard errors over layers on its worst fold); "
                      f"applied on {1 - beyond[sel].mean():.0%} of the rows (the rest copy); "
                      f"test {metrics.mape(truth[sel], pred[sel]):.2%} (copy {metrics.mape(truth[sel], copy[sel]):.2%})")
     return notes
