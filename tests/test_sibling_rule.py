@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 
 from perfcast.features import feature_transformer
+from perfcast.experiments.sibling import setting_notes
 from perfcast.features.groups import feature_groups
-from perfcast.models.estimators.sibling_rule import MARGIN, Z, beats_copying, fold_gains, layer_keys, paired_gain, passes
+from perfcast.models.estimators.hybrid import kernel_kinds
+from perfcast.models.estimators.sibling_rule import (MARGIN, Z, beats_copying, fold_gains, layer_keys, paired_gain,
+                                                     passes)
 
 # the GB200 / GB300 / B300 / H100 GEMM slice (tests/test_sibling.py)
-from tests.test_sibling import gemm  # noqa: F401  (pytest fixture)
+from tests.test_sibling import gemm, held_out_gb200  # noqa: F401  (pytest fixtures)
 
 LAYER = ["dtype", "n", "k"]
 
@@ -108,3 +111,19 @@ def test_a_gain_on_every_layer_is_adopted_and_one_fold_is_not_enough(folds):
     assert not beats_copying(np.where(fold == 0, half, copy), copy, fold, layer)
     # and a correction that makes things worse never passes, however strict or lax the test
     assert not beats_copying(ape(copy_log + (copy_log - truth), truth), copy, fold, layer, z=-10.0)
+
+
+def test_the_protocol_notes_say_how_far_the_rule_was_cleared(held_out_gb200):  # noqa: F811
+    """The sibling protocol's notes name, per kernel kind, the nested test's margin of safety (or that nothing
+    cleared the margin), beside the chosen setting."""
+    _, test, pipe, est = held_out_gb200
+    X = pipe[:-1].transform(test)
+    kinds = kernel_kinds(X).to_numpy()
+    truth = test["runtime_ms"].to_numpy(dtype="float64")
+    pred = est.predict(X)
+    notes = setting_notes(est, kinds, truth, pred, pred, np.zeros(len(X), dtype=bool))
+    assert len(notes) == len(pd.unique(kinds))
+    for kind, note in zip(sorted(pd.unique(kinds)), notes, strict=True):
+        nested = est.nested_.get(str(kind), est.nested_["*"])
+        assert ("standard errors over layers" in note) == ("z" in nested)
+        assert "nan" not in note

@@ -313,7 +313,7 @@ class SiblingShrink(Regressor):
         A correction is adopted only where it won on every held-out sibling, which is what the test asks of
         it. Also the conformal scores of the chosen settings and the nested scores kept for reporting, with
         ``"z"``: the fewest standard errors by which the best setting passing the margin alone exceeded it
-        over the folds (the test's margin of safety; NaN where no setting passes the margin)."""
+        over the folds (the test's margin of safety; absent where no setting passes the margin)."""
         self.settings_: dict[str, tuple[str, float, str]] = {}
         self.nested_: dict[str, dict[str, float]] = {}
         self.n_nested_folds_ = len(nested_fold)
@@ -339,9 +339,9 @@ class SiblingShrink(Regressor):
             margin = [s for s in settings[1:] if passes(gains[s], z=None)]
             wins = [s for s in margin if passes(gains[s])]
             pick = min(wins, key=lambda s: table[repr(s)]) if wins else settings[0]
-            best_margin = gains[min(margin, key=lambda s: table[repr(s)])] if margin else None
-            table["z"] = (float("nan") if best_margin is None
-                          else float((best_margin["excess"] / best_margin["se"]).min()))
+            if margin:  # strict JSON in the saved state: no entry rather than NaN
+                best_margin = gains[min(margin, key=lambda s: table[repr(s)])]
+                table["z"] = float((best_margin["excess"] / best_margin["se"]).min())
             return pick, table
 
         everything = np.ones(len(kind), dtype=bool)
