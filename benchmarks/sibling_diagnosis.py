@@ -47,11 +47,11 @@ class Recording(SiblingShrink):
         self.__dict__.setdefault("seen_", []).append(out)
         return out
 
-    def _choose(self, settings, scores, transfer_err, nested_kind, nested_fold):
+    def _choose(self, settings, scores, transfer_err, nested_kind, nested_fold, nested_layer):
         self.copy_err_ = np.concatenate(scores[repr(settings[0])])
         self.fold_kind_ = nested_kind
         self.fold_mats_ = list(self.__dict__.get("seen_", []))
-        super()._choose(settings, scores, transfer_err, nested_kind, nested_fold)
+        super()._choose(settings, scores, transfer_err, nested_kind, nested_fold, nested_layer)
 
 
 def variants(mats: dict[str, np.ndarray], truth: np.ndarray, sel: np.ndarray) -> list[float]:

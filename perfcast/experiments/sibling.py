@@ -38,6 +38,7 @@ from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.sibling import SELECTED_ON, SiblingShrink
+from perfcast.models.estimators.sibling_rule import MARGIN, Z
 
 #: the previous unseen-GPU default (the transfer), scored on the same rows
 TRANSFER = "transfer (previous)"
@@ -75,8 +76,11 @@ def setting_notes(est: SiblingShrink, kinds: np.ndarray, truth: np.ndarray, pred
         setting = est.settings_.get(str(kind), est.pooled_)
         nested = est.nested_.get(str(kind), est.nested_["*"])
         copy_setting = repr(est.grid()[0])
+        margin = (f"no setting beat copying by the {MARGIN:.0%} margin on every fold" if "z" not in nested else
+                  f"the best setting over the {MARGIN:.0%} margin cleared it by {nested['z']:.1f} standard errors over "
+                  f"layers on its worst fold, adopted above {Z}")
         notes.append(f"{kind}: chosen (source, λ, donor) = {setting}; nested {nested[repr(setting)]:.2%} "
-                     f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}); "
+                     f"(copy {nested[copy_setting]:.2%}, transfer {nested['transfer']:.2%}; {margin}); "
                      f"applied on {1 - beyond[sel].mean():.0%} of the rows (the rest copy); "
                      f"test {metrics.mape(truth[sel], pred[sel]):.2%} (copy {metrics.mape(truth[sel], copy[sel]):.2%})")
     return notes
@@ -141,8 +145,9 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
     for row in rows:  # chosen inside fit, not by the preset (whose transfer settings it wraps)
         row.selected_on = (f"{SELECTED_ON} (three guard rules fixed on a sample of these GPUs; the interval's "
                            f"distance prior and copying beyond the folds' sibling distance added after runs on "
-                           f"them, and the 'resid' and 'shape' correction sources after diagnoses on a 10% sample of "
-                           f"them: ANALYSIS_sibling.md)")
+                           f"them, the 'resid' and 'shape' correction sources after diagnoses on a 10% sample of "
+                           f"them, and the guard's significance test over layers after a full run on them: "
+                           f"ANALYSIS_sibling.md)")
     return rows
 
 

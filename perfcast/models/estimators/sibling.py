@@ -18,8 +18,9 @@ or their mean after shifting each to the nearest one's level
 chosen per kernel kind (dtype, attention phase) by *nested* validation inside the training devices: each
 training device that itself has a sibling among the others is held out in turn, the transfer refitted without
 it, and every setting scored on its rows ("nested leave-one-training-sibling-out"); a correction is adopted
-only where it beat copying on every such fold, and only for rows whose nearest measuring sibling is no farther
-than the folds' were: beyond that distance no fold tested the correction and the row copies its sibling. The
+only where it beat copying on every such fold by a margin, significantly over the configurations' layers
+(:mod:`.sibling_rule`), and only for rows whose nearest measuring sibling is no farther than the folds' were:
+beyond that distance no fold tested the correction and the row copies its sibling. The
 held-out test device never enters the choice. The same nested residuals calibrate the interval
 (split-conformal per kernel kind, pooled where a kind has few rows), widened in proportion to a sibling's
 distance beyond the nested folds'. Rows no sibling measured get the transfer's prediction unchanged (and an
@@ -38,6 +39,7 @@ from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.models.estimators.hybrid import kernel_kinds
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN
 from perfcast.models.estimators.sibling_level import Reference, correction_levels
+from perfcast.models.estimators.sibling_rule import fold_gains, layer_keys, passes
 from perfcast.models.estimators.transfer import SiblingTransfer, row_keys
 from perfcast.models.uncertainty.calibration import conformal_quantile
 
@@ -60,8 +62,6 @@ SOURCES: tuple[str, ...] = ("base", "roofline", "transfer", "resid", "shape")
 DONORS: tuple[str, ...] = ("nearest", "mean", "aligned")
 #: the shrinkage weights tried (0 = copy the sibling; 1 = trust the ratio fully); smaller wins ties
 LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: how much better than pure copying (relative nested mean APE) a correction must do on every nested fold
-MARGIN = 0.01
 #: a kernel kind with fewer nested rows than this takes the pooled setting and interval
 MIN_KIND_ROWS = 100
 #: the split every setting is chosen on (recorded with the model and in the benchmark rows)
@@ -265,7 +265,7 @@ class SiblingShrink(Regressor):
         self.reference_ = Reference.choose(X, devices, configs, kinds)
         # nested: every training device with a sibling among the others, held out in turn
         scores: dict[str, list[np.ndarray]] = {}  # setting label -> per-row log error over the nested rows
-        nested_kind, nested_fold, nested_reach, transfer_err = [], [], [], []
+        nested_kind, nested_fold, nested_reach, transfer_err, nested_layer = [], [], [], [], []
         drawn = self._nested_rows(configs)
         for fold, dev in enumerate(d for d in order if self._siblings_of(info, d, order)):
             held, rest = drawn & (devices == dev), drawn & (devices != dev)
@@ -283,7 +283,8 @@ class SiblingShrink(Regressor):
             nested_kind.append(kinds[held][has])
             nested_reach.append(sub["dist"].min(axis=1))
             nested_fold.append(np.full(int(has.sum()), fold))
-        self._choose(settings, scores, transfer_err, nested_kind, nested_fold)
+            nested_layer.append(layer_keys(X.loc[held], base.config_columns)[has])
+        self._choose(settings, scores, transfer_err, nested_kind, nested_fold, nested_layer)
         reach = pd.Series(np.concatenate(nested_reach) if nested_reach else [], dtype="float64")
         by_kind = reach.groupby(np.concatenate(nested_kind) if nested_kind else []).max()
         self.reach_ = {"*": float(reach.max()) if len(reach) else 0.0,
@@ -304,12 +305,15 @@ class SiblingShrink(Regressor):
         return (configs % np.uint64(10_007)) < np.uint64(round(self.nested_share * 10_007))
 
     def _choose(self, settings: list[tuple[str, float, str]], scores: dict[str, list[np.ndarray]],
-                transfer_err: list[np.ndarray], nested_kind: list[np.ndarray], nested_fold: list[np.ndarray]) -> None:
-        """Per kernel kind, among the settings that beat pure copying by at least :data:`MARGIN` (relative
-        mean APE) on *every* nested fold, the one of least nested mean APE (mean over held-out devices); pure
-        copying when none does. A correction is adopted only where it won on every held-out sibling, which is
-        what the test asks of it. Also the conformal scores of the chosen settings and the nested scores
-        kept for reporting."""
+                transfer_err: list[np.ndarray], nested_kind: list[np.ndarray], nested_fold: list[np.ndarray],
+                nested_layer: list[np.ndarray]) -> None:
+        """Per kernel kind, among the settings that beat pure copying on *every* nested fold
+        (:func:`~.sibling_rule.beats_copying`: by a margin, by more than that excess's standard error over
+        layers), the one of least nested mean APE (mean over held-out devices); pure copying when none does.
+        A correction is adopted only where it won on every held-out sibling, which is what the test asks of
+        it. Also the conformal scores of the chosen settings and the nested scores kept for reporting, with
+        ``"z"``: the fewest standard errors by which the best setting passing the margin alone exceeded it
+        over the folds (the test's margin of safety; absent where no setting passes the margin)."""
         self.settings_: dict[str, tuple[str, float, str]] = {}
         self.nested_: dict[str, dict[str, float]] = {}
         self.n_nested_folds_ = len(nested_fold)
@@ -319,6 +323,7 @@ class SiblingShrink(Regressor):
             return
         kind = np.concatenate(nested_kind)
         fold = np.concatenate(nested_fold)
+        layer = np.concatenate(nested_layer)
         errs = {k: np.concatenate(v) for k, v in scores.items()}
         errs["transfer"] = np.concatenate(transfer_err)
 
@@ -328,9 +333,15 @@ class SiblingShrink(Regressor):
         def best(sel: np.ndarray) -> tuple[tuple[str, float, str], dict[str, float]]:
             folds = {k: per_fold(e, sel) for k, e in errs.items()}
             table = {k: float(v.mean()) for k, v in folds.items()}
-            copy = folds[repr(settings[0])]
-            wins = [s for s in settings if bool((folds[repr(s)] <= (1.0 - MARGIN) * copy).all())]
+            copy = np.abs(np.expm1(errs[repr(settings[0])][sel]))
+            gains = {s: fold_gains(np.abs(np.expm1(errs[repr(s)][sel])), copy, fold[sel], layer[sel])
+                     for s in settings[1:]}
+            margin = [s for s in settings[1:] if passes(gains[s], z=None)]
+            wins = [s for s in margin if passes(gains[s])]
             pick = min(wins, key=lambda s: table[repr(s)]) if wins else settings[0]
+            if margin:  # strict JSON in the saved state: no entry rather than NaN
+                best_margin = gains[min(margin, key=lambda s: table[repr(s)])]
+                table["z"] = float((best_margin["excess"] / best_margin["se"]).min())
             return pick, table
 
         everything = np.ones(len(kind), dtype=bool)
