@@ -61,9 +61,9 @@ _SLOPES = np.linspace(-0.2, 0.6, 41)
 #: feature columns the corrections read
 COLUMNS: tuple[str, ...] = ("log10_compute_ms", "log10_memory_ms", "peak_tflops", "tdp_w", "compute_capability",
                             "wave_efficiency", "log10_flops")
-#: feature columns the tile formulation reads (shape, the assumed CTA tile, operand bytes, spec sheet)
 #: kinds of size trend the hybrid accepts: one slope for every row, or one per operand layout
 SIZE_TRENDS: tuple[str, ...] = ("pooled", "op")
+#: feature columns the tile formulation reads (shape, the assumed CTA tile, operand bytes, spec sheet)
 TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "tile_m", "tile_n", "a_bytes", "b_bytes",
                                  "c_bytes", "sm_count", "peak_tflops", "mem_bw_gbs")
 
@@ -214,11 +214,10 @@ def fit_size_trend(X: pd.DataFrame, log_ratio: np.ndarray, kind: str) -> dict[st
     frame = frame.dropna()
     out: dict[str, dict[str, float]] = {}
     for group, rows in frame.groupby("group"):
-        keys = [rows[c] for c in ("peak_tflops", "sm_count", "mem_bw_gbs")]
-        cut = rows.groupby(keys)["log10_flops"].transform(lambda s: s.quantile(1.0 - LARGEST))
+        device = ["peak_tflops", "sm_count", "mem_bw_gbs"]
+        cut = rows.groupby(device)["log10_flops"].transform(lambda s: s.quantile(1.0 - LARGEST))
         top = rows[rows["log10_flops"] > cut]
-        centred = top[["log10_flops", "r"]] - top.groupby([top[c] for c in ("peak_tflops", "sm_count", "mem_bw_gbs")])[
-            ["log10_flops", "r"]].transform("mean")
+        centred = top[["log10_flops", "r"]] - top.groupby(device)[["log10_flops", "r"]].transform("mean")
         spread = float((centred["log10_flops"] ** 2).sum())
         slope = float((centred["log10_flops"] * centred["r"]).sum() / spread) if spread > 0 else 0.0
         out[str(group)] = {"slope": min(slope, 0.0), "start": float(rows["log10_flops"].max())}
