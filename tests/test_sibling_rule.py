@@ -14,13 +14,19 @@ from perfcast.features import feature_transformer
 from perfcast.experiments.sibling import setting_notes
 from perfcast.features.groups import feature_groups
 from perfcast.models.estimators.hybrid import kernel_kinds
-from perfcast.models.estimators.sibling_rule import (MARGIN, Z, beats_copying, fold_gains, layer_keys, paired_gain,
+from perfcast.models.estimators.sibling_rule import (MARGIN, Z, fold_gains, layer_keys, paired_gain,
                                                      passes)
 
 # the GB200 / GB300 / B300 / H100 GEMM slice (tests/test_sibling.py)
 from tests.test_sibling import gemm, held_out_gb200  # noqa: F401  (pytest fixtures)
 
 LAYER = ["dtype", "n", "k"]
+
+
+def beats_copying(ape: np.ndarray, ape_copy: np.ndarray, fold: np.ndarray, layer: np.ndarray,
+                  margin: float = MARGIN, z: float | None = Z) -> bool:
+    """The rule as SiblingShrink applies it to one setting: :func:`passes` on its :func:`fold_gains`."""
+    return passes(fold_gains(ape, ape_copy, fold, layer, margin), z)
 
 
 @pytest.fixture(scope="module")

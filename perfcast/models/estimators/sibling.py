@@ -308,7 +308,7 @@ class SiblingShrink(Regressor):
                 transfer_err: list[np.ndarray], nested_kind: list[np.ndarray], nested_fold: list[np.ndarray],
                 nested_layer: list[np.ndarray]) -> None:
         """Per kernel kind, among the settings that beat pure copying on *every* nested fold
-        (:func:`~.sibling_rule.beats_copying`: by a margin, by more than that excess's standard error over
+        (:func:`~.sibling_rule.passes`: by a margin, by more than that excess's standard error over
         layers), the one of least nested mean APE (mean over held-out devices); pure copying when none does.
         A correction is adopted only where it won on every held-out sibling, which is what the test asks of
         it. Also the conformal scores of the chosen settings and the nested scores kept for reporting, with

@@ -62,9 +62,3 @@ def passes(table: pd.DataFrame, z: float | None = Z) -> bool:
     ok = table["excess"] >= 0.0 if z is None else table["excess"] > z * table["se"]
     return bool(len(table)) and bool(ok.all())
 
-
-def beats_copying(ape: np.ndarray, ape_copy: np.ndarray, fold: np.ndarray, layer: np.ndarray,
-                  margin: float = MARGIN, z: float | None = Z) -> bool:
-    """Whether the setting whose per-row APE is ``ape`` beats copying (``ape_copy``, the same rows) by the
-    margin on every nested fold, significantly over layers (:func:`passes`)."""
-    return passes(fold_gains(ape, ape_copy, fold, layer, margin), z)
