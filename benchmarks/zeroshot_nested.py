@@ -74,6 +74,8 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     pool["relative_pair_exp"] = {**pool["relative_pair"], "softmax_exp": True}
     pool["relative_pair_l2dec"] = {**pool["relative_pair"], "l2_resident": True, "l2_rows": "decode"}
     pool["relative_pair_exp_l2dec"] = {**pool["relative_pair_exp"], "l2_resident": True, "l2_rows": "decode"}
+    # round 5, second run: one model per attention phase (prefill and decode apart), each with the preset's members
+    pool["relative_pair_phase"] = {**pool["relative_pair"], "by_phase": True}
     return pool
 
 
