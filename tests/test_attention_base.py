@@ -1,6 +1,6 @@
 """The attention options of the hybrid's physical base on hand-computed rows: the work model they read (a decode
 row's KV-cache bytes with GQA and an FP8 cache, a causal prefill row's FLOPs), the softmax exponentials' time, the
-L2-resident memory time restricted to decode rows, the rate fits, and the state round trip."""
+L2-resident memory time restricted to decode rows, the rate fits, the state round trip, and one model per phase."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from perfcast.datasets.importers import get_importer
 from perfcast.features import feature_transformer
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
+from perfcast.models.estimators.phase_split import PhaseSplit, phase_rows
 from perfcast.models.estimators.physical_base import (EXP_PER_CLOCK, L2_BYTES_PER_CLOCK, decode_rows, fit_rate,
                                                       physical_roofline, softmax_ms)
+from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.registry import hybrid_estimator
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GPUS = ("h100_sxm", "l40s")
 
@@ -148,3 +151,25 @@ def test_a_hybrid_with_both_options_fits_and_round_trips(records, features) -> N
     assert not {"exp_rate", "l2_rate", "l2_rows"} & set(plain.to_state()[0])
     with pytest.raises(ValueError, match="l2_rows must be one of"):
         hybrid_estimator("attention", {"l2_rows": "prefill", "n_estimators": 5}).fit(features, records["runtime_ms"])
+
+
+def test_one_model_per_phase_fits_each_phase_apart_and_round_trips(records, features, tmp_path) -> None:
+    """``by_phase`` fits one hybrid on the prefill rows and one on the decode rows: each phase's predictions are
+    those of a hybrid fitted on that phase alone; a saved bundle predicts what the model did."""
+    y = records["runtime_ms"].to_numpy()
+    params = {"n_estimators": 15, "num_leaves": 7}
+    split = hybrid_estimator("attention", {**params, "by_phase": True}).fit(features, y)
+    assert isinstance(split, PhaseSplit) and sorted(split.vendors_) == ["decode", "prefill"]
+    np.testing.assert_array_equal(phase_rows(features.to_numpy(dtype="float64"), tuple(features.columns)),
+                                  np.where(features["is_decode"] == 1.0, "decode", "prefill"))
+    pred = split.predict(features)
+    for flag in (0.0, 1.0):
+        rows = (features["is_decode"] == flag).to_numpy()
+        alone = hybrid_estimator("attention", params).fit(features[rows], y[rows])
+        np.testing.assert_allclose(pred[rows], alone.predict(features[rows]), rtol=1e-12)
+    model = ConformalRegressor(make_model("hybrid", "attention", ["runtime_ms"], {**params, "by_phase": True}),
+                               n_splits=2).fit(records, records[["runtime_ms"]])
+    path = save_model(model, "attention", records, tmp_path / "phase")
+    F = model.estimator_[0].transform(records)
+    expected = np.asarray(model.estimator_[-1].predict(F), dtype="float64").reshape(len(F), -1)
+    np.testing.assert_array_equal(PerfcastModel.load(path).predict_features(F), expected)
