@@ -24,17 +24,8 @@ PHASE_COLUMN = "is_decode"
 def phase_rows(A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     """Each feature row's phase (``"prefill"`` or ``"decode"``); "unknown" where it is missing or the features
     have no phase column."""
-    if PHASE_COLUMN not in names:
-        return np.full(len(A), UNKNOWN, dtype=object)
-    flag = A[:, column_positions(names, (PHASE_COLUMN,))[0]]
-    out = np.where(flag > 0.5, "decode", "prefill").astype(object)
-    out[np.isnan(flag)] = UNKNOWN
-    return out
-
-
-def phase_one(row: np.ndarray, names: tuple[str, ...]) -> str:
-    """:func:`phase_rows` of a single feature row."""
-    return str(phase_rows(row.reshape(1, -1), names)[0])
+    flag = A[:, column_positions(names, (PHASE_COLUMN,))[0]] if PHASE_COLUMN in names else np.full(len(A), np.nan)
+    return np.select([flag > 0.5, flag <= 0.5], ["decode", "prefill"], UNKNOWN).astype(object)
 
 
 class PhaseSplit(VendorSplit):
@@ -44,4 +35,7 @@ class PhaseSplit(VendorSplit):
     #: the fitted per-phase models, saved as phase0, phase1, ... (see perfcast.models.persistence.state)
     state_children: ClassVar[dict[str, str]] = {"estimators_": "phase"}
     labels = staticmethod(phase_rows)
-    label_one = staticmethod(phase_one)
+
+    def label_one(self, row: np.ndarray, names: tuple[str, ...]) -> str:
+        """A single feature row's phase (a request's)."""
+        return str(phase_rows(row.reshape(1, -1), names)[0])
