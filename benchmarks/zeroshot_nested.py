@@ -44,7 +44,7 @@ MONOTONE = dict(EFFICIENCY_DIRECTION)
 def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     """Every candidate base model (hybrid parameters), the preset's own (``vendor``) first. Round 1 (the earlier
     presets' candidates), round 2 (the efficiency relative to the device, physics in the base, fewer columns), round 4
-    (the L2-resident roofline base)."""
+    (the L2-resident roofline base), round 5 (attention: the softmax bound, the L2 for decode)."""
     base = {"n_estimators": trees, "learning_rate": 0.1}
     pair = [{}, {"columns": SDWT}]
     rel = [{"columns": [*SDWT, *REL]}, {"columns": [*SDWT, "log10_bytes_over_l2"]}]
@@ -69,6 +69,13 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     # round 4: the presets' members (round 2) with the L2-resident memory time in the roofline base
     pool["ratios_mono_l2"] = {**pool["ratios_mono"], "l2_resident": True}
     pool["relative_pair_l2"] = {**pool["relative_pair"], "l2_resident": True}
+    # round 5 (attention): the softmax exponentials' time bounding the compute term; the L2-resident memory time on
+    # the decode rows alone (their KV-cache read), its rate fitted on them; both
+    pool["relative_pair_exp"] = {**pool["relative_pair"], "softmax_exp": True}
+    pool["relative_pair_l2dec"] = {**pool["relative_pair"], "l2_resident": True, "l2_rows": "decode"}
+    pool["relative_pair_exp_l2dec"] = {**pool["relative_pair_exp"], "l2_resident": True, "l2_rows": "decode"}
+    # round 5, second run: one model per attention phase (prefill and decode apart), each with the preset's members
+    pool["relative_pair_phase"] = {**pool["relative_pair"], "by_phase": True}
     return pool
 
 

@@ -17,7 +17,7 @@ from perfcast.features.groups import GPU_HARDWARE
 from perfcast.features.on_device import featurize_on_device
 from perfcast.models import make_model
 from perfcast.models.estimators.hybrid import HybridRegressor
-from perfcast.models.estimators.physical_base import L2_BYTES_PER_CLOCK, fit_l2_rate, physical_roofline
+from perfcast.models.estimators.physical_base import L2_BYTES_PER_CLOCK, fit_rate, physical_roofline
 from perfcast.models.estimators.roofline import baseline_rows
 from perfcast.models.registry import hybrid_estimator
 
@@ -87,8 +87,8 @@ def test_the_l2_rate_fit_finds_the_rate_that_made_the_data(gemm, features) -> No
     def base(rate: float) -> np.ndarray:
         return physical_roofline(A, names, None, False, l2_bytes_per_clock=rate)
 
-    assert fit_l2_rate(features, base(16.0) * level, base) == 16.0
-    assert fit_l2_rate(features, base(0.0) * level, base) == 0.0
+    assert fit_rate(features, base(16.0) * level, base, L2_BYTES_PER_CLOCK) == 16.0
+    assert fit_rate(features, base(0.0) * level, base, L2_BYTES_PER_CLOCK) == 0.0
 
 
 def test_an_l2_hybrid_fits_its_rate_on_real_rows_and_round_trips(gemm, features) -> None:

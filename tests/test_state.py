@@ -62,6 +62,8 @@ CASES: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
     "vendor": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_vendor": True,
                                                   "columns": ["shape", "dtype", "work", "log10_ridge"]}),
     "layout": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_layout": True, "tiles": True}),
+    # GEMM rows have no phase: one group (the two-phase split is tried on attention rows: test_attention_base.py)
+    "phase": ("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 10, "by_phase": True}),
 }
 
 

@@ -29,6 +29,7 @@ from perfcast.models.estimators.power import power_estimator
 from perfcast.models.estimators.roofline import NEEDS, RooflineRegressor
 from perfcast.models.estimators.sibling import SiblingShrink
 from perfcast.models.estimators.layout_split import LayoutSplit
+from perfcast.models.estimators.phase_split import PhaseSplit
 from perfcast.models.estimators.vendor import VendorSplit
 from perfcast.models.estimators.transfer import SiblingTransfer
 from perfcast.models.estimators.trees import CLASSES, tree_model
@@ -89,12 +90,14 @@ def expand_columns(task: str, names: list[str]) -> list[str]:
 
 #: hybrid parameters that shape the hybrid itself; every other parameter goes to its LightGBM model
 HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone", "relative", "power_limit", "wave_quantised",
-                               "tiles", "size_trend", "balance_ops", "l2_resident")
+                               "tiles", "size_trend", "balance_ops", "l2_resident", "l2_rows",
+                               "softmax_exp")
 #: parameters that make the hybrid an ensemble: ``seeds`` (a seed bag) and ``variants`` (a list of parameter
 #: overrides, one member each, e.g. one member that sees the hardware columns and one that does not);
 #: ``by_vendor`` fits that model once per GPU vendor (:class:`VendorSplit`), ``by_layout`` once per GEMM operand
-#: layout (:class:`LayoutSplit`: NeuSight's bmm and linear apart)
-ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants", "by_vendor", "by_layout")
+#: layout (:class:`LayoutSplit`: NeuSight's bmm and linear apart), ``by_phase`` once per attention phase
+#: (:class:`PhaseSplit`: prefill and decode apart)
+ENSEMBLE_KEYS: tuple[str, ...] = ("seeds", "variants", "by_vendor", "by_layout", "by_phase")
 
 
 def _one_hybrid(task: str, params: dict[str, Any]) -> HybridRegressor:
@@ -112,6 +115,8 @@ def hybrid_estimator(task: str, params: dict[str, Any]) -> RegressorMixin:
         return VendorSplit(hybrid_estimator(task, params))
     if params.pop("by_layout", False):
         return LayoutSplit(hybrid_estimator(task, params))
+    if params.pop("by_phase", False):
+        return PhaseSplit(hybrid_estimator(task, params))
     seeds, variants = params.pop("seeds", None), params.pop("variants", None)
     if variants is not None and (not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants)):
         raise ValueError(f"hybrid: variants must be a list of parameter tables, got {variants!r}")
@@ -208,8 +213,9 @@ LOG_KEY = {"log_target": None}
 OWN_KEYS: dict[str, dict[str, Any]] = {
     "hybrid": {"columns": None, "latency_floor": True, "monotone": None, "relative": False, "seeds": None,
                "variants": None, "by_vendor": False, "power_limit": None, "wave_quantised": False,
-               "tiles": False, "by_layout": False, "size_trend": None,
-               "balance_ops": False, "l2_resident": False},
+               "tiles": False, "by_layout": False, "by_phase": False, "size_trend": None,
+               "balance_ops": False, "l2_resident": False, "l2_rows": "all",
+               "softmax_exp": False},
     "transfer": {"scale": 0.8, "max_rows": None},
     "sibling": {"nested_max_rows": None, "nested_share": 1.0, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},
@@ -298,7 +304,8 @@ def check_params(name: str, params: dict[str, Any]) -> None:
                                if name in ("hybrid", "transfer", "sibling") and isinstance(v, dict)]
     tables += [(f"{k}.", params[k]) for k in OWN_KEYS["power"] if name == "power" and isinstance(params.get(k), dict)]
     for where, table in tables:
-        nested = ("seeds", "variants", "by_vendor", "by_layout", *OWN_KEYS["transfer"], *OWN_KEYS["sibling"], *OWN_KEYS["power"])
+        nested = ("seeds", "variants", "by_vendor", "by_layout", "by_phase", *OWN_KEYS["transfer"], *OWN_KEYS["sibling"],
+                  *OWN_KEYS["power"])
         keys = {k: d for k, d in allowed.items() if not where or k not in nested}
         unknown = sorted(set(table) - set(keys))
         if unknown:

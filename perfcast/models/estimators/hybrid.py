@@ -28,8 +28,9 @@ from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
 from perfcast.models.estimators.layout_split import layout_rows
-from perfcast.models.estimators.physical_base import (fit_l2_rate, fit_power_limit, fit_size_trend,
-                                                      physical_roofline, size_trend_factor)
+from perfcast.models.estimators.physical_base import (EXP_PER_CLOCK, L2_BYTES_PER_CLOCK, L2_ROWS, decode_rows,
+                                                      fit_power_limit, fit_rate, fit_size_trend, physical_roofline,
+                                                      size_trend_factor)
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
 from perfcast.models.estimators.rows import named_frame
 
@@ -101,7 +102,9 @@ class HybridRegressor(Regressor):
     are flat; never below the plain roofline. ``balance_ops`` weighs each operand layout's rows alike in the fit
     (NeuSight has about three bmm rows per linear one; its goals weigh the two ops alike).
     ``l2_resident`` moves the bytes of a kernel that fits in the device's L2 at an L2 rate fitted on the training
-    rows (:func:`~perfcast.models.estimators.physical_base.fit_l2_rate`; off by default).
+    rows (:func:`~perfcast.models.estimators.physical_base.fit_rate`; off by default); with ``l2_rows="decode"``
+    only on attention decode rows (their KV-cache read), the rate fitted on them. ``softmax_exp`` bounds an attention
+    row's compute time by its softmax exponentials at a per-SM rate fitted likewise (off by default).
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -111,7 +114,8 @@ class HybridRegressor(Regressor):
                  columns: list[str] | None = None, latency_floor: bool = True,
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
                  power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False,
-                 size_trend: str | None = None, balance_ops: bool = False, l2_resident: bool = False):
+                 size_trend: str | None = None, balance_ops: bool = False, l2_resident: bool = False,
+                 l2_rows: str = "all", softmax_exp: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -124,14 +128,21 @@ class HybridRegressor(Regressor):
         self.size_trend = size_trend
         self.balance_ops = balance_ops
         self.l2_resident = l2_resident
+        self.l2_rows = l2_rows
+        self.softmax_exp = softmax_exp
 
     # ------------------------------------------------------------------ baseline
-    def _baseline(self, A: np.ndarray, names: tuple[str, ...], l2: float | None = None) -> np.ndarray:
-        """The runtime baseline of feature rows ``A`` (columns ``names``); ``l2`` overrides the fitted L2 rate."""
+    def _baseline(self, A: np.ndarray, names: tuple[str, ...], l2: float | None = None,
+                  exp: float | None = None) -> np.ndarray:
+        """The runtime baseline of feature rows ``A`` (columns ``names``); ``l2`` and ``exp`` override the fitted
+        L2 and softmax rates."""
         power = getattr(self, "power_", None)
         l2 = getattr(self, "l2_rate_", 0.0) if l2 is None else l2
-        if self.target == "runtime_ms" and (power is not None or self.wave_quantised or self.tiles or l2 > 0):
-            base = physical_roofline(A, names, power, self.wave_quantised, self.tiles, l2)
+        exp = getattr(self, "exp_rate_", 0.0) if exp is None else exp
+        if self.target == "runtime_ms" and (power is not None or self.wave_quantised or self.tiles or l2 > 0
+                                            or exp > 0):
+            base = physical_roofline(A, names, power, self.wave_quantised, self.tiles, l2,
+                                     self.l2_rows, exp)
         else:
             base = baseline_rows(A, names, self.target)
         if self.target == "runtime_ms" and (self.floors_ or self.pooled_floor_):
@@ -234,10 +245,15 @@ class HybridRegressor(Regressor):
         self.power_ = None
         if self.power_limit is not None and self.target == "runtime_ms":
             self.power_ = fit_power_limit(X, y, self.power_limit)
-        self.l2_rate_ = 0.0
+        self.l2_rate_, self.exp_rate_ = 0.0, 0.0
+        A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
+        if self.softmax_exp and self.target == "runtime_ms":
+            self.exp_rate_ = fit_rate(X, y, lambda rate: self._baseline(A, names, exp=rate), EXP_PER_CLOCK)
+        if self.l2_rows not in L2_ROWS:
+            raise ValueError(f"hybrid: l2_rows must be one of {L2_ROWS}, got {self.l2_rows!r}")
         if self.l2_resident and self.target == "runtime_ms":
-            A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
-            self.l2_rate_ = fit_l2_rate(X, y, lambda rate: self._baseline(A, names, rate))
+            rows = decode_rows(A, names) if self.l2_rows == "decode" else None
+            self.l2_rate_ = fit_rate(X, y, lambda rate: self._baseline(A, names, rate), L2_BYTES_PER_CLOCK, rows)
         inputs = self._inputs(X)
         self.estimator_ = self._estimator(list(inputs.columns))
         log_ratio = np.log(y / self._baseline(X.to_numpy(dtype="float64"), tuple(X.columns)))
@@ -283,7 +299,9 @@ class HybridRegressor(Regressor):
                 "balance_ops": bool(self.balance_ops),
                 "power": None if getattr(self, "power_", None) is None else dict(self.power_),
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_),
-                **({"l2_rate": float(self.l2_rate_)} if getattr(self, "l2_rate_", 0.0) > 0 else {})}, {}
+                **({"l2_rate": float(self.l2_rate_)} if getattr(self, "l2_rate_", 0.0) > 0 else {}),
+                **({"l2_rows": self.l2_rows} if getattr(self, "l2_rate_", 0.0) > 0 and self.l2_rows != "all" else {}),
+                **({"exp_rate": float(self.exp_rate_)} if getattr(self, "exp_rate_", 0.0) > 0 else {})}, {}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
@@ -301,6 +319,9 @@ class HybridRegressor(Regressor):
         out.pooled_floor_ = float(params.get("pooled_floor", 0.0))
         out.l2_rate_ = float(params.get("l2_rate", 0.0))
         out.l2_resident = out.l2_rate_ > 0
+        out.l2_rows = str(params.get("l2_rows", "all"))
+        out.exp_rate_ = float(params.get("exp_rate", 0.0))
+        out.softmax_exp = out.exp_rate_ > 0
         return out
 
     def __sklearn_tags__(self):

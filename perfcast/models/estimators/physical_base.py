@@ -29,7 +29,14 @@ the base instead:
 * **L2 residency.** A benchmark repeats its launch, so a kernel whose bytes fit in the L2 finds its operands there
   and moves them at the L2 rate, not the DRAM rate (a 96 MB L2 in front of 864 GB/s GDDR holds most of a mid-sized
   GEMM's weights). The sheet gives the L2 size, not its rate; on-chip bandwidth scales with the SMs and their
-  clock, so the rate is ``b x SMs x clock`` with ``b`` (bytes per SM per clock) fitted on the training rows.
+  clock, so the rate is ``b x SMs x clock`` with ``b`` (bytes per SM per clock) fitted on the training rows. An
+  attention model may apply it to the decode rows alone (``"decode"``): a decode kernel is bound by its KV-cache
+  read, which a repeated launch finds in the L2 when it fits, while prefill is bound by its tensor FLOPs.
+* **softmax exponentials** (attention). Each (query, key) pair of each head costs one exponential on the SM's
+  special-function units, which do not scale with the tensor cores: on a GPU whose tensor peak is high for its SM
+  count and clock (H100, FP8) they, not the matrix products, bound a prefill kernel. Their time is
+  ``pairs x heads x batch / (e x SMs x clock)``, the compute term the larger of it and the tensor time, with
+  ``e`` (exponentials per SM per clock; the hardware issues 16) fitted on the training rows.
 """
 
 from __future__ import annotations
@@ -71,6 +78,13 @@ TILE_COLUMNS: tuple[str, ...] = ("log2_m", "log2_n", "log2_k", "log2_batch", "ti
 L2_COLUMNS: tuple[str, ...] = ("log10_bytes", "mem_bw_gbs", "l2_mb", "sm_count", "max_clock_mhz")
 #: the L2 rate's grid, bytes per SM per clock (0: no L2 term, the plain roofline's memory time)
 L2_BYTES_PER_CLOCK: tuple[float, ...] = (0.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0)
+#: feature columns the softmax term reads (an attention row's exponentials are its FLOPs over 4 x head_dim)
+SOFTMAX_COLUMNS: tuple[str, ...] = ("log10_flops", "log2_head_dim", "sm_count", "max_clock_mhz")
+#: the softmax term's grid, exponentials per SM per clock (0: no term); the SFU issues 16, the grid spans 4x
+#: either side of it for the ops around each exponential (max, subtract, scale) and dual issue
+EXP_PER_CLOCK: tuple[float, ...] = (0.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+#: the row subsets the L2-resident memory time may apply to
+L2_ROWS: tuple[str, ...] = ("all", "decode")
 #: spec columns that tell the training devices apart for the L2 fit (its loss is level-free per device)
 _DEVICE_KEY: tuple[str, ...] = ("mem_bw_gbs", "sm_count", "l2_mb")
 
@@ -155,27 +169,48 @@ def l2_memory_ms(A: np.ndarray, names: tuple[str, ...], bytes_per_clock: float) 
     return l2_resident_memory_ms(10.0 ** v["log10_bytes"], v["mem_bw_gbs"], v["l2_mb"], l2_gbs)
 
 
-def fit_l2_rate(X: pd.DataFrame, y: np.ndarray, base: Callable[[float], np.ndarray]) -> float:
-    """The L2 rate (bytes per SM per clock, of :data:`L2_BYTES_PER_CLOCK`; 0 turns the term off) whose runtime
-    baseline ``base(rate)`` leaves the least within-device variance of log(y / base) on the training rows: the
-    level of each device is the trees' job, the shape of its curve the baseline's."""
-    device = X[list(_DEVICE_KEY)].astype("float64").groupby(list(_DEVICE_KEY), dropna=False).ngroup().to_numpy()
-    log_y = np.log(np.asarray(y, dtype="float64"))
+def softmax_ms(A: np.ndarray, names: tuple[str, ...], exps_per_clock: float) -> np.ndarray:
+    """Time (ms) of attention feature rows ``A``' (columns ``names``) softmax exponentials, one per attended (query,
+    key) pair per head (the FLOPs are 4 x head_dim per pair), at ``exps_per_clock x SMs x clock``; NaN where the
+    sheet lacks the SM count or clock."""
+    v = dict(zip(SOFTMAX_COLUMNS, (A[:, j] for j in column_positions(names, SOFTMAX_COLUMNS)), strict=True))
+    exps = 10.0 ** v["log10_flops"] / (4.0 * 2.0 ** v["log2_head_dim"])
+    return exps / (exps_per_clock * v["sm_count"] * v["max_clock_mhz"] * 1e3)  # per clock x SMs x MHz x 1e3 = per ms
+
+
+def decode_rows(A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Which feature rows are attention decode rows (none for a task without the ``is_decode`` column)."""
+    if "is_decode" not in names:
+        return np.zeros(len(A), dtype=bool)
+    return A[:, column_positions(names, ("is_decode",))[0]] > 0.5
+
+
+def fit_rate(X: pd.DataFrame, y: np.ndarray, base: Callable[[float], np.ndarray], grid: tuple[float, ...],
+             rows: np.ndarray | None = None) -> float:
+    """The rate of ``grid`` (0 first: the term off) whose runtime baseline ``base(rate)`` leaves the least
+    within-device variance of log(y / base) on the training rows (``rows``: only those): the level of each device
+    is the trees' job, the shape of its curve the baseline's. The L2 rate and the softmax rate are fitted so."""
+    keep = np.ones(len(X), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    device = X[list(_DEVICE_KEY)].astype("float64").groupby(list(_DEVICE_KEY), dropna=False).ngroup().to_numpy()[keep]
+    log_y = np.log(np.asarray(y, dtype="float64"))[keep]
 
     def loss(rate: float) -> float:
-        r = pd.Series(log_y - np.log(base(rate)))
+        r = pd.Series(log_y - np.log(base(rate)[keep]))
         return float((r - r.groupby(device).transform("mean")).pow(2).sum())
 
-    return min(L2_BYTES_PER_CLOCK, key=loss)  # ties: the first, the weakest term
+    return min(grid, key=loss)  # ties: the first, the weakest term
 
 
 def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, Any] | None,
-                      waves: bool, tiles: bool = False, l2_bytes_per_clock: float = 0.0) -> np.ndarray:
+                      waves: bool, tiles: bool = False, l2_bytes_per_clock: float = 0.0, l2_rows: str = "all",
+                      exps_per_clock: float = 0.0) -> np.ndarray:
     """The roofline time (ms) of feature rows ``A`` (columns ``names``) with its compute term slowed by the power
     limit ``power`` (None: none) and, if ``waves``, by the partly empty last wave; with ``tiles`` both terms are
     :func:`tile_times` (which quantise the waves themselves), the plain roofline's where a number is missing.
     A positive ``l2_bytes_per_clock`` moves the bytes of a kernel that fits in the L2 at the L2 rate
-    (:func:`l2_memory_ms`)."""
+    (:func:`l2_memory_ms`; ``l2_rows="decode"``: of an attention decode row alone). A positive ``exps_per_clock``
+    makes an attention row's compute time the larger of its tensor time and its softmax time (:func:`softmax_ms`,
+    where the sheet has the SM count and clock)."""
     at = dict(zip(COLUMNS, column_positions(names, COLUMNS), strict=True))
     compute = 10.0 ** A[:, at["log10_compute_ms"]]
     memory = 10.0 ** A[:, at["log10_memory_ms"]]
@@ -185,7 +220,13 @@ def physical_roofline(A: np.ndarray, names: tuple[str, ...], power: dict[str, An
         compute, memory = np.where(known, tile_compute, compute), np.where(known, tile_memory, memory)
         waves = False
     elif l2_bytes_per_clock > 0:
-        memory = np.minimum(memory, l2_memory_ms(A, names, l2_bytes_per_clock))
+        if l2_rows not in L2_ROWS:
+            raise ValueError(f"hybrid: l2_rows must be one of {L2_ROWS}, got {l2_rows!r}")
+        l2 = np.minimum(memory, l2_memory_ms(A, names, l2_bytes_per_clock))
+        memory = l2 if l2_rows == "all" else np.where(decode_rows(A, names), l2, memory)
+    if exps_per_clock > 0:
+        softmax = softmax_ms(A, names, exps_per_clock)
+        compute = np.where(np.isfinite(softmax), np.maximum(compute, softmax), compute)
     if power is not None:
         compute = compute * power_slowdown(A[:, at["peak_tflops"]], A[:, at["tdp_w"]],
                                            A[:, at["compute_capability"]], power)

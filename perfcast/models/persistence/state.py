@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "physics": ("perfcast.models.estimators.physics:PhysicsCorrected", ()),
     "vendor": ("perfcast.models.estimators.vendor:VendorSplit", ()),
     "layout": ("perfcast.models.estimators.layout_split:LayoutSplit", ()),
+    "phase": ("perfcast.models.estimators.phase_split:PhaseSplit", ()),
 }
 
 
