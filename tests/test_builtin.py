@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from perfcast.builtin import (
 from perfcast.cli import app
 from perfcast.datasets.importers import get_importer
 from perfcast.experiments.builtin_models import BASE, INTERVALS, N_ESTIMATORS
+from perfcast.experiments.builtin_selection import CANDIDATES
 from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError, manifest_digest
 
 runner = CliRunner()
@@ -60,6 +62,9 @@ def test_shipped_bundles_carry_the_settings_build_uses(task: str) -> None:
     assert manifest["metadata"]["base"] == BASE[task]
     scaled = manifest["calibration"]["grouping"].get("scaled_by") == "hardware novelty"
     assert scaled == (INTERVALS[task] == "scaled"), task
+    # the L2-resident base: its hybrids saved a fitted L2 rate; without it, none did
+    rates = re.findall(r'"l2_rate": ([0-9.]+)', json.dumps(manifest["estimators"]))
+    assert bool(rates) == CANDIDATES[BASE[task]]["l2_resident"], task
 
 
 @pytest.mark.parametrize("task", TASKS)

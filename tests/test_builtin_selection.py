@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from perfcast.datasets.importers import get_importer
 from perfcast.experiments import builtin_selection as sel
-from perfcast.experiments.builtin_models import BASE, _params, main
+from perfcast.experiments.builtin_models import BASE, _params, _preset, main
+from perfcast.models.estimators.physical_base import physical_roofline
+from perfcast.models.registry import hybrid_estimator
 
 GPUS = ("a100_sxm", "h100_sxm", "l40s", "b60")
 
@@ -62,5 +65,25 @@ def test_the_build_reads_the_selected_base() -> None:
         params = _params(task, 7)[1]
         assert params["by_vendor"] == sel.CANDIDATES[name]["by_vendor"] and params["n_estimators"] == 7
     assert _params("gemm", 7, "current")[1]["by_vendor"] is False
+    # the GEMM preset turns the L2-resident base on; a candidate's name alone decides it
+    assert _preset("gemm").model.params.get("l2_resident") is True
+    assert _params("gemm", 7, "vendor")[1]["l2_resident"] is False
+    assert _params("gemm", 7, "vendor_l2")[1]["l2_resident"] is True
     with pytest.raises(SystemExit):
         main(["build", "--data-root", ".", "--base", "no_such_base"])
+
+
+def test_the_l2_candidate_leaves_a_gpu_without_an_l2_size_on_its_dram_roofline(records: pd.DataFrame) -> None:
+    """A sheet without the L2 size (NaN) keeps the DRAM memory time under the L2 base, while the same GPU with its
+    size gets a lower one for some GEMMs; the candidate fits and predicts with such a GPU in training."""
+    F, meta = sel.sample(records, "gemm", 200)
+    l40s = (meta["device_id"] == "l40s").to_numpy()
+    unknown = F.assign(l2_mb=F["l2_mb"].where(~l40s))
+    for frame, keeps in ((F, False), (unknown, True)):
+        A, names = frame.to_numpy(dtype="float64"), tuple(frame.columns)
+        dram = physical_roofline(A, names, None, False)[l40s]
+        l2 = physical_roofline(A, names, None, False, l2_bytes_per_clock=8.0)[l40s]
+        assert np.allclose(l2, dram, rtol=1e-9) == keeps and (l2 <= dram * (1 + 1e-9)).all()
+    model = hybrid_estimator("gemm", {**sel.CANDIDATES["vendor_l2"], "n_estimators": 10})
+    pred = model.fit(unknown, meta["y"].to_numpy()).predict(unknown)
+    assert np.isfinite(pred).all() and (pred > 0).all()

@@ -40,7 +40,7 @@ N_ESTIMATORS = 150
 #: base-model setting per task (a :data:`~perfcast.experiments.builtin_selection.CANDIDATES` name), chosen by
 #: ``select`` (nested leave-one-training-GPU-out; scores in benchmarks/BUILTIN.md); for attention, ``measure`` of
 #: ``vendor`` against the preset's one-member choice (``vendor_single``) over the model's own 8 GPUs
-BASE: dict[str, str] = {"gemm": "vendor", "attention": "vendor"}
+BASE: dict[str, str] = {"gemm": "vendor_l2", "attention": "vendor"}
 #: interval widths per task, plain or scaled by spec-sheet distance (the preset's ``[intervals] scale``):
 #: attention's leave-one-GPU-out coverage over the model's own GPUs was nearer 90% plain (benchmarks/BUILTIN.md)
 INTERVALS: dict[str, str] = {"gemm": "scaled", "attention": "plain"}

@@ -27,8 +27,9 @@ from perfcast.features.extrapolation import EFFICIENCY_DIRECTION, TRANSFERABLE
 
 #: kernel columns the work-only member sees (the presets' second variant)
 SDWT = ["shape", "dtype", "work", "tiling"]
-#: base-model settings compared: overrides of the preset's ``by_vendor`` and ``variants``
-CANDIDATES: dict[str, dict[str, Any]] = {
+#: base-model settings compared: overrides of the preset's ``by_vendor``, ``variants`` and ``l2_resident`` (every
+#: candidate states ``l2_resident``, so a preset that turns it on does not change what a candidate name builds)
+CANDIDATES: dict[str, dict[str, Any]] = {name: {"l2_resident": False, **setting} for name, setting in {
     "current": {"by_vendor": False, "variants": [{}, {"columns": SDWT}]},
     "vendor": {"by_vendor": True, "variants": [{}, {"columns": SDWT}]},
     "vendor_single": {"by_vendor": True, "variants": [{}]},
@@ -38,7 +39,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # the GEMM unseen-GPU preset's members (benchmarks/ANALYSIS_zeroshot.md, round 2); not yet measured here
     "vendor_ratios_mono": {"by_vendor": True, "variants": [
         {"columns": [*SDWT, *TRANSFERABLE], "monotone": dict(EFFICIENCY_DIRECTION)}, {"columns": SDWT}]},
-}
+    # the shipped base with the memory time of an L2-sized GEMM at a fitted L2 rate (the GEMM unseen-GPU preset's
+    # base since benchmarks/ANALYSIS_zeroshot.md, round 4); GPUs without an L2 size keep the DRAM roofline
+    "vendor_l2": {"by_vendor": True, "variants": [{}, {"columns": SDWT}], "l2_resident": True},
+}.items()}
 
 
 def sample(records: pd.DataFrame, task: str, rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
