@@ -97,10 +97,13 @@ def test_each_row_is_served_by_its_phase_s_correction(adapted, split):
     assert not np.allclose(ours, theirs)
 
 
-def test_a_phased_bundle_round_trips_and_one_row_is_the_batch(base, tables, split, tmp_path):
+@pytest.mark.parametrize("stages", [{}, {"smooth": True, "krige": -1.0}], ids=["default", "kriged"])
+def test_a_phased_bundle_round_trips_and_one_row_is_the_batch(base, tables, split, tmp_path, stages):
+    """The product default's stages and the preset's (smooth shape term, kriging: a phase's own kriging is arrays
+    in its own folder)."""
     revealed, test = split
     loaded = Predictor.load(save_model(base, "attention", tables[0], tmp_path / "base", {"model": "hybrid"}))
-    model, found = adapt_loaded(loaded.model, revealed, per_phase=PER_PHASE)
+    model, found = adapt_loaded(loaded.model, revealed, per_phase=PER_PHASE, **stages)
     assert found.phases and len(model.heads[0].phases) == len(found.phases)
     in_memory = Predictor(model)
     again = Predictor.load(save_adapted(model, tmp_path / "adapted"))
