@@ -5,50 +5,25 @@ with no rows (or too few of a phase) nothing changes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from perfcast import Predictor
-from perfcast.datasets.importers import get_importer
-from perfcast.models import make_model
-from perfcast.models.estimators.adapt import INTERVAL_GROUPS, AdaptedModel, _ape
+from perfcast.models.estimators.adapt import INTERVAL_GROUPS, PHASE_NAMES, AdaptedModel
 from perfcast.models.persistence.adapted import adapt_loaded, save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.calibration import group_labels
-from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan
+from tests.test_adapt_attention import base, tables  # noqa: F401  (fixtures: real H100 attention rows)
 
-TRAIN_GPUS = ["a100_sxm", "b300_sxm"]
-TARGET_GPU = "h100_sxm"  # no family sibling among the training GPUs
 K = 160
 PER_PHASE = 40
 
 
 @pytest.fixture(scope="module")
-def tables(data_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Real trtllm attention latencies, both phases: 250 rows of each training GPU and phase, 1,000 of the H100."""
-    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
-    units = [u for u in imp.units(root) if "/trtllm/" in u.as_posix() and "attention" in u.name
-             and any(f"/{d}/" in u.as_posix() for d in [*TRAIN_GPUS, TARGET_GPU])]
-    df = pd.concat([imp.load(root, u)["attention"] for u in units], ignore_index=True)
-    train = df[df["device_id"].isin(TRAIN_GPUS)].groupby(["device_id", "phase"]).sample(n=250, random_state=0)
-    target = df[df["device_id"] == TARGET_GPU].groupby("phase").sample(n=500, random_state=0)
-    return train.reset_index(drop=True), target.reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def base(tables) -> ConformalRegressor:
-    train, _ = tables
-    return ConformalRegressor(make_model("hybrid", "attention", ["runtime_ms"], {"n_estimators": 60}),
-                              n_splits=2).fit(train, train[["runtime_ms"]])
-
-
-@pytest.fixture(scope="module")
 def split(tables) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The plan's K rows, and the rest."""
+    """The plan's K rows of the H100, and the rest."""
     target = tables[1]
     picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "attention", K))
     return target[picked], target[~picked]
@@ -56,15 +31,16 @@ def split(tables) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def adapted(base, split) -> tuple[AdaptedModel, AdaptedModel]:
-    """The same rows adapted by one guard, and per phase."""
+    """The same rows adapted by one guard, and per phase, with the preset's stages (smooth term, kriging)."""
     revealed, _ = split
-    return AdaptedModel(base).fit(revealed), AdaptedModel(base, per_phase=PER_PHASE).fit(revealed)
+    return (AdaptedModel(base, smooth=True, krige=-1.0).fit(revealed),
+            AdaptedModel(base, smooth=True, krige=-1.0, per_phase=PER_PHASE).fit(revealed))
 
 
 def test_a_phase_keeps_its_own_correction_where_its_folds_find_it_better(adapted, split):
     pooled, phased = (a.adaptation_ for a in adapted)
-    # on these real rows the pooled guard stacks a model of the K rows alone; generation's own folds find the shape
-    # term alone better on its rows (the phases need different corrections)
+    # on these real rows the pooled guard chooses the shape term, the context's own folds the smooth one (the phases
+    # need different corrections)
     assert phased.phases, "no phase chose its own adaptation"
     assert any(own.describe() != pooled.describe() for own in phased.phases.values())
     F, _ = adapted[0].parts(split[0])
@@ -72,7 +48,9 @@ def test_a_phase_keeps_its_own_correction_where_its_folds_find_it_better(adapted
     for label, own in phased.phases.items():
         rows = labels == label
         assert own.n_rows == rows.sum() >= PER_PHASE
-        assert _ape(own.residuals) < _ape(pooled.residuals[rows])  # kept only where its folds say it is better
+        name = PHASE_NAMES[label]  # kept only where its folds say it is better
+        assert phased.cv_error[f"{name} alone"] < phased.cv_error[f"{name} pooled"]
+        assert phased.cv_error[f"{name} pooled"] == pytest.approx(np.mean(np.abs(np.expm1(-pooled.residuals[rows]))))
         np.testing.assert_array_equal(phased.residuals[rows], own.residuals)
     kept = set(phased.phases)
     np.testing.assert_array_equal(phased.residuals[~np.isin(labels, list(kept))],

@@ -20,6 +20,9 @@ term that fits prefill may hurt decode) and K = 0 (or too few rows to validate) 
 are offered to the same guard three ways: the nearest donor's latency as the start, a ridge mix of every
 donor's latency under the correction, and the donors' latencies as features of the shape term.
 
+**Per phase.** With ``per_phase``, an attention phase with enough rows is also adapted by the same guard on its
+rows alone, and keeps that where its rows' folds find it better than the pooled adaptation (:func:`by_phase`).
+
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
 split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
 than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
