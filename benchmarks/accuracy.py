@@ -60,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=model_names(), default=None,
                         help="model for every protocol (default: each protocol's tuned default, else hybrid "
                              "for GPU kernels and lightgbm for CPU benchmarks)")
+    parser.add_argument("--part", choices=["gemm", "attention"], action="append", default=None,
+                        help="aiconfigurator-adapt: run only this kernel family (repeatable; default: both)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown file to write (default: {DEFAULT_OUT})")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT.json",
                         help="also write every row as JSON (fractions; device 'mean' for summary rows)")
@@ -259,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
-    names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model)
+    names, cfg = args.protocol or list(RUNNERS), RunConfig(args.data_root.resolve(), args.cutoff, args.model,
+                                                         parts=tuple(args.part or ()))
     if args.rows:
         rows: list[Result] = []
         docs = [r for f in args.rows for r in json.loads(f.read_text(encoding="utf-8"))]

@@ -158,11 +158,14 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         if k:
             base_rows[ALONE] = alone(task, test[picked], test[rest])
         for setting, chosen in options["settings"].items():
+            if task not in chosen.get("tasks", (task,)):  # a setting offered to some kernel families only
+                continue
             start = time.perf_counter()
             adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
                                    shape_donors=bool(chosen.get("shape_donors", False)),
                                    smooth=bool(chosen.get("smooth", False)),
-                                   kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"))
+                                   kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
+                                   per_phase=chosen.get("per_phase"))
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
             found = adapter.adaptation_
@@ -292,12 +295,12 @@ def _collect(per_device: dict[tuple[str, int], list[dict[Key, Result]]], found: 
 
 def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     """Leave one aiconfigurator GPU out, adapt on K planned rows of it, score its other rows (GEMM, then
-    context and generation attention)."""
+    context and generation attention; only those of ``cfg.parts`` when it names some)."""
     protocol = "aiconfigurator-adapt"
     choice = choose(protocol, cfg.model)
     name, params, options = choice.name, choice.params, choice.options
     rows: list[Result] = []
-    for task in ("gemm", "attention"):
+    for task in [t for t in ("gemm", "attention") if not cfg.parts or t in cfg.parts]:
         intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
             **options.get(f"{task}_intervals", {}))
         config = choice.config.model_copy(update={"task": task, "intervals": intervals})

@@ -129,12 +129,14 @@ def _better(ours: float, ref: float, higher_is_better: bool) -> bool:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What the command line chose: data, the future protocol's cutoff year, a model for every protocol."""
+    """What the command line chose: data, the future protocol's cutoff year, a model for every protocol, and the
+    kernel families an adaptation protocol runs (empty: all)."""
 
     data_root: Path
     cutoff: int | None = None
     model: str | None = None
     seed: int = 0
+    parts: tuple[str, ...] = ()
 
 
 class Workspace:

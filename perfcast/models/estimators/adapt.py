@@ -20,6 +20,9 @@ term that fits prefill may hurt decode) and K = 0 (or too few rows to validate) 
 are offered to the same guard three ways: the nearest donor's latency as the start, a ridge mix of every
 donor's latency under the correction, and the donors' latencies as features of the shape term.
 
+**Per phase.** With ``per_phase``, an attention phase with enough rows is also adapted by the same guard on its
+rows alone, and keeps that where its rows' folds find it better than the pooled adaptation (:func:`by_phase`).
+
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
 split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
 than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
@@ -36,8 +39,8 @@ fitted in-memory base corrected), :class:`AdaptedRegressor` (a bundle's head cor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -45,7 +48,7 @@ import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
-from perfcast.models.estimators.adapt_stack import blend, stacked, with_stack
+from perfcast.models.estimators.adapt_stack import blend, rescored, stacked, with_stack
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.estimators.rows import named_frame, predict_rows
@@ -83,6 +86,8 @@ INTERVAL_GROUPS: tuple[str, ...] = ("is_decode",)
 #: fewest adaptation rows of a group for its own interval quantile (fewer: the pooled one); None: pooled only.
 #: The preset's threshold leave-one-GPU-out chose for every GPU at K >= 128 (benchmarks/ANALYSIS_adapt.md)
 MIN_GROUP_ROWS: int | None = 20
+#: the attention phases' :data:`INTERVAL_GROUPS` labels, named (for a result's notes)
+PHASE_NAMES: dict[str, str] = {"none": "context", "is_decode": "generation"}
 
 
 @dataclass
@@ -115,6 +120,9 @@ class Adaptation:
     #: each row's kernel kind as a Mondrian group (dtype, and phase for attention), and the flag columns naming it
     kind_labels: np.ndarray | None = None
     kind_columns: tuple[str, ...] = ()
+    #: an attention phase's own adaptation (its :data:`INTERVAL_GROUPS` label -> one fitted on its rows alone), for
+    #: each phase whose rows' folds chose it over this pooled one (see :func:`by_phase`); the rest use the pooled one
+    phases: dict[str, Adaptation] = field(default_factory=dict)
 
     def regrouped(self, min_group_rows: int | None, by_kind: bool = False,
                   scale: float | Mapping[str, float] = 1.0) -> Adaptation:
@@ -156,7 +164,8 @@ class Adaptation:
                 "donor_mix": None if self.mix is None else self.mix.to_json(),
                 "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen(),
                 "k_rows_model_weight": float(self.alone_weight),
-                "kriging": None if self.krige is None else self.krige.state()[0]}
+                "kriging": None if self.krige is None else self.krige.state()[0],
+                "phases": {label: own.report() for label, own in self.phases.items()}}
 
     def chosen(self) -> str:
         """The key of ``cv_mean_ape`` that won (as :func:`fit_adaptation` names its candidates)."""
@@ -177,27 +186,32 @@ class Adaptation:
             text += f", stacked with a model of the K rows alone (weight {self.alone_weight:g})"
         if self.krige is not None:
             text += f", residuals kriged (length {self.krige.length_scale:g}, weight {self.krige.weight:g})"
-        return text
+        return text + "".join(f"; {PHASE_NAMES.get(label, label)} rows: their own {own.describe()}"
+                              for label, own in self.phases.items())
 
     def regressor(self, inner: Any) -> AdaptedRegressor:
         """``inner`` (the base estimator) corrected as found."""
         return AdaptedRegressor(inner, self.correction, self.donors, self.mix, self.from_donor, self.alone,
-                                self.alone_weight, self.krige)
+                                self.alone_weight, self.krige, [own.regressor(None) for own in self.phases.values()],
+                                tuple(self.phases))
 
 
 class AdaptedRegressor:
     """A fitted base estimator corrected for one device: ``start * exp(mix + correction)``, where ``start`` is the
     base prediction, or the nearest donor's measured latency where it has one, and ``mix`` the donor mix
     (:mod:`perfcast.models.estimators.donor_mix`), stacked with ``alone`` (a model of the K rows alone) by
-    ``alone_weight``, times ``krige``'s kriged residual. What an adapted bundle saves and serves."""
+    ``alone_weight``, times ``krige``'s kriged residual. Rows of an attention phase named in ``phase_labels`` are
+    corrected by that phase's own member of ``phases`` instead (the same arithmetic, no base of its own). What an
+    adapted bundle saves and serves."""
 
-    #: the base estimator, saved in the adapted model's own folder, and the K-rows model (None: not stacked) in
-    #: its own sub-folder (see perfcast.models.persistence.state)
-    state_children: ClassVar[dict[str, str]] = {"inner": "", "alone": "alone"}
+    #: the base estimator, saved in the adapted model's own folder, the K-rows model (None: not stacked) in its own
+    #: sub-folder, and the phases' own corrections in theirs (see perfcast.models.persistence.state)
+    state_children: ClassVar[dict[str, str]] = {"inner": "", "alone": "alone", "phases": "phase"}
 
     def __init__(self, inner: Any, correction: Correction, donors: DonorTable | None = None,
                  mix: DonorMix | None = None, from_donor: bool = False, alone: Any = None,
-                 alone_weight: float = 0.0, krige: Kriging | None = None):
+                 alone_weight: float = 0.0, krige: Kriging | None = None,
+                 phases: list[AdaptedRegressor] | None = None, phase_labels: tuple[str, ...] = ()):
         self.inner = inner
         self.correction = correction
         self.donors = donors
@@ -206,27 +220,48 @@ class AdaptedRegressor:
         self.alone = alone
         self.alone_weight = alone_weight
         self.krige = krige
+        self.phases = phases or None
+        self.phase_labels = tuple(phase_labels) if phases else ()
 
     def predict(self, F: pd.DataFrame) -> np.ndarray:
-        base = np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F))
-        return kriged(stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
+        return self.adjust(F, np.asarray(self.inner.predict(F), dtype="float64").reshape(len(F)))
+
+    def adjust(self, F: pd.DataFrame, base: np.ndarray) -> np.ndarray:
+        """The adapted prediction of rows ``F`` from their base predictions ``base``."""
+        pred = kriged(stacked(corrected(self.correction, self.donors, F, base, self.mix, self.from_donor), self.alone,
                               self.alone_weight, F), self.krige, F, base)
+        for rows, own in self._by_phase(group_labels(F, list(INTERVAL_GROUPS)) if self.phases else None):
+            pred[rows] = own.adjust(F.loc[rows], base[rows])
+        return pred
 
     def predict_rows(self, A: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """:meth:`predict` of feature rows ``A`` whose columns are ``names`` (:mod:`.rows`): the same
         arithmetic; without donors nothing reads a frame, with them the donor tables get one."""
-        base = predict_rows(self.inner, A, names).reshape(len(A))
+        return self.adjust_rows(A, names, predict_rows(self.inner, A, names).reshape(len(A)))
+
+    def adjust_rows(self, A: np.ndarray, names: tuple[str, ...], base: np.ndarray) -> np.ndarray:
+        """:meth:`adjust` of feature rows ``A`` whose columns are ``names``."""
         if self.donors is not None or self.mix is not None or self.from_donor:
             pred = corrected(self.correction, self.donors, named_frame(A, names), base, self.mix, self.from_donor)
         else:
             pred = base * np.exp(self.correction.log_ratio(None, base, A, names=names))
         if self.alone is not None and self.alone_weight > 0.0:
             pred = blend(pred, predict_rows(self.alone, A, names).reshape(len(A)), self.alone_weight)
-        return pred if self.krige is None else pred * np.exp(self.krige.log_ratio(None, base, A, names))
+        pred = pred if self.krige is None else pred * np.exp(self.krige.log_ratio(None, base, A, names))
+        for rows, own in self._by_phase(group_labels(A, list(INTERVAL_GROUPS), names) if self.phases else None):
+            pred[rows] = own.adjust_rows(A[rows], names, base[rows])
+        return pred
+
+    def _by_phase(self, labels: np.ndarray | None) -> list[tuple[np.ndarray, AdaptedRegressor]]:
+        """(rows, the phase's own correction) for each phase with one that has rows among ``labels``."""
+        if labels is None:
+            return []
+        return [(labels == label, own) for label, own in zip(self.phase_labels, self.phases)
+                if (labels == label).any()]
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The correction's and the mix's numbers and the donors' identities (JSON); the donor tables and the
-        shape model's LightGBM text as arrays."""
+        shape model's LightGBM text as arrays; the phases' own corrections are children, named here in order."""
         arrays: dict[str, np.ndarray] = {}
         donors = None
         if self.donors is not None:
@@ -240,22 +275,25 @@ class AdaptedRegressor:
             arrays.update(more)
         return {"correction": self.correction.to_json(), "donors": donors, "from_donor": self.from_donor,
                 "mix": None if self.mix is None else self.mix.to_json(),
-                "alone_weight": float(self.alone_weight), "krige": krige}, arrays
+                "alone_weight": float(self.alone_weight), "krige": krige,
+                "phase_labels": list(self.phase_labels)}, arrays
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AdaptedRegressor:
-        """The adapted model without its base (the persistence layer sets ``inner``). A bundle saved before
-        donor mixes started from its donor whenever it had one."""
+        """The adapted model without its base and its phases' own corrections (the persistence layer sets
+        ``inner`` and ``phases``). A bundle saved before donor mixes started from its donor whenever it had one."""
         text = arrays["shape_text"].tobytes().decode("utf-8") if "shape_text" in arrays else None
         more = {m: arrays[f"shape_text_{m}"].tobytes().decode("utf-8")
                 for m in params["correction"].get("more_shapes", [])}
         donors = params.get("donors")
         table = None if not donors else DonorTable.from_state(donors, arrays)
         mix = None if not params.get("mix") else DonorMix.from_json(params["mix"])
-        return cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
+        made = cls(None, Correction.from_json(params["correction"], text, more_shapes=more), table, mix,
                    bool(params.get("from_donor", table is not None)),
                    alone_weight=float(params.get("alone_weight", 0.0)),
                    krige=None if not params.get("krige") else Kriging.from_state(params["krige"], arrays))
+        made.phase_labels = tuple(str(label) for label in params.get("phase_labels", ()))
+        return made
 
 
 def starting_point(donors: DonorTable | None, F: pd.DataFrame, base: np.ndarray, mix: DonorMix | None = None,
@@ -285,7 +323,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                    kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
-                   krige: float | None = DEFAULT_KRIGE) -> Adaptation:
+                   krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
@@ -294,17 +332,34 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
     see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
     a caller that keeps only the correction passes False); ``krige``: then offer the kriging of the residuals
-    left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`)."""
+    left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`);
+    ``per_phase``: an attention phase with at least this many rows is also adapted on its rows alone, and keeps
+    that where its rows' folds find it better (None: one adaptation for every row; see :func:`by_phase`)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
-    if donors is None or ok.sum() < 2 * N_SPLITS:
-        found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                  smooth=smooth, kind_shapes=kind_shapes)
-        return last_stages(found, F.loc[ok], base[ok], y[ok], task, target, seed, stack, krige
-                           ).regrouped(min_group_rows)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
+    found = _pooled(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed, donors=donors,
+                    mixes=mixes, shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack,
+                    krige=krige)
+    if per_phase is not None:
+        found = by_phase(found, F, y, per_phase, lambda rows: _pooled(
+            F.loc[rows], base[rows], y[rows], task=task, target=target,
+            noise=None if noise is None else noise[rows], level=level, seed=seed, donors=donors, mixes=mixes,
+            shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack, krige=krige))
+    return found.regrouped(min_group_rows)
+
+
+def _pooled(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str, noise: np.ndarray | None,
+            level: float, seed: int, donors: DonorTable | None, mixes: Sequence[str], shape_donors: bool,
+            smooth: bool, kind_shapes: bool, stack: bool, krige: float | None) -> Adaptation:
+    """:func:`fit_adaptation` of rows ``F`` (every one measured, base and latency positive) by one guard for all of
+    them, its intervals not yet grouped."""
+    if donors is None or len(y) < 2 * N_SPLITS:
+        found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
+                                  smooth=smooth, kind_shapes=kind_shapes)
+        return last_stages(found, F, base, y, task, target, seed, stack, krige)
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
@@ -333,7 +388,36 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
     found = replace(found, cv_error=errors)
-    return last_stages(found, F, base, y, task, target, seed, stack, krige).regrouped(min_group_rows)
+    return last_stages(found, F, base, y, task, target, seed, stack, krige)
+
+
+def by_phase(found: Adaptation, F: pd.DataFrame, y: np.ndarray, least: int,
+             fit: Callable[[np.ndarray], Adaptation]) -> Adaptation:
+    """``found`` (one adaptation of every row ``F``) with, for each attention phase (:data:`INTERVAL_GROUPS` label)
+    of at least ``least`` rows, ``fit(rows)`` (the same guard on that phase's rows alone) where its cross-fitted
+    mean APE on them is below ``found``'s (ties: the pooled one). Why: one guard chooses the start, mix, shape
+    term, stack and kriging by the pooled error of both phases, and a near-tie won by prefill can cost decode;
+    each phase's own folds choose for it only where it has rows enough to validate a choice. The intervals are
+    recalibrated on each row's chosen cross-fitted residual."""
+    if found.residuals is None or found.calibration is None:
+        return found
+    labels = group_labels(F, list(INTERVAL_GROUPS))
+    if len(set(labels)) < 2:
+        return found
+    residuals, phases, errors = found.residuals.copy(), {}, dict(found.cv_error)
+    for label in sorted(set(labels)):
+        rows = labels == label
+        if rows.sum() < least:
+            continue
+        own = fit(rows)
+        if own.residuals is None:
+            continue
+        errors.update({f"{PHASE_NAMES.get(label, label)} alone": _ape(own.residuals),
+                       f"{PHASE_NAMES.get(label, label)} pooled": _ape(found.residuals[rows])})
+        if _ape(own.residuals) < _ape(found.residuals[rows]):
+            phases[label], residuals[rows] = own, own.residuals
+    found = replace(found, cv_error=errors)
+    return rescored(found, residuals, phases=phases) if phases else found
 
 
 def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndarray, task: str, target: str,
@@ -434,7 +518,8 @@ class AdaptedModel:
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE):
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE,
+                 per_phase: int | None = None):
         self.base = base
         self.target = target
         self.level = level
@@ -446,6 +531,7 @@ class AdaptedModel:
         self.min_group_rows = min_group_rows
         self.kind_shapes = kind_shapes
         self.krige = krige
+        self.per_phase = per_phase
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -466,7 +552,7 @@ class AdaptedModel:
                                           donors=self.donors, mixes=self.mixes,
                                           shape_donors=self.shape_donors, smooth=self.smooth,
                                           min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes,
-                                          krige=self.krige)
+                                          krige=self.krige, per_phase=self.per_phase)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,
@@ -478,8 +564,7 @@ class AdaptedModel:
             pred, lo, hi = self.base.predict_with_interval(X, level)
             return tuple(np.asarray(v, dtype="float64").reshape(len(X), -1)[:, 0] for v in (pred, lo, hi))
         F, base = parts if parts is not None else self.parts(X)
-        pred = kriged(stacked(corrected(a.correction, a.donors, F, base, a.mix, a.from_donor), a.alone,
-                              a.alone_weight, F), a.krige, F, base)
+        pred = a.regressor(None).adjust(F, base)
         return (pred, *self.interval(X, pred, (F, base), level))
 
     def interval(self, X: pd.DataFrame, pred: np.ndarray, parts: tuple[pd.DataFrame, np.ndarray],
