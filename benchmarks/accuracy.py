@@ -257,6 +257,19 @@ def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = (), source
     ])
 
 
+#: what names one row of the table: a later ``--rows`` file's row of the same key replaces an earlier one's
+ROW_KEY: tuple[str, ...] = ("protocol", "task", "target", "device", "label", "metric")
+
+
+def latest(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several ``--rows`` files, a later file's row replacing an earlier one's of the same :data:`ROW_KEY`
+    in its place: a run of one part (``--part attention``) spliced over a full run's rows."""
+    keyed: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for doc in docs:
+        keyed[tuple(doc.get(k) for k in ROW_KEY)] = doc
+    return list(keyed.values())
+
+
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -265,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                                                          parts=tuple(args.part or ()))
     if args.rows:
         rows: list[Result] = []
-        docs = [r for f in args.rows for r in json.loads(f.read_text(encoding="utf-8"))]
+        docs = latest([r for f in args.rows for r in json.loads(f.read_text(encoding="utf-8"))])
         names = list(dict.fromkeys(r["protocol"] for r in docs))
     else:
         rows = run_ray(names, cfg, args.ray, args.jobs) if args.ray else run_parallel(names, cfg, args.jobs)

@@ -279,6 +279,17 @@ def test_rows_of_another_run_are_spliced_into_the_table(tmp_path: Path):
     assert f"read from: {other}" in text and "kept from the earlier run in the --json file" in text and "p" in text
 
 
+def test_a_later_rows_file_replaces_an_earlier_files_rows_of_the_same_part():
+    """--rows FULL --rows PART: the part's rows take the full run's place, the full run's other rows stay."""
+    acc = _accuracy_module()
+    row = lambda target, v: {"protocol": "a", "task": "gemm", "target": target, "device": "x", "label": "x",  # noqa: E731
+                             "metric": "mape", "value": v}
+    full = [row("gemm", 1), row("context", 2), row("generation", 3)]
+    assert acc.latest(full + [row("context", 20), row("generation", 30)]) == [
+        row("gemm", 1), row("context", 20), row("generation", 30)]
+    assert acc.latest(full) == full
+
+
 @pytest.mark.slow
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
