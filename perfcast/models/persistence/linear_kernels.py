@@ -7,8 +7,8 @@ NumPy and imports this module only when it needs the kernels (as :mod:`.small_wa
 The walk (the arrays of ``LinearForest.kernel_args``): nodes are the splits then the leaves, a leaf leading to
 itself; a step reads the node's column and threshold and goes to ``child[2 n + right]`` (no branch on a comparison
 the CPU cannot guess), :data:`LANES` walks in step so their loads overlap: in a batch, rows in step through one
-tree, trees outer and rows inner over a block of rows (the tree stays in cache); for a row alone, its trees in
-step. The lanes' leaves' linear models are read as many terms as the most of them has, a term past a leaf's own
+tree, trees outer and rows inner over a block of rows (the tree stays in cache); a row alone goes down one tree
+after another (a request's nodes are mostly out of cache, and the CPU runs ahead on its guesses). The lanes' leaves' linear models are read as many terms as the most of them has, a term past a leaf's own
 leaving its value as it is (a select, not a branch on how many terms a leaf has or on a NaN). A row's leaf outputs
 are added in tree order from 0.0 either way, and each leaf's terms in the file's order, so a row's value is the
 same bits alone or in a batch (and the NumPy walk's for a few rows).
@@ -27,8 +27,10 @@ def walk(X: np.ndarray, args: tuple[np.ndarray, ...], key: int, threads: int) ->
     """Each row's sum over the trees (``args``: the layout's arrays in :func:`_walk`'s order). A batch is walked
     in the order of its column ``key`` (the forest's most split): rows in step then mostly take the same paths,
     so their group stops sooner and reads fewer terms in vain (benchmarks/PREDICT_SPEED_BATCH.md)."""
+    if len(X) == 1:  # a request: one call (its sum added to 0.0, as a batch's rows are)
+        return np.zeros(1) + _row(X, 0, *args)
     out = np.zeros(len(X))
-    if len(X) <= BLOCK:  # a request: no thread pool, no ordering
+    if len(X) <= BLOCK:  # a few rows: no thread pool, no ordering
         _walk(X, 0, len(X), *args, out)
         return out
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
@@ -102,26 +104,24 @@ def _walk(X, lo, hi, roots, depth, feature, threshold, nan_right, child, splits,
 @njit(cache=True, nogil=True)
 def _row(X, r, roots, depth, feature, threshold, nan_right, child, splits, leaf_value, const, term_start,
          term_count, term_feature, term_value):  # noqa: ANN001
-    """Row ``r``'s sum over the trees, added in tree order from 0.0 as :func:`_walk` adds them: :data:`LANES`
-    trees in step, as many steps as the deepest of them takes (one tree after another, every step would wait
-    for the node the step before read)."""
-    nodes, rows, values = np.empty(LANES, dtype=np.uintp), np.full(LANES, r, dtype=np.intp), np.empty(LANES)
-    two, total = np.uintp(2), 0.0
-    for t in range(0, roots.shape[0], LANES):
-        lanes = min(LANES, roots.shape[0] - t)
-        steps = 0
-        for j in range(lanes):
-            nodes[j] = roots[t + j]
-            steps = max(steps, depth[t + j])
-        for _ in range(steps):
-            for j in range(lanes):
-                n = nodes[j]
-                v = X[r, feature[n]]
-                nodes[j] = child[two * n + (np.uintp(v > threshold[n]) | (np.uintp(v != v) & nan_right[n]))]
-        _leaves(X, rows, nodes, lanes, splits, leaf_value, const, term_start, term_count, term_feature,
-                term_value, values)
-        for j in range(lanes):
-            total += values[j]
+    """Row ``r``'s sum over the trees, added in tree order from 0.0 as :func:`_walk` adds them: one tree after
+    another down to its leaf (for a request this measured faster than trees in step, which take as many steps as
+    the deepest of them; ``depth`` is unused here), each leaf's terms in the file's order."""
+    two, inner, total = np.uintp(2), np.uintp(splits), 0.0
+    for t in range(roots.shape[0]):
+        n = np.uintp(roots[t])
+        while n < inner:
+            v = X[r, feature[n]]
+            n = child[two * n + (np.uintp(v > threshold[n]) | (np.uintp(v != v) & nan_right[n]))]
+        leaf = np.intp(n) - splits
+        value = const[leaf]
+        for i in range(term_start[leaf], term_start[leaf] + term_count[leaf]):
+            x = X[r, term_feature[i]]
+            if x != x:  # a NaN among the leaf's features: LightGBM falls back to the constant leaf value
+                value = leaf_value[leaf]
+                break
+            value += term_value[i] * x
+        total += value
     return total
 
 
