@@ -23,9 +23,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
-from typing import Any
 
 from perfcast.models.persistence.compiled import _array, _checked, _int, read_header
 from perfcast.models.persistence.errors import CorruptModelError

@@ -26,7 +26,7 @@ from perfcast.models.persistence.kernels import BLOCK, LANES
 def walk(X: np.ndarray, args: tuple[np.ndarray, ...], key: int, threads: int) -> np.ndarray:
     """Each row's sum over the trees (``args``: the layout's arrays in :func:`_walk`'s order). A batch is walked
     in the order of its column ``key`` (the forest's most split): rows in step then mostly take the same paths,
-    so their group stops sooner and reads fewer terms in vain (benchmarks/PREDICT_SPEED_BATCH.md)."""
+    so their group stops sooner and reads fewer terms in vain (benchmarks/PREDICT_SPEED.md)."""
     if len(X) == 1:  # a request: one call (its sum added to 0.0, as a batch's rows are)
         return np.zeros(1) + _row(X, 0, *args)
     out = np.zeros(len(X))
