@@ -257,3 +257,29 @@ def test_a_kriged_adaptation_round_trips_through_a_bundle(bundle, split, tmp_pat
     plain = base.adapt(revealed)
     assert plain.model.heads[0].krige is None
     assert not np.allclose(plain.predict(test)["runtime_ms"], loaded.predict(test)["runtime_ms"])
+
+
+def test_a_smooth_kriged_bundle_answers_a_row_alone_as_in_a_batch(bundle, tables, tmp_path):
+    """The preset's setting where it adds most to a prediction (K = 512: the guard picks the ``smooth`` term, a
+    linear-leaf forest, and the kriging): after a save and load the batch is the in-memory adaptation's, and a
+    configuration asked alone gets its batch value to the bit, the batch large enough to be walked in parallel
+    blocks in the order of a column (perfcast.models.persistence.linear_kernels)."""
+    from perfcast.models.persistence.adapted import adapt_loaded
+    from perfcast.models.persistence.kernels import BLOCK
+
+    target = tables[1]
+    picked = target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", 512))
+    revealed, test = target[picked], target[~picked]
+    base = Predictor.load(bundle)
+    adapted, _ = adapt_loaded(base.model, base._records(revealed), smooth=True, krige=-1.0)
+    head = adapted.heads[0]
+    assert head.correction.mode == "smooth" and head.krige is not None  # what this test is about is in use
+    loaded = Predictor.load(save_adapted(adapted, tmp_path / "adapted"))
+    batch = loaded.predict(test)
+    assert len(test) > 4 * BLOCK
+    pd.testing.assert_frame_equal(batch, Predictor(adapted).predict(test))
+    at = np.linspace(0, len(test) - 1, 40).astype(int)
+    one = pd.DataFrame([loaded.predict(c) for c in test[["m", "n", "k", "dtype", "device_id"]].iloc[at]
+                       .to_dict("records")])
+    for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
+        np.testing.assert_array_equal(one[col].to_numpy(), batch[col].to_numpy()[at], err_msg=col)

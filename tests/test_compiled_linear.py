@@ -88,6 +88,22 @@ def test_the_smooth_correction_is_served_by_the_linear_walker(gemm):
     _close(corr.log_ratio(F, base), theirs)
 
 
+def test_a_row_alone_is_its_batch_value_to_the_bit(smooth):
+    """Serving promises a configuration the same number alone or in a batch: a batch walks rows in step in the
+    order of a column, in parallel blocks (and the rows past the last full group of lanes alone); a request walks
+    its trees in step. Real rows, NaN fallbacks included, a batch of several blocks not a multiple of the lanes."""
+    from perfcast.models.persistence.kernels import LANES
+
+    booster, A = smooth
+    forest = compile_linear_lightgbm(booster.model_to_string())
+    X = _probe(A)[-(5 * BLOCK + LANES + 3):]  # the NaN rows at the end
+    batch = forest.predict(X, threads=2)
+    assert len(X) % LANES and np.array_equal(forest.predict(X, threads=1), batch)
+    alone = np.array([forest.predict(X[i:i + 1])[0] for i in range(len(X))])
+    np.testing.assert_array_equal(alone, batch)
+    _close(batch, booster.predict(X))
+
+
 def test_damaged_linear_leaves_are_refused(smooth):
     booster, _ = smooth
     text = booster.model_to_string()
@@ -114,9 +130,7 @@ def test_a_few_rows_are_walked_in_numpy_to_the_kernels_bits(smooth):
     booster, A = smooth
     forest = compile_linear_lightgbm(booster.model_to_string())
     X = _probe(A)
-    args = (forest.roots, forest.feature, forest.threshold, forest.left, forest.right, forest.nan_way,
-            forest.leaf_value, forest.const, forest.coef_start, forest.coef_feature, forest.coef_value)
-    kernels = linear_kernels.walk(X, args, 1)
+    kernels = linear_kernels.walk(X, forest.kernel_args, forest.key, 1)
     for lo in range(0, len(X), 13):  # requests of 13 rows (<= small_walk.SMALL), NaN rows at the end
         np.testing.assert_array_equal(forest._small(X[lo:lo + 13]), kernels[lo:lo + 13])
     _close(kernels, booster.predict(X))

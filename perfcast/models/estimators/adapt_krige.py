@@ -33,8 +33,9 @@ NOISE_RATIO = 1.0
 MIN_GAIN = 0.02
 #: fewest rows from which the kriging is offered
 MIN_KRIGE_ROWS = 32
-#: rows predicted per block (bounds the memory of the rows x K kernel matrix)
-BLOCK = 4096
+#: rows predicted per block: the rows x K kernel matrix and its step then stay in cache (a 100,000-row batch of
+#: a K = 512 kriging: 128 rows measured fastest, benchmarks/PREDICT_SPEED.md)
+BLOCK = 128
 
 
 def krige_columns(F: pd.DataFrame, task: str) -> list[str]:

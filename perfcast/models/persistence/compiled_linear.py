@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -64,14 +66,53 @@ class LinearForest:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) feature matrix, got shape {X.shape}")
-        args = (self.roots, self.feature, self.threshold, self.left, self.right, self.nan_way, self.leaf_value,
-                self.const, self.coef_start, self.coef_feature, self.coef_value)
         if use_numpy(len(X)):  # a fresh process's first small requests: no numba to load (see .small_walk)
             return self._small(X)
         kernels = sys.modules.get(LINEAR_KERNELS)
         if kernels is None:
             from perfcast.models.persistence import linear_kernels as kernels
-        return kernels.walk(X, args, threads)
+        return kernels.walk(X, self.kernel_args, self.key, threads)
+
+    @cached_property
+    def key(self) -> int:
+        """The column the forest splits on most (a batch is walked in its order, see :mod:`.linear_kernels`)."""
+        return int(np.argmax(np.bincount(self.feature, minlength=self.n_features)))
+
+    @cached_property
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The kernels' layout (:mod:`.linear_kernels`' ``_walk`` arguments after the rows), made once per forest:
+        per tree its root and depth; nodes are the splits then the leaves (leaf ``l`` is node ``S + l``), each
+        with its column, threshold, whether a NaN goes right and its two children side by side
+        (``child[2 n]`` left, ``child[2 n + 1]`` right); a leaf's children are itself, so a tree's rows may take
+        its depth in steps with no test for a leaf. A NaN goes the learned way where the split learned one
+        (``nan_way``), else is read as 0.0: right when ``0.0 <= threshold`` fails. Per leaf its first term and
+        count; the term arrays end with a leaf's most terms of spare slots (feature 0, coefficient 0.0, never
+        added), so a lane reading another lane's count of terms stays inside them."""
+        S, L = len(self.feature), len(self.leaf_value)
+        node = lambda c: np.where(c >= 0, c, S - c - 1).astype(np.uintp)  # noqa: E731 - leaf l -> S + l
+        leaves = np.arange(S, S + L, dtype=np.uintp)
+        child = np.empty(2 * (S + L), dtype=np.uintp)
+        child[0::2] = np.concatenate([node(self.left), leaves])
+        child[1::2] = np.concatenate([node(self.right), leaves])
+        roots = node(self.roots)
+        level, tree = np.zeros(S + L, dtype=np.int64), np.zeros(S + L, dtype=np.int64)
+        tree[roots] = np.arange(len(roots))
+        for _ in range(S):  # each node's level and tree from its parent's (a tree is acyclic, checked on load)
+            before = level.copy()
+            for side in (0, 1):
+                level[child[side:2 * S:2]], tree[child[side:2 * S:2]] = level[:S] + 1, tree[:S]
+            if np.array_equal(level, before):
+                break
+        depth = np.zeros(len(roots), dtype=np.int64)
+        np.maximum.at(depth, tree, level)
+        count = np.diff(self.coef_start)
+        spare = int(count.max(initial=0))
+        nan_right = np.where(self.nan_way == 2, True, np.where(self.nan_way == 1, False, ~(0.0 <= self.threshold)))
+        return (roots, depth, np.concatenate([self.feature, np.zeros(L, np.int64)]).astype(np.uintp),
+                np.concatenate([self.threshold, np.full(L, np.inf)]),
+                np.concatenate([nan_right, np.zeros(L, bool)]).astype(np.uintp), child, S, self.leaf_value,
+                self.const, self.coef_start[:-1], count, np.concatenate([self.coef_feature, np.zeros(spare, np.int64)]),
+                np.concatenate([self.coef_value, np.zeros(spare)]))
 
     def _small(self, X: np.ndarray) -> np.ndarray:
         """:meth:`predict` in NumPy for a few rows, every tree of a row at once: the kernels' decisions and
