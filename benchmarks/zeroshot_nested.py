@@ -44,7 +44,7 @@ MONOTONE = dict(EFFICIENCY_DIRECTION)
 def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     """Every candidate base model (hybrid parameters), the preset's own (``vendor``) first. Round 1 (the earlier
     presets' candidates), round 2 (the efficiency relative to the device, physics in the base, fewer columns), round 4
-    (the L2-resident roofline base)."""
+    (the L2-resident roofline base), round 6 (the trees told how much the L2 term moved each row's base)."""
     base = {"n_estimators": trees, "learning_rate": 0.1}
     pair = [{}, {"columns": SDWT}]
     rel = [{"columns": [*SDWT, *REL]}, {"columns": [*SDWT, "log10_bytes_over_l2"]}]
@@ -69,6 +69,8 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     # round 4: the presets' members (round 2) with the L2-resident memory time in the roofline base
     pool["ratios_mono_l2"] = {**pool["ratios_mono"], "l2_resident": True}
     pool["relative_pair_l2"] = {**pool["relative_pair"], "l2_resident": True}
+    # round 6: the L2 base's members also read log10(DRAM / L2-resident memory time) per row
+    pool["ratios_mono_l2_flag"] = {**pool["ratios_mono_l2"], "l2_feature": True}
     return pool
 
 
