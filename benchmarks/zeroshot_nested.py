@@ -71,6 +71,10 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     pool["relative_pair_l2"] = {**pool["relative_pair"], "l2_resident": True}
     # round 6: the L2 base's members also read log10(DRAM / L2-resident memory time) per row
     pool["ratios_mono_l2_flag"] = {**pool["ratios_mono_l2"], "l2_feature": True}
+    # round 6: the L2 base only in the member that sees the device ratios (the kernel-only member cannot tell the
+    # GDDR boards, whose ratios the base moved, from the others)
+    mono, kernel = pool["ratios_mono"]["variants"]
+    pool["ratios_mono_l2_dev"] = {**pool["ratios_mono"], "variants": [{**mono, "l2_resident": True}, kernel]}
     return pool
 
 
