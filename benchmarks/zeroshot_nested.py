@@ -44,7 +44,8 @@ MONOTONE = dict(EFFICIENCY_DIRECTION)
 def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     """Every candidate base model (hybrid parameters), the preset's own (``vendor``) first. Round 1 (the earlier
     presets' candidates), round 2 (the efficiency relative to the device, physics in the base, fewer columns), round 4
-    (the L2-resident roofline base), round 5 (attention: the softmax bound, the L2 for decode)."""
+    (the L2-resident roofline base), round 5 (attention: the softmax bound, the L2 for decode), round 6 (the trees told
+    how much the L2 term moved each row's base)."""
     base = {"n_estimators": trees, "learning_rate": 0.1}
     pair = [{}, {"columns": SDWT}]
     rel = [{"columns": [*SDWT, *REL]}, {"columns": [*SDWT, "log10_bytes_over_l2"]}]
@@ -76,6 +77,12 @@ def candidates(trees: int, task: str) -> dict[str, dict[str, Any]]:
     pool["relative_pair_exp_l2dec"] = {**pool["relative_pair_exp"], "l2_resident": True, "l2_rows": "decode"}
     # round 5, second run: one model per attention phase (prefill and decode apart), each with the preset's members
     pool["relative_pair_phase"] = {**pool["relative_pair"], "by_phase": True}
+    # round 6: the L2 base's members also read log10(DRAM / L2-resident memory time) per row
+    pool["ratios_mono_l2_flag"] = {**pool["ratios_mono_l2"], "l2_feature": True}
+    # round 6: the L2 base only in the member that sees the device ratios (the kernel-only member cannot tell the
+    # GDDR boards, whose ratios the base moved, from the others)
+    mono, kernel = pool["ratios_mono"]["variants"]
+    pool["ratios_mono_l2_dev"] = {**pool["ratios_mono"], "variants": [{**mono, "l2_resident": True}, kernel]}
     return pool
 
 

@@ -16,10 +16,12 @@ from perfcast.features import feature_transformer
 from perfcast.features.groups import GPU_HARDWARE
 from perfcast.features.on_device import featurize_on_device
 from perfcast.models import make_model
-from perfcast.models.estimators.hybrid import HybridRegressor
-from perfcast.models.estimators.physical_base import L2_BYTES_PER_CLOCK, fit_rate, physical_roofline
+from perfcast.models.estimators.hybrid import L2_SPEEDUP, HybridRegressor
+from perfcast.models.estimators.physical_base import L2_BYTES_PER_CLOCK, fit_rate, l2_speedup, physical_roofline
 from perfcast.models.estimators.roofline import baseline_rows
+from perfcast.models.persistence.bundle import PerfcastModel, save_model
 from perfcast.models.registry import hybrid_estimator
+from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 GPUS = ("a100_sxm", "h100_sxm", "l40s", "rtx_pro_6000_server")
 
@@ -127,3 +129,60 @@ def test_a_row_featurized_for_another_device_reads_that_devices_l2(gemm, feature
 
     np.testing.assert_allclose(memory(rows), 10.0 ** rows["log10_memory_ms"].to_numpy(), rtol=1e-12)
     assert (memory(moved) < 0.5 * 10.0 ** moved["log10_memory_ms"].to_numpy()).all()
+
+
+def test_the_l2_speedup_column_is_zero_on_hbm_and_positive_where_the_l2_term_acts(gemm, features) -> None:
+    """log10(DRAM / L2-resident memory time): 0 on the A100 and H100 (their HBM outruns the L2 rate), 0 on an L40S
+    GEMM larger than its L2, log10 of the rates' ratio on an L40S GEMM that fits (8 B/clock x 142 SMs x 2.52 GHz over
+    864 GB/s); 0 everywhere at rate 0."""
+    A, names = features.to_numpy(dtype="float64"), tuple(features.columns)
+    speedup = l2_speedup(A, names, 8.0)
+    nbytes = 10.0 ** features["log10_bytes"].to_numpy()
+    hbm = gemm["device_id"].isin(["a100_sxm", "h100_sxm"]).to_numpy()
+    l40s = (gemm["device_id"] == "l40s").to_numpy()
+    assert hbm.sum() == 600 and (speedup[hbm] == 0.0).all()
+    assert (speedup[l40s & (nbytes > 96e6)] == 0.0).all()
+    fits = l40s & (nbytes <= 96e6)
+    assert fits.sum() > 20
+    np.testing.assert_allclose(speedup[fits], np.log10(8.0 * 142 * 2.52 / 864.0), rtol=1e-9)
+    assert (l2_speedup(A, names, 0.0) == 0.0).all()
+
+
+def test_an_l2_feature_hybrid_gives_its_trees_the_column_and_round_trips(gemm, features) -> None:
+    """With ``l2_feature`` the trees read the speedup column (last); the state restores the switch, the restored
+    hybrid predicts what the fitted one did, by frame and by array (a loaded forest's path), one row as in a batch;
+    the switch without the L2 base is refused."""
+    params = {"l2_resident": True, "l2_feature": True, "n_estimators": 30, "num_leaves": 7,
+              "columns": ["log10_flops", "log10_bytes"]}
+    make_model("hybrid", "gemm", ["runtime_ms"], params)  # the registry accepts the switch by name
+    model = hybrid_estimator("gemm", params).fit(features, gemm["runtime_ms"])
+    assert model.l2_rate_ > 0
+    inputs = model._inputs(features)
+    assert list(inputs.columns) == ["log10_flops", "log10_bytes", L2_SPEEDUP]
+    A, names = features.to_numpy(dtype="float64"), tuple(features.columns)
+    np.testing.assert_array_equal(inputs[L2_SPEEDUP].to_numpy(), l2_speedup(A, names, model.l2_rate_))
+    np.testing.assert_array_equal(model._input_array(A, names), inputs.to_numpy())
+    pred = model.predict(features)
+    state, arrays = model.to_state()
+    assert state["l2_feature"] is True
+    back = HybridRegressor.from_state(state, arrays)
+    back.estimator_ = model.estimator_
+    np.testing.assert_array_equal(back.predict(features), pred)
+    np.testing.assert_allclose(back.predict_rows(A[5:6], names), pred[5:6], rtol=1e-12)
+    assert "l2_feature" not in hybrid_estimator("gemm", {"l2_resident": True, "n_estimators": 5}).fit(
+        features, gemm["runtime_ms"]).to_state()[0]
+    with pytest.raises(ValueError, match="l2_resident"):
+        hybrid_estimator("gemm", {"l2_feature": True, "n_estimators": 5}).fit(features, gemm["runtime_ms"])
+
+
+def test_an_l2_feature_hybrid_round_trips_through_a_bundle(gemm, tmp_path: Path) -> None:
+    """Saved and loaded (its forest then read by array), the hybrid with the speedup column predicts what it did,
+    one row as in a batch."""
+    params = {"l2_resident": True, "l2_feature": True, "num_leaves": 7, "n_estimators": 30}
+    model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], params), n_splits=2)
+    model.fit(gemm, gemm[["runtime_ms"]])
+    F = model.estimator_[0].transform(gemm)
+    expected = np.asarray(model.estimator_[-1].predict(F), dtype="float64").reshape(len(F), -1)
+    loaded = PerfcastModel.load(save_model(model, "gemm", gemm, tmp_path / "l2flag"))
+    np.testing.assert_allclose(loaded.predict_features(F), expected, rtol=1e-12)
+    np.testing.assert_allclose(loaded.predict_features(F.iloc[[7]]), expected[[7]], rtol=1e-12)

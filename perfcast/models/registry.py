@@ -91,7 +91,7 @@ def expand_columns(task: str, names: list[str]) -> list[str]:
 #: hybrid parameters that shape the hybrid itself; every other parameter goes to its LightGBM model
 HYBRID_KEYS: tuple[str, ...] = ("columns", "latency_floor", "monotone", "relative", "power_limit", "wave_quantised",
                                "tiles", "size_trend", "balance_ops", "l2_resident", "l2_rows",
-                               "softmax_exp")
+                               "softmax_exp", "l2_feature")
 #: parameters that make the hybrid an ensemble: ``seeds`` (a seed bag) and ``variants`` (a list of parameter
 #: overrides, one member each, e.g. one member that sees the hardware columns and one that does not);
 #: ``by_vendor`` fits that model once per GPU vendor (:class:`VendorSplit`), ``by_layout`` once per GEMM operand
@@ -215,7 +215,7 @@ OWN_KEYS: dict[str, dict[str, Any]] = {
                "variants": None, "by_vendor": False, "power_limit": None, "wave_quantised": False,
                "tiles": False, "by_layout": False, "by_phase": False, "size_trend": None,
                "balance_ops": False, "l2_resident": False, "l2_rows": "all",
-               "softmax_exp": False},
+               "softmax_exp": False, "l2_feature": False},
     "transfer": {"scale": 0.8, "max_rows": None},
     "sibling": {"nested_max_rows": None, "nested_share": 1.0, "max_cc_gap": 0.5},
     "normalized": {"base": "lightgbm", "group_by": None, "scale_by": None, "monotone": None},

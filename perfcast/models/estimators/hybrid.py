@@ -29,8 +29,8 @@ from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.features.extrapolation import RELATIVE, relative_features
 from perfcast.models.estimators.layout_split import layout_rows
 from perfcast.models.estimators.physical_base import (EXP_PER_CLOCK, L2_BYTES_PER_CLOCK, L2_ROWS, decode_rows,
-                                                      fit_power_limit, fit_rate, fit_size_trend, physical_roofline,
-                                                      size_trend_factor)
+                                                      fit_power_limit, fit_rate, fit_size_trend, l2_speedup,
+                                                      physical_roofline, size_trend_factor)
 from perfcast.models.estimators.roofline import ROOFLINE_COLUMN, baseline_rows
 from perfcast.models.estimators.rows import named_frame
 
@@ -41,6 +41,8 @@ MIN_FLOOR_ROWS = 20
 #: feature columns whose values name the kernel kind a floor belongs to
 KIND_PREFIXES: tuple[str, ...] = ("dtype_",)
 KIND_COLUMNS: tuple[str, ...] = ("is_decode",)
+#: the trees' input column ``l2_feature`` adds: log10 of how much the L2 term shortened the row's memory time
+L2_SPEEDUP = "log10_l2_speedup"
 
 
 @lru_cache(maxsize=64)
@@ -103,8 +105,10 @@ class HybridRegressor(Regressor):
     (NeuSight has about three bmm rows per linear one; its goals weigh the two ops alike).
     ``l2_resident`` moves the bytes of a kernel that fits in the device's L2 at an L2 rate fitted on the training
     rows (:func:`~perfcast.models.estimators.physical_base.fit_rate`; off by default); with ``l2_rows="decode"``
-    only on attention decode rows (their KV-cache read), the rate fitted on them. ``softmax_exp`` bounds an attention
-    row's compute time by its softmax exponentials at a per-SM rate fitted likewise (off by default).
+    only on attention decode rows (their KV-cache read), the rate fitted on them; ``l2_feature`` (needs
+    ``l2_resident``) also gives the trees :data:`L2_SPEEDUP`, how much that term shortened the row's memory time (0
+    where inactive), so rows whose base moved are not pooled with those whose base did not. ``softmax_exp`` bounds
+    an attention row's compute time by its softmax exponentials at a per-SM rate fitted likewise (off by default).
     """
 
     #: the fitted ratio model, saved in the hybrid's own folder (see perfcast.models.persistence.state)
@@ -115,7 +119,7 @@ class HybridRegressor(Regressor):
                  monotone: Mapping[str, int] | None = None, relative: bool = False,
                  power_limit: str | None = None, wave_quantised: bool = False, tiles: bool = False,
                  size_trend: str | None = None, balance_ops: bool = False, l2_resident: bool = False,
-                 l2_rows: str = "all", softmax_exp: bool = False):
+                 l2_rows: str = "all", softmax_exp: bool = False, l2_feature: bool = False):
         self.target = target
         self.estimator = estimator
         self.columns = columns
@@ -130,6 +134,7 @@ class HybridRegressor(Regressor):
         self.l2_resident = l2_resident
         self.l2_rows = l2_rows
         self.softmax_exp = softmax_exp
+        self.l2_feature = l2_feature
 
     # ------------------------------------------------------------------ baseline
     def _baseline(self, A: np.ndarray, names: tuple[str, ...], l2: float | None = None,
@@ -185,6 +190,14 @@ class HybridRegressor(Regressor):
         return [c for c in wanted if c in RELATIVE and c not in names]
 
     def _inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        selected = self._selected(X)
+        if not self.l2_feature:
+            return selected
+        speedup = l2_speedup(X.to_numpy(dtype="float64"), tuple(X.columns), getattr(self, "l2_rate_", 0.0))
+        return selected.assign(**{L2_SPEEDUP: speedup})
+
+    def _selected(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns the trees read (``columns``, with the device-relative ones computed)."""
         derived = self._derived(X.columns)
         if derived:
             X = pd.concat([X, relative_features(X, derived)], axis=1)
@@ -209,7 +222,10 @@ class HybridRegressor(Regressor):
                 cache[names] = None if self.columns is None else column_positions(names, tuple(self.columns))
             at = cache[names]
             self._last_input_at = (names, at)
-        return A if at is None else A[:, at]
+        inputs = A if at is None else A[:, at]
+        if not self.l2_feature:
+            return inputs
+        return np.column_stack([inputs, l2_speedup(A, names, getattr(self, "l2_rate_", 0.0))])
 
     def _estimator(self, names: list[str]) -> Any:
         import lightgbm as lgb  # fitting only: a loaded model's kernel_kinds need neither import
@@ -245,6 +261,8 @@ class HybridRegressor(Regressor):
         self.power_ = None
         if self.power_limit is not None and self.target == "runtime_ms":
             self.power_ = fit_power_limit(X, y, self.power_limit)
+        if self.l2_feature and not self.l2_resident:
+            raise ValueError("hybrid: l2_feature reads the L2-resident base's memory time; set l2_resident = true too")
         self.l2_rate_, self.exp_rate_ = 0.0, 0.0
         A, names = X.to_numpy(dtype="float64"), tuple(X.columns)
         if self.softmax_exp and self.target == "runtime_ms":
@@ -301,7 +319,8 @@ class HybridRegressor(Regressor):
                 "floors": {k: float(v) for k, v in self.floors_.items()}, "pooled_floor": float(self.pooled_floor_),
                 **({"l2_rate": float(self.l2_rate_)} if getattr(self, "l2_rate_", 0.0) > 0 else {}),
                 **({"l2_rows": self.l2_rows} if getattr(self, "l2_rate_", 0.0) > 0 and self.l2_rows != "all" else {}),
-                **({"exp_rate": float(self.exp_rate_)} if getattr(self, "exp_rate_", 0.0) > 0 else {})}, {}
+                **({"exp_rate": float(self.exp_rate_)} if getattr(self, "exp_rate_", 0.0) > 0 else {}),
+                **({"l2_feature": True} if self.l2_feature else {})}, {}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> HybridRegressor:
@@ -309,7 +328,8 @@ class HybridRegressor(Regressor):
         out = cls(target=str(params["target"]), columns=params.get("columns"),
                   relative=bool(params.get("relative", False)),
                   wave_quantised=bool(params.get("wave_quantised", False)), tiles=bool(params.get("tiles", False)),
-                  size_trend=params.get("size_trend"), balance_ops=bool(params.get("balance_ops", False)))
+                  size_trend=params.get("size_trend"), balance_ops=bool(params.get("balance_ops", False)),
+                  l2_feature=bool(params.get("l2_feature", False)))
         trend = params.get("trend")
         out.trend_ = None if trend is None else {str(g): {str(k): float(v) for k, v in t.items()}
                                                  for g, t in trend.items()}

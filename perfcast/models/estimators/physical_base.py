@@ -169,6 +169,18 @@ def l2_memory_ms(A: np.ndarray, names: tuple[str, ...], bytes_per_clock: float) 
     return l2_resident_memory_ms(10.0 ** v["log10_bytes"], v["mem_bw_gbs"], v["l2_mb"], l2_gbs)
 
 
+def l2_speedup(A: np.ndarray, names: tuple[str, ...], bytes_per_clock: float) -> np.ndarray:
+    """log10(DRAM memory time / L2-resident memory time) of feature rows ``A`` (columns ``names``): how much the
+    L2 term shortened each row's memory time (:func:`l2_memory_ms`); 0 where it is inactive (bytes beyond the L2,
+    an L2 rate below the DRAM rate, no L2 on the sheet, ``bytes_per_clock`` 0). Lets the trees tell the rows whose
+    base moved apart from the rest."""
+    if bytes_per_clock <= 0:
+        return np.zeros(len(A))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.log10(l2_memory_ms(A, names, 0.0) / l2_memory_ms(A, names, bytes_per_clock))
+    return np.where(np.isfinite(ratio), ratio, 0.0)
+
+
 def softmax_ms(A: np.ndarray, names: tuple[str, ...], exps_per_clock: float) -> np.ndarray:
     """Time (ms) of attention feature rows ``A``' (columns ``names``) softmax exponentials, one per attended (query,
     key) pair per head (the FLOPs are 4 x head_dim per pair), at ``exps_per_clock x SMs x clock``; NaN where the
