@@ -48,7 +48,7 @@ import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
 from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
-from perfcast.models.estimators.adapt_stack import blend, rescored, stacked, with_stack
+from perfcast.models.estimators.adapt_stack import SharedAlone, blend, rescored, stacked, with_stack
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.estimators.rows import named_frame, predict_rows
@@ -323,7 +323,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                    kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
-                   krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None) -> Adaptation:
+                   krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
+                   per_phase_stack: bool = False) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
@@ -334,32 +335,45 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     a caller that keeps only the correction passes False); ``krige``: then offer the kriging of the residuals
     left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`);
     ``per_phase``: an attention phase with at least this many rows is also adapted on its rows alone, and keeps
-    that where its rows' folds find it better (None: one adaptation for every row; see :func:`by_phase`)."""
+    that where its rows' folds find it better (None: one adaptation for every row; see :func:`by_phase`);
+    ``per_phase_stack``: a phase's own guard is offered the model of ALL the K rows stacked (cross-fitted on the
+    pooled guard's folds, :class:`~perfcast.models.estimators.adapt_stack.SharedAlone`) instead of one of its rows
+    alone, so it has the stack wherever the pooled guard has it (a phase's rows alone are often too few)."""
+    if per_phase_stack and per_phase is None:
+        raise ValueError("fit_adaptation: per_phase_stack=True needs per_phase (the fewest rows of a phase adapted "
+                         "by its own guard); pass per_phase=n or drop per_phase_stack")
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
     F, base, y = F.loc[ok], base[ok], y[ok]
     noise = None if noise is None else np.asarray(noise, dtype="float64")[ok]
+    shared = None
+    if per_phase_stack and stack and len(y) >= N_SPLITS:  # on the pooled guard's folds (:func:`last_stages`)
+        from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
+        folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(np.arange(len(y))))
+        shared = SharedAlone.fit(F, y, target, seed, folds)
     found = _pooled(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed, donors=donors,
                     mixes=mixes, shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack,
-                    krige=krige)
+                    krige=krige, shared=shared)
     if per_phase is not None:
         found = by_phase(found, F, y, per_phase, lambda rows: _pooled(
             F.loc[rows], base[rows], y[rows], task=task, target=target,
             noise=None if noise is None else noise[rows], level=level, seed=seed, donors=donors, mixes=mixes,
-            shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack, krige=krige))
+            shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack, krige=krige,
+            shared=None if shared is None else shared.of(rows)))
     return found.regrouped(min_group_rows)
 
 
 def _pooled(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str, noise: np.ndarray | None,
             level: float, seed: int, donors: DonorTable | None, mixes: Sequence[str], shape_donors: bool,
-            smooth: bool, kind_shapes: bool, stack: bool, krige: float | None) -> Adaptation:
+            smooth: bool, kind_shapes: bool, stack: bool, krige: float | None,
+            shared: SharedAlone | None = None) -> Adaptation:
     """:func:`fit_adaptation` of rows ``F`` (every one measured, base and latency positive) by one guard for all of
-    them, its intervals not yet grouped."""
+    them, its intervals not yet grouped (``shared``: see :func:`last_stages`)."""
     if donors is None or len(y) < 2 * N_SPLITS:
         found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
                                   smooth=smooth, kind_shapes=kind_shapes)
-        return last_stages(found, F, base, y, task, target, seed, stack, krige)
+        return last_stages(found, F, base, y, task, target, seed, stack, krige, shared)
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
@@ -388,7 +402,7 @@ def _pooled(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, targ
             found = replace(other, donors=donors, from_donor=found.from_donor,
                             mix=fit_mix(donors, F, start, r, name=name))
     found = replace(found, cv_error=errors)
-    return last_stages(found, F, base, y, task, target, seed, stack, krige)
+    return last_stages(found, F, base, y, task, target, seed, stack, krige, shared)
 
 
 def by_phase(found: Adaptation, F: pd.DataFrame, y: np.ndarray, least: int,
@@ -421,16 +435,16 @@ def by_phase(found: Adaptation, F: pd.DataFrame, y: np.ndarray, least: int,
 
 
 def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndarray, task: str, target: str,
-                seed: int, stack: bool, krige: float | None) -> Adaptation:
-    """``found`` then, if asked, offered the stack (:func:`~perfcast.models.estimators.adapt_stack.with_stack`)
-    and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`, used where it cuts the
+                seed: int, stack: bool, krige: float | None, shared: SharedAlone | None = None) -> Adaptation:
+    """``found`` then, if asked, offered the stack (:func:`~perfcast.models.estimators.adapt_stack.with_stack`;
+    ``shared``: of that K-rows model, not one of these rows alone) and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`, used where it cuts the
     cross-validated error by the share ``krige``; a negative share: even where the folds find it slightly worse,
     as the K rows' folds understate its gain on a device's denser table), on the guard's folds."""
     if found.residuals is None or found.calibration is None or not (stack or krige is not None):
         return found
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=N_SPLITS, shuffle=True, random_state=seed).split(np.arange(len(y))))
-    found = with_stack(found, F, y, target, seed, folds) if stack else found
+    found = with_stack(found, F, y, target, seed, folds, shared) if stack else found
     return with_kriging(found, F, base, task, folds, krige) if krige is not None else found
 
 
@@ -519,7 +533,7 @@ class AdaptedModel:
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                  kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE,
-                 per_phase: int | None = None):
+                 per_phase: int | None = None, per_phase_stack: bool = False):
         self.base = base
         self.target = target
         self.level = level
@@ -532,6 +546,7 @@ class AdaptedModel:
         self.kind_shapes = kind_shapes
         self.krige = krige
         self.per_phase = per_phase
+        self.per_phase_stack = per_phase_stack
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -552,7 +567,8 @@ class AdaptedModel:
                                           donors=self.donors, mixes=self.mixes,
                                           shape_donors=self.shape_donors, smooth=self.smooth,
                                           min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes,
-                                          krige=self.krige, per_phase=self.per_phase)
+                                          krige=self.krige, per_phase=self.per_phase,
+                                          per_phase_stack=self.per_phase_stack)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,

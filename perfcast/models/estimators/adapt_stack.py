@@ -10,7 +10,7 @@ alone, wins ties), so the stack is used only where the rows support it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,20 +75,46 @@ def blend(pred: np.ndarray, own: np.ndarray, weight: float) -> np.ndarray:
     return pred ** (1.0 - weight) * own ** weight
 
 
+@dataclass(frozen=True)
+class SharedAlone:
+    """The model of every adaptation row alone, offered to the guard of a subset of them (an attention phase's own
+    guard, :func:`~perfcast.models.estimators.adapt.by_phase`): why, a phase's own rows may be too few for a model
+    of their own (:data:`MIN_STACK_ROWS`) while all K rows are not. ``oof``: each row's log prediction by the model
+    fitted on the folds that did not hold it, so a subset's stacking weight is chosen on rows the model never saw."""
+
+    oof: np.ndarray
+    model: Any
+
+    @classmethod
+    def fit(cls, F: pd.DataFrame, y: np.ndarray, target: str, seed: int,
+            folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> SharedAlone | None:
+        """The K-rows model of rows ``F`` and its cross-fitted predictions on ``folds`` (None: it cannot be
+        offered, :func:`can_stack`)."""
+        if not can_stack(F, target, len(y)):
+            return None
+        return cls(cross_fitted_alone(F, y, folds, target, seed), fit_alone(F, y, target, seed))
+
+    def of(self, rows: np.ndarray) -> SharedAlone:
+        """The same model, its cross-fitted predictions of the rows selected by the mask ``rows`` only."""
+        return SharedAlone(self.oof[rows], self.model)
+
+
 def with_stack(found: Any, F: pd.DataFrame, y: np.ndarray, target: str, seed: int,
-               folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
+               folds: Sequence[tuple[np.ndarray, np.ndarray]], shared: SharedAlone | None = None) -> Any:
     """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) stacked with a model of the rows ``F``
     alone when their cross-fitted predictions (``folds``: the guard's) choose a weight above 0; the intervals are
-    then recalibrated on the stack's cross-fitted residuals."""
-    if not can_stack(F, target, len(y)):
+    then recalibrated on the stack's cross-fitted residuals. ``shared``: stack that model (fitted on a larger set of
+    rows holding these, its cross-fitted predictions of these rows) instead of one of these rows alone."""
+    if shared is None and not can_stack(F, target, len(y)):
         return found
     log_y = np.log(y)
-    weight, errors, residuals = choose_weight(log_y, log_y - found.residuals, cross_fitted_alone(F, y, folds, target,
-                                                                                                 seed))
+    alone_oof = cross_fitted_alone(F, y, folds, target, seed) if shared is None else shared.oof
+    weight, errors, residuals = choose_weight(log_y, log_y - found.residuals, alone_oof)
     cv_error = {**found.cv_error, **{f"stack {w:g}": v for w, v in errors.items() if w}}
     if not weight:
         return replace(found, cv_error=cv_error)
-    return rescored(found, residuals, cv_error=cv_error, alone=fit_alone(F, y, target, seed), alone_weight=weight)
+    alone = fit_alone(F, y, target, seed) if shared is None else shared.model
+    return rescored(found, residuals, cv_error=cv_error, alone=alone, alone_weight=weight)
 
 
 def rescored(found: Any, residuals: np.ndarray, **changes: Any) -> Any:

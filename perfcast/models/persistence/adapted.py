@@ -31,15 +31,15 @@ from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS,
-                 smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None
-                 ) -> tuple[PerfcastModel, Adaptation]:
+                 smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
+                 per_phase_stack: bool = False) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
     object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
     models (:func:`perfcast.models.persistence.power_adapted.adapt_joint_loaded`: a report, no donors). ``donors``:
     other devices' measured records of the same task (the first device named is the nearest), offered as a starting
     point and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes
-    offered; ``shape_donors``: the shape term may read the donors' latencies; ``smooth``, ``krige`` and
-    ``per_phase``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`."""
+    offered; ``shape_donors``: the shape term may read the donors' latencies; ``smooth``, ``krige``, ``per_phase``
+    and ``per_phase_stack``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`."""
     if model.joint or len(model.targets) != 1:
         from perfcast.models.estimators.power_adapt import adapts_jointly
         from perfcast.models.persistence.power_adapted import adapt_joint_loaded
@@ -67,7 +67,7 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
                                donors=table, mixes=mixes, shape_donors=shape_donors, smooth=smooth, krige=krige,
-                               per_phase=per_phase)
+                               per_phase=per_phase, per_phase_stack=per_phase_stack)
     else:
         found = Adaptation(Correction(), None, {}, 0)
     calibration = found.calibration or model.calibration
