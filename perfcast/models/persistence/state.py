@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "normalized": ("perfcast.models.estimators.normalize:TargetNormalizer", ()),
     "roofline": ("perfcast.models.estimators.roofline:RooflineRegressor", ()),
     "power": ("perfcast.models.estimators.power:PowerRegressor", ()),
-    "adapted": ("perfcast.models.estimators.adapt:AdaptedRegressor", ("lightgbm",)),
+    "adapted": ("perfcast.models.estimators.adapted_regressor:AdaptedRegressor", ("lightgbm",)),
     "power_adapted": ("perfcast.models.estimators.power_adapt:AdaptedJointRegressor", ("lightgbm",)),
     "group_attention": ("perfcast.models.estimators.group_attention:GroupAttentionRegressor", ("torch",)),
     "knn": ("perfcast.models.estimators.knn:KNNRegressor", ()),
