@@ -258,7 +258,7 @@ def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = (), source
 
 
 #: what names one row of the table: a later ``--rows`` file's row of the same key replaces an earlier one's
-ROW_KEY: tuple[str, ...] = ("protocol", "task", "target", "device", "label", "metric")
+ROW_KEY: tuple[str, ...] = ("protocol", "target", "device", "label", "metric")
 
 
 def latest(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

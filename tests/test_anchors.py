@@ -17,6 +17,7 @@ from perfcast.datasets.importers import get_importer, neusight_traces
 from perfcast.datasets.importers.aiconfigurator import load_gemm
 from perfcast.records.store import RecordStore
 from perfcast.experiments import baselines, scoring, whole_model
+from perfcast.experiments.results import Result
 
 REPO = Path(__file__).resolve().parents[1]
 GPUS = ("gb200", "gb300", "b300_sxm", "h100_sxm")
@@ -232,7 +233,7 @@ def test_plan_balances_workers_and_keeps_shared_models_together():
 
 def test_results_markdown_is_rendered_from_the_json_rows():
     acc = _accuracy_module()
-    from perfcast.experiments.results import Goal, Result
+    from perfcast.experiments.results import Goal
 
     scored = scoring.score("p", "runtime_ms", "gb200", np.array([1.0, 2.0]), np.array([1.1, 2.0]), "hybrid", 3.0,
                            baselines={"roofline": np.array([2.0, 4.0])}, notes=["a note"])
@@ -288,6 +289,13 @@ def test_a_later_rows_file_replaces_an_earlier_files_rows_of_the_same_part():
     assert acc.latest(full + [row("context", 20), row("generation", 30)]) == [
         row("gemm", 1), row("context", 20), row("generation", 30)]
     assert acc.latest(full) == full
+
+
+def test_a_row_of_a_protocol_of_both_kernel_families_is_labelled_by_its_target():
+    """aiconfigurator-adapt scores GEMM and attention: an attention row's target names its phase."""
+    row = lambda target: Result("aiconfigurator-adapt", target, "b60", "mape", 0.1, "hybrid", 1, 0.0)  # noqa: E731
+    assert row("runtime_ms (generation), K=128").task == "attention"
+    assert row("runtime_ms (context), K=0").task == "attention" and row("runtime_ms, K=0").task == "gemm"
 
 
 @pytest.mark.slow

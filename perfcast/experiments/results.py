@@ -88,7 +88,10 @@ class Result:
 
     @property
     def task(self) -> str:
-        """The record task the row scores, from its protocol name."""
+        """The record task the row scores, from its protocol name (a protocol of both kernel families, such as
+        aiconfigurator-adapt, names an attention row's phase in its target)."""
+        if any(f"({phase})" in self.target for phase in ("context", "generation")):
+            return "attention"
         for key, task in (("attention", "attention"), ("spec", "cpu_bench"), ("ncpp", "cpu_bench")):
             if key in self.protocol:
                 return task
