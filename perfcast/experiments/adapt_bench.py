@@ -166,7 +166,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
                                    smooth=bool(chosen.get("smooth", False)),
                                    kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
                                    per_phase=chosen.get("per_phase"),
-                                   per_phase_stack=bool(chosen.get("per_phase_stack", False)))
+                                   per_phase_stack=bool(chosen.get("per_phase_stack", False)),
+                                   floor=chosen.get("floor", options.get(f"{task}_floor")))
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
             found = adapter.adaptation_

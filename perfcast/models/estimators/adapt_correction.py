@@ -8,6 +8,7 @@ bundle stores, predicted by the compiled walkers (:mod:`perfcast.models.persiste
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,8 @@ MODES: tuple[str, ...] = ("none", "level", "shape", "fine", "smooth")
 SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
 #: pseudo-rows of the pooled level a kernel kind's own median is shrunk toward (few rows of a kind: mostly pooled)
 LEVEL_PRIOR = 3.0
+#: fewest rows of a kernel kind from which its level may come with a latency floor (two numbers fitted: 4 rows each)
+MIN_FLOOR_ROWS = 8
 #: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
 SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 #: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
@@ -70,10 +73,13 @@ class Correction:
     extra_columns: int = 0
     #: shaped mode -> LightGBM text of its own shape term (kinds of that mode read it instead of ``shape_text``)
     more_shapes: dict[str, str] = field(default_factory=dict)
+    #: kernel kind -> its latency floor ``f`` (the base's unit): that kind's level term is ``log(exp(level) + f /
+    #: base)``, not ``level`` (see :func:`fit_correction`'s ``floor``; a kind not named: no floor)
+    floors: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # kind-column bit pattern -> (level, the shape term it reads: "" = shape_text, a mode, or None = none)
-        self._kinds: dict[int, tuple[float, str | None]] = {}
+        # kind-column bit pattern -> (level, the shape term it reads: "" = shape_text, a mode, or None = none, floor)
+        self._kinds: dict[int, tuple[float, str | None, float]] = {}
         self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         texts = {"": self.shape_text, **self.more_shapes} if self.shape_text is not None else dict(self.more_shapes)
         self._models = {m: _shape_model(text) for m, text in texts.items()}
@@ -95,8 +101,8 @@ class Correction:
         if len(base) == 1 and extra is None:  # a request whose kind is known: no grouping
             code = sum(1 << i for i, v in enumerate(A[0, kind_at].tolist()) if v > 0.5)  # as below (NaN: false)
             if code in self._kinds:
-                level, term = self._kinds[code]
-                out = np.asarray([level], dtype="float64")
+                level, term, floor = self._kinds[code]
+                out = np.asarray([level if not floor else math.log(math.exp(level) + floor / base[0])])
                 if term is not None and term in self._models:
                     out += self._models[term](np.concatenate([A[0, shape_at], np.log(base)])[None, :], self.threads)
                 return out
@@ -110,11 +116,15 @@ class Correction:
             for (code, _), kind in zip(new, kernel_kinds(rows), strict=True):
                 mode = self.kind_modes.get(kind, self.mode)
                 term = (mode if mode in self.more_shapes else "") if mode in SHAPED else None
-                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term)
+                self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term,
+                                     0.0 if mode == "none" else self.floors.get(kind, 0.0))
         known = [self._kinds[int(c)] for c in uniq]
-        out = np.asarray([lv for lv, _ in known], dtype="float64")[inverse.ravel()]
-        terms = np.asarray([term for _, term in known], dtype=object)[inverse.ravel()]
-        for term in {term for _, term in known if term is not None and term in self._models}:
+        out = np.asarray([lv for lv, _, _ in known], dtype="float64")[inverse.ravel()]
+        floors = np.asarray([f for _, _, f in known], dtype="float64")[inverse.ravel()]
+        if floors.any():  # a floor adds latency, so the kind's ratio to the base falls as the base grows
+            out = np.log(np.exp(out) + floors / base)
+        terms = np.asarray([term for _, term, _ in known], dtype=object)[inverse.ravel()]
+        for term in {term for _, term, _ in known if term is not None and term in self._models}:
             rows = terms == term
             X = np.column_stack([A[rows][:, shape_at], np.log(base[rows]),
                                  *([] if extra is None else [extra[rows]])])
@@ -138,7 +148,8 @@ class Correction:
         """Everything but the shape model's text (saved beside as a file)."""
         return {"mode": self.mode, "levels": dict(self.levels), "pooled": float(self.pooled),
                 "columns": list(self.columns), "kind_modes": dict(self.kind_modes),
-                "extra_columns": int(self.extra_columns), "more_shapes": sorted(self.more_shapes)}
+                "extra_columns": int(self.extra_columns), "more_shapes": sorted(self.more_shapes),
+                **({"floors": dict(self.floors)} if self.floors else {})}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], shape_text: str | None, threads: int = 1,
@@ -150,7 +161,8 @@ class Correction:
             raise ValueError(f"unknown adaptation mode(s) {bad}; known: {', '.join(MODES)}")
         return cls(doc["mode"], {str(k): float(v) for k, v in doc.get("levels", {}).items()},
                    float(doc.get("pooled", 0.0)), [str(c) for c in doc.get("columns", [])], shape_text, threads,
-                   kind_modes, int(doc.get("extra_columns", 0)), dict(more_shapes or {}))
+                   kind_modes, int(doc.get("extra_columns", 0)), dict(more_shapes or {}),
+                   {str(k): float(v) for k, v in doc.get("floors", {}).items()})
 
 
 def _shape_model(text: str) -> Callable[[np.ndarray, int], np.ndarray]:
@@ -193,19 +205,43 @@ def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
 
 
 def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
-                   extra: np.ndarray | None = None) -> Correction:
-    """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements."""
+                   extra: np.ndarray | None = None, floor: float | None = None) -> Correction:
+    """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements;
+    with ``floor``, a kernel kind's level may come with a latency floor of at least that share of its rows' median
+    latency (:func:`latency_floors`; None: levels only)."""
     if mode == "none" or len(y) == 0:
         return Correction()
     r = np.log(y / base)
     kinds = kernel_kinds(F)
     levels, pooled = _levels(kinds, r)
+    floors = latency_floors(kinds, base, y, floor) if floor is not None else {}
+    levels.update({kind: a for kind, (a, _) in floors.items()})
+    floors = {kind: f for kind, (_, f) in floors.items()}
     if mode == "level":
-        return Correction("level", levels, pooled)
+        return Correction("level", levels, pooled, floors=floors)
     import lightgbm as lgb
 
     cols = shape_columns(F, task)
-    rest = r - kinds.map(levels).astype("float64").to_numpy()
+    rest = r - Correction("level", levels, pooled, floors=floors).log_ratio(F, base)
     model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
     return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
-                      extra_columns=0 if extra is None else extra.shape[1])
+                      extra_columns=0 if extra is None else extra.shape[1], floors=floors)
+
+
+def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: float) -> dict[str, tuple[float, float]]:
+    """Per kernel kind of at least :data:`MIN_FLOOR_ROWS` rows, ``(log a, f)`` of ``y = a * base + f`` (least
+    squares of the relative error), where both are positive and ``f`` is at least ``share`` of the kind's median
+    ``y`` (the floor dominates its measured latencies). Why: a device whose launch / latency floor the base does
+    not know (an out-of-vendor GPU's small decode kernels) shows a large ratio on small kernels; as a level (a
+    constant log ratio) that ratio multiplies the large kernels too, which few small measured rows cannot reveal
+    to the guard's folds; as a floor it fades where the base grows past it. Why only a dominant floor: a slight
+    one, fitted on a narrow range of small kernels, mostly bends the slope ``a`` that the large kernels inherit."""
+    out = {}
+    for kind, rows in pd.Series(np.arange(len(y))).groupby(kinds.to_numpy()):
+        at = rows.to_numpy()
+        if len(at) < MIN_FLOOR_ROWS:
+            continue
+        (a, f), *_ = np.linalg.lstsq(np.column_stack([base[at] / y[at], 1.0 / y[at]]), np.ones(len(at)), rcond=None)
+        if a > 0 and f > 0 and f >= share * float(np.median(y[at])):
+            out[str(kind)] = (float(np.log(a)), float(f))
+    return out
