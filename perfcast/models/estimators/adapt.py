@@ -23,6 +23,10 @@ donor's latency under the correction, and the donors' latencies as features of t
 **Per phase.** With ``per_phase``, an attention phase with enough rows is also adapted by the same guard on its
 rows alone, and keeps that where its rows' folds find it better than the pooled adaptation (:func:`by_phase`).
 
+**Floors.** With ``floor``, a kernel kind's level may come with a latency floor the base does not know
+(:func:`~perfcast.models.estimators.adapt_correction.latency_floors`): the folds of a few small measured kernels at
+a floor cannot see that their ratio must not multiply the large kernels, so the correction's form keeps it from it.
+
 **Intervals.** The chosen correction's cross-fitted residuals on the K rows are the conformity scores of a
 split-conformal interval (:class:`~perfcast.models.uncertainty.calibration.IntervalCalibration`, never narrower
 than the rows' measured run-to-run noise), one quantile per Mondrian group (:data:`INTERVAL_GROUPS`: the attention
