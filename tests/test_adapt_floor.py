@@ -64,3 +64,10 @@ def test_a_floored_correction_round_trips_and_answers_a_row_alone_as_in_a_batch(
     np.testing.assert_array_equal(batch, correction.log_ratio(Ft, bt))
     one = [again.log_ratio(Ft.iloc[[i]], bt[[i]])[0] for i in range(len(bt))]
     np.testing.assert_allclose(one, batch, rtol=1e-12)
+
+
+def test_the_adaptation_names_its_floors():
+    F, base, y = _device(32, 0.005, 0.04, seed=0)
+    found = fit_adaptation(F, base, y, task="attention", stack=False, floor=0.5)
+    assert "latency floor for" in found.describe()
+    assert found.report()["latency_floors"] == found.correction.floors

@@ -164,6 +164,7 @@ class Adaptation:
                 "donors": None if self.donors is None else list(self.donors.devices),
                 "donor_mix": None if self.mix is None else self.mix.to_json(),
                 "shape_reads_donors": bool(self.correction.extra_columns), "chosen": self.chosen(),
+                "latency_floors": dict(self.correction.floors),
                 "k_rows_model_weight": float(self.alone_weight),
                 "kriging": None if self.krige is None else self.krige.state()[0],
                 "phases": {label: own.report() for label, own in self.phases.items()}}
@@ -181,6 +182,8 @@ class Adaptation:
             text += f", on a {self.mix.name} mix of {len(self.donors.devices)} donors"
         if self.correction.extra_columns:
             text += ", shape term reading the donors' latencies"
+        if self.correction.floors:
+            text += ", latency floor for " + ", ".join(f"{k} ({f:.3g})" for k, f in sorted(self.correction.floors.items()))
         if self.from_donor:
             text += f", started from {self.donors.device}'s latencies"
         if self.alone_weight:
