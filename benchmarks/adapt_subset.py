@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,10 @@ def fit_prior(base, train: pd.DataFrame, task: str):
                                                                                                np.concatenate(r))
 
 
-def main(mode: str, task: str, devices: list[str]) -> None:
+def left_out(task: str, devices: list[str]) -> Iterator[tuple]:
+    """Per GPU of ``devices``, left out as in aiconfigurator-adapt: (GPU, its training rows, its rows, the base model,
+    the rows' features and base predictions, its donors nearest first, their table)."""
     choice = choose("aiconfigurator-adapt")
-    start = time.time()
     with workspace(Path(__file__).resolve().parents[2] / "shared" / "datasets") as ws:
         intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
             **choice.options.get(f"{task}_intervals", {}))
@@ -88,40 +90,46 @@ def main(mode: str, task: str, devices: list[str]) -> None:
             test = test.reset_index(drop=True)
             F, pred = AdaptedModel(base).parts(test)
             donors = nearest_devices(dev, sorted(train["device_id"].unique()))
-            table = donor_table(base, train, test, donors, CONFIG_KEYS[task], task, False)
-            starts = {"base": pred}
-            if mode == "prior":
-                prior = fit_prior(base, train, task)
-                starts["prior"] = pred * np.exp(prior.predict(prior_inputs(base, train, test, donors[:PRIOR_DONORS],
-                                                                           F, pred, task)))
-            parts = (test["phase"].map(PHASE_LABEL).fillna(test["phase"]).astype(str).to_numpy()
-                     if task == "attention" else np.full(len(test), "gemm"))
-            y = test["runtime_ms"].to_numpy(float)
-            covered = np.isfinite(copy_from_devices(train, test, donors, CONFIG_KEYS[task]))
-            candidates = test.drop(columns=["runtime_ms"])
-            rng = np.random.default_rng(5)
-            for k in (128, 512):
-                draws = {"plan": np.flatnonzero(test.index.isin(adaptation_plan(candidates, task, k)))}
-                if mode == "plan":
-                    half = np.flatnonzero(test.index.isin(adaptation_plan(candidates, task, k // 2)))
-                    for s in range(2):
-                        draws[f"random{s}"] = rng.choice(len(test), k, replace=False)
-                        extra = rng.choice(np.setdiff1d(np.arange(len(test)), half), k - len(half), replace=False)
-                        draws[f"half{s}"] = np.concatenate([half, extra])
-                rest = np.setdiff1d(np.flatnonzero(covered), np.concatenate(list(draws.values())))
-                rest = np.random.default_rng(0).choice(rest, min(5000, len(rest)), replace=False)
-                variants = KRIGE_VARIANTS if mode == "krige" else {"smooth": None}
-                for (name, picked), (begin, b), (variant, krige) in [
-                        (d, s, v) for d in draws.items() for s in starts.items() for v in variants.items()]:
-                    m, began = AdaptedModel(base, donors=table, mixes=("latency",), shape_donors=True, smooth=True,
-                                             krige=krige), time.time()
-                    m.fit(test.iloc[picked], parts=(F.iloc[picked], b[picked]))
-                    p, lo, hi = m.predict_with_interval(test.iloc[rest], parts=(F.iloc[rest], b[rest]))
-                    err = {str(pt): round(100 * float(np.mean(np.abs(p / y[rest] - 1)[parts[rest] == pt])), 2)
-                           for pt in np.unique(parts)}
-                    cov = round(100 * float(np.mean((y[rest] >= lo) & (y[rest] <= hi))), 1)
-                    print(dev, f"K={k}", name, f"from {begin}", variant, err, f"coverage {cov}%", m.adaptation_.describe(),
-                          f"fit {time.time() - began:.1f} s", f"{time.time() - start:.0f} s", flush=True)
+            yield dev, train, test, base, F, pred, donors, donor_table(base, train, test, donors, CONFIG_KEYS[task],
+                                                                        task, False)
+
+
+def main(mode: str, task: str, devices: list[str]) -> None:
+    start = time.time()
+    for dev, train, test, base, F, pred, donors, table in left_out(task, devices):
+        starts = {"base": pred}
+        if mode == "prior":
+            prior = fit_prior(base, train, task)
+            starts["prior"] = pred * np.exp(prior.predict(prior_inputs(base, train, test, donors[:PRIOR_DONORS],
+                                                                       F, pred, task)))
+        parts = (test["phase"].map(PHASE_LABEL).fillna(test["phase"]).astype(str).to_numpy()
+                 if task == "attention" else np.full(len(test), "gemm"))
+        y = test["runtime_ms"].to_numpy(float)
+        covered = np.isfinite(copy_from_devices(train, test, donors, CONFIG_KEYS[task]))
+        candidates = test.drop(columns=["runtime_ms"])
+        rng = np.random.default_rng(5)
+        for k in (128, 512):
+            draws = {"plan": np.flatnonzero(test.index.isin(adaptation_plan(candidates, task, k)))}
+            if mode == "plan":
+                half = np.flatnonzero(test.index.isin(adaptation_plan(candidates, task, k // 2)))
+                for s in range(2):
+                    draws[f"random{s}"] = rng.choice(len(test), k, replace=False)
+                    extra = rng.choice(np.setdiff1d(np.arange(len(test)), half), k - len(half), replace=False)
+                    draws[f"half{s}"] = np.concatenate([half, extra])
+            rest = np.setdiff1d(np.flatnonzero(covered), np.concatenate(list(draws.values())))
+            rest = np.random.default_rng(0).choice(rest, min(5000, len(rest)), replace=False)
+            variants = KRIGE_VARIANTS if mode == "krige" else {"smooth": None}
+            for (name, picked), (begin, b), (variant, krige) in [
+                    (d, s, v) for d in draws.items() for s in starts.items() for v in variants.items()]:
+                m, began = AdaptedModel(base, donors=table, mixes=("latency",), shape_donors=True, smooth=True,
+                                         krige=krige), time.time()
+                m.fit(test.iloc[picked], parts=(F.iloc[picked], b[picked]))
+                p, lo, hi = m.predict_with_interval(test.iloc[rest], parts=(F.iloc[rest], b[rest]))
+                err = {str(pt): round(100 * float(np.mean(np.abs(p / y[rest] - 1)[parts[rest] == pt])), 2)
+                       for pt in np.unique(parts)}
+                cov = round(100 * float(np.mean((y[rest] >= lo) & (y[rest] <= hi))), 1)
+                print(dev, f"K={k}", name, f"from {begin}", variant, err, f"coverage {cov}%", m.adaptation_.describe(),
+                      f"fit {time.time() - began:.1f} s", f"{time.time() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,21 @@ def test_the_preset_grid_with_phase_scales_adds_a_scale_pair_per_grouped_variant
     for g, k, scale in pairs:
         assert (g, k) in grouped and dict(scale).keys() == set(PHASE_GROUPS.values()) == {"none", *INTERVAL_GROUPS}
         assert len(set(dict(scale).values())) == 2
+
+
+def test_intervals_weighted_for_the_plan_s_shift_round_trip_through_a_bundle(base, tables, split, tmp_path):
+    revealed, test = split
+    loaded = Predictor.load(save_model(base, "attention", tables[0], tmp_path / "base", {"model": "hybrid"}))
+    candidates = tables[1].drop(columns=["runtime_ms"])  # the shapes the device will be asked about
+    plain = adapt_loaded(loaded.model, revealed)[0].calibration
+    model, found = adapt_loaded(loaded.model, revealed, candidates=candidates)
+    cal = model.calibration
+    assert cal.grouping["shift_weighted"] is True and "shift_weighted" not in plain.grouping
+    assert set(cal.group_scores) == set(plain.group_scores) == {"is_decode", "none"}
+    levels = (0.5, 0.7, 0.8, 0.9)  # the plan's rows are not drawn like the shapes: the weighted quantiles move
+    assert any(cal.quantiles(a)[0] != plain.quantiles(a)[0] for a in levels)
+    again = Predictor.load(save_adapted(model, tmp_path / "adapted"))
+    assert again.model.calibration.grouping == cal.grouping
+    ours, theirs = Predictor(model).predict(test), again.predict(test)
+    for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
+        np.testing.assert_array_equal(ours[col].to_numpy(), theirs[col].to_numpy())

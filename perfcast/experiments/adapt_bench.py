@@ -46,7 +46,7 @@ from perfcast.models.uncertainty.zero_shot import (
     select_variants,
     zero_shot_variants,
 )
-from perfcast.perf_probe.plan import adaptation_plan
+from perfcast.perf_probe.plan import adaptation_plan, represented
 from perfcast.training.config import IntervalsConfig
 from perfcast.training.train import fit_conformal, model_input
 
@@ -61,8 +61,10 @@ GOALS: dict[tuple[str, int], float] = {("gemm", 128): 0.05, ("gemm", 512): 0.038
 NEUSIGHT_KEYS: tuple[str, ...] = ("op", "m", "n", "k", "batch", "dtype")
 #: one way of drawing an adapted model's intervals: (Mondrian threshold, None: pooled; groups by kernel kind rather
 #: than attention phase; scale of the conformity scores, one number or per attention phase ((label, scale), ...)),
-#: see ``Adaptation.regrouped``
-Interval = tuple[int | None, bool, float | tuple[tuple[str, float], ...]]
+#: and, as a fourth element True when present, the scores weighted for the plan's covariate shift; see
+#: ``Adaptation.regrouped``
+Interval = tuple[int | None, bool, float | tuple[tuple[str, float], ...]] | tuple[
+    int | None, bool, float | tuple[tuple[str, float], ...], bool]
 #: the attention phases' Mondrian labels (``group_labels`` of ``INTERVAL_GROUPS``) under the parts' names
 PHASE_GROUPS: dict[str, str] = {"context": "none", "generation": "is_decode"}
 #: one adaptation variant of a device: (donor setting, interval variant; at K = 0 a zero-shot one)
@@ -107,19 +109,27 @@ def donor_table(base: Any, train: pd.DataFrame, rows: pd.DataFrame, donors: Sequ
                             device_of=found["device_id"].astype(str).to_numpy(), base=pred)
 
 
-def interval_variants(options: dict[str, Any], phased: bool = False) -> list[Interval]:
+def interval_variants(options: dict[str, Any], phased: bool = False, task: str | None = None) -> list[Interval]:
     """The preset's interval variants: pooled, and per Mondrian group (``group_by``: ``phase`` and/or ``kind``)
     from each of its ``group_rows``, each with every one of its ``score_scales`` (default 1); with ``phased``
     (attention) and the preset's ``phase_scales``, the grouped variants also with every pair of different scales
-    for context and generation (after the common-scale variants, which win ties)."""
+    for context and generation (after the common-scale variants, which win ties); with ``True`` among the preset's
+    ``shift_weighted`` (a list, or a table of lists by ``task``), every variant again weighted for the plan's
+    covariate shift, last (the plain ones win ties)."""
     by = [b == "kind" for b in options.get("group_by", ["phase"])]
     scales = [float(s) for s in options.get("score_scales", [1.0])]
     grouped = [(g, k) for k in by for g in options.get("group_rows", [])]
     common = [(g, k, s) for s in scales for g, k in [(None, False), *grouped]]
-    if not (phased and options.get("phase_scales", False)):
-        return common
-    return common + [(g, k, tuple(zip(PHASE_GROUPS.values(), pair))) for g, k in grouped
-                     for pair in product(scales, scales) if pair[0] != pair[1]]
+    if phased and options.get("phase_scales", False):
+        common += [(g, k, tuple(zip(PHASE_GROUPS.values(), pair))) for g, k in grouped
+                   for pair in product(scales, scales) if pair[0] != pair[1]]
+    return common + [(*v, True) for v in common] if True in shift_weighted(options, task) else common
+
+
+def shift_weighted(options: dict[str, Any], task: str | None) -> list[bool]:
+    """The preset's ``shift_weighted`` choices for ``task`` (default: plain only)."""
+    offered = options.get("shift_weighted", [False])
+    return [bool(v) for v in (offered.get(task, [False]) if isinstance(offered, dict) else offered)]
 
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
@@ -146,6 +156,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)
             rest = np.isin(np.arange(len(test)), keep)
         plans[k] = (picked, rest)
+    weights = {k: represented(candidates, candidates[picked], task) for k, (picked, _) in plans.items()
+               if k and True in shift_weighted(options, task)}
     needed = np.logical_or.reduce([p | r for p, r in plans.values()])
     start = time.perf_counter()
     errors = any(m.startswith("error") for c in options["settings"].values() for m in c.get("mixes", ()))
@@ -174,14 +186,15 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             held = tuple(p[rest] for p in precomputed)
             pred = adapter.predict_with_interval(test[rest], parts=held)[0]
             k0 = zero_shot_variants(options.get("k0_intervals")) if k == 0 and zero_shot is not None else None
-            for variant in k0 or interval_variants(options, phased=task == "attention"):
+            for variant in k0 or interval_variants(options, phased=task == "attention", task=task):
                 if k0:
                     lo, hi, ood = zero_shot.bounds(variant, held[0], pred,
                                                    base.calibration_.noise(test[rest], int(rest.sum()))[:, 0], LEVEL)
                 else:
-                    least, by_kind, scale = variant
+                    least, by_kind, scale, *weighted = variant
                     adapter.adaptation_ = found.regrouped(least, by_kind,
-                                                          dict(scale) if isinstance(scale, tuple) else scale)
+                                                          dict(scale) if isinstance(scale, tuple) else scale,
+                                                          weights.get(k) if weighted else None)
                     lo, hi = adapter.interval(test[rest], pred, held)
                 _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
                              (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
@@ -223,7 +236,8 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], 
     mean APE, then, for it, the interval variant (Mondrian groups and score scale) whose coverage is nearest the
     level (mean over the other GPUs and parts of |coverage - level|; at K = 0, :func:`select_variants`, with the
     preset's intervals as its ``guard`` when ``guard``, and its ``objective``). One candidate: kept as is. Choices
-    and nested scores go in the notes."""
+    and nested scores go in the notes. Variants weighted for the plan's shift are candidates for a GPU only where a
+    second leave-one-GPU-out over its training GPUs finds them better (:func:`_offers_weighted`)."""
     out: dict[tuple[str, int], list[Result]] = {}
     for k in sorted({k for _, k in per_device}):
         labels = [key for key in per_device if key[1] == k]
@@ -239,8 +253,9 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], 
             others = [d for d in devices if d != dev] or [dev]
             nested = {s: float(np.mean([err[(d, (s, thresholds[0]))] for d in others])) for s in names}
             chosen = min(names, key=lambda s: (round(nested[s], 12), names.index(s)))
-            off = {g: float(np.mean([miss[(d, (chosen, g))] for d in others])) for g in thresholds}
-            group = min(thresholds, key=lambda g: (round(off[g], 12), thresholds.index(g)))
+            among, why_grid = _offers_weighted(thresholds, others, chosen, miss)
+            off = {g: float(np.mean([miss[(d, (chosen, g))] for d in others])) for g in among}
+            group = min(among, key=lambda g: (round(off[g], 12), among.index(g)))
             if isinstance(group[0], str):  # K = 0, the base's zero-shot variants: least of the others out of band
                 cov = {(d, key, g): per_device[key][j][(chosen, g)].coverage for j, d in enumerate(devices)
                        for key in labels for g in thresholds}
@@ -259,15 +274,46 @@ def select_settings(per_device: dict[tuple[str, int], list[dict[Key, Result]]], 
                                      + _threshold(group) + (f" (theirs: {why[dev]}; " if isinstance(group[0], str)
                                                             else " (") + "their mean |coverage - 90%|, the best three: "
                                      + ", ".join(f"{_threshold(g)} {100 * off[g]:.2f} pt" for g in best) + ")")
+                if why_grid:
+                    res.notes.append(why_grid)
                 out.setdefault(key, []).append(res)
     return {key: out[key] for key in per_device}
+
+
+def _offers_weighted(variants: list[Any], others: list[str], setting: str, miss: dict[tuple[str, Key], float]
+                     ) -> tuple[list[Any], str]:
+    """(the interval variants a GPU chooses among, a note): with variants weighted for the plan's shift among
+    ``variants``, a second leave-one-GPU-out over the GPU's training GPUs ``others``: for each of them g, the
+    variant of least mean |coverage - level| over the others but g, once among the plain variants and once among
+    all, scored by g's own miss; all are offered only if their mean over g is smaller (ties: plain). The GPU's own
+    rows never enter. Without weighted variants (or with fewer than 3 GPUs): ``variants``, no note."""
+    plain = [v for v in variants if isinstance(v[0], str) or len(v) < 4]
+    if len(plain) == len(variants) or len(others) < 2:
+        return variants, ""
+
+    def scored(grid: list[Any]) -> float:
+        total = 0.0
+        for g in others:
+            rest = [d for d in others if d != g]
+            pick = min(grid, key=lambda v: (round(float(np.mean([miss[(d, (setting, v))] for d in rest])), 12),
+                                            grid.index(v)))
+            total += miss[(g, (setting, pick))]
+        return total / len(others)
+
+    inner = {"plain": scored(plain), "weighted": scored(variants)}
+    use = round(inner["weighted"], 12) < round(inner["plain"], 12)
+    return (variants if use else plain), (
+        f"intervals weighted for the plan's shift {'offered' if use else 'not offered'}: a second leave-one-GPU-out "
+        f"over the training GPUs finds their mean |coverage - 90%| {100 * inner['weighted']:.2f} pt with them, "
+        f"{100 * inner['plain']:.2f} pt without")
 
 
 def _threshold(variant: Interval) -> str:
     if isinstance(variant[0], str):  # a zero-shot variant (width rule, groups, scale, vendor matching)
         return describe(variant)
-    rows, by_kind, scale = variant
+    rows, by_kind, scale, *weighted = variant
     text = "pooled" if rows is None else f"per {'kernel kind' if by_kind else 'phase'} from {rows} rows"
+    text += ", weighted for the plan's shift" if weighted else ""
     if isinstance(scale, tuple):
         named = {label: part for part, label in PHASE_GROUPS.items()}
         return f"{text}, scores " + ", ".join(f"{named[label]} x {s:g}" for label, s in scale)

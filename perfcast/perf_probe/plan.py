@@ -198,3 +198,27 @@ def plan_configs(configs: Sequence[dict], task: str, budget: int, width: np.ndar
         return []
     picked = adaptation_plan(pd.DataFrame(configs), task, budget, width, seed)
     return [configs[i] for i in picked]
+
+
+def represented(candidates: pd.DataFrame, planned: pd.DataFrame, task: str) -> np.ndarray:
+    """Per row of ``planned`` (the configurations measured), how many of the ``candidates`` (the shapes the probe
+    can run) it stands for: those nearer to it than to any other planned row of their kind, in the plan's
+    standardised log sizes (a kind with no planned row: the nearest planned row of any kind). Why: the plan
+    over-represents sparse regions and small kinds, so its rows are not drawn like the candidates; each row's count
+    is, up to a constant, the density ratio candidates / plan by which weighted split-conformal intervals
+    (:mod:`perfcast.models.uncertainty.weighted_conformal`) correct for that shift. Configuration columns only."""
+    if len(planned) == 0:
+        return np.zeros(0)
+    both = pd.concat([candidates, planned], ignore_index=True)
+    x = _coordinates(both, task)
+    codes = _kinds(both, task).to_numpy()
+    at = np.arange(len(candidates), len(both))
+    counts = np.zeros(len(at))
+    for kind in pd.unique(codes[: len(candidates)]):
+        rows = np.flatnonzero(codes[: len(candidates)] == kind)
+        own = np.flatnonzero(codes[at] == kind)
+        own = own if len(own) else np.arange(len(at))
+        for chunk in np.array_split(rows, max(1, len(rows) // 2_000)):
+            d = ((x[chunk, None, :] - x[at[own]][None, :, :]) ** 2).sum(axis=2)
+            counts += np.bincount(own[np.argmin(d, axis=1)], minlength=len(at))
+    return counts

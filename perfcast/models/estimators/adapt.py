@@ -62,6 +62,7 @@ from perfcast.models.uncertainty.calibration import (
     conformal_quantile,
     group_labels,
 )
+from perfcast.models.uncertainty.weighted_conformal import reweighted
 
 #: fewest rows the guard validates a correction on; below it the base model is kept unchanged
 MIN_ROWS = 4
@@ -126,15 +127,18 @@ class Adaptation:
     phases: dict[str, Adaptation] = field(default_factory=dict)
 
     def regrouped(self, min_group_rows: int | None, by_kind: bool = False,
-                  scale: float | Mapping[str, float] = 1.0) -> Adaptation:
+                  scale: float | Mapping[str, float] = 1.0, weights: np.ndarray | None = None) -> Adaptation:
         """This adaptation with one interval quantile per Mondrian group (:data:`INTERVAL_GROUPS`, or with
         ``by_kind`` the kernel kind) of at least ``min_group_rows`` rows, the pooled quantile for the rest (None:
         pooled only), every score times ``scale``: one number, or one per attention phase (a row's
         :data:`INTERVAL_GROUPS` label -> its scale, 1 for a label not named). Why a scale: the scores come from fold
         models fitted on 4/5 of the rows, which err more than the correction fitted on all of them; how much more
         is measured across devices (leave one GPU out in :mod:`perfcast.experiments.adapt_bench`), not on one
-        device's rows, and differs between prefill and decode. The scaled scores are what is stored (the scale is
-        noted in ``grouping``), so a bundle reads them as any other."""
+        device's rows, and differs between prefill and decode. ``weights``: each row's density ratio asked-about /
+        measured rows (:func:`~perfcast.perf_probe.plan.represented`), every group's scores then re-drawn weighted
+        for the plan's covariate shift (:func:`~perfcast.models.uncertainty.weighted_conformal.reweighted`). The
+        scaled scores are what is stored (scale and weighting noted in ``grouping``), so a bundle reads them as any
+        other."""
         cal = self.calibration
         if cal is None or self.scores is None:
             return self
@@ -145,15 +149,20 @@ class Adaptation:
             else np.full(len(self.scores), float(scale))
         noted = {str(k): float(v) for k, v in sorted(scale.items())} if per_phase else float(scale)
         scores = self.scores * factors
+        if weights is not None and len(weights) != len(scores):
+            raise ValueError(f"regrouped: {len(weights)} weights for {len(scores)} adaptation rows (one per row)")
         groups = {}
         target = cal.targets[0]
         if min_group_rows is not None and len(set(labels)) > 1:
             for label in sorted(set(labels)):
-                own = np.sort(scores[labels == label])
-                if len(own) >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
+                rows = labels == label
+                own = reweighted(scores[rows], None if weights is None else weights[rows], cal.level)
+                if rows.sum() >= min_group_rows and math.isfinite(conformal_quantile(own, cal.level)):
                     groups[str(label)] = {target: own}
         grouping = cal.grouping if (factors == 1.0).all() else {**cal.grouping, "score_scale": noted}
-        return replace(self, calibration=replace(cal, scores={target: np.sort(scores)}, grouping=grouping,
+        grouping = grouping if weights is None else {**grouping, "shift_weighted": True}
+        pooled = reweighted(scores, weights, cal.level)
+        return replace(self, calibration=replace(cal, scores={target: pooled}, grouping=grouping,
                                                  group_columns=columns if groups else [], group_scores=groups))
 
     def report(self) -> dict[str, Any]:
