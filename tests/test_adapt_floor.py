@@ -3,11 +3,14 @@ must not multiply its large kernels (issue 13: more measurements must never make
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 
-from perfcast.models.estimators.adapt import fit_adaptation
-from perfcast.models.estimators.adapt_correction import Correction
+from perfcast.models.estimators.adapt import fit_adaptation, fit_correction_of
+from perfcast.models.estimators.adapt_correction import Correction, FloorRule, mean_ape
+from perfcast.models.estimators.adapt_floor import supported_floors
 
 FLOOR_MS = 0.06
 
@@ -71,3 +74,47 @@ def test_the_adaptation_names_its_floors():
     found = fit_adaptation(F, base, y, task="attention", stack=False, floor=0.5)
     assert "latency floor for" in found.describe()
     assert found.report()["latency_floors"] == found.correction.floors
+
+
+def _spanning(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Decode rows spanning 0.02-0.4 ms of work: a 0.06 ms floor (the small ones 0.36x the base above it) below
+    0.13 ms, 0.77x the base above, 10% noise: a dominant floor is fitted on every row, and its slope is a poor fit."""
+    rng = np.random.default_rng(seed)
+    work = 10.0 ** rng.uniform(np.log10(0.02), np.log10(0.4), n)
+    F = pd.DataFrame({"is_decode": np.ones(n), "dtype_bf16": np.ones(n)})
+    y = np.where(work < 0.13, np.maximum(FLOOR_MS, 0.36 * work), 0.77 * work) * np.exp(rng.normal(0, 0.1, n))
+    return F, work, y
+
+
+def test_the_guard_drops_a_floor_its_folds_do_not_support():
+    """Round 11 applied a dominant floor to every candidate; the guard now keeps it only where the chosen
+    correction's out-of-fold error on the kind's rows is lower with it (here it is not)."""
+    F, base, y = _spanning(24, seed=1)
+    forced = fit_correction_of(F, base, y, task="attention", floor=FloorRule(0.5))
+    chosen = fit_correction_of(F, base, y, task="attention", floor=0.5)
+    assert forced.correction.floors  # a dominant floor is fitted on the rows
+    assert not chosen.correction.floors
+    assert mean_ape(chosen.residuals) < mean_ape(forced.residuals)
+
+
+def test_the_floor_is_kept_per_kind_by_its_own_rows():
+    """supported_floors' choice: a kind keeps its floor where the floored guard's residuals on its rows are lower
+    (ties: no floor); when kinds disagree the guard runs once more with the kept kinds' floors only."""
+    kinds = np.array(["a"] * 8 + ["b"] * 8)
+    y = np.where(kinds == "a", FLOOR_MS, 1.0) + np.linspace(0.001, 0.002, 16)  # floors of both kinds dominate
+    base = np.linspace(0.001, 0.01, 16)
+    calls = []
+
+    def guard(rule):
+        calls.append(rule)
+        residuals = np.full(16, 0.2)
+        if rule is not None:  # the floor halves kind a's error, leaves kind b's the same (a tie)
+            residuals[kinds == "a"] = 0.1
+        return SimpleNamespace(residuals=residuals, rule=rule)
+
+    found = supported_floors(guard, kinds, base, y, 0.5)
+    assert [c.kinds if c is not None else None for c in calls] == [None, frozenset("ab"), frozenset("a")]
+    assert found.rule == FloorRule(0.5, frozenset("a"))
+    calls.clear()
+    assert supported_floors(guard, kinds, base, 0.5 * base, 0.5).rule is None  # no floor found: one run
+    assert calls == [None]

@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, fit_correction
+from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, FloorRule, fit_correction, mean_ape
+from perfcast.models.estimators.adapt_floor import supported_floors
 from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
 from perfcast.models.estimators.adapt_stack import SharedAlone, rescored, with_stack
 from perfcast.models.estimators.adapted_regressor import INTERVAL_GROUPS, AdaptedRegressor, starting_point
@@ -319,9 +320,9 @@ def by_phase(found: Adaptation, F: pd.DataFrame, y: np.ndarray, least: int,
         own = fit(rows)
         if own.residuals is None:
             continue
-        errors.update({f"{PHASE_NAMES.get(label, label)} alone": _ape(own.residuals),
-                       f"{PHASE_NAMES.get(label, label)} pooled": _ape(found.residuals[rows])})
-        if _ape(own.residuals) < _ape(found.residuals[rows]):
+        errors.update({f"{PHASE_NAMES.get(label, label)} alone": mean_ape(own.residuals),
+                       f"{PHASE_NAMES.get(label, label)} pooled": mean_ape(found.residuals[rows])})
+        if mean_ape(own.residuals) < mean_ape(found.residuals[rows]):
             phases[label], residuals[rows] = own, own.residuals
     found = replace(found, cv_error=errors)
     return rescored(found, residuals, phases=phases) if phases else found
@@ -344,13 +345,13 @@ def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndar
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                       noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                       extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH,
-                      kind_shapes: bool = DEFAULT_KIND_SHAPES, floor: float | None = None) -> Adaptation:
+                      kind_shapes: bool = DEFAULT_KIND_SHAPES, floor: float | FloorRule | None = None) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
     ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too;
     ``kind_shapes``: a kernel kind with enough rows chooses among every shape term, not only the pooled best;
-    ``floor``: every correction's level may come with a dominant latency floor per kernel kind (see
-    :func:`fit_adaptation`)."""
+    ``floor``: a kernel kind's level may come with a dominant latency floor where its folds support it
+    (:func:`~perfcast.models.estimators.adapt_floor.supported_floors`; a FloorRule: with those floors)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -359,6 +360,10 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     n = len(y)
     if n < MIN_ROWS:
         return Adaptation(Correction(), None, {}, n)
+    if floor is not None and not isinstance(floor, FloorRule):  # a share: the floors the folds support
+        return supported_floors(lambda rule: fit_correction_of(F, base, y, task=task, target=target, level=level,
+            noise=None if noise is None else np.asarray(noise)[ok], seed=seed, extra=extra, smooth=smooth,
+            kind_shapes=kind_shapes, floor=rule), kernel_kinds(F).to_numpy(), base, y, float(floor))
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
     modes = MODES if smooth else tuple(m for m in MODES if m != "smooth")
@@ -370,7 +375,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
                                floor)
             oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(
                 Fh, base[held_idx], extra=None if extra is None else extra[held_idx])
-    cv_error = {m: _ape(oof[m]) for m in modes}
+    cv_error = {m: mean_ape(oof[m]) for m in modes}
     offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)
     among = modes if kind_shapes else offered
@@ -379,7 +384,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     for kind in pd.unique(kinds):
         rows = kinds == kind
         if rows.sum() >= MIN_KIND_ROWS:
-            kind_modes[str(kind)] = _best({m: _ape(oof[m][rows]) for m in among}, among)
+            kind_modes[str(kind)] = _best({m: mean_ape(oof[m][rows]) for m in among}, among)
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
     shaped = [m for m in among if m in SHAPED and m in used]  # each shape term some kind reads, fitted on every row
     first = offered[-1] if offered[-1] in shaped else max(used, key=MODES.index)
@@ -401,11 +406,6 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     return Adaptation(correction, calibration, cv_error, n, scores=np.abs(chosen),
                       labels=group_labels(F, list(INTERVAL_GROUPS)), residuals=chosen,
                       kind_labels=group_labels(F, list(kind_columns)), kind_columns=kind_columns)
-
-
-def _ape(log_ratio: np.ndarray) -> float:
-    """Mean APE of predictions whose residuals are ``log(measured / predicted)``."""
-    return float(np.mean(np.abs(np.expm1(-log_ratio))))
 
 
 def _best(errors: dict[str, float], among: tuple[str, ...] = MODES) -> str:

@@ -29,6 +29,9 @@ SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
 LEVEL_PRIOR = 3.0
 #: fewest rows of a kernel kind from which its level may come with a latency floor (two numbers fitted: 4 rows each)
 MIN_FLOOR_ROWS = 8
+#: per task, the share of a kind's median latency a latency floor must reach to be offered to the guard by default
+#: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor)
+DEFAULT_FLOORS: dict[str, float] = {}
 #: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
 SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 #: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
@@ -195,6 +198,11 @@ def shape_matrix(F: pd.DataFrame, columns: list[str], base: np.ndarray, extra: n
                             *([] if extra is None else [extra])])
 
 
+def mean_ape(log_ratio: np.ndarray) -> float:
+    """Mean APE of predictions whose residuals are ``log(measured / predicted)`` (the guard's metric)."""
+    return float(np.mean(np.abs(np.expm1(-log_ratio))))
+
+
 def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
     """Per-kind median of ``r``, shrunk toward the pooled median by :data:`LEVEL_PRIOR` pseudo-rows."""
     pooled = float(np.median(r))
@@ -204,17 +212,28 @@ def _levels(kinds: pd.Series, r: np.ndarray) -> tuple[dict[str, float], float]:
     return levels, pooled
 
 
+@dataclass(frozen=True)
+class FloorRule:
+    """Latency floors of at least ``share`` of a kind's median latency (:func:`latency_floors`), for the kernel
+    kinds ``kinds`` only (None: any kind): those the guard's folds kept
+    (:func:`~perfcast.models.estimators.adapt_floor.supported_floors`)."""
+
+    share: float
+    kinds: frozenset[str] | None = None
+
+
 def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
-                   extra: np.ndarray | None = None, floor: float | None = None) -> Correction:
+                   extra: np.ndarray | None = None, floor: float | FloorRule | None = None) -> Correction:
     """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements;
     with ``floor``, a kernel kind's level may come with a latency floor of at least that share of its rows' median
-    latency (:func:`latency_floors`; None: levels only)."""
+    latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only)."""
     if mode == "none" or len(y) == 0:
         return Correction()
     r = np.log(y / base)
     kinds = kernel_kinds(F)
     levels, pooled = _levels(kinds, r)
-    floors = latency_floors(kinds, base, y, floor) if floor is not None else {}
+    rule = floor if floor is None or isinstance(floor, FloorRule) else FloorRule(float(floor))
+    floors = latency_floors(kinds, base, y, rule.share, rule.kinds) if rule is not None else {}
     levels.update({kind: a for kind, (a, _) in floors.items()})
     floors = {kind: f for kind, (_, f) in floors.items()}
     if mode == "level":
@@ -228,18 +247,20 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
                       extra_columns=0 if extra is None else extra.shape[1], floors=floors)
 
 
-def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: float) -> dict[str, tuple[float, float]]:
-    """Per kernel kind of at least :data:`MIN_FLOOR_ROWS` rows, ``(log a, f)`` of ``y = a * base + f`` (least
-    squares of the relative error), where both are positive and ``f`` is at least ``share`` of the kind's median
-    ``y`` (the floor dominates its measured latencies). Why: a device whose launch / latency floor the base does
-    not know (an out-of-vendor GPU's small decode kernels) shows a large ratio on small kernels; as a level (a
-    constant log ratio) that ratio multiplies the large kernels too, which few small measured rows cannot reveal
-    to the guard's folds; as a floor it fades where the base grows past it. Why only a dominant floor: a slight
-    one, fitted on a narrow range of small kernels, mostly bends the slope ``a`` that the large kernels inherit."""
+def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: float,
+                   only: frozenset[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Per kernel kind of at least :data:`MIN_FLOOR_ROWS` rows (of ``only``, if given), ``(log a, f)`` of
+    ``y = a * base + f`` (least squares of the relative error), where both are positive and ``f`` is at least
+    ``share`` of the kind's median ``y`` (the floor dominates its measured latencies). Why: a device whose launch /
+    latency floor the base does not know (an out-of-vendor GPU's small decode kernels) shows a large ratio on small
+    kernels; as a level (a constant log ratio) that ratio multiplies the large kernels too, which few small measured
+    rows cannot reveal to the guard's folds; as a floor it fades where the base grows past it. Why only a dominant
+    floor: a slight one, fitted on a narrow range of small kernels, mostly bends the slope ``a`` that the large
+    kernels inherit."""
     out = {}
     for kind, rows in pd.Series(np.arange(len(y))).groupby(kinds.to_numpy()):
         at = rows.to_numpy()
-        if len(at) < MIN_FLOOR_ROWS:
+        if len(at) < MIN_FLOOR_ROWS or (only is not None and str(kind) not in only):
             continue
         (a, f), *_ = np.linalg.lstsq(np.column_stack([base[at] / y[at], 1.0 / y[at]]), np.ones(len(at)), rcond=None)
         if a > 0 and f > 0 and f >= share * float(np.median(y[at])):

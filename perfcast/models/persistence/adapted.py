@@ -7,7 +7,7 @@ so they sit above both the estimators and the bundle code, and neither of those 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from perfcast.models.estimators.adapt import (
     fit_adaptation,
     noise_of,
 )
+from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 from perfcast.perf_probe.plan import represented
@@ -34,15 +35,16 @@ from perfcast.perf_probe.plan import represented
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS,
                  smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
-                 per_phase_stack: bool = False, candidates: pd.DataFrame | None = None
-                 ) -> tuple[PerfcastModel, Adaptation]:
+                 per_phase_stack: bool = False, candidates: pd.DataFrame | None = None,
+                 floors: Mapping[str, float] = DEFAULT_FLOORS) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
     object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
     models (:func:`perfcast.models.persistence.power_adapted.adapt_joint_loaded`: a report, no donors). ``donors``:
     other devices' measured records of the same task (the first device named is the nearest), offered as a starting
     point and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes
     offered; ``shape_donors``: the shape term may read the donors' latencies; ``smooth``, ``krige``, ``per_phase``
-    and ``per_phase_stack``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`; ``candidates``: the
+    and ``per_phase_stack``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`; ``floors``: per task, the
+    ``floor`` share offered to the guard (a task not named: none); ``candidates``: the
     configurations the device will be asked about (e.g. the probe's space), the intervals then weighted for the
     shift between them and ``records`` (:meth:`~perfcast.models.estimators.adapt.Adaptation.regrouped`)."""
     if model.joint or len(model.targets) != 1:
@@ -72,7 +74,7 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
                                donors=table, mixes=mixes, shape_donors=shape_donors, smooth=smooth, krige=krige,
-                               per_phase=per_phase, per_phase_stack=per_phase_stack)
+                               per_phase=per_phase, per_phase_stack=per_phase_stack, floor=floors.get(model.task))
         if candidates is not None and found.scores is not None:  # the rows fit_adaptation kept: measured, base > 0
             y = records[target].to_numpy(dtype="float64")
             kept = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
