@@ -118,3 +118,38 @@ def test_the_floor_is_kept_per_kind_by_its_own_rows():
     calls.clear()
     assert supported_floors(guard, kinds, base, 0.5 * base, 0.5).rule is None  # no floor found: one run
     assert calls == [None]
+
+
+def test_adapt_loaded_with_a_floor_on_real_b60_decode_rows_and_none_by_default(data_root, tmp_path):
+    """`adapt_loaded(..., floors=...)` on real rows: a base trained on A100 and B300 generation attention, adapted to
+    32 small B60 decode kernels (base below 0.05 ms) that sit at the B60's latency floor. With the floor the B60's
+    largest kernels are predicted far better than with the level alone (which multiplies them by the floor's
+    ratio); the default (:data:`DEFAULT_FLOORS`, empty) fits no floor."""
+    from perfcast import Predictor
+    from perfcast.datasets.importers import get_importer
+    from perfcast.models import make_model
+    from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
+    from perfcast.models.persistence.adapted import adapt_loaded
+    from perfcast.models.persistence.bundle import save_model
+    from perfcast.models.uncertainty.intervals import ConformalRegressor
+
+    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
+    units = [u for u in imp.units(root) if "generation" in u.name
+             and any(f"/{d}/" in u.as_posix() for d in ("a100_sxm", "b300_sxm", "b60"))]
+    df = pd.concat([imp.load(root, u)["attention"] for u in units], ignore_index=True)
+    train = df[df["device_id"] != "b60"].groupby("device_id").sample(n=400, random_state=0).reset_index(drop=True)
+    b60 = df[df["device_id"] == "b60"].sample(n=1500, random_state=0).reset_index(drop=True)
+    base = ConformalRegressor(make_model("hybrid", "attention", ["runtime_ms"], {"n_estimators": 60}),
+                              n_splits=2).fit(train, train[["runtime_ms"]])
+    loaded = Predictor.load(save_model(base, "attention", train, tmp_path / "base", {"model": "hybrid"}))
+    guess = loaded.predict(b60)["runtime_ms"].to_numpy()
+    small = np.random.default_rng(0).choice(np.flatnonzero(guess < 0.05), 32, replace=False)
+    large = np.argsort(guess)[-500:]
+    records = loaded._records(b60.iloc[small])
+    floored, found = adapt_loaded(loaded.model, records, floors={"attention": 0.5})
+    plain, default = adapt_loaded(loaded.model, records)
+    assert found.correction.floors and not default.correction.floors and "attention" not in DEFAULT_FLOORS
+    y = b60["runtime_ms"].to_numpy()[large]
+    err = {name: _ape(Predictor(m).predict(b60.iloc[large])["runtime_ms"].to_numpy(), y)
+           for name, m in (("floor", floored), ("level", plain))}
+    assert err["floor"] < 0.6 * err["level"], err
