@@ -46,14 +46,21 @@ LIBRARIES: tuple[str, ...] = ("perfcast", "scikit-learn", "lightgbm", "xgboost",
                               "pandas")
 
 
+#: a library installed under another distribution name that provides the same module (pyproject.toml installs
+#: ``xgboost-cpu`` where it exists: the ``xgboost`` wheel pulls a CUDA NCCL wheel of hundreds of MB)
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"xgboost": ("xgboost", "xgboost-cpu")}
+
+
 def library_versions(dists: tuple[str, ...] | list[str] = LIBRARIES) -> dict[str, str]:
     """Installed version of each of ``dists`` (absent ones omitted); read from metadata, no import."""
     out = {}
     for dist in dists:
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            continue
+        for name in DISTRIBUTIONS.get(dist, (dist,)):
+            try:
+                out[dist] = importlib_metadata.version(name)
+                break
+            except importlib_metadata.PackageNotFoundError:
+                continue
     return out
 
 
