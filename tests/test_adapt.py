@@ -283,3 +283,25 @@ def test_a_smooth_kriged_bundle_answers_a_row_alone_as_in_a_batch(bundle, tables
                        .to_dict("records")])
     for col in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
         np.testing.assert_array_equal(one[col].to_numpy(), batch[col].to_numpy()[at], err_msg=col)
+
+
+def test_the_adapted_device_is_known_to_the_adapted_models_domain(bundle, split, tmp_path):
+    """The L40S lies outside the training GPUs' spec box, so the base flags every row of it; the model adapted on
+    its planned rows was fitted on that device, so those flags go (kept through a bundle), a GPU outside the box
+    that was not measured is still flagged, and re-adapting to another device starts from the training-only
+    domain (the L40S flagged again)."""
+    revealed, rest = split
+    hull = f"'{TARGET_GPU}' spec outside the training hull"
+    base = Predictor.load(bundle)
+    before = base.predict(rest)["ood_reason"].fillna("")
+    assert before.str.contains(hull).all()
+    adapted = Predictor.load(save_adapted(base.adapt(revealed).model, tmp_path / "adapted"))
+    after = adapted.predict(rest)
+    assert not after["ood_reason"].fillna("").str.contains(hull).any()
+    assert after["in_distribution"].mean() > 0.9  # the rest: only sizes beyond every measured range stay flagged
+    other = adapted.predict(rest.head(50).assign(device_id="b60"))["ood_reason"].fillna("")
+    assert other.str.contains("'b60' spec outside the training hull").all()
+    moved = adapted.adapt(revealed.assign(device_id="b60"))
+    assert moved.predict(rest.head(50))["ood_reason"].fillna("").str.contains(hull).all()
+    assert not moved.predict(rest.head(50).assign(device_id="b60"))["ood_reason"].fillna("").str.contains(
+        "spec outside").any()

@@ -79,14 +79,15 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
             y = records[target].to_numpy(dtype="float64")
             kept = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
             found = found.regrouped(MIN_GROUP_ROWS, weights=represented(candidates, records, model.task)[kept])
+        domain = model.domain.extended(records, F)
     else:
-        found = Adaptation(Correction(), None, {}, 0)
+        found, domain = Adaptation(Correction(), None, {}, 0), model.domain
     calibration = found.calibration or model.calibration
     lineage = {**found.report(), "base_model": str(model.path),
                "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
     adapted = PerfcastModel(model.path, model.task, list(model.targets), model.features,
                             [found.regressor(inner)], False, calibration,
-                            model.domain, {**model.metadata, "adaptation": lineage}, dict(model.versions))
+                            domain, {**model.metadata, "adaptation": lineage}, dict(model.versions))
     return adapted, found
 
 

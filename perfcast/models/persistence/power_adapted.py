@@ -26,16 +26,17 @@ def adapt_joint_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int
                          f"model of {targets} with")
     inner = model.heads[0]
     inner = inner.inner if isinstance(inner, AdaptedJointRegressor) else inner  # re-adapting starts from the base
-    corrections, calibration, found = {}, model.calibration, {}
+    corrections, calibration, found, domain = {}, model.calibration, {}, model.domain
     if len(records):
         F = model.features.transform(records)
+        domain = model.domain.extended(records, F)
         base = np.asarray(inner.predict(F), dtype="float64").reshape(len(F), -1)
         corrections, calibration, found = fit_joint_adaptation(F, base, records, targets, task=model.task,
                                                                calibration=model.calibration, seed=seed)
     lineage = {**report(found), "base_model": str(model.path),
                "base_metadata": {k: v for k, v in model.metadata.items() if k != "adaptation"}}
     adapted = PerfcastModel(model.path, model.task, targets, model.features,
-                            [AdaptedJointRegressor(inner, targets, corrections)], True, calibration, model.domain,
+                            [AdaptedJointRegressor(inner, targets, corrections)], True, calibration, domain,
                             {**model.metadata, "adaptation": lineage}, dict(model.versions))
     return adapted, lineage
 

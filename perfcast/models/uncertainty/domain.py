@@ -85,6 +85,8 @@ class DomainGuard:
         #: hardware columns every training row had a value for (a device lacking one is flagged)
         self.complete: list[str] = []
         self.devices: list[str] = []
+        #: the training-only guard's state when this one was widened by an adaptation's rows (:meth:`extended`)
+        self.base: dict[str, Any] | None = None
         #: (feature column names, hardware columns among them, their positions, the spec columns as (position, name)):
         #: found once per layout (a bundle's transformer returns the same one every call)
         self._positions: tuple[tuple[str, ...], list[str], np.ndarray, list[tuple[int, str]]] | None = None
@@ -114,6 +116,24 @@ class DomainGuard:
         ids = records["device_id"] if "device_id" in records.columns else pd.Series([], dtype="string")
         self.devices = sorted(ids.dropna().astype(str).unique().tolist())
         return self
+
+    def extended(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:
+        """A guard for the model adapted on ``records`` (one device's measured rows, ``features`` their feature
+        frame): their device becomes a known one and their sizes, labels and work join the ranges, since the
+        adapted model was fitted on them. The spec box other devices are judged by stays the training devices'.
+        Widening an adapted model's guard starts from its training-only guard, as re-adapting starts from the base."""
+        out = DomainGuard.from_json(self.base or self.to_json())
+        out.base = out.to_json()
+        more = DomainGuard(self.task).fit(records, features)
+        for ranges, added in ((out.sizes, more.sizes),
+                              (out.hardware, {c: v for c, v in more.hardware.items() if c in WORK})):
+            for c, (lo, hi) in added.items():
+                old = ranges.get(c, (lo, hi))
+                ranges[c] = (min(old[0], lo), max(old[1], hi))
+        for c, seen in more.categories.items():
+            out.categories[c] = sorted({*out.categories.get(c, []), *seen})
+        out.devices = sorted({*out.devices, *more.devices})
+        return out
 
     # ---------------------------------------------------------------------------------------- check
     def check(self, records: pd.DataFrame | Records, features: pd.DataFrame | np.ndarray,
@@ -274,8 +294,9 @@ class DomainGuard:
 
     # ------------------------------------------------------------------------------------ save/load
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "sizes": self.sizes, "categories": self.categories,
-                "hardware": self.hardware, "complete": self.complete, "devices": self.devices}
+        doc = {"task": self.task, "sizes": self.sizes, "categories": self.categories,
+               "hardware": self.hardware, "complete": self.complete, "devices": self.devices}
+        return doc if self.base is None else {**doc, "base": self.base}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> DomainGuard:
@@ -285,4 +306,5 @@ class DomainGuard:
         guard.hardware = {c: (float(a), float(b)) for c, (a, b) in doc["hardware"].items()}
         guard.complete = list(doc["complete"])
         guard.devices = list(doc["devices"])
+        guard.base = dict(doc["base"]) if doc.get("base") is not None else None
         return guard
