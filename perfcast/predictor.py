@@ -135,18 +135,22 @@ class Predictor:
         """What the model was trained on and how it scored (as recorded when it was saved)."""
         return self.model.metadata
 
-    def adapt(self, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None) -> Predictor:
+    def adapt(self, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
+              setting: str = "fast") -> Predictor:
         """A new Predictor corrected for the device ``records`` measured (the target column holds the
         measurements): per-kernel-kind level, shape residual and intervals recalibrated on the device's own
         cross-fitted residuals, each kept only where cross-validation on these rows supports it
         (:mod:`perfcast.models.estimators.adapt`). ``donors``: measured records of another device (a sibling of this one),
-        offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.persistence.adapted.save_adapted`."""
-        from perfcast.models.persistence.adapted import adapt_loaded
+        offered as a starting point the correction may prefer. ``setting``: ``"fast"`` (predicts about as fast as the
+        base) or ``"accurate"`` (the accuracy benchmark's choice, slower to predict; see
+        :data:`perfcast.models.persistence.adapted.SETTINGS`). Save it with :func:`perfcast.models.persistence.adapted.save_adapted`."""
+        from perfcast.models.persistence.adapted import adapt_loaded, setting_options
 
         frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+        options = setting_options(setting, self.task, len(frame))
         donor_rows = None if donors is None or not len(donors) else self._records(donors)
         return Predictor(adapt_loaded(self.model, self._records(frame) if len(frame) else frame, seed=seed,
-                                      donors=donor_rows)[0])
+                                      donors=donor_rows, **options)[0])
 
     # ------------------------------------------------------------------------------------ predict
     def predict(self, config: Mapping[str, Any] | pd.DataFrame, level: float | None = None

@@ -151,7 +151,7 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
     donors = _store_of(tables[0], tmp_path / "donors")
     res = CliRunner().invoke(app, ["adapt", str(bundle), "--store", str(store), "--out", str(out),
                                    "--tracking-uri", uri, "--registered-name", "l40s-adapted",
-                                   "--donors", str(donors), "--donor-device", "h100_sxm"])
+                                   "--donors", str(donors), "--donor-device", "h100_sxm", "--setting", "accurate"])
     assert res.exit_code == 0, res.output
     assert res.output.count("(chosen)") == 1 and "registered version 1" in res.output
     import mlflow
@@ -164,9 +164,10 @@ def test_the_cli_adapts_a_model_to_a_store(bundle, split, tables, tmp_path):
     loaded = Predictor.load(out)
     assert loaded.metadata["adaptation"]["device"] == TARGET_GPU
     assert loaded.metadata["adaptation"]["rows"] == len(revealed)
+    assert loaded.metadata["adaptation"]["setting"] == "accurate" and loaded.model.heads[0].krige is not None
     h100 = tables[0][tables[0]["device_id"] == "h100_sxm"]
-    pd.testing.assert_frame_equal(loaded.predict(test),
-                                  Predictor.load(bundle).adapt(revealed, donors=h100).predict(test))
+    pd.testing.assert_frame_equal(loaded.predict(test), Predictor.load(bundle).adapt(
+        revealed, donors=h100, setting="accurate").predict(test))
     mlflow.set_tracking_uri(uri)  # the registered model is the adapted bundle, whatever --out was named
     pd.testing.assert_frame_equal(Predictor.load("models:/l40s-adapted/1").predict(test), loaded.predict(test))
 
@@ -207,6 +208,8 @@ def test_the_cli_refuses_a_bad_adaptation_store(bundle, split, tables, data_root
     unit = next(u for u in imp.units(data_root / "aiconfigurator") if "l40s" in u.as_posix()
                 and "attention" in u.as_posix())
     attention = imp.load(data_root / "aiconfigurator", unit)["attention"].head(50)
+    res = adapt(_store_of(revealed, tmp_path / "setting"), "--setting", "best")
+    assert res.exit_code == 2 and "--setting 'best' is not one of fast, accurate" in " ".join(res.output.split())
     wrong_task = RecordStore(tmp_path / "attention")
     wrong_task.append(attention, "attention")
     res = adapt(tmp_path / "attention")
@@ -247,6 +250,7 @@ def test_a_kriged_adaptation_round_trips_through_a_bundle(bundle, split, tmp_pat
     base = Predictor.load(bundle)
     kriged, _ = adapt_loaded(base.model, base._records(revealed), smooth=True, krige=-1.0)
     in_memory = Predictor(kriged)
+    pd.testing.assert_frame_equal(base.adapt(revealed, setting="accurate").predict(test), in_memory.predict(test))
     loaded = Predictor.load(save_adapted(kriged, tmp_path / "adapted"))
     assert loaded.model.heads[0].krige is not None and loaded.metadata["adaptation"]["kriging"]
     pd.testing.assert_frame_equal(loaded.predict(test), in_memory.predict(test))
@@ -305,3 +309,27 @@ def test_the_adapted_device_is_known_to_the_adapted_models_domain(bundle, split,
     assert moved.predict(rest.head(50))["ood_reason"].fillna("").str.contains(hull).all()
     assert not moved.predict(rest.head(50).assign(device_id="b60"))["ood_reason"].fillna("").str.contains(
         "spec outside").any()
+
+
+def test_the_accurate_setting_is_the_benchmarks_choice():
+    """``setting="accurate"`` is what configs/aiconfigurator_adapt.toml's leave-one-GPU-out chose: its ``krige``
+    setting for GEMM; for attention ``krige_phase_stack`` at 128 rows and ``krige_phase`` at 512, with the preset's
+    floor. The package's constants and the preset must not drift apart."""
+    import tomllib
+
+    from perfcast.models.persistence.adapted import setting_options
+
+    bench = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "aiconfigurator_adapt.toml")
+                          .read_text(encoding="utf-8"))["benchmark"]["options"]
+    grid = bench["settings"]
+    keys = ("smooth", "krige", "per_phase", "per_phase_stack")
+    preset = {name: {k: grid[name][k] for k in keys if k in grid[name]} for name in grid}
+    gemm = setting_options("accurate", "gemm", 512)
+    assert gemm == preset["krige"]
+    floors = {"floors": {"attention": bench["attention_floor"]}}
+    assert setting_options("accurate", "attention", 128) == {**preset["krige_phase_stack"], **floors}
+    assert setting_options("accurate", "attention", 512) == {**preset["krige_phase"], "per_phase_stack": False,
+                                                             **floors}
+    assert setting_options("fast", "attention", 512) == {}
+    with pytest.raises(ValueError, match="unknown adaptation setting 'best'"):
+        setting_options("best", "gemm", 10)

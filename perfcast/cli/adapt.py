@@ -26,11 +26,19 @@ def adapt(
                                                         "(every device in it, nearest by spec sheet first): starting "
                                                         "point and donor mix, kept if they cross-validate better")] = None,
     donor_device: Annotated[Optional[str], typer.Option(help="Use only this device of --donors")] = None,
+    setting: Annotated[str, typer.Option(help="fast: the adapted model predicts about as fast as its base; "
+                                              "accurate: the accuracy benchmark's choice (smooth shape term and "
+                                              "kriging), a few times slower to predict")] = "fast",
 ) -> None:
     """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
     if not store.is_dir():
         console.print(f"[bold red]error:[/] no record store at {store}: measure the device first "
                       f"(`perfcast probe gemm --plan adapt --store {store}`)")
+        raise typer.Exit(code=2)
+    from perfcast.models.persistence.adapted import SETTINGS
+
+    if setting not in SETTINGS:
+        console.print(f"[bold red]error:[/] --setting {setting!r} is not one of {', '.join(SETTINGS)}")
         raise typer.Exit(code=2)
     if out.exists() and any(out.iterdir()):
         console.print(f"[bold red]error:[/] {out} exists and is not empty; choose a new --out directory")
@@ -48,7 +56,7 @@ def adapt(
             near = adaptation_records(RecordStore(store), target.task, target.targets[0], device)[1]
             donor_rows = donor_records(RecordStore(donors), target.task, target.targets[0], donor_device, near)
         res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,
-                               registered_name=registered_name, donors=donor_rows)
+                               registered_name=registered_name, donors=donor_rows, setting=setting)
     except AdaptationError as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(code=2) from None

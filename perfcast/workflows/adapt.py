@@ -131,11 +131,13 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
 def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str] | RecordStore, out: Path, *,
                      device: str | None = None, records: pd.DataFrame | None = None, tracking_uri: str | None = None,
                      experiment: str = "adapt", registered_name: str | None = None, seed: int = 0,
-                     donors: pd.DataFrame | None = None, adapter: Callable[..., Any] | None = None) -> AdaptOutcome:
+                     donors: pd.DataFrame | None = None, adapter: Callable[..., Any] | None = None,
+                     setting: str = "fast") -> AdaptOutcome:
     """Adapt ``model`` (a bundle directory or MLflow URI) to ``device``'s records in ``store`` (or to the given
     ``records`` of it), write the adapted bundle to ``out`` and, with ``tracking_uri``, log it to MLflow
     (registered as ``registered_name`` when given). ``donors``: another device's records (a sibling), offered
-    as a second starting point. ``adapter(base, records, seed=, donors=)`` replaces :meth:`Predictor.adapt
+    as a second starting point; ``setting``: ``fast`` or ``accurate`` (:meth:`Predictor.adapt
+    <perfcast.Predictor.adapt>`). ``adapter(base, records, seed=, donors=)`` replaces :meth:`Predictor.adapt
     <perfcast.Predictor.adapt>` (the quickstart's CPU GEMMs add a physics term). The quickstart calls this on
     this machine's CPU GEMMs."""
     from perfcast.models.persistence.adapted import save_adapted
@@ -161,8 +163,11 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     out = Path(out)
     specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
     start = time.perf_counter()
-    adapted = (adapter or Predictor.adapt)(base, records, seed=seed, donors=donors)
-    report = {**adapted.metadata["adaptation"], "device": name, "seconds": round(time.perf_counter() - start, 3)}
+    if adapter is not None:
+        adapted = adapter(base, records, seed=seed, donors=donors)
+    else:
+        adapted = base.adapt(records, seed=seed, donors=donors, setting=setting)
+    report = {**adapted.metadata["adaptation"], "setting": setting, "device": name, "seconds": round(time.perf_counter() - start, 3)}
     lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}
     from perfcast.training.tracking import content_hash
 

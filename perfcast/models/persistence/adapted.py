@@ -32,6 +32,34 @@ from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 from perfcast.perf_probe.plan import represented
 
 
+#: the named settings a user adapts with (`perfcast adapt --setting`, ``Predictor.adapt(setting=)``): ``fast``,
+#: :func:`adapt_loaded`'s defaults, keeps an adapted bundle about as fast as its base; ``accurate`` is what the
+#: aiconfigurator-adapt benchmark's leave-one-GPU-out chose per task and K (configs/aiconfigurator_adapt.toml:
+#: GEMM its ``krige`` setting; attention ``krige_phase_stack`` up to a few hundred rows, ``krige_phase`` above, with
+#: the preset's ``attention_floor``), whose batches take a few times the base's (benchmarks/PREDICT_SPEED.md)
+SETTINGS: tuple[str, ...] = ("fast", "accurate")
+#: ``accurate``, every task: the smooth shape term and the kriging of its residuals, used by default
+ACCURATE: dict[str, Any] = {"smooth": True, "krige": -1.0}
+#: ``accurate``, attention: each phase with this many rows adapted on its own too, with this floor share
+ACCURATE_PHASE_ROWS = 40
+ACCURATE_FLOORS: dict[str, float] = {"attention": 0.5}
+#: ``accurate``, attention: below this many rows a phase's guard stacks the model of all rows (chosen at 128 rows on
+#: every GPU; the unstacked one at 512; the geometric midpoint between the two)
+ACCURATE_STACK_BELOW = 256
+
+
+def setting_options(setting: str, task: str, n_rows: int) -> dict[str, Any]:
+    """:func:`adapt_loaded`'s keyword arguments for the named ``setting`` (see :data:`SETTINGS`) on ``n_rows`` rows."""
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown adaptation setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+    if setting == "fast":
+        return {}
+    if task != "attention":
+        return dict(ACCURATE)
+    return {**ACCURATE, "per_phase": ACCURATE_PHASE_ROWS, "per_phase_stack": n_rows < ACCURATE_STACK_BELOW,
+            "floors": ACCURATE_FLOORS}
+
+
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS,
                  smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
