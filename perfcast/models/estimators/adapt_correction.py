@@ -265,9 +265,10 @@ def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: flo
     ``log a``), but a row at the floor says next to nothing about it; fitted from rows almost all at the floor (a
     few larger ones decide it), it carries a ratio no row measured to kernels far above the rows' range. So ``a`` is
     fitted only where at least :data:`MIN_SLOPE_ROWS` of the kind's rows have a fitted work part ``a * base`` at
-    least their floor; with fewer, the floor adds to the base's own work (``a = 1``, ``f`` refitted; none if not
-    positive): its level term fades to the base (ratio 1) as the work outgrows the floor, as nothing measured says
-    otherwise."""
+    least their floor; with fewer, the floor adds to the start's own work (``a = 1``, ``f`` refitted): its level term
+    fades to the start's (ratio 1) as the work outgrows the floor, as nothing measured says otherwise. Where no
+    positive floor adds to the start (the start already reaches the kind's latencies, as a donor's measured latency
+    that carries the donor's own floor may), the start is not work alone and the fitted slope is kept."""
     out = {}
     for kind, rows in pd.Series(np.arange(len(y))).groupby(kinds.to_numpy()):
         at = rows.to_numpy()
@@ -277,8 +278,8 @@ def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: flo
         (a, f), *_ = np.linalg.lstsq(np.column_stack([u, v]), np.ones(len(at)), rcond=None)
         if not (a > 0 and f > 0 and f >= share * float(np.median(y[at]))):
             continue
-        if np.count_nonzero(a * base[at] >= f) < MIN_SLOPE_ROWS:  # the slope is not measured: the base's work
-            a, f = 1.0, float(np.dot(1.0 - u, v) / np.dot(v, v))
-        if f > 0:
-            out[str(kind)] = (float(np.log(a)), float(f))
+        if np.count_nonzero(a * base[at] >= f) < MIN_SLOPE_ROWS:  # the slope is not measured: the start's work
+            own = float(np.dot(1.0 - u, v) / np.dot(v, v))
+            a, f = (1.0, own) if own > 0 else (a, f)
+        out[str(kind)] = (float(np.log(a)), float(f))
     return out
