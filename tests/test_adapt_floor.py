@@ -179,15 +179,15 @@ def test_a_floor_fitted_across_the_sizes_does_not_hurt_the_large_kernels(b60_cas
         assert case.errors(loaded, target, guess, picked["plan"], {"attention": 0.5})["big"] > plain["big"] + 0.1
 
 
-def test_adapt_loaded_with_a_floor_on_real_b60_decode_rows_and_none_by_default(b60_case):
-    """`adapt_loaded(..., floors=...)` on 32 small B60 decode kernels (base below 0.05 ms) at the B60's latency
-    floor: with the floor the B60's largest kernels are predicted far better than with the level alone (which
-    multiplies them by the floor's ratio); the default (:data:`DEFAULT_FLOORS`, empty) fits no floor."""
+def test_adapt_loaded_floors_attention_by_default_on_real_b60_decode_rows(b60_case):
+    """`adapt_loaded` on 32 small B60 decode kernels (base below 0.05 ms) at the B60's latency floor: by default
+    (:data:`DEFAULT_FLOORS`) a floor is fitted, and the B60's largest kernels are predicted far better than with
+    the level alone (which multiplies them by the floor's ratio)."""
     from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
 
     loaded, target, guess, picked = b60_case
     case = _case()
-    floored = case.errors(loaded, target, guess, picked["small"], {"attention": 0.5})
-    plain = case.errors(loaded, target, guess, picked["small"], dict(DEFAULT_FLOORS))
-    assert "attention" not in DEFAULT_FLOORS and floored["floors"] and not plain["floors"]
+    floored = case.errors(loaded, target, guess, picked["small"], dict(DEFAULT_FLOORS))
+    plain = case.errors(loaded, target, guess, picked["small"], {})
+    assert DEFAULT_FLOORS == {"attention": 0.5} and floored["floors"] and not plain["floors"]
     assert floored["big"] < 0.6 * plain["big"], (floored, plain)

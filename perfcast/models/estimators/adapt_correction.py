@@ -33,8 +33,9 @@ MIN_FLOOR_ROWS = 8
 #: fitted (see :func:`latency_floors`); with fewer, the kind's work is the base's (``a = 1``)
 MIN_SLOPE_ROWS = 4
 #: per task, the share of a kind's median latency a latency floor must reach to be offered to the guard by default
-#: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor)
-DEFAULT_FLOORS: dict[str, float] = {}
+#: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor): attention, as the
+#: benchmark preset's ``attention_floor`` (benchmarks/ANALYSIS_adapt.md round 12a)
+DEFAULT_FLOORS: dict[str, float] = {"attention": 0.5}
 #: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
 SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 #: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
