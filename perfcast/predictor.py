@@ -137,7 +137,8 @@ class Predictor:
 
     def adapt(self, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None) -> Predictor:
         """A new Predictor corrected for the device ``records`` measured (the target column holds the
-        measurements): per-kernel-kind level, shape residual and intervals recalibrated on the device's own
+        measurements): per-kernel-kind level (for attention, with a latency floor the base does not know where
+        the rows' folds support it), shape residual and intervals recalibrated on the device's own
         cross-fitted residuals, each kept only where cross-validation on these rows supports it
         (:mod:`perfcast.models.estimators.adapt`). ``donors``: measured records of another device (a sibling of this one),
         offered as a starting point the correction may prefer. Save it with :func:`perfcast.models.persistence.adapted.save_adapted`."""
