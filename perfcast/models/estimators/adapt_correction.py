@@ -30,7 +30,8 @@ LEVEL_PRIOR = 3.0
 #: fewest rows of a kernel kind from which its level may come with a latency floor (two numbers fitted: 4 rows each)
 MIN_FLOOR_ROWS = 8
 #: fewest rows of a floored kind whose fitted work part ``a * start`` reaches its floor ``f`` for the slope ``a`` to be
-#: fitted (see :func:`latency_floors`); with fewer, the kind's work is the base's (``a = 1``)
+#: fitted (see :func:`latency_floors`); with fewer, the kind's work is the start's (``a = 1``) where a positive floor
+#: then fits
 MIN_SLOPE_ROWS = 4
 #: per task, the share of a kind's median latency a latency floor must reach to be offered to the guard by default
 #: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor): attention, as the
