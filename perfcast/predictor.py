@@ -138,7 +138,8 @@ class Predictor:
     def adapt(self, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
               setting: str = "fast") -> Predictor:
         """A new Predictor corrected for the device ``records`` measured (the target column holds the
-        measurements): per-kernel-kind level, shape residual and intervals recalibrated on the device's own
+        measurements): per-kernel-kind level (for attention, with a latency floor the base does not know where
+        the rows' folds support it), shape residual and intervals recalibrated on the device's own
         cross-fitted residuals, each kept only where cross-validation on these rows supports it
         (:mod:`perfcast.models.estimators.adapt`). ``donors``: measured records of another device (a sibling of this one),
         offered as a starting point the correction may prefer. ``setting``: ``"fast"`` (predicts about as fast as the

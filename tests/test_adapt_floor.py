@@ -3,16 +3,32 @@ must not multiply its large kernels (issue 13: more measurements must never make
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from perfcast.models.estimators.adapt import fit_adaptation, fit_correction_of
-from perfcast.models.estimators.adapt_correction import Correction, FloorRule, mean_ape
+from perfcast.models.estimators.adapt_correction import Correction, FloorRule, latency_floors, mean_ape
 from perfcast.models.estimators.adapt_floor import supported_floors
 
 FLOOR_MS = 0.06
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _case():
+    """benchmarks/adapt_floor_case.py (a script beside its siblings, not a package module)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import adapt_floor_case
+
+    return adapt_floor_case
+
+
+def _slope_always_fitted():
+    return _case().slope_always_fitted()
 
 
 def _device(n: int, low: float, high: float, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -120,36 +136,58 @@ def test_the_floor_is_kept_per_kind_by_its_own_rows():
     assert calls == [None]
 
 
-def test_adapt_loaded_with_a_floor_on_real_b60_decode_rows_and_none_by_default(data_root, tmp_path):
-    """`adapt_loaded(..., floors=...)` on real rows: a base trained on A100 and B300 generation attention, adapted to
-    32 small B60 decode kernels (base below 0.05 ms) that sit at the B60's latency floor. With the floor the B60's
-    largest kernels are predicted far better than with the level alone (which multiplies them by the floor's
-    ratio); the default (:data:`DEFAULT_FLOORS`, empty) fits no floor."""
-    from perfcast import Predictor
-    from perfcast.datasets.importers import get_importer
-    from perfcast.models import make_model
-    from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
-    from perfcast.models.persistence.adapted import adapt_loaded
-    from perfcast.models.persistence.bundle import save_model
-    from perfcast.models.uncertainty.intervals import ConformalRegressor
+def test_the_slope_is_fitted_only_where_rows_measure_the_work():
+    """A floor fitted from rows all at the floor gets the base's slope (a = 1, the floor refitted); rows spanning the
+    floor and the work keep their fitted slope (the least squares of round 11), as do rows whose start already
+    exceeds their latencies (``a = 1`` fits no positive floor). The real case where the fitted slope
+    of rows mostly at the floor hurts: :func:`test_a_floor_fitted_across_the_sizes_does_not_hurt_the_large_kernels`."""
+    kinds = pd.Series(["decode"] * 32)
+    _, base, y = _device(32, 0.005, 0.04, seed=0)  # y = work + 0.06 ms, every row at the floor
+    ((log_a, f),) = latency_floors(kinds, base, y, 0.5).values()
+    assert log_a == 0.0 and abs(f / FLOOR_MS - 1) < 0.1
+    rng = np.random.default_rng(1)
+    work = np.concatenate([np.full(24, 0.01), np.linspace(0.2, 0.5, 8)])
+    y = 0.5 * work + FLOOR_MS
+    base = work * np.exp(rng.normal(0, 0.01, 32))
+    ((log_a, f),) = latency_floors(kinds, base, y, 0.5).values()
+    assert abs(np.exp(log_a) / 0.5 - 1) < 0.05 and abs(f / FLOOR_MS - 1) < 0.05
+    start = 0.2 + _device(32, 0.005, 0.04, seed=0)[1]  # above every latency (a donor's, with its own floor)
+    y = 0.04 + 0.1 * start  # no positive floor adds to the start
+    ((log_a, f),) = latency_floors(kinds, start, y, 0.5).values()
+    assert abs(np.exp(log_a) / 0.1 - 1) < 1e-6 and abs(f / 0.04 - 1) < 1e-6  # so the fitted slope is kept
 
-    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
-    units = [u for u in imp.units(root) if "generation" in u.name
-             and any(f"/{d}/" in u.as_posix() for d in ("a100_sxm", "b300_sxm", "b60"))]
-    df = pd.concat([imp.load(root, u)["attention"] for u in units], ignore_index=True)
-    train = df[df["device_id"] != "b60"].groupby("device_id").sample(n=400, random_state=0).reset_index(drop=True)
-    b60 = df[df["device_id"] == "b60"].sample(n=1500, random_state=0).reset_index(drop=True)
-    base = ConformalRegressor(make_model("hybrid", "attention", ["runtime_ms"], {"n_estimators": 60}),
-                              n_splits=2).fit(train, train[["runtime_ms"]])
-    loaded = Predictor.load(save_model(base, "attention", train, tmp_path / "base", {"model": "hybrid"}))
-    guess = loaded.predict(b60)["runtime_ms"].to_numpy()
-    small = np.random.default_rng(0).choice(np.flatnonzero(guess < 0.05), 32, replace=False)
-    large = np.argsort(guess)[-500:]
-    records = loaded._records(b60.iloc[small])
-    floored, found = adapt_loaded(loaded.model, records, floors={"attention": 0.5})
-    plain, default = adapt_loaded(loaded.model, records)
-    assert found.correction.floors and not default.correction.floors and "attention" not in DEFAULT_FLOORS
-    y = b60["runtime_ms"].to_numpy()[large]
-    err = {name: _ape(Predictor(m).predict(b60.iloc[large])["runtime_ms"].to_numpy(), y)
-           for name, m in (("floor", floored), ("level", plain))}
-    assert err["floor"] < 0.6 * err["level"], err
+
+@pytest.fixture(scope="module")
+def b60_case(data_root, tmp_path_factory):
+    """The lead's case (benchmarks/adapt_floor_case.py): a base trained on A100 and B300 generation attention,
+    the 1,500 sampled B60 rows, the base's predictions of them and the two ways of picking 32 rows."""
+    loaded, target, guess = _case().build_case(data_root, tmp_path_factory.mktemp("floor") / "base")
+    return loaded, target, guess, _case().picks(target, guess)
+
+
+def test_a_floor_fitted_across_the_sizes_does_not_hurt_the_large_kernels(b60_case):
+    """The plan's 32 B60 rows span 0.012-0.36 ms of base; a dominant floor is found, and its slope, fitted from two
+    large rows, took the large kernels from 22% (no floor) to 44% in round 11e. With a slope only where the rows
+    measure the work, the floor costs the large kernels and the rest at most a point."""
+    loaded, target, guess, picked = b60_case
+    case = _case()
+    plain = case.errors(loaded, target, guess, picked["plan"], {})
+    floored = case.errors(loaded, target, guess, picked["plan"], {"attention": 0.5})
+    assert floored["floors"]
+    assert floored["big"] <= plain["big"] + 0.01 and floored["rest"] <= plain["rest"] + 0.01, (floored, plain)
+    with _slope_always_fitted():
+        assert case.errors(loaded, target, guess, picked["plan"], {"attention": 0.5})["big"] > plain["big"] + 0.1
+
+
+def test_adapt_loaded_floors_attention_by_default_on_real_b60_decode_rows(b60_case):
+    """`adapt_loaded` on 32 small B60 decode kernels (base below 0.05 ms) at the B60's latency floor: by default
+    (:data:`DEFAULT_FLOORS`) a floor is fitted, and the B60's largest kernels are predicted far better than with
+    the level alone (which multiplies them by the floor's ratio)."""
+    from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
+
+    loaded, target, guess, picked = b60_case
+    case = _case()
+    floored = case.errors(loaded, target, guess, picked["small"], dict(DEFAULT_FLOORS))
+    plain = case.errors(loaded, target, guess, picked["small"], {})
+    assert DEFAULT_FLOORS == {"attention": 0.5} and floored["floors"] and not plain["floors"]
+    assert floored["big"] < 0.6 * plain["big"], (floored, plain)

@@ -29,9 +29,14 @@ SHAPED: tuple[str, ...] = ("shape", "fine", "smooth")
 LEVEL_PRIOR = 3.0
 #: fewest rows of a kernel kind from which its level may come with a latency floor (two numbers fitted: 4 rows each)
 MIN_FLOOR_ROWS = 8
+#: fewest rows of a floored kind whose fitted work part ``a * start`` reaches its floor ``f`` for the slope ``a`` to be
+#: fitted (see :func:`latency_floors`); with fewer, the kind's work is the start's (``a = 1``) where a positive floor
+#: then fits
+MIN_SLOPE_ROWS = 4
 #: per task, the share of a kind's median latency a latency floor must reach to be offered to the guard by default
-#: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor)
-DEFAULT_FLOORS: dict[str, float] = {}
+#: (:func:`~perfcast.models.persistence.adapted.adapt_loaded`; a task not named: no floor): attention, as the
+#: benchmark preset's ``attention_floor`` (benchmarks/ANALYSIS_adapt.md round 12a)
+DEFAULT_FLOORS: dict[str, float] = {"attention": 0.5}
 #: feature groups the shape model reads (besides log(base)); hardware columns are one value on one device
 SHAPE_GROUPS: tuple[str, ...] = ("shape", "dtype", "work", "tiling")
 #: the shape model: few, shallow, shrunk trees (K is small); rows per leaf grows with K (see shape_params)
@@ -256,13 +261,27 @@ def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: flo
     kernels; as a level (a constant log ratio) that ratio multiplies the large kernels too, which few small measured
     rows cannot reveal to the guard's folds; as a floor it fades where the base grows past it. Why only a dominant
     floor: a slight one, fitted on a narrow range of small kernels, mostly bends the slope ``a`` that the large
-    kernels inherit."""
+    kernels inherit.
+
+    Why the slope needs rows of its own: ``a`` is what the large kernels inherit (``log(a + f / base)`` tends to
+    ``log a``), but a row at the floor says next to nothing about it; fitted from rows almost all at the floor (a
+    few larger ones decide it), it carries a ratio no row measured to kernels far above the rows' range. So ``a`` is
+    fitted only where at least :data:`MIN_SLOPE_ROWS` of the kind's rows have a fitted work part ``a * base`` at
+    least their floor; with fewer, the floor adds to the start's own work (``a = 1``, ``f`` refitted): its level term
+    fades to the start's (ratio 1) as the work outgrows the floor, as nothing measured says otherwise. Where no
+    positive floor adds to the start (the start already reaches the kind's latencies, as a donor's measured latency
+    that carries the donor's own floor may), the start is not work alone and the fitted slope is kept."""
     out = {}
     for kind, rows in pd.Series(np.arange(len(y))).groupby(kinds.to_numpy()):
         at = rows.to_numpy()
         if len(at) < MIN_FLOOR_ROWS or (only is not None and str(kind) not in only):
             continue
-        (a, f), *_ = np.linalg.lstsq(np.column_stack([base[at] / y[at], 1.0 / y[at]]), np.ones(len(at)), rcond=None)
-        if a > 0 and f > 0 and f >= share * float(np.median(y[at])):
-            out[str(kind)] = (float(np.log(a)), float(f))
+        u, v = base[at] / y[at], 1.0 / y[at]
+        (a, f), *_ = np.linalg.lstsq(np.column_stack([u, v]), np.ones(len(at)), rcond=None)
+        if not (a > 0 and f > 0 and f >= share * float(np.median(y[at]))):
+            continue
+        if np.count_nonzero(a * base[at] >= f) < MIN_SLOPE_ROWS:  # the slope is not measured: the start's work
+            own = float(np.dot(1.0 - u, v) / np.dot(v, v))
+            a, f = (1.0, own) if own > 0 else (a, f)
+        out[str(kind)] = (float(np.log(a)), float(f))
     return out
