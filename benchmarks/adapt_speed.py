@@ -1,14 +1,18 @@
 """How long adapting a model to a new GPU takes, and whether the adapted model predicts as fast as its base.
 
-    python benchmarks/adapt_speed.py [--data-root ../shared/datasets] [--repeats 5]
+    python benchmarks/adapt_speed.py [--data-root ../shared/datasets] [--repeats 5] [--task gemm|attention]
 
-A base hybrid is trained on real aiconfigurator GEMM rows of four GPUs and saved as a bundle; the probe plan
-picks 512 configurations of the L40S (never trained on); then, each a median over ``--repeats`` runs:
+A base hybrid is trained on real aiconfigurator rows of four GPUs (GEMM, or context and generation attention) and
+saved as a bundle; the probe plan picks 512 configurations of the target (never trained on: the L40S for GEMM, the
+B60 for attention, whose decode kernels sit at a latency floor and make the guard run twice); then, each a median
+over ``--repeats`` runs:
 
 * adaptation: ``Predictor.adapt`` on the 512 rows (features, base predictions, the cross-validated choice of
   correction, the final fit and the conformal recalibration), without donors and with the four training GPUs'
-  measurements of the L40S's configurations as donors (their table, the donor candidates and the mix);
-* the benchmark preset's ``smooth`` and ``krige`` settings (configs/aiconfigurator_adapt.toml; the in-memory
+  measurements of the target's configurations as donors (their table, the donor candidates and the mix);
+* the same with ``setting="accurate"`` (the benchmark preset's choice: the ``smooth`` shape term and the kriging of
+  its residuals, and for attention each phase's own adaptation and the latency floor);
+* the benchmark preset's ``smooth`` and ``krige`` settings (GEMM; configs/aiconfigurator_adapt.toml; the in-memory
   adaptation with the donors' table, the ``smooth`` shape term and, for ``krige``, the kriging of its residuals);
 * prediction: one ``predict(dict)`` and a batch of 10,000 rows, by the base bundle and the adapted bundle
   loaded from disk.
@@ -36,7 +40,14 @@ from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.perf_probe.plan import adaptation_plan
 
 TRAIN_GPUS = ("a100_sxm", "h100_sxm", "b300_sxm", "rtx_pro_6000_server")
-TARGET_GPU = "l40s"
+#: per task: the GPU adapted to, the configuration keys a donor must share, one request
+TARGETS = {
+    "gemm": ("l40s", ["m", "n", "k", "dtype"], {"m": 4096, "n": 4096, "k": 4096, "dtype": "bfloat16"}),
+    "attention": ("b60", ["phase", "batch", "seq_q", "seq_kv", "heads", "kv_heads", "head_dim", "window", "dtype",
+                           "kv_dtype"],
+                  {"phase": "decode", "batch": 64, "heads": 32, "kv_heads": 8, "seq_q": 1, "seq_kv": 4096,
+                   "head_dim": 128, "dtype": "bfloat16"}),
+}
 BUDGET = 512
 
 
@@ -55,40 +66,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--task", choices=sorted(TARGETS), default="gemm")
     args = parser.parse_args()
+    task, (gpu, keys, request) = args.task, TARGETS[args.task]
 
     imp, root = get_importer("aiconfigurator"), args.data_root / "aiconfigurator"
-    units = [u for u in imp.units(root) if "/gemm/" in u.as_posix()
-             and any(f"{d}/" in u.as_posix() for d in (*TRAIN_GPUS, TARGET_GPU))]
-    df = pd.concat([imp.load(root, u)["gemm"] for u in units], ignore_index=True)
+    units = [u for u in imp.units(root) if f"/{task}/" in u.as_posix()
+             and any(f"{d}/" in u.as_posix() for d in (*TRAIN_GPUS, gpu))]
+    df = pd.concat([imp.load(root, u)[task] for u in units], ignore_index=True)
     train = df[df["device_id"].isin(TRAIN_GPUS)].groupby("device_id").sample(n=3000, random_state=0)
-    target = df[df["device_id"] == TARGET_GPU].reset_index(drop=True)
-    revealed = target.loc[adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", BUDGET)]
-    batch = target.sample(10_000, random_state=1)
-    keys = ["m", "n", "k", "dtype"]
+    target = df[df["device_id"] == gpu].reset_index(drop=True)
+    revealed = target.loc[adaptation_plan(target.drop(columns=["runtime_ms"]), task, BUDGET)]
+    batch = target.sample(min(10_000, len(target)), random_state=1)
     donors = df[df["device_id"].isin(TRAIN_GPUS)].merge(target[keys].drop_duplicates(), on=keys)
-    one = {"m": 4096, "n": 4096, "k": 4096, "dtype": "bfloat16", "device": TARGET_GPU}
+    one = {**request, "device": gpu}
 
     with tempfile.TemporaryDirectory() as tmp:
-        base_model = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 200}), n_splits=3)
+        base_model = ConformalRegressor(make_model("hybrid", task, ["runtime_ms"], {"n_estimators": 200}), n_splits=3)
         base_model.fit(train, train[["runtime_ms"]])
-        base_dir = save_model(base_model, "gemm", train, Path(tmp) / "base")
+        base_dir = save_model(base_model, task, train, Path(tmp) / "base")
         base = Predictor.load(base_dir)
         adapt_s = median_s(lambda: base.adapt(revealed), args.repeats)
         donor_s = median_s(lambda: base.adapt(revealed, donors=donors), args.repeats)
-        named = donors["device_id"].to_numpy()
-        table = DonorTable.build(list(TRAIN_GPUS), base_model.estimator_[0].transform(donors),
-                                 donors["runtime_ms"].to_numpy(), "gemm", device_of=named)
-        preset = {name: median_s(lambda k=k: AdaptedModel(base_model, donors=table, mixes=("latency",),
-                                                          shape_donors=True, smooth=True, krige=k).fit(revealed),
-                                 args.repeats) for name, k in (("smooth", None), ("krige", -1.0))}
+        accurate_s = median_s(lambda: base.adapt(revealed, donors=donors, setting="accurate"), args.repeats)
+        preset = {}
+        if task == "gemm":
+            named = donors["device_id"].to_numpy()
+            table = DonorTable.build(list(TRAIN_GPUS), base_model.estimator_[0].transform(donors),
+                                     donors["runtime_ms"].to_numpy(), task, device_of=named)
+            preset = {name: median_s(lambda k=k: AdaptedModel(base_model, donors=table, mixes=("latency",),
+                                                              shape_donors=True, smooth=True, krige=k).fit(revealed),
+                                     args.repeats) for name, k in (("smooth", None), ("krige", -1.0))}
         adapted = base.adapt(revealed, donors=donors)
         adapted_dir = save_adapted(adapted.model, Path(tmp) / "adapted")
         loaded = {"base": base, "adapted": Predictor.load(adapted_dir)}
-        print(f"adaptation on {len(revealed)} planned {TARGET_GPU} rows (correction: "
+        settings = "".join(f", {name} {s:.2f} s" for name, s in preset.items())
+        print(f"{task} adaptation on {len(revealed)} planned {gpu} rows (correction: "
               f"{adapted.metadata['adaptation']['mode']}): {adapt_s:.2f} s without donors, {donor_s:.2f} s with "
-              f"{len(donors):,} donor rows; the preset's settings: smooth {preset['smooth']:.2f} s, krige "
-              f"{preset['krige']:.2f} s; median of {args.repeats}")
+              f"{len(donors):,} donor rows, setting accurate {accurate_s:.2f} s (with the donors)"
+              f"{'; the preset' + chr(39) + 's settings' + settings if preset else ''}; median of {args.repeats}")
         print(f"\n| model | predict(dict) | batch of {len(batch):,} rows | rows/s |")
         print("|---|---|---|---|")
         for name, p in loaded.items():
