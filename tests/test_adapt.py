@@ -317,6 +317,7 @@ def test_the_accurate_setting_is_the_benchmarks_choice():
     floor. The package's constants and the preset must not drift apart."""
     import tomllib
 
+    from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
     from perfcast.models.persistence.adapted import setting_options
 
     bench = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "aiconfigurator_adapt.toml")
@@ -326,10 +327,9 @@ def test_the_accurate_setting_is_the_benchmarks_choice():
     preset = {name: {k: grid[name][k] for k in keys if k in grid[name]} for name in grid}
     gemm = setting_options("accurate", "gemm", 512)
     assert gemm == preset["krige"]
-    floors = {"floors": {"attention": bench["attention_floor"]}}
-    assert setting_options("accurate", "attention", 128) == {**preset["krige_phase_stack"], **floors}
-    assert setting_options("accurate", "attention", 512) == {**preset["krige_phase"], "per_phase_stack": False,
-                                                             **floors}
+    assert DEFAULT_FLOORS == {"attention": bench["attention_floor"]}  # every setting's floor is the preset's
+    assert setting_options("accurate", "attention", 128) == preset["krige_phase_stack"]
+    assert setting_options("accurate", "attention", 512) == {**preset["krige_phase"], "per_phase_stack": False}
     assert setting_options("fast", "attention", 512) == {}
     with pytest.raises(ValueError, match="unknown adaptation setting 'best'"):
         setting_options("best", "gemm", 10)

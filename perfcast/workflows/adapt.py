@@ -164,10 +164,11 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
     start = time.perf_counter()
     if adapter is not None:
-        adapted = adapter(base, records, seed=seed, donors=donors)
+        adapted, named = adapter(base, records, seed=seed, donors=donors), {}
     else:
-        adapted = base.adapt(records, seed=seed, donors=donors, setting=setting)
-    report = {**adapted.metadata["adaptation"], "setting": setting, "device": name, "seconds": round(time.perf_counter() - start, 3)}
+        adapted, named = base.adapt(records, seed=seed, donors=donors, setting=setting), {"setting": setting}
+    report = {**adapted.metadata["adaptation"], **named, "device": name,
+              "seconds": round(time.perf_counter() - start, 3)}
     lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}
     from perfcast.training.tracking import content_hash
 

@@ -40,9 +40,9 @@ from perfcast.perf_probe.plan import represented
 SETTINGS: tuple[str, ...] = ("fast", "accurate")
 #: ``accurate``, every task: the smooth shape term and the kriging of its residuals, used by default
 ACCURATE: dict[str, Any] = {"smooth": True, "krige": -1.0}
-#: ``accurate``, attention: each phase with this many rows adapted on its own too, with this floor share
+#: ``accurate``, attention: each phase with this many rows adapted on its own too (its latency floor is
+#: :data:`~perfcast.models.estimators.adapt_correction.DEFAULT_FLOORS`', as in every setting)
 ACCURATE_PHASE_ROWS = 40
-ACCURATE_FLOORS: dict[str, float] = {"attention": 0.5}
 #: ``accurate``, attention: below this many rows a phase's guard stacks the model of all rows (chosen at 128 rows on
 #: every GPU; the unstacked one at 512; the geometric midpoint between the two)
 ACCURATE_STACK_BELOW = 256
@@ -56,8 +56,7 @@ def setting_options(setting: str, task: str, n_rows: int) -> dict[str, Any]:
         return {}
     if task != "attention":
         return dict(ACCURATE)
-    return {**ACCURATE, "per_phase": ACCURATE_PHASE_ROWS, "per_phase_stack": n_rows < ACCURATE_STACK_BELOW,
-            "floors": ACCURATE_FLOORS}
+    return {**ACCURATE, "per_phase": ACCURATE_PHASE_ROWS, "per_phase_stack": n_rows < ACCURATE_STACK_BELOW}
 
 
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
