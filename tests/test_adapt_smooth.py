@@ -77,3 +77,21 @@ def test_the_smooth_term_learns_the_unseen_gpus_curve_and_round_trips(rows):
     again = AdaptedRegressor.from_state(params, arrays)
     again.inner = base.estimator_[-1]
     np.testing.assert_array_equal(again.predict(Ft), AdaptedRegressor(base.estimator_[-1], smooth).predict(Ft))
+
+
+@pytest.mark.parametrize("mode", ["shape", "fine", "smooth"])
+def test_a_folds_unsaved_correction_predicts_what_its_saved_twin_does(rows, mode):
+    """The guard's fold corrections skip the text and the compiled walkers (an adaptation's largest cost after the
+    fits themselves) and predict with the fitted booster: the same trees, so the same held-out residuals (the
+    linear walker sums to 1e-12), and no text to save by mistake."""
+    base, revealed, others = rows
+    F, b = _parts(base, revealed)
+    y = revealed["runtime_ms"].to_numpy(dtype="float64")
+    saved = fit_correction(F, b, y, mode, "gemm", seed=3)
+    unsaved = fit_correction(F, b, y, mode, "gemm", seed=3, saved=False)
+    assert saved.shape_text is not None and unsaved.shape_text is None and unsaved.live is not None
+    assert unsaved.to_json() == saved.to_json()
+    Fo, bo = _parts(base, others)
+    ours, theirs = unsaved.log_ratio(Fo, bo), saved.log_ratio(Fo, bo)
+    assert np.ptp(theirs) > 0.01  # a shape term that moves the rows, not only their level
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)

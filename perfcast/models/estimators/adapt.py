@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.models.estimators.adapt_correction import MODES, SHAPED, Correction, FloorRule, fit_correction, mean_ape
+from perfcast.models.estimators.adapt_correction import (MODES, SHAPED, Correction, FloorRule, cross_fitted,
+                                                         fit_correction, mean_ape)
 from perfcast.models.estimators.adapt_floor import supported_floors
 from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
 from perfcast.models.estimators.adapt_stack import SharedAlone, rescored, with_stack
@@ -367,14 +368,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
     modes = MODES if smooth else tuple(m for m in MODES if m != "smooth")
-    oof = {m: np.empty(n) for m in modes}
-    for fit_idx, held_idx in folds:
-        Ff, Fh = F.iloc[fit_idx], F.iloc[held_idx]
-        for m in modes:
-            c = fit_correction(Ff, base[fit_idx], y[fit_idx], m, task, seed, None if extra is None else extra[fit_idx],
-                               floor)
-            oof[m][held_idx] = np.log(y[held_idx] / base[held_idx]) - c.log_ratio(
-                Fh, base[held_idx], extra=None if extra is None else extra[held_idx])
+    oof = cross_fitted(F, base, y, folds, modes, task, seed, extra, floor)
     cv_error = {m: mean_ape(oof[m]) for m in modes}
     offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,9 @@ class Correction:
     #: kernel kind -> its latency floor ``f`` (the base's unit): that kind's level term is ``log(exp(level) + f /
     #: base)``, not ``level`` (see :func:`fit_correction`'s ``floor``; a kind not named: no floor)
     floors: dict[str, float] = field(default_factory=dict)
+    #: a fold's shape term as fitted, ``predict(X, threads)`` (:func:`fit_correction` with ``saved=False``): read
+    #: as ``shape_text`` would be, never saved
+    live: Callable[[np.ndarray, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # kind-column bit pattern -> (level, the shape term it reads: "" = shape_text, a mode, or None = none, floor)
@@ -91,6 +94,8 @@ class Correction:
         self._layouts: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         texts = {"": self.shape_text, **self.more_shapes} if self.shape_text is not None else dict(self.more_shapes)
         self._models = {m: _shape_model(text) for m, text in texts.items()}
+        if self.live is not None:
+            self._models[""] = self.live
 
     def log_ratio(self, F: pd.DataFrame | None, base: np.ndarray, A: np.ndarray | None = None,
                   extra: np.ndarray | None = None, names: tuple[str, ...] | None = None) -> np.ndarray:
@@ -228,10 +233,14 @@ class FloorRule:
 
 
 def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
-                   extra: np.ndarray | None = None, floor: float | FloorRule | None = None) -> Correction:
+                   extra: np.ndarray | None = None, floor: float | FloorRule | None = None,
+                   saved: bool = True) -> Correction:
     """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements;
     with ``floor``, a kernel kind's level may come with a latency floor of at least that share of its rows' median
-    latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only)."""
+    latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only). ``saved=False``
+    (a cross-validation fold's correction, which predicts its held-out rows once): the shape term predicts with
+    the fitted booster, whose sums the compiled walkers reproduce, and is neither written as text nor compiled,
+    the larger part of an adaptation's time otherwise."""
     if mode == "none" or len(y) == 0:
         return Correction()
     r = np.log(y / base)
@@ -247,9 +256,30 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 
     cols = shape_columns(F, task)
     rest = r - Correction("level", levels, pooled, floors=floors).log_ratio(F, base)
-    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
-    return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
-                      extra_columns=0 if extra is None else extra.shape[1], floors=floors)
+    # the scikit-learn wrapper's model, without its text round trip (keep_training_booster): text is written once
+    booster = lgb.train(shape_params(len(y), seed, mode), lgb.Dataset(shape_matrix(F, cols, base, extra), rest),
+                        keep_training_booster=True)
+    width = 0 if extra is None else extra.shape[1]
+    if not saved:
+        return Correction(mode, levels, pooled, cols, extra_columns=width, floors=floors,
+                          live=lambda X, threads: np.asarray(booster.predict(X, num_threads=threads), dtype="float64"))
+    return Correction(mode, levels, pooled, cols, booster.model_to_string(), extra_columns=width, floors=floors)
+
+
+def cross_fitted(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]],
+                 modes: Sequence[str], task: str, seed: int = 0, extra: np.ndarray | None = None,
+                 floor: float | FloorRule | None = None) -> dict[str, np.ndarray]:
+    """Per mode, each row's ``log(measured / corrected)`` by the correction of that mode fitted on the other folds
+    (each fold's correction unsaved: :func:`fit_correction`'s ``saved``)."""
+    oof = {m: np.empty(len(y)) for m in modes}
+    for fit, held in folds:
+        Ff, Fh = F.iloc[fit], F.iloc[held]
+        for m in modes:
+            c = fit_correction(Ff, base[fit], y[fit], m, task, seed, None if extra is None else extra[fit], floor,
+                               saved=False)
+            oof[m][held] = np.log(y[held] / base[held]) - c.log_ratio(
+                Fh, base[held], extra=None if extra is None else extra[held])
+    return oof
 
 
 def latency_floors(kinds: pd.Series, base: np.ndarray, y: np.ndarray, share: float,
