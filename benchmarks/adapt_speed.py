@@ -16,6 +16,10 @@ over ``--repeats`` runs:
   adaptation with the donors' table, the ``smooth`` shape term and, for ``krige``, the kriging of its residuals);
 * prediction: one ``predict(dict)`` and a batch of 10,000 rows, by the base bundle and the adapted bundle
   loaded from disk.
+
+``--compare SETTING[,SETTING]`` times only those settings (with the donors) and prints, beside each median, the sum
+of the log predictions (value and bounds) over 3,000 unrevealed rows of the target: run it from two code trees in
+turn (``PYTHONPATH=TREE``) to compare their speed on the same load and check that they predict the same.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from perfcast import Predictor
@@ -67,6 +72,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--task", choices=sorted(TARGETS), default="gemm")
+    parser.add_argument("--compare", help="comma-separated settings (fast, accurate): their times and checksums only")
     args = parser.parse_args()
     task, (gpu, keys, request) = args.task, TARGETS[args.task]
 
@@ -86,6 +92,15 @@ def main() -> None:
         base_model.fit(train, train[["runtime_ms"]])
         base_dir = save_model(base_model, task, train, Path(tmp) / "base")
         base = Predictor.load(base_dir)
+        if args.compare:
+            unrevealed = target.drop(index=revealed.index).sample(3000, random_state=2)
+            for setting in args.compare.split(","):
+                adapted = base.adapt(revealed, donors=donors, setting=setting)
+                pred = adapted.predict(unrevealed).select_dtypes("number").to_numpy(dtype="float64")
+                took = median_s(lambda s=setting: base.adapt(revealed, donors=donors, setting=s), args.repeats)
+                print(f"{task} {setting}: {took:.2f} s (median of {args.repeats}); checksum "
+                      f"{float(np.nansum(np.log(pred)))!r}", flush=True)
+            return
         adapt_s = median_s(lambda: base.adapt(revealed), args.repeats)
         donor_s = median_s(lambda: base.adapt(revealed, donors=donors), args.repeats)
         accurate_s = median_s(lambda: base.adapt(revealed, donors=donors, setting="accurate"), args.repeats)
