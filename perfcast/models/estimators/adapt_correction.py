@@ -48,20 +48,15 @@ FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambd
 #: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
 #: between the few measured sizes instead of stepping (piecewise constant) across it
 SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
-#: every shape term with ``small_trees``: what it changes. Round 12b's speed budget (a tree's cost per row), not a
-#: fitted choice; offered as a setting of its own in the benchmark preset, where leave-one-GPU-out decides whether a
-#: GPU's adaptation uses it (benchmarks/ANALYSIS_adapt.md, rounds 12b and 13a)
-SMALL_TREES: dict[str, Any] = {"n_estimators": 40, "learning_rate": 0.15}
 
 
-def shape_params(n_rows: int, seed: int, mode: str = "shape", small_trees: bool = False) -> dict[str, Any]:
+def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
     """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
-    leaf; ``small_trees``: within :data:`SMALL_TREES`."""
-    budget = SMALL_TREES if small_trees else {}
+    leaf."""
     if mode in ("fine", "smooth"):
         return {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}), "min_child_samples": 5,
-                "random_state": seed, **budget}
-    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed, **budget}
+                "random_state": seed}
+    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
 
 
 @dataclass
@@ -233,12 +228,10 @@ class FloorRule:
 
 
 def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
-                   extra: np.ndarray | None = None, floor: float | FloorRule | None = None,
-                   small_trees: bool = False) -> Correction:
+                   extra: np.ndarray | None = None, floor: float | FloorRule | None = None) -> Correction:
     """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements;
     with ``floor``, a kernel kind's level may come with a latency floor of at least that share of its rows' median
-    latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only); ``small_trees``:
-    its shape term within :data:`SMALL_TREES`."""
+    latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only)."""
     if mode == "none" or len(y) == 0:
         return Correction()
     r = np.log(y / base)
@@ -254,8 +247,7 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 
     cols = shape_columns(F, task)
     rest = r - Correction("level", levels, pooled, floors=floors).log_ratio(F, base)
-    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode, small_trees)).fit(shape_matrix(F, cols, base, extra),
-                                                                                 rest)
+    model = lgb.LGBMRegressor(**shape_params(len(y), seed, mode)).fit(shape_matrix(F, cols, base, extra), rest)
     return Correction(mode, levels, pooled, cols, model.booster_.model_to_string(),
                       extra_columns=0 if extra is None else extra.shape[1], floors=floors)
 
