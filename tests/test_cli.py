@@ -66,5 +66,7 @@ def test_schema_command_and_durations() -> None:
     out = _run("data", "schema", "attention")
     assert "seq_kv" in out and "runtime_ms" in out
     assert parse_duration("10m") == 600 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
-    res = runner.invoke(app, ["probe", "gemm", "--budget", "soon"])
-    assert res.exit_code != 0 and "not a duration" in res.output
+    res = runner.invoke(app, ["probe", "gemm", "--budget", "soon"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--budget" in res.output and "'soon' is not a positive duration" in res.output
+    res = runner.invoke(app, ["probe", "gemm", "--max-time", "0s"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--max-time" in res.output and "'0s' is not a positive duration" in res.output

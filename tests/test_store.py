@@ -56,6 +56,28 @@ def test_counts_filters_and_compact(store: RecordStore) -> None:
     assert len(store.parts("gemm")) == 1 and len(store.read("gemm")) == 10
 
 
+def test_one_record_appends_read_each_earlier_part_once(store: RecordStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep appends one part per measurement: its dedupe must not re-read every earlier part each time."""
+    reads: list[str] = []
+    real = RecordStore._read_part
+
+    def spy(self: RecordStore, path, want):  # noqa: ANN001, ANN202
+        reads.append(path.name)
+        return real(self, path, want)
+
+    monkeypatch.setattr(RecordStore, "_read_part", spy)
+    for i in range(30):
+        assert store.append(_batch(i, 1), "gemm").written == 1
+    assert len(reads) == 29 and len(set(reads)) == 29  # each part's ids read once, by the next append
+    assert store.append(_batch(0, 30), "gemm").written == 0  # the remembered ids still deduplicate
+    other = RecordStore(store.root)  # another writer's parts are seen too
+    other.append(_batch(30, 2), "gemm")
+    assert store.append(_batch(30, 3), "gemm").written == 1
+    assert store.compact("gemm") == 33  # a compacted store's ids come from the merged part
+    assert store.record_ids("gemm").to_pylist() == store.read("gemm")["record_id"].tolist()
+    assert store.append(_batch(0, 34), "gemm").written == 1
+
+
 def test_half_written_temp_file_is_invisible(store: RecordStore) -> None:
     store.append(_batch(0, 3), "gemm")
     (store.root / "gemm" / ".tmp-part-crashed.parquet").write_bytes(b"PAR1 half")

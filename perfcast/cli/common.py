@@ -57,9 +57,10 @@ def isna(v: object) -> bool:
         return False
 
 
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1.5h' or plain seconds → seconds (a clear error otherwise)."""
+def parse_duration(text: str, option: str = "--budget") -> float:
+    """'90s', '10m', '1.5h' or plain seconds → seconds (a clear error naming ``option`` otherwise)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "")
     if not m or float(m.group(1)) <= 0:
-        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 10m or 1.5h")
+        raise typer.BadParameter(f"{text!r} is not a positive duration: use e.g. 0.2s, 90s, 10m or 1.5h",
+                                 param_hint=option)
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]

@@ -49,6 +49,9 @@ def probe(
                       "from every node")] = None,
     plan: Annotated[Optional[str], typer.Option(help="adapt: only the configurations that best adapt a trained "
                                                      "model to this device (then `perfcast adapt`)")] = None,
+    max_time: Annotated[Optional[str], typer.Option(
+        "--max-time", help="Cap on each measurement's repeats, e.g. 0.2s (default: 0.5 s with --quick, else each "
+                           "probe's own); a quiet kernel stops sooner, at 1% precision")] = None,
 ) -> None:
     """Measure this machine: GEMM, attention and CPU kernels, stored as records (resumable).
 
@@ -70,12 +73,13 @@ def probe(
         count = int(budget) if budget and budget.strip().isdigit() else DEFAULT_BUDGET
         budget = None if budget and budget.strip().isdigit() else budget
     budget_s = parse_duration(budget) if budget else None
+    max_time_s = parse_duration(max_time, "--max-time") if max_time is not None else None
     if ray is not None:
-        _probe_fleet(ray, names, quick, budget_s, store)
+        _probe_fleet(ray, names, quick, budget_s, store, max_time_s)
         return
     rs = open_store(store)
     try:
-        code = _probe_run(names, quick, budget_s, rs, count)
+        code = _probe_run(names, quick, budget_s, rs, count, max_time_s)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every finished measurement is stored; run the same command to resume")
         code = 130
@@ -83,9 +87,10 @@ def probe(
         raise typer.Exit(code=code)
 
 
-def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count: int | None) -> int:  # noqa: ANN001
-    """The probe command's work (``count``: the size of an adaptation plan); returns its exit code (2: the store
-    failed, 130: Ctrl-C)."""
+def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count: int | None,  # noqa: ANN001
+               max_time_s: float | None) -> int:
+    """The probe command's work (``count``: the size of an adaptation plan; ``max_time_s``: the cap on each
+    measurement's repeats); returns its exit code (2: the store failed, 130: Ctrl-C)."""
     from perfcast.records.store import StoreError
     from perfcast.workflows.probe import measured_summary, run_probes
 
@@ -103,7 +108,8 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
 
     t0 = time.perf_counter()
     try:
-        runs = run_probes(names, rs, quick=quick, budget_s=budget_s, count=count, on_skip=skipped, on_result=finished)
+        runs = run_probes(names, rs, quick=quick, budget_s=budget_s, count=count, on_skip=skipped, on_result=finished,
+                          max_time_s=max_time_s)
     except StoreError as e:
         raise fail(str(e)) from None
     table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.uri}")
@@ -135,14 +141,16 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
     return 0
 
 
-def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | None, store: Path | None) -> None:
+def _probe_fleet(address: str, names: list[str], quick: bool, budget_s: float | None, store: Path | None,
+                 max_time_s: float | None) -> None:
     """``perfcast probe --ray``: the same sweeps as Ray tasks on every node (perfcast.perf_probe.fleet)."""
     from perfcast.perf_probe.fleet import FleetError, run_fleet, store_location, table
-    from perfcast.workflows.probe import QUICK_MAX_TIME_S
+    from perfcast.workflows.probe import probe_options
 
+    options = probe_options(quick, max_time_s)
     t0 = time.perf_counter()
     try:
-        results = run_fleet(address, store, [(n, {"max_time_s": QUICK_MAX_TIME_S} if quick else {}) for n in names],
+        results = run_fleet(address, store, [(n, options) for n in names],
                             quick=quick, budget_s=budget_s)
     except FleetError as e:
         raise fail(str(e)) from None

@@ -192,7 +192,8 @@ _PANDAS_DTYPE = {
 
 
 def _rows(mask: np.ndarray, index: pd.Index, limit: int = 20) -> list[Any]:
-    return list(index[np.asarray(mask, dtype=bool)][:limit])
+    mask = np.asarray(mask, dtype=bool)
+    return list(index[mask][:limit]) if mask.any() else []
 
 
 def _coerce(
@@ -214,24 +215,30 @@ def _coerce(
         out = s.map(lambda v: mapping.get(v, pd.NA) if not pd.isna(v) else pd.NA).astype("boolean")
         bad = out.isna() & s.notna()
     else:
+        # the masks in numpy, not pandas: a probe validates one record per measurement, where pandas'
+        # per-operation overhead, not the rows, is the cost
         num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna() & s.notna()
-        as_float = num.astype("float64")
-        inf = num.notna() & ~np.isfinite(as_float)
+        vals = num.to_numpy(dtype="float64", na_value=np.nan)
+        absent = np.isnan(vals)
+        bad = absent & s.notna().to_numpy(dtype=bool)
+        inf = np.isinf(vals)
         if col.kind == "int":
-            frac = num.notna() & (num != np.round(num))
-            for i in _rows((frac | inf).to_numpy(), s.index):
+            with np.errstate(invalid="ignore"):
+                frac = ~absent & ~inf & (vals != np.round(vals))
+            for i in _rows(frac | inf, s.index):
                 problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, must be an integer")
             # beyond int64 a value cannot be stored exactly (m=1e20 is a typo, not a matrix size)
-            huge = num.notna() & ~(frac | inf) & (as_float.abs() >= 2.0**63)
-            for i in _rows(huge.to_numpy(), s.index):
+            huge = ~absent & ~(frac | inf) & (np.abs(vals) >= 2.0**63)
+            for i in _rows(huge, s.index):
                 problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, is out of range for a 64-bit integer")
-            out = num.where(~(frac | inf | huge)).astype("Int64")
+            drop = frac | inf | huge
+            out = (num.where(~drop) if drop.any() else num).astype("Int64")
         else:
-            for i in _rows(inf.to_numpy(), s.index):
+            for i in _rows(inf, s.index):
                 problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, must be a finite number")
-            out = as_float.where(~inf)
-    for i in _rows(bad.to_numpy(), s.index):
+            out = num.astype("float64")
+            out = out.where(~inf) if inf.any() else out
+    for i in _rows(bad, s.index):
         problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, cannot be read as {col.kind}")
     return out
 

@@ -106,6 +106,10 @@ class PartStatus:
 
 #: parts verified in this process: (filesystem type, path) -> (size, mtime); a rewritten file is re-hashed
 _VERIFIED: dict[tuple[str, str], tuple[int, object]] = {}
+#: a store keeps the record ids of its checksummed parts up to this many rows in memory: a sweep appends one
+#: small part per measurement, and re-reading every earlier part's ids on each append grows with the square
+#: of the sweep (large imported parts are few and are read as before)
+ID_CACHE_MAX_ROWS = 10_000
 
 
 def _sha256(data: bytes | pa.Buffer) -> str:
@@ -128,6 +132,8 @@ class RecordStore:
         #: a Path for a local store (as before); the filesystem path otherwise
         self.root: PurePath = Path(base) if self.local else PurePosixPath(base)
         self.uri = str(root) if root is not None and not self.local else str(self.root)
+        #: per task, the record_id columns of its small checksummed parts (:meth:`_tables`)
+        self._ids: dict[str, dict[str, tuple[tuple[int, int], pa.Table]]] = {}
 
     def __repr__(self) -> str:
         return f"RecordStore({self.uri!r})"
@@ -175,10 +181,13 @@ class RecordStore:
     def parts(self, task: str) -> list[PurePath]:
         """The visible Parquet parts of ``task``, oldest first (temporary files are never listed)."""
         d = self._task_dir(task)
-        infos = self.fs.get_file_info(pafs.FileSelector(str(d), allow_not_found=True))
-        names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File
-                       and i.base_name.startswith("part-") and i.base_name.endswith(".parquet"))
-        return [d / n for n in names]
+        return [d / i.base_name for i in self._part_infos(task)]
+
+    def _part_infos(self, task: str) -> list[pafs.FileInfo]:
+        """:meth:`parts` with each file's size and modification time."""
+        infos = self.fs.get_file_info(pafs.FileSelector(str(self._task_dir(task)), allow_not_found=True))
+        return sorted((i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")
+                       and i.base_name.endswith(".parquet")), key=lambda i: i.base_name)
 
     # ---- verified reading of one part
     def _open(self, path: PurePath) -> pq.ParquetFile:
@@ -211,11 +220,27 @@ class RecordStore:
         except (OSError, pa.ArrowException, ValueError) as e:
             raise CorruptPartError(path, f"cannot be read as Parquet ({type(e).__name__}: {e})", self.uri) from None
 
-    def _tables(self, task: str, want: list[str] | None, on_bad: OnBad) -> list[pa.Table]:
+    def _tables(self, task: str, want: list[str] | None, on_bad: OnBad,
+                cache: dict[str, tuple[tuple[int, int], pa.Table]] | None = None) -> list[pa.Table]:
+        """Every readable part of ``task`` (columns ``want``). ``cache`` keeps this task's small checksummed
+        parts' tables (for one fixed ``want``) by path with the file's size and mtime: a part whose file changed
+        is read and verified again; parts no longer listed (compacted, quarantined) are forgotten."""
         tables = []
-        for p in self.parts(task):
+        d = self._task_dir(task)
+        infos = self._part_infos(task)
+        if cache is not None:
+            for gone in set(cache) - {str(d / i.base_name) for i in infos}:
+                del cache[gone]
+        for info in infos:
+            p, stamp = d / info.base_name, (info.size, info.mtime_ns)
+            if cache is not None and cache.get(str(p), (None,))[0] == stamp:
+                tables.append(cache[str(p)][1])
+                continue
             try:
-                tables.append(self._read_part(p, want))
+                table = self._read_part(p, want)
+                if cache is not None and PART_RE.match(p.name) and table.num_rows <= ID_CACHE_MAX_ROWS:
+                    cache[str(p)] = (stamp, table)
+                tables.append(table)
             except CorruptPartError as e:
                 if on_bad != "skip":
                     raise
@@ -334,7 +359,7 @@ class RecordStore:
     # ---- reading
     def record_ids(self, task: str, on_bad: OnBad = "raise") -> pa.Array:
         """Every stored ``record_id`` of ``task`` as an Arrow array (reads only that column)."""
-        chunks = [t.column("record_id") for t in self._tables(task, ["record_id"], on_bad)]
+        chunks = [t.column("record_id") for t in self._tables(task, ["record_id"], on_bad, self._ids.setdefault(task, {}))]
         if not chunks:
             return pa.array([], type=pa.string())
         return pa.chunked_array([c.cast(pa.string()) for ch in chunks for c in ch.chunks], type=pa.string()).combine_chunks()

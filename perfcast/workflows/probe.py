@@ -20,12 +20,23 @@ from perfcast.records.store import RecordStore
 QUICK_MAX_TIME_S = 0.5
 
 
+def probe_options(quick: bool, max_time_s: float | None = None) -> dict[str, Any]:
+    """The options every probe of a run is built with: ``max_time_s`` caps each measurement's repeats (a
+    quick run's default :data:`QUICK_MAX_TIME_S`; otherwise each probe's own default)."""
+    if max_time_s is not None and not max_time_s > 0:
+        raise ValueError(f"max_time_s must be a positive number of seconds, got {max_time_s!r}")
+    if max_time_s is None and quick:
+        max_time_s = QUICK_MAX_TIME_S
+    return {} if max_time_s is None else {"max_time_s": max_time_s}
+
+
 def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False, budget_s: float | None = None,
-               count: int | None = None, on_skip: Callable[[str], None] | None = None,
+               count: int | None = None, max_time_s: float | None = None, on_skip: Callable[[str], None] | None = None,
                on_result: Callable[[str, SweepResult], None] | None = None) -> list[SweepResult]:
     """Sweep the probes ``names`` into ``store`` one after another, sharing ``budget_s`` seconds.
 
-    ``count``: measure only the adaptation plan of that many configurations (GEMM and attention probes).
+    ``count``: measure only the adaptation plan of that many configurations (GEMM and attention probes);
+    ``max_time_s``: the cap on each measurement's repeats (:func:`probe_options`).
     A probe the spent budget leaves no time for is skipped (``on_skip``); each finished sweep is reported to
     ``on_result``; an interrupted sweep or one whose store failed ends the run. Every store is checked for
     writes before anything is measured (a :class:`~perfcast.records.store.StoreError` otherwise).
@@ -40,7 +51,7 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
             if on_skip is not None:
                 on_skip(name)
             continue
-        probe = PROBES[name](**({"max_time_s": QUICK_MAX_TIME_S} if quick else {}))
+        probe = PROBES[name](**probe_options(quick, max_time_s))
         configs = None
         if count is not None and probe.task in ("gemm", "attention"):
             from perfcast.perf_probe.plan import plan_configs
