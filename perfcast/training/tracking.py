@@ -120,8 +120,11 @@ def content_hash(records: pd.DataFrame) -> str:
 def log_dataset(records: pd.DataFrame, *, source: str, name: str, context: str, target: str) -> str:
     """Record one split as a run input (source, rows, schema, content hash); returns the hash."""
     digest = content_hash(records)
+    # MLflow reads tz-aware columns through Series.values, which pandas deprecates: hand it UTC wall times
+    zoned = [c for c in records.columns if isinstance(records[c].dtype, pd.DatetimeTZDtype)]
+    frame = records.assign(**{c: records[c].dt.tz_convert(None) for c in zoned}) if zoned else records
     with quiet_mlflow():  # hints about integer columns and ambiguous local sources do not apply to a lineage record
-        ds = mlflow.data.from_pandas(records, source=source, name=name, digest=digest[:36], targets=target)
+        ds = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36], targets=target)
         mlflow.log_input(ds, context=context, tags={"content_sha256": digest, "rows": str(len(records))})
     return digest
 
