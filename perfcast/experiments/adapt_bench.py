@@ -132,6 +132,18 @@ def shift_weighted(options: dict[str, Any], task: str | None) -> list[bool]:
     return [bool(v) for v in (offered.get(task, [False]) if isinstance(offered, dict) else offered)]
 
 
+def adapter_of(base: Any, chosen: dict[str, Any], options: dict[str, Any], task: str, seed: int,
+               table: DonorTable | None) -> AdaptedModel:
+    """The (unfitted) adaptation of ``base`` one setting of the preset's ``settings`` asks for (``chosen``; its
+    floor, if it names none, the preset's ``<task>_floor``), with the donors' ``table``."""
+    return AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
+                        shape_donors=bool(chosen.get("shape_donors", False)), smooth=bool(chosen.get("smooth", False)),
+                        kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
+                        per_phase=chosen.get("per_phase"), per_phase_stack=bool(chosen.get("per_phase_stack", False)),
+                        floor=chosen.get("floor", options.get(f"{task}_floor")),
+                        grow_trees=bool(chosen.get("grow_trees", False)))
+
+
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
                  keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any],
                  zero_shot: CrossFittedScores | None = None) -> dict[tuple[str, int], dict[Key, Result]]:
@@ -173,13 +185,7 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             if task not in chosen.get("tasks", (task,)):  # a setting offered to some kernel families only
                 continue
             start = time.perf_counter()
-            adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
-                                   shape_donors=bool(chosen.get("shape_donors", False)),
-                                   smooth=bool(chosen.get("smooth", False)),
-                                   kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
-                                   per_phase=chosen.get("per_phase"),
-                                   per_phase_stack=bool(chosen.get("per_phase_stack", False)),
-                                   floor=chosen.get("floor", options.get(f"{task}_floor")))
+            adapter = adapter_of(base, chosen, options, task, seed, table)
             adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
             wall = time.perf_counter() - start + fit_s + table_s
             found = adapter.adaptation_

@@ -59,10 +59,10 @@ from perfcast.models.estimators.adapted_regressor import INTERVAL_GROUPS, Adapte
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
 from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
 from perfcast.models.uncertainty.calibration import (
-    NOISE_COLUMNS,
     IntervalCalibration,
     conformal_quantile,
     group_labels,
+    noise_of,
 )
 from perfcast.models.uncertainty.weighted_conformal import reweighted
 
@@ -217,7 +217,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                    kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
                    krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
-                   per_phase_stack: bool = False, floor: float | None = None) -> Adaptation:
+                   per_phase_stack: bool = False, floor: float | None = None, grow_trees: bool = False) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
     :data:`~perfcast.models.estimators.donor_mix.MIXES`; cross-fitted, so the choice and the intervals see the
@@ -233,7 +233,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     pooled guard's folds, :class:`~perfcast.models.estimators.adapt_stack.SharedAlone`) instead of one of its rows
     alone, so it has the stack wherever the pooled guard has it (a phase's rows alone are often too few); ``floor``:
     a kernel kind's level may come with a latency floor of at least that share of its median latency
-    (:func:`~perfcast.models.estimators.adapt_correction.latency_floors`; None: levels only)."""
+    (:func:`~perfcast.models.estimators.adapt_correction.latency_floors`; None: levels only); ``grow_trees``: every
+    shape term's tree budget grows with its rows (:func:`~perfcast.models.estimators.adapt_correction.tree_budget`)."""
     if per_phase_stack and per_phase is None:
         raise ValueError("fit_adaptation: per_phase_stack=True needs per_phase (the fewest rows of a phase adapted "
                          "by its own guard); pass per_phase=n or drop per_phase_stack")
@@ -249,31 +250,32 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
         shared = SharedAlone.fit(F, y, target, seed, folds)
     found = _pooled(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed, donors=donors,
                     mixes=mixes, shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack,
-                    krige=krige, shared=shared, floor=floor)
+                    krige=krige, shared=shared, floor=floor, grow_trees=grow_trees)
     if per_phase is not None:
         found = by_phase(found, F, y, per_phase, lambda rows: _pooled(
             F.loc[rows], base[rows], y[rows], task=task, target=target,
             noise=None if noise is None else noise[rows], level=level, seed=seed, donors=donors, mixes=mixes,
             shape_donors=shape_donors, smooth=smooth, kind_shapes=kind_shapes, stack=stack, krige=krige,
-            shared=None if shared is None else shared.of(rows), floor=floor))
+            shared=None if shared is None else shared.of(rows), floor=floor, grow_trees=grow_trees))
     return found.regrouped(min_group_rows)
 
 
 def _pooled(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str, noise: np.ndarray | None,
             level: float, seed: int, donors: DonorTable | None, mixes: Sequence[str], shape_donors: bool,
             smooth: bool, kind_shapes: bool, stack: bool, krige: float | None,
-            shared: SharedAlone | None = None, floor: float | None = None) -> Adaptation:
+            shared: SharedAlone | None = None, floor: float | None = None, grow_trees: bool = False) -> Adaptation:
     """:func:`fit_adaptation` of rows ``F`` (every one measured, base and latency positive) by one guard for all of
     them, its intervals not yet grouped (``shared``: see :func:`last_stages`)."""
     if donors is None or len(y) < 2 * N_SPLITS:
         found = fit_correction_of(F, base, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                  smooth=smooth, kind_shapes=kind_shapes, floor=floor)
+                                  smooth=smooth, kind_shapes=kind_shapes, floor=floor, grow_trees=grow_trees)
         return last_stages(found, F, base, y, task, target, seed, stack, krige, shared)
 
     def attempt(start: np.ndarray) -> Adaptation:
         extra = donors.latencies(F, np.log(start)) if shape_donors else None
         return replace(fit_correction_of(F, start, y, task=task, target=target, noise=noise, level=level, seed=seed,
-                                         extra=extra, smooth=smooth, kind_shapes=kind_shapes, floor=floor),
+                                         extra=extra, smooth=smooth, kind_shapes=kind_shapes, floor=floor,
+                                         grow_trees=grow_trees),
                        donors=donors if shape_donors else None)
 
     found, errors = attempt(base), {}
@@ -346,13 +348,16 @@ def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndar
 def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str = "runtime_ms",
                       noise: np.ndarray | None = None, level: float = 0.9, seed: int = 0,
                       extra: np.ndarray | None = None, smooth: bool = DEFAULT_SMOOTH,
-                      kind_shapes: bool = DEFAULT_KIND_SHAPES, floor: float | FloorRule | None = None) -> Adaptation:
+                      kind_shapes: bool = DEFAULT_KIND_SHAPES, floor: float | FloorRule | None = None,
+                      grow_trees: bool = False) -> Adaptation:
     """Choose and fit the correction of ``base`` (the base predictions of rows ``F``) toward measurements
     ``y`` (see the module docstring), and the device's interval calibration from its cross-fitted residuals.
     ``noise``: each row's measured run-to-run variation (NaN: unknown); ``smooth``: offer that shape term too;
     ``kind_shapes``: a kernel kind with enough rows chooses among every shape term, not only the pooled best;
     ``floor``: a kernel kind's level may come with a dominant latency floor where its folds support it
-    (:func:`~perfcast.models.estimators.adapt_floor.supported_floors`; a FloorRule: with those floors)."""
+    (:func:`~perfcast.models.estimators.adapt_floor.supported_floors`; a FloorRule: with those floors);
+    ``grow_trees``: every shape term's tree budget grows with its rows
+    (:func:`~perfcast.models.estimators.adapt_correction.tree_budget`)."""
     base = np.asarray(base, dtype="float64").ravel()
     y = np.asarray(y, dtype="float64").ravel()
     ok = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
@@ -364,11 +369,12 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     if floor is not None and not isinstance(floor, FloorRule):  # a share: the floors the folds support
         return supported_floors(lambda rule: fit_correction_of(F, base, y, task=task, target=target, level=level,
             noise=None if noise is None else np.asarray(noise)[ok], seed=seed, extra=extra, smooth=smooth,
-            kind_shapes=kind_shapes, floor=rule), kernel_kinds(F).to_numpy(), base, y, float(floor))
+            kind_shapes=kind_shapes, floor=rule, grow_trees=grow_trees), kernel_kinds(F).to_numpy(), base, y,
+            float(floor))
     from sklearn.model_selection import KFold  # fitting only: loading an adapted bundle skips scikit-learn
     folds = list(KFold(n_splits=min(N_SPLITS, n), shuffle=True, random_state=seed).split(np.arange(n)))
     modes = MODES if smooth else tuple(m for m in MODES if m != "smooth")
-    oof = cross_fitted(F, base, y, folds, modes, task, seed, extra, floor)
+    oof = cross_fitted(F, base, y, folds, modes, task, seed, extra, floor, grow_trees)
     cv_error = {m: mean_ape(oof[m]) for m in modes}
     offered = ("none", "level", _best(cv_error, tuple(m for m in SHAPED if m in modes)))  # one shape term per correction
     best = _best(cv_error, offered)
@@ -382,8 +388,9 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
     used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
     shaped = [m for m in among if m in SHAPED and m in used]  # each shape term some kind reads, fitted on every row
     first = offered[-1] if offered[-1] in shaped else max(used, key=MODES.index)
-    correction = fit_correction(F, base, y, first, task, seed, extra, floor)
-    more = {m: fit_correction(F, base, y, m, task, seed, extra, floor).shape_text for m in shaped if m != first}
+    correction = fit_correction(F, base, y, first, task, seed, extra, floor, grow_trees=grow_trees)
+    more = {m: fit_correction(F, base, y, m, task, seed, extra, floor, grow_trees=grow_trees).shape_text
+            for m in shaped if m != first}
     correction = replace(correction, mode=best, kind_modes={k: m for k, m in kind_modes.items() if m != best},
                          more_shapes=more)
     chosen = np.select([used == m for m in among], [oof[m] for m in among])
@@ -407,13 +414,6 @@ def _best(errors: dict[str, float], among: tuple[str, ...] = MODES) -> str:
     return min(among, key=lambda m: (round(errors[m], 12), MODES.index(m)))
 
 
-def noise_of(records: pd.DataFrame, target: str) -> np.ndarray | None:
-    col = NOISE_COLUMNS.get(target)
-    if col is None or col not in records.columns:
-        return None
-    return pd.to_numeric(records[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-
 class AdaptedModel:
     """A fitted in-memory base model (a :class:`~perfcast.models.uncertainty.intervals.ConformalRegressor` around a
     perfcast pipeline) corrected for one device by :func:`fit_adaptation` on that device's records. ``fit`` with no
@@ -423,7 +423,8 @@ class AdaptedModel:
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                  kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE,
-                 per_phase: int | None = None, per_phase_stack: bool = False, floor: float | None = None):
+                 per_phase: int | None = None, per_phase_stack: bool = False, floor: float | None = None,
+                 grow_trees: bool = False):
         self.base = base
         self.target = target
         self.level = level
@@ -438,6 +439,7 @@ class AdaptedModel:
         self.per_phase = per_phase
         self.per_phase_stack = per_phase_stack
         self.floor = floor
+        self.grow_trees = grow_trees
 
     def parts(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(features, base prediction) of ``X``: compute once and pass as ``parts=`` to reuse them (row
@@ -459,7 +461,8 @@ class AdaptedModel:
                                           shape_donors=self.shape_donors, smooth=self.smooth,
                                           min_group_rows=self.min_group_rows, kind_shapes=self.kind_shapes,
                                           krige=self.krige, per_phase=self.per_phase,
-                                          per_phase_stack=self.per_phase_stack, floor=self.floor)
+                                          per_phase_stack=self.per_phase_stack, floor=self.floor,
+                                          grow_trees=self.grow_trees)
         return self
 
     def predict_with_interval(self, X: pd.DataFrame, level: float | None = None,

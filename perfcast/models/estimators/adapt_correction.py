@@ -48,15 +48,34 @@ FINE_PARAMS: dict[str, Any] = {"n_estimators": 300, "num_leaves": 16, "reg_lambd
 #: the ``smooth`` shape term: what it changes in ``fine``. A linear fit in each leaf follows an efficiency curve
 #: between the few measured sizes instead of stepping (piecewise constant) across it
 SMOOTH_PARAMS: dict[str, Any] = {"linear_tree": True, "linear_lambda": 1.0}
+#: the tree budget of a shape term fitted on few rows with ``grow_trees`` (round 12b's speed budget, not fitted)
+SMALL_TREES: dict[str, Any] = {"n_estimators": 40, "learning_rate": 0.15}
+#: with ``grow_trees``: a shape term fitted on at most the first count of rows has :data:`SMALL_TREES`' budget, one
+#: on at least the second its mode's full budget, geometric in the rows between (benchmarks/ANALYSIS_adapt.md,
+#: round 14a: where the leave-one-GPU-out choice of round 13a took the small budget, and where it took the full one)
+GROW_ROWS: tuple[int, int] = (32, 128)
 
 
-def shape_params(n_rows: int, seed: int, mode: str = "shape") -> dict[str, Any]:
+def tree_budget(n_rows: int, full: dict[str, Any]) -> dict[str, Any]:
+    """``n_estimators`` and ``learning_rate`` of a shape term fitted on ``n_rows`` rows whose full budget is
+    ``full``'s: :data:`SMALL_TREES` up to ``GROW_ROWS[0]`` rows, ``full``'s from ``GROW_ROWS[1]``, each geometric in
+    the rows between. Why: a few rows' residual shape is learnt in few, larger steps without fitting their noise
+    (round 13a's K = 32 gain), while many rows need the full budget to follow it (its losses at K = 128-512)."""
+    low, high = GROW_ROWS
+    share = min(1.0, max(0.0, math.log(max(n_rows, 1) / low) / math.log(high / low)))
+    blend = {k: SMALL_TREES[k] ** (1.0 - share) * full[k] ** share for k in SMALL_TREES}
+    return {"n_estimators": int(round(blend["n_estimators"])), "learning_rate": blend["learning_rate"]}
+
+
+def shape_params(n_rows: int, seed: int, mode: str = "shape", grow_trees: bool = False) -> dict[str, Any]:
     """LightGBM parameters for ``n_rows`` adaptation rows: at least 5 rows (and, for ``shape``, ~2% of them) per
-    leaf."""
+    leaf; ``grow_trees``: the tree budget of :func:`tree_budget`."""
     if mode in ("fine", "smooth"):
-        return {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}), "min_child_samples": 5,
-                "random_state": seed}
-    return {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
+        params = {**SHAPE_PARAMS, **FINE_PARAMS, **(SMOOTH_PARAMS if mode == "smooth" else {}),
+                  "min_child_samples": 5, "random_state": seed}
+    else:
+        params = {**SHAPE_PARAMS, "min_child_samples": max(5, n_rows // 50), "random_state": seed}
+    return {**params, **tree_budget(n_rows, params)} if grow_trees else params
 
 
 @dataclass
@@ -234,13 +253,14 @@ class FloorRule:
 
 def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, task: str, seed: int = 0,
                    extra: np.ndarray | None = None, floor: float | FloorRule | None = None,
-                   saved: bool = True) -> Correction:
+                   saved: bool = True, grow_trees: bool = False) -> Correction:
     """The correction of kind ``mode`` fitted on rows with features ``F``, base predictions and measurements;
     with ``floor``, a kernel kind's level may come with a latency floor of at least that share of its rows' median
     latency (:func:`latency_floors`; a :class:`FloorRule`: for its kinds only; None: levels only). ``saved=False``
     (a cross-validation fold's correction, which predicts its held-out rows once): the shape term predicts with
     the fitted booster, whose sums the compiled walkers reproduce, and is neither written as text nor compiled,
-    the larger part of an adaptation's time otherwise."""
+    the larger part of an adaptation's time otherwise. ``grow_trees``: its shape term's tree budget by
+    :func:`tree_budget`."""
     if mode == "none" or len(y) == 0:
         return Correction()
     r = np.log(y / base)
@@ -257,8 +277,8 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
     cols = shape_columns(F, task)
     rest = r - Correction("level", levels, pooled, floors=floors).log_ratio(F, base)
     # the scikit-learn wrapper's model, without its text round trip (keep_training_booster): text is written once
-    booster = lgb.train(shape_params(len(y), seed, mode), lgb.Dataset(shape_matrix(F, cols, base, extra), rest),
-                        keep_training_booster=True)
+    booster = lgb.train(shape_params(len(y), seed, mode, grow_trees),
+                        lgb.Dataset(shape_matrix(F, cols, base, extra), rest), keep_training_booster=True)
     width = 0 if extra is None else extra.shape[1]
     if not saved:
         return Correction(mode, levels, pooled, cols, extra_columns=width, floors=floors,
@@ -268,15 +288,15 @@ def fit_correction(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, mode: str, 
 
 def cross_fitted(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]],
                  modes: Sequence[str], task: str, seed: int = 0, extra: np.ndarray | None = None,
-                 floor: float | FloorRule | None = None) -> dict[str, np.ndarray]:
+                 floor: float | FloorRule | None = None, grow_trees: bool = False) -> dict[str, np.ndarray]:
     """Per mode, each row's ``log(measured / corrected)`` by the correction of that mode fitted on the other folds
-    (each fold's correction unsaved: :func:`fit_correction`'s ``saved``)."""
+    (each fold's correction unsaved: :func:`fit_correction`'s ``saved``; ``grow_trees``: its)."""
     oof = {m: np.empty(len(y)) for m in modes}
     for fit, held in folds:
         Ff, Fh = F.iloc[fit], F.iloc[held]
         for m in modes:
             c = fit_correction(Ff, base[fit], y[fit], m, task, seed, None if extra is None else extra[fit], floor,
-                               saved=False)
+                               saved=False, grow_trees=grow_trees)
             oof[m][held] = np.log(y[held] / base[held]) - c.log_ratio(
                 Fh, base[held], extra=None if extra is None else extra[held])
     return oof

@@ -34,6 +34,15 @@ FOREIGN_VENDOR = ("vendor never seen in training (no training GPU has it): the i
                   "held-out training GPU's")
 
 
+def noise_of(records: pd.DataFrame, target: str) -> np.ndarray | None:
+    """Each record's measured run-to-run variation of ``target`` (:data:`NOISE_COLUMNS`; NaN where unknown), or
+    None when the records carry no such column: the floor of an interval fitted on them."""
+    col = NOISE_COLUMNS.get(target)
+    if col is None or col not in records.columns:
+        return None
+    return pd.to_numeric(records[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
     """The ⌈(n+1)·level⌉-th smallest of the sorted ``scores`` (inf when n is too small for the level)."""
     check_level(level)
