@@ -28,19 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfcast.eval.protocols import unseen_hardware_split
-from perfcast.experiments.adapt_bench import CONFIG_KEYS, donor_table
-from perfcast.experiments.baselines import nearest_devices
-from perfcast.experiments.presets import budget_rows, choose
-from perfcast.experiments.results import workspace
-from perfcast.models.estimators.adapt import AdaptedModel
 from perfcast.models.estimators.adapt_krige import LENGTH_SCALES, Kriging, krige_columns
-from perfcast.perf_probe.plan import adaptation_plan
-from perfcast.training.config import IntervalsConfig
-from perfcast.training.train import fit_conformal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode_diagnosis import BINS  # noqa: E402  (a sibling script)
+from adapt_kv_offsets import adapted_runs  # noqa: E402  (sibling scripts)
+from decode_diagnosis import BINS  # noqa: E402
 
 BUDGETS = (128, 512)
 #: extra groupings of the decode rows (bin edges), besides decode_diagnosis's
@@ -119,49 +111,29 @@ def main() -> None:
     parser.add_argument("--devices", default="h100_sxm,l40s,rtx_pro_6000_server,a100_sxm")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    choice = choose("aiconfigurator-adapt")
-    options = choice.options
-    config = choice.config.model_copy(update={"task": "attention", "intervals": IntervalsConfig(
-        **options.get("attention_intervals", {}))})
-    setting = options["settings"]["krige_phase"]
     found: dict[str, Any] = {}
-    with workspace(args.data_root.resolve()) as ws:
-        records = ws.records("aiconfigurator", "attention")
-        for dev in args.devices.split(","):
-            train, test = unseen_hardware_split(records, test_devices=[dev])
-            rows, fit_params, _ = budget_rows(choice.name, choice.params, train, choice.train_rows, 0)
-            base = fit_conformal(config, rows, fit_params, seed=0)
-            test = test.reset_index(drop=True)
-            donors = nearest_devices(dev, sorted(train["device_id"].dropna().unique()))
-            table = donor_table(base, train, test, donors, CONFIG_KEYS["attention"], "attention", False)
-            for k in BUDGETS:
-                picked = test.index.isin(adaptation_plan(test.drop(columns=["runtime_ms"]), "attention", k))
-                rest = np.random.default_rng(0).choice(np.flatnonzero(~picked), min(20_000, int((~picked).sum())),
-                                                       replace=False)
-                model = AdaptedModel(base, seed=0, donors=table, mixes=tuple(setting["mixes"]), shape_donors=True,
-                                     smooth=True, krige=setting["krige"], per_phase=setting["per_phase"],
-                                     floor=options.get("attention_floor")).fit(test[picked])
-                held = test.loc[rest]
-                decode = (held["phase"] == "decode").to_numpy()
-                held = held[decode]
-                F, b = model.parts(held)
-                pred = np.asarray(model.predict(held), dtype="float64").ravel()
-                r = np.log(pred / held["runtime_ms"].to_numpy())
-                frame = decode_frame(held, F, r)
-                a = model.adaptation_
-                gen = a.phases.get("is_decode", a)  # generation's own adaptation, if its folds kept one
-                how = {"phases own": sorted(map(str, a.phases)), "kriging": None if gen.krige is None else
-                       {"columns": gen.krige.columns, "length_scale": gen.krige.length_scale,
-                        "weight": gen.krige.weight}, "mode": gen.correction.mode,
-                       "kind_modes": gen.correction.kind_modes}
-                dense = dense_kriging(F.reset_index(drop=True), pred, -r, seed=0)
-                found[f"{dev} K={k}"] = {"adaptation": how, "dense_kriging": dense, "tables": tables(frame)}
-                print(f"\n== {dev}, K = {k}: decode mean APE {frame['ape'].mean():.2f}% ({len(frame)} rows); "
-                      f"generation's adaptation {how}")
-                print("dense kriging of the residuals left (mean APE):",
-                      ", ".join(f"{n} {100 * v:.2f}%" for n, v in dense.items()))
-                out = pd.DataFrame(tables(frame))
-                print(out[out["rows"] >= 30].to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    for dev, k, test, _, rest, model in adapted_runs(args.data_root, args.devices.split(","), BUDGETS):
+        held = test.loc[rest]
+        decode = (held["phase"] == "decode").to_numpy()
+        held = held[decode]
+        F = model.parts(held)[0]
+        pred = np.asarray(model.predict(held), dtype="float64").ravel()
+        r = np.log(pred / held["runtime_ms"].to_numpy())
+        frame = decode_frame(held, F, r)
+        a = model.adaptation_
+        gen = a.phases.get("is_decode", a)  # generation's own adaptation, if its folds kept one
+        how = {"phases own": sorted(map(str, a.phases)), "kriging": None if gen.krige is None else
+               {"columns": gen.krige.columns, "length_scale": gen.krige.length_scale,
+                "weight": gen.krige.weight}, "mode": gen.correction.mode,
+               "kind_modes": gen.correction.kind_modes}
+        dense = dense_kriging(F.reset_index(drop=True), pred, -r, seed=0)
+        found[f"{dev} K={k}"] = {"adaptation": how, "dense_kriging": dense, "tables": tables(frame)}
+        print(f"\n== {dev}, K = {k}: decode mean APE {frame['ape'].mean():.2f}% ({len(frame)} rows); "
+              f"generation's adaptation {how}")
+        print("dense kriging of the residuals left (mean APE):",
+              ", ".join(f"{n} {100 * v:.2f}%" for n, v in dense.items()))
+        out = pd.DataFrame(tables(frame))
+        print(out[out["rows"] >= 30].to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(found, indent=1, default=float), encoding="utf-8")
 
