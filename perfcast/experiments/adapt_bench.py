@@ -35,7 +35,6 @@ from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
 from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
-from perfcast.models.estimators.adapt_krige import krige_rule
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.uncertainty.zero_shot import (
     OBJECTIVES,
@@ -177,8 +176,7 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
             adapter = AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
                                    shape_donors=bool(chosen.get("shape_donors", False)),
                                    smooth=bool(chosen.get("smooth", False)),
-                                   kind_shapes=bool(chosen.get("kind_shapes", False)),
-                                   krige=krige_rule(chosen.get("krige"), chosen.get("krige_inputs"), task),
+                                   kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
                                    per_phase=chosen.get("per_phase"),
                                    per_phase_stack=bool(chosen.get("per_phase_stack", False)),
                                    floor=chosen.get("floor", options.get(f"{task}_floor")))

@@ -38,37 +38,11 @@ MIN_KRIGE_ROWS = 32
 BLOCK = 128
 
 
-@dataclass(frozen=True)
-class KrigeRule:
-    """The kriging offered as a plain ``krige`` share offers it (``share``: see :func:`choose_kriging`'s
-    ``min_gain``), over :func:`krige_columns` and the feature columns ``inputs`` too. Why: the kriging's own
-    coordinates carry the query dtype's flags but not the KV cache's dtype, so an fp8-KV decode kernel's residual
-    is interpolated from bf16-KV neighbours of the same sizes, whose XQA code path errs the other way
-    (benchmarks/ANALYSIS_adapt.md, round 14b); a column named here makes such rows distant."""
-
-    share: float
-    inputs: tuple[str, ...] = ()
-
-
-def krige_rule(share: float | None, inputs: Sequence[str] | None, task: str) -> float | KrigeRule | None:
-    """A setting's ``krige`` share, as a :class:`KrigeRule` over its ``krige_inputs`` (feature columns of
-    ``task``) when it names any."""
-    if share is None or not inputs:
-        return share
-    unknown = sorted(set(inputs) - {c for cols in feature_groups(task).values() for c in cols})
-    if unknown:
-        raise ValueError(f"krige_inputs {unknown} are not {task} feature columns; name columns of "
-                         f"perfcast.features.feature_groups({task!r})")
-    return KrigeRule(float(share), tuple(inputs))
-
-
-def krige_columns(F: pd.DataFrame, task: str, inputs: Sequence[str] = ()) -> list[str]:
-    """The inputs besides log(base): the shape group's log sizes and phase flags, the dtype group's flags (and the
-    columns ``inputs``, of a :class:`KrigeRule`)."""
+def krige_columns(F: pd.DataFrame, task: str) -> list[str]:
+    """The inputs besides log(base): the shape group's log sizes and phase flags, the dtype group's flags."""
     groups = feature_groups(task)
     shape = [c for c in groups.get("shape", []) if c.startswith("log2_") or c in ("is_decode", "causal")]
-    own = [*shape, *[c for c in groups.get("dtype", []) if c.startswith("dtype_")]]
-    return [c for c in dict.fromkeys([*own, *inputs]) if c in F.columns]
+    return [c for c in [*shape, *[c for c in groups.get("dtype", []) if c.startswith("dtype_")]] if c in F.columns]
 
 
 def _inputs(A: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -171,18 +145,15 @@ class Kriging:
 
 
 def choose_kriging(F: pd.DataFrame, base: np.ndarray, residuals: np.ndarray, task: str,
-                   folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float | KrigeRule = MIN_GAIN
+                   folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN
                    ) -> tuple[Kriging | None, dict[str, float], np.ndarray]:
     """(the kriging fitted on every row, or None; cross-validated mean APE per candidate; the chosen candidate's
     cross-fitted residuals). Each fold's residuals are kriged from the other folds' (``folds``: the guard's); the
-    best candidate is used if it cuts the mean APE without kriging by the share ``min_gain`` (a
-    :class:`KrigeRule`: its share, and its inputs are coordinates too)."""
+    best candidate is used if it cuts the mean APE without kriging by the share ``min_gain``."""
     residuals = np.asarray(residuals, dtype="float64")
     if len(residuals) < MIN_KRIGE_ROWS:
         return None, {}, residuals
-    rule = min_gain if isinstance(min_gain, KrigeRule) else KrigeRule(float(min_gain))
-    min_gain = rule.share
-    columns = krige_columns(F, task, rule.inputs)
+    columns = krige_columns(F, task)
     A = F[columns].to_numpy(dtype="float64")
     errors: dict[str, float] = {}
     best = ((1.0 - min_gain) * float(np.mean(np.abs(np.expm1(-residuals)))), 0.0, 0.0, residuals)
@@ -202,7 +173,7 @@ def choose_kriging(F: pd.DataFrame, base: np.ndarray, residuals: np.ndarray, tas
 
 
 def with_kriging(found: Any, F: pd.DataFrame, base: np.ndarray, task: str,
-                 folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float | KrigeRule = MIN_GAIN) -> Any:
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN) -> Any:
     """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) times the kriging of its cross-fitted
     residuals (``base``: the rows' base predictions, one of its inputs) when the guard's ``folds`` choose a weight
     above 0 (see :func:`choose_kriging`); the intervals are then recalibrated on the kriged residuals left."""
