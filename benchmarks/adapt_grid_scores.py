@@ -5,10 +5,11 @@ leave-one-GPU-out (benchmarks/ANALYSIS_adapt.md, round 13a).
     python benchmarks/adapt_grid_scores.py score SCORES.json --new krige_small,krige_phase_small
 
 ``record``: benchmarks/accuracy.py with the rest of the arguments, and per part, K, left-out GPU and setting the
-mean APE (mean over the part's phases, as the protocol's choice reads it) and ``wall_s`` written to SCORES.json.
-``score``: per part and K, with the full grid and with the grid minus the ``--new`` settings: the protocol's nested
-score (the chosen setting's mean APE over the other GPUs, averaged over the left-out GPUs), the double-nested score,
-and the left-out GPUs' own mean APE (a report).
+mean APE (mean over the part's phases, as the protocol's choice reads it), each phase's and ``wall_s`` written to
+SCORES.json. ``score``: per part and K, with the full grid and with the grid minus the ``--new`` settings: the
+protocol's nested score (the chosen setting's mean APE over the other GPUs, averaged over the left-out GPUs), the
+double-nested score, and the left-out GPUs' own mean APE (a report); then the same of each phase's rows alone, the
+settings still chosen by the mean over the phases (files recorded before round 14b have no phases).
 
 Why: the protocol keeps only each GPU's chosen setting (nested scores in its notes, to 0.01%). Whether a grid with
 more settings selects better is a choice about the grid, so it must be judged on training GPUs only. The nested
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-#: part -> K -> left-out GPU -> setting -> {"mape": ..., "wall_s": ...}
-Scores = dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]
+#: part -> K -> left-out GPU -> setting -> {"mape": ..., "wall_s": ..., "phases": {phase: mape}}
+Scores = dict[str, dict[str, dict[str, dict[str, dict[str, Any]]]]]
 
 
 def record(path: Path, argv: list[str]) -> None:
@@ -48,7 +49,9 @@ def record(path: Path, argv: list[str]) -> None:
                 part = found[(settings[0], variant)].task
                 kept.setdefault(part, {}).setdefault(str(k), {})[found[(settings[0], variant)].device] = {
                     s: {"mape": float(np.mean([per_device[key][i][(s, variant)].ours for key in labels])),
-                        "wall_s": float(found[(s, variant)].wall_s)} for s in settings}
+                        "wall_s": float(found[(s, variant)].wall_s),
+                        "phases": {str(key[0]): float(per_device[key][i][(s, variant)].ours) for key in labels}}
+                    for s in settings}
         path.write_text(json.dumps(kept, indent=1), encoding="utf-8")
         return choose(per_device, *args, **kwargs)
 
@@ -65,17 +68,21 @@ def pick(scores: dict[str, dict[str, float]], on: list[str], grid: list[str]) ->
     return min(grid, key=lambda s: (round(float(np.mean([scores[d][s]["mape"] for d in on])), 12), grid.index(s)))
 
 
-def judged(scores: dict[str, dict[str, float]], grid: list[str]) -> dict[str, float]:
-    """Means over the left-out GPUs of: the nested score, the double-nested score, the GPU's own mean APE."""
+def judged(scores: dict[str, dict[str, Any]], grid: list[str], phase: str | None = None) -> dict[str, float]:
+    """Means over the left-out GPUs of: the nested score, the double-nested score, the GPU's own mean APE (with
+    ``phase``: of that phase's rows only, the settings still chosen by the mean over the phases)."""
     gpus = sorted(scores)
     nested, double, own = [], [], []
+
+    def mape(d: str, s: str) -> float:
+        return scores[d][s]["mape"] if phase is None else scores[d][s]["phases"][phase]
+
     for t in gpus:
         others = [d for d in gpus if d != t]
         chosen = pick(scores, others, grid)
-        nested.append(np.mean([scores[d][chosen]["mape"] for d in others]))
-        own.append(scores[t][chosen]["mape"])
-        double.append(np.mean([scores[u][pick(scores, [d for d in others if d != u], grid)]["mape"]
-                               for u in others]))
+        nested.append(np.mean([mape(d, chosen) for d in others]))
+        own.append(mape(t, chosen))
+        double.append(np.mean([mape(u, pick(scores, [d for d in others if d != u], grid)) for u in others]))
     return {"nested": float(np.mean(nested)), "double_nested": float(np.mean(double)), "own": float(np.mean(own))}
 
 
@@ -86,10 +93,12 @@ def score(path: Path, new: list[str]) -> None:
         for k, scores in by_k.items():
             grid = list(next(iter(scores.values())))
             old = [s for s in grid if s not in new]
-            before, after = judged(scores, old), judged(scores, grid)
-            print(f"{part} K = {k}: " + "; ".join(
-                f"{name} {100 * before[name]:.3f} -> {100 * after[name]:.3f}% ({100 * (after[name] - before[name]):+.3f} pt)"
-                for name in ("double_nested", "nested", "own")))
+            phases = sorted(next(iter(next(iter(scores.values())).values())).get("phases", {}))
+            for phase in [None, *phases] if len(phases) > 1 else [None]:
+                before, after = judged(scores, old, phase), judged(scores, grid, phase)
+                print(f"{part} K = {k}{'' if phase is None else f' ({phase} only)'}: " + "; ".join(
+                    f"{name} {100 * before[name]:.3f} -> {100 * after[name]:.3f}% ({100 * (after[name] - before[name]):+.3f} pt)"
+                    for name in ("double_nested", "nested", "own")))
             gpus = sorted(scores)
             chosen = {t: pick(scores, [d for d in gpus if d != t], grid) for t in gpus}
             print("  chosen with the new grid: " + ", ".join(f"{t} {s}" for t, s in chosen.items()))
