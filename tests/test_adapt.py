@@ -263,6 +263,24 @@ def test_a_kriged_adaptation_round_trips_through_a_bundle(bundle, split, tmp_pat
     assert not np.allclose(plain.predict(test)["runtime_ms"], loaded.predict(test)["runtime_ms"])
 
 
+def test_the_accurate_setting_grows_the_tree_budget_on_few_rows_only(bundle, tables):
+    """``setting="accurate"`` on 32 planned L40S rows is the benchmark's ``krige_grow`` (every kept shape term has
+    the small budget's trees) and on 128 its ``krige``: the product path hands ``grow_trees`` to the adaptation."""
+    from perfcast.models.estimators.adapt_correction import SMALL_TREES
+    from perfcast.models.persistence.adapted import adapt_loaded
+
+    base, target = Predictor.load(bundle), tables[1]
+    for k, grow in ((32, True), (128, False)):
+        revealed = target[target.index.isin(adaptation_plan(target.drop(columns=["runtime_ms"]), "gemm", k))]
+        model, found = adapt_loaded(base.model, base._records(revealed), smooth=True, krige=-1.0, grow_trees=grow)
+        test = target.drop(index=revealed.index).head(300)
+        pd.testing.assert_frame_equal(base.adapt(revealed, setting="accurate").predict(test),
+                                      Predictor(model).predict(test))
+        trees = {t.count("\nTree=") for t in (found.correction.shape_text, *found.correction.more_shapes.values())
+                 if t}
+        assert trees and (trees == {SMALL_TREES["n_estimators"]}) == grow, (k, trees)
+
+
 def test_a_smooth_kriged_bundle_answers_a_row_alone_as_in_a_batch(bundle, tables, tmp_path):
     """The preset's setting where it adds most to a prediction (K = 512: the guard picks the ``smooth`` term, a
     linear-leaf forest, and the kriging): after a save and load the batch is the in-memory adaptation's, and a
@@ -312,9 +330,10 @@ def test_the_adapted_device_is_known_to_the_adapted_models_domain(bundle, split,
 
 
 def test_the_accurate_setting_is_the_benchmarks_choice():
-    """``setting="accurate"`` is what configs/aiconfigurator_adapt.toml's leave-one-GPU-out chose: its ``krige``
-    setting for GEMM; for attention ``krige_phase_stack`` at 128 rows and ``krige_phase`` at 512, with the preset's
-    floor. The package's constants and the preset must not drift apart."""
+    """``setting="accurate"`` is what configs/aiconfigurator_adapt.toml's leave-one-GPU-out chose: for GEMM its
+    ``krige_grow`` setting at 32 rows and ``krige`` at 128 and 512; for attention ``krige_phase_stack`` at 128 rows
+    and ``krige_phase`` at 512, with the preset's floor. The package's constants and the preset must not drift
+    apart."""
     import tomllib
 
     from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
@@ -323,10 +342,10 @@ def test_the_accurate_setting_is_the_benchmarks_choice():
     bench = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "aiconfigurator_adapt.toml")
                           .read_text(encoding="utf-8"))["benchmark"]["options"]
     grid = bench["settings"]
-    keys = ("smooth", "krige", "per_phase", "per_phase_stack")
+    keys = ("smooth", "krige", "per_phase", "per_phase_stack", "grow_trees")
     preset = {name: {k: grid[name][k] for k in keys if k in grid[name]} for name in grid}
-    gemm = setting_options("accurate", "gemm", 512)
-    assert gemm == preset["krige"]
+    assert setting_options("accurate", "gemm", 512) == setting_options("accurate", "gemm", 128) == preset["krige"]
+    assert setting_options("accurate", "gemm", 32) == preset["krige_grow"]
     assert DEFAULT_FLOORS == {"attention": bench["attention_floor"]}  # every setting's floor is the preset's
     assert setting_options("accurate", "attention", 128) == preset["krige_phase_stack"]
     assert setting_options("accurate", "attention", 512) == {**preset["krige_phase"], "per_phase_stack": False}

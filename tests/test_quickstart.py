@@ -16,10 +16,37 @@ from pathlib import Path
 import pytest
 
 from perfcast.workflows.quickstart import MIN_ADAPT, QUICK_ADAPT_SIZE
+from perfcast.workflows.quickstart_output import quiet
 
 #: what libraries print when their output is not routed to quickstart's log
 FOREIGN = ("Warning", "warnings.warn", "Successfully registered", "Created version", "Downloading artifacts",
            "INFO ", "Traceback", "it/s]")
+
+
+def test_library_warnings_logging_and_stderr_go_to_the_log_not_the_screen(tmp_path: Path, capfd) -> None:
+    """quickstart's ``quiet``: a library's warning, its logging (also through a handler of its own) and what it
+    writes to stderr land in the log file; nothing reaches the terminal; the handlers are given back after."""
+    import logging
+    import warnings
+
+    library = logging.getLogger("somelib")
+    own = logging.StreamHandler(sys.stderr)
+    library.addHandler(own)
+    try:
+        with quiet(tmp_path / "quickstart.log", verbose=False):
+            warnings.warn("a library's deprecation", FutureWarning, stacklevel=1)
+            library.warning("a library's log line")
+            logging.getLogger("mlflow.tracking").info("Created version 1")
+            print("a library's progress bar", file=sys.stderr)
+        assert library.handlers == [own]
+    finally:
+        library.removeHandler(own)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    log = (tmp_path / "quickstart.log").read_text()
+    for line in ("FutureWarning: a library's deprecation", "somelib WARNING a library's log line",
+                 "mlflow.tracking INFO Created version 1", "a library's progress bar"):
+        assert line in log, (line, log)
 
 
 def _command(line: str) -> tuple[dict[str, str], list[str]]:
@@ -94,7 +121,7 @@ def test_quickstart_on_a_busy_machine_adapts_reports_and_prints_working_next_ste
     assert "where quickstart's time went" in out and "quickstart took" in out
     # nothing foreign in perfcast's output; it went to the log
     assert not [w for w in FOREIGN if w in out], [w for w in FOREIGN if w in out]
-    assert (tmp_path / "home" / "quickstart.log").stat().st_size > 0
+    assert (tmp_path / "home" / "quickstart.log").is_file()  # where anything foreign would have gone (test below)
     # 3: the printed next steps, pasted as printed, find what quickstart made
     shell = _section(out, "Next (run from this directory", "Python:")
     python = _section(out, "Python:", "quickstart took")

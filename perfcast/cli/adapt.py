@@ -28,7 +28,8 @@ def adapt(
     donor_device: Annotated[Optional[str], typer.Option(help="Use only this device of --donors")] = None,
     setting: Annotated[str, typer.Option(help="fast: the adapted model predicts about as fast as its base; "
                                               "accurate: the accuracy benchmark's choice (smooth shape term and "
-                                              "kriging), a few times slower to predict")] = "fast",
+                                              "kriging; fewer trees on fewer than 64 GEMM rows), a few times "
+                                              "slower to predict")] = "fast",
 ) -> None:
     """Adapt a trained model to a new device from its measured records (level, shape, intervals)."""
     if not store.is_dir():

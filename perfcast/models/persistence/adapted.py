@@ -35,8 +35,9 @@ from perfcast.perf_probe.plan import represented
 #: the named settings a user adapts with (`perfcast adapt --setting`, ``Predictor.adapt(setting=)``): ``fast``,
 #: :func:`adapt_loaded`'s defaults, keeps an adapted bundle about as fast as its base; ``accurate`` is what the
 #: aiconfigurator-adapt benchmark's leave-one-GPU-out chose per task and K (configs/aiconfigurator_adapt.toml:
-#: GEMM its ``krige`` setting; attention ``krige_phase_stack`` up to a few hundred rows, ``krige_phase`` above, with
-#: the preset's ``attention_floor``), whose batches take a few times the base's (benchmarks/PREDICT_SPEED.md)
+#: GEMM ``krige_grow`` on few rows, ``krige`` on more; attention ``krige_phase_stack`` up to a few hundred rows,
+#: ``krige_phase`` above, with the preset's ``attention_floor``), whose batches take a few times the base's
+#: (benchmarks/PREDICT_SPEED.md)
 SETTINGS: tuple[str, ...] = ("fast", "accurate")
 #: ``accurate``, every task: the smooth shape term and the kriging of its residuals, used by default
 ACCURATE: dict[str, Any] = {"smooth": True, "krige": -1.0}
@@ -46,6 +47,9 @@ ACCURATE_PHASE_ROWS = 40
 #: ``accurate``, attention: below this many rows a phase's guard stacks the model of all rows (chosen at 128 rows on
 #: every GPU; the unstacked one at 512; the geometric midpoint between the two)
 ACCURATE_STACK_BELOW = 256
+#: ``accurate``, GEMM: below this many rows the shape terms' tree budget grows with their rows (``krige_grow``,
+#: chosen at 32 rows on every GPU; ``krige`` at 128; the geometric midpoint between the two)
+ACCURATE_GROW_BELOW = 64
 
 
 def setting_options(setting: str, task: str, n_rows: int) -> dict[str, Any]:
@@ -55,22 +59,22 @@ def setting_options(setting: str, task: str, n_rows: int) -> dict[str, Any]:
     if setting == "fast":
         return {}
     if task != "attention":
-        return dict(ACCURATE)
+        return {**ACCURATE, "grow_trees": True} if n_rows < ACCURATE_GROW_BELOW else dict(ACCURATE)
     return {**ACCURATE, "per_phase": ACCURATE_PHASE_ROWS, "per_phase_stack": n_rows < ACCURATE_STACK_BELOW}
 
 
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS,
                  smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
-                 per_phase_stack: bool = False, candidates: pd.DataFrame | None = None,
+                 per_phase_stack: bool = False, grow_trees: bool = False, candidates: pd.DataFrame | None = None,
                  floors: Mapping[str, float] = DEFAULT_FLOORS) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
     object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
     models (:func:`perfcast.models.persistence.power_adapted.adapt_joint_loaded`: a report, no donors). ``donors``:
     other devices' measured records of the same task (the first device named is the nearest), offered as a starting
     point and as the donor mix's errors (see :mod:`perfcast.models.estimators.donor_mix`); ``mixes``: the mixes
-    offered; ``shape_donors``: the shape term may read the donors' latencies; ``smooth``, ``krige``, ``per_phase``
-    and ``per_phase_stack``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`; ``floors``: per task, the
+    offered; ``shape_donors``: the shape term may read the donors' latencies; ``smooth``, ``krige``, ``per_phase``,
+    ``per_phase_stack`` and ``grow_trees``: see :func:`~perfcast.models.estimators.adapt.fit_adaptation`; ``floors``: per task, the
     ``floor`` share offered to the guard (a task not named: none); ``candidates``: the
     configurations the device will be asked about (e.g. the probe's space), the intervals then weighted for the
     shift between them and ``records`` (:meth:`~perfcast.models.estimators.adapt.Adaptation.regrouped`)."""
@@ -101,7 +105,8 @@ def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, 
         found = fit_adaptation(F, base, records[target].to_numpy(dtype="float64"), task=model.task, target=target,
                                noise=noise_of(records, target), level=model.calibration.level, seed=seed,
                                donors=table, mixes=mixes, shape_donors=shape_donors, smooth=smooth, krige=krige,
-                               per_phase=per_phase, per_phase_stack=per_phase_stack, floor=floors.get(model.task))
+                               per_phase=per_phase, per_phase_stack=per_phase_stack, floor=floors.get(model.task),
+                               grow_trees=grow_trees)
         if candidates is not None and found.scores is not None:  # the rows fit_adaptation kept: measured, base > 0
             y = records[target].to_numpy(dtype="float64")
             kept = np.isfinite(y) & (y > 0) & np.isfinite(base) & (base > 0)
