@@ -43,7 +43,7 @@ def main() -> None:
             assert store.append(df, "gemm").written == 1
             times.append(time.perf_counter() - t0)
         assert len(store.read("gemm")) == args.appends
-    print(f"| appends | parts before | median ms | p90 ms |\n|---|---|---|---|")
+    print("| appends | parts before | median ms | p90 ms |\n|---|---|---|---|")
     for lo in range(0, args.appends, args.every):
         block = sorted(times[lo:lo + args.every])
         p90 = block[min(len(block) - 1, int(0.9 * len(block)))]

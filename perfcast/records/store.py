@@ -359,7 +359,8 @@ class RecordStore:
     # ---- reading
     def record_ids(self, task: str, on_bad: OnBad = "raise") -> pa.Array:
         """Every stored ``record_id`` of ``task`` as an Arrow array (reads only that column)."""
-        chunks = [t.column("record_id") for t in self._tables(task, ["record_id"], on_bad, self._ids.setdefault(task, {}))]
+        tables = self._tables(task, ["record_id"], on_bad, self._ids.setdefault(task, {}))
+        chunks = [t.column("record_id") for t in tables]
         if not chunks:
             return pa.array([], type=pa.string())
         return pa.chunked_array([c.cast(pa.string()) for ch in chunks for c in ch.chunks], type=pa.string()).combine_chunks()
