@@ -160,7 +160,8 @@ def _without_parsed_forests(node: Any) -> None:
 # ------------------------------------------------------------------------------------------ subprocesses
 def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
     """``perfcast ARGS`` in a fresh interpreter: exit code (None on a timeout), stderr and whether it crashed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "COLUMNS": "400"}  # rich wraps at 80 without a terminal, mid-path (where depends on the path's length)
     try:
         done = subprocess.run([sys.executable, "-m", "perfcast.cli", *map(str, args)], capture_output=True,
                               text=True, timeout=timeout, cwd=cwd, env=env)

@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist's workers start with COLUMNS=80 in their environment, where a serial run has none; rich fixes a
+    # console's width from COLUMNS when the console is made (the CLI's, at import), so tests that widen the console
+    # for one command (CliRunner's env) would get 80 columns only in a worker. Same output on both runners:
+    os.environ.pop("COLUMNS", None)
+
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 

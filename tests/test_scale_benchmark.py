@@ -12,6 +12,7 @@ from perfcast.experiments.results import Result, RunConfig
 from perfcast.perf_probe.fleet import LOCAL
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every local Ray cluster, one at a time
 REPO = Path(__file__).resolve().parents[1]
 #: two small GPPerf protocols (about a minute in all on 2 cores)
 PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape"]

@@ -20,6 +20,7 @@ from perfcast.perf_probe.fleet import LOCAL, plan, run_fleet
 from perfcast.perf_probe.sweep import run_sweep
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every local Ray cluster, one at a time
 
 #: a tiny CPU plan: a few cheap kernels, each measured for at most 0.1 s
 PLAN = ([{"benchmark": "latency", "variant": "single", "working_set_bytes": s, "stride_bytes": 64, "steps": 1 << 15}
