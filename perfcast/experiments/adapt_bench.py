@@ -4,7 +4,8 @@ Why this protocol is honest: for each GPU left out, the base model is fitted on 
 left-out one is known to it by its spec sheet). The probe plan (:func:`perfcast.perf_probe.plan.adaptation_plan`)
 then picks K configurations from the list of shapes the GPU's table holds, reading only configuration
 columns (never a latency); those K rows are revealed, the model is adapted on them
-(:mod:`perfcast.models.estimators.adapt`), and every other row of that GPU is the test set. K = 0 is the base model.
+(:mod:`perfcast.models.estimators.adapt`), and every other row of that GPU is the test set. K = 0 is the base model
+(or, for a GPU with a family sibling in training, the unseen-GPU default: :mod:`~perfcast.experiments.adapt_k0`).
 The adaptation is offered the nearest training GPU's measurements as a second starting point (a sibling's
 latencies beat any model on its siblings), and keeps it only when it cross-validates better on the K rows.
 
