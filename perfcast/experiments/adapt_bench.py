@@ -4,7 +4,8 @@ Why this protocol is honest: for each GPU left out, the base model is fitted on 
 left-out one is known to it by its spec sheet). The probe plan (:func:`perfcast.perf_probe.plan.adaptation_plan`)
 then picks K configurations from the list of shapes the GPU's table holds, reading only configuration
 columns (never a latency); those K rows are revealed, the model is adapted on them
-(:mod:`perfcast.models.estimators.adapt`), and every other row of that GPU is the test set. K = 0 is the base model.
+(:mod:`perfcast.models.estimators.adapt`), and every other row of that GPU is the test set. K = 0 is the base model
+(or, for a GPU with a family sibling in training, the unseen-GPU default: :mod:`~perfcast.experiments.adapt_k0`).
 The adaptation is offered the nearest training GPU's measurements as a second starting point (a sibling's
 latencies beat any model on its siblings), and keeps it only when it cross-validates better on the K rows.
 
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from perfcast.eval.protocols import neusight_ood_split, unseen_hardware_split
+from perfcast.experiments.adapt_k0 import K0_KEY, SiblingK0, k0_choice, pick_k0, take_k0
 from perfcast.experiments.baselines import CONFIG_KEYS, PHASE_LABEL, copy_from_devices, nearest_devices
 from perfcast.experiments.presets import budget_rows, choose, sample_rows
 from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
@@ -146,13 +148,14 @@ def adapter_of(base: Any, chosen: dict[str, Any], options: dict[str, Any], task:
 
 def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test: pd.DataFrame, parts: pd.Series,
                  keys: Sequence[str], model_name: str, fit_s: float, seed: int, options: dict[str, Any],
-                 zero_shot: CrossFittedScores | None = None) -> dict[tuple[str, int], dict[Key, Result]]:
+                 zero_shot: CrossFittedScores | None = None, k0_model: SiblingK0 | None = None
+                 ) -> dict[tuple[str, int], dict[Key, Result]]:
     """Every K's rows for one left-out device: (part label, K) -> {(setting, interval groups): Result on that
     device's unrevealed rows}, one per donor setting of the preset's ``settings`` and per interval variant
     (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored; the plan
     draws its ``plan_random_share`` of K at random). At K = 0 with ``zero_shot`` (the base's cross-fitted rows), the
     variants are the preset's ``k0_intervals`` (:func:`~perfcast.models.uncertainty.zero_shot.zero_shot_variants`)
-    instead."""
+    instead. With ``k0_model`` (:mod:`~perfcast.experiments.adapt_k0`), its K = 0 rows too, under ``K0_KEY``."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -181,6 +184,10 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         base_rows = {NEAREST_K: copy_scaled(train, test[picked], test[rest], donors, keys)}
         if k:
             base_rows[ALONE] = alone(task, test[picked], test[rest])
+        elif k0_model is not None:
+            *drawn, k0_s = k0_model(test[rest])
+            _score_parts(out, protocol, dev, k, K0_KEY, parts[rest], test.loc[rest, "runtime_ms"], tuple(drawn),
+                         base_rows, donors, k0_model, k0_model.choice.name, k0_s)
         for setting, chosen in options["settings"].items():
             if task not in chosen.get("tasks", (task,)):  # a setting offered to some kernel families only
                 continue
@@ -332,7 +339,7 @@ def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list
     rows = []
     for (label, k), results in per_device.items():
         mean = macro_mean(results, "every GPU left out", notes=common)
-        mean.probe_budget = k
+        mean.probe_budget, mean.model = k, " + ".join(dict.fromkeys(r.model for r in results))
         goal = GOALS.get((family, k))
         if goal is not None:
             mean.goal = Goal(goal)
@@ -355,6 +362,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     name, params, options = choice.name, choice.params, choice.options
     rows: list[Result] = []
     for task in [t for t in ("gemm", "attention") if not cfg.parts or t in cfg.parts]:
+        k0, k0_rows = k0_choice(options, task, protocol), {}
         intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
             **options.get(f"{task}_intervals", {}))
         config = choice.config.model_copy(update={"task": task, "intervals": intervals})
@@ -372,16 +380,18 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
                 dtype="float64"), fit_rows["device_id"].astype(str).to_numpy()) if "k0_intervals" in options else None
             parts = (test["phase"].map(PHASE_LABEL).fillna(test["phase"]).astype(str) if task == "attention"
                      else pd.Series("", index=test.index))
-            _collect(per_device, adapt_device(protocol, task, base, train, test, parts, CONFIG_KEYS[task], name,
-                                              fit_s, cfg.seed, options, cross))
+            found = adapt_device(protocol, task, base, train, test, parts, CONFIG_KEYS[task], name, fit_s, cfg.seed,
+                                 options, cross, SiblingK0.of(k0, dev, train, cfg.seed))
+            take_k0(found, k0_rows)
+            _collect(per_device, found)
         common = [f"per left-out GPU: the base model ({name}, {params.get('n_estimators', 'default')} trees) fitted "
                   f"once on {choice.train_rows:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
                   f"{min(pools):,}-{max(pools):,} and reused for every K",
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
         guard = bool((options.get("k0_intervals") or {}).get("guard", False))
-        rows.extend(summarize(protocol, task, select_settings(per_device, guard, objective_of(
-            options.get("k0_intervals"))), common))
+        rows.extend(summarize(protocol, task, pick_k0(select_settings(per_device, guard, objective_of(
+            options.get("k0_intervals"))), k0_rows), common))
     return rows
 
 
