@@ -37,6 +37,7 @@ from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
 from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
+from perfcast.models.estimators.adapt_krige import krige_rule
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.uncertainty.zero_shot import (
     OBJECTIVES,
@@ -140,7 +141,9 @@ def adapter_of(base: Any, chosen: dict[str, Any], options: dict[str, Any], task:
     floor, if it names none, the preset's ``<task>_floor``), with the donors' ``table``."""
     return AdaptedModel(base, seed=seed, donors=table, mixes=tuple(chosen.get("mixes", ())),
                         shape_donors=bool(chosen.get("shape_donors", False)), smooth=bool(chosen.get("smooth", False)),
-                        kind_shapes=bool(chosen.get("kind_shapes", False)), krige=chosen.get("krige"),
+                        kind_shapes=bool(chosen.get("kind_shapes", False)),
+                        krige=krige_rule(chosen.get("krige"), chosen.get("krige_inputs"), chosen.get("krige_scales"),
+                                         task),
                         per_phase=chosen.get("per_phase"), per_phase_stack=bool(chosen.get("per_phase_stack", False)),
                         floor=chosen.get("floor", options.get(f"{task}_floor")),
                         grow_trees=bool(chosen.get("grow_trees", False)))

@@ -53,7 +53,7 @@ import pandas as pd
 from perfcast.models.estimators.adapt_correction import (MODES, SHAPED, Correction, FloorRule, cross_fitted,
                                                          fit_correction, mean_ape)
 from perfcast.models.estimators.adapt_floor import supported_floors
-from perfcast.models.estimators.adapt_krige import Kriging, with_kriging
+from perfcast.models.estimators.adapt_krige import Kriging, KrigeRule, with_kriging
 from perfcast.models.estimators.adapt_stack import SharedAlone, rescored, with_stack
 from perfcast.models.estimators.adapted_regressor import INTERVAL_GROUPS, AdaptedRegressor, starting_point
 from perfcast.models.estimators.donor_mix import DonorMix, DonorTable, cross_fitted_mix, fit_mix
@@ -216,7 +216,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
                    donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                    smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
                    kind_shapes: bool = DEFAULT_KIND_SHAPES, stack: bool = True,
-                   krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
+                   krige: float | KrigeRule | None = DEFAULT_KRIGE, per_phase: int | None = None,
                    per_phase_stack: bool = False, floor: float | None = None, grow_trees: bool = False) -> Adaptation:
     """Choose and fit the correction (see :func:`fit_correction_of`) of the base model; with ``donors``, also of
     the nearest donor's latencies, and of the better of the two times each of ``mixes`` (names in
@@ -226,7 +226,8 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
     ``smooth`` shape term is offered too; ``min_group_rows``: see :meth:`Adaptation.regrouped`; ``kind_shapes``:
     see :func:`fit_correction_of`; ``stack``: offer a model of the rows alone stacked with it (:func:`with_stack`;
     a caller that keeps only the correction passes False); ``krige``: then offer the kriging of the residuals
-    left if it cuts their cross-validated error by this share (None: not offered; see :func:`last_stages`);
+    left if it cuts their cross-validated error by this share (None: not offered; a KrigeRule: its share, with its
+    length scales and stretched columns; see :func:`last_stages`);
     ``per_phase``: an attention phase with at least this many rows is also adapted on its rows alone, and keeps
     that where its rows' folds find it better (None: one adaptation for every row; see :func:`by_phase`);
     ``per_phase_stack``: a phase's own guard is offered the model of ALL the K rows stacked (cross-fitted on the
@@ -262,7 +263,7 @@ def fit_adaptation(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: st
 
 def _pooled(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task: str, target: str, noise: np.ndarray | None,
             level: float, seed: int, donors: DonorTable | None, mixes: Sequence[str], shape_donors: bool,
-            smooth: bool, kind_shapes: bool, stack: bool, krige: float | None,
+            smooth: bool, kind_shapes: bool, stack: bool, krige: float | KrigeRule | None,
             shared: SharedAlone | None = None, floor: float | None = None, grow_trees: bool = False) -> Adaptation:
     """:func:`fit_adaptation` of rows ``F`` (every one measured, base and latency positive) by one guard for all of
     them, its intervals not yet grouped (``shared``: see :func:`last_stages`)."""
@@ -332,7 +333,8 @@ def by_phase(found: Adaptation, F: pd.DataFrame, y: np.ndarray, least: int,
 
 
 def last_stages(found: Adaptation, F: pd.DataFrame, base: np.ndarray, y: np.ndarray, task: str, target: str,
-                seed: int, stack: bool, krige: float | None, shared: SharedAlone | None = None) -> Adaptation:
+                seed: int, stack: bool, krige: float | KrigeRule | None,
+                shared: SharedAlone | None = None) -> Adaptation:
     """``found`` then, if asked, offered the stack (:func:`~perfcast.models.estimators.adapt_stack.with_stack`;
     ``shared``: of that K-rows model, not one of these rows alone) and the kriging (:func:`~perfcast.models.estimators.adapt_krige.with_kriging`, used where it cuts the
     cross-validated error by the share ``krige``; a negative share: even where the folds find it slightly worse,
@@ -422,7 +424,7 @@ class AdaptedModel:
     def __init__(self, base: Any, target: str = "runtime_ms", level: float | None = None, seed: int = 0,
                  donors: DonorTable | None = None, mixes: Sequence[str] = (), shape_donors: bool = False,
                  smooth: bool = DEFAULT_SMOOTH, min_group_rows: int | None = MIN_GROUP_ROWS,
-                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | None = DEFAULT_KRIGE,
+                 kind_shapes: bool = DEFAULT_KIND_SHAPES, krige: float | KrigeRule | None = DEFAULT_KRIGE,
                  per_phase: int | None = None, per_phase_stack: bool = False, floor: float | None = None,
                  grow_trees: bool = False):
         self.base = base

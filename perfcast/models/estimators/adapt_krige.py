@@ -7,14 +7,16 @@ Gaussian-process mean over those residuals (a radial kernel on standardised log 
 noise equal to the signal's variance, so one number, the length scale, shapes it) interpolates them to the
 device's other configurations with no parameter to learn beyond the residuals themselves. Its length scale and
 weight are chosen by the guard's folds on the K rows (weight 0, no kriging, unless a candidate cuts their error by
-:data:`MIN_GAIN`), so it is used only where the rows support it. Everything is numbers (the K rows' standardised inputs and the solved weights), so a bundle
-stores it as arrays and nothing in it is executed.
+:data:`MIN_GAIN`), so it is used only where the rows support it. A :class:`KrigeRule` also offers other length
+scales and more coordinates, each stretched by a factor the same folds choose. Everything is numbers (the K rows'
+standardised inputs and the solved weights), so a bundle stores it as arrays and nothing in it is executed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -38,11 +40,70 @@ MIN_KRIGE_ROWS = 32
 BLOCK = 128
 
 
-def krige_columns(F: pd.DataFrame, task: str) -> list[str]:
-    """The inputs besides log(base): the shape group's log sizes and phase flags, the dtype group's flags."""
+@dataclass(frozen=True)
+class KrigeRule:
+    """The kriging offered as a plain ``krige`` share offers it (``share``: see :func:`choose_kriging`'s
+    ``min_gain``), but with its length scales chosen among ``length_scales`` and each feature column of
+    ``stretches`` a coordinate too, its standardised value multiplied by a factor the same folds choose among the
+    column's factors (0: not used, as the plain kriging; larger: rows that differ in it share less). Why: the
+    kriging's own coordinates have the query dtype's flags but not the KV cache's dtype, so an fp8-KV decode
+    kernel's residual is interpolated from bf16-KV neighbours of the same sizes, whose code path errs differently;
+    a fixed isotropic coordinate gained little on the K rows (benchmarks/ANALYSIS_adapt.md, rounds 14b and 15a),
+    so how far apart the KV dtypes are is left to the folds, where they agree and where they do not."""
+
+    share: float
+    stretches: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    length_scales: tuple[float, ...] = LENGTH_SCALES
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.stretches)
+
+
+def krige_rule(share: float | None, inputs: dict[str, Sequence[float]] | None, scales: Sequence[float] | None,
+               task: str) -> float | KrigeRule | None:
+    """A setting's ``krige`` share, as a :class:`KrigeRule` when it names ``krige_inputs`` (feature columns of
+    ``task``, each with the factors its folds choose among) or ``krige_scales`` (the length scales offered)."""
+    if not inputs and not scales:
+        return share
+    where = f"krige_inputs = {inputs!r}, krige_scales = {scales!r}"
+    if share is None:
+        raise ValueError(f"{where}: a setting with them needs krige (the share), e.g. krige = -1.0")
+    if not isinstance(inputs or {}, dict):
+        raise ValueError(f"{where}: krige_inputs maps each feature column to the factors its folds choose among, "
+                         "e.g. { kv_bytes = [0.0, 1.0, 3.0] }")
+    unknown = sorted(set(inputs or {}) - {c for cols in feature_groups(task).values() for c in cols})
+    if unknown:
+        raise ValueError(f"{where}: {unknown} are not {task} feature columns; name columns of "
+                         f"perfcast.features.feature_groups({task!r})")
+    stretches = tuple((str(c), _numbers(fs)) for c, fs in (inputs or {}).items())
+    if not all(fs and all(f >= 0 for f in fs) for _, fs in stretches):
+        raise ValueError(f"{where}: each column needs a list of one or more finite factors >= 0 (0: not used)")
+    lengths = _numbers(scales) if scales else LENGTH_SCALES
+    if not lengths or not all(s > 0 for s in lengths):
+        raise ValueError(f"{where}: krige_scales needs a list of finite length scales > 0 (in standard deviations "
+                         "of each input)")
+    return KrigeRule(float(share), stretches, lengths)
+
+
+def _numbers(values: Any) -> tuple[float, ...]:
+    """``values`` as finite floats; an empty tuple if they are not a list of them (the caller says what is wrong)."""
+    if isinstance(values, (str, bytes)):
+        return ()
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return ()
+    return out if all(np.isfinite(out)) else ()
+
+
+def krige_columns(F: pd.DataFrame, task: str, inputs: Sequence[str] = ()) -> list[str]:
+    """The inputs besides log(base): the shape group's log sizes and phase flags, the dtype group's flags (and the
+    columns ``inputs``, of a :class:`KrigeRule`)."""
     groups = feature_groups(task)
     shape = [c for c in groups.get("shape", []) if c.startswith("log2_") or c in ("is_decode", "causal")]
-    return [c for c in [*shape, *[c for c in groups.get("dtype", []) if c.startswith("dtype_")]] if c in F.columns]
+    own = [*shape, *[c for c in groups.get("dtype", []) if c.startswith("dtype_")]]
+    return [c for c in dict.fromkeys([*own, *inputs]) if c in F.columns]
 
 
 def _inputs(A: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -74,11 +135,17 @@ class Kriging:
 
     @classmethod
     def fit(cls, A: np.ndarray, base: np.ndarray, residuals: np.ndarray, columns: list[str], length_scale: float,
-            weight: float) -> Kriging:
-        """From the K rows' input columns ``A`` (named ``columns``), base predictions and residuals."""
+            weight: float, stretch: np.ndarray | None = None) -> Kriging:
+        """From the K rows' input columns ``A`` (named ``columns``), base predictions and residuals; ``stretch``:
+        a factor per column on its standardised value (0: not used; it is kept in ``scale``, so nothing new is
+        saved)."""
         X = _inputs(A, base)
         mean, scale = X.mean(0), X.std(0)
         keep = scale > 0
+        if stretch is not None:
+            factor = np.append(np.asarray(stretch, dtype="float64"), 1.0)
+            keep &= factor > 0
+            scale = np.where(keep, scale / np.where(keep, factor, 1.0), scale)
         Z = (X[:, keep] - mean[keep]) / scale[keep]
         K = _kernel(Z, Z, length_scale) + NOISE_RATIO * np.eye(len(Z))
         alpha = np.linalg.solve(K, np.asarray(residuals, dtype="float64"))
@@ -145,35 +212,57 @@ class Kriging:
 
 
 def choose_kriging(F: pd.DataFrame, base: np.ndarray, residuals: np.ndarray, task: str,
-                   folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN
+                   folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float | KrigeRule = MIN_GAIN
                    ) -> tuple[Kriging | None, dict[str, float], np.ndarray]:
     """(the kriging fitted on every row, or None; cross-validated mean APE per candidate; the chosen candidate's
     cross-fitted residuals). Each fold's residuals are kriged from the other folds' (``folds``: the guard's); the
-    best candidate is used if it cuts the mean APE without kriging by the share ``min_gain``."""
+    best candidate is used if it cuts the mean APE without kriging by the share ``min_gain`` (a
+    :class:`KrigeRule`: its share, and its length scales and stretched columns are candidates too)."""
     residuals = np.asarray(residuals, dtype="float64")
     if len(residuals) < MIN_KRIGE_ROWS:
         return None, {}, residuals
-    columns = krige_columns(F, task)
+    rule = min_gain if isinstance(min_gain, KrigeRule) else KrigeRule(float(min_gain))
+    columns = krige_columns(F, task, rule.inputs)
     A = F[columns].to_numpy(dtype="float64")
     errors: dict[str, float] = {}
-    best = ((1.0 - min_gain) * float(np.mean(np.abs(np.expm1(-residuals)))), 0.0, 0.0, residuals)
-    for ls in LENGTH_SCALES:
-        oof = np.empty(len(residuals))
-        for fit_idx, held_idx in folds:
-            oof[held_idx] = Kriging.fit(A[fit_idx], base[fit_idx], residuals[fit_idx], columns, ls, 1.0).log_ratio(
-                None, base[held_idx], A[held_idx], tuple(columns))
-        for w in WEIGHTS[1:]:
-            left = residuals - w * oof
-            errors[f"krige {ls:g} {w:g}"] = err = float(np.mean(np.abs(np.expm1(-left))))
-            if round(err, 12) < round(best[0], 12):
-                best = (err, ls, w, left)
+    best = ((1.0 - rule.share) * float(np.mean(np.abs(np.expm1(-residuals)))), 0.0, 0.0, None, residuals)
+    candidates = _stretches(rule, columns, _inputs(A, base).std(0))
+    for ls in rule.length_scales:
+        for stretch, label in candidates:
+            oof = np.empty(len(residuals))
+            for fit_idx, held_idx in folds:
+                oof[held_idx] = Kriging.fit(A[fit_idx], base[fit_idx], residuals[fit_idx], columns, ls, 1.0,
+                                            stretch).log_ratio(None, base[held_idx], A[held_idx], tuple(columns))
+            for w in WEIGHTS[1:]:
+                left = residuals - w * oof
+                errors[f"krige {ls:g} {w:g}{label}"] = err = float(np.mean(np.abs(np.expm1(-left))))
+                if round(err, 12) < round(best[0], 12):
+                    best = (err, ls, w, stretch, left)
     if not best[2]:
         return None, errors, residuals
-    return Kriging.fit(A, base, residuals, columns, best[1], best[2]), errors, best[3]
+    return Kriging.fit(A, base, residuals, columns, best[1], best[2], best[3]), errors, best[4]
+
+
+def _stretches(rule: KrigeRule, columns: list[str], spread: np.ndarray) -> list[tuple[np.ndarray | None, str]]:
+    """Every combination of the rule's factors over ``columns`` (None and no label for a rule without stretched
+    columns, so a plain kriging's numbers and names stay as they were); a column with no ``spread`` on these rows
+    is not a coordinate whatever its factor, so only its first factor is tried."""
+    if not rule.stretches:
+        return [(None, "")]
+    at = {c: i for i, c in enumerate(columns)}
+    offered = [(c, fs if c in at and spread[at[c]] > 0 else fs[:1]) for c, fs in rule.stretches]
+    out = []
+    for combo in product(*(fs for _, fs in offered)):
+        factor = np.ones(len(columns))
+        for (c, _), f in zip(offered, combo, strict=True):
+            if c in at:
+                factor[at[c]] = f
+        out.append((factor, "".join(f" {c} x{f:g}" for (c, _), f in zip(offered, combo, strict=True))))
+    return out
 
 
 def with_kriging(found: Any, F: pd.DataFrame, base: np.ndarray, task: str,
-                 folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float = MIN_GAIN) -> Any:
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]], min_gain: float | KrigeRule = MIN_GAIN) -> Any:
     """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) times the kriging of its cross-fitted
     residuals (``base``: the rows' base predictions, one of its inputs) when the guard's ``folds`` choose a weight
     above 0 (see :func:`choose_kriging`); the intervals are then recalibrated on the kriged residuals left."""
