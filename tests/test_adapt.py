@@ -331,24 +331,32 @@ def test_the_adapted_device_is_known_to_the_adapted_models_domain(bundle, split,
 
 def test_the_accurate_setting_is_the_benchmarks_choice():
     """``setting="accurate"`` is what configs/aiconfigurator_adapt.toml's leave-one-GPU-out chose: for GEMM its
-    ``krige_grow`` setting at 32 rows and ``krige`` at 128 and 512; for attention ``krige_phase_stack`` at 128 rows
-    and ``krige_phase`` at 512, with the preset's floor. The package's constants and the preset must not drift
-    apart."""
+    ``krige_grow`` setting at 32 rows and ``krige`` at 128 and 512 (a plain kriging share); for attention
+    ``krige_phase_stack_kvw`` at 128 rows and ``krige_phase_kvw`` at 512 (their kriging rule, with the KV cache's
+    dtype), with the preset's floor. The package's constants and the preset must not drift apart."""
     import tomllib
 
     from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
+    from perfcast.models.estimators.adapt_krige import krige_rule
     from perfcast.models.persistence.adapted import setting_options
 
     bench = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "aiconfigurator_adapt.toml")
                           .read_text(encoding="utf-8"))["benchmark"]["options"]
     grid = bench["settings"]
-    keys = ("smooth", "krige", "per_phase", "per_phase_stack", "grow_trees")
-    preset = {name: {k: grid[name][k] for k in keys if k in grid[name]} for name in grid}
-    assert setting_options("accurate", "gemm", 512) == setting_options("accurate", "gemm", 128) == preset["krige"]
-    assert setting_options("accurate", "gemm", 32) == preset["krige_grow"]
+    keys = ("smooth", "per_phase", "per_phase_stack", "grow_trees")
+
+    def preset(name: str, task: str) -> dict:
+        chosen = grid[name]
+        return {**{k: chosen[k] for k in keys if k in chosen},
+                "krige": krige_rule(chosen["krige"], chosen.get("krige_inputs"), chosen.get("krige_scales"), task)}
+
+    assert setting_options("accurate", "gemm", 512) == setting_options("accurate", "gemm", 128) == \
+        preset("krige", "gemm") == {"smooth": True, "krige": -1.0}
+    assert setting_options("accurate", "gemm", 32) == preset("krige_grow", "gemm")
     assert DEFAULT_FLOORS == {"attention": bench["attention_floor"]}  # every setting's floor is the preset's
-    assert setting_options("accurate", "attention", 128) == preset["krige_phase_stack"]
-    assert setting_options("accurate", "attention", 512) == {**preset["krige_phase"], "per_phase_stack": False}
-    assert setting_options("fast", "attention", 512) == {}
+    assert setting_options("accurate", "attention", 128) == preset("krige_phase_stack_kvw", "attention")
+    assert setting_options("accurate", "attention", 512) == {**preset("krige_phase_kvw", "attention"),
+                                                             "per_phase_stack": False}
+    assert setting_options("fast", "attention", 512) == setting_options("fast", "gemm", 512) == {}
     with pytest.raises(ValueError, match="unknown adaptation setting 'best'"):
         setting_options("best", "gemm", 10)

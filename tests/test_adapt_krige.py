@@ -82,3 +82,29 @@ def test_a_kriged_adaptation_round_trips_and_serves_one_row_as_a_batch(rows):
     # zero rows: the base model exactly
     empty = AdaptedModel(base, krige=MIN_GAIN).fit(revealed.iloc[:0])
     np.testing.assert_array_equal(empty.predict(test), np.asarray(base.predict(test), dtype="float64").ravel())
+
+
+def test_the_kriging_choice_solves_on_one_blas_thread(rows, monkeypatch):
+    """Its hundreds of small solves ran ~6x slower with BLAS threads competing on a shared 2-core machine
+    (benchmarks/ANALYSIS_adapt.md round 15c); the BLAS pools outside it are left as they were."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    base, revealed, _ = rows
+    F, b = AdaptedModel(base).parts(revealed)
+    y = revealed["runtime_ms"].to_numpy(dtype="float64")
+    seen: list[list[int]] = []
+    solve = np.linalg.solve
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(blas_threads())
+        return solve(*args, **kwargs)
+
+    before = blas_threads()
+    monkeypatch.setattr(np.linalg, "solve", spy)
+    found = fit_adaptation(F, b, y, task="gemm", krige=MIN_GAIN)
+    assert any(k.startswith("krige") for k in found.cv_error) and seen and before
+    assert all(threads == [1] * len(before) for threads in seen), seen[:3]
+    assert blas_threads() == before

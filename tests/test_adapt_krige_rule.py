@@ -2,7 +2,8 @@
 ``krige_scales``, :class:`KrigeRule`): on real aiconfigurator attention rows of a GPU the base never saw, factor 0
 is exactly the plain kriging; a residual that differs by the KV cache's dtype alone is reached only when the folds
 may stretch ``kv_bytes``; the chosen kriging round-trips through a bundle's state and serves one row as the batch;
-bad settings are refused with what to write instead."""
+bad settings are refused with what to write instead; the product's ``accurate`` attention setting offers the rule,
+and ``fast`` does not."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from perfcast import Predictor
 from perfcast.experiments.adapt_bench import adapter_of
 from perfcast.experiments.presets import choose
 from perfcast.models.estimators.adapt import AdaptedModel, AdaptedRegressor
 from perfcast.models.estimators.adapt_krige import (LENGTH_SCALES, Kriging, KrigeRule, choose_kriging, krige_columns,
                                                     krige_rule)
+from perfcast.models.persistence.adapted import save_adapted
+from perfcast.models.persistence.bundle import save_model
 from perfcast.perf_probe.plan import adaptation_plan
 from tests.test_adapt_attention import base, tables  # noqa: F401  (fixtures: real H100 attention rows)
 
@@ -131,3 +135,27 @@ def test_the_grid_offers_the_kv_settings_last_for_attention_and_the_old_ones_unc
             KrigeRule(-1.0, KV, (0.25, 0.5, 1.0, 2.0))
     for name in names[:-len(PARENTS)]:
         assert adapter_of(None, grid[name], options, "attention", 0, None).krige == grid[name].get("krige")
+
+
+def test_accurate_attention_kriges_with_the_kv_dtype_and_its_bundle_predicts_the_same(base, tables, rows, tmp_path):
+    """``Predictor.adapt(setting="accurate")`` on the plan's H100 rows: every guard's kriging (the pooled one and
+    each phase's own) chose among round 15a's factors and length scales, the krigings kept read ``kv_bytes``, and
+    the saved bundle predicts what the adapted model does; ``fast`` offers no kriging (unchanged)."""
+    F, _, target = rows
+    picked = target.index.isin(F.index)
+    loaded = Predictor.load(save_model(base, "attention", tables[0], tmp_path / "base", {"model": "hybrid"}))
+    accurate = loaded.adapt(target[picked], setting="accurate")
+    report = accurate.model.metadata["adaptation"]
+    guards = [report, *report["phases"].values()]
+    assert len(guards) > 1, "at 160 rows a phase should keep its own adaptation"
+    for guard in guards:  # every length scale x factor x weight was a candidate of each guard
+        tried = {k for k in guard["cv_mean_ape"] if k.startswith("krige ")}
+        assert len(tried) == 4 * 3 * 2 and {"krige 0.25 1 kv_bytes x3", "krige 2 0.5 kv_bytes x0.5"} <= tried
+    kept = [g["kriging"] for g in guards if g["kriging"] is not None]
+    assert kept and any("kv_bytes" in k["columns"] for k in kept), kept
+    again = Predictor.load(save_adapted(accurate.model, tmp_path / "adapted"))
+    assert again.model.metadata["adaptation"]["kriging"] == report["kriging"]
+    rest = target[~picked]
+    pd.testing.assert_frame_equal(again.predict(rest), accurate.predict(rest))
+    fast = loaded.adapt(target[picked]).model.metadata["adaptation"]
+    assert not any(k.startswith("krige") for g in [fast, *fast["phases"].values()] for k in g["cv_mean_ape"])

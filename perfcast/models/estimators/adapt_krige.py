@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from perfcast.features import feature_groups
 from perfcast.models.estimators.adapt_stack import rescored
@@ -266,8 +267,9 @@ def with_kriging(found: Any, F: pd.DataFrame, base: np.ndarray, task: str,
     """``found`` (an :class:`~perfcast.models.estimators.adapt.Adaptation`) times the kriging of its cross-fitted
     residuals (``base``: the rows' base predictions, one of its inputs) when the guard's ``folds`` choose a weight
     above 0 (see :func:`choose_kriging`); the intervals are then recalibrated on the kriged residuals left."""
-    model, errors, residuals = choose_kriging(F, np.asarray(base, dtype="float64"), found.residuals, task, folds,
-                                              min_gain)
+    with threadpool_limits(1):  # hundreds of small solves: BLAS threads on a shared machine only wait on each other
+        model, errors, residuals = choose_kriging(F, np.asarray(base, dtype="float64"), found.residuals, task, folds,
+                                                  min_gain)
     cv_error = {**found.cv_error, **errors}
     return replace(found, cv_error=cv_error) if model is None else rescored(found, residuals, cv_error=cv_error,
                                                                             krige=model)

@@ -27,6 +27,7 @@ from perfcast.models.estimators.adapt import (
     noise_of,
 )
 from perfcast.models.estimators.adapt_correction import DEFAULT_FLOORS
+from perfcast.models.estimators.adapt_krige import KrigeRule, krige_rule
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.bundle import PerfcastModel, write_bundle
 from perfcast.perf_probe.plan import represented
@@ -35,12 +36,18 @@ from perfcast.perf_probe.plan import represented
 #: the named settings a user adapts with (`perfcast adapt --setting`, ``Predictor.adapt(setting=)``): ``fast``,
 #: :func:`adapt_loaded`'s defaults, keeps an adapted bundle about as fast as its base; ``accurate`` is what the
 #: aiconfigurator-adapt benchmark's leave-one-GPU-out chose per task and K (configs/aiconfigurator_adapt.toml:
-#: GEMM ``krige_grow`` on few rows, ``krige`` on more; attention ``krige_phase_stack`` up to a few hundred rows,
-#: ``krige_phase`` above, with the preset's ``attention_floor``), whose batches take a few times the base's
+#: GEMM ``krige_grow`` on few rows, ``krige`` on more; attention ``krige_phase_stack_kvw`` up to a few hundred rows,
+#: ``krige_phase_kvw`` above, with the preset's ``attention_floor``), whose batches take a few times the base's
 #: (benchmarks/PREDICT_SPEED.md)
 SETTINGS: tuple[str, ...] = ("fast", "accurate")
 #: ``accurate``, every task: the smooth shape term and the kriging of its residuals, used by default
 ACCURATE: dict[str, Any] = {"smooth": True, "krige": -1.0}
+#: ``accurate``, attention: the kriging's folds also choose how far apart the KV cache's dtypes sit (``kv_bytes``,
+#: factor 0 the plain kriging) and may take a shorter length scale, as the preset's ``krige_phase_kvw`` and
+#: ``krige_phase_stack_kvw`` settings, which leave-one-GPU-out chose in their parents' place: an fp8-KV decode
+#: kernel's residual is otherwise interpolated from bf16-KV neighbours whose code path errs differently
+ACCURATE_ATTENTION_KRIGE = krige_rule(ACCURATE["krige"], {"kv_bytes": [0.0, 0.5, 3.0]}, [0.25, 0.5, 1.0, 2.0],
+                                      "attention")
 #: ``accurate``, attention: each phase with this many rows adapted on its own too (its latency floor is
 #: :data:`~perfcast.models.estimators.adapt_correction.DEFAULT_FLOORS`', as in every setting)
 ACCURATE_PHASE_ROWS = 40
@@ -60,13 +67,15 @@ def setting_options(setting: str, task: str, n_rows: int) -> dict[str, Any]:
         return {}
     if task != "attention":
         return {**ACCURATE, "grow_trees": True} if n_rows < ACCURATE_GROW_BELOW else dict(ACCURATE)
-    return {**ACCURATE, "per_phase": ACCURATE_PHASE_ROWS, "per_phase_stack": n_rows < ACCURATE_STACK_BELOW}
+    return {**ACCURATE, "krige": ACCURATE_ATTENTION_KRIGE, "per_phase": ACCURATE_PHASE_ROWS,
+            "per_phase_stack": n_rows < ACCURATE_STACK_BELOW}
 
 
 def adapt_loaded(model: PerfcastModel, records: pd.DataFrame, *, seed: int = 0, donors: pd.DataFrame | None = None,
                  mixes: Sequence[str] = DEFAULT_MIXES, shape_donors: bool = DEFAULT_SHAPE_DONORS,
-                 smooth: bool = DEFAULT_SMOOTH, krige: float | None = DEFAULT_KRIGE, per_phase: int | None = None,
-                 per_phase_stack: bool = False, grow_trees: bool = False, candidates: pd.DataFrame | None = None,
+                 smooth: bool = DEFAULT_SMOOTH, krige: float | KrigeRule | None = DEFAULT_KRIGE,
+                 per_phase: int | None = None, per_phase_stack: bool = False, grow_trees: bool = False,
+                 candidates: pd.DataFrame | None = None,
                  floors: Mapping[str, float] = DEFAULT_FLOORS) -> tuple[PerfcastModel, Adaptation]:
     """A loaded :class:`~perfcast.models.persistence.bundle.PerfcastModel` corrected on ``records`` (a new model
     object; the base is untouched), and what the adaptation found. Single-target models, and joint runtime + power
