@@ -20,12 +20,8 @@ from tests.test_adapt_attention import base, tables  # noqa: F401  (fixtures: re
 
 K = 160
 KV = (("kv_bytes", (0.0, 0.5, 3.0)),)
-#: the kv settings of rounds 15a and 15d (in the grid's order) and the settings they extend
-PARENTS = {"krige_phase_kvw": "krige_phase", "krige_phase_stack_kvw": "krige_phase_stack",
-           "krige_phase_kvw_edge": "krige_phase", "krige_phase_stack_kvw_edge": "krige_phase_stack"}
-#: a kv setting's name after its parent's -> its kv_bytes factors and length scales
-RULES = {"_kvw": ((0.0, 0.5, 3.0), (0.25, 0.5, 1.0, 2.0)),
-         "_kvw_edge": ((0.0, 10.0), (0.125, 0.25, 0.5, 1.0, 2.0, 4.0))}
+#: the round-15a settings and the settings they extend
+PARENTS = {"krige_phase_kvw": "krige_phase", "krige_phase_stack_kvw": "krige_phase_stack"}
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +125,9 @@ def test_the_grid_offers_the_kv_settings_last_for_attention_and_the_old_ones_unc
     names = list(grid)
     assert names[-len(PARENTS):] == list(PARENTS)
     for new, parent in PARENTS.items():
-        factors, scales = RULES[new.removeprefix(parent)]
-        assert grid[new] == {**grid[parent], "krige_inputs": {"kv_bytes": list(factors)},
-                             "krige_scales": list(scales)}
+        assert grid[new] == {**grid[parent], "krige_inputs": {"kv_bytes": [0.0, 0.5, 3.0]},
+                             "krige_scales": [0.25, 0.5, 1.0, 2.0]}
         assert adapter_of(None, grid[new], options, "attention", 0, None).krige == \
-            KrigeRule(-1.0, (("kv_bytes", factors),), scales)
+            KrigeRule(-1.0, KV, (0.25, 0.5, 1.0, 2.0))
     for name in names[:-len(PARENTS)]:
         assert adapter_of(None, grid[name], options, "attention", 0, None).krige == grid[name].get("krige")
