@@ -2,15 +2,16 @@
 settings (benchmarks/ANALYSIS_adapt.md, round 15a).
 
     PYTHONPATH=. nice -n 10 python benchmarks/krige_choices.py [--data-root ../shared/datasets]
-        [--out benchmarks/krige_choices.json]
+        [--out benchmarks/krige_choices.json] [--settings 128=krige_phase_stack_kvw,512=krige_phase_kvw]
 
 Why: the protocol's notes name the chosen kriging's length scale but not its factor (folded into its stored scale),
 so whether a gain came from the KV dtype's coordinate or from the shorter length scale is not in the results. Per
 left-out GPU, as the aiconfigurator-adapt protocol does (its attention base, donors and plan), the setting the new
-grid chose for every GPU (``krige_phase_stack_kvw`` at K = 128, ``krige_phase_kvw`` at 512) is fitted on the K
-planned rows; the pooled guard's and each phase's own guard's chosen candidate (least cross-validated mean APE,
-ties: the first offered, as :func:`~perfcast.models.estimators.adapt_krige.choose_kriging` chooses) is listed, with
-whether that phase's own adaptation was kept. A report: it chooses nothing.
+grid chose for every GPU (``krige_phase_stack_kvw`` at K = 128, ``krige_phase_kvw`` at 512; ``--settings``: other
+settings per K, e.g. round 15d's) is fitted on the K planned rows; the pooled guard's and each phase's own guard's
+chosen candidate (least cross-validated mean APE, ties: the first offered, as
+:func:`~perfcast.models.estimators.adapt_krige.choose_kriging` chooses) is listed, with whether that phase's own
+adaptation was kept. A report: it chooses nothing.
 """
 
 from __future__ import annotations
@@ -39,10 +40,21 @@ def chosen(cv_error: dict[str, float]) -> str | None:
     return min(names, key=lambda n: (round(cv_error[n], 12), names.index(n))) if names else None
 
 
+def _settings(text: str) -> dict[int, str]:
+    """``128=a,512=b`` -> {128: "a", 512: "b"}."""
+    try:
+        return {int(k): name for k, name in (pair.split("=") for pair in text.split(","))}
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--settings {text!r}: write K=setting pairs, e.g. "
+                                         "128=krige_phase_stack_kvw,512=krige_phase_kvw") from err
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "krige_choices.json")
+    parser.add_argument("--settings", type=_settings, default=SETTING,
+                        help="K=setting pairs, comma-separated (default: round 15a's choices)")
     args = parser.parse_args()
     options = choose("aiconfigurator-adapt").options
     out: dict[str, Any] = {}
@@ -50,7 +62,7 @@ def main() -> None:
         records = ws.records("aiconfigurator", "attention")
         for dev in DEVICES:
             base, test, table = left_out(records, dev)
-            for k, setting in SETTING.items():
+            for k, setting in args.settings.items():
                 picked, _ = planned(test, k)
                 found = adapter_of(base, options["settings"][setting], options, "attention", 0, table).fit(
                     test[picked]).adaptation_
