@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -19,6 +20,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # console's width from COLUMNS when the console is made (the CLI's, at import), so tests that widen the console
     # for one command (CliRunner's env) would get 80 columns only in a worker. Same output on both runners:
     os.environ.pop("COLUMNS", None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under pytest-xdist, a ``quiet_core`` test runs while no other worker runs a test: every test holds a shared
+    lock on one file of this run for its whole protocol (its fixtures' set-up and teardown too), a quiet-core test an
+    exclusive one. Why: a timing test that needs a quiet core would otherwise always find the other worker busy."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield
+        return
+    exclusive = item.get_closest_marker("quiet_core") is not None
+    with open(Path(tempfile.gettempdir()) / f"perfcast-pytest-{run}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -259,6 +259,7 @@ def _others_cpu_share(fn):
     return out, max(0.0, busy(sys1) - busy(sys0) - mine) / wall
 
 
+@pytest.mark.quiet_core
 def test_cpu_gemm_1024_is_repeatable():
     """A 1024³ float32 GEMM on one thread repeats with CV <= 3 % (up to 3 tries: the machine is shared).
 
