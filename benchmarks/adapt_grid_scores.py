@@ -2,7 +2,7 @@
 leave-one-GPU-out (benchmarks/ANALYSIS_adapt.md, round 13a).
 
     PYTHONPATH=. python benchmarks/adapt_grid_scores.py record SCORES.json --protocol aiconfigurator-adapt ...
-    python benchmarks/adapt_grid_scores.py score SCORES.json --new krige_small,krige_phase_small
+    python benchmarks/adapt_grid_scores.py score SCORES.json --new krige_small,krige_phase_small [--drop OTHERS]
 
 ``record``: benchmarks/accuracy.py with the rest of the arguments, and per part, K, left-out GPU and setting the
 mean APE (mean over the part's phases, as the protocol's choice reads it), each phase's and ``wall_s`` written to
@@ -86,12 +86,12 @@ def judged(scores: dict[str, dict[str, Any]], grid: list[str], phase: str | None
     return {"nested": float(np.mean(nested)), "double_nested": float(np.mean(double)), "own": float(np.mean(own))}
 
 
-def score(path: Path, new: list[str]) -> None:
+def score(path: Path, new: list[str], drop: list[str] = ()) -> None:
     """Print, per part and K, the grid with and without ``new`` judged (see :func:`judged`), and the settings'
-    adaptation time."""
+    adaptation time; settings in ``drop`` are in neither grid (one recorded run can then judge candidates apart)."""
     for part, by_k in json.loads(path.read_text(encoding="utf-8")).items():
         for k, scores in by_k.items():
-            grid = list(next(iter(scores.values())))
+            grid = [s for s in next(iter(scores.values())) if s not in drop]
             old = [s for s in grid if s not in new]
             phases = sorted(next(iter(next(iter(scores.values())).values())).get("phases", {}))
             for phase in [None, *phases] if len(phases) > 1 else [None]:
@@ -111,13 +111,14 @@ def main() -> None:
     parser.add_argument("command", choices=("record", "score"))
     parser.add_argument("scores", type=Path)
     parser.add_argument("--new", default="", help="score: comma-separated settings the grid is judged without")
+    parser.add_argument("--drop", default="", help="score: comma-separated settings left out of both grids")
     args, rest = parser.parse_known_args()
     if args.command == "record":
         record(args.scores, rest)
     elif rest:
         raise SystemExit(f"adapt_grid_scores.py score: unknown arguments {rest}")
     else:
-        score(args.scores, [s for s in args.new.split(",") if s])
+        score(args.scores, [s for s in args.new.split(",") if s], [s for s in args.drop.split(",") if s])
 
 
 if __name__ == "__main__":
