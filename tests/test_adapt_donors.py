@@ -12,6 +12,8 @@ from perfcast import Predictor
 from perfcast.datasets.importers import get_importer
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import fit_correction
+from perfcast.models.estimators.adapt_donors import StartTable
+from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.persistence.adapted import save_adapted
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
@@ -79,3 +81,20 @@ def test_a_donor_adapted_bundle_round_trips_bit_for_bit(adapted, gemm, tmp_path)
     np.testing.assert_array_equal(again.donors.log_latency, head.donors.log_latency)
     for rows in (test, gemm[1]):  # the target's unrevealed rows and the donors' own
         pd.testing.assert_frame_equal(loaded.predict(rows), model.predict(rows), check_exact=True)
+
+
+def test_a_start_table_starts_from_the_other_model_and_keeps_the_donors_for_the_rest() -> None:
+    F = pd.DataFrame({"log2_m": [1.0, 2.0, 3.0, 4.0], "log2_n": [1.0, 1.0, 2.0, 2.0], "log2_k": [4.0, 5.0, 6.0, 7.0],
+                      "a_bytes": [2.0, 2.0, 2.0, 2.0]})
+    base = np.array([1.0, 1.0, 1.0, 1.0])
+    donors = DonorTable.build(["near", "far"], F.iloc[:3], np.array([2.0, 3.0, 4.0]), "gemm",
+                              device_of=np.array(["near", "far", "near"]))
+    starts = StartTable.of(donors, "the default", F.iloc[:3], np.array([5.0, 6.0, 7.0]), "gemm")
+    # the nearest donor starts where it measured (else the base); the start table from its model's prediction
+    assert donors.start(F, base) == pytest.approx([2.0, 1.0, 4.0, 1.0])
+    assert starts.start(F, base) == pytest.approx([5.0, 6.0, 7.0, 1.0])
+    assert starts.device == "the default" and starts.devices == ["near", "far"]
+    # the donor mix and the shape term read the real donors' latencies, as before
+    assert np.array_equal(starts.latencies(F, np.zeros(4)), donors.latencies(F, np.zeros(4)))
+    with pytest.raises(ValueError, match="cannot be saved in a bundle"):
+        starts.state()

@@ -1,6 +1,7 @@
-"""K = 0 of the adaptation benchmark for a GPU with a family sibling in training: the unseen-GPU default, on real
+"""The unseen-GPU default in the adaptation benchmark for a GPU with a family sibling in training, on real
 aiconfigurator GEMM latencies of the B300, GB300, GB200 (one family) and H100 (none in training), each left out in
-turn; the leave-one-sibling-GPU-out choice; a bad ``k0_model`` refused."""
+turn: at K = 0 its prediction, at K > 0 (``sibling_start``) its prediction as the start the guard may choose; the
+leave-one-sibling-GPU-out choices; a bad ``k0_model`` or ``sibling_start`` refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from perfcast.datasets.importers import get_importer
 from perfcast.eval import metrics
 from perfcast.experiments.adapt_bench import adapt_device
-from perfcast.experiments.adapt_k0 import K0_KEY, SiblingK0, k0_choice, pick_k0, take_k0
+from perfcast.experiments.adapt_k0 import (K0_KEY, START, SiblingK0, k0_choice, pick_k0, pick_start, sibling_start,
+                                           take_k0, take_start, with_starts)
 from perfcast.experiments.baselines import CONFIG_KEYS
 from perfcast.experiments.results import Result
 from perfcast.models import make_model
@@ -49,14 +51,14 @@ def named():
     return protocol, dataclasses.replace(choice, config=config, train_rows=400)
 
 
-def left_out(rows: pd.DataFrame, dev: str, named, with_k0: bool = True):
-    """``adapt_device``'s rows at K = 0 for ``dev`` (base: a small hybrid fitted on the other GPUs)."""
+def left_out(rows: pd.DataFrame, dev: str, named, with_k0: bool = True, options: dict | None = None):
+    """``adapt_device``'s rows (default: at K = 0) for ``dev`` (base: a small hybrid fitted on the other GPUs)."""
     train, test = rows[rows["device_id"] != dev], rows[rows["device_id"] == dev].reset_index(drop=True)
     base = ConformalRegressor(make_model("hybrid", "gemm", ["runtime_ms"], {"n_estimators": 20}),
                               n_splits=3).fit(train, train[["runtime_ms"]])
     k0 = SiblingK0.of(named, dev, train, 0) if with_k0 else None
     found = adapt_device(PROTOCOL, "gemm", base, train, test, pd.Series("", index=test.index), CONFIG_KEYS["gemm"],
-                         "hybrid", 0.0, 0, OPTIONS, k0_model=k0)
+                         "hybrid", 0.0, 0, options or OPTIONS, k0_model=k0)
     return found, k0, test
 
 
@@ -117,3 +119,85 @@ def test_a_bad_k0_model_is_refused_with_what_to_name() -> None:
     with pytest.raises(ValueError, match="must be a table of protocol names by kernel family"):
         k0_choice({"k0_model": "aiconfigurator-unseen-gpu-gemm"}, "gemm", PROTOCOL)
     assert k0_choice({"k0_model": {"attention": "aiconfigurator-unseen-gpu-attention"}}, "gemm", PROTOCOL) is None
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, variants in a.items():
+        assert variants.keys() == b[key].keys()
+        for v, r in variants.items():
+            assert (r.ours, r.coverage, r.width, r.model) == (b[key][v].ours, b[key][v].coverage, b[key][v].width,
+                                                             b[key][v].model)
+
+
+def test_sibling_start_adapts_a_sibling_gpu_again_from_the_default_and_leaves_one_without_unchanged(rows, named
+                                                                                                    ) -> None:
+    # half the GB200's configurations dropped: the nearest donor (GB200) misses them, where the default copies the
+    # GB300, so the two starts differ there
+    gb200 = rows.index[rows["device_id"] == "gb200"]
+    rows = rows.drop(gb200[::2])
+    on = {**OPTIONS, "budgets": [0, 32], "sibling_start": True}
+    found, k0, test = left_out(rows, "b300_sxm", named, options=on)
+    plain, _, _ = left_out(rows, "b300_sxm", named, options={**on, "sibling_start": False})
+    # the start is the default's point fit, which predicts as its protocol's fit with intervals does
+    assert k0.point(test)[0] == pytest.approx(k0(test)[0], rel=1e-12)
+    variant = ("plain", (None, False, 1.0))
+    assert (START, variant) not in found[("", 0)]
+    new, old = found[("", 32)][(START, variant)], found[("", 32)][variant]
+    assert any("started from the unseen-GPU default's latencies" in n for n in new.notes)
+    assert any("started from gb200's latencies" in n for n in old.notes)
+    assert new.ours != pytest.approx(old.ours, rel=1e-3)
+    starts: dict = {}
+    take_start(found, starts)
+    assert set(starts) == {"b300_sxm"} and starts["b300_sxm"][("", 32)][variant] is new
+    _same(found, plain)  # the nearest donor's variant is the run without the option, to the digit
+    # the H100 has no family sibling in training: no second variant, its rows as without the option
+    alone, none, _ = left_out(rows, "h100_sxm", named, options=on)
+    without, _, _ = left_out(rows, "h100_sxm", named, options={**on, "sibling_start": False})
+    assert none is None
+    _same(alone, without)
+
+
+def _per_k(ours: dict[str, float], model: str) -> dict[tuple[str, int], list[Result]]:
+    rows = {}
+    for k in (0, 32):
+        rows[("", k)] = _rows(ours, model)
+        for r in rows[("", k)]:
+            r.probe_budget = k
+    return rows
+
+
+def test_a_gpu_is_adapted_from_the_default_only_where_that_beat_the_donor_start_on_every_other_sibling_gpu() -> None:
+    old = {"a": 0.10, "b": 0.10, "c": 0.10, "h": 0.30}
+
+    def picked(new: dict[str, float]) -> dict[str, str]:
+        alt = _per_k({**old, **new}, "from default")
+        out = pick_start(_per_k(old, "from donor"), alt, sorted(new))
+        assert {r.model for r in out[("", 0)]} == {"from donor"}  # K = 0 is not adapted: never touched
+        return {r.device: r.model for r in out[("", 32)]}
+
+    assert picked({"a": 0.05, "b": 0.06, "c": 0.20}) == {"a": "from donor", "b": "from donor", "c": "from default",
+                                                         "h": "from donor"}
+    assert picked({"a": 0.05, "b": 0.06, "c": 0.01})["a"] == "from default"
+    assert picked({"a": 0.05, "b": 0.06, "c": 0.50})["c"] == "from default"  # c's own score never decides c
+    assert picked({"a": 0.01}) == {"a": "from donor", "b": "from donor", "c": "from donor", "h": "from donor"}
+    out = pick_start(_per_k(old, "from donor"), _per_k({**old, "a": 0.05, "b": 0.06}, "from default"), ["a", "b"])
+    assert any("the nearest donor" in n and "b 6.00% vs 10.00%" in n for n in out[("", 32)][0].notes)
+
+
+def test_with_starts_swaps_the_sibling_gpus_variants_into_a_copy() -> None:
+    per_device = {("", 32): [{"v": r} for r in _rows({"a": 0.1, "h": 0.3}, "from donor")]}
+    starts = {"a": {("", 32): {"v": _rows({"a": 0.05}, "from default")[0]}}}
+    swapped = with_starts(per_device, starts)
+    assert [d["v"].model for d in swapped[("", 32)]] == ["from default", "from donor"]
+    swapped[("", 32)][1]["v"].notes.append("chosen")
+    assert per_device[("", 32)][1]["v"].notes == []  # a copy: choosing among it notes nothing on the original
+
+
+def test_a_bad_sibling_start_is_refused_with_what_to_set() -> None:
+    with pytest.raises(ValueError, match="sibling_start must be true or false"):
+        sibling_start({"sibling_start": "yes", **OPTIONS}, "gemm", PROTOCOL)
+    with pytest.raises(ValueError, match=r"needs k0_model to name the unseen-GPU default for attention"):
+        sibling_start({**OPTIONS, "sibling_start": True}, "attention", PROTOCOL)
+    assert sibling_start({**OPTIONS, "sibling_start": True}, "gemm", PROTOCOL) is True
+    assert sibling_start(OPTIONS, "gemm", PROTOCOL) is False

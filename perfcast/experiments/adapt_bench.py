@@ -30,13 +30,15 @@ import numpy as np
 import pandas as pd
 
 from perfcast.eval.protocols import neusight_ood_split, unseen_hardware_split
-from perfcast.experiments.adapt_k0 import K0_KEY, SiblingK0, k0_choice, pick_k0, take_k0
+from perfcast.experiments.adapt_k0 import (K0_KEY, START, SiblingK0, k0_choice, pick_k0, pick_start, sibling_start,
+                                           take_k0, take_start, with_starts)
 from perfcast.experiments.baselines import CONFIG_KEYS, PHASE_LABEL, copy_from_devices, nearest_devices
 from perfcast.experiments.presets import budget_rows, choose, sample_rows
 from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
 from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
+from perfcast.models.estimators.adapt_donors import StartTable
 from perfcast.models.estimators.adapt_krige import krige_rule
 from perfcast.models.estimators.donor_mix import DonorTable
 from perfcast.models.uncertainty.zero_shot import (
@@ -158,7 +160,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     (:func:`interval_variants`; K from its ``budgets``, at most its ``test_rows`` unrevealed rows scored; the plan
     draws its ``plan_random_share`` of K at random). At K = 0 with ``zero_shot`` (the base's cross-fitted rows), the
     variants are the preset's ``k0_intervals`` (:func:`~perfcast.models.uncertainty.zero_shot.zero_shot_variants`)
-    instead. With ``k0_model`` (:mod:`~perfcast.experiments.adapt_k0`), its K = 0 rows too, under ``K0_KEY``."""
+    instead. With ``k0_model`` (:mod:`~perfcast.experiments.adapt_k0`), its K = 0 rows too, under ``K0_KEY``, and
+    with the preset's ``sibling_start``, every K > 0 variant again adapted from its start, under ``(START, key)``."""
     test_rows = int(options["test_rows"])
     dev = str(test["device_id"].iloc[0])
     test = test.reset_index(drop=True)
@@ -182,6 +185,11 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     table = donor_table(base, train, test[needed], donors, keys, task, errors)
     table_s = time.perf_counter() - start
     precomputed = AdaptedModel(base).parts(test)
+    tables: list[tuple[str | None, DonorTable, float]] = [(None, table, 0.0)]
+    if k0_model is not None and sibling_start(options, task, protocol) and any(options["budgets"]):
+        start_pred, start_s = k0_model.point(test[needed])
+        tables.append((START, StartTable.of(table, "the unseen-GPU default", precomputed[0][needed], start_pred,
+                                            task), start_s))
     out: dict[tuple[str, int], dict[Key, Result]] = {}
     for k, (picked, rest) in plans.items():
         base_rows = {NEAREST_K: copy_scaled(train, test[picked], test[rest], donors, keys)}
@@ -194,31 +202,33 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
         for setting, chosen in options["settings"].items():
             if task not in chosen.get("tasks", (task,)):  # a setting offered to some kernel families only
                 continue
-            start = time.perf_counter()
-            adapter = adapter_of(base, chosen, options, task, seed, table)
-            adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
-            wall = time.perf_counter() - start + fit_s + table_s
-            found = adapter.adaptation_
-            held = tuple(p[rest] for p in precomputed)
-            pred = adapter.predict_with_interval(test[rest], parts=held)[0]
-            k0 = zero_shot_variants(options.get("k0_intervals")) if k == 0 and zero_shot is not None else None
-            for variant in k0 or interval_variants(options, phased=task == "attention", task=task):
-                if k0:
-                    lo, hi, ood = zero_shot.bounds(variant, held[0], pred,
-                                                   base.calibration_.noise(test[rest], int(rest.sum()))[:, 0], LEVEL)
-                else:
-                    least, by_kind, scale, *weighted = variant
-                    adapter.adaptation_ = found.regrouped(least, by_kind,
-                                                          dict(scale) if isinstance(scale, tuple) else scale,
-                                                          weights.get(k) if weighted else None)
-                    lo, hi = adapter.interval(test[rest], pred, held)
-                _score_parts(out, protocol, dev, k, (setting, variant), parts[rest], test.loc[rest, "runtime_ms"],
-                             (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
-                if k0 and ood.any():  # the zero-shot OOD rule: a vendor no training GPU has
-                    for label in parts.unique():
-                        out[(label, k)][(setting, variant)].notes.append(
-                            "out of distribution: no training GPU has this GPU's vendor; interval at least the "
-                            "largest held-out GPU's cross-fitted quantile")
+            for tag, donors_of, start_s in tables if k else tables[:1]:
+                start = time.perf_counter()
+                adapter = adapter_of(base, chosen, options, task, seed, donors_of)
+                adapter.fit(test[picked], parts=tuple(p[picked] for p in precomputed))
+                wall = time.perf_counter() - start + fit_s + table_s + start_s
+                found = adapter.adaptation_
+                held = tuple(p[rest] for p in precomputed)
+                pred = adapter.predict_with_interval(test[rest], parts=held)[0]
+                k0 = zero_shot_variants(options.get("k0_intervals")) if k == 0 and zero_shot is not None else None
+                for variant in k0 or interval_variants(options, phased=task == "attention", task=task):
+                    if k0:
+                        lo, hi, ood = zero_shot.bounds(variant, held[0], pred, base.calibration_.noise(
+                            test[rest], int(rest.sum()))[:, 0], LEVEL)
+                    else:
+                        least, by_kind, scale, *weighted = variant
+                        adapter.adaptation_ = found.regrouped(least, by_kind,
+                                                              dict(scale) if isinstance(scale, tuple) else scale,
+                                                              weights.get(k) if weighted else None)
+                        lo, hi = adapter.interval(test[rest], pred, held)
+                    key = (setting, variant) if tag is None else (tag, (setting, variant))
+                    _score_parts(out, protocol, dev, k, key, parts[rest], test.loc[rest, "runtime_ms"],
+                                 (pred, lo, hi), base_rows, donors, adapter.adaptation_, model_name, wall)
+                    if k0 and ood.any():  # the zero-shot OOD rule: a vendor no training GPU has
+                        for label in parts.unique():
+                            out[(label, k)][key].notes.append(
+                                "out of distribution: no training GPU has this GPU's vendor; interval at least the "
+                                "largest held-out GPU's cross-fitted quantile")
     return out
 
 
@@ -365,7 +375,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
     name, params, options = choice.name, choice.params, choice.options
     rows: list[Result] = []
     for task in [t for t in ("gemm", "attention") if not cfg.parts or t in cfg.parts]:
-        k0, k0_rows = k0_choice(options, task, protocol), {}
+        k0, k0_rows, starts = k0_choice(options, task, protocol), {}, {}
         intervals = choice.config.intervals if task == choice.config.task else IntervalsConfig(
             **options.get(f"{task}_intervals", {}))
         config = choice.config.model_copy(update={"task": task, "intervals": intervals})
@@ -386,6 +396,7 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
             found = adapt_device(protocol, task, base, train, test, parts, CONFIG_KEYS[task], name, fit_s, cfg.seed,
                                  options, cross, SiblingK0.of(k0, dev, train, cfg.seed))
             take_k0(found, k0_rows)
+            take_start(found, starts)
             _collect(per_device, found)
         common = [f"per left-out GPU: the base model ({name}, {params.get('n_estimators', 'default')} trees) fitted "
                   f"once on {choice.train_rows:,} rows drawn (seed {cfg.seed}) from the other GPUs' "
@@ -393,8 +404,10 @@ def aiconfigurator_adapt(ws: Workspace, cfg: RunConfig) -> list[Result]:
                   "K rows picked by the probe plan from every configuration of the GPU (latencies unread); the "
                   f"test set: {options['test_rows']:,} rows drawn (seed {cfg.seed}) from the rest of the GPU's rows"]
         guard = bool((options.get("k0_intervals") or {}).get("guard", False))
-        rows.extend(summarize(protocol, task, pick_k0(select_settings(per_device, guard, objective_of(
-            options.get("k0_intervals"))), k0_rows), common))
+        objective = objective_of(options.get("k0_intervals"))
+        alt = select_settings(with_starts(per_device, starts), guard, objective) if starts else None
+        rows.extend(summarize(protocol, task, pick_k0(pick_start(select_settings(per_device, guard, objective), alt,
+                                                                  sorted(starts)), k0_rows), common))
     return rows
 
 
