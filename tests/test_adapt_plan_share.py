@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from perfcast.datasets.importers import get_importer
-from perfcast.perf_probe.plan import adaptation_plan
+from perfcast.perf_probe.plan import adaptation_plan, random_share_for
 
 K = 128
 
@@ -50,3 +50,16 @@ def test_a_random_plan_follows_the_candidates_kinds_where_the_centres_do_not(can
 def test_a_share_outside_zero_to_one_is_refused(candidates):
     with pytest.raises(ValueError, match="random_share"):
         adaptation_plan(candidates, "gemm", K, random_share=1.5)
+
+
+def test_a_table_of_shares_sets_each_kernel_family_and_a_float_every_family():
+    assert random_share_for({"gemm": 0.5}, "gemm") == 0.5
+    assert random_share_for({"gemm": 0.5}, "attention") == 0.0  # a family the table does not name: no random share
+    assert random_share_for(0.25, "attention") == random_share_for(0.25, "gemm") == 0.25
+    assert random_share_for(None, "gemm") == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"gem": 0.5}, {"gemm": 1.5}, -0.1, "half", True])
+def test_a_bad_share_names_the_option_it_came_from(bad):
+    with pytest.raises(ValueError, match="plan_random_share"):
+        random_share_for(bad, "gemm", "plan_random_share")

@@ -51,7 +51,7 @@ from perfcast.models.uncertainty.zero_shot import (
     select_variants,
     zero_shot_variants,
 )
-from perfcast.perf_probe.plan import adaptation_plan, represented
+from perfcast.perf_probe.plan import adaptation_plan, random_share_for, represented
 from perfcast.training.config import IntervalsConfig
 from perfcast.training.train import fit_conformal, model_input
 
@@ -171,7 +171,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
     plans = {}
     for k in options["budgets"]:
         picked = test.index.isin(adaptation_plan(candidates, task, k,
-                                                 random_share=float(options.get("plan_random_share", 0.0))))
+                                                 random_share=random_share_for(options.get("plan_random_share"),
+                                                                               task, "plan_random_share")))
         rest = ~picked
         if rest.sum() > test_rows:  # the same seeded sample of the unrevealed rows for the model and the baselines
             keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)

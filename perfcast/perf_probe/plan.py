@@ -22,7 +22,7 @@ the later stages; the interval widths come from the caller.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -144,6 +144,23 @@ def centres(x: np.ndarray, count: int, seed: int = 0) -> list[int]:
         taken.add(i)
         chosen.append(i)
     return chosen
+
+
+def random_share_for(share: float | Mapping[str, float] | None, task: str, option: str = "random_share") -> float:
+    """The share of ``task``'s plan drawn at random: ``share`` is one float for every kernel family or a table
+    per family (a family it does not name: 0). ``option`` names the setting in the error, so a bad preset value
+    says where it came from."""
+    if share is None:
+        return 0.0
+    if isinstance(share, Mapping):
+        unknown = sorted(set(share) - set(SIZE_COLUMNS))
+        if unknown:
+            raise ValueError(f"{option}: unknown kernel families {unknown}; known: {', '.join(SIZE_COLUMNS)}")
+        share = share.get(task, 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+        raise ValueError(f"{option} must be a share within [0, 1] or a table of them per kernel family "
+                         f"(e.g. {{ gemm = 0.5 }}), got {share!r} for {task}")
+    return float(share)
 
 
 def adaptation_plan(candidates: pd.DataFrame, task: str, budget: int, width: np.ndarray | None = None,
