@@ -144,11 +144,26 @@ def verdict(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return float(np.mean([abs(c - TARGET) for c in cov.values()]))
 
     inside = all(BAND[0] <= c <= BAND[1] for c in new.values())
-    return {"picked": picked, "coverage_now": {f"{p} {d}": c for (p, d), c in now.items()},
+    pooled = _pooled_attention(results, table)
+    return {"picked": picked, "secondary_pooled_attention": pooled, "coverage_now": {f"{p} {d}": c for (p, d), c in now.items()},
             "coverage_picked": {f"{p} {d}": c for (p, d), c in new.items()},
             "half_width_picked": {f"{p} {d}": half[p][d][picked[p][d]] for p in table for d in table[p]},
             "mean_abs_dev_now": dist(now), "mean_abs_dev_picked": dist(new), "all_in_band": inside,
             "criterion_met": inside and dist(new) < dist(now)}
+
+
+def _pooled_attention(results: Sequence[dict[str, Any]], table: dict[str, dict[str, dict[float, float]]]
+                      ) -> dict[str, Any] | None:
+    """The secondary pick: one s per GPU for both attention phases, from their row-weighted pooled coverage."""
+    phases = [p for p in ("context", "generation") if p in table]
+    if len(phases) < 2:
+        return None
+    n = {d: {p: got["parts"][p]["n"] for p in phases} for res in results for d, got in res["left_out"].items()
+         if set(phases) <= set(got["parts"])}
+    pooled = {d: {s: float(np.average([table[p][d][s] for p in phases], weights=[n[d][p] for p in phases]))
+                  for s in table[phases[0]][d]} for d in n}
+    picked = pick_scales(pooled)
+    return {"picked": picked, "coverage": {f"{p} {d}": table[p][d][picked[d]] for p in phases for d in n}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,3 +36,21 @@ def test_scaled_bounds_shrink_log_half_widths():
     a, b = width.scaled_bounds(pred, lo, hi, 0.5)
     assert np.allclose(a, 2.0 / np.sqrt(2.0)) and np.allclose(b, 4.0)
     assert np.allclose(width.scaled_bounds(pred, lo, hi, 1.0), (lo, hi))
+
+
+def _part(cov_by_scale, n=100):
+    return {"n": n, "per_scale": {str(s): {"coverage": c, "half_width": 0.1 * s} for s, c in cov_by_scale.items()}}
+
+
+def test_verdict_applies_the_pick_and_the_band():
+    too_wide = {0.8: 0.91, 1.0: 0.99}
+    gemm = {"left_out": {d: {"parts": {"gemm": _part(too_wide)}} for d in ("a", "b", "c")}}
+    attn = {"left_out": {d: {"parts": {"context": _part(too_wide), "generation": _part(too_wide)}}
+                         for d in ("a", "b", "c")}}
+    got = width.verdict([gemm, attn])
+    assert set(got["picked"]["gemm"].values()) == {0.8}
+    assert got["criterion_met"] and got["all_in_band"]
+    assert got["mean_abs_dev_picked"] < got["mean_abs_dev_now"]
+    assert got["secondary_pooled_attention"]["picked"] == {"a": 0.8, "b": 0.8, "c": 0.8}
+    gemm["left_out"]["a"]["parts"]["gemm"] = _part({0.8: 0.75, 1.0: 0.95})  # a's own rows fall out of the band
+    assert not width.verdict([gemm, attn])["criterion_met"]
