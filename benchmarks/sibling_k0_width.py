@@ -145,7 +145,8 @@ def verdict(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     inside = all(BAND[0] <= c <= BAND[1] for c in new.values())
     pooled = _pooled_attention(results, table)
-    return {"picked": picked, "secondary_pooled_attention": pooled, "coverage_now": {f"{p} {d}": c for (p, d), c in now.items()},
+    return {"picked": picked, "secondary_pooled_attention": pooled,
+            "coverage_now": {f"{p} {d}": c for (p, d), c in now.items()},
             "coverage_picked": {f"{p} {d}": c for (p, d), c in new.items()},
             "half_width_picked": {f"{p} {d}": half[p][d][picked[p][d]] for p in table for d in table[p]},
             "mean_abs_dev_now": dist(now), "mean_abs_dev_picked": dist(new), "all_in_band": inside,
@@ -158,8 +159,8 @@ def _pooled_attention(results: Sequence[dict[str, Any]], table: dict[str, dict[s
     phases = [p for p in ("context", "generation") if p in table]
     if len(phases) < 2:
         return None
-    n = {d: {p: got["parts"][p]["n"] for p in phases} for res in results for d, got in res["left_out"].items()
-         if set(phases) <= set(got["parts"])}
+    n = {d: {p: got["parts"][p]["n"] for p in phases}
+         for res in results for d, got in res["left_out"].items() if set(phases) <= set(got["parts"])}
     pooled = {d: {s: float(np.average([table[p][d][s] for p in phases], weights=[n[d][p] for p in phases]))
                   for s in table[phases[0]][d]} for d in n}
     picked = pick_scales(pooled)
