@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE, run
-from perfcast.experiments.results import COVERAGE_GOAL, Result, RunConfig
+from perfcast.experiments.results import ADAPT_COVERAGE_GOALS, COVERAGE_GOAL, Result, RunConfig, judge_coverage
 from perfcast.models import model_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,8 +161,7 @@ def table(rows: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
             refs.append(f"[{notes.index(note) + 1}]")
         metric, beats, met = r["metric"], r["beats_ref"], r["goal_met"]
         pending = r["protocol"] in UNSEEN_HARDWARE and r["value"] is not None
-        cov = ("pending" if pending else "—") if r["coverage"] is None else (
-            f"{fmt('mape', r['coverage'])} (±{fmt('mape', r['width'] / 2)}) {'met' if r['coverage_ok'] else 'missed'}")
+        cov = ("pending" if pending else "—") if r["coverage"] is None else coverage_cell(r)
         ours = "not scored: no test set" if r["value"] is None else f"**{fmt(metric, r['value'])}**"
         anchor = r["anchor"]
         cells = [
@@ -176,6 +175,18 @@ def table(rows: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines), notes
+
+
+def coverage_cell(r: dict[str, Any]) -> str:
+    """A row's coverage cell: coverage, half-width and verdict, the band when it is not the default one, and a
+    summary's count of GPUs in their band (its verdict is per GPU, :func:`judge_coverage`)."""
+    lo, hi = r.get("coverage_goal") or COVERAGE_GOAL
+    band = "" if (lo, hi) == COVERAGE_GOAL else f" ({100 * lo:.0f}-{100 * hi:.0f}%)"
+    pooled = ""
+    if r.get("in_band"):
+        pooled = f" pooled; in band on {r['in_band'][0]} of {r['in_band'][1]} GPUs:"
+    return (f"{fmt('mape', r['coverage'])} (±{fmt('mape', r['width'] / 2)}){pooled} "
+            f"{'met' if r['coverage_ok'] else 'missed'}{band}")
 
 
 def selection(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -246,7 +257,10 @@ def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = (), source
          "'goal': what the accuracy issue asks of the row, and whether perfcast reaches it. "
          "Coverage: share of test rows inside perfcast's 90% conformal interval (unseen-hardware protocols), "
          "with the interval's mean half-width relative to its centre, 'met' when it lands in "
-         f"{COVERAGE_GOAL[0]:.0%}-{COVERAGE_GOAL[1]:.0%}."),
+         f"{COVERAGE_GOAL[0]:.0%}-{COVERAGE_GOAL[1]:.0%}; adaptation rows: the band the issue asks at their K, "
+         "shown beside the verdict ("
+         + ", ".join(f"K ≥ {k}: {lo:.0%}-{hi:.0%}" for k, (lo, hi) in ADAPT_COVERAGE_GOALS.items())
+         + "). A mean over GPUs pools coverage over their rows but is 'met' only when every GPU is in its band."),
         "",
         ("Why each missed goal is missed, with the measurements behind it: [ANALYSIS.md](ANALYSIS.md). Every CPU "
          "model (forests, boosting, the group-attention net) beside the baselines: [CPU_MODELS.md](CPU_MODELS.md). "
@@ -290,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         old = json.loads(args.json.read_text(encoding="utf-8"))
         kept = list(dict.fromkeys(r["protocol"] for r in old if r["protocol"] not in names))
         docs = merge(old, docs)
+    docs = judge_coverage(docs)
     text = render(docs, header(argv, time.perf_counter() - start, kept, args.rows or ()))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

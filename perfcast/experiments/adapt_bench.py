@@ -34,7 +34,7 @@ from perfcast.experiments.adapt_k0 import (K0_KEY, START, SiblingK0, k0_choice, 
                                            take_k0, take_start, with_starts)
 from perfcast.experiments.baselines import CONFIG_KEYS, PHASE_LABEL, copy_from_devices, nearest_devices
 from perfcast.experiments.presets import budget_rows, choose, sample_rows
-from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
+from perfcast.experiments.results import ADAPT_COVERAGE_GOALS, Goal, Result, RunConfig, Workspace
 from perfcast.experiments.scoring import macro_mean, score
 from perfcast.models import make_model
 from perfcast.models.estimators.adapt import AdaptedModel
@@ -77,7 +77,7 @@ Key = tuple[str, Interval | Variant]
 #: the coverage the adapted intervals aim at (the threshold is chosen for it, see :func:`select_settings`)
 LEVEL = 0.9
 #: the issue's band for every GPU's K = 0 coverage: the zero-shot interval variant is chosen for it
-K0_BAND = (0.80, 0.97)
+K0_BAND = ADAPT_COVERAGE_GOALS[0]
 
 
 def copy_scaled(train: pd.DataFrame, revealed: pd.DataFrame, test: pd.DataFrame, donors: Sequence[str],

@@ -43,6 +43,45 @@ class Goal:
 
 #: the interval coverage every unseen-hardware row is asked to land in, for 90 % intervals
 COVERAGE_GOAL: tuple[float, float] = (0.87, 0.93)
+#: the adaptation issue's coverage band for every GPU, by the number K of measured configurations: wide at K = 0
+#: (spec sheet only), narrowing as measurements come in; a K between two entries is held to the smaller K's band
+ADAPT_COVERAGE_GOALS: dict[int, tuple[float, float]] = {0: (0.80, 0.97), 128: (0.85, 0.95), 512: (0.87, 0.93)}
+#: the protocols that adapt to K measurements of the test device (their rows carry ``probe_budget`` = K)
+ADAPT_PROTOCOLS: tuple[str, ...] = ("aiconfigurator-adapt", "neusight-adapt")
+
+
+def coverage_goal(protocol: str, probe_budget: int = 0) -> tuple[float, float]:
+    """The band a row's 90 % interval coverage is asked to land in: :data:`ADAPT_COVERAGE_GOALS` for the
+    adaptation protocols, :data:`COVERAGE_GOAL` for the rest."""
+    if protocol not in ADAPT_PROTOCOLS:
+        return COVERAGE_GOAL
+    return ADAPT_COVERAGE_GOALS[max(k for k in ADAPT_COVERAGE_GOALS if k <= max(probe_budget, 0))]
+
+
+def judge_coverage(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``docs`` (rows as :meth:`Result.as_json` writes them, older files' included) with their coverage judged
+    again: each row's ``coverage_goal`` from its protocol and K, and a summary row (``device == "mean"``) judged
+    per GPU, as the issues ask ("on every GPU"): ``in_band`` = [its GPUs in their band, its GPUs with intervals],
+    ``coverage_ok`` only if all are. A summary row names its GPUs in ``devices``; without them (files written
+    before) it keeps the pooled verdict."""
+    def key(d: dict[str, Any]) -> tuple[Any, ...]:
+        return d["protocol"], d["target"], d["metric"], d.get("probe_budget", 0)
+
+    out = []
+    for d in docs:
+        d = dict(d)
+        lo, hi = coverage_goal(d["protocol"], d.get("probe_budget", 0))
+        d["coverage_goal"] = [lo, hi]
+        d["coverage_ok"] = None if d.get("coverage") is None else bool(lo <= d["coverage"] <= hi)
+        out.append(d)
+    for d in out:
+        if d["device"] != "mean" or not d.get("devices") or d.get("coverage") is None:
+            continue
+        per_gpu = [o for o in out if o["device"] != "mean" and key(o) == key(d) and o["label"] in d["devices"]
+                   and o.get("coverage") is not None]
+        d["in_band"] = [sum(bool(o["coverage_ok"]) for o in per_gpu), len(per_gpu)]
+        d["coverage_ok"] = bool(per_gpu) and d["in_band"][0] == d["in_band"][1]
+    return out
 
 
 @dataclass
@@ -71,6 +110,8 @@ class Result:
     summary: bool = False
     #: what the model's settings were chosen on (the preset's ``benchmark.selected_on``)
     selected_on: str | None = None
+    #: the devices a summary row averages (their rows judge its coverage per GPU, :func:`judge_coverage`)
+    devices: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The row as ``benchmarks/accuracy.py --json`` writes it (fractions, ``device="mean"`` for summaries)."""
@@ -84,7 +125,9 @@ class Result:
                 "baselines": dict(self.baselines), "anchor": None if self.anchor is None else
                 {"source": self.anchor.source, "value": self.anchor.value},
                 "goal": None if self.goal is None else self.goal.text(), "goal_met": self.meets_goal(),
-                "beats_ref": self.beats(), "coverage_ok": self.coverage_ok(), "notes": list(self.notes)}
+                "beats_ref": self.beats(), "coverage_ok": self.coverage_ok(),
+                "coverage_goal": list(coverage_goal(self.protocol, self.probe_budget)),
+                **({"devices": list(self.devices)} if summary else {}), "notes": list(self.notes)}
 
     @property
     def task(self) -> str:
@@ -106,8 +149,12 @@ class Result:
         return bool(self.ours <= self.goal.value and below)
 
     def coverage_ok(self) -> bool | None:
-        """Whether the interval coverage lands in :data:`COVERAGE_GOAL` (None without intervals)."""
-        return None if self.coverage is None else COVERAGE_GOAL[0] <= self.coverage <= COVERAGE_GOAL[1]
+        """Whether the interval coverage lands in its :func:`coverage_goal` (None without intervals; a summary's
+        pooled coverage here, per GPU once :func:`judge_coverage` sees its GPUs' rows)."""
+        if self.coverage is None:
+            return None
+        lo, hi = coverage_goal(self.protocol, self.probe_budget)
+        return lo <= self.coverage <= hi
 
     @property
     def higher_is_better(self) -> bool:

@@ -57,7 +57,7 @@ def macro_mean(rows: Sequence[Result], device: str, notes: Sequence[str] = (), w
     weights = [r.n for r in rows]
     return Result(first.protocol, first.target, device, first.metric, float(np.mean([r.ours for r in rows])),
                   first.model, sum(r.n for r in rows), sum(r.wall_s for r in rows) if wall_s is None else wall_s,
-                  summary=True, probe_budget=first.probe_budget,
+                  summary=True, probe_budget=first.probe_budget, devices=tuple(r.device for r in rows),
                   baselines={k: float(np.mean([r.baselines[k] for r in rows])) for k in names},
                   coverage=float(np.average([r.coverage for r in rows], weights=weights)) if intervals else None,
                   width=float(np.average([r.width for r in rows], weights=weights)) if intervals else None,
