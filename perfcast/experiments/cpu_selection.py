@@ -34,7 +34,9 @@ from perfcast.eval import metrics
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.experiments.baselines import group_mean
 from perfcast.experiments.results import workspace
-from perfcast.features.cpu import SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_PER_CORE
+from perfcast.features.cpu import (
+    SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_GENERATION, SCORE_RISES_WITH_PER_CORE,
+)
 from perfcast.models import make_model
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
@@ -87,6 +89,16 @@ SPEC_CANDIDATES: tuple[Candidate, ...] = (
           monotone_constraints_method="advanced"),
     _spec("law without generation, monotone per core and cores", _SPEC_LAW, monotone=SCORE_RISES_WITH_CORES,
           monotone_constraints_method="advanced"),
+    # round C1 (issue 17, a CPU generation step): the generation term again, now beside the per-core
+    # constraints; the same per processor family (each family's own step per generation, a new family falls
+    # back to its (suite, vendor) law); and no extrapolated step, but the trees' ratio may not fall with the
+    # generation (a new generation gets at least the latest one's ratio)
+    _spec("law with generation, monotone per core", _WITH_GEN, monotone=SCORE_RISES_WITH_PER_CORE,
+          monotone_constraints_method="advanced"),
+    _spec("law with generation per family, monotone per core", _WITH_GEN, group_by=[*_SPEC_GROUPS, "family_code"],
+          monotone=SCORE_RISES_WITH_PER_CORE, monotone_constraints_method="advanced"),
+    _spec("law without generation, monotone per core and generation", _SPEC_LAW,
+          monotone=SCORE_RISES_WITH_GENERATION, monotone_constraints_method="advanced"),
 )
 #: the candidate ``python -m perfcast.experiments.cpu_selection spec --cutoff 2024`` chose (nested scores in
 #: benchmarks/ANALYSIS_cpu.md); configs/spec_cpu2017_future.toml holds it with the seed bag
