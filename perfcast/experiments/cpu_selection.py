@@ -102,7 +102,7 @@ SPEC_CANDIDATES: tuple[Candidate, ...] = (
 )
 #: the candidate ``python -m perfcast.experiments.cpu_selection spec --cutoff 2024`` chose (nested scores in
 #: benchmarks/ANALYSIS_cpu.md); configs/spec_cpu2017_future.toml holds it with the seed bag
-SPEC_CHOSEN = "law without generation, monotone per core"
+SPEC_CHOSEN = "law without generation, monotone per core and generation"
 
 _PCDB_NORM = {"group_by": ["benchmark_code", "workload_code"]}
 #: what the PerfCastDB selection chooses among (the network's schedule and width, and the trees)
