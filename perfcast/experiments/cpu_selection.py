@@ -22,7 +22,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from perfcast.features.cpu import (
     SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_GENERATION, SCORE_RISES_WITH_PER_CORE,
 )
 from perfcast.models import make_model
+from perfcast.models.estimators.generation_step import GenerationStep
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 DATE = "published_at"
@@ -50,6 +51,9 @@ class Candidate:
     label: str
     model: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: wrap the model in :class:`~perfcast.models.estimators.generation_step.GenerationStep` (a learned level
+    #: step for a generation newer than any fitted); experiment-only, no preset can name it yet
+    generation_step: bool = False
 
 
 _SPEC_GROUPS = ["workload_code", "vendor_intel", "vendor_amd"]
@@ -68,7 +72,8 @@ def _spec(label: str, scale_by: Sequence[str], **params: Any) -> Candidate:
 
 def bagged(candidate: Candidate) -> Candidate:
     """``candidate`` with the final seed bag: what the preset trains and the test scores."""
-    return Candidate(candidate.label, candidate.model, {**candidate.params, "seeds": list(FINAL_SEEDS)})
+    return Candidate(candidate.label, candidate.model, {**candidate.params, "seeds": list(FINAL_SEEDS)},
+                     candidate.generation_step)
 
 
 _WITH_GEN = [*_SPEC_LAW[:2], "cpu_generation", *_SPEC_LAW[2:]]
@@ -100,6 +105,11 @@ SPEC_CANDIDATES: tuple[Candidate, ...] = (
     _spec("law without generation, monotone per core and generation", _SPEC_LAW,
           monotone=SCORE_RISES_WITH_GENERATION, monotone_constraints_method="advanced"),
 )
+#: round C1's exploratory candidate, added after the selection above had run (so outside it, and no preset):
+#: the chosen law with a new-generation step learned on held-out latest generations; ``--generation-step``
+#: scores it beside SPEC_CANDIDATES
+SPEC_GENERATION_STEP = Candidate("law without generation, monotone per core and generation, learned step",
+                                 "normalized", SPEC_CANDIDATES[-1].params, generation_step=True)
 #: the candidate ``python -m perfcast.experiments.cpu_selection spec --cutoff 2024`` chose (nested scores in
 #: benchmarks/ANALYSIS_cpu.md); configs/spec_cpu2017_future.toml holds it with the seed bag
 SPEC_CHOSEN = "law without generation, monotone per core and generation"
@@ -143,7 +153,10 @@ def _never_seen(fit: pd.DataFrame, val: pd.DataFrame) -> np.ndarray:
 
 def fit_predict(candidate: Candidate, fit: pd.DataFrame, val: pd.DataFrame) -> np.ndarray:
     """The candidate fitted on ``fit``'s scores, its predictions of ``val``."""
-    model = make_model(candidate.model, "cpu_bench", ["score"], candidate.params).fit(fit, fit[["score"]])
+    model = make_model(candidate.model, "cpu_bench", ["score"], candidate.params)
+    if candidate.generation_step:
+        model.set_params(model__estimator=GenerationStep(model.named_steps["model"].estimator))
+    model.fit(fit, fit[["score"]])
     return np.asarray(model.predict(val), dtype="float64").ravel()
 
 
@@ -307,11 +320,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=2, help="SPEC forward folds inside the training years")
     parser.add_argument("--seeds", type=int, default=3, help="PerfCastDB outer splits")
     parser.add_argument("--json", type=Path, help="write the selections here")
+    parser.add_argument("--seed", type=int, default=0, help="SPEC: the one seed each candidate is compared on")
+    parser.add_argument("--generation-step", action="store_true",
+                        help="SPEC: score round C1's exploratory learned-step candidate beside the others")
     args = parser.parse_args(argv)
     with workspace(args.data_root) as ws:
         if args.dataset == "spec":
             rows = spec_base_rows(ws.records("spec-cpu2017", "cpu_bench"))
-            result = spec_report(rows, args.cutoff or [2024], n_folds=args.folds, log=lambda s: print(s, flush=True))
+            cands = [replace(c, params={**c.params, "seeds": [args.seed]}) for c in
+                     ((*SPEC_CANDIDATES, SPEC_GENERATION_STEP) if args.generation_step else SPEC_CANDIDATES)]
+            result = spec_report(rows, args.cutoff or [2024], cands, n_folds=args.folds,
+                                 log=lambda s: print(s, flush=True))
         else:
             result = pcdb_report(ws.records("perfcastdb-sample", "cpu_bench"), args.seeds,
                                  log=lambda s: print(s, flush=True))
