@@ -4,6 +4,7 @@ choice cannot see the test years' labels, and the monotone constraints land on t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from perfcast.experiments.cpu_selection import (
 )
 from perfcast.features import CpuFeatures, feature_names
 from perfcast.models import make_model
+from perfcast.models.estimators.generation_step import GenerationStep
 from perfcast.training.config import load_config
 from perfcast.training.train import model_input
 
@@ -117,3 +119,32 @@ def test_perfcastdb_selection_scores_the_chosen_model_on_outer_repeats(data_root
     run = pcdb_report(rows, seeds=1, candidates=cands)[0]
     assert run["chosen"] in {c.label for c in cands} and set(run["nested"]) == {c.label for c in cands}
     assert run["test"]["rows"] == 29 and run["test"]["all"] < 0.3
+
+
+def _step_model(params: dict) -> Any:
+    model = make_model("normalized", "cpu_bench", ["score"], params)
+    return model.set_params(model__estimator=GenerationStep(model.named_steps["model"].estimator))
+
+
+def test_the_generation_step_is_learned_on_held_out_latest_generations(spec: pd.DataFrame) -> None:
+    """Fitted before 2022, Genoa (EPYC generation 4) is newer than any fitted EPYC and gets the step, Milan does
+    not; and scores of the latest fitted generations raised by half raise the learned step by about log 1.5."""
+    params = {**SPEC_CANDIDATES[-1].params, **CHEAP}
+    fit, later = spec[_years(spec) < 2022], spec[_years(spec) >= 2022]
+    model = _step_model(params).fit(fit, fit[["score"]])
+    step = model.named_steps["model"].estimators_[0]
+    feats = model.named_steps["features"].transform(later)
+    newer = step.newer(feats)
+    names = later["device_name"].astype(str)
+    genoa, milan = names.str.contains(r"EPYC 9\d\d4\b").to_numpy(), names.str.contains(r"EPYC 7\d\d3").to_numpy()
+    assert genoa.any() and milan.any() and newer[genoa].all() and not newer[milan].any()
+    inner = step.estimator_.predict(feats)
+    assert np.allclose(model.predict(later), inner * np.where(newer, np.exp(step.step_), 1.0))
+    assert step.step_families_ >= 2 and abs(step.step_) < 0.5
+    # the same rows with every family's latest fitted generation scoring 1.5 times as much
+    fit_feats = model.named_steps["features"].transform(fit)
+    fam, gen = fit_feats["family_code"], fit_feats["cpu_generation"]
+    latest = gen.eq(gen.groupby(fam).transform("max")) & gen.gt(gen.groupby(fam).transform("min"))
+    raised = fit.assign(score=fit["score"].where(~latest.to_numpy(), fit["score"] * 1.5))
+    raised_step = _step_model(params).fit(raised, raised[["score"]]).named_steps["model"].estimators_[0].step_
+    assert 0.25 < raised_step - step.step_ < 0.55
