@@ -22,7 +22,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,11 @@ from perfcast.eval import metrics
 from perfcast.eval.protocols import future_split, random_split
 from perfcast.experiments.baselines import group_mean
 from perfcast.experiments.results import workspace
-from perfcast.features.cpu import SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_PER_CORE
+from perfcast.features.cpu import (
+    SCORE_RISES_WITH, SCORE_RISES_WITH_CORES, SCORE_RISES_WITH_GENERATION, SCORE_RISES_WITH_PER_CORE,
+)
 from perfcast.models import make_model
+from perfcast.models.estimators.generation_step import GenerationStep
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 
 DATE = "published_at"
@@ -48,6 +51,9 @@ class Candidate:
     label: str
     model: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: wrap the model in :class:`~perfcast.models.estimators.generation_step.GenerationStep` (a learned level
+    #: step for a generation newer than any fitted); experiment-only, no preset can name it yet
+    generation_step: bool = False
 
 
 _SPEC_GROUPS = ["workload_code", "vendor_intel", "vendor_amd"]
@@ -66,7 +72,8 @@ def _spec(label: str, scale_by: Sequence[str], **params: Any) -> Candidate:
 
 def bagged(candidate: Candidate) -> Candidate:
     """``candidate`` with the final seed bag: what the preset trains and the test scores."""
-    return Candidate(candidate.label, candidate.model, {**candidate.params, "seeds": list(FINAL_SEEDS)})
+    return Candidate(candidate.label, candidate.model, {**candidate.params, "seeds": list(FINAL_SEEDS)},
+                     candidate.generation_step)
 
 
 _WITH_GEN = [*_SPEC_LAW[:2], "cpu_generation", *_SPEC_LAW[2:]]
@@ -87,10 +94,25 @@ SPEC_CANDIDATES: tuple[Candidate, ...] = (
           monotone_constraints_method="advanced"),
     _spec("law without generation, monotone per core and cores", _SPEC_LAW, monotone=SCORE_RISES_WITH_CORES,
           monotone_constraints_method="advanced"),
+    # round C1 (issue 17, a CPU generation step): the generation term again, now beside the per-core
+    # constraints; the same per processor family (each family's own step per generation, a new family falls
+    # back to its (suite, vendor) law); and no extrapolated step, but the trees' ratio may not fall with the
+    # generation (a new generation gets at least the latest one's ratio)
+    _spec("law with generation, monotone per core", _WITH_GEN, monotone=SCORE_RISES_WITH_PER_CORE,
+          monotone_constraints_method="advanced"),
+    _spec("law with generation per family, monotone per core", _WITH_GEN, group_by=[*_SPEC_GROUPS, "family_code"],
+          monotone=SCORE_RISES_WITH_PER_CORE, monotone_constraints_method="advanced"),
+    _spec("law without generation, monotone per core and generation", _SPEC_LAW,
+          monotone=SCORE_RISES_WITH_GENERATION, monotone_constraints_method="advanced"),
 )
+#: round C1's exploratory candidate, added after the selection above had run (so outside it, and no preset):
+#: the chosen law with a new-generation step learned on held-out latest generations; ``--generation-step``
+#: scores it beside SPEC_CANDIDATES
+SPEC_GENERATION_STEP = Candidate("law without generation, monotone per core and generation, learned step",
+                                 "normalized", SPEC_CANDIDATES[-1].params, generation_step=True)
 #: the candidate ``python -m perfcast.experiments.cpu_selection spec --cutoff 2024`` chose (nested scores in
 #: benchmarks/ANALYSIS_cpu.md); configs/spec_cpu2017_future.toml holds it with the seed bag
-SPEC_CHOSEN = "law without generation, monotone per core"
+SPEC_CHOSEN = "law without generation, monotone per core and generation"
 
 _PCDB_NORM = {"group_by": ["benchmark_code", "workload_code"]}
 #: what the PerfCastDB selection chooses among (the network's schedule and width, and the trees)
@@ -131,7 +153,10 @@ def _never_seen(fit: pd.DataFrame, val: pd.DataFrame) -> np.ndarray:
 
 def fit_predict(candidate: Candidate, fit: pd.DataFrame, val: pd.DataFrame) -> np.ndarray:
     """The candidate fitted on ``fit``'s scores, its predictions of ``val``."""
-    model = make_model(candidate.model, "cpu_bench", ["score"], candidate.params).fit(fit, fit[["score"]])
+    model = make_model(candidate.model, "cpu_bench", ["score"], candidate.params)
+    if candidate.generation_step:
+        model.set_params(model__estimator=GenerationStep(model.named_steps["model"].estimator))
+    model.fit(fit, fit[["score"]])
     return np.asarray(model.predict(val), dtype="float64").ravel()
 
 
@@ -295,11 +320,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=2, help="SPEC forward folds inside the training years")
     parser.add_argument("--seeds", type=int, default=3, help="PerfCastDB outer splits")
     parser.add_argument("--json", type=Path, help="write the selections here")
+    parser.add_argument("--seed", type=int, default=0, help="SPEC: the one seed each candidate is compared on")
+    parser.add_argument("--generation-step", action="store_true",
+                        help="SPEC: score round C1's exploratory learned-step candidate beside the others")
     args = parser.parse_args(argv)
     with workspace(args.data_root) as ws:
         if args.dataset == "spec":
             rows = spec_base_rows(ws.records("spec-cpu2017", "cpu_bench"))
-            result = spec_report(rows, args.cutoff or [2024], n_folds=args.folds, log=lambda s: print(s, flush=True))
+            cands = [replace(c, params={**c.params, "seeds": [args.seed]}) for c in
+                     ((*SPEC_CANDIDATES, SPEC_GENERATION_STEP) if args.generation_step else SPEC_CANDIDATES)]
+            result = spec_report(rows, args.cutoff or [2024], cands, n_folds=args.folds,
+                                 log=lambda s: print(s, flush=True))
         else:
             result = pcdb_report(ws.records("perfcastdb-sample", "cpu_bench"), args.seeds,
                                  log=lambda s: print(s, flush=True))

@@ -49,6 +49,10 @@ SCORE_RISES_WITH_PER_CORE: dict[str, int] = {
 }
 #: and to the core count itself (more cores never lower a rate score; a speed run uses what it needs)
 SCORE_RISES_WITH_CORES: dict[str, int] = {**SCORE_RISES_WITH_PER_CORE, "cores": 1, "threads": 1, "log2_cores": 1}
+#: the per-core set and the processor generation parsed from its name: at equal specs a newer generation of a
+#: family is not slower (its cores do at least as much per cycle), so a new generation starts from at least
+#: the latest trained generation's ratio instead of whatever leaf its other features fall in
+SCORE_RISES_WITH_GENERATION: dict[str, int] = {**SCORE_RISES_WITH_PER_CORE, "cpu_generation": 1}
 
 
 def _text(X: pd.DataFrame, column: str) -> pd.Series:
