@@ -109,16 +109,15 @@ def test_totals_sum_parts_and_phases() -> None:
     assert got[0] == sum(p["in_band"][0] for p in found["level"]["attention"]["128"]["double_nested"].values())
 
 
-RECORDED = REPO / "benchmarks" / "covband_gemm.json"
-ROWS = REPO / "benchmarks" / "covband_gemm_rows.json"
-
-
-def test_level_reproduces_the_recorded_protocol_rows() -> None:
-    """On the recorded GEMM run (round 17a): ``level``'s single-nested coverage of every GPU at every K > 0 is the
+@pytest.mark.parametrize("part", ["gemm", "attention"])
+def test_level_reproduces_the_recorded_protocol_rows(part: str) -> None:
+    """On the recorded runs (round 17a): ``level``'s single-nested coverage of every GPU, phase and K > 0 is the
     protocol's reported row's."""
-    rows = [r for r in json.loads(ROWS.read_text()) if r["device"] != "mean" and r.get("probe_budget", 0) > 0]
-    found = objective.score_files([RECORDED])["level"]["gemm"]
-    assert rows
+    rows = [r for r in json.loads((REPO / "benchmarks" / f"covband_{part}_rows.json").read_text())
+            if r["device"] != "mean" and r.get("probe_budget", 0) > 0 and r["metric"] == "mape"]
+    found = objective.score_files([REPO / "benchmarks" / f"covband_{part}.json"])["level"][part]
+    assert len(rows) == 8 * 3 * (2 if part == "attention" else 1)
     for r in rows:
-        assert found[str(r["probe_budget"])]["single_nested"][""]["coverage"][r["label"]] == pytest.approx(
+        phase = r["target"].split("(")[1].split(")")[0] if "(" in r["target"] else ""
+        assert found[str(r["probe_budget"])]["single_nested"][phase]["coverage"][r["label"]] == pytest.approx(
             r["coverage"], abs=1e-12)
