@@ -4,9 +4,10 @@ leave-one-GPU-out (benchmarks/ANALYSIS_adapt.md, round 13a).
     PYTHONPATH=. python benchmarks/adapt_grid_scores.py record SCORES.json --protocol aiconfigurator-adapt ...
     python benchmarks/adapt_grid_scores.py score SCORES.json --new krige_small,krige_phase_small [--drop OTHERS]
 
-``record``: benchmarks/accuracy.py with the rest of the arguments, and per part, K, left-out GPU and setting the
-mean APE (mean over the part's phases, as the protocol's choice reads it), each phase's and ``wall_s`` written to
-SCORES.json. ``score``: per part and K, with the full grid and with the grid minus the ``--new`` settings: the
+``record``: benchmarks/accuracy.py with the rest of the arguments, and per part, K, left-out GPU and setting the mean
+APE (mean over the part's phases, as the protocol's choice reads it), each phase's, ``wall_s`` and every interval
+variant's 90% coverage per phase written to SCORES.json (benchmarks/adapt_interval_objective.py judges the interval
+choice on them). ``score``: per part and K, with the full grid and with the grid minus the ``--new`` settings: the
 protocol's nested score (the chosen setting's mean APE over the other GPUs, averaged over the left-out GPUs), the
 double-nested score, and the left-out GPUs' own mean APE (a report); then the same of each phase's rows alone, the
 settings still chosen by the mean over the phases (files recorded before round 14b have no phases).
@@ -28,8 +29,30 @@ from typing import Any
 
 import numpy as np
 
-#: part -> K -> left-out GPU -> setting -> {"mape": ..., "wall_s": ..., "phases": {phase: mape}}
+#: part -> K -> left-out GPU -> setting -> {"mape": ..., "wall_s": ..., "phases": {phase: mape},
+#: "coverage": {repr(interval variant): {phase: 90% coverage}}} (variants in the protocol's order; files recorded
+#: before round 17a have no "coverage")
 Scores = dict[str, dict[str, dict[str, dict[str, dict[str, Any]]]]]
+
+
+def keep(kept: Scores, per_device: dict[tuple[Any, int], list[dict[Any, Any]]]) -> None:
+    """Add to ``kept`` every setting's scores of ``per_device`` (what the protocol passes ``select_settings``:
+    (phase, K) -> per left-out GPU {(setting, interval variant): Result}), and each (setting, variant)'s coverage per
+    phase under ``repr(variant)``, in the protocol's order (its ties go to the earlier)."""
+    for k in sorted({k for _, k in per_device}):
+        labels = [key for key in per_device if key[1] == k]
+        first = per_device[labels[0]]
+        variant = next(iter(first[0]))[1]  # the setting's mean APE is the same for every interval variant
+        settings = list(dict.fromkeys(s for s, _ in first[0]))
+        for i, found in enumerate(first):
+            part = found[(settings[0], variant)].task
+            kept.setdefault(part, {}).setdefault(str(k), {})[found[(settings[0], variant)].device] = {
+                s: {"mape": float(np.mean([per_device[key][i][(s, variant)].ours for key in labels])),
+                    "wall_s": float(found[(s, variant)].wall_s),
+                    "phases": {str(key[0]): float(per_device[key][i][(s, variant)].ours) for key in labels},
+                    "coverage": {repr(v): {str(key[0]): float(per_device[key][i][(s, v)].coverage) for key in labels}
+                                 for s_v, v in first[0] if s_v == s}}
+                for s in settings}
 
 
 def record(path: Path, argv: list[str]) -> None:
@@ -40,18 +63,7 @@ def record(path: Path, argv: list[str]) -> None:
     choose = adapt_bench.select_settings
 
     def keeping(per_device: dict[tuple[str, int], list[dict[Any, Any]]], *args: Any, **kwargs: Any) -> Any:
-        for k in sorted({k for _, k in per_device}):
-            labels = [key for key in per_device if key[1] == k]
-            first = per_device[labels[0]]
-            variant = next(iter(first[0]))[1]  # the setting's mean APE is the same for every interval variant
-            settings = list(dict.fromkeys(s for s, _ in first[0]))
-            for i, found in enumerate(first):
-                part = found[(settings[0], variant)].task
-                kept.setdefault(part, {}).setdefault(str(k), {})[found[(settings[0], variant)].device] = {
-                    s: {"mape": float(np.mean([per_device[key][i][(s, variant)].ours for key in labels])),
-                        "wall_s": float(found[(s, variant)].wall_s),
-                        "phases": {str(key[0]): float(per_device[key][i][(s, variant)].ours) for key in labels}}
-                    for s in settings}
+        keep(kept, per_device)
         path.write_text(json.dumps(kept, indent=1), encoding="utf-8")
         return choose(per_device, *args, **kwargs)
 
