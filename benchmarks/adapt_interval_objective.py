@@ -1,7 +1,7 @@
 """Which objective should choose the aiconfigurator-adapt intervals at K > 0, judged on training GPUs only
 (benchmarks/ANALYSIS_adapt.md, round 17a).
 
-    python benchmarks/adapt_interval_objective.py SCORES.json [SCORES.json ...] [--json OUT.json]
+    python benchmarks/adapt_interval_objective.py SCORES.json [SCORES.json ...] [--match-class] [--json OUT.json]
 
 SCORES.json: files of ``benchmarks/adapt_grid_scores.py record`` (every setting's mean APE and every interval
 variant's 90% coverage per left-out GPU, phase and K). Per part family and K > 0, the choice is redone as the
@@ -10,6 +10,9 @@ for it, the interval variant the objective scores best over the other GPUs' phas
 Objectives (:data:`OBJECTIVES`): ``level``, the protocol's (mean |coverage - 90%|); ``band``, the mean distance
 outside the K's band (``coverage_goal``; the issue asks every GPU's coverage in it), then ``level``; ``count``, the
 share of the other GPUs' phases outside the band, then ``level``.
+
+``--match-class`` (round 17b): the variant is scored over the other GPUs of the left-out GPU's class only (a family
+sibling among the pool's GPUs or not, :func:`peers`), the setting still over all of them.
 
 Why double-nested: the objective is a choice about the protocol, so it must be judged on GPUs its choices did not
 see. For left-out t, each other GPU u gets the setting and variant chosen over the GPUs other than t and u, and u's
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from perfcast.experiments.adapt_bench import LEVEL
+from perfcast.experiments.baselines import sibling_devices
 from perfcast.experiments.results import coverage_goal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,16 +71,33 @@ def variants_of(scores: dict[str, dict[str, Any]]) -> list[str]:
     return found
 
 
-def choose(scores: dict[str, dict[str, Any]], on: Sequence[str], objective: str, band: Band) -> tuple[str, str]:
+def peers(target: str, on: Sequence[str], least: int = 2) -> list[str]:
+    """The GPUs of ``on`` in ``target``'s class: with a family sibling among the other GPUs of the pool ``on`` +
+    ``target`` or without (:func:`~perfcast.experiments.baselines.sibling_devices`, the rule of the K = 0 default);
+    all of ``on`` when fewer than ``least`` are, so a class never chooses from one GPU's coverage alone."""
+    pool = [*on, target]
+
+    def has_sibling(d: str) -> bool:
+        return bool(sibling_devices(d, [c for c in pool if c != d]))
+
+    mine = has_sibling(target)
+    same = [d for d in on if has_sibling(d) == mine]
+    return same if len(same) >= least else list(on)
+
+
+def choose(scores: dict[str, dict[str, Any]], on: Sequence[str], objective: str, band: Band,
+           judge_on: Sequence[str] | None = None) -> tuple[str, str]:
     """(setting, interval variant) the protocol would choose from the GPUs ``on``: the setting of least mean APE
-    (:func:`~adapt_grid_scores.pick`), then the variant ``objective`` scores best over their phases."""
+    (:func:`~adapt_grid_scores.pick`), then the variant ``objective`` scores best over the phases of ``judge_on``
+    (default: ``on``)."""
     grid = list(next(iter(scores.values())))
     setting = pick(scores, list(on), grid)
     candidates = variants_of(scores)
     score = OBJECTIVES[objective]
+    judge_on = on if judge_on is None else judge_on
 
     def key(v: str) -> tuple[Any, ...]:
-        x = np.array([c for d in on for c in scores[d][setting]["coverage"][v].values()], dtype="float64")
+        x = np.array([c for d in judge_on for c in scores[d][setting]["coverage"][v].values()], dtype="float64")
         return (*score(x, band), candidates.index(v))
 
     return setting, min(candidates, key=key)
@@ -87,22 +108,28 @@ def coverage(scores: dict[str, dict[str, Any]], device: str, chosen: tuple[str, 
     return scores[device][chosen[0]]["coverage"][chosen[1]]
 
 
-def judged(scores: dict[str, dict[str, Any]], objective: str, band: Band) -> dict[str, Any]:
+def judged(scores: dict[str, dict[str, Any]], objective: str, band: Band, match_class: bool = False
+           ) -> dict[str, Any]:
     """Per phase, the double-nested [in band, judged] counts, mean distance outside the band and mean |coverage -
     90%| (pairs (t, u)), and the single-nested ones (each left-out GPU's own coverage, with the choice made over the
-    others: a report), with each GPU's single-nested coverage and choice."""
+    others: a report), with each GPU's single-nested coverage and choice. ``match_class``: each variant judged on
+    the left-out GPU's class :func:`peers` among the GPUs its choice is made over."""
     gpus = sorted(scores)
     double: dict[str, list[float]] = {}
     single: dict[str, dict[str, float]] = {}
     picked: dict[str, list[str]] = {}
+
+    def chosen_for(target: str, on: list[str]) -> tuple[str, str]:
+        return choose(scores, on, objective, band, peers(target, on) if match_class else None)
+
     for t in gpus:
         others = [d for d in gpus if d != t]
-        chosen = choose(scores, others, objective, band)
+        chosen = chosen_for(t, others)
         picked[t] = list(chosen)
         for phase, c in coverage(scores, t, chosen).items():
             single.setdefault(phase, {})[t] = c
         for u in others:
-            for phase, c in coverage(scores, u, choose(scores, [d for d in others if d != u], objective, band)).items():
+            for phase, c in coverage(scores, u, chosen_for(u, [d for d in others if d != u])).items():
                 double.setdefault(phase, []).append(c)
 
     def summary(x: Sequence[float]) -> dict[str, Any]:
@@ -115,7 +142,8 @@ def judged(scores: dict[str, dict[str, Any]], objective: str, band: Band) -> dic
             "chosen": picked}
 
 
-def score_files(paths: Sequence[Path], protocol: str = "aiconfigurator-adapt") -> dict[str, Any]:
+def score_files(paths: Sequence[Path], protocol: str = "aiconfigurator-adapt", match_class: bool = False
+                ) -> dict[str, Any]:
     """objective -> part family -> K -> :func:`judged`, for every K > 0 of the files (K = 0 has its own zero-shot
     choice, ``select_variants``)."""
     out: dict[str, Any] = {name: {} for name in OBJECTIVES}
@@ -126,7 +154,7 @@ def score_files(paths: Sequence[Path], protocol: str = "aiconfigurator-adapt") -
                 if int(k) == 0:
                     continue
                 for name in OBJECTIVES:
-                    out[name].setdefault(part, {})[k] = judged(scores, name, coverage_goal(protocol, int(k)))
+                    out[name].setdefault(part, {})[k] = judged(scores, name, coverage_goal(protocol, int(k)), match_class)
     return out
 
 
@@ -174,9 +202,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scores", type=Path, nargs="+", help="files of benchmarks/adapt_grid_scores.py record")
     parser.add_argument("--protocol", default="aiconfigurator-adapt", help="whose coverage band per K applies")
+    parser.add_argument("--match-class", action="store_true", help="judge the variants on the left-out GPU's class "
+                        "(family sibling in training or not) only, round 17b")
     parser.add_argument("--json", type=Path, help="also write every number (fractions in 'band', pt elsewhere)")
     args = parser.parse_args(argv)
-    found = score_files(args.scores, args.protocol)
+    found = score_files(args.scores, args.protocol, args.match_class)
     print(render(found))
     if args.json:
         args.json.write_text(json.dumps(found, indent=1), encoding="utf-8")

@@ -92,6 +92,45 @@ def test_band_prefers_every_gpu_inside_the_band() -> None:
     assert inside["double_nested"][""]["in_band"] == [10, 12]
 
 
+
+SIBLINGS, LONE = ["b300_sxm", "gb200", "gb300"], ["a100_sxm", "h100_sxm", "l40s"]
+
+
+def test_peers_are_the_class_within_the_pool_or_all() -> None:
+    """A GPU's class peers: the GPUs with (or without) a family sibling among the pool's other GPUs; all of them
+    when fewer than two, and the class follows the pool (B300 alone beside A100 has no sibling)."""
+    assert objective.peers("gb200", ["b300_sxm", "gb300", *LONE]) == ["b300_sxm", "gb300"]
+    assert objective.peers("a100_sxm", [*SIBLINGS, "h100_sxm", "l40s"]) == ["h100_sxm", "l40s"]
+    # one peer left: the fallback to every GPU of the choice
+    assert objective.peers("gb200", ["b300_sxm", *LONE]) == ["b300_sxm", *LONE]
+    assert objective.peers("a100_sxm", [*SIBLINGS, "h100_sxm"]) == [*SIBLINGS, "h100_sxm"]
+    # B300 without GB200 / GB300 in the pool is a lone GPU like A100's other peers
+    assert objective.peers("a100_sxm", ["b300_sxm", "h100_sxm", "l40s"]) == ["b300_sxm", "h100_sxm", "l40s"]
+
+
+def test_match_class_gives_each_class_its_variant() -> None:
+    """Siblings under-cover with the tight variant, lone GPUs over-cover with the wide one; ``level`` over all other
+    GPUs gives each the other class's variant, over the class each its own (worked out by hand, 85-95% band)."""
+    tight, wide = repr((None, False, 1.0)), repr((20, True, 1.1))
+    cov = {d: {tight: 0.84, wide: 0.89} for d in SIBLINGS} | {d: {tight: 0.90, wide: 0.96} for d in LONE}
+    scores = {d: {"donors": {"mape": 0.1, "coverage": {v: {"": c} for v, c in cov[d].items()}}} for d in cov}
+    band = coverage_goal(PROTOCOL, 128)
+    # sibling t over 2 siblings + 3 lone: tight 2.4 pt, wide 4 pt; over the 2 siblings: tight 6, wide 1
+    on = [d for d in cov if d != "gb200"]
+    assert objective.choose(scores, on, "level", band) == ("donors", tight)
+    assert objective.choose(scores, on, "level", band, objective.peers("gb200", on)) == ("donors", wide)
+    plain, matched = objective.judged(scores, "level", band), objective.judged(scores, "level", band, True)
+    assert plain["chosen"] == {d: ["donors", tight if d in SIBLINGS else wide] for d in cov}
+    assert matched["chosen"] == {d: ["donors", wide if d in SIBLINGS else tight] for d in cov}
+    assert plain["single_nested"][""]["in_band"] == [0, 6]
+    assert matched["single_nested"][""]["in_band"] == [6, 6]
+    # double-nested (t, u), the choice over the four others: u sibling, t lone (9 pairs) and u lone, t sibling (9)
+    # get their class's variant (in band); u sibling, t sibling (6) has one sibling peer left and u lone, t lone (6)
+    # one lone peer: the fallback to all four, which picks the other class's variant (out). level: only u lone,
+    # t sibling is in band (over 2 siblings + 2 lone GPUs tight 3 pt, wide 3.5 pt: the lone u gets tight)
+    assert matched["double_nested"][""]["in_band"] == [18, 30]
+    assert plain["double_nested"][""]["in_band"] == [9, 30]
+
 def test_files_without_coverage_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"gemm": {"32": {"a": {"donors": {"mape": 0.1}}, "b": {"donors": {"mape": 0.1}}}}}))
