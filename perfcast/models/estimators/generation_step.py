@@ -1,8 +1,8 @@
 """A learned level step for processors of a generation newer than any the model was fitted on.
 
 Why: on SPEC CPU2017 a new CPU generation (Ice Lake / Milan, Sapphire Rapids / Genoa) scores more per core x
-GHz x bandwidth than any law fitted on the older ones gives it, and the models predict it too low by about
-10-20 % (benchmarks/ANALYSIS_cpu.md, round C1). The spec columns do not explain that step, and a per-generation
+GHz x bandwidth than any law fitted on the older ones gives it, and the models predict it too low
+(benchmarks/ANALYSIS_cpu.md, round C1). The spec columns do not explain that step, and a per-generation
 slope in the power law extrapolates it badly (the generation is numbered per family and grows with the core
 count). :class:`GenerationStep` instead measures, at fit time, how far off the wrapped model is on a generation
 it has not seen: it holds out every family's latest generation, fits on the rest, and takes the mean log ratio
