@@ -72,8 +72,7 @@ def _spec(label: str, scale_by: Sequence[str], **params: Any) -> Candidate:
 
 def bagged(candidate: Candidate) -> Candidate:
     """``candidate`` with the final seed bag: what the preset trains and the test scores."""
-    return Candidate(candidate.label, candidate.model, {**candidate.params, "seeds": list(FINAL_SEEDS)},
-                     candidate.generation_step)
+    return replace(candidate, params={**candidate.params, "seeds": list(FINAL_SEEDS)})
 
 
 _WITH_GEN = [*_SPEC_LAW[:2], "cpu_generation", *_SPEC_LAW[2:]]

@@ -58,6 +58,14 @@ def coverage_goal(protocol: str, probe_budget: int = 0) -> tuple[float, float]:
     return ADAPT_COVERAGE_GOALS[max(k for k in ADAPT_COVERAGE_GOALS if k <= max(probe_budget, 0))]
 
 
+def coverage_met(coverage: float | None, protocol: str, probe_budget: int = 0) -> bool | None:
+    """Whether ``coverage`` lands in the row's :func:`coverage_goal` (None without intervals)."""
+    if coverage is None:
+        return None
+    lo, hi = coverage_goal(protocol, probe_budget)
+    return bool(lo <= coverage <= hi)
+
+
 def judge_coverage(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``docs`` (rows as :meth:`Result.as_json` writes them, older files' included) with their coverage judged
     again: each row's ``coverage_goal`` from its protocol and K, and a summary row (``device == "mean"``) judged
@@ -69,11 +77,9 @@ def judge_coverage(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     out = []
     for d in docs:
-        d = dict(d)
-        lo, hi = coverage_goal(d["protocol"], d.get("probe_budget", 0))
-        d["coverage_goal"] = [lo, hi]
-        d["coverage_ok"] = None if d.get("coverage") is None else bool(lo <= d["coverage"] <= hi)
-        out.append(d)
+        k = d.get("probe_budget", 0)
+        out.append({**d, "coverage_goal": list(coverage_goal(d["protocol"], k)),
+                    "coverage_ok": coverage_met(d.get("coverage"), d["protocol"], k)})
     for d in out:
         if d["device"] != "mean" or not d.get("devices") or d.get("coverage") is None:
             continue
@@ -151,10 +157,7 @@ class Result:
     def coverage_ok(self) -> bool | None:
         """Whether the interval coverage lands in its :func:`coverage_goal` (None without intervals; a summary's
         pooled coverage here, per GPU once :func:`judge_coverage` sees its GPUs' rows)."""
-        if self.coverage is None:
-            return None
-        lo, hi = coverage_goal(self.protocol, self.probe_budget)
-        return lo <= self.coverage <= hi
+        return coverage_met(self.coverage, self.protocol, self.probe_budget)
 
     @property
     def higher_is_better(self) -> bool:
