@@ -14,12 +14,12 @@ their latencies and scores are not measurements of the device or year they name,
 check of the code path, never an accuracy figure):
 
 * ``aiconfigurator/``: the real GPUs asked (default :data:`AIC_GPUS`), each table cut to the configurations (the
-  same ones on every GPU, so family siblings stay aligned) whose hash falls in a 1-in-``stride`` share, plus the tables of
-  :data:`SYNTHETIC_GPUS`: ``h200_sxm`` from the H100's rows and ``b200_sxm`` from the GB200's, latencies times a
-  factor, ``device`` renamed to the name the spec sheet knows. ``systems/`` is copied whole.
-* ``neusight/``: every training file cut to ``neusight_rows`` rows per file; the test files keep the A100-80GB's rows
-  (cut likewise) and add :data:`SYNTHETIC_NEUSIGHT` copies of them for H100 and L4 (NeuSight's device names,
-  latencies times a factor). ``device_configs/`` and ``label/`` are linked.
+  same ones on every GPU, so family siblings stay aligned) whose hash falls in a 1-in-``stride`` share, plus the
+  tables of :data:`SYNTHETIC_GPUS`: ``h200_sxm`` from the H100's rows and ``b200_sxm`` from the GB200's, latencies
+  times a factor, ``device`` renamed to the name the spec sheet knows. ``systems/`` is copied whole.
+* ``neusight/``: every training file cut to ``neusight_rows`` rows; the test files keep that many rows of each GPU
+  and add :data:`SYNTHETIC_NEUSIGHT` copies of the A100-80GB's for H100 and L4 (NeuSight's device names, latencies
+  times a factor). ``device_configs/`` and ``label/`` are linked.
 * ``spec-cpu2017/``: ``spec_rows`` results per publication year, and :data:`SPEC_FUTURE` copies of the latest year's
   results re-dated to 2025 (one processor renamed to a model the data never had), so ``--cutoff 2025`` has a test
   year with a never-seen processor.
@@ -50,7 +50,7 @@ AIC_GPUS: tuple[str, ...] = ("h100_sxm", "gb200", "gb300", "b300_sxm", "l40s")
 
 @dataclass(frozen=True)
 class Relabel:
-    """A synthetic device: ``source``'s rows renamed to ``target`` (``device`` string ``name``), latency x ``factor``."""
+    """A synthetic device: ``source``'s rows renamed ``target`` (``device`` string ``name``), latency x ``factor``."""
 
     source: str
     target: str
@@ -186,7 +186,8 @@ def build(dest: Path, source: Path = DEFAULT_SOURCE, stride: int = 400, gpus: Se
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path, help="new directory to write the root into")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help=f"shared datasets (default: {DEFAULT_SOURCE})")
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
+                        help=f"shared datasets (default: {DEFAULT_SOURCE})")
     parser.add_argument("--stride", type=int, default=400,
                         help="aiconfigurator: keep the configurations of a 1-in-STRIDE hash share (default 400)")
     parser.add_argument("--gpu", action="append",

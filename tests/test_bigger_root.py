@@ -56,12 +56,13 @@ def root(builder: Any, data_root: Path, tmp_path_factory: pytest.TempPathFactory
 def aic_devices(root: Path) -> dict[str, list[str]]:
     """Per aiconfigurator task, every device id the root's tables hold (read through the importer, not listed)."""
     with workspace(root) as ws:
-        return {t: sorted(ws.records("aiconfigurator", t)["device_id"].dropna().unique()) for t in ("gemm", "attention")}
+        return {task: sorted(ws.records("aiconfigurator", task)["device_id"].dropna().unique())
+                for task in ("gemm", "attention")}
 
 
 @pytest.fixture(scope="module")
 def rows(root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """``benchmarks/accuracy.py --cutoff 2025`` on the root, the protocols whose extra content matters, as --json rows."""
+    """``benchmarks/accuracy.py --cutoff 2025`` on the root, the protocols whose extra content matters: --json rows."""
     out = tmp_path_factory.mktemp("bigger-run")
     argv = ["--data-root", str(root), "--cutoff", "2025", "--jobs", "2", "--out", str(out / "RESULTS.md"),
             "--json", str(out / "rows.json")]
@@ -158,7 +159,8 @@ def test_adaptation_runs_at_k0_and_k32_on_the_root(root: Path, aic_devices: dict
     budgets = sorted(real("aiconfigurator-adapt").options["budgets"])[:2]
     assert budgets[0] == 0 < budgets[1]
     _script("accuracy").main(["--data-root", str(root), "--protocol", "aiconfigurator-adapt", "--part", "gemm",
-                              "--jobs", "1", "--out", str(tmp_path / "adapt.md"), "--json", str(tmp_path / "adapt.json")])
+                              "--jobs", "1", "--out", str(tmp_path / "adapt.md"),
+                              "--json", str(tmp_path / "adapt.json")])
     mine = json.loads((tmp_path / "adapt.json").read_text())
     assert sorted({r["probe_budget"] for r in mine}) == budgets
     for k in budgets:
