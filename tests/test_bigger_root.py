@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 
 from perfcast.experiments import adapt_bench, presets
-from perfcast.experiments.results import workspace
+from perfcast.experiments.aiconfigurator import aiconfigurator_unseen_gpu_gemm
+from perfcast.experiments.results import RunConfig, workspace
+from perfcast.experiments.sibling import aiconfigurator_sibling_gemm
 
 REPO = Path(__file__).resolve().parents[1]
 #: the real aiconfigurator GPUs kept: H100 and GB200 (the synthetic H200 and B200 are made from them) and one GPU
@@ -169,3 +171,28 @@ def test_adaptation_runs_at_k0_and_k32_on_the_root(root: Path, aic_devices: dict
         [mean] = [r for r in at_k if r["device"] == "mean"]
         assert sorted(per_gpu) == aic_devices["gemm"] == sorted(mean["devices"]), k
         assert all(_scored(r) for r in per_gpu.values()), k
+
+
+def test_a_sibling_that_measured_none_of_a_gpus_shapes_leaves_it_scored_without_copy_sibling(
+        builder: Any, data_root: Path, tmp_path: Path):
+    """A new GPU measured on another grid of shapes than its family sibling (here B200 with every m shifted by one):
+    copy-sibling and nearest GPU have no value on any of its rows. The GPU is still scored (against the roofline),
+    the missing baselines are named, and it leaves the sibling protocol's GPUs instead of stopping either protocol."""
+    root = builder.build(tmp_path / "root", data_root, gpus=("gb200", "l40s"))
+    for path in (root / "aiconfigurator" / "b200_sxm").rglob("gemm_perf.parquet"):
+        table = pd.read_parquet(path)
+        table.assign(m=table["m"] + 1).to_parquet(path, index=False)
+    with workspace(root) as ws:
+        unseen = aiconfigurator_unseen_gpu_gemm(ws, RunConfig(root))
+        sibling = aiconfigurator_sibling_gemm(ws, RunConfig(root))
+    per_gpu = {r.device: r for r in unseen if not r.summary}
+    assert sorted(per_gpu) == ["b200_sxm", "gb200", "l40s"] and all(r.n > 0 for r in per_gpu.values())
+    b200 = per_gpu["b200_sxm"]
+    assert set(b200.baselines) == {"roofline"} and b200.n == len(table)
+    assert any(n.startswith("copy-sibling: no training GPU") for n in b200.notes)
+    assert any(n.startswith("nearest GPU: no training GPU") for n in b200.notes)
+    # GB200's only sibling (B200) measured none of its shapes either: no GPU is left to form a with-sibling mean
+    assert [r.device for r in unseen if r.summary] == ["every GPU left out"]
+    assert "nearest GPU" not in next(r for r in unseen if r.summary).baselines  # not every GPU has one
+    assert per_gpu["gb200"].baselines.keys() == {"roofline", "nearest GPU"}  # l40s measured its shapes
+    assert sibling == []
