@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: the real aiconfigurator GPUs kept: H100 and GB200 (the synthetic H200 and B200 are made from them) and one GPU
 #: without a family sibling; fewer GPUs than the builder's default keep the leave-one-GPU-out loops short
 GPUS = ("h100_sxm", "gb200", "l40s")
-PROTOCOLS = ("aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention", "neusight-ood",
-             "spec-cpu2017-future")
+PROTOCOLS = ("aiconfigurator-unseen-gpu-gemm", "aiconfigurator-unseen-gpu-attention", "aiconfigurator-sibling-gemm",
+             "aiconfigurator-sibling-attention", "neusight-ood", "neusight-adapt", "spec-cpu2017-future")
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bigger_root")]
 
@@ -121,6 +121,17 @@ def test_unseen_gpu_protocols_score_every_gpu_of_the_root(rows: list[dict[str, A
         assert "copy-sibling" not in per_gpu["l40s"]["baselines"]
 
 
+@pytest.mark.parametrize("task", ["gemm", "attention"])
+def test_sibling_protocols_score_h200_and_b200_against_their_siblings(rows: list[dict[str, Any]], task: str):
+    mine = [r for r in rows if r["protocol"] == f"aiconfigurator-sibling-{task}"]
+    assert mine
+    for target in dict.fromkeys(r["target"] for r in mine):
+        per_gpu = {r["label"]: r for r in mine if r["target"] == target and r["device"] != "mean"}
+        [mean] = [r for r in mine if r["target"] == target and r["device"] == "mean"]
+        assert sorted(per_gpu) == sorted(mean["devices"]) == ["b200_sxm", "gb200", "h100_sxm", "h200_sxm"], target
+        assert all(_scored(r) and math.isfinite(r["baselines"]["copy-sibling"]) for r in per_gpu.values()), target
+
+
 def test_neusight_ood_scores_every_unseen_gpu_of_the_root(rows: list[dict[str, Any]]):
     mine = [r for r in rows if r["protocol"] == "neusight-ood"]
     for op in ("bmm", "linear"):
@@ -130,6 +141,16 @@ def test_neusight_ood_scores_every_unseen_gpu_of_the_root(rows: list[dict[str, A
         assert sorted(per_gpu) == ["a100_pcie", "h100_sxm", "l4"], op
         assert all(_scored(r) for r in on) and pooled["n"] == sum(r["n"] for r in per_gpu.values())
         assert "pooled over the rows of a100_pcie, h100_sxm, l4" in " ".join(pooled["notes"])
+
+
+def test_neusight_adapt_adapts_to_every_unseen_gpu_at_every_k(rows: list[dict[str, Any]]):
+    mine = [r for r in rows if r["protocol"] == "neusight-adapt"]
+    assert sorted({r["probe_budget"] for r in mine}) == sorted(presets.choose("neusight-adapt").options["budgets"])
+    for target in dict.fromkeys(r["target"] for r in mine):
+        per_gpu = {r["label"]: r for r in mine if r["target"] == target and r["device"] != "mean"}
+        [mean] = [r for r in mine if r["target"] == target and r["device"] == "mean"]
+        assert sorted(per_gpu) == sorted(mean["devices"]) == ["a100_pcie", "h100_sxm", "l4"], target
+        assert all(_scored(r) for r in per_gpu.values()), target
 
 
 def test_spec_future_scores_the_2025_results(rows: list[dict[str, Any]]):
