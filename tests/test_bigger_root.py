@@ -86,7 +86,7 @@ def test_the_root_holds_devices_and_years_the_shared_copy_lacks(root: Path, data
     with workspace(root) as ws:
         neusight = ws.records("neusight", "gemm")
         spec = ws.records("spec-cpu2017", "cpu_bench")
-        sibling = ws.records("aiconfigurator", "gemm")
+        gemm = ws.records("aiconfigurator", "gemm")
     tested = set(neusight.loc[neusight["x_split"] == "test", "device_id"])
     assert {"h100_sxm", "l4", "a100_pcie"} <= tested and not {"h100_sxm", "l4"} & set(
         neusight.loc[neusight["x_split"] == "train", "device_id"])
@@ -95,7 +95,7 @@ def test_the_root_holds_devices_and_years_the_shared_copy_lacks(root: Path, data
     assert not (spec.loc[years < 2025, "device_name"] == "Intel Xeon 6787P").any()
     # the same configurations on every GPU, so a synthetic GPU's sibling measured each of its rows
     keys = ["m", "n", "k", "dtype"]
-    configs = {d: set(map(tuple, g[keys].astype(str).to_numpy())) for d, g in sibling.groupby("device_id")}
+    configs = {d: set(map(tuple, g[keys].astype(str).to_numpy())) for d, g in gemm.groupby("device_id")}
     assert configs["h200_sxm"] == configs["h100_sxm"] and configs["b200_sxm"] == configs["gb200"]
 
 
