@@ -29,7 +29,7 @@ from perfcast.experiments.baselines import (
 )
 from perfcast.experiments.presets import budget_rows, choose, sample_rows
 from perfcast.experiments.results import Goal, Result, RunConfig, Workspace
-from perfcast.experiments.scoring import macro_mean, score
+from perfcast.experiments.scoring import macro_mean, score, with_values
 
 #: the issue's goal for GPUs whose family sibling is in training, per task
 SIBLING_GOALS: dict[str, Goal] = {"gemm": Goal(0.05, below=SIBLING), "attention": Goal(0.06, below=SIBLING)}
@@ -92,14 +92,13 @@ def aiconfigurator_unseen_gpu(ws: Workspace, cfg: RunConfig, task: str) -> list[
                          f"(an oracle fitted on these test rows) ours would score "
                          f"{metrics.mape(test.loc[sel, 'runtime_ms'], leveled[sel]):.1%}: the rest of the error "
                          f"varies with the shape, not only the level")
+            kept, absent = with_values({k: v[sel] for k, v in base.items()})
             res = score(protocol, target, dev, test.loc[sel, "runtime_ms"], pred[sel], name, wall,
-                        baselines={k: v[sel] for k, v in base.items()}, interval=(lo[sel], hi[sel]),
-                        notes=[*notes, diagnosis])
+                        baselines=kept, interval=(lo[sel], hi[sel]), notes=[*notes, diagnosis, *absent])
             per_device[part].append(res)
-            if siblings:  # the same rows scored against roofline and copy-sibling only
+            if SIBLING in kept:  # the same rows scored against roofline and copy-sibling only
                 with_sibling[part].append(score(protocol, target, dev, test.loc[sel, "runtime_ms"], pred[sel], name,
-                                                wall, baselines={ROOFLINE: base[ROOFLINE][sel],
-                                                                 SIBLING: base[SIBLING][sel]},
+                                                wall, baselines={k: kept[k] for k in (ROOFLINE, SIBLING) if k in kept},
                                                 interval=(lo[sel], hi[sel])))
                 with_sibling[part][-1].goal = SIBLING_GOALS[task]
     own = name in ("transfer", "sibling")  # models that sample their base model's rows themselves

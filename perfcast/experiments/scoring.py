@@ -45,6 +45,22 @@ def score(protocol: str, target: str, device: str, truth: Any, ours: Any, model:
                   width=width, notes=notes)
 
 
+def with_values(baselines: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``baselines`` without those that have no value on any row (a copy from GPUs that measured none of these
+    configurations), and a note naming each one left out. Why: :func:`score` takes every number on the rows that
+    every baseline covers, so one baseline without a value would leave no row to score (a new GPU whose family
+    sibling measured another grid of shapes)."""
+    kept: dict[str, np.ndarray] = {}
+    notes = []
+    for name, values in baselines.items():
+        values = np.asarray(values, dtype="float64")
+        if np.isfinite(values).any():
+            kept[name] = values
+        else:
+            notes.append(f"{name}: no training GPU it copies from measured any of these configurations, so no value")
+    return kept, notes
+
+
 def macro_mean(rows: Sequence[Result], device: str, notes: Sequence[str] = (), wall_s: float | None = None
                ) -> Result:
     """The mean of per-device rows (each device weighs the same, whatever its row count); its wall time is

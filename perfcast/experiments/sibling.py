@@ -104,7 +104,8 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
     for dev in devices:
         train, test = unseen_hardware_split(records, test_devices=[dev])
         siblings = sibling_devices(dev, sorted(train["device_id"].unique()))
-        if not siblings:
+        copy = copy_from_devices(train, test, siblings, keys)
+        if not np.isfinite(copy).any():  # no sibling, or none measured any of its configurations: nothing to copy
             continue
         start = time.perf_counter()
         pipe, est = fitted_sibling(train, task, params)
@@ -113,7 +114,6 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
         previous = est.predict_transfer(features)
         stretch = est.distance_stretch(features)
         wall = time.perf_counter() - start
-        copy = copy_from_devices(train, test, siblings, keys)
         roof = roofline(test, task)
         kinds = kernel_kinds(features).to_numpy()
         truth = test["runtime_ms"].to_numpy(dtype="float64")
@@ -128,6 +128,8 @@ def aiconfigurator_sibling(ws: Workspace, cfg: RunConfig, task: str) -> list[Res
                   f"folds' largest), median x{np.median(stretch):.2f} on this GPU's rows"]
         for part in parts:
             sel = np.ones(len(test), dtype=bool) if part is None else (test["phase"] == part).to_numpy()
+            if not np.isfinite(copy[sel]).any():  # its siblings measured none of this part's configurations
+                continue
             target = "runtime_ms" if part is None else f"runtime_ms ({PHASE_LABEL.get(part, part)})"
             notes = [*common, *setting_notes(est, kinds[sel], truth[sel], pred[sel], copy[sel], stretch[sel] > 1)]
             res = score(protocol, target, dev, truth[sel], pred[sel], "sibling", wall,
