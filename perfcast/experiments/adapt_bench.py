@@ -174,6 +174,8 @@ def adapt_device(protocol: str, task: str, base: Any, train: pd.DataFrame, test:
                                                  random_share=random_share_for(options.get("plan_random_share"),
                                                                                task, "plan_random_share")))
         rest = ~picked
+        if not rest.any():  # a table no bigger than K: every row revealed, none left to score at this K
+            continue
         if rest.sum() > test_rows:  # the same seeded sample of the unrevealed rows for the model and the baselines
             keep = np.random.default_rng(seed).choice(np.flatnonzero(rest), test_rows, replace=False)
             rest = np.isin(np.arange(len(test)), keep)
