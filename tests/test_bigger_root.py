@@ -23,6 +23,7 @@ import pytest
 from perfcast.experiments import adapt_bench, presets
 from perfcast.experiments.aiconfigurator import aiconfigurator_unseen_gpu_gemm
 from perfcast.experiments.results import RunConfig, workspace
+from perfcast.experiments.scoring import score
 from perfcast.experiments.sibling import aiconfigurator_sibling_gemm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,3 +222,21 @@ def test_a_sibling_that_measured_none_of_a_gpus_shapes_leaves_it_scored_without_
     assert "nearest GPU" not in next(r for r in unseen if r.summary).baselines  # not every GPU has one
     assert per_gpu["gb200"].baselines.keys() == {"roofline", "nearest GPU"}  # l40s measured its shapes
     assert sibling == []
+
+
+def test_a_mean_over_fewer_gpus_names_the_ones_not_scored_at_its_k(data_root: Path):
+    """The adaptation summary at a K where a GPU had no row left (its table no bigger than K) averages the others and
+    names the missing GPU, so a mean over fewer GPUs never reads as the mean over all (real GEMM latencies)."""
+    latency = {dev: pd.read_parquet(next((data_root / "aiconfigurator" / dev).rglob("gemm_perf.parquet")),
+                                    columns=["latency"])["latency"].to_numpy()[:200] for dev in ("gb200", "l40s")}
+
+    def row(dev: str, k: int) -> Any:
+        res = score("aiconfigurator-adapt", "runtime_ms (gemm)", dev, latency[dev], latency[dev] * 1.1, "adapted", 1.0)
+        res.probe_budget = k
+        return res
+
+    per_device = {("gemm", 0): [row("gb200", 0), row("l40s", 0)], ("gemm", 512): [row("gb200", 512)]}
+    means = [r for r in adapt_bench.summarize("aiconfigurator-adapt", "gemm", per_device, ["shared"]) if r.summary]
+    assert [m.devices for m in means] == [("gb200", "l40s"), ("gb200",)]
+    assert means[0].notes[-1] == "shared" and not any(n.startswith("not scored") for n in means[0].notes)
+    assert means[1].notes[-2:] == ["shared", "not scored at K = 512 (no row left once K rows are revealed): l40s"]

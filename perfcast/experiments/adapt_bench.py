@@ -351,10 +351,17 @@ def _threshold(variant: Interval) -> str:
 
 def summarize(protocol: str, family: str, per_device: dict[tuple[str, int], list[Result]], common: Sequence[str]
               ) -> list[Result]:
-    """Per (part, K): the mean over devices (with the issue's goal) followed by the per-device rows."""
+    """Per (part, K): the mean over devices (with the issue's goal) followed by the per-device rows. A device scored
+    at some K of a part but not at this one (its table no bigger than K: no row left to score) is named in the mean's
+    notes, so a mean over fewer GPUs says so."""
     rows = []
+    scored: dict[str, set[str]] = {}
+    for (label, _), results in per_device.items():
+        scored.setdefault(label, set()).update(r.device for r in results)
     for (label, k), results in per_device.items():
-        mean = macro_mean(results, "every GPU left out", notes=common)
+        absent = sorted(scored[label] - {r.device for r in results})
+        left = [f"not scored at K = {k} (no row left once K rows are revealed): {', '.join(absent)}"] if absent else []
+        mean = macro_mean(results, "every GPU left out", notes=[*common, *left])
         mean.probe_budget, mean.model = k, " + ".join(dict.fromkeys(r.model for r in results))
         goal = GOALS.get((family, k))
         if goal is not None:
