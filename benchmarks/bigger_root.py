@@ -151,8 +151,7 @@ def write_spec(source: Path, dest: Path, rows: int, seed: int) -> None:
         elif col.strip() in ("Processor", "System"):
             future[col] = future[col].str.replace(SPEC_FUTURE[0], SPEC_FUTURE[1], regex=False)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("SOURCE.txt",):
-        shutil.copy(source / name, dest / name)
+    shutil.copy(source / "SOURCE.txt", dest / "SOURCE.txt")
     pd.concat([cut, future]).to_csv(dest / path.name, index=False, encoding="utf-8")
 
 

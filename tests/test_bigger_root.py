@@ -39,7 +39,7 @@ BEYOND = 100_000
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bigger_root")]
 
 
-def _script(name: str) -> Any:
+def benchmark_script(name: str) -> Any:
     """A benchmarks/ script as a module (they are scripts, not package modules)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -50,7 +50,7 @@ def _script(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def builder() -> Any:
-    return _script("bigger_root")
+    return benchmark_script("bigger_root")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def rows(root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str,
     out = tmp_path_factory.mktemp("bigger-run")
     argv = ["--data-root", str(root), "--cutoff", "2025", "--jobs", "2", "--out", str(out / "RESULTS.md"),
             "--json", str(out / "rows.json")]
-    _script("accuracy").main([*argv, *(a for p in PROTOCOLS for a in ("--protocol", p))])
+    benchmark_script("accuracy").main([*argv, *(a for p in PROTOCOLS for a in ("--protocol", p))])
     return json.loads((out / "rows.json").read_text())
 
 
@@ -186,7 +186,7 @@ def test_adaptation_runs_at_k0_and_k32_on_the_root(root: Path, aic_devices: dict
     monkeypatch.setattr(adapt_bench, "choose", small)
     budgets = sorted(real("aiconfigurator-adapt").options["budgets"])[:2]
     assert budgets[0] == 0 < budgets[1]
-    _script("accuracy").main(["--data-root", str(root), "--protocol", "aiconfigurator-adapt", "--part", "gemm",
+    benchmark_script("accuracy").main(["--data-root", str(root), "--protocol", "aiconfigurator-adapt", "--part", "gemm",
                               "--jobs", "1", "--out", str(tmp_path / "adapt.md"),
                               "--json", str(tmp_path / "adapt.json")])
     mine = json.loads((tmp_path / "adapt.json").read_text())

@@ -3,9 +3,7 @@ through training's fit path with that file's interval settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +15,7 @@ from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE
 from perfcast.experiments.results import RunConfig, workspace
 from perfcast.models.uncertainty.intervals import ConformalRegressor
 from perfcast.training.config import CONFIGS_DIR, ConfigError, load_config, load_preset, preset_files
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_bigger_root import benchmark_script
 
 PRESET = """task = "gemm"
 targets = ["runtime_ms"]
@@ -76,10 +73,7 @@ def _ncpp_root(data_root: Path, tmp_path: Path, with_test: bool) -> Path:
     src = data_root / "perfcastdb-sample"
     dst = tmp_path / "root" / "perfcastdb-sample"
     if with_test:  # NCPP's own layout: a test file beside the training file (here the last 30 rows moved there)
-        spec = importlib.util.spec_from_file_location("bench_bigger_root", REPO / "benchmarks" / "bigger_root.py")
-        builder = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look it up
-        spec.loader.exec_module(builder)
-        builder.write_ncpp(src, dst, test_rows=30)
+        benchmark_script("bigger_root").write_ncpp(src, dst, test_rows=30)
     else:
         shutil.copytree(src, dst)
     return dst.parent
