@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,6 @@ def write_aiconfigurator(source: Path, dest: Path, stride: int, gpus: Sequence[s
     shutil.copytree(source / "systems", dest / "systems")
     made = {r.source: r for r in SYNTHETIC_GPUS}
     for gpu in gpus:
-        if not (source / gpu).is_dir():
-            raise FileNotFoundError(f"aiconfigurator: no GPU folder {source / gpu}; known: "
-                                    f"{', '.join(sorted(p.name for p in source.iterdir() if p.name != 'systems'))}")
         for path in sorted((source / gpu).glob("*/*/*/*_perf.parquet")):
             raw = pq.read_table(path).to_pandas()
             raw = raw[configuration_share(raw, AIC_CONFIG[path.name], stride)].reset_index(drop=True)
@@ -171,6 +169,11 @@ def build(dest: Path, source: Path = DEFAULT_SOURCE, stride: int = 400, gpus: Se
         raise FileNotFoundError(f"shared datasets not found at {source}; pass --source, the shared/datasets copy")
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty; give a new directory for the bigger root")
+    aic = source / "aiconfigurator"
+    for gpu in gpus:  # checked before anything is written, so a bad name leaves no half-built root
+        if not (aic / gpu).is_dir():
+            raise FileNotFoundError(f"aiconfigurator: no GPU folder {aic / gpu}; known: "
+                                    f"{', '.join(sorted(p.name for p in aic.iterdir() if p.name != 'systems'))}")
     dest.mkdir(parents=True, exist_ok=True)
     write_aiconfigurator(source / "aiconfigurator", dest / "aiconfigurator", stride, gpus)
     write_neusight(source / "neusight", dest / "neusight", neusight_rows, seed)
@@ -192,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--gpu", action="append",
                         help=f"aiconfigurator: a real GPU to keep (repeatable; default: {', '.join(AIC_GPUS)})")
     args = parser.parse_args(argv)
-    root = build(args.dest, args.source, stride=args.stride, gpus=args.gpu or AIC_GPUS)
+    try:
+        root = build(args.dest, args.source, stride=args.stride, gpus=args.gpu or AIC_GPUS)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:  # what was wrong and what to pass instead
+        print(f"bigger_root: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(root)
     return root
 

@@ -240,3 +240,20 @@ def test_a_mean_over_fewer_gpus_names_the_ones_not_scored_at_its_k(data_root: Pa
     assert [m.devices for m in means] == [("gb200", "l40s"), ("gb200",)]
     assert means[0].notes[-1] == "shared" and not any(n.startswith("not scored") for n in means[0].notes)
     assert means[1].notes[-2:] == ["shared", "not scored at K = 512 (no row left once K rows are revealed): l40s"]
+
+
+def test_the_builder_refuses_a_non_empty_destination_or_an_unknown_gpu_with_exit_2(
+        builder: Any, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Bad arguments are a message and exit 2; a destination that holds files is never written into, and an unknown
+    GPU stops the build before anything is written."""
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as err:
+        builder.main([str(kept), "--source", str(data_root)])
+    assert err.value.code == 2 and "is not empty; give a new directory" in capsys.readouterr().err
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"] and (kept / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SystemExit) as err:
+        builder.main([str(tmp_path / "new"), "--source", str(data_root), "--gpu", "h300_sxm"])
+    assert err.value.code == 2 and "aiconfigurator: no GPU folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # checked before anything is written
