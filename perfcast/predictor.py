@@ -38,6 +38,8 @@ from perfcast.models.uncertainty.calibration import FOREIGN_VENDOR, check_level
 from perfcast.models.outputs import derived_outputs
 from perfcast.mlflow_quiet import BUNDLE_ARTIFACT
 
+#: a model argument naming a shipped model by task: ``builtin:gemm``
+BUILTIN_SCHEME = "builtin:"
 #: where MLflow puts a logged model's bundle in the model directory
 BUNDLE_IN_MLFLOW_MODEL = Path("data") / BUNDLE_ARTIFACT
 #: targets where a higher value is better (ranked descending by default)
@@ -50,8 +52,13 @@ _FALSE = {"false", "0", "no", "n", "f"}
 
 
 def resolve_model_dir(uri_or_path: str | os.PathLike[str]) -> Path:
-    """The local bundle directory of a model path, an MLflow model directory, or a ``runs:/``/``models:/`` URI."""
+    """The local bundle directory of a model path, an MLflow model directory, a ``runs:/``/``models:/`` URI, or
+    ``builtin:TASK`` (the shipped model of a task: what a fresh install adapts, ``perfcast adapt builtin:gemm``)."""
     text = str(uri_or_path)
+    if text.startswith(BUILTIN_SCHEME):
+        from perfcast.builtin import bundle_path
+
+        return bundle_path(text[len(BUILTIN_SCHEME):])
     if "://" in text or text.startswith(("runs:/", "models:/")):
         import mlflow
 
@@ -65,8 +72,9 @@ def resolve_model_dir(uri_or_path: str | os.PathLike[str]) -> Path:
         local = Path(text).expanduser()
         if not local.exists():
             raise FileNotFoundError(
-                f"no model at {text!r}: give a directory written by perfcast, an MLflow run URI (runs:/RUN_ID/model) "
-                f"or a registry URI (models:/NAME/VERSION)")
+                f"no model at {text!r}: give a directory written by perfcast, an MLflow run URI (runs:/RUN_ID/model), "
+                f"a registry URI (models:/NAME/VERSION) or a built-in model ({BUILTIN_SCHEME}gemm, "
+                f"{BUILTIN_SCHEME}attention)")
     for candidate in (local, local / BUNDLE_IN_MLFLOW_MODEL):
         if (candidate / MANIFEST).is_file():
             return candidate

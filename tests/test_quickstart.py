@@ -202,3 +202,20 @@ def test_quickstart_judges_the_adaptation_on_measured_shapes_it_did_not_adapt_on
     registered = Predictor.load(f"models:/{MODEL_NAME}/{res.judged.version}")
     one = registered.predict({"m": 300, "n": 200, "k": 100, "dtype": "float32", "device": res.probed.device_id})
     assert 0 <= one["runtime_ms_lo"] < one["runtime_ms"] < one["runtime_ms_hi"]
+    # ... and knows the machine it was adapted to (its records name it only by device_name, which the measured sheet
+    # aliases), while the built-in model flags that machine's spec as outside its training GPUs
+    assert one["in_distribution"] and one["ood_reason"] is None, one["ood_reason"]
+    assert "spec outside the training hull" in Predictor.builtin("gemm").predict(
+        {"m": 300, "n": 200, "k": 100, "dtype": "float32", "device": res.probed.device_id})["ood_reason"]
+
+    # a second quickstart on the same store measures nothing again and reproduces the first: the same sheet (drawn
+    # from the peak GEMMs only, though the store now holds the plan's rows too), shapes, rows and errors
+    sheet, rows_before = res.probed.specs_path.read_text(), len(store.read("gemm"))
+    again = run_quickstart(store, quick=True, budget_s=0.0, min_rows=first, console=Console(file=io.StringIO()))
+    assert len(store.read("gemm")) == rows_before and again.probed.measured == 0
+    assert again.probed.hw_id == res.probed.hw_id and again.probed.specs_path.read_text() == sheet
+    assert again.shapes == res.shapes
+    assert list(again.adapt_rows["params_json"]) == list(res.adapt_rows["params_json"])
+    for label in ("before_mape", "after_mape"):
+        assert again.judged.summary[label] == pytest.approx(res.judged.summary[label])
+    assert again.judged.version == res.judged.version + 1

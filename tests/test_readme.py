@@ -26,8 +26,9 @@ NOT_RUN_HERE: dict[str, str] = {
     "python benchmarks/accuracy.py --ray local": "every protocol (tens of minutes): tests/test_scale_benchmark.py "
                                                  "compares Ray and in-process rows on two protocols",
     "perfcast probe gemm --plan adapt": "tests/test_adapt.py plans and adapts on real aiconfigurator rows",
-    "perfcast adapt ./base-model": "tests/test_adapt.py runs perfcast adapt on a store of real rows",
-    "adapted = Predictor.load(\"./base-model\")": "tests/test_adapt.py runs Predictor.adapt on real rows",
+    "perfcast adapt builtin:gemm": "tests/test_adapt_builtin.py runs it on a store of real rows",
+    "adapted = Predictor.builtin(\"gemm\").adapt": "tests/test_adapt_builtin.py runs Predictor.builtin('gemm').adapt "
+                                                   "on real rows",
     "perfcast data import aiconfigurator-power": "413k rows (minutes): tests/test_power_import.py imports real rows",
     "perfcast train configs/aiconfigurator_power_unseen_shape.toml": "tests/test_power_config.py trains it on a slice",
     "python examples/scheduler.py models:/aiconfigurator-gemm-power/1": "needs the model above: "

@@ -175,8 +175,11 @@ FORMAT2 = Path(__file__).parent / "data" / "format2"
 
 def test_a_format_2_bundle_loads_into_the_trained_classes_and_predicts_what_it_did_when_saved(tmp_path):
     """A bundle written by the last perfcast that wrote format 2 (per-kind entries, tests/data/format2/README.md)
-    loads into the same classes as format 3, predicts bit for bit what the writing perfcast predicted, and
-    written again through the state protocol (format 3) predicts the same numbers."""
+    loads into the same classes as format 3, predicts what the writing perfcast predicted, and written again
+    through the state protocol (format 3) predicts the same numbers bit for bit. Against the numbers stored when it
+    was written the match is to a few units in the last place: they came from that environment's libraries, whose
+    floating-point math may round the last bit differently (a fresh install of 2026-12-06 differed on 11 of the 120
+    rows, by one or two units)."""
     assert json.loads((FORMAT2 / "bundle" / MANIFEST).read_text())["format_version"] == 2
     old = PerfcastModel.load(FORMAT2 / "bundle")
     assert isinstance(old.heads[0], SiblingTransfer)
@@ -184,11 +187,12 @@ def test_a_format_2_bundle_loads_into_the_trained_classes_and_predicts_what_it_d
     F = old.features.transform(rows)
     expected = np.load(FORMAT2 / "expected.npy")
     assert np.isfinite(expected).all() and len(np.unique(expected)) > 1
-    np.testing.assert_array_equal(old.predict_features(F), expected)
+    now = old.predict_features(F)
+    np.testing.assert_allclose(now, expected, rtol=1e-14, atol=0)
     path = write_bundle(tmp_path / "v3", old.task, old.targets, old.features, old.heads, old.joint, old.calibration,
                         old.domain, old.metadata)
     assert json.loads((path / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 3
-    np.testing.assert_array_equal(PerfcastModel.load(path).predict_features(F), expected)
+    np.testing.assert_array_equal(PerfcastModel.load(path).predict_features(F), now)
 
 
 def test_the_built_in_models_load_into_the_trained_classes(gemm):

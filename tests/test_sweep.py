@@ -103,6 +103,8 @@ def test_interrupted_sweep_resumes_without_redoing_or_losing(store):
     assert len(df) == 6 and df["params_json"].is_unique
     third = run_sweep(GemmProbe(devices=("cpu",), **FAST), store, configs=configs(6), progress=False)
     assert (third.skipped_done, third.measured) == (6, 0)
+    # a re-run that measures nothing still names the machine its configurations' records describe
+    assert third.hw_ids == first.hw_ids == second.hw_ids == {cpu_fingerprint()["hw_id"]}
 
 
 def test_a_failing_config_is_reported_and_the_rest_run(store):

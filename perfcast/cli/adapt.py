@@ -16,7 +16,8 @@ console = Console()
 
 @adapt_app.command("adapt")
 def adapt(
-    model: Annotated[str, typer.Argument(help="Model to adapt: a directory, runs:/RUN_ID/model or models:/NAME/N")],
+    model: Annotated[str, typer.Argument(help="Model to adapt: builtin:gemm or builtin:attention (the shipped "
+                                              "models), a directory, runs:/RUN_ID/model or models:/NAME/N")],
     store: Annotated[Path, typer.Option("--store", "-s", help="Record store holding the device's measurements")],
     out: Annotated[Path, typer.Option("--out", "-o", help="New directory for the adapted model")],
     device: Annotated[Optional[str], typer.Option(help="The device to adapt to (when the store holds several)")] = None,
@@ -46,14 +47,13 @@ def adapt(
         raise typer.Exit(code=2)
     from perfcast.records.hardware_specs import ENV_VAR
     from perfcast.records.store import RecordStore
-    from perfcast.workflows.adapt import AdaptationError, adaptation_records, adapt_from_store, donor_records
+    from perfcast.workflows.adapt import (AdaptationError, adaptation_records, adapt_from_store, donor_records,
+                                          load_base)
 
     try:
         donor_rows = None
         if donors is not None:
-            from perfcast.predictor import Predictor
-
-            target = Predictor.load(model)
+            target = load_base(model)
             near = adaptation_records(RecordStore(store), target.task, target.targets[0], device)[1]
             donor_rows = donor_records(RecordStore(donors), target.task, target.targets[0], donor_device, near)
         res = adapt_from_store(model, store, out, device=device, tracking_uri=tracking_uri,

@@ -9,6 +9,7 @@ user spec-file format (``$PERFCAST_HW_SPECS``) and used exactly like a vendor sh
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,19 @@ def device_key(name: str) -> str:
     return "probed_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def probed_spec(store: RecordStore, hw_id: str, timing: str = "runtime_ms") -> dict[str, Any]:
+def probed_spec(store: RecordStore, hw_id: str, timing: str = "runtime_ms",
+                keys: Collection[str] | None = None) -> dict[str, Any]:
     """One spec entry for the probed hardware ``hw_id``: peaks per dtype from its GEMM records' ``timing``
     column (``runtime_min_ms``: the fastest repeat, the peak a busy machine's neighbours did not slow) and
-    bandwidth from its DRAM-sized STREAM triad (absent fields: nothing was measured for them)."""
+    bandwidth from its DRAM-sized STREAM triad (absent fields: nothing was measured for them). ``keys``: only the
+    GEMM records of these configurations (``params_json``), so a sheet drawn from chosen peak GEMMs stays the same
+    when the store holds more of this machine's GEMMs (a re-run, or other probes' rows)."""
     gemm = store.read("gemm", filters={"hw_id": hw_id, "source": "probe"})
+    if keys is not None:
+        gemm = gemm[gemm["params_json"].isin(list(keys))]
     if gemm.empty:
-        raise ValueError(f"no probe GEMM records for hw_id {hw_id} in {store.root}: run `perfcast probe gemm`")
+        which = "" if keys is None else f" of the {len(keys)} configurations asked for"
+        raise ValueError(f"no probe GEMM records{which} for hw_id {hw_id} in {store.root}: run `perfcast probe gemm`")
     first = gemm.iloc[0]
     entry: dict[str, Any] = {"device_name": str(first["device_name"]), "device_kind": str(first["device_kind"]),
                              "vendor": str(first["vendor"]) if first["vendor"] is not None else "unknown",

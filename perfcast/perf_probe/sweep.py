@@ -63,6 +63,8 @@ class SweepResult:
     stopped_by_budget: bool = False
     interrupted: bool = False
     unavailable: str | None = None
+    #: the hardware the sweep's configurations have stored records of: measured now, or already (a re-run that
+    #: finds everything stored still says which machine its records describe)
     hw_ids: set[str] = field(default_factory=set)
     #: configurations another running sweep had claimed (it measures them)
     claimed_elsewhere: int = 0
@@ -213,6 +215,7 @@ def run_sweep(
         hw_id = devices(cfg.get("device", "cpu"))["hw_id"]
         if (hw_id, probe.key(cfg)) in done:
             result.skipped_done += 1
+            result.hw_ids.add(hw_id)
         else:
             pending.append((cfg, hw_id))
     provenance = {"source": SOURCE, "probe_version": f"{probe.name}/{__version__}",
@@ -234,6 +237,7 @@ def run_sweep(
                 with store.lock(probe.task):
                     if (hw_id, key) in stored.refresh():
                         result.skipped_done += 1
+                        result.hw_ids.add(hw_id)
                         bar.advance(task)
                         continue
                     if not claims.take(hw_id, key):

@@ -128,6 +128,19 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
     return path
 
 
+def load_base(model: str | os.PathLike[str]) -> Any:
+    """The :class:`~perfcast.predictor.Predictor` to adapt; a model that is missing, unreadable, of another perfcast
+    version or an unknown ``builtin:`` name is an :class:`AdaptationError` saying so (the CLI's exit 2)."""
+    from perfcast.builtin import BuiltinModelError
+    from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
+    from perfcast.predictor import Predictor
+
+    try:
+        return Predictor.load(model)
+    except (FileNotFoundError, ModelFormatError, IncompatibleModelError, BuiltinModelError, ValueError) as err:
+        raise AdaptationError(str(err)) from None
+
+
 def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str] | RecordStore, out: Path, *,
                      device: str | None = None, records: pd.DataFrame | None = None, tracking_uri: str | None = None,
                      experiment: str = "adapt", registered_name: str | None = None, seed: int = 0,
@@ -140,15 +153,12 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     <perfcast.Predictor.adapt>`). ``adapter(base, records, seed=, donors=)`` replaces :meth:`Predictor.adapt
     <perfcast.Predictor.adapt>` (the quickstart's CPU GEMMs add a physics term). The quickstart calls this on
     this machine's CPU GEMMs."""
+    from perfcast.features import UnknownDeviceError
     from perfcast.models.persistence.adapted import save_adapted
-    from perfcast.models.persistence.bundle import IncompatibleModelError, ModelFormatError
     from perfcast.predictor import Predictor
 
     rs = store if isinstance(store, RecordStore) else RecordStore(Path(store))
-    try:
-        base = Predictor.load(model)
-    except (FileNotFoundError, ModelFormatError, IncompatibleModelError) as err:
-        raise AdaptationError(str(err)) from None
+    base = load_base(model)
     from perfcast.models.estimators.power_adapt import adapts_jointly
 
     joint = adapts_jointly(base.targets)  # runtime + power: rows need a runtime; power is corrected where read
@@ -163,10 +173,16 @@ def adapt_from_store(model: str | os.PathLike[str], store: str | os.PathLike[str
     out = Path(out)
     specs = measured_sheet(rs, records, out.parent / f"{out.name}.hw_specs.yaml")
     start = time.perf_counter()
-    if adapter is not None:
-        adapted, named = adapter(base, records, seed=seed, donors=donors), {}
-    else:
-        adapted, named = base.adapt(records, seed=seed, donors=donors, setting=setting), {"setting": setting}
+    try:
+        if adapter is not None:
+            adapted, named = adapter(base, records, seed=seed, donors=donors), {}
+        else:
+            adapted, named = base.adapt(records, seed=seed, donors=donors, setting=setting), {"setting": setting}
+    except UnknownDeviceError as err:  # the features need a spec field neither a sheet nor the probes gave
+        hint = "" if specs is None else (f" The spec sheet measured from this device's probes ({specs}) lacks it; "
+                                         f"on a CPU, `perfcast probe cpu --store {rs.root}` measures its memory "
+                                         "bandwidth.")
+        raise AdaptationError(f"{err.args[0] if err.args else err}{hint}") from None
     report = {**adapted.metadata["adaptation"], **named, "device": name,
               "seconds": round(time.perf_counter() - start, 3)}
     lineage = {"base_model": str(model), "store": str(rs.root), "device": name, "rows": len(records)}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfcast.records.hardware_specs import resolve_device_id
 from perfcast.records.schema import columns
 from perfcast.features.base import column_positions, text_map
 from perfcast.features.distinct import flagged
@@ -69,6 +70,17 @@ def _fmt(values: np.ndarray) -> np.ndarray:
     return np.char.mod("%g", values.astype("float64")).astype(object)
 
 
+def device_ids(records: pd.DataFrame) -> list[str]:
+    """The devices ``records`` measured: their ``device_id``, else the id their ``device_name`` resolves to (a probed
+    machine's records carry only its name, which the spec sheet measured from its probes lists as an alias)."""
+    ids = set(records["device_id"].dropna().astype(str)) if "device_id" in records.columns else set()
+    if "device_name" in records.columns:
+        named = records["device_name"] if "device_id" not in records.columns else \
+            records["device_name"][records["device_id"].isna()]
+        ids |= {i for i in map(resolve_device_id, named.dropna().astype(str).unique()) if i is not None}
+    return sorted(ids)
+
+
 class DomainGuard:
     """Training ranges and seen values of one task's records; :meth:`check` says which records leave them.
 
@@ -113,8 +125,7 @@ class DomainGuard:
             if np.isfinite(v).any():
                 self.hardware[c] = (float(np.nanmin(v)), float(np.nanmax(v)))
         self.complete = [c for c in self.hardware if c not in WORK and features[c].notna().all()]
-        ids = records["device_id"] if "device_id" in records.columns else pd.Series([], dtype="string")
-        self.devices = sorted(ids.dropna().astype(str).unique().tolist())
+        self.devices = device_ids(records)
         return self
 
     def extended(self, records: pd.DataFrame, features: pd.DataFrame) -> DomainGuard:

@@ -1,0 +1,70 @@
+"""`perfcast adapt builtin:TASK`: a fresh install adapts its shipped model, with nothing trained first; bad names and
+a probed machine whose sheet lacks a field the features need are refused with what to do (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from perfcast import Predictor
+from perfcast.cli import app
+from perfcast.datasets.importers import get_importer
+from perfcast.perf_probe.gemm import GemmProbe
+from perfcast.perf_probe.sweep import run_sweep
+from perfcast.predictor import resolve_model_dir
+from perfcast.records.store import RecordStore
+from perfcast.builtin import bundle_path
+
+TARGET_GPU = "l40s"
+
+
+@pytest.fixture(scope="module")
+def l40s(data_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Real aiconfigurator bf16 GEMMs of the L40S: 48 revealed, 300 to predict."""
+    imp, root = get_importer("aiconfigurator"), data_root / "aiconfigurator"
+    unit = next(u for u in imp.units(root) if "/gemm/trtllm/" in u.as_posix() and TARGET_GPU in u.as_posix())
+    rows = imp.load(root, unit)["gemm"]
+    rows = rows[(rows["device_id"] == TARGET_GPU) & (rows["dtype"] == "bfloat16")].sample(348, random_state=0)
+    return rows.iloc[:48].reset_index(drop=True), rows.iloc[48:].reset_index(drop=True)
+
+
+def test_a_builtin_name_is_the_shipped_bundle() -> None:
+    assert resolve_model_dir("builtin:gemm") == bundle_path("gemm")
+    assert resolve_model_dir("builtin:attention") == bundle_path("attention")
+
+
+def test_the_cli_adapts_the_builtin_model_by_name(l40s, tmp_path: Path) -> None:
+    revealed, test = l40s
+    store = tmp_path / "store"
+    RecordStore(store).append(revealed, "gemm")
+    out = tmp_path / "adapted"
+    res = CliRunner().invoke(app, ["adapt", "builtin:gemm", "--store", str(store), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    adapted = Predictor.load(out)
+    assert adapted.metadata["adaptation"]["base_model"] == "builtin:gemm"
+    assert adapted.metadata["adaptation"]["rows"] == len(revealed)
+    pd.testing.assert_frame_equal(adapted.predict(test), Predictor.builtin("gemm").adapt(revealed).predict(test))
+
+
+@pytest.mark.parametrize("name", ["builtin:nope", "builtin:"])
+def test_an_unknown_builtin_name_is_refused_with_the_names_there_are(name: str, l40s, tmp_path: Path) -> None:
+    RecordStore(tmp_path / "store").append(l40s[0], "gemm")
+    res = CliRunner().invoke(app, ["adapt", name, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "no built-in model for task" in res.output and "gemm, attention" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_probed_machine_without_its_bandwidth_is_told_how_to_measure_it(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "store")
+    configs = [{"op": "matmul", "m": m, "n": 64, "k": 64, "batch": 1, "dtype": "float32", "layout": "nn",
+                "backend": "torch", "device": "cpu", "n_threads": 1} for m in (32, 64, 96)]
+    assert run_sweep(GemmProbe(max_time_s=0.05, warmup_s=0.01), store, configs=configs, progress=False).measured == 3
+    res = CliRunner().invoke(app, ["adapt", "builtin:gemm", "--store", str(store.root), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert "lack the memory bandwidth (mem_bw_gbs)" in flat and f"perfcast probe cpu --store {store.root}" in flat
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, not a traceback
