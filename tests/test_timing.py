@@ -259,24 +259,45 @@ def _others_cpu_share(fn):
     return out, max(0.0, busy(sys1) - busy(sys0) - mine) / wall
 
 
+def _bare_cv(fn, calls: int = 40) -> float:
+    """CV of ``calls`` back-to-back calls of ``fn``, each timed alone: the machine's own noise floor for the kernel,
+    with nothing of the harness in it."""
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.std(times) / np.mean(times))
+
+
 @pytest.mark.quiet_core
 def test_cpu_gemm_1024_is_repeatable():
     """A 1024³ float32 GEMM on one thread repeats with CV <= 3 % (up to 3 tries: the machine is shared).
 
-    If every try is noisy while other processes kept a core busy, the test is skipped with that
-    measurement as the reason; on a quiet machine a noisy harness fails.
+    If every try is noisy while other processes kept a core busy, the test is skipped with that measurement as
+    the reason. If no process was busy but a bare loop of the same GEMM is as noisy (a virtual machine whose host
+    or clock moves the timings: no process accounting sees it), it is skipped with that floor as the reason. On
+    a machine quiet by both, or with the harness well above the bare loop's noise, a noisy harness fails.
     """
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     out = torch.empty(1024, 1024)
-    cvs, loads = [], []
+    kernel = lambda: torch.matmul(a, b, out=out)  # noqa: E731
+    cvs, loads, bare = [], [], []
     with threads(1):
         for _ in range(3):
-            t, load = _others_cpu_share(lambda: measure(lambda: torch.matmul(a, b, out=out), max_time_s=2.0))
+            t, load = _others_cpu_share(lambda: measure(kernel, max_time_s=2.0))
             cvs.append(t.cv)
             loads.append(load)
             if t.cv <= 0.03:
                 return
+            bare.append(_bare_cv(kernel))
     if min(loads) > 0.5:
         pytest.skip(f"machine busy: other processes used {min(loads):.2f}-{max(loads):.2f} cores during the "
                     f"measurement (CVs {[round(c, 3) for c in cvs]}); repeatability needs a quiet core")
-    pytest.fail(f"1024³ GEMM CV {[round(c, 3) for c in cvs]} > 3 % on a quiet machine (others used {loads} cores)")
+    floor = float(np.median(bare))
+    if min(bare) > 0.03 and min(cvs) <= 2 * floor + 0.01:
+        pytest.skip(f"this machine's own timing noise: a bare loop of the same GEMM has CV "
+                    f"{[round(c, 3) for c in bare]} with no other process busy (others used {max(loads):.3f} cores "
+                    f"at most); the harness's CVs {[round(c, 3) for c in cvs]} are within it")
+    pytest.fail(f"1024³ GEMM CV {[round(c, 3) for c in cvs]} > 3 % on a quiet machine (others used {loads} "
+                f"cores; a bare loop of it: CV {[round(c, 3) for c in bare]})")
