@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,10 +19,11 @@ from perfcast.records.store import RecordStore
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.hardware import cpu_fingerprint
 from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
+import perfcast.perf_probe.sweep as sweep_module
 from perfcast.perf_probe.sweep import run_sweep, stored_keys, summarize
 
 FAST = {"max_time_s": 0.05, "warmup_s": 0.01}
-#: measurements that never converge, so each one lasts its time cap (for budget and kill tests)
+#: measurements that never converge, so each one lasts its time cap (for the kill test)
 CAPPED = {"max_time_s": 0.3, "warmup_s": 0.01, "rel_precision": 1e-9, "max_repeats": 10**9}
 
 
@@ -115,12 +117,23 @@ def test_a_failing_config_is_reported_and_the_rest_run(store):
     assert len(store.read("gemm")) == 2
 
 
-def test_budget_is_respected_and_the_rest_resumes(store):
-    probe = GemmProbe(devices=("cpu",), **CAPPED)
+def test_budget_is_respected_and_the_rest_resumes(store, monkeypatch):
+    """On a scripted clock (each configuration takes 0.4 s of it, whatever this machine's load), a 1.5 s budget
+    measures exactly 3: after them 1.2 s are spent and the estimate (the median so far) says a 4th would end at 1.6 s,
+    so it is not started. The real measurements and the store are untouched by the clock."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(monotonic=lambda: clock["now"], time=time.time))
+    probe = GemmProbe(devices=("cpu",), **FAST)
+    measure_one = probe.run
+
+    def run(config):
+        clock["now"] += 0.4
+        return measure_one(config)
+
+    probe.run = run
     res = run_sweep(probe, store, configs=configs(10), budget_s=1.5, progress=False)
-    assert res.stopped_by_budget and 1 <= res.measured < 10
-    # no configuration is started that the estimate (median so far) says will overrun
-    assert res.elapsed_s <= 1.5 + 0.5
+    assert res.stopped_by_budget and res.measured == 3 and res.elapsed_s == pytest.approx(1.2)
+    assert len(store.read("gemm")) == 3
     rest = run_sweep(GemmProbe(devices=("cpu",), **FAST), store, configs=configs(10), progress=False)
     assert rest.skipped_done == res.measured and rest.measured == 10 - res.measured
 
