@@ -20,6 +20,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # console's width from COLUMNS when the console is made (the CLI's, at import), so tests that widen the console
     # for one command (CliRunner's env) would get 80 columns only in a worker. Same output on both runners:
     os.environ.pop("COLUMNS", None)
+    # Each worker's OpenMP pools (LightGBM, XGBoost, torch, OpenBLAS) sized to its share of the cores: by default each
+    # takes every core, and with another worker busy their threads spin-wait at every barrier (a LightGBM test took
+    # twice its single-thread time and CPU beside one busy process, benchmarks/TEST_TIME.md). Set before any test
+    # module loads them (they read it once); inherited by the commands tests run; a value given by the caller wins.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                     // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 
 @pytest.hookimpl(hookwrapper=True)

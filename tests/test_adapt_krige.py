@@ -86,8 +86,9 @@ def test_a_kriged_adaptation_round_trips_and_serves_one_row_as_a_batch(rows):
 
 def test_the_kriging_choice_solves_on_one_blas_thread(rows, monkeypatch):
     """Its hundreds of small solves ran ~6x slower with BLAS threads competing on a shared 2-core machine
-    (benchmarks/ANALYSIS_adapt.md round 15c); the BLAS pools outside it are left as they were."""
-    from threadpoolctl import threadpool_info
+    (benchmarks/ANALYSIS_adapt.md round 15c); the BLAS pools outside it are left as they were. The pools start at
+    two threads here, whatever the runner set (a pytest-xdist worker gets one, tests/conftest.py)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads() -> list[int]:
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
@@ -102,9 +103,12 @@ def test_the_kriging_choice_solves_on_one_blas_thread(rows, monkeypatch):
         seen.append(blas_threads())
         return solve(*args, **kwargs)
 
-    before = blas_threads()
     monkeypatch.setattr(np.linalg, "solve", spy)
-    found = fit_adaptation(F, b, y, task="gemm", krige=MIN_GAIN)
-    assert any(k.startswith("krige") for k in found.cv_error) and seen and before
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        found = fit_adaptation(F, b, y, task="gemm", krige=MIN_GAIN)
+        after = blas_threads()
+    assert before and all(n == 2 for n in before), before
+    assert any(k.startswith("krige") for k in found.cv_error) and seen
     assert all(threads == [1] * len(before) for threads in seen), seen[:3]
-    assert blas_threads() == before
+    assert after == before
