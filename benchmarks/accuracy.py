@@ -231,8 +231,11 @@ def environment() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    pools = dict.fromkeys(f"{p['user_api']} {p['prefix']} {p.get('version') or ''}".rstrip() + f": {p['num_threads']}"
-                          for p in threadpoolctl.threadpool_info())
+    def pool(p: dict[str, Any]) -> str:  # OpenBLAS picks its kernels by CPU: other kernels, other rounding
+        kernels = f" ({p['architecture']} kernels)" if p.get("architecture") else ""
+        return f"{p['user_api']} {p['prefix']} {p.get('version') or ''}".rstrip() + f"{kernels}: {p['num_threads']}"
+
+    pools = dict.fromkeys(map(pool, threadpoolctl.threadpool_info()))
     return (f"- libraries: {', '.join(f'{n} {version(n)}' for n in NUMERIC_LIBRARIES)}; threads: "
             f"{', '.join(pools) or 'no BLAS/OpenMP pool loaded'}")
 
