@@ -26,10 +26,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+import threadpoolctl
 
 from perfcast.experiments.registry import RUNNERS, UNSEEN_HARDWARE, run
 from perfcast.experiments.results import ADAPT_COVERAGE_GOALS, COVERAGE_GOAL, Result, RunConfig, judge_coverage
@@ -38,6 +40,9 @@ from perfcast.models import model_names
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "datasets"
 DEFAULT_OUT = REPO / "benchmarks" / "RESULTS.md"
+#: the distributions whose versions decide the numbers (named as pip names them)
+NUMERIC_LIBRARIES: tuple[str, ...] = ("numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "scipy", "torch",
+                                      "pyarrow")
 METRIC_LABEL = {"mape": "mean APE", "median_ape": "median APE", "p90_ape": "P90 APE", "r2": "R²"}
 
 
@@ -217,6 +222,24 @@ def git_commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
+def environment() -> str:
+    """The library versions and the BLAS/OpenMP thread counts in effect in this process, one line: the same code
+    scored other numbers on another machine (ANALYSIS_adapt.md, round 20a), so a table names what it ran on."""
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    def pool(p: dict[str, Any]) -> str:  # OpenBLAS picks its kernels by CPU: other kernels, other rounding
+        kernels = f" ({p['architecture']} kernels)" if p.get("architecture") else ""
+        return f"{p['user_api']} {p['prefix']} {p.get('version') or ''}".rstrip() + f"{kernels}: {p['num_threads']}"
+
+    pools = dict.fromkeys(map(pool, threadpoolctl.threadpool_info()))
+    return (f"- libraries: {', '.join(f'{n} {version(n)}' for n in NUMERIC_LIBRARIES)}; threads: "
+            f"{', '.join(pools) or 'no BLAS/OpenMP pool loaded'}")
+
+
 def merge(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``old`` rows with every protocol that ``new`` has replaced by ``new``'s rows, in ``old``'s order (protocols
     ``old`` lacks come last): a partial re-run updates a full table without re-running the rest."""
@@ -244,6 +267,7 @@ def header(argv: Sequence[str], total_s: float, kept: Sequence[str] = (), source
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         (f"- machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, "
          f"{platform.system()} {platform.release()}, Python {platform.python_version()}"),
+        environment(),
         f"- command: `{command.strip()}`",
         f"- git commit: {git_commit()}",
         f"- total wall time: {total_s / 60:.1f} min (dataset imports included; the wall column is fit + predict)",
