@@ -9,8 +9,9 @@ LightGBM's defaults trained on 5,000 real bf16 GEMMs) this runs ``--runs`` fresh
 * ``load + 1``: the same, then predict one real configuration of the bundle's task;
 
 and the README's ``perfcast predict --set m=4096 ... --set device=h100_sxm`` as the console script runs it (the
-issue's "later call": every process after a discarded first one, so caches and bytecode exist), and reports medians of their wall time and CPU time (user + sys of the child: on a shared 2-core machine the
-wall time mostly measures the other processes). Floors for scale: ``python -c pass`` and
+issue's "later call": every process after a discarded first one, so caches and bytecode exist), and reports
+medians of their wall time and CPU time (user + sys of the child: on a shared 2-core machine the wall time mostly
+measures the other processes). Floors for scale: ``python -c pass`` and
 ``import numpy, pandas``. With ``--base DIR`` (a checkout of another commit, e.g. the branch's base) every
 process is also run with ``PYTHONPATH=DIR``, alternating with this checkout, and each ``load + 1`` process
 prints its prediction, which must be the same in both (repr of the result dict). Results:
@@ -45,8 +46,8 @@ def run(code: str, pythonpath: Path) -> tuple[float, float, str]:
     working directory first on the path) with it also on ``PYTHONPATH``.
 
     ``PYTHONDONTWRITEBYTECODE`` is dropped: an installed package runs from cached bytecode (pip compiles it at
-    install, an editable checkout on first import), and with the variable set, as on some development machines,
-    every process would compile perfcast's sources again and the benchmark would time the compiler."""
+    install, an editable checkout on first import), which is the case a user's later call is; some development
+    machines set the variable."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(pythonpath)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -123,8 +124,8 @@ def main() -> None:
             measures[f"{name}: load"] = f"from perfcast import Predictor\n{load}"
             measures[f"{name}: load + 1"] = (f"from perfcast import Predictor\n{load}\n"
                                              f"print(repr(p.predict({first[task]!r})))")
-        rows = []
         measures["`perfcast predict` (README line, built-in gemm)"] = CLI.format(argv=README_PREDICT)
+        rows = []
         floors = {"python -c pass", "import numpy, pandas"}
         measures = {name: code for name, code in measures.items()
                     if not args.only or name in floors or args.only in name}
