@@ -9,7 +9,7 @@ import pytest
 
 from perfcast.experiments.registry import run
 from perfcast.experiments.results import Result, RunConfig
-from perfcast.perf_probe.fleet import LOCAL
+from perfcast.perf_probe.fleet import LOCAL, connect
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
 pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every local Ray cluster, one at a time
@@ -29,9 +29,8 @@ def _accuracy_module():
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One local Ray with two worker CPUs for the module."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with connect(LOCAL, num_cpus=2):
+        yield
 
 
 def test_one_task_per_protocol_and_rows_back_in_the_asked_order():

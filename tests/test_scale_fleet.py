@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from perfcast.cli import app
 from perfcast.records.store import RecordStore
 from perfcast.perf_probe.cpu_kernels import CpuProbe
-from perfcast.perf_probe.fleet import LOCAL, plan, run_fleet
+from perfcast.perf_probe.fleet import LOCAL, connect, plan, run_fleet
 from perfcast.perf_probe.sweep import run_sweep
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
@@ -35,9 +35,8 @@ KEYS = ["hw_id", "params_json", "subtest"]
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One local Ray for the module (start-up takes seconds); fleet runs reuse it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with connect(LOCAL, num_cpus=2):
+        yield
 
 
 def stored(path: Path) -> pd.DataFrame:
@@ -54,6 +53,12 @@ def test_plan_holds_a_whole_node_per_cpu_job_and_one_gpu_per_gpu_job():
         ("n2", ("cpu",), 16.0, 0)]
     here = plan(ray.nodes())  # the local Ray: one node, two CPUs, no GPU
     assert len(here) == 1 and here[0].devices == ("cpu",) and here[0].num_cpus == 2
+
+
+def test_local_workers_run_at_the_drivers_priority():
+    """Ray's default worker niceness (15) would leave local probes and protocols starved beside any busy process."""
+    niceness = ray.get(ray.remote(lambda: os.nice(0)).remote())
+    assert niceness == os.nice(0)
 
 
 def test_ray_probe_stores_what_a_direct_run_stores_and_a_rerun_measures_nothing(tmp_path: Path):

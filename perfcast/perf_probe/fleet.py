@@ -126,7 +126,9 @@ def store_location(store: str | os.PathLike[str] | None) -> str:
 @contextmanager
 def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
     """Ray connected to ``address`` for the block; ``local`` starts one here (with ``num_cpus`` CPUs, default
-    every core); an existing session is reused."""
+    every core) whose workers run at the driver's priority: Ray's default niceness of 15 starves them beside any
+    other busy process, which slows a local run by orders of magnitude and leaves probes measuring a starved
+    process. An existing session is reused."""
     try:
         import ray
     except ImportError:
@@ -134,7 +136,8 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "num_cpus": num_cpus} if address == LOCAL else {}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "num_cpus": num_cpus,
+                              "_system_config": {"worker_niceness": 0}} if address == LOCAL else {}
     try:
         ray.init(address=None if address == LOCAL else address, log_to_driver=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
