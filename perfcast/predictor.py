@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.records.hardware_specs import ENV_VAR, Catalog, catalog, resolve_device_id
+from perfcast.records.parsing import decimal
 from perfcast.records.schema import columns
 from perfcast.features import MissingColumnError, UnknownDeviceError
 from perfcast.features.hardware import DEVICE_ALIAS
@@ -224,13 +225,13 @@ class Predictor:
 
     # ------------------------------------------------------------------------------- input checks
     def _one_row(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool, Catalog | None]:
-        """``config`` as one-row columns whose plain numbers are float64 and whose text is an object array, whether
-        it is clean, and the spec catalog its device was found in. Clean: every required value and the device
-        given as :meth:`_records` would leave them (finite numbers, a canonical device id, no flags to parse),
-        so the row is predicted as :class:`~perfcast.features.records.Records` and never becomes a DataFrame
-        (pandas' fixed costs are most of a small request); the features then read that catalog rather than
-        ask for it again (each ask ``stat``s the spec files). Anything else goes through :meth:`_records`,
-        which converts it or says what is wrong."""
+        """``config`` as one-row columns whose numbers (also given as plain decimal text, "4096") are float64 and whose
+        other text is an object array, whether it is clean, and the spec catalog its device was found in. Clean:
+        every required value and the device given as :meth:`_records` would leave them (finite numbers, a canonical
+        device id, no flags to parse), so the row is predicted as :class:`~perfcast.features.records.Records` and
+        never becomes a DataFrame (pandas is not even imported: :mod:`perfcast.lazy`); the features then read that
+        catalog rather than ask for it again (each ask ``stat``s the spec files). Anything else goes through
+        :meth:`_records`, which converts it or says what is wrong."""
         cols: dict[str, Any] = {}
         cat = None
         clean = not (DEVICE_ALIAS in config and "device_id" in config) and "device_name" not in config
@@ -241,6 +242,9 @@ class Predictor:
                     isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)))):
                 cols[key] = column = np.array([v], dtype="float64")
                 x = v if kind is float else column.item()
+                clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
+            elif key in numeric and kind is str and (x := decimal(v)) is not None:  # "4096" from a command line
+                cols[key] = np.array([x], dtype="float64")
                 clean = clean and math.isfinite(x) and abs(x) <= MAX_SIZE
             elif key in ("device_id", DEVICE_ALIAS) and isinstance(v, str):
                 cols["device_id" if clean else key] = np.array([v], dtype=object)

@@ -13,17 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from perfcast import Predictor
 from perfcast.builtin import bundle_path
 from perfcast.datasets.importers import get_importer
 from perfcast.features import AttentionFeatures, GemmFeatures, UnknownDeviceError
 from perfcast.features.distinct import SMALL, factorize
+from perfcast.features.hardware import _sheet_arrays, hardware_frame, numeric
 from perfcast.models import make_model
 from perfcast.models.persistence.bundle import save_model
 from perfcast.models.estimators.hybrid import HybridRegressor, kernel_kinds
 from perfcast.models.estimators.transfer import row_keys
 from perfcast.models.uncertainty.intervals import ConformalRegressor
+from perfcast.records.hardware_specs import ENV_VAR, catalog
 
 GEMM_CONFIG = ["m", "n", "k", "batch", "dtype", "device_id"]
 ATTENTION_CONFIG = ["phase", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "window", "beam_width",
@@ -63,6 +66,34 @@ def test_spec_sheet_rows_give_the_features_of_the_merged_hardware_frame(task, cl
     # one row at a time (the path of a single request) gives the same rows
     for i in (0, len(plain) // 2, len(plain) - 1):
         pd.testing.assert_frame_equal(t.transform(plain.iloc[[i]]), fast.iloc[[i]], check_exact=True)
+
+
+def test_sheet_arrays_hold_what_the_merged_hardware_frame_holds(tmp_path: Path):
+    """The per-device arrays a request reads (built without pandas) against ``hardware_frame`` of records naming only
+    their device: the packaged sheets plus a user's sheet with a CPU, a text compute capability and an int given for
+    a float field, every field of every device, and the all-unknown row."""
+    user = tmp_path / "mine.yaml"
+    user.write_text(yaml.safe_dump({"devices": {
+        "h100_sxm": {"tdp_w": 650},
+        "acme_cpu": {"device_name": "ACME CPU 9000", "vendor": "ACME", "device_kind": "cpu", "clock_mhz": 3000,
+                     "mem_bw_gbs": 80.5, "peak_tflops_fp64": 1.25, "compute_capability": "not a number"},
+        "acme_x1": {"device_name": "ACME X1", "vendor": "ACME", "device_kind": "gpu", "sm_count": 10,
+                    "compute_capability": "12.1", "release_year": 2026}}}))
+    cat = catalog(user)
+    numbers, texts, position = _sheet_arrays(cat)
+    ids = sorted(cat.specs)
+    assert position == {d: i for i, d in enumerate(ids)} and {"acme_cpu", "acme_x1"} <= set(ids)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_VAR, str(user))
+        full = hardware_frame(pd.DataFrame({"device_id": pd.array([*ids, None], dtype="string")}))
+    full = full.drop(columns="device_id")
+    assert list(numbers) == list(texts) == list(full.columns)
+    for c in full.columns:
+        np.testing.assert_array_equal(numbers[c], numeric(full, c).to_numpy(), err_msg=c)
+        assert texts[c].tolist() == full[c].astype("string").to_numpy(dtype=object, na_value=None).tolist(), c
+    assert numbers["compute_capability"][position["acme_x1"]] == 12.1
+    assert np.isnan(numbers["compute_capability"][position["acme_cpu"]])
+    assert texts["tdp_w"][position["h100_sxm"]] == "650.0"
 
 
 def test_both_paths_refuse_an_unknown_or_missing_device_alike(gemm):
@@ -128,7 +159,8 @@ def test_small_factorize_groups_like_pandas(gemm):
 
 
 def test_a_config_needing_conversion_predicts_what_a_clean_one_does(gemm, tmp_path):
-    """A dict with text numbers or a device alias goes through the checks a clean dict skips; same result."""
+    """A dict with a device alias goes through the checks a clean dict skips, numbers as plain text (a command line's
+    ``--set m=4096``) do not; same result."""
     train = gemm[gemm["dtype"] == "bfloat16"].reset_index(drop=True)
     model = ConformalRegressor(make_model("lightgbm", "gemm", ["runtime_ms"], {"n_estimators": 30}), n_splits=3)
     p = Predictor.load(save_model(model.fit(train, train[["runtime_ms"]]), "gemm", train, tmp_path / "lgbm"))
@@ -136,7 +168,7 @@ def test_a_config_needing_conversion_predicts_what_a_clean_one_does(gemm, tmp_pa
     assert p._one_row(clean)[1] and p._one_row({**clean, "device": "h100_sxm", "device_id": None})[1] is False
     converted = [{**clean, "m": "4096"}, {**{k: v for k, v in clean.items() if k != "device_id"}, "device": "H100 SXM"},
                  {**clean, "batch": np.int64(1)}]
-    assert not any(p._one_row(c)[1] for c in converted[:2])
+    assert p._one_row(converted[0])[1] and not p._one_row(converted[1])[1]
     expected = p.predict(clean)
     for config in converted:
         assert p.predict(config) == expected

@@ -11,10 +11,12 @@ the input columns followed by the predictions. Mounted unnamed in :mod:`perfcast
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TextIO
 
 import typer
 from rich.console import Console
@@ -59,33 +61,54 @@ def read_input(path: Path):  # noqa: ANN201 (pandas DataFrame; pandas is importe
     return frame
 
 
-def _numbers(frame):  # noqa: ANN001, ANN202 (DataFrame in and out)
-    """Text columns whose every value is a finite number (``--set m=4096``) as numbers, so JSON says 4096."""
-    import numpy as np
-    import pandas as pd
+def _json_value(value: Any) -> Any:
+    """A cell as JSON: a missing value is null, text that is a plain number (``--set m=4096``) a number."""
+    from perfcast.records.parsing import decimal  # (imports NumPy: not at the command line's start-up)
 
-    out = {}
-    for c in frame.columns:
-        if pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object:
-            num = pd.to_numeric(frame[c], errors="coerce")
-            if num.notna().all() and np.isfinite(num).all():
-                out[c] = num
-    return frame.assign(**out) if out else frame
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, str) and (number := decimal(value)) is not None:
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    return value
 
 
-def render(frame, fmt: Format, out) -> None:  # noqa: ANN001 (DataFrame, text stream)
-    """Write ``frame`` to ``out`` as a rich table, CSV, or JSON records."""
+def _cell(value: Any) -> str:
+    """A cell of the table: blank when missing, floats to 4 significant digits."""
+    if value is None or value != value:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def render(rows: list[dict[str, Any]], fmt: Format, out: TextIO) -> None:
+    """Write ``rows`` (Python values, one dict per row, the same keys) to ``out`` as a rich table, CSV, or JSON."""
+    columns = list(rows[0])
     if fmt is Format.csv:
-        frame.to_csv(out, index=False)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None or v != v else v for v in row.values()] for row in rows])
     elif fmt is Format.json:
-        out.write(_numbers(frame).to_json(orient="records", indent=2, double_precision=15) + "\n")
+        out.write(json.dumps([{c: _json_value(v) for c, v in row.items()} for row in rows], indent=2) + "\n")
     else:
         table = Table(show_lines=False)
-        for c in frame.columns:
+        for c in columns:
             table.add_column(str(c), overflow="fold", min_width=len(str(c)))
-        for row in frame.astype(object).itertuples(index=False):
-            table.add_row(*["" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-        Console(file=out, width=max(160, 14 * len(frame.columns))).print(table)
+        for row in rows:
+            table.add_row(*[_cell(v) for v in row.values()])
+        Console(file=out, width=max(160, 14 * len(columns))).print(table)
+
+
+def _with_inputs(given: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A row of output: the input columns (renamed ``<name>_input`` where a prediction column has the name), then
+    the predictions."""
+    return {**{f"{c}_input" if c in result else c: v for c, v in given.items()}, **result}
+
+
+def _frame_rows(frame: Any, result: Any) -> list[dict[str, Any]]:  # (DataFrames; pandas is imported on use)
+    """The rows of input and prediction frames as Python values (missing as None)."""
+    inputs = frame.reset_index(drop=True).astype(object)
+    outputs = result.reset_index(drop=True).astype(object)
+    inputs, outputs = inputs.where(inputs.notna(), None), outputs.where(outputs.notna(), None)
+    return [_with_inputs(g, r) for g, r in zip(inputs.to_dict("records"), outputs.to_dict("records"), strict=True)]
 
 
 @predict_app.command()
@@ -104,20 +127,17 @@ def predict(
         help="MLflow tracking URI for runs:/ and models:/ [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")] = None,
 ) -> None:
     """Predict runtime/power with calibrated intervals and out-of-distribution flags."""
-    import pandas as pd
-
     from perfcast.predictor import Predictor
 
     try:
         values = parse_sets(set_ or [])
         if input is None and not values:
             raise ValueError("nothing to predict: give --input FILE and/or --set COLUMN=VALUE ...")
-        frame = read_input(input) if input is not None else pd.DataFrame([values])
-        frame = frame.assign(**values) if input is not None and values else frame
+        frame = read_input(input).assign(**values) if input is not None else None
         if model is None:
             from perfcast.builtin import infer_task
 
-            predictor = Predictor.builtin(task or infer_task(frame.columns))
+            predictor = Predictor.builtin(task or infer_task(values if frame is None else frame.columns))
         elif task is not None:
             raise ValueError(f"--task chooses a built-in model; {model!r} is a model of its own: drop --task")
         else:
@@ -128,17 +148,17 @@ def predict(
 
                 mlflow.set_tracking_uri(resolve_uri(tracking_uri))
             predictor = Predictor.load(model)
-        result = predictor.predict(frame, level=level)
+        # one configuration from --set is a dict request: answered without pandas (perfcast.lazy)
+        rows = [_with_inputs(values, predictor.predict(values, level=level))] if frame is None else \
+            _frame_rows(frame, predictor.predict(frame, level=level))
     except typer.Exit:
         raise
     except Exception as err:  # noqa: BLE001 - every failure is reported as one line, never a traceback
         raise fail(str(err) if isinstance(err, (ValueError, KeyError, FileNotFoundError, RuntimeError))
                    else f"{type(err).__name__}: {err}", stderr=True) from None
-    given = frame.rename(columns={c: f"{c}_input" for c in result.columns if c in frame.columns})
-    table = pd.concat([given.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
     if output is None:
-        render(table, fmt, sys.stdout)
+        render(rows, fmt, sys.stdout)
     else:
         with output.open("w", encoding="utf-8", newline="") as out:
-            render(table, fmt, out)
-        err_console.print(f"wrote {len(table)} prediction(s) to {output}")
+            render(rows, fmt, out)
+        err_console.print(f"wrote {len(rows)} prediction(s) to {output}")

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import is_missing, is_instance, pandas as pd
 
 from perfcast.features.distinct import factorize, flagged
 from perfcast.features.estimator_base import Transformer, check_fitted
@@ -105,7 +105,7 @@ class RecordFeatures(Transformer):
     # ---- input checks
     def _check(self, X: Any) -> Records:
         where = type(self).__name__
-        if not isinstance(X, (pd.DataFrame, Records)):
+        if not (isinstance(X, Records) or is_instance(X, "pandas", "DataFrame")):
             raise TypeError(f"{where}: expected a DataFrame of {self.task} records, got {type(X).__name__}")
         R = Records.of(X)
         if len(R) == 1 and self._clear_one(R):
@@ -196,7 +196,7 @@ def text_map(text: np.ndarray, fn: Callable[[str], Any]) -> np.ndarray:
     if len(text) == 1:  # a request's one value: no codes to build (missing as factorize reads it)
         out = np.empty(1, dtype=object)
         v = text[0]
-        out[0] = None if v is None or v is pd.NA or v != v else fn(str(v))
+        out[0] = None if is_missing(v) else fn(str(v))
         return out
     codes, uniques = factorize(text)
     return np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)[codes]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.records.parsing import parse_processor
 from perfcast.features.base import RecordFeatures, log2, log10, num

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import is_missing, pandas as pd
 
 #: arrays up to this long are grouped with a dict: :func:`pandas.factorize` pays its fixed cost even for one value
 SMALL = 16
@@ -23,7 +23,7 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         codes, uniques = pd.factorize(values)
         return codes, list(uniques)
     seen: dict[Any, int] = {}
-    codes = np.fromiter((-1 if v is None or v is pd.NA or v != v else seen.setdefault(v, len(seen))
+    codes = np.fromiter((-1 if is_missing(v) else seen.setdefault(v, len(seen))
                          for v in values), dtype=np.intp, count=len(values))
     return codes, list(seen)
 

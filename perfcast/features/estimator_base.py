@@ -12,9 +12,10 @@ scikit-learn's own classes when scikit-learn asks for them, i.e. once it is impo
 from __future__ import annotations
 
 import inspect
-import sys
 from collections import defaultdict
 from typing import Any
+
+from perfcast.lazy import is_instance
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -117,12 +118,6 @@ def check_fitted(est: Any, attribute: str) -> None:
     """Raise :class:`NotFittedError` unless ``est`` has ``attribute`` (set by its ``fit`` or ``from_state``)."""
     if not hasattr(est, attribute):
         raise NotFittedError(f"this {type(est).__name__} is not fitted yet: call fit first")
-
-
-def is_instance(obj: Any, module: str, name: str) -> bool:
-    """``isinstance(obj, module.name)`` without importing ``module``: no instance exists before it is imported."""
-    loaded = sys.modules.get(module)
-    return loaded is not None and isinstance(obj, getattr(loaded, name))
 
 
 def is_estimator(obj: Any) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 #: derived column -> what it measures (the model-facing names; all log-scale, NaN where the device lacks
 #: the spec number)

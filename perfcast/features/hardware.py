@@ -9,16 +9,20 @@ the fields the sheet lacks (a probed CPU, a GPU no sheet lists).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.records.hardware_specs import (
+    SPEC_FIELDS,
+    Catalog,
     catalog,
     get_spec,
     resolve_device_id,
     spec_table,
 )
+from perfcast.records.parsing import decimal
 from perfcast.records.schema import COMMON
 from perfcast.features.distinct import factorize, flagged
 from perfcast.features.records import Records
@@ -174,16 +178,36 @@ def _one_row(position: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _sheet_arrays(cat: object) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
+def _sheet_arrays(cat: Catalog) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
     """Per spec field, every device's value as float64 and as text, plus one all-unknown row at the end;
     and each device id's row. ``cat`` (the current ``catalog()``, cached per file mtime) is the cache key:
-    a changed spec file gives a new catalog and new arrays."""
-    ids = [str(d) for d in spec_table().index]
-    full = hardware_frame(pd.DataFrame({"device_id": pd.array([*ids, None], dtype="string")}))
-    full = full.drop(columns="device_id")
-    numbers = {c: numeric(full, c).to_numpy() for c in full.columns}
-    texts = {c: full[c].astype("string").to_numpy(dtype=object, na_value=None) for c in full.columns}
+    a changed spec file gives a new catalog and new arrays.
+
+    Read from the catalog's entries with NumPy alone, so that a request imports no pandas (:mod:`perfcast.lazy`):
+    the values :func:`hardware_frame` gives a record naming only its device, typed as
+    :func:`~perfcast.records.hardware_specs.spec_table` types them (the CPU ceilings it adds need a record's own
+    columns, which such a record lacks). Tests compare the two field by field."""
+    ids = sorted(cat.specs)
+    numbers: dict[str, np.ndarray] = {}
+    texts: dict[str, np.ndarray] = {}
+    for field, (kind, _doc) in SPEC_FIELDS.items():
+        values = [cat.specs[d].get(field) for d in ids]
+        if kind != "str":
+            values = [None if v is None else int(v) if kind == "int" else float(v) for v in values]
+        texts[field] = np.asarray([None if v is None else str(v) for v in values] + [None], dtype=object)
+        numbers[field] = np.asarray([_number(v) for v in values] + [np.nan], dtype="float64")
     return numbers, texts, {d: i for i, d in enumerate(ids)}
+
+
+def _number(value: Any) -> float:
+    """A sheet value as a number, NaN when it is none or text that is not a plain decimal number (as
+    ``pandas.to_numeric(errors="coerce")`` reads the sheet's text fields: compute_capability "9.0" is 9.0)."""
+    if value is None:
+        return np.nan
+    if isinstance(value, str):
+        number = decimal(value)
+        return np.nan if number is None else number
+    return float(value)
 
 
 def _like(s: pd.Series, is_num: bool) -> pd.Series:

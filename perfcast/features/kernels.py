@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import text_map
 from perfcast.features.distinct import factorize
@@ -76,7 +76,7 @@ def _hardware_features(hw: RowHardware, X: Records, dtype: np.ndarray, where: st
                       where)
     require_known(hw, X, np.isnan(bw), "the memory bandwidth (mem_bw_gbs)", where)
     vendor = text_map(hw.text("vendor"), str.lower)
-    known = pd.notna(vendor)
+    known = np.fromiter((v is not None for v in vendor), dtype=bool, count=len(vendor))
     derived = {
         "peak_tflops": peak,
         "compute_capability": hw.number("compute_capability"),

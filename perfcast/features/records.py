@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import is_instance, pandas as pd
 
 from perfcast.records.hardware_specs import Catalog
 
@@ -92,7 +92,7 @@ class Records:
             if column not in self._columns:
                 return np.array([default]) if self._len == 1 else np.full(self._len, default, dtype="float64")
             raw = self.raw(column)
-            arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
+            arr = raw.to_numpy() if is_instance(raw, "pandas", "Series") else raw
             if not (isinstance(arr, np.ndarray) and arr.dtype == np.float64):
                 arr = pd.to_numeric(pd.Series(raw, copy=False), errors="coerce").to_numpy(dtype="float64",
                                                                                        na_value=np.nan)
@@ -121,7 +121,7 @@ class Records:
         if column not in self._columns:
             return np.ones(self._len, dtype=bool)
         raw = self.raw(column)
-        arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
+        arr = raw.to_numpy() if is_instance(raw, "pandas", "Series") else raw
         if isinstance(arr, np.ndarray) and arr.dtype == np.float64:
             return np.isnan(arr)
         if isinstance(arr[0], str) if len(arr) == 1 else len(arr) <= 16 and all(isinstance(v, str) for v in arr):
@@ -131,7 +131,7 @@ class Records:
     def value(self, column: str, row: int) -> Any:
         """The given value at position ``row`` (for error messages, and a single row's checks)."""
         raw = self.raw(column)
-        return raw.iloc[row] if isinstance(raw, pd.Series) else raw[row]
+        return raw.iloc[row] if is_instance(raw, "pandas", "Series") else raw[row]
 
 
 __all__ = ["Records"]

@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from perfcast.lazy import pandas as pd
 import yaml
 
 ENV_VAR = "PERFCAST_HW_SPECS"

@@ -23,13 +23,21 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
-Parsed = TypeVar("Parsed", pd.Series, pd.DataFrame)
+Parsed = TypeVar("Parsed", "pd.Series", "pd.DataFrame")
 
+#: a plain decimal number in text: "4096", " 9.0", "-1.5e3"
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 #: a size such as "32 KB", "1.25 MB", "64GB", "105 MiB"
 _SIZE = r"(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT])i?B"
 _KB_PER_UNIT = {"K": 1.0, "M": 1024.0, "G": 1024.0**2, "T": 1024.0**3}
+
+
+def decimal(text: str) -> float | None:
+    """``text`` as a number when it is a plain decimal number, else None: how a command line's ``--set m=4096`` and
+    a spec sheet's text fields carry numbers, read without pandas (what ``pandas.to_numeric`` reads of them)."""
+    return float(text) if _DECIMAL.fullmatch(text) else None
 
 
 def per_unique(func: Callable[[pd.Series], Parsed]) -> Callable[[pd.Series], Parsed]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 TASKS: tuple[str, ...] = ("gemm", "attention", "cpu_bench")
 EXTRA_PREFIX = "x_"

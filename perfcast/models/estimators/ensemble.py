@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
 from perfcast.models.estimators.rows import predict_rows

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import column_positions
 from perfcast.features.roofline import l2_resident_memory_ms

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor

@@ -23,8 +23,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
-from pandas.core.util.hashing import combine_hash_arrays
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone
@@ -59,6 +58,8 @@ def hash_rows(values: np.ndarray) -> np.ndarray:
         if None in hashes:
             hashes = [_hash_new(x, u) if h is None else h for x, u, h in zip(row.tolist(), bits, hashes, strict=True)]
         return np.asarray([combine_one(hashes)], dtype=np.uint64)
+    from pandas.core.util.hashing import combine_hash_arrays  # pandas only for many rows (perfcast.lazy)
+
     hashed = pd.util.hash_array(np.ascontiguousarray(values.T).ravel()).reshape(cols, rows)
     return combine_hash_arrays(iter(hashed), cols, rows)
 
@@ -193,7 +194,7 @@ class SiblingTransfer(Regressor):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if not (y > 0).all():
             raise ValueError("sibling transfer learns log residuals: every target must be > 0")
-        for memo in ("_weight_memo", "_kind_names", "_checked"):
+        for memo in ("_weight_memo", "_kind_names", "_checked", "_state"):
             self.__dict__.pop(memo, None)
         devices = row_keys(X, self.device_columns)
         rows = self._sample(devices)
@@ -258,27 +259,65 @@ class SiblingTransfer(Regressor):
         return np.asarray([known[kinds, int(c)] for c in uniq]), inverse.ravel()
 
     def _descriptor_table(self) -> dict[tuple[int, str], np.ndarray]:
-        """(device, kind) -> descriptor row of :attr:`descriptors_`, built once."""
-        if getattr(self, "_table", None) is None or self._table[0] is not self.descriptors_:
-            values = self.descriptors_.to_numpy(dtype="float64")
-            self._table = (self.descriptors_, {(int(d), str(k)): values[i]
-                                               for i, (d, k) in enumerate(self.descriptors_.index)})
-        return self._table[1]
+        """(device, kind) -> descriptor row of :attr:`descriptors_` (of the saved arrays while a loaded model has not
+        built it), made once per table."""
+        current = self.__dict__.get("descriptors_")
+        memo = self.__dict__.get("_table")
+        if memo is None or memo[0] is not current:
+            if current is None:
+                state = self._state
+                pairs = zip(state["descriptor_devices"].tolist(), state["descriptor_kinds"].tolist(), strict=True)
+                values = state["descriptors"]
+            else:
+                pairs, values = current.index, current.to_numpy(dtype="float64")
+            memo = self._table = (current, {(int(d), str(k)): values[i] for i, (d, k) in enumerate(pairs)})
+        return memo[1]
+
+    def _device_tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each training device's (configuration keys, residuals) of :attr:`residuals_` (of the saved arrays while a
+        loaded model has not built it), made once per table."""
+        current = self.__dict__.get("residuals_")
+        memo = self.__dict__.get("_tables")
+        if memo is None or memo[0] is not current:
+            if current is None:
+                state = self._state
+                bounds = np.concatenate([[0], np.cumsum(state["sizes"])])
+                tables = [(state["configs"][a:b], state["residuals"][a:b])
+                          for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            else:
+                tables = [(s.index.to_numpy(dtype=np.uint64), s.to_numpy(dtype="float64"))
+                          for s in (current[d] for d in self.devices_)]
+            memo = self._tables = (current, tables)
+        return memo[1]
+
+    def __getattr__(self, name: str) -> Any:
+        """A loaded model's pandas tables (:attr:`residuals_`, :attr:`descriptors_`), built from the saved arrays
+        when first read: a prediction reads the arrays alone (:mod:`perfcast.lazy`)."""
+        state = self.__dict__.get("_state")
+        if state is None or name not in ("residuals_", "descriptors_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        bounds = np.concatenate([[0], np.cumsum(state["sizes"])])
+        self.residuals_ = {d: pd.Series(state["residuals"][a:b], index=pd.Index(state["configs"][a:b]))
+                           for d, a, b in zip(self.devices_, bounds[:-1], bounds[1:], strict=True)}
+        index = pd.MultiIndex.from_arrays([state["descriptor_devices"], state["descriptor_kinds"].astype(object)],
+                                          names=["device", "kind"])
+        self.descriptors_ = pd.DataFrame(state["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
+        return self.__dict__[name]
 
     def _residual_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Every configuration a training device measured (sorted keys) and its (configurations, devices)
         residuals, NaN where that device did not measure it: one binary search per row finds a row's
         residual on every device. Built once from :attr:`residuals_`."""
-        if getattr(self, "_matrix", None) is None or self._matrix[0] is not self.residuals_:
-            per_device = [self.residuals_[d] for d in self.devices_]
+        per_device = self._device_tables()
+        if getattr(self, "_matrix", None) is None or self._matrix[0] is not per_device:
             # each key's row comes with the sort (one pass, not a binary search per key: a fresh process pays this)
-            keys, row = np.unique(np.concatenate([s.index.to_numpy(dtype=np.uint64) for s in per_device]
-                                                 or [np.empty(0, dtype=np.uint64)]), return_inverse=True)
+            keys, row = np.unique(np.concatenate([k for k, _ in per_device] or [np.empty(0, dtype=np.uint64)]),
+                                  return_inverse=True)
             table = np.full((len(keys), len(per_device)), np.nan)
-            start = np.cumsum([0] + [len(s) for s in per_device])
-            for j, s in enumerate(per_device):
-                table[row.ravel()[start[j]:start[j + 1]], j] = s.to_numpy(dtype="float64")
-            self._matrix = (self.residuals_, keys, table)
+            start = np.cumsum([0] + [len(k) for k, _ in per_device])
+            for j, (_, v) in enumerate(per_device):
+                table[row.ravel()[start[j]:start[j + 1]], j] = v
+            self._matrix = (per_device, keys, table)
         return self._matrix[1], self._matrix[2]
 
     def _residuals_at(self, keys: np.ndarray) -> np.ndarray | None:
@@ -323,12 +362,11 @@ class SiblingTransfer(Regressor):
     def _sorted_runs(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Each device's (keys, residuals) when every device's keys are strictly increasing (so unique), else
         None; checked once per :attr:`residuals_`."""
+        runs = self._device_tables()
         memo = self.__dict__.get("_runs")
-        if memo is None or memo[0] is not self.residuals_:
-            runs = [(s.index.to_numpy(dtype=np.uint64), s.to_numpy(dtype="float64"))
-                    for s in (self.residuals_[d] for d in self.devices_)]
+        if memo is None or memo[0] is not runs:
             ok = all(bool((k[1:] > k[:-1]).all()) for k, _ in runs)
-            memo = self._runs = (self.residuals_, runs if ok else None)
+            memo = self._runs = (runs, runs if ok else None)
         return memo[1]
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -355,13 +393,8 @@ class SiblingTransfer(Regressor):
         """A transfer whose :meth:`correction` works (it has no base estimator: the caller predicts that)."""
         model = cls(None, params["config_columns"], params["device_columns"], scale=params["scale"])
         devices = [int(d) for d in arrays["devices"]]
-        bounds = np.concatenate([[0], np.cumsum(arrays["sizes"])])
         model.devices_ = devices
-        model.residuals_ = {d: pd.Series(arrays["residuals"][a:b], index=pd.Index(arrays["configs"][a:b]))
-                            for d, a, b in zip(devices, bounds[:-1], bounds[1:], strict=True)}
-        index = pd.MultiIndex.from_arrays([arrays["descriptor_devices"], arrays["descriptor_kinds"].astype(object)],
-                                          names=["device", "kind"])
-        model.descriptors_ = pd.DataFrame(arrays["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
+        model._state = arrays  # residuals_ and descriptors_ are built from it when first read (__getattr__)
         return model
 
     def correction(self, X: pd.DataFrame, distances: np.ndarray | None = None) -> np.ndarray:
@@ -372,7 +405,7 @@ class SiblingTransfer(Regressor):
     def correction_rows(self, A: np.ndarray, names: tuple[str, ...], distances: np.ndarray | None = None
                         ) -> np.ndarray:
         """:meth:`correction` of feature rows ``A`` whose columns are ``names``."""
-        check_fitted(self, "residuals_")
+        check_fitted(self, "devices_")  # (not residuals_: reading it would build a loaded model's pandas tables)
         checked = self.__dict__.get("_checked")
         if checked is None or checked[0] is not names:  # the columns checked and located once per layout
             self._check_columns(names)

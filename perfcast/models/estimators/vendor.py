@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import column_positions
 from perfcast.features.estimator_base import Regressor, check_fitted, clone

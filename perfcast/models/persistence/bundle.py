@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features import RecordFeatures, feature_names
 from perfcast.models.estimators.rows import predict_rows

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import is_instance, pandas as pd
 
 from perfcast.features.estimator_base import is_estimator
 from perfcast.models.persistence.compiled import CompiledForest, compile_lightgbm, forest_from_arrays, parse_lightgbm
@@ -36,7 +36,7 @@ SKOPS_ALLOWED: frozenset[str] = frozenset({
 
 def as_array(X: pd.DataFrame | np.ndarray) -> np.ndarray:
     """``X`` as the float64 matrix a booster reads."""
-    return X.to_numpy(dtype="float64") if isinstance(X, pd.DataFrame) else np.asarray(X, dtype="float64")
+    return X.to_numpy(dtype="float64") if is_instance(X, "pandas", "DataFrame") else np.asarray(X, dtype="float64")
 
 
 class LightGBMLeaf:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.models.persistence import state
 from perfcast.models.persistence.codecs import LEAF_KINDS

@@ -16,7 +16,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import column_positions
 from perfcast.features.kernels import VENDOR_COLUMNS

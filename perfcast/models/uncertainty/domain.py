@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.records.hardware_specs import resolve_device_id
 from perfcast.records.schema import columns

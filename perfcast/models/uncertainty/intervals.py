@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 from perfcast.features.base import RecordFeatures
 from perfcast.features.estimator_base import Regressor, check_fitted, clone, is_estimator, is_instance
 from perfcast.models.uncertainty.calibration import (
