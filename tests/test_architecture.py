@@ -19,7 +19,7 @@ MAX_LINES = 500
 #: stages, earliest first; a module may import its own stage or an earlier one. The package root
 #: ``perfcast/__init__.py`` (lazy public re-exports) is outside the order: it may name anything, nothing imports it.
 STAGES: list[tuple[str, ...]] = [
-    ("perfcast._version", "perfcast.mlflow_quiet"),
+    ("perfcast._version", "perfcast.mlflow_quiet", "perfcast.lazy"),
     ("perfcast.records",),
     ("perfcast.perf_probe",),
     ("perfcast.datasets",),

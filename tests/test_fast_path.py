@@ -68,7 +68,7 @@ def test_spec_sheet_rows_give_the_features_of_the_merged_hardware_frame(task, cl
         pd.testing.assert_frame_equal(t.transform(plain.iloc[[i]]), fast.iloc[[i]], check_exact=True)
 
 
-def test_sheet_arrays_hold_what_the_merged_hardware_frame_holds(tmp_path: Path):
+def test_sheet_arrays_hold_what_the_merged_hardware_frame_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The per-device arrays a request reads (built without pandas) against ``hardware_frame`` of records naming only
     their device: the packaged sheets plus a user's sheet with a CPU, a text compute capability and an int given for
     a float field, every field of every device, and the all-unknown row."""
@@ -79,14 +79,12 @@ def test_sheet_arrays_hold_what_the_merged_hardware_frame_holds(tmp_path: Path):
                      "mem_bw_gbs": 80.5, "peak_tflops_fp64": 1.25, "compute_capability": "not a number"},
         "acme_x1": {"device_name": "ACME X1", "vendor": "ACME", "device_kind": "gpu", "sm_count": 10,
                     "compute_capability": "12.1", "release_year": 2026}}}))
-    cat = catalog(user)
+    monkeypatch.setenv(ENV_VAR, str(user))  # (also replacing a sheet an earlier test's quickstart named there)
+    cat = catalog()
     numbers, texts, position = _sheet_arrays(cat)
     ids = sorted(cat.specs)
     assert position == {d: i for i, d in enumerate(ids)} and {"acme_cpu", "acme_x1"} <= set(ids)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV_VAR, str(user))
-        full = hardware_frame(pd.DataFrame({"device_id": pd.array([*ids, None], dtype="string")}))
-    full = full.drop(columns="device_id")
+    full = hardware_frame(pd.DataFrame({"device_id": pd.array([*ids, None], dtype="string")})).drop(columns="device_id")
     assert list(numbers) == list(texts) == list(full.columns)
     for c in full.columns:
         np.testing.assert_array_equal(numbers[c], numeric(full, c).to_numpy(), err_msg=c)
