@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.features import feature_groups
-from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds
+from perfcast.models.estimators.hybrid import KIND_COLUMNS, KIND_PREFIXES, kernel_kinds, kind_columns, kind_name
 from perfcast.models.persistence.compiled import compile_lightgbm
 
 #: the corrections the guard chooses between, simplest first (ties go to the simpler one)
@@ -140,12 +140,12 @@ class Correction:
                 return out
         flags = np.nan_to_num(A[:, kind_at], nan=0.0) > 0.5  # kernel_kinds' fillna(0) > 0.5
         codes = flags.astype(np.int64) @ (np.int64(1) << np.arange(len(kind_at), dtype=np.int64))
-        uniq, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        new = [(int(c), int(r)) for c, r in zip(uniq, first, strict=True) if int(c) not in self._kinds]
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        new = [int(c) for c in uniq if int(c) not in self._kinds]
         if new:
-            seen = [r for _, r in new]
-            rows = F.iloc[seen] if names is None else pd.DataFrame(A[seen], columns=list(names))
-            for (code, _), kind in zip(new, kernel_kinds(rows), strict=True):
+            columns = kind_columns(tuple(F.columns) if names is None else names)  # kind_at's columns, in order
+            for code in new:
+                kind = kind_name(columns, code)  # kernel_kinds' label of the pattern
                 mode = self.kind_modes.get(kind, self.mode)
                 term = (mode if mode in self.more_shapes else "") if mode in SHAPED else None
                 self._kinds[code] = (0.0 if mode == "none" else self.levels.get(kind, self.pooled), term,

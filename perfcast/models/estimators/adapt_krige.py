@@ -20,7 +20,7 @@ from itertools import product
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from perfcast.features import feature_groups

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.models.estimators.roofline import NEEDS
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
+from perfcast.lazy import pandas as pd
 
 from perfcast.models.estimators.adapt_correction import Correction
 from perfcast.models.estimators.adapt_krige import Kriging
