@@ -296,9 +296,8 @@ class SiblingTransfer(Regressor):
         state = self.__dict__.get("_state")
         if state is None or name not in ("residuals_", "descriptors_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        bounds = np.concatenate([[0], np.cumsum(state["sizes"])])
-        self.residuals_ = {d: pd.Series(state["residuals"][a:b], index=pd.Index(state["configs"][a:b]))
-                           for d, a, b in zip(self.devices_, bounds[:-1], bounds[1:], strict=True)}
+        self.residuals_ = {d: pd.Series(residuals, index=pd.Index(keys))
+                           for d, (keys, residuals) in zip(self.devices_, self._device_tables(), strict=True)}
         index = pd.MultiIndex.from_arrays([state["descriptor_devices"], state["descriptor_kinds"].astype(object)],
                                           names=["device", "kind"])
         self.descriptors_ = pd.DataFrame(state["descriptors"], index=index, columns=list(DISTANCE_WEIGHTS))
