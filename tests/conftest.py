@@ -28,6 +28,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
                                                      // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, ``--no-loadscope-reorder``): a module's tests run on one worker (an
+    xdist group per module, unless a test names its own group), and modules holding a ``slow`` test go first.
+
+    Why: a module-scoped fixture (an import of real data, a trained model) is built by every worker that runs one of
+    the module's tests: split over both workers it was built twice, 10-25 s each for the largest. Slow modules first
+    so the run ends on short tests: a two-minute test started last on one worker leaves the other idle."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {_module(item) for item in items if item.get_closest_marker("slow") is not None}
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
+    items.sort(key=lambda item: _module(item) not in slow)  # stable: each module's tests stay in their order
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under pytest-xdist, a ``quiet_core`` test runs while no other worker runs a test: every test holds a shared

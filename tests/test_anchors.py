@@ -331,21 +331,21 @@ def test_a_row_of_a_protocol_of_both_kernel_families_is_labelled_by_its_target()
 def test_main_runs_a_protocol_end_to_end(data_root: Path, tmp_path: Path):
     acc = _accuracy_module()
     out = tmp_path / "RESULTS.md"
-    rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--protocol", "gpperf-unseen-shape",
+    rows = acc.main(["--data-root", str(data_root), "--protocol", "gpperf-paper", "--protocol", "ncpp-paper",
                      "--jobs", "2", "--out", str(out), "--json", str(tmp_path / "rows.json")])  # two workers
     assert [(r.protocol, r.target, r.metric) for r in rows] == [
         ("gpperf-paper", "runtime_ms", "mape"), ("gpperf-paper", "runtime_ms", "r2"),
         ("gpperf-paper", "power_w", "median_ape"), ("gpperf-paper", "power_w", "r2"),
-        ("gpperf-unseen-shape", "runtime_ms", "mape")]
-    assert all(r.n == 519 for r in rows[:4])
-    assert rows[0].goal.value == 0.03 and rows[4].goal.value == 0.06 and rows[1].goal is None
+        ("ncpp-paper", "score", "mape")]
+    assert all(r.n == 519 for r in rows[:4]) and rows[4].n == 0  # the shared sample holds no NCPP test set
+    assert rows[0].goal.value == 0.03 and rows[4].goal.value == 0.15 and rows[1].goal is None
     text = out.read_text()
     assert "git commit:" in text and "--protocol gpperf-paper" in text
     assert text.count("| gpperf-paper |") == 4 and "15.57% GPPerf (RF)" in text
     assert "| ≤ 3%: " in text and "| ≤ 3.5%: " in text
     as_json = json.loads((tmp_path / "rows.json").read_text())
     assert [(j["protocol"], j["task"], j["target"], j["metric"], j["probe_budget"]) for j in as_json] == [
-        (r.protocol, "gemm", r.target, r.metric, 0) for r in rows]
+        (r.protocol, "gemm" if r.protocol == "gpperf-paper" else "cpu_bench", r.target, r.metric, 0) for r in rows]
     assert [j["value"] for j in as_json] == [r.ours for r in rows] and as_json[0]["device"] == "rtx_4070"
     from perfcast.experiments.presets import choose
 

@@ -24,6 +24,7 @@ from perfcast.records.store import RecordStore
 from perfcast.eval.metrics import mape
 from perfcast.predictor import Predictor
 from perfcast.training.config import parse_config
+from perfcast.training.tracking import flatten
 from perfcast.training.train import load_records, split_records, train
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,11 @@ def test_shipped_config_trains_registers_and_loads(path: Path, sliced_stores: di
         result = train(config, tracking_uri=uri)
         assert result.registered_version == 1
         client = mlflow.MlflowClient(uri)
-        assert client.get_run(result.run_id).info.status == "FINISHED"
+        run = client.get_run(result.run_id)
+        assert run.info.status == "FINISHED"
+        asked = flatten({"model": data["model"], "eval": {"protocol": data["eval"]["protocol"]},
+                         **{k: data[k] for k in ("intervals",) if k in data}})
+        assert {k: run.data.params.get(k) for k in asked} == asked  # the run's params: the config as written
         plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
         primary = config.targets[0]
         assert {f"plots/pred_vs_measured_{primary}.png", f"plots/interval_coverage_{primary}.png"} <= plots, plots

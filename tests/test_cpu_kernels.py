@@ -94,12 +94,14 @@ def _bare_triad_gbs(n: int, reps: int = 15) -> float:
 def test_stream_triad_matches_bare_numpy_at_dram_size(probe: CpuProbe) -> None:
     array_bytes = 32 * MIB  # 3 x 32 MiB: past every per-core cache
     cfg = {"benchmark": "stream", "variant": "single", "array_bytes": array_bytes, "score_from": "min_time"}
-    # DRAM bandwidth here flips between two levels ~2x apart for seconds at a time (other tenants), for
-    # the probe and bare NumPy alike, so both keep their best rate over interleaved rounds (STREAM's
-    # best-of convention) until both have seen the fast level and agree
+    # DRAM bandwidth here flips between two levels ~2x apart for seconds at a time (other tenants, and the other
+    # test worker), for the probe and bare NumPy alike, so both keep their best rate over interleaved rounds
+    # (STREAM's best-of convention) until both have seen the fast level and agree; on a busy machine that can take
+    # more than 8 rounds (a suite run saw the probe stay at its slow level for 6), so rounds go on for up to a minute
     best_probe = best_bare = 0.0
     seen = []
-    for _ in range(8):
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline or len(seen) < 8:
         best_bare = max(best_bare, _bare_triad_gbs(array_bytes // 8))
         best_probe = max(best_probe, next(r["score"] for r in probe.run(cfg) if r["subtest"] == "triad"))
         best_bare = max(best_bare, _bare_triad_gbs(array_bytes // 8))
@@ -107,7 +109,7 @@ def test_stream_triad_matches_bare_numpy_at_dram_size(probe: CpuProbe) -> None:
         if abs(best_probe / best_bare - 1) <= 0.10:
             break
     else:
-        pytest.fail("STREAM triad never within 10% of a bare NumPy triad: " + "; ".join(seen))
+        pytest.fail(f"STREAM triad never within 10% of a bare NumPy triad in {len(seen)} rounds: " + "; ".join(seen))
     recs = {r["subtest"]: r for r in probe.run(cfg)}
     assert set(recs) == set(STREAM_ARRAYS)
     for sub, rec in recs.items():  # STREAM's byte counting, and the rate from the best time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from perfcast.experiments.registry import run
@@ -14,8 +15,10 @@ from perfcast.perf_probe.fleet import LOCAL, connect
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]'")
 pytestmark = pytest.mark.xdist_group("ray")  # one worker runs every local Ray cluster, one at a time
 REPO = Path(__file__).resolve().parents[1]
-#: two small GPPerf protocols (about a minute in all on 2 cores)
-PROTOCOLS = ["gpperf-paper", "gpperf-unseen-shape"]
+#: a protocol that fits a model per fold (on a slice of the CUTLASS sweep, below) and one that reports a row it cannot score
+PROTOCOLS = ["gpperf-unseen-shape", "ncpp-paper"]
+#: every SHAPE_STRIDE-th (m, n, k) of the sweep is kept: a quarter of its rows, and of the unseen-shape protocol's folds
+SHAPE_STRIDE = 4
 
 
 def _accuracy_module():
@@ -47,14 +50,28 @@ def test_one_task_per_protocol_and_rows_back_in_the_asked_order():
         ("a", "w"), ("neusight-whole-model", "z"), ("b", "x"), ("neusight-ood", "y")]
 
 
+@pytest.fixture()
+def cutlass_slice(data_root: Path, tmp_path: Path) -> Path:
+    """A data root whose gpperf-cutlass file holds every SHAPE_STRIDE-th shape of the real sweep, all of its rows
+    (file order kept), beside the real perfcastdb-sample: the unseen-shape protocol fits what it fits on the whole
+    sweep, in fewer folds."""
+    (tmp_path / "perfcastdb-sample").symlink_to(data_root / "perfcastdb-sample")
+    (source,) = (data_root / "gpperf-cutlass").glob("cutlass_*.csv.gz")
+    sweep = pd.read_csv(source)
+    shape = sweep.groupby(["m", "n", "k"]).ngroup()
+    (tmp_path / "gpperf-cutlass").mkdir()
+    sweep[shape % SHAPE_STRIDE == 0].to_csv(tmp_path / "gpperf-cutlass" / source.name, index=False)
+    return tmp_path
+
+
 @pytest.mark.slow
-def test_ray_benchmark_rows_equal_the_in_process_rows(data_root: Path):
+def test_ray_benchmark_rows_equal_the_in_process_rows(cutlass_slice: Path):
     accuracy = _accuracy_module()
-    cfg = RunConfig(data_root)
+    cfg = RunConfig(cutlass_slice)
     here = run(PROTOCOLS, cfg)
     on_ray = accuracy.run_ray(PROTOCOLS, cfg, LOCAL, 2)
     assert [r.protocol for r in here] == [r.protocol for r in on_ray]
-    assert len(here) >= 4
+    assert [r.protocol for r in here] == PROTOCOLS and here[0].n > 0 and here[0].ours > 0  # one row each, one scored
     # every field of every row but the wall time, which is the one thing allowed to differ
     def timeless(rows: list) -> list[dict]:
         return [{k: v for k, v in r.as_json().items() if k != "wall_s"} for r in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import mlflow
@@ -31,7 +30,6 @@ from perfcast.training.train import (
 from perfcast.training.tune import tune
 
 TARGETS = ["runtime_ms", "power_w"]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def ada_config(data_root: Path, **overrides) -> dict:
@@ -335,27 +333,3 @@ def test_cli_reports_config_errors_and_rejects_zero_trials(tmp_path):
     assert res.exit_code == 2 and "model.name: unknown model 'nope'" in res.output
     res = CliRunner().invoke(train_app, [str(bad), "--tune", "0"])
     assert res.exit_code == 2 and "--tune" in res.output
-
-
-@pytest.mark.slow
-def test_group_attention_trains_on_spec_cpu2017_through_perfcast_train(data_root, mlflow_in):
-    """The SPEC group-attention config as shipped (forward-calibrated, scaled intervals), on one suite and two
-    epochs: it fits, scores the future split, and its registered bundle answers like the scored model."""
-    doc = tomllib.loads((CONFIGS / "spec_cpu2017_group_attention.toml").read_text())
-    doc["name"] = "spec-ga-slice"
-    doc["data"]["imports"][0]["path"] = str(data_root / "spec-cpu2017")
-    doc["data"]["filters"]["benchmark"] = "CINT2017rate"
-    doc["model"]["params"].update(max_epochs=2, n_threads=1)
-    cfg = parse_config(doc)
-    result = train(cfg, tracking_uri=mlflow_in)
-    run = mlflow.MlflowClient(mlflow_in).get_run(result.run_id)
-    assert run.data.params["model.params.base"] == "group_attention"
-    assert run.data.params["intervals.forward_years"] == "1"
-    assert 0 < result.metrics["test_score_mape"] < 1.0           # a fitted net, not a constant
-    assert 0.0 <= result.metrics["test_score_coverage"] <= 1.0
-    records = load_records(cfg.data, "cpu_bench")
-    split = split_records(records.frame, cfg.eval, cfg.seed, ["score"])
-    X_test = model_input(split.test, "cpu_bench")
-    got = Predictor.load(result.model_uri).predict(X_test)["score"].to_numpy(float)
-    again = scores(split.test[["score"]].astype(float), got[:, None], "test_")
-    assert again["test_score_mape"] == pytest.approx(result.metrics["test_score_mape"], rel=1e-6)
