@@ -216,11 +216,12 @@ def _coerce(
         bad = out.isna() & s.notna()
     else:
         # the masks in numpy, not pandas: a probe validates one record per measurement, where pandas'
-        # per-operation overhead, not the rows, is the cost
-        num = pd.to_numeric(s, errors="coerce")
+        # per-operation overhead, not the rows, is the cost (so a column already numeric skips the parsing)
+        numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+        num = s if numeric else pd.to_numeric(s, errors="coerce")
         vals = num.to_numpy(dtype="float64", na_value=np.nan)
         absent = np.isnan(vals)
-        bad = absent & s.notna().to_numpy(dtype=bool)
+        bad = np.zeros(len(s), dtype=bool) if numeric else absent & s.notna().to_numpy(dtype=bool)
         inf = np.isinf(vals)
         if col.kind == "int":
             with np.errstate(invalid="ignore"):
@@ -253,10 +254,14 @@ def _fmt(v: Any) -> str:
 
 
 def _check(col: Column, s: pd.Series, raw: pd.Series | None, problems: list[str]) -> None:
-    present = s.notna().to_numpy(dtype=bool)
+    numeric = col.kind in ("int", "float")
+    v = s.to_numpy(dtype="float64", na_value=np.nan) if numeric else None
+    present = ~np.isnan(v) if numeric else s.notna().to_numpy(dtype=bool)
     if col.required:
         # a value that was given but unreadable is already reported; only flag truly absent ones
-        missing = ~present & (raw.isna().to_numpy(dtype=bool) if raw is not None else True)
+        missing = ~present
+        if raw is not None and missing.any():
+            missing &= raw.isna().to_numpy(dtype=bool)
         if col.kind == "str":
             missing = missing | (present & (s.fillna("").str.len() == 0).to_numpy(dtype=bool))
         for i in _rows(missing, s.index):
@@ -265,9 +270,8 @@ def _check(col: Column, s: pd.Series, raw: pd.Series | None, problems: list[str]
         bad = present & ~s.isin(col.choices).fillna(False).to_numpy(dtype=bool)
         for i in _rows(bad, s.index):
             problems.append(f"row {i}: {col.name}={_fmt(s.loc[i])}, must be one of {list(col.choices)}")
-    if col.check is None or col.kind not in ("int", "float"):
+    if col.check is None or not numeric:
         return
-    v = s.astype("float64").to_numpy(na_value=np.nan)
     with np.errstate(invalid="ignore"):
         if col.check == "positive":
             bad, rule = present & ~(v > 0), "a positive " + ("integer" if col.kind == "int" else "number")
