@@ -113,6 +113,8 @@ def test_shipped_config_trains_registers_and_loads(path: Path, sliced_stores: di
     assert len(answer) == len(split.test) and answer["ood_reason"].map(lambda r: r is None or isinstance(r, str)).all()
     measured = split.test[primary].to_numpy(dtype=float)
     seen = ~np.isnan(measured)
+    assert 0 < result.metrics[f"test_{primary}_mape"] < np.inf and 0 <= result.metrics[f"test_{primary}_coverage"] <= 1
+    assert answer[primary][seen].nunique() > 1  # a fitted model, not a constant
     assert mape(measured[seen], answer[primary].to_numpy(dtype=float)[seen]) == pytest.approx(
         result.metrics[f"test_{primary}_mape"], rel=1e-6)
     inside = (answer[f"{primary}_lo"] <= measured) & (measured <= answer[f"{primary}_hi"])
