@@ -193,7 +193,7 @@ def render(rows: list[dict[str, Any]], noise: list[dict[str, Any]], adapted: dic
              "[adapt_ceiling.py](adapt_ceiling.py); json beside this file. Columns (mean APE, %, on the protocol's "
              "K = 512 test rows, subsampled; `adapted`: the protocol's own run, RESULTS_adapt.md, on its 20,000):",
              "",
-             "- `adapted 128 / 512`: the adapted model (round 5/6) at K = 128 / 512;",
+             "- `adapted 128 / 512`: the adapted model (the preset's, as RESULTS_adapt.md reports it) at K = 128 / 512;",
              "- `plan N` / `random N`: LightGBM of log(measured / base) over the shape term's inputs (base features, "
              "log base, every donor's log latency), fitted on N rows of the GPU itself, drawn by the probe plan or "
              "at random from the GPU's rows not scored; `all`: every such row (at most `--max-rows`, drawn at "
@@ -214,6 +214,7 @@ def render(rows: list[dict[str, Any]], noise: list[dict[str, Any]], adapted: dic
         cells.append(f"{100 * full['mape'].iloc[0]:.2f} ({int(full['rows'].iloc[0]):,})" if len(full) else "—")
         cells.append(f"{goal[part]}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *mean_table(frame, adapted, columns)]
     lines += ["", "## Noise floor: two measurements of one configuration on one GPU", "",
               "Mean APE of one table's latency against the other's for the same raw configuration (op, kernel "
               "source where both tables share one, dtype, shape); `repeats within the table`: rows repeating a "
@@ -228,6 +229,37 @@ def render(rows: list[dict[str, Any]], noise: list[dict[str, Any]], adapted: dic
     no_pairs = sorted({f"{n['gpu']} {n['part']}" for n in noise if not n["pairs"] and n["b"].startswith("(")})
     lines += ["", f"Tables with no repeated configuration: {', '.join(no_pairs) or 'none'}.", ""]
     return "\n".join(lines)
+
+
+def mean_table(frame: pd.DataFrame, adapted: dict[tuple[str, str, int], float],
+               columns: list[tuple[int, str]]) -> list[str]:
+    """Each column's mean over the GPUs, per part: what the issue's goals (means over the GPUs left out) compare with.
+    A column some GPU lacks (a table too small for the draw) is averaged over the GPUs that have it, their count
+    beside it."""
+    goals = {"gemm": (5.0, 3.8), "context": (6.0, 4.5), "generation": (6.0, 4.5)}
+    head = ["part", "GPUs", "base", "adapted 128", "adapted 512", *[f"{d} {n}" for n, d in columns], "all",
+            "goal 128", "goal 512"]
+    lines = ["Mean over the GPUs (mean APE, %; the goals are means over the GPUs left out):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for part, g in frame.groupby("part", sort=True):
+        devices = sorted(g["device"].unique())
+        values = {"base": {r.device: r.mape for r in g[g["draw"] == "base model"].itertuples()},
+                  "all": {r.device: r.mape for r in g[g["draw"] == "all"].itertuples()}}
+        for k in (128, 512):
+            values[f"adapted {k}"] = {d: adapted[(d, part, k)] for d in devices if (d, part, k) in adapted}
+        for n, d in columns:
+            values[f"{d} {n}"] = {r.device: r.mape for r in g[(g["draw"] == d) & (g["rows"] == n)].itertuples()}
+
+        def cell(v: dict[str, float]) -> str:
+            if not v:
+                return "—"
+            mean = f"{100 * np.mean(list(v.values())):.2f}"
+            return mean if len(v) == len(devices) else f"{mean} ({len(v)} GPUs)"
+        cells = [part, str(len(devices)), cell(values["base"]), cell(values["adapted 128"]),
+                 cell(values["adapted 512"]), *[cell(values[f"{d} {n}"]) for n, d in columns], cell(values["all"]),
+                 *[f"{v}" for v in goals[part]]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -55,3 +56,30 @@ def test_noise_floor_joins_two_versions_and_measures_repeats(tmp_path: Path) -> 
     moved = next(r for r in slow if r["b"] == "aiconfigurator-power/gemm/trtllm/1.3.0rc17")
     assert moved["mape"] > pair["mape"] + 0.5
     assert moved["level_corrected_mape"] == pytest.approx(pair["level_corrected_mape"], rel=1e-9)
+
+
+def test_mean_table_averages_each_column_over_the_gpus_that_have_it() -> None:
+    """The report's means (what the issue's goals compare with) from the measured rows shipped beside the script:
+    each cell is the mean of the per-GPU values, and a draw a GPU's table is too small for is averaged over the
+    others, their count named."""
+    ceiling = _ceiling()
+    rows = json.loads((REPO / "benchmarks" / "adapt_ceiling.json").read_text())["ceiling"]
+    frame = pd.DataFrame(rows)
+    frame = frame[frame["device"].isin(["a100_sxm", "b300_sxm", "h100_sxm"]) & (frame["part"] != "gemm")]
+    adapted = {("a100_sxm", "context", 128): 0.1, ("b300_sxm", "context", 128): 0.2, ("h100_sxm", "context", 128): 0.3}
+    columns = [(512, "random"), (8000, "random")]
+    lines = ceiling.mean_table(frame, adapted, columns)
+    cells = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in lines[4:]}
+    assert set(cells) == {"context", "generation"}
+    context = cells["context"]
+    assert context[1] == "3"
+    base = frame[(frame["part"] == "context") & (frame["draw"] == "base model")]["mape"]
+    assert context[2] == f"{100 * base.mean():.2f}"
+    assert context[3] == "20.00" and context[4] == "—"  # the adapted rows given, none at K = 512
+    r512 = frame[(frame["part"] == "context") & (frame["draw"] == "random") & (frame["rows"] == 512)]["mape"]
+    assert context[5] == f"{100 * r512.mean():.2f}"
+    # the A100's attention table (6,890 rows) has no 8,000-row draw: the mean is over the other two
+    r8000 = frame[(frame["part"] == "context") & (frame["draw"] == "random") & (frame["rows"] == 8000)]
+    assert set(r8000["device"]) == {"b300_sxm", "h100_sxm"}
+    assert context[6] == f"{100 * r8000['mape'].mean():.2f} (2 GPUs)"
+    assert context[-2:] == ["6.0", "4.5"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import RecordFeatures, log2_columns, text_map
 from perfcast.features.distinct import factorize

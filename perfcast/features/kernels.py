@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from perfcast.lazy import pandas as pd
 
 from perfcast.features.base import text_map
 from perfcast.features.distinct import factorize

@@ -155,8 +155,8 @@ def measure_sheet(store: RecordStore, peaks: list[dict[str, Any]], console: Cons
     device_id = device_key(spec["device_name"])
     specs_path = write_spec_file(store.root.parent / "hw_specs.yaml", {device_id: spec})
     os.environ[ENV_VAR] = str(specs_path)
-    console.print(f"this CPU's spec sheet from {len(peaks)} peak GEMMs and its memory bandwidth: {specs_path}",
-                  highlight=False)
+    gemms = "1 peak GEMM" if len(peaks) == 1 else f"{len(peaks)} peak GEMMs"
+    console.print(f"this CPU's spec sheet from {gemms} and its memory bandwidth: {specs_path}", highlight=False)
     return Probed(hw_id, device_id, sweep.measured, time.perf_counter() - t0, specs_path)
 
 
