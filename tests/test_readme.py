@@ -25,7 +25,8 @@ NOT_RUN_HERE: dict[str, str] = {
     "perfcast probe all --quick --ray HEAD": "a Ray cluster: tests/test_scale_fleet.py probes through a local Ray",
     "python benchmarks/accuracy.py --ray local": "every protocol (tens of minutes): tests/test_scale_benchmark.py "
                                                  "compares Ray and in-process rows on two protocols",
-    "perfcast probe gemm --plan adapt": "tests/test_adapt.py plans and adapts on real aiconfigurator rows",
+    "perfcast probe gemm --plan adapt": "tests/test_affordable.py runs it on this machine with a budget of 6 (128 "
+                                        "take minutes); tests/test_adapt.py plans and adapts on real aiconfigurator rows",
     "perfcast adapt builtin:gemm": "tests/test_adapt_builtin.py runs it on a store of real rows",
     "adapted = Predictor.builtin(\"gemm\").adapt": "tests/test_adapt_builtin.py runs Predictor.builtin('gemm').adapt "
                                                    "on real rows",

@@ -91,6 +91,7 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
                max_time_s: float | None) -> int:
     """The probe command's work (``count``: the size of an adaptation plan; ``max_time_s``: the cap on each
     measurement's repeats); returns its exit code (2: the store failed, 130: Ctrl-C)."""
+    from perfcast.perf_probe.affordable import MAX_CALL_S
     from perfcast.records.store import StoreError
     from perfcast.workflows.probe import measured_summary, run_probes
 
@@ -102,6 +103,11 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
             console.print(f"[yellow]{name}: not run here: {res.unavailable}")
         for cfg, err in res.failed:
             console.print(f"[red]{name}: configuration {cfg} failed: {err.splitlines()[0]}")
+        if res.left_out:
+            cfg, seconds = max(res.left_out, key=lambda c: c[1])
+            shown = {k: v for k, v in cfg.items() if k != "device"}
+            console.print(f"[yellow]{name}: {len(res.left_out)} configuration(s) left out: one call would take over "
+                          f"{MAX_CALL_S:g} s here (the longest, about {seconds:,.0f} s: {shown})", highlight=False)
         if res.claimed_elsewhere:
             console.print(f"[yellow]{name}: {res.claimed_elsewhere} configuration(s) left to another probe "
                           "running the same plan on this machine")
@@ -113,12 +119,13 @@ def _probe_run(names: list[str], quick: bool, budget_s: float | None, rs, count:
     except StoreError as e:
         raise fail(str(e)) from None
     table = Table(title=f"probe run: {time.perf_counter() - t0:.0f} s, store {rs.uri}")
-    for col in ("probe", "measured", "records", "already done", "failed", "stopped by"):
+    for col in ("probe", "measured", "records", "already done", "failed", "too slow here", "stopped by"):
         table.add_column(col)
     for r in runs:
         stop = ("store error" if r.store_error else "budget" if r.stopped_by_budget else "Ctrl-C" if r.interrupted
                 else r.unavailable or "done")
-        table.add_row(r.probe, str(r.measured), str(r.records), str(r.skipped_done), str(len(r.failed)), stop)
+        table.add_row(r.probe, str(r.measured), str(r.records), str(r.skipped_done), str(len(r.failed)),
+                      str(len(r.left_out)), stop)
     console.print(table)
     failed_store = [r for r in runs if r.store_error]
     if failed_store:

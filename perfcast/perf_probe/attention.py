@@ -13,7 +13,8 @@ Each first run is checked against a float64 reference written out with matmul an
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
 from perfcast.perf_probe.gemm import TOLERANCE, TORCH_DTYPE
 from perfcast.perf_probe.power import power_meter
 from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
-from perfcast.perf_probe.timing import measure, threads
+from perfcast.perf_probe.timing import measure, one_call_ms, threads
 
 #: backend names (the schema's) <-> torch's enum, for forcing one
 BACKENDS = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
@@ -135,22 +136,14 @@ class AttentionProbe(DeviceProbe):
 
     name = "attention"
     task = "attention"
+    shape_keys = ("batch", "heads", "kv_heads", "gqa_group", "seq_q", "seq_kv", "head_dim")
 
     def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
         return _space(device, quick)
 
     def run(self, config: dict[str, Any]) -> list[dict[str, Any]]:
-        cfg = {"backend": "auto", "n_threads": None, **config}
-        dev = cfg["device"]
-        _check_config(cfg)
-        q, k, v = _tensors(cfg)
-        gqa = cfg["kv_heads"] != cfg["heads"]
-
-        def call() -> torch.Tensor:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=cfg["causal"], enable_gqa=gqa)
-
-        force = nullcontext() if cfg["backend"] == "auto" else sdpa_kernel([BACKENDS[cfg["backend"]]])
-        with force, threads(cfg["n_threads"] or torch.get_num_threads()):
+        with _kernel(config) as (cfg, call, (q, k, v)):
+            dev = cfg["device"]
             sig = tuple(sorted((key, val) for key, val in cfg.items() if key != "n_threads"))
             if sig not in self._checked:
                 check_attention(q, k, v, call(), cfg["causal"], cfg["dtype"])
@@ -163,6 +156,30 @@ class AttentionProbe(DeviceProbe):
         if dev == "cpu":
             rec["n_threads"] = timing.threads
         return [{**rec, **timing.to_record()}]
+
+    def work(self, config: dict[str, Any]) -> float:
+        return float(attention_flops(config["batch"], config["heads"], config["seq_q"], config["seq_kv"],
+                                     config["head_dim"], config["causal"]))
+
+    def call_ms(self, config: dict[str, Any]) -> float:
+        with _kernel(config) as (cfg, call, _):
+            return one_call_ms(call, device=cfg["device"])
+
+
+@contextmanager
+def _kernel(config: dict[str, Any]) -> Iterator[tuple[dict[str, Any], Callable[[], Any], tuple[Any, Any, Any]]]:
+    """The checked configuration, its kernel and q, k, v, inside its backend and thread count."""
+    cfg = {"backend": "auto", "n_threads": None, **config}
+    _check_config(cfg)
+    q, k, v = _tensors(cfg)
+    gqa = cfg["kv_heads"] != cfg["heads"]
+
+    def call() -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=cfg["causal"], enable_gqa=gqa)
+
+    force = nullcontext() if cfg["backend"] == "auto" else sdpa_kernel([BACKENDS[cfg["backend"]]])
+    with force, threads(cfg["n_threads"] or torch.get_num_threads()):
+        yield cfg, call, (q, k, v)
 
 
 def _check_config(cfg: dict[str, Any]) -> None:

@@ -64,3 +64,21 @@ class DeviceProbe(Probe):
     @abstractmethod
     def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
         """The configurations to measure on one device."""
+
+    #: the configuration keys that shape one call (its sizes, and what only rearranges them: a GEMM's layout).
+    #: Configurations alike in every other key run one kernel at about the same rate (work per second), so one of
+    #: them timed estimates the others' calls (:mod:`perfcast.perf_probe.affordable`).
+    shape_keys: tuple[str, ...] = ()
+
+    def work(self, config: dict[str, Any]) -> float | None:
+        """The work of one call (FLOPs), or None where the probe has no estimate (then nothing is left out)."""
+        return None
+
+    def call_ms(self, config: dict[str, Any]) -> float:
+        """Milliseconds of one warm call of the configuration's kernel (no check, no repeats: an estimate of its
+        cost before it is measured)."""
+        raise NotImplementedError(f"probe {self.name!r} cannot time one call")
+
+    def rate_group(self, config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """What configurations sharing a kernel (and so a rate) have in common: every key but the shape."""
+        return tuple(sorted((k, str(v)) for k, v in config.items() if k not in self.shape_keys))

@@ -27,6 +27,7 @@ from typing import Any
 from rich.table import Table
 
 from perfcast.records.store import RecordStore
+from perfcast.perf_probe.affordable import affordable_space
 from perfcast.perf_probe.base import DeviceProbe
 from perfcast.perf_probe.sweep import SweepResult, run_sweep
 
@@ -108,8 +109,11 @@ def measure_node(store: str, devices: tuple[str, ...], probes: Sequence[tuple[st
         left = None if budget_s is None else budget_s - (time.monotonic() - t0)
         if probe is None or (left is not None and left <= 0):
             continue
-        todo = _on(devices, configs[name]) if name in configs else None
+        todo, left_out = (_on(devices, configs[name]), []) if name in configs else affordable_space(probe, quick)
+        if left is not None:  # the estimate's calls, if any, count against the budget too
+            left = budget_s - (time.monotonic() - t0)
         out.append(run_sweep(probe, rs, quick=quick, budget_s=left, configs=todo, progress=False))
+        out[-1].left_out = left_out
         if out[-1].interrupted:
             break
     return socket.gethostname(), out
@@ -183,13 +187,13 @@ def run_fleet(address: str, store: str | os.PathLike[str] | None, probes: Sequen
 def table(results: Sequence[JobResult], title: str) -> Table:
     """One row per task and probe: what it measured, what was already stored, what failed or stopped it."""
     out = Table(title=title)
-    for col in ("node", "probe", "measured", "records", "already done", "failed", "stopped by"):
+    for col in ("node", "probe", "measured", "records", "already done", "failed", "too slow here", "stopped by"):
         out.add_column(col)
     for r in results:
         if r.error is not None:
-            out.add_row(r.job.label, "—", "", "", "", "", f"[red]task failed: {r.error}[/] (rerun to resume)")
+            out.add_row(r.job.label, "—", "", "", "", "", "", f"[red]task failed: {r.error}[/] (rerun to resume)")
         for s in r.sweeps:
             stop = "budget" if s.stopped_by_budget else "Ctrl-C" if s.interrupted else s.unavailable or "done"
             out.add_row(r.job.label, s.probe, str(s.measured), str(s.records), str(s.skipped_done),
-                        str(len(s.failed)), stop)
+                        str(len(s.failed)), str(len(s.left_out)), stop)
     return out

@@ -18,7 +18,7 @@ import torch
 from perfcast.perf_probe.base import DeviceProbe, KernelCheckError
 from perfcast.perf_probe.power import power_meter
 from perfcast.perf_probe.space import grid, log_uniform_sample, thread_counts
-from perfcast.perf_probe.timing import measure, threads
+from perfcast.perf_probe.timing import measure, one_call_ms, threads
 
 #: relative error allowed against the float64 reference, by dtype (output rounding x a safety factor)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "tf32": 5e-3, "float16": 5e-3, "bfloat16": 3e-2,
@@ -109,6 +109,7 @@ class GemmProbe(DeviceProbe):
 
     name = "gemm"
     task = "gemm"
+    shape_keys = ("m", "n", "k", "batch", "layout")
 
     def device_space(self, device: str, quick: bool) -> list[dict[str, Any]]:
         return self._cpu_space(quick) if device == "cpu" else self._cuda_space(device, quick)
@@ -164,11 +165,8 @@ class GemmProbe(DeviceProbe):
         return cfgs
 
     def run(self, config: dict[str, Any]) -> list[dict[str, Any]]:
-        cfg = {"n_threads": None, **config}
-        dev = cfg["device"]
-        _check_config(cfg)
-        call, a, b, out = _numpy_kernel(cfg) if cfg["backend"] == "numpy" else _torch_kernel(cfg)
-        with _tf32(cfg["dtype"] == "tf32" and dev != "cpu"), threads(cfg["n_threads"] or torch.get_num_threads()):
+        with _kernel(config) as (cfg, call, (a, b, out)):
+            dev = cfg["device"]
             sig = tuple(sorted((k, v) for k, v in cfg.items() if k != "n_threads"))
             if sig not in self._checked:
                 call()
@@ -179,6 +177,23 @@ class GemmProbe(DeviceProbe):
         if dev == "cpu":
             rec["n_threads"] = timing.threads
         return [{**rec, **timing.to_record()}]
+
+    def work(self, config: dict[str, Any]) -> float:
+        return float(gemm_flops(config["m"], config["n"], config["k"], config.get("batch", 1)))
+
+    def call_ms(self, config: dict[str, Any]) -> float:
+        with _kernel(config) as (cfg, call, _):
+            return one_call_ms(call, device=cfg["device"])
+
+
+@contextmanager
+def _kernel(config: dict[str, Any]) -> Iterator[tuple[dict[str, Any], Callable[[], Any], tuple[Any, Any, Any]]]:
+    """The checked configuration, its kernel and operands, inside its thread count (and TF32 mode)."""
+    cfg = {"n_threads": None, **config}
+    _check_config(cfg)
+    call, a, b, out = _numpy_kernel(cfg) if cfg["backend"] == "numpy" else _torch_kernel(cfg)
+    with _tf32(cfg["dtype"] == "tf32" and cfg["device"] != "cpu"), threads(cfg["n_threads"] or torch.get_num_threads()):
+        yield cfg, call, (a, b, out)
 
 
 def _check_config(cfg: dict[str, Any]) -> None:

@@ -70,6 +70,9 @@ class SweepResult:
     claimed_elsewhere: int = 0
     #: why measured records could not be stored; the sweep stops at the first such failure
     store_error: str | None = None
+    #: configurations left out before the sweep because one call would take too long here, each with the seconds
+    #: one call was estimated to take (:mod:`perfcast.perf_probe.affordable`; full sweeps only)
+    left_out: list[tuple[dict[str, Any], float]] = field(default_factory=list)
 
 
 class _Devices:

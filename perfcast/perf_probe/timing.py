@@ -189,6 +189,14 @@ def _inner_for(per_call_ms: float, min_sample_ms: float) -> int:
     return int(min(MAX_INNER, max(1, math.ceil(min_sample_ms / per_call_ms))))
 
 
+def one_call_ms(fn: Callable[[], Any], *, device: str = "cpu", timer: Timer | None = None) -> float:
+    """Milliseconds of one warm call of ``fn``: a first, untimed call pays lazy initialisation and page faults."""
+    if timer is None:
+        timer = CpuTimer() if device == "cpu" else CudaTimer(device)
+    fn()
+    return timer.sample(fn, 1)
+
+
 def measure(
     fn: Callable[[], Any],
     *,

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from perfcast.perf_probe import PROBES
+from perfcast.perf_probe.affordable import affordable_space
 from perfcast.perf_probe.sweep import SweepResult, run_sweep, summarize
 from perfcast.records.store import RecordStore
 
@@ -52,12 +53,15 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
                 on_skip(name)
             continue
         probe = PROBES[name](**probe_options(quick, max_time_s))
-        configs = None
+        configs, left_out = affordable_space(probe, quick)
+        if configs is not None and left is not None:  # the estimate's calls count against the budget too
+            left = budget_s - (time.perf_counter() - t0)
         if count is not None and probe.task in ("gemm", "attention"):
             from perfcast.perf_probe.plan import plan_configs
 
-            configs = plan_configs(probe.space(quick=quick), probe.task, count)
+            configs = plan_configs(configs if configs is not None else probe.space(quick=quick), probe.task, count)
         res = run_sweep(probe, store, quick=quick, budget_s=left, configs=configs)
+        res.left_out = left_out
         runs.append(res)
         if on_result is not None:
             on_result(name, res)
