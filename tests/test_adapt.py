@@ -86,6 +86,13 @@ def test_the_plan_prefers_wide_intervals_and_plans_probe_configs(tables):
                for m in (64, 128, 256, 512) for n in (64, 128, 256, 512)]
     picked = plan_configs(configs, "gemm", 5)
     assert len(picked) == 5 and all(c in configs for c in picked)
+    # a host with a GPU: the budget is each device's, and each device's plan is the one it would get alone
+    both = [{**c, "device": d} for d in ("cpu", "cuda") for c in configs]
+    per_device = plan_configs(both, "gemm", 5)
+    for d in ("cpu", "cuda"):
+        assert [c for c in per_device if c["device"] == d] == plan_configs([c for c in both if c["device"] == d],
+                                                                           "gemm", 5)
+    assert len(per_device) == 10
 
 
 # ---------------------------------------------------------------------------------------- adaptation

@@ -1,5 +1,5 @@
 """A full sweep leaves out the configurations one call of which would take too long here: the ladder's logic through
-a probe with a known rate, then the real GEMM probe on this CPU and the `perfcast probe --plan adapt` run."""
+a probe with a known rate, then the real GEMM probe on this CPU, and README's adaptation flow run on it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from perfcast.cli import app
@@ -112,19 +113,34 @@ def test_the_real_gemm_space_on_this_cpu() -> None:
 
 
 @pytest.mark.slow
-def test_probe_plan_adapt_leaves_out_what_is_too_slow_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`perfcast probe gemm --plan adapt --budget N`, as the README runs it on a GPU, on this CPU: the plan is drawn
-    from the configurations one call of which fits the limit (a quarter second here, to keep the test short), and
-    the run says how many it left out."""
+def test_the_readme_adaptation_flow_runs_on_this_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's `perfcast probe gemm --plan adapt --budget N` then `perfcast adapt builtin:gemm` on this CPU (a budget
+    of 6, and a limit of a quarter second per call, to keep the test short): the plan is drawn from what one call
+    fits the limit of, the run says how many configurations it left out, it measures the CPU's memory bandwidth
+    (a CPU has no vendor sheet), and the built-in GPU model adapts to the CPU from those rows."""
     monkeypatch.setattr(afford, "MAX_CALL_S", 0.25)
-    store = tmp_path / "here"
+    monkeypatch.chdir(tmp_path)
+    # `perfcast adapt` names the sheet it measured in the process environment: set (then removed) here, so the
+    # teardown restores the variable as it was (a delenv of an absent variable records nothing)
+    monkeypatch.setenv("PERFCAST_HW_SPECS", "")
+    monkeypatch.delenv("PERFCAST_HW_SPECS")
     res = CliRunner().invoke(app, ["probe", "gemm", "--plan", "adapt", "--budget", "6", "--max-time", "0.05s",
-                                   "--store", str(store)], env={"COLUMNS": "200"})
+                                   "--store", "here"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     left = re.search(r"gemm: (\d+) configuration\(s\) left out: one call would take over 0.25 s here", res.output)
     assert left and int(left.group(1)) > 0
     assert "too slow here" in res.output
-    records = RecordStore(store).read("gemm")
-    assert len(records) == 6
+    store = RecordStore(tmp_path / "here")
+    records = store.read("gemm")
+    assert len(records) == 6 and set(records["device_kind"]) == {"cpu"}
     # nothing measured took the minutes per call the unfiltered space drew on this CPU (2048^3 bfloat16: ~60 s)
     assert (records["runtime_min_ms"] < 60_000 * 0.25).all()
+    stream = store.read("cpu_bench")
+    assert set(stream["benchmark"]) == {"stream"} and "triad" in set(stream["subtest"])
+    res = CliRunner().invoke(app, ["adapt", "builtin:gemm", "--store", "here", "--out", "model-here", "--tracking-uri",
+                                   "sqlite:///mlflow.db", "--registered-name", "gemm-here"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "adapted to" in res.output and "from 6 measurements" in res.output
+    sheet = yaml.safe_load((tmp_path / "model-here.hw_specs.yaml").read_text())
+    (entry,) = sheet["devices"].values()
+    assert entry["mem_bw_gbs"] > 0 and entry["peak_tflops_fp32"] > 0

@@ -25,9 +25,10 @@ NOT_RUN_HERE: dict[str, str] = {
     "perfcast probe all --quick --ray HEAD": "a Ray cluster: tests/test_scale_fleet.py probes through a local Ray",
     "python benchmarks/accuracy.py --ray local": "every protocol (tens of minutes): tests/test_scale_benchmark.py "
                                                  "compares Ray and in-process rows on two protocols",
-    "perfcast probe gemm --plan adapt": "tests/test_affordable.py runs it on this machine with a budget of 6 (128 "
-                                        "take minutes); tests/test_adapt.py plans and adapts on real aiconfigurator rows",
-    "perfcast adapt builtin:gemm": "tests/test_adapt_builtin.py runs it on a store of real rows",
+    "perfcast probe gemm --plan adapt": "128 configurations take minutes: tests/test_affordable.py runs this line and "
+                                        "the next on this machine with a budget of 6",
+    "perfcast adapt builtin:gemm": "tests/test_affordable.py (after the plan above) and tests/test_adapt_builtin.py "
+                                   "(on a store of real rows) run it",
     "adapted = Predictor.builtin(\"gemm\").adapt": "tests/test_adapt_builtin.py runs Predictor.builtin('gemm').adapt "
                                                    "on real rows",
     "perfcast data import aiconfigurator-power": "413k rows (minutes): tests/test_power_import.py imports real rows",

@@ -17,12 +17,20 @@ import numpy as np
 import yaml
 
 from perfcast.records.store import RecordStore
+from perfcast.perf_probe.cpu_kernels import CpuProbe
 from perfcast.perf_probe.gemm import gemm_flops
 
 #: STREAM arrays at least this large measure memory, not cache
 DRAM_BYTES = 16 * 2**20
 _DTYPE_FIELD = {"float32": "peak_tflops_fp32", "float64": "peak_tflops_fp64", "bfloat16": "peak_tflops_bf16",
                 "float16": "peak_tflops_fp16"}
+
+
+def bandwidth_configs(probe: CpuProbe) -> list[dict[str, Any]]:
+    """The quick CPU space's single-thread STREAM configurations with DRAM-sized arrays: what a probed sheet's
+    memory bandwidth is read from (a CPU's GEMM roofline needs it; no vendor sheet gives it)."""
+    return [c for c in probe.space(quick=True) if c["benchmark"] == "stream" and c["variant"] == "single"
+            and c["array_bytes"] >= DRAM_BYTES]
 
 
 def device_key(name: str) -> str:

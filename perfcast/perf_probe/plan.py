@@ -209,11 +209,17 @@ def adaptation_plan(candidates: pd.DataFrame, task: str, budget: int, width: np.
 
 def plan_configs(configs: Sequence[dict], task: str, budget: int, width: np.ndarray | None = None, seed: int = 0
                  ) -> list[dict]:
-    """The probe configurations (dicts of a probe's ``space()``) :func:`adaptation_plan` picks, in their order."""
+    """The probe configurations (dicts of a probe's ``space()``) :func:`adaptation_plan` picks, ``budget`` of them per
+    device (a model is adapted to one device: a GPU's plan must not be shared with the host CPU's), in their order.
+    ``width``: per configuration, as :func:`adaptation_plan` takes it."""
     configs = list(configs)
-    if not configs:
-        return []
-    picked = adaptation_plan(pd.DataFrame(configs), task, budget, width, seed)
+    devices = np.asarray([str(c.get("device", "cpu")) for c in configs])
+    picked: list[int] = []
+    for device in dict.fromkeys(devices):
+        rows = np.flatnonzero(devices == device)
+        own = None if width is None else np.asarray(width, dtype="float64")[rows]
+        picked += [int(rows[i]) for i in adaptation_plan(pd.DataFrame([configs[i] for i in rows]), task, budget, own,
+                                                         seed)]
     return [configs[i] for i in picked]
 
 

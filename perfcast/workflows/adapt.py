@@ -124,7 +124,7 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
                               f"hw_id to measure one from; describe it in a YAML file named by ${ENV_VAR}")
     spec = probed_spec(store, str(hw[0]))
     path = write_spec_file(where, {device_key(spec["device_name"]): spec})
-    os.environ[ENV_VAR] = str(path)
+    os.environ[ENV_VAR] = str(path.resolve())  # a later chdir (a notebook, a test) still finds it
     return path
 
 

@@ -14,6 +14,8 @@ import pandas as pd
 
 from perfcast.perf_probe import PROBES
 from perfcast.perf_probe.affordable import affordable_space
+from perfcast.perf_probe.cpu_kernels import CpuProbe
+from perfcast.perf_probe.peaks import bandwidth_configs
 from perfcast.perf_probe.sweep import SweepResult, run_sweep, summarize
 from perfcast.records.store import RecordStore
 
@@ -36,7 +38,8 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
                on_result: Callable[[str, SweepResult], None] | None = None) -> list[SweepResult]:
     """Sweep the probes ``names`` into ``store`` one after another, sharing ``budget_s`` seconds.
 
-    ``count``: measure only the adaptation plan of that many configurations (GEMM and attention probes);
+    ``count``: measure only the adaptation plan of that many configurations per device (GEMM and attention probes),
+    and, where a plan runs on the CPU, its memory bandwidth (what `perfcast adapt` needs of a device without a sheet);
     ``max_time_s``: the cap on each measurement's repeats (:func:`probe_options`).
     A probe the spent budget leaves no time for is skipped (``on_skip``); each finished sweep is reported to
     ``on_result``; an interrupted sweep or one whose store failed ends the run. Every store is checked for
@@ -67,6 +70,15 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
             on_result(name, res)
         if res.interrupted or res.store_error:
             break
+        if count is not None and any(c.get("device", "cpu") == "cpu" for c in configs or []) and not any(
+                r.probe == CpuProbe.name for r in runs):
+            # a CPU has no vendor sheet: `perfcast adapt` reads its memory bandwidth from these (stored once)
+            cpu = CpuProbe(**probe_options(quick, max_time_s))
+            runs.append(run_sweep(cpu, store, configs=bandwidth_configs(cpu)))
+            if on_result is not None:
+                on_result(cpu.name, runs[-1])
+            if runs[-1].interrupted or runs[-1].store_error:
+                break
     return runs
 
 

@@ -42,7 +42,7 @@ from perfcast.records.store import RecordStore
 from perfcast.perf_probe.cpu_kernels import CpuProbe
 from perfcast.perf_probe.gemm import GemmProbe
 from perfcast.perf_probe.space import log_uniform_sample
-from perfcast.perf_probe.peaks import DRAM_BYTES, device_key, probed_spec, write_spec_file
+from perfcast.perf_probe.peaks import bandwidth_configs, device_key, probed_spec, write_spec_file
 from perfcast.perf_probe.sweep import run_sweep
 from perfcast.workflows.quickstart_builtin import ms_text, print_builtin
 from perfcast.workflows.quickstart_clock import PhaseClock, probe_budget
@@ -142,9 +142,7 @@ def measure_sheet(store: RecordStore, peaks: list[dict[str, Any]], console: Cons
     measured spec sheet beside the store (named in ``$PERFCAST_HW_SPECS`` for this process)."""
     t0 = time.perf_counter()
     cpu = CpuProbe(max_time_s=0.3)
-    dram = [c for c in cpu.space(quick=True) if c["benchmark"] == "stream" and c["variant"] == "single"
-            and c["array_bytes"] >= DRAM_BYTES]
-    bw = run_sweep(cpu, store, configs=dram)
+    bw = run_sweep(cpu, store, configs=bandwidth_configs(cpu))
     sweep = run_sweep(gemm_probe(), store, configs=peaks)
     if not (sweep.hw_ids | bw.hw_ids):
         raise RuntimeError(f"no GEMM could be measured on this machine: {sweep.unavailable or sweep.failed}")
