@@ -4,6 +4,7 @@ a probed machine whose sheet lacks a field the features need are refused with wh
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -68,3 +69,28 @@ def test_a_probed_machine_without_its_bandwidth_is_told_how_to_measure_it(tmp_pa
     flat = " ".join(res.output.split())
     assert "lack the memory bandwidth (mem_bw_gbs)" in flat and f"perfcast probe cpu --store {store.root}" in flat
     assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, not a traceback
+
+
+def test_the_cli_marks_a_kept_stack_as_chosen_beside_its_correction(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `stack W` row is the chosen correction mixed with a model of the rows alone: when the adaptation keeps one
+    (its report's ``k_rows_model_weight``), the table marks it, so its lower error is not read as passed over."""
+    import perfcast.workflows.adapt as workflow
+
+    report = {"seconds": 0.1, "chosen": "fine", "k_rows_model_weight": 0.75, "starts_from": "base model",
+              "cv_mean_ape": {"none": 1.15, "fine": 0.61, "stack 0.5": 0.54, "stack 0.75": 0.53, "stack 1": 0.55}}
+    done = SimpleNamespace(device="AMD EPYC", rows=128, report=report, path=tmp_path / "o", specs_path=None,
+                           run_id=None, registered_version=None)
+    monkeypatch.setattr(workflow, "adapt_from_store", lambda *args, **kwargs: done)
+    (tmp_path / "store").mkdir()
+    res = CliRunner().invoke(app, ["adapt", "builtin:gemm", "--store", str(tmp_path / "store"), "--out",
+                                   str(tmp_path / "o")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    marked = [line for line in res.output.splitlines() if "(chosen" in line]
+    assert len(marked) == 2
+    assert "fine (chosen)" in marked[0] and "stack 0.75 (chosen, on top of fine)" in marked[1]
+    report["k_rows_model_weight"] = 0.0  # no stack kept: the correction alone is marked
+    res = CliRunner().invoke(app, ["adapt", "builtin:gemm", "--store", str(tmp_path / "store"), "--out",
+                                   str(tmp_path / "o")], env={"COLUMNS": "200"})
+    (alone,) = [line for line in res.output.splitlines() if "(chosen" in line]
+    assert "fine (chosen)" in alone

@@ -65,8 +65,12 @@ def adapt(
     table.add_column("correction")
     table.add_column("cross-validated mean APE on the rows", justify="right")
     chosen = res.report["chosen"]
+    # a `stack W` row is the chosen correction mixed with a model of the rows alone at weight W: kept on top of it
+    weight = res.report.get("k_rows_model_weight") or 0.0
+    stacked = f"stack {weight:g}" if weight else None
     for mode, err in res.report["cv_mean_ape"].items():
-        table.add_row(mode + (" (chosen)" if mode == chosen else ""), f"{100 * err:.2f}%")
+        mark = " (chosen)" if mode == chosen else f" (chosen, on top of {chosen})" if mode == stacked else ""
+        table.add_row(mode + mark, f"{100 * err:.2f}%")
     console.print(table)
     console.print(f"adapted model: {res.path} (starts from the {res.report['starts_from']})")
     if res.specs_path is not None:

@@ -7,10 +7,11 @@ sweep, each group of configurations that share a kernel (every key but the shape
 timed on a ladder of its own configurations, smallest first, each at least :data:`STEP` times the work of the last,
 until one call lasts ``max_call_s / STEP`` (the next rung would reach the limit: a kernel whose rate falls with its
 size, such as bfloat16 on a CPU without it, is timed near the sizes the limit decides on). A configuration whose
-work at that rate (work per second) would take longer than ``max_call_s`` is left out. The ladder never calls a configuration its rate so far puts over that limit. The
-rate is rounded down to a power of two, so an estimate errs towards leaving out and timing noise seldom moves a
-configuration across the limit. A rate near a power of two can still move one step between runs; a resumed plan
-then draws a few configurations the first run did not, and what was measured stays stored (nothing is redone).
+work at that rate (work per second) would take longer than ``max_call_s`` is left out. The ladder never calls a
+configuration its rate so far puts over that limit. The rate is rounded down to a power of two, so an estimate errs
+towards leaving out and timing noise seldom moves a configuration across the limit. A rate near a power of two can
+still move one step between runs; a resumed plan then draws a few configurations the first run did not, and what was
+measured stays stored (nothing is redone).
 """
 
 from __future__ import annotations
