@@ -22,6 +22,14 @@ from perfcast.builtin import bundle_path
 TARGET_GPU = "l40s"
 
 
+@pytest.fixture(autouse=True)
+def _own_spec_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`perfcast adapt` names the sheet it measures in the process environment: each test starts without one, and the
+    teardown restores the variable as it was (a delenv of an absent variable records nothing, hence the setenv)."""
+    monkeypatch.setenv("PERFCAST_HW_SPECS", "")
+    monkeypatch.delenv("PERFCAST_HW_SPECS")
+
+
 @pytest.fixture(scope="module")
 def l40s(data_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Real aiconfigurator bf16 GEMMs of the L40S: 48 revealed, 300 to predict."""
@@ -94,3 +102,23 @@ def test_the_cli_marks_a_kept_stack_as_chosen_beside_its_correction(tmp_path: Pa
                                    str(tmp_path / "o")], env={"COLUMNS": "200"})
     (alone,) = [line for line in res.output.splitlines() if "(chosen" in line]
     assert "fine (chosen)" in alone
+
+
+def test_a_probed_machine_without_gemm_records_is_told_how_to_measure_its_peaks(tmp_path: Path) -> None:
+    """An attention-only store of this CPU (no vendor sheet, no GEMM to take its peak rates from): exit 2 naming the
+    command, not a traceback."""
+    from perfcast.perf_probe.attention import AttentionProbe
+
+    store = RecordStore(tmp_path / "store")
+    configs = [{"device": "cpu", "phase": "decode", "batch": 2, "heads": 4, "kv_heads": 4, "seq_q": 1, "seq_kv": s,
+                "head_dim": 64, "causal": False, "dtype": "float32", "backend": "auto", "n_threads": 1}
+               for s in (64, 128, 256)]
+    assert run_sweep(AttentionProbe(max_time_s=0.05, warmup_s=0.01), store, configs=configs,
+                     progress=False).measured == 3
+    res = CliRunner().invoke(app, ["adapt", "builtin:attention", "--store", str(store.root), "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert "holds none of its GEMM measurements" in flat and f"perfcast probe gemm --quick --store {store.root}" in flat
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, not a traceback
+    assert not (tmp_path / "o").exists()

@@ -122,7 +122,13 @@ def measured_sheet(store: RecordStore, records: pd.DataFrame, where: Path) -> Pa
     if not len(hw) or not len(names):
         raise AdaptationError(f"device {names[0] if len(names) else '?'} has no spec sheet and its records carry no "
                               f"hw_id to measure one from; describe it in a YAML file named by ${ENV_VAR}")
-    spec = probed_spec(store, str(hw[0]))
+    try:
+        spec = probed_spec(store, str(hw[0]))
+    except ValueError:  # no GEMM records: the sheet's peak rates are measured by GEMMs
+        raise AdaptationError(
+            f"device {names[0]} has no spec sheet, and {store.root} holds none of its GEMM measurements to take its "
+            f"peak rates from: run `perfcast probe gemm --quick --store {store.root}` (or a GEMM adaptation plan) "
+            f"on it too, or describe it in a YAML file named by ${ENV_VAR}") from None
     path = write_spec_file(where, {device_key(spec["device_name"]): spec})
     os.environ[ENV_VAR] = str(path.resolve())  # a later chdir (a notebook, a test) still finds it
     return path
