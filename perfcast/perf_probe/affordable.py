@@ -44,15 +44,15 @@ def affordable(probe: DeviceProbe, configs: Sequence[dict[str, Any]], max_call_s
     if not max_call_s > 0:
         raise ValueError(f"max_call_s must be a positive number of seconds, got {max_call_s!r}")
     out = Affordable()
-    groups: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
-    for cfg in configs:
-        if probe.work(cfg) is not None:
-            groups.setdefault(probe.rate_group(cfg), []).append(cfg)
+    sized = [(cfg, probe.work(cfg), probe.rate_group(cfg)) for cfg in configs]
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[float, dict[str, Any]]]] = {}
+    for cfg, work, group in sized:
+        if work is not None:
+            groups.setdefault(group, []).append((work, cfg))
     for group, members in groups.items():
-        out.rates[group] = _rate(probe, sorted(members, key=probe.work), max_call_s)
-    for cfg in configs:
-        work = probe.work(cfg)
-        rate = None if work is None else out.rates[probe.rate_group(cfg)]
+        out.rates[group] = _rate(probe, sorted(members, key=lambda m: m[0]), max_call_s)
+    for cfg, work, group in sized:
+        rate = None if work is None else out.rates[group]
         seconds = 0.0 if rate is None else work / rate
         if seconds <= max_call_s:
             out.kept.append(cfg)
@@ -72,12 +72,12 @@ def affordable_space(probe: Probe, quick: bool) -> tuple[list[dict[str, Any]] | 
     return fit.kept, fit.left_out
 
 
-def _rate(probe: DeviceProbe, ladder: list[dict[str, Any]], max_call_s: float) -> float | None:
-    """Work per second of the group's kernel, from one warm call per rung (None: its smallest configuration
-    cannot run here; the sweep then records why, as for any failed configuration)."""
+def _rate(probe: DeviceProbe, ladder: list[tuple[float, dict[str, Any]]], max_call_s: float) -> float | None:
+    """Work per second of the group's kernel, from one warm call per rung of ``ladder`` ((work, configuration),
+    least work first; None: its smallest configuration cannot run here, and the sweep then records why, as for any
+    failed configuration)."""
     rate, last = None, 0.0
-    for cfg in ladder:
-        work = probe.work(cfg)
+    for work, cfg in ladder:
         if work < STEP * last:
             continue
         if rate is not None and work / rate > max_call_s:

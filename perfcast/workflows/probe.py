@@ -74,7 +74,8 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
                 r.probe == CpuProbe.name for r in runs):
             # a CPU has no vendor sheet: `perfcast adapt` reads its memory bandwidth from these (stored once)
             cpu = CpuProbe(**probe_options(quick, max_time_s))
-            runs.append(run_sweep(cpu, store, configs=bandwidth_configs(cpu)))
+            left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+            runs.append(run_sweep(cpu, store, budget_s=left, configs=bandwidth_configs(cpu)))
             if on_result is not None:
                 on_result(cpu.name, runs[-1])
             if runs[-1].interrupted or runs[-1].store_error:
