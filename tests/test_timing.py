@@ -274,10 +274,11 @@ def _bare_cv(fn, calls: int = 40) -> float:
 def test_cpu_gemm_1024_is_repeatable():
     """A 1024³ float32 GEMM on one thread repeats with CV <= 3 % (up to 3 tries: the machine is shared).
 
-    If every try is noisy while other processes kept a core busy, the test is skipped with that measurement as
-    the reason. If no process was busy but a bare loop of the same GEMM is as noisy (a virtual machine whose host
-    or clock moves the timings: no process accounting sees it), it is skipped with that floor as the reason. On
-    a machine quiet by both, or with the harness well above the bare loop's noise, a noisy harness fails.
+    Each try is bracketed by two bare loops of the same GEMM (nothing of the harness in them): a virtual machine's
+    noise comes in bursts no process accounting sees, so the harness is judged against the machine's noise at that
+    moment, not at another. If every try is noisy while other processes kept a core busy, or one try stayed within
+    twice its own bracket's noise, the test is skipped with those measurements as the reason. A harness noisier than
+    the bare loops beside it in every try fails.
     """
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     out = torch.empty(1024, 1024)
@@ -285,19 +286,19 @@ def test_cpu_gemm_1024_is_repeatable():
     cvs, loads, bare = [], [], []
     with threads(1):
         for _ in range(3):
+            before = _bare_cv(kernel)
             t, load = _others_cpu_share(lambda: measure(kernel, max_time_s=2.0))
             cvs.append(t.cv)
             loads.append(load)
             if t.cv <= 0.03:
                 return
-            bare.append(_bare_cv(kernel))
+            bare.append(max(before, _bare_cv(kernel)))
+    seen = f"harness CVs {[round(c, 3) for c in cvs]}, bare loops around each: {[round(c, 3) for c in bare]}"
     if min(loads) > 0.5:
         pytest.skip(f"machine busy: other processes used {min(loads):.2f}-{max(loads):.2f} cores during the "
-                    f"measurement (CVs {[round(c, 3) for c in cvs]}); repeatability needs a quiet core")
-    floor = float(np.median(bare))
-    if min(bare) > 0.03 and min(cvs) <= 2 * floor + 0.01:
-        pytest.skip(f"this machine's own timing noise: a bare loop of the same GEMM has CV "
-                    f"{[round(c, 3) for c in bare]} with no other process busy (others used {max(loads):.3f} cores "
-                    f"at most); the harness's CVs {[round(c, 3) for c in cvs]} are within it")
-    pytest.fail(f"1024³ GEMM CV {[round(c, 3) for c in cvs]} > 3 % on a quiet machine (others used {loads} "
-                f"cores; a bare loop of it: CV {[round(c, 3) for c in bare]})")
+                    f"measurement ({seen}); repeatability needs a quiet core")
+    if any(h <= 2 * floor + 0.01 for h, floor in zip(cvs, bare)):
+        pytest.skip(f"this machine's own timing noise: {seen}, with no other process busy (others used "
+                    f"{max(loads):.3f} cores at most); a try within its own bracket's noise")
+    pytest.fail(f"1024³ GEMM: {seen}; the harness is noisier than the bare loop beside it in every try (others "
+                f"used {[round(x, 3) for x in loads]} cores)")
