@@ -166,10 +166,14 @@ def test_build_and_measure_regenerate_bundles_from_a_data_root(data_root: Path, 
     assert "importing" not in capsys.readouterr().out  # the records build imported are read again
     (row,) = json.loads(acc.read_text())["rows"]
     assert row["device"] == "l40s" and row["n_estimators"] == 5 and row["mape"] > 0
+    assert 0 < row["level_oracle_mape"] < row["mape"]  # the L40S's per-kind level is off: knowing it helps
     assert row["n"] == row["rows_per_gpu"] == 4000 and row["base"] == "current"  # every GPU subsampled, L40S too
     main(["report"])
     report = capsys.readouterr().out
     assert report.startswith("| task | GPU left out |") and "| gemm |" in report
+    main(["report", "--input", str(acc)])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| attention | l40s |")]
+    assert f"| {row['mape']:.2%} | {row['level_oracle_mape']:.2%} |" in line
     first = (out / "attention" / "manifest.json").read_bytes()
     main(["build", "--data-root", str(root), "--tasks", "attention", "--out", str(out), "--trees", "6", "--workdir",
           str(work)])  # the same kept workdir again: the bundle is replaced, not refused as already staged

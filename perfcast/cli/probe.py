@@ -41,8 +41,9 @@ def hw(gpus: Annotated[bool, typer.Option(
 def probe(
     which: Annotated[str, typer.Argument(help="gemm, attention, cpu or all")] = "all",
     quick: Annotated[bool, typer.Option("--quick", "-q", help="A short sweep (about a minute per probe)")] = False,
-    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m (with --plan adapt, "
-                                                       "also a number of configurations per device, e.g. 128)")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Time budget for the whole run, e.g. 10m, shared equally by "
+                                                       "the probes (with --plan adapt, also a number of configurations "
+                                                       "per device, e.g. 128)")] = None,
     store: StoreOpt = None,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", help="Probe every node of this Ray cluster (address, or 'local'); the store must be reachable "

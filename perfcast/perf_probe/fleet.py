@@ -29,7 +29,7 @@ from rich.table import Table
 from perfcast.records.store import RecordStore
 from perfcast.perf_probe.affordable import affordable_space
 from perfcast.perf_probe.base import DeviceProbe
-from perfcast.perf_probe.sweep import SweepResult, run_sweep
+from perfcast.perf_probe.sweep import SweepResult, budget_share, run_sweep
 
 #: ``--ray local``: start a Ray on this machine instead of joining a cluster
 LOCAL = "local"
@@ -100,18 +100,16 @@ def measure_node(store: str, devices: tuple[str, ...], probes: Sequence[tuple[st
                  budget_s: float | None, configs: Mapping[str, Sequence[dict[str, Any]]]
                  ) -> tuple[str, list[SweepResult]]:
     """The body of one Ray task: each probe's sweep over ``devices`` of this node into ``store``, all of them
-    within ``budget_s`` (as one ``perfcast probe`` run)."""
+    within ``budget_s``, shared as one ``perfcast probe`` run shares it."""
     rs = RecordStore(store)
     out: list[SweepResult] = []
     t0 = time.monotonic()
-    for name, kwargs in probes:
-        probe = _probe(name, devices, kwargs)
-        left = None if budget_s is None else budget_s - (time.monotonic() - t0)
-        if probe is None or (left is not None and left <= 0):
+    here = [(name, p) for name, kwargs in probes if (p := _probe(name, devices, kwargs)) is not None]
+    for i, (name, probe) in enumerate(here):
+        if budget_s is not None and budget_s - (time.monotonic() - t0) <= 0:
             continue
         todo, left_out = (_on(devices, configs[name]), []) if name in configs else affordable_space(probe, quick)
-        if left is not None:  # the estimate's calls, if any, count against the budget too
-            left = budget_s - (time.monotonic() - t0)
+        left = budget_share(budget_s, time.monotonic() - t0, len(here) - i)  # after the estimate's calls, if any
         out.append(run_sweep(probe, rs, quick=quick, budget_s=left, configs=todo, progress=False))
         out[-1].left_out = left_out
         if out[-1].interrupted:

@@ -185,6 +185,15 @@ def _sigint_deferred() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def budget_share(budget_s: float | None, elapsed_s: float, probes_left: int) -> float | None:
+    """One probe's part of what a run's ``budget_s`` has left after ``elapsed_s``: an equal share with the
+    ``probes_left - 1`` probes after it, so a large sweep cannot spend the others' time; what it leaves unspent
+    goes to them. None without a budget."""
+    if budget_s is None:
+        return None
+    return (budget_s - elapsed_s) / max(probes_left, 1)
+
+
 def run_sweep(
     probe: Probe,
     store: RecordStore,

@@ -16,7 +16,7 @@ from perfcast.perf_probe import PROBES
 from perfcast.perf_probe.affordable import affordable_space
 from perfcast.perf_probe.cpu_kernels import CpuProbe
 from perfcast.perf_probe.peaks import bandwidth_configs
-from perfcast.perf_probe.sweep import SweepResult, run_sweep, summarize
+from perfcast.perf_probe.sweep import SweepResult, budget_share, run_sweep, summarize
 from perfcast.records.store import RecordStore
 
 #: per-measurement time cap of a quick run (precision-limited repeats still stop earlier)
@@ -36,7 +36,8 @@ def probe_options(quick: bool, max_time_s: float | None = None) -> dict[str, Any
 def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False, budget_s: float | None = None,
                count: int | None = None, max_time_s: float | None = None, on_skip: Callable[[str], None] | None = None,
                on_result: Callable[[str, SweepResult], None] | None = None) -> list[SweepResult]:
-    """Sweep the probes ``names`` into ``store`` one after another, sharing ``budget_s`` seconds.
+    """Sweep the probes ``names`` into ``store`` one after another, sharing ``budget_s`` seconds (each probe an
+    equal share of what is left, :func:`~perfcast.perf_probe.sweep.budget_share`).
 
     ``count``: measure only the adaptation plan of that many configurations per device (GEMM and attention probes),
     and, where a plan runs on the CPU, its memory bandwidth (what `perfcast adapt` needs of a device without a sheet);
@@ -49,16 +50,14 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
         store.check_writable(PROBES[name].task)
     t0 = time.perf_counter()
     runs = []
-    for name in names:
-        left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
-        if left is not None and left <= 0:
+    for i, name in enumerate(names):
+        if budget_s is not None and budget_s - (time.perf_counter() - t0) <= 0:
             if on_skip is not None:
                 on_skip(name)
             continue
         probe = PROBES[name](**probe_options(quick, max_time_s))
         configs, left_out = affordable_space(probe, quick)
-        if configs is not None and left is not None:  # the estimate's calls count against the budget too
-            left = budget_s - (time.perf_counter() - t0)
+        left = budget_share(budget_s, time.perf_counter() - t0, len(names) - i)  # after the estimate's calls
         if count is not None and probe.task in ("gemm", "attention"):
             from perfcast.perf_probe.plan import plan_configs
 
@@ -74,7 +73,7 @@ def run_probes(names: Sequence[str], store: RecordStore, *, quick: bool = False,
                 r.probe == CpuProbe.name for r in runs):
             # a CPU has no vendor sheet: `perfcast adapt` reads its memory bandwidth from these (stored once)
             cpu = CpuProbe(**probe_options(quick, max_time_s))
-            left = None if budget_s is None else budget_s - (time.perf_counter() - t0)
+            left = budget_share(budget_s, time.perf_counter() - t0, len(names) - i)
             runs.append(run_sweep(cpu, store, budget_s=left, configs=bandwidth_configs(cpu)))
             if on_result is not None:
                 on_result(cpu.name, runs[-1])

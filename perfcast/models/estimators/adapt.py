@@ -387,7 +387,7 @@ def fit_correction_of(F: pd.DataFrame, base: np.ndarray, y: np.ndarray, *, task:
         rows = kinds == kind
         if rows.sum() >= MIN_KIND_ROWS:
             kind_modes[str(kind)] = _best({m: mean_ape(oof[m][rows]) for m in among}, among)
-    used = pd.Series(kinds).map(kind_modes).fillna(best).to_numpy()
+    used = np.array([kind_modes.get(str(kind), best) for kind in kinds], dtype=object)
     shaped = [m for m in among if m in SHAPED and m in used]  # each shape term some kind reads, fitted on every row
     first = offered[-1] if offered[-1] in shaped else max(used, key=MODES.index)
     correction = fit_correction(F, base, y, first, task, seed, extra, floor, grow_trees=grow_trees)
