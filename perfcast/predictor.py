@@ -201,7 +201,8 @@ class Predictor:
             check_level(level)
         model = self.model
         # feature rows by position, never a frame: a request's costs are per call, not per row (rows.py)
-        A, names = model.features.transform_array(records), model.features.names_out()
+        # a dtype the model never saw is predicted as its stand-in (fp16 as bf16); the domain check flags it below
+        A, names = model.features.transform_array(model.domain.stand_in(records)), model.features.names_out()
         pred = model.predict_rows(A, names)
         cal = model.calibration
         lo, hi = cal.bounds(pred, cal.noise(records, len(records)), level, features=A, names=names)

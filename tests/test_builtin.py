@@ -79,6 +79,25 @@ def test_builtin_predicts_measured_kernels_inside_its_interval(data_root: Path, 
     assert inside.mean() > 0.85, inside.mean()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_an_fp16_request_is_answered_as_bf16_and_flagged(data_root: Path, task: str) -> None:
+    """Neither built-in model saw fp16: it is predicted as bf16 (the same width and tensor-core rate; measured on
+    Vidur's fp16 GEMMs in tests/test_import_vidur.py), flagged out of distribution with the stand-in named."""
+    p = Predictor.builtin(task)
+    rows = _h100_rows(data_root, task, 40).drop(columns=["runtime_ms"])
+    bf16 = ["bf16", "bfloat16"]
+    rows = rows[rows["dtype"].isin(bf16) & (rows["kv_dtype"].isin(bf16) if "kv_dtype" in rows else True)].head(5)
+    assert len(rows)
+    bf16 = p.predict(rows)
+    fp16 = p.predict(rows.assign(dtype="float16", **({"kv_dtype": "float16"} if "kv_dtype" in rows else {})))
+    for c in ("runtime_ms", "runtime_ms_lo", "runtime_ms_hi"):
+        assert fp16[c].tolist() == bf16[c].tolist()
+    assert not fp16["in_distribution"].any()
+    assert fp16["ood_reason"].str.contains("dtype 'float16' never seen in training .*; predicted as bf16").all()
+    one = p.predict({**rows.iloc[0].to_dict(), "dtype": "fp16"})  # a request takes the one-row path
+    assert one["runtime_ms"] == bf16["runtime_ms"].iloc[0] and "predicted as bf16" in one["ood_reason"]
+
+
 def test_sheet_only_and_user_gpus_are_predictable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = Predictor.builtin("gemm")
     b200 = p.predict({"m": 8192, "n": 8192, "k": 8192, "dtype": "bf16", "device": "b200_sxm"})

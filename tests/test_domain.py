@@ -81,6 +81,27 @@ def test_unseen_gpu_inside_the_hull_is_in_distribution_but_outside_and_unseen_dt
     assert not ok.any() and all("dtype 'fp8' never seen in training (seen: bf16)" in r for r in reasons)
 
 
+def test_an_unseen_dtype_is_predicted_as_its_seen_stand_in_and_still_flagged(aic):
+    """A model that saw bf16 but no fp16: its fp16 rows are featurised as bf16 (same width, same tensor cores),
+    flagged out of distribution with the stand-in named; fp8 has no stand-in and keeps its own features."""
+    train = aic[(aic["dtype"] == "bfloat16") & aic["device_id"].isin(["a100_sxm", "h100_sxm"])].reset_index(drop=True)
+    guard, features = _guard(train)
+    rows = train.head(4).assign(dtype=["float16", "bf16", "fp8", "half"])
+    swapped = guard.stand_in(rows)
+    assert list(swapped.text("dtype")) == ["bf16", "bf16", "fp8", "bf16"]
+    assert list(rows["dtype"]) == ["float16", "bf16", "fp8", "half"]  # the caller's records are not changed
+    F = features.transform(swapped.frame())
+    assert F.iloc[0].equals(features.transform(train.head(1)).iloc[0])  # exactly the bf16 row's features
+    ok, reasons = guard.check(rows, F)
+    assert ok.tolist() == [False, True, False, False]
+    assert reasons[0] == ("dtype 'float16' never seen in training (seen: bf16); predicted as bf16 (the same width, "
+                          "run at the same rate)")
+    assert "predicted as" not in reasons[2]
+    assert guard.stand_in(train.head(3)).text("dtype").tolist() == train.head(3)["dtype"].tolist()  # nothing unseen
+    both = DomainGuard("gemm").fit(rows, features.transform(rows))  # a model that saw fp16: no stand-in
+    assert both.stand_in(rows).text("dtype").tolist() == rows["dtype"].tolist()
+
+
 def test_several_reasons_are_joined_and_missing_values_are_not_flagged(neusight):
     train, _ = neusight
     guard, features = _guard(train)

@@ -77,6 +77,12 @@ class Records:
                                        index=self.index)
         return self._frame
 
+    def with_column(self, column: str, values: np.ndarray) -> Records:
+        """These records with ``column`` replaced by ``values`` (a batch stays a DataFrame, a request a dict)."""
+        if self._frame is not None:
+            return Records(frame=self._frame.assign(**{column: values}), catalog=self.catalog)
+        return Records({**self._columns, column: values}, catalog=self.catalog)
+
     # ------------------------------------------------------------------------------------ reads
     def raw(self, column: str) -> Any:
         """The column as given (a Series for a DataFrame, else the array or list)."""

@@ -54,6 +54,10 @@ DTYPES: dict[str, DtypeInfo] = {
     "int8_wo": DtypeInfo(2, 1, 2, _F16_PEAKS),
     "int4_wo": DtypeInfo(2, 0.5, 2, _F16_PEAKS),
 }
+#: a dtype a model never saw is predicted as its stand-in when the model saw that one: fp16 and bf16 are both two
+#: bytes per element and run on the same tensor cores at the same peak on every GPU that has both (a GPU without
+#: bf16 runs neither stand-in faster than its fp16 peak, which both dtypes' peaks fall back to)
+STAND_INS: dict[str, str] = {"fp16": "bf16", "bf16": "fp16"}
 #: every spelling seen in the data (and common framework names), matched after lower-casing and
 #: stripping "torch." and separators
 _ALIASES: dict[str, str] = {

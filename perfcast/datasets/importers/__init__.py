@@ -9,6 +9,7 @@ from perfcast.datasets.importers import (  # noqa: F401  (import registers)
     spec_cpu2017,
     specpower,
     uci_hardware,
+    vidur,
 )
 from perfcast.datasets.importers.base import REGISTRY, Importer, register
 

@@ -24,10 +24,12 @@ from perfcast.records.schema import columns
 from perfcast.features.base import column_positions, text_map
 from perfcast.features.distinct import flagged
 from perfcast.features.records import Records
-from perfcast.features.roofline import canonical_dtypes
+from perfcast.features.roofline import STAND_INS, canonical_dtypes
 
 #: config columns that are choices, not sizes: a value never seen in training is out of distribution
 CATEGORICAL: tuple[str, ...] = ("dtype", "kv_dtype", "op", "phase", "layout", "benchmark", "subtest", "variant")
+#: the columns whose unseen values are predicted as a seen stand-in (:data:`~perfcast.features.roofline.STAND_INS`)
+DTYPE_COLUMNS: tuple[str, ...] = ("dtype", "kv_dtype")
 #: numeric config columns that are not sizes (no range to leave)
 NOT_SIZES: frozenset[str] = frozenset({"alpha", "beta"})
 #: feature columns describing the device, per task (a device outside their training box is flagged)
@@ -174,6 +176,10 @@ class DomainGuard:
             unseen = self._unseen(c, text)
             add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
                 f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
+            if c in DTYPE_COLUMNS:
+                stand = self._stand_ins(c, text, unseen)
+                add(stand != None, lambda m, stand=stand: "predicted as " + stand[m]  # noqa: E711
+                    + " (the same width, run at the same rate)")
         if names is None:
             names, A = tuple(features.columns), features.to_numpy(dtype="float64", na_value=np.nan)
         else:
@@ -270,6 +276,29 @@ class DomainGuard:
                 add(foreign & np.isnan(v), lambda m, c=c: "device " + self._device_labels(records)[m]
                     + f" has no {c} (every training device had one)")
         return reasons
+
+    def stand_in(self, records: pd.DataFrame | Records) -> Records:
+        """``records`` with each dtype the model never saw replaced by its stand-in where the model saw that one
+        (fp16 as bf16, :data:`~perfcast.features.roofline.STAND_INS`), for the features to predict; :meth:`check`
+        still flags such a row and names its stand-in."""
+        R = Records.of(records)
+        for c in DTYPE_COLUMNS:
+            if c in self.categories and c in R:
+                text = R.text(c)
+                unseen = self._unseen(c, text)
+                if not (unseen[0] is True if len(unseen) == 1 else (unseen == True).any()):  # noqa: E712
+                    continue  # every dtype seen (a request's one value tested without an array operation)
+                stand = self._stand_ins(c, text, unseen)
+                if (stand != None).any():  # noqa: E711 - an object array: None where the row keeps its dtype
+                    R = R.with_column(c, np.where(stand != None, stand, text))  # noqa: E711
+        return R
+
+    def _stand_ins(self, column: str, text: np.ndarray, unseen: np.ndarray) -> np.ndarray:
+        """Per row, the seen stand-in of an unseen dtype (None where the row is seen, missing or has none)."""
+        seen = frozenset(self.categories[column])
+        labels = _labels(text, column)
+        return np.array([STAND_INS.get(v) if u is True and STAND_INS.get(v) in seen else None
+                         for v, u in zip(labels, unseen, strict=True)], dtype=object)
 
     def _unseen(self, column: str, text: np.ndarray) -> np.ndarray:
         """Per row, whether its ``column`` label was never seen in training (None where missing); a request's one
