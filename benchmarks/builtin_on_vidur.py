@@ -7,9 +7,12 @@ A40 is a GPU it never saw. Each GPU's rows are scored as the user would ask for 
 bf16 stand-in, :data:`perfcast.features.roofline.STAND_INS`) and, for comparison, with fp16's own features (what
 the model answered before the stand-in).
 
-    python benchmarks/builtin_on_vidur.py [--data-root ../shared/datasets] [--rows-per-gpu N]
+Then the built-in model is adapted to the A40 (``--adapt``) on K of its records drawn at random, and scored on
+every other A40 record: the adaptation flow of ``perfcast adapt`` on a GPU measured by another tool.
 
-prints a Markdown table; the figures and their reading are in benchmarks/BUILTIN_VIDUR.md.
+    python benchmarks/builtin_on_vidur.py [--data-root ../shared/datasets] [--rows-per-gpu N] [--adapt a40]
+
+prints Markdown tables; the figures and their reading are in benchmarks/BUILTIN_VIDUR.md.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,30 @@ def score(records: pd.DataFrame, predictor: Predictor | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def adapted(records: pd.DataFrame, device: str, budgets: tuple[int, ...] = (32, 128, 512), seed: int = 0,
+            predictor: Predictor | None = None) -> pd.DataFrame:
+    """The built-in model adapted to ``device`` on K of its records drawn at random (``Predictor.adapt``, fp16
+    as measured) and scored on every other record of it, beside the unadapted model on the same rows."""
+    predictor = predictor or Predictor.builtin("gemm")
+    mine = records[records["device_id"] == device].reset_index(drop=True)
+    order = np.random.default_rng(seed).permutation(len(mine))
+    rows: list[dict[str, Any]] = []
+    for k in budgets:
+        fit, test = mine.iloc[order[:k]], mine.iloc[order[k:]]
+        start = time.perf_counter()
+        model = predictor.adapt(fit, seed=seed)
+        wall = time.perf_counter() - start
+        asked, truth = test[["m", "n", "k", "dtype", "device_id"]], test["runtime_ms"].to_numpy(dtype="float64")
+        row: dict[str, Any] = {"device": device, "k": k, "test_rows": len(test), "adapt_s": wall}
+        for name, p in (("base", predictor), ("adapted", model)):
+            out = p.predict(asked)
+            row[f"{name}_mape"] = float(np.mean(np.abs(out["runtime_ms"].to_numpy(dtype="float64") - truth) / truth))
+            row[f"{name}_coverage"] = float(np.mean((out["runtime_ms_lo"].to_numpy(dtype="float64") <= truth)
+                                                    & (truth <= out["runtime_ms_hi"].to_numpy(dtype="float64"))))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def markdown(table: pd.DataFrame) -> str:
     """The score table as the Markdown of benchmarks/BUILTIN_VIDUR.md."""
     lines = ["| GPU | in the built-in's training | rows | mean APE | median APE | 90% coverage | mean APE, m < "
@@ -82,12 +110,26 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def adapted_markdown(table: pd.DataFrame) -> str:
+    """The adaptation table as the Markdown of benchmarks/BUILTIN_VIDUR.md."""
+    lines = ["| GPU | K (records adapted on) | rows scored | built-in: mean APE | 90% coverage | adapted: mean APE | "
+             "90% coverage | adaptation time |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.device} | {r.k} | {r.test_rows:,} | {r.base_mape:.2%} | {r.base_coverage:.1%} | "
+              f"{r.adapted_mape:.2%} | {r.adapted_coverage:.1%} | {r.adapt_s:.1f} s |" for r in table.itertuples()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     parser.add_argument("--rows-per-gpu", type=int, default=None, help="draw this many records per GPU [all]")
+    parser.add_argument("--adapt", default="a40", help="adapt to this GPU at K = 32, 128, 512 ('' for none)")
     args = parser.parse_args(argv)
-    print(markdown(score(vidur_gemms(args.data_root, args.rows_per_gpu))))
+    records = vidur_gemms(args.data_root, args.rows_per_gpu)
+    print(markdown(score(records)))
+    if args.adapt:
+        print()
+        print(adapted_markdown(adapted(records, args.adapt)))
 
 
 if __name__ == "__main__":

@@ -84,3 +84,18 @@ def test_the_builtin_model_predicts_vidurs_fp16_gemms_better_as_bf16(imported) -
     assert (table["mape"] < table["mape_fp16_features"]).all(), table
     assert table["coverage"].between(0, 1).all() and (table["rows"] == 400).all()
     assert builtin_on_vidur.markdown(table.reset_index()).count("\n") == 3
+
+
+def test_adapting_the_builtin_model_to_the_a40_on_vidurs_rows_beats_it_on_the_rest(imported) -> None:
+    """`perfcast adapt`'s flow on a GPU another tool measured: 64 of the A40's records adapt the built-in model,
+    and every other A40 record of the slice is predicted better than before."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import builtin_on_vidur
+
+    _, recs = imported
+    (row,) = builtin_on_vidur.adapted(recs, "a40", budgets=(64,)).itertuples()
+    assert row.test_rows == (recs["device_id"] == "a40").sum() - 64
+    assert row.adapted_mape < row.base_mape, row
+    assert 0 <= row.adapted_coverage <= 1
+    table = builtin_on_vidur.adapted_markdown(pd.DataFrame([row._asdict()]))
+    assert f"| a40 | 64 | {row.test_rows:,} |" in table
