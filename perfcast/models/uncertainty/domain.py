@@ -176,7 +176,7 @@ class DomainGuard:
             unseen = self._unseen(c, text)
             add(unseen == True, lambda m, c=c, seen=seen, text=text:  # noqa: E712 - None (missing) is not unseen
                 f"{c} '" + text[m] + f"' never seen in training (seen: {', '.join(seen)})")
-            if c in DTYPE_COLUMNS:
+            if c in DTYPE_COLUMNS and (unseen == True).any():  # noqa: E712
                 stand = self._stand_ins(c, text, unseen)
                 add(stand != None, lambda m, stand=stand: "predicted as " + stand[m]  # noqa: E711
                     + " (the same width, run at the same rate)")
